@@ -1,0 +1,1 @@
+"""Typer command groups. Each command is thin: parse, call one manager method, print."""

@@ -1,0 +1,175 @@
+"""`vc flow …`: workflow definitions, status, run, worker and the dashboard launcher."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from app.cli import session
+from app.cli.common import (
+    error_line,
+    fail,
+    open_store,
+    paint,
+    print_json,
+    progress_text,
+    render_table,
+    translate_errors,
+)
+
+app = typer.Typer(
+    help="Workflows and their sessions.", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(session.app, name="session")
+
+
+def _workflows_dir():  # type: ignore[no-untyped-def]
+    from app.settings import Settings
+
+    return Settings.from_env().workflows_dir
+
+
+@app.command("list")
+def list_workflows(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """List the workflow definitions in workflows/ (malformed files are reported too)."""
+    with translate_errors():
+        from store.workflows import discover_workflows
+
+        found, errors = discover_workflows(_workflows_dir())
+    if as_json:
+        print_json(
+            {
+                "workflows": [
+                    {"id": w.id, "name": w.name, "description": w.description,
+                     "stages": [s.name for s in w.stages], "path": w.path}
+                    for w in found
+                ],
+                "errors": [str(e) for e in errors],
+            }
+        )
+    else:
+        if found:
+            print(render_table(
+                ["ID", "NAME", "STAGES", "DESCRIPTION"],
+                [[w.id, w.name, str(len(w.stages)), (w.description or "").strip()]
+                 for w in found],
+                flexible=3,
+            ))
+        elif not errors:
+            print(f"no workflows in {_workflows_dir()}: add a YAML file there "
+                  "(see README, 'Writing a workflow')")
+        for err in errors:
+            error_line(str(err))
+    if errors:
+        raise typer.Exit(1)
+
+
+@app.command("show")
+def show_workflow(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Show one workflow definition and its stages in execution order."""
+    from store.text import clean_text
+
+    with translate_errors():
+        from store.workflows import find_workflow
+
+        wf = find_workflow(_workflows_dir(), workflow_id)
+    if as_json:
+        doc = wf.to_dict()
+        doc["path"] = wf.path
+        doc["execution_order"] = wf.execution_order()
+        print_json(doc)
+        return
+    print(f"id:          {wf.id}")
+    print(f"name:        {clean_text(wf.name)}")
+    if wf.description:
+        print(f"description: {clean_text(wf.description)}")
+    print(f"file:        {wf.path}")
+    print()
+    print(render_table(
+        ["STAGE", "RUN", "NEEDS", "TIMEOUT", "RETRIES"],
+        [[s.name, s.run if s.run is not None else "(manual gate)", ", ".join(s.needs) or "-",
+          "-" if s.timeout is None else f"{s.timeout:g}s", str(s.retries)]
+         for s in wf.stages],
+        flexible=1,
+    ))
+
+
+@app.command("status")
+def status_cmd(
+    session_id: Annotated[str, typer.Argument(help="Session id or unique prefix.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """A session's status report: state, progress, stages (exit 1 if it FAILED)."""
+    from store import FlowStatusIntegration
+    from store.text import clean_text
+
+    with open_store(writes=False) as ctx, ctx.session() as db:
+        report = FlowStatusIntegration(db).status_report(session_id)
+    if as_json:
+        print_json(report)
+    else:
+        status = report["status"] + (" (orphaned)" if report["orphaned"] else "")
+        reason = f" ({clean_text(report['reason'])})" if report["reason"] else ""
+        print(f"{report['id'][:12]}  {clean_text(report['name'])}  "
+              f"{paint(status, report['status'])}{reason}")
+        print(f"progress {progress_text(report['progress'], 20)}"
+              + (f"  stage {clean_text(report['current_stage'])}"
+                 if report["current_stage"] else ""))
+        for st in report["stages"]:
+            mark = {"COMPLETED": "✔", "FAILED": "✘", "ACTIVE": "▶", "PAUSED": "‖"}.get(
+                st["status"], "·")
+            print(f"  {mark} {clean_text(st['name']):<24} {paint(st['status'], st['status']):<9} "
+                  f"{progress_text(st['progress'])}  attempt {st['attempt']}")
+    if report["status"] == "FAILED":
+        raise typer.Exit(1)
+
+
+@app.command("run")
+def run_cmd(
+    target: Annotated[str, typer.Argument(metavar="WORKFLOW[:STAGE]",
+                                          help="Workflow id, optionally ':stage'.")],
+    session_id: Annotated[str | None, typer.Option("--session", help="Continue this session.")]
+    = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Run in the background.")] = False,
+    queue: Annotated[bool, typer.Option("--queue", help="Queue for any worker.")] = False,
+    name: Annotated[str | None, typer.Option("--name", help="Name of a new session.")] = None,
+) -> None:
+    """Run a session's remaining stages (a new session unless --session is given)."""
+    from app.runner.cli import run_command
+
+    code = run_command(target, session_id=session_id, detach=detach, queue=queue, name=name)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("worker")
+def worker_cmd(
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1)] = 1,
+    workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
+) -> None:
+    """Claim and run queued sessions (see 'vc flow run --queue')."""
+    from app.runner.worker import worker_command
+
+    raise typer.Exit(worker_command(concurrency=concurrency, workflow=workflow))
+
+
+@app.command("tui")
+def tui_cmd(
+    demo: Annotated[bool, typer.Option("--demo", help="Open on a demo workspace.")] = False,
+) -> None:
+    """The full-screen dashboard."""
+    with translate_errors():
+        from app.tui.launch import launch
+
+        code = launch(demo=demo)
+    if code:
+        raise typer.Exit(code)
+
+
+__all__ = ["app", "fail"]

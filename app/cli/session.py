@@ -1,0 +1,346 @@
+"""`vc flow session …`: the headless twin of the dashboard. Each command resolves the id,
+calls one manager method and prints one line (or the JSON document of DESIGN §8)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from app.cli.common import (
+    age,
+    confirm,
+    error_line,
+    fail,
+    open_store,
+    paint,
+    parse_meta,
+    print_json,
+    progress_text,
+    render_table,
+)
+
+app = typer.Typer(
+    help="Create, inspect and control sessions.", no_args_is_help=True, rich_markup_mode=None
+)
+
+STATUSES = ("PENDING", "ACTIVE", "PAUSED", "COMPLETED", "FAILED")
+IdArg = Annotated[str, typer.Argument(help="Session id or a unique prefix (4+ characters).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+def _status_option(value: str | None) -> str | None:
+    if value is None:
+        return None
+    upper = value.upper()
+    if upper not in STATUSES:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(STATUSES)}")
+    return upper
+
+
+def status_label(status: str, orphaned: bool) -> str:
+    return f"{status} (orphaned)" if orphaned else status
+
+
+@app.command("list")
+def list_cmd(
+    status: Annotated[
+        str | None, typer.Option("--status", "-s", help="Only this status.",
+                                 callback=_status_option)
+    ] = None,
+    workflow: Annotated[str | None, typer.Option("--workflow", "-w", help="Only this workflow.")]
+    = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N sessions.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List sessions, newest first."""
+    from store.queries import SessionFilter, count_sessions, list_sessions
+
+    with open_store(writes=False) as ctx, ctx.session() as session:
+        filt = SessionFilter(status=status, workflow_id=workflow)
+        views = list_sessions(session, filt, limit=limit)
+        if as_json:
+            print_json([v.to_json() for v in views])
+            return
+        total = count_sessions(session, filt) if len(views) == limit else len(views)
+    if not views:
+        print("no sessions yet: create one with 'vc flow session create WORKFLOW' "
+              "or 'vc flow run WORKFLOW'" if total == 0 and not (status or workflow)
+              else "no sessions match")
+        return
+    rows = [
+        [
+            v.id[:8],
+            v.name,
+            v.workflow_id,
+            status_label(v.status, v.orphaned),
+            progress_text(v.progress),
+            v.current_stage or "-",
+            v.runner_host or "-",
+            age(v.created_at),
+        ]
+        for v in views
+    ]
+    print(
+        render_table(
+            ["ID", "NAME", "WORKFLOW", "STATUS", "PROGRESS", "STAGE", "HOST", "AGE"],
+            rows,
+            flexible=1,
+            drop_order=(6, 2, 5, 7),
+            status_column=3,
+        )
+    )
+    if total > len(views):
+        print(f"({len(views)} of {total} sessions; --limit N shows more)")
+
+
+@app.command("show")
+def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
+    """Show one session: state, stages, runner and history."""
+    from store import FlowSessionManager
+    from store.queries import get_session_view, list_events
+    from store.text import clean_text
+
+    with open_store(writes=False) as ctx, ctx.session() as session:
+        sid = FlowSessionManager(session).resolve_session_id(session_id)
+        view = get_session_view(session, sid)
+        if view is None:
+            raise fail(f"no session matches {session_id!r}")
+        events = list_events(session, sid)
+    if as_json:
+        doc = view.to_json()
+        doc["events"] = [e.to_json() for e in events]
+        print_json(doc)
+        return
+    runner = (
+        f"pid {view.runner_pid} on {view.runner_host}, heartbeat {age(view.heartbeat_at)} ago"
+        if view.runner_pid is not None
+        else "none"
+    )
+    lines = [
+        f"id:        {view.id}",
+        f"name:      {clean_text(view.name)}",
+        f"workflow:  {clean_text(view.workflow_id)}",
+        f"status:    {paint(status_label(view.status, view.orphaned), view.status)}"
+        + (f"  ({clean_text(view.reason)})" if view.reason else ""),
+        f"progress:  {progress_text(view.progress)}",
+        f"stage:     {clean_text(view.current_stage or '-')}",
+        f"runner:    {clean_text(runner)}",
+        f"created:   {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(view.created_at))}"
+        f" ({age(view.created_at)} ago)",
+    ]
+    if view.metadata:
+        meta = ", ".join(f"{k}={v}" for k, v in view.metadata.items())
+        lines.append(f"metadata:  {clean_text(meta)}")
+    print("\n".join(lines))
+    print()
+    print(
+        render_table(
+            ["STAGE", "STATUS", "PROGRESS", "ATTEMPT", "EXIT", "ERROR"],
+            [
+                [
+                    s.name,
+                    s.status,
+                    progress_text(100.0 if s.status == "COMPLETED" else s.progress),
+                    str(s.attempt),
+                    "-" if s.exit_code is None else str(s.exit_code),
+                    s.error or "",
+                ]
+                for s in view.stages
+            ],
+            flexible=5,
+            status_column=1,
+        )
+    )
+    print()
+    print(
+        render_table(
+            ["WHEN", "OP", "FROM", "TO", "BY", "REASON"],
+            [
+                [
+                    time.strftime("%H:%M:%S", time.localtime(e.at)),
+                    e.op + (f" {e.stage}" if e.stage else ""),
+                    e.from_status or "-",
+                    e.to_status or "-",
+                    f"{e.actor}@{e.host}:{e.pid}",
+                    e.reason or "",
+                ]
+                for e in events[-15:]
+            ],
+            flexible=5,
+            drop_order=(4,),
+        )
+    )
+
+
+@app.command("create")
+def create_cmd(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id (see 'vc flow list').")],
+    name: Annotated[str | None, typer.Option("--name", help="A name for the session.")] = None,
+    meta: Annotated[
+        list[str] | None, typer.Option("--meta", help="KEY=VALUE metadata (repeatable).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a PENDING session of a workflow (run it with 'vc flow run --session')."""
+    from store import FlowSessionManager
+    from store.queries import get_session_view
+    from store.workflows import find_workflow
+
+    metadata = parse_meta(meta or [])
+    with open_store() as ctx, ctx.session() as session:
+        definition = find_workflow(ctx.settings.workflows_dir, workflow_id)
+        created = FlowSessionManager(session).create_session(
+            workflow_id=definition.id, name=name, metadata=metadata, definition=definition
+        )
+        view = get_session_view(session, created.id)
+    assert view is not None
+    if as_json:
+        print_json(view.to_json())
+    else:
+        print(created.id)
+
+
+def _operation(op: str, session_id: str, **kwargs: object) -> None:
+    from store import FlowSessionManager
+    from store.text import clean_text
+
+    with open_store() as ctx, ctx.session() as session:
+        manager = FlowSessionManager(session)
+        change = getattr(manager, op)(session_id, **kwargs)
+        name = manager.get_session(change.session_id).name
+        extra = ""
+        if op in ("resume", "retry"):
+            from app.runner.launch import ensure_runner
+
+            extra = ensure_runner(ctx, change.session_id)
+    print(f"{change.to_status}: {change.session_id[:12]} ({clean_text(name)}){extra}")
+
+
+@app.command("pause")
+def pause_cmd(session_id: IdArg) -> None:
+    """Pause a session: its running stage is stopped (SIGSTOP) by its runner."""
+    _operation("pause", session_id)
+
+
+@app.command("resume")
+def resume_cmd(session_id: IdArg) -> None:
+    """Resume a paused session (starts a runner if it has none)."""
+    _operation("resume", session_id)
+
+
+@app.command("abort")
+def abort_cmd(session_id: IdArg) -> None:
+    """Abort a session: FAILED with reason 'aborted'; its stage is terminated."""
+    _operation("abort", session_id)
+
+
+@app.command("retry")
+def retry_cmd(session_id: IdArg) -> None:
+    """Retry a FAILED session: failed stages go back to PENDING, completed ones are kept."""
+    _operation("retry", session_id)
+
+
+@app.command("delete")
+def delete_cmd(
+    session_id: IdArg,
+    force: Annotated[
+        bool, typer.Option("--force", help="Abort a running session first; do not ask.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+    = False,
+) -> None:
+    """Delete a session with its stages, events and logs (asks first on a terminal)."""
+    from store import FlowSessionManager
+    from store.text import clean_text
+
+    with open_store() as ctx, ctx.session() as session:
+        manager = FlowSessionManager(session)
+        sid = manager.resolve_session_id(session_id)
+        obj = manager.get_session(sid)
+        name = obj.name
+        if not (force or yes):
+            session.rollback()
+            if not confirm(f"delete session {sid[:12]} ({clean_text(name)})?"):
+                raise fail(
+                    f"not deleted: session {sid[:12]} needs confirmation "
+                    "(answer y on a terminal, or pass --yes)"
+                )
+        manager.delete(sid, force=force)
+        assert ctx.logging is not None
+        ctx.logging.files.remove_session(sid)
+    print(f"deleted: {sid[:12]} ({clean_text(name)})")
+
+
+@app.command("logs")
+def logs_cmd(
+    session_id: IdArg,
+    level: Annotated[
+        str | None, typer.Option("--level", "-l", help="Minimum level: DEBUG INFO WARNING ERROR.")
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines until the session ends.")
+    ] = False,
+    stage: Annotated[str | None, typer.Option("--stage", help="Only this stage's lines.")] = None,
+    tail: Annotated[int, typer.Option("--tail", "-n", min=1, help="Start with the last N lines.")]
+    = 200,
+) -> None:
+    """Print a session's log from the store (works from any host sharing the database)."""
+    from store import FlowSessionManager
+    from store.queries import LEVELS, get_session_view, read_logs
+
+    if level is not None and level.upper() not in LEVELS:
+        raise fail(f"invalid --level {level!r}: use one of {', '.join(LEVELS)}", 2)
+    min_level = level.upper() if level else None
+    color = paint("x", "FAILED") != "x"
+    with open_store(writes=False) as ctx, ctx.session() as session:
+        sid = FlowSessionManager(session).resolve_session_id(session_id)
+        records = read_logs(session, sid, min_level=min_level, stage=stage, limit=tail,
+                            newest=True)
+        _print_logs(records, color)
+        last_id = records[-1].id if records else 0
+        if not follow:
+            return
+        try:
+            idle_after_end = 0
+            while True:
+                session.commit()
+                records = read_logs(session, sid, after_id=last_id, min_level=min_level,
+                                    stage=stage, limit=5000)
+                if records:
+                    _print_logs(records, color)
+                    last_id = records[-1].id
+                    continue
+                view = get_session_view(session, sid)
+                if view is None:
+                    error_line(f"session {sid[:12]} was deleted")
+                    raise typer.Exit(1)
+                if view.status in ("COMPLETED", "FAILED"):
+                    idle_after_end += 1
+                    if idle_after_end > 2:
+                        return
+                time.sleep(0.25)
+        except KeyboardInterrupt:
+            return
+
+
+_LEVEL_COLORS = {"DEBUG": "2", "WARNING": "33", "ERROR": "31"}
+
+
+def _print_logs(records: list, color: bool) -> None:  # type: ignore[type-arg]
+    import sys
+
+    from store.text import clean_text
+
+    out = []
+    for r in records:
+        stamp = time.strftime("%H:%M:%S", time.localtime(r.at))
+        stage = f" [{clean_text(r.stage)}]" if r.stage else ""
+        text = clean_text(r.text)
+        level = f"{r.level:<7}"
+        if color and r.level in _LEVEL_COLORS:
+            level = f"\x1b[{_LEVEL_COLORS[r.level]}m{level}\x1b[0m"
+        out.append(f"{stamp} {level}{stage} {text}\n")
+    sys.stdout.write("".join(out))
+    sys.stdout.flush()

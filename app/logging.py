@@ -1,0 +1,271 @@
+"""Logging (DESIGN §7): loguru with four categories, three kinds of files, and a mirror of
+every session record into the store's log table (what `session logs` and the dashboard read,
+from any host).
+
+Files are written with one ``os.write`` per batch on ``O_APPEND`` descriptors: appends from
+several processes never interleave inside a line and ``tail -f`` sees whole lines. Each
+record is one line; newlines inside a message are escaped so a stage cannot forge records.
+The store mirror buffers rows and inserts them in batches from one background thread.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+CATEGORIES = (
+    "workflow.session.integration",
+    "workflow.session.operations",
+    "workflow.stage.integration",
+    "workflow.stage.operations",
+)
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def format_line(
+    at: float, level: str, category: str, session_id: str | None, stage: str | None, text: str
+) -> str:
+    """One record as one line of a log file."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+    millis = int((at % 1) * 1000)
+    if "\n" in text or "\r" in text:
+        text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return (
+        f"{stamp}.{millis:03d} | {level:<7} | {category} | {session_id or '-'} | "
+        f"{stage or '-'} | {text}\n"
+    )
+
+
+class LogFiles:
+    """The log tree: ``<log_dir>/workflow/session/{<id>.log, operations.log,
+    integration.log}``, created on demand (directories 0700, files 0600)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.root = log_dir / "workflow" / "session"
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def session_path(self, session_id: str) -> Path:
+        if not _SAFE_ID.match(session_id):
+            raise ValueError(f"invalid session id for a log file name: {session_id!r}")
+        return self.root / f"{session_id}.log"
+
+    def _fd(self, name: str) -> int:
+        fd = self._fds.get(name)
+        if fd is None:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.root / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            if len(self._fds) > 64:
+                self.close()
+            self._fds[name] = fd
+        return fd
+
+    def write(self, name: str, data: str) -> None:
+        payload = data.encode("utf-8", "backslashreplace")
+        with self._lock:
+            fd = self._fd(name)
+            view = memoryview(payload)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+
+    def write_session(self, session_id: str, data: str) -> None:
+        self.write(self.session_path(session_id).name, data)
+
+    def remove_session(self, session_id: str) -> None:
+        path = self.session_path(session_id)
+        with self._lock:
+            fd = self._fds.pop(path.name, None)
+            if fd is not None:
+                os.close(fd)
+        path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+
+class StoreMirror:
+    """Batches log rows into the store from one background thread.
+
+    ``add`` never blocks on the database: a writer that is slower than the producer makes
+    the batches bigger, not the producer slower. ``flush`` waits until everything added so
+    far is committed; ``close`` flushes and stops.
+    """
+
+    def __init__(
+        self,
+        write_batch: Callable[[Sequence[dict[str, Any]]], None],
+        *,
+        interval: float = 0.2,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self._write_batch = write_batch
+        self._interval = interval
+        self._on_error = on_error
+        self._pending: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self._added = 0
+        self._done = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="vc-log-mirror", daemon=True)
+        self._thread.start()
+
+    def add(self, row: dict[str, Any]) -> None:
+        with self._cond:
+            self._pending.append(row)
+            self._added += 1
+
+    def add_many(self, rows: Iterable[dict[str, Any]]) -> None:
+        with self._cond:
+            before = len(self._pending)
+            self._pending.extend(rows)
+            self._added += len(self._pending) - before
+            if len(self._pending) >= 20000:
+                self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._pending and not self._closed:
+                    self._cond.wait(self._interval)
+                batch, self._pending = self._pending, []
+                closed = self._closed
+            if batch:
+                self._write(batch)
+                with self._cond:
+                    self._done += len(batch)
+                    self._cond.notify_all()
+            elif closed:
+                return
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        delay = 0.1
+        for attempt in range(8):
+            try:
+                self._write_batch(batch)
+                return
+            except Exception as exc:  # database away or locked: retry, then report
+                if attempt == 7:
+                    if self._on_error is not None:
+                        self._on_error(exc)
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = self._added
+            self._cond.notify_all()
+            while self._done < target and time.monotonic() < deadline:
+                self._cond.wait(0.05)
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        self.flush()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+
+
+class Logging:
+    """What :func:`setup_logging` installed; ``close()`` flushes and removes it."""
+
+    def __init__(self, files: LogFiles, mirror: StoreMirror | None, handler_id: int) -> None:
+        self.files = files
+        self.mirror = mirror
+        self._handler_id = handler_id
+
+    def stage_lines(
+        self,
+        session_id: str,
+        stage: str,
+        lines: Sequence[tuple[float, str, str]],
+        category: str = "workflow.stage.integration",
+    ) -> None:
+        """The runner's fast path for stage output: (time, INFO|WARNING, text) tuples to
+        the session file and the store in one batch each, bypassing per-line formatting
+        in loguru."""
+        if not lines:
+            return
+        self.files.write_session(
+            session_id,
+            "".join(format_line(at, lvl, category, session_id, stage, text)
+                    for at, lvl, text in lines),
+        )
+        if self.mirror is not None:
+            self.mirror.add_many(
+                {"session_id": session_id, "at": at, "level": lvl, "category": category,
+                 "stage": stage, "text": text}
+                for at, lvl, text in lines
+            )
+
+    def flush(self) -> None:
+        if self.mirror is not None:
+            self.mirror.flush()
+
+    def close(self) -> None:
+        from loguru import logger
+
+        try:
+            logger.remove(self._handler_id)
+        except ValueError:
+            pass
+        if self.mirror is not None:
+            self.mirror.close()
+        self.files.close()
+
+
+def setup_logging(log_dir: Path, session_factory: Any | None = None) -> Logging:
+    """Route loguru records to the files and (with a session factory) to the store."""
+    from loguru import logger
+
+    files = LogFiles(log_dir)
+    mirror: StoreMirror | None = None
+    if session_factory is not None:
+        from store.managers import append_logs
+
+        def write_batch(rows: Sequence[dict[str, Any]]) -> None:
+            with session_factory() as session:
+                append_logs(session, rows)
+
+        mirror = StoreMirror(write_batch)
+
+    def sink(message: Any) -> None:
+        record = message.record
+        extra = record["extra"]
+        category = extra.get("category")
+        if category not in CATEGORIES:
+            return
+        session_id = extra.get("session_id")
+        stage = extra.get("stage")
+        level = record["level"].name
+        if level not in LEVELS:
+            level = "ERROR" if record["level"].no >= 40 else "INFO"
+        at = record["time"].timestamp()
+        text = str(record["message"])
+        line = format_line(at, level, category, session_id, stage, text)
+        if category.endswith("operations"):
+            files.write("operations.log", line)
+        else:
+            files.write("integration.log", line)
+        if session_id and _SAFE_ID.match(session_id):
+            files.write_session(session_id, line)
+            if mirror is not None:
+                mirror.add({"session_id": session_id, "at": at, "level": level,
+                            "category": category, "stage": stage, "text": text})
+
+    logger.remove()
+    logger.enable("store")
+    handler_id = logger.add(sink, level="DEBUG", format="{message}", catch=True)
+    return Logging(files, mirror, handler_id)

@@ -1,0 +1,1 @@
+"""Stage execution: subprocess supervision, the control loop, heartbeats, workers."""

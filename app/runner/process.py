@@ -1,0 +1,625 @@
+"""Low-level supervision of one stage process: spawn, stream output, pause, resume, kill.
+
+This layer knows nothing about the store (DESIGN §6 puts the database above it): it turns a
+shell command into a process group it can signal safely, and turns the group's output into
+batches of decoded lines. The runner wires those batches and the exit code to the store.
+
+Safety rules this module keeps, because a runner signals processes long after it started them:
+
+* A stage runs in its own session (``start_new_session=True``), so its pgid equals its pid and
+  one ``killpg`` reaches the stage and everything it spawned, and nothing else.
+* A pid is never signalled once it may have been reused. Only one thread (the watcher) reaps
+  the stage, and it does so under the same lock the signal methods hold, so "not reaped yet"
+  guarantees the pid (and the group id) still belong to our process. After the reap, the group
+  is signalled only if it still exists *and* no other process owns the pid (Linux does not
+  hand out a pid that is still in use as a process-group id).
+* After a crash, :func:`kill_leftover_group` compares the recorded process start time
+  (/proc/PID/stat field 22) before it signals anything.
+
+Output is read in raw chunks by one thread per pipe and delivered in batches, so a stage that
+prints a million lines is not slowed down by per-line Python work (see :class:`StageProcess`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import select
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable
+from itertools import repeat
+from typing import IO
+
+__all__ = [
+    "MAX_LINE_BYTES",
+    "READER_GRACE",
+    "LineBatch",
+    "StageProcess",
+    "StageStartError",
+    "kill_leftover_group",
+    "last_progress",
+    "parse_progress",
+    "process_start_time",
+]
+
+#: One delivered line: (unix time of the read, "stdout" | "stderr", decoded text).
+Line = tuple[float, str, str]
+LineBatch = list[Line]
+
+#: Bytes asked of ``os.read`` per call: one pipe buffer's worth by default.
+READ_CHUNK = 65536
+#: A line longer than this many bytes is delivered as several pieces of at most this size, so
+#: one runaway line (a binary blob, a progress bar without newlines) cannot exhaust memory.
+MAX_LINE_BYTES = 1 << 20
+#: Seconds the readers may keep reading after the stage's main process exited. A background
+#: grandchild that inherited stdout/stderr keeps the pipe open; without this bound, ``wait``
+#: would hang for as long as that grandchild lives.
+READER_GRACE = 2.0
+#: Pipe capacity requested (best effort) so that bursts of output do not stall the stage while
+#: the reader thread is busy decoding the previous chunk.
+PIPE_SIZE = 1 << 20
+
+_PROGRESS_TAG = "::progress"
+_NUM = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_PROGRESS_RE = re.compile(
+    rf"::progress\s+(?:(?P<done>{_NUM})\s*/\s*(?P<total>{_NUM})|(?P<pct>[+-]?{_NUM})\s*%?)",
+    re.ASCII,
+)
+_STATE_ZOMBIE = ("Z", "X", "x")
+_POLL_SLICE = 0.02  # seconds between checks while waiting for a group to disappear
+
+
+class StageStartError(Exception):
+    """The stage command could not be started; the message is one line fit for a user."""
+
+
+# --------------------------------------------------------------------------------------------
+# progress lines
+
+
+def parse_progress(line: str) -> float | None:
+    """Parse ``::progress N`` (percent) or ``::progress DONE/TOTAL``; None for anything else.
+
+    The value is clamped to 0..100 because a stage's arithmetic is not ours to trust and a bar
+    beyond its ends helps nobody. ``TOTAL`` 0 means "unknown yet" and yields None. Surrounding
+    whitespace and a trailing ``%`` after ``N`` are accepted as harmless variations.
+    """
+    if _PROGRESS_TAG not in line:  # cheap reject before the regex
+        return None
+    match = _PROGRESS_RE.fullmatch(line.strip())
+    if match is None:
+        return None
+    pct = match.group("pct")
+    if pct is not None:
+        value = float(pct)
+    else:
+        total = float(match.group("total"))
+        if total == 0:
+            return None
+        value = float(match.group("done")) * 100.0 / total
+    return min(100.0, max(0.0, value))
+
+
+def _last_progress_in(texts: Iterable[str]) -> float | None:
+    """Last valid progress value among ``texts`` scanned from the end (texts is reversed)."""
+    for text in texts:
+        if _PROGRESS_TAG in text:
+            value = parse_progress(text)
+            if value is not None:
+                return value
+    return None
+
+
+def last_progress(lines: LineBatch) -> float | None:
+    """The last valid progress value in a batch of lines, or None.
+
+    Scans from the end, so a batch carrying many progress lines costs one parse; lines without
+    the ``::progress`` tag cost one substring test each. Lines from both streams count.
+    """
+    return _last_progress_in(text for _, _, text in reversed(lines))
+
+
+# --------------------------------------------------------------------------------------------
+# /proc helpers
+
+
+def _read_stat(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/PID/stat (index 0 is the state), or None if there is no such process.
+
+    The comm field (2) may hold spaces and parentheses, so the line is split at the *last* ')'.
+    """
+    if pid <= 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:  # FileNotFoundError, or ESRCH when the process died during the read
+        return None
+    end = raw.rfind(b")")
+    if end < 0:
+        return None
+    fields = raw[end + 1 :].split()
+    if len(fields) < 20:
+        return None
+    return [f.decode("ascii", "replace") for f in fields]
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (/proc/PID/stat field 22), or None.
+
+    Together with the pid it identifies a process across pid reuse: a recorded (pid, start
+    time) pair that no longer matches means the pid now belongs to somebody else.
+    """
+    fields = _read_stat(pid)
+    if fields is None:
+        return None
+    try:
+        return int(fields[19])
+    except ValueError:
+        return None
+
+
+def _group_has_live_members(pgid: int) -> bool:
+    """True while process group ``pgid`` has a member that is not a zombie.
+
+    ``killpg(pgid, 0)`` alone also succeeds for a group of zombies (a leader whose parent has
+    not reaped it yet, or children of a PID 1 that never reaps), which would make every kill
+    wait its full timeout; so a positive answer is confirmed from /proc.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, but some member is not ours to signal: look closer
+    leader = _read_stat(pgid)
+    if leader is not None and leader[2] == str(pgid) and leader[0] not in _STATE_ZOMBIE:
+        return True
+    wanted = str(pgid)
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in names:
+        if not name.isdigit():
+            continue
+        fields = _read_stat(int(name))
+        if fields is not None and fields[2] == wanted and fields[0] not in _STATE_ZOMBIE:
+            return True
+    return False
+
+
+def _killpg(pgid: int, sig: int) -> bool:
+    """Signal a group, treating "already gone" and "not ours" as nothing sent."""
+    if pgid <= 1 or pgid == os.getpgrp():  # never our own group, never "every process"
+        return False
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _wait_group_gone(pgid: int, deadline: float) -> bool:
+    """Poll until the group has no live member or ``deadline`` (monotonic) passes."""
+    while _group_has_live_members(pgid):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(_POLL_SLICE, remaining))
+    return True
+
+
+def kill_leftover_group(pid: int, start_time: int | None, kill_timeout: float) -> bool:
+    """After a crash, remove the process group an interrupted stage left behind.
+
+    The stage was started with ``start_new_session`` so its pgid is ``pid``. The group is
+    signalled only when it is provably the recorded one:
+
+    * the leader still runs with the recorded ``start_time`` (a different start time means the
+      pid was reused: nothing is signalled), or
+    * the leader is gone but the group still has members: Linux never reuses a pid that is
+      still a process-group id, so the group is what the stage left.
+
+    SIGTERM (plus SIGCONT, so a paused group can act on it) goes first; whatever is still
+    alive after ``kill_timeout`` seconds gets SIGKILL. Without a recorded start time nothing
+    can be proven, so nothing is signalled. Returns True if a signal was sent.
+    """
+    if pid <= 1 or start_time is None:
+        return False
+    current = process_start_time(pid)
+    if current is not None:
+        if current != start_time:
+            return False
+    elif not _group_has_live_members(pid):
+        return False
+    if not _killpg(pid, signal.SIGTERM):
+        return False
+    _killpg(pid, signal.SIGCONT)
+    if not _wait_group_gone(pid, time.monotonic() + max(0.0, kill_timeout)):
+        _killpg(pid, signal.SIGKILL)
+        _wait_group_gone(pid, time.monotonic() + 2.0)
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# output decoding
+
+
+def _decode(raw: bytes | bytearray) -> str:
+    """UTF-8 with invalid bytes kept as ``\\xNN`` escapes, NUL shown as ``\\x00``."""
+    text = raw.decode("utf-8", "backslashreplace")
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    return text
+
+
+def _utf8_cut(raw: bytes | bytearray, limit: int) -> int:
+    """A cut position <= limit that does not split a UTF-8 sequence (when the data is UTF-8)."""
+    if len(raw) <= limit:
+        return len(raw)
+    cut = limit
+    while cut > limit - 3 and (raw[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return cut if (raw[cut] & 0xC0) != 0x80 else limit
+
+
+def _pieces(raw: bytes | bytearray) -> list[str]:
+    """One complete line (terminator removed) as one or more decoded pieces of bounded size."""
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    out: list[str] = []
+    while len(raw) > MAX_LINE_BYTES:
+        cut = _utf8_cut(raw, MAX_LINE_BYTES)
+        out.append(_decode(raw[:cut]))
+        raw = raw[cut:]
+    out.append(_decode(raw))
+    return out
+
+
+def _split_block(block: bytes | bytearray) -> list[str]:
+    """Decode a block of complete lines, each ending with b"\\n" (the last one included).
+
+    Fast path: the whole block is decoded and split at once (C speed, no per-line Python
+    call). Decoding before splitting is exact: b"\\n" never occurs inside a UTF-8 sequence and
+    escapes of invalid bytes contain no newline. Only a block big enough to hold an over-long
+    line takes the slow path.
+    """
+    if len(block) > MAX_LINE_BYTES + 1:
+        lines: list[str] = []
+        for raw in block[:-1].split(b"\n"):
+            if len(raw) > MAX_LINE_BYTES:
+                lines.extend(_pieces(raw))
+            else:
+                lines.append(_decode(raw[:-1] if raw.endswith(b"\r") else raw))
+        return lines
+    text = _decode(block)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    lines = text.split("\n")
+    lines.pop()  # the empty string after the final newline
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# the stage process
+
+
+def _shell() -> str:
+    """bash when available (stages are written for it), else the POSIX sh."""
+    return "/bin/bash" if os.access("/bin/bash", os.X_OK) else "/bin/sh"
+
+
+class StageProcess:
+    """One stage command running in its own process group, with its output streamed.
+
+    Output: one thread per pipe reads raw chunks (``os.read``, never line iteration), splits
+    them into lines (a partial last line waits for the next chunk; an over-long one is cut
+    into :data:`MAX_LINE_BYTES` pieces), decodes them (UTF-8, invalid bytes as ``\\xNN``, NUL
+    as ``\\x00``, one trailing ``\\r`` removed) and hands each chunk's lines to ``on_lines`` as
+    one list of ``(unix time, stream, text)``. ``on_lines`` is called from the reader threads,
+    possibly from both at once, and must be quick (append to a list or a queue): while it runs
+    nothing drains that pipe, and a full pipe stalls the stage. Order is kept within a stream;
+    the two streams are separate pipes, so their relative order is only approximate. An
+    exception raised by ``on_lines`` is kept in :attr:`output_error` and reading goes on, so a
+    failing consumer can never freeze the stage on a full pipe.
+
+    The latest ``::progress`` value seen on either stream is kept in :attr:`progress`; the
+    check costs one substring search per chunk, not per line.
+
+    Exit: one watcher thread blocks in ``waitid(WNOWAIT)`` and reaps the process under the lock
+    that the signal methods hold, so a signal is never sent to a reaped (reusable) pid.
+    """
+
+    def __init__(
+        self,
+        command: str,
+        *,
+        env: dict[str, str],
+        cwd: str | None,
+        on_lines: Callable[[LineBatch], None],
+    ) -> None:
+        self.command = command
+        self.env = env
+        self.cwd = cwd
+        self._on_lines = on_lines
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._exited = threading.Event()
+        self._exited_at: float | None = None
+        self._stop_readers = threading.Event()
+        self._readers: list[threading.Thread] = []
+        self._progress: float | None = None
+        self.pid: int | None = None
+        self.start_time: int | None = None
+        self.output_error: Exception | None = None
+        self.readers_abandoned = False
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Spawn the command under bash (or sh) in a new session, stdin from /dev/null.
+
+        The cwd is checked first so the most common mistake gets a precise message instead of
+        the child's generic exec failure; any other OS error is wrapped in
+        :class:`StageStartError` with a one-line message.
+        """
+        if self._popen is not None:
+            raise RuntimeError("stage process already started")
+        if self.cwd is not None:
+            if not os.path.exists(self.cwd):
+                raise StageStartError(f"cwd does not exist: {self.cwd}")
+            if not os.path.isdir(self.cwd):
+                raise StageStartError(f"cwd is not a directory: {self.cwd}")
+        try:
+            popen = subprocess.Popen(
+                self.command,
+                shell=True,
+                executable=_shell(),
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=self.cwd,
+                env=self.env,
+            )
+        except OSError as exc:
+            detail = exc.strerror or str(exc)
+            where = f": {exc.filename}" if exc.filename else ""
+            raise StageStartError(f"cannot start stage: {detail}{where}") from exc
+        except (ValueError, TypeError) as exc:  # e.g. NUL in the command or the environment
+            raise StageStartError(f"cannot start stage: {exc}") from exc
+        self._popen = popen
+        self.pid = popen.pid
+        self.start_time = process_start_time(popen.pid)
+        watcher = threading.Thread(
+            target=self._watch, name=f"vc-stage-{popen.pid}-wait", daemon=True
+        )
+        watcher.start()
+        assert popen.stdout is not None and popen.stderr is not None
+        for name, pipe in (("stdout", popen.stdout), ("stderr", popen.stderr)):
+            fd = pipe.fileno()
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            os.set_blocking(fd, False)
+            reader = threading.Thread(
+                target=self._read,
+                args=(pipe, name),
+                name=f"vc-stage-{popen.pid}-{name}",
+                daemon=True,
+            )
+            self._readers.append(reader)
+            reader.start()
+
+    def _watch(self) -> None:
+        """Wait for the exit without reaping, then reap under the lock (see class doc)."""
+        popen = self._popen
+        assert popen is not None
+        try:
+            os.waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            pass  # reaped elsewhere (e.g. SIGCHLD ignored): poll() below copes
+        while True:
+            with self._lock:
+                if popen.poll() is not None:
+                    break
+            time.sleep(0.01)  # only reachable if waitid returned early; not expected
+        self._exited_at = time.monotonic()
+        self._exited.set()
+
+    def _read(self, pipe: IO[bytes], stream: str) -> None:
+        """Reader thread body: chunks in, batches of lines out (see class doc)."""
+        fd = pipe.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        pending = bytearray()
+        stop = self._stop_readers
+        try:
+            while True:
+                try:
+                    data = os.read(fd, READ_CHUNK)
+                except BlockingIOError:
+                    if stop.is_set():
+                        break
+                    poller.poll(100)
+                    continue
+                except OSError:
+                    break
+                if not data:
+                    break
+                if pending:
+                    start = len(pending)
+                    pending += data
+                    nl = pending.rfind(b"\n", start)
+                    if nl < 0:
+                        if len(pending) > MAX_LINE_BYTES:
+                            self._deliver(stream, self._overflow(pending), b"")
+                        continue
+                    block = bytes(pending[: nl + 1])
+                    del pending[: nl + 1]
+                else:
+                    nl = data.rfind(b"\n")
+                    if nl < 0:
+                        pending += data
+                        if len(pending) > MAX_LINE_BYTES:
+                            self._deliver(stream, self._overflow(pending), b"")
+                        continue
+                    block = data[: nl + 1] if nl + 1 < len(data) else data
+                    if nl + 1 < len(data):
+                        pending += memoryview(data)[nl + 1 :]
+                self._deliver(stream, _split_block(block), block)
+                if stop.is_set():
+                    break
+            if pending:
+                self._deliver(stream, _pieces(pending), pending)
+        finally:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+    @staticmethod
+    def _overflow(pending: bytearray) -> list[str]:
+        """Cut full pieces off an unterminated line that outgrew the limit; keep the rest."""
+        out: list[str] = []
+        while len(pending) > MAX_LINE_BYTES:
+            cut = _utf8_cut(pending, MAX_LINE_BYTES)
+            out.append(_decode(pending[:cut]))
+            del pending[:cut]
+        return out
+
+    def _deliver(self, stream: str, lines: list[str], raw: bytes | bytearray) -> None:
+        """Hand one batch to ``on_lines``; keep the latest progress value; never raise."""
+        if not lines:
+            return
+        if b"::progress" in raw:
+            value = _last_progress_in(reversed(lines))
+            if value is not None:
+                self._progress = value
+        try:
+            self._on_lines(list(zip(repeat(time.time()), repeat(stream), lines)))
+        except Exception as exc:  # a consumer bug must not stall the stage
+            if self.output_error is None:
+                self.output_error = exc
+
+    # ---- waiting ---------------------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Exit code once the process exited and its output was read; None on timeout.
+
+        The code is Popen's: negative for a signal. A stage that closes its stdout early and
+        goes on running is simply still running. If the main process exited but a leftover
+        background process still holds stdout/stderr open, the readers get
+        :data:`READER_GRACE` seconds (counted from the exit) to finish; after that they are
+        told to stop, they close their end of the pipe (the leftover's later writes fail with
+        EPIPE, as with any closed pipe) and :attr:`readers_abandoned` becomes True. Clean the
+        leftovers up with :meth:`terminate`.
+        """
+        if self._popen is None:
+            raise RuntimeError("stage process not started")
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        if not self._exited.wait(timeout):
+            return None
+        assert self._exited_at is not None
+        grace_end = self._exited_at + READER_GRACE
+        limit = grace_end if deadline is None else min(grace_end, deadline)
+        for reader in self._readers:
+            reader.join(max(0.0, limit - time.monotonic()))
+        if any(r.is_alive() for r in self._readers):
+            if time.monotonic() < grace_end:
+                return None  # the caller's timeout ran out first; the grace has not
+            self.readers_abandoned = True
+            self._stop_readers.set()
+            for reader in self._readers:
+                reader.join(0.5)
+        return self._popen.returncode
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit code (negative for a signal) once the process was reaped, else None."""
+        return None if self._popen is None else self._popen.returncode
+
+    @property
+    def running(self) -> bool:
+        """True from start() until the main process has exited (and been reaped)."""
+        return self._popen is not None and self._popen.returncode is None
+
+    @property
+    def progress(self) -> float | None:
+        """The last ``::progress`` value printed by the stage on either stream, or None."""
+        return self._progress
+
+    # ---- signals ---------------------------------------------------------------------------
+
+    def _leftovers_alive(self) -> bool:
+        """After the reap: does our group still have live members (and the pid no new owner)?"""
+        assert self._popen is not None
+        pid = self._popen.pid
+        return process_start_time(pid) is None and _group_has_live_members(pid)
+
+    def _signal(self, sig: int, *, leftovers: bool) -> bool:
+        """Signal the group while it is provably ours; True if a signal was sent.
+
+        Before the reap the pid and pgid are held by our (possibly zombie) child, so the
+        group is ours. After it, only with ``leftovers``: the group must still have live
+        members and the pid must not belong to a new process (see the module doc).
+        """
+        popen = self._popen
+        if popen is None:
+            raise RuntimeError("stage process not started")
+        with self._lock:
+            if popen.returncode is None:
+                return _killpg(popen.pid, sig)
+        if not leftovers or not self._leftovers_alive():
+            return False
+        return _killpg(popen.pid, sig)
+
+    def pause(self) -> bool:
+        """SIGSTOP the whole group: the stage and its children hold no CPU while paused.
+
+        A no-op (False) once the stage has exited.
+        """
+        return self._signal(signal.SIGSTOP, leftovers=False)
+
+    def resume(self) -> bool:
+        """SIGCONT the whole group (also what is left of it after the main process exited,
+        so no stopped orphan is left behind). False if nothing was signalled."""
+        return self._signal(signal.SIGCONT, leftovers=True)
+
+    def terminate(self, kill_timeout: float) -> int:
+        """Stop the stage for good and return its exit code (after its output was read).
+
+        SIGTERM then SIGCONT to the group (a paused group must run to act on the TERM); after
+        ``kill_timeout`` seconds, SIGKILL to whatever of the group is still alive: the main
+        process or grandchildren that survived it. Safe on a stage that already exited: then
+        only its leftover group members, if any, are signalled. Raises PermissionError rather
+        than hang if the main process can be signalled by neither TERM nor KILL (a setuid
+        program as the stage's main process) and does not exit.
+        """
+        popen = self._popen
+        if popen is None:
+            raise RuntimeError("stage process not started")
+        deadline = time.monotonic() + max(0.0, kill_timeout)
+        sent = self._signal(signal.SIGTERM, leftovers=True)
+        if sent:
+            self._signal(signal.SIGCONT, leftovers=True)
+            self._exited.wait(max(0.0, deadline - time.monotonic()))
+            while self._exited.is_set() and self._leftovers_alive():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                time.sleep(min(_POLL_SLICE, remaining))
+        killed = self._signal(signal.SIGKILL, leftovers=True)
+        if not (sent or killed) and not self._exited.wait(max(0.0, deadline - time.monotonic())):
+            raise PermissionError(f"cannot signal the process group of pid {popen.pid}")
+        self._exited.wait()
+        if killed:  # give SIGKILLed leftovers a moment to be gone before reporting
+            end = time.monotonic() + 1.0
+            while self._leftovers_alive() and time.monotonic() < end:
+                time.sleep(_POLL_SLICE)
+        code = self.wait()
+        assert code is not None
+        return code

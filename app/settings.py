@@ -1,0 +1,40 @@
+"""Resolved configuration (DESIGN §9): where the workspace, the store, the logs and the
+workflow definitions are. Read from the environment once per process; nothing is cached
+across processes, so `VC_HOME=... vc ...` always means what it says."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    workspace: Path
+    database_url: str
+    log_dir: Path
+    workflows_dir: Path
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        from store.engine import resolve_database_url, workspace_dir
+
+        workspace = workspace_dir()
+        return cls(
+            workspace=workspace,
+            database_url=resolve_database_url(),
+            log_dir=_path(os.environ.get("VC_LOG_DIR"), workspace / "logs"),
+            workflows_dir=_path(os.environ.get("VC_WORKFLOWS_DIR"), workspace / "workflows"),
+        )
+
+
+def _path(value: str | None, default: Path) -> Path:
+    if not value:
+        return default
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (Path.cwd() / path)

@@ -1,0 +1,170 @@
+"""Engine and session factory: one place that knows how to open the store.
+
+SQLite (the embedded default) runs in WAL mode with a busy timeout and foreign keys on, so a
+runner, the dashboard and any number of CLI calls can share one file. Any SQLAlchemy URL works
+through ``VC_DATABASE_URL`` (PostgreSQL via psycopg 3 for teams).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session, SQLModel, create_engine
+
+from store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from store.errors import StoreUnavailable
+
+#: Bumped with every schema change; lets an up-to-date SQLite store skip the schema check.
+SCHEMA_VERSION = 1
+DEFAULT_BUSY_TIMEOUT = 10.0
+
+
+def workspace_dir() -> Path:
+    """The workspace: ``VC_HOME`` or the current directory (DESIGN §9)."""
+    return Path(os.environ.get("VC_HOME") or os.getcwd()).expanduser().absolute()
+
+
+def resolve_database_url() -> str:
+    """``VC_DATABASE_URL`` or ``<workspace>/.vc/flow.db``."""
+    url = os.environ.get("VC_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{workspace_dir() / '.vc' / 'flow.db'}"
+
+
+def busy_timeout() -> float:
+    try:
+        return float(os.environ.get("VC_BUSY_TIMEOUT", DEFAULT_BUSY_TIMEOUT))
+    except ValueError:
+        return DEFAULT_BUSY_TIMEOUT
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for error messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def _sqlite_path(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _prepare_sqlite_file(path: Path) -> None:
+    """Create the store's directory 0700 and file 0600 (they hold commands, environment
+    and output) before SQLite does, since SQLite gives its -wal/-shm files the same mode."""
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700, parents=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except OSError as exc:
+        raise StoreUnavailable(_os_error_message(exc, path)) from None
+    if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK):
+        raise StoreUnavailable(f"cannot write {path}: permission denied")
+
+
+def _os_error_message(exc: OSError, path: Path | str) -> str:
+    what = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        what = "permission denied" if exc.errno != errno.EROFS else "read-only file system"
+    return f"cannot write {exc.filename or path}: {what}"
+
+
+def make_engine(url: str | None = None) -> Engine:
+    """An engine for ``url`` (default: :func:`resolve_database_url`), configured for
+    several processes sharing the store."""
+    url = url or resolve_database_url()
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreUnavailable(f"invalid database URL {url!r}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        path = _sqlite_path(url)
+        if path is not None:
+            _prepare_sqlite_file(path)
+        engine = create_engine(
+            url,
+            connect_args={"timeout": busy_timeout(), "check_same_thread": False},
+        )
+        event.listen(engine, "connect", _on_sqlite_connect)
+        return engine
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if backend == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": 5}
+    try:
+        return create_engine(url, **kwargs)
+    except (ArgumentError, ImportError, ValueError) as exc:
+        raise StoreUnavailable(f"cannot use database URL {describe_url(url)}: {exc}") from None
+
+
+def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout() * 1000)}")
+    finally:
+        cursor.close()
+
+
+def unavailable_message(exc: BaseException, url: str) -> str:
+    """One line for a database error that stops us from using the store at all."""
+    text = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    path = _sqlite_path(url) if url.startswith("sqlite") else None
+    lowered = first.lower()
+    if path is not None and ("readonly" in lowered or "read-only" in lowered):
+        return f"cannot write {path}: permission denied"
+    if "database is locked" in lowered:
+        return (
+            f"database {describe_url(url)} is locked: another process held it longer than "
+            f"the busy timeout ({busy_timeout():g} s, VC_BUSY_TIMEOUT)"
+        )
+    if path is not None and "unable to open" in lowered:
+        return f"cannot open {path}: {first}"
+    return f"cannot use database {describe_url(url)}: {first}"
+
+
+def init_db(url: str | None = None) -> Engine:
+    """Open the store and bring its schema to the current version."""
+    url = url or resolve_database_url()
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                current = conn.exec_driver_sql("PRAGMA user_version").scalar()
+                if current == SCHEMA_VERSION:
+                    return engine
+                if current and current > SCHEMA_VERSION:
+                    raise StoreUnavailable(
+                        f"database {describe_url(url)} has schema {current}, newer than this "
+                        f"vc ({SCHEMA_VERSION}): upgrade vc"
+                    )
+        SQLModel.metadata.create_all(engine)
+        if engine.dialect.name == "sqlite":
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"PRAGMA user_version={SCHEMA_VERSION}")
+    except (OperationalError, DBAPIError) as exc:
+        engine.dispose()
+        raise StoreUnavailable(unavailable_message(exc, url)) from None
+    return engine
+
+
+def get_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded objects usable after commit (managers commit per operation)."""
+    return sessionmaker(bind=engine, class_=Session, expire_on_commit=False)

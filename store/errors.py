@@ -1,0 +1,64 @@
+"""Typed errors of the store. Each message is one line fit to show a user as is."""
+
+from __future__ import annotations
+
+from store.workflows import WorkflowError
+
+
+class StoreError(Exception):
+    """Base of every refusal the store makes; the CLI maps it to exit code 1."""
+
+    exit_code = 1
+
+
+class SessionNotFound(StoreError):
+    pass
+
+
+class StageNotFound(StoreError):
+    pass
+
+
+class AmbiguousId(StoreError):
+    def __init__(self, message: str, candidates: list[str]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
+
+
+class InvalidId(StoreError):
+    """A malformed id (too short, bad characters): a usage error, exit code 2."""
+
+    exit_code = 2
+
+
+class InvalidTransition(StoreError):
+    def __init__(self, message: str, current: str, allowed: list[str]) -> None:
+        super().__init__(message)
+        self.current = current
+        self.allowed = allowed
+
+
+class ConcurrentModification(StoreError):
+    pass
+
+
+class RunnerConflict(StoreError):
+    """A live runner already owns the session."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be opened, written or reached."""
+
+
+__all__ = [
+    "AmbiguousId",
+    "ConcurrentModification",
+    "InvalidId",
+    "InvalidTransition",
+    "RunnerConflict",
+    "SessionNotFound",
+    "StageNotFound",
+    "StoreError",
+    "StoreUnavailable",
+    "WorkflowError",
+]

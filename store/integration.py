@@ -1,0 +1,77 @@
+"""FlowStatusIntegration: store state -> status reports, and transitions -> subscribers.
+
+`vc flow status` prints :meth:`FlowStatusIntegration.status_report`; in-process observers
+(the foreground progress display, tests, embedding applications) subscribe to transitions
+made through managers that were given this integration. Its traffic is logged under the
+``workflow.session.integration`` category (integration.log).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlmodel import Session
+
+from store.errors import SessionNotFound
+from store.managers import FlowSessionManager, SessionChange
+from store.queries import get_session_view, iso
+from store.status import SessionStatus
+
+CATEGORY = "workflow.session.integration"
+
+
+class FlowStatusIntegration:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._subscribers: list[Callable[[SessionChange], None]] = []
+
+    def subscribe(self, callback: Callable[[SessionChange], None]) -> Callable[[], None]:
+        """Call ``callback`` after every committed transition; returns an unsubscribe."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    def publish(self, change: SessionChange) -> None:
+        from loguru import logger
+
+        logger.bind(category=CATEGORY, session_id=change.session_id, stage=change.stage).debug(
+            f"notify {len(self._subscribers)} subscriber(s): {change.op} "
+            f"{change.from_status} -> {change.to_status}"
+        )
+        for callback in list(self._subscribers):
+            callback(change)
+
+    def status_report(self, session_id: str) -> dict[str, Any]:
+        """The session document plus a stage summary: what `vc flow status --json` prints."""
+        sid = FlowSessionManager(self.session).resolve_session_id(session_id)
+        view = get_session_view(self.session, sid)
+        if view is None:
+            raise SessionNotFound(f"no session matches {session_id!r}")
+        counts = {s.value: 0 for s in SessionStatus}
+        for stage in view.stages:
+            counts[stage.status] += 1
+        report = view.to_json()
+        report["summary"] = {
+            "stages_total": len(view.stages),
+            "stages_by_status": counts,
+            "elapsed_seconds": _elapsed(view.started_at, view.finished_at),
+            "reported_at": iso(_now()),
+        }
+        from loguru import logger
+
+        logger.bind(category=CATEGORY, session_id=sid, stage=None).debug(
+            f"status report: {view.status} {report['progress']}%"
+        )
+        return report
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+def _elapsed(started: float | None, finished: float | None) -> float | None:
+    if started is None:
+        return None
+    return round((finished or _now()) - started, 3)

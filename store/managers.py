@@ -1,0 +1,832 @@
+"""The public API: every operation on sessions and stages (DESIGN §4-6).
+
+The CLI, the dashboard and the runner all call these methods, so the two front ends cannot
+drift apart. Each change is one transaction that writes its event row and bumps ``version``.
+Hot paths use SQLAlchemy Core statements on the session's connection rather than ORM
+objects: a transition is one read, one conditional UPDATE and one INSERT, which keeps a
+single process well above 5,000 transitions per second on SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlmodel import Session
+
+from store.errors import (
+    AmbiguousId,
+    ConcurrentModification,
+    InvalidId,
+    InvalidTransition,
+    RunnerConflict,
+    SessionNotFound,
+    StageNotFound,
+)
+from store.identity import local_host, local_user, pid_alive
+from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
+from store.status import (
+    SESSION_TRANSITIONS,
+    TERMINAL,
+    SessionOp,
+    SessionStatus,
+    StageStatus,
+    allowed_session_ops,
+    session_target,
+    stage_move_allowed,
+)
+from store.workflows import WorkflowDefinition, validate_identifier
+
+#: A runner beats every HEARTBEAT_INTERVAL seconds; a heartbeat older than STALE_AFTER marks
+#: its session orphaned. On the runner's own host a dead pid is noticed at once.
+HEARTBEAT_INTERVAL = 2.0
+STALE_AFTER = float(os.environ.get("VC_STALE_AFTER", "15"))
+MIN_PREFIX = 4
+_MAX_RETRIES = 20
+
+_T = FlowSession.__table__  # type: ignore[attr-defined]
+_ST = StageInstance.__table__  # type: ignore[attr-defined]
+_EV = FlowEvent.__table__  # type: ignore[attr-defined]
+_LOG = LogRecord.__table__  # type: ignore[attr-defined]
+
+Subscriber = Callable[["SessionChange"], None]
+
+
+@dataclass(frozen=True)
+class SessionChange:
+    """What one successful operation did; handed to subscribers and returned to callers."""
+
+    session_id: str
+    op: str
+    from_status: str | None
+    to_status: str | None
+    version: int
+    reason: str | None = None
+    stage: str | None = None
+
+
+def new_session_id() -> str:
+    return uuid.uuid4().hex
+
+
+def is_orphaned(
+    status: str,
+    runner_host: str | None,
+    runner_pid: int | None,
+    heartbeat_at: float | None,
+    now: float | None = None,
+) -> bool:
+    """A session ACTIVE or PAUSED whose runner is gone: heartbeat stale, or (on the
+    runner's own host) its pid dead. A session no runner ever claimed is not orphaned."""
+    if status not in (SessionStatus.ACTIVE, SessionStatus.PAUSED) or runner_pid is None:
+        return False
+    now = time.time() if now is None else now
+    if heartbeat_at is None or now - heartbeat_at > STALE_AFTER:
+        return True
+    return runner_host == local_host() and not pid_alive(runner_pid)
+
+
+def compute_progress(status: str, stages: Iterable[tuple[str, float]]) -> float:
+    """Session progress, the one formula (DESIGN §5): mean of the stages' progress with
+    COMPLETED counting 100. A session without stages is 100 once COMPLETED, else 0."""
+    values = [100.0 if st == StageStatus.COMPLETED else float(p or 0.0) for st, p in stages]
+    if not values:
+        return 100.0 if status == SessionStatus.COMPLETED else 0.0
+    return round(sum(values) / len(values), 1)
+
+
+def _op_logger() -> Any:
+    from loguru import logger
+
+    return logger
+
+
+class _Base:
+    """Shared plumbing: the SQLModel session, who acts, and event writing."""
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        actor: str | None = None,
+        integration: Any | None = None,
+    ) -> None:
+        self.session = session
+        self.actor = actor or local_user()
+        self.host = local_host()
+        self.pid = os.getpid()
+        self.integration = integration
+
+    def _conn(self) -> Connection:
+        return self.session.connection()
+
+    def _event(
+        self,
+        conn: Connection,
+        session_id: str,
+        op: str,
+        from_status: str | None,
+        to_status: str | None,
+        at: float,
+        reason: str | None = None,
+        stage: str | None = None,
+    ) -> None:
+        conn.execute(
+            insert(_EV),
+            {
+                "session_id": session_id,
+                "stage": stage,
+                "op": op,
+                "from_status": from_status,
+                "to_status": to_status,
+                "actor": self.actor,
+                "host": self.host,
+                "pid": self.pid,
+                "at": at,
+                "reason": reason,
+            },
+        )
+
+    def _committed(self, change: SessionChange, category: str) -> SessionChange:
+        """After commit: log the operation and tell subscribers."""
+        arrow = f"{change.from_status or '∅'} -> {change.to_status or '∅'}"
+        what = ""
+        reason = f" ({change.reason})" if change.reason else ""
+        _op_logger().bind(
+            category=category, session_id=change.session_id, stage=change.stage
+        ).info(f"{change.op} {what}{arrow}{reason} by {self.actor}@{self.host}:{self.pid}")
+        if self.integration is not None:
+            self.integration.publish(change)
+        return change
+
+    def resolve_session_id(self, session_id: str) -> str:
+        """A full id or a unique prefix of at least MIN_PREFIX characters -> the full id."""
+        given = session_id.strip()
+        if len(given) < MIN_PREFIX:
+            raise InvalidId(
+                f"session id {given!r} is too short: give at least {MIN_PREFIX} characters"
+            )
+        if not all(c.isalnum() or c in "-_" for c in given) or not given.isascii():
+            raise InvalidId(f"invalid session id {given!r}")
+        conn = self._conn()
+        if conn.execute(select(_T.c.id).where(_T.c.id == given)).first() is not None:
+            return given
+        rows = conn.execute(
+            select(_T.c.id, _T.c.name)
+            .where(_T.c.id.startswith(given, autoescape=True))
+            .order_by(_T.c.id)
+            .limit(11)
+        ).all()
+        if not rows:
+            raise SessionNotFound(f"no session matches {given!r}")
+        if len(rows) > 1:
+            listed = ", ".join(f"{r.id[:12]} ({r.name})" for r in rows[:10])
+            more = " …" if len(rows) > 10 else ""
+            raise AmbiguousId(
+                f"session id {given!r} is ambiguous: {listed}{more}", [r.id for r in rows]
+            )
+        return str(rows[0].id)
+
+
+class FlowSessionManager(_Base):
+    """Sessions: creation, every state change of DESIGN §5, runner claims and heartbeats."""
+
+    CATEGORY = "workflow.session.operations"
+
+    # -- creation ---------------------------------------------------------------------------
+
+    def create_session(
+        self,
+        workflow_id: str,
+        name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        definition: WorkflowDefinition | Mapping[str, Any] | None = None,
+        *,
+        queued: bool = False,
+    ) -> FlowSession:
+        """A PENDING session with a snapshot of ``definition`` and one PENDING stage
+        instance per stage of it (none when no definition is given: add them with
+        :meth:`StageManager.create_stage`)."""
+        validate_identifier(workflow_id, "workflow id")
+        if isinstance(definition, WorkflowDefinition):
+            snapshot: dict[str, Any] = definition.to_dict()
+        else:
+            snapshot = dict(definition or {})
+        now = time.time()
+        sid = new_session_id()
+        obj = FlowSession(
+            id=sid,
+            name=name if name is not None else f"{workflow_id} {time.strftime('%Y-%m-%d %H:%M')}",
+            workflow_id=workflow_id,
+            status=SessionStatus.PENDING,
+            definition=snapshot,
+            meta=dict(metadata or {}),
+            created_at=now,
+            updated_at=now,
+            queued=queued,
+        )
+        conn = self._conn()
+        conn.execute(insert(_T), obj.model_dump(by_alias=False))
+        stages = snapshot.get("stages") or []
+        if stages:
+            conn.execute(
+                insert(_ST),
+                [
+                    {
+                        "session_id": sid,
+                        "position": i,
+                        "name": st["name"],
+                        "stage_type": "manual" if st.get("run") is None else "task",
+                        "config": st,
+                        "status": StageStatus.PENDING,
+                        "updated_at": now,
+                    }
+                    for i, st in enumerate(stages)
+                ],
+            )
+        self._event(conn, sid, SessionOp.CREATE, None, SessionStatus.PENDING, now)
+        self.session.commit()
+        self._committed(
+            SessionChange(sid, SessionOp.CREATE, None, SessionStatus.PENDING, 1),
+            self.CATEGORY,
+        )
+        return obj
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get_session(self, session_id: str) -> FlowSession:
+        obj = self.session.get(FlowSession, self.resolve_session_id(session_id))
+        if obj is None:
+            raise SessionNotFound(f"no session matches {session_id!r}")
+        self.session.refresh(obj)
+        return obj
+
+    def get_session_progress(self, session_id: str) -> float:
+        sid = self.resolve_session_id(session_id)
+        conn = self._conn()
+        status = conn.execute(select(_T.c.status).where(_T.c.id == sid)).scalar_one()
+        rows = conn.execute(
+            select(_ST.c.status, _ST.c.progress).where(_ST.c.session_id == sid)
+        ).all()
+        return compute_progress(status, [(r[0], r[1]) for r in rows])
+
+    # -- state changes ------------------------------------------------------------------------
+
+    def _read_state(self, conn: Connection, sid: str) -> Row[Any]:
+        row = conn.execute(
+            select(
+                _T.c.status,
+                _T.c.version,
+                _T.c.started_at,
+                _T.c.runner_host,
+                _T.c.runner_pid,
+                _T.c.heartbeat_at,
+            ).where(_T.c.id == sid)
+        ).first()
+        if row is None:
+            raise SessionNotFound(f"no session matches {sid!r}")
+        return row
+
+    def _refuse(self, sid: str, op: SessionOp, status: str, why: str = "") -> InvalidTransition:
+        allowed = allowed_session_ops(status)
+        listed = ", ".join(allowed) if allowed else "none"
+        detail = f" ({why})" if why else ""
+        return InvalidTransition(
+            f"cannot {op.value} session {sid[:12]}: it is {status}{detail}; allowed: {listed}",
+            status,
+            allowed,
+        )
+
+    def _transition(
+        self,
+        session_id: str,
+        op: SessionOp,
+        *,
+        reason: str | None = None,
+        expected_version: int | None = None,
+        values: Mapping[str, Any] | None = None,
+        check: Callable[[Connection, str, Row[Any]], str | None] | None = None,
+        after: Callable[[Connection, str, float], None] | None = None,
+    ) -> SessionChange:
+        """Apply ``op`` atomically: read, check the state machine (and ``check``), write
+        conditioned on the version read, then the event. A lost race re-reads and re-checks,
+        unless the caller pinned ``expected_version``, which then raises."""
+        sid = self.resolve_session_id(session_id)
+        row_def = SESSION_TRANSITIONS[op]
+        for _ in range(_MAX_RETRIES):
+            conn = self._conn()
+            cur = self._read_state(conn, sid)
+            if expected_version is not None and cur.version != expected_version:
+                self.session.rollback()
+                raise ConcurrentModification(
+                    f"session {sid[:12]} changed meanwhile (version {cur.version}, "
+                    f"expected {expected_version}); reload and try again"
+                )
+            if cur.status not in row_def.sources:
+                self.session.rollback()
+                raise self._refuse(sid, op, cur.status)
+            if check is not None:
+                why = check(conn, sid, cur)
+                if why:
+                    self.session.rollback()
+                    raise self._refuse(sid, op, cur.status, why)
+            target = session_target(op, cur.status, cur.started_at is not None)
+            now = time.time()
+            new_values: dict[str, Any] = {
+                "status": target,
+                "version": cur.version + 1,
+                "updated_at": now,
+                "reason": reason,
+            }
+            if values:
+                new_values.update(values)
+            result = conn.execute(
+                update(_T).where(_T.c.id == sid, _T.c.version == cur.version).values(new_values)
+            )
+            if result.rowcount != 1:
+                self.session.rollback()
+                if expected_version is not None:
+                    raise ConcurrentModification(
+                        f"session {sid[:12]} changed meanwhile; reload and try again"
+                    )
+                continue
+            if after is not None:
+                after(conn, sid, now)
+            self._event(conn, sid, op, cur.status, target, now, reason)
+            self.session.commit()
+            change = SessionChange(sid, op, cur.status, target, cur.version + 1, reason)
+            return self._committed(change, self.CATEGORY)
+        raise ConcurrentModification(f"session {sid[:12]} is changing too fast; try again")
+
+    def start_session(
+        self,
+        session_id: str,
+        *,
+        runner_host: str | None = None,
+        runner_pid: int | None = None,
+        expected_version: int | None = None,
+    ) -> SessionChange:
+        """A runner claims the session: PENDING -> ACTIVE, or takes over an ACTIVE one whose
+        runner is gone. Refused with :class:`RunnerConflict` while another runner lives."""
+        host = runner_host or self.host
+        pid = runner_pid or self.pid
+
+        def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
+            live = cur.runner_pid is not None and not is_orphaned(
+                cur.status, cur.runner_host, cur.runner_pid, cur.heartbeat_at
+            )
+            if cur.status == SessionStatus.PENDING and cur.runner_pid is not None:
+                live = cur.heartbeat_at is not None and (
+                    time.time() - cur.heartbeat_at <= STALE_AFTER
+                    and not (cur.runner_host == local_host() and not pid_alive(cur.runner_pid))
+                )
+            if live and (cur.runner_host, cur.runner_pid) != (host, pid):
+                raise RunnerConflict(
+                    f"session {sid[:12]} already has a live runner: "
+                    f"pid {cur.runner_pid} on {cur.runner_host}"
+                )
+            return None
+
+        now = time.time()
+        return self._transition(
+            session_id,
+            SessionOp.START,
+            expected_version=expected_version,
+            values={
+                "runner_host": host,
+                "runner_pid": pid,
+                "heartbeat_at": now,
+                "queued": False,
+                "started_at": func.coalesce(_T.c.started_at, now),
+            },
+            check=check,
+        )
+
+    def pause(
+        self, session_id: str, *, reason: str | None = None, expected_version: int | None = None
+    ) -> SessionChange:
+        return self._transition(
+            session_id, SessionOp.PAUSE, reason=reason, expected_version=expected_version
+        )
+
+    def resume(self, session_id: str, *, expected_version: int | None = None) -> SessionChange:
+        """PAUSED -> ACTIVE (PENDING if it never started). An ACTIVE session may also be
+        "resumed" when it is orphaned: the state stays, and the caller starts a runner."""
+
+        def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
+            if cur.status == SessionStatus.ACTIVE and not is_orphaned(
+                cur.status, cur.runner_host, cur.runner_pid, cur.heartbeat_at
+            ) and cur.runner_pid is not None:
+                return "its runner is alive"
+            return None
+
+        return self._transition(
+            session_id, SessionOp.RESUME, expected_version=expected_version, check=check
+        )
+
+    def abort(
+        self, session_id: str, *, reason: str = "aborted", expected_version: int | None = None
+    ) -> SessionChange:
+        """FAILED with reason ``aborted``; its running or paused stages fail with it (the
+        runner, which sees the change, kills their processes)."""
+
+        def after(conn: Connection, sid: str, now: float) -> None:
+            conn.execute(
+                update(_ST)
+                .where(
+                    _ST.c.session_id == sid,
+                    _ST.c.status.in_([StageStatus.ACTIVE, StageStatus.PAUSED]),
+                )
+                .values(
+                    status=StageStatus.FAILED,
+                    error=reason,
+                    finished_at=now,
+                    updated_at=now,
+                    version=_ST.c.version + 1,
+                )
+            )
+
+        return self._transition(
+            session_id,
+            SessionOp.ABORT,
+            reason=reason,
+            expected_version=expected_version,
+            values={"finished_at": time.time()},
+            after=after,
+        )
+
+    def fail(
+        self, session_id: str, reason: str, *, expected_version: int | None = None
+    ) -> SessionChange:
+        return self._transition(
+            session_id,
+            SessionOp.FAIL,
+            reason=reason,
+            expected_version=expected_version,
+            values={"finished_at": time.time()},
+        )
+
+    def complete(
+        self, session_id: str, *, expected_version: int | None = None
+    ) -> SessionChange:
+        def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
+            open_stages = conn.execute(
+                select(_ST.c.name).where(
+                    _ST.c.session_id == sid, _ST.c.status != StageStatus.COMPLETED
+                )
+            ).all()
+            if open_stages:
+                names = ", ".join(r.name for r in open_stages[:5])
+                return f"stages not completed: {names}"
+            return None
+
+        return self._transition(
+            session_id,
+            SessionOp.COMPLETE,
+            expected_version=expected_version,
+            values={"finished_at": time.time(), "runner_pid": None, "runner_host": None},
+            check=check,
+        )
+
+    def retry(self, session_id: str, *, expected_version: int | None = None) -> SessionChange:
+        """FAILED -> PENDING; failed and aborted stages reset to PENDING (attempt kept),
+        COMPLETED stages kept."""
+
+        def after(conn: Connection, sid: str, now: float) -> None:
+            conn.execute(
+                update(_ST)
+                .where(_ST.c.session_id == sid, _ST.c.status != StageStatus.COMPLETED)
+                .values(
+                    status=StageStatus.PENDING,
+                    progress=0.0,
+                    error=None,
+                    finished_at=None,
+                    pid=None,
+                    pid_start=None,
+                    updated_at=now,
+                    version=_ST.c.version + 1,
+                )
+            )
+
+        return self._transition(
+            session_id,
+            SessionOp.RETRY,
+            expected_version=expected_version,
+            values={
+                "finished_at": None,
+                "runner_pid": None,
+                "runner_host": None,
+                "heartbeat_at": None,
+            },
+            after=after,
+        )
+
+    def delete(self, session_id: str, *, force: bool = False) -> SessionChange:
+        """Remove the session with its stages, events and logs. Refused while a live runner
+        owns an ACTIVE session, unless ``force``, which aborts it first (the runner sees
+        the session gone and kills its stage). The history goes with the session, so this
+        operation's trace is the operations log."""
+        sid = self.resolve_session_id(session_id)
+        conn = self._conn()
+        cur = self._read_state(conn, sid)
+        live = cur.runner_pid is not None and not is_orphaned(
+            cur.status, cur.runner_host, cur.runner_pid, cur.heartbeat_at
+        )
+        if cur.status == SessionStatus.ACTIVE and live:
+            if not force:
+                self.session.rollback()
+                raise InvalidTransition(
+                    f"cannot delete session {sid[:12]}: it is ACTIVE with a live runner "
+                    f"(pid {cur.runner_pid} on {cur.runner_host}); pause or abort it first, "
+                    "or use --force",
+                    cur.status,
+                    allowed_session_ops(cur.status),
+                )
+            self.session.rollback()
+            self.abort(sid, reason="aborted")
+            conn = self._conn()
+        conn.execute(delete(_LOG).where(_LOG.c.session_id == sid))
+        conn.execute(delete(_EV).where(_EV.c.session_id == sid))
+        conn.execute(delete(_ST).where(_ST.c.session_id == sid))
+        result = conn.execute(delete(_T).where(_T.c.id == sid))
+        if result.rowcount != 1:
+            self.session.rollback()
+            raise SessionNotFound(f"no session matches {sid!r}")
+        self.session.commit()
+        return self._committed(
+            SessionChange(sid, SessionOp.DELETE, cur.status, None, cur.version + 1),
+            self.CATEGORY,
+        )
+
+    # -- runner bookkeeping (no events: these are not user operations) ------------------------
+
+    def heartbeat(self, session_id: str, *, runner_host: str, runner_pid: int) -> bool:
+        """Refresh the runner's heartbeat; False if the session is gone or another runner
+        owns it now (the caller must then stop)."""
+        result = self._conn().execute(
+            update(_T)
+            .where(
+                _T.c.id == session_id,
+                _T.c.runner_pid == runner_pid,
+                _T.c.runner_host == runner_host,
+            )
+            .values(heartbeat_at=time.time())
+        )
+        self.session.commit()
+        return result.rowcount == 1
+
+    def release_runner(self, session_id: str, *, runner_host: str, runner_pid: int) -> None:
+        """The runner is exiting: forget it, so the session is not shown orphaned."""
+        self._conn().execute(
+            update(_T)
+            .where(
+                _T.c.id == session_id,
+                _T.c.runner_pid == runner_pid,
+                _T.c.runner_host == runner_host,
+            )
+            .values(runner_pid=None, runner_host=None, heartbeat_at=None)
+        )
+        self.session.commit()
+
+    def state(self, session_id: str) -> tuple[str, int, str | None] | None:
+        """(status, version, reason) of a full id, or None if it is gone: the runner's
+        cheap poll."""
+        row = self._conn().execute(
+            select(_T.c.status, _T.c.version, _T.c.reason).where(_T.c.id == session_id)
+        ).first()
+        self.session.commit()
+        return None if row is None else (row[0], row[1], row[2])
+
+
+class StageManager(_Base):
+    """Stage instances of a session: creation, status, progress, process bookkeeping."""
+
+    CATEGORY = "workflow.stage.operations"
+
+    def create_stage(
+        self,
+        session_id: str,
+        stage_type: str = "task",
+        config: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+    ) -> StageInstance:
+        sid = self.resolve_session_id(session_id)
+        conn = self._conn()
+        position = conn.execute(
+            select(func.count()).select_from(_ST).where(_ST.c.session_id == sid)
+        ).scalar_one()
+        cfg = dict(config or {})
+        stage_name = name or str(cfg.get("name") or f"stage-{position + 1}")
+        validate_identifier(stage_name, "stage name")
+        if conn.execute(
+            select(_ST.c.id).where(_ST.c.session_id == sid, _ST.c.name == stage_name)
+        ).first():
+            self.session.rollback()
+            raise InvalidTransition(
+                f"session {sid[:12]} already has a stage named {stage_name!r}", "", []
+            )
+        now = time.time()
+        stage = StageInstance(
+            session_id=sid,
+            position=position,
+            name=stage_name,
+            stage_type=stage_type,
+            config=cfg,
+            status=StageStatus.PENDING,
+            updated_at=now,
+        )
+        self.session.add(stage)
+        self.session.flush()
+        self._event(conn, sid, "stage.create", None, StageStatus.PENDING, now, stage=stage_name)
+        self.session.commit()
+        self._committed(
+            SessionChange(sid, "stage.create", None, StageStatus.PENDING, 0, stage=stage_name),
+            self.CATEGORY,
+        )
+        return stage
+
+    def get_stage(self, stage_id: int) -> StageInstance:
+        stage = self.session.get(StageInstance, stage_id)
+        if stage is None:
+            raise StageNotFound(f"no stage with id {stage_id}")
+        self.session.refresh(stage)
+        return stage
+
+    def list_stages(self, session_id: str) -> list[StageInstance]:
+        sid = self.resolve_session_id(session_id)
+        rows = self.session.exec(  # type: ignore[call-overload]
+            select(StageInstance)
+            .where(StageInstance.session_id == sid)  # type: ignore[arg-type]
+            .order_by(StageInstance.position)  # type: ignore[arg-type]
+        ).all()
+        return [r[0] if isinstance(r, Row) else r for r in rows]
+
+    def update_stage_status(
+        self,
+        stage_id: int,
+        status: StageStatus | str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        error: str | None = None,
+        exit_code: int | None = None,
+        expected_version: int | None = None,
+        new_attempt: bool = False,
+    ) -> StageInstance:
+        """Move a stage to ``status`` (checked against the stage table of store.status).
+        ``metadata["progress"]`` sets progress; other metadata keys are merged into the
+        stage's metadata. A move to the same state is a progress update without an event.
+        Entering ACTIVE from PENDING starts attempt 1 (or the next one); ``new_attempt``
+        starts a fresh attempt of a stage that is ACTIVE or PAUSED already (a timeout retry,
+        or a new runner taking over an orphan)."""
+        target = StageStatus(status)
+        meta = dict(metadata or {})
+        progress = meta.pop("progress", None)
+        for _ in range(_MAX_RETRIES):
+            conn = self._conn()
+            cur = conn.execute(
+                select(
+                    _ST.c.session_id,
+                    _ST.c.name,
+                    _ST.c.status,
+                    _ST.c.version,
+                    _ST.c.attempt,
+                    _ST.c.metadata,
+                    _ST.c.started_at,
+                ).where(_ST.c.id == stage_id)
+            ).first()
+            if cur is None:
+                self.session.rollback()
+                raise StageNotFound(f"no stage with id {stage_id}")
+            if expected_version is not None and cur.version != expected_version:
+                self.session.rollback()
+                raise ConcurrentModification(
+                    f"stage {cur.name!r} changed meanwhile; reload and try again"
+                )
+            if not stage_move_allowed(cur.status, target):
+                self.session.rollback()
+                allowed = sorted(s.value for s in StageStatus if stage_move_allowed(cur.status, s))
+                raise InvalidTransition(
+                    f"cannot move stage {cur.name!r} from {cur.status} to {target}; "
+                    f"allowed: {', '.join(allowed) or 'none'}",
+                    cur.status,
+                    allowed,
+                )
+            now = time.time()
+            values: dict[str, Any] = {"status": target, "version": cur.version + 1,
+                                      "updated_at": now}
+            if progress is not None:
+                values["progress"] = max(0.0, min(100.0, float(progress)))
+            if meta:
+                values["metadata"] = {**(cur.metadata or {}), **meta}
+            if error is not None:
+                values["error"] = error
+            if exit_code is not None:
+                values["exit_code"] = exit_code
+            if target == StageStatus.ACTIVE and (cur.status == StageStatus.PENDING or new_attempt):
+                values.update(attempt=cur.attempt + 1, started_at=now, finished_at=None)
+                values.setdefault("progress", 0.0)
+                values.setdefault("exit_code", None)
+                values.setdefault("error", None)
+            if target in TERMINAL:
+                values["finished_at"] = now
+                if target == StageStatus.COMPLETED:
+                    values["progress"] = 100.0
+            if target == StageStatus.PENDING:
+                values.update(progress=0.0, finished_at=None, pid=None, pid_start=None)
+            result = conn.execute(
+                update(_ST).where(_ST.c.id == stage_id, _ST.c.version == cur.version)
+                .values(values)
+            )
+            if result.rowcount != 1:
+                self.session.rollback()
+                if expected_version is not None:
+                    raise ConcurrentModification(
+                        f"stage {cur.name!r} changed meanwhile; reload and try again"
+                    )
+                continue
+            conn.execute(update(_T).where(_T.c.id == cur.session_id).values(updated_at=now))
+            moved = cur.status != target or "attempt" in values
+            op = _STAGE_OPS[target]
+            if moved:
+                self._event(conn, cur.session_id, op, cur.status, target, now, error,
+                            stage=cur.name)
+            self.session.commit()
+            if moved:
+                self._committed(
+                    SessionChange(cur.session_id, op, cur.status, target, cur.version + 1,
+                                  error, stage=cur.name),
+                    self.CATEGORY,
+                )
+            return self.get_stage(stage_id)
+        raise ConcurrentModification(f"stage {stage_id} is changing too fast; try again")
+
+    def set_progress(self, stage_id: int, progress: float) -> None:
+        """Progress only: no event, no version bump (the runner coalesces these)."""
+        now = time.time()
+        conn = self._conn()
+        conn.execute(
+            update(_ST)
+            .where(_ST.c.id == stage_id)
+            .values(progress=max(0.0, min(100.0, float(progress))), updated_at=now)
+        )
+        self.session.commit()
+
+    def record_process(
+        self, stage_id: int, *, pid: int | None, pid_start: int | None, host: str | None = None
+    ) -> None:
+        """Remember the stage's process so a later runner can clean up after a crash."""
+        self._conn().execute(
+            update(_ST)
+            .where(_ST.c.id == stage_id)
+            .values(pid=pid, pid_start=pid_start, host=host or self.host)
+        )
+        self.session.commit()
+
+
+    def record_exit_code(self, stage_id: int, exit_code: int) -> None:
+        """The exit code of a process that ended after its stage was already decided
+        (aborted): kept for the record, no state change."""
+        self._conn().execute(
+            update(_ST).where(_ST.c.id == stage_id, _ST.c.exit_code.is_(None))
+            .values(exit_code=exit_code)
+        )
+        self.session.commit()
+
+
+_STAGE_OPS: dict[str, str] = {
+    StageStatus.ACTIVE: "stage.start",
+    StageStatus.PAUSED: "stage.pause",
+    StageStatus.COMPLETED: "stage.complete",
+    StageStatus.FAILED: "stage.fail",
+    StageStatus.PENDING: "stage.reset",
+}
+
+#: The seed's name for the same object.
+StageInstanceManager = StageManager
+
+
+def append_logs(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert log records in one statement (executemany); the batching writers call this."""
+    if rows:
+        session.connection().execute(insert(_LOG), list(rows))
+        session.commit()
+
+
+__all__ = [
+    "HEARTBEAT_INTERVAL",
+    "STALE_AFTER",
+    "FlowSessionManager",
+    "SessionChange",
+    "StageInstanceManager",
+    "StageManager",
+    "append_logs",
+    "compute_progress",
+    "is_orphaned",
+]

@@ -1,0 +1,94 @@
+"""SQLModel tables. Times are unix seconds (float): portable across SQLite and PostgreSQL,
+cheap to compare, and free of time-zone surprises; the front ends format them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer
+from sqlmodel import Field, SQLModel
+
+#: An auto-increment key that is a rowid alias on SQLite and a 64-bit identity elsewhere.
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class FlowSession(SQLModel, table=True):
+    __tablename__ = "flow_sessions"
+    __table_args__ = (
+        Index("ix_flow_sessions_status_created", "status", "created_at"),
+        Index("ix_flow_sessions_workflow_created", "workflow_id", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    name: str
+    workflow_id: str = Field(max_length=128)
+    status: str = Field(max_length=16)
+    reason: str | None = None
+    definition: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSON))
+    version: int = 1
+    created_at: float = Field(index=True)
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    queued: bool = False
+    runner_host: str | None = None
+    runner_pid: int | None = None
+    heartbeat_at: float | None = None
+
+
+class StageInstance(SQLModel, table=True):
+    __tablename__ = "stage_instances"
+
+    id: int | None = Field(default=None, sa_column=Column(_BigId, primary_key=True))
+    session_id: str = Field(foreign_key="flow_sessions.id", index=True, ondelete="CASCADE")
+    position: int = 0
+    name: str
+    stage_type: str = "task"
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    status: str = "PENDING"
+    progress: float = 0.0
+    attempt: int = 0
+    exit_code: int | None = None
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float = 0.0
+    host: str | None = None
+    pid: int | None = None
+    pid_start: int | None = Field(default=None, sa_column=Column(BigInteger))
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSON))
+    version: int = 1
+
+
+class FlowEvent(SQLModel, table=True):
+    """One row of a session's history: every state change and operation."""
+
+    __tablename__ = "flow_events"
+
+    id: int | None = Field(default=None, sa_column=Column(_BigId, primary_key=True))
+    session_id: str = Field(foreign_key="flow_sessions.id", index=True, ondelete="CASCADE")
+    stage: str | None = None
+    op: str
+    from_status: str | None = None
+    to_status: str | None = None
+    actor: str
+    host: str
+    pid: int
+    at: float
+    reason: str | None = None
+
+
+class LogRecord(SQLModel, table=True):
+    """One line of a session's log (DESIGN §7), what `session logs` and the dashboard read."""
+
+    __tablename__ = "log_records"
+    __table_args__ = (Index("ix_log_records_session_id_id", "session_id", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(_BigId, primary_key=True))
+    session_id: str = Field(max_length=64)
+    at: float
+    level: str = Field(max_length=8)
+    category: str = Field(max_length=64)
+    stage: str | None = None
+    text: str

@@ -1,0 +1,385 @@
+"""Read models for the front ends: the session list, details, events and logs.
+
+Everything here is plain data (frozen dataclasses) so the CLI prints it, the dashboard feeds
+it to widgets, and nobody outside ``store`` writes SQL. List queries are windowed (limit and
+offset plus a separate count) so 100,000 sessions cost what the visible rows cost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlmodel import Session
+
+from store.managers import compute_progress, is_orphaned
+from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
+from store.status import SessionStatus
+
+_T = FlowSession.__table__  # type: ignore[attr-defined]
+_ST = StageInstance.__table__  # type: ignore[attr-defined]
+_EV = FlowEvent.__table__  # type: ignore[attr-defined]
+_LOG = LogRecord.__table__  # type: ignore[attr-defined]
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def iso(ts: float | None) -> str | None:
+    """Unix seconds -> ISO 8601 in UTC, the time format of every JSON document."""
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class StageView:
+    id: int
+    name: str
+    stage_type: str
+    status: str
+    progress: float
+    attempt: int
+    exit_code: int | None
+    error: str | None
+    started_at: float | None
+    finished_at: float | None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.stage_type,
+            "status": self.status,
+            "progress": round(100.0 if self.status == "COMPLETED" else self.progress, 1),
+            "attempt": self.attempt,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+        }
+
+
+@dataclass(frozen=True)
+class EventView:
+    at: float
+    op: str
+    from_status: str | None
+    to_status: str | None
+    actor: str
+    host: str
+    pid: int
+    reason: str | None
+    stage: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": iso(self.at),
+            "op": self.op,
+            "from": self.from_status,
+            "to": self.to_status,
+            "actor": self.actor,
+            "host": self.host,
+            "pid": self.pid,
+            "reason": self.reason,
+            "stage": self.stage,
+        }
+
+
+@dataclass(frozen=True)
+class SessionView:
+    id: str
+    name: str
+    workflow_id: str
+    status: str
+    reason: str | None
+    version: int
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    runner_host: str | None
+    runner_pid: int | None
+    heartbeat_at: float | None
+    queued: bool
+    metadata: dict[str, Any]
+    stages: tuple[StageView, ...]
+    orphaned: bool
+    definition: dict[str, Any] | None = None
+
+    @property
+    def progress(self) -> float:
+        return compute_progress(self.status, [(s.status, s.progress) for s in self.stages])
+
+    @property
+    def current_stage(self) -> str | None:
+        """The stage being worked on: running or paused, else the first not yet done while
+        the session is live; None before start and after the end."""
+        for s in self.stages:
+            if s.status in ("ACTIVE", "PAUSED"):
+                return s.name
+        if self.status in ("ACTIVE", "PAUSED") and self.started_at is not None:
+            for s in self.stages:
+                if s.status == "PENDING":
+                    return s.name
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """The session object of the JSON contract (DESIGN §8)."""
+        runner = None
+        if self.runner_pid is not None:
+            runner = {
+                "host": self.runner_host,
+                "pid": self.runner_pid,
+                "heartbeat_at": iso(self.heartbeat_at),
+            }
+        return {
+            "id": self.id,
+            "name": self.name,
+            "workflow_id": self.workflow_id,
+            "status": self.status,
+            "reason": self.reason,
+            "progress": self.progress,
+            "current_stage": self.current_stage,
+            "orphaned": self.orphaned,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "version": self.version,
+            "queued": self.queued,
+            "metadata": self.metadata,
+            "runner": runner,
+            "stages": [s.to_json() for s in self.stages],
+        }
+
+
+@dataclass(frozen=True)
+class LogView:
+    id: int
+    at: float
+    level: str
+    category: str
+    stage: str | None
+    text: str
+
+
+@dataclass(frozen=True)
+class SessionFilter:
+    """What the list shows: by status, workflow and a free-text match on id/name/workflow."""
+
+    status: str | None = None
+    workflow_id: str | None = None
+    text: str | None = None
+
+    def where(self) -> ColumnElement[bool]:
+        clauses: list[ColumnElement[bool]] = []
+        if self.status:
+            clauses.append(_T.c.status == self.status)
+        if self.workflow_id:
+            clauses.append(_T.c.workflow_id == self.workflow_id)
+        if self.text:
+            pattern = f"%{self.text.lower()}%"
+            clauses.append(
+                or_(
+                    func.lower(_T.c.name).like(pattern, escape="\\"),
+                    func.lower(_T.c.workflow_id).like(pattern, escape="\\"),
+                    _T.c.id.startswith(self.text.lower(), autoescape=True),
+                )
+            )
+        return and_(True, *clauses)
+
+
+_SESSION_COLUMNS = (
+    _T.c.id,
+    _T.c.name,
+    _T.c.workflow_id,
+    _T.c.status,
+    _T.c.reason,
+    _T.c.version,
+    _T.c.created_at,
+    _T.c.updated_at,
+    _T.c.started_at,
+    _T.c.finished_at,
+    _T.c.runner_host,
+    _T.c.runner_pid,
+    _T.c.heartbeat_at,
+    _T.c.queued,
+    _T.c.metadata,
+)
+
+
+def _stages_for(session: Session, ids: Sequence[str]) -> dict[str, list[StageView]]:
+    by_session: dict[str, list[StageView]] = defaultdict(list)
+    if not ids:
+        return by_session
+    rows = session.connection().execute(
+        select(
+            _ST.c.session_id,
+            _ST.c.id,
+            _ST.c.name,
+            _ST.c.stage_type,
+            _ST.c.status,
+            _ST.c.progress,
+            _ST.c.attempt,
+            _ST.c.exit_code,
+            _ST.c.error,
+            _ST.c.started_at,
+            _ST.c.finished_at,
+            _ST.c.config,
+        )
+        .where(_ST.c.session_id.in_(list(ids)))
+        .order_by(_ST.c.session_id, _ST.c.position)
+    )
+    for r in rows:
+        by_session[r[0]].append(StageView(*r[1:11], config=r[11] or {}))
+    return by_session
+
+
+def _views(session: Session, rows: Sequence[Any], with_definition: bool = False) -> list[SessionView]:
+    stages = _stages_for(session, [r.id for r in rows])
+    now = time.time()
+    return [
+        SessionView(
+            id=r.id,
+            name=r.name,
+            workflow_id=r.workflow_id,
+            status=r.status,
+            reason=r.reason,
+            version=r.version,
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            runner_host=r.runner_host,
+            runner_pid=r.runner_pid,
+            heartbeat_at=r.heartbeat_at,
+            queued=bool(r.queued),
+            metadata=r.metadata or {},
+            stages=tuple(stages.get(r.id, ())),
+            orphaned=is_orphaned(r.status, r.runner_host, r.runner_pid, r.heartbeat_at, now),
+            definition=getattr(r, "definition", None) if with_definition else None,
+        )
+        for r in rows
+    ]
+
+
+def list_sessions(
+    session: Session,
+    filt: SessionFilter | None = None,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[SessionView]:
+    """Newest first, one window of ``limit`` rows from ``offset``."""
+    filt = filt or SessionFilter()
+    rows = session.connection().execute(
+        select(*_SESSION_COLUMNS)
+        .where(filt.where())
+        .order_by(_T.c.created_at.desc(), _T.c.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return _views(session, rows)
+
+
+def count_sessions(session: Session, filt: SessionFilter | None = None) -> int:
+    filt = filt or SessionFilter()
+    return int(
+        session.connection()
+        .execute(select(func.count()).select_from(_T).where(filt.where()))
+        .scalar_one()
+    )
+
+
+def status_counts(session: Session) -> dict[str, int]:
+    counts = {s.value: 0 for s in SessionStatus}
+    for status, n in session.connection().execute(
+        select(_T.c.status, func.count()).group_by(_T.c.status)
+    ):
+        counts[status] = int(n)
+    return counts
+
+
+def get_session_view(session: Session, session_id: str) -> SessionView | None:
+    """Details of one session by full id (resolve prefixes with the manager first)."""
+    rows = session.connection().execute(
+        select(*_SESSION_COLUMNS, _T.c.definition).where(_T.c.id == session_id)
+    ).all()
+    views = _views(session, rows, with_definition=True)
+    return views[0] if views else None
+
+
+def list_events(session: Session, session_id: str, limit: int | None = None) -> list[EventView]:
+    """A session's history, oldest first (newest last, as the JSON contract says)."""
+    query = (
+        select(
+            _EV.c.at,
+            _EV.c.op,
+            _EV.c.from_status,
+            _EV.c.to_status,
+            _EV.c.actor,
+            _EV.c.host,
+            _EV.c.pid,
+            _EV.c.reason,
+            _EV.c.stage,
+        )
+        .where(_EV.c.session_id == session_id)
+        .order_by(_EV.c.id.desc())
+    )
+    if limit:
+        query = query.limit(limit)
+    rows = session.connection().execute(query).all()
+    return [EventView(*r) for r in reversed(rows)]
+
+
+def read_logs(
+    session: Session,
+    session_id: str,
+    *,
+    after_id: int | None = None,
+    before_id: int | None = None,
+    min_level: str | None = None,
+    stage: str | None = None,
+    limit: int = 1000,
+    newest: bool = False,
+) -> list[LogView]:
+    """Log records in id order. ``newest`` takes the last ``limit`` matching rows (the tail);
+    otherwise the first ``limit`` after ``after_id``. ``min_level`` keeps that level and up."""
+    clauses: list[ColumnElement[bool]] = [_LOG.c.session_id == session_id]
+    if after_id is not None:
+        clauses.append(_LOG.c.id > after_id)
+    if before_id is not None:
+        clauses.append(_LOG.c.id < before_id)
+    if min_level:
+        clauses.append(_LOG.c.level.in_(LEVELS[LEVELS.index(min_level.upper()) :]))
+    if stage:
+        clauses.append(_LOG.c.stage == stage)
+    query = select(
+        _LOG.c.id, _LOG.c.at, _LOG.c.level, _LOG.c.category, _LOG.c.stage, _LOG.c.text
+    ).where(*clauses)
+    if newest:
+        rows = session.connection().execute(
+            query.order_by(_LOG.c.id.desc()).limit(limit)
+        ).all()
+        rows.reverse()
+    else:
+        rows = session.connection().execute(query.order_by(_LOG.c.id).limit(limit)).all()
+    return [LogView(*r) for r in rows]
+
+
+def change_token(session: Session) -> tuple[Any, ...]:
+    """A cheap value that changes whenever any session, stage or log changes: what the
+    dashboard polls before it re-reads anything."""
+    conn = session.connection()
+    if conn.dialect.name == "sqlite":
+        return (conn.exec_driver_sql("PRAGMA data_version").scalar(),)
+    row = conn.execute(
+        select(func.max(_T.c.updated_at), func.count(), func.sum(_T.c.version))
+    ).one()
+    last_log = conn.execute(select(func.max(_LOG.c.id))).scalar()
+    return (*tuple(row), last_log)

@@ -1,0 +1,184 @@
+"""Shared fixtures: a workspace with sample workflows, a store (SQLite in a temp dir, and
+PostgreSQL in a schema of its own when VC_TEST_DATABASE_URL is set), managers, and a way to
+run the real `vc` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_URL = os.environ.get("VC_TEST_DATABASE_URL")
+ROOT = Path(__file__).resolve().parent.parent
+
+SAMPLE_WORKFLOWS = {
+    "hello.yaml": """
+        name: Hello
+        description: three quick stages
+        stages:
+          - name: greet
+            run: echo hello from $VC_STAGE attempt $VC_ATTEMPT
+          - name: count
+            run: for i in 1 2 3 4; do echo "::progress $i/4"; echo "step $i"; done
+          - name: done
+            run: echo bye >&2
+    """,
+    "gate.yaml": """
+        name: Release with approval
+        stages:
+          - name: build
+            run: echo built
+          - name: approve
+            checklist: [changelog reviewed]
+          - name: deploy
+            run: echo deployed
+    """,
+    "broken.yaml": """
+        name: Fails
+        stages:
+          - name: ok
+            run: echo fine
+          - name: bad
+            run: echo about to fail; exit 3
+          - name: never
+            run: echo never
+    """,
+    "slow.yaml": """
+        name: Slow
+        stages:
+          - name: spin
+            run: |
+              echo started
+              end=$((SECONDS+60)); while [ $SECONDS -lt $end ]; do :; done
+          - name: after
+            run: echo after
+    """,
+}
+
+
+def write_workflows(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in SAMPLE_WORKFLOWS.items():
+        (directory / name).write_text(textwrap.dedent(text).lstrip())
+
+
+def _pg_schema_url(base: str) -> tuple[str, str]:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}", schema
+
+
+def _pg_admin(sql: str) -> None:
+    import sqlalchemy
+
+    assert PG_URL is not None
+    engine = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(sql)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The store URL: every store test runs on SQLite and, when configured, PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ws' / '.vc' / 'flow.db'}"
+        return
+    if not PG_URL:
+        pytest.skip("PostgreSQL suite: set VC_TEST_DATABASE_URL to run it")
+    url, schema = _pg_schema_url(PG_URL)
+    _pg_admin(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield url
+    finally:
+        _pg_admin(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ws' / '.vc' / 'flow.db'}"
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A workspace with the sample workflows, made the current one through VC_HOME."""
+    ws = tmp_path / "ws"
+    ws.mkdir(exist_ok=True)
+    write_workflows(ws / "workflows")
+    for var in ("VC_DATABASE_URL", "VC_LOG_DIR", "VC_WORKFLOWS_DIR", "NO_COLOR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("VC_HOME", str(ws))
+    monkeypatch.chdir(ws)
+    return ws
+
+
+@pytest.fixture
+def store_workspace(workspace: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The workspace on the parametrized store URL (SQLite file or a PostgreSQL schema)."""
+    monkeypatch.setenv("VC_DATABASE_URL", db_url)
+    return workspace
+
+
+@pytest.fixture
+def engine(db_url: str):  # type: ignore[no-untyped-def]
+    from store import init_db
+
+    eng = init_db(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def db(engine):  # type: ignore[no-untyped-def]
+    from store import get_session_factory
+
+    with get_session_factory(engine)() as session:
+        yield session
+
+
+@pytest.fixture
+def managers(db):  # type: ignore[no-untyped-def]
+    from store import FlowSessionManager, StageManager
+
+    return FlowSessionManager(db), StageManager(db)
+
+
+@pytest.fixture
+def hello_definition():  # type: ignore[no-untyped-def]
+    from store.workflows import load_workflow_text
+
+    return load_workflow_text(textwrap.dedent(SAMPLE_WORKFLOWS["hello.yaml"]), default_id="hello")
+
+
+def vc_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.setdefault("NO_COLOR", "1")
+    env.update(extra or {})
+    return env
+
+
+def run_vc(*args: str, env: dict[str, str] | None = None, input: str | None = None,
+           timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the real `vc` console command in a subprocess, with the test's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "app.main", *args],
+        capture_output=True,
+        text=True,
+        env=vc_env(env),
+        input=input,
+        timeout=timeout,
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def vc():  # type: ignore[no-untyped-def]
+    return run_vc

@@ -1,0 +1,469 @@
+"""Stage process supervision against real processes and real signals (app/runner/process.py).
+
+Nothing is mocked: each test starts small shell commands and observes them through /proc, so
+what is checked is what a user would see (a paused stage really holds no CPU, a terminated
+stage really leaves no grandchild behind). Waits poll /proc instead of sleeping fixed times.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from app.runner import process as process_mod
+from app.runner.process import (
+    MAX_LINE_BYTES,
+    StageProcess,
+    StageStartError,
+    kill_leftover_group,
+    last_progress,
+    parse_progress,
+    process_start_time,
+)
+
+ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/PID/stat (index 0 = state), independent of the code under test."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    return raw[raw.rfind(b")") + 1 :].decode().split()
+
+
+def state(pid: int) -> str | None:
+    fields = stat_fields(pid)
+    return None if fields is None else fields[0]
+
+
+def utime(pid: int) -> int:
+    fields = stat_fields(pid)
+    assert fields is not None
+    return int(fields[11])  # field 14
+
+
+def gone(pid: int) -> bool:
+    """No such process any more, or only a zombie waiting for a parent that is not us."""
+    return state(pid) in (None, "Z", "X")
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 2.0, what: str = "") -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(0.01)
+
+
+class Collector:
+    """on_lines target: thread-safe enough (list.extend is atomic) and records batch sizes."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[float, str, str]] = []
+        self.batches = 0
+
+    def __call__(self, batch: list[tuple[float, str, str]]) -> None:
+        self.batches += 1
+        self.lines.extend(batch)
+
+    def texts(self, stream: str | None = None) -> list[str]:
+        return [t for _, s, t in list(self.lines) if stream is None or s == stream]
+
+
+@pytest.fixture
+def run() -> Iterator[Callable[..., tuple[StageProcess, Collector]]]:
+    """Start a stage; whatever is still running at the end of the test is killed."""
+    started: list[StageProcess] = []
+
+    def _run(command: str, *, cwd: str | None = None, env: dict[str, str] | None = None,
+             on_lines: Callable[[list[tuple[float, str, str]]], None] | None = None,
+             ) -> tuple[StageProcess, Collector]:
+        collector = Collector()
+        proc = StageProcess(command, env=env or ENV, cwd=cwd, on_lines=on_lines or collector)
+        proc.start()
+        started.append(proc)
+        return proc, collector
+
+    yield _run
+    for proc in started:
+        if proc.running:
+            proc.terminate(0.2)
+
+
+def first_line(collector: Collector, timeout: float = 2.0) -> str:
+    wait_for(lambda: bool(collector.lines), timeout, "first output line")
+    return collector.lines[0][2]
+
+
+# ---- progress ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("::progress 50", 50.0),
+        ("::progress 0", 0.0),
+        ("::progress 100", 100.0),
+        ("::progress 12.5", 12.5),
+        ("::progress .5", 0.5),
+        ("::progress 150", 100.0),
+        ("::progress -3", 0.0),
+        ("::progress 42%", 42.0),
+        ("::progress 3/4", 75.0),
+        ("::progress 3 / 4", 75.0),
+        ("::progress 1.5/3", 50.0),
+        ("::progress 7/5", 100.0),
+        ("::progress 0/10", 0.0),
+        ("::progress 5/0", None),
+        ("  ::progress 30  \n", 30.0),
+        ("\t::progress 1/3\r", pytest.approx(100 / 3)),
+        ("::progress", None),
+        ("::progress ", None),
+        ("::progress abc", None),
+        ("::progress50", None),
+        ("::progress 5 extra", None),
+        ("::progress 1/2/3", None),
+        ("::progress nan", None),
+        ("::progress inf", None),
+        ("echo ::progress 5", None),
+        ("::PROGRESS 5", None),
+        ("progress 5", None),
+        ("", None),
+    ],
+)
+def test_parse_progress(line: str, expected: float | None) -> None:
+    assert parse_progress(line) == expected
+
+
+def test_last_progress_takes_the_last_valid_value_of_a_batch() -> None:
+    batch = [
+        (1.0, "stdout", "::progress 10"),
+        (1.0, "stderr", "::progress 2/4"),
+        (1.0, "stdout", "::progress broken"),
+        (1.0, "stdout", "plain text"),
+    ]
+    assert last_progress(batch) == 50.0
+    assert last_progress([(1.0, "stdout", "nothing here")]) is None
+    assert last_progress([]) is None
+
+
+def test_stage_progress_property_follows_progress_lines(run) -> None:
+    proc, out = run("echo '::progress 10'; echo hello; echo '::progress 3/4'; echo bye")
+    assert proc.wait(3) == 0
+    assert proc.progress == 75.0
+    # progress lines are output like any other: the caller decides what to show
+    assert out.texts() == ["::progress 10", "hello", "::progress 3/4", "bye"]
+
+
+# ---- /proc start time -------------------------------------------------------------------------
+
+
+def test_process_start_time_of_self_and_of_a_dead_pid() -> None:
+    mine = process_start_time(os.getpid())
+    assert isinstance(mine, int) and mine > 0
+    assert mine == int(stat_fields(os.getpid())[19])  # type: ignore[index]
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert process_start_time(child.pid) is None
+    assert process_start_time(0) is None
+    assert process_start_time(-5) is None
+
+
+def test_process_start_time_survives_spaces_and_parens_in_comm(tmp_path) -> None:
+    odd = tmp_path / "a) b (c"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", odd)
+    child = subprocess.Popen([str(odd), "5"])
+    try:
+        wait_for(lambda: "a) b (c" in open(f"/proc/{child.pid}/stat").read(), what="exec")
+        start = process_start_time(child.pid)
+        assert isinstance(start, int)
+        assert start >= process_start_time(os.getpid())  # type: ignore[operator]
+        # a naive split on spaces would have read a different field
+        assert start == int(stat_fields(child.pid)[19])  # type: ignore[index]
+    finally:
+        child.kill()
+        child.wait()
+
+
+# ---- pause / resume / terminate ---------------------------------------------------------------
+
+
+def test_pause_stops_the_group_and_it_uses_no_cpu_then_resume(run) -> None:
+    proc, _ = run("while :; do :; done")
+    pid = proc.pid
+    assert pid is not None and proc.running
+    assert proc.start_time == process_start_time(pid)
+    start = utime(pid)
+    wait_for(lambda: utime(pid) > start, what="busy loop to burn CPU")
+
+    assert proc.pause() is True
+    wait_for(lambda: state(pid) == "T", what="state T")
+    before = utime(pid)
+    time.sleep(0.3)
+    assert state(pid) == "T"
+    assert utime(pid) == before, "a paused stage must hold no CPU"
+
+    assert proc.resume() is True
+    wait_for(lambda: state(pid) in ("R", "S"), what="running again")
+    after = utime(pid)
+    wait_for(lambda: utime(pid) > after, what="CPU use after resume")
+    assert proc.terminate(1.0) == -signal.SIGTERM
+    assert not proc.running
+
+
+def test_terminate_kills_the_whole_group_including_grandchildren(run) -> None:
+    proc, out = run("sleep 100 & echo $!; sleep 100")
+    grandchild = int(first_line(out))
+    assert state(grandchild) in ("S", "R")
+    assert os.getpgid(grandchild) == proc.pid  # same group as the stage
+    t0 = time.monotonic()
+    code = proc.terminate(2.0)
+    assert code == -signal.SIGTERM
+    assert time.monotonic() - t0 < 1.5  # TERM was enough: no wait for the kill timeout
+    wait_for(lambda: gone(grandchild), 1.0, "grandchild gone")
+    assert not proc.running and proc.returncode == code
+
+
+def test_terminate_sigkills_a_stage_that_ignores_sigterm(run) -> None:
+    proc, out = run("trap '' TERM; echo ready; sleep 100")
+    assert first_line(out) == "ready"
+    t0 = time.monotonic()
+    code = proc.terminate(0.5)
+    elapsed = time.monotonic() - t0
+    assert code == -signal.SIGKILL
+    assert 0.45 <= elapsed < 2.5
+    assert gone(proc.pid)  # type: ignore[arg-type]
+
+
+def test_terminate_reaches_a_paused_stage(run) -> None:
+    proc, out = run("echo ready; sleep 100")
+    first_line(out)
+    proc.pause()
+    wait_for(lambda: state(proc.pid) == "T", what="paused")  # type: ignore[arg-type]
+    t0 = time.monotonic()
+    assert proc.terminate(2.0) == -signal.SIGTERM  # SIGCONT let it act on the TERM
+    assert time.monotonic() - t0 < 1.5
+
+
+def test_terminate_kills_a_grandchild_that_survived_the_main_process(run) -> None:
+    # the main process dies on TERM, the grandchild ignores it: it must get the SIGKILL
+    proc, out = run("(trap '' TERM; echo $BASHPID; exec sleep 100) & wait")
+    grandchild = int(first_line(out))
+    code = proc.terminate(0.5)
+    assert code == -signal.SIGTERM
+    wait_for(lambda: gone(grandchild), 1.0, "grandchild gone")
+
+
+def test_signals_after_exit_are_harmless_no_ops(run) -> None:
+    proc, _ = run("exit 3")
+    assert proc.wait(3) == 3
+    assert not proc.running
+    t0 = time.monotonic()
+    assert proc.pause() is False
+    assert proc.resume() is False
+    assert proc.terminate(5.0) == 3
+    assert time.monotonic() - t0 < 0.5  # nothing to wait for
+
+
+def test_signals_on_an_exited_but_unwaited_stage(run) -> None:
+    proc, _ = run("true")
+    pid = proc.pid
+    wait_for(lambda: not proc.running, what="exit noticed")  # reaped by the watcher
+    assert proc.pause() is False
+    assert proc.terminate(1.0) == 0
+    assert state(pid) is None or process_start_time(pid) != proc.start_time  # type: ignore[arg-type]
+
+
+# ---- output -----------------------------------------------------------------------------------
+
+
+def test_a_million_lines_arrive_complete_in_order_and_in_batches(run) -> None:
+    proc, out = run("seq 1 1000000")
+    assert proc.wait(10) == 0
+    texts = out.texts("stdout")
+    assert len(texts) == 1_000_000
+    assert texts[0] == "1" and texts[-1] == "1000000"
+    assert texts == [str(i) for i in range(1, 1_000_001)]
+    assert out.batches < 2000  # many lines per call, not one call per line
+
+
+def test_stdout_and_stderr_are_tagged(run) -> None:
+    before = time.time()
+    proc, out = run("echo out1; echo err1 >&2; echo out2; echo err2 >&2")
+    assert proc.wait(3) == 0
+    assert out.texts("stdout") == ["out1", "out2"]
+    assert out.texts("stderr") == ["err1", "err2"]
+    assert {s for _, s, _ in out.lines} == {"stdout", "stderr"}
+    assert all(before - 1 <= at <= time.time() + 1 for at, _, _ in out.lines)
+
+
+def test_invalid_utf8_nul_and_crlf_are_kept_safely(run) -> None:
+    proc, out = run(r"printf 'a\xffb\x00c\r\nd\xc3\xa9\r\r\n\nlast\r'")
+    assert proc.wait(3) == 0
+    assert out.texts() == ["a\\xffb\\x00c", "dé\r", "", "last"]
+
+
+def test_very_long_line_is_cut_into_pieces_without_loss(run) -> None:
+    size = 3 * MAX_LINE_BYTES
+    proc, out = run(f"head -c {size} /dev/zero | tr '\\0' x; printf 'END\\nnext\\n'")
+    assert proc.wait(5) == 0
+    texts = out.texts()
+    assert texts[-1] == "next"
+    pieces = texts[:-1]
+    assert len(pieces) == 4
+    assert all(len(p) <= MAX_LINE_BYTES for p in pieces)
+    assert "".join(pieces) == "x" * size + "END"
+
+
+def test_long_line_pieces_never_split_a_utf8_character(run) -> None:
+    code = "import sys; sys.stdout.buffer.write('é'.encode() * 1_500_000)"
+    proc, out = run(f"{sys.executable} -c \"{code}\"")
+    assert proc.wait(5) == 0
+    pieces = out.texts()
+    assert len(pieces) == 3
+    assert all(len(p.encode()) <= MAX_LINE_BYTES for p in pieces)
+    assert "".join(pieces) == "é" * 1_500_000  # no \xNN escape from a cut sequence
+
+
+def test_stage_closing_stdout_early_is_still_running(run) -> None:
+    proc, out = run("exec 1>&-; sleep 0.4; echo done >&2; exit 4")
+    assert proc.wait(0.1) is None
+    assert proc.running
+    assert proc.wait(3) == 4
+    assert out.texts("stderr") == ["done"]
+
+
+def test_wait_does_not_hang_on_a_grandchild_holding_the_pipe(run, monkeypatch) -> None:
+    monkeypatch.setattr(process_mod, "READER_GRACE", 0.5)
+    proc, out = run("sleep 30 & echo $!; echo started")
+    t0 = time.monotonic()
+    assert proc.wait(5) == 0
+    assert 0.3 <= time.monotonic() - t0 < 2.0
+    assert proc.readers_abandoned
+    grandchild = int(out.texts()[0])
+    assert out.texts()[1] == "started"
+    assert not gone(grandchild)
+    # the leftover still belongs to the stage's group: terminate cleans it up
+    assert proc.terminate(1.0) == 0
+    wait_for(lambda: gone(grandchild), 1.0, "leftover gone")
+
+
+def test_wait_timeout_returns_none_while_running(run) -> None:
+    proc, _ = run("sleep 5")
+    t0 = time.monotonic()
+    assert proc.wait(0.2) is None
+    assert 0.15 <= time.monotonic() - t0 < 1.0
+    assert proc.running and proc.returncode is None
+
+
+def test_a_failing_consumer_does_not_stall_the_stage(run) -> None:
+    def broken(batch: list[tuple[float, str, str]]) -> None:
+        raise RuntimeError("consumer bug")
+
+    proc, _ = run("seq 1 200000", on_lines=broken)
+    assert proc.wait(5) == 0
+    assert isinstance(proc.output_error, RuntimeError)
+
+
+# ---- start ------------------------------------------------------------------------------------
+
+
+def test_missing_cwd_is_a_clear_start_error(tmp_path) -> None:
+    missing = str(tmp_path / "nope")
+    proc = StageProcess("true", env=ENV, cwd=missing, on_lines=Collector())
+    with pytest.raises(StageStartError) as info:
+        proc.start()
+    assert str(info.value) == f"cwd does not exist: {missing}"
+    assert proc.pid is None and not proc.running
+
+
+def test_cwd_and_env_reach_the_stage(run, tmp_path) -> None:
+    proc, out = run('pwd; echo "$VC_STAGE"', cwd=str(tmp_path), env={**ENV, "VC_STAGE": "build"})
+    assert proc.wait(3) == 0
+    assert out.texts() == [str(tmp_path), "build"]
+
+
+def test_missing_command_exits_127(run) -> None:
+    proc, out = run("definitely-not-a-command-vc-test")
+    assert proc.wait(3) == 127
+    assert proc.returncode == 127
+    assert any("not found" in t for t in out.texts("stderr"))
+
+
+def test_start_twice_is_refused(run) -> None:
+    proc, _ = run("true")
+    with pytest.raises(RuntimeError):
+        proc.start()
+    assert proc.wait(3) == 0
+
+
+# ---- leftovers after a crash ------------------------------------------------------------------
+
+
+def _spawn_group(command: str) -> tuple[subprocess.Popen[str], int]:
+    """A stage-like group started the way StageProcess does; returns it and a grandchild pid."""
+    leader = subprocess.Popen(
+        ["/bin/bash", "-c", command], start_new_session=True, stdout=subprocess.PIPE, text=True
+    )
+    assert leader.stdout is not None
+    grandchild = int(leader.stdout.readline())
+    return leader, grandchild
+
+
+def _reap_in_background(popen: subprocess.Popen[str]) -> threading.Thread:
+    # after a real crash the leader's parent is gone and init reaps it; emulate that
+    thread = threading.Thread(target=popen.wait, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_kill_leftover_group_refuses_a_wrong_start_time() -> None:
+    leader, grandchild = _spawn_group("sleep 100 & echo $!; sleep 100")
+    try:
+        start = process_start_time(leader.pid)
+        assert start is not None
+        assert kill_leftover_group(leader.pid, start + 1, 0.5) is False
+        assert kill_leftover_group(leader.pid, None, 0.5) is False
+        time.sleep(0.1)
+        assert state(leader.pid) in ("S", "R") and state(grandchild) in ("S", "R")
+    finally:
+        os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
+
+
+def test_kill_leftover_group_kills_the_recorded_group() -> None:
+    leader, grandchild = _spawn_group("sleep 100 & echo $!; sleep 100")
+    start = process_start_time(leader.pid)
+    _reap_in_background(leader)
+    t0 = time.monotonic()
+    assert kill_leftover_group(leader.pid, start, 2.0) is True
+    assert time.monotonic() - t0 < 1.5
+    wait_for(lambda: gone(grandchild), 1.0, "grandchild gone")
+    assert leader.wait(1) == -signal.SIGTERM
+
+
+def test_kill_leftover_group_when_only_grandchildren_remain() -> None:
+    # the leader is gone, a grandchild that ignores TERM still holds the group
+    leader, grandchild = _spawn_group("(trap '' TERM; exec sleep 100) & echo $!; exit 0")
+    start = process_start_time(leader.pid)
+    assert leader.wait(2) == 0
+    assert process_start_time(leader.pid) is None
+    t0 = time.monotonic()
+    assert kill_leftover_group(leader.pid, start, 0.3) is True
+    assert time.monotonic() - t0 >= 0.25  # TERM ignored: SIGKILL after the timeout
+    wait_for(lambda: gone(grandchild), 1.0, "grandchild gone")
+    assert kill_leftover_group(leader.pid, start, 0.3) is False  # nothing left

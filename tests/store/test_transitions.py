@@ -1,0 +1,262 @@
+"""The state machine of DESIGN §5, through the managers, on every configured store."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from store import (
+    ConcurrentModification,
+    FlowEvent,
+    InvalidTransition,
+    SessionStatus,
+    StageStatus,
+)
+from store.status import SESSION_TRANSITIONS, SessionOp
+
+S = SessionStatus
+
+
+def _events(db, sid):  # type: ignore[no-untyped-def]
+    db.commit()
+    return db.exec(select(FlowEvent).where(FlowEvent.session_id == sid).order_by(FlowEvent.id)).all()
+
+
+def _make(managers, hello_definition, status: SessionStatus) -> str:  # type: ignore[no-untyped-def]
+    """A session brought to ``status`` through allowed operations only."""
+    sessions, stages = managers
+    sid = sessions.create_session("hello", name="t", definition=hello_definition).id
+    if status == S.PENDING:
+        return sid
+    if status == S.PAUSED:
+        sessions.pause(sid)
+        return sid
+    sessions.start_session(sid)
+    if status == S.ACTIVE:
+        return sid
+    if status == S.FAILED:
+        sessions.fail(sid, "boom")
+        return sid
+    for st in stages.list_stages(sid):
+        stages.update_stage_status(st.id, StageStatus.ACTIVE)
+        stages.update_stage_status(st.id, StageStatus.COMPLETED)
+    sessions.complete(sid)
+    return sid
+
+
+def _apply(managers, op: SessionOp, sid: str):  # type: ignore[no-untyped-def]
+    sessions, _ = managers
+    return {
+        SessionOp.PAUSE: lambda: sessions.pause(sid),
+        SessionOp.RESUME: lambda: sessions.resume(sid),
+        SessionOp.ABORT: lambda: sessions.abort(sid),
+        SessionOp.RETRY: lambda: sessions.retry(sid),
+        SessionOp.FAIL: lambda: sessions.fail(sid, "x"),
+    }[op]()
+
+
+USER_OPS = [SessionOp.PAUSE, SessionOp.RESUME, SessionOp.ABORT, SessionOp.RETRY, SessionOp.FAIL]
+CASES = [(status, op) for status in S for op in USER_OPS]
+
+
+def _allowed(status: SessionStatus, op: SessionOp) -> bool:
+    if op == SessionOp.RESUME and status == S.ACTIVE:
+        return False  # only when orphaned; a session we just started has a live runner
+    return status in SESSION_TRANSITIONS[op].sources
+
+
+@pytest.mark.parametrize(("status", "op"), [c for c in CASES if _allowed(*c)],
+                         ids=lambda v: str(v))
+def test_allowed_transition_moves_state_bumps_version_and_writes_one_event(
+    managers, db, hello_definition, status, op
+):
+    sid = _make(managers, hello_definition, status)
+    before = managers[0].get_session(sid)
+    events_before = len(_events(db, sid))
+    change = _apply(managers, op, sid)
+    after = managers[0].get_session(sid)
+    assert change.from_status == status
+    assert after.status == change.to_status
+    assert after.version == before.version + 1
+    events = _events(db, sid)
+    assert len(events) == events_before + 1
+    assert (events[-1].op, events[-1].from_status, events[-1].to_status) == (
+        op.value, status.value, change.to_status)
+    assert events[-1].host and events[-1].pid and events[-1].actor
+
+
+@pytest.mark.parametrize(("status", "op"), [c for c in CASES if not _allowed(*c)],
+                         ids=lambda v: str(v))
+def test_refused_transition_changes_nothing_and_names_allowed_operations(
+    managers, db, hello_definition, status, op
+):
+    sid = _make(managers, hello_definition, status)
+    before = managers[0].get_session(sid)
+    events_before = len(_events(db, sid))
+    with pytest.raises(InvalidTransition) as info:
+        _apply(managers, op, sid)
+    message = str(info.value)
+    assert status.value in message and "allowed:" in message
+    after = managers[0].get_session(sid)
+    assert (after.status, after.version) == (before.status, before.version)
+    assert len(_events(db, sid)) == events_before
+
+
+def test_resume_of_a_session_paused_before_it_started_goes_back_to_pending(
+    managers, hello_definition
+):
+    sessions, _ = managers
+    sid = _make(managers, hello_definition, S.PAUSED)
+    assert sessions.resume(sid).to_status == S.PENDING
+
+
+def test_resume_of_a_started_session_goes_to_active(managers, hello_definition):
+    sessions, _ = managers
+    sid = _make(managers, hello_definition, S.ACTIVE)
+    sessions.pause(sid)
+    assert sessions.resume(sid).to_status == S.ACTIVE
+
+
+def test_abort_is_failed_with_reason_aborted_and_fails_the_running_stage(
+    managers, hello_definition
+):
+    sessions, stages = managers
+    sid = _make(managers, hello_definition, S.ACTIVE)
+    first = stages.list_stages(sid)[0]
+    stages.update_stage_status(first.id, StageStatus.ACTIVE)
+    sessions.abort(sid)
+    obj = sessions.get_session(sid)
+    assert (obj.status, obj.reason) == (S.FAILED, "aborted")
+    statuses = [s.status for s in stages.list_stages(sid)]
+    assert statuses == [S.FAILED, S.PENDING, S.PENDING]
+
+
+def test_retry_resets_failed_stages_keeps_completed_and_attempts(managers, hello_definition):
+    sessions, stages = managers
+    sid = _make(managers, hello_definition, S.ACTIVE)
+    first, second, _third = stages.list_stages(sid)
+    stages.update_stage_status(first.id, StageStatus.ACTIVE)
+    stages.update_stage_status(first.id, StageStatus.COMPLETED)
+    stages.update_stage_status(second.id, StageStatus.ACTIVE)
+    stages.update_stage_status(second.id, StageStatus.FAILED, error="exit code 3", exit_code=3)
+    sessions.fail(sid, "stage count failed")
+    sessions.retry(sid)
+    after = stages.list_stages(sid)
+    assert sessions.get_session(sid).status == S.PENDING
+    assert [s.status for s in after] == [S.COMPLETED, S.PENDING, S.PENDING]
+    assert after[1].attempt == 1
+
+
+def test_complete_is_refused_while_a_stage_is_not_completed(managers, hello_definition):
+    sessions, _ = managers
+    sid = _make(managers, hello_definition, S.ACTIVE)
+    with pytest.raises(InvalidTransition, match="stages not completed"):
+        sessions.complete(sid)
+    assert sessions.get_session(sid).status == S.ACTIVE
+
+
+def test_completed_session_refuses_every_operation_but_delete(managers, hello_definition):
+    sid = _make(managers, hello_definition, S.COMPLETED)
+    for op in USER_OPS:
+        with pytest.raises(InvalidTransition):
+            _apply(managers, op, sid)
+    managers[0].delete(sid)
+
+
+def test_stale_expected_version_raises_concurrent_modification(managers, hello_definition):
+    sessions, _ = managers
+    sid = _make(managers, hello_definition, S.PENDING)
+    version = sessions.get_session(sid).version
+    sessions.pause(sid)
+    with pytest.raises(ConcurrentModification):
+        sessions.resume(sid, expected_version=version)
+    assert sessions.get_session(sid).status == S.PAUSED
+
+
+def test_delete_removes_session_stages_events_and_logs(managers, db, hello_definition):
+    from store.managers import append_logs
+    from store.models import LogRecord, StageInstance
+
+    sessions, _ = managers
+    sid = _make(managers, hello_definition, S.FAILED)
+    append_logs(db, [{"session_id": sid, "at": 1.0, "level": "INFO", "category": "c",
+                      "stage": None, "text": "x"}])
+    sessions.delete(sid)
+    for model in (StageInstance, FlowEvent, LogRecord):
+        count = db.exec(select(func.count()).select_from(model).where(model.session_id == sid))
+        assert count.one() == 0
+
+
+def test_delete_of_active_session_with_live_runner_is_refused_without_force(
+    managers, hello_definition
+):
+    sessions, _ = managers
+    sid = _make(managers, hello_definition, S.ACTIVE)  # this process is its (live) runner
+    with pytest.raises(InvalidTransition, match="live runner"):
+        sessions.delete(sid)
+    assert sessions.get_session(sid).status == S.ACTIVE
+    sessions.delete(sid, force=True)
+
+
+def test_second_runner_is_refused_while_the_first_lives(managers, hello_definition):
+    from store import RunnerConflict
+
+    sessions, _ = managers
+    sid = _make(managers, hello_definition, S.PENDING)
+    sessions.start_session(sid, runner_host="hostA", runner_pid=os_pid())
+    with pytest.raises(RunnerConflict, match="hostA"):
+        sessions.start_session(sid, runner_host="hostB", runner_pid=12345)
+
+
+def os_pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def test_orphaned_session_can_be_started_again_by_a_new_runner(managers, hello_definition):
+    import subprocess
+
+    sessions, _ = managers
+    sid = _make(managers, hello_definition, S.PENDING)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    from store.identity import local_host
+
+    sessions.start_session(sid, runner_host=local_host(), runner_pid=dead.pid)
+    change = sessions.start_session(sid)
+    assert change.from_status == S.ACTIVE and change.to_status == S.ACTIVE
+
+
+def test_session_progress_is_the_mean_with_completed_as_100(managers, hello_definition):
+    sessions, stages = managers
+    sid = _make(managers, hello_definition, S.ACTIVE)
+    first, second, _ = stages.list_stages(sid)
+    stages.update_stage_status(first.id, StageStatus.ACTIVE)
+    stages.update_stage_status(first.id, StageStatus.COMPLETED)
+    stages.update_stage_status(second.id, StageStatus.ACTIVE, metadata={"progress": 50})
+    assert sessions.get_session_progress(sid) == 50.0
+
+
+def test_api_example_of_the_design_works(engine):
+    from store import FlowSessionManager, StageManager, get_session_factory
+
+    factory = get_session_factory(engine)
+    with factory() as session:
+        sessions = FlowSessionManager(session)
+        stages = StageManager(session)
+        s = sessions.create_session(workflow_id="nightly-etl", name="run 42", metadata={"k": "v"})
+        st = stages.create_stage(session_id=s.id, stage_type="task", config={"timeout": 3600})
+        stages.update_stage_status(st.id, StageStatus.ACTIVE, metadata={"progress": 50})
+        assert sessions.get_session_progress(s.id) == 50.0
+        assert sessions.get_session(s.id).meta == {"k": "v"}
+
+
+def test_stage_refuses_to_leave_completed(managers, hello_definition):
+    sessions, stages = managers
+    sid = _make(managers, hello_definition, S.ACTIVE)
+    st = stages.list_stages(sid)[0]
+    stages.update_stage_status(st.id, StageStatus.ACTIVE)
+    stages.update_stage_status(st.id, StageStatus.COMPLETED)
+    with pytest.raises(InvalidTransition, match="COMPLETED"):
+        stages.update_stage_status(st.id, StageStatus.ACTIVE)

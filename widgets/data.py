@@ -1,0 +1,83 @@
+"""Plain data fed to the dashboard widgets.
+
+The widgets are presentation only: they never import the store or the app. The app layer turns
+store query results into these frozen dataclasses and hands them over; the widgets render them and
+post messages back up. Keeping the contract to plain, immutable values means a widget can cache a
+rendered line keyed by the row object itself, and a test can drive a widget without a database.
+
+Times are unix seconds (``time.time()`` values); statuses are the store's status names as plain
+strings (see ``STATUSES``) so that this module does not depend on ``store.status``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PENDING = "PENDING"
+ACTIVE = "ACTIVE"
+PAUSED = "PAUSED"
+COMPLETED = "COMPLETED"
+FAILED = "FAILED"
+
+STATUSES: tuple[str, ...] = (PENDING, ACTIVE, PAUSED, COMPLETED, FAILED)
+"""The five states sessions and stages share, in their display order."""
+
+TERMINAL_STATUSES: frozenset[str] = frozenset({COMPLETED, FAILED})
+"""States that never change again: their durations are final, so no live clock is needed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """One line of the sessions table: what the windowed store query returns for a session."""
+
+    id: str
+    name: str
+    workflow_id: str
+    status: str
+    reason: str | None
+    orphaned: bool
+    progress: float
+    """0-100, the mean of the session's stages (COMPLETED counts 100)."""
+    current_stage: str | None
+    host: str | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    started_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StageRow:
+    """One stage instance of the selected session."""
+
+    name: str
+    status: str
+    progress: float
+    """0-100."""
+    attempt: int
+    exit_code: int | None
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One log record of a session; ``id`` grows monotonically in the store."""
+
+    id: int
+    at: float
+    level: str
+    stage: str | None
+    text: str
+
+
+@dataclass(frozen=True)
+class StatusCounts:
+    """Sessions per status for the header, plus the grand total.
+
+    ``counts`` may omit statuses with no session; they display as 0.
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    total: int = 0
