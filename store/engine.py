@@ -96,9 +96,12 @@ def make_engine(url: str | None = None) -> Engine:
         path = _sqlite_path(url)
         if path is not None:
             _prepare_sqlite_file(path)
+        # Every manager call ends in commit or rollback, so the pool's rollback-on-return
+        # would be a wasted round trip per operation.
         engine = create_engine(
             url,
             connect_args={"timeout": busy_timeout(), "check_same_thread": False},
+            pool_reset_on_return=None,
         )
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine

@@ -173,7 +173,7 @@ def _line_of(text: str, index: int) -> int:
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -635,12 +635,13 @@ class _Checker:
             seconds = float(value)
         except OverflowError:
             seconds = math.inf
-        if not (0 < seconds <= MAX_SECONDS):  # also refuses NaN and infinity
+        if not seconds > 0:  # also refuses NaN
+            self.fail(node.line, key, f"expected a number of seconds > 0, got {_describe(node)}")
+        if seconds > MAX_SECONDS:  # also refuses infinity
             self.fail(
                 node.line,
                 key,
-                f"expected a number of seconds > 0 and at most {MAX_SECONDS:.0f}, "
-                f"got {_describe(node)}",
+                f"expected at most {MAX_SECONDS:.0f} seconds (ten years), got {_describe(node)}",
             )
         return seconds
 
@@ -648,12 +649,10 @@ class _Checker:
         value = node.value if node.kind == "scalar" else node
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
-            self.fail(
-                node.line,
-                key,
-                f"expected an integer >= 0 (at most {maximum}), got {_describe(node)}",
-            )
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            self.fail(node.line, key, f"expected an integer >= 0, got {_describe(node)}")
+        if value > maximum:
+            self.fail(node.line, key, f"expected at most {maximum}, got {_describe(node)}")
         return value
 
     def strings(self, node: _Node, key: str, what: str) -> list[tuple[str, int | None, str]]:

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -89,9 +90,13 @@ def run() -> Iterator[Callable[..., tuple[StageProcess, Collector]]]:
     """Start a stage; whatever is still running at the end of the test is killed."""
     started: list[StageProcess] = []
 
-    def _run(command: str, *, cwd: str | None = None, env: dict[str, str] | None = None,
-             on_lines: Callable[[list[tuple[float, str, str]]], None] | None = None,
-             ) -> tuple[StageProcess, Collector]:
+    def _run(
+        command: str,
+        *,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        on_lines: Callable[[list[tuple[float, str, str]]], None] | None = None,
+    ) -> tuple[StageProcess, Collector]:
         collector = Collector()
         proc = StageProcess(command, env=env or ENV, cwd=cwd, on_lines=on_lines or collector)
         proc.start()
@@ -188,7 +193,7 @@ def test_process_start_time_survives_spaces_and_parens_in_comm(tmp_path) -> None
     shutil.copy(shutil.which("sleep") or "/bin/sleep", odd)
     child = subprocess.Popen([str(odd), "5"])
     try:
-        wait_for(lambda: "a) b (c" in open(f"/proc/{child.pid}/stat").read(), what="exec")
+        wait_for(lambda: "a) b (c" in Path(f"/proc/{child.pid}/stat").read_text(), what="exec")
         start = process_start_time(child.pid)
         assert isinstance(start, int)
         assert start >= process_start_time(os.getpid())  # type: ignore[operator]
@@ -331,7 +336,7 @@ def test_very_long_line_is_cut_into_pieces_without_loss(run) -> None:
 
 def test_long_line_pieces_never_split_a_utf8_character(run) -> None:
     code = "import sys; sys.stdout.buffer.write('é'.encode() * 1_500_000)"
-    proc, out = run(f"{sys.executable} -c \"{code}\"")
+    proc, out = run(f'{sys.executable} -c "{code}"')
     assert proc.wait(5) == 0
     pieces = out.texts()
     assert len(pieces) == 3
@@ -354,6 +359,7 @@ def test_wait_does_not_hang_on_a_grandchild_holding_the_pipe(run, monkeypatch) -
     assert proc.wait(5) == 0
     assert 0.3 <= time.monotonic() - t0 < 2.0
     assert proc.readers_abandoned
+    assert not any(t.is_alive() for t in proc._readers)  # told to stop: no thread leaked
     grandchild = int(out.texts()[0])
     assert out.texts()[1] == "started"
     assert not gone(grandchild)
@@ -458,7 +464,7 @@ def test_kill_leftover_group_kills_the_recorded_group() -> None:
 
 def test_kill_leftover_group_when_only_grandchildren_remain() -> None:
     # the leader is gone, a grandchild that ignores TERM still holds the group
-    leader, grandchild = _spawn_group("(trap '' TERM; exec sleep 100) & echo $!; exit 0")
+    leader, grandchild = _spawn_group("(trap '' TERM; echo $BASHPID; exec sleep 100) & exit 0")
     start = process_start_time(leader.pid)
     assert leader.wait(2) == 0
     assert process_start_time(leader.pid) is None

@@ -71,13 +71,13 @@ def test_allowed_transition_moves_state_bumps_version_and_writes_one_event(
     managers, db, hello_definition, status, op
 ):
     sid = _make(managers, hello_definition, status)
-    before = managers[0].get_session(sid)
+    version_before = managers[0].get_session(sid).version
     events_before = len(_events(db, sid))
     change = _apply(managers, op, sid)
     after = managers[0].get_session(sid)
     assert change.from_status == status
     assert after.status == change.to_status
-    assert after.version == before.version + 1
+    assert after.version == version_before + 1
     events = _events(db, sid)
     assert len(events) == events_before + 1
     assert (events[-1].op, events[-1].from_status, events[-1].to_status) == (
@@ -92,13 +92,14 @@ def test_refused_transition_changes_nothing_and_names_allowed_operations(
 ):
     sid = _make(managers, hello_definition, status)
     before = managers[0].get_session(sid)
+    status_before, version_before = before.status, before.version
     events_before = len(_events(db, sid))
     with pytest.raises(InvalidTransition) as info:
         _apply(managers, op, sid)
     message = str(info.value)
     assert status.value in message and "allowed:" in message
     after = managers[0].get_session(sid)
-    assert (after.status, after.version) == (before.status, before.version)
+    assert (after.status, after.version) == (status_before, version_before)
     assert len(_events(db, sid)) == events_before
 
 

@@ -1,0 +1,457 @@
+"""A streaming log view for one session.
+
+Why a custom Line-API widget rather than Textual's ``Log``/``RichLog``: ``Log`` has no per-line
+styles and no wrapping, ``RichLog`` re-renders everything on resize and has no way to insert
+older history above what is shown. ``LogPane`` keeps plain ``LogLine`` records (at most
+``max_lines``, dropping the oldest), renders only the lines on screen, and wraps by cutting each
+record's rendered strip into screen-wide pieces, so a resize or a wrap toggle costs one pass of
+integer arithmetic over the records, not a re-render.
+
+Each record shows as ``HH:MM:SS LEVEL [stage] text`` (local time), coloured by level. Text is
+rendered literally, never as markup; a record longer than ``MAX_LINE_CHARS`` is cut with a
+``… (N more chars)`` marker, so a 1 MB line costs no more than a 10 kB one.
+
+Follow mode: while ``follow`` is on, new lines scroll the view to the bottom. Scrolling up turns
+it off, scrolling back to the bottom (or ``end``) turns it on again, and the app can toggle it
+(key ``f``). ``FollowChanged`` is posted on every change.
+
+Older history: when the user reaches the top and ``more_older`` is True, the pane posts
+``OlderLogsRequested(before_id)`` once; the app answers ``prepend_older(lines, more=...)``. The
+view stays on the lines the user was reading. History paging stops when ``max_lines`` records are
+held: memory stays bounded, and ``vc flow session logs`` shows everything.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import ClassVar
+
+from rich.cells import cell_len
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from widgets import messages
+from widgets.data import LogLine
+from widgets.formatting import clean
+from widgets.styles import level_style
+
+MAX_LINE_CHARS = 10_000
+"""Characters of one record's text that are rendered; the rest is summarised by a marker."""
+
+LEVEL_WIDTH = 7  # len("WARNING")
+_TIME_STYLE = Style(dim=True)
+_STAGE_STYLE = Style(bold=True)
+
+
+def line_body(text: str, limit: int = MAX_LINE_CHARS) -> str:
+    """The text of a record as displayed: truncated first (cheap on a 1 MB line), then cleaned."""
+    if len(text) > limit:
+        text = f"{text[:limit]}… ({len(text) - limit} more chars)"
+    return clean(text)
+
+
+def _prefix(line: LogLine) -> tuple[str, str, str]:
+    stamp = time.strftime("%H:%M:%S", time.localtime(line.at))
+    level = clean(line.level.upper()).ljust(LEVEL_WIDTH)
+    stage = f"[{clean(line.stage)}] " if line.stage else ""
+    return stamp, level, stage
+
+
+def format_line(line: LogLine) -> Text:
+    """Render one record as literal ``Text``: ``HH:MM:SS LEVEL [stage] text``."""
+    stamp, level, stage = _prefix(line)
+    style = level_style(line.level)
+    text = Text(no_wrap=True, end="")
+    text.append(stamp, _TIME_STYLE)
+    text.append(" ")
+    text.append(level, style)
+    text.append(" ")
+    if stage:
+        text.append(stage, _STAGE_STYLE)
+    text.append(line_body(line.text), style)
+    return text
+
+
+def line_width(line: LogLine) -> int:
+    """Cells the formatted record takes, without building styled text."""
+    stamp, level, stage = _prefix(line)
+    return len(stamp) + 1 + cell_len(level) + 1 + cell_len(stage) + cell_len(line_body(line.text))
+
+
+class LogPane(ScrollView, can_focus=True):
+    """Streaming, bounded, wrap-able log view; see the module docstring."""
+
+    OlderLogsRequested = messages.OlderLogsRequested
+    FollowChanged = messages.FollowChanged
+
+    # overflow-y: scroll keeps the content width constant, so wrapping never oscillates as a
+    # scrollbar appears and disappears.
+    DEFAULT_CSS = """
+    LogPane {
+        height: 1fr;
+        overflow-y: scroll;
+        overflow-x: auto;
+    }
+    """
+
+    follow: reactive[bool] = reactive(True, init=False)
+    """Scroll to new lines as they arrive (off while the user reads older lines)."""
+
+    wrap: reactive[bool] = reactive(False, init=False)
+    """Wrap long records at the pane's width instead of scrolling horizontally."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = set()
+
+    def __init__(
+        self,
+        *,
+        max_lines: int = 5_000,
+        follow: bool = True,
+        wrap: bool = False,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+        disabled: bool = False,
+    ) -> None:
+        """Create an empty pane holding at most ``max_lines`` records."""
+        super().__init__(name=name, id=id, classes=classes, disabled=disabled)
+        self.max_lines = max(1, int(max_lines))
+        self.more_older = False
+        """Set by the owner: whether records older than the first one held may exist."""
+        self._lines: list[LogLine] = []
+        self._ids: set[int] = set()
+        self._widths: list[int] = []
+        self._max_width = 0
+        self._starts: list[int] = []  # wrap mode: first visual line of each record
+        self._visual = 0  # wrap mode: total visual lines
+        self._wrap_width = 0
+        self._older_pending = False
+        self._adjusting = False
+        self._max_id: int | None = None
+        self._strips: LRUCache[int, Strip] = LRUCache(1024)
+        self.set_reactive(LogPane.follow, follow)
+        self.set_reactive(LogPane.wrap, wrap)
+
+    # ------------------------------------------------------------------ public state
+
+    @property
+    def lines(self) -> tuple[LogLine, ...]:
+        """The records held, oldest first (read only)."""
+        return tuple(self._lines)
+
+    @property
+    def line_count(self) -> int:
+        """Number of records held (at most ``max_lines``)."""
+        return len(self._lines)
+
+    @property
+    def first_id(self) -> int | None:
+        """Id of the oldest record held (for ``before`` queries)."""
+        return self._lines[0].id if self._lines else None
+
+    @property
+    def last_id(self) -> int | None:
+        """Highest record id held (for ``after`` queries while tailing)."""
+        return self._max_id
+
+    @property
+    def visual_line_count(self) -> int:
+        """Screen lines the records take (more than ``line_count`` when wrapping)."""
+        return self._visual if self.wrap else len(self._lines)
+
+    # ------------------------------------------------------------------ owner API
+
+    def append(self, lines: Iterable[LogLine]) -> None:
+        """Add newer records at the bottom (ids already held are ignored).
+
+        Beyond ``max_lines`` the oldest records are dropped; if the user is reading, the view
+        stays on the same lines.
+        """
+        new = [line for line in lines if line.id not in self._ids]
+        if not new:
+            return
+        for line in new:
+            self._ids.add(line.id)
+            if self._max_id is None or line.id > self._max_id:
+                self._max_id = line.id
+            width = line_width(line)
+            self._widths.append(width)
+            self._max_width = max(self._max_width, width)
+        self._lines.extend(new)
+        dropped_visual = self._drop_oldest()
+        if dropped_visual or not self.wrap:
+            self._rebuild_offsets()
+        else:
+            self._extend_offsets(len(self._lines) - len(new))
+        self._update_virtual_size()
+        if self.follow:
+            self._scroll_to_end()
+        elif dropped_visual:
+            with self._adjust():
+                self.scroll_to(y=max(0, self.scroll_offset.y - dropped_visual), animate=False)
+        self.refresh()
+
+    def prepend_older(self, lines: Iterable[LogLine], more: bool | None = None) -> None:
+        """Insert older records (oldest first) above those held: the answer to
+        ``OlderLogsRequested``. ``more`` updates ``more_older``.
+
+        Only as many as fit under ``max_lines`` are kept (the newest of them). The view stays on
+        the lines the user was reading, and follow mode is switched off if that is not the
+        bottom.
+        """
+        self._older_pending = False
+        if more is not None:
+            self.more_older = more
+        new = [line for line in lines if line.id not in self._ids]
+        room = self.max_lines - len(self._lines)
+        new = new[-room:] if room > 0 else []
+        if not new:
+            return
+        widths = [line_width(line) for line in new]
+        self._ids.update(line.id for line in new)
+        top = max(line.id for line in new)
+        self._max_id = top if self._max_id is None else max(self._max_id, top)
+        self._lines[:0] = new
+        self._widths[:0] = widths
+        self._max_width = max(self._max_width, *widths)
+        old_visual = self.visual_line_count
+        self._rebuild_offsets()
+        added = self.visual_line_count - old_visual
+        self._update_virtual_size()
+        with self._adjust():
+            self.scroll_to(y=self.scroll_offset.y + added, animate=False)
+        if self.follow and not self._at_end():
+            self.follow = False
+        self.refresh()
+
+    def clear(self) -> None:
+        """Forget every record (e.g. another session was selected); follow mode resumes."""
+        self._lines.clear()
+        self._ids.clear()
+        self._widths.clear()
+        self._starts.clear()
+        self._visual = 0
+        self._max_width = 0
+        self._max_id = None
+        self._strips.clear()
+        self.more_older = False
+        self._older_pending = False
+        self._update_virtual_size()
+        with self._adjust():
+            self.scroll_to(x=0, y=0, animate=False)
+        self.follow = True
+        self.refresh()
+
+    def action_toggle_follow(self) -> None:
+        """Toggle follow mode (the app binds ``f``)."""
+        self.follow = not self.follow
+
+    def action_toggle_wrap(self) -> None:
+        """Toggle wrapping (the app binds ``w``)."""
+        self.wrap = not self.wrap
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    @contextmanager
+    def _adjust(self) -> Iterator[None]:
+        """Scroll changes made by the pane itself are not the user's: no follow decisions."""
+        previous = self._adjusting
+        self._adjusting = True
+        try:
+            yield
+        finally:
+            self._adjusting = previous
+
+    def _drop_oldest(self) -> int:
+        """Drop records beyond ``max_lines``; returns the visual lines they took."""
+        excess = len(self._lines) - self.max_lines
+        if excess <= 0:
+            return 0
+        if self.wrap and self._starts:
+            dropped_visual = self._starts[excess] if excess < len(self._starts) else self._visual
+        else:
+            dropped_visual = excess
+        for line in self._lines[:excess]:
+            self._ids.discard(line.id)
+            self._strips.discard(line.id)
+        del self._lines[:excess]
+        del self._widths[:excess]
+        return dropped_visual
+
+    def _content_width(self) -> int:
+        return max(1, self.scrollable_content_region.width or self.size.width or 1)
+
+    def _rows_of(self, width: int) -> int:
+        wrap_width = self._wrap_width or 1
+        return max(1, -(-width // wrap_width))
+
+    def _rebuild_offsets(self) -> None:
+        if not self.wrap:
+            self._starts = []
+            self._visual = len(self._lines)
+            return
+        self._wrap_width = self._content_width()
+        self._starts = []
+        self._visual = 0
+        self._extend_offsets(0)
+
+    def _extend_offsets(self, first: int) -> None:
+        if not self.wrap:
+            self._visual = len(self._lines)
+            return
+        if not self._wrap_width:
+            self._wrap_width = self._content_width()
+        starts = self._starts
+        visual = self._visual
+        rows_of = self._rows_of
+        for width in self._widths[first:]:
+            starts.append(visual)
+            visual += rows_of(width)
+        self._visual = visual
+
+    def _update_virtual_size(self) -> None:
+        if self.wrap:
+            self.virtual_size = Size(self._wrap_width, self._visual)
+        else:
+            self.virtual_size = Size(self._max_width, len(self._lines))
+
+    def _locate(self, y: int) -> tuple[int, int]:
+        """(record index, wrapped piece) at visual line ``y``."""
+        if not self.wrap:
+            return y, 0
+        index = bisect_right(self._starts, y) - 1
+        return index, y - self._starts[index]
+
+    def _visual_start(self, index: int) -> int:
+        if not self.wrap:
+            return index
+        return self._starts[index] if index < len(self._starts) else self._visual
+
+    def _at_end(self) -> bool:
+        return self.scroll_offset.y >= self.max_scroll_y
+
+    def _scroll_to_end(self) -> None:
+        self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    def _relayout(self) -> None:
+        """Recompute wrapping, keeping the first visible record at the top (or the bottom when
+        following)."""
+        top_index, piece = (0, 0)
+        if self._lines:
+            top_index, piece = self._locate(min(int(self.scroll_offset.y), self._last_visual()))
+        self._rebuild_offsets()
+        self._update_virtual_size()
+        if self.follow:
+            self._scroll_to_end()
+        elif self._lines:
+            target = self._visual_start(top_index)
+            if self.wrap:
+                target += min(piece, self._rows_of(self._widths[top_index]) - 1)
+            with self._adjust():
+                self.scroll_to(y=target, animate=False)
+        self.refresh()
+
+    def _last_visual(self) -> int:
+        return max(0, self.visual_line_count - 1)
+
+    # ------------------------------------------------------------------ watchers & events
+
+    def watch_follow(self, follow: bool) -> None:
+        if follow:
+            self._scroll_to_end()
+        self.post_message(messages.FollowChanged(self, follow))
+
+    def watch_wrap(self, wrap: bool) -> None:
+        self._strips.clear()
+        self._relayout()
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if self._adjusting or not self.is_mounted:
+            return
+        at_end = new_value >= self.max_scroll_y
+        if new_value > old_value and at_end and not self.follow:
+            self.follow = True
+        elif new_value < old_value and not at_end and self.follow:
+            self.follow = False
+        if new_value < old_value and new_value <= 0:
+            self._maybe_request_older()
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self.wrap and self._content_width() != self._wrap_width:
+            self._strips.clear()
+            self._relayout()
+        elif self.follow:
+            self._scroll_to_end()
+
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        self._maybe_request_older()
+
+    def action_scroll_up(self) -> None:
+        super().action_scroll_up()
+        self._maybe_request_older()
+
+    def action_page_up(self) -> None:
+        super().action_page_up()
+        self._maybe_request_older()
+
+    def action_scroll_home(self) -> None:
+        super().action_scroll_home()
+        self._maybe_request_older()
+
+    def _maybe_request_older(self) -> None:
+        """Ask for older records once, when at the top and there is room for them."""
+        if (
+            not self.more_older
+            or self._older_pending
+            or not self._lines
+            or len(self._lines) >= self.max_lines
+            or self.scroll_offset.y > 0
+        ):
+            return
+        self._older_pending = True
+        self.post_message(messages.OlderLogsRequested(self, self._lines[0].id))
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips.clear()
+
+    # ------------------------------------------------------------------ rendering
+
+    def _record_strip(self, index: int) -> Strip:
+        line = self._lines[index]
+        strip = self._strips.get(line.id)
+        if strip is None:
+            text = format_line(line)
+            base = Text(style=self.rich_style, no_wrap=True, end="")
+            base.append_text(text)
+            strip = Strip(list(base.render(self.app.console)), self._widths[index])
+            self._strips[line.id] = strip
+        return strip
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        width = self.size.width
+        style = self.rich_style
+        visual = scroll_y + y
+        if visual >= self.visual_line_count or not self._lines:
+            return Strip.blank(width, style)
+        index, piece = self._locate(visual)
+        strip = self._record_strip(index)
+        if self.wrap:
+            wrap_width = self._wrap_width or width
+            start = piece * wrap_width
+            return strip.crop(start, start + wrap_width).extend_cell_length(width, style)
+        return strip.crop_extend(scroll_x, scroll_x + width, style)
+
+
+__all__ = ["MAX_LINE_CHARS", "LogPane", "format_line", "line_body", "line_width"]
