@@ -270,7 +270,9 @@ class FlowSessionManager(_Base):
             queued=queued,
         )
         conn = self._conn()
-        conn.execute(insert(_T), obj.model_dump(by_alias=False))
+        row = obj.model_dump()
+        row["metadata"] = row.pop("meta")
+        conn.execute(insert(_T), row)
         stages = snapshot.get("stages") or []
         if stages:
             conn.execute(
@@ -694,6 +696,7 @@ class StageManager(_Base):
             select(StageInstance)
             .where(StageInstance.session_id == sid)  # type: ignore[arg-type]
             .order_by(StageInstance.position)  # type: ignore[arg-type]
+            .execution_options(populate_existing=True)
         ).all()
         return [r[0] if isinstance(r, Row) else r for r in rows]
 

@@ -885,13 +885,18 @@ def _load(
             None,
             f"{what} in the file; write it as an escape in a double-quoted string",
         )
+    loader = _YAML_LOADER(text)
     try:
-        root = yaml.compose(text, Loader=_YAML_LOADER)
+        root = loader.get_single_node()
     except yaml.YAMLError as exc:
         line, problem = _yaml_problem(exc, text)
         checker.fail(line, None, problem)
-    except RecursionError:
-        checker.fail(None, None, "invalid YAML: nested too deeply")
+    except RecursionError:  # only the pure-Python composer recurses; libyaml caps nesting
+        get_mark = getattr(loader, "get_mark", None)
+        line = get_mark().line + 1 if callable(get_mark) else None
+        checker.fail(line, None, "invalid YAML: nested too deeply")
+    finally:
+        loader.dispose()
     if root is None:
         checker.fail(None, None, "empty file; expected a mapping with 'stages'")
     tree = _YamlBuilder(checker).build(root, "")

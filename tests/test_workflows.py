@@ -390,8 +390,8 @@ HOSTILE: list[tuple[str, str, int | None, str | None, str]] = [
     ("recursive-alias", "stages: &s\n  - name: a\n  - *s\n", 1, "stages[1]", "recursive alias"),
     ("merge-a-scalar", "stages:\n  - name: a\n    <<: 1\n", 3, "stages[0]", "merge"),
     ("key-a-list", "stages:\n  - name: a\n    [x]: 1\n", 3, "stages[0]", "key must be"),
-    ("billion-laughs", BILLION_LAUGHS, 1, None, "alias bomb"),
-    ("nested-100-deep", "stages: " + "[" * 100 + "]" * 100 + "\n", 1, None, "nested"),
+    ("billion-laughs", BILLION_LAUGHS, 1, "f[…", "alias bomb"),
+    ("nested-100-deep", "stages: " + "[" * 100 + "]" * 100 + "\n", 1, "stages[0][0]…", "nested"),
     ("nested-5000-deep", "stages: " + "[" * 5000 + "]" * 5000 + "\n", 1, None, "nest"),
 ]
 
@@ -410,8 +410,10 @@ def test_hostile_file_gives_one_line_error_with_path_line_and_key(
     err = error_of(path)
     message = str(err)
     assert (err.path, err.line) == (str(path), line)
-    if key is not None or fragment != "alias bomb":  # a bomb's key is wherever the fuse blew
-        assert err.key == key
+    if key is not None and key.endswith("…"):  # a fuse blows deep inside: check the start
+        assert err.key is not None and err.key.startswith(key[:-1])
+        key = err.key
+    assert err.key == key
     prefix = f"{path}:{line}: " if line is not None else f"{path}: "
     assert message.startswith(prefix + (f"{key}: " if key else ""))
     assert fragment in message
@@ -570,7 +572,7 @@ def test_validate_identifier_rejects_unsafe_names_showing_them_escaped(value: st
     message = str(info.value)
     assert message.startswith("invalid session id ")
     assert message.isprintable()
-    assert value[:60] in message if value.isprintable() else repr(value)[1:-1][:60] in message
+    assert repr(value)[1:-1][:60] in message
 
 
 # -- discovery --------------------------------------------------------------------------------
