@@ -265,7 +265,9 @@ def setup_logging(log_dir: Path, session_factory: Any | None = None) -> Logging:
                 mirror.add({"session_id": session_id, "at": at, "level": level,
                             "category": category, "stage": stage, "text": text})
 
+    from store.managers import enable_logging
+
     logger.remove()
-    logger.enable("store")
+    enable_logging()
     handler_id = logger.add(sink, level="DEBUG", format="{message}", catch=True)
     return Logging(files, mirror, handler_id)

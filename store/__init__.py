@@ -1,64 +1,83 @@
 """The store: tables, engine, state machine, managers and queries (the public API).
 
-Imports nothing from ``app`` or ``widgets``. Library users get loguru records from the
-``store`` modules only after ``logger.enable("store")`` (the application does that).
+Imports nothing from ``app`` or ``widgets``. Names are imported on first use (PEP 562), so
+`from store.status import SessionStatus` or `from store.text import clean_text` stays cheap
+and a CLI command pays only for what it touches. The managers log their operations through
+loguru once :func:`store.managers.enable_logging` is called (the application does that);
+a library user gets silence by default.
 """
 
-from loguru import logger as _logger
+from __future__ import annotations
 
-from store.engine import get_session_factory, init_db, make_engine, resolve_database_url
-from store.errors import (
-    AmbiguousId,
-    ConcurrentModification,
-    InvalidId,
-    InvalidTransition,
-    RunnerConflict,
-    SessionNotFound,
-    StageNotFound,
-    StoreError,
-    StoreUnavailable,
-    WorkflowError,
-)
-from store.integration import FlowStatusIntegration
-from store.managers import (
-    FlowSessionManager,
-    SessionChange,
-    StageInstanceManager,
-    StageManager,
-    compute_progress,
-    is_orphaned,
-)
-from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
-from store.status import SessionStatus, StageStatus
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-_logger.disable("store")
+_EXPORTS = {
+    "get_session_factory": "store.engine",
+    "init_db": "store.engine",
+    "make_engine": "store.engine",
+    "resolve_database_url": "store.engine",
+    "AmbiguousId": "store.errors",
+    "ConcurrentModification": "store.errors",
+    "InvalidId": "store.errors",
+    "InvalidTransition": "store.errors",
+    "RunnerConflict": "store.errors",
+    "SessionNotFound": "store.errors",
+    "StageNotFound": "store.errors",
+    "StoreError": "store.errors",
+    "StoreUnavailable": "store.errors",
+    "WorkflowError": "store.workflows",
+    "FlowStatusIntegration": "store.integration",
+    "FlowSessionManager": "store.managers",
+    "SessionChange": "store.managers",
+    "StageInstanceManager": "store.managers",
+    "StageManager": "store.managers",
+    "compute_progress": "store.managers",
+    "is_orphaned": "store.managers",
+    "enable_logging": "store.managers",
+    "FlowEvent": "store.models",
+    "FlowSession": "store.models",
+    "LogRecord": "store.models",
+    "StageInstance": "store.models",
+    "SessionStatus": "store.status",
+    "StageStatus": "store.status",
+}
 
-__all__ = [
-    "AmbiguousId",
-    "ConcurrentModification",
-    "FlowEvent",
-    "FlowSession",
-    "FlowSessionManager",
-    "FlowStatusIntegration",
-    "InvalidId",
-    "InvalidTransition",
-    "LogRecord",
-    "RunnerConflict",
-    "SessionChange",
-    "SessionNotFound",
-    "SessionStatus",
-    "StageInstance",
-    "StageInstanceManager",
-    "StageManager",
-    "StageNotFound",
-    "StageStatus",
-    "StoreError",
-    "StoreUnavailable",
-    "WorkflowError",
-    "compute_progress",
-    "get_session_factory",
-    "init_db",
-    "is_orphaned",
-    "make_engine",
-    "resolve_database_url",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'store' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from store.engine import get_session_factory, init_db, make_engine, resolve_database_url
+    from store.errors import (
+        AmbiguousId,
+        ConcurrentModification,
+        InvalidId,
+        InvalidTransition,
+        RunnerConflict,
+        SessionNotFound,
+        StageNotFound,
+        StoreError,
+        StoreUnavailable,
+    )
+    from store.integration import FlowStatusIntegration
+    from store.managers import (
+        FlowSessionManager,
+        SessionChange,
+        StageInstanceManager,
+        StageManager,
+        compute_progress,
+        enable_logging,
+        is_orphaned,
+    )
+    from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
+    from store.status import SessionStatus, StageStatus
+    from store.workflows import WorkflowError

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from store.workflows import WorkflowError
+from typing import Any
 
 
 class StoreError(Exception):
@@ -50,6 +50,16 @@ class StoreUnavailable(StoreError):
     """The database cannot be opened, written or reached."""
 
 
+def __getattr__(name: str) -> Any:
+    """``WorkflowError`` lives with the YAML loader; imported from here on demand so that
+    reading the store does not pay for PyYAML."""
+    if name == "WorkflowError":
+        from store.workflows import WorkflowError
+
+        return WorkflowError
+    raise AttributeError(name)
+
+
 __all__ = [
     "AmbiguousId",
     "ConcurrentModification",
@@ -60,5 +70,4 @@ __all__ = [
     "StageNotFound",
     "StoreError",
     "StoreUnavailable",
-    "WorkflowError",
 ]

@@ -32,12 +32,17 @@ class FlowStatusIntegration:
         return lambda: self._subscribers.remove(callback)
 
     def publish(self, change: SessionChange) -> None:
-        from loguru import logger
+        from store.managers import logging_enabled
 
-        logger.bind(category=CATEGORY, session_id=change.session_id, stage=change.stage).debug(
-            f"notify {len(self._subscribers)} subscriber(s): {change.op} "
-            f"{change.from_status} -> {change.to_status}"
-        )
+        if logging_enabled():
+            from loguru import logger
+
+            logger.bind(
+                category=CATEGORY, session_id=change.session_id, stage=change.stage
+            ).debug(
+                f"notify {len(self._subscribers)} subscriber(s): {change.op} "
+                f"{change.from_status} -> {change.to_status}"
+            )
         for callback in list(self._subscribers):
             callback(change)
 
@@ -57,11 +62,14 @@ class FlowStatusIntegration:
             "elapsed_seconds": _elapsed(view.started_at, view.finished_at),
             "reported_at": iso(_now()),
         }
-        from loguru import logger
+        from store.managers import logging_enabled
 
-        logger.bind(category=CATEGORY, session_id=sid, stage=None).debug(
-            f"status report: {view.status} {report['progress']}%"
-        )
+        if logging_enabled():
+            from loguru import logger
+
+            logger.bind(category=CATEGORY, session_id=sid, stage=None).debug(
+                f"status report: {view.status} {report['progress']}%"
+            )
         return report
 
 

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
@@ -42,7 +42,9 @@ from store.status import (
     session_target,
     stage_move_allowed,
 )
-from store.workflows import WorkflowDefinition, validate_identifier
+
+if TYPE_CHECKING:
+    from store.workflows import WorkflowDefinition
 
 #: A runner beats every HEARTBEAT_INTERVAL seconds; a heartbeat older than STALE_AFTER marks
 #: its session orphaned. On the runner's own host a dead pid is noticed at once.
@@ -137,6 +139,19 @@ def compute_progress(status: str, stages: Iterable[tuple[str, float]]) -> float:
     return round(sum(values) / len(values), 1)
 
 
+_logging_enabled = False
+
+
+def enable_logging(enabled: bool = True) -> None:
+    """Log every operation through loguru (categories of DESIGN §7); off for library use."""
+    global _logging_enabled
+    _logging_enabled = enabled
+
+
+def logging_enabled() -> bool:
+    return _logging_enabled
+
+
 def _op_logger() -> Any:
     from loguru import logger
 
@@ -191,14 +206,16 @@ class _Base:
 
     def _committed(self, change: SessionChange, category: str) -> SessionChange:
         """After commit: log the operation and tell subscribers."""
+        if self.integration is not None:
+            self.integration.publish(change)
+        if not _logging_enabled:
+            return change
         arrow = f"{change.from_status or '∅'} -> {change.to_status or '∅'}"
         what = ""
         reason = f" ({change.reason})" if change.reason else ""
         _op_logger().bind(
             category=category, session_id=change.session_id, stage=change.stage
         ).info(f"{change.op} {what}{arrow}{reason} by {self.actor}@{self.host}:{self.pid}")
-        if self.integration is not None:
-            self.integration.publish(change)
         return change
 
     def resolve_session_id(self, session_id: str) -> str:
@@ -251,6 +268,8 @@ class FlowSessionManager(_Base):
         """A PENDING session with a snapshot of ``definition`` and one PENDING stage
         instance per stage of it (none when no definition is given: add them with
         :meth:`StageManager.create_stage`)."""
+        from store.workflows import WorkflowDefinition, validate_identifier
+
         validate_identifier(workflow_id, "workflow id")
         if isinstance(definition, WorkflowDefinition):
             snapshot: dict[str, Any] = definition.to_dict()
@@ -318,7 +337,7 @@ class FlowSessionManager(_Base):
 
     # -- state changes ------------------------------------------------------------------------
 
-    def _read_state(self, conn: Connection, sid: str) -> Row[Any]:
+    def _read_state(self, conn: Connection, sid: str) -> Any:
         row = conn.execute(_READ_STATE, {"sid": sid}).first()
         if row is None:
             raise SessionNotFound(f"no session matches {sid!r}")
@@ -655,6 +674,8 @@ class StageManager(_Base):
         ).scalar_one()
         cfg = dict(config or {})
         stage_name = name or str(cfg.get("name") or f"stage-{position + 1}")
+        from store.workflows import validate_identifier
+
         validate_identifier(stage_name, "stage name")
         if conn.execute(
             select(_ST.c.id).where(_ST.c.session_id == sid, _ST.c.name == stage_name)

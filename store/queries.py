@@ -236,11 +236,27 @@ def _stages_for(session: Session, ids: Sequence[str]) -> dict[str, list[StageVie
         .order_by(_ST.c.session_id, _ST.c.position)
     )
     for r in rows:
-        by_session[r[0]].append(StageView(*r[1:11], config=r[11] or {}))
+        by_session[r[0]].append(
+            StageView(
+                id=r.id,
+                name=r.name,
+                stage_type=r.stage_type,
+                status=r.status,
+                progress=r.progress,
+                attempt=r.attempt,
+                exit_code=r.exit_code,
+                error=r.error,
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+                config=r.config or {},
+            )
+        )
     return by_session
 
 
-def _views(session: Session, rows: Sequence[Any], with_definition: bool = False) -> list[SessionView]:
+def _views(
+    session: Session, rows: Sequence[Any], with_definition: bool = False
+) -> list[SessionView]:
     stages = _stages_for(session, [r.id for r in rows])
     now = time.time()
     return [
@@ -277,13 +293,17 @@ def list_sessions(
 ) -> list[SessionView]:
     """Newest first, one window of ``limit`` rows from ``offset``."""
     filt = filt or SessionFilter()
-    rows = session.connection().execute(
-        select(*_SESSION_COLUMNS)
-        .where(filt.where())
-        .order_by(_T.c.created_at.desc(), _T.c.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
+    rows = (
+        session.connection()
+        .execute(
+            select(*_SESSION_COLUMNS)
+            .where(filt.where())
+            .order_by(_T.c.created_at.desc(), _T.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        .all()
+    )
     return _views(session, rows)
 
 
@@ -307,9 +327,11 @@ def status_counts(session: Session) -> dict[str, int]:
 
 def get_session_view(session: Session, session_id: str) -> SessionView | None:
     """Details of one session by full id (resolve prefixes with the manager first)."""
-    rows = session.connection().execute(
-        select(*_SESSION_COLUMNS, _T.c.definition).where(_T.c.id == session_id)
-    ).all()
+    rows = (
+        session.connection()
+        .execute(select(*_SESSION_COLUMNS, _T.c.definition).where(_T.c.id == session_id))
+        .all()
+    )
     views = _views(session, rows, with_definition=True)
     return views[0] if views else None
 
@@ -363,12 +385,10 @@ def read_logs(
         _LOG.c.id, _LOG.c.at, _LOG.c.level, _LOG.c.category, _LOG.c.stage, _LOG.c.text
     ).where(*clauses)
     if newest:
-        rows = session.connection().execute(
-            query.order_by(_LOG.c.id.desc()).limit(limit)
-        ).all()
-        rows.reverse()
+        tail = session.connection().execute(query.order_by(_LOG.c.id.desc()).limit(limit))
+        rows = list(tail)[::-1]
     else:
-        rows = session.connection().execute(query.order_by(_LOG.c.id).limit(limit)).all()
+        rows = list(session.connection().execute(query.order_by(_LOG.c.id).limit(limit)))
     return [LogView(*r) for r in rows]
 
 

@@ -75,7 +75,7 @@ DEFAULT_KILL_TIMEOUT = 10.0
 """Seconds between SIGTERM and SIGKILL when a stage is aborted or times out (DESIGN §6)."""
 WORKFLOW_SUFFIXES = (".yaml", ".yml")
 MAX_KNOWN_LISTED = 20
-"""How many known ids an "unknown workflow" error lists before it says "and N more"."""
+"""How many known names an "unknown workflow/stage" error lists before "and N more"."""
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Everything YAML 1.1 forbids in a stream (PyYAML's Reader rejects the same set); checked
@@ -99,6 +99,9 @@ _STAGE_KEYS = (
 _TAG = "tag:yaml.org,2002:"
 _STR, _INT, _FLOAT, _BOOL, _NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
 _TIMESTAMP, _MERGE, _MAP, _SEQ = (_TAG + t for t in ("timestamp", "merge", "map", "seq"))
+# Tags whose scalars are kept as the text written: dates, and the YAML 1.1 oddities that a
+# plain `<<` or `=` resolves to outside a merge (`run: cat <<` must stay a command).
+_TEXT_TAGS = (_STR, _TIMESTAMP, _MERGE, _TAG + "value")
 # Only its scalar helpers are used (int/float/bool parsing with YAML 1.1 rules); they keep no
 # state, so one shared instance is safe across threads.
 _SCALARS = SafeConstructor()
@@ -381,7 +384,8 @@ class _Node:
 
 
 class _Budget:
-    """The alias-bomb fuse and the depth/recursion guard shared by both builders."""
+    """The node-count, depth and recursion guards of the builders. YAML is measured first
+    (:func:`_measure`), so for YAML this is a second line of defence; snapshots rely on it."""
 
     def __init__(self, fail: Callable[[int | None, str, str], NoReturn]) -> None:
         self.fail = fail
@@ -401,6 +405,51 @@ class _Budget:
             self.fail(line, key, f"nested more than {MAX_DEPTH} levels deep")
         if id(obj) in self.active:
             self.fail(line, key, "recursive alias: a value contains itself")
+
+
+def _measure(root: Node, fail: Callable[[int | None, str, str], NoReturn]) -> int:
+    """How many nodes ``root`` expands to with aliases followed, refusing past
+    :data:`MAX_NODES` (alias bomb), :data:`MAX_DEPTH` or a recursive alias.
+
+    Sizes are memoised per node object, so this costs one visit per node *as written*: a
+    billion-laughs file is refused in milliseconds instead of after building 100,000 values.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Node, key: str, depth: int) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        line = node.start_mark.line + 1
+        if depth > MAX_DEPTH:
+            fail(line, key, f"nested more than {MAX_DEPTH} levels deep")
+        if id(node) in active:
+            fail(line, key, "recursive alias: a value contains itself")
+        total = 1
+        if isinstance(node, SequenceNode | MappingNode):
+            active.add(id(node))
+            if isinstance(node, SequenceNode):
+                children = [(f"{key}[{i}]", child) for i, child in enumerate(node.value)]
+            else:
+                children = []
+                for key_node, value_node in node.value:
+                    name = key_node.value if isinstance(key_node, ScalarNode) else "?"
+                    children += [(key, key_node), (_sub(key, str(name)), value_node)]
+            for child_key, child in children:
+                total += size(child, child_key, depth + 1)
+                if total > MAX_NODES:
+                    fail(
+                        line,
+                        key,
+                        f"more than {MAX_NODES:,} values once aliases are expanded; "
+                        "refusing what looks like an alias bomb",
+                    )
+            active.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    return size(root, "", 0)
 
 
 def _sub(key: str, name: str) -> str:
@@ -480,7 +529,7 @@ class _YamlBuilder:
             self.fail(line, key, "a key must be a plain string, not a list or mapping")
         if node.tag == _NULL:
             self.fail(line, key, "a key must not be empty or null")
-        if node.tag not in (_STR, _INT, _FLOAT, _BOOL, _TIMESTAMP):
+        if node.tag not in (*_TEXT_TAGS, _INT, _FLOAT, _BOOL):
             self.fail(line, key, f"unsupported YAML tag {node.tag!r} on a key")
         text: str = node.value
         if "\x00" in text:
@@ -492,7 +541,7 @@ class _YamlBuilder:
         tag = node.tag
         value: str | int | float | bool | None
         try:
-            if tag in (_STR, _TIMESTAMP):  # dates are kept as the text written
+            if tag in _TEXT_TAGS:
                 value = raw
             elif tag == _INT:
                 value = _SCALARS.construct_yaml_int(node)
@@ -571,7 +620,6 @@ def _describe(node: _Node) -> str:
 @dataclass(slots=True)
 class _CheckedStage:
     definition: StageDefinition
-    line: int | None
     name_line: int | None
     # (stage name needed, line, key path) per entry of `needs`, for precise errors
     needs: list[tuple[str, int | None, str]]
@@ -760,7 +808,7 @@ class _Checker:
             checklist=tuple(text for text, _line, _key in checklist),
             description=description,
         )
-        return _CheckedStage(definition, node.line, name_node.line, list(unique_needs.values()))
+        return _CheckedStage(definition, name_node.line, list(unique_needs.values()))
 
     def workflow(self, node: _Node, default_id: str | None) -> WorkflowDefinition:
         entries = self.mapping(
@@ -837,7 +885,9 @@ class _Checker:
                 if need == stage.definition.name:
                     self.fail(line, key, f"stage {need!r} needs itself")
                 if need not in index:
-                    known = ", ".join(index)
+                    known = ", ".join(list(index)[:MAX_KNOWN_LISTED])
+                    if len(index) > MAX_KNOWN_LISTED:
+                        known += f" and {len(index) - MAX_KNOWN_LISTED} more"
                     self.fail(
                         line,
                         key,
@@ -899,6 +949,7 @@ def _load(
         loader.dispose()
     if root is None:
         checker.fail(None, None, "empty file; expected a mapping with 'stages'")
+    _measure(root, checker.fail)  # before building anything: the alias-bomb fuse
     tree = _YamlBuilder(checker).build(root, "")
     definition = checker.workflow(tree, default_id)
     id_entry = tree.entries.get("id")

@@ -59,16 +59,20 @@ class StatusCountsBar(Widget):
             self._counts = counts
             self.refresh()
 
-    def build_text(self, short: bool = False) -> Text:
+    def build_text(self, short: bool = False, hide_zero: bool = False) -> Text:
         """The line as literal ``Text``; zero counts are dimmed so the live ones stand out.
 
         Statuses the widget does not know (a newer store) are shown after the known ones.
+        ``short`` uses 4-letter labels and ``hide_zero`` leaves out empty statuses: the
+        fallbacks ``render`` uses when the line does not fit.
         """
         counts = self._counts.counts
         statuses = list(STATUSES) + sorted(k for k in counts if k not in STATUSES)
         text = Text(no_wrap=True, end="")
         for status in statuses:
             n = counts.get(status, 0)
+            if hide_zero and not n:
+                continue
             label = SHORT_LABELS.get(status, status) if short else status
             if text:
                 text.append("  ")
@@ -79,9 +83,12 @@ class StatusCountsBar(Widget):
         return text
 
     def render(self) -> Text:
+        width = self.size.width
         text = self.build_text()
-        if self.size.width and text.cell_len > self.size.width:
+        if width and text.cell_len > width:
             text = self.build_text(short=True)
+        if width and text.cell_len > width:
+            text = self.build_text(short=True, hide_zero=True)
         return text
 
 

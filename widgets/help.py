@@ -48,8 +48,7 @@ class HelpScreen(ModalScreen[None]):
     HelpScreen {
         align: center middle;
         & > #help-dialog {
-            width: auto;
-            min-width: 40;
+            width: 64;
             max-width: 90%;
             height: auto;
             max-height: 90%;
@@ -58,7 +57,7 @@ class HelpScreen(ModalScreen[None]):
             background: $surface;
         }
         & #help-title { text-style: bold; margin-bottom: 1; }
-        & #help-keys { height: auto; max-height: 30; width: auto; }
+        & #help-keys { height: auto; max-height: 70vh; }
         & #help-footer { margin-top: 1; color: $text-muted; }
     }
     """

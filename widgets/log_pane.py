@@ -216,6 +216,7 @@ class LogPane(ScrollView, can_focus=True):
         new = new[-room:] if room > 0 else []
         if not new:
             return
+        old_visual = self.visual_line_count
         widths = [line_width(line) for line in new]
         self._ids.update(line.id for line in new)
         top = max(line.id for line in new)
@@ -223,7 +224,6 @@ class LogPane(ScrollView, can_focus=True):
         self._lines[:0] = new
         self._widths[:0] = widths
         self._max_width = max(self._max_width, *widths)
-        old_visual = self.visual_line_count
         self._rebuild_offsets()
         added = self.visual_line_count - old_visual
         self._update_virtual_size()
@@ -324,9 +324,10 @@ class LogPane(ScrollView, can_focus=True):
         else:
             self.virtual_size = Size(self._max_width, len(self._lines))
 
-    def _locate(self, y: int) -> tuple[int, int]:
-        """(record index, wrapped piece) at visual line ``y``."""
-        if not self.wrap:
+    def _locate(self, y: int, wrapped: bool | None = None) -> tuple[int, int]:
+        """(record index, wrapped piece) at visual line ``y`` (``wrapped``: the mode the
+        current offsets were built for, if not the current one)."""
+        if not (self.wrap if wrapped is None else wrapped) or not self._starts:
             return y, 0
         index = bisect_right(self._starts, y) - 1
         return index, y - self._starts[index]
@@ -342,12 +343,15 @@ class LogPane(ScrollView, can_focus=True):
     def _scroll_to_end(self) -> None:
         self.scroll_end(animate=False, immediate=True, x_axis=False)
 
-    def _relayout(self) -> None:
+    def _relayout(self, was_wrapped: bool) -> None:
         """Recompute wrapping, keeping the first visible record at the top (or the bottom when
         following)."""
         top_index, piece = (0, 0)
         if self._lines:
-            top_index, piece = self._locate(min(int(self.scroll_offset.y), self._last_visual()))
+            old_visual = self._visual if was_wrapped else len(self._lines)
+            top = min(int(self.scroll_offset.y), max(0, old_visual - 1))
+            top_index, piece = self._locate(top, was_wrapped)
+            top_index = min(top_index, len(self._lines) - 1)
         self._rebuild_offsets()
         self._update_virtual_size()
         if self.follow:
@@ -360,19 +364,18 @@ class LogPane(ScrollView, can_focus=True):
                 self.scroll_to(y=target, animate=False)
         self.refresh()
 
-    def _last_visual(self) -> int:
-        return max(0, self.visual_line_count - 1)
-
     # ------------------------------------------------------------------ watchers & events
 
     def watch_follow(self, follow: bool) -> None:
-        if follow:
+        # When the user scrolled to the bottom this runs inside the scroll animation's last
+        # step, where starting another scroll would corrupt the animator: scroll only when
+        # the app switched follow on away from the bottom.
+        if follow and not self._at_end():
             self._scroll_to_end()
         self.post_message(messages.FollowChanged(self, follow))
 
     def watch_wrap(self, wrap: bool) -> None:
-        self._strips.clear()
-        self._relayout()
+        self._relayout(was_wrapped=not wrap)
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
@@ -388,8 +391,7 @@ class LogPane(ScrollView, can_focus=True):
 
     def on_resize(self, event: events.Resize) -> None:
         if self.wrap and self._content_width() != self._wrap_width:
-            self._strips.clear()
-            self._relayout()
+            self._relayout(was_wrapped=True)
         elif self.follow:
             self._scroll_to_end()
 
@@ -405,8 +407,17 @@ class LogPane(ScrollView, can_focus=True):
         self._maybe_request_older()
 
     def action_scroll_home(self) -> None:
-        super().action_scroll_home()
+        """Jump to the oldest line held (and ask for older ones)."""
+        self.scroll_to(y=0, animate=False)
         self._maybe_request_older()
+
+    def action_scroll_end(self) -> None:
+        """Jump to the newest line and follow: an animated scroll could end short of a
+        bottom that moved while it ran."""
+        if self.follow:
+            self._scroll_to_end()
+        else:
+            self.follow = True
 
     def _maybe_request_older(self) -> None:
         """Ask for older records once, when at the top and there is room for them."""

@@ -78,7 +78,7 @@ class StageRowView(Vertical):
             self._time.update(self._duration_text(), layout=False)
 
     def _duration_text(self) -> Text:
-        return Text(human_duration(stage_duration(self._stage, self._clock())), justify="right")
+        return Text(human_duration(stage_duration(self._stage, self._clock())))
 
     def _apply(self) -> None:
         new, old = self._stage, self._shown
@@ -96,13 +96,17 @@ class StageRowView(Vertical):
         if old is None or new.progress != old.progress:
             self._bar.update(progress=clamp_progress(new.progress))
         if old is None or new.attempt != old.attempt:
-            self._attempt.update(Text(str(new.attempt), justify="right"), layout=False)
+            self._attempt.update(Text(str(new.attempt)), layout=False)
         self._time.update(self._duration_text(), layout=False)
         if old is None or new.error != old.error:
             if new.error:
                 self._error.update(
-                    Text("↳ " + clean(new.error), style=status_style("FAILED"), no_wrap=True,
-                         overflow="ellipsis")
+                    Text(
+                        "↳ " + clean(new.error),
+                        style=status_style("FAILED"),
+                        no_wrap=True,
+                        overflow="ellipsis",
+                    )
                 )
             self._error.display = bool(new.error)
         self._shown = new
@@ -120,8 +124,8 @@ class StageList(VerticalScroll):
         & .stage-status { width: 13; padding-left: 1; }
         & .stage-bar { width: 22; }
         & .stage-bar Bar { width: 1fr; }
-        & .stage-attempt { width: 4; }
-        & .stage-time { width: 6; }
+        & .stage-attempt { width: 5; text-align: right; }
+        & .stage-time { width: 6; text-align: right; }
         & .stage-error { height: 1; padding-left: 2; display: none; }
         & .stage-header { height: 1; text-style: bold; }
         & .stage-empty { width: 1fr; content-align: center middle; height: 3; }
@@ -157,8 +161,8 @@ class StageList(VerticalScroll):
             _cell("STAGE", "stage-name"),
             _cell("STATUS", "stage-status"),
             _cell("PROGRESS", "stage-bar"),
-            Static(Text("TRY", justify="right"), markup=False, classes="stage-attempt"),
-            Static(Text("TIME", justify="right"), markup=False, classes="stage-time"),
+            _cell("TRY", "stage-attempt"),
+            _cell("TIME", "stage-time"),
             classes="stage-line stage-header",
         )
         self._header.display = False

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from textual.app import App, ComposeResult
+from widgets_testkit import clock, session_row, widget_lines
 
 from widgets.messages import SessionHighlighted, WindowRequested
 from widgets.session_table import SessionTable, layout_columns
-from widgets_testkit import clock, session_row, widget_lines
 
 TOTAL = 100_000
 
@@ -65,7 +65,14 @@ async def test_renders_first_window_only() -> None:
         assert len(table.rows) <= max_limit(table)
         lines = widget_lines(table)
         assert lines[0].split() == [
-            "ID", "NAME", "WORKFLOW", "STATUS", "PROGRESS", "STAGE", "HOST", "TIME"
+            "ID",
+            "NAME",
+            "WORKFLOW",
+            "STATUS",
+            "PROGRESS",
+            "STAGE",
+            "HOST",
+            "TIME",
         ]
         assert lines[1].startswith("00000000 session 0 ")
         assert "PENDING" in lines[1]

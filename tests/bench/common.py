@@ -1,0 +1,40 @@
+"""Helpers for benchmarks: every figure is a ratio against a floor measured in the same run,
+alternating the two so that machine noise hits both alike."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+
+def timed_command(args: Sequence[str], env: dict[str, str] | None = None) -> float:
+    started = time.perf_counter()
+    subprocess.run(args, check=True, env=env, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def alternate(
+    subject: Callable[[], float], floor: Callable[[], float], rounds: int
+) -> tuple[float, float, float]:
+    """Median of ``subject`` and of ``floor`` run alternately; returns (subject, floor,
+    ratio)."""
+    subject_times, floor_times = [], []
+    subject()
+    floor()
+    for _ in range(rounds):
+        subject_times.append(subject())
+        floor_times.append(floor())
+    s, f = statistics.median(subject_times), statistics.median(floor_times)
+    return s, f, s / f
+
+
+def report(name: str, line: str) -> str:
+    text = f"[bench] {name}: {line}"
+    print(text, file=sys.stderr if os.environ.get("PYTEST_CURRENT_TEST") else sys.stdout,
+          flush=True)
+    return text

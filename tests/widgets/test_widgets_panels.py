@@ -1,0 +1,209 @@
+"""StageList, StatusCountsBar, ConfirmScreen, HelpScreen, and the pure formatting helpers."""
+
+from __future__ import annotations
+
+from textual.app import App, ComposeResult
+from textual.widgets import ProgressBar
+from widgets_testkit import NOW, clock, screen_lines, stage_row, widget_lines
+
+from widgets.confirm import ConfirmScreen
+from widgets.counts import StatusCountsBar
+from widgets.data import StatusCounts
+from widgets.formatting import clean, human_duration, progress_bar
+from widgets.help import HelpScreen
+from widgets.stage_list import StageList, StageRowView
+from widgets.styles import STATUS_STYLES, status_style
+
+
+def test_formatting_helpers() -> None:
+    assert [human_duration(s) for s in (0, 5, 59, 60, 180, 3599, 7200, 86400 * 4)] == [
+        "0s",
+        "5s",
+        "59s",
+        "1m",
+        "3m",
+        "59m",
+        "2h",
+        "4d",
+    ]
+    assert human_duration(None) == "" and human_duration(-3) == "0s"
+    assert progress_bar(52) == ("███░░░", " 52%")
+    assert progress_bar(99.9) == ("█████░", " 99%")
+    assert progress_bar(100) == ("██████", "100%")
+    assert progress_bar(-5) == ("░░░░░░", "  0%")
+    assert progress_bar(float("nan"))[1] == "  0%"
+    assert clean("a\tb\nc\x1bd\x07") == "a   b↵c\ufffdd\ufffd"
+    assert set(STATUS_STYLES) == {"PENDING", "ACTIVE", "PAUSED", "COMPLETED", "FAILED"}
+    assert status_style("FAILED").color.name == "red"
+    assert status_style("nonsense") == status_style("other")
+
+
+class StagesApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield StageList(clock=clock, empty_text="Select a session.")
+
+
+def bar_progress(view: StageRowView) -> float:
+    return view.query_one(ProgressBar).progress
+
+
+async def test_stage_list_updates_in_place() -> None:
+    app = StagesApp()
+    async with app.run_test(size=(80, 20)) as pilot:
+        stages = app.query_one(StageList)
+        assert any("Select a session." in line for line in screen_lines(app))
+        stages.set_stages(
+            [
+                stage_row(
+                    "extract",
+                    status="COMPLETED",
+                    progress=100,
+                    started_at=NOW - 300,
+                    finished_at=NOW - 240,
+                ),
+                stage_row(
+                    "[bold]transform[/]",
+                    status="ACTIVE",
+                    progress=40.0,
+                    started_at=NOW - 90,
+                    attempt=2,
+                ),
+                stage_row("load"),
+            ]
+        )
+        await pilot.pause()
+        views = stages.row_views
+        assert len(views) == 3 and all(v.is_mounted for v in views)
+        text = "\n".join(screen_lines(app))
+        assert "Select a session." not in text
+        assert "[bold]transform[/]" in text  # literal
+        assert "COMPLETED" in text and "ACTIVE" in text and "PENDING" in text
+        assert "1m" in text  # extract ran 60 s
+        assert "40%" in text
+        assert bar_progress(views[1]) == 40.0
+
+        # Same names: the same widgets are updated, nothing is remounted.
+        stages.set_stages(
+            [
+                stage_row(
+                    "extract",
+                    status="COMPLETED",
+                    progress=100,
+                    started_at=NOW - 300,
+                    finished_at=NOW - 240,
+                ),
+                stage_row(
+                    "[bold]transform[/]",
+                    status="FAILED",
+                    progress=70.0,
+                    started_at=NOW - 90,
+                    finished_at=NOW - 10,
+                    attempt=3,
+                    exit_code=2,
+                    error="[red]disk full[/red]",
+                ),
+                stage_row("load"),
+            ]
+        )
+        await pilot.pause()
+        assert stages.row_views == views
+        assert bar_progress(views[1]) == 70.0
+        assert views[1].has_class("status-failed") and not views[1].has_class("status-active")
+        text = "\n".join(screen_lines(app))
+        assert "FAILED (2)" in text
+        assert "[red]disk full[/red]" in text
+        row_line = next(line for line in screen_lines(app) if "FAILED (2)" in line)
+        assert row_line.split()[-3:] == ["70%", "3", "1m"]  # progress, attempt, 80 s
+
+        # Another session (other names): rebuilt.
+        stages.set_stages([stage_row("only")])
+        await pilot.pause()
+        assert len(stages.row_views) == 1 and stages.row_views[0] not in views
+        assert list(stages.query(StageRowView)) == list(stages.row_views)
+
+        stages.set_stages([])
+        await pilot.pause()
+        assert any("Select a session." in line for line in screen_lines(app))
+
+
+class CountsApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield StatusCountsBar()
+
+
+async def test_status_counts_bar() -> None:
+    app = CountsApp()
+    async with app.run_test(size=(120, 5)) as pilot:
+        bar = app.query_one(StatusCountsBar)
+        bar.set_counts(StatusCounts({"ACTIVE": 2, "FAILED": 1, "COMPLETED": 10}, 13))
+        await pilot.pause()
+        line = widget_lines(bar)[0]
+        assert "PENDING 0  ACTIVE 2  PAUSED 0  COMPLETED 10  FAILED 1  total 13" in line
+        text = bar.build_text()
+        spans = {text.plain[s.start : s.end]: s.style for s in text.spans}
+        assert spans["ACTIVE"] == STATUS_STYLES["ACTIVE"]
+        assert spans["FAILED"] == STATUS_STYLES["FAILED"]
+    app = CountsApp()
+    async with app.run_test(size=(50, 5)) as pilot:
+        bar = app.query_one(StatusCountsBar)
+        bar.set_counts(StatusCounts({"ACTIVE": 2, "PENDING": 12345}, 12347))
+        await pilot.pause()
+        line = widget_lines(bar)[0]
+        assert line.rstrip() == "PEND 12345  ACT 2  total 12347"
+
+
+class ModalApp(App[None]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.results: list[object] = []
+
+    def ask(self, message: str) -> None:
+        self.push_screen(ConfirmScreen(message, title="Abort session?"), self.results.append)
+
+    def show_help(self) -> None:
+        self.push_screen(
+            HelpScreen([("p", "pause"), ("a", "abort (asks first)"), ("?", "[b]this[/b] help")]),
+            self.results.append,
+        )
+
+
+async def test_confirm_screen_answers() -> None:
+    app = ModalApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        for key, expected in (("y", True), ("n", False), ("escape", False)):
+            app.ask("Abort [bold red]run 42[/]?")
+            await pilot.pause()
+            assert isinstance(app.screen, ConfirmScreen)
+            assert any("Abort [bold red]run 42[/]?" in line for line in screen_lines(app))
+            await pilot.press(key)
+            await pilot.pause()
+            assert not isinstance(app.screen, ConfirmScreen)
+            assert app.results[-1] is expected
+        # enter on the initially focused button is the safe answer
+        app.ask("Delete?")
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.results[-1] is False
+        app.ask("Delete?")
+        await pilot.pause()
+        await pilot.click("#confirm-yes")
+        await pilot.pause()
+        assert app.results[-1] is True
+        assert app.results == [True, False, False, False, True]
+
+
+async def test_help_screen_lists_keys_and_closes() -> None:
+    app = ModalApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        for key in ("escape", "q", "question_mark"):
+            app.show_help()
+            await pilot.pause()
+            assert isinstance(app.screen, HelpScreen)
+            text = "\n".join(screen_lines(app))
+            assert "p  pause" in text and "a  abort (asks first)" in text
+            assert "?  [b]this[/b] help" in text
+            await pilot.press(key)
+            await pilot.pause()
+            assert not isinstance(app.screen, HelpScreen), key
+        assert app.results == [None, None, None]
