@@ -10,11 +10,14 @@ The store mirror buffers rows and inserts them in batches from one background th
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,19 @@ def format_line(
         f"{stamp}.{millis:03d} | {level:<7} | {category} | {session_id or '-'} | "
         f"{stage or '-'} | {text}\n"
     )
+
+
+def check_log_dir(log_dir: Path) -> Path:
+    """Create the session log directory (0700) if needed and make sure it is writable, so a
+    command that is about to change something fails before it does, with an ``OSError``
+    naming the path (turned into "cannot write PATH: …" by the CLI)."""
+    root = log_dir / "workflow" / "session"
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not root.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(root))
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(root))
+    return root
 
 
 class LogFiles:
@@ -185,6 +201,7 @@ class Logging:
         self.files = files
         self.mirror = mirror
         self._handler_id = handler_id
+        self.forgotten: set[str] = set()
 
     def stage_lines(
         self,
@@ -214,6 +231,20 @@ class Logging:
         if self.mirror is not None:
             self.mirror.flush()
 
+    @contextmanager
+    def deleting(self, session_id: str) -> Iterator[None]:
+        """Around the deletion of a session: its records go to operations.log only (neither
+        its file nor the store's log table outlive it), and its file goes once the delete
+        succeeded; a refused delete leaves everything as it was."""
+        self.flush()
+        self.forgotten.add(session_id)
+        try:
+            yield
+        except BaseException:
+            self.forgotten.discard(session_id)
+            raise
+        self.files.remove_session(session_id)
+
     def close(self) -> None:
         from loguru import logger
 
@@ -232,6 +263,22 @@ def setup_logging(log_dir: Path, session_factory: Any | None = None) -> Logging:
 
     files = LogFiles(log_dir)
     mirror: StoreMirror | None = None
+    forgotten: set[str] = set()
+    warned: list[bool] = []
+
+    def warn_once(exc: BaseException) -> None:
+        # A log file that cannot be written must not undo (or hide) an operation that has
+        # already committed: say so once, on one line, and go on.
+        if not warned:
+            warned.append(True)
+            reason = f"{exc.strerror or exc}" if isinstance(exc, OSError) else f"{exc}"
+            where = f" {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
+            try:
+                print(f"vc: warning: cannot write log{where}: {reason}", file=sys.stderr,
+                      flush=True)
+            except (OSError, ValueError):
+                pass
+
     if session_factory is not None:
         from store.managers import append_logs
 
@@ -239,7 +286,7 @@ def setup_logging(log_dir: Path, session_factory: Any | None = None) -> Logging:
             with session_factory() as session:
                 append_logs(session, rows)
 
-        mirror = StoreMirror(write_batch)
+        mirror = StoreMirror(write_batch, on_error=warn_once)
 
     def sink(message: Any) -> None:
         record = message.record
@@ -255,19 +302,24 @@ def setup_logging(log_dir: Path, session_factory: Any | None = None) -> Logging:
         at = record["time"].timestamp()
         text = str(record["message"])
         line = format_line(at, level, category, session_id, stage, text)
-        if category.endswith("operations"):
-            files.write("operations.log", line)
-        else:
-            files.write("integration.log", line)
-        if session_id and _SAFE_ID.match(session_id):
-            files.write_session(session_id, line)
-            if mirror is not None:
-                mirror.add({"session_id": session_id, "at": at, "level": level,
-                            "category": category, "stage": stage, "text": text})
+        try:
+            if category.endswith("operations"):
+                files.write("operations.log", line)
+            else:
+                files.write("integration.log", line)
+            if session_id and _SAFE_ID.match(session_id) and session_id not in forgotten:
+                files.write_session(session_id, line)
+                if mirror is not None:
+                    mirror.add({"session_id": session_id, "at": at, "level": level,
+                                "category": category, "stage": stage, "text": text})
+        except Exception as exc:
+            warn_once(exc)
 
     from store.managers import enable_logging
 
     logger.remove()
     enable_logging()
     handler_id = logger.add(sink, level="DEBUG", format="{message}", catch=True)
-    return Logging(files, mirror, handler_id)
+    result = Logging(files, mirror, handler_id)
+    result.forgotten = forgotten
+    return result

@@ -67,7 +67,7 @@ class ConfirmScreen(ModalScreen[bool]):
             no_label: Label of the cancelling button.
         """
         super().__init__(name=name, id=id, classes=classes)
-        self.message = _literal(message)
+        self.message_text = _literal(message)
         self.title_text = _literal(title)
         self._yes_label = yes_label
         self._no_label = no_label
@@ -75,7 +75,7 @@ class ConfirmScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-dialog"):
             yield Static(self.title_text, markup=False, id="confirm-title")
-            yield Static(self.message, markup=False, id="confirm-message")
+            yield Static(self.message_text, markup=False, id="confirm-message")
             with Horizontal(id="confirm-buttons"):
                 yield Button(Text(self._yes_label), variant="error", id="confirm-yes")
                 yield Button(Text(self._no_label), variant="primary", id="confirm-no")

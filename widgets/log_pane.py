@@ -27,7 +27,6 @@ import time
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import ClassVar
 
 from rich.cells import cell_len
 from rich.style import Style
@@ -37,6 +36,7 @@ from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
+from textual.selection import Selection
 from textual.strip import Strip
 
 from widgets import messages
@@ -108,8 +108,6 @@ class LogPane(ScrollView, can_focus=True):
 
     wrap: reactive[bool] = reactive(False, init=False)
     """Wrap long records at the pane's width instead of scrolling horizontally."""
-
-    COMPONENT_CLASSES: ClassVar[set[str]] = set()
 
     def __init__(
         self,
@@ -196,8 +194,7 @@ class LogPane(ScrollView, can_focus=True):
         if self.follow:
             self._scroll_to_end()
         elif dropped_visual:
-            with self._adjust():
-                self.scroll_to(y=max(0, self.scroll_offset.y - dropped_visual), animate=False)
+            self._scroll_y_to(self.scroll_offset.y - dropped_visual)
         self.refresh()
 
     def prepend_older(self, lines: Iterable[LogLine], more: bool | None = None) -> None:
@@ -227,8 +224,7 @@ class LogPane(ScrollView, can_focus=True):
         self._rebuild_offsets()
         added = self.visual_line_count - old_visual
         self._update_virtual_size()
-        with self._adjust():
-            self.scroll_to(y=self.scroll_offset.y + added, animate=False)
+        self._scroll_y_to(self.scroll_offset.y + added)
         if self.follow and not self._at_end():
             self.follow = False
         self.refresh()
@@ -246,8 +242,7 @@ class LogPane(ScrollView, can_focus=True):
         self.more_older = False
         self._older_pending = False
         self._update_virtual_size()
-        with self._adjust():
-            self.scroll_to(x=0, y=0, animate=False)
+        self._scroll_y_to(0, x=0)
         self.follow = True
         self.refresh()
 
@@ -341,7 +336,14 @@ class LogPane(ScrollView, can_focus=True):
         return self.scroll_offset.y >= self.max_scroll_y
 
     def _scroll_to_end(self) -> None:
-        self.scroll_end(animate=False, immediate=True, x_axis=False)
+        if self.is_mounted:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    def _scroll_y_to(self, y: float, x: float | None = None) -> None:
+        """Move the view for the pane's own reasons (not a user scroll: follow is unchanged)."""
+        if self.is_mounted:
+            with self._adjust():
+                self.scroll_to(x=x, y=max(0, y), animate=False)
 
     def _relayout(self, was_wrapped: bool) -> None:
         """Recompute wrapping, keeping the first visible record at the top (or the bottom when
@@ -360,8 +362,7 @@ class LogPane(ScrollView, can_focus=True):
             target = self._visual_start(top_index)
             if self.wrap:
                 target += min(piece, self._rows_of(self._widths[top_index]) - 1)
-            with self._adjust():
-                self.scroll_to(y=target, animate=False)
+            self._scroll_y_to(target)
         self.refresh()
 
     # ------------------------------------------------------------------ watchers & events
@@ -439,13 +440,22 @@ class LogPane(ScrollView, can_focus=True):
     # ------------------------------------------------------------------ rendering
 
     def _record_strip(self, index: int) -> Strip:
+        """The whole record as one strip (cached by id unless part of it is selected)."""
         line = self._lines[index]
-        strip = self._strips.get(line.id)
-        if strip is None:
-            text = format_line(line)
-            base = Text(style=self.rich_style, no_wrap=True, end="")
-            base.append_text(text)
-            strip = Strip(list(base.render(self.app.console)), self._widths[index])
+        selection = self.text_selection
+        span = selection.get_span(index) if selection is not None else None
+        if span is None:
+            strip = self._strips.get(line.id)
+            if strip is not None:
+                return strip
+        text = Text(style=self.rich_style, no_wrap=True, end="")
+        text.append_text(format_line(line))
+        if span is not None:
+            start, end = span
+            selected = self.screen.get_component_rich_style("screen--selection")
+            text.stylize(selected, start, len(text) if end == -1 else end)
+        strip = Strip(list(text.render(self.app.console)), self._widths[index])
+        if span is None:
             self._strips[line.id] = strip
         return strip
 
@@ -458,11 +468,24 @@ class LogPane(ScrollView, can_focus=True):
             return Strip.blank(width, style)
         index, piece = self._locate(visual)
         strip = self._record_strip(index)
+        # Offsets tell text selection which record and column is under the mouse.
         if self.wrap:
             wrap_width = self._wrap_width or width
             start = piece * wrap_width
-            return strip.crop(start, start + wrap_width).extend_cell_length(width, style)
-        return strip.crop_extend(scroll_x, scroll_x + width, style)
+            strip = strip.crop(start, start + wrap_width).apply_offsets(start, index)
+            return strip.extend_cell_length(width, style)
+        strip = strip.crop(scroll_x, scroll_x + width).apply_offsets(scroll_x, index)
+        return strip.extend_cell_length(width, style)
+
+    # ------------------------------------------------------------------ text selection
+
+    def get_selection(self, selection: Selection) -> tuple[str, str] | None:
+        """Selected text, one record per line, as displayed (so it can be copied)."""
+        text = "\n".join(format_line(line).plain for line in self._lines)
+        return selection.extract(text), "\n"
+
+    def selection_updated(self, selection: Selection | None) -> None:
+        self.refresh()
 
 
 __all__ = ["MAX_LINE_CHARS", "LogPane", "format_line", "line_body", "line_width"]

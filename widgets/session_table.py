@@ -110,9 +110,11 @@ def layout_columns(width: int) -> list[_Column]:
 class SessionTable(ScrollView, can_focus=True):
     """Sessions table over a window of rows; see the module docstring for the protocol.
 
-    Public state: ``total``, ``offset`` (first loaded row), ``rows`` (the loaded window),
+    Public state: ``total``, ``window_offset`` (first loaded row), ``rows`` (the loaded window),
     ``cursor_index``, ``selected_id``, ``wanted_window``, ``empty_text``.
     """
+
+    ALLOW_SELECT = False  # a click selects a row, not text (as in DataTable)
 
     WindowRequested = messages.WindowRequested
     SessionHighlighted = messages.SessionHighlighted
@@ -199,8 +201,8 @@ class SessionTable(ScrollView, can_focus=True):
         return self._total
 
     @property
-    def offset(self) -> int:
-        """Index of the first loaded row."""
+    def window_offset(self) -> int:
+        """Index of the first loaded row (``Widget.offset`` is Textual's, a screen offset)."""
         return self._offset
 
     @property

@@ -42,7 +42,7 @@ class StageRowView(Vertical):
         self._stage = stage
         self._clock = clock
         self._shown: StageRow | None = None
-        self._name = _cell("", "stage-name")
+        self._name_cell = _cell("", "stage-name")
         self._status = _cell("", "stage-status")
         self._bar = ProgressBar(total=100, show_eta=False, classes="stage-bar")
         self._attempt = _cell("", "stage-attempt")
@@ -56,7 +56,7 @@ class StageRowView(Vertical):
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="stage-line"):
-            yield self._name
+            yield self._name_cell
             yield self._status
             yield self._bar
             yield self._attempt
@@ -83,7 +83,7 @@ class StageRowView(Vertical):
     def _apply(self) -> None:
         new, old = self._stage, self._shown
         if old is None or new.name != old.name:
-            self._name.update(Text(clean(new.name), no_wrap=True, overflow="ellipsis"))
+            self._name_cell.update(Text(clean(new.name), no_wrap=True, overflow="ellipsis"))
         if old is None or (new.status, new.exit_code) != (old.status, old.exit_code):
             label = Text(clean(new.status), style=status_style(new.status), no_wrap=True)
             if new.status == "FAILED" and new.exit_code is not None:
@@ -180,6 +180,7 @@ class StageList(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield self._header
         yield self._empty
+        yield from self._views  # stages given before the list was mounted
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self._tick)
@@ -196,6 +197,10 @@ class StageList(VerticalScroll):
             return
         old_views = self._views
         self._views = [StageRowView(stage, self._clock) for stage in stages]
+        if not self.is_mounted:
+            self._empty.display = not stages
+            self._header.display = bool(stages)
+            return
         with self.app.batch_update():
             for view in old_views:
                 view.remove()

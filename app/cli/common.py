@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import time
+import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
     from app.logging import Logging
     from app.settings import Settings
+    from store import FlowSessionManager
 
 
 def error_line(message: str) -> None:
@@ -52,24 +55,49 @@ class Context:
     def session(self) -> Session:
         return self.factory()
 
+    def sessions(self, db: Session) -> FlowSessionManager:
+        """The session manager the commands use: its operations are published through a
+        :class:`FlowStatusIntegration` (whose traffic is integration.log's content)."""
+        from store import FlowSessionManager, FlowStatusIntegration
+
+        return FlowSessionManager(db, integration=FlowStatusIntegration(db))
+
 
 @contextmanager
-def open_store(*, writes: bool = True) -> Iterator[Context]:
+def open_store(*, writes: bool = True, file_logs: bool = False) -> Iterator[Context]:
     """The store and (for commands that change something) the log sinks, with every
-    failure turned into one line on stderr and exit code 1 (or 2 for usage errors)."""
+    failure turned into one line on stderr and exit code 1 (or 2 for usage errors).
+
+    A command that writes checks first that its log directory is usable, before it opens
+    (or creates) the database: a refusal then leaves everything as it was. ``file_logs``
+    gives a read-only command best-effort file logging (no store mirror, so a read stays
+    a read; an unusable log dir is then silently skipped)."""
     with translate_errors():
         from app.settings import Settings
-        from store import get_session_factory, init_db
 
         settings = Settings.from_env()
+        log = None
+        if writes:
+            from app.logging import check_log_dir
+
+            check_log_dir(settings.log_dir)
+        from store import get_session_factory, init_db
+
         engine = init_db(settings.database_url)
         factory = get_session_factory(engine)
-        log = None
         try:
-            if writes:
-                from app.logging import setup_logging
+            if writes or file_logs:
+                from app.logging import check_log_dir, setup_logging
 
-                log = setup_logging(settings.log_dir, factory)
+                if writes:
+                    log = setup_logging(settings.log_dir, factory)
+                else:
+                    try:
+                        check_log_dir(settings.log_dir)
+                    except OSError:
+                        pass
+                    else:
+                        log = setup_logging(settings.log_dir, None)
             yield Context(settings, engine, factory, log)
         finally:
             if log is not None:
@@ -79,6 +107,9 @@ def open_store(*, writes: bool = True) -> Iterator[Context]:
 
 @contextmanager
 def translate_errors() -> Iterator[None]:
+    """Turn every refusal and environment failure into one line on stderr and an exit
+    code (1, or 2 for malformed input). Anything else propagates to :func:`app.main.main`,
+    which still prints one line (never a traceback)."""
     from store.errors import StoreError, WorkflowError
 
     try:
@@ -89,11 +120,10 @@ def translate_errors() -> Iterator[None]:
         raise fail(str(exc), exc.exit_code) from None
     except WorkflowError as exc:
         raise fail(str(exc), 1) from None
-    except PermissionError as exc:
-        raise fail(f"cannot write {exc.filename}: permission denied", 1) from None
+    except BrokenPipeError:
+        raise
     except OSError as exc:
-        where = f" {exc.filename}" if exc.filename else ""
-        raise fail(f"cannot access{where}: {exc.strerror or exc}", 1) from None
+        raise fail(os_error_message(exc), 1) from None
     except Exception as exc:
         from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -102,6 +132,22 @@ def translate_errors() -> Iterator[None]:
 
             raise fail(unavailable_message(exc, resolve_database_url()), 1) from None
         raise
+
+
+def os_error_message(exc: OSError, path: object = None) -> str:
+    """'cannot write PATH: permission denied' and the like, for a file we failed to use."""
+    import errno
+
+    where = exc.filename if exc.filename is not None else path
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        what = "permission denied"
+    elif exc.errno == errno.EROFS:
+        what = "read-only file system"
+    elif exc.errno is not None:
+        what = os.strerror(exc.errno).lower()
+    else:
+        what = str(exc)
+    return f"cannot write {where}: {what}" if where is not None else f"cannot write: {what}"
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -113,12 +159,15 @@ _STATUS_COLORS = {
     "COMPLETED": "36",
     "FAILED": "31",
 }
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def use_color() -> bool:
+    """Colour only on a terminal, and never with NO_COLOR set (no-color.org: any non-empty
+    value) or TERM=dumb."""
     return (
         sys.stdout.isatty()
-        and "NO_COLOR" not in os.environ
+        and not os.environ.get("NO_COLOR")
         and os.environ.get("TERM", "") != "dumb"
     )
 
@@ -136,18 +185,69 @@ def print_json(document: Any) -> None:
 
 
 def terminal_width() -> int | None:
-    """Width to fit tables into, or None when stdout is not a terminal (no truncation,
-    so `grep` sees whole names)."""
+    """Width to fit human output into: the terminal's (``COLUMNS`` wins, as everywhere),
+    or ``COLUMNS`` when stdout is not a terminal; None means no limit (a pipe without
+    ``COLUMNS``), so `grep` sees whole names."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return max(int(columns), 20)
     if not sys.stdout.isatty():
-        columns = os.environ.get("COLUMNS")
-        return int(columns) if columns and columns.isdigit() else None
-    return shutil.get_terminal_size((100, 24)).columns
+        return None
+    return max(shutil.get_terminal_size((100, 24)).columns, 20)
+
+
+def char_width(char: str) -> int:
+    """Terminal cells taken by one character: 2 for East Asian wide/fullwidth, 0 for
+    combining marks, else 1."""
+    if char < "\u0300":
+        return 1
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def cell_width(text: str) -> int:
+    """Terminal cells taken by ``text`` (colour codes take none)."""
+    if "\x1b" in text:
+        text = _SGR.sub("", text)
+    if text.isascii():
+        return len(text)
+    return sum(char_width(c) for c in text)
 
 
 def shorten(text: str, width: int) -> str:
+    """``text`` cut to ``width`` cells, with an ellipsis when cut."""
     if width <= 0:
         return ""
-    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+    if cell_width(text) <= width:
+        return text
+    out, used = [], 0
+    for char in text:
+        w = char_width(char)
+        if used + w > width - 1:
+            break
+        out.append(char)
+        used += w
+    return "".join(out) + "…"
+
+
+def pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - cell_width(text))
+
+
+def fit(line: str, width: int | None = None) -> str:
+    """One output line cut to the terminal width (colour dropped if it must be cut)."""
+    width = terminal_width() if width is None else width
+    if width is None or cell_width(line) <= width:
+        return line
+    return shorten(_SGR.sub("", line), width)
+
+
+def echo(*texts: str) -> None:
+    """Print human output, every line fitted to the terminal width."""
+    width = terminal_width()
+    lines = [line for text in texts for line in (text.split("\n") if text else [""])]
+    sys.stdout.write("".join(fit(line, width) + "\n" for line in lines))
 
 
 def render_table(
@@ -157,41 +257,47 @@ def render_table(
     flexible: int = 1,
     drop_order: Sequence[int] = (),
     status_column: int | None = None,
+    width: int | None = None,
 ) -> str:
     """A plain table fitted to the terminal: low-priority columns (``drop_order``) are
-    dropped first, then the ``flexible`` column (usually the name) is shortened."""
+    dropped first, then the ``flexible`` column (usually the name) is shortened, and as a
+    last resort every line is cut to the width. Cells are cleaned of control sequences."""
     from store.text import clean_text
 
     cells = [[clean_text(c) for c in row] for row in rows]
     keep = list(range(len(headers)))
-    width = terminal_width()
+    width = terminal_width() if width is None else width
 
     def widths() -> list[int]:
-        return [max([len(headers[i])] + [len(r[i]) for r in cells]) for i in keep]
+        return [max([cell_width(headers[i])] + [cell_width(r[i]) for r in cells]) for i in keep]
+
+    def total(ws: list[int]) -> int:
+        return sum(ws) + 2 * (len(ws) - 1)
 
     if width is not None:
         for col in drop_order:
-            if sum(widths()) + 2 * (len(keep) - 1) <= width:
+            if total(widths()) <= width:
                 break
             if col in keep and col != flexible:
                 keep.remove(col)
     col_widths = widths()
     if width is not None:
-        overflow = sum(col_widths) + 2 * (len(keep) - 1) - width
+        overflow = total(col_widths) - width
         if overflow > 0 and flexible in keep:
             idx = keep.index(flexible)
-            col_widths[idx] = max(8, col_widths[idx] - overflow)
+            col_widths[idx] = max(min(8, col_widths[idx]), col_widths[idx] - overflow)
     lines = []
-    header = "  ".join(shorten(headers[i], w).ljust(w) for i, w in zip(keep, col_widths))
-    lines.append(header.rstrip())
+    pairs = list(zip(keep, col_widths, strict=True))
+    header = "  ".join(pad(shorten(headers[i], w), w) for i, w in pairs)
+    lines.append(fit(header.rstrip(), width))
     for row in cells:
         parts = []
-        for i, w in zip(keep, col_widths):
-            text = shorten(row[i], w).ljust(w)
+        for i, w in pairs:
+            text = pad(shorten(row[i], w), w)
             if i == status_column:
                 text = paint(text, row[i].split()[0] if row[i] else "")
             parts.append(text)
-        lines.append("  ".join(parts).rstrip())
+        lines.append(fit("  ".join(parts).rstrip(), width))
     return "\n".join(lines)
 
 
@@ -213,7 +319,11 @@ def age(ts: float | None) -> str:
 
 
 def progress_text(value: float, width: int = 10) -> str:
-    filled = int(round(value / 100 * width))
+    """A bar and a percentage; ``width=0`` gives the percentage alone (narrow terminals)."""
+    value = max(0.0, min(100.0, float(value or 0.0)))
+    if width <= 0:
+        return f"{value:5.1f}%"
+    filled = round(value / 100 * width)
     return f"{'█' * filled}{'░' * (width - filled)} {value:5.1f}%"
 
 
@@ -222,19 +332,23 @@ def parse_meta(pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise typer.BadParameter(
-                f"--meta expects KEY=VALUE, got {pair!r}", param_hint="--meta"
-            )
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--meta")
         meta[key.strip()] = value
     return meta
 
 
 def confirm(question: str) -> bool:
-    """Ask on a terminal; without one there is nobody to ask, so the answer is no."""
+    """Ask on a terminal (the question goes to stderr, so stdout stays clean); without
+    a terminal there is nobody to ask, so the answer is no."""
     if not sys.stdin.isatty():
         return False
+    from store.text import clean_text
+
+    sys.stderr.write(f"{clean_text(question)} [y/N] ")
+    sys.stderr.flush()
     try:
-        answer = input(f"{question} [y/N] ")
-    except EOFError:
+        answer = sys.stdin.readline()
+    except (EOFError, KeyboardInterrupt):
+        sys.stderr.write("\n")
         return False
     return answer.strip().lower() in ("y", "yes")

@@ -1,16 +1,31 @@
 """`vc flow session …`: the headless twin of the dashboard. Each command resolves the id,
-calls one manager method and prints one line (or the JSON document of DESIGN §8)."""
+calls one manager method and prints one line (or the JSON document of DESIGN §8).
+
+Decisions the design leaves open, written down here:
+
+- `resume` starts a runner only when the session goes back to ACTIVE without a live one
+  (an orphan, or a session paused before its runner died). A session paused before it ever
+  started goes back to PENDING and stays there, as before the pause.
+- `retry` only resets the session to PENDING (the state table of DESIGN §5); it prints how
+  to run it again (`vc flow run WORKFLOW --session ID`), it does not start a runner itself.
+- `delete` asks on a terminal; `--yes` skips the question, `--force` also aborts a session
+  that a live runner is running. Without a terminal it refuses (exit 1) and changes nothing.
+- `logs` prints whole lines even on a narrow terminal (the terminal wraps them); tables are
+  fitted to the width instead.
+"""
 
 from __future__ import annotations
 
+import sys
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from app.cli.common import (
     age,
     confirm,
+    echo,
     error_line,
     fail,
     open_store,
@@ -19,14 +34,21 @@ from app.cli.common import (
     print_json,
     progress_text,
     render_table,
+    terminal_width,
+    use_color,
 )
+
+if TYPE_CHECKING:
+    from store.queries import LogView
 
 app = typer.Typer(
     help="Create, inspect and control sessions.", no_args_is_help=True, rich_markup_mode=None
 )
 
 STATUSES = ("PENDING", "ACTIVE", "PAUSED", "COMPLETED", "FAILED")
-IdArg = Annotated[str, typer.Argument(help="Session id or a unique prefix (4+ characters).")]
+IdArg = Annotated[
+    str, typer.Argument(metavar="ID", help="Session id or a unique prefix (4+ characters).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
@@ -46,11 +68,12 @@ def status_label(status: str, orphaned: bool) -> str:
 @app.command("list")
 def list_cmd(
     status: Annotated[
-        str | None, typer.Option("--status", "-s", help="Only this status.",
-                                 callback=_status_option)
+        str | None,
+        typer.Option("--status", "-s", help="Only this status.", callback=_status_option),
     ] = None,
-    workflow: Annotated[str | None, typer.Option("--workflow", "-w", help="Only this workflow.")]
-    = None,
+    workflow: Annotated[
+        str | None, typer.Option("--workflow", "-w", help="Only this workflow.")
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N sessions.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
@@ -65,45 +88,49 @@ def list_cmd(
             return
         total = count_sessions(session, filt) if len(views) == limit else len(views)
     if not views:
-        print("no sessions yet: create one with 'vc flow session create WORKFLOW' "
-              "or 'vc flow run WORKFLOW'" if total == 0 and not (status or workflow)
-              else "no sessions match")
+        echo(
+            "no sessions yet: create one with 'vc flow session create WORKFLOW' "
+            "or 'vc flow run WORKFLOW'"
+            if total == 0 and not (status or workflow)
+            else "no sessions match"
+        )
         return
+    width = terminal_width()
+    bar = 0 if width is not None and width < 80 else 10
     rows = [
         [
             v.id[:8],
             v.name,
             v.workflow_id,
             status_label(v.status, v.orphaned),
-            progress_text(v.progress),
+            progress_text(v.progress, bar),
             v.current_stage or "-",
             v.runner_host or "-",
             age(v.created_at),
         ]
         for v in views
     ]
-    print(
-        render_table(
-            ["ID", "NAME", "WORKFLOW", "STATUS", "PROGRESS", "STAGE", "HOST", "AGE"],
-            rows,
-            flexible=1,
-            drop_order=(6, 2, 5, 7),
-            status_column=3,
-        )
+    table = render_table(
+        ["ID", "NAME", "WORKFLOW", "STATUS", "PROGRESS", "STAGE", "HOST", "AGE"],
+        rows,
+        flexible=1,
+        drop_order=(6, 2, 5, 7),
+        status_column=3,
+        width=width,
     )
+    echo(table)
     if total > len(views):
-        print(f"({len(views)} of {total} sessions; --limit N shows more)")
+        echo(f"({len(views)} of {total} sessions; --limit N shows more)")
 
 
 @app.command("show")
 def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
     """Show one session: state, stages, runner and history."""
-    from store import FlowSessionManager
     from store.queries import get_session_view, list_events
     from store.text import clean_text
 
     with open_store(writes=False) as ctx, ctx.session() as session:
-        sid = FlowSessionManager(session).resolve_session_id(session_id)
+        sid = ctx.sessions(session).resolve_session_id(session_id)
         view = get_session_view(session, sid)
         if view is None:
             raise fail(f"no session matches {session_id!r}")
@@ -113,6 +140,8 @@ def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
         doc["events"] = [e.to_json() for e in events]
         print_json(doc)
         return
+    width = terminal_width()
+    bar = 0 if width is not None and width < 60 else 10
     runner = (
         f"pid {view.runner_pid} on {view.runner_host}, heartbeat {age(view.heartbeat_at)} ago"
         if view.runner_pid is not None
@@ -133,50 +162,49 @@ def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
     if view.metadata:
         meta = ", ".join(f"{k}={v}" for k, v in view.metadata.items())
         lines.append(f"metadata:  {clean_text(meta)}")
-    print("\n".join(lines))
-    print()
-    print(
-        render_table(
-            ["STAGE", "STATUS", "PROGRESS", "ATTEMPT", "EXIT", "ERROR"],
+    stages = render_table(
+        ["STAGE", "STATUS", "PROGRESS", "ATTEMPT", "EXIT", "ERROR"],
+        [
             [
-                [
-                    s.name,
-                    s.status,
-                    progress_text(100.0 if s.status == "COMPLETED" else s.progress),
-                    str(s.attempt),
-                    "-" if s.exit_code is None else str(s.exit_code),
-                    s.error or "",
-                ]
-                for s in view.stages
-            ],
-            flexible=5,
-            status_column=1,
-        )
+                s.name,
+                s.status,
+                progress_text(100.0 if s.status == "COMPLETED" else s.progress, bar),
+                str(s.attempt),
+                "-" if s.exit_code is None else str(s.exit_code),
+                s.error or "",
+            ]
+            for s in view.stages
+        ],
+        flexible=5,
+        drop_order=(5, 4, 3),
+        status_column=1,
+        width=width,
     )
-    print()
-    print(
-        render_table(
-            ["WHEN", "OP", "FROM", "TO", "BY", "REASON"],
+    history = render_table(
+        ["WHEN", "OP", "FROM", "TO", "BY", "REASON"],
+        [
             [
-                [
-                    time.strftime("%H:%M:%S", time.localtime(e.at)),
-                    e.op + (f" {e.stage}" if e.stage else ""),
-                    e.from_status or "-",
-                    e.to_status or "-",
-                    f"{e.actor}@{e.host}:{e.pid}",
-                    e.reason or "",
-                ]
-                for e in events[-15:]
-            ],
-            flexible=5,
-            drop_order=(4,),
-        )
+                time.strftime("%H:%M:%S", time.localtime(e.at)),
+                e.op + (f" {e.stage}" if e.stage else ""),
+                e.from_status or "-",
+                e.to_status or "-",
+                f"{e.actor}@{e.host}:{e.pid}",
+                e.reason or "",
+            ]
+            for e in events[-15:]
+        ],
+        flexible=5,
+        drop_order=(4, 5, 2),
+        width=width,
     )
+    echo(*lines, "", stages, "", history)
 
 
 @app.command("create")
 def create_cmd(
-    workflow_id: Annotated[str, typer.Argument(help="Workflow id (see 'vc flow list').")],
+    workflow_id: Annotated[
+        str, typer.Argument(metavar="WORKFLOW_ID", help="Workflow id (see 'vc flow list').")
+    ],
     name: Annotated[str | None, typer.Option("--name", help="A name for the session.")] = None,
     meta: Annotated[
         list[str] | None, typer.Option("--meta", help="KEY=VALUE metadata (repeatable).")
@@ -184,14 +212,15 @@ def create_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a PENDING session of a workflow (run it with 'vc flow run --session')."""
-    from store import FlowSessionManager
     from store.queries import get_session_view
-    from store.workflows import find_workflow
 
+    check_workflow_id(workflow_id)
     metadata = parse_meta(meta or [])
     with open_store() as ctx, ctx.session() as session:
+        from store.workflows import find_workflow
+
         definition = find_workflow(ctx.settings.workflows_dir, workflow_id)
-        created = FlowSessionManager(session).create_session(
+        created = ctx.sessions(session).create_session(
             workflow_id=definition.id, name=name, metadata=metadata, definition=definition
         )
         view = get_session_view(session, created.id)
@@ -202,20 +231,34 @@ def create_cmd(
         print(created.id)
 
 
-def _operation(op: str, session_id: str, **kwargs: object) -> None:
-    from store import FlowSessionManager
+def check_workflow_id(workflow_id: str) -> None:
+    """A workflow id that could never name a file (a path, control characters …) is a usage
+    error (exit 2); an unknown but well-formed one is a refusal (exit 1) found later."""
+    from store.workflows import WorkflowError, validate_identifier
+
+    try:
+        validate_identifier(workflow_id, "workflow id")
+    except WorkflowError as exc:
+        raise fail(str(exc), 2) from None
+
+
+def _operation(op: str, session_id: str) -> None:
     from store.text import clean_text
 
     with open_store() as ctx, ctx.session() as session:
-        manager = FlowSessionManager(session)
-        change = getattr(manager, op)(session_id, **kwargs)
-        name = manager.get_session(change.session_id).name
+        manager = ctx.sessions(session)
+        change = getattr(manager, op)(session_id)
+        obj = manager.get_session(change.session_id)
+        name, workflow_id = obj.name, obj.workflow_id
         extra = ""
-        if op in ("resume", "retry"):
+        if op == "resume" and change.to_status == "ACTIVE":
             from app.runner.launch import ensure_runner
 
             extra = ensure_runner(ctx, change.session_id)
-    print(f"{change.to_status}: {change.session_id[:12]} ({clean_text(name)}){extra}")
+    short = change.session_id[:12]
+    print(f"{change.to_status}: {short} ({clean_text(name)}){extra}")
+    if op == "retry":
+        print(f"run it again with 'vc flow run {workflow_id} --session {short}'")
 
 
 @app.command("pause")
@@ -226,7 +269,7 @@ def pause_cmd(session_id: IdArg) -> None:
 
 @app.command("resume")
 def resume_cmd(session_id: IdArg) -> None:
-    """Resume a paused session (starts a runner if it has none)."""
+    """Resume a paused session (starts a runner if a started session has none)."""
     _operation("resume", session_id)
 
 
@@ -248,28 +291,29 @@ def delete_cmd(
     force: Annotated[
         bool, typer.Option("--force", help="Abort a running session first; do not ask.")
     ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-    = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")
+    ] = False,
 ) -> None:
     """Delete a session with its stages, events and logs (asks first on a terminal)."""
-    from store import FlowSessionManager
     from store.text import clean_text
 
     with open_store() as ctx, ctx.session() as session:
-        manager = FlowSessionManager(session)
+        manager = ctx.sessions(session)
         sid = manager.resolve_session_id(session_id)
         obj = manager.get_session(sid)
-        name = obj.name
-        if not (force or yes):
-            session.rollback()
-            if not confirm(f"delete session {sid[:12]} ({clean_text(name)})?"):
-                raise fail(
-                    f"not deleted: session {sid[:12]} needs confirmation "
-                    "(answer y on a terminal, or pass --yes)"
-                )
-        manager.delete(sid, force=force)
+        name, status = obj.name, obj.status
+        session.rollback()  # hold no transaction while a human thinks
+        if not (force or yes) and not confirm(
+            f"delete session {sid[:12]} ({clean_text(name)}, {status})?"
+        ):
+            raise fail(
+                f"not deleted: session {sid[:12]} needs confirmation "
+                "(answer y on a terminal, or pass --yes or --force)"
+            )
         assert ctx.logging is not None
-        ctx.logging.files.remove_session(sid)
+        with ctx.logging.deleting(sid):
+            manager.delete(sid, force=force)
     print(f"deleted: {sid[:12]} ({clean_text(name)})")
 
 
@@ -277,27 +321,38 @@ def delete_cmd(
 def logs_cmd(
     session_id: IdArg,
     level: Annotated[
-        str | None, typer.Option("--level", "-l", help="Minimum level: DEBUG INFO WARNING ERROR.")
+        str | None,
+        typer.Option("--level", "-l", help="Minimum level: DEBUG INFO WARNING ERROR."),
     ] = None,
     follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new lines until the session ends.")
+        bool,
+        typer.Option("--follow", "-f", help="Keep printing new lines until the session ends."),
     ] = False,
     stage: Annotated[str | None, typer.Option("--stage", help="Only this stage's lines.")] = None,
-    tail: Annotated[int, typer.Option("--tail", "-n", min=1, help="Start with the last N lines.")]
-    = 200,
+    tail: Annotated[
+        int, typer.Option("--tail", "-n", min=1, help="Start with the last N lines.")
+    ] = 200,
 ) -> None:
     """Print a session's log from the store (works from any host sharing the database)."""
-    from store import FlowSessionManager
     from store.queries import LEVELS, get_session_view, read_logs
 
     if level is not None and level.upper() not in LEVELS:
         raise fail(f"invalid --level {level!r}: use one of {', '.join(LEVELS)}", 2)
     min_level = level.upper() if level else None
-    color = paint("x", "FAILED") != "x"
+    color = use_color()
     with open_store(writes=False) as ctx, ctx.session() as session:
-        sid = FlowSessionManager(session).resolve_session_id(session_id)
-        records = read_logs(session, sid, min_level=min_level, stage=stage, limit=tail,
-                            newest=True)
+        sid = ctx.sessions(session).resolve_session_id(session_id)
+        if stage is not None:
+            view = get_session_view(session, sid)
+            names = [s.name for s in view.stages] if view is not None else []
+            if stage not in names:
+                raise fail(
+                    f"session {sid[:12]} has no stage {stage!r}; "
+                    f"stages: {', '.join(names) or '(none)'}"
+                )
+        records = read_logs(
+            session, sid, min_level=min_level, stage=stage, limit=tail, newest=True
+        )
         _print_logs(records, color)
         last_id = records[-1].id if records else 0
         if not follow:
@@ -306,8 +361,10 @@ def logs_cmd(
             idle_after_end = 0
             while True:
                 session.commit()
-                records = read_logs(session, sid, after_id=last_id, min_level=min_level,
-                                    stage=stage, limit=5000)
+                records = read_logs(
+                    session, sid, after_id=last_id, min_level=min_level, stage=stage,
+                    limit=5000,
+                )
                 if records:
                     _print_logs(records, color)
                     last_id = records[-1].id
@@ -328,9 +385,7 @@ def logs_cmd(
 _LEVEL_COLORS = {"DEBUG": "2", "WARNING": "33", "ERROR": "31"}
 
 
-def _print_logs(records: list, color: bool) -> None:  # type: ignore[type-arg]
-    import sys
-
+def _print_logs(records: list[LogView] | Any, color: bool) -> None:
     from store.text import clean_text
 
     out = []

@@ -24,7 +24,8 @@ class LaunchError(Exception):
 def spawn_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) -> int:
     """Start `python -m app.runner SESSION_ID` detached; return its pid once it owns the
     session."""
-    from store.queries import get_session_view
+    from store.identity import local_host
+    from store.queries import get_session_view, runner_claimed
 
     log_path = ctx.logging.files.session_path(session_id) if ctx.logging else os.devnull
     if ctx.logging:
@@ -59,6 +60,8 @@ def spawn_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) ->
             view = get_session_view(db, session_id)
             if view is not None and view.runner_pid == child.pid:
                 return child.pid
+            if runner_claimed(db, session_id, local_host(), child.pid):
+                return child.pid  # it claimed the session and is done already
             if code is not None:
                 raise LaunchError(_child_error(log_path, code))
             time.sleep(0.05)

@@ -217,3 +217,40 @@ async def test_wrap_and_a_one_megabyte_line() -> None:
         await pilot.pause()
         first = widget_lines(pane)[0]
         assert first.rstrip().endswith("short")
+
+
+async def test_wrap_toggle_keeps_the_record_being_read() -> None:
+    app = LogApp()
+    async with app.run_test(size=(60, 12)) as pilot:
+        pane = app.query_one(LogPane)
+        pane.append([log_line(i, f"record {i} " + "w" * (i % 3) * 40) for i in range(1, 61)])
+        await pilot.pause()
+        pane.scroll_to(y=20, animate=False)
+        await pilot.pause()
+        assert not pane.follow
+        assert "record 21 " in widget_lines(pane)[0]
+        pane.wrap = True
+        await pilot.pause()
+        assert pane.visual_line_count > pane.line_count
+        assert "record 21 " in widget_lines(pane)[0]
+        assert not pane.follow
+        pane.wrap = False
+        await pilot.pause()
+        assert "record 21 " in widget_lines(pane)[0]
+
+
+async def test_text_selection_copies_records_as_displayed() -> None:
+    from textual.selection import Selection
+
+    app = LogApp()
+    async with app.run_test(size=(80, 10)) as pilot:
+        pane = app.query_one(LogPane)
+        pane.append([log_line(1, "[b]first[/b]"), log_line(2, "second", level="ERROR")])
+        await pilot.pause()
+        app.screen.selections = {pane: Selection(None, None)}
+        await pilot.pause()
+        selected, ending = pane.get_selection(Selection(None, None))
+        assert ending == "\n"
+        assert selected.splitlines()[0].endswith("INFO    [build] [b]first[/b]")
+        assert selected.splitlines()[1].endswith("ERROR   [build] second")
+        assert widget_lines(pane)[1].rstrip().endswith("second")

@@ -296,3 +296,47 @@ async def test_empty_state_shows_owner_text() -> None:
         await pilot.pause()
         assert table.selected_id == session_row(0).id
         assert app.highlights[-1] == session_row(0).id
+
+
+async def test_status_colours_and_highlight_burst() -> None:
+    app = TableApp()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        table = app.query_one(SessionTable)
+
+        def style_of(y: int, needle: str):
+            for segment in table.render_line(y):
+                if needle in segment.text:
+                    return segment.style
+            raise AssertionError(needle)
+
+        assert style_of(2, "ACTIVE").color.name == "green"
+        assert style_of(5, "FAILED").color.name == "red"
+        assert style_of(3, "PAUSED").color.name == "yellow"
+        table.focus()
+        await pilot.press(*["down"] * 40)
+        await pilot.pause()
+        assert table.cursor_index == 40
+        assert app.highlights[-1] == session_row(40).id
+        assert len(app.highlights) <= 41
+
+
+def test_widgets_import_nothing_of_ours() -> None:
+    """DESIGN §3: widgets depend on nothing but plain data (no store, no app)."""
+    import ast
+    from pathlib import Path
+
+    import widgets
+
+    package = Path(widgets.__file__).parent
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] not in ("store", "app"), (path.name, name)

@@ -1,0 +1,155 @@
+"""Store work of the dashboard: plain functions run in worker threads, returning the plain
+data the widgets take. Nothing here touches Textual; nothing in the widgets touches the store.
+Every text that users or stages wrote is cleaned of control sequences here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from store.queries import (
+    LogView,
+    SessionFilter,
+    SessionView,
+    count_sessions,
+    get_session_view,
+    list_events,
+    list_sessions,
+    read_logs,
+    status_counts,
+)
+from store.text import clean_text
+from widgets.data import LogLine, SessionRow, StageRow, StatusCounts
+
+LOG_PAGE = 500
+
+
+@dataclass(frozen=True)
+class Window:
+    offset: int
+    rows: list[SessionRow]
+    total: int
+    counts: StatusCounts
+
+
+@dataclass(frozen=True)
+class Detail:
+    session_id: str
+    stages: list[StageRow]
+    status: str
+    reason: str | None
+
+
+def session_row(view: SessionView) -> SessionRow:
+    return SessionRow(
+        id=view.id,
+        name=clean_text(view.name),
+        workflow_id=clean_text(view.workflow_id),
+        status=view.status,
+        reason=clean_text(view.reason) if view.reason else None,
+        orphaned=view.orphaned,
+        progress=view.progress,
+        current_stage=clean_text(view.current_stage) if view.current_stage else None,
+        host=clean_text(view.runner_host) if view.runner_host else None,
+        created_at=view.created_at,
+        updated_at=view.updated_at,
+        finished_at=view.finished_at,
+        started_at=view.started_at,
+    )
+
+
+def log_line(record: LogView) -> LogLine:
+    return LogLine(
+        id=record.id,
+        at=record.at,
+        level=record.level,
+        stage=clean_text(record.stage) if record.stage else None,
+        text=clean_text(record.text),
+    )
+
+
+def load_window(db: Any, filt: SessionFilter, offset: int, limit: int) -> Window:
+    """One windowed page of sessions plus the total and per-status counts."""
+    total = count_sessions(db, filt)
+    offset = max(0, min(offset, max(total - 1, 0)))
+    views = list_sessions(db, filt, limit=limit, offset=offset)
+    counts = status_counts(db)
+    db.commit()
+    return Window(offset, [session_row(v) for v in views], total,
+                  StatusCounts(counts, sum(counts.values())))
+
+
+def load_detail(db: Any, session_id: str) -> Detail | None:
+    view = get_session_view(db, session_id)
+    db.commit()
+    if view is None:
+        return None
+    stages = [
+        StageRow(
+            name=clean_text(s.name),
+            status=s.status,
+            progress=100.0 if s.status == "COMPLETED" else s.progress,
+            attempt=s.attempt,
+            exit_code=s.exit_code,
+            started_at=s.started_at,
+            finished_at=s.finished_at,
+            error=clean_text(s.error) if s.error else None,
+        )
+        for s in view.stages
+    ]
+    return Detail(session_id, stages, view.status, view.reason)
+
+
+def load_new_logs(db: Any, session_id: str, after_id: int | None) -> list[LogLine]:
+    """The tail on first load (after_id None), then everything newer than after_id."""
+    if after_id is None:
+        records = read_logs(db, session_id, limit=LOG_PAGE, newest=True)
+    else:
+        records = read_logs(db, session_id, after_id=after_id, limit=5 * LOG_PAGE)
+    db.commit()
+    return [log_line(r) for r in records]
+
+
+def load_older_logs(db: Any, session_id: str, before_id: int) -> list[LogLine]:
+    records = read_logs(db, session_id, before_id=before_id, limit=LOG_PAGE, newest=True)
+    db.commit()
+    return [log_line(r) for r in records]
+
+
+def details_text(db: Any, session_id: str) -> str | None:
+    """The details screen: metadata, the definition snapshot and the event history."""
+    import json
+
+    view = get_session_view(db, session_id)
+    if view is None:
+        return None
+    events = list_events(db, session_id)
+    db.commit()
+    doc = view.to_json()
+    lines = [
+        f"id        {view.id}",
+        f"name      {clean_text(view.name)}",
+        f"workflow  {clean_text(view.workflow_id)}",
+        f"status    {view.status}" + (" (orphaned)" if view.orphaned else "")
+        + (f"  reason: {clean_text(view.reason)}" if view.reason else ""),
+        f"progress  {doc['progress']}%",
+        f"created   {doc['created_at']}",
+        f"runner    {json.dumps(doc['runner'])}",
+        "",
+        "metadata",
+    ]
+    lines += [f"  {clean_text(k)} = {clean_text(v)}" for k, v in view.metadata.items()] or [
+        "  (none)"]
+    lines += ["", "definition (snapshot taken at creation)"]
+    snapshot = json.dumps(view.definition or {}, indent=2, ensure_ascii=False)
+    lines += ["  " + clean_text(line) for line in snapshot.splitlines()]
+    lines += ["", "events"]
+    for e in events:
+        stage = f" {clean_text(e.stage)}" if e.stage else ""
+        reason = f"  ({clean_text(e.reason)})" if e.reason else ""
+        lines.append(
+            f"  {e.to_json()['at']}  {e.op}{stage}  {e.from_status or '-'} -> "
+            f"{e.to_status or '-'}  by {clean_text(e.actor)}@{clean_text(e.host)}:{e.pid}"
+            f"{reason}"
+        )
+    return "\n".join(lines)
