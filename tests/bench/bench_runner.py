@@ -1,0 +1,198 @@
+"""Runner benchmarks (issue: the runner). Each prints a ratio against a floor measured in
+the same run; none fails on speed.
+
+* pause latency: from `vc flow session pause` returning to the stage process being stopped
+  (state T in /proc), p95 over K pauses; target p95 < 300 ms on SQLite;
+* logging: a stage writing 1,000,000 short lines, its run time under the runner (the
+  stage's own start -> exit as recorded) against the same command with output redirected to
+  a file (target <= 1.5x); and the rate at which all lines reach the store (target >=
+  200,000 lines/s);
+* overhead: 50 stages of `true`, the session's start -> completion against a shell script
+  running the same 50 commands (`bash -c true` each) (target <= 2x).
+
+Run: `python -m tests.bench.bench_runner [--small]`.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from tests.bench.common import report
+
+VC = [sys.executable, "-m", "app.main"]
+
+
+def _workspace(workflows: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    ws = Path(tempfile.mkdtemp(prefix="vc-bench-"))
+    (ws / "workflows").mkdir()
+    for name, text in workflows.items():
+        (ws / "workflows" / f"{name}.yaml").write_text(textwrap.dedent(text).lstrip())
+    env = {**os.environ, "VC_HOME": str(ws), "NO_COLOR": "1"}
+    for var in ("VC_DATABASE_URL", "VC_LOG_DIR", "VC_WORKFLOWS_DIR"):
+        env.pop(var, None)
+    return ws, env
+
+
+def _vc(env: dict[str, str], *args: str) -> str:
+    out = subprocess.run([*VC, *args], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def _factory(ws: Path):  # type: ignore[no-untyped-def]
+    from store import get_session_factory, init_db
+
+    return get_session_factory(init_db(f"sqlite:///{ws / '.vc' / 'flow.db'}"))
+
+
+def _proc_state(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3].decode()
+
+
+def _wait(predicate, timeout: float = 30.0, step: float = 0.002):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise TimeoutError("condition not reached")
+
+
+def pause_latency(pauses: int) -> tuple[list[float], list[float]]:
+    from store import StageManager
+    from store.queries import get_session_view, list_events
+
+    ws, env = _workspace({"busy": """
+        stages:
+          - name: spin
+            run: "exec python3 -c 'while True: pass'"
+    """})
+    sid = _vc(env, "flow", "run", "busy", "--detach")
+    factory = _factory(ws)
+
+    def stage_pid() -> int | None:
+        with factory() as db:
+            view = get_session_view(db, sid)
+            if view is None or not view.stages:
+                return None
+            return StageManager(db).get_stage(view.stages[0].id).pid
+
+    pid = _wait(stage_pid)
+    latencies: list[float] = []
+    from_commit: list[float] = []
+    try:
+        for _ in range(pauses):
+            _wait(lambda: _proc_state(pid) in ("R", "S"))
+            _vc(env, "flow", "session", "pause", sid[:8])
+            returned = time.perf_counter()
+            _wait(lambda: _proc_state(pid) == "T")
+            latencies.append(time.perf_counter() - returned)
+            stopped_at = time.time()
+            with factory() as db:
+                paused_at = [e.at for e in list_events(db, sid) if e.op == "pause"][-1]
+            from_commit.append(stopped_at - paused_at)
+            _vc(env, "flow", "session", "resume", sid[:8])
+    finally:
+        subprocess.run([*VC, "flow", "session", "abort", sid[:8]], env=env, capture_output=True)
+    return latencies, from_commit
+
+
+def logging_throughput(lines: int) -> tuple[float, float, float]:
+    """(stage seconds under vc, same command redirected to a file, lines/s into the store)."""
+    from sqlalchemy import func, select
+
+    from store.models import LogRecord
+    from store.queries import get_session_view
+
+    ws, env = _workspace({"chatty": """
+        stages:
+          - name: talk
+            run: python3 gen.py
+    """})
+    (ws / "gen.py").write_text(
+        "import sys\nw = sys.stdout.write\n"
+        f"for i in range({lines}):\n    w(f'line {{i}} of the benchmark\\n')\n"
+    )
+    started = time.perf_counter()
+    subprocess.run(["bash", "-c", "python3 gen.py > out.txt"], check=True, cwd=ws)
+    floor = time.perf_counter() - started
+
+    sid = _vc(env, "flow", "run", "chatty", "--detach")
+    factory = _factory(ws)
+
+    def finished() -> tuple[float, float] | None:
+        with factory() as db:
+            view = get_session_view(db, sid)
+        if view and view.stages and view.stages[0].finished_at:
+            return view.stages[0].started_at or 0.0, view.stages[0].finished_at
+        return None
+
+    stage_started, stage_finished = _wait(finished, timeout=300, step=0.02)
+
+    def stored() -> int:
+        with factory() as db:
+            return int(db.exec(select(func.count()).select_from(LogRecord).where(  # type: ignore[call-overload]
+                LogRecord.session_id == sid, LogRecord.stage == "talk",
+                LogRecord.category == "workflow.stage.integration")).one()[0])
+
+    _wait(lambda: stored() >= lines, timeout=300, step=0.05)
+    all_stored = time.time()
+    rate = lines / (all_stored - stage_started)
+    return stage_finished - stage_started, floor, rate
+
+
+def runner_overhead(stages: int) -> tuple[float, float]:
+    from store.queries import get_session_view
+
+    body = "\n".join(f"  - name: s{i}\n    run: \"true\"" for i in range(stages))
+    ws, env = _workspace({"many": f"stages:\n{body}\n"})
+    script = ws / "many.sh"
+    script.write_text("".join("bash -c true\n" for _ in range(stages)))
+    started = time.perf_counter()
+    subprocess.run(["bash", str(script)], check=True)
+    floor = time.perf_counter() - started
+    _vc(env, "flow", "run", "many")
+    factory = _factory(ws)
+    with factory() as db:
+        view = get_session_view(db, _vc(env, "flow", "session", "list", "--json").split('"id": "')[1][:32])
+    assert view is not None and view.status == "COMPLETED"
+    return (view.finished_at or 0) - (view.started_at or 0), floor
+
+
+def main(small: bool = False) -> list[str]:
+    lines = []
+    lat, from_commit = pause_latency(5 if small else 20)
+
+    def p95(values: list[float]) -> float:
+        return statistics.quantiles(values, n=20)[-1] if len(values) >= 2 else values[0]
+
+    lines.append(report("pause latency", f"from the command returning: p50 "
+                        f"{statistics.median(lat) * 1000:.0f} ms, p95 {p95(lat) * 1000:.0f} ms; "
+                        f"from the pause commit: p50 {statistics.median(from_commit) * 1000:.0f}"
+                        f" ms, p95 {p95(from_commit) * 1000:.0f} ms; {len(lat)} pauses "
+                        "(target p95 < 300 ms)"))
+    count = 100_000 if small else 1_000_000
+    stage, floor, rate = logging_throughput(count)
+    lines.append(report("stage output", f"{count:,} lines: stage {stage:.2f} s under vc vs "
+                        f"{floor:.2f} s redirected to a file (ratio {stage / floor:.2f}, target "
+                        f"<= 1.5); all in the store at {rate:,.0f} lines/s (target >= 200,000)"))
+    n = 10 if small else 50
+    ours, floor = runner_overhead(n)
+    lines.append(report("runner overhead", f"{n} stages of `true`: {ours:.2f} s start->complete "
+                        f"vs {floor:.2f} s shell script (ratio {ours / floor:.2f}, target <= 2)"))
+    return lines
+
+
+if __name__ == "__main__":
+    main(small="--small" in sys.argv)
