@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import re
 
+from rich.console import Console
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 
 ELLIPSIS = "…"
@@ -76,3 +79,14 @@ def fit(text: Text, width: int, justify: str = "left") -> Text:
     else:
         text.pad_right(max(0, width - text.cell_len))
     return text
+
+
+def render_segments(text: Text, console: Console) -> list[Segment]:
+    """``text`` rendered to segments that all carry a style: Textual's monochrome filter
+    (active under NO_COLOR) fails on a segment whose style is None, which Rich emits for
+    unstyled text."""
+    null = Style.null()
+    return [
+        segment if segment.style is not None else Segment(segment.text, null, segment.control)
+        for segment in text.render(console)
+    ]

@@ -41,7 +41,7 @@ from textual.strip import Strip
 
 from widgets import messages
 from widgets.data import LogLine
-from widgets.formatting import clean
+from widgets.formatting import clean, render_segments
 from widgets.styles import level_style
 
 MAX_LINE_CHARS = 10_000
@@ -454,7 +454,7 @@ class LogPane(ScrollView, can_focus=True):
             start, end = span
             selected = self.screen.get_component_rich_style("screen--selection")
             text.stylize(selected, start, len(text) if end == -1 else end)
-        strip = Strip(list(text.render(self.app.console)), self._widths[index])
+        strip = Strip(render_segments(text, self.app.console), self._widths[index])
         if span is None:
             self._strips[line.id] = strip
         return strip

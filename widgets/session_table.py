@@ -39,7 +39,7 @@ from textual.strip import Strip
 
 from widgets import messages
 from widgets.data import TERMINAL_STATUSES, SessionRow
-from widgets.formatting import clean, fit, human_duration, progress_bar
+from widgets.formatting import clean, fit, human_duration, progress_bar, render_segments
 from widgets.styles import ORPHANED_STYLE, status_style
 
 ORPHANED_LONG = " ⚠orphaned"
@@ -496,8 +496,7 @@ class SessionTable(ScrollView, can_focus=True):
         return strip
 
     def _to_strip(self, text: Text, width: int, style: Style) -> Strip:
-        segments = list(text.render(self.app.console))
-        return Strip(segments).crop_extend(0, width, style)
+        return Strip(render_segments(text, self.app.console)).crop_extend(0, width, style)
 
     def _render_header(self, columns: list[_Column], width: int, base: Style) -> Strip:
         style = base + self.get_component_rich_style("session-table--header")

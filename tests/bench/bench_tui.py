@@ -1,0 +1,177 @@
+"""Dashboard benchmarks (issue: the dashboard). Ratios and figures, never a pass/fail.
+
+* first paint with 100,000 sessions against first paint with 10 (target <= 1.2x): the time
+  from starting the app (headless, Textual's test driver) to the sessions table showing
+  rows;
+* change-to-screen latency: a manager call in another process -> the new status rendered
+  in the table, p95 (target < 1 s);
+* idle CPU and resident memory of `vc flow tui` in a real terminal (tmux) with 100,000
+  sessions (targets: < 2% of a core; < 200 MB).
+
+Run: `python -m tests.bench.bench_tui [--small]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.bench.bench_store import fill_sessions
+from tests.bench.common import report
+
+
+def _use_workspace(ws: Path) -> None:
+    os.environ["VC_HOME"] = str(ws)
+    for var in ("VC_DATABASE_URL", "VC_LOG_DIR", "VC_WORKFLOWS_DIR"):
+        os.environ.pop(var, None)
+
+
+async def _first_paint(ws: Path) -> float:
+    from app.cli.common import open_store
+    from app.tui.app import FlowApp
+    from widgets.session_table import SessionTable
+
+    _use_workspace(ws)
+    started = time.perf_counter()
+    with open_store() as ctx:
+        app = FlowApp(ctx)
+        async with app.run_test(size=(140, 40)) as pilot:
+            table = app.query_one(SessionTable)
+            while not (table.loaded and table.rows):
+                await pilot.pause(0.005)
+            elapsed = time.perf_counter() - started
+    return elapsed
+
+
+def first_paint(big: int, rounds: int) -> tuple[float, float]:
+    small_ws, big_ws = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
+    fill_sessions(small_ws, 10)
+    fill_sessions(big_ws, big)
+    smalls, bigs = [], []
+    asyncio.run(_first_paint(small_ws))  # warm imports
+    for _ in range(rounds):
+        smalls.append(asyncio.run(_first_paint(small_ws)))
+        bigs.append(asyncio.run(_first_paint(big_ws)))
+    return statistics.median(bigs), statistics.median(smalls)
+
+
+_CHANGER = """
+import sys, time
+from store import FlowSessionManager, get_session_factory, init_db
+engine = init_db(sys.argv[1])
+factory = get_session_factory(engine)
+for line in sys.stdin:
+    op, sid = line.split()
+    with factory() as db:
+        getattr(FlowSessionManager(db), op)(sid)
+    print(time.time(), flush=True)
+"""
+
+
+async def _latency(ws: Path, changes: int) -> list[float]:
+    from app.cli.common import open_store
+    from app.tui.app import FlowApp
+    from store import FlowSessionManager
+    from widgets.session_table import SessionTable
+
+    _use_workspace(ws)
+    with open_store() as ctx:
+        with ctx.factory() as db:
+            sid = FlowSessionManager(db).create_session("bench", name="latency probe").id
+        changer = subprocess.Popen(
+            [sys.executable, "-c", _CHANGER, ctx.settings.database_url],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        assert changer.stdin and changer.stdout
+        app = FlowApp(ctx)
+        latencies = []
+        async with app.run_test(size=(140, 40)) as pilot:
+            table = app.query_one(SessionTable)
+
+            def status() -> str | None:
+                row = next((r for r in table.rows if r.id == sid), None)
+                return row.status if row else None
+
+            while status() is None:
+                await pilot.pause(0.01)
+            for i in range(changes):
+                op, want = ("pause", "PAUSED") if i % 2 == 0 else ("resume", "PENDING")
+                changer.stdin.write(f"{op} {sid}\n")
+                changer.stdin.flush()
+                committed = float(await asyncio.to_thread(changer.stdout.readline))
+                while status() != want:
+                    await pilot.pause(0.005)
+                latencies.append(time.time() - committed)
+        changer.stdin.close()
+        changer.wait()
+    return latencies
+
+
+def idle_cpu_and_memory(ws: Path, seconds: float) -> tuple[float, float] | None:
+    if not shutil.which("tmux"):
+        return None
+    socket = f"vc-bench-{os.getpid()}"
+    env_prefix = f"env VC_HOME={ws} NO_COLOR=1"
+    subprocess.run(["tmux", "-L", socket, "new-session", "-d", "-x", "140", "-y", "40",
+                    f"{env_prefix} {sys.executable} -m app.main flow tui"], check=True)
+    try:
+        time.sleep(4)  # start-up and first paint
+        pid = None
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    cmd = (proc / "cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if b"app.main" in cmd and b"tui" in cmd:
+                    pid = int(proc.name)
+        if pid is None:
+            return None
+
+        def cpu() -> float:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        before, started = cpu(), time.monotonic()
+        time.sleep(seconds)
+        share = (cpu() - before) / (time.monotonic() - started)
+        rss_kb = next(int(line.split()[1]) for line in
+                      Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if line.startswith("VmRSS"))
+        return share * 100, rss_kb / 1024
+    finally:
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
+
+
+def main(small: bool = False) -> list[str]:
+    lines = []
+    big = 20_000 if small else 100_000
+    b, s = first_paint(big, 2 if small else 5)
+    lines.append(report("first paint", f"{big:,} sessions {b * 1000:.0f} ms vs 10 sessions "
+                        f"{s * 1000:.0f} ms: ratio {b / s:.2f} (target <= 1.2)"))
+    ws = Path(tempfile.mkdtemp())
+    fill_sessions(ws, 10)
+    lat = asyncio.run(_latency(ws, 6 if small else 20))
+    p95 = statistics.quantiles(lat, n=20)[-1]
+    lines.append(report("change to screen", f"p50 {statistics.median(lat) * 1000:.0f} ms, "
+                        f"p95 {p95 * 1000:.0f} ms over {len(lat)} changes (target p95 < 1 s)"))
+    ws = Path(tempfile.mkdtemp())
+    fill_sessions(ws, big)
+    idle = idle_cpu_and_memory(ws, 5 if small else 15)
+    if idle is None:
+        lines.append(report("idle", "skipped: tmux not available"))
+    else:
+        lines.append(report("idle", f"{idle[0]:.2f}% of a core, RSS {idle[1]:.0f} MB with "
+                            f"{big:,} sessions (targets < 2%, < 200 MB)"))
+    return lines
+
+
+if __name__ == "__main__":
+    main(small="--small" in sys.argv)
