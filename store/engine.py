@@ -15,15 +15,16 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.orm import sessionmaker
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
 from store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from store.errors import StoreUnavailable
 
-#: Bumped with every schema change; lets an up-to-date SQLite store skip the schema check.
-SCHEMA_VERSION = 1
+#: The number of the head migration revision (store/migrations/versions/NNNN_*.py): bumped
+#: with every new revision; SQLite's ``PRAGMA user_version`` holds it once a store is there.
+SCHEMA_VERSION = 3
 DEFAULT_BUSY_TIMEOUT = 10.0
 
 
@@ -83,9 +84,12 @@ def _os_error_message(exc: OSError, path: Path | str) -> str:
     return f"cannot write {exc.filename or path}: {what}"
 
 
-def make_engine(url: str | None = None) -> Engine:
+def make_engine(url: str | None = None, *, pool_size: int | None = None) -> Engine:
     """An engine for ``url`` (default: :func:`resolve_database_url`), configured for
-    several processes sharing the store."""
+    several processes sharing the store (``pool_size``: see :func:`init_db`)."""
+    pool: dict[str, Any] = {}
+    if pool_size:
+        pool = {"pool_size": pool_size, "max_overflow": pool_size}
     url = url or resolve_database_url()
     try:
         parsed = make_url(url)
@@ -102,10 +106,11 @@ def make_engine(url: str | None = None) -> Engine:
             url,
             connect_args={"timeout": busy_timeout(), "check_same_thread": False},
             pool_reset_on_return=None,
+            **pool,
         )
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, **pool}
     if backend == "postgresql":
         kwargs["connect_args"] = {"connect_timeout": 5}
     try:
@@ -143,29 +148,49 @@ def unavailable_message(exc: BaseException, url: str) -> str:
     return f"cannot use database {describe_url(url)}: {first}"
 
 
-def init_db(url: str | None = None) -> Engine:
-    """Open the store and bring its schema to the current version."""
+def init_db(url: str | None = None, *, pool_size: int | None = None) -> Engine:
+    """Open the store and bring its schema to the current revision (DESIGN §12): an empty
+    database gets the whole schema, an older one is migrated (never dropping data), one
+    newer than this code is refused. The check costs one query when nothing is to do:
+    ``PRAGMA user_version`` on SQLite, a read of ``alembic_version`` elsewhere; Alembic is
+    imported only when there is work (see :mod:`store.migrations`). ``pool_size`` sizes the
+    connection pool for a process with many threads (``vc flow worker``)."""
     url = url or resolve_database_url()
-    engine = make_engine(url)
+    engine = make_engine(url, pool_size=pool_size)
     try:
-        with engine.connect() as conn:
-            if engine.dialect.name == "sqlite":
-                current = conn.exec_driver_sql("PRAGMA user_version").scalar()
-                if current == SCHEMA_VERSION:
-                    return engine
-                if current and current > SCHEMA_VERSION:
-                    raise StoreUnavailable(
-                        f"database {describe_url(url)} has schema {current}, newer than this "
-                        f"vc ({SCHEMA_VERSION}): upgrade vc"
-                    )
-        SQLModel.metadata.create_all(engine)
-        if engine.dialect.name == "sqlite":
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if _schema_is_current(engine, url):
+            return engine
+        from store.migrations import upgrade
+
+        upgrade(engine, url)
     except (OperationalError, DBAPIError) as exc:
         engine.dispose()
         raise StoreUnavailable(unavailable_message(exc, url)) from None
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
+
+
+def _schema_is_current(engine: Engine, url: str) -> bool:
+    """The fast path of :func:`init_db`. SQLite's ``user_version`` is the number of the
+    head revision, written by the upgrade that reached it (a store from before migrations
+    has 1 and no ``alembic_version`` table: the upgrade stamps it)."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            current = conn.exec_driver_sql("PRAGMA user_version").scalar() or 0
+            if current > SCHEMA_VERSION:
+                from store.migrations import newer_message
+
+                raise StoreUnavailable(newer_message(url, f"{current:04d}"))
+            return bool(current == SCHEMA_VERSION)
+        try:
+            revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        except ProgrammingError:  # no alembic_version table yet: empty or unversioned
+            conn.rollback()
+            return False
+        conn.rollback()
+        return revision == f"{SCHEMA_VERSION:04d}"
 
 
 def get_session_factory(engine: Engine) -> sessionmaker[Session]:

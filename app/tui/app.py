@@ -3,28 +3,43 @@
 One screen, three regions: the sessions table on top, the selected session's stages on the
 left and its log on the right; a header with counts per status and a footer with the keys.
 
-Rules this module keeps:
-* the event loop never waits on the store: every read and write runs in a thread worker and
-  hands plain data back with ``call_from_thread``;
-* polling is cheap: every POLL_INTERVAL a worker asks the store's ChangeWatcher whether
-  anything was committed, and only then re-reads the visible window, the selected session
-  and its new log lines;
-* every operation is one manager call, the same one the CLI makes; a refusal is shown as a
-  notification with the manager's own message.
+Rules this module keeps, and why:
+
+* The event loop never waits on the store. Every read and write runs in a thread worker
+  and hands plain data back with ``call_later`` (thread safe, never blocking the worker),
+  so a slow or locked database freezes nothing but the data.
+* One refresh at a time. Every re-read (the poll, a cursor move, a scroll, a filter, the
+  end of an operation) goes through ``request_refresh``; while one refresh runs the next
+  is only remembered. Answers therefore arrive in order, and the watcher's connection is
+  never used by two threads at once. A refresh carries the request it answers, so an
+  answer for a filter or a session the user has already left is recognised and dropped.
+* Polling is cheap: every ``poll_interval`` the store's ``ChangeWatcher`` says whether
+  anything was committed (``PRAGMA data_version`` on SQLite), and only then are the
+  visible rows, the selected session and its new log lines re-read. Every
+  ``FULL_REFRESH_EVERY`` seconds it re-reads anyway, because "orphaned" changes with time
+  alone (a heartbeat growing stale commits nothing).
+* Every operation is one function of ``app.tui.operations`` (one manager call); a refusal
+  is shown as a notification carrying the manager's own message, and nothing else
+  happens.
+* Text users or stages wrote is never parsed as markup: widgets get ``Text`` or plain data,
+  and notifications are sent with ``markup=False``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from textual import on, work
+from rich.text import Text
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
+from textual.command import CommandPalette
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Input, Static
 
-from app.tui import data
+from app.tui import data, operations
 from app.tui.commands import OperationsProvider
 from app.tui.screens import DetailsScreen, NewSessionScreen
 from store.queries import SessionFilter
@@ -32,25 +47,59 @@ from widgets.confirm import ConfirmScreen
 from widgets.counts import StatusCountsBar
 from widgets.help import HelpScreen
 from widgets.log_pane import LogPane
-from widgets.messages import OlderLogsRequested, SessionHighlighted, SessionSelected
-from widgets.messages import WindowRequested
+from widgets.messages import (
+    FollowChanged,
+    OlderLogsRequested,
+    SessionHighlighted,
+    SessionSelected,
+    WindowRequested,
+)
 from widgets.session_table import SessionTable
 from widgets.stage_list import StageList
 
-POLL_INTERVAL = 0.5
+POLL_INTERVAL = 0.25
+"""Seconds between change checks: a change by any process shows well within 1 s."""
+
+FULL_REFRESH_EVERY = 5.0
+"""Seconds after which the window is re-read even if nothing was committed."""
+
 STATUS_KEYS = {"1": "PENDING", "2": "ACTIVE", "3": "PAUSED", "4": "COMPLETED", "5": "FAILED"}
+
 EMPTY_TEXT = (
     "No sessions yet.\n\n"
     "Press n to start one, or from a shell:\n"
     "  vc flow run WORKFLOW --detach\n"
-    "  vc flow session create WORKFLOW"
+    "  vc flow session create WORKFLOW\n\n"
+    "(vc flow list shows the workflows of this workspace)"
 )
+NO_MATCH_TEXT = (
+    "No session matches the filter.\n\n"
+    "Press 0 to show every status, / to change the text, escape to clear it."
+)
+
+#: Longest session name quoted in a confirmation question (the table shows the rest).
+QUESTION_NAME_CHARS = 80
+
+#: Actions that only make sense on the dashboard itself: disabled while a dialog is open,
+#: so a key typed into the help or the details never pauses or deletes anything.
+DASHBOARD_ACTIONS = frozenset({
+    "pause", "resume", "abort", "delete", "retry", "new_session", "details", "filter",
+    "clear_filter", "status_filter", "toggle_follow", "toggle_wrap", "help",
+})
 
 
 class FlowApp(App[int]):
+    """The dashboard over one store (``ctx`` is what ``app.cli.common.open_store`` gives).
+
+    ``poll_interval`` is how often the store is checked for changes; ``clock`` is the "now"
+    the widgets show durations against (a fixed clock makes snapshots deterministic).
+    """
+
     CSS_PATH = "app.tcss"
     TITLE = "vc flow"
     COMMANDS = App.COMMANDS | {OperationsProvider}
+    #: Below 100 columns app.tcss gives the log more room (the screen gets "-narrow").
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (100, "-wide")]
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "pause", "Pause"),
@@ -59,6 +108,7 @@ class FlowApp(App[int]):
         Binding("d", "delete", "Delete"),
         Binding("t", "retry", "Retry"),
         Binding("n", "new_session", "New"),
+        Binding("enter", "details", "Details"),
         Binding("slash", "filter", "Filter"),
         Binding("f", "toggle_follow", "Follow"),
         Binding("w", "toggle_wrap", "Wrap"),
@@ -72,322 +122,425 @@ class FlowApp(App[int]):
 
     #: (key, description) for the help screen; one list so help and bindings agree.
     KEY_HELP: ClassVar[list[tuple[str, str]]] = [
-        ("p", "pause the selected session (its stage gets SIGSTOP)"),
+        ("p", "pause the selected session (SIGSTOP)"),
         ("r", "resume it (starts a runner if it has none)"),
         ("a", "abort it (asks first)"),
         ("d", "delete it with its history and logs (asks first)"),
-        ("t", "retry a failed session (then resume or run it)"),
+        ("t", "retry a failed session: failed stages run again"),
         ("n", "new session: pick a workflow, name it, start it"),
         ("enter", "details: metadata, definition snapshot, events"),
-        ("/", "filter by text (name, workflow, id)"),
-        ("1-5", "only PENDING / ACTIVE / PAUSED / COMPLETED / FAILED"),
-        ("0", "all statuses"),
+        ("/", "filter by text (name, workflow, id prefix)"),
+        ("1-5", "only PENDING/ACTIVE/PAUSED/COMPLETED/FAILED"),
+        ("0", "every status"),
+        ("escape", "clear the text filter"),
         ("f", "follow the log on / off"),
         ("w", "wrap log lines on / off"),
+        ("tab", "move between the table, the stages and the log"),
         ("ctrl+p", "command palette: every operation"),
         ("?", "this help"),
-        ("q", "quit"),
+        ("q", "quit (sessions keep running)"),
     ]
 
-    def __init__(self, ctx: Any, *, poll_interval: float = POLL_INTERVAL) -> None:
+    def __init__(
+        self,
+        ctx: Any,
+        *,
+        poll_interval: float = POLL_INTERVAL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__()
-        self.ctx = ctx
-        self.poll_interval = poll_interval
-        self.filter = SessionFilter()
-        self.selected_id: str | None = None
-        self._last_log_id: int | None = None
-        self._log_session: str | None = None
         from store.watch import ChangeWatcher
 
+        self.ctx = ctx
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.filter = SessionFilter()
+        self.selected_id: str | None = None
         self.watcher = ChangeWatcher(ctx.engine)
+        self._last_log_id: int | None = None
+        self._log_generation = 0
+        self._refreshing = False
+        self._refresh_again = False
+        self._force = True
+        self._last_full = 0.0
+        self._store_error: str | None = None
+        self._stderr_buffer = ""
 
     # -- layout ------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
+        self.table = SessionTable(id="sessions", empty_text=EMPTY_TEXT, clock=self.clock)
+        self.stages = StageList(id="stages", clock=self.clock)
+        self.summary = Static("", id="session-summary", markup=False)
+        self.log_pane = LogPane(id="log")
+        self.counts = StatusCountsBar(id="counts")
+        self.filter_label = Static("", id="filter-label", markup=False)
+        self.log_state = Static("", id="log-state", markup=False)
+        self.filter_box = Input(
+            placeholder="filter: text in name or workflow, or an id prefix "
+            "(enter applies, escape clears)",
+            id="filter",
+        )
         with Horizontal(id="header"):
-            yield Static("vc flow", id="title")
-            yield StatusCountsBar(id="counts")
-            yield Static("", id="filter-label")
-        yield SessionTable(id="sessions", empty_text=EMPTY_TEXT)
+            yield Static("vc flow", id="title", markup=False)
+            yield self.counts
+            yield self.filter_label
+            yield self.log_state
+        yield self.table
         with Horizontal(id="detail"):
             with Vertical(id="stages-box"):
-                yield StageList(id="stages")
-            yield LogPane(id="log")
-        yield Input(placeholder="filter: text in name, workflow or id (enter applies, "
-                    "escape clears)", id="filter")
+                yield self.summary
+                yield self.stages
+            yield self.log_pane
+        yield self.filter_box
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#filter", Input).display = False
-        self.query_one(SessionTable).focus()
-        self.set_interval(self.poll_interval, self.poll)
-        self.poll()
+        self.begin_capture_print(self, stdout=False, stderr=True)
+        self.filter_box.display = False
+        self.table.focus()
+        self._show_log_state()
+        self.set_interval(self.poll_interval, self.request_refresh)
+        self.request_refresh(force=True)
 
-    @property
-    def table(self) -> SessionTable:
-        return self.query_one(SessionTable)
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Dashboard keys do nothing while a dialog (help, details, confirm, new) is open;
+        the command palette runs its command after it has closed, so it is no dialog."""
+        if action in DASHBOARD_ACTIONS:
+            top = self.screen
+            if top is not self.screen_stack[0] and not isinstance(top, CommandPalette):
+                return False
+        return True
 
     # -- reading -----------------------------------------------------------------------------
 
-    def poll(self) -> None:
-        self._poll_worker()
-
-    @work(thread=True, exclusive=True, group="poll")
-    def _poll_worker(self) -> None:
-        try:
-            changed = self.watcher.changed()
-        except Exception as exc:  # database away: say so, keep the last picture
-            self.call_from_thread(self._store_error, exc)
+    def request_refresh(self, force: bool = False) -> None:
+        """Re-read what is shown: now if no refresh runs, else right after the one that does.
+        Without ``force`` nothing is read unless the store changed (or a while has passed)."""
+        self._force = self._force or force
+        if self._refreshing:
+            self._refresh_again = True
             return
-        if not changed:
-            return
+        now = time.monotonic()
+        force = self._force or now - self._last_full >= FULL_REFRESH_EVERY
+        self._force = False
+        self._refresh_again = False
+        if force:
+            self._last_full = now
         offset, limit = self.table.wanted_window
-        self._load_window(offset, limit)
-        self._load_selected()
+        request = data.RefreshRequest(
+            filter=self.filter,
+            offset=offset,
+            limit=limit,
+            session_id=self.selected_id,
+            after_log_id=self._last_log_id,
+            log_generation=self._log_generation,
+            force=force,
+        )
+        self._refreshing = True
+        self._refresh_worker(request)
 
-    def _store_error(self, exc: BaseException) -> None:
+    @work(thread=True, group="refresh", exit_on_error=False)
+    def _refresh_worker(self, request: data.RefreshRequest) -> None:
+        result: data.Refresh | None = None
+        error: BaseException | None = None
+        try:
+            changed = self.watcher.changed()  # first: a commit after this is seen next time
+            if changed or request.force:
+                with self.ctx.factory() as db:
+                    result = data.load_refresh(db, request)
+        except Exception as exc:  # database away, locked, broken: say so, keep the picture
+            error = exc
+        self._deliver(self._refreshed, request, result, error)
+
+    def _deliver(self, callback: Callable[..., Any], *args: Any) -> None:
+        """From a worker thread: run ``callback(*args)`` on the event loop, without waiting
+        for it (and without complaint when the app is already closing)."""
+        try:
+            self.call_later(callback, *args)
+        except RuntimeError:  # the event loop is closed: the app is gone
+            pass
+
+    def _refreshed(
+        self,
+        request: data.RefreshRequest,
+        result: data.Refresh | None,
+        error: BaseException | None,
+    ) -> None:
+        self._refreshing = False
+        if error is not None:
+            self._report_store_error(error)
+        elif self._store_error is not None:
+            self._store_error = None
+            self.notify("the store is reachable again", timeout=3)
+        if result is not None:
+            self._apply(request, result)
+        if self._refresh_again or self._force:
+            self.request_refresh()
+
+    def _report_store_error(self, exc: BaseException) -> None:
+        """One notification when the store becomes unusable, not one per poll."""
         from store.engine import unavailable_message
 
-        self.notify(unavailable_message(exc, self.ctx.settings.database_url),
-                    severity="error", timeout=5, markup=False)
+        message = unavailable_message(exc, self.ctx.settings.database_url)
+        if message != self._store_error:
+            self._store_error = message
+            self.notify(message, title="store unavailable", severity="error", timeout=8,
+                        markup=False)
+        # No immediate retry (that would spin), but a full re-read at the next poll: the
+        # change the failed read was meant to show must not wait for the next commit.
+        self._force = False
+        self._last_full = 0.0
 
-    def _load_window(self, offset: int, limit: int) -> None:
-        with self.ctx.factory() as db:
-            window = data.load_window(db, self.filter, offset, limit)
-        self.call_from_thread(self._show_window, window)
+    def _apply(self, request: data.RefreshRequest, result: data.Refresh) -> None:
+        window = result.window
+        self.counts.set_counts(window.counts)
+        if request.filter != self.filter:
+            self._force = True  # the filter changed meanwhile: this window is stale
+        else:
+            self.table.empty_text = EMPTY_TEXT if window.counts.total == 0 else NO_MATCH_TEXT
+            self.table.set_window(window.offset, window.rows, window.total)
+        if request.session_id is None or request.session_id != self.selected_id:
+            return
+        self._show_detail(result.detail)
+        if result.logs and request.log_generation == self._log_generation:
+            if request.after_log_id is None:
+                self.log_pane.more_older = len(result.logs) >= data.LOG_PAGE
+            self.log_pane.append(result.logs)
+            self._last_log_id = max(self._last_log_id or 0, result.logs[-1].id)
 
-    def _show_window(self, window: data.Window) -> None:
-        self.table.set_window(window.offset, window.rows, window.total)
-        self.query_one(StatusCountsBar).set_counts(window.counts)
+    def _show_detail(self, detail: data.Detail | None) -> None:
+        self.stages.set_stages(detail.stages if detail else [])
+        self.summary.update(Text(detail.summary() if detail else ""))
+        self.summary.set_class(detail is None, "-none")
+        for status in ("PENDING", "ACTIVE", "PAUSED", "COMPLETED", "FAILED"):
+            self.summary.set_class(detail is not None and detail.status == status,
+                                   f"-{status.lower()}")
+        self.summary.set_class(detail is not None and detail.orphaned, "-orphaned")
 
     @on(WindowRequested)
     def _window_requested(self, message: WindowRequested) -> None:
-        self._window_worker(message.offset, message.limit)
-
-    @work(thread=True, exclusive=True, group="window")
-    def _window_worker(self, offset: int, limit: int) -> None:
-        self._load_window(offset, limit)
+        """The table scrolled, resized or jumped to rows it does not hold."""
+        self.request_refresh(force=True)
 
     @on(SessionHighlighted)
     def _highlighted(self, message: SessionHighlighted) -> None:
+        """The cursor rests on another session (None: the table is empty): show its stages
+        and log from scratch."""
         if message.session_id == self.selected_id:
             return
         self.selected_id = message.session_id
+        self._log_generation += 1
         self._last_log_id = None
-        self._log_session = message.session_id
-        self.query_one(LogPane).clear()
-        self._selected_worker()
-
-    @work(thread=True, exclusive=True, group="selected")
-    def _selected_worker(self) -> None:
-        self._load_selected()
-
-    def _load_selected(self) -> None:
-        sid = self.selected_id
-        if sid is None:
-            self.call_from_thread(self._show_detail, None, None, [])
-            return
-        with self.ctx.factory() as db:
-            detail = data.load_detail(db, sid)
-            logs = data.load_new_logs(db, sid, self._last_log_id) if detail else []
-        self.call_from_thread(self._show_detail, sid, detail, logs)
-
-    def _show_detail(self, sid: str | None, detail: data.Detail | None, logs: list) -> None:  # type: ignore[type-arg]
-        if sid != self.selected_id:
-            return  # the selection moved on while we read
-        self.query_one(StageList).set_stages(detail.stages if detail else [])
-        if logs and sid == self._log_session:
-            self.query_one(LogPane).append(logs)
-            self._last_log_id = logs[-1].id
+        self.log_pane.clear()
+        self._show_detail(None)
+        self.request_refresh(force=True)
 
     @on(OlderLogsRequested)
     def _older(self, message: OlderLogsRequested) -> None:
         if self.selected_id is not None:
-            self._older_worker(self.selected_id, message.before_id)
+            self._older_worker(self.selected_id, self._log_generation, message.before_id)
 
-    @work(thread=True, group="older")
-    def _older_worker(self, sid: str, before_id: int) -> None:
-        with self.ctx.factory() as db:
-            lines = data.load_older_logs(db, sid, before_id)
-        self.call_from_thread(self._show_older, sid, lines)
+    @work(thread=True, group="older", exit_on_error=False)
+    def _older_worker(self, sid: str, generation: int, before_id: int) -> None:
+        try:
+            with self.ctx.factory() as db:
+                lines = data.load_older_logs(db, sid, before_id)
+        except Exception as exc:
+            self._deliver(self._report_store_error, exc)
+            return
+        self._deliver(self._show_older, generation, lines)
 
-    def _show_older(self, sid: str, lines: list) -> None:  # type: ignore[type-arg]
-        if sid == self.selected_id:
-            self.query_one(LogPane).prepend_older(lines, more=len(lines) >= data.LOG_PAGE)
+    def _show_older(self, generation: int, lines: list[Any]) -> None:
+        if generation == self._log_generation:
+            self.log_pane.prepend_older(lines, more=len(lines) >= data.LOG_PAGE)
 
     # -- operations --------------------------------------------------------------------------
 
-    def _operate(self, label: str, call: Callable[[Any], str | None]) -> None:
-        sid = self.selected_id
-        if sid is None:
-            self.notify("no session selected", severity="warning")
-            return
-        self._operation_worker(label, sid, call)
+    def _selected_row_name(self, sid: str) -> str:
+        row = next((r for r in self.table.rows if r.id == sid), None)
+        name = row.name if row is not None else sid[:12]
+        if len(name) > QUESTION_NAME_CHARS:
+            name = name[: QUESTION_NAME_CHARS - 1] + "…"
+        return name
 
-    @work(thread=True, group="ops")
-    def _operation_worker(self, label: str, sid: str, call: Callable[..., str | None]) -> None:
+    def _operate(self, label: str, operation: Callable[..., str], *args: Any) -> None:
+        """Run ``operation(ctx, *args)`` in a worker; the outcome becomes a notification."""
+        self._operation_worker(label, operation, args)
+
+    def _on_selected(self, label: str, operation: Callable[..., str],
+                     question: str | None = None) -> None:
+        """Run ``operation`` on the session under the cursor. That is the table's
+        ``selected_id``, not ``self.selected_id``: the latter follows the cursor through a
+        message, so a key typed right after a cursor move would act on the previous row."""
+        sid = self.table.selected_id
+        if sid is None:
+            self.notify("no session selected", title=label, severity="warning")
+            return
+        if question is None:
+            self._operate(label, operation, sid)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._operate(label, operation, sid)
+
+        text = Text(question.format(name=self._selected_row_name(sid), id=sid[:12]))
+        self.push_screen(ConfirmScreen(text, title=label.title()), answered)
+
+    @work(thread=True, group="ops", exit_on_error=False)
+    def _operation_worker(self, label: str, operation: Callable[..., str],
+                          args: tuple[Any, ...]) -> None:
         from store.errors import StoreError
+        from store.workflows import WorkflowError
 
         try:
-            with self.ctx.factory() as db:
-                note = call(db, sid)
-        except StoreError as exc:
-            self.call_from_thread(self.notify, str(exc), title=f"{label} refused",
-                                  severity="warning", markup=False)
-            return
+            note = operation(self.ctx, *args)
+        except (StoreError, WorkflowError) as exc:
+            self._deliver(self._operation_done, f"{label} refused", str(exc), "warning")
+        except operations.RunnerError as exc:
+            self._deliver(self._operation_done, f"{label}: no runner", str(exc), "warning")
         except Exception as exc:
-            self.call_from_thread(self.notify, f"{type(exc).__name__}: {exc}",
-                                  title=f"{label} failed", severity="error", markup=False)
-            return
-        self.call_from_thread(self.notify, note or f"{label}: {sid[:12]}", markup=False)
-        self.call_from_thread(self.poll)
+            self._deliver(self._operation_done, f"{label} failed",
+                          f"{type(exc).__name__}: {exc}", "error")
+        else:
+            self._deliver(self._operation_done, label, note, "information")
 
-    def _manager(self, db: Any) -> Any:
-        from store import FlowSessionManager
+    def _operation_done(self, title: str, message: str, severity: Any) -> None:
+        from store.text import clean_text
 
-        return FlowSessionManager(db, actor=f"{_user()} (tui)")
+        self.notify(clean_text(message), title=title, severity=severity, markup=False,
+                    timeout=4 if severity == "information" else 8)
+        self.request_refresh(force=True)
 
     def action_pause(self) -> None:
-        self._operate("pause", lambda db, sid: self._manager(db).pause(sid) and None)
+        self._on_selected("pause", operations.pause)
 
     def action_resume(self) -> None:
-        def resume(db: Any, sid: str) -> str:
-            from app.runner.launch import ensure_runner
-
-            change = self._manager(db).resume(sid)
-            return f"{change.to_status}: {sid[:12]}{ensure_runner(self.ctx, sid)}"
-
-        self._operate("resume", resume)
+        self._on_selected("resume", operations.resume)
 
     def action_retry(self) -> None:
-        self._operate("retry", lambda db, sid: self._manager(db).retry(sid) and
-                      f"retry: {sid[:12]} is PENDING; press r or run it to carry on")
+        self._on_selected("retry", operations.retry)
 
     def action_abort(self) -> None:
-        self._confirm_then("abort", "Abort session {name}? Its stage is terminated.",
-                           lambda db, sid: self._manager(db).abort(sid) and None)
+        self._on_selected("abort", operations.abort,
+                          "Abort session {name} ({id})? Its running stage is terminated.")
 
     def action_delete(self) -> None:
-        def delete(db: Any, sid: str) -> str:
-            self._manager(db).delete(sid)
-            if self.ctx.logging is not None:
-                self.ctx.logging.files.remove_session(sid)
-            return f"deleted {sid[:12]}"
-
-        self._confirm_then("delete", "Delete session {name} with its history and logs?",
-                           delete)
-
-    def _confirm_then(self, label: str, question: str, call: Callable[..., str | None]) -> None:
-        sid = self.selected_id
-        if sid is None:
-            self.notify("no session selected", severity="warning")
-            return
-        row = next((r for r in self.table.rows if r.id == sid), None)
-        name = row.name if row else sid[:12]
-        from rich.text import Text
-
-        def done(answer: bool | None) -> None:
-            if answer:
-                self._operation_worker(label, sid, call)
-
-        self.push_screen(ConfirmScreen(Text(question.format(name=name)), title=label.title()),
-                         done)
+        self._on_selected("delete", operations.delete,
+                          "Delete session {name} ({id}) with its history and logs?")
 
     def action_new_session(self) -> None:
-        def done(choice: tuple[str, str | None] | None) -> None:
+        def chosen(choice: tuple[str, str | None] | None) -> None:
             if choice:
-                self._create_worker(*choice)
+                self.notify(f"starting a session of {choice[0]}…", timeout=2, markup=False)
+                self._operate("new session", operations.new_session, *choice)
 
-        self.push_screen(NewSessionScreen(self.ctx.settings.workflows_dir), done)
-
-    @work(thread=True, group="ops")
-    def _create_worker(self, workflow_id: str, name: str | None) -> None:
-        from app.runner.launch import LaunchError, spawn_runner
-        from store.errors import StoreError
-        from store.workflows import WorkflowError, find_workflow
-
-        try:
-            definition = find_workflow(self.ctx.settings.workflows_dir, workflow_id)
-            with self.ctx.factory() as db:
-                sid = self._manager(db).create_session(
-                    definition.id, name=name or None, definition=definition).id
-            spawn_runner(self.ctx, sid)
-        except (StoreError, WorkflowError, LaunchError) as exc:
-            self.call_from_thread(self.notify, str(exc), title="new session failed",
-                                  severity="error", markup=False)
-            return
-        self.call_from_thread(self.notify, f"started {sid[:12]}", markup=False)
-        self.call_from_thread(self.poll)
+        self.push_screen(NewSessionScreen(self.ctx.settings.workflows_dir), chosen)
 
     @on(SessionSelected)
     def _selected(self, message: SessionSelected) -> None:
         self.action_details()
 
     def action_details(self) -> None:
-        if self.selected_id is not None:
-            self._details_worker(self.selected_id)
+        sid = self.table.selected_id
+        if sid is None:
+            self.notify("no session selected", title="details", severity="warning")
+            return
+        self._details_worker(sid)
 
-    @work(thread=True, group="details")
+    @work(thread=True, group="details", exit_on_error=False)
     def _details_worker(self, sid: str) -> None:
-        with self.ctx.factory() as db:
-            text = data.details_text(db, sid)
+        try:
+            with self.ctx.factory() as db:
+                text = data.details_text(db, sid)
+        except Exception as exc:
+            self._deliver(self._report_store_error, exc)
+            return
+        self._deliver(self._show_details, text)
+
+    def _show_details(self, text: str | None) -> None:
         if text is None:
-            self.call_from_thread(self.notify, "that session is gone", severity="warning")
-        else:
-            self.call_from_thread(self.push_screen, DetailsScreen(text))
+            self.notify("that session is gone", title="details", severity="warning")
+        elif self.screen is self.screen_stack[0]:
+            self.push_screen(DetailsScreen(text))
 
     # -- view --------------------------------------------------------------------------------
 
     def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        box.display = True
-        box.value = self.filter.text or ""
-        box.focus()
+        self.filter_box.display = True
+        self.filter_box.value = self.filter.text or ""
+        self.filter_box.focus()
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
-        event.input.display = False
+        event.stop()
+        self.filter_box.display = False
         self._set_filter(text=event.value.strip() or None)
         self.table.focus()
 
     def action_clear_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        if box.display:
-            box.display = False
+        if self.filter_box.display:
+            self.filter_box.display = False
             self.table.focus()
-        self._set_filter(text=None)
+        if self.filter.text:
+            self._set_filter(text=None)
 
     def action_status_filter(self, status: str) -> None:
-        self._set_filter(status=status or None)
+        if (status or None) != self.filter.status:
+            self._set_filter(status=status or None)
 
     def _set_filter(self, **changes: Any) -> None:
         current = {"status": self.filter.status, "text": self.filter.text}
         current.update(changes)
         self.filter = SessionFilter(status=current["status"], text=current["text"])
-        parts = [p for p in (current["status"], current["text"] and f"“{current['text']}”") if p]
-        self.query_one("#filter-label", Static).update(
-            f"filter: {' '.join(parts)}" if parts else "")
+        label = Text()
+        if current["status"]:
+            label.append(current["status"])
+        if current["text"]:
+            label.append(f"{' ' if label else ''}“{current['text']}”")
+        self.filter_label.update(Text("filter: ") + label if label else Text())
         self.table.cursor_index = 0
-        offset, limit = self.table.wanted_window
-        self._window_worker(0, limit)
+        self.table.scroll_to(y=0, animate=False)
+        self.request_refresh(force=True)
 
     def action_toggle_follow(self) -> None:
-        pane = self.query_one(LogPane)
-        pane.follow = not pane.follow
-        self.notify(f"follow {'on' if pane.follow else 'off'}", timeout=1.5)
+        self.log_pane.follow = not self.log_pane.follow
 
     def action_toggle_wrap(self) -> None:
-        pane = self.query_one(LogPane)
-        pane.wrap = not pane.wrap
+        self.log_pane.wrap = not self.log_pane.wrap
+        self._show_log_state()
+
+    @on(FollowChanged)
+    def _follow_changed(self, message: FollowChanged) -> None:
+        """Follow switches off when the user scrolls up and on again at the bottom: the
+        header says which, so a log that stopped moving is never a mystery."""
+        self._show_log_state()
+
+    def _show_log_state(self) -> None:
+        self.log_state.update(Text(
+            f"log: follow {'on' if self.log_pane.follow else 'off'}, "
+            f"wrap {'on' if self.log_pane.wrap else 'off'}"
+        ))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.KEY_HELP))
 
+    def on_print(self, event: events.Print) -> None:
+        """Lines the shared code writes on stderr for the CLI ("vc: error: could not start a
+        runner …", "vc: warning: cannot write log …") would vanish behind a full-screen
+        app: each complete line becomes a notification instead."""
+        from store.text import clean_text
+
+        if not event.stderr:
+            return
+        self._stderr_buffer += event.text
+        *lines, self._stderr_buffer = self._stderr_buffer.split("\n")
+        for line in filter(None, (clean_text(raw).strip() for raw in lines)):
+            error = line.startswith("vc: error:")
+            self.notify(line.removeprefix("vc: error: ").removeprefix("vc: warning: "),
+                        title="error" if error else "warning",
+                        severity="error" if error else "warning", markup=False, timeout=10)
+
     def on_unmount(self) -> None:
         self.watcher.close()
-
-
-def _user() -> str:
-    from store.identity import local_user
-
-    return local_user()

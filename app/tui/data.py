@@ -38,6 +38,42 @@ class Detail:
     stages: list[StageRow]
     status: str
     reason: str | None
+    orphaned: bool = False
+
+    def summary(self) -> str:
+        """One line above the stages: the state and why (a manual gate waiting, the error
+        that failed it, a runner gone), which the table has no room for."""
+        text = self.status
+        if self.orphaned:
+            text += " (orphaned: its runner is gone; r starts a new one)"
+        if self.reason:
+            text += f" — {self.reason}"
+        if self.status == "PAUSED" and (self.reason or "").startswith("waiting:"):
+            text += " (r resumes it)"
+        return text
+
+
+@dataclass(frozen=True)
+class RefreshRequest:
+    """What the UI wants re-read, captured on the event loop when a refresh starts, so the
+    worker never reads widget state and a late answer can be recognised as stale."""
+
+    filter: SessionFilter
+    offset: int
+    limit: int
+    session_id: str | None
+    after_log_id: int | None
+    log_generation: int
+    force: bool
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """Everything one refresh read, in one transaction's worth of queries."""
+
+    window: Window
+    detail: Detail | None
+    logs: list[LogLine]
 
 
 def session_row(view: SessionView) -> SessionRow:
@@ -97,7 +133,21 @@ def load_detail(db: Any, session_id: str) -> Detail | None:
         )
         for s in view.stages
     ]
-    return Detail(session_id, stages, view.status, view.reason)
+    reason = clean_text(view.reason) if view.reason else None
+    return Detail(session_id, stages, view.status, reason, view.orphaned)
+
+
+def load_refresh(db: Any, request: RefreshRequest) -> Refresh:
+    """The visible window, the selected session's stages and its log lines after
+    ``request.after_log_id`` (the tail when None)."""
+    window = load_window(db, request.filter, request.offset, request.limit)
+    detail = None
+    logs: list[LogLine] = []
+    if request.session_id is not None:
+        detail = load_detail(db, request.session_id)
+        if detail is not None:
+            logs = load_new_logs(db, request.session_id, request.after_log_id)
+    return Refresh(window, detail, logs)
 
 
 def load_new_logs(db: Any, session_id: str, after_id: int | None) -> list[LogLine]:

@@ -1,4 +1,8 @@
-"""Secondary screens of the dashboard: session details and the new-session form."""
+"""Secondary screens of the dashboard: session details and the new-session form.
+
+Both show text users wrote (names, metadata, workflow names) as ``Text``, never as markup;
+their looks are in app.tcss.
+"""
 
 from __future__ import annotations
 
@@ -31,9 +35,10 @@ class DetailsScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="details-box"):
             yield Static(Text(self.text), id="details-text")
-        yield Label("escape closes", id="details-hint")
+        yield Label("escape, q or enter closes", id="details-hint")
 
     def action_dismiss(self) -> None:  # type: ignore[override]
+        """Close (escape, q or enter): the dashboard underneath kept refreshing."""
         self.dismiss(None)
 
 
@@ -51,33 +56,38 @@ class NewSessionScreen(ModalScreen[tuple[str, str | None] | None]):
             yield Label("New session: pick a workflow", id="new-title")
             yield OptionList(id="new-workflows")
             yield Input(placeholder="name (optional)", id="new-name")
-            yield Static("", id="new-errors")
+            yield Static("", id="new-errors", markup=False)
             yield Button("Start (enter)", id="new-start", variant="primary")
 
     def on_mount(self) -> None:
         self._load()
 
-    @work(thread=True)
+    @work(thread=True, exit_on_error=False)
     def _load(self) -> None:
+        """Read the workflow files off the event loop (a slow disk must not freeze it)."""
         from store.workflows import discover_workflows
 
-        found, errors = discover_workflows(self.workflows_dir)
-        self.app.call_from_thread(self._show, found, errors)
+        try:
+            found, errors = discover_workflows(self.workflows_dir)
+        except Exception as exc:  # an unreadable directory: say so in the dialog
+            found, errors = [], [exc]
+        self.call_later(self._show, found, errors)  # dropped if the dialog has closed
 
     def _show(self, found: list, errors: list) -> None:  # type: ignore[type-arg]
         from store.text import clean_text
 
         options = self.query_one(OptionList)
         for wf in found:
-            label = Text(f"{clean_text(wf.id)}  ")
-            label.append(clean_text(wf.name), style="dim")
+            label = Text(clean_text(wf.id))
+            if wf.name and wf.name != wf.id:
+                label.append(f"  {clean_text(wf.name)}")
             options.add_option(Option(label, id=wf.id))
         if not found:
-            options.add_option(Option(Text(f"no workflows in {self.workflows_dir}"),
-                                      disabled=True))
+            options.add_option(Option(Text(f"no workflows in {self.workflows_dir}: add a "
+                                           "YAML file there"), disabled=True))
         if errors:
             self.query_one("#new-errors", Static).update(
-                Text("\n".join(clean_text(str(e)) for e in errors[:5]), style="red"))
+                Text("\n".join(clean_text(str(e)) for e in errors[:5])))
         options.highlighted = 0 if found else None
         options.focus()
 

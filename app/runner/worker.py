@@ -1,0 +1,340 @@
+"""`vc flow worker [--concurrency N] [--workflow W]`: run queued sessions (DESIGN §12).
+
+A worker claims queued sessions (`vc flow run WORKFLOW --queue`) one at a time through
+:meth:`store.FlowSessionManager.claim_queued` — atomic across processes and hosts, so two
+workers never run one session — and runs each under a :class:`~app.runner.runner.Runner`
+in a thread of its own, up to ``--concurrency`` at once. The runners share the worker's
+pid: the claim records the worker as the session's runner (host, pid, heartbeat), which
+the runner adopts, so a session gets exactly one ``start`` event per claim.
+
+Queued sessions keep ``queued`` set while a worker runs them; it marks them as queue work:
+
+* a worker that dies (SIGKILL, crash, host lost) leaves its sessions orphaned (dead pid on
+  its host, stale heartbeat everywhere); any worker then takes them over (the new runner
+  removes what is left of the interrupted stage on its own host, and re-runs that stage as
+  a new attempt), and so can ``vc flow session resume``;
+* SIGTERM, SIGINT or SIGHUP stop a worker cleanly: it claims nothing more, interrupts its
+  runners (each terminates its stage's process group; the stage goes back to PENDING) and
+  hands their sessions back to the queue (``requeue``: ACTIVE again, no runner, reason
+  ``requeued: …``), where the next worker claims them. A session a user had paused stays
+  paused. Nothing is lost either way.
+
+Waiting for work costs little: on PostgreSQL the worker LISTENs for session changes
+(:class:`store.notify.SessionNotifier`) and looks at the queue when something happened
+(and every few seconds, for orphans); on SQLite it looks twice a second (one indexed read).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+#: Seconds between two looks at the queue without notifications (SQLite).
+POLL_INTERVAL = 0.5
+#: With LISTEN (PostgreSQL): how often the loop checks its wake-ups, and how long silence
+#: is trusted before looking at the queue anyway (orphans appear without a notification).
+NOTIFY_TICK = 0.1
+RESYNC_INTERVAL = 3.0
+#: Back-off bounds while the database is unreachable.
+RETRY_MIN, RETRY_MAX = 0.5, 5.0
+CATEGORY = "workflow.session.operations"
+
+
+def worker_command(concurrency: int = 1, workflow: str | None = None) -> int:
+    """The command: open the store, run until stopped by a signal; the exit code."""
+    from app.cli.common import fail, translate_errors
+
+    if concurrency < 1:
+        raise fail("--concurrency must be at least 1", 2)
+    if workflow is not None:
+        from app.cli.session import check_workflow_id
+
+        check_workflow_id(workflow)
+    with translate_errors():
+        from app.logging import check_log_dir, setup_logging
+        from app.settings import Settings
+        from store import get_session_factory, init_db
+
+        settings = Settings.from_env()
+        check_log_dir(settings.log_dir)
+        # each runner holds at most two connections at a time (its own, its heartbeat's)
+        engine = init_db(settings.database_url, pool_size=2 * concurrency + 4)
+        try:
+            factory = get_session_factory(engine)
+            log = setup_logging(settings.log_dir, factory)
+            try:
+                worker = Worker(factory, engine, log, settings.workspace,
+                                concurrency=concurrency, workflow_id=workflow)
+                with worker.signals():
+                    return worker.run()
+            finally:
+                log.close()
+        finally:
+            engine.dispose()
+
+
+class Worker:
+    def __init__(
+        self,
+        factory: Any,
+        engine: Any,
+        logging: Any,
+        workspace: Any,
+        *,
+        concurrency: int = 1,
+        workflow_id: str | None = None,
+    ) -> None:
+        from store.identity import local_host
+
+        self.factory = factory
+        self.engine = engine
+        self.logging = logging
+        self.workspace = workspace
+        self.concurrency = concurrency
+        self.workflow_id = workflow_id
+        self.host = local_host()
+        self.pid = os.getpid()
+        self.finished = 0
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: dict[str, threading.Thread] = {}
+        self._runners: dict[str, Any] = {}
+        self._stop_reason = ""
+
+    # -- output --------------------------------------------------------------------------------
+
+    def say(self, text: str, *, session_id: str | None = None, level: str = "INFO") -> None:
+        """One line on stderr (the worker's console) and, for a session, its log."""
+        from store.text import clean_text
+
+        stamp = time.strftime("%H:%M:%S")
+        print(f"{stamp} worker {self.host}:{self.pid}: {clean_text(text)}", file=sys.stderr,
+              flush=True)
+        if session_id is not None:
+            from loguru import logger
+
+            logger.bind(category=CATEGORY, session_id=session_id).log(level, text)
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def stop(self, why: str = "stop requested") -> None:
+        """Claim nothing more; the main loop then interrupts the running sessions and hands
+        them back. Safe in a signal handler: it only sets events (no lock, no output)."""
+        if not self._stop.is_set():
+            self._stop_reason = why
+        self._stop.set()
+        self._wake.set()
+
+    def signals(self) -> Any:
+        """Install SIGTERM/SIGINT/SIGHUP handlers for the duration of a ``with`` block."""
+        worker = self
+
+        class _Signals:
+            def __enter__(self) -> None:
+                self.previous = {}
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    self.previous[sig] = signal.signal(
+                        sig, lambda signum, _frame: worker.stop(signal.Signals(signum).name)
+                    )
+
+            def __exit__(self, *exc: object) -> None:
+                for sig, handler in self.previous.items():
+                    signal.signal(sig, handler)
+
+        return _Signals()
+
+    # -- main loop -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        from store.notify import SessionNotifier
+
+        what = f", workflow {self.workflow_id}" if self.workflow_id else ""
+        self.say(f"started: up to {self.concurrency} session(s) at a time{what}")
+        notifier = SessionNotifier(self.engine, resync=RESYNC_INTERVAL)
+        delay = RETRY_MIN
+        try:
+            with self.factory() as db:
+                from store import FlowSessionManager
+
+                manager = FlowSessionManager(db, actor="worker")
+                look = True
+                while not self._stop.is_set():
+                    look |= self._wake.is_set()
+                    self._wake.clear()
+                    self._reap()
+                    # drained every tick, even with every slot busy: a listener that never
+                    # reads would hold PostgreSQL's notification queue back
+                    look |= notifier.changed()
+                    if look and self._free_slots():
+                        look = False
+                        try:
+                            self._fill(manager)
+                            delay = RETRY_MIN
+                        except Exception as exc:
+                            db.rollback()
+                            look = True
+                            self._report_store_error(exc, delay)
+                            self._stop.wait(delay)
+                            delay = min(delay * 2, RETRY_MAX)
+                            continue
+                    tick = NOTIFY_TICK if notifier.listening else POLL_INTERVAL
+                    self._wake.wait(tick)
+        finally:
+            notifier.close()
+            self._shutdown()
+        self.say(f"stopped ({self.finished} session(s) run)")
+        return 0
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self.concurrency - len(self._threads)
+
+    def _fill(self, manager: Any) -> None:
+        """Claim sessions while there are free slots and queued work."""
+        while self._free_slots() > 0 and not self._stop.is_set():
+            change = manager.claim_queued(
+                runner_host=self.host, runner_pid=self.pid, workflow_id=self.workflow_id
+            )
+            if change is None:
+                return
+            self._start(change)
+
+    def _start(self, change: Any) -> None:
+        sid = change.session_id
+        taken = " (taking over: its previous runner is gone)" if change.from_status == "ACTIVE" \
+            else ""
+        self.say(f"claimed {sid[:12]}{taken}", session_id=sid)
+        thread = threading.Thread(target=self._run_session, args=(sid,),
+                                  name=f"vc-worker-{sid[:8]}", daemon=True)
+        with self._lock:
+            self._threads[sid] = thread
+        thread.start()
+
+    def _reap(self) -> None:
+        with self._lock:
+            done = [sid for sid, t in self._threads.items() if not t.is_alive()]
+            for sid in done:
+                self._threads.pop(sid).join()
+
+    def _shutdown(self) -> None:
+        """Interrupt every runner and wait for them (each ends within its stage's
+        kill_timeout, then hands its session back)."""
+        self._stop.set()
+        with self._lock:
+            runners = list(self._runners.values())
+            threads = list(self._threads.values())
+        if threads:
+            self.say(f"{self._stop_reason or 'stopping'}: interrupting {len(threads)} running "
+                     "session(s); they go back to the queue")
+        elif self._stop_reason:
+            self.say(f"{self._stop_reason}: stopping")
+        for runner in runners:
+            runner.interrupt()
+        for thread in threads:
+            thread.join()
+        self._reap()
+
+    _last_error = ""
+
+    def _report_store_error(self, exc: BaseException, delay: float) -> None:
+        from store.engine import resolve_database_url, unavailable_message
+        from store.errors import StoreError
+
+        if isinstance(exc, StoreError):
+            message = str(exc)
+        else:
+            message = unavailable_message(exc, resolve_database_url())
+        if message != self._last_error:  # say it once per distinct trouble
+            self._last_error = message
+            self.say(f"{message}; retrying", level="WARNING")
+
+    # -- one session ---------------------------------------------------------------------------
+
+    def _run_session(self, sid: str) -> None:
+        from app.runner.runner import Runner
+        from store.errors import StoreError
+
+        outcome: Any = None
+        try:
+            runner = Runner(self.factory, self.logging, sid, workspace=self.workspace)
+            with self._lock:
+                self._runners[sid] = runner
+            if self._stop.is_set():  # stopped between the claim and now
+                runner.interrupt()
+            outcome = runner.run()
+        except StoreError as exc:  # deleted or taken over meanwhile: nothing left to do
+            self.say(f"{sid[:12]}: {exc}", session_id=sid, level="WARNING")
+        except Exception as exc:
+            self.say(f"{sid[:12]}: runner crashed: {type(exc).__name__}: {exc}",
+                     session_id=sid, level="ERROR")
+            self._fail(sid, f"runner crashed: {type(exc).__name__}: {exc}")
+        finally:
+            with self._lock:
+                self._runners.pop(sid, None)
+        try:
+            if outcome is not None:
+                if outcome.code == 130:
+                    self._hand_back(sid)
+                else:
+                    self.say(f"{sid[:12]} {outcome.status or 'ended'}: {outcome.message}")
+        finally:
+            with self._lock:
+                self.finished += 1
+            self._forget_log_file(sid)
+            self._wake.set()
+
+    def _hand_back(self, sid: str) -> None:
+        """After an interrupt: back to the queue, unless a user paused it meanwhile."""
+        from store import FlowSessionManager
+        from store.errors import StoreError
+
+        try:
+            with self.factory() as db:
+                manager = FlowSessionManager(db, actor="worker")
+                state = manager.state(sid)
+                if state is None or state[0] != "PAUSED" or state[2] != "interrupted":
+                    status = state[0] if state else "deleted"
+                    self.say(f"{sid[:12]} left {status}", session_id=sid)
+                    return
+                manager.requeue(sid, reason=f"requeued: worker {self.host}:{self.pid} "
+                                            f"stopped ({self._stop_reason or 'interrupted'})",
+                                runner_host=self.host, runner_pid=self.pid)
+            self.say(f"{sid[:12]} handed back to the queue", session_id=sid)
+        except StoreError as exc:  # resumed or changed by someone meanwhile: theirs now
+            self.say(f"{sid[:12]} not handed back: {exc}", session_id=sid, level="WARNING")
+
+    def _fail(self, sid: str, reason: str) -> None:
+        """A runner that crashed must not leave its session to be claimed (and crash) again
+        and again: fail it, visibly."""
+        from store import FlowSessionManager
+
+        try:
+            with self.factory() as db:
+                FlowSessionManager(db, actor="worker").fail(sid, reason)
+        except Exception:
+            pass
+
+    def _forget_log_file(self, sid: str) -> None:
+        """Close the finished session's log file: a worker runs any number of sessions and
+        must not keep a descriptor per session it ever ran."""
+        files = getattr(self.logging, "files", None)
+        lock = getattr(files, "_lock", None)
+        fds = getattr(files, "_fds", None)
+        if files is None or lock is None or fds is None:
+            return
+        try:
+            name = files.session_path(sid).name
+        except ValueError:
+            return
+        with lock:
+            fd = fds.pop(name, None)
+            if fd is not None:
+                os.close(fd)
+
+
+__all__ = ["Worker", "worker_command"]

@@ -1,0 +1,113 @@
+"""The dashboard's operations: plain functions that run in worker threads.
+
+Each one is the manager call the CLI makes for the same command (``vc flow session pause``
+…), so the two front ends cannot drift apart (DESIGN §3). Each returns a short note for a
+notification, or raises the manager's typed error, whose message is fit to show a user as
+is: the app shows it as a "refused" notification and nothing else happens.
+
+Where the dashboard has to go one step further than the CLI command, it is because the
+dashboard has no second command to finish the job with:
+
+* ``new_session`` creates the session and starts its runner detached (``vc flow run
+  WORKFLOW --detach``), as the product asks for ``n``;
+* ``retry`` puts a FAILED session back to PENDING and starts a runner for it, since the
+  dashboard has no ``run --session`` key: ``t`` means "run it again";
+* ``resume`` is exactly the CLI's (a runner is started when a started session has none).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RunnerError(Exception):
+    """A runner could not be started; the session itself was changed as the message says."""
+
+
+def manager(db: Any) -> Any:
+    """The session manager of every dashboard operation: events say it came from the TUI,
+    and transitions are published like the CLI's (integration.log)."""
+    from store import FlowSessionManager, FlowStatusIntegration
+    from store.identity import local_user
+
+    return FlowSessionManager(
+        db, actor=f"{local_user()} (tui)", integration=FlowStatusIntegration(db)
+    )
+
+
+def _short(session_id: str) -> str:
+    return session_id[:12]
+
+
+def pause(ctx: Any, session_id: str) -> str:
+    with ctx.factory() as db:
+        change = manager(db).pause(session_id)
+    return f"{change.to_status}: {_short(session_id)}"
+
+
+def resume(ctx: Any, session_id: str) -> str:
+    """As ``vc flow session resume``: a session ACTIVE again without a live runner gets
+    one (``ensure_runner``, the CLI's own rule). A failure to start it is printed on
+    stderr there, which the app shows as a notification (``FlowApp.on_print``)."""
+    from app.runner.launch import ensure_runner
+
+    with ctx.factory() as db:
+        change = manager(db).resume(session_id)
+    note = f"{change.to_status}: {_short(session_id)}"
+    if change.to_status == "ACTIVE":
+        note += ensure_runner(ctx, session_id)
+    return note
+
+
+def abort(ctx: Any, session_id: str) -> str:
+    with ctx.factory() as db:
+        change = manager(db).abort(session_id)
+    return f"{change.to_status} (aborted): {_short(session_id)}"
+
+
+def retry(ctx: Any, session_id: str) -> str:
+    from app.runner.launch import LaunchError, spawn_runner
+
+    with ctx.factory() as db:
+        manager(db).retry(session_id)
+    try:
+        pid = spawn_runner(ctx, session_id)
+    except LaunchError as exc:
+        raise RunnerError(
+            f"session {_short(session_id)} is PENDING again, but its runner did not start: "
+            f"{exc}"
+        ) from None
+    return f"retrying {_short(session_id)} (runner pid {pid})"
+
+
+def delete(ctx: Any, session_id: str) -> str:
+    """As ``vc flow session delete``: the session's log file goes with it, and its last
+    records go to operations.log only."""
+    with ctx.factory() as db:
+        mgr = manager(db)
+        if ctx.logging is not None:
+            with ctx.logging.deleting(session_id):
+                mgr.delete(session_id)
+        else:
+            mgr.delete(session_id)
+    return f"deleted {_short(session_id)}"
+
+
+def new_session(ctx: Any, workflow_id: str, name: str | None) -> str:
+    """Create a session of ``workflow_id`` (snapshot of its current definition) and start
+    it detached, like ``vc flow run WORKFLOW --detach --name NAME``."""
+    from app.runner.launch import LaunchError, spawn_runner
+    from store.workflows import find_workflow
+
+    definition = find_workflow(ctx.settings.workflows_dir, workflow_id)
+    with ctx.factory() as db:
+        session_id = manager(db).create_session(definition.id, name=name,
+                                                definition=definition).id
+    try:
+        pid = spawn_runner(ctx, session_id)
+    except LaunchError as exc:
+        raise RunnerError(
+            f"session {_short(session_id)} was created (PENDING), but its runner did not "
+            f"start: {exc}"
+        ) from None
+    return f"started {_short(session_id)} (runner pid {pid})"

@@ -1,0 +1,45 @@
+"""The benchmarks, run small so that CI keeps them working. They print their figures (see
+`pytest -s` or the captured output) and assert only that each produced its line: speed is
+never a pass/fail here (a noisy machine must not fail CI). Full size: `python -m
+tests.bench.bench_store`, `… bench_runner`, `… bench_tui`."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytestmark = pytest.mark.bench
+
+
+@pytest.fixture(autouse=True)
+def _own_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("VC_HOME", "VC_DATABASE_URL", "VC_LOG_DIR", "VC_WORKFLOWS_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("VC_HOME", os.getcwd())
+
+
+def test_store_benchmarks_report_their_ratios() -> None:
+    from tests.bench import bench_store
+
+    lines = bench_store.main(small=True)
+    assert [line.split(":")[0] for line in lines] == [
+        "[bench] transitions",
+        "[bench] session list --limit 50",
+        "[bench] vc --help",
+        "[bench] vc flow session --help",
+    ]
+
+
+def test_runner_benchmarks_report_their_ratios() -> None:
+    from tests.bench import bench_runner
+
+    lines = bench_runner.main(small=True)
+    assert len(lines) == 3 and all("ms" in line or "ratio" in line for line in lines)
+
+
+def test_dashboard_benchmarks_report_their_figures() -> None:
+    from tests.bench import bench_tui
+
+    lines = bench_tui.main(small=True)
+    assert len(lines) == 3

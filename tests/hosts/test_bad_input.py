@@ -1,0 +1,57 @@
+"""A wrong database URL or an unreachable server: one line on stderr naming what could not
+be reached, exit code 1, no traceback, no hang (DESIGN §8, §12)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import run_vc
+
+UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/test"
+
+COMMANDS = [
+    ("flow", "session", "list"),
+    ("flow", "session", "show", "abcd1234"),
+    ("flow", "run", "hello", "--queue"),
+    ("flow", "worker"),
+    ("db", "upgrade"),
+    ("db", "current"),
+]
+
+
+def _one_line_error(result) -> str:  # type: ignore[no-untyped-def]
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("vc: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a))
+def test_unreachable_server_is_one_line_naming_host_and_port(workspace, args):
+    started = time.monotonic()
+    result = run_vc(*args, env={"VC_DATABASE_URL": UNREACHABLE}, timeout=30)
+    elapsed = time.monotonic() - started
+    line = _one_line_error(result)
+    assert "127.0.0.1" in line and "port 1" in line
+    assert elapsed < 10, f"took {elapsed:.1f}s"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("not a url", "invalid database URL"),
+        ("nosuchdriver://user@host/db", "nosuchdriver"),
+        ("postgresql+psycopg://postgres@nosuchhost.invalid:5432/test", "nosuchhost.invalid"),
+        ("postgresql+psycopg://postgres:s3cret@127.0.0.1:1/test", "127.0.0.1"),
+    ],
+)
+def test_wrong_url_is_one_line(workspace, url, expected):
+    result = run_vc("flow", "session", "list", env={"VC_DATABASE_URL": url}, timeout=30)
+    line = _one_line_error(result)
+    assert expected in line
+    assert "s3cret" not in line  # passwords are never echoed

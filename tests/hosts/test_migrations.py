@@ -1,0 +1,282 @@
+"""Schema migrations (DESIGN §12): empty and older databases reach the head revision with
+every row intact; a database newer than the code is refused; the up-to-date check stays
+cheap. Every test runs on SQLite and, when VC_TEST_DATABASE_URL is set, PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from alembic import command
+from sqlalchemy import inspect, text
+
+from store import FlowSessionManager, StageManager, StoreUnavailable, get_session_factory
+from store.engine import SCHEMA_VERSION, init_db, make_engine
+from store.managers import append_logs
+from store.migrations import (
+    BASELINE,
+    HEAD,
+    MIGRATION_ONLY_INDEXES,
+    MIGRATIONS_DIR,
+    alembic_config,
+    current_revision,
+)
+from store.status import StageStatus
+from tests.conftest import ROOT, run_vc
+from tests.hosts.common import snapshot
+
+
+def _build_at(url: str, revision: str):  # type: ignore[no-untyped-def]
+    """A database migrated to ``revision`` only (what an older vc left behind)."""
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), revision)
+    return engine
+
+
+def _fill(engine, definition) -> list[str]:  # type: ignore[no-untyped-def]
+    """Sessions in several states, with stages, events, metadata and log records."""
+    with get_session_factory(engine)() as db:
+        sessions, stages = FlowSessionManager(db), StageManager(db)
+        ids = []
+        for i in range(6):
+            s = sessions.create_session("hello", name=f"run {i} — ünïcode ✓",
+                                        metadata={"i": i, "tags": ["a", "b"]},
+                                        definition=definition, queued=i % 2 == 0)
+            ids.append(s.id)
+        sessions.start_session(ids[0])
+        for st in stages.list_stages(ids[0]):
+            stages.update_stage_status(st.id, StageStatus.ACTIVE, metadata={"progress": 40})
+            stages.update_stage_status(st.id, StageStatus.COMPLETED, exit_code=0)
+        sessions.complete(ids[0])
+        sessions.start_session(ids[1])
+        sessions.pause(ids[1], reason="lunch")
+        sessions.abort(ids[2])
+        sessions.start_session(ids[3])
+        sessions.fail(ids[3], "stage count failed: exit code 3")
+        sessions.retry(ids[3])
+        append_logs(db, [
+            {"session_id": sid, "at": 1_700_000_000.5 + n, "level": "INFO",
+             "category": "workflow.stage.integration", "stage": "greet", "text": f"line {n}"}
+            for n, sid in enumerate(ids * 3)
+        ])
+    return ids
+
+
+def _revision(engine) -> str | None:  # type: ignore[no-untyped-def]
+    return current_revision(engine)
+
+
+def _user_version(engine) -> int:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+
+
+def _indexes(engine) -> set[str]:  # type: ignore[no-untyped-def]
+    return {ix["name"] for ix in inspect(engine).get_indexes("flow_sessions")}
+
+
+def test_revision_files_are_one_linear_history_ending_at_schema_version():
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(MIGRATIONS_DIR))
+    assert script.get_heads() == [HEAD]
+    assert f"{SCHEMA_VERSION:04d}" == HEAD
+    revisions = [r.revision for r in script.walk_revisions("base", "heads")]
+    assert sorted(revisions) == [f"{n:04d}" for n in range(1, SCHEMA_VERSION + 1)]
+    assert revisions[-1] == BASELINE
+
+
+def test_empty_database_gets_head(db_url):
+    engine = init_db(db_url)
+    try:
+        assert _revision(engine) == HEAD
+        assert {"flow_sessions", "stage_instances", "flow_events", "log_records"} <= set(
+            inspect(engine).get_table_names())
+        assert "ix_flow_sessions_queue" in _indexes(engine)
+        if engine.dialect.name == "sqlite":
+            assert _user_version(engine) == SCHEMA_VERSION
+    finally:
+        engine.dispose()
+
+
+def test_head_schema_matches_the_models(db_url):
+    """What the migrations build is what the models declare (autogenerate finds nothing),
+    apart from the objects only migrations create."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    def include(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
+        return not (type_ == "index" and name in MIGRATION_ONLY_INDEXES)
+
+    engine = init_db(db_url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn, opts={"compare_type": True, "include_object": include})
+            assert compare_metadata(context, SQLModel.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_from_first_revision_keeps_every_row(db_url, hello_definition):
+    old = _build_at(db_url, BASELINE)
+    try:
+        assert _revision(old) == BASELINE
+        assert "ix_flow_sessions_queue" not in _indexes(old)
+        _fill(old, hello_definition)
+        before = snapshot(old)
+    finally:
+        old.dispose()
+    assert sum(len(rows) for rows in before.values()) > 50
+
+    engine = init_db(db_url)
+    try:
+        assert _revision(engine) == HEAD
+        assert snapshot(engine) == before
+        assert "ix_flow_sessions_queue" in _indexes(engine)
+        if engine.dialect.name == "sqlite":
+            assert _user_version(engine) == SCHEMA_VERSION
+        # and the store works on: the upgraded rows take new operations
+        with get_session_factory(engine)() as db:
+            sessions = FlowSessionManager(db)
+            sid = before["flow_sessions"][0][0]
+            paused = [r[0] for r in before["flow_sessions"] if r[3] == "PAUSED"]
+            sessions.resume(paused[0])
+            assert sessions.get_session(paused[0]).status == "ACTIVE"
+            assert sessions.get_session(sid) is not None
+    finally:
+        engine.dispose()
+
+
+def test_store_from_before_migrations_is_stamped_not_recreated(db_url, hello_definition):
+    """A store created by create_all (user_version 1, no alembic_version): stamped at the
+    baseline and upgraded in place."""
+    old = _build_at(db_url, BASELINE)
+    try:
+        with old.begin() as conn:
+            conn.execute(text("DROP TABLE alembic_version"))
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA user_version=1")
+        assert _revision(old) == "unversioned"
+        _fill(old, hello_definition)
+        before = snapshot(old)
+    finally:
+        old.dispose()
+
+    result = run_vc("db", "current", env={"VC_DATABASE_URL": db_url})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("unversioned")
+
+    engine = init_db(db_url)
+    try:
+        assert _revision(engine) == HEAD
+        assert snapshot(engine) == before
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("how", ["fast", "slow"])
+def test_database_newer_than_the_code_is_refused(db_url, how):
+    engine = init_db(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '0999'"))
+            if conn.dialect.name == "sqlite":
+                # fast: user_version says newer; slow: only alembic_version does
+                conn.exec_driver_sql(f"PRAGMA user_version={999 if how == 'fast' else 0}")
+            elif how == "fast":
+                pytest.skip("PostgreSQL has one path: the alembic_version read")
+        before = snapshot(engine)
+    finally:
+        engine.dispose()
+
+    with pytest.raises(StoreUnavailable) as info:
+        init_db(db_url)
+    message = str(info.value)
+    assert "0999" in message and "newer" in message and "upgrade vc" in message
+    assert "\n" not in message
+
+    result = run_vc("flow", "session", "list", env={"VC_DATABASE_URL": db_url})
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "newer than this vc" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_vc("db", "upgrade", env={"VC_DATABASE_URL": db_url})
+    assert result.returncode == 1 and "newer than this vc" in result.stderr
+
+    check = make_engine(db_url)
+    try:
+        assert snapshot(check) == before  # refused means untouched
+    finally:
+        check.dispose()
+
+
+def test_db_commands_print_the_revision(db_url, tmp_path):
+    env = {"VC_DATABASE_URL": db_url, "VC_HOME": str(tmp_path)}
+    old = _build_at(db_url, BASELINE)
+    old.dispose()
+    result = run_vc("db", "current", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == f"{BASELINE}:"
+    assert "behind" in result.stdout
+
+    result = run_vc("db", "upgrade", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{HEAD} (head)") and f"upgraded from {BASELINE}" in \
+        result.stdout
+    result = run_vc("db", "upgrade", env=env)
+    assert result.returncode == 0 and "up to date" in result.stdout
+    result = run_vc("db", "current", env=env)
+    assert result.returncode == 0 and result.stdout.strip() == f"{HEAD} (head)"
+
+
+def test_db_current_does_not_create_a_sqlite_store(tmp_path):
+    path = tmp_path / "nothing" / "flow.db"
+    result = run_vc("db", "current", env={"VC_DATABASE_URL": f"sqlite:///{path}"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("none")
+    assert not path.exists() and not path.parent.exists()
+
+
+def test_concurrent_first_starts_migrate_once(db_url):
+    """Several processes opening one empty store at once: all succeed, one schema."""
+    code = f"from store import init_db; init_db({db_url!r}).dispose(); print('ok')"
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(5)]
+    results = [p.communicate(timeout=60) for p in procs]
+    for proc, (out, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, err
+        assert out.strip() == "ok"
+    engine = make_engine(db_url)
+    try:
+        assert _revision(engine) == HEAD
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_up_to_date_check_does_not_load_alembic(db_url):
+    """The cheap path: an up-to-date store is opened with one query, without importing
+    Alembic (the `session list` budget)."""
+    init_db(db_url).dispose()
+    code = textwrap.dedent(f"""
+        import sys, time
+        from store import init_db
+        init_db({db_url!r}).dispose()
+        best = 1e9
+        for _ in range(20):
+            t = time.perf_counter(); init_db({db_url!r}).dispose()
+            best = min(best, time.perf_counter() - t)
+        print('alembic' in sys.modules, best)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    loaded, best = result.stdout.split()
+    assert loaded == "False"
+    print(f"init_db on an up-to-date store: {float(best) * 1000:.2f} ms")

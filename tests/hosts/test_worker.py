@@ -1,0 +1,295 @@
+"""Queued work (DESIGN §12): `vc flow worker` claims queued sessions atomically, runs each
+exactly once, hands running sessions back to the queue on SIGTERM, and a worker that dies
+leaves orphans that another worker or `resume` takes over. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from store import FlowSessionManager, get_session_factory, init_db
+from store.managers import is_orphaned
+from store.queries import get_session_view
+from store.workflows import find_workflow
+from tests.conftest import run_vc, vc_env
+from tests.hosts.common import alive, kill_group, wait_for
+
+TRIVIAL = """
+name: Trivial
+stages:
+  - name: only
+    run: "true"
+"""
+
+HANDBACK = """
+name: Interrupted once
+stages:
+  - name: first
+    run: echo one
+  - name: work
+    run: |
+      echo "attempt $VC_ATTEMPT"
+      if [ "$VC_ATTEMPT" = 1 ]; then sleep 60; fi
+"""
+
+
+@pytest.fixture
+def queue_ws(store_workspace: Path, db_url: str):  # type: ignore[no-untyped-def]
+    (store_workspace / "workflows" / "trivial.yaml").write_text(TRIVIAL.lstrip())
+    (store_workspace / "workflows" / "handback.yaml").write_text(HANDBACK.lstrip())
+    engine = init_db(db_url)
+    yield store_workspace, engine
+    engine.dispose()
+
+
+class Workers:
+    """`vc flow worker` processes of a test, stopped (and their stages killed) at the end."""
+
+    def __init__(self, ws: Path) -> None:
+        self.ws = ws
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = open(self.ws / f"worker-{len(self.procs)}.err", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.main", "flow", "worker", *args],
+            cwd=self.ws, env=vc_env(env), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def output(self, index: int) -> str:
+        return (self.ws / f"worker-{index}.err").read_text()
+
+    def stop_all(self) -> list[int]:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        return [proc.wait(timeout=30) for proc in self.procs]
+
+
+@pytest.fixture
+def workers(queue_ws):  # type: ignore[no-untyped-def]
+    ws, _ = queue_ws
+    w = Workers(ws)
+    yield w
+    for proc in w.procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _queue(engine, ws: Path, workflow: str, n: int) -> list[str]:  # type: ignore[no-untyped-def]
+    definition = find_workflow(ws / "workflows", workflow)
+    with get_session_factory(engine)() as db:
+        manager = FlowSessionManager(db)
+        return [manager.create_session(workflow, name=f"{workflow} {i}", definition=definition,
+                                       queued=True).id for i in range(n)]
+
+
+def _scalar(engine, sql: str, **params):  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return conn.execute(text(sql), params).scalar()
+
+
+def _view(engine, sid: str):  # type: ignore[no-untyped-def]
+    with get_session_factory(engine)() as db:
+        return get_session_view(db, sid)
+
+
+def _starts(engine, sid: str) -> int:  # type: ignore[no-untyped-def]
+    return int(_scalar(engine, "SELECT count(*) FROM flow_events WHERE session_id = :s "
+                               "AND op = 'start'", s=sid))
+
+
+# -- the claim itself ---------------------------------------------------------------------------
+
+
+def test_concurrent_claims_take_each_session_once(queue_ws):
+    """Six claimers with their own connections race over 60 queued sessions."""
+    ws, engine = queue_ws
+    ids = set(_queue(engine, ws, "trivial", 60))
+    claimed: list[str] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def claimer() -> None:
+        own = init_db(str(engine.url.render_as_string(hide_password=False)))
+        try:
+            with get_session_factory(own)() as db:
+                manager = FlowSessionManager(db, actor="worker")
+                while True:
+                    change = manager.claim_queued()
+                    if change is None:
+                        return
+                    with lock:
+                        claimed.append(change.session_id)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            own.dispose()
+
+    threads = [threading.Thread(target=claimer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert Counter(claimed) == Counter(ids)  # every session once, none twice
+    for sid in ids:
+        assert _starts(engine, sid) == 1
+        view = _view(engine, sid)
+        assert view.status == "ACTIVE" and view.queued and view.runner_pid == os.getpid()
+
+
+def test_claim_respects_the_workflow_filter_and_live_runners(queue_ws):
+    ws, engine = queue_ws
+    hello = _queue(engine, ws, "hello", 2)
+    trivial = _queue(engine, ws, "trivial", 1)
+    with get_session_factory(engine)() as db:
+        manager = FlowSessionManager(db, actor="worker")
+        got = [manager.claim_queued(workflow_id="hello") for _ in range(3)]
+        assert [c.session_id for c in got if c] == hello  # oldest first, hello only
+        assert got[2] is None
+        # a session created without --queue is never a worker's
+        manager.create_session("trivial", name="not queued")
+        change = manager.claim_queued()
+        assert change is not None and change.session_id == trivial[0]
+        assert manager.claim_queued() is None  # ours are live: nothing left
+
+
+# -- workers ------------------------------------------------------------------------------------
+
+
+def test_three_workers_run_each_of_100_sessions_exactly_once(queue_ws, workers):
+    ws, engine = queue_ws
+    ids = _queue(engine, ws, "trivial", 100)
+    for _ in range(3):
+        workers.start("--concurrency", "2")
+    wait_for(lambda: _scalar(engine, "SELECT count(*) FROM flow_sessions "
+                                     "WHERE status = 'COMPLETED'") == 100,
+             timeout=50, interval=0.2, what="100 COMPLETED sessions")
+    assert workers.stop_all() == [0, 0, 0]
+    with engine.connect() as conn:
+        starts = dict(conn.execute(text(
+            "SELECT session_id, count(*) FROM flow_events WHERE op = 'start' "
+            "GROUP BY session_id")).all())
+        statuses = dict(conn.execute(text("SELECT id, status FROM flow_sessions")).all())
+        attempts = conn.execute(text("SELECT DISTINCT attempt FROM stage_instances")).all()
+        pids = conn.execute(text("SELECT DISTINCT pid FROM flow_events "
+                                 "WHERE op = 'start'")).all()
+    assert starts == dict.fromkeys(ids, 1)
+    assert set(statuses.values()) == {"COMPLETED"}
+    assert attempts == [(1,)]
+    assert len(pids) >= 2, "the work was not shared between workers"
+    for i in range(3):
+        assert "Traceback" not in workers.output(i)
+
+
+def test_sigterm_hands_running_sessions_back_to_the_queue(queue_ws, workers):
+    ws, engine = queue_ws
+    (sid,) = _queue(engine, ws, "handback", 1)
+    first = workers.start()
+
+    def running_pid():  # type: ignore[no-untyped-def]
+        view = _view(engine, sid)
+        return _scalar(engine, "SELECT pid FROM stage_instances WHERE session_id = :s AND "
+                               "name = 'work' AND status = 'ACTIVE'", s=sid) if view else None
+
+    stage_pid = wait_for(running_pid, timeout=20, what="the stage to run")
+    assert alive(stage_pid)
+    started = time.monotonic()
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=20) == 0
+    assert time.monotonic() - started < 15
+    assert not alive(stage_pid), "the interrupted stage's process outlived its worker"
+    out = workers.output(0)
+    assert "handed back to the queue" in out and "Traceback" not in out
+
+    view = _view(engine, sid)
+    assert view.status == "ACTIVE" and view.queued and view.runner_pid is None
+    assert view.reason.startswith("requeued: worker")
+    assert {s.name: s.status for s in view.stages} == {"first": "COMPLETED", "work": "PENDING"}
+
+    workers.start()
+    wait_for(lambda: _view(engine, sid).status == "COMPLETED", timeout=30,
+             what="the handed-back session to complete")
+    view = _view(engine, sid)
+    assert {s.name: s.attempt for s in view.stages} == {"first": 1, "work": 2}
+    assert _starts(engine, sid) == 2  # one claim per worker
+    assert workers.stop_all() == [0, 0]
+
+
+@pytest.mark.parametrize("taker", ["worker", "resume"])
+def test_dead_worker_leaves_an_orphan_that_is_taken_over(queue_ws, workers, taker):
+    ws, engine = queue_ws
+    (sid,) = _queue(engine, ws, "handback", 1)
+    first = workers.start()
+    stage_pid = wait_for(
+        lambda: _scalar(engine, "SELECT pid FROM stage_instances WHERE session_id = :s AND "
+                                "name = 'work' AND status = 'ACTIVE'", s=sid),
+        timeout=20, what="the stage to run")
+    try:
+        first.kill()
+        first.wait()
+        assert alive(stage_pid)  # the stage runs on, in its own process group
+        view = _view(engine, sid)
+        assert view.status == "ACTIVE" and view.orphaned
+        assert is_orphaned(view.status, view.runner_host, view.runner_pid, view.heartbeat_at)
+
+        if taker == "worker":
+            workers.start()
+        else:
+            result = run_vc("flow", "session", "resume", sid[:8])
+            assert result.returncode == 0, result.stderr
+        wait_for(lambda: _view(engine, sid).status == "COMPLETED", timeout=30,
+                 what="the orphan to be taken over and completed")
+        assert not alive(stage_pid), "the leftover stage process was not removed"
+        view = _view(engine, sid)
+        assert {s.name: s.attempt for s in view.stages} == {"first": 1, "work": 2}
+        assert _starts(engine, sid) == 2
+    finally:
+        kill_group(stage_pid)
+    if taker == "worker":
+        assert "taking over" in workers.output(1)
+        assert workers.stop_all()[1] == 0
+
+
+def test_one_worker_runs_more_sessions_than_it_keeps_log_files_open(queue_ws, workers,
+                                                                     db_url):
+    """A long-lived worker closes each finished session's log file (app.logging keeps at
+    most 64 open, and used to deadlock beyond that)."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("not about the database: SQLite is enough")
+    ws, engine = queue_ws
+    _queue(engine, ws, "trivial", 80)
+    workers.start("--concurrency", "4")
+    wait_for(lambda: _scalar(engine, "SELECT count(*) FROM flow_sessions "
+                                     "WHERE status = 'COMPLETED'") == 80,
+             timeout=50, interval=0.2, what="80 COMPLETED sessions")
+    assert workers.stop_all() == [0]
+    assert "stopped (80 session(s) run)" in workers.output(0)
+
+
+def test_worker_with_a_workflow_filter_leaves_other_sessions_queued(queue_ws, workers):
+    ws, engine = queue_ws
+    (mine,) = _queue(engine, ws, "trivial", 1)
+    (other,) = _queue(engine, ws, "hello", 1)
+    workers.start("--workflow", "trivial")
+    wait_for(lambda: _view(engine, mine).status == "COMPLETED", timeout=30,
+             what="the trivial session to complete")
+    time.sleep(1.0)  # two more looks at the queue
+    view = _view(engine, other)
+    assert view.status == "PENDING" and view.queued and view.runner_pid is None
+    assert workers.stop_all() == [0]
+    assert "workflow trivial" in workers.output(0)

@@ -1,0 +1,177 @@
+"""`vc flow tui` in a real terminal: tmux runs it, send-keys types, capture-pane reads.
+
+The one test that exercises what Pilot cannot: the console script, terminal input
+parsing and rendering to a real pty. It runs a real session (`vc flow run slow --detach`),
+pauses it with `p` and checks both the store and the screen, then quits with `q`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.tmux
+
+TMUX = shutil.which("tmux")
+
+
+class Terminal:
+    """One tmux server of our own (its own socket), one window running one command."""
+
+    def __init__(self, socket: str) -> None:
+        self.socket = socket
+
+    def tmux(self, *args: str) -> str:
+        assert TMUX is not None
+        result = subprocess.run([TMUX, "-L", self.socket, *args], capture_output=True,
+                                text=True, timeout=10)
+        if result.returncode != 0:
+            raise RuntimeError(f"tmux {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout
+
+    def start(self, command: str, *, cwd: Path, env: dict[str, str],
+              size: tuple[int, int] = (120, 36)) -> None:
+        env_args = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
+        self.tmux("-f", "/dev/null", "new-session", "-d", "-s", "e2e", "-x", str(size[0]),
+                  "-y", str(size[1]), "-c", str(cwd), *env_args, command)
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-J", "-t", "e2e")  # -J: wrapped lines joined
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", "-t", "e2e", *keys)
+
+    def kill(self) -> None:
+        if TMUX is not None:
+            subprocess.run([TMUX, "-L", self.socket, "kill-server"], capture_output=True,
+                           timeout=10)
+
+
+@pytest.fixture
+def terminal() -> Iterator[Terminal]:
+    if TMUX is None:
+        pytest.skip("tmux is not installed: the real-terminal test of `vc flow tui` needs it")
+    term = Terminal(f"vc-e2e-{uuid.uuid4().hex[:12]}")
+    try:
+        yield term
+    finally:
+        term.kill()
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_pause_in_a_real_terminal(workspace: Path, vc: Any, terminal: Terminal) -> None:
+    run = vc("flow", "run", "slow", "--detach")
+    assert run.returncode == 0, run.stderr
+    sid = run.stdout.strip().splitlines()[-1]
+
+    from store import get_session_factory, init_db
+    from store.queries import get_session_view
+
+    engine = init_db()
+    factory = get_session_factory(engine)
+
+    def stored() -> Any:
+        with factory() as db:
+            return get_session_view(db, sid)
+
+    def stored_status() -> str:
+        return str(stored().status)
+
+    try:
+        env = {"VC_HOME": str(workspace), "TERM": "xterm-256color"}
+        terminal.start(f"{sys.executable} -m app.main flow tui; echo TUI-EXITED=$?; sleep 60",
+                       cwd=workspace, env=env)
+        row = wait_until(lambda: next((line for line in terminal.screen().splitlines()
+                                       if sid[:8] in line and "ACTIVE" in line), None),
+                         "the running session on screen")
+        assert "slow" in row
+        terminal.keys("p")
+        wait_until(lambda: stored_status() == "PAUSED", "PAUSED in the store")
+        wait_until(lambda: any(sid[:8] in line and "PAUSED" in line
+                               for line in terminal.screen().splitlines()),
+                   "PAUSED on screen", timeout=5)
+        terminal.keys("q")
+        wait_until(lambda: "TUI-EXITED=0" in terminal.screen(), "`vc flow tui` to exit 0")
+        assert stored_status() == "PAUSED"  # quitting the dashboard leaves sessions alone
+    finally:
+        vc("flow", "session", "abort", sid)
+        wait_until(lambda: stored().runner_pid is None, "the runner to exit", timeout=20)
+        engine.dispose()
+
+
+def test_demo_starts_shows_its_sessions_and_cleans_up(tmp_path: Path, terminal: Terminal,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vc flow tui --demo`, the README's first command: a throw-away workspace with live
+    sessions, whose runners are stopped when the dashboard closes."""
+    for var in ("VC_HOME", "VC_DATABASE_URL", "VC_LOG_DIR", "VC_WORKFLOWS_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    terminal.start(f"{sys.executable} -m app.main flow tui --demo; echo TUI-EXITED=$?; "
+                   "sleep 60", cwd=tmp_path, env={"TMPDIR": str(temp), "TERM": "xterm-256color"})
+    try:
+        names = ("train: resnet run 7", "release v1.2.3", "backup: nightly", "etl: daily import")
+        wait_until(lambda: all(name in terminal.screen() for name in names), "the demo sessions")
+        wait_until(lambda: "FAILED" in terminal.screen() and "COMPLETED" in terminal.screen(),
+                   "the demo sessions finishing or failing")
+        terminal.keys("q")
+        screen = wait_until(lambda: "TUI-EXITED=" in terminal.screen() and terminal.screen(),
+                            "the demo to exit")
+        assert "TUI-EXITED=0" in screen and "(its sessions were stopped)" in screen
+        (workspace,) = temp.glob("vc-demo-*")
+        views = _sessions(workspace)
+        assert len(views) == 4
+        assert all(v.status in ("COMPLETED", "FAILED") for v in views), views
+        wait_until(lambda: all(v.runner_pid is None for v in _sessions(workspace)),
+                   "the demo's runners to exit", timeout=20)
+    finally:
+        terminal.kill()
+        for workspace in temp.glob("vc-demo-*"):  # a failure above must leave no runner
+            _abort_all(workspace)
+
+
+def _sessions(workspace: Path) -> list[Any]:
+    from store import get_session_factory, init_db
+    from store.queries import SessionFilter, list_sessions
+
+    engine = init_db(f"sqlite:///{workspace / '.vc' / 'flow.db'}")
+    try:
+        with get_session_factory(engine)() as db:
+            return list_sessions(db, SessionFilter())
+    finally:
+        engine.dispose()
+
+
+def _abort_all(workspace: Path) -> None:
+    from store import FlowSessionManager, get_session_factory, init_db
+    from store.errors import StoreError
+
+    engine = init_db(f"sqlite:///{workspace / '.vc' / 'flow.db'}")
+    try:
+        with get_session_factory(engine)() as db:
+            for v in _sessions(workspace):
+                if v.status in ("PENDING", "ACTIVE", "PAUSED"):
+                    try:
+                        FlowSessionManager(db, actor="test cleanup").abort(v.id)
+                    except StoreError:
+                        pass
+    finally:
+        engine.dispose()

@@ -1,0 +1,357 @@
+"""Every key of the dashboard (DESIGN §10), driven with Pilot on a real store: each test
+checks what the store says afterwards (through the managers' queries), not only the screen.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tui_testkit import (
+    events,
+    loaded,
+    make_session,
+    notifications,
+    row_of,
+    screen_text,
+    select,
+    status,
+    view,
+    wait_for,
+)
+
+from app.tui.app import EMPTY_TEXT, NO_MATCH_TEXT, FlowApp
+from app.tui.commands import OPERATIONS
+from app.tui.screens import DetailsScreen, NewSessionScreen
+from widgets.confirm import ConfirmScreen
+from widgets.help import HelpScreen
+
+SIZE = (120, 36)
+
+
+async def test_p_pauses_the_selected_session(ctx: Any, make_app: Any) -> None:
+    sid = make_session(ctx, name="to pause")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: status(ctx, sid) == "PAUSED", what="PAUSED in the store")
+        await wait_for(pilot, lambda: row_of(app, sid).status == "PAUSED",
+                       what="PAUSED in the table")
+        assert "PAUSED" in screen_text(app)
+        assert events(ctx, sid)[-1] == "pause"
+
+
+async def test_r_resumes_a_paused_session(ctx: Any, make_app: Any) -> None:
+    sid = make_session(ctx, state="PAUSED")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("r")
+        # It never started, so resume takes it back to PENDING (DESIGN §5).
+        await wait_for(pilot, lambda: status(ctx, sid) == "PENDING", what="PENDING")
+        await wait_for(pilot, lambda: row_of(app, sid).status == "PENDING",
+                       what="PENDING in the table")
+        assert events(ctx, sid)[-1] == "resume"
+
+
+async def test_p_r_a_on_a_real_runner(ctx: Any, make_app: Any, vc: Any) -> None:
+    """Pause, resume and abort a session whose runner really runs its stage."""
+    run = vc("flow", "run", "slow", "--detach")
+    assert run.returncode == 0, run.stderr
+    sid = run.stdout.strip().splitlines()[-1]
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await wait_for(pilot, lambda: app.stages.stages[0].status == "ACTIVE",
+                       what="the stage running")
+        await pilot.press("p")
+        await wait_for(pilot, lambda: app.stages.stages[0].status == "PAUSED",
+                       what="the runner pausing the stage")
+        assert status(ctx, sid) == "PAUSED"
+        await pilot.press("r")
+        await wait_for(pilot, lambda: app.stages.stages[0].status == "ACTIVE",
+                       what="the runner resuming the stage")
+        assert status(ctx, sid) == "ACTIVE"
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: row_of(app, sid).status == "FAILED", what="FAILED")
+        assert view(ctx, sid).reason == "aborted"
+
+
+async def test_a_asks_first_and_n_keeps_the_session(ctx: Any, make_app: Any) -> None:
+    sid = make_session(ctx, name="keep me [b]safe[/b]")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        assert "keep me [b]safe[/b]" in screen_text(app)  # the name, literally
+        await pilot.press("n")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen), what="closed")
+        await pilot.pause(0.2)
+        assert status(ctx, sid) == "PENDING"
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: status(ctx, sid) == "FAILED", what="FAILED")
+        assert view(ctx, sid).reason == "aborted"
+        await wait_for(pilot, lambda: row_of(app, sid).status == "FAILED",
+                       what="FAILED in the table")
+
+
+async def test_d_asks_then_deletes_and_the_selection_moves(ctx: Any, make_app: Any) -> None:
+    first = make_session(ctx, name="oldest", state="FAILED")
+    middle = make_session(ctx, name="middle", state="FAILED")
+    make_session(ctx, name="newest", state="FAILED")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await select(pilot, middle)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen), what="closed")
+        assert view(ctx, middle) is not None
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: view(ctx, middle) is None, what="deleted in the store")
+        await wait_for(pilot, lambda: app.table.total == 2, what="two rows left")
+        await wait_for(pilot, lambda: app.selected_id == first, what="selection moved")
+        assert "middle" not in screen_text(app)
+
+
+async def test_t_retries_a_failed_session_and_runs_it(ctx: Any, make_app: Any) -> None:
+    sid = make_session(ctx, "hello", state="FAILED")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("t")
+        await wait_for(pilot, lambda: "retry" in events(ctx, sid), what="the retry event")
+        await wait_for(pilot, lambda: status(ctx, sid) == "COMPLETED", timeout=20,
+                       what="the runner completing the retried session")
+        await wait_for(pilot, lambda: row_of(app, sid).status == "COMPLETED",
+                       what="COMPLETED in the table")
+
+
+async def test_n_picks_a_workflow_names_and_starts_it(ctx: Any, make_app: Any) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        assert EMPTY_TEXT.splitlines()[0] in screen_text(app)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewSessionScreen), what="dialog")
+        options = app.screen.query_one("#new-workflows")
+        await wait_for(pilot, lambda: options.option_count > 0, what="the workflows listed")
+        ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
+        for _ in range(ids.index("hello")):
+            await pilot.press("down")
+        await pilot.press("enter")  # picks it: the name field takes the focus
+        await pilot.press(*"tui", "enter")
+        await wait_for(pilot, lambda: app.table.total == 1, timeout=10, what="the new row")
+        sid = app.table.rows[0].id
+        created = view(ctx, sid)
+        assert (created.name, created.workflow_id) == ("tui", "hello")
+        await wait_for(pilot, lambda: status(ctx, sid) == "COMPLETED", timeout=20,
+                       what="its runner completing it")
+        await wait_for(pilot, lambda: row_of(app, sid).status == "COMPLETED",
+                       what="COMPLETED in the table")
+
+
+async def test_enter_shows_metadata_definition_and_events(ctx: Any, make_app: Any) -> None:
+    sid = make_session(ctx, metadata={"owner": "ana", "ticket": "OPS-7"}, state="PAUSED")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DetailsScreen), what="details")
+        text = screen_text(app)
+        assert sid in text
+        assert "owner = ana" in text and "ticket = OPS-7" in text
+        assert "definition (snapshot taken at creation)" in text
+        assert '"name": "greet"' in text
+        details = app.screen.query_one("#details-text").render().plain
+        assert "create  - -> PENDING" in details and "pause  PENDING -> PAUSED" in details
+        await pilot.press("p")  # dashboard keys are off while a dialog is open
+        await pilot.pause(0.2)
+        assert status(ctx, sid) == "PAUSED" and events(ctx, sid)[-1] == "pause"
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, DetailsScreen), what="closed")
+
+
+async def test_slash_filters_by_text_and_escape_clears(ctx: Any, make_app: Any) -> None:
+    for name in ("alpha one", "beta two", "alpha three"):
+        make_session(ctx, name=name)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        assert app.table.total == 3
+        await pilot.press("slash")
+        await pilot.press(*"alp", "enter")
+        await wait_for(pilot, lambda: app.table.total == 2, what="two matches")
+        assert all("alpha" in r.name for r in app.table.rows)
+        assert "filter: “alp”" in screen_text(app)
+        await pilot.press("slash", "ctrl+u", *"zzz", "enter")
+        await wait_for(pilot, lambda: app.table.total == 0, what="no match")
+        assert NO_MATCH_TEXT.splitlines()[0] in screen_text(app)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.table.total == 3, what="the filter cleared")
+
+
+async def test_number_keys_filter_by_status(ctx: Any, make_app: Any) -> None:
+    pending = make_session(ctx, name="p1")
+    paused = make_session(ctx, name="p2", state="PAUSED")
+    failed = make_session(ctx, name="p3", state="FAILED")
+    active = make_session(ctx, name="p4", state="ACTIVE")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        for key, expected in (("1", [pending]), ("2", [active]), ("3", [paused]),
+                              ("4", []), ("5", [failed])):
+            await pilot.press(key)
+            await wait_for(pilot, lambda e=expected: [r.id for r in app.table.rows] == e,
+                           what=f"key {key}")
+            assert app.filter.status is not None and app.filter.status in screen_text(app)
+        await pilot.press("0")
+        await wait_for(pilot, lambda: app.table.total == 4, what="every status")
+
+
+async def test_f_and_w_toggle_follow_and_wrap(ctx: Any, make_app: Any, store_url: str) -> None:
+    from tui_testkit import add_logs
+
+    sid = make_session(ctx)
+    ctx.logging.flush()  # the "create" record of the operations log is in the store now
+    add_logs(store_url, sid, ["x" * 300])
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await wait_for(pilot, lambda: app.log_pane.line_count == 2, what="the log lines")
+        assert app.log_pane.follow and not app.log_pane.wrap
+        await pilot.press("f")
+        assert not app.log_pane.follow
+        await wait_for(pilot, lambda: "follow off" in screen_text(app), what="follow off")
+        await pilot.press("f")
+        assert app.log_pane.follow
+        await pilot.press("w")
+        assert app.log_pane.wrap
+        await wait_for(pilot, lambda: app.log_pane.visual_line_count > 2, what="wrapped")
+        assert "wrap on" in screen_text(app)
+        await pilot.press("w")
+        assert not app.log_pane.wrap and app.log_pane.visual_line_count == 2
+
+
+async def test_question_mark_shows_help_and_keys_are_inert_there(ctx: Any,
+                                                                 make_app: Any) -> None:
+    sid = make_session(ctx)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        text = screen_text(app)
+        for key, description in FlowApp.KEY_HELP:
+            assert description in text, key
+        await pilot.press("p", "d", "a")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, HelpScreen)
+        assert status(ctx, sid) == "PENDING" and events(ctx, sid) == ["create"]
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen), what="closed")
+
+
+async def test_q_quits(ctx: Any, make_app: Any) -> None:
+    make_session(ctx)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running, what="the app to exit")
+    assert app.return_code == 0
+
+
+async def test_palette_runs_an_operation(ctx: Any, make_app: Any) -> None:
+    sid = make_session(ctx)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("ctrl+p")
+        await pilot.press(*"pause")
+        await wait_for(pilot, lambda: "Pause session" in screen_text(app), what="the hit")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: status(ctx, sid) == "PAUSED", what="PAUSED")
+
+
+def test_every_key_is_in_the_palette_and_every_entry_is_an_action() -> None:
+    palette = {action for _, action, _ in OPERATIONS}
+    for title, action, _ in OPERATIONS:
+        name = action.split("(")[0]
+        assert callable(getattr(FlowApp, f"action_{name}", None)), title
+    bound = {b.action for b in FlowApp.BINDINGS if b.action != "quit"}  # type: ignore[union-attr]
+    assert bound <= palette, bound - palette
+
+
+async def test_refused_operation_shows_the_managers_message(ctx: Any, make_app: Any) -> None:
+    sid = make_session(ctx, state="FAILED")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        for key in ("p", "r"):
+            await pilot.press(key)
+        await wait_for(pilot, lambda: len(notifications(app)) >= 2, what="two refusals")
+        shown = notifications(app)
+        assert any(n.startswith("pause refused: cannot pause session") and "it is FAILED"
+                   in n for n in shown), shown
+        assert any(n.startswith("resume refused: cannot resume session") for n in shown)
+        assert status(ctx, sid) == "FAILED" and app.is_running
+
+
+async def test_keys_without_a_session_say_so(ctx: Any, make_app: Any) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        for key in ("p", "r", "a", "d", "t"):
+            await pilot.press(key)
+        app.action_details()  # enter: the empty table keeps the key to itself
+        await wait_for(pilot, lambda: len(notifications(app)) == 6, what="six notes")
+        assert all("no session selected" in n for n in notifications(app))
+        assert app.is_running and not isinstance(app.screen, ConfirmScreen)
+
+
+async def test_r_starts_a_runner_for_an_orphaned_session(ctx: Any, make_app: Any) -> None:
+    """Its runner died: resume (the CLI's rule, ``ensure_runner``) starts a new one."""
+    import subprocess
+
+    from tui_testkit import manager
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    sid = make_session(ctx, "hello")
+    with ctx.factory() as db:
+        manager(db).start_session(sid, runner_pid=gone.pid)
+        manager(db).pause(sid)
+    assert view(ctx, sid).orphaned
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        assert "orphaned" in screen_text(app)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: any("runner started" in n for n in notifications(app)),
+                       timeout=20, what="the note of the new runner")
+        await wait_for(pilot, lambda: status(ctx, sid) == "COMPLETED", timeout=20,
+                       what="the new runner completing the session")
+        await wait_for(pilot, lambda: row_of(app, sid).status == "COMPLETED",
+                       what="COMPLETED in the table")
+
+
+async def test_lines_printed_on_stderr_become_notifications(ctx: Any, make_app: Any) -> None:
+    """Shared code reports some failures with a `vc: error:` line on stderr (the CLI's
+    way); behind a full-screen app such a line would be lost."""
+    import sys
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        print("vc: error: could not start a runner: [b]no[/b] \x1b[31mluck", file=sys.stderr)
+        await wait_for(pilot, lambda: notifications(app), what="a notification")
+        assert notifications(app) == ["error: could not start a runner: [b]no[/b] luck"]
