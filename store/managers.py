@@ -601,6 +601,7 @@ class FlowSessionManager(_Base):
             self.session.rollback()
             self.abort(sid, reason="aborted")
             conn = self._conn()
+            cur = self._read_state(conn, sid)  # the delete starts from FAILED now
         conn.execute(delete(_LOG).where(_LOG.c.session_id == sid))
         conn.execute(delete(_EV).where(_EV.c.session_id == sid))
         conn.execute(delete(_ST).where(_ST.c.session_id == sid))
@@ -652,6 +653,139 @@ class FlowSessionManager(_Base):
         ).first()
         self.session.commit()
         return None if row is None else (row[0], row[1], row[2])
+
+    # -- queued work (`vc flow worker`, DESIGN §12) -------------------------------------------
+
+    def claim_queued(
+        self,
+        *,
+        runner_host: str | None = None,
+        runner_pid: int | None = None,
+        workflow_id: str | None = None,
+        batch: int = 8,
+    ) -> SessionChange | None:
+        """Claim the oldest queued session that no live runner owns, for a worker: a queued
+        PENDING session, or a queued ACTIVE one whose runner is gone (its worker died) or
+        that a stopping worker handed back (:meth:`requeue`). None when there is none.
+
+        Atomic across processes and hosts: on PostgreSQL the candidates are locked
+        ``FOR UPDATE SKIP LOCKED`` (concurrent workers look at different rows); everywhere
+        the claim is the ``start`` UPDATE conditioned on the version read, which exactly
+        one claimer can win (a loser moves on to the next candidate). The claim writes the
+        ``start`` event, records the runner and keeps ``queued`` set: the session stays
+        queue work, so if its worker dies another worker takes it over."""
+        from sqlalchemy import or_
+
+        host = runner_host or self.host
+        pid = runner_pid or self.pid
+        skip: set[str] = set()
+        for _ in range(_MAX_RETRIES):
+            now = time.time()
+            query = (
+                select(_T.c.id, _T.c.version, _T.c.runner_host, _T.c.runner_pid,
+                       _T.c.heartbeat_at)
+                .where(
+                    _T.c.queued,
+                    _T.c.finished_at.is_(None),  # with queued: the partial index (0002)
+                    _T.c.status.in_([SessionStatus.PENDING, SessionStatus.ACTIVE]),
+                    or_(
+                        _T.c.runner_pid.is_(None),
+                        _T.c.heartbeat_at.is_(None),
+                        _T.c.heartbeat_at < now - STALE_AFTER,
+                        _T.c.runner_host == local_host(),
+                    ),
+                )
+                .order_by(_T.c.created_at, _T.c.id)
+                .limit(batch)
+            )
+            if workflow_id is not None:
+                query = query.where(_T.c.workflow_id == workflow_id)
+            if skip:
+                query = query.where(_T.c.id.not_in(sorted(skip)))
+            conn = self._conn()
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = conn.execute(query).all()
+            if not rows:
+                self.session.rollback()
+                return None
+            claimable = [r for r in rows if self._runner_gone(r.runner_host, r.runner_pid,
+                                                               r.heartbeat_at, now)]
+            if not claimable:  # live runners of this host: look past them
+                self.session.rollback()
+                skip.update(r.id for r in rows)
+                continue
+            row = claimable[0]
+
+            def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
+                if not self._runner_gone(cur.runner_host, cur.runner_pid, cur.heartbeat_at,
+                                         time.time()):
+                    return f"pid {cur.runner_pid} on {cur.runner_host} runs it"
+                return None
+
+            try:
+                return self._transition(
+                    row.id,
+                    SessionOp.START,
+                    expected_version=row.version,
+                    values={
+                        "runner_host": host,
+                        "runner_pid": pid,
+                        "heartbeat_at": now,
+                        "started_at": now,
+                        "queued": True,
+                    },
+                    check=check,
+                )
+            except (ConcurrentModification, InvalidTransition, SessionNotFound):
+                self.session.rollback()
+                skip.add(row.id)  # another claimer won (or it changed): next candidate
+        return None
+
+    def requeue(
+        self,
+        session_id: str,
+        *,
+        reason: str = "requeued",
+        runner_host: str | None = None,
+        runner_pid: int | None = None,
+    ) -> SessionChange:
+        """Hand a session back to the queue: what a worker that stops does with the
+        sessions it interrupted (PAUSED, their stage processes gone). A ``resume`` that
+        also sets ``queued`` and forgets the runner: the session is ACTIVE again (PENDING
+        if it never started) and the next worker to look claims it. Refused while a live
+        runner other than ``runner_host``/``runner_pid`` (default: this process) owns it."""
+        host = runner_host or self.host
+        pid = runner_pid or self.pid
+
+        def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
+            ours = (cur.runner_host, cur.runner_pid) == (host, pid)
+            if not ours and not self._runner_gone(cur.runner_host, cur.runner_pid,
+                                                  cur.heartbeat_at, time.time()):
+                return f"pid {cur.runner_pid} on {cur.runner_host} runs it"
+            return None
+
+        return self._transition(
+            session_id,
+            SessionOp.RESUME,
+            reason=reason,
+            values={"queued": True, "runner_host": None, "runner_pid": None,
+                    "heartbeat_at": None},
+            check=check,
+        )
+
+    @staticmethod
+    def _runner_gone(
+        runner_host: str | None, runner_pid: int | None, heartbeat_at: float | None,
+        now: float,
+    ) -> bool:
+        """No live runner: none recorded, its heartbeat stale, or (on its own host) its pid
+        dead. Unlike :func:`is_orphaned`, whatever the session's status."""
+        if runner_pid is None:
+            return True
+        if heartbeat_at is None or now - heartbeat_at > STALE_AFTER:
+            return True
+        return runner_host == local_host() and not pid_alive(runner_pid)
 
 
 class StageManager(_Base):
