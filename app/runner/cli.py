@@ -1,8 +1,17 @@
 """`vc flow run` and the detached runner's entry: thin glue between the CLI, the managers
-and :class:`app.runner.runner.Runner`."""
+and :class:`app.runner.runner.Runner`.
+
+Refusals happen before anything runs, each as one line naming what to do instead:
+
+* `run --session` of a COMPLETED or FAILED session: nothing to run (`retry` first);
+* of a PAUSED one: `resume` it (that starts a runner if it has none);
+* of an ACTIVE one that a live runner owns: refused, naming that runner's host and pid
+  (the store's claim checks the same thing again, so a race cannot start two runners).
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sys
@@ -11,6 +20,9 @@ import time
 from typing import Any
 
 from app.cli.common import error_line, fail, open_store, progress_text
+
+#: The detached runner reports "ok" (claimed) or "error: MESSAGE" on this inherited fd.
+READY_FD_ENV = "VC_RUNNER_READY_FD"
 
 
 def run_command(
@@ -36,19 +48,9 @@ def run_command(
             if session_id is not None:
                 sid = manager.resolve_session_id(session_id)
                 view = get_session_view(db, sid)
-                assert view is not None
-                if view.workflow_id != workflow_id:
-                    raise fail(
-                        f"session {sid[:12]} belongs to workflow {view.workflow_id!r}, "
-                        f"not {workflow_id!r}", 2)
-                if view.status in ("COMPLETED", "FAILED"):
-                    raise fail(
-                        f"session {sid[:12]} is {view.status}: nothing to run; "
-                        f"'vc flow session retry {sid[:12]}' resets its failed stages")
-                if view.status == "PAUSED":
-                    raise fail(
-                        f"session {sid[:12]} is PAUSED: resume it with "
-                        f"'vc flow session resume {sid[:12]}'")
+                if view is None:
+                    raise fail(f"no session matches {session_id!r}")
+                _check_runnable(view, workflow_id)
                 names = {s.name for s in view.stages}
             else:
                 definition = find_workflow(ctx.settings.workflows_dir, workflow_id)
@@ -76,21 +78,50 @@ def run_command(
         return _foreground(ctx, sid, stage or None)
 
 
+def _check_runnable(view: Any, workflow_id: str) -> None:
+    """Refuse `run --session` on a session that has nothing to run or a live runner."""
+    short = view.id[:12]
+    if view.workflow_id != workflow_id:
+        raise fail(f"session {short} belongs to workflow {view.workflow_id!r}, "
+                   f"not {workflow_id!r}", 2)
+    if view.status == "COMPLETED":
+        raise fail(f"session {short} is COMPLETED: every stage has run and none runs twice "
+                   f"(retry is only for FAILED sessions); start a new session with "
+                   f"'vc flow run {view.workflow_id}'")
+    if view.status == "FAILED":
+        raise fail(f"session {short} is FAILED ({view.reason or 'failed'}): reset it with "
+                   f"'vc flow session retry {short}', then run it again")
+    if view.status == "PAUSED":
+        raise fail(f"session {short} is PAUSED: resume it with "
+                   f"'vc flow session resume {short}'")
+    if view.status == "ACTIVE" and view.runner_pid is not None and not view.orphaned:
+        raise fail(f"session {short} already has a live runner: pid {view.runner_pid} on "
+                   f"{view.runner_host}")
+
+
 def _foreground(ctx: Any, sid: str, stage: str | None) -> int:
+    """Run in this process with a live display; Ctrl-C (SIGINT), SIGTERM and a closed
+    terminal (SIGHUP) pause the session and exit 130 with how to resume it."""
     from app.runner.runner import Runner
 
     assert ctx.logging is not None
     display = _Display(sid)
     runner = Runner(ctx.factory, ctx.logging, sid, workspace=ctx.settings.workspace,
                     only_stage=stage, on_update=display.update)
-    previous = signal.signal(signal.SIGINT, lambda *_: runner.interrupt())
-    signal.signal(signal.SIGTERM, lambda *_: runner.interrupt())
-    display.start(runner)
+    handlers = {
+        sig: signal.signal(sig, lambda *_: runner.interrupt())
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
     try:
-        outcome = runner.run()
+        runner.claim()  # a refusal (live runner elsewhere) is all the user sees
+        display.start(runner)
+        try:
+            outcome = runner.run()
+        finally:
+            display.stop()
     finally:
-        display.stop()
-        signal.signal(signal.SIGINT, previous)
+        for sig, previous in handlers.items():
+            signal.signal(sig, previous)
     if outcome.code == 0:
         print(f"{outcome.status or 'done'}: {sid[:12]} ({outcome.message})")
     elif outcome.code == 130:
@@ -101,8 +132,13 @@ def _foreground(ctx: Any, sid: str, stage: str | None) -> int:
 
 
 class _Display:
-    """The foreground progress display: one refreshed status line on a terminal (stage,
-    bar, last log line), or one line per stage change when stderr is not a terminal."""
+    """The foreground progress display, on stderr (stdout keeps the final result line).
+
+    On a terminal: one status line refreshed five times a second (stage, bar, last output
+    line), cleaned of control sequences and cut to the width. Otherwise (a pipe, CI): one
+    line per stage change and per gate, so logs stay readable. Writing to a terminal that
+    went away must not kill the run, so write errors are ignored.
+    """
 
     def __init__(self, sid: str) -> None:
         self.sid = sid
@@ -112,70 +148,125 @@ class _Display:
         self._runner: Any = None
         self._last_plain = ""
 
+    def _write(self, text: str) -> None:
+        try:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
     def start(self, runner: Any) -> None:
         self._runner = runner
-        print(f"session {self.sid} (Ctrl-C pauses it)", file=sys.stderr, flush=True)
+        self._write(f"session {self.sid} (Ctrl-C pauses it)\n")
         if self.tty:
-            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread = threading.Thread(target=self._loop, name="vc-display", daemon=True)
             self._thread.start()
 
-    def _line(self) -> str:
+    def _stage_part(self) -> str:
         from store.text import clean_text
 
         runner = self._runner
-        stage = getattr(runner, "current_stage", None)
+        if runner.waiting_at:
+            return (f"{clean_text(runner.waiting_at)}: manual gate, waiting for "
+                    f"'vc flow session resume {self.sid[:12]}'")
+        stage = runner.current_stage
         if stage is None:
             return ""
-        progress = getattr(runner, "current_progress", None) or 0.0
-        last = clean_text(runner.last_line or "")
-        return f"{clean_text(stage)} {progress_text(progress)}  {last}"
+        return f"{clean_text(stage)} {progress_text(runner.current_progress or 0.0)}"
 
     def _loop(self) -> None:
+        from store.text import clean_text
+
         while not self._stop.wait(0.2):
             width = shutil.get_terminal_size((100, 24)).columns
-            line = self._line()[: width - 1]
-            sys.stderr.write(f"\r\x1b[2K{line}")
-            sys.stderr.flush()
+            line = self._stage_part()
+            if line and not self._runner.waiting_at:
+                line = f"{line}  {clean_text(self._runner.last_line or '')}"
+            self._write(f"\r\x1b[2K{line[: max(width - 1, 0)]}")
 
     def update(self, runner: Any) -> None:
         if self.tty:
             return
-        line = self._line()
-        stage_part = line.split("  ")[0]
-        if stage_part and stage_part != self._last_plain:
-            self._last_plain = stage_part
-            print(f"{time.strftime('%H:%M:%S')} {stage_part}", file=sys.stderr, flush=True)
+        part = self._stage_part()
+        name = part.split(" ")[0]
+        if part and name != self._last_plain:
+            self._last_plain = name
+            self._write(f"{time.strftime('%H:%M:%S')} {part}\n")
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(1)
-            sys.stderr.write("\r\x1b[2K")
-            sys.stderr.flush()
+            self._write("\r\x1b[2K")
 
 
 def detached_main(argv: list[str]) -> int:
-    """Entry of a background runner: stdio is the session's log file."""
+    """Entry of a background runner (`python -m app.runner SESSION_ID [--stage NAME]`).
+
+    Its stdout/stderr are the session's log file, so its last words land there. It tells
+    its launcher over the inherited ``VC_RUNNER_READY_FD`` pipe whether it claimed the
+    session ("ok") or why not ("error: …"), so `run --detach` and `resume` return as soon
+    as the runner really owns the session, or report the exact refusal. SIGTERM pauses the
+    session (resumable) like Ctrl-C in the foreground; SIGHUP is ignored.
+    """
     import argparse
 
-    from app.cli.common import translate_errors
+    import typer
+
     from app.runner.runner import Runner
+    from store.errors import StoreError
 
     parser = argparse.ArgumentParser(prog="python -m app.runner")
     parser.add_argument("session_id")
     parser.add_argument("--stage")
     args = parser.parse_args(argv)
+    ready = _ReadyPipe(os.environ.pop(READY_FD_ENV, None))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        with open_store() as ctx, translate_errors():
+        with open_store() as ctx:
             assert ctx.logging is not None
             runner = Runner(ctx.factory, ctx.logging, args.session_id,
                             workspace=ctx.settings.workspace, only_stage=args.stage)
             signal.signal(signal.SIGTERM, lambda *_: runner.interrupt())
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, lambda *_: runner.interrupt())
+            try:
+                runner.claim()
+            except StoreError as exc:
+                ready.tell(f"error: {exc}")
+                raise
+            ready.tell("ok")
             outcome = runner.run()
             return 0 if outcome.code in (0, 130) else outcome.code
+    except typer.Exit as exc:  # a refusal, already printed as one line
+        return int(exc.exit_code or 0)
     except SystemExit as exc:
         return int(exc.code or 0)
     except Exception as exc:  # a detached runner's last word goes to the session log
         error_line(f"runner crashed: {type(exc).__name__}: {exc}")
         return 1
+    finally:
+        ready.close()
+
+
+class _ReadyPipe:
+    """The write end of the launcher's readiness pipe (absent when started by hand)."""
+
+    def __init__(self, fd: str | None) -> None:
+        self.fd = int(fd) if fd and fd.isdigit() else None
+
+    def tell(self, message: str) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.write(self.fd, message.encode("utf-8", "replace") + b"\n")
+        except OSError:
+            pass  # the launcher gave up waiting: nothing to tell
+        self.close()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None

@@ -1,17 +1,29 @@
 """Starting runners in the background (`run --detach`, `resume`, workers).
 
 A detached runner is a new process in its own session (so closing the terminal does not
-hang it up), with stdin from /dev/null and stdout/stderr appended to the session's log file.
-The launcher waits until the child has claimed the session (or died, whose reason it then
-reports), so a command that returns has a runner that really runs.
+hang it up, and Ctrl-C in the launching terminal does not reach it), with stdin from
+/dev/null and stdout/stderr appended to the session's log file.
+
+The launcher returns only once the child has claimed the session, or reports why it could
+not. The child says so over a pipe it inherits (``VC_RUNNER_READY_FD``): "ok" after its
+claim, "error: MESSAGE" on a refusal; plain EOF means it died first, and its last error
+line is then read back from the session log. A pipe rather than polling the store: a quick
+session may claim, finish and release itself before any poll would have seen it.
+
+The launcher does not wait for the runner to exit, but a daemon thread reaps it when it
+does: a long-lived launcher (the dashboard, a worker) then keeps no zombie, and a
+short-lived one (the CLI) just exits, leaving the runner to init.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 CLAIM_TIMEOUT = 20.0
@@ -23,24 +35,27 @@ class LaunchError(Exception):
 
 def spawn_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) -> int:
     """Start `python -m app.runner SESSION_ID` detached; return its pid once it owns the
-    session."""
-    from store.identity import local_host
-    from store.queries import get_session_view, runner_claimed
+    session. Raises :class:`LaunchError` with a one-line reason otherwise."""
+    from app.runner.cli import READY_FD_ENV
 
-    log_path = ctx.logging.files.session_path(session_id) if ctx.logging else os.devnull
     if ctx.logging:
         ctx.logging.files.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log_path: Path | str = ctx.logging.files.session_path(session_id)
+    else:
+        log_path = os.devnull
     args = [sys.executable, "-m", "app.runner", session_id]
     if only_stage:
         args += ["--stage", only_stage]
-    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    read_fd, write_fd = os.pipe()
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         child = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
-            stdout=fd,
-            stderr=fd,
+            stdout=log_fd,
+            stderr=log_fd,
             start_new_session=True,
+            pass_fds=(write_fd,),
             cwd=str(ctx.settings.workspace),
             env={
                 **os.environ,
@@ -48,54 +63,88 @@ def spawn_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) ->
                 "VC_DATABASE_URL": ctx.settings.database_url,
                 "VC_LOG_DIR": str(ctx.settings.log_dir),
                 "VC_WORKFLOWS_DIR": str(ctx.settings.workflows_dir),
+                READY_FD_ENV: str(write_fd),
             },
         )
+    except OSError as exc:
+        os.close(read_fd)
+        raise LaunchError(f"cannot start {sys.executable}: {exc.strerror or exc}") from None
     finally:
-        os.close(fd)
-    deadline = time.monotonic() + CLAIM_TIMEOUT
-    with ctx.factory() as db:
-        while time.monotonic() < deadline:
-            code = child.poll()
-            db.commit()
-            view = get_session_view(db, session_id)
-            if view is not None and view.runner_pid == child.pid:
-                return child.pid
-            if runner_claimed(db, session_id, local_host(), child.pid):
-                return child.pid  # it claimed the session and is done already
-            if code is not None:
-                raise LaunchError(_child_error(log_path, code))
-            time.sleep(0.05)
-    child.terminate()
-    raise LaunchError(f"the runner did not start within {CLAIM_TIMEOUT:g}s")
+        os.close(write_fd)
+        os.close(log_fd)
+    threading.Thread(target=child.wait, name=f"vc-reap-{child.pid}", daemon=True).start()
+    try:
+        answer = _read_answer(read_fd, CLAIM_TIMEOUT)
+    finally:
+        os.close(read_fd)
+    if answer == "ok":
+        return child.pid
+    if answer is None:
+        child.terminate()
+        raise LaunchError(f"the runner did not start within {CLAIM_TIMEOUT:g}s")
+    if answer.startswith("error: "):
+        raise LaunchError(answer[len("error: "):])
+    try:  # EOF without an answer: the child died before it could claim
+        code: int | None = child.wait(5)
+    except subprocess.TimeoutExpired:
+        code = None
+    raise LaunchError(_child_error(log_path, code))
 
 
-def _child_error(log_path: Any, code: int) -> str:
+def _read_answer(fd: int, timeout: float) -> str | None:
+    """The child's one-line answer; "" on EOF without one; None on timeout."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+    while b"\n" not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        if not poller.poll(remaining * 1000):
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n", 1)[0].decode("utf-8", "replace")
+
+
+def _child_error(log_path: Path | str, code: int | None) -> str:
+    """The last `vc: error:` line the dead child wrote to the session log, if any."""
     try:
         with open(log_path, "rb") as f:
             f.seek(0, 2)
             size = f.tell()
-            f.seek(max(0, size - 4096))
+            f.seek(max(0, size - 8192))
             tail = f.read().decode("utf-8", "replace").strip().splitlines()
         for line in reversed(tail):
             if line.startswith("vc: error: "):
                 return line[len("vc: error: "):]
     except OSError:
         pass
-    return f"the runner exited with code {code} before it started"
+    if code is None:
+        return "the runner stopped answering before it claimed the session"
+    return f"the runner exited with code {code} before it claimed the session"
 
 
 def ensure_runner(ctx: Any, session_id: str) -> str:
-    """After resume: start a runner when the session has work and nobody runs it.
-    Returns a note for the user ('' when its own runner picks the change up)."""
+    """After `resume`: start a detached runner when the session is ACTIVE again and has no
+    live runner (its runner crashed, or was interrupted by Ctrl-C). A live runner picks the
+    change up by itself. Even with every stage COMPLETED a runner is started: a crash just
+    after the last stage left the session ACTIVE, and the runner completes it (no stage
+    runs again). Returns a note for the user's output line.
+
+    Only ACTIVE sessions get one: a session that goes back to PENDING never started, and
+    starts only when asked (`vc flow run WORKFLOW --session ID`).
+    """
     from store.queries import get_session_view
 
     with ctx.factory() as db:
         view = get_session_view(db, session_id)
-    if view is None or view.status not in ("ACTIVE", "PENDING"):
+    if view is None or view.status != "ACTIVE":
         return ""
     if view.runner_pid is not None and not view.orphaned:
-        return ""
-    if not view.stages or all(s.status == "COMPLETED" for s in view.stages):
         return ""
     try:
         pid = spawn_runner(ctx, session_id)

@@ -1,15 +1,26 @@
 """The runner: executes one session's stages and enforces the state written in the store
-onto real processes (DESIGN §6). The front ends never signal processes; they write the
-desired state, and this loop notices it within a poll interval and acts:
+onto real processes (DESIGN §6).
 
-* PAUSED  -> SIGSTOP to the stage's process group (the stage holds no CPU);
+The front ends never signal processes; they write the desired state, and this loop notices
+it (a cheap status poll, at most :data:`POLL_INTERVAL` apart while a stage runs and
+:data:`IDLE_POLL_INTERVAL` apart otherwise, both under the design's 250 ms) and acts:
+
+* PAUSED  -> SIGSTOP to the stage's process group (the stage holds no CPU); between stages
+  the next stage simply does not start;
 * ACTIVE  -> SIGCONT;
 * FAILED (abort) or the session deleted -> SIGTERM, then SIGKILL after ``kill_timeout``.
 
-Crash safety: the stage's pid and process start time are recorded before anything else
-happens, so a later runner can remove a leftover process (never a reused pid), and a stage
-is marked COMPLETED only after its process exited 0 — a COMPLETED stage never runs twice,
-whatever crashes when; an interrupted one is run again as a new attempt.
+Crash safety: the stage's pid and process start time are recorded right after the spawn,
+so a later runner can remove a leftover process (never a reused pid: the start time is
+compared), and a stage is marked COMPLETED only after its process exited 0. A COMPLETED
+stage is skipped by every later runner, whatever crashed when; an interrupted one runs
+again as a new attempt.
+
+Ctrl-C (or SIGTERM) on a runner pauses the session instead of leaving an orphan: the
+running stage is terminated (its output pipes end with this process, so it could not go
+on unsupervised), reset to PENDING, and the session is PAUSED with reason
+``interrupted``. ``vc flow session resume`` then starts a detached runner that reruns the
+stage as a new attempt.
 """
 
 from __future__ import annotations
@@ -23,23 +34,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.logging import Logging
+from app.logging import Logging, format_line
 from app.runner.process import StageProcess, StageStartError, kill_leftover_group, parse_progress
 from store import FlowSessionManager, StageManager
-from store.errors import SessionNotFound
+from store.errors import InvalidTransition, SessionNotFound
 from store.managers import HEARTBEAT_INTERVAL
-from store.queries import StageView, get_session_view
+from store.queries import SessionView, StageView, get_session_view
 from store.status import SessionStatus, StageStatus
 
-POLL_INTERVAL = 0.1
+#: Control-loop period while a stage runs: how fast pause/resume/abort are enforced (one
+#: indexed status read per poll, about 0.3% of a core).
+POLL_INTERVAL = 0.05
+#: Poll period when no stage runs (paused between stages, waiting at a manual gate): still
+#: well under the 250 ms the design allows, and cheap enough for an idle runner (< 1% CPU).
+IDLE_POLL_INTERVAL = 0.2
+#: Progress writes are coalesced to at most one per this many seconds per stage.
 PROGRESS_INTERVAL = 0.3
 DEFAULT_KILL_TIMEOUT = 10.0
+OUTPUT_CATEGORY = "workflow.stage.integration"
 STAGE_CATEGORY = "workflow.stage.operations"
 SESSION_CATEGORY = "workflow.session.operations"
+_PROGRESS_TAG = "::progress"
 
 
 class Interrupted(Exception):
-    """Ctrl-C in the foreground: pause the session and let the user resume it later."""
+    """Ctrl-C / SIGTERM on the runner: pause the session so the user can resume it later."""
+
+
+class _TakenOver(Exception):
+    """The heartbeat found another runner owning the session: stop without touching it."""
 
 
 @dataclass
@@ -51,7 +74,74 @@ class Outcome:
     status: str | None = None
 
 
+@dataclass
+class _Attempt:
+    """How one attempt of a task stage ended."""
+
+    kind: str  # "completed" | "failed" | "stopped"
+    error: str | None = None
+    exit_code: int | None = None
+    outcome: Outcome | None = None
+
+
+class StageOutput:
+    """Turns a stage's output batches into log records, at the speed a stage can print.
+
+    Called from the process' reader threads with one chunk's lines at a time (StageProcess
+    gives every line of a batch the same time and stream). Per batch it does one write to
+    the session's log file and one hand-over to the store mirror, and no per-line Python
+    work beyond building the row dicts the mirror needs (``dict(base, text=…)``, the
+    cheapest way). The file lines of a batch share one prefix (time, level, category,
+    session, stage), so the batch is formatted with a single ``str.replace``. Valid
+    ``::progress`` lines are left out of the log (the progress bar shows them); the check
+    costs one substring search per batch. Texts are kept as the process layer decoded them
+    (invalid UTF-8 as ``\\xNN``, NUL as ``\\x00``); in the file a stray CR is escaped so a
+    stage cannot forge a record, as :func:`app.logging.format_line` does.
+    """
+
+    def __init__(self, logging: Logging, session_id: str, stage: str) -> None:
+        self._files = logging.files
+        self._mirror = logging.mirror
+        self.session_id = session_id
+        self.stage = stage
+        self.last_line: str | None = None
+        self.last_stderr: str | None = None
+        self.lines = 0
+
+    def __call__(self, lines: list[tuple[float, str, str]]) -> None:
+        if not lines:
+            return
+        at, stream, _ = lines[0]
+        texts = [text for _, _, text in lines]
+        body = "\n".join(texts)
+        if _PROGRESS_TAG in body:
+            texts = [t for t in texts if parse_progress(t) is None]
+            if not texts:
+                return
+            body = "\n".join(texts)
+        level = "WARNING" if stream == "stderr" else "INFO"
+        sid, stage = self.session_id, self.stage
+        prefix = format_line(at, level, OUTPUT_CATEGORY, sid, stage, "")[:-1]
+        if "\r" in body:
+            body = body.replace("\r", "\\r")
+        self._files.write_session(sid, prefix + body.replace("\n", "\n" + prefix) + "\n")
+        if self._mirror is not None:
+            base = {"session_id": sid, "at": at, "level": level, "category": OUTPUT_CATEGORY,
+                    "stage": stage}
+            self._mirror.add_many([dict(base, text=text) for text in texts])
+        self.lines += len(texts)
+        self.last_line = texts[-1]
+        if stream == "stderr":
+            self.last_stderr = texts[-1]
+
+
 class Runner:
+    """Runs one session: claims it, beats, runs its remaining stages in order, completes it.
+
+    One instance per process and session. ``on_update`` (the foreground display) is called
+    from the runner's thread after every visible change.
+    """
+
     def __init__(
         self,
         factory: Callable[[], Any],
@@ -76,8 +166,14 @@ class Runner:
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._interrupted = threading.Event()
+        self._wake = threading.Event()
         self._beat_thread: threading.Thread | None = None
+        self._claimed = False
+        self._proc: StageProcess | None = None
+        self._output: StageOutput | None = None
+        #: What the foreground display shows.
         self.current_stage: str | None = None
+        self.waiting_at: str | None = None
 
     # -- logging -------------------------------------------------------------------------------
 
@@ -87,29 +183,41 @@ class Runner:
         category = STAGE_CATEGORY if stage else SESSION_CATEGORY
         logger.bind(category=category, session_id=self.session_id, stage=stage).log(level, text)
 
+    def _notify(self) -> None:
+        if self.on_update is not None:
+            try:
+                self.on_update(self)
+            except Exception:
+                pass  # a display problem must never stop the session
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     def interrupt(self) -> None:
-        """Called from a SIGINT handler: stop at the next poll, pausing the session."""
+        """Signal-handler safe: stop at the next poll, pausing the session."""
         self._interrupted.set()
+        self._wake.set()
 
     def claim(self) -> None:
-        """Become the session's runner (refused while another live runner owns it)."""
-        state = self.sessions.state(self.session_id)
-        if state is None:
-            raise SessionNotFound(f"no session matches {self.session_id!r}")
-        self.sessions.start_session(
-            self.session_id, runner_host=self.host, runner_pid=self.pid
-        )
+        """Become the session's runner (PENDING -> ACTIVE, or take over an orphan).
 
-    def adopt(self) -> None:
-        """Start a heartbeat for a claim made on our behalf, or claim now."""
+        Done before anything else so a refusal is the only thing the user sees: another
+        live runner raises :class:`RunnerConflict` naming its host and pid; a PAUSED,
+        COMPLETED or FAILED session raises :class:`InvalidTransition`. A claim a worker made
+        on our behalf (same host and pid) is kept as is.
+        """
+        if self._claimed:
+            return
         view = self._view()
         if view.runner_pid != self.pid or view.runner_host != self.host:
-            self.claim()
+            self.sessions.start_session(
+                self.session_id, runner_host=self.host, runner_pid=self.pid
+            )
+        self._claimed = True
 
     def run(self) -> Outcome:
-        self.adopt()
+        """Claim (if not done yet), then run the remaining stages; always releases the
+        session (so it is never shown orphaned after a clean exit)."""
+        self.claim()
         self._beat_thread = threading.Thread(target=self._beat, name="vc-heartbeat", daemon=True)
         self._beat_thread.start()
         self._say(f"runner started (pid {self.pid} on {self.host})")
@@ -118,18 +226,25 @@ class Runner:
             return self._run_stages()
         except Interrupted:
             return self._pause_on_interrupt()
+        except _TakenOver as exc:
+            self._say(str(exc), "WARNING")
+            return Outcome(1, str(exc), None)
         finally:
             self._stop.set()
+            self._beat_thread.join(5)
             self.log.flush()
             try:
                 self.sessions.release_runner(
                     self.session_id, runner_host=self.host, runner_pid=self.pid
                 )
             except Exception:
-                pass
+                self._db.rollback()
             self._db.close()
 
     def _beat(self) -> None:
+        """Heartbeat thread: refresh ``heartbeat_at`` every HEARTBEAT_INTERVAL seconds on a
+        connection of its own, so a long SIGKILL wait or a big log flush never makes a live
+        runner look orphaned. A refused beat means another runner took over: stop."""
         with self.factory() as db:
             manager = FlowSessionManager(db, actor="runner")
             while not self._stop.wait(HEARTBEAT_INTERVAL):
@@ -137,59 +252,93 @@ class Runner:
                     if not manager.heartbeat(
                         self.session_id, runner_host=self.host, runner_pid=self.pid
                     ):
-                        self._lost.set()
+                        if not self._stop.is_set():
+                            self._lost.set()
+                            self._wake.set()
                         return
                 except Exception:
                     db.rollback()  # database away for a moment: try again next beat
 
-    # -- stages --------------------------------------------------------------------------------
+    # -- reading the store -----------------------------------------------------------------------
 
-    def _view(self) -> Any:
+    def _view(self) -> SessionView:
         self._db.commit()
         view = get_session_view(self._db, self.session_id)
         if view is None:
             raise SessionNotFound(f"session {self.session_id[:12]} was deleted")
         return view
 
-    def _order(self, view: Any) -> list[StageView]:
+    def _desired(self) -> tuple[str, str | None] | None:
+        """(status, reason) the front ends want, None if the session was deleted. Raises
+        :class:`Interrupted` after Ctrl-C and :class:`_TakenOver` when another runner owns
+        the session now."""
+        if self._interrupted.is_set():
+            raise Interrupted
+        if self._lost.is_set():
+            raise _TakenOver(f"another runner took over session {self.session_id[:12]}")
+        state = self.sessions.state(self.session_id)
+        if state is None:
+            return None
+        return state[0], state[2]
+
+    def _idle(self) -> None:
+        """Sleep one idle poll; Ctrl-C or a lost heartbeat wakes it at once."""
+        self._wake.wait(IDLE_POLL_INTERVAL)
+        self._wake.clear()
+
+    def _order(self, view: SessionView) -> list[StageView]:
+        """The stages to run, in the snapshot's dependency order (``needs``); just the one
+        named by ``WORKFLOW:STAGE`` when given."""
         by_name = {s.name: s for s in view.stages}
-        definition = view.definition or {}
         names = [s.name for s in view.stages]
+        definition = view.definition or {}
         if definition.get("stages"):
             from store.workflows import WorkflowDefinition
 
             try:
                 names = WorkflowDefinition.from_dict(definition).execution_order()
             except Exception:
-                names = [s.name for s in view.stages]
+                pass  # a snapshot always validated at creation; keep position order
         if self.only_stage is not None:
             names = [self.only_stage]
         return [by_name[n] for n in names if n in by_name]
 
+    # -- recovery ------------------------------------------------------------------------------
+
     def _cleanup_leftovers(self) -> None:
-        """After a crash: remove what is left of an interrupted stage's processes, then
-        mark it for a new attempt."""
+        """Taking over after a crash: whatever is left of an interrupted stage's process
+        group is removed (only if its recorded start time still matches, so a reused pid is
+        never signalled), and the stage goes back to PENDING to run again as a new attempt.
+        A manual gate keeps its state: the gate logic knows whether it was passed."""
         view = self._view()
         for stage in view.stages:
             if stage.status not in (StageStatus.ACTIVE, StageStatus.PAUSED):
                 continue
+            if stage.stage_type == "manual":
+                continue
             row = self.stages.get_stage(stage.id)
             if row.pid and row.host == self.host:
-                timeout = float(stage.config.get("kill_timeout") or DEFAULT_KILL_TIMEOUT)
+                timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
                 if kill_leftover_group(row.pid, row.pid_start, timeout):
-                    self._say(f"removed leftover process group {row.pid}", "WARNING",
-                              stage.name)
-            elif row.pid and row.host and row.host != self.host:
-                self._say(
-                    f"stage was running on host {row.host} (pid {row.pid}); not signalled "
-                    "from here", "WARNING", stage.name)
-            if stage.stage_type != "manual":
-                self.stages.update_stage_status(stage.id, StageStatus.PENDING)
+                    self._say(f"removed the leftover process group {row.pid} of attempt "
+                              f"{row.attempt}", "WARNING", stage.name)
+            elif row.pid and row.host:
+                self._say(f"attempt {row.attempt} ran on host {row.host} (pid {row.pid}); "
+                          "it cannot be signalled from here", "WARNING", stage.name)
+            self.stages.update_stage_status(stage.id, StageStatus.PENDING)
+            self._say(f"attempt {row.attempt} was interrupted; the stage runs again",
+                      "WARNING", stage.name)
+
+    # -- stages --------------------------------------------------------------------------------
 
     def _run_stages(self) -> Outcome:
-        view = self._view()
-        for stage in self._order(view):
+        """Run what is left, in order. The stage states read once here stay true while we
+        go: only this runner moves a stage forward, and what others may do (abort, delete)
+        is seen by the wait before each stage."""
+        for stage in self._order(self._view()):
             if stage.status == StageStatus.COMPLETED:
+                if self.only_stage is not None:
+                    self._say("already COMPLETED: not run again", stage=stage.name)
                 continue
             outcome = self._wait_until_runnable()
             if outcome is not None:
@@ -200,62 +349,80 @@ class Runner:
                 outcome = self._run_task(stage)
             if outcome is not None:
                 return outcome
-        if self.only_stage is not None:
-            view = self._view()
-            if any(s.status != StageStatus.COMPLETED for s in view.stages):
-                self._say(f"stage {self.only_stage} completed; session stays ACTIVE")
-                return Outcome(0, f"stage {self.only_stage} completed", view.status)
-        self.sessions.complete(self.session_id)
-        self._say("session completed")
-        return Outcome(0, "completed", SessionStatus.COMPLETED)
+        self.current_stage = None
+        view = self._view()
+        if self.only_stage is not None and any(
+            s.status != StageStatus.COMPLETED for s in view.stages
+        ):
+            self._say(f"stage {self.only_stage} done; the session stays {view.status}")
+            return Outcome(0, f"stage {self.only_stage} completed", view.status)
+        return self._complete()
 
-    def _desired(self) -> tuple[str, str | None] | None:
-        if self._interrupted.is_set():
-            raise Interrupted
-        state = self.sessions.state(self.session_id)
-        if state is None:
-            return None
-        return state[0], state[2]
+    def _complete(self) -> Outcome:
+        """Every stage is COMPLETED: complete the session, once it is ACTIVE (a pause that
+        arrived after the last stage is honoured like any pause between stages)."""
+        while True:
+            outcome = self._wait_until_runnable()
+            if outcome is not None:
+                return outcome
+            try:
+                self.sessions.complete(self.session_id)
+            except InvalidTransition:
+                state = self._desired()
+                if state is not None and state[0] == SessionStatus.ACTIVE:
+                    raise  # stages not completed: a bug, not a race
+                continue
+            self._say("session completed")
+            self._notify()
+            return Outcome(0, "completed", SessionStatus.COMPLETED)
 
     def _wait_until_runnable(self) -> Outcome | None:
-        """Between stages: wait while PAUSED; stop if aborted or deleted. A session paused
-        before it ever started (PENDING) is claimed again once resumed."""
+        """Before a stage: None when the session is ACTIVE; wait while it is PAUSED (no
+        process to stop: the next stage just does not start); an Outcome when it was
+        aborted, completed or deleted meanwhile."""
         announced = False
         while True:
             desired = self._desired()
             if desired is None:
                 return Outcome(1, "session deleted", None)
             status, reason = desired
-            if status == SessionStatus.FAILED:
-                return Outcome(1, f"session failed: {reason or 'aborted'}", status)
             if status == SessionStatus.ACTIVE:
+                if announced:
+                    self._say("resumed")
                 return None
-            if status == SessionStatus.PENDING:
+            if status == SessionStatus.PENDING:  # resumed before it ever started
                 self.sessions.start_session(
                     self.session_id, runner_host=self.host, runner_pid=self.pid
                 )
                 return None
+            if status == SessionStatus.FAILED:
+                return Outcome(1, f"session {reason or 'aborted'}", status)
             if status == SessionStatus.COMPLETED:
                 return Outcome(0, "completed", status)
             if not announced:
-                self._notify()
                 announced = True
-            self._check_lost()
-            time.sleep(POLL_INTERVAL * 2)
-
-    def _check_lost(self) -> None:
-        if self._lost.is_set():
-            raise SessionNotFound("another runner took over this session")
+                self._say("paused: the next stage waits for resume")
+                self._notify()
+            self._idle()
 
     def _manual_gate(self, stage: StageView) -> Outcome | None:
-        """A stage without `run`: pause the session with reason `waiting: <stage>`; the
-        resume that follows completes the stage."""
-        self.stages.update_stage_status(stage.id, StageStatus.PAUSED)
+        """A stage without `run`: the session pauses with reason `waiting: <stage>`; the
+        resume that follows passes the gate (COMPLETED) and the session goes on.
+
+        A gate found PAUSED while the session is ACTIVE was passed by a resume that came
+        while no runner waited (it had crashed or was interrupted): it completes at once.
+        """
+        self.current_stage = stage.name
+        if stage.status == StageStatus.PAUSED:
+            return self._pass_gate(stage)
         try:
+            self.stages.update_stage_status(stage.id, StageStatus.PAUSED)
             self.sessions.pause(self.session_id, reason=f"waiting: {stage.name}")
-        except Exception:
+        except InvalidTransition:
             pass  # paused or aborted meanwhile: the wait below sorts it out
-        self._say(f"manual gate {stage.name}: waiting for resume", stage=stage.name)
+        self.waiting_at = stage.name
+        self._say(f"manual gate {stage.name}: waiting for "
+                  f"'vc flow session resume {self.session_id[:12]}'", stage=stage.name)
         self._notify()
         while True:
             desired = self._desired()
@@ -263,18 +430,31 @@ class Runner:
                 return Outcome(1, "session deleted", None)
             status, reason = desired
             if status == SessionStatus.FAILED:
-                return Outcome(1, f"session failed: {reason or 'aborted'}", status)
+                return Outcome(1, f"session {reason or 'aborted'}", status)
             if status in (SessionStatus.ACTIVE, SessionStatus.PENDING):
                 if status == SessionStatus.PENDING:
                     self.sessions.start_session(
                         self.session_id, runner_host=self.host, runner_pid=self.pid
                     )
-                self.stages.update_stage_status(stage.id, StageStatus.COMPLETED)
-                self._say(f"manual gate {stage.name} passed", stage=stage.name)
-                self._notify()
-                return None
-            self._check_lost()
-            time.sleep(POLL_INTERVAL * 2)
+                return self._pass_gate(stage)
+            self._idle()
+
+    def _pass_gate(self, stage: StageView) -> Outcome | None:
+        self.waiting_at = None
+        try:
+            self.stages.update_stage_status(stage.id, StageStatus.COMPLETED)
+        except InvalidTransition:
+            return self._stopped_outcome()  # aborted at the very moment of the resume
+        self._say(f"manual gate {stage.name} passed", stage=stage.name)
+        self._notify()
+        return None
+
+    def _stopped_outcome(self) -> Outcome:
+        desired = self._desired()
+        if desired is None:
+            return Outcome(1, "session deleted", None)
+        status, reason = desired
+        return Outcome(1, f"session {reason or status.lower()}", status)
 
     def _stage_env(self, stage: StageView, attempt: int) -> dict[str, str]:
         env = dict(os.environ)
@@ -285,6 +465,8 @@ class Runner:
         return env
 
     def _stage_cwd(self, stage: StageView) -> str:
+        """The stage's ``cwd`` (``~`` and ``$VARS`` expanded; relative to the workspace), or
+        the workspace itself."""
         cwd = stage.config.get("cwd")
         if not cwd:
             return str(self.workspace)
@@ -292,76 +474,91 @@ class Runner:
         return str(path if path.is_absolute() else self.workspace / path)
 
     def _run_task(self, stage: StageView) -> Outcome | None:
+        """Run a task stage: up to 1 + ``retries`` attempts in this run (an attempt lost
+        to a crash or Ctrl-C does not use up a retry). None when it COMPLETED."""
         retries = int(stage.config.get("retries") or 0)
-        timeout = stage.config.get("timeout")
-        kill_timeout = float(stage.config.get("kill_timeout") or DEFAULT_KILL_TIMEOUT)
+        timeout = _seconds(stage.config.get("timeout"))
+        kill_timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
         self.current_stage = stage.name
+        tries = 0
         while True:
-            row = self.stages.update_stage_status(stage.id, StageStatus.ACTIVE,
-                                                  new_attempt=True)
+            tries += 1
+            try:
+                row = self.stages.update_stage_status(
+                    stage.id, StageStatus.ACTIVE, new_attempt=True
+                )
+            except InvalidTransition:
+                return self._stopped_outcome()  # aborted between two attempts
             attempt = row.attempt
             self._notify()
-            result, detail = self._attempt(stage, attempt, timeout, kill_timeout)
-            if result == "completed":
-                self.stages.update_stage_status(stage.id, StageStatus.COMPLETED, exit_code=0)
+            result = self._attempt(stage, attempt, timeout, kill_timeout)
+            if result.kind == "stopped":
+                assert result.outcome is not None
+                return result.outcome
+            if result.kind == "completed":
+                try:
+                    self.stages.update_stage_status(stage.id, StageStatus.COMPLETED, exit_code=0)
+                except InvalidTransition:
+                    return self._stopped_outcome()  # aborted as the stage exited
                 self._say(f"stage completed (attempt {attempt})", stage=stage.name)
                 self._notify()
                 return None
-            if result == "stopped":
-                return detail  # type: ignore[return-value]
-            error, exit_code = detail  # type: ignore[misc]
-            if attempt <= retries:
+            error = result.error or "failed"
+            if tries <= retries:
                 self._say(f"attempt {attempt} failed: {error}; retrying "
-                          f"({attempt}/{retries} retries used)", "WARNING", stage.name)
+                          f"({tries} of {retries} retries)", "WARNING", stage.name)
+                outcome = self._wait_until_runnable()
+                if outcome is not None:
+                    return outcome
                 continue
-            self.stages.update_stage_status(
-                stage.id, StageStatus.FAILED, error=error, exit_code=exit_code
-            )
+            try:
+                self.stages.update_stage_status(
+                    stage.id, StageStatus.FAILED, error=error, exit_code=result.exit_code
+                )
+            except InvalidTransition:
+                return self._stopped_outcome()
             reason = "timeout" if error == "timeout" else f"stage {stage.name} failed: {error}"
-            self.sessions.fail(self.session_id, reason)
+            try:
+                self.sessions.fail(self.session_id, reason)
+            except InvalidTransition:
+                return self._stopped_outcome()
             self._say(f"stage failed: {error}", "ERROR", stage.name)
             self._notify()
             return Outcome(1, reason, SessionStatus.FAILED)
 
     def _attempt(
-        self, stage: StageView, attempt: int, timeout: Any, kill_timeout: float
-    ) -> tuple[str, Any]:
-        """Run one attempt. Returns ("completed", None), ("failed", (error, exit_code)) or
-        ("stopped", Outcome) when the session was aborted, deleted or interrupted."""
-        progress = _ProgressSink()
+        self, stage: StageView, attempt: int, timeout: float | None, kill_timeout: float
+    ) -> _Attempt:
+        """One attempt: spawn, then supervise until it exits or must be stopped.
 
-        def on_lines(lines: list[tuple[float, str, str]]) -> None:
-            batch = []
-            for at, stream, text in lines:
-                if text.startswith("::progress"):
-                    value = parse_progress(text)
-                    if value is not None:
-                        progress.value = value
-                        continue
-                batch.append((at, "WARNING" if stream == "stderr" else "INFO", text))
-            self.log.stage_lines(self.session_id, stage.name, batch)
-            if batch:
-                progress.last_line = batch[-1][2]
-
+        ``timeout`` counts running time only: a paused stage is not timed out. The recorded
+        pid stays after the exit (one write less per stage): recovery only looks at ACTIVE
+        or PAUSED stages and checks the process start time, and a new attempt overwrites it.
+        """
+        command = str(stage.config.get("run"))
+        output = StageOutput(self.log, self.session_id, stage.name)
         proc = StageProcess(
-            str(stage.config.get("run")),
+            command,
             env=self._stage_env(stage, attempt),
             cwd=self._stage_cwd(stage),
-            on_lines=on_lines,
+            on_lines=output,
         )
+        self._say(f"attempt {attempt}: {command}", stage=stage.name)
         try:
             proc.start()
         except StageStartError as exc:
-            return "failed", (str(exc), None)
+            self._say(str(exc), "ERROR", stage.name)
+            return _Attempt("failed", str(exc))
+        assert proc.pid is not None
         self.stages.record_process(stage.id, pid=proc.pid, pid_start=proc.start_time,
                                    host=self.host)
-        self._say(f"attempt {attempt} started: pid {proc.pid}", stage=stage.name)
+        self._say(f"attempt {attempt} running as pid {proc.pid}", "DEBUG", stage.name)
+        self._proc, self._output = proc, output
         paused = False
         active_time = 0.0
         last_tick = time.monotonic()
-        last_progress_write = 0.0
-        written_progress: float | None = None
-        self._progress = progress
+        progress_at = 0.0
+        progress_written: float | None = None
         try:
             while True:
                 code = proc.wait(POLL_INTERVAL)
@@ -369,100 +566,117 @@ class Runner:
                 if not paused:
                     active_time += now - last_tick
                 last_tick = now
-                if progress.value is not None and progress.value != written_progress and (
-                    code is not None or now - last_progress_write >= PROGRESS_INTERVAL
+                value = proc.progress
+                if value is not None and value != progress_written and (
+                    code is not None or now - progress_at >= PROGRESS_INTERVAL
                 ):
-                    self.stages.set_progress(stage.id, progress.value)
-                    written_progress = progress.value
-                    last_progress_write = now
+                    self.stages.set_progress(stage.id, value)
+                    progress_written, progress_at = value, now
                     self._notify()
                 if code is not None:
-                    self.stages.record_process(stage.id, pid=None, pid_start=None)
-                    if code == 0:
-                        return "completed", None
-                    return "failed", (_describe_exit(code), code)
-                try:
-                    desired = self._desired()
-                except Interrupted:
+                    return self._exited(stage, proc, output, code)
+                desired = self._desired()
+                if desired is None:
                     proc.terminate(kill_timeout)
-                    raise
-                if desired is None or self._lost.is_set():
-                    code = proc.terminate(kill_timeout)
-                    return "stopped", Outcome(1, "session deleted or taken over", None)
+                    return _Attempt("stopped", outcome=Outcome(1, "session deleted", None))
                 status, reason = desired
                 if status == SessionStatus.FAILED:
                     code = proc.terminate(kill_timeout)
-                    self._say(f"terminated on {reason or 'abort'} (exit {code})", "WARNING",
-                              stage.name)
-                    self.stages.record_process(stage.id, pid=None, pid_start=None)
-                    self._record_exit(stage.id, code)
-                    return "stopped", Outcome(1, f"session {reason or 'aborted'}", status)
+                    self._say(f"terminated: session {reason or 'aborted'} (exit {code})",
+                              "WARNING", stage.name)
+                    self.stages.record_exit_code(stage.id, code)
+                    return _Attempt("stopped", outcome=Outcome(
+                        1, f"session {reason or 'aborted'}", status))
                 if status == SessionStatus.PAUSED and not paused:
-                    proc.pause()
-                    paused = True
-                    self.stages.update_stage_status(stage.id, StageStatus.PAUSED)
-                    self._say("paused (SIGSTOP)", stage=stage.name)
-                    self._notify()
+                    # False: the stage exited before the signal; its exit is handled next.
+                    if proc.pause():
+                        paused = True
+                        self._mark(stage, StageStatus.PAUSED, "paused (SIGSTOP)")
                 elif status == SessionStatus.ACTIVE and paused:
                     proc.resume()
                     paused = False
-                    self.stages.update_stage_status(stage.id, StageStatus.ACTIVE)
-                    self._say("resumed (SIGCONT)", stage=stage.name)
-                    self._notify()
-                if timeout and not paused and active_time > float(timeout):
+                    self._mark(stage, StageStatus.ACTIVE, "resumed (SIGCONT)")
+                if timeout is not None and not paused and active_time > timeout:
                     code = proc.terminate(kill_timeout)
-                    self._say(f"timed out after {float(timeout):g}s (exit {code})", "WARNING",
+                    self._say(f"timed out after {timeout:g}s (exit {code})", "WARNING",
                               stage.name)
-                    return "failed", ("timeout", code)
+                    return _Attempt("failed", "timeout", code)
         finally:
-            if proc.running:
+            if proc.running:  # Ctrl-C, a lost claim, or an error in this loop
                 proc.terminate(kill_timeout)
+            self._proc = None
 
-    def _record_exit(self, stage_id: int, code: int | None) -> None:
-        if code is not None:
-            self.stages.record_exit_code(stage_id, code)
+    def _mark(self, stage: StageView, status: StageStatus, note: str) -> None:
+        """Record a pause or resume that was just enforced. Refused only when an abort
+        landed in between (the stage is FAILED already): the next poll sees it."""
+        try:
+            self.stages.update_stage_status(stage.id, status)
+        except InvalidTransition:
+            return
+        self._say(note, stage=stage.name)
+        self._notify()
+
+    def _exited(
+        self, stage: StageView, proc: StageProcess, output: StageOutput, code: int
+    ) -> _Attempt:
+        if proc.output_error is not None:
+            self._say(f"some output was lost: {proc.output_error}", "ERROR", stage.name)
+        if proc.readers_abandoned:
+            self._say("processes the stage left behind still hold its output; their "
+                      "further output is not recorded", "WARNING", stage.name)
+        if code == 0:
+            return _Attempt("completed", exit_code=0)
+        error = _describe_exit(code)
+        if code in (126, 127) and output.last_stderr:
+            error = f"{error}: {output.last_stderr.strip()[:200]}"
+        return _Attempt("failed", error, code)
 
     def _pause_on_interrupt(self) -> Outcome:
-        """Ctrl-C: the stage's processes are gone (terminated above); the stage goes back
-        to PENDING for a new attempt and the session is PAUSED, resumable."""
+        """Ctrl-C: the stage's processes are gone (terminated by :meth:`_attempt`); the
+        stage goes back to PENDING for a new attempt and the session is PAUSED with reason
+        ``interrupted``, resumable. A session waiting at a manual gate stays as it is."""
         view = self._view()
         for stage in view.stages:
-            if stage.status in (StageStatus.ACTIVE,):
+            if stage.stage_type != "manual" and stage.status in (
+                StageStatus.ACTIVE, StageStatus.PAUSED
+            ):
                 self.stages.update_stage_status(stage.id, StageStatus.PENDING)
-        try:
-            self.sessions.pause(self.session_id, reason="interrupted")
-        except Exception:
-            pass
+        short = self.session_id[:12]
+        if view.status == SessionStatus.ACTIVE:
+            try:
+                self.sessions.pause(self.session_id, reason="interrupted")
+            except InvalidTransition:
+                pass
+        elif view.status != SessionStatus.PAUSED:
+            return Outcome(130, f"interrupted: session {short} is {view.status}", view.status)
         self._say("interrupted: session paused", "WARNING")
+        hint = (f"; resuming passes the manual gate {self.waiting_at}"
+                if self.waiting_at else "")
         return Outcome(
             130,
-            f"interrupted: session {self.session_id[:12]} paused; resume it with "
-            f"'vc flow session resume {self.session_id[:12]}'",
+            f"interrupted: session {short} paused; resume it with "
+            f"'vc flow session resume {short}' (it goes on in the background){hint}",
             SessionStatus.PAUSED,
         )
 
-    def _notify(self) -> None:
-        if self.on_update is not None:
-            try:
-                self.on_update(self)
-            except Exception:
-                pass
+    # -- what the foreground display reads -----------------------------------------------------
 
     @property
     def current_progress(self) -> float | None:
-        progress = getattr(self, "_progress", None)
-        return progress.value if progress else None
+        proc = self._proc
+        return proc.progress if proc is not None else None
 
     @property
     def last_line(self) -> str | None:
-        progress = getattr(self, "_progress", None)
-        return progress.last_line if progress else None
+        output = self._output
+        return output.last_line if output is not None else None
 
 
-class _ProgressSink:
-    def __init__(self) -> None:
-        self.value: float | None = None
-        self.last_line: str | None = None
+def _seconds(value: Any) -> float | None:
+    """A duration from a stage's config (validated > 0 when the workflow was loaded)."""
+    if value is None or value == "":
+        return None
+    return float(value)
 
 
 def _describe_exit(code: int) -> str:
