@@ -404,18 +404,3 @@ def change_token(session: Session) -> tuple[Any, ...]:
     last_log = conn.execute(select(func.max(_LOG.c.id))).scalar()
     return (*tuple(row), last_log)
 
-
-def runner_claimed(session: Session, session_id: str, host: str, pid: int) -> bool:
-    """Did the runner ``pid`` on ``host`` ever claim the session? True even when it has
-    already finished (a quick session completes before its launcher looks)."""
-    row = session.connection().execute(
-        select(_EV.c.id)
-        .where(
-            _EV.c.session_id == session_id,
-            _EV.c.op.in_(("start", "resume")),
-            _EV.c.host == host,
-            _EV.c.pid == pid,
-        )
-        .limit(1)
-    ).first()
-    return row is not None
