@@ -391,16 +391,3 @@ def read_logs(
         rows = list(session.connection().execute(query.order_by(_LOG.c.id).limit(limit)))
     return [LogView(*r) for r in rows]
 
-
-def change_token(session: Session) -> tuple[Any, ...]:
-    """A cheap value that changes whenever any session, stage or log changes: what the
-    dashboard polls before it re-reads anything."""
-    conn = session.connection()
-    if conn.dialect.name == "sqlite":
-        return (conn.exec_driver_sql("PRAGMA data_version").scalar(),)
-    row = conn.execute(
-        select(func.max(_T.c.updated_at), func.count(), func.sum(_T.c.version))
-    ).one()
-    last_log = conn.execute(select(func.max(_LOG.c.id))).scalar()
-    return (*tuple(row), last_log)
-
