@@ -45,12 +45,33 @@ def format_line(
     )
 
 
+def make_private_dirs(path: Path) -> None:
+    """``mkdir -p`` where every directory created (not only the last) is 0700 whatever the
+    umask: ``Path.mkdir(parents=True)`` gives the parents the default 0777 & ~umask, and a
+    world-writable ``logs/workflow/`` would let anyone swap the session directory."""
+    if path.is_dir():
+        return
+    missing = []
+    current = path
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            continue
+        os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
+
+
 def check_log_dir(log_dir: Path) -> Path:
     """Create the session log directory (0700) if needed and make sure it is writable, so a
     command that is about to change something fails before it does, with an ``OSError``
     naming the path (turned into "cannot write PATH: …" by the CLI)."""
     root = log_dir / "workflow" / "session"
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dirs(root)
     if not root.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(root))
     if not os.access(root, os.W_OK | os.X_OK):
@@ -75,10 +96,12 @@ class LogFiles:
     def _fd(self, name: str) -> int:
         fd = self._fds.get(name)
         if fd is None:
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private_dirs(self.root)
             fd = os.open(self.root / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            if len(self._fds) > 64:
-                self.close()
+            if len(self._fds) > 64:  # called under self._lock: close without re-locking
+                for old in self._fds.values():
+                    os.close(old)
+                self._fds.clear()
             self._fds[name] = fd
         return fd
 

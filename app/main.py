@@ -10,6 +10,7 @@ refusals into one line with exit code 1, and nothing ever prints a traceback at 
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -29,28 +30,78 @@ app.add_typer(db.app, name="db")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns (and exits with) the process exit code."""
+    """Run the CLI; returns the exit code (and exits with it when called without ``argv``,
+    as the console script does)."""
     from app.cli.common import error_line
 
+    for stream in (sys.stdout, sys.stderr):
+        # A name or log line the locale cannot encode must not crash a command.
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
+    bad = _invalid_utf8(sys.argv[1:] if argv is None else argv)
+    if bad is not None:
+        error_line(f"argument '{bad}' is not valid UTF-8 (see 'vc --help')")
+        return _finish(2, argv)
     try:
         result = app(args=argv, prog_name="vc", standalone_mode=False)
         code = result if isinstance(result, int) else 0
+        sys.stdout.flush()
     except typer.Exit as exc:
         code = exc.exit_code
     except typer.TyperException as exc:  # usage errors (exit 2) and other click errors
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `vc`, `vc flow`: help is the answer
+            sys.stdout.write(exc.format_message() + "\n")
+            return _finish(0, argv)
         code = int(getattr(exc, "exit_code", 1))
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None and code == 2 else ""
-        error_line(f"{exc.format_message()}{hint}")
+        message = exc.format_message().strip().rstrip(".")
+        error_line(f"{message[:1].lower()}{message[1:]}{hint}")
     except (typer.Abort, KeyboardInterrupt):
         error_line("interrupted")
         code = 130
     except BrokenPipeError:
+        # The reader went away (`vc … | head`): not an error; keep Python from complaining
+        # again when it flushes stdout at exit.
+        _silence_stdout()
         code = 0
-    sys.stdout.flush() if not sys.stdout.closed else None
+    except Exception as exc:  # a bug: still one line, never a traceback (VC_DEBUG=1 shows it)
+        if os.environ.get("VC_DEBUG"):
+            raise
+        error_line(f"internal error: {type(exc).__name__}: {exc} (VC_DEBUG=1 shows details)")
+        code = 1
+    return _finish(code, argv)
+
+
+def _finish(code: int, argv: list[str] | None) -> int:
     if argv is None:
         sys.exit(code)
     return code
+
+
+def _invalid_utf8(args: list[str]) -> str | None:
+    """The first argument that is not UTF-8 (Python hands such bytes over as surrogate
+    escapes, which no name, id or option value can hold), shown with its bad bytes
+    escaped; None when every argument is fine."""
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return os.fsencode(arg).decode("utf-8", "backslashreplace")
+    return None
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -258,10 +258,12 @@ def render_table(
     drop_order: Sequence[int] = (),
     status_column: int | None = None,
     width: int | None = None,
+    min_flexible: int = 12,
 ) -> str:
-    """A plain table fitted to the terminal: low-priority columns (``drop_order``) are
-    dropped first, then the ``flexible`` column (usually the name) is shortened, and as a
-    last resort every line is cut to the width. Cells are cleaned of control sequences."""
+    """A plain table fitted to the terminal: the ``flexible`` column (usually the name) is
+    shortened, down to ``min_flexible`` cells; if that is not enough, low-priority columns
+    (``drop_order``) are dropped, and as a last resort every line is cut to the width.
+    Cells are cleaned of control sequences."""
     from store.text import clean_text
 
     cells = [[clean_text(c) for c in row] for row in rows]
@@ -274,9 +276,16 @@ def render_table(
     def total(ws: list[int]) -> int:
         return sum(ws) + 2 * (len(ws) - 1)
 
+    def squeezed() -> int:
+        ws = widths()
+        if flexible in keep:
+            idx = keep.index(flexible)
+            ws[idx] = min(ws[idx], max(min_flexible, cell_width(headers[flexible])))
+        return total(ws)
+
     if width is not None:
         for col in drop_order:
-            if total(widths()) <= width:
+            if squeezed() <= width:
                 break
             if col in keep and col != flexible:
                 keep.remove(col)

@@ -8,6 +8,7 @@ import typer
 
 from app.cli import session
 from app.cli.common import (
+    echo,
     error_line,
     fail,
     open_store,
@@ -15,6 +16,7 @@ from app.cli.common import (
     print_json,
     progress_text,
     render_table,
+    terminal_width,
     translate_errors,
 )
 
@@ -34,7 +36,8 @@ def _workflows_dir():  # type: ignore[no-untyped-def]
 def list_workflows(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
-    """List the workflow definitions in workflows/ (malformed files are reported too)."""
+    """List the workflow definitions in workflows/ (malformed files are reported too, one
+    line each on stderr, and make the exit code 1; they never hide the good ones)."""
     with translate_errors():
         from store.workflows import discover_workflows
 
@@ -52,15 +55,17 @@ def list_workflows(
         )
     else:
         if found:
-            print(render_table(
+            echo(render_table(
                 ["ID", "NAME", "STAGES", "DESCRIPTION"],
                 [[w.id, w.name, str(len(w.stages)), (w.description or "").strip()]
                  for w in found],
                 flexible=3,
+                drop_order=(1,),
+                min_flexible=16,
             ))
         elif not errors:
-            print(f"no workflows in {_workflows_dir()}: add a YAML file there "
-                  "(see README, 'Writing a workflow')")
+            echo(f"no workflows in {_workflows_dir()}: add a YAML file there "
+                 "(see README, 'Writing a workflow')")
         for err in errors:
             error_line(str(err))
     if errors:
@@ -69,63 +74,80 @@ def list_workflows(
 
 @app.command("show")
 def show_workflow(
-    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    workflow_id: Annotated[str, typer.Argument(metavar="WORKFLOW", help="Workflow id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Show one workflow definition and its stages in execution order."""
     from store.text import clean_text
 
+    session.check_workflow_id(workflow_id)
     with translate_errors():
         from store.workflows import find_workflow
 
         wf = find_workflow(_workflows_dir(), workflow_id)
+        order = wf.execution_order()
     if as_json:
         doc = wf.to_dict()
         doc["path"] = wf.path
-        doc["execution_order"] = wf.execution_order()
+        doc["execution_order"] = order
         print_json(doc)
         return
-    print(f"id:          {wf.id}")
-    print(f"name:        {clean_text(wf.name)}")
+    lines = [f"id:          {wf.id}", f"name:        {clean_text(wf.name)}"]
     if wf.description:
-        print(f"description: {clean_text(wf.description)}")
-    print(f"file:        {wf.path}")
-    print()
-    print(render_table(
+        lines.append(f"description: {clean_text(wf.description)}")
+    lines += [f"file:        {clean_text(wf.path)}", ""]
+    by_name = {s.name: s for s in wf.stages}
+    echo(*lines, render_table(
         ["STAGE", "RUN", "NEEDS", "TIMEOUT", "RETRIES"],
         [[s.name, s.run if s.run is not None else "(manual gate)", ", ".join(s.needs) or "-",
           "-" if s.timeout is None else f"{s.timeout:g}s", str(s.retries)]
-         for s in wf.stages],
+         for s in (by_name[name] for name in order)],
         flexible=1,
+        drop_order=(4, 3, 2),
+        min_flexible=24,
     ))
 
 
 @app.command("status")
 def status_cmd(
-    session_id: Annotated[str, typer.Argument(help="Session id or unique prefix.")],
+    session_id: Annotated[
+        str, typer.Argument(metavar="ID", help="Session id or a unique prefix (4+ characters).")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """A session's status report: state, progress, stages (exit 1 if it FAILED)."""
     from store import FlowStatusIntegration
     from store.text import clean_text
 
-    with open_store(writes=False) as ctx, ctx.session() as db:
+    with open_store(writes=False, file_logs=True) as ctx, ctx.session() as db:
         report = FlowStatusIntegration(db).status_report(session_id)
     if as_json:
         print_json(report)
     else:
+        width = terminal_width()
+        bar = 0 if width is not None and width < 60 else 10
         status = report["status"] + (" (orphaned)" if report["orphaned"] else "")
-        reason = f" ({clean_text(report['reason'])})" if report["reason"] else ""
-        print(f"{report['id'][:12]}  {clean_text(report['name'])}  "
-              f"{paint(status, report['status'])}{reason}")
-        print(f"progress {progress_text(report['progress'], 20)}"
-              + (f"  stage {clean_text(report['current_stage'])}"
-                 if report["current_stage"] else ""))
-        for st in report["stages"]:
-            mark = {"COMPLETED": "✔", "FAILED": "✘", "ACTIVE": "▶", "PAUSED": "‖"}.get(
-                st["status"], "·")
-            print(f"  {mark} {clean_text(st['name']):<24} {paint(st['status'], st['status']):<9} "
-                  f"{progress_text(st['progress'])}  attempt {st['attempt']}")
+        reason = [f"reason   {clean_text(report['reason'])}"] if report["reason"] else []
+        stage = (f"  stage {clean_text(report['current_stage'])}"
+                 if report["current_stage"] else "")
+        marks = {"COMPLETED": "✔", "FAILED": "✘", "ACTIVE": "▶", "PAUSED": "‖"}
+        echo(
+            f"{paint(status, report['status'])}  {report['id'][:12]}  "
+            f"{clean_text(report['name'])}",
+            *reason,
+            f"progress {progress_text(report['progress'], 20 if bar else 0)}{stage}",
+            render_table(
+                ["", "STAGE", "STATUS", "PROGRESS", "ATTEMPT"],
+                [[marks.get(st["status"], "·"), st["name"], st["status"],
+                  progress_text(st["progress"], bar), str(st["attempt"])]
+                 for st in report["stages"]],
+                flexible=1,
+                drop_order=(4,),
+                status_column=2,
+                width=width,
+                min_flexible=10,
+            ),
+        )
     if report["status"] == "FAILED":
         raise typer.Exit(1)
 

@@ -46,6 +46,9 @@ app = typer.Typer(
 )
 
 STATUSES = ("PENDING", "ACTIVE", "PAUSED", "COMPLETED", "FAILED")
+#: --limit / --tail above this are taken as "all" (clamped): the databases bind a 32-bit
+#: LIMIT happily everywhere, a 40-digit one nowhere.
+MAX_ROWS = 2**31 - 1
 IdArg = Annotated[
     str, typer.Argument(metavar="ID", help="Session id or a unique prefix (4+ characters).")
 ]
@@ -61,6 +64,11 @@ def _status_option(value: str | None) -> str | None:
     return upper
 
 
+def _rows_option(value: int) -> int:
+    """--limit / --tail: any count above what a database binds means "all of them"."""
+    return min(value, MAX_ROWS)
+
+
 def status_label(status: str, orphaned: bool) -> str:
     return f"{status} (orphaned)" if orphaned else status
 
@@ -74,7 +82,10 @@ def list_cmd(
     workflow: Annotated[
         str | None, typer.Option("--workflow", "-w", help="Only this workflow.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N sessions.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, callback=_rows_option,
+                          help="At most N sessions.")
+    ] = 50,
     as_json: JsonOpt = False,
 ) -> None:
     """List sessions, newest first."""
@@ -117,6 +128,7 @@ def list_cmd(
         drop_order=(6, 2, 5, 7),
         status_column=3,
         width=width,
+        min_flexible=16,
     )
     echo(table)
     if total > len(views):
@@ -196,6 +208,7 @@ def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
         flexible=5,
         drop_order=(4, 5, 2),
         width=width,
+        min_flexible=10,
     )
     echo(*lines, "", stages, "", history)
 
@@ -330,7 +343,8 @@ def logs_cmd(
     ] = False,
     stage: Annotated[str | None, typer.Option("--stage", help="Only this stage's lines.")] = None,
     tail: Annotated[
-        int, typer.Option("--tail", "-n", min=1, help="Start with the last N lines.")
+        int, typer.Option("--tail", "-n", min=1, callback=_rows_option,
+                          help="Start with the last N lines.")
     ] = 200,
 ) -> None:
     """Print a session's log from the store (works from any host sharing the database)."""
@@ -342,9 +356,11 @@ def logs_cmd(
     color = use_color()
     with open_store(writes=False) as ctx, ctx.session() as session:
         sid = ctx.sessions(session).resolve_session_id(session_id)
+        view = get_session_view(session, sid)
+        if view is None:  # a full id is not looked up by the resolver
+            raise fail(f"no session matches {session_id!r}")
         if stage is not None:
-            view = get_session_view(session, sid)
-            names = [s.name for s in view.stages] if view is not None else []
+            names = [s.name for s in view.stages]
             if stage not in names:
                 raise fail(
                     f"session {sid[:12]} has no stage {stage!r}; "

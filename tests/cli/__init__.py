@@ -1,0 +1,1 @@
+"""CLI tests (package so that helpers and conftest get unique module names)."""

@@ -1,0 +1,387 @@
+"""Bad input and a hostile environment: each gets one clear line on stderr (never a
+traceback), the right exit code, and leaves the store as it was."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from .helpers import create_session, env_for, one_error_line, run, snapshot, store
+
+
+def write_workflow(workspace: Path, name: str, text: str) -> Path:
+    path = workspace / "workflows" / name
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def no_sessions(workspace: Path) -> bool:
+    return snapshot(workspace)["flow_sessions"] == []
+
+
+# -- workflows ----------------------------------------------------------------------------------
+
+
+def test_an_unknown_workflow_is_refused_and_lists_the_known_ones(store_workspace: Path) -> None:
+    result = run("flow", "session", "create", "nightly")
+    assert result.code == 1
+    line = one_error_line(result)
+    assert "unknown workflow 'nightly'; known: broken, gate, hello, slow" in line
+    assert result.out == ""
+    assert no_sessions(store_workspace)
+
+
+def test_flow_show_of_an_unknown_workflow_is_refused(workspace: Path) -> None:
+    result = run("flow", "show", "nightly")
+    assert result.code == 1
+    assert "unknown workflow 'nightly'" in one_error_line(result)
+
+
+def test_malformed_yaml_is_reported_with_path_line_and_key(store_workspace: Path) -> None:
+    path = write_workflow(store_workspace, "etl.yaml", """
+        name: ETL
+        stages:
+          - name: extract
+            run: echo x
+            retries: lots
+    """)
+    result = run("flow", "session", "create", "etl")
+    assert result.code == 1
+    line = one_error_line(result)
+    assert f"{path}:5: stages[0].retries:" in line
+    assert no_sessions(store_workspace)
+
+
+def test_a_yaml_syntax_error_is_reported_with_path_and_line(workspace: Path) -> None:
+    path = write_workflow(workspace, "etl.yaml", "name: ETL\nstages:\n  - name: [unclosed\n")
+    result = run("flow", "show", "etl")
+    assert result.code == 1
+    line = one_error_line(result)
+    assert line.startswith(f"vc: error: {path}:") and "invalid YAML" in line
+
+
+def test_a_malformed_file_does_not_hide_the_other_workflows(workspace: Path) -> None:
+    path = write_workflow(workspace, "etl.yaml", """
+        stages:
+          - name: extract
+            run: echo x
+            timeout: soon
+    """)
+    result = run("flow", "list")
+    assert result.code == 1
+    assert [line.split()[0] for line in result.out.splitlines()[1:]] == [
+        "broken", "gate", "hello", "slow"]
+    assert f"{path}:4: stages[0].timeout:" in one_error_line(result)
+    assert run("flow", "show", "hello").code == 0
+
+
+def test_duplicate_stage_names_are_refused(store_workspace: Path) -> None:
+    path = write_workflow(store_workspace, "dup.yaml", """
+        stages:
+          - name: build
+            run: make
+          - name: build
+            run: make again
+    """)
+    result = run("flow", "session", "create", "dup")
+    assert result.code == 1
+    line = one_error_line(result)
+    assert f"{path}:4: stages[1].name: duplicate stage name 'build'" in line
+    assert no_sessions(store_workspace)
+
+
+def test_needs_naming_an_unknown_stage_is_refused(store_workspace: Path) -> None:
+    path = write_workflow(store_workspace, "needs.yaml", """
+        stages:
+          - name: build
+            run: make
+          - name: deploy
+            run: ./deploy
+            needs: [biuld]
+    """)
+    result = run("flow", "session", "create", "needs")
+    assert result.code == 1
+    line = one_error_line(result)
+    assert f"{path}:6: stages[1].needs" in line and "unknown stage 'biuld'" in line
+    assert "did you mean 'build'?" in line
+    assert no_sessions(store_workspace)
+
+
+def test_needs_forming_a_cycle_is_refused(store_workspace: Path) -> None:
+    path = write_workflow(store_workspace, "cycle.yaml", """
+        stages:
+          - name: a
+            run: "true"
+            needs: c
+          - name: b
+            run: "true"
+            needs: a
+          - name: c
+            run: "true"
+            needs: b
+    """)
+    result = run("flow", "session", "create", "cycle")
+    assert result.code == 1
+    line = one_error_line(result)
+    assert str(path) in line and "dependency cycle: a -> c -> b -> a" in line
+    assert no_sessions(store_workspace)
+
+
+@pytest.mark.parametrize(
+    "workflow_id", ["../x", "../../etc/passwd", "/etc/passwd", "a/b", "x\x1b[2J", ".hidden"]
+)
+def test_a_workflow_id_that_could_escape_a_directory_is_a_usage_error(
+    store_workspace: Path, workflow_id: str
+) -> None:
+    for args in (("flow", "session", "create", "--", workflow_id), ("flow", "show", "--",
+                                                                    workflow_id)):
+        result = run(*args)
+        assert result.code == 2, result.err
+        line = one_error_line(result)
+        assert "invalid workflow id" in line and "\x1b" not in line
+    assert no_sessions(store_workspace)
+    assert not (store_workspace / "logs").exists() or not any(
+        p.is_file() and p.name != "operations.log"
+        for p in (store_workspace / "logs").rglob("*"))
+
+
+def test_a_workflow_id_with_a_nul_byte_is_a_usage_error(store_workspace: Path, cli) -> None:
+    result = cli("flow", "session", "create", "hel\x00lo")
+    assert result.code == 2
+    assert "\x00" not in one_error_line(result)
+    assert no_sessions(store_workspace)
+
+
+# -- options ------------------------------------------------------------------------------------
+
+
+def test_meta_without_equals_is_a_usage_error(store_workspace: Path) -> None:
+    result = run("flow", "session", "create", "hello", "--meta", "ticket")
+    assert result.code == 2
+    assert "--meta: expected KEY=VALUE, got 'ticket'" in one_error_line(result)
+    assert no_sessions(store_workspace)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("flow", "session", "show"), "missing argument 'ID'"),
+        (("flow", "session", "frobnicate"), "no such command 'frobnicate'"),
+        (("flow", "session", "list", "--limit", "0"), "--limit"),
+        (("flow", "session", "list", "--status", "DONE"), "'DONE' is not one of"),
+        (("flow", "session", "list", "--bogus"), "no such option: --bogus"),
+    ],
+)
+def test_usage_errors_exit_two_with_one_line(
+    workspace: Path, args: tuple[str, ...], expected: str
+) -> None:
+    result = run(*args)
+    assert result.code == 2
+    assert expected in one_error_line(result)
+    assert result.out == ""
+
+
+def test_no_command_prints_the_help(workspace: Path) -> None:
+    result = run()
+    assert result.code == 0 and "Usage: vc" in result.out and result.err == ""
+
+
+def test_an_unexpected_error_is_one_line_not_a_traceback(
+    workspace: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import store.queries
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(store.queries, "list_sessions", broken)
+    result = cli("flow", "session", "list")
+    assert result.code == 1
+    assert "internal error: RuntimeError: boom" in one_error_line(result)
+
+
+# -- an unwritable workspace, database or log directory ---------------------------------------
+
+
+def test_a_workspace_whose_dot_vc_is_a_file_is_refused_in_one_line(workspace: Path) -> None:
+    (workspace / ".vc").write_text("not a directory")
+    for args in (("flow", "session", "create", "hello"), ("flow", "session", "list")):
+        result = run(*args)
+        assert result.code == 1
+        line = one_error_line(result)
+        assert line.startswith(f"vc: error: cannot write {workspace / '.vc'}")
+        assert "not a directory" in line
+    assert (workspace / ".vc").read_text() == "not a directory"
+
+
+def test_a_database_url_under_a_regular_file_is_refused_in_one_line(workspace: Path) -> None:
+    blocker = workspace / "blocker"
+    blocker.write_text("")
+    result = run("flow", "session", "create", "hello",
+                 env={"VC_DATABASE_URL": f"sqlite:///{blocker}/flow.db"})
+    assert result.code == 1
+    line = one_error_line(result)
+    assert f"cannot write {blocker}" in line and "not a directory" in line
+
+
+def test_a_log_dir_under_a_regular_file_refuses_and_changes_nothing(
+    store_workspace: Path,
+) -> None:
+    sid = create_session(store_workspace)
+    before = snapshot(store_workspace)
+    blocker = store_workspace / "blocker"
+    blocker.write_text("")
+    env = {"VC_LOG_DIR": str(blocker / "logs")}
+    for args in (("flow", "session", "create", "hello"), ("flow", "session", "pause", sid),
+                 ("flow", "session", "delete", "--force", sid)):
+        result = run(*args, env=env)
+        assert result.code == 1, result.err
+        line = one_error_line(result)
+        assert f"cannot write {blocker}/logs" in line and "not a directory" in line
+    assert snapshot(store_workspace) == before
+    # reads do not need the log directory
+    assert run("flow", "session", "list", "--json", env=env).code == 0
+    assert run("flow", "status", sid, env=env).code == 0
+
+
+@contextmanager
+def unwritable(*paths: Path) -> Iterator[None]:
+    """Make ``paths`` unwritable for whoever runs the tests: ``chattr +i`` as root (root
+    ignores permission bits), permission bits otherwise. Skips the test if neither holds."""
+    paths = tuple(p for p in paths if p.exists())
+    as_root = os.geteuid() == 0
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in paths}
+    try:
+        if as_root:
+            if shutil.which("chattr") is None:
+                pytest.skip("chattr is needed to make a path unwritable for root")
+            done = subprocess.run(["chattr", "+i", *map(str, paths)], capture_output=True)
+            if done.returncode != 0:
+                pytest.skip(f"chattr +i does not work here: {done.stderr.strip()!r}")
+        else:
+            for p in paths:
+                os.chmod(p, modes[p] & ~0o222)
+        probe = paths[0] / "probe" if paths[0].is_dir() else paths[0]
+        try:
+            with open(probe, "a"):
+                pass
+        except OSError:
+            pass
+        else:
+            pytest.skip("cannot make a path unwritable here")
+        yield
+    finally:
+        if as_root:
+            subprocess.run(["chattr", "-i", *map(str, paths)], capture_output=True)
+        else:
+            for p, mode in modes.items():
+                os.chmod(p, mode)
+
+
+def test_a_workspace_the_user_cannot_write_is_refused_with_permission_denied(
+    workspace: Path,
+) -> None:
+    with unwritable(workspace):
+        result = run("flow", "session", "create", "hello")
+        assert result.code == 1
+        line = one_error_line(result)
+        assert line.startswith(f"vc: error: cannot write {workspace}/")
+        assert line.endswith(": permission denied")
+        listed = run("flow", "session", "list")
+        assert listed.code == 1
+        assert "permission denied" in one_error_line(listed)
+    assert not (workspace / ".vc").exists() and not (workspace / "logs").exists()
+
+
+def test_a_database_the_user_cannot_write_is_refused_with_permission_denied(
+    workspace: Path,
+) -> None:
+    sid = create_session(workspace)
+    (workspace / "logs").mkdir()
+    before = snapshot(workspace)
+    vc_dir = workspace / ".vc"
+    with unwritable(vc_dir, *vc_dir.iterdir()):
+        for args in (("flow", "session", "pause", sid), ("flow", "session", "create", "hello")):
+            result = run(*args)
+            assert result.code == 1
+            line = one_error_line(result)
+            assert f"cannot write {vc_dir}" in line and "permission denied" in line
+    assert snapshot(workspace) == before
+
+
+# -- a locked database --------------------------------------------------------------------------
+
+
+def test_a_database_locked_longer_than_the_busy_timeout_is_one_line(
+    workspace: Path,
+) -> None:
+    sid = create_session(workspace)
+    before = snapshot(workspace)
+    holder = sqlite3.connect(workspace / ".vc" / "flow.db", isolation_level=None)
+    released = threading.Event()
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        for args in (("flow", "session", "pause", sid), ("flow", "session", "create", "hello")):
+            result = run(*args, env={"VC_BUSY_TIMEOUT": "0.5"}, timeout=30)
+            assert result.code == 1, result.err
+            line = one_error_line(result)
+            assert "locked" in line and "VC_BUSY_TIMEOUT" in line
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        released.set()
+    assert snapshot(workspace) == before
+    assert run("flow", "session", "pause", sid).code == 0  # and it works once released
+
+
+def test_a_read_waits_for_nothing_while_a_writer_holds_the_lock(workspace: Path) -> None:
+    sid = create_session(workspace)
+    holder = sqlite3.connect(workspace / ".vc" / "flow.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")  # WAL: readers are not blocked by a writer
+        result = run("flow", "session", "show", sid, "--json", env={"VC_BUSY_TIMEOUT": "0.5"})
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.code == 0, result.err
+    assert store  # the helper module is the one reading the store elsewhere
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("flow", "session", "create", "hello", "--name", b"name-\xff\xfe"),
+     ("flow", "session", "list", "--workflow", b"\xff"),
+     ("flow", "session", "show", b"abcd\xff")],
+    ids=["create --name", "list --workflow", "show ID"],
+)
+def test_an_argument_that_is_not_utf8_is_a_usage_error(
+    store_workspace: Path, args: tuple[str | bytes, ...]
+) -> None:
+    proc = subprocess.run([sys.executable, "-m", "app.main", *args], capture_output=True,
+                          env=env_for(), stdin=subprocess.DEVNULL, timeout=60)
+    assert proc.returncode == 2
+    err = proc.stderr.decode()
+    assert err.count("\n") == 1 and "is not valid UTF-8" in err and "\\xff" in err
+    assert proc.stdout == b""
+    assert no_sessions(store_workspace)
+
+
+def test_a_huge_limit_is_taken_as_no_limit(store_workspace: Path, cli) -> None:
+    sid = create_session(store_workspace)
+    for args in (("flow", "session", "list", "--json", "--limit", "9" * 40),
+                 ("flow", "session", "logs", sid, "--tail", "9" * 40)):
+        result = cli(*args)
+        assert result.code == 0, result.err
+    assert [d["id"] for d in cli("flow", "session", "list", "--json", "-n", "9" * 30).json()
+            ] == [sid]

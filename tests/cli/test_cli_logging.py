@@ -1,0 +1,191 @@
+"""Logging (DESIGN §7) as the commands produce it: the files appear on demand and hold the
+operations; `vc flow session logs` reads the store (not the files) and filters."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .helpers import create_session, env_for, one_error_line, run, store
+
+LOGS = Path("logs/workflow/session")
+
+
+def add_logs(workspace: Path, sid: str, rows: list[tuple[str, str | None, str]]) -> None:
+    from store.managers import append_logs
+
+    with store(workspace) as db:
+        append_logs(db, [{"session_id": sid, "at": time.time(), "level": level,
+                          "category": "workflow.stage.integration", "stage": stage,
+                          "text": text} for level, stage, text in rows])
+
+
+def test_log_files_are_created_on_demand_and_hold_the_operations(
+    store_workspace: Path, cli
+) -> None:
+    logs = store_workspace / LOGS
+    assert not (store_workspace / "logs").exists()
+    assert cli("flow", "session", "list").code == 0
+    assert not (store_workspace / "logs").exists()  # a read creates nothing
+    sid = cli("flow", "session", "create", "hello", "--name", "n").out.strip()
+    assert cli("flow", "session", "pause", sid).code == 0
+    assert cli("flow", "session", "resume", sid).code == 0
+    assert sorted(p.name for p in logs.iterdir()) == [
+        f"{sid}.log", "integration.log", "operations.log"]
+    operations = (logs / "operations.log").read_text().splitlines()
+    assert [line.split(" | ")[-1].split(" by ")[0] for line in operations] == [
+        "create ∅ -> PENDING", "pause PENDING -> PAUSED", "resume PAUSED -> PENDING"]
+    for line in operations:
+        _stamp, level, category, session, stage, _text = line.split(" | ")
+        assert (level.strip(), category, session, stage) == (
+            "INFO", "workflow.session.operations", sid, "-")
+    integration = (logs / "integration.log").read_text()
+    assert "workflow.session.integration" in integration
+    assert "pause PENDING -> PAUSED" in integration
+    own = (logs / f"{sid}.log").read_text()
+    assert "create ∅ -> PENDING" in own and "resume PAUSED -> PENDING" in own
+    assert (logs.stat().st_mode & 0o777) == 0o700
+
+
+def test_the_operations_are_also_in_the_store_log(store_workspace: Path, cli) -> None:
+    sid = create_session(store_workspace)
+    assert cli("flow", "session", "pause", sid).code == 0
+    result = cli("flow", "session", "logs", sid)
+    assert result.code == 0, result.err
+    assert "pause PENDING -> PAUSED" in result.out
+
+
+def test_status_reports_go_to_the_integration_log(store_workspace: Path, cli) -> None:
+    sid = create_session(store_workspace)
+    assert cli("flow", "status", sid).code == 0
+    integration = (store_workspace / LOGS / "integration.log").read_text()
+    assert f"| {sid} | - | status report: PENDING" in integration
+
+
+def test_session_logs_reads_the_store_not_the_files(store_workspace: Path, cli) -> None:
+    import shutil
+
+    sid = create_session(store_workspace)
+    add_logs(store_workspace, sid, [("INFO", "greet", "hello from greet")])
+    shutil.rmtree(store_workspace / "logs", ignore_errors=True)
+    result = cli("flow", "session", "logs", sid[:6])
+    assert result.code == 0, result.err
+    assert result.out.endswith(" INFO    [greet] hello from greet\n")
+
+
+def test_session_logs_level_keeps_that_level_and_above(store_workspace: Path, cli) -> None:
+    sid = create_session(store_workspace)
+    add_logs(store_workspace, sid, [("DEBUG", None, "d"), ("INFO", "greet", "i"),
+                                    ("WARNING", "greet", "w"), ("ERROR", "count", "e")])
+    out = cli("flow", "session", "logs", sid, "--level", "warning").out
+    assert [line.split()[-1] for line in out.splitlines()] == ["w", "e"]
+    out = cli("flow", "session", "logs", sid, "--level", "DEBUG").out
+    assert [line.split()[-1] for line in out.splitlines()] == ["d", "i", "w", "e"]
+
+
+def test_session_logs_stage_keeps_that_stage_only(store_workspace: Path, cli) -> None:
+    sid = create_session(store_workspace)
+    add_logs(store_workspace, sid, [("INFO", "greet", "g1"), ("INFO", "count", "c1"),
+                                    ("WARNING", "greet", "g2")])
+    out = cli("flow", "session", "logs", sid, "--stage", "greet").out
+    assert [line.split()[-1] for line in out.splitlines()] == ["g1", "g2"]
+
+
+def test_session_logs_refuses_a_stage_the_session_does_not_have(
+    store_workspace: Path,
+) -> None:
+    sid = create_session(store_workspace)
+    result = run("flow", "session", "logs", sid, "--stage", "nope")
+    assert result.code == 1
+    assert "has no stage 'nope'; stages: greet, count, done" in one_error_line(result)
+
+
+def test_session_logs_refuses_an_unknown_level_as_a_usage_error(store_workspace: Path) -> None:
+    sid = create_session(store_workspace)
+    result = run("flow", "session", "logs", sid, "--level", "LOUD")
+    assert result.code == 2
+    assert "invalid --level 'LOUD'" in one_error_line(result)
+
+
+def test_session_logs_follow_prints_new_lines_until_the_session_ends(
+    store_workspace: Path,
+) -> None:
+    from store import FlowSessionManager, StageManager
+
+    sid = create_session(store_workspace)
+    with store(store_workspace) as db:
+        FlowSessionManager(db).start_session(sid, runner_pid=1, runner_host="elsewhere")
+    add_logs(store_workspace, sid, [("INFO", "greet", "before")])
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "app.main", "flow", "session", "logs", sid, "--follow"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        text=True, env=env_for(),
+    )
+    try:
+        assert follower.stdout is not None
+        assert follower.stdout.readline().endswith("[greet] before\n")
+        add_logs(store_workspace, sid, [("WARNING", "count", "while running")])
+        assert follower.stdout.readline().endswith("[count] while running\n")
+        assert follower.poll() is None  # still following
+        with store(store_workspace) as db:
+            sessions, stages = FlowSessionManager(db), StageManager(db)
+            for stage in stages.list_stages(sid):
+                stages.update_stage_status(stage.id, "ACTIVE")
+                stages.update_stage_status(stage.id, "COMPLETED")
+            sessions.complete(sid)
+        add_logs(store_workspace, sid, [("INFO", None, "the end")])
+        out, err = follower.communicate(timeout=20)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, err
+    assert out.endswith(" the end\n")
+
+
+def test_session_logs_of_a_real_run_show_the_stage_output(store_workspace: Path) -> None:
+    result = run("flow", "run", "hello")
+    assert result.code == 0, result.err
+    sid = run("flow", "session", "list", "--json").json()[0]["id"]
+    out = run("flow", "session", "logs", sid).out
+    assert "[greet] hello from greet attempt 1" in out
+    assert "WARNING [done] bye" in out
+    own = (store_workspace / LOGS / f"{sid}.log").read_text()
+    assert "hello from greet attempt 1" in own
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_session_logs_of_a_deleted_session_is_unknown(
+    store_workspace: Path, cli, follow: bool
+) -> None:
+    sid = create_session(store_workspace)
+    assert cli("flow", "session", "delete", "--yes", sid).code == 0
+    args = ["flow", "session", "logs", sid] + (["--follow"] if follow else [])
+    result = cli(*args)
+    assert result.code == 1
+    assert "no session matches" in result.err
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_log_directories_and_files_are_private_whatever_the_umask(
+    workspace: Path, umask: int
+) -> None:
+    import os
+    import stat
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.main", "flow", "session", "create", "hello"],
+        capture_output=True, text=True, env=env_for(), stdin=subprocess.DEVNULL,
+        preexec_fn=lambda: os.umask(umask), timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    sid = proc.stdout.strip()
+    logs = workspace / "logs"
+    for directory in (logs, logs / "workflow", logs / "workflow" / "session"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+    for name in ("operations.log", "integration.log", f"{sid}.log"):
+        path = logs / "workflow" / "session" / name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

@@ -1,0 +1,240 @@
+"""The session operations of DESIGN §5 through `vc flow session …`: what each does to the
+store, what it prints, its exit code, and the refusals."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from .helpers import create_session, one_error_line, run, run_on_tty, session_json, snapshot, store
+
+
+def status_of(workspace: Path, sid: str) -> tuple[str, str | None]:
+    doc = session_json(workspace, sid)
+    return doc["status"], doc["reason"]
+
+
+def test_pause_moves_a_pending_session_to_paused(store_workspace: Path, cli) -> None:
+    sid = create_session(store_workspace, name="nightly")
+    result = cli("flow", "session", "pause", sid[:6])
+    assert result.code == 0, result.err
+    assert result.out == f"PAUSED: {sid[:12]} (nightly)\n"
+    assert status_of(store_workspace, sid) == ("PAUSED", None)
+
+
+def test_resume_of_a_session_that_never_started_returns_it_to_pending_without_a_runner(
+    store_workspace: Path, cli
+) -> None:
+    sid = create_session(store_workspace)
+    cli("flow", "session", "pause", sid)
+    result = cli("flow", "session", "resume", sid)
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"PENDING: {sid[:12]}")
+    doc = session_json(store_workspace, sid)
+    assert (doc["status"], doc["runner"]) == ("PENDING", None)
+
+
+def test_abort_fails_the_session_with_reason_aborted(store_workspace: Path, cli) -> None:
+    sid = create_session(store_workspace)
+    result = cli("flow", "session", "abort", sid)
+    assert result.code == 0, result.err
+    assert status_of(store_workspace, sid) == ("FAILED", "aborted")
+    event = session_json(store_workspace, sid)["events"][-1]
+    assert (event["op"], event["reason"], event["pid"]) == ("abort", "aborted", os.getpid())
+
+
+def test_retry_resets_a_failed_session_to_pending_and_says_how_to_run_it(
+    store_workspace: Path, cli
+) -> None:
+    from store import FlowSessionManager, StageManager
+
+    sid = create_session(store_workspace, "broken")
+    with store(store_workspace) as db:
+        sessions, stages = FlowSessionManager(db), StageManager(db)
+        sessions.start_session(sid)
+        ok, bad, _never = stages.list_stages(sid)
+        stages.update_stage_status(ok.id, "ACTIVE")
+        stages.update_stage_status(ok.id, "COMPLETED")
+        stages.update_stage_status(bad.id, "ACTIVE")
+        stages.update_stage_status(bad.id, "FAILED", error="exit 3", exit_code=3)
+        sessions.fail(sid, "stage bad failed")
+    result = cli("flow", "session", "retry", sid)
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == [
+        f"PENDING: {sid[:12]} ({session_json(store_workspace, sid)['name']})",
+        f"run it again with 'vc flow run broken --session {sid[:12]}'",
+    ]
+    doc = session_json(store_workspace, sid)
+    assert doc["status"] == "PENDING" and doc["runner"] is None
+    assert [(s["name"], s["status"], s["attempt"]) for s in doc["stages"]] == [
+        ("ok", "COMPLETED", 1), ("bad", "PENDING", 1), ("never", "PENDING", 0)]
+
+
+@pytest.mark.parametrize(
+    ("setup", "op", "current"),
+    [
+        ([], "resume", "PENDING"),
+        ([], "retry", "PENDING"),
+        (["pause"], "pause", "PAUSED"),
+        (["abort"], "abort", "FAILED"),
+        (["abort"], "pause", "FAILED"),
+        (["abort"], "resume", "FAILED"),
+    ],
+)
+def test_an_invalid_transition_is_refused_with_one_line_and_changes_nothing(
+    store_workspace: Path, cli, setup: list[str], op: str, current: str
+) -> None:
+    sid = create_session(store_workspace)
+    for step in setup:
+        assert cli("flow", "session", step, sid).code == 0
+    before = snapshot(store_workspace)
+    result = run("flow", "session", op, sid[:8])
+    assert result.code == 1
+    line = one_error_line(result)
+    assert f"cannot {op} session {sid[:12]}: it is {current}" in line
+    assert "allowed:" in line
+    assert result.out == ""
+    assert snapshot(store_workspace) == before
+
+
+def test_delete_without_force_refuses_without_a_terminal_and_changes_nothing(
+    store_workspace: Path,
+) -> None:
+    sid = create_session(store_workspace)
+    before = snapshot(store_workspace)
+    result = run("flow", "session", "delete", sid)  # stdin is /dev/null, not a terminal
+    assert result.code == 1
+    assert "needs confirmation" in one_error_line(result)
+    assert result.out == ""
+    assert snapshot(store_workspace) == before
+
+
+def test_delete_asks_on_a_terminal_and_deletes_when_the_answer_is_yes(
+    store_workspace: Path,
+) -> None:
+    sid = create_session(store_workspace, name="old run")
+    keep = create_session(store_workspace)
+    code, screen = run_on_tty("flow", "session", "delete", sid[:8], answer="y")
+    assert code == 0, screen
+    assert f"delete session {sid[:12]} (old run, PENDING)? [y/N]" in screen
+    assert f"deleted: {sid[:12]} (old run)" in screen
+    remaining = snapshot(store_workspace)
+    assert [row[0] for row in remaining["flow_sessions"]] == [keep]
+    assert all(row[1] == keep for row in remaining["stage_instances"])
+    assert all(row[1] == keep for row in remaining["flow_events"])
+
+
+@pytest.mark.parametrize("answer", ["n", "", "maybe"])
+def test_delete_on_a_terminal_changes_nothing_unless_the_answer_is_yes(
+    store_workspace: Path, answer: str
+) -> None:
+    sid = create_session(store_workspace)
+    before = snapshot(store_workspace)
+    code, screen = run_on_tty("flow", "session", "delete", sid, answer=answer)
+    assert code == 1, screen
+    assert "not deleted" in screen
+    assert snapshot(store_workspace) == before
+
+
+def test_delete_force_removes_the_session_with_its_stages_events_logs_and_log_file(
+    store_workspace: Path, cli
+) -> None:
+    from store.managers import append_logs
+
+    sid = create_session(store_workspace)
+    keep = create_session(store_workspace)
+    assert cli("flow", "session", "pause", sid).code == 0  # writes its log file
+    with store(store_workspace) as db:
+        append_logs(db, [{"session_id": sid, "at": 1.0, "level": "INFO",
+                          "category": "workflow.stage.integration", "stage": "greet",
+                          "text": "hello"}])
+    log_file = store_workspace / "logs" / "workflow" / "session" / f"{sid}.log"
+    assert log_file.exists()
+    result = cli("flow", "session", "delete", "--force", sid[:8])
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"deleted: {sid[:12]}")
+    rows = snapshot(store_workspace)
+    for table, column in (("flow_sessions", 0), ("stage_instances", 1), ("flow_events", 1),
+                          ("log_records", 1)):
+        assert all(row[column] != sid for row in rows[table]), table
+    assert [row[0] for row in rows["flow_sessions"]] == [keep]
+    assert not log_file.exists()
+    operations = (log_file.parent / "operations.log").read_text()
+    assert f"| {sid} | - | delete PAUSED -> ∅" in operations
+
+
+def test_delete_refuses_a_session_running_under_a_live_runner_without_force(
+    store_workspace: Path,
+) -> None:
+    from store import FlowSessionManager
+
+    sid = create_session(store_workspace)
+    with store(store_workspace) as db:  # this test process plays the live runner
+        FlowSessionManager(db).start_session(sid, runner_pid=os.getpid())
+    before = snapshot(store_workspace)
+    result = run("flow", "session", "delete", "--yes", sid)
+    assert result.code == 1
+    assert "live runner" in one_error_line(result)
+    assert snapshot(store_workspace) == before
+
+
+def test_delete_force_aborts_a_running_session_first(store_workspace: Path, cli) -> None:
+    from store import FlowSessionManager
+
+    sid = create_session(store_workspace)
+    with store(store_workspace) as db:
+        FlowSessionManager(db).start_session(sid, runner_pid=os.getpid())
+    result = cli("flow", "session", "delete", "--force", sid)
+    assert result.code == 0, result.err
+    assert snapshot(store_workspace)["flow_sessions"] == []
+    ops = (store_workspace / "logs/workflow/session/operations.log").read_text()
+    assert "abort ACTIVE -> FAILED (aborted)" in ops and "delete FAILED -> ∅" in ops
+
+
+def test_status_exits_one_for_a_failed_session(store_workspace: Path, cli) -> None:
+    sid = create_session(store_workspace)
+    assert cli("flow", "status", sid).code == 0
+    cli("flow", "session", "abort", sid)
+    result = cli("flow", "status", sid)
+    assert result.code == 1
+    assert result.out.startswith(f"FAILED  {sid[:12]}  ")
+    assert "\nreason   aborted\n" in result.out
+
+
+def test_a_real_run_then_show_reports_completed_stages(store_workspace: Path) -> None:
+    result = run("flow", "run", "hello", "--name", "real")
+    assert result.code == 0, result.err
+    doc = run("flow", "session", "list", "--json").json()[0]
+    assert (doc["name"], doc["status"], doc["progress"]) == ("real", "COMPLETED", 100.0)
+    assert [(s["status"], s["attempt"], s["exit_code"]) for s in doc["stages"]] == [
+        ("COMPLETED", 1, 0)] * 3
+
+
+def test_resume_of_an_orphaned_session_starts_a_runner_that_finishes_it(
+    store_workspace: Path,
+) -> None:
+    import subprocess
+    import time
+
+    from store import FlowSessionManager
+    from store.identity import local_host
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    sid = create_session(store_workspace, name="orphan")
+    with store(store_workspace) as db:  # a runner on this host that died
+        FlowSessionManager(db).start_session(sid, runner_host=local_host(),
+                                             runner_pid=dead.pid)
+    assert session_json(store_workspace, sid)["orphaned"] is True
+    result = run("flow", "session", "resume", sid)
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"ACTIVE: {sid[:12]} (orphan) (runner started: pid ")
+    deadline = time.monotonic() + 30
+    while session_json(store_workspace, sid)["status"] != "COMPLETED":
+        assert time.monotonic() < deadline, session_json(store_workspace, sid)
+        time.sleep(0.1)
+    doc = session_json(store_workspace, sid)
+    assert [s["status"] for s in doc["stages"]] == ["COMPLETED"] * 3
+    assert doc["orphaned"] is False

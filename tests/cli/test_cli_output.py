@@ -1,0 +1,177 @@
+"""Human output: readable tables that respect NO_COLOR, pipes and narrow terminals, and
+user-written text (names, metadata, log lines) printed literally and safely."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from .helpers import create_session, run, run_on_tty, session_json, store
+
+ANSI = re.compile(r"\x1b")
+HUMAN_COMMANDS = [
+    ("flow", "session", "list"),
+    ("flow", "session", "show", "{sid}"),
+    ("flow", "status", "{sid}"),
+    ("flow", "list"),
+    ("flow", "show", "hello"),
+    ("flow", "session", "logs", "{sid}"),
+]
+TABLE_COMMANDS = HUMAN_COMMANDS[:5]
+
+
+def cells(line: str) -> int:
+    """Terminal cells a line takes (wide characters count two), computed independently."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else
+               0 if unicodedata.combining(c) else 1 for c in line)
+
+
+def busy_session(workspace: Path, name: str = "a session") -> str:
+    """A session with some history, a long reason and log lines, so every table has rows."""
+    from store import FlowSessionManager, StageManager
+    from store.managers import append_logs
+
+    sid = create_session(workspace, name=name, metadata={"ticket": "OPS-1234" * 5})
+    with store(workspace) as db:
+        sessions, stages = FlowSessionManager(db), StageManager(db)
+        sessions.start_session(sid, runner_host="build-host-with-a-long-name", runner_pid=1)
+        first = stages.list_stages(sid)[0]
+        stages.update_stage_status(first.id, "ACTIVE", metadata={"progress": 40})
+        stages.update_stage_status(first.id, "FAILED", error="exit 3: " + "x" * 200,
+                                   exit_code=3)
+        sessions.fail(sid, "stage greet failed: " + "y" * 150)
+        append_logs(db, [{"session_id": sid, "at": 1.0, "level": "WARNING",
+                          "category": "workflow.stage.integration", "stage": "greet",
+                          "text": "careful"}])
+    return sid
+
+
+def fill(args: tuple[str, ...], sid: str) -> list[str]:
+    return [a.format(sid=sid) for a in args]
+
+
+@pytest.mark.parametrize("args", HUMAN_COMMANDS, ids=" ".join)
+def test_no_ansi_escapes_when_stdout_is_not_a_terminal(workspace: Path, args) -> None:
+    sid = busy_session(workspace)
+    result = run(*fill(args, sid), color=True)  # NO_COLOR unset, stdout a pipe
+    assert result.code in (0, 1), result.err  # status of a FAILED session exits 1
+    assert result.out.strip()
+    assert not ANSI.search(result.out)
+
+
+@pytest.mark.parametrize("args", HUMAN_COMMANDS, ids=" ".join)
+def test_no_ansi_escapes_on_a_terminal_with_no_color(workspace: Path, args) -> None:
+    sid = busy_session(workspace)
+    code, screen = run_on_tty(*fill(args, sid), env={"NO_COLOR": "1"})
+    assert code in (0, 1), screen
+    assert "a session" in screen or "hello" in screen or "careful" in screen
+    assert not ANSI.search(screen)
+
+
+def test_statuses_are_coloured_on_a_terminal_without_no_color(workspace: Path) -> None:
+    sid = busy_session(workspace)
+    code, screen = run_on_tty("flow", "session", "list", color=True)
+    assert code == 0, screen
+    assert "\x1b[31mFAILED" in screen
+    code, screen = run_on_tty("flow", "session", "logs", sid, color=True)
+    assert "\x1b[33mWARNING" in screen
+
+
+@pytest.mark.parametrize("args", TABLE_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("columns", [60, 40])
+def test_no_line_is_longer_than_a_narrow_terminal(workspace: Path, args, columns: int) -> None:
+    wide = "夜間バッチ処理の長い名前" * 3  # wide characters: two cells each
+    sid = busy_session(workspace, name="nightly export of every table " * 4)
+    busy_session(workspace, name=wide)
+    result = run(*fill(args, sid), env={"COLUMNS": str(columns)})
+    assert result.code in (0, 1), result.err
+    lines = result.out.splitlines()
+    assert len(lines) >= 3
+    too_long = [line for line in lines if cells(line) > columns]
+    assert not too_long, too_long
+
+
+def test_a_narrow_terminal_keeps_the_id_status_and_progress_of_each_session(
+    workspace: Path,
+) -> None:
+    sid = busy_session(workspace, name="a rather long session name " * 3)
+    result = run("flow", "session", "list", env={"COLUMNS": "60"})
+    header, row = result.out.splitlines()[:2]
+    assert header.split()[:2] == ["ID", "NAME"] and "STATUS" in header
+    assert row.startswith(sid[:8]) and "FAILED" in row and "%" in row
+
+
+@pytest.mark.parametrize("args", TABLE_COMMANDS, ids=" ".join)
+def test_a_narrow_real_terminal_gets_fitted_output(workspace: Path, args) -> None:
+    sid = busy_session(workspace, name="nightly export of every table " * 4)
+    code, screen = run_on_tty(*fill(args, sid), columns=60)
+    assert code in (0, 1), screen
+    lines = screen.replace("\r\n", "\n").splitlines()
+    assert all(cells(line) <= 60 for line in lines), [ln for ln in lines if cells(ln) > 60]
+
+
+def test_a_pipe_without_columns_gets_whole_names(workspace: Path) -> None:
+    name = "a name long enough to be cut on any terminal " * 4
+    busy_session(workspace, name=name)
+    result = run("flow", "session", "list")
+    assert name.strip() in result.out
+
+
+MARKUP = "[bold red]x[/] [link=http://e.com]y[/link] :warning:"
+
+
+def test_rich_markup_in_a_name_is_stored_and_printed_verbatim(workspace: Path, cli) -> None:
+    created = cli("flow", "session", "create", "hello", "--name", MARKUP, "--json").json()
+    sid = created["id"]
+    assert created["name"] == MARKUP
+    assert MARKUP in cli("flow", "session", "list").out
+    assert f"name:      {MARKUP}" in cli("flow", "session", "show", sid).out
+    assert MARKUP in cli("flow", "status", sid).out
+    assert cli("flow", "session", "pause", sid).out == f"PAUSED: {sid[:12]} ({MARKUP})\n"
+
+
+HOSTILE = "ok\x1b[31mred\x1b[0m\x1b]0;pwned\x07\x1b]8;;http://evil\x1b\\link\x9b2J\x07\rback\x08"
+
+
+@pytest.mark.parametrize("args", HUMAN_COMMANDS, ids=" ".join)
+def test_escape_sequences_in_user_text_never_reach_stdout(workspace: Path, args) -> None:
+    from store.managers import append_logs
+
+    sid = create_session(workspace, name=HOSTILE, metadata={"k": HOSTILE})
+    with store(workspace) as db:
+        append_logs(db, [{"session_id": sid, "at": 1.0, "level": "INFO",
+                          "category": "workflow.stage.integration", "stage": "greet",
+                          "text": HOSTILE}])
+    result = run(*fill(args, sid), color=True, env={"COLUMNS": "200"})
+    assert result.code == 0, result.err
+    for bad in ("\x1b", "\x07", "\x9b", "\x08", "\r"):
+        assert bad not in result.out, (bad, result.out)
+    if args[:3] == ("flow", "session", "list") or "{sid}" in args:
+        assert "okredlink back" in result.out  # the text itself survives, cleaned
+
+
+def test_names_with_control_characters_are_stored_as_given(workspace: Path, cli) -> None:
+    result = cli("flow", "session", "create", "hello", "--name", HOSTILE)
+    assert result.code == 0, result.err
+    sid = result.out.strip()
+    assert session_json(workspace, sid)["name"] == HOSTILE
+    shown = cli("flow", "session", "show", sid, "--json").json()
+    assert shown["name"] == HOSTILE  # JSON escapes it; nothing raw reaches the terminal
+    raw = cli("flow", "session", "show", sid, "--json").out
+    assert "\x1b" not in raw and "\\u001b" in raw
+
+
+def test_escape_sequences_in_errors_never_reach_stderr(workspace: Path) -> None:
+    result = run("flow", "session", "create", "hello\x1b[31m")
+    assert result.code == 2
+    assert "\x1b" not in result.err and "\\x1b" in result.err
+
+
+def test_list_says_how_to_start_when_there_are_no_sessions(workspace: Path, cli) -> None:
+    result = cli("flow", "session", "list")
+    assert result.code == 0
+    assert "no sessions yet" in result.out and "vc flow session create" in result.out
+    assert cli("flow", "session", "list", "--status", "FAILED").code == 0
