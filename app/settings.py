@@ -38,3 +38,28 @@ def _path(value: str | None, default: Path) -> Path:
         return default
     path = Path(value).expanduser()
     return path if path.is_absolute() else (Path.cwd() / path)
+
+
+def workspace_warnings(workspace: Path) -> list[str]:
+    """Why the workspace may not be safe to use: its workflows are commands that vc runs,
+    so a directory that other users can write to, or that belongs to someone else, lets
+    them choose what runs under your name. Reported, not refused (shared team setups do
+    this on purpose)."""
+    import stat
+
+    try:
+        st = workspace.stat()
+    except OSError:
+        return []
+    warnings = []
+    if st.st_mode & stat.S_IWOTH:
+        warnings.append(
+            f"workspace {workspace} is writable by other users (mode "
+            f"{stat.S_IMODE(st.st_mode):o}): they can change the workflows vc runs"
+        )
+    if st.st_uid != os.geteuid():
+        warnings.append(
+            f"workspace {workspace} is owned by another user (uid {st.st_uid}): its "
+            "workflows run as you"
+        )
+    return warnings

@@ -73,8 +73,22 @@ def _prepare_sqlite_file(path: Path) -> None:
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     except OSError as exc:
         raise StoreUnavailable(_os_error_message(exc, path)) from None
+    _tighten(path.parent, 0o700)
+    for member in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        _tighten(member, 0o600)
     if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK):
         raise StoreUnavailable(f"cannot write {path}: permission denied")
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """An existing store left open to others (by an old version, a copy, a umask of 0) is
+    made private again, when it is ours to change."""
+    try:
+        st = path.stat()
+        if st.st_uid == os.geteuid() and st.st_mode & 0o777 & ~mode:
+            path.chmod(mode)
+    except OSError:
+        pass
 
 
 def _os_error_message(exc: OSError, path: Path | str) -> str:

@@ -320,10 +320,12 @@ class FlowSessionManager(_Base):
     # -- reads ------------------------------------------------------------------------------
 
     def get_session(self, session_id: str) -> FlowSession:
-        obj = self.session.get(FlowSession, self.resolve_session_id(session_id))
+        obj = self.session.get(
+            FlowSession, self.resolve_session_id(session_id), populate_existing=True
+        )
+        self.session.commit()
         if obj is None:
             raise SessionNotFound(f"no session matches {session_id!r}")
-        self.session.refresh(obj)
         return obj
 
     def get_session_progress(self, session_id: str) -> float:
@@ -557,8 +559,6 @@ class FlowSessionManager(_Base):
                     progress=0.0,
                     error=None,
                     finished_at=None,
-                    pid=None,
-                    pid_start=None,
                     updated_at=now,
                     version=_ST.c.version + 1,
                 )
@@ -583,6 +583,15 @@ class FlowSessionManager(_Base):
         the session gone and kills its stage). The history goes with the session, so this
         operation's trace is the operations log."""
         sid = self.resolve_session_id(session_id)
+        for _ in range(_MAX_RETRIES):
+            change = self._delete_once(sid, force)
+            if change is not None:
+                return change
+        raise ConcurrentModification(f"session {sid[:12]} is changing too fast; try again")
+
+    def _delete_once(self, sid: str, force: bool) -> SessionChange | None:
+        """One attempt: None when the session changed between the read and the delete (a
+        runner claimed it meanwhile), so the caller decides again on fresh state."""
         conn = self._conn()
         cur = self._read_state(conn, sid)
         live = cur.runner_pid is not None and not is_orphaned(
@@ -602,6 +611,17 @@ class FlowSessionManager(_Base):
             self.abort(sid, reason="aborted")
             conn = self._conn()
             cur = self._read_state(conn, sid)  # the delete starts from FAILED now
+        # Take the session row first, conditioned on the version the checks above saw: the
+        # same lock order as every transition (session, then its stages), and a runner that
+        # claimed the session meanwhile makes this attempt start over instead of losing it.
+        claimed = conn.execute(
+            update(_T)
+            .where(_T.c.id == sid, _T.c.version == cur.version)
+            .values(version=cur.version + 1)
+        )
+        if claimed.rowcount != 1:
+            self.session.rollback()
+            return None
         conn.execute(delete(_LOG).where(_LOG.c.session_id == sid))
         conn.execute(delete(_EV).where(_EV.c.session_id == sid))
         conn.execute(delete(_ST).where(_ST.c.session_id == sid))
@@ -803,6 +823,16 @@ class StageManager(_Base):
     ) -> StageInstance:
         sid = self.resolve_session_id(session_id)
         conn = self._conn()
+        status = conn.execute(select(_T.c.status).where(_T.c.id == sid)).scalar()
+        if status is None:
+            raise SessionNotFound(f"no session matches {sid!r}")
+        if status in TERMINAL:
+            self.session.rollback()
+            raise InvalidTransition(
+                f"cannot add a stage to session {sid[:12]}: it is {status}",
+                status,
+                allowed_session_ops(status),
+            )
         position = conn.execute(
             select(func.count()).select_from(_ST).where(_ST.c.session_id == sid)
         ).scalar_one()
@@ -839,10 +869,10 @@ class StageManager(_Base):
         return stage
 
     def get_stage(self, stage_id: int) -> StageInstance:
-        stage = self.session.get(StageInstance, stage_id)
+        stage = self.session.get(StageInstance, stage_id, populate_existing=True)
+        self.session.commit()
         if stage is None:
-            raise StageNotFound(f"no stage with id {stage_id}")
-        self.session.refresh(stage)
+            raise StageNotFound(f"no stage with id {stage_id} (its session was deleted?)")
         return stage
 
     def list_stages(self, session_id: str) -> list[StageInstance]:
@@ -906,6 +936,9 @@ class StageManager(_Base):
                     allowed,
                 )
             now = time.time()
+            # Session row first, as in every session transition: one lock order, no deadlock
+            # between a stage update and an abort on PostgreSQL.
+            conn.execute(update(_T).where(_T.c.id == cur.session_id).values(updated_at=now))
             values: dict[str, Any] = {"status": target, "version": cur.version + 1,
                                       "updated_at": now}
             if progress is not None:
@@ -938,7 +971,6 @@ class StageManager(_Base):
                         f"stage {cur.name!r} changed meanwhile; reload and try again"
                     )
                 continue
-            conn.execute(update(_T).where(_T.c.id == cur.session_id).values(updated_at=now))
             moved = cur.status != target or "attempt" in values
             op = _STAGE_OPS[target]
             if moved:

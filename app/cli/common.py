@@ -33,6 +33,20 @@ if TYPE_CHECKING:
     from store import FlowSessionManager
 
 
+def warning_line(message: str) -> None:
+    """A problem worth knowing that does not stop the command."""
+    from store.text import clean_text
+
+    print(f"vc: warning: {clean_text(message)}", file=sys.stderr, flush=True)
+
+
+def _warn_unsafe_workspace(settings: Settings) -> None:
+    from app.settings import workspace_warnings
+
+    for message in workspace_warnings(settings.workspace):
+        warning_line(message)
+
+
 def error_line(message: str) -> None:
     """The one line a refused or malformed request gets on stderr."""
     from store.text import clean_text
@@ -76,6 +90,7 @@ def open_store(*, writes: bool = True, file_logs: bool = False) -> Iterator[Cont
         from app.settings import Settings
 
         settings = Settings.from_env()
+        _warn_unsafe_workspace(settings)
         log = None
         if writes:
             from app.logging import check_log_dir

@@ -312,9 +312,21 @@ class Runner:
         A manual gate keeps its state: the gate logic knows whether it was passed."""
         view = self._view()
         for stage in view.stages:
-            if stage.status not in (StageStatus.ACTIVE, StageStatus.PAUSED):
-                continue
+            interrupted = stage.status in (StageStatus.ACTIVE, StageStatus.PAUSED)
             if stage.stage_type == "manual":
+                continue
+            if not interrupted:
+                # An aborted attempt whose runner died before it could kill it is still
+                # recorded (retry keeps the pid): remove it too, or it would run beside the
+                # new attempt. A finished process fails the start-time check: no signal.
+                if stage.status != StageStatus.COMPLETED:
+                    row = self.stages.get_stage(stage.id)
+                    if row.pid and row.host == self.host:
+                        timeout = (_seconds(stage.config.get("kill_timeout"))
+                                   or DEFAULT_KILL_TIMEOUT)
+                        if kill_leftover_group(row.pid, row.pid_start, timeout):
+                            self._say(f"removed the leftover process group {row.pid} of "
+                                      f"attempt {row.attempt}", "WARNING", stage.name)
                 continue
             row = self.stages.get_stage(stage.id)
             if row.pid and row.host == self.host:
