@@ -240,13 +240,20 @@ class Logging:
             return
         self.files.write_session(
             session_id,
-            "".join(format_line(at, lvl, category, session_id, stage, text)
-                    for at, lvl, text in lines),
+            "".join(
+                format_line(at, lvl, category, session_id, stage, text) for at, lvl, text in lines
+            ),
         )
         if self.mirror is not None:
             self.mirror.add_many(
-                {"session_id": session_id, "at": at, "level": lvl, "category": category,
-                 "stage": stage, "text": text}
+                {
+                    "session_id": session_id,
+                    "at": at,
+                    "level": lvl,
+                    "category": category,
+                    "stage": stage,
+                    "text": text,
+                }
                 for at, lvl, text in lines
             )
 
@@ -297,8 +304,9 @@ def setup_logging(log_dir: Path, session_factory: Any | None = None) -> Logging:
             reason = f"{exc.strerror or exc}" if isinstance(exc, OSError) else f"{exc}"
             where = f" {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
             try:
-                print(f"vc: warning: cannot write log{where}: {reason}", file=sys.stderr,
-                      flush=True)
+                print(
+                    f"vc: warning: cannot write log{where}: {reason}", file=sys.stderr, flush=True
+                )
             except (OSError, ValueError):
                 pass
 
@@ -333,8 +341,16 @@ def setup_logging(log_dir: Path, session_factory: Any | None = None) -> Logging:
             if session_id and _SAFE_ID.match(session_id) and session_id not in forgotten:
                 files.write_session(session_id, line)
                 if mirror is not None:
-                    mirror.add({"session_id": session_id, "at": at, "level": level,
-                                "category": category, "stage": stage, "text": text})
+                    mirror.add(
+                        {
+                            "session_id": session_id,
+                            "at": at,
+                            "level": level,
+                            "category": category,
+                            "stage": stage,
+                            "text": text,
+                        }
+                    )
         except Exception as exc:
             warn_once(exc)
 

@@ -37,9 +37,7 @@ class FlowStatusIntegration:
         if logging_enabled():
             from loguru import logger
 
-            logger.bind(
-                category=CATEGORY, session_id=change.session_id, stage=change.stage
-            ).debug(
+            logger.bind(category=CATEGORY, session_id=change.session_id, stage=change.stage).debug(
                 f"notify {len(self._subscribers)} subscriber(s): {change.op} "
                 f"{change.from_status} -> {change.to_status}"
             )

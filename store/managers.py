@@ -213,9 +213,9 @@ class _Base:
         arrow = f"{change.from_status or '∅'} -> {change.to_status or '∅'}"
         what = ""
         reason = f" ({change.reason})" if change.reason else ""
-        _op_logger().bind(
-            category=category, session_id=change.session_id, stage=change.stage
-        ).info(f"{change.op} {what}{arrow}{reason} by {self.actor}@{self.host}:{self.pid}")
+        _op_logger().bind(category=category, session_id=change.session_id, stage=change.stage).info(
+            f"{change.op} {what}{arrow}{reason} by {self.actor}@{self.host}:{self.pid}"
+        )
         return change
 
     def resolve_session_id(self, session_id: str) -> str:
@@ -472,9 +472,11 @@ class FlowSessionManager(_Base):
         "resumed" when it is orphaned: the state stays, and the caller starts a runner."""
 
         def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
-            if cur.status == SessionStatus.ACTIVE and not is_orphaned(
-                cur.status, cur.runner_host, cur.runner_pid, cur.heartbeat_at
-            ) and cur.runner_pid is not None:
+            if (
+                cur.status == SessionStatus.ACTIVE
+                and not is_orphaned(cur.status, cur.runner_host, cur.runner_pid, cur.heartbeat_at)
+                and cur.runner_pid is not None
+            ):
                 return "its runner is alive"
             return None
 
@@ -524,9 +526,7 @@ class FlowSessionManager(_Base):
             values={"finished_at": time.time()},
         )
 
-    def complete(
-        self, session_id: str, *, expected_version: int | None = None
-    ) -> SessionChange:
+    def complete(self, session_id: str, *, expected_version: int | None = None) -> SessionChange:
         def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
             open_stages = conn.execute(
                 select(_ST.c.name).where(
@@ -668,9 +668,11 @@ class FlowSessionManager(_Base):
     def state(self, session_id: str) -> tuple[str, int, str | None] | None:
         """(status, version, reason) of a full id, or None if it is gone: the runner's
         cheap poll."""
-        row = self._conn().execute(
-            select(_T.c.status, _T.c.version, _T.c.reason).where(_T.c.id == session_id)
-        ).first()
+        row = (
+            self._conn()
+            .execute(select(_T.c.status, _T.c.version, _T.c.reason).where(_T.c.id == session_id))
+            .first()
+        )
         self.session.commit()
         return None if row is None else (row[0], row[1], row[2])
 
@@ -702,8 +704,7 @@ class FlowSessionManager(_Base):
         for _ in range(_MAX_RETRIES):
             now = time.time()
             query = (
-                select(_T.c.id, _T.c.version, _T.c.runner_host, _T.c.runner_pid,
-                       _T.c.heartbeat_at)
+                select(_T.c.id, _T.c.version, _T.c.runner_host, _T.c.runner_pid, _T.c.heartbeat_at)
                 .where(
                     _T.c.queued,
                     _T.c.finished_at.is_(None),  # with queued: the partial index (0002)
@@ -729,8 +730,11 @@ class FlowSessionManager(_Base):
             if not rows:
                 self.session.rollback()
                 return None
-            claimable = [r for r in rows if self._runner_gone(r.runner_host, r.runner_pid,
-                                                               r.heartbeat_at, now)]
+            claimable = [
+                r
+                for r in rows
+                if self._runner_gone(r.runner_host, r.runner_pid, r.heartbeat_at, now)
+            ]
             if not claimable:  # live runners of this host: look past them
                 self.session.rollback()
                 skip.update(r.id for r in rows)
@@ -738,8 +742,9 @@ class FlowSessionManager(_Base):
             row = claimable[0]
 
             def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
-                if not self._runner_gone(cur.runner_host, cur.runner_pid, cur.heartbeat_at,
-                                         time.time()):
+                if not self._runner_gone(
+                    cur.runner_host, cur.runner_pid, cur.heartbeat_at, time.time()
+                ):
                     return f"pid {cur.runner_pid} on {cur.runner_host} runs it"
                 return None
 
@@ -780,8 +785,9 @@ class FlowSessionManager(_Base):
 
         def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
             ours = (cur.runner_host, cur.runner_pid) == (host, pid)
-            if not ours and not self._runner_gone(cur.runner_host, cur.runner_pid,
-                                                  cur.heartbeat_at, time.time()):
+            if not ours and not self._runner_gone(
+                cur.runner_host, cur.runner_pid, cur.heartbeat_at, time.time()
+            ):
                 return f"pid {cur.runner_pid} on {cur.runner_host} runs it"
             return None
 
@@ -789,14 +795,15 @@ class FlowSessionManager(_Base):
             session_id,
             SessionOp.RESUME,
             reason=reason,
-            values={"queued": True, "runner_host": None, "runner_pid": None,
-                    "heartbeat_at": None},
+            values={"queued": True, "runner_host": None, "runner_pid": None, "heartbeat_at": None},
             check=check,
         )
 
     @staticmethod
     def _runner_gone(
-        runner_host: str | None, runner_pid: int | None, heartbeat_at: float | None,
+        runner_host: str | None,
+        runner_pid: int | None,
+        heartbeat_at: float | None,
         now: float,
     ) -> bool:
         """No live runner: none recorded, its heartbeat stale, or (on its own host) its pid
@@ -939,8 +946,11 @@ class StageManager(_Base):
             # Session row first, as in every session transition: one lock order, no deadlock
             # between a stage update and an abort on PostgreSQL.
             conn.execute(update(_T).where(_T.c.id == cur.session_id).values(updated_at=now))
-            values: dict[str, Any] = {"status": target, "version": cur.version + 1,
-                                      "updated_at": now}
+            values: dict[str, Any] = {
+                "status": target,
+                "version": cur.version + 1,
+                "updated_at": now,
+            }
             if progress is not None:
                 values["progress"] = max(0.0, min(100.0, float(progress)))
             if meta:
@@ -961,8 +971,7 @@ class StageManager(_Base):
             if target == StageStatus.PENDING:
                 values.update(progress=0.0, finished_at=None, pid=None, pid_start=None)
             result = conn.execute(
-                update(_ST).where(_ST.c.id == stage_id, _ST.c.version == cur.version)
-                .values(values)
+                update(_ST).where(_ST.c.id == stage_id, _ST.c.version == cur.version).values(values)
             )
             if result.rowcount != 1:
                 self.session.rollback()
@@ -974,13 +983,21 @@ class StageManager(_Base):
             moved = cur.status != target or "attempt" in values
             op = _STAGE_OPS[target]
             if moved:
-                self._event(conn, cur.session_id, op, cur.status, target, now, error,
-                            stage=cur.name)
+                self._event(
+                    conn, cur.session_id, op, cur.status, target, now, error, stage=cur.name
+                )
             self.session.commit()
             if moved:
                 self._committed(
-                    SessionChange(cur.session_id, op, cur.status, target, cur.version + 1,
-                                  error, stage=cur.name),
+                    SessionChange(
+                        cur.session_id,
+                        op,
+                        cur.status,
+                        target,
+                        cur.version + 1,
+                        error,
+                        stage=cur.name,
+                    ),
                     self.CATEGORY,
                 )
             return self.get_stage(stage_id)
@@ -1008,12 +1025,12 @@ class StageManager(_Base):
         )
         self.session.commit()
 
-
     def record_exit_code(self, stage_id: int, exit_code: int) -> None:
         """The exit code of a process that ended after its stage was already decided
         (aborted): kept for the record, no state change."""
         self._conn().execute(
-            update(_ST).where(_ST.c.id == stage_id, _ST.c.exit_code.is_(None))
+            update(_ST)
+            .where(_ST.c.id == stage_id, _ST.c.exit_code.is_(None))
             .values(exit_code=exit_code)
         )
         self.session.commit()
@@ -1050,8 +1067,7 @@ def append_logs(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
         f"VALUES ({', '.join([marker] * len(_LOG_COLUMNS))})"
     )
     params = [
-        (r["session_id"], r["at"], r["level"], r["category"], r["stage"], r["text"])
-        for r in rows
+        (r["session_id"], r["at"], r["level"], r["category"], r["stage"], r["text"]) for r in rows
     ]
     conn.exec_driver_sql(sql, params)
     session.commit()

@@ -390,4 +390,3 @@ def read_logs(
     else:
         rows = list(session.connection().execute(query.order_by(_LOG.c.id).limit(limit)))
     return [LogView(*r) for r in rows]
-

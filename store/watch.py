@@ -36,8 +36,11 @@ class ChangeWatcher:
                 conn.commit()
                 return value
             row = conn.execute(
-                select(func.count(), func.coalesce(func.sum(_T.c.version), 0),
-                       func.max(_T.c.updated_at))
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(_T.c.version), 0),
+                    func.max(_T.c.updated_at),
+                )
             ).one()
             stages = conn.execute(select(func.max(_ST.c.updated_at))).scalar()
             last_log = conn.execute(select(func.max(_LOG.c.id))).scalar()

@@ -165,8 +165,9 @@ def vc_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_vc(*args: str, env: dict[str, str] | None = None, input: str | None = None,
-           timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_vc(
+    *args: str, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run the real `vc` console command in a subprocess, with the test's environment."""
     return subprocess.run(
         [sys.executable, "-m", "app.main", *args],

@@ -60,8 +60,10 @@ def current_cmd() -> None:
     elif revision == HEAD:
         print(f"{revision} (head)")
     elif revision == "unversioned":
-        print(f"unversioned: database {where} predates migrations (schema 0001); "
-              "'vc db upgrade' stamps and upgrades it")
+        print(
+            f"unversioned: database {where} predates migrations (schema 0001); "
+            "'vc db upgrade' stamps and upgrades it"
+        )
     elif revision < HEAD:
         print(f"{revision}: behind head {HEAD}; 'vc db upgrade' upgrades it")
     else:

@@ -20,9 +20,7 @@ from app.cli.common import (
     translate_errors,
 )
 
-app = typer.Typer(
-    help="Workflows and their sessions.", no_args_is_help=True, rich_markup_mode=None
-)
+app = typer.Typer(help="Workflows and their sessions.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(session.app, name="session")
 
 
@@ -46,8 +44,13 @@ def list_workflows(
         print_json(
             {
                 "workflows": [
-                    {"id": w.id, "name": w.name, "description": w.description,
-                     "stages": [s.name for s in w.stages], "path": w.path}
+                    {
+                        "id": w.id,
+                        "name": w.name,
+                        "description": w.description,
+                        "stages": [s.name for s in w.stages],
+                        "path": w.path,
+                    }
                     for w in found
                 ],
                 "errors": [str(e) for e in errors],
@@ -55,17 +58,23 @@ def list_workflows(
         )
     else:
         if found:
-            echo(render_table(
-                ["ID", "NAME", "STAGES", "DESCRIPTION"],
-                [[w.id, w.name, str(len(w.stages)), (w.description or "").strip()]
-                 for w in found],
-                flexible=3,
-                drop_order=(1,),
-                min_flexible=16,
-            ))
+            echo(
+                render_table(
+                    ["ID", "NAME", "STAGES", "DESCRIPTION"],
+                    [
+                        [w.id, w.name, str(len(w.stages)), (w.description or "").strip()]
+                        for w in found
+                    ],
+                    flexible=3,
+                    drop_order=(1,),
+                    min_flexible=16,
+                )
+            )
         elif not errors:
-            echo(f"no workflows in {_workflows_dir()}: add a YAML file there "
-                 "(see README, 'Writing a workflow')")
+            echo(
+                f"no workflows in {_workflows_dir()}: add a YAML file there "
+                "(see README, 'Writing a workflow')"
+            )
         for err in errors:
             error_line(str(err))
     if errors:
@@ -97,15 +106,25 @@ def show_workflow(
         lines.append(f"description: {clean_text(wf.description)}")
     lines += [f"file:        {clean_text(wf.path)}", ""]
     by_name = {s.name: s for s in wf.stages}
-    echo(*lines, render_table(
-        ["STAGE", "RUN", "NEEDS", "TIMEOUT", "RETRIES"],
-        [[s.name, s.run if s.run is not None else "(manual gate)", ", ".join(s.needs) or "-",
-          "-" if s.timeout is None else f"{s.timeout:g}s", str(s.retries)]
-         for s in (by_name[name] for name in order)],
-        flexible=1,
-        drop_order=(4, 3, 2),
-        min_flexible=24,
-    ))
+    echo(
+        *lines,
+        render_table(
+            ["STAGE", "RUN", "NEEDS", "TIMEOUT", "RETRIES"],
+            [
+                [
+                    s.name,
+                    s.run if s.run is not None else "(manual gate)",
+                    ", ".join(s.needs) or "-",
+                    "-" if s.timeout is None else f"{s.timeout:g}s",
+                    str(s.retries),
+                ]
+                for s in (by_name[name] for name in order)
+            ],
+            flexible=1,
+            drop_order=(4, 3, 2),
+            min_flexible=24,
+        ),
+    )
 
 
 @app.command("status")
@@ -128,19 +147,24 @@ def status_cmd(
         bar = 0 if width is not None and width < 60 else 10
         status = report["status"] + (" (orphaned)" if report["orphaned"] else "")
         reason = [f"reason   {clean_text(report['reason'])}"] if report["reason"] else []
-        stage = (f"  stage {clean_text(report['current_stage'])}"
-                 if report["current_stage"] else "")
+        stage = f"  stage {clean_text(report['current_stage'])}" if report["current_stage"] else ""
         marks = {"COMPLETED": "✔", "FAILED": "✘", "ACTIVE": "▶", "PAUSED": "‖"}
         echo(
-            f"{paint(status, report['status'])}  {report['id'][:12]}  "
-            f"{clean_text(report['name'])}",
+            f"{paint(status, report['status'])}  {report['id'][:12]}  {clean_text(report['name'])}",
             *reason,
             f"progress {progress_text(report['progress'], 20 if bar else 0)}{stage}",
             render_table(
                 ["", "STAGE", "STATUS", "PROGRESS", "ATTEMPT"],
-                [[marks.get(st["status"], "·"), st["name"], st["status"],
-                  progress_text(st["progress"], bar), str(st["attempt"])]
-                 for st in report["stages"]],
+                [
+                    [
+                        marks.get(st["status"], "·"),
+                        st["name"],
+                        st["status"],
+                        progress_text(st["progress"], bar),
+                        str(st["attempt"]),
+                    ]
+                    for st in report["stages"]
+                ],
                 flexible=1,
                 drop_order=(4,),
                 status_column=2,
@@ -154,10 +178,12 @@ def status_cmd(
 
 @app.command("run")
 def run_cmd(
-    target: Annotated[str, typer.Argument(metavar="WORKFLOW[:STAGE]",
-                                          help="Workflow id, optionally ':stage'.")],
-    session_id: Annotated[str | None, typer.Option("--session", help="Continue this session.")]
-    = None,
+    target: Annotated[
+        str, typer.Argument(metavar="WORKFLOW[:STAGE]", help="Workflow id, optionally ':stage'.")
+    ],
+    session_id: Annotated[
+        str | None, typer.Option("--session", help="Continue this session.")
+    ] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Run in the background.")] = False,
     queue: Annotated[bool, typer.Option("--queue", help="Queue for any worker.")] = False,
     name: Annotated[str | None, typer.Option("--name", help="Name of a new session.")] = None,

@@ -83,8 +83,7 @@ def list_cmd(
         str | None, typer.Option("--workflow", "-w", help="Only this workflow.")
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", "-n", min=1, callback=_rows_option,
-                          help="At most N sessions.")
+        int, typer.Option("--limit", "-n", min=1, callback=_rows_option, help="At most N sessions.")
     ] = 50,
     as_json: JsonOpt = False,
 ) -> None:
@@ -304,9 +303,7 @@ def delete_cmd(
     force: Annotated[
         bool, typer.Option("--force", help="Abort a running session first; do not ask.")
     ] = False,
-    yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")
-    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a session with its stages, events and logs (asks first on a terminal)."""
     from store.text import clean_text
@@ -343,8 +340,10 @@ def logs_cmd(
     ] = False,
     stage: Annotated[str | None, typer.Option("--stage", help="Only this stage's lines.")] = None,
     tail: Annotated[
-        int, typer.Option("--tail", "-n", min=1, callback=_rows_option,
-                          help="Start with the last N lines.")
+        int,
+        typer.Option(
+            "--tail", "-n", min=1, callback=_rows_option, help="Start with the last N lines."
+        ),
     ] = 200,
 ) -> None:
     """Print a session's log from the store (works from any host sharing the database)."""
@@ -366,9 +365,7 @@ def logs_cmd(
                     f"session {sid[:12]} has no stage {stage!r}; "
                     f"stages: {', '.join(names) or '(none)'}"
                 )
-        records = read_logs(
-            session, sid, min_level=min_level, stage=stage, limit=tail, newest=True
-        )
+        records = read_logs(session, sid, min_level=min_level, stage=stage, limit=tail, newest=True)
         _print_logs(records, color)
         last_id = records[-1].id if records else 0
         if not follow:
@@ -378,7 +375,11 @@ def logs_cmd(
             while True:
                 session.commit()
                 records = read_logs(
-                    session, sid, after_id=last_id, min_level=min_level, stage=stage,
+                    session,
+                    sid,
+                    after_id=last_id,
+                    min_level=min_level,
+                    stage=stage,
                     limit=5000,
                 )
                 if records:

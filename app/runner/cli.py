@@ -56,8 +56,11 @@ def run_command(
                 definition = find_workflow(ctx.settings.workflows_dir, workflow_id)
                 names = {s.name for s in definition.stages}
                 if stage and stage not in names:
-                    raise fail(f"workflow {workflow_id!r} has no stage {stage!r}; "
-                               f"stages: {', '.join(sorted(names))}", 2)
+                    raise fail(
+                        f"workflow {workflow_id!r} has no stage {stage!r}; "
+                        f"stages: {', '.join(sorted(names))}",
+                        2,
+                    )
                 sid = manager.create_session(
                     definition.id, name=name, definition=definition, queued=queue
                 ).id
@@ -82,21 +85,27 @@ def _check_runnable(view: Any, workflow_id: str) -> None:
     """Refuse `run --session` on a session that has nothing to run or a live runner."""
     short = view.id[:12]
     if view.workflow_id != workflow_id:
-        raise fail(f"session {short} belongs to workflow {view.workflow_id!r}, "
-                   f"not {workflow_id!r}", 2)
+        raise fail(
+            f"session {short} belongs to workflow {view.workflow_id!r}, not {workflow_id!r}", 2
+        )
     if view.status == "COMPLETED":
-        raise fail(f"session {short} is COMPLETED: every stage has run and none runs twice "
-                   f"(retry is only for FAILED sessions); start a new session with "
-                   f"'vc flow run {view.workflow_id}'")
+        raise fail(
+            f"session {short} is COMPLETED: every stage has run and none runs twice "
+            f"(retry is only for FAILED sessions); start a new session with "
+            f"'vc flow run {view.workflow_id}'"
+        )
     if view.status == "FAILED":
-        raise fail(f"session {short} is FAILED ({view.reason or 'failed'}): reset it with "
-                   f"'vc flow session retry {short}', then run it again")
+        raise fail(
+            f"session {short} is FAILED ({view.reason or 'failed'}): reset it with "
+            f"'vc flow session retry {short}', then run it again"
+        )
     if view.status == "PAUSED":
-        raise fail(f"session {short} is PAUSED: resume it with "
-                   f"'vc flow session resume {short}'")
+        raise fail(f"session {short} is PAUSED: resume it with 'vc flow session resume {short}'")
     if view.status == "ACTIVE" and view.runner_pid is not None and not view.orphaned:
-        raise fail(f"session {short} already has a live runner: pid {view.runner_pid} on "
-                   f"{view.runner_host}")
+        raise fail(
+            f"session {short} already has a live runner: pid {view.runner_pid} on "
+            f"{view.runner_host}"
+        )
 
 
 def _foreground(ctx: Any, sid: str, stage: str | None) -> int:
@@ -106,8 +115,14 @@ def _foreground(ctx: Any, sid: str, stage: str | None) -> int:
 
     assert ctx.logging is not None
     display = _Display(sid)
-    runner = Runner(ctx.factory, ctx.logging, sid, workspace=ctx.settings.workspace,
-                    only_stage=stage, on_update=display.update)
+    runner = Runner(
+        ctx.factory,
+        ctx.logging,
+        sid,
+        workspace=ctx.settings.workspace,
+        only_stage=stage,
+        on_update=display.update,
+    )
     handlers = {
         sig: signal.signal(sig, lambda *_: runner.interrupt())
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -167,8 +182,10 @@ class _Display:
 
         runner = self._runner
         if runner.waiting_at:
-            return (f"{clean_text(runner.waiting_at)}: manual gate, waiting for "
-                    f"'vc flow session resume {self.sid[:12]}'")
+            return (
+                f"{clean_text(runner.waiting_at)}: manual gate, waiting for "
+                f"'vc flow session resume {self.sid[:12]}'"
+            )
         stage = runner.current_stage
         if stage is None:
             return ""
@@ -225,8 +242,13 @@ def detached_main(argv: list[str]) -> int:
     try:
         with open_store() as ctx:
             assert ctx.logging is not None
-            runner = Runner(ctx.factory, ctx.logging, args.session_id,
-                            workspace=ctx.settings.workspace, only_stage=args.stage)
+            runner = Runner(
+                ctx.factory,
+                ctx.logging,
+                args.session_id,
+                workspace=ctx.settings.workspace,
+                only_stage=args.stage,
+            )
             signal.signal(signal.SIGTERM, lambda *_: runner.interrupt())
             signal.signal(signal.SIGINT, lambda *_: runner.interrupt())
             try:

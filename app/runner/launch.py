@@ -83,7 +83,7 @@ def spawn_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) ->
         child.terminate()
         raise LaunchError(f"the runner did not start within {CLAIM_TIMEOUT:g}s")
     if answer.startswith("error: "):
-        raise LaunchError(answer[len("error: "):])
+        raise LaunchError(answer[len("error: ") :])
     try:  # EOF without an answer: the child died before it could claim
         code: int | None = child.wait(5)
     except subprocess.TimeoutExpired:
@@ -120,7 +120,7 @@ def _child_error(log_path: Path | str, code: int | None) -> str:
             tail = f.read().decode("utf-8", "replace").strip().splitlines()
         for line in reversed(tail):
             if line.startswith("vc: error: "):
-                return line[len("vc: error: "):]
+                return line[len("vc: error: ") :]
     except OSError:
         pass
     if code is None:

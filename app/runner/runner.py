@@ -126,8 +126,13 @@ class StageOutput:
             body = body.replace("\r", "\\r")
         self._files.write_session(sid, prefix + body.replace("\n", "\n" + prefix) + "\n")
         if self._mirror is not None:
-            base = {"session_id": sid, "at": at, "level": level, "category": OUTPUT_CATEGORY,
-                    "stage": stage}
+            base = {
+                "session_id": sid,
+                "at": at,
+                "level": level,
+                "category": OUTPUT_CATEGORY,
+                "stage": stage,
+            }
             self._mirror.add_many([dict(base, text=text) for text in texts])
         self.lines += len(texts)
         self.last_line = texts[-1]
@@ -209,9 +214,7 @@ class Runner:
             return
         view = self._view()
         if view.runner_pid != self.pid or view.runner_host != self.host:
-            self.sessions.start_session(
-                self.session_id, runner_host=self.host, runner_pid=self.pid
-            )
+            self.sessions.start_session(self.session_id, runner_host=self.host, runner_pid=self.pid)
         self._claimed = True
 
     def run(self) -> Outcome:
@@ -322,24 +325,37 @@ class Runner:
                 if stage.status != StageStatus.COMPLETED:
                     row = self.stages.get_stage(stage.id)
                     if row.pid and row.host == self.host:
-                        timeout = (_seconds(stage.config.get("kill_timeout"))
-                                   or DEFAULT_KILL_TIMEOUT)
+                        timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
                         if kill_leftover_group(row.pid, row.pid_start, timeout):
-                            self._say(f"removed the leftover process group {row.pid} of "
-                                      f"attempt {row.attempt}", "WARNING", stage.name)
+                            self._say(
+                                f"removed the leftover process group {row.pid} of "
+                                f"attempt {row.attempt}",
+                                "WARNING",
+                                stage.name,
+                            )
                 continue
             row = self.stages.get_stage(stage.id)
             if row.pid and row.host == self.host:
                 timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
                 if kill_leftover_group(row.pid, row.pid_start, timeout):
-                    self._say(f"removed the leftover process group {row.pid} of attempt "
-                              f"{row.attempt}", "WARNING", stage.name)
+                    self._say(
+                        f"removed the leftover process group {row.pid} of attempt {row.attempt}",
+                        "WARNING",
+                        stage.name,
+                    )
             elif row.pid and row.host:
-                self._say(f"attempt {row.attempt} ran on host {row.host} (pid {row.pid}); "
-                          "it cannot be signalled from here", "WARNING", stage.name)
+                self._say(
+                    f"attempt {row.attempt} ran on host {row.host} (pid {row.pid}); "
+                    "it cannot be signalled from here",
+                    "WARNING",
+                    stage.name,
+                )
             self.stages.update_stage_status(stage.id, StageStatus.PENDING)
-            self._say(f"attempt {row.attempt} was interrupted; the stage runs again",
-                      "WARNING", stage.name)
+            self._say(
+                f"attempt {row.attempt} was interrupted; the stage runs again",
+                "WARNING",
+                stage.name,
+            )
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -433,8 +449,11 @@ class Runner:
         except InvalidTransition:
             pass  # paused or aborted meanwhile: the wait below sorts it out
         self.waiting_at = stage.name
-        self._say(f"manual gate {stage.name}: waiting for "
-                  f"'vc flow session resume {self.session_id[:12]}'", stage=stage.name)
+        self._say(
+            f"manual gate {stage.name}: waiting for "
+            f"'vc flow session resume {self.session_id[:12]}'",
+            stage=stage.name,
+        )
         self._notify()
         while True:
             desired = self._desired()
@@ -471,9 +490,7 @@ class Runner:
     def _stage_env(self, stage: StageView, attempt: int) -> dict[str, str]:
         env = dict(os.environ)
         env.update({str(k): str(v) for k, v in (stage.config.get("env") or {}).items()})
-        env.update(
-            VC_SESSION_ID=self.session_id, VC_STAGE=stage.name, VC_ATTEMPT=str(attempt)
-        )
+        env.update(VC_SESSION_ID=self.session_id, VC_STAGE=stage.name, VC_ATTEMPT=str(attempt))
         return env
 
     def _stage_cwd(self, stage: StageView) -> str:
@@ -517,8 +534,11 @@ class Runner:
                 return None
             error = result.error or "failed"
             if tries <= retries:
-                self._say(f"attempt {attempt} failed: {error}; retrying "
-                          f"({tries} of {retries} retries)", "WARNING", stage.name)
+                self._say(
+                    f"attempt {attempt} failed: {error}; retrying ({tries} of {retries} retries)",
+                    "WARNING",
+                    stage.name,
+                )
                 outcome = self._wait_until_runnable()
                 if outcome is not None:
                     return outcome
@@ -562,8 +582,9 @@ class Runner:
             self._say(str(exc), "ERROR", stage.name)
             return _Attempt("failed", str(exc))
         assert proc.pid is not None
-        self.stages.record_process(stage.id, pid=proc.pid, pid_start=proc.start_time,
-                                   host=self.host)
+        self.stages.record_process(
+            stage.id, pid=proc.pid, pid_start=proc.start_time, host=self.host
+        )
         self._say(f"attempt {attempt} running as pid {proc.pid}", "DEBUG", stage.name)
         self._proc, self._output = proc, output
         paused = False
@@ -579,8 +600,10 @@ class Runner:
                     active_time += now - last_tick
                 last_tick = now
                 value = proc.progress
-                if value is not None and value != progress_written and (
-                    code is not None or now - progress_at >= PROGRESS_INTERVAL
+                if (
+                    value is not None
+                    and value != progress_written
+                    and (code is not None or now - progress_at >= PROGRESS_INTERVAL)
                 ):
                     self.stages.set_progress(stage.id, value)
                     progress_written, progress_at = value, now
@@ -594,11 +617,15 @@ class Runner:
                 status, reason = desired
                 if status == SessionStatus.FAILED:
                     code = proc.terminate(kill_timeout)
-                    self._say(f"terminated: session {reason or 'aborted'} (exit {code})",
-                              "WARNING", stage.name)
+                    self._say(
+                        f"terminated: session {reason or 'aborted'} (exit {code})",
+                        "WARNING",
+                        stage.name,
+                    )
                     self.stages.record_exit_code(stage.id, code)
-                    return _Attempt("stopped", outcome=Outcome(
-                        1, f"session {reason or 'aborted'}", status))
+                    return _Attempt(
+                        "stopped", outcome=Outcome(1, f"session {reason or 'aborted'}", status)
+                    )
                 if status == SessionStatus.PAUSED and not paused:
                     # False: the stage exited before the signal; its exit is handled next.
                     if proc.pause():
@@ -610,8 +637,7 @@ class Runner:
                     self._mark(stage, StageStatus.ACTIVE, "resumed (SIGCONT)")
                 if timeout is not None and not paused and active_time > timeout:
                     code = proc.terminate(kill_timeout)
-                    self._say(f"timed out after {timeout:g}s (exit {code})", "WARNING",
-                              stage.name)
+                    self._say(f"timed out after {timeout:g}s (exit {code})", "WARNING", stage.name)
                     return _Attempt("failed", "timeout", code)
         finally:
             if proc.running:  # Ctrl-C, a lost claim, or an error in this loop
@@ -634,8 +660,12 @@ class Runner:
         if proc.output_error is not None:
             self._say(f"some output was lost: {proc.output_error}", "ERROR", stage.name)
         if proc.readers_abandoned:
-            self._say("processes the stage left behind still hold its output; their "
-                      "further output is not recorded", "WARNING", stage.name)
+            self._say(
+                "processes the stage left behind still hold its output; their "
+                "further output is not recorded",
+                "WARNING",
+                stage.name,
+            )
         if code == 0:
             return _Attempt("completed", exit_code=0)
         error = _describe_exit(code)
@@ -650,7 +680,8 @@ class Runner:
         view = self._view()
         for stage in view.stages:
             if stage.stage_type != "manual" and stage.status in (
-                StageStatus.ACTIVE, StageStatus.PAUSED
+                StageStatus.ACTIVE,
+                StageStatus.PAUSED,
             ):
                 self.stages.update_stage_status(stage.id, StageStatus.PENDING)
         short = self.session_id[:12]
@@ -662,8 +693,7 @@ class Runner:
         elif view.status != SessionStatus.PAUSED:
             return Outcome(130, f"interrupted: session {short} is {view.status}", view.status)
         self._say("interrupted: session paused", "WARNING")
-        hint = (f"; resuming passes the manual gate {self.waiting_at}"
-                if self.waiting_at else "")
+        hint = f"; resuming passes the manual gate {self.waiting_at}" if self.waiting_at else ""
         return Outcome(
             130,
             f"interrupted: session {short} paused; resume it with "

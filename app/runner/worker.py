@@ -67,8 +67,14 @@ def worker_command(concurrency: int = 1, workflow: str | None = None) -> int:
             factory = get_session_factory(engine)
             log = setup_logging(settings.log_dir, factory)
             try:
-                worker = Worker(factory, engine, log, settings.workspace,
-                                concurrency=concurrency, workflow_id=workflow)
+                worker = Worker(
+                    factory,
+                    engine,
+                    log,
+                    settings.workspace,
+                    concurrency=concurrency,
+                    workflow_id=workflow,
+                )
                 with worker.signals():
                     return worker.run()
             finally:
@@ -113,8 +119,11 @@ class Worker:
         from store.text import clean_text
 
         stamp = time.strftime("%H:%M:%S")
-        print(f"{stamp} worker {self.host}:{self.pid}: {clean_text(text)}", file=sys.stderr,
-              flush=True)
+        print(
+            f"{stamp} worker {self.host}:{self.pid}: {clean_text(text)}",
+            file=sys.stderr,
+            flush=True,
+        )
         if session_id is not None:
             from loguru import logger
 
@@ -206,11 +215,13 @@ class Worker:
 
     def _start(self, change: Any) -> None:
         sid = change.session_id
-        taken = " (taking over: its previous runner is gone)" if change.from_status == "ACTIVE" \
-            else ""
+        taken = (
+            " (taking over: its previous runner is gone)" if change.from_status == "ACTIVE" else ""
+        )
         self.say(f"claimed {sid[:12]}{taken}", session_id=sid)
-        thread = threading.Thread(target=self._run_session, args=(sid,),
-                                  name=f"vc-worker-{sid[:8]}", daemon=True)
+        thread = threading.Thread(
+            target=self._run_session, args=(sid,), name=f"vc-worker-{sid[:8]}", daemon=True
+        )
         with self._lock:
             self._threads[sid] = thread
         thread.start()
@@ -229,8 +240,10 @@ class Worker:
             runners = list(self._runners.values())
             threads = list(self._threads.values())
         if threads:
-            self.say(f"{self._stop_reason or 'stopping'}: interrupting {len(threads)} running "
-                     "session(s); they go back to the queue")
+            self.say(
+                f"{self._stop_reason or 'stopping'}: interrupting {len(threads)} running "
+                "session(s); they go back to the queue"
+            )
         elif self._stop_reason:
             self.say(f"{self._stop_reason}: stopping")
         for runner in runners:
@@ -270,8 +283,11 @@ class Worker:
         except StoreError as exc:  # deleted or taken over meanwhile: nothing left to do
             self.say(f"{sid[:12]}: {exc}", session_id=sid, level="WARNING")
         except Exception as exc:
-            self.say(f"{sid[:12]}: runner crashed: {type(exc).__name__}: {exc}",
-                     session_id=sid, level="ERROR")
+            self.say(
+                f"{sid[:12]}: runner crashed: {type(exc).__name__}: {exc}",
+                session_id=sid,
+                level="ERROR",
+            )
             self._fail(sid, f"runner crashed: {type(exc).__name__}: {exc}")
         finally:
             with self._lock:
@@ -301,9 +317,13 @@ class Worker:
                     status = state[0] if state else "deleted"
                     self.say(f"{sid[:12]} left {status}", session_id=sid)
                     return
-                manager.requeue(sid, reason=f"requeued: worker {self.host}:{self.pid} "
-                                            f"stopped ({self._stop_reason or 'interrupted'})",
-                                runner_host=self.host, runner_pid=self.pid)
+                manager.requeue(
+                    sid,
+                    reason=f"requeued: worker {self.host}:{self.pid} "
+                    f"stopped ({self._stop_reason or 'interrupted'})",
+                    runner_host=self.host,
+                    runner_pid=self.pid,
+                )
             self.say(f"{sid[:12]} handed back to the queue", session_id=sid)
         except StoreError as exc:  # resumed or changed by someone meanwhile: theirs now
             self.say(f"{sid[:12]} not handed back: {exc}", session_id=sid, level="WARNING")

@@ -82,10 +82,23 @@ QUESTION_NAME_CHARS = 80
 
 #: Actions that only make sense on the dashboard itself: disabled while a dialog is open,
 #: so a key typed into the help or the details never pauses or deletes anything.
-DASHBOARD_ACTIONS = frozenset({
-    "pause", "resume", "abort", "delete", "retry", "new_session", "details", "filter",
-    "clear_filter", "status_filter", "toggle_follow", "toggle_wrap", "help",
-})
+DASHBOARD_ACTIONS = frozenset(
+    {
+        "pause",
+        "resume",
+        "abort",
+        "delete",
+        "retry",
+        "new_session",
+        "details",
+        "filter",
+        "clear_filter",
+        "status_filter",
+        "toggle_follow",
+        "toggle_wrap",
+        "help",
+    }
+)
 
 
 class FlowApp(App[int]):
@@ -115,8 +128,10 @@ class FlowApp(App[int]):
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
-        *[Binding(k, f"status_filter('{v}')", v.title(), show=False)
-          for k, v in STATUS_KEYS.items()],
+        *[
+            Binding(k, f"status_filter('{v}')", v.title(), show=False)
+            for k, v in STATUS_KEYS.items()
+        ],
         Binding("0", "status_filter('')", "All", show=False),
     ]
 
@@ -285,8 +300,9 @@ class FlowApp(App[int]):
         message = unavailable_message(exc, self.ctx.settings.database_url)
         if message != self._store_error:
             self._store_error = message
-            self.notify(message, title="store unavailable", severity="error", timeout=8,
-                        markup=False)
+            self.notify(
+                message, title="store unavailable", severity="error", timeout=8, markup=False
+            )
         # No immediate retry (that would spin), but a full re-read at the next poll: the
         # change the failed read was meant to show must not wait for the next commit.
         self._force = False
@@ -314,8 +330,9 @@ class FlowApp(App[int]):
         self.summary.update(Text(detail.summary() if detail else ""))
         self.summary.set_class(detail is None, "-none")
         for status in ("PENDING", "ACTIVE", "PAUSED", "COMPLETED", "FAILED"):
-            self.summary.set_class(detail is not None and detail.status == status,
-                                   f"-{status.lower()}")
+            self.summary.set_class(
+                detail is not None and detail.status == status, f"-{status.lower()}"
+            )
         self.summary.set_class(detail is not None and detail.orphaned, "-orphaned")
 
     @on(WindowRequested)
@@ -368,8 +385,9 @@ class FlowApp(App[int]):
         """Run ``operation(ctx, *args)`` in a worker; the outcome becomes a notification."""
         self._operation_worker(label, operation, args)
 
-    def _on_selected(self, label: str, operation: Callable[..., str],
-                     question: str | None = None) -> None:
+    def _on_selected(
+        self, label: str, operation: Callable[..., str], question: str | None = None
+    ) -> None:
         """Run ``operation`` on the session under the cursor. That is the table's
         ``selected_id``, not ``self.selected_id``: the latter follows the cursor through a
         message, so a key typed right after a cursor move would act on the previous row."""
@@ -389,8 +407,9 @@ class FlowApp(App[int]):
         self.push_screen(ConfirmScreen(text, title=label.title()), answered)
 
     @work(thread=True, group="ops", exit_on_error=False)
-    def _operation_worker(self, label: str, operation: Callable[..., str],
-                          args: tuple[Any, ...]) -> None:
+    def _operation_worker(
+        self, label: str, operation: Callable[..., str], args: tuple[Any, ...]
+    ) -> None:
         from store.errors import StoreError
         from store.workflows import WorkflowError
 
@@ -401,16 +420,22 @@ class FlowApp(App[int]):
         except operations.RunnerError as exc:
             self._deliver(self._operation_done, f"{label}: no runner", str(exc), "warning")
         except Exception as exc:
-            self._deliver(self._operation_done, f"{label} failed",
-                          f"{type(exc).__name__}: {exc}", "error")
+            self._deliver(
+                self._operation_done, f"{label} failed", f"{type(exc).__name__}: {exc}", "error"
+            )
         else:
             self._deliver(self._operation_done, label, note, "information")
 
     def _operation_done(self, title: str, message: str, severity: Any) -> None:
         from store.text import clean_text
 
-        self.notify(clean_text(message), title=title, severity=severity, markup=False,
-                    timeout=4 if severity == "information" else 8)
+        self.notify(
+            clean_text(message),
+            title=title,
+            severity=severity,
+            markup=False,
+            timeout=4 if severity == "information" else 8,
+        )
         self.request_refresh(force=True)
 
     def action_pause(self) -> None:
@@ -423,12 +448,16 @@ class FlowApp(App[int]):
         self._on_selected("retry", operations.retry)
 
     def action_abort(self) -> None:
-        self._on_selected("abort", operations.abort,
-                          "Abort session {name} ({id})? Its running stage is terminated.")
+        self._on_selected(
+            "abort",
+            operations.abort,
+            "Abort session {name} ({id})? Its running stage is terminated.",
+        )
 
     def action_delete(self) -> None:
-        self._on_selected("delete", operations.delete,
-                          "Delete session {name} ({id}) with its history and logs?")
+        self._on_selected(
+            "delete", operations.delete, "Delete session {name} ({id}) with its history and logs?"
+        )
 
     def action_new_session(self) -> None:
         def chosen(choice: tuple[str, str | None] | None) -> None:
@@ -518,10 +547,12 @@ class FlowApp(App[int]):
         self._show_log_state()
 
     def _show_log_state(self) -> None:
-        self.log_state.update(Text(
-            f"log: follow {'on' if self.log_pane.follow else 'off'}, "
-            f"wrap {'on' if self.log_pane.wrap else 'off'}"
-        ))
+        self.log_state.update(
+            Text(
+                f"log: follow {'on' if self.log_pane.follow else 'off'}, "
+                f"wrap {'on' if self.log_pane.wrap else 'off'}"
+            )
+        )
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.KEY_HELP))
@@ -538,9 +569,13 @@ class FlowApp(App[int]):
         *lines, self._stderr_buffer = self._stderr_buffer.split("\n")
         for line in filter(None, (clean_text(raw).strip() for raw in lines)):
             error = line.startswith("vc: error:")
-            self.notify(line.removeprefix("vc: error: ").removeprefix("vc: warning: "),
-                        title="error" if error else "warning",
-                        severity="error" if error else "warning", markup=False, timeout=10)
+            self.notify(
+                line.removeprefix("vc: error: ").removeprefix("vc: warning: "),
+                title="error" if error else "warning",
+                severity="error" if error else "warning",
+                markup=False,
+                timeout=10,
+            )
 
     def on_unmount(self) -> None:
         self.watcher.close()

@@ -42,8 +42,12 @@ class OperationsProvider(Provider):
         for title, action, help_text in OPERATIONS:
             score = matcher.match(title)
             if score > 0:
-                yield Hit(score, matcher.highlight(title),
-                          partial(self.app.run_action, action), help=help_text)
+                yield Hit(
+                    score,
+                    matcher.highlight(title),
+                    partial(self.app.run_action, action),
+                    help=help_text,
+                )
 
     async def discover(self) -> Hits:
         for title, action, help_text in OPERATIONS:

@@ -111,8 +111,9 @@ def load_window(db: Any, filt: SessionFilter, offset: int, limit: int) -> Window
     views = list_sessions(db, filt, limit=limit, offset=offset)
     counts = status_counts(db)
     db.commit()
-    return Window(offset, [session_row(v) for v in views], total,
-                  StatusCounts(counts, sum(counts.values())))
+    return Window(
+        offset, [session_row(v) for v in views], total, StatusCounts(counts, sum(counts.values()))
+    )
 
 
 def load_detail(db: Any, session_id: str) -> Detail | None:
@@ -180,7 +181,8 @@ def details_text(db: Any, session_id: str) -> str | None:
         f"id        {view.id}",
         f"name      {clean_text(view.name)}",
         f"workflow  {clean_text(view.workflow_id)}",
-        f"status    {view.status}" + (" (orphaned)" if view.orphaned else "")
+        f"status    {view.status}"
+        + (" (orphaned)" if view.orphaned else "")
         + (f"  reason: {clean_text(view.reason)}" if view.reason else ""),
         f"progress  {doc['progress']}%",
         f"created   {doc['created_at']}",
@@ -189,7 +191,8 @@ def details_text(db: Any, session_id: str) -> str | None:
         "metadata",
     ]
     lines += [f"  {clean_text(k)} = {clean_text(v)}" for k, v in view.metadata.items()] or [
-        "  (none)"]
+        "  (none)"
+    ]
     lines += ["", "definition (snapshot taken at creation)"]
     snapshot = json.dumps(view.definition or {}, indent=2, ensure_ascii=False)
     lines += ["  " + clean_text(line) for line in snapshot.splitlines()]

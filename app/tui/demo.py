@@ -102,9 +102,13 @@ def start_demo_sessions(ctx: Any) -> list[str]:
     for workflow_id, name in names.items():
         definition = find_workflow(ctx.settings.workflows_dir, workflow_id)
         with ctx.factory() as db:
-            sid = FlowSessionManager(db).create_session(
-                definition.id, name=name, definition=definition, metadata={"demo": "yes"}
-            ).id
+            sid = (
+                FlowSessionManager(db)
+                .create_session(
+                    definition.id, name=name, definition=definition, metadata={"demo": "yes"}
+                )
+                .id
+            )
         spawn_runner(ctx, sid)
         started.append(sid)
     return started

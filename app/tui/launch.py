@@ -23,6 +23,8 @@ def launch(*, demo: bool = False) -> int:
             if throwaway and started:
                 demo_mod.stop_demo_sessions(ctx, started)
         if throwaway:
-            print(f"demo workspace: {ctx.settings.workspace} (its sessions were stopped)",
-                  file=sys.stderr)
+            print(
+                f"demo workspace: {ctx.settings.workspace} (its sessions were stopped)",
+                file=sys.stderr,
+            )
     return app.return_code or 0

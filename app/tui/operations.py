@@ -74,8 +74,7 @@ def retry(ctx: Any, session_id: str) -> str:
         pid = spawn_runner(ctx, session_id)
     except LaunchError as exc:
         raise RunnerError(
-            f"session {_short(session_id)} is PENDING again, but its runner did not start: "
-            f"{exc}"
+            f"session {_short(session_id)} is PENDING again, but its runner did not start: {exc}"
         ) from None
     return f"retrying {_short(session_id)} (runner pid {pid})"
 
@@ -101,8 +100,7 @@ def new_session(ctx: Any, workflow_id: str, name: str | None) -> str:
 
     definition = find_workflow(ctx.settings.workflows_dir, workflow_id)
     with ctx.factory() as db:
-        session_id = manager(db).create_session(definition.id, name=name,
-                                                definition=definition).id
+        session_id = manager(db).create_session(definition.id, name=name, definition=definition).id
     try:
         pid = spawn_runner(ctx, session_id)
     except LaunchError as exc:

@@ -83,11 +83,16 @@ class NewSessionScreen(ModalScreen[tuple[str, str | None] | None]):
                 label.append(f"  {clean_text(wf.name)}")
             options.add_option(Option(label, id=wf.id))
         if not found:
-            options.add_option(Option(Text(f"no workflows in {self.workflows_dir}: add a "
-                                           "YAML file there"), disabled=True))
+            options.add_option(
+                Option(
+                    Text(f"no workflows in {self.workflows_dir}: add a YAML file there"),
+                    disabled=True,
+                )
+            )
         if errors:
             self.query_one("#new-errors", Static).update(
-                Text("\n".join(clean_text(str(e)) for e in errors[:5])))
+                Text("\n".join(clean_text(str(e)) for e in errors[:5]))
+            )
         options.highlighted = 0 if found else None
         options.focus()
 

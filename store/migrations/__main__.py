@@ -25,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     rev = sub.add_parser("revision", help="write a new revision file")
     rev.add_argument("-m", "--message", required=True)
-    rev.add_argument("--autogenerate", action="store_true",
-                     help="diff the models against an up-to-date database")
+    rev.add_argument(
+        "--autogenerate", action="store_true", help="diff the models against an up-to-date database"
+    )
     sub.add_parser("upgrade", help="bring the database to head")
     sub.add_parser("current", help="print the database's revision")
     sub.add_parser("history", help="list the revisions")
@@ -49,8 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.autogenerate:
             init_db(url).dispose()  # autogenerate compares against a database at head
         with engine.begin() as conn:
-            command.revision(alembic_config(conn), message=args.message,
-                             autogenerate=args.autogenerate, rev_id=new_id)
+            command.revision(
+                alembic_config(conn),
+                message=args.message,
+                autogenerate=args.autogenerate,
+                rev_id=new_id,
+            )
         print(f"wrote revision {new_id}: bump store.engine.SCHEMA_VERSION to {int(new_id)}")
         return 0
     finally:

@@ -43,8 +43,7 @@ def run_migrations_online() -> None:
         return
     from store.engine import make_engine, resolve_database_url
 
-    engine = make_engine(context.config.get_main_option("sqlalchemy.url")
-                         or resolve_database_url())
+    engine = make_engine(context.config.get_main_option("sqlalchemy.url") or resolve_database_url())
     try:
         with engine.begin() as conn:
             _configure(conn)

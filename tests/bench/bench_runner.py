@@ -73,11 +73,15 @@ def pause_latency(pauses: int) -> tuple[list[float], list[float]]:
     from store import StageManager
     from store.queries import get_session_view, list_events
 
-    ws, env = _workspace({"busy": """
+    ws, env = _workspace(
+        {
+            "busy": """
         stages:
           - name: spin
             run: "exec python3 -c 'while True: pass'"
-    """})
+    """
+        }
+    )
     sid = _vc(env, "flow", "run", "busy", "--detach")
     factory = _factory(ws)
 
@@ -115,11 +119,15 @@ def logging_throughput(lines: int) -> tuple[float, float, float]:
     from store.models import LogRecord
     from store.queries import get_session_view
 
-    ws, env = _workspace({"chatty": """
+    ws, env = _workspace(
+        {
+            "chatty": """
         stages:
           - name: talk
             run: python3 gen.py
-    """})
+    """
+        }
+    )
     (ws / "gen.py").write_text(
         "import sys\nw = sys.stdout.write\n"
         f"for i in range({lines}):\n    w(f'line {{i}} of the benchmark\\n')\n"
@@ -142,9 +150,17 @@ def logging_throughput(lines: int) -> tuple[float, float, float]:
 
     def stored() -> int:
         with factory() as db:
-            return int(db.exec(select(func.count()).select_from(LogRecord).where(  # type: ignore[call-overload]
-                LogRecord.session_id == sid, LogRecord.stage == "talk",
-                LogRecord.category == "workflow.stage.integration")).one()[0])
+            return int(
+                db.exec(
+                    select(func.count())
+                    .select_from(LogRecord)
+                    .where(  # type: ignore[call-overload]
+                        LogRecord.session_id == sid,
+                        LogRecord.stage == "talk",
+                        LogRecord.category == "workflow.stage.integration",
+                    )
+                ).one()[0]
+            )
 
     _wait(lambda: stored() >= lines, timeout=300, step=0.05)
     all_stored = time.time()
@@ -155,7 +171,7 @@ def logging_throughput(lines: int) -> tuple[float, float, float]:
 def runner_overhead(stages: int) -> tuple[float, float]:
     from store.queries import get_session_view
 
-    body = "\n".join(f"  - name: s{i}\n    run: \"true\"" for i in range(stages))
+    body = "\n".join(f'  - name: s{i}\n    run: "true"' for i in range(stages))
     ws, env = _workspace({"many": f"stages:\n{body}\n"})
     script = ws / "many.sh"
     script.write_text("".join("bash -c true\n" for _ in range(stages)))
@@ -164,8 +180,11 @@ def runner_overhead(stages: int) -> tuple[float, float]:
     floor = time.perf_counter() - started
     _vc(env, "flow", "run", "many")
     factory = _factory(ws)
+    import json
+
+    sid = json.loads(_vc(env, "flow", "session", "list", "--json"))[0]["id"]
     with factory() as db:
-        view = get_session_view(db, _vc(env, "flow", "session", "list", "--json").split('"id": "')[1][:32])
+        view = get_session_view(db, sid)
     assert view is not None and view.status == "COMPLETED"
     return (view.finished_at or 0) - (view.started_at or 0), floor
 
@@ -177,20 +196,35 @@ def main(small: bool = False) -> list[str]:
     def p95(values: list[float]) -> float:
         return statistics.quantiles(values, n=20)[-1] if len(values) >= 2 else values[0]
 
-    lines.append(report("pause latency", f"from the command returning: p50 "
-                        f"{statistics.median(lat) * 1000:.0f} ms, p95 {p95(lat) * 1000:.0f} ms; "
-                        f"from the pause commit: p50 {statistics.median(from_commit) * 1000:.0f}"
-                        f" ms, p95 {p95(from_commit) * 1000:.0f} ms; {len(lat)} pauses "
-                        "(target p95 < 300 ms)"))
+    lines.append(
+        report(
+            "pause latency",
+            f"from the command returning: p50 "
+            f"{statistics.median(lat) * 1000:.0f} ms, p95 {p95(lat) * 1000:.0f} ms; "
+            f"from the pause commit (upper bound): p50 {statistics.median(from_commit) * 1000:.0f}"
+            f" ms, p95 {p95(from_commit) * 1000:.0f} ms; {len(lat)} pauses "
+            "(target p95 < 300 ms)",
+        )
+    )
     count = 100_000 if small else 1_000_000
     stage, floor, rate = logging_throughput(count)
-    lines.append(report("stage output", f"{count:,} lines: stage {stage:.2f} s under vc vs "
-                        f"{floor:.2f} s redirected to a file (ratio {stage / floor:.2f}, target "
-                        f"<= 1.5); all in the store at {rate:,.0f} lines/s (target >= 200,000)"))
+    lines.append(
+        report(
+            "stage output",
+            f"{count:,} lines: stage {stage:.2f} s under vc vs "
+            f"{floor:.2f} s redirected to a file (ratio {stage / floor:.2f}, target "
+            f"<= 1.5); all in the store at {rate:,.0f} lines/s (target >= 200,000)",
+        )
+    )
     n = 10 if small else 50
     ours, floor = runner_overhead(n)
-    lines.append(report("runner overhead", f"{n} stages of `true`: {ours:.2f} s start->complete "
-                        f"vs {floor:.2f} s shell script (ratio {ours / floor:.2f}, target <= 2)"))
+    lines.append(
+        report(
+            "runner overhead",
+            f"{n} stages of `true`: {ours:.2f} s start->complete "
+            f"vs {floor:.2f} s shell script (ratio {ours / floor:.2f}, target <= 2)",
+        )
+    )
     return lines
 
 

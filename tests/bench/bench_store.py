@@ -45,11 +45,15 @@ def raw_sqlite_per_second(n: int) -> float:
     conn = sqlite3.connect(f"{directory}/raw.db", isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("create table s(id text primary key, status text, version int, "
-                 "updated_at real, reason text)")
-    conn.execute("create table e(id integer primary key, session_id text, op text, "
-                 "from_status text, to_status text, actor text, host text, pid int, at real, "
-                 "reason text)")
+    conn.execute(
+        "create table s(id text primary key, status text, version int, "
+        "updated_at real, reason text)"
+    )
+    conn.execute(
+        "create table e(id integer primary key, session_id text, op text, "
+        "from_status text, to_status text, actor text, host text, pid int, at real, "
+        "reason text)"
+    )
     ids = [uuid.uuid4().hex for _ in range(100)]
     conn.executemany("insert into s values(?,?,?,?,?)", [(i, "PENDING", 1, 0, None) for i in ids])
     started = time.perf_counter()
@@ -57,14 +61,18 @@ def raw_sqlite_per_second(n: int) -> float:
         sid = ids[k % 100]
         conn.execute("begin")
         status, version = conn.execute(
-            "select status, version from s where id=?", (sid,)).fetchone()
+            "select status, version from s where id=?", (sid,)
+        ).fetchone()
         new = "PAUSED" if status == "PENDING" else "PENDING"
-        conn.execute("update s set status=?, version=?, updated_at=?, reason=? "
-                     "where id=? and version=?", (new, version + 1, time.time(), None, sid,
-                                                  version))
-        conn.execute("insert into e(session_id, op, from_status, to_status, actor, host, pid, "
-                     "at, reason) values(?,?,?,?,?,?,?,?,?)",
-                     (sid, "pause", status, new, "bench", "host", 1, time.time(), None))
+        conn.execute(
+            "update s set status=?, version=?, updated_at=?, reason=? where id=? and version=?",
+            (new, version + 1, time.time(), None, sid, version),
+        )
+        conn.execute(
+            "insert into e(session_id, op, from_status, to_status, actor, host, pid, "
+            "at, reason) values(?,?,?,?,?,?,?,?,?)",
+            (sid, "pause", status, new, "bench", "host", 1, time.time(), None),
+        )
         conn.execute("commit")
     return n / (time.perf_counter() - started)
 
@@ -82,15 +90,36 @@ def fill_sessions(workspace: Path, count: int) -> None:
     sessions, stages = [], []
     for i in range(count):
         sid = uuid.uuid4().hex
-        sessions.append({"id": sid, "name": f"session {i}", "workflow_id": "bench",
-                         "status": ("PENDING", "ACTIVE", "COMPLETED", "FAILED")[i % 4],
-                         "definition": {}, "metadata": {}, "version": 1,
-                         "created_at": now - count + i, "updated_at": now, "queued": False})
+        sessions.append(
+            {
+                "id": sid,
+                "name": f"session {i}",
+                "workflow_id": "bench",
+                "status": ("PENDING", "ACTIVE", "COMPLETED", "FAILED")[i % 4],
+                "definition": {},
+                "metadata": {},
+                "version": 1,
+                "created_at": now - count + i,
+                "updated_at": now,
+                "queued": False,
+            }
+        )
         for pos, name in enumerate(("a", "b", "c")):
-            stages.append({"session_id": sid, "position": pos, "name": name,
-                           "stage_type": "task", "config": {}, "status": "PENDING",
-                           "progress": 0.0, "attempt": 0, "updated_at": now, "metadata": {},
-                           "version": 1})
+            stages.append(
+                {
+                    "session_id": sid,
+                    "position": pos,
+                    "name": name,
+                    "stage_type": "task",
+                    "config": {},
+                    "status": "PENDING",
+                    "progress": 0.0,
+                    "attempt": 0,
+                    "updated_at": now,
+                    "metadata": {},
+                    "version": 1,
+                }
+            )
     with engine.begin() as conn:
         conn.execute(insert(FlowSession.__table__), sessions)  # type: ignore[attr-defined]
         conn.execute(insert(StageInstance.__table__), stages)  # type: ignore[attr-defined]
@@ -102,8 +131,13 @@ def main(small: bool = False) -> list[str]:
     n = 2000 if small else 10000
     ours = transitions_per_second(n)
     raw = raw_sqlite_per_second(n)
-    lines.append(report("transitions", f"{ours:,.0f}/s via managers, raw sqlite3 {raw:,.0f}/s "
-                        f"(ratio {ours / raw:.2f}; target >= 5,000/s)"))
+    lines.append(
+        report(
+            "transitions",
+            f"{ours:,.0f}/s via managers, raw sqlite3 {raw:,.0f}/s "
+            f"(ratio {ours / raw:.2f}; target >= 5,000/s)",
+        )
+    )
 
     workspace = Path(tempfile.mkdtemp())
     fill_sessions(workspace, 1000 if small else 10000)
@@ -116,16 +150,24 @@ def main(small: bool = False) -> list[str]:
         lambda: timed_command([sys.executable, "-c", "import sqlmodel, typer"], env),
         rounds,
     )
-    lines.append(report("session list --limit 50", f"{s * 1000:.0f} ms vs floor "
-                        f"{f * 1000:.0f} ms: ratio {r:.2f} (target <= 1.3)"))
+    lines.append(
+        report(
+            "session list --limit 50",
+            f"{s * 1000:.0f} ms vs floor {f * 1000:.0f} ms: ratio {r:.2f} (target <= 1.3)",
+        )
+    )
     for args in (["--help"], ["flow", "session", "--help"]):
         s, f, r = alternate(
             lambda args=args: timed_command([*vc, *args], env),
             lambda: timed_command([sys.executable, "-c", "import typer"], env),
             rounds,
         )
-        lines.append(report(f"vc {' '.join(args)}", f"{s * 1000:.0f} ms vs floor "
-                            f"{f * 1000:.0f} ms: ratio {r:.2f} (target <= 1.3)"))
+        lines.append(
+            report(
+                f"vc {' '.join(args)}",
+                f"{s * 1000:.0f} ms vs floor {f * 1000:.0f} ms: ratio {r:.2f} (target <= 1.3)",
+            )
+        )
     return lines
 
 

@@ -87,7 +87,9 @@ async def _latency(ws: Path, changes: int) -> list[float]:
             sid = FlowSessionManager(db).create_session("bench", name="latency probe").id
         changer = subprocess.Popen(
             [sys.executable, "-c", _CHANGER, ctx.settings.database_url],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert changer.stdin and changer.stdout
         app = FlowApp(ctx)
@@ -119,8 +121,21 @@ def idle_cpu_and_memory(ws: Path, seconds: float) -> tuple[float, float] | None:
         return None
     socket = f"vc-bench-{os.getpid()}"
     env_prefix = f"env VC_HOME={ws} NO_COLOR=1"
-    subprocess.run(["tmux", "-L", socket, "new-session", "-d", "-x", "140", "-y", "40",
-                    f"{env_prefix} {sys.executable} -m app.main flow tui"], check=True)
+    subprocess.run(
+        [
+            "tmux",
+            "-L",
+            socket,
+            "new-session",
+            "-d",
+            "-x",
+            "140",
+            "-y",
+            "40",
+            f"{env_prefix} {sys.executable} -m app.main flow tui",
+        ],
+        check=True,
+    )
     try:
         time.sleep(4)  # start-up and first paint
         pid = None
@@ -142,9 +157,11 @@ def idle_cpu_and_memory(ws: Path, seconds: float) -> tuple[float, float] | None:
         before, started = cpu(), time.monotonic()
         time.sleep(seconds)
         share = (cpu() - before) / (time.monotonic() - started)
-        rss_kb = next(int(line.split()[1]) for line in
-                      Path(f"/proc/{pid}/status").read_text().splitlines()
-                      if line.startswith("VmRSS"))
+        rss_kb = next(
+            int(line.split()[1])
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if line.startswith("VmRSS")
+        )
         return share * 100, rss_kb / 1024
     finally:
         subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
@@ -154,22 +171,37 @@ def main(small: bool = False) -> list[str]:
     lines = []
     big = 20_000 if small else 100_000
     b, s = first_paint(big, 2 if small else 5)
-    lines.append(report("first paint", f"{big:,} sessions {b * 1000:.0f} ms vs 10 sessions "
-                        f"{s * 1000:.0f} ms: ratio {b / s:.2f} (target <= 1.2)"))
+    lines.append(
+        report(
+            "first paint",
+            f"{big:,} sessions {b * 1000:.0f} ms vs 10 sessions "
+            f"{s * 1000:.0f} ms: ratio {b / s:.2f} (target <= 1.2)",
+        )
+    )
     ws = Path(tempfile.mkdtemp())
     fill_sessions(ws, 10)
     lat = asyncio.run(_latency(ws, 6 if small else 20))
     p95 = statistics.quantiles(lat, n=20)[-1]
-    lines.append(report("change to screen", f"p50 {statistics.median(lat) * 1000:.0f} ms, "
-                        f"p95 {p95 * 1000:.0f} ms over {len(lat)} changes (target p95 < 1 s)"))
+    lines.append(
+        report(
+            "change to screen",
+            f"p50 {statistics.median(lat) * 1000:.0f} ms, "
+            f"p95 {p95 * 1000:.0f} ms over {len(lat)} changes (target p95 < 1 s)",
+        )
+    )
     ws = Path(tempfile.mkdtemp())
     fill_sessions(ws, big)
     idle = idle_cpu_and_memory(ws, 5 if small else 15)
     if idle is None:
         lines.append(report("idle", "skipped: tmux not available"))
     else:
-        lines.append(report("idle", f"{idle[0]:.2f}% of a core, RSS {idle[1]:.0f} MB with "
-                            f"{big:,} sessions (targets < 2%, < 200 MB)"))
+        lines.append(
+            report(
+                "idle",
+                f"{idle[0]:.2f}% of a core, RSS {idle[1]:.0f} MB with "
+                f"{big:,} sessions (targets < 2%, < 200 MB)",
+            )
+        )
     return lines
 
 

@@ -13,8 +13,7 @@ from collections.abc import Callable, Sequence
 
 def timed_command(args: Sequence[str], env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
-    subprocess.run(args, check=True, env=env, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(args, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 
@@ -35,6 +34,7 @@ def alternate(
 
 def report(name: str, line: str) -> str:
     text = f"[bench] {name}: {line}"
-    print(text, file=sys.stderr if os.environ.get("PYTEST_CURRENT_TEST") else sys.stdout,
-          flush=True)
+    print(
+        text, file=sys.stderr if os.environ.get("PYTEST_CURRENT_TEST") else sys.stdout, flush=True
+    )
     return text

@@ -10,8 +10,9 @@ from .helpers import Result
 
 
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-        ) -> Callable[..., Result]:
+def cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Result]:
     """`vc ARGS…` in this process (`app.main.main`), for checks where a subprocess adds
     nothing but time: same code path, stdout not a terminal, stdin not a terminal."""
     from app.main import main

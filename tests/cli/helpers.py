@@ -52,16 +52,24 @@ def env_for(extra: dict[str, str | None] | None = None, *, color: bool = False) 
     return env
 
 
-def run(*args: str, env: dict[str, str | None] | None = None, color: bool = False,
-        input: str | None = None, timeout: float = 60, user: int | None = None,
-        cwd: str | Path | None = None) -> Result:
+def run(
+    *args: str,
+    env: dict[str, str | None] | None = None,
+    color: bool = False,
+    input: str | None = None,
+    timeout: float = 60,
+    user: int | None = None,
+    cwd: str | Path | None = None,
+) -> Result:
     """The real `vc` in a subprocess (stdin not a terminal unless ``input`` is given)."""
     preexec = None
     if user is not None:
+
         def preexec() -> None:
             os.setgroups([])
             os.setgid(user)
             os.setuid(user)
+
     proc = subprocess.run(
         [sys.executable, "-m", "app.main", *args],
         capture_output=True,
@@ -76,9 +84,14 @@ def run(*args: str, env: dict[str, str | None] | None = None, color: bool = Fals
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
-def run_on_tty(*args: str, env: dict[str, str | None] | None = None, color: bool = False,
-               answer: str | None = None, columns: int = 200,
-               timeout: float = 30) -> tuple[int, str]:
+def run_on_tty(
+    *args: str,
+    env: dict[str, str | None] | None = None,
+    color: bool = False,
+    answer: str | None = None,
+    columns: int = 200,
+    timeout: float = 30,
+) -> tuple[int, str]:
     """The real `vc` with stdin, stdout and stderr on a pseudo terminal of ``columns``
     columns; ``answer`` is typed once something was printed (a prompt). Returns the exit
     code and everything the terminal showed."""
@@ -92,7 +105,11 @@ def run_on_tty(*args: str, env: dict[str, str | None] | None = None, color: bool
     environment["TERM"] = "xterm-256color"
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.main", *args],
-        stdin=slave, stdout=slave, stderr=slave, env=environment, close_fds=True,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=environment,
+        close_fds=True,
         start_new_session=True,
     )
     os.close(slave)
@@ -156,23 +173,31 @@ def snapshot(workspace: Path) -> dict[str, list[tuple[Any, ...]]]:
     with store(workspace) as db:
         conn = db.connection()
         return {
-            name: [tuple(str(v) for v in row)
-                   for row in conn.execute(text(f"SELECT {cols} FROM {name} ORDER BY 1"))]
+            name: [
+                tuple(str(v) for v in row)
+                for row in conn.execute(text(f"SELECT {cols} FROM {name} ORDER BY 1"))
+            ]
             for name, cols in tables.items()
         }
 
 
-def create_session(workspace: Path, workflow: str = "hello", name: str | None = None,
-                   metadata: dict[str, Any] | None = None) -> str:
+def create_session(
+    workspace: Path,
+    workflow: str = "hello",
+    name: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> str:
     """A PENDING session created through the managers (faster than the CLI)."""
     from store import FlowSessionManager
     from store.workflows import find_workflow
 
     definition = find_workflow(workspace / "workflows", workflow)
     with store(workspace) as db:
-        return FlowSessionManager(db).create_session(
-            workflow, name=name, metadata=metadata, definition=definition
-        ).id
+        return (
+            FlowSessionManager(db)
+            .create_session(workflow, name=name, metadata=metadata, definition=definition)
+            .id
+        )
 
 
 def session_json(workspace: Path, sid: str) -> dict[str, Any]:

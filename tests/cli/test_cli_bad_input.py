@@ -49,13 +49,17 @@ def test_flow_show_of_an_unknown_workflow_is_refused(workspace: Path) -> None:
 
 
 def test_malformed_yaml_is_reported_with_path_line_and_key(store_workspace: Path) -> None:
-    path = write_workflow(store_workspace, "etl.yaml", """
+    path = write_workflow(
+        store_workspace,
+        "etl.yaml",
+        """
         name: ETL
         stages:
           - name: extract
             run: echo x
             retries: lots
-    """)
+    """,
+    )
     result = run("flow", "session", "create", "etl")
     assert result.code == 1
     line = one_error_line(result)
@@ -72,28 +76,40 @@ def test_a_yaml_syntax_error_is_reported_with_path_and_line(workspace: Path) -> 
 
 
 def test_a_malformed_file_does_not_hide_the_other_workflows(workspace: Path) -> None:
-    path = write_workflow(workspace, "etl.yaml", """
+    path = write_workflow(
+        workspace,
+        "etl.yaml",
+        """
         stages:
           - name: extract
             run: echo x
             timeout: soon
-    """)
+    """,
+    )
     result = run("flow", "list")
     assert result.code == 1
     assert [line.split()[0] for line in result.out.splitlines()[1:]] == [
-        "broken", "gate", "hello", "slow"]
+        "broken",
+        "gate",
+        "hello",
+        "slow",
+    ]
     assert f"{path}:4: stages[0].timeout:" in one_error_line(result)
     assert run("flow", "show", "hello").code == 0
 
 
 def test_duplicate_stage_names_are_refused(store_workspace: Path) -> None:
-    path = write_workflow(store_workspace, "dup.yaml", """
+    path = write_workflow(
+        store_workspace,
+        "dup.yaml",
+        """
         stages:
           - name: build
             run: make
           - name: build
             run: make again
-    """)
+    """,
+    )
     result = run("flow", "session", "create", "dup")
     assert result.code == 1
     line = one_error_line(result)
@@ -102,14 +118,18 @@ def test_duplicate_stage_names_are_refused(store_workspace: Path) -> None:
 
 
 def test_needs_naming_an_unknown_stage_is_refused(store_workspace: Path) -> None:
-    path = write_workflow(store_workspace, "needs.yaml", """
+    path = write_workflow(
+        store_workspace,
+        "needs.yaml",
+        """
         stages:
           - name: build
             run: make
           - name: deploy
             run: ./deploy
             needs: [biuld]
-    """)
+    """,
+    )
     result = run("flow", "session", "create", "needs")
     assert result.code == 1
     line = one_error_line(result)
@@ -119,7 +139,10 @@ def test_needs_naming_an_unknown_stage_is_refused(store_workspace: Path) -> None
 
 
 def test_needs_forming_a_cycle_is_refused(store_workspace: Path) -> None:
-    path = write_workflow(store_workspace, "cycle.yaml", """
+    path = write_workflow(
+        store_workspace,
+        "cycle.yaml",
+        """
         stages:
           - name: a
             run: "true"
@@ -130,7 +153,8 @@ def test_needs_forming_a_cycle_is_refused(store_workspace: Path) -> None:
           - name: c
             run: "true"
             needs: b
-    """)
+    """,
+    )
     result = run("flow", "session", "create", "cycle")
     assert result.code == 1
     line = one_error_line(result)
@@ -144,16 +168,18 @@ def test_needs_forming_a_cycle_is_refused(store_workspace: Path) -> None:
 def test_a_workflow_id_that_could_escape_a_directory_is_a_usage_error(
     store_workspace: Path, workflow_id: str
 ) -> None:
-    for args in (("flow", "session", "create", "--", workflow_id), ("flow", "show", "--",
-                                                                    workflow_id)):
+    for args in (
+        ("flow", "session", "create", "--", workflow_id),
+        ("flow", "show", "--", workflow_id),
+    ):
         result = run(*args)
         assert result.code == 2, result.err
         line = one_error_line(result)
         assert "invalid workflow id" in line and "\x1b" not in line
     assert no_sessions(store_workspace)
     assert not (store_workspace / "logs").exists() or not any(
-        p.is_file() and p.name != "operations.log"
-        for p in (store_workspace / "logs").rglob("*"))
+        p.is_file() and p.name != "operations.log" for p in (store_workspace / "logs").rglob("*")
+    )
 
 
 def test_a_workflow_id_with_a_nul_byte_is_a_usage_error(store_workspace: Path, cli) -> None:
@@ -228,8 +254,13 @@ def test_a_workspace_whose_dot_vc_is_a_file_is_refused_in_one_line(workspace: Pa
 def test_a_database_url_under_a_regular_file_is_refused_in_one_line(workspace: Path) -> None:
     blocker = workspace / "blocker"
     blocker.write_text("")
-    result = run("flow", "session", "create", "hello",
-                 env={"VC_DATABASE_URL": f"sqlite:///{blocker}/flow.db"})
+    result = run(
+        "flow",
+        "session",
+        "create",
+        "hello",
+        env={"VC_DATABASE_URL": f"sqlite:///{blocker}/flow.db"},
+    )
     assert result.code == 1
     line = one_error_line(result)
     assert f"cannot write {blocker}" in line and "not a directory" in line
@@ -243,8 +274,11 @@ def test_a_log_dir_under_a_regular_file_refuses_and_changes_nothing(
     blocker = store_workspace / "blocker"
     blocker.write_text("")
     env = {"VC_LOG_DIR": str(blocker / "logs")}
-    for args in (("flow", "session", "create", "hello"), ("flow", "session", "pause", sid),
-                 ("flow", "session", "delete", "--force", sid)):
+    for args in (
+        ("flow", "session", "create", "hello"),
+        ("flow", "session", "pause", sid),
+        ("flow", "session", "delete", "--force", sid),
+    ):
         result = run(*args, env=env)
         assert result.code == 1, result.err
         line = one_error_line(result)
@@ -360,16 +394,23 @@ def test_a_read_waits_for_nothing_while_a_writer_holds_the_lock(workspace: Path)
 
 @pytest.mark.parametrize(
     "args",
-    [("flow", "session", "create", "hello", "--name", b"name-\xff\xfe"),
-     ("flow", "session", "list", "--workflow", b"\xff"),
-     ("flow", "session", "show", b"abcd\xff")],
+    [
+        ("flow", "session", "create", "hello", "--name", b"name-\xff\xfe"),
+        ("flow", "session", "list", "--workflow", b"\xff"),
+        ("flow", "session", "show", b"abcd\xff"),
+    ],
     ids=["create --name", "list --workflow", "show ID"],
 )
 def test_an_argument_that_is_not_utf8_is_a_usage_error(
     store_workspace: Path, args: tuple[str | bytes, ...]
 ) -> None:
-    proc = subprocess.run([sys.executable, "-m", "app.main", *args], capture_output=True,
-                          env=env_for(), stdin=subprocess.DEVNULL, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.main", *args],
+        capture_output=True,
+        env=env_for(),
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
     assert proc.returncode == 2
     err = proc.stderr.decode()
     assert err.count("\n") == 1 and "is not valid UTF-8" in err and "\\xff" in err
@@ -379,9 +420,12 @@ def test_an_argument_that_is_not_utf8_is_a_usage_error(
 
 def test_a_huge_limit_is_taken_as_no_limit(store_workspace: Path, cli) -> None:
     sid = create_session(store_workspace)
-    for args in (("flow", "session", "list", "--json", "--limit", "9" * 40),
-                 ("flow", "session", "logs", sid, "--tail", "9" * 40)):
+    for args in (
+        ("flow", "session", "list", "--json", "--limit", "9" * 40),
+        ("flow", "session", "logs", sid, "--tail", "9" * 40),
+    ):
         result = cli(*args)
         assert result.code == 0, result.err
-    assert [d["id"] for d in cli("flow", "session", "list", "--json", "-n", "9" * 30).json()
-            ] == [sid]
+    assert [d["id"] for d in cli("flow", "session", "list", "--json", "-n", "9" * 30).json()] == [
+        sid
+    ]

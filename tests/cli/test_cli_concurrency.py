@@ -44,9 +44,11 @@ def check_history(workspace: Path, sid: str) -> tuple[int, list[dict]]:
         assert event["from"] == previous["to"], (previous, event)
     assert events[-1]["to"] == doc["status"]
     with store(workspace) as db:
-        version = db.connection().execute(
-            text("SELECT version FROM flow_sessions WHERE id = :sid"), {"sid": sid}
-        ).scalar_one()
+        version = (
+            db.connection()
+            .execute(text("SELECT version FROM flow_sessions WHERE id = :sid"), {"sid": sid})
+            .scalar_one()
+        )
     state_changes = [e for e in events if e["op"] != "create"]
     assert version == len(state_changes) + 1
     return version, events
@@ -61,9 +63,13 @@ def test_concurrent_pause_and_resume_through_the_managers_never_corrupt_a_sessio
     url = database_url(store_workspace)
     rounds, workers = 40, 4
     procs = [
-        subprocess.Popen([sys.executable, "-c", WORKER, url, sid, str(rounds), str(i)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=env_for())
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, url, sid, str(rounds), str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env_for(),
+        )
         for i in range(workers)
     ]
     results = [p.communicate(timeout=180) for p in procs]
@@ -96,9 +102,16 @@ def test_concurrent_cli_commands_on_one_session_never_corrupt_it(
                     sys.exit(1)
         print(codes.count(0))
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env_for())
-             for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env_for(),
+        )
+        for _ in range(3)
+    ]
     results = [p.communicate(timeout=240) for p in procs]
     for proc, (_out, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err

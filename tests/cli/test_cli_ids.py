@@ -12,8 +12,9 @@ import pytest
 from .helpers import create_session, one_error_line, run, snapshot, store
 
 
-def make_sessions_with_ids(workspace: Path, monkeypatch: pytest.MonkeyPatch,
-                           ids: list[str]) -> None:
+def make_sessions_with_ids(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch, ids: list[str]
+) -> None:
     """Sessions with chosen ids, created through the store's manager."""
     import store.managers as managers
     from store import FlowSessionManager
@@ -27,9 +28,7 @@ def make_sessions_with_ids(workspace: Path, monkeypatch: pytest.MonkeyPatch,
             FlowSessionManager(db).create_session("hello", name=f"s{i}", definition=definition)
 
 
-def test_a_unique_prefix_of_four_characters_names_the_session(
-    store_workspace: Path, cli
-) -> None:
+def test_a_unique_prefix_of_four_characters_names_the_session(store_workspace: Path, cli) -> None:
     sid = create_session(store_workspace)
     result = cli("flow", "session", "pause", sid[:4])
     assert result.code == 0, result.err
@@ -72,10 +71,14 @@ def test_a_prefix_shorter_than_four_characters_is_a_usage_error(
 
 @pytest.mark.parametrize(
     "args",
-    [("flow", "session", "show", "ffffffff"), ("flow", "session", "show", "f" * 32, "--json"),
-     ("flow", "session", "resume", "ffff"),
-     ("flow", "session", "delete", "--force", "ffff"), ("flow", "status", "ffffff"),
-     ("flow", "session", "logs", "ffff")],
+    [
+        ("flow", "session", "show", "ffffffff"),
+        ("flow", "session", "show", "f" * 32, "--json"),
+        ("flow", "session", "resume", "ffff"),
+        ("flow", "session", "delete", "--force", "ffff"),
+        ("flow", "status", "ffffff"),
+        ("flow", "session", "logs", "ffff"),
+    ],
     ids=lambda a: " ".join(x[:8] for x in a),
 )
 def test_an_unknown_id_is_refused_with_exit_code_one(
@@ -91,8 +94,17 @@ def test_an_unknown_id_is_refused_with_exit_code_one(
 
 
 @pytest.mark.parametrize(
-    "bad_id", ["../x", "../../etc/passwd", "/etc/passwd", "abcd/../..", "ab%d", "a b c d",
-               "abcd\x1b[31m", "abcd\\x"],
+    "bad_id",
+    [
+        "../x",
+        "../../etc/passwd",
+        "/etc/passwd",
+        "abcd/../..",
+        "ab%d",
+        "a b c d",
+        "abcd\x1b[31m",
+        "abcd\\x",
+    ],
 )
 def test_an_id_that_could_escape_the_log_directory_is_refused(
     store_workspace: Path, bad_id: str, cli

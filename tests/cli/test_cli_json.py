@@ -11,8 +11,18 @@ import pytest
 from .helpers import create_session, run, store
 
 SESSION_KEYS = {
-    "id", "name", "workflow_id", "status", "reason", "progress", "current_stage",
-    "orphaned", "created_at", "updated_at", "runner", "stages",
+    "id",
+    "name",
+    "workflow_id",
+    "status",
+    "reason",
+    "progress",
+    "current_stage",
+    "orphaned",
+    "created_at",
+    "updated_at",
+    "runner",
+    "stages",
 }
 STAGE_KEYS = {"name", "status", "progress", "attempt", "exit_code"}
 EVENT_KEYS = {"at", "op", "from", "to", "actor", "host", "pid", "reason"}
@@ -44,20 +54,21 @@ def test_session_list_json_is_an_array_of_session_objects(store_workspace: Path,
     check_session(docs[0], workflow="gate")
     check_session(docs[1])
     assert [s["name"] for s in docs[1]["stages"]] == ["greet", "count", "done"]
-    assert docs[1]["stages"][0] == {**docs[1]["stages"][0], "status": "PENDING",
-                                    "progress": 0.0, "attempt": 0, "exit_code": None}
+    assert docs[1]["stages"][0] == {
+        **docs[1]["stages"][0],
+        "status": "PENDING",
+        "progress": 0.0,
+        "attempt": 0,
+        "exit_code": None,
+    }
 
 
-def test_session_list_json_of_an_empty_store_is_an_empty_array(
-    store_workspace: Path, cli
-) -> None:
+def test_session_list_json_of_an_empty_store_is_an_empty_array(store_workspace: Path, cli) -> None:
     result = cli("flow", "session", "list", "--json")
     assert (result.code, result.json()) == (0, [])
 
 
-def test_session_list_json_filters_by_status_workflow_and_limit(
-    store_workspace: Path, cli
-) -> None:
+def test_session_list_json_filters_by_status_workflow_and_limit(store_workspace: Path, cli) -> None:
     a = create_session(store_workspace, name="a")
     b = create_session(store_workspace, "gate", name="b")
     c = create_session(store_workspace, name="c")
@@ -98,8 +109,19 @@ def test_session_show_json_adds_events_newest_last(store_workspace: Path, cli) -
 
 
 def test_session_create_json_prints_the_created_session(store_workspace: Path, cli) -> None:
-    result = cli("flow", "session", "create", "hello", "--name", "nightly", "--meta", "k=v",
-                 "--meta", "empty=", "--json")
+    result = cli(
+        "flow",
+        "session",
+        "create",
+        "hello",
+        "--name",
+        "nightly",
+        "--meta",
+        "k=v",
+        "--meta",
+        "empty=",
+        "--json",
+    )
     assert result.code == 0, result.err
     doc = result.json()
     check_session(doc)
@@ -127,9 +149,7 @@ def test_runner_is_an_object_with_host_pid_and_heartbeat_once_claimed(
     assert listed[0]["runner"] == doc["runner"]
 
 
-def test_flow_status_json_is_the_session_object_with_a_summary(
-    store_workspace: Path, cli
-) -> None:
+def test_flow_status_json_is_the_session_object_with_a_summary(store_workspace: Path, cli) -> None:
     sid = create_session(store_workspace)
     result = cli("flow", "status", sid[:6], "--json")
     assert result.code == 0, result.err

@@ -19,9 +19,20 @@ def add_logs(workspace: Path, sid: str, rows: list[tuple[str, str | None, str]])
     from store.managers import append_logs
 
     with store(workspace) as db:
-        append_logs(db, [{"session_id": sid, "at": time.time(), "level": level,
-                          "category": "workflow.stage.integration", "stage": stage,
-                          "text": text} for level, stage, text in rows])
+        append_logs(
+            db,
+            [
+                {
+                    "session_id": sid,
+                    "at": time.time(),
+                    "level": level,
+                    "category": "workflow.stage.integration",
+                    "stage": stage,
+                    "text": text,
+                }
+                for level, stage, text in rows
+            ],
+        )
 
 
 def test_log_files_are_created_on_demand_and_hold_the_operations(
@@ -35,14 +46,24 @@ def test_log_files_are_created_on_demand_and_hold_the_operations(
     assert cli("flow", "session", "pause", sid).code == 0
     assert cli("flow", "session", "resume", sid).code == 0
     assert sorted(p.name for p in logs.iterdir()) == [
-        f"{sid}.log", "integration.log", "operations.log"]
+        f"{sid}.log",
+        "integration.log",
+        "operations.log",
+    ]
     operations = (logs / "operations.log").read_text().splitlines()
     assert [line.split(" | ")[-1].split(" by ")[0] for line in operations] == [
-        "create ∅ -> PENDING", "pause PENDING -> PAUSED", "resume PAUSED -> PENDING"]
+        "create ∅ -> PENDING",
+        "pause PENDING -> PAUSED",
+        "resume PAUSED -> PENDING",
+    ]
     for line in operations:
         _stamp, level, category, session, stage, _text = line.split(" | ")
         assert (level.strip(), category, session, stage) == (
-            "INFO", "workflow.session.operations", sid, "-")
+            "INFO",
+            "workflow.session.operations",
+            sid,
+            "-",
+        )
     integration = (logs / "integration.log").read_text()
     assert "workflow.session.integration" in integration
     assert "pause PENDING -> PAUSED" in integration
@@ -79,8 +100,16 @@ def test_session_logs_reads_the_store_not_the_files(store_workspace: Path, cli) 
 
 def test_session_logs_level_keeps_that_level_and_above(store_workspace: Path, cli) -> None:
     sid = create_session(store_workspace)
-    add_logs(store_workspace, sid, [("DEBUG", None, "d"), ("INFO", "greet", "i"),
-                                    ("WARNING", "greet", "w"), ("ERROR", "count", "e")])
+    add_logs(
+        store_workspace,
+        sid,
+        [
+            ("DEBUG", None, "d"),
+            ("INFO", "greet", "i"),
+            ("WARNING", "greet", "w"),
+            ("ERROR", "count", "e"),
+        ],
+    )
     out = cli("flow", "session", "logs", sid, "--level", "warning").out
     assert [line.split()[-1] for line in out.splitlines()] == ["w", "e"]
     out = cli("flow", "session", "logs", sid, "--level", "DEBUG").out
@@ -89,8 +118,11 @@ def test_session_logs_level_keeps_that_level_and_above(store_workspace: Path, cl
 
 def test_session_logs_stage_keeps_that_stage_only(store_workspace: Path, cli) -> None:
     sid = create_session(store_workspace)
-    add_logs(store_workspace, sid, [("INFO", "greet", "g1"), ("INFO", "count", "c1"),
-                                    ("WARNING", "greet", "g2")])
+    add_logs(
+        store_workspace,
+        sid,
+        [("INFO", "greet", "g1"), ("INFO", "count", "c1"), ("WARNING", "greet", "g2")],
+    )
     out = cli("flow", "session", "logs", sid, "--stage", "greet").out
     assert [line.split()[-1] for line in out.splitlines()] == ["g1", "g2"]
 
@@ -122,8 +154,11 @@ def test_session_logs_follow_prints_new_lines_until_the_session_ends(
     add_logs(store_workspace, sid, [("INFO", "greet", "before")])
     follower = subprocess.Popen(
         [sys.executable, "-m", "app.main", "flow", "session", "logs", sid, "--follow"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-        text=True, env=env_for(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env_for(),
     )
     try:
         assert follower.stdout is not None
@@ -178,8 +213,12 @@ def test_log_directories_and_files_are_private_whatever_the_umask(
 
     proc = subprocess.run(
         [sys.executable, "-m", "app.main", "flow", "session", "create", "hello"],
-        capture_output=True, text=True, env=env_for(), stdin=subprocess.DEVNULL,
-        preexec_fn=lambda: os.umask(umask), timeout=60,
+        capture_output=True,
+        text=True,
+        env=env_for(),
+        stdin=subprocess.DEVNULL,
+        preexec_fn=lambda: os.umask(umask),
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     sid = proc.stdout.strip()

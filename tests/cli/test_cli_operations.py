@@ -69,7 +69,10 @@ def test_retry_resets_a_failed_session_to_pending_and_says_how_to_run_it(
     doc = session_json(store_workspace, sid)
     assert doc["status"] == "PENDING" and doc["runner"] is None
     assert [(s["name"], s["status"], s["attempt"]) for s in doc["stages"]] == [
-        ("ok", "COMPLETED", 1), ("bad", "PENDING", 1), ("never", "PENDING", 0)]
+        ("ok", "COMPLETED", 1),
+        ("bad", "PENDING", 1),
+        ("never", "PENDING", 0),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -147,17 +150,31 @@ def test_delete_force_removes_the_session_with_its_stages_events_logs_and_log_fi
     keep = create_session(store_workspace)
     assert cli("flow", "session", "pause", sid).code == 0  # writes its log file
     with store(store_workspace) as db:
-        append_logs(db, [{"session_id": sid, "at": 1.0, "level": "INFO",
-                          "category": "workflow.stage.integration", "stage": "greet",
-                          "text": "hello"}])
+        append_logs(
+            db,
+            [
+                {
+                    "session_id": sid,
+                    "at": 1.0,
+                    "level": "INFO",
+                    "category": "workflow.stage.integration",
+                    "stage": "greet",
+                    "text": "hello",
+                }
+            ],
+        )
     log_file = store_workspace / "logs" / "workflow" / "session" / f"{sid}.log"
     assert log_file.exists()
     result = cli("flow", "session", "delete", "--force", sid[:8])
     assert result.code == 0, result.err
     assert result.out.startswith(f"deleted: {sid[:12]}")
     rows = snapshot(store_workspace)
-    for table, column in (("flow_sessions", 0), ("stage_instances", 1), ("flow_events", 1),
-                          ("log_records", 1)):
+    for table, column in (
+        ("flow_sessions", 0),
+        ("stage_instances", 1),
+        ("flow_events", 1),
+        ("log_records", 1),
+    ):
         assert all(row[column] != sid for row in rows[table]), table
     assert [row[0] for row in rows["flow_sessions"]] == [keep]
     assert not log_file.exists()
@@ -209,7 +226,8 @@ def test_a_real_run_then_show_reports_completed_stages(store_workspace: Path) ->
     doc = run("flow", "session", "list", "--json").json()[0]
     assert (doc["name"], doc["status"], doc["progress"]) == ("real", "COMPLETED", 100.0)
     assert [(s["status"], s["attempt"], s["exit_code"]) for s in doc["stages"]] == [
-        ("COMPLETED", 1, 0)] * 3
+        ("COMPLETED", 1, 0)
+    ] * 3
 
 
 def test_resume_of_an_orphaned_session_starts_a_runner_that_finishes_it(
@@ -225,8 +243,7 @@ def test_resume_of_an_orphaned_session_starts_a_runner_that_finishes_it(
     dead.wait()
     sid = create_session(store_workspace, name="orphan")
     with store(store_workspace) as db:  # a runner on this host that died
-        FlowSessionManager(db).start_session(sid, runner_host=local_host(),
-                                             runner_pid=dead.pid)
+        FlowSessionManager(db).start_session(sid, runner_host=local_host(), runner_pid=dead.pid)
     assert session_json(store_workspace, sid)["orphaned"] is True
     result = run("flow", "session", "resume", sid)
     assert result.code == 0, result.err

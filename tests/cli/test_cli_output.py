@@ -25,8 +25,10 @@ TABLE_COMMANDS = HUMAN_COMMANDS[:5]
 
 def cells(line: str) -> int:
     """Terminal cells a line takes (wide characters count two), computed independently."""
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else
-               0 if unicodedata.combining(c) else 1 for c in line)
+    return sum(
+        2 if unicodedata.east_asian_width(c) in "WF" else 0 if unicodedata.combining(c) else 1
+        for c in line
+    )
 
 
 def busy_session(workspace: Path, name: str = "a session") -> str:
@@ -40,12 +42,21 @@ def busy_session(workspace: Path, name: str = "a session") -> str:
         sessions.start_session(sid, runner_host="build-host-with-a-long-name", runner_pid=1)
         first = stages.list_stages(sid)[0]
         stages.update_stage_status(first.id, "ACTIVE", metadata={"progress": 40})
-        stages.update_stage_status(first.id, "FAILED", error="exit 3: " + "x" * 200,
-                                   exit_code=3)
+        stages.update_stage_status(first.id, "FAILED", error="exit 3: " + "x" * 200, exit_code=3)
         sessions.fail(sid, "stage greet failed: " + "y" * 150)
-        append_logs(db, [{"session_id": sid, "at": 1.0, "level": "WARNING",
-                          "category": "workflow.stage.integration", "stage": "greet",
-                          "text": "careful"}])
+        append_logs(
+            db,
+            [
+                {
+                    "session_id": sid,
+                    "at": 1.0,
+                    "level": "WARNING",
+                    "category": "workflow.stage.integration",
+                    "stage": "greet",
+                    "text": "careful",
+                }
+            ],
+        )
     return sid
 
 
@@ -142,9 +153,19 @@ def test_escape_sequences_in_user_text_never_reach_stdout(workspace: Path, args)
 
     sid = create_session(workspace, name=HOSTILE, metadata={"k": HOSTILE})
     with store(workspace) as db:
-        append_logs(db, [{"session_id": sid, "at": 1.0, "level": "INFO",
-                          "category": "workflow.stage.integration", "stage": "greet",
-                          "text": HOSTILE}])
+        append_logs(
+            db,
+            [
+                {
+                    "session_id": sid,
+                    "at": 1.0,
+                    "level": "INFO",
+                    "category": "workflow.stage.integration",
+                    "stage": "greet",
+                    "text": HOSTILE,
+                }
+            ],
+        )
     result = run(*fill(args, sid), color=True, env={"COLUMNS": "200"})
     assert result.code == 0, result.err
     for bad in ("\x1b", "\x07", "\x9b", "\x08", "\r"):

@@ -23,8 +23,9 @@ def snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,
-             what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -30,9 +30,13 @@ stages:
 
 def _stage_pid(engine, sid: str, stage: str):  # type: ignore[no-untyped-def]
     with engine.connect() as conn:
-        return conn.execute(text("SELECT pid FROM stage_instances WHERE session_id = :s AND "
-                                 "name = :n AND status = 'ACTIVE'"), {"s": sid, "n": stage}
-                            ).scalar()
+        return conn.execute(
+            text(
+                "SELECT pid FROM stage_instances WHERE session_id = :s AND "
+                "name = :n AND status = 'ACTIVE'"
+            ),
+            {"s": sid, "n": stage},
+        ).scalar()
 
 
 def _events(engine, sid: str):  # type: ignore[no-untyped-def]
@@ -49,8 +53,9 @@ def test_pause_from_another_host_reaches_the_runner_within_a_second(store_worksp
     try:
         paused = run_vc("flow", "session", "pause", sid[:8], env={"VC_HOSTNAME": "host-b"})
         assert paused.returncode == 0, paused.stderr
-        wait_for(lambda: proc_state(pid) == "T", timeout=5, interval=0.01,
-                 what="SIGSTOP of the stage")
+        wait_for(
+            lambda: proc_state(pid) == "T", timeout=5, interval=0.01, what="SIGSTOP of the stage"
+        )
         seen = time.time()
         event = [e for e in _events(engine, sid) if e.op == "pause"][-1]
         assert event.host == "host-b"
@@ -126,8 +131,12 @@ def test_notifier_recovers_from_a_lost_connection(store_workspace, db_url, monke
             conn.commit()
         # the loss is noticed and reported as "maybe changed" (changes may have been missed)
         wait_for(notifier.changed, timeout=5, what="the loss to be reported")
-        wait_for(lambda: notifier.changed() is not None and notifier.listening, timeout=5,
-                 interval=0.1, what="LISTEN to be re-established")
+        wait_for(
+            lambda: notifier.changed() is not None and notifier.listening,
+            timeout=5,
+            interval=0.1,
+            what="LISTEN to be re-established",
+        )
         with get_session_factory(engine)() as db:
             FlowSessionManager(db).create_session("hello", name="after the loss")
         assert notifier.wait(5)
@@ -137,8 +146,7 @@ def test_notifier_recovers_from_a_lost_connection(store_workspace, db_url, monke
 
 
 @pytest.mark.parametrize("runner_host", ["host-b", "host-a"])
-def test_runner_never_signals_a_pid_recorded_on_another_host(store_workspace, db_url,
-                                                              runner_host):
+def test_runner_never_signals_a_pid_recorded_on_another_host(store_workspace, db_url, runner_host):
     """A session orphaned on host-a whose stage process still runs: a runner on host-b
     re-runs the stage but leaves the pid alone (it names a process on another machine); a
     runner on host-a itself removes it (pid and start time checked)."""
@@ -152,21 +160,30 @@ def test_runner_never_signals_a_pid_recorded_on_another_host(store_workspace, db
         with get_session_factory(engine)() as db:
             sessions, stages = FlowSessionManager(db), StageManager(db)
             sid = sessions.create_session(
-                "quick", name="remote", definition=find_workflow(ws / "workflows", "quick")).id
+                "quick", name="remote", definition=find_workflow(ws / "workflows", "quick")
+            ).id
             sessions.start_session(sid, runner_host="host-a", runner_pid=leftover.pid)
             (stage,) = stages.list_stages(sid)
             stages.update_stage_status(stage.id, StageStatus.ACTIVE)
-            stages.record_process(stage.id, pid=leftover.pid,
-                                  pid_start=process_start_time(leftover.pid), host="host-a")
-            db.connection().execute(text("UPDATE flow_sessions SET heartbeat_at = :t "
-                                         "WHERE id = :s"), {"t": time.time() - 3600, "s": sid})
+            stages.record_process(
+                stage.id,
+                pid=leftover.pid,
+                pid_start=process_start_time(leftover.pid),
+                host="host-a",
+            )
+            db.connection().execute(
+                text("UPDATE flow_sessions SET heartbeat_at = :t WHERE id = :s"),
+                {"t": time.time() - 3600, "s": sid},
+            )
             db.commit()
-        resumed = run_vc("flow", "session", "resume", sid[:8],
-                         env={"VC_HOSTNAME": runner_host})
+        resumed = run_vc("flow", "session", "resume", sid[:8], env={"VC_HOSTNAME": runner_host})
         assert resumed.returncode == 0, resumed.stderr
         with get_session_factory(engine)() as db:
-            wait_for(lambda: (db.commit(), get_session_view(db, sid))[1].status == "COMPLETED",
-                     timeout=20, what="the session to complete")
+            wait_for(
+                lambda: (db.commit(), get_session_view(db, sid))[1].status == "COMPLETED",
+                timeout=20,
+                what="the session to complete",
+            )
             view = get_session_view(db, sid)
         assert view.stages[0].attempt == 2
         if runner_host == "host-b":

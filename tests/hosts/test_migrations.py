@@ -42,9 +42,13 @@ def _fill(engine, definition) -> list[str]:  # type: ignore[no-untyped-def]
         sessions, stages = FlowSessionManager(db), StageManager(db)
         ids = []
         for i in range(6):
-            s = sessions.create_session("hello", name=f"run {i} — ünïcode ✓",
-                                        metadata={"i": i, "tags": ["a", "b"]},
-                                        definition=definition, queued=i % 2 == 0)
+            s = sessions.create_session(
+                "hello",
+                name=f"run {i} — ünïcode ✓",
+                metadata={"i": i, "tags": ["a", "b"]},
+                definition=definition,
+                queued=i % 2 == 0,
+            )
             ids.append(s.id)
         sessions.start_session(ids[0])
         for st in stages.list_stages(ids[0]):
@@ -57,11 +61,20 @@ def _fill(engine, definition) -> list[str]:  # type: ignore[no-untyped-def]
         sessions.start_session(ids[3])
         sessions.fail(ids[3], "stage count failed: exit code 3")
         sessions.retry(ids[3])
-        append_logs(db, [
-            {"session_id": sid, "at": 1_700_000_000.5 + n, "level": "INFO",
-             "category": "workflow.stage.integration", "stage": "greet", "text": f"line {n}"}
-            for n, sid in enumerate(ids * 3)
-        ])
+        append_logs(
+            db,
+            [
+                {
+                    "session_id": sid,
+                    "at": 1_700_000_000.5 + n,
+                    "level": "INFO",
+                    "category": "workflow.stage.integration",
+                    "stage": "greet",
+                    "text": f"line {n}",
+                }
+                for n, sid in enumerate(ids * 3)
+            ],
+        )
     return ids
 
 
@@ -94,7 +107,8 @@ def test_empty_database_gets_head(db_url):
     try:
         assert _revision(engine) == HEAD
         assert {"flow_sessions", "stage_instances", "flow_events", "log_records"} <= set(
-            inspect(engine).get_table_names())
+            inspect(engine).get_table_names()
+        )
         assert "ix_flow_sessions_queue" in _indexes(engine)
         if engine.dialect.name == "sqlite":
             assert _user_version(engine) == SCHEMA_VERSION
@@ -116,7 +130,8 @@ def test_head_schema_matches_the_models(db_url):
     try:
         with engine.connect() as conn:
             context = MigrationContext.configure(
-                conn, opts={"compare_type": True, "include_object": include})
+                conn, opts={"compare_type": True, "include_object": include}
+            )
             assert compare_metadata(context, SQLModel.metadata) == []
     finally:
         engine.dispose()
@@ -226,8 +241,9 @@ def test_db_commands_print_the_revision(db_url, tmp_path):
 
     result = run_vc("db", "upgrade", env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"{HEAD} (head)") and f"upgraded from {BASELINE}" in \
-        result.stdout
+    assert (
+        result.stdout.startswith(f"{HEAD} (head)") and f"upgraded from {BASELINE}" in result.stdout
+    )
     result = run_vc("db", "upgrade", env=env)
     assert result.returncode == 0 and "up to date" in result.stdout
     result = run_vc("db", "current", env=env)
@@ -245,8 +261,16 @@ def test_db_current_does_not_create_a_sqlite_store(tmp_path):
 def test_concurrent_first_starts_migrate_once(db_url):
     """Several processes opening one empty store at once: all succeed, one schema."""
     code = f"from store import init_db; init_db({db_url!r}).dispose(); print('ok')"
-    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(5)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(5)
+    ]
     results = [p.communicate(timeout=60) for p in procs]
     for proc, (out, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err
@@ -274,8 +298,9 @@ def test_up_to_date_check_does_not_load_alembic(db_url):
             best = min(best, time.perf_counter() - t)
         print('alembic' in sys.modules, best)
     """)
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     loaded, best = result.stdout.split()
     assert loaded == "False"

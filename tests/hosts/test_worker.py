@@ -62,7 +62,11 @@ class Workers:
         log = open(self.ws / f"worker-{len(self.procs)}.err", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.main", "flow", "worker", *args],
-            cwd=self.ws, env=vc_env(env), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            cwd=self.ws,
+            env=vc_env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
         )
         log.close()
         self.procs.append(proc)
@@ -93,8 +97,12 @@ def _queue(engine, ws: Path, workflow: str, n: int) -> list[str]:  # type: ignor
     definition = find_workflow(ws / "workflows", workflow)
     with get_session_factory(engine)() as db:
         manager = FlowSessionManager(db)
-        return [manager.create_session(workflow, name=f"{workflow} {i}", definition=definition,
-                                       queued=True).id for i in range(n)]
+        return [
+            manager.create_session(
+                workflow, name=f"{workflow} {i}", definition=definition, queued=True
+            ).id
+            for i in range(n)
+        ]
 
 
 def _scalar(engine, sql: str, **params):  # type: ignore[no-untyped-def]
@@ -108,8 +116,11 @@ def _view(engine, sid: str):  # type: ignore[no-untyped-def]
 
 
 def _starts(engine, sid: str) -> int:  # type: ignore[no-untyped-def]
-    return int(_scalar(engine, "SELECT count(*) FROM flow_events WHERE session_id = :s "
-                               "AND op = 'start'", s=sid))
+    return int(
+        _scalar(
+            engine, "SELECT count(*) FROM flow_events WHERE session_id = :s AND op = 'start'", s=sid
+        )
+    )
 
 
 # -- the claim itself ---------------------------------------------------------------------------
@@ -176,18 +187,27 @@ def test_three_workers_run_each_of_100_sessions_exactly_once(queue_ws, workers):
     ids = _queue(engine, ws, "trivial", 100)
     for _ in range(3):
         workers.start("--concurrency", "2")
-    wait_for(lambda: _scalar(engine, "SELECT count(*) FROM flow_sessions "
-                                     "WHERE status = 'COMPLETED'") == 100,
-             timeout=50, interval=0.2, what="100 COMPLETED sessions")
+    wait_for(
+        lambda: (
+            _scalar(engine, "SELECT count(*) FROM flow_sessions WHERE status = 'COMPLETED'") == 100
+        ),
+        timeout=50,
+        interval=0.2,
+        what="100 COMPLETED sessions",
+    )
     assert workers.stop_all() == [0, 0, 0]
     with engine.connect() as conn:
-        starts = dict(conn.execute(text(
-            "SELECT session_id, count(*) FROM flow_events WHERE op = 'start' "
-            "GROUP BY session_id")).all())
+        starts = dict(
+            conn.execute(
+                text(
+                    "SELECT session_id, count(*) FROM flow_events WHERE op = 'start' "
+                    "GROUP BY session_id"
+                )
+            ).all()
+        )
         statuses = dict(conn.execute(text("SELECT id, status FROM flow_sessions")).all())
         attempts = conn.execute(text("SELECT DISTINCT attempt FROM stage_instances")).all()
-        pids = conn.execute(text("SELECT DISTINCT pid FROM flow_events "
-                                 "WHERE op = 'start'")).all()
+        pids = conn.execute(text("SELECT DISTINCT pid FROM flow_events WHERE op = 'start'")).all()
     assert starts == dict.fromkeys(ids, 1)
     assert set(statuses.values()) == {"COMPLETED"}
     assert attempts == [(1,)]
@@ -203,8 +223,16 @@ def test_sigterm_hands_running_sessions_back_to_the_queue(queue_ws, workers):
 
     def running_pid():  # type: ignore[no-untyped-def]
         view = _view(engine, sid)
-        return _scalar(engine, "SELECT pid FROM stage_instances WHERE session_id = :s AND "
-                               "name = 'work' AND status = 'ACTIVE'", s=sid) if view else None
+        return (
+            _scalar(
+                engine,
+                "SELECT pid FROM stage_instances WHERE session_id = :s AND "
+                "name = 'work' AND status = 'ACTIVE'",
+                s=sid,
+            )
+            if view
+            else None
+        )
 
     stage_pid = wait_for(running_pid, timeout=20, what="the stage to run")
     assert alive(stage_pid)
@@ -222,8 +250,11 @@ def test_sigterm_hands_running_sessions_back_to_the_queue(queue_ws, workers):
     assert {s.name: s.status for s in view.stages} == {"first": "COMPLETED", "work": "PENDING"}
 
     workers.start()
-    wait_for(lambda: _view(engine, sid).status == "COMPLETED", timeout=30,
-             what="the handed-back session to complete")
+    wait_for(
+        lambda: _view(engine, sid).status == "COMPLETED",
+        timeout=30,
+        what="the handed-back session to complete",
+    )
     view = _view(engine, sid)
     assert {s.name: s.attempt for s in view.stages} == {"first": 1, "work": 2}
     assert _starts(engine, sid) == 2  # one claim per worker
@@ -236,9 +267,15 @@ def test_dead_worker_leaves_an_orphan_that_is_taken_over(queue_ws, workers, take
     (sid,) = _queue(engine, ws, "handback", 1)
     first = workers.start()
     stage_pid = wait_for(
-        lambda: _scalar(engine, "SELECT pid FROM stage_instances WHERE session_id = :s AND "
-                                "name = 'work' AND status = 'ACTIVE'", s=sid),
-        timeout=20, what="the stage to run")
+        lambda: _scalar(
+            engine,
+            "SELECT pid FROM stage_instances WHERE session_id = :s AND "
+            "name = 'work' AND status = 'ACTIVE'",
+            s=sid,
+        ),
+        timeout=20,
+        what="the stage to run",
+    )
     try:
         first.kill()
         first.wait()
@@ -252,8 +289,11 @@ def test_dead_worker_leaves_an_orphan_that_is_taken_over(queue_ws, workers, take
         else:
             result = run_vc("flow", "session", "resume", sid[:8])
             assert result.returncode == 0, result.stderr
-        wait_for(lambda: _view(engine, sid).status == "COMPLETED", timeout=30,
-                 what="the orphan to be taken over and completed")
+        wait_for(
+            lambda: _view(engine, sid).status == "COMPLETED",
+            timeout=30,
+            what="the orphan to be taken over and completed",
+        )
         assert not alive(stage_pid), "the leftover stage process was not removed"
         view = _view(engine, sid)
         assert {s.name: s.attempt for s in view.stages} == {"first": 1, "work": 2}
@@ -265,8 +305,7 @@ def test_dead_worker_leaves_an_orphan_that_is_taken_over(queue_ws, workers, take
         assert workers.stop_all()[1] == 0
 
 
-def test_one_worker_runs_more_sessions_than_it_keeps_log_files_open(queue_ws, workers,
-                                                                     db_url):
+def test_one_worker_runs_more_sessions_than_it_keeps_log_files_open(queue_ws, workers, db_url):
     """A long-lived worker closes each finished session's log file (app.logging keeps at
     most 64 open, and used to deadlock beyond that)."""
     if not db_url.startswith("sqlite"):
@@ -274,9 +313,14 @@ def test_one_worker_runs_more_sessions_than_it_keeps_log_files_open(queue_ws, wo
     ws, engine = queue_ws
     _queue(engine, ws, "trivial", 80)
     workers.start("--concurrency", "4")
-    wait_for(lambda: _scalar(engine, "SELECT count(*) FROM flow_sessions "
-                                     "WHERE status = 'COMPLETED'") == 80,
-             timeout=50, interval=0.2, what="80 COMPLETED sessions")
+    wait_for(
+        lambda: (
+            _scalar(engine, "SELECT count(*) FROM flow_sessions WHERE status = 'COMPLETED'") == 80
+        ),
+        timeout=50,
+        interval=0.2,
+        what="80 COMPLETED sessions",
+    )
     assert workers.stop_all() == [0]
     assert "stopped (80 session(s) run)" in workers.output(0)
 
@@ -286,8 +330,11 @@ def test_worker_with_a_workflow_filter_leaves_other_sessions_queued(queue_ws, wo
     (mine,) = _queue(engine, ws, "trivial", 1)
     (other,) = _queue(engine, ws, "hello", 1)
     workers.start("--workflow", "trivial")
-    wait_for(lambda: _view(engine, mine).status == "COMPLETED", timeout=30,
-             what="the trivial session to complete")
+    wait_for(
+        lambda: _view(engine, mine).status == "COMPLETED",
+        timeout=30,
+        what="the trivial session to complete",
+    )
     time.sleep(1.0)  # two more looks at the queue
     view = _view(engine, other)
     assert view.status == "PENDING" and view.queued and view.runner_pid is None

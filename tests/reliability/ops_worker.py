@@ -97,9 +97,9 @@ def run(url: str, seed: int, n_ops: int, index: int, start_at: float) -> dict[st
         db.commit()
 
     def stage_ids(sid: str) -> list[int]:
-        rows = db.connection().execute(
-            select(t_stages.c.id).where(t_stages.c.session_id == sid)
-        ).all()
+        rows = (
+            db.connection().execute(select(t_stages.c.id).where(t_stages.c.session_id == sid)).all()
+        )
         db.commit()
         return [r[0] for r in rows]
 
@@ -164,7 +164,7 @@ def run(url: str, seed: int, n_ops: int, index: int, start_at: float) -> dict[st
                 fn = lambda sid=sid: sessions.delete(sid)  # noqa: E731
             else:
                 fn = getattr(sessions, op)
-                fn = (lambda f=fn, sid=sid: f(sid))  # noqa: E731
+                fn = lambda f=fn, sid=sid: f(sid)  # noqa: E731
             if attempt(op, sid, fn) is not None and op == "delete":
                 deleted.append(sid)
         elif op == "stage":
@@ -198,8 +198,9 @@ def run(url: str, seed: int, n_ops: int, index: int, start_at: float) -> dict[st
                 continue
             for stage_id in ids:
                 for target in ("ACTIVE", "COMPLETED"):
-                    attempt("stage", sid, lambda s=stage_id, t=target:
-                            stages.update_stage_status(s, t))
+                    attempt(
+                        "stage", sid, lambda s=stage_id, t=target: stages.update_stage_status(s, t)
+                    )
             attempt("complete", sid, lambda sid=sid: sessions.complete(sid))
     elapsed = time.monotonic() - t0
     published: dict[str, Counter[str]] = defaultdict(Counter)

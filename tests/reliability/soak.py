@@ -65,9 +65,15 @@ class Soak:
         self.paused_ticks = 0
 
     def vc(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "app.main", *args], capture_output=True,
-                              text=True, env=self.env, cwd=str(self.ws),
-                              stdin=subprocess.DEVNULL, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "app.main", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=str(self.ws),
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+        )
 
     def show(self, sid: str) -> dict[str, Any]:
         proc = self.vc("flow", "session", "show", sid, "--json")
@@ -118,7 +124,11 @@ class Soak:
         runner_pid = (self.show(sid).get("runner") or {}).get("pid")
         poller = subprocess.Popen(
             [sys.executable, "-m", "app.main", "flow", "session", "logs", sid, "--follow"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env, cwd=str(self.ws))
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=self.env,
+            cwd=str(self.ws),
+        )
         tui_pid, tui_fd = self.start_tui() if self.tui else (None, None)
         watched = {"runner": runner_pid, "poller": poller.pid, "tui": tui_pid}
         time.sleep(5)  # warm-up: imports done, first screens drawn

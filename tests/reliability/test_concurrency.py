@@ -36,8 +36,7 @@ PROCESSES = 8
 #: Unexpected errors that are reported bugs, each reproduced deterministically (strict xfail)
 #: below; the random runs count them in their figures instead of failing on them, and fail
 #: on anything else.
-KNOWN_BUGS: dict[str, str] = {
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def _known(text: str) -> str | None:
@@ -55,8 +54,17 @@ def _run_workers(url: str, tmp: Path, ops: int, seed: int) -> list[dict[str, Any
             (
                 out,
                 subprocess.Popen(
-                    [sys.executable, "-m", "tests.reliability.ops_worker", url,
-                     str(seed * 100 + i), str(ops), str(i), str(start_at), str(out)],
+                    [
+                        sys.executable,
+                        "-m",
+                        "tests.reliability.ops_worker",
+                        url,
+                        str(seed * 100 + i),
+                        str(ops),
+                        str(i),
+                        str(start_at),
+                        str(out),
+                    ],
                     cwd=str(ROOT),
                     env=child_env(),
                     stdout=subprocess.PIPE,
@@ -94,7 +102,8 @@ def _check(url: str, results: list[dict[str, Any]]) -> dict[str, Any]:
             if session_ops != mine:
                 raise AssertionError(
                     f"worker {r['index']} session {sid[:12]}: published {session_ops} but "
-                    f"the calls returned {mine}")
+                    f"the calls returned {mine}"
+                )
     problems: list[str] = []
     for sid, n in deleted.items():
         if n > 1:
@@ -121,20 +130,28 @@ def _check(url: str, results: list[dict[str, Any]]) -> dict[str, Any]:
             got = Counter(e.op for e in rows)
             want = +expected.get(sid, Counter())
             if got != want:
-                problems.append(f"session {sid[:12]}: events {dict(got)} but successes "
-                                f"{dict(want)}")
+                problems.append(
+                    f"session {sid[:12]}: events {dict(got)} but successes {dict(want)}"
+                )
             session_events = sum(n for op, n in got.items() if not op.startswith("stage."))
             if version != session_events:
-                problems.append(f"session {sid[:12]}: version {version} but "
-                                f"{session_events} session events")
-            stages = {r.name: r.status for r in conn.execute(
-                select(st.c.name, st.c.status).where(st.c.session_id == sid))}
+                problems.append(
+                    f"session {sid[:12]}: version {version} but {session_events} session events"
+                )
+            stages = {
+                r.name: r.status
+                for r in conn.execute(select(st.c.name, st.c.status).where(st.c.session_id == sid))
+            }
             status = conn.execute(select(se.c.status).where(se.c.id == sid)).scalar_one()
-            problems += [f"session {sid[:12]}: {p}"
-                         for p in replay(rows, list(stages), status, stages)]
-    return {"problems": problems, "surviving": len(surviving), "events": events_total,
-            "expected_events": sum(sum(c.values()) for s, c in expected.items()
-                                   if s in surviving)}
+            problems += [
+                f"session {sid[:12]}: {p}" for p in replay(rows, list(stages), status, stages)
+            ]
+    return {
+        "problems": problems,
+        "surviving": len(surviving),
+        "events": events_total,
+        "expected_events": sum(sum(c.values()) for s, c in expected.items() if s in surviving),
+    }
 
 
 def _concurrency(url: str, tmp: Path, label: str) -> None:
@@ -168,7 +185,8 @@ def _concurrency(url: str, tmp: Path, label: str) -> None:
         seconds=round(time.monotonic() - start, 1),
     )
     assert not unexpected, f"{len(unexpected)} unexpected errors, e.g.:\n" + "\n".join(
-        unexpected[:5])
+        unexpected[:5]
+    )
     assert not checked["problems"], "\n".join(checked["problems"][:30])
 
 
@@ -193,17 +211,27 @@ def test_concurrent_first_use_of_a_new_workspace(tmp_path: Path) -> None:
     for var in ("VC_DATABASE_URL", "VC_LOG_DIR", "VC_WORKFLOWS_DIR"):
         env.pop(var, None)
     procs = [
-        subprocess.Popen([sys.executable, "-m", "app.main", "flow", "session", "create", "w"],
-                         env=env, cwd=str(ws), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "app.main", "flow", "session", "create", "w"],
+            env=env,
+            cwd=str(ws),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(PROCESSES)
     ]
     outcomes = [(p.wait(60), *p.communicate()) for p in procs]
     failed = [(code, err.strip()) for code, _out, err in outcomes if code != 0]
     listed = vc("flow", "session", "list", "--json", env={"VC_HOME": str(ws)}, cwd=ws)
     count = len(json.loads(listed.stdout)) if listed.returncode == 0 else -1
-    report("first-use", processes=PROCESSES, operations=PROCESSES, failures=len(failed),
-           lost=PROCESSES - len(failed) - max(count, 0) if count >= 0 else "?")
+    report(
+        "first-use",
+        processes=PROCESSES,
+        operations=PROCESSES,
+        failures=len(failed),
+        lost=PROCESSES - len(failed) - max(count, 0) if count >= 0 else "?",
+    )
     assert not failed, failed
     assert count == PROCESSES
 
@@ -333,9 +361,13 @@ def test_delete_racing_a_runner_claim_is_refused(tmp_path: Path) -> None:
     engine_a, engine_b = _two_engines(f"sqlite:///{tmp_path / 'flow.db'}")
     fa, fb = get_session_factory(engine_a), get_session_factory(engine_b)
     with fa() as db:
-        sid = FlowSessionManager(db).create_session(
-            "conc", name="race", definition={"stages": [{"name": "a", "run": "true"}]}
-        ).id
+        sid = (
+            FlowSessionManager(db)
+            .create_session(
+                "conc", name="race", definition={"stages": [{"name": "a", "run": "true"}]}
+            )
+            .id
+        )
     claimed: list[bool] = []
 
     def claim_after_read(conn: Any, cursor: Any, statement: str, *args: Any) -> None:

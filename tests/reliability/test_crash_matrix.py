@@ -191,9 +191,11 @@ class Matrix:
 
         definition = find_workflow(self.ws / "workflows", workflow)
         with self.factory() as db:
-            return FlowSessionManager(db).create_session(
-                workflow, name=f"crash {workflow}", definition=definition
-            ).id
+            return (
+                FlowSessionManager(db)
+                .create_session(workflow, name=f"crash {workflow}", definition=definition)
+                .id
+            )
 
     def operate(self, op: str, sid: str) -> None:
         from store import FlowSessionManager
@@ -285,21 +287,28 @@ class Matrix:
                 seen_open = True
             elif seen_open:
                 trial.problems.append(f"stage {s.name} COMPLETED after an unfinished one")
-        self.completed_at_kill = {s.name: s.attempt for s in view.stages
-                                  if s.status == "COMPLETED"}
+        self.completed_at_kill = {s.name: s.attempt for s in view.stages if s.status == "COMPLETED"}
         self.logs_at_kill = self.logs(sid)
         trial.log_rows_at_kill = len(self.logs_at_kill)
-        problems = replay(self.events(sid), [s.name for s in view.stages], view.status,
-                          {s.name: s.status for s in view.stages})
+        problems = replay(
+            self.events(sid),
+            [s.name for s in view.stages],
+            view.status,
+            {s.name: s.status for s in view.stages},
+        )
         trial.problems += [f"after the kill: {p}" for p in problems]
         # burst lines of the first attempt that reached the store: no hole
-        numbers = [int(t.split()[2]) for _i, t, st in self.logs_at_kill
-                   if st == "s2" and t.startswith("burst 1 ")]
+        numbers = [
+            int(t.split()[2])
+            for _i, t, st in self.logs_at_kill
+            if st == "s2" and t.startswith("burst 1 ")
+        ]
         if numbers and numbers != list(range(1, len(numbers) + 1)):
             missing = sorted(set(range(1, max(numbers) + 1)) - set(numbers))
             trial.problems.append(
                 f"log lines missing before the last flushed one: {missing[:10]} "
-                f"({len(missing)} lines)")
+                f"({len(missing)} lines)"
+            )
 
     def _recover(self, trial: Trial, rnd: random.Random, sid: str, workflow: str) -> None:
         view = self.view(sid)
@@ -307,13 +316,15 @@ class Matrix:
         if view.status == "PENDING":
             steps = [("flow", "run", workflow, "--session", sid)]
         elif view.status == "ACTIVE":
-            steps = [("flow", "run", workflow, "--session", sid)] if rnd.random() < 0.5 \
+            steps = (
+                [("flow", "run", workflow, "--session", sid)]
+                if rnd.random() < 0.5
                 else [("flow", "session", "resume", sid)]
+            )
         elif view.status == "PAUSED":
             steps = [("flow", "session", "resume", sid)]
         elif view.status == "FAILED":
-            steps = [("flow", "session", "retry", sid), ("flow", "run", workflow,
-                                                           "--session", sid)]
+            steps = [("flow", "session", "retry", sid), ("flow", "run", workflow, "--session", sid)]
         trial.recovery = " + ".join(s[1] if s[1] != "session" else s[2] for s in steps) or "-"
         for args in steps:
             trial.cli_calls += 1
@@ -321,7 +332,8 @@ class Matrix:
             if proc.returncode != 0 or "Traceback" in proc.stderr:
                 trial.problems.append(
                     f"'vc {' '.join(args[:3])}' exit {proc.returncode}: "
-                    f"{proc.stderr.strip()[-400:]}")
+                    f"{proc.stderr.strip()[-400:]}"
+                )
                 return
         if not wait_for(lambda: self.view(sid).status in ("COMPLETED", "FAILED"), 60, 0.1):
             trial.problems.append(f"not finished 60 s after recovery: {self.view(sid).status}")
@@ -339,22 +351,28 @@ class Matrix:
             if again:
                 trial.problems.append(
                     f"stage {name} was COMPLETED (attempt {attempt}) at the kill and ran "
-                    f"again (attempts {again})")
+                    f"again (attempts {again})"
+                )
         positions = []
         for s in view.stages:
             if s.status != "COMPLETED":
                 trial.problems.append(f"stage {s.name} ended {s.status}")
                 continue
-            ends = [i for i, (k, n, a, _) in enumerate(lines)
-                    if k == "end" and n == s.name and a == s.attempt]
+            ends = [
+                i
+                for i, (k, n, a, _) in enumerate(lines)
+                if k == "end" and n == s.name and a == s.attempt
+            ]
             if not ends:
                 trial.problems.append(
                     f"stage {s.name} is COMPLETED (attempt {s.attempt}) but never ran to "
-                    "its end: skipped")
+                    "its end: skipped"
+                )
                 continue
             positions.append(ends[0])
-            ended_before = [a for k, n, a, _ in lines if k == "end" and n == s.name
-                            and a < s.attempt]
+            ended_before = [
+                a for k, n, a, _ in lines if k == "end" and n == s.name and a < s.attempt
+            ]
             trial.reruns_after_exit += bool(ended_before)
         if positions != sorted(positions):
             trial.problems.append("stages did not complete in order")
@@ -362,17 +380,22 @@ class Matrix:
         lost = [(i, t) for i, t, _s in self.logs_at_kill if (i, t) not in after]
         trial.lost_logs = len(lost)
         if lost:
-            trial.problems.append(f"{len(lost)} log records committed before the kill are "
-                                  f"gone, e.g. {lost[:3]}")
-        problems = replay(self.events(sid), [s.name for s in view.stages], view.status,
-                          {s.name: s.status for s in view.stages})
+            trial.problems.append(
+                f"{len(lost)} log records committed before the kill are gone, e.g. {lost[:3]}"
+            )
+        problems = replay(
+            self.events(sid),
+            [s.name for s in view.stages],
+            view.status,
+            {s.name: s.status for s in view.stages},
+        )
         trial.problems += [f"after recovery: {p}" for p in problems]
         log_file = self.ws / "logs" / "workflow" / "session" / f"{sid}.log"
         text = log_file.read_text(errors="replace") if log_file.exists() else ""
         for bad in ("Traceback", "runner crashed", "internal error"):
             if bad in text:
                 i = text.index(bad)
-                trial.problems.append(f"session log: {text[max(0, i - 200):i + 300]!r}")
+                trial.problems.append(f"session log: {text[max(0, i - 200) : i + 300]!r}")
         wait_for(lambda: not session_processes(sid), 3, 0.05)
         trial.leftovers = session_processes(sid)
         for pid in trial.leftovers:
@@ -398,8 +421,7 @@ def test_crash_matrix(matrix: Matrix) -> None:
     trials_n = scale(20, 200)
     base_seed = int(os.environ.get("VC_RELIABILITY_SEED", str(int(time.time()))))
     trials = [
-        Trial(i, KILL_POINTS[i % len(KILL_POINTS)], base_seed * 1000 + i)
-        for i in range(trials_n)
+        Trial(i, KILL_POINTS[i % len(KILL_POINTS)], base_seed * 1000 + i) for i in range(trials_n)
     ]
     start = time.monotonic()
     for trial in trials:
@@ -411,8 +433,11 @@ def test_crash_matrix(matrix: Matrix) -> None:
     # an aborted session whose runner died before it enforced the abort keeps its stage
     # running: the reported bug of test_abort_then_runner_killed_leaves_no_stage_process,
     # counted here, not failed on; any other leftover fails
-    known = [t for t in trials if t.leftovers and t.point == "aborting"
-             and t.state_at_kill.startswith("FAILED")]
+    known = [
+        t
+        for t in trials
+        if t.leftovers and t.point == "aborting" and t.state_at_kill.startswith("FAILED")
+    ]
     leftovers = [t for t in trials if t.leftovers and t not in known]
     report(
         "crash-matrix",
@@ -459,8 +484,7 @@ def test_abort_then_runner_killed_leaves_no_stage_process(matrix: Matrix) -> Non
     runner.wait(10)
     assert matrix.view(sid).status == "FAILED"
     try:
-        for args in (("flow", "session", "retry", sid), ("flow", "run", "long", "--session",
-                                                           sid)):
+        for args in (("flow", "session", "retry", sid), ("flow", "run", "long", "--session", sid)):
             proc = vc(*args, env=matrix.env, cwd=matrix.ws)
             assert proc.returncode == 0, proc.stderr
         assert matrix.view(sid).status == "COMPLETED"
@@ -483,9 +507,7 @@ def test_pause_then_runner_killed_resume_removes_stopped_group(matrix: Matrix) -
     try:
         assert wait_for(lambda: marks.has("begin", "s2", 1), 30, 0.005)
         matrix.operate("pause", sid)
-        assert wait_for(
-            lambda: any(s.status == "PAUSED" for s in matrix.view(sid).stages), 5, 0.02
-        )
+        assert wait_for(lambda: any(s.status == "PAUSED" for s in matrix.view(sid).stages), 5, 0.02)
         os.kill(runner.pid, signal.SIGKILL)
         runner.wait(10)
         stopped = session_processes(sid)

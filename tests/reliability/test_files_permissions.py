@@ -44,8 +44,13 @@ def vc_in(ws: Path, *args: str, umask: int = 0o022) -> subprocess.CompletedProce
     for var in ("VC_DATABASE_URL", "VC_LOG_DIR", "VC_WORKFLOWS_DIR"):
         env.pop(var, None)
     return subprocess.run(
-        [sys.executable, "-m", "app.main", *args], capture_output=True, text=True, env=env,
-        cwd=str(ws), stdin=subprocess.DEVNULL, timeout=60,
+        [sys.executable, "-m", "app.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(ws),
+        stdin=subprocess.DEVNULL,
+        timeout=60,
         preexec_fn=lambda: os.umask(umask),
     )
 
@@ -86,14 +91,18 @@ def private_files_problems(ws: Path, umask: int) -> tuple[list[str], list[str], 
                 if not path.exists():
                     problems.append(f"{path.relative_to(ws)} missing")
                 elif mode(path) != want:
-                    problems.append(
-                        f"{path.relative_to(ws)} is {mode(path):o}, expected {want:o}")
+                    problems.append(f"{path.relative_to(ws)} is {mode(path):o}, expected {want:o}")
     finally:
         if sid:
             vc_in(ws, "flow", "session", "abort", sid)
             calls += 1
-            wait_for(lambda: vc_in(ws, "flow", "status", sid, "--json").stdout.count(
-                '"runner": null') > 0, 15, 0.3)
+            wait_for(
+                lambda: (
+                    vc_in(ws, "flow", "status", sid, "--json").stdout.count('"runner": null') > 0
+                ),
+                15,
+                0.3,
+            )
     open_to_others = []
     for dirpath, dirnames, _files in os.walk(ws):
         for d in dirnames:
@@ -108,8 +117,9 @@ def private_files_problems(ws: Path, umask: int) -> tuple[list[str], list[str], 
 def reported(proc: subprocess.CompletedProcess[str]) -> bool:
     """Did vc say something about the workspace's ownership or permissions?"""
     text = proc.stderr.lower()
-    return any(w in text for w in ("writable", "owned", "owner", "permission", "unsafe",
-                                   "insecure"))
+    return any(
+        w in text for w in ("writable", "owned", "owner", "permission", "unsafe", "insecure")
+    )
 
 
 def world_writable_check(tmp: Path) -> tuple[bool, subprocess.CompletedProcess[str]]:
@@ -141,10 +151,10 @@ def open_store_dir_check(tmp: Path) -> tuple[bool, subprocess.CompletedProcess[s
 
 def test_permissions(tmp_path: Path) -> None:
     start = time.monotonic()
-    problems, open_dirs, calls = private_files_problems(make_workspace(tmp_path / "ws"),
-                                                       0o022)
+    problems, open_dirs, calls = private_files_problems(make_workspace(tmp_path / "ws"), 0o022)
     problems0, open_dirs0, calls0 = private_files_problems(
-        make_workspace(tmp_path / "ws-umask0"), 0o000)
+        make_workspace(tmp_path / "ws-umask0"), 0o000
+    )
     ww_ok, _ = world_writable_check(tmp_path)
     as_root = os.geteuid() == 0
     fo_ok = foreign_owner_check(tmp_path)[0] if as_root else None
@@ -154,8 +164,12 @@ def test_permissions(tmp_path: Path) -> None:
         "foreign_owner_reported": fo_ok,
         "open_store_dir_fixed_or_reported": os_ok,
     }
-    failures = (problems + [f"umask 0: {p}" for p in problems0] + open_dirs
-                + [f"umask 0: {p}" for p in open_dirs0])
+    failures = (
+        problems
+        + [f"umask 0: {p}" for p in problems0]
+        + open_dirs
+        + [f"umask 0: {p}" for p in open_dirs0]
+    )
     report(
         "files-permissions",
         trials=6,

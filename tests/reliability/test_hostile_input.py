@@ -49,13 +49,13 @@ def corpus(sentinel: Path) -> dict[str, bytes | str]:
         "ten-mb.yaml": ten_mb,
         "deep.yaml": "stages: " + "[" * 100_000 + "]" * 100_000 + "\n",
         "deep-map.yaml": "stages:\n" + "".join("  " * i + "a:\n" for i in range(1, 600)),
-        "pytag.yaml": f'stages:\n  - name: a\n    run: !!python/object/apply:os.system '
-                      f'["touch {sentinel}"]\n',
+        "pytag.yaml": f"stages:\n  - name: a\n    run: !!python/object/apply:os.system "
+        f'["touch {sentinel}"]\n',
         "pytag2.yaml": f"!!python/object/new:os.system [touch {sentinel}]\n",
         "types-stages.yaml": "stages: 5\n",
         "types-stage.yaml": "stages:\n  - name: 5\n    run: [1, 2]\n",
         "types-fields.yaml": "stages:\n  - name: a\n    run: 'true'\n    timeout: yes\n"
-                             "    retries: '3'\n    env: [a, b]\n    needs: {x: 1}\n",
+        "    retries: '3'\n    env: [a, b]\n    needs: {x: 1}\n",
         "types-top.yaml": "- just\n- a list\n",
         "types-scalar.yaml": "42\n",
         "empty.yaml": "",
@@ -63,17 +63,17 @@ def corpus(sentinel: Path) -> dict[str, bytes | str]:
         "unknown-top.yaml": "stagez:\n  - name: a\n    run: 'true'\n",
         "unknown-stage.yaml": "stages:\n  - name: a\n    rnu: 'true'\n",
         "unknown-hostile-key.yaml": f'"[bold]\\e[2Jk\\e]0;t\\a": 1\nname: {HOSTILE_NAME_YAML}\n'
-                                    "stages:\n  - name: a\n    run: 'true'\n",
+        "stages:\n  - name: a\n    run: 'true'\n",
         "traversal-id.yaml": "id: ../../pwned\nstages:\n  - name: a\n    run: 'true'\n",
         "absolute-id.yaml": "id: /tmp/pwned\nstages:\n  - name: a\n    run: 'true'\n",
         "traversal-stage.yaml": "stages:\n  - name: ../../pwned\n    run: 'true'\n",
         "escape-id.yaml": 'id: "ok\\e[2J"\nstages:\n  - name: a\n    run: "true"\n',
         "cycle.yaml": "stages:\n  - name: a\n    run: 'true'\n    needs: b\n"
-                      "  - name: b\n    run: 'true'\n    needs: a\n",
+        "  - name: b\n    run: 'true'\n    needs: a\n",
         "self-need.yaml": "stages:\n  - name: a\n    run: 'true'\n    needs: [a]\n",
         "unknown-need.yaml": "stages:\n  - name: a\n    run: 'true'\n    needs: [\"\\e[2J\"]\n",
         "duplicate.yaml": "stages:\n  - name: a\n    run: 'true'\n  - name: a\n    run: 'true'\n"
-                          "stages: []\n",
+        "stages: []\n",
         "bad-utf8.yaml": b"stages:\n  - name: a\n    run: echo \xff\xfe\n",
         "nul.yaml": b"stages:\x00\n  - name: a\n",
         "control.yaml": "stages:\n  - name: a\n    run: echo \x1b[2J\n",
@@ -123,7 +123,7 @@ class Outcome:
         for name, data in streams:
             if b"\x1b" in data:
                 i = data.index(b"\x1b")
-                out.append(f"ESC in {name}: {data[max(0, i - 40):i + 20]!r}")
+                out.append(f"ESC in {name}: {data[max(0, i - 40) : i + 20]!r}")
             if "\x9b" in data.decode("utf-8", "replace"):
                 out.append(f"8-bit CSI in {name}")
         if self.json and self.code == 0:
@@ -143,8 +143,14 @@ def run(ws: Path, *args: str | bytes, timeout: float = 90) -> Outcome:
         env.pop(var, None)
     shown = tuple(a if isinstance(a, str) else os.fsdecode(a) for a in args)
     try:
-        proc = subprocess.run(argv, capture_output=True, env=env, cwd=str(ws),
-                              stdin=subprocess.DEVNULL, timeout=timeout)
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            env=env,
+            cwd=str(ws),
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired as exc:
         return Outcome(shown, None, exc.stdout or b"", exc.stderr or b"timeout", False)
     return Outcome(shown, proc.returncode, proc.stdout, proc.stderr, "--json" in shown)
@@ -158,8 +164,11 @@ def listing(*roots: Path, skip: Path | None = None) -> set[str]:
             if skip is not None and (here == skip or skip in here.parents):
                 dirnames[:] = []
                 continue
-            dirnames[:] = [d for d in dirnames if d not in (".git", ".venv", "__pycache__",
-                                                              ".ruff_cache", ".mypy_cache")]
+            dirnames[:] = [
+                d
+                for d in dirnames
+                if d not in (".git", ".venv", "__pycache__", ".ruff_cache", ".mypy_cache")
+            ]
             for name in filenames + dirnames:
                 seen.add(str(here / name))
     return seen
@@ -190,42 +199,75 @@ def test_hostile_input(tmp_path: Path) -> None:
     outside_before = listing(tmp_path, ROOT, skip=ws) | {p for p in os.listdir("/tmp")}
     stems = sorted({Path(n).stem for n in files} | {"fifo", "loop", "zero", "dir"})
     commands: list[tuple[str | bytes, ...]] = [
-        ("flow", "list"), ("flow", "list", "--json"),
-        ("flow", "session", "list"), ("flow", "session", "list", "--json"),
+        ("flow", "list"),
+        ("flow", "list", "--json"),
+        ("flow", "session", "list"),
+        ("flow", "session", "list", "--json"),
     ]
     # every file through `show`; the other commands for a representative few (all of them
     # with VC_STRESS=1): they share the loader, and each call is a whole `vc` process
-    few = {"bomb", "ten-mb", "deep", "fifo", "pytag", "traversal-id", "cycle",
-           "unknown-hostile-key", "bad-utf8", "loop"}
+    few = {
+        "bomb",
+        "ten-mb",
+        "deep",
+        "fifo",
+        "pytag",
+        "traversal-id",
+        "cycle",
+        "unknown-hostile-key",
+        "bad-utf8",
+        "loop",
+    }
     for stem in stems:
         commands.append(("flow", "show", stem))
         if STRESS or stem in few:
-            commands += [("flow", "show", stem, "--json"), ("flow", "session", "create", stem),
-                         ("flow", "run", stem)]
+            commands += [
+                ("flow", "show", stem, "--json"),
+                ("flow", "session", "create", stem),
+                ("flow", "run", stem),
+            ]
     hostile_args: list[tuple[str | bytes, ...]] = [
-        ("flow", "show", "../../pwned"), ("flow", "show", "/etc/passwd"),
-        ("flow", "show", CLEAR + "x"), ("flow", "show", MARKUP),
-        ("flow", "session", "show", "../../pwned"), ("flow", "session", "show", CLEAR + "abcd"),
-        ("flow", "session", "show", MARKUP), ("flow", "session", "logs", OSC52 + "abcd"),
-        ("flow", "status", "../" * 20), ("flow", "session", "pause", "\u202eabcd"),
-        ("flow", "session", "list", "--workflow", CLEAR), ("flow", "session", "list",
-                                                          "--status", OSC52),
+        ("flow", "show", "../../pwned"),
+        ("flow", "show", "/etc/passwd"),
+        ("flow", "show", CLEAR + "x"),
+        ("flow", "show", MARKUP),
+        ("flow", "session", "show", "../../pwned"),
+        ("flow", "session", "show", CLEAR + "abcd"),
+        ("flow", "session", "show", MARKUP),
+        ("flow", "session", "logs", OSC52 + "abcd"),
+        ("flow", "status", "../" * 20),
+        ("flow", "session", "pause", "\u202eabcd"),
+        ("flow", "session", "list", "--workflow", CLEAR),
+        ("flow", "session", "list", "--status", OSC52),
         ("flow", "session", "create", "good", "--meta", f"k{CLEAR}=v{OSC52}"),
         ("flow", "session", "create", "good", "--meta", "no-equals" + CLEAR),
-        ("flow", "run", "good:" + CLEAR), ("flow", "run", "good:../../pwned"),
+        ("flow", "run", "good:" + CLEAR),
+        ("flow", "run", "good:../../pwned"),
         ("flow", "run", "good", "--session", "../../pwned"),
-        ("flow", "session", "create", b"\xff\xfe"), ("flow", "show", b"bad\xffutf8"),
+        ("flow", "session", "create", b"\xff\xfe"),
+        ("flow", "show", b"bad\xffutf8"),
         ("flow", "session", "create", "good", "--meta", b"k=\xff\xfe"),
-        ("flow", "session", "list", "--limit", "-1"), ("flow", "session", "list",
-                                                       "--limit", "abc"),
-        ("flow", CLEAR), ("flow", "session", "logs", "abcd", "--level", CLEAR),
+        ("flow", "session", "list", "--limit", "-1"),
+        ("flow", "session", "list", "--limit", "abc"),
+        ("flow", CLEAR),
+        ("flow", "session", "logs", "abcd", "--level", CLEAR),
     ]
     with ThreadPoolExecutor(max_workers=3) as pool:
         outcomes = list(pool.map(lambda a: run(ws, *a), commands + hostile_args))
 
     # a valid workflow with hostile text everywhere, run for real
-    created = run(ws, "flow", "session", "create", "good", "--name", HOSTILE_NAME, "--meta",
-                  f"note={HOSTILE_NAME}", "--json")
+    created = run(
+        ws,
+        "flow",
+        "session",
+        "create",
+        "good",
+        "--name",
+        HOSTILE_NAME,
+        "--meta",
+        f"note={HOSTILE_NAME}",
+        "--json",
+    )
     outcomes.append(created)
     ran = run(ws, "flow", "run", "hostile", "--name", HOSTILE_NAME)
     outcomes.append(ran)
@@ -236,29 +278,47 @@ def test_hostile_input(tmp_path: Path) -> None:
     inspect: list[tuple[str, ...]] = []
     for sid in sids:
         inspect += [
-            ("flow", "session", "show", sid), ("flow", "session", "show", sid, "--json"),
-            ("flow", "session", "logs", sid), ("flow", "session", "logs", sid, "--level",
-                                               "WARNING"),
+            ("flow", "session", "show", sid),
+            ("flow", "session", "show", sid, "--json"),
+            ("flow", "session", "logs", sid),
+            ("flow", "session", "logs", sid, "--level", "WARNING"),
             ("flow", "session", "logs", sid, "--stage", "noisy"),
-            ("flow", "status", sid), ("flow", "status", sid, "--json"),
+            ("flow", "status", sid),
+            ("flow", "status", sid, "--json"),
         ]
     if good_sid is not None:
-        inspect += [("flow", "session", "show", good_sid),
-                    ("flow", "session", "show", good_sid, "--json")]
-    inspect += [("flow", "session", "list"), ("flow", "show", "hostile"),
-                ("flow", "show", "hostile", "--json"), ("flow", "list")]
+        inspect += [
+            ("flow", "session", "show", good_sid),
+            ("flow", "session", "show", good_sid, "--json"),
+        ]
+    inspect += [
+        ("flow", "session", "list"),
+        ("flow", "show", "hostile"),
+        ("flow", "show", "hostile", "--json"),
+        ("flow", "list"),
+    ]
     with ThreadPoolExecutor(max_workers=3) as pool:
         inspected = list(pool.map(lambda a: run(ws, *a), inspect))
     outcomes += inspected
 
-    problems = [f"vc {' '.join(map(repr, o.args))[:160]}: {p}"
-                for o in outcomes for p in o.problems()]
+    problems = [
+        f"vc {' '.join(map(repr, o.args))[:160]}: {p}" for o in outcomes for p in o.problems()
+    ]
     if ran.code != 0:
         problems.append(f"running the hostile workflow failed: {ran.stderr[-500:]!r}")
 
     # markup shown literally, hostile log lines kept (cleaned), nothing lost
-    expected_in_logs = [MARKUP, "osc52:", "clear::end", "nul:", "utf8:", "shown:end",
-                        "stderr:", ":end-of-long", "last line"]
+    expected_in_logs = [
+        MARKUP,
+        "osc52:",
+        "clear::end",
+        "nul:",
+        "utf8:",
+        "shown:end",
+        "stderr:",
+        ":end-of-long",
+        "last line",
+    ]
     lost = 0
     for o in inspected:
         text = o.stdout.decode("utf-8", "replace")
@@ -267,8 +327,12 @@ def test_hostile_input(tmp_path: Path) -> None:
             lost += len(missing)
             if missing:
                 problems.append(f"log lines missing from 'logs': {missing}")
-        if o.args[:3] == ("flow", "session", "show") and not o.json and o.code == 0 \
-                and MARKUP not in text:
+        if (
+            o.args[:3] == ("flow", "session", "show")
+            and not o.json
+            and o.code == 0
+            and MARKUP not in text
+        ):
             problems.append(f"name not shown literally by show: {text[:200]!r}")
         if o.json and o.code == 0 and o.args[:3] == ("flow", "session", "show"):
             doc = json.loads(o.stdout)
@@ -284,15 +348,23 @@ def test_hostile_input(tmp_path: Path) -> None:
     # others may be editing the repository meanwhile: there, only what a misrouted
     # workspace would write (.vc, logs) and anything named like the sentinels counts
     new_outside = sorted(
-        p for p in new
-        if p.startswith(str(tmp_path)) or "pwned" in p.lower()
+        p
+        for p in new
+        if p.startswith(str(tmp_path))
+        or "pwned" in p.lower()
         or p.startswith((str(ROOT / ".vc"), str(ROOT / "logs" / "workflow")))
     )
     if new_outside:
         problems.append(f"files written outside the workspace: {new_outside[:10]}")
 
-    report("hostile-input", trials=items, operations=len(outcomes), failures=len(problems),
-           lost=lost, seconds=round(time.monotonic() - start, 1))
+    report(
+        "hostile-input",
+        trials=items,
+        operations=len(outcomes),
+        failures=len(problems),
+        lost=lost,
+        seconds=round(time.monotonic() - start, 1),
+    )
     assert not problems, "\n".join(problems[:40])
 
 

@@ -174,14 +174,13 @@ class SessionMachine(RuleBasedStateMachine):
                 )
                 STATS["refused"] += 1
                 return None
-            raise AssertionError(
-                f"expected {refusal.name}, the store did it: {result}"
-            ) from None
+            raise AssertionError(f"expected {refusal.name}, the store did it: {result}") from None
         STATS["ok"] += 1
         return call()
 
-    def event(self, s: MSession, op: str, frm: str | None, to: str | None,
-              stage: str | None = None) -> None:
+    def event(
+        self, s: MSession, op: str, frm: str | None, to: str | None, stage: str | None = None
+    ) -> None:
         s.events.append((op, frm, to, stage))
 
     def move(self, s: MSession, op: str, target: str) -> None:
@@ -202,8 +201,10 @@ class SessionMachine(RuleBasedStateMachine):
         if sum(not s.deleted for s in self.model) >= 4:
             return  # a few sessions, many operations on each
         definition = {"stages": [{"name": f"s{i}", "run": "true"} for i in range(n_stages)]}
-        obj = self.do(lambda: None, lambda: self.sessions.create_session(
-            "model", name="m", definition=definition))
+        obj = self.do(
+            lambda: None,
+            lambda: self.sessions.create_session("model", name="m", definition=definition),
+        )
         ids = [x.id for x in self.stages.list_stages(obj.id)]
         s = MSession(obj.id, [MStage(i, f"s{n}") for n, i in enumerate(ids)])
         self.event(s, "create", None, "PENDING")
@@ -224,15 +225,23 @@ class SessionMachine(RuleBasedStateMachine):
             if s.live_runner and s.runner != who:
                 raise Refused("RunnerConflict")
 
-        change = self.do(expect, lambda: self.sessions.start_session(
-            s.id, runner_host=host, runner_pid=pid))
+        change = self.do(
+            expect, lambda: self.sessions.start_session(s.id, runner_host=host, runner_pid=pid)
+        )
         if change is not None:
             self.move(s, "start", "ACTIVE")
             s.started, s.runner = True, who
             assert change.version == s.version
 
-    def _session_op(self, index: int, op: str, sources: tuple[str, ...],
-                    target: Any, extra: Any = None, check: Any = None) -> None:
+    def _session_op(
+        self,
+        index: int,
+        op: str,
+        sources: tuple[str, ...],
+        target: Any,
+        extra: Any = None,
+        check: Any = None,
+    ) -> None:
         s = self.pick(index)
         if s is None:
             return
@@ -263,7 +272,9 @@ class SessionMachine(RuleBasedStateMachine):
     @rule(index=st.integers(0, 20))
     def resume(self, index: int) -> None:
         self._session_op(
-            index, "resume", ("PAUSED", "ACTIVE"),
+            index,
+            "resume",
+            ("PAUSED", "ACTIVE"),
             lambda s: "ACTIVE" if s.started else "PENDING",
             check=lambda s: not (s.status == "ACTIVE" and s.live_runner),
         )
@@ -275,8 +286,9 @@ class SessionMachine(RuleBasedStateMachine):
                 if stage.status in ("ACTIVE", "PAUSED"):
                     stage.status, stage.version = "FAILED", stage.version + 1
 
-        self._session_op(index, "abort", ("PENDING", "ACTIVE", "PAUSED"), "FAILED",
-                         extra=fail_running)
+        self._session_op(
+            index, "abort", ("PENDING", "ACTIVE", "PAUSED"), "FAILED", extra=fail_running
+        )
 
     @rule(index=st.integers(0, 20))
     def fail(self, index: int) -> None:
@@ -287,8 +299,14 @@ class SessionMachine(RuleBasedStateMachine):
         def clear(s: MSession) -> None:
             s.runner = None
 
-        self._session_op(index, "complete", ("ACTIVE",), "COMPLETED", extra=clear,
-                         check=lambda s: all(x.status == "COMPLETED" for x in s.stages))
+        self._session_op(
+            index,
+            "complete",
+            ("ACTIVE",),
+            "COMPLETED",
+            extra=clear,
+            check=lambda s: all(x.status == "COMPLETED" for x in s.stages),
+        )
 
     @rule(index=st.integers(0, 20))
     def retry(self, index: int) -> None:
@@ -328,12 +346,16 @@ class SessionMachine(RuleBasedStateMachine):
         self.sessions.release_runner(s.id, runner_host=host, runner_pid=pid)
         s.runner = None
 
-    @rule(index=st.integers(0, 20), which=st.integers(0, 5),
-          to=st.sampled_from(STATUSES),
-          progress=st.none() | st.integers(-50, 150) | st.sampled_from([12.5, 0.25]),
-          new_attempt=st.booleans())
-    def stage_update(self, index: int, which: int, to: str, progress: Any,
-                     new_attempt: bool) -> None:
+    @rule(
+        index=st.integers(0, 20),
+        which=st.integers(0, 5),
+        to=st.sampled_from(STATUSES),
+        progress=st.none() | st.integers(-50, 150) | st.sampled_from([12.5, 0.25]),
+        new_attempt=st.booleans(),
+    )
+    def stage_update(
+        self, index: int, which: int, to: str, progress: Any, new_attempt: bool
+    ) -> None:
         s = self.pick(index)
         if s is None or not s.stages or s.deleted:
             # a deleted session's stage ids are reused by new stages on SQLite: see
@@ -347,8 +369,12 @@ class SessionMachine(RuleBasedStateMachine):
                 raise Refused("InvalidTransition")
 
         meta = None if progress is None else {"progress": progress}
-        result = self.do(expect, lambda: self.stages.update_stage_status(
-            stage.id, target, metadata=meta, new_attempt=new_attempt))
+        result = self.do(
+            expect,
+            lambda: self.stages.update_stage_status(
+                stage.id, target, metadata=meta, new_attempt=new_attempt
+            ),
+        )
         if result is None:
             return
         new_try = target == "ACTIVE" and (stage.status == "PENDING" or new_attempt)
@@ -361,9 +387,13 @@ class SessionMachine(RuleBasedStateMachine):
         if target == "PENDING":
             value = 0.0
         if stage.status != target or new_try:
-            ops = {"ACTIVE": "stage.start", "PAUSED": "stage.pause",
-                   "COMPLETED": "stage.complete", "FAILED": "stage.fail",
-                   "PENDING": "stage.reset"}
+            ops = {
+                "ACTIVE": "stage.start",
+                "PAUSED": "stage.pause",
+                "COMPLETED": "stage.complete",
+                "FAILED": "stage.fail",
+                "PENDING": "stage.reset",
+            }
             self.event(s, ops[target], stage.status, target, stage.name)
         stage.status, stage.progress = target, value
         stage.version += 1
@@ -400,33 +430,41 @@ class SessionMachine(RuleBasedStateMachine):
                 assert row is None, f"deleted session {s.id[:8]} still there"
                 for model in (StageInstance, FlowEvent):
                     table = model.__table__
-                    left = conn.execute(select(func.count()).select_from(table)
-                                        .where(table.c.session_id == s.id)).scalar_one()
+                    left = conn.execute(
+                        select(func.count()).select_from(table).where(table.c.session_id == s.id)
+                    ).scalar_one()
                     assert left == 0, f"deleted session {s.id[:8]} left {table.name} rows"
                 continue
             assert row is not None, f"session {s.id[:8]} vanished"
             assert (row.status, row.version) == (s.status, s.version), (
                 f"session {s.id[:8]}: store {row.status} v{row.version}, "
-                f"model {s.status} v{s.version}")
+                f"model {s.status} v{s.version}"
+            )
             host, pid = self.runners.get(s.runner or "", (None, None))
             assert (row.runner_host, row.runner_pid) == (host, pid), (
-                f"runner: store {row.runner_host}:{row.runner_pid}, model {s.runner}")
+                f"runner: store {row.runner_host}:{row.runner_pid}, model {s.runner}"
+            )
             view = get_session_view(self.db, s.id)
             assert view is not None
             assert view.orphaned == s.orphaned
             got = [(x.name, x.status, round(x.progress, 6), x.attempt) for x in view.stages]
             want = [(x.name, x.status, round(x.progress, 6), x.attempt) for x in s.stages]
             assert got == want, f"stages: store {got}, model {want}"
-            versions = dict(conn.execute(
-                select(StageInstance.__table__.c.id, StageInstance.__table__.c.version)
-                .where(StageInstance.__table__.c.session_id == s.id)).all())
+            versions = dict(
+                conn.execute(
+                    select(StageInstance.__table__.c.id, StageInstance.__table__.c.version).where(
+                        StageInstance.__table__.c.session_id == s.id
+                    )
+                ).all()
+            )
             assert versions == {x.id: x.version for x in s.stages}, "stage versions"
             expected = s.progress()
             assert self.sessions.get_session_progress(s.id) == expected
             assert view.progress == expected
             assert FlowStatusIntegration(self.db).status_report(s.id)["progress"] == expected
-            events = [(e.op, e.from_status, e.to_status, e.stage)
-                      for e in list_events(self.db, s.id)]
+            events = [
+                (e.op, e.from_status, e.to_status, e.stage) for e in list_events(self.db, s.id)
+            ]
             assert events == s.events, f"events: store {events}, model {s.events}"
             if s.status == "COMPLETED":
                 assert all(x.status == "COMPLETED" for x in s.stages)
@@ -517,6 +555,7 @@ def test_stage_ids_of_a_deleted_session_are_not_reused(tmp_path: Path) -> None:
             new_stage = stages.list_stages(second)[0].id
             assert new_stage != old_stage, (
                 f"stage id {old_stage} of the deleted session now names a stage of "
-                f"session {second[:8]}")
+                f"session {second[:8]}"
+            )
     finally:
         engine.dispose()

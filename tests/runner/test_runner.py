@@ -44,8 +44,9 @@ Vc = Callable[..., subprocess.CompletedProcess[str]]
 # ---- helpers ----------------------------------------------------------------------------------
 
 
-def wait_until(predicate: Callable[[], T | None], timeout: float = 15.0, interval: float = 0.02,
-               what: str = "") -> T:
+def wait_until(
+    predicate: Callable[[], T | None], timeout: float = 15.0, interval: float = 0.02, what: str = ""
+) -> T:
     """Poll ``predicate`` until it returns something truthy; return that value."""
     deadline = time.monotonic() + timeout
     while True:
@@ -64,7 +65,7 @@ def stat_fields(pid: int) -> list[str] | None:
             raw = fh.read()
     except OSError:
         return None
-    return raw[raw.rfind(b")") + 1:].decode().split()
+    return raw[raw.rfind(b")") + 1 :].decode().split()
 
 
 def proc_state(pid: int) -> str | None:
@@ -153,13 +154,19 @@ class Store:
 
     def count_output(self, sid: str, stage: str) -> int:
         with self.factory() as db:
-            return int(db.connection().execute(
-                select(func.count()).select_from(LogRecord).where(
-                    LogRecord.session_id == sid,  # type: ignore[arg-type]
-                    LogRecord.stage == stage,  # type: ignore[arg-type]
-                    LogRecord.category == "workflow.stage.integration",  # type: ignore[arg-type]
+            return int(
+                db.connection()
+                .execute(
+                    select(func.count())
+                    .select_from(LogRecord)
+                    .where(
+                        LogRecord.session_id == sid,  # type: ignore[arg-type]
+                        LogRecord.stage == stage,  # type: ignore[arg-type]
+                        LogRecord.category == "workflow.stage.integration",  # type: ignore[arg-type]
+                    )
                 )
-            ).scalar_one())
+                .scalar_one()
+            )
 
     def pause(self, sid: str) -> None:
         with self.factory() as db:
@@ -170,11 +177,13 @@ class Store:
         return view if view.status in statuses else None
 
     def wait_status(self, sid: str, *statuses: str, timeout: float = 15.0) -> SessionView:
-        return wait_until(lambda: self.status_is(sid, *statuses), timeout,
-                          what=f"session {sid[:8]} in {statuses}")
+        return wait_until(
+            lambda: self.status_is(sid, *statuses), timeout, what=f"session {sid[:8]} in {statuses}"
+        )
 
-    def wait_stage(self, sid: str, name: str, status: str, *, with_pid: bool = False,
-                   timeout: float = 15.0) -> StageInstance:
+    def wait_stage(
+        self, sid: str, name: str, status: str, *, with_pid: bool = False, timeout: float = 15.0
+    ) -> StageInstance:
         def ready() -> StageInstance | None:
             row = self.stage_row(sid, name)
             if row.status == status and (row.pid or not with_pid):
@@ -202,11 +211,16 @@ def _stop_everything(factory: Any) -> None:
     from store.queries import list_sessions
 
     with factory() as db:
-        rows = db.connection().execute(
-            select(StageInstance.pid, StageInstance.pid_start)  # type: ignore[call-overload]
-            .where(StageInstance.pid.is_not(None),  # type: ignore[union-attr]
-                   StageInstance.status.in_(("ACTIVE", "PAUSED")))  # type: ignore[attr-defined]
-        ).all()
+        rows = (
+            db.connection()
+            .execute(
+                select(StageInstance.pid, StageInstance.pid_start).where(  # type: ignore[call-overload]
+                    StageInstance.pid.is_not(None),  # type: ignore[union-attr]
+                    StageInstance.status.in_(("ACTIVE", "PAUSED")),
+                )  # type: ignore[attr-defined]
+            )
+            .all()
+        )
         manager = FlowSessionManager(db)
         runners = []
         for view in list_sessions(db, limit=1000):
@@ -253,10 +267,15 @@ def start_foreground(workflow: str) -> subprocess.Popen[str]:
     (so a test can send the terminal's SIGINT to the whole job)."""
     return subprocess.Popen(
         [sys.executable, "-m", "app.main", "flow", "run", workflow],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST")},
-             "NO_COLOR": "1"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("PYTEST")},
+            "NO_COLOR": "1",
+        },
     )
 
 
@@ -280,11 +299,16 @@ def test_workflow_runs_to_completed_with_logs_in_file_and_store(
     sid = start_detached(vc, "hello")
     view = store.wait_status(sid, "COMPLETED")
     assert [(s.name, s.status, s.attempt, s.exit_code) for s in view.stages] == [
-        ("greet", "COMPLETED", 1, 0), ("count", "COMPLETED", 1, 0), ("done", "COMPLETED", 1, 0)
+        ("greet", "COMPLETED", 1, 0),
+        ("count", "COMPLETED", 1, 0),
+        ("done", "COMPLETED", 1, 0),
     ]
     assert view.progress == 100.0 and view.runner_pid is None and not view.orphaned
-    logs = [(r.stage, r.level, r.text) for r in store.logs(sid)
-            if r.category == "workflow.stage.integration"]
+    logs = [
+        (r.stage, r.level, r.text)
+        for r in store.logs(sid)
+        if r.category == "workflow.stage.integration"
+    ]
     assert ("greet", "INFO", "hello from greet attempt 1") in logs
     assert ("count", "INFO", "step 4") in logs
     assert ("done", "WARNING", "bye") in logs  # stderr
@@ -309,13 +333,17 @@ def test_stage_sees_session_stage_attempt_its_env_and_cwd(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
     (workspace / "sub").mkdir()
-    write_workflow(workspace, "envcheck", """
+    write_workflow(
+        workspace,
+        "envcheck",
+        """
         stages:
           - name: show
             env: {FOO: bar baz}
             cwd: sub
             run: echo "sid=$VC_SESSION_ID stage=$VC_STAGE attempt=$VC_ATTEMPT foo=$FOO pwd=$PWD"
-    """)
+    """,
+    )
     result = vc("flow", "run", "envcheck")
     assert result.returncode == 0, result.stderr
     sid = newest_session(store)
@@ -324,18 +352,25 @@ def test_stage_sees_session_stage_attempt_its_env_and_cwd(
 
 
 def test_needs_decide_the_order_of_stages(workspace: Path, vc: Vc, store: Store) -> None:
-    write_workflow(workspace, "ordered", """
+    write_workflow(
+        workspace,
+        "ordered",
+        """
         stages:
           - {name: c, needs: [b], run: echo c >> order.txt}
           - {name: b, needs: [a], run: echo b >> order.txt}
           - {name: a, run: echo a >> order.txt}
-    """)
+    """,
+    )
     assert vc("flow", "run", "ordered").returncode == 0
     assert (workspace / "order.txt").read_text().split() == ["a", "b", "c"]
 
 
 def test_progress_lines_set_stage_progress(workspace: Path, vc: Vc, store: Store) -> None:
-    write_workflow(workspace, "prog", """
+    write_workflow(
+        workspace,
+        "prog",
+        """
         stages:
           - name: work
             run: |
@@ -344,7 +379,8 @@ def test_progress_lines_set_stage_progress(workspace: Path, vc: Vc, store: Store
               echo "::progress 90"
               echo "real output"
               while [ ! -e go2 ]; do sleep 0.02; done
-    """)
+    """,
+    )
     sid = start_detached(vc, "prog")
     wait_until(lambda: store.stage(sid, "work").progress == 40.0, what="progress 40")
     assert store.view(sid).progress == 40.0
@@ -360,9 +396,7 @@ def test_progress_lines_set_stage_progress(workspace: Path, vc: Vc, store: Store
 # ---- pause, resume, abort -----------------------------------------------------------------------
 
 
-def test_pause_stops_the_stage_and_resume_continues_where_it_was(
-    vc: Vc, store: Store
-) -> None:
+def test_pause_stops_the_stage_and_resume_continues_where_it_was(vc: Vc, store: Store) -> None:
     sid = start_detached(vc, "slow")
     pid = store.wait_stage(sid, "spin", "ACTIVE", with_pid=True).pid
     assert pid is not None
@@ -390,14 +424,18 @@ def test_pause_stops_the_stage_and_resume_continues_where_it_was(
 def test_abort_kills_the_whole_process_group_including_grandchildren(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
-    write_workflow(workspace, "tree", """
+    write_workflow(
+        workspace,
+        "tree",
+        """
         stages:
           - name: tree
             run: |
               sleep 60 & echo $! > child.pid
               (sleep 60 & echo $! > grandchild.pid; wait) &
               wait
-    """)
+    """,
+    )
     sid = start_detached(vc, "tree")
     main = store.wait_stage(sid, "tree", "ACTIVE", with_pid=True).pid
     assert main is not None
@@ -417,7 +455,10 @@ def test_abort_kills_the_whole_process_group_including_grandchildren(
 def test_stage_ignoring_sigterm_is_killed_after_kill_timeout(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
-    write_workflow(workspace, "stubborn", """
+    write_workflow(
+        workspace,
+        "stubborn",
+        """
         stages:
           - name: stubborn
             kill_timeout: 1
@@ -425,7 +466,8 @@ def test_stage_ignoring_sigterm_is_killed_after_kill_timeout(
               trap '' TERM
               echo $$ > stubborn.pid
               while :; do sleep 0.05; done
-    """)
+    """,
+    )
     sid = start_detached(vc, "stubborn")
     pid = read_pid(workspace / "stubborn.pid")
     store.wait_stage(sid, "stubborn", "ACTIVE", with_pid=True)
@@ -437,18 +479,25 @@ def test_stage_ignoring_sigterm_is_killed_after_kill_timeout(
     with store.factory() as db:
         aborted_at = [e.at for e in list_events(db, sid) if e.op == "abort"][-1]
     assert killed_at - aborted_at >= 1.0  # ... until kill_timeout (1 s) has passed
-    wait_until(lambda: store.stage(sid, "stubborn").exit_code == -signal.SIGKILL, timeout=5,
-               what="exit code -9 recorded")
+    wait_until(
+        lambda: store.stage(sid, "stubborn").exit_code == -signal.SIGKILL,
+        timeout=5,
+        what="exit code -9 recorded",
+    )
 
 
 def test_timeout_fails_the_stage_and_session_with_reason_timeout(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
-    write_workflow(workspace, "late", """
+    write_workflow(
+        workspace,
+        "late",
+        """
         stages:
           - {name: late, timeout: 0.5, run: sleep 30}
           - {name: never, run: echo never}
-    """)
+    """,
+    )
     started = time.monotonic()
     result = vc("flow", "run", "late")
     assert time.monotonic() - started < 10
@@ -464,12 +513,16 @@ def test_timeout_fails_the_stage_and_session_with_reason_timeout(
 def test_retries_run_a_failing_stage_again_as_new_attempts(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
-    write_workflow(workspace, "flaky", """
+    write_workflow(
+        workspace,
+        "flaky",
+        """
         stages:
           - name: flaky
             retries: 3
             run: echo $VC_ATTEMPT >> attempts.txt; [ "$VC_ATTEMPT" -ge 3 ]
-    """)
+    """,
+    )
     result = vc("flow", "run", "flaky")
     assert result.returncode == 0, result.stderr
     assert (workspace / "attempts.txt").read_text().split() == ["1", "2", "3"]
@@ -480,10 +533,14 @@ def test_retries_run_a_failing_stage_again_as_new_attempts(
 def test_retries_exhausted_fail_the_session_with_the_last_exit_code(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
-    write_workflow(workspace, "hopeless", """
+    write_workflow(
+        workspace,
+        "hopeless",
+        """
         stages:
           - {name: hopeless, retries: 1, run: exit 5}
-    """)
+    """,
+    )
     result = vc("flow", "run", "hopeless")
     assert result.returncode == 1
     view = store.view(newest_session(store))
@@ -497,7 +554,9 @@ def test_manual_gate_pauses_waiting_and_resume_completes_it(vc: Vc, store: Store
     view = store.wait_status(sid, "PAUSED")
     assert view.reason == "waiting: approve"
     assert [(s.name, s.status) for s in view.stages] == [
-        ("build", "COMPLETED"), ("approve", "PAUSED"), ("deploy", "PENDING")
+        ("build", "COMPLETED"),
+        ("approve", "PAUSED"),
+        ("deploy", "PENDING"),
     ]
     runner = view.runner_pid
     assert runner is not None and not view.orphaned  # its runner waits for the resume
@@ -526,11 +585,15 @@ def test_pause_between_stages_holds_the_next_stage_until_resume(
 ) -> None:
     """No stage runs when the pause arrives (`WORKFLOW:STAGE` ran the first one only):
     the session pauses, and resume starts a runner that carries on with the next stage."""
-    write_workflow(workspace, "two", """
+    write_workflow(
+        workspace,
+        "two",
+        """
         stages:
           - {name: one, run: echo one >> runs.txt}
           - {name: two, run: echo two >> runs.txt}
-    """)
+    """,
+    )
     result = vc("flow", "run", "two:one")
     assert result.returncode == 0, result.stderr
     sid = newest_session(store)
@@ -553,12 +616,16 @@ def test_stage_that_exits_before_the_pause_signal_completes_and_the_next_waits(
     the stage is recorded COMPLETED from its exit code, and the next stage waits for the
     resume. The pause goes through the manager (what `vc flow session pause` calls) to fit
     in the stage's last second reliably."""
-    write_workflow(workspace, "exits", """
+    write_workflow(
+        workspace,
+        "exits",
+        """
         stages:
           - name: one
             run: echo $$ > one.pid; sleep 1.5 &
           - {name: two, run: echo two > two.txt}
-    """)
+    """,
+    )
     sid = start_detached(vc, "exits")
     pid = read_pid(workspace / "one.pid")
     wait_until(lambda: gone(pid), timeout=5, what="stage one's main process exits")
@@ -568,7 +635,8 @@ def test_stage_that_exits_before_the_pause_signal_completes_and_the_next_waits(
     view = store.view(sid)
     assert view.status == "PAUSED"
     assert [(s.name, s.status, s.exit_code) for s in view.stages] == [
-        ("one", "COMPLETED", 0), ("two", "PENDING", None)
+        ("one", "COMPLETED", 0),
+        ("two", "PENDING", None),
     ]
     assert not (workspace / "two.txt").exists()
     assert vc("flow", "session", "resume", sid).returncode == 0
@@ -604,9 +672,7 @@ def _interrupt_foreground(store: Store) -> tuple[str, int, subprocess.Popen[str]
     return sid, pid, proc, stderr
 
 
-def test_ctrl_c_on_foreground_run_pauses_the_session_and_exits_130(
-    store: Store, nap: str
-) -> None:
+def test_ctrl_c_on_foreground_run_pauses_the_session_and_exits_130(store: Store, nap: str) -> None:
     sid, pid, proc, stderr = _interrupt_foreground(store)
     assert proc.returncode == 130
     assert f"vc flow session resume {sid[:12]}" in stderr
@@ -654,15 +720,22 @@ def test_heartbeat_is_recorded_and_refreshed(vc: Vc, store: Store, nap: str) -> 
     sid = start_detached(vc, nap)
     first = store.view(sid)
     assert first.heartbeat_at is not None and first.runner_pid is not None
-    wait_until(lambda: (store.view(sid).heartbeat_at or 0) > (first.heartbeat_at or 0),
-               timeout=6, interval=0.1, what="a fresh heartbeat")
+    wait_until(
+        lambda: (store.view(sid).heartbeat_at or 0) > (first.heartbeat_at or 0),
+        timeout=6,
+        interval=0.1,
+        what="a fresh heartbeat",
+    )
     assert not store.view(sid).orphaned
 
 
 def _killed_runner(workspace: Path, vc: Vc, store: Store) -> tuple[str, int, int, int]:
     """A detached runner SIGKILLed in the middle of its second stage, whose process (and
     its background child) keep running."""
-    write_workflow(workspace, "recover", """
+    write_workflow(
+        workspace,
+        "recover",
+        """
         stages:
           - {name: one, run: echo one >> runs.txt}
           - name: two
@@ -674,7 +747,8 @@ def _killed_runner(workspace: Path, vc: Vc, store: Store) -> tuple[str, int, int
                 wait
               fi
           - {name: three, run: echo three >> runs.txt}
-    """)
+    """,
+    )
     sid = start_detached(vc, "recover")
     stage_pid = read_pid(workspace / "two.pid")
     child_pid = read_pid(workspace / "two-child.pid")
@@ -776,10 +850,14 @@ def test_run_session_on_orphan_takes_over_in_the_foreground(
 def test_a_million_output_lines_reach_the_log_file_and_the_store(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
-    write_workflow(workspace, "big", """
+    write_workflow(
+        workspace,
+        "big",
+        """
         stages:
           - {name: lines, run: seq 1 1000000}
-    """)
+    """,
+    )
     started = time.monotonic()
     result = vc("flow", "run", "big", timeout=120)
     elapsed = time.monotonic() - started
@@ -800,14 +878,18 @@ def test_a_million_output_lines_reach_the_log_file_and_the_store(
 def test_non_utf8_and_nul_bytes_are_kept_and_shown_safely(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
-    write_workflow(workspace, "binary", r"""
+    write_workflow(
+        workspace,
+        "binary",
+        r"""
         stages:
           - name: binary
             run: |
               printf 'bad \377\376 end\n'
               printf 'nul \000 here\n'
               printf 'esc \033[31mred\033[0m\n'
-    """)
+    """,
+    )
     assert vc("flow", "run", "binary").returncode == 0
     sid = newest_session(store)
     texts = [r.text for r in store.logs(sid, stage="binary")]
@@ -822,7 +904,10 @@ def test_non_utf8_and_nul_bytes_are_kept_and_shown_safely(
 def test_stage_closing_stdout_early_still_runs_to_completion(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
-    write_workflow(workspace, "closer", """
+    write_workflow(
+        workspace,
+        "closer",
+        """
         stages:
           - name: closer
             run: |
@@ -830,11 +915,15 @@ def test_stage_closing_stdout_early_still_runs_to_completion(
               exec 1>&-
               sleep 0.3
               echo after-close >&2
-    """)
+    """,
+    )
     assert vc("flow", "run", "closer").returncode == 0
     sid = newest_session(store)
-    logs = [(r.level, r.text) for r in store.logs(sid, stage="closer")
-            if r.category == "workflow.stage.integration"]
+    logs = [
+        (r.level, r.text)
+        for r in store.logs(sid, stage="closer")
+        if r.category == "workflow.stage.integration"
+    ]
     assert logs == [("INFO", "before"), ("WARNING", "after-close")]
     assert store.view(sid).status == "COMPLETED"
 
@@ -845,10 +934,14 @@ def test_stage_closing_stdout_early_still_runs_to_completion(
 def test_missing_command_records_exit_127_with_a_clear_reason(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
-    write_workflow(workspace, "typo", """
+    write_workflow(
+        workspace,
+        "typo",
+        """
         stages:
           - {name: typo, run: no-such-command-xyz --flag}
-    """)
+    """,
+    )
     result = vc("flow", "run", "typo")
     assert result.returncode == 1
     assert "command not found" in result.stderr
@@ -862,10 +955,14 @@ def test_missing_command_records_exit_127_with_a_clear_reason(
 def test_missing_cwd_fails_the_stage_with_a_clear_error(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
-    write_workflow(workspace, "nowhere", """
+    write_workflow(
+        workspace,
+        "nowhere",
+        """
         stages:
           - {name: nowhere, cwd: does/not/exist, run: echo never}
-    """)
+    """,
+    )
     result = vc("flow", "run", "nowhere")
     assert result.returncode == 1
     missing = str(workspace / "does" / "not" / "exist")
@@ -874,9 +971,7 @@ def test_missing_cwd_fails_the_stage_with_a_clear_error(
     assert stage.status == "FAILED" and stage.error == f"cwd does not exist: {missing}"
 
 
-def test_run_on_a_completed_session_is_refused_and_mentions_retry(
-    vc: Vc, store: Store
-) -> None:
+def test_run_on_a_completed_session_is_refused_and_mentions_retry(vc: Vc, store: Store) -> None:
     assert vc("flow", "run", "hello").returncode == 0
     sid = newest_session(store)
     result = vc("flow", "run", "hello", "--session", sid)
@@ -897,12 +992,16 @@ def test_run_on_a_failed_session_is_refused_and_says_to_retry(vc: Vc, store: Sto
 def test_retry_then_run_session_carries_on_without_rerunning_completed_stages(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
-    write_workflow(workspace, "fixable", """
+    write_workflow(
+        workspace,
+        "fixable",
+        """
         stages:
           - {name: ok, run: echo ok >> runs.txt}
           - {name: bad, run: echo bad >> runs.txt; test -e fixed}
           - {name: last, run: echo last >> runs.txt}
-    """)
+    """,
+    )
     assert vc("flow", "run", "fixable").returncode == 1
     sid = newest_session(store)
     (workspace / "fixed").touch()

@@ -20,7 +20,8 @@ S = SessionStatus
 
 def _events(db, sid):  # type: ignore[no-untyped-def]
     db.commit()
-    return db.exec(select(FlowEvent).where(FlowEvent.session_id == sid).order_by(FlowEvent.id)).all()
+    query = select(FlowEvent).where(FlowEvent.session_id == sid).order_by(FlowEvent.id)
+    return db.exec(query).all()
 
 
 def _make(managers, hello_definition, status: SessionStatus) -> str:  # type: ignore[no-untyped-def]
@@ -66,8 +67,7 @@ def _allowed(status: SessionStatus, op: SessionOp) -> bool:
     return status in SESSION_TRANSITIONS[op].sources
 
 
-@pytest.mark.parametrize(("status", "op"), [c for c in CASES if _allowed(*c)],
-                         ids=lambda v: str(v))
+@pytest.mark.parametrize(("status", "op"), [c for c in CASES if _allowed(*c)], ids=lambda v: str(v))
 def test_allowed_transition_moves_state_bumps_version_and_writes_one_event(
     managers, db, hello_definition, status, op
 ):
@@ -82,12 +82,16 @@ def test_allowed_transition_moves_state_bumps_version_and_writes_one_event(
     events = _events(db, sid)
     assert len(events) == events_before + 1
     assert (events[-1].op, events[-1].from_status, events[-1].to_status) == (
-        op.value, status.value, change.to_status)
+        op.value,
+        status.value,
+        change.to_status,
+    )
     assert events[-1].host and events[-1].pid and events[-1].actor
 
 
-@pytest.mark.parametrize(("status", "op"), [c for c in CASES if not _allowed(*c)],
-                         ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    ("status", "op"), [c for c in CASES if not _allowed(*c)], ids=lambda v: str(v)
+)
 def test_refused_transition_changes_nothing_and_names_allowed_operations(
     managers, db, hello_definition, status, op
 ):
@@ -181,8 +185,19 @@ def test_delete_removes_session_stages_events_and_logs(managers, db, hello_defin
 
     sessions, _ = managers
     sid = _make(managers, hello_definition, S.FAILED)
-    append_logs(db, [{"session_id": sid, "at": 1.0, "level": "INFO", "category": "c",
-                      "stage": None, "text": "x"}])
+    append_logs(
+        db,
+        [
+            {
+                "session_id": sid,
+                "at": 1.0,
+                "level": "INFO",
+                "category": "c",
+                "stage": None,
+                "text": "x",
+            }
+        ],
+    )
     sessions.delete(sid)
     for model in (StageInstance, FlowEvent, LogRecord):
         count = db.exec(select(func.count()).select_from(model).where(model.session_id == sid))
@@ -255,7 +270,7 @@ def test_api_example_of_the_design_works(engine):
 
 
 def test_stage_refuses_to_leave_completed(managers, hello_definition):
-    sessions, stages = managers
+    _, stages = managers
     sid = _make(managers, hello_definition, S.ACTIVE)
     st = stages.list_stages(sid)[0]
     stages.update_stage_status(st.id, StageStatus.ACTIVE)

@@ -31,17 +31,33 @@ class Terminal:
 
     def tmux(self, *args: str) -> str:
         assert TMUX is not None
-        result = subprocess.run([TMUX, "-L", self.socket, *args], capture_output=True,
-                                text=True, timeout=10)
+        result = subprocess.run(
+            [TMUX, "-L", self.socket, *args], capture_output=True, text=True, timeout=10
+        )
         if result.returncode != 0:
             raise RuntimeError(f"tmux {' '.join(args)}: {result.stderr.strip()}")
         return result.stdout
 
-    def start(self, command: str, *, cwd: Path, env: dict[str, str],
-              size: tuple[int, int] = (120, 36)) -> None:
+    def start(
+        self, command: str, *, cwd: Path, env: dict[str, str], size: tuple[int, int] = (120, 36)
+    ) -> None:
         env_args = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
-        self.tmux("-f", "/dev/null", "new-session", "-d", "-s", "e2e", "-x", str(size[0]),
-                  "-y", str(size[1]), "-c", str(cwd), *env_args, command)
+        self.tmux(
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            str(size[0]),
+            "-y",
+            str(size[1]),
+            "-c",
+            str(cwd),
+            *env_args,
+            command,
+        )
 
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-J", "-t", "e2e")  # -J: wrapped lines joined
@@ -51,8 +67,9 @@ class Terminal:
 
     def kill(self) -> None:
         if TMUX is not None:
-            subprocess.run([TMUX, "-L", self.socket, "kill-server"], capture_output=True,
-                           timeout=10)
+            subprocess.run(
+                [TMUX, "-L", self.socket, "kill-server"], capture_output=True, timeout=10
+            )
 
 
 @pytest.fixture
@@ -97,17 +114,32 @@ def test_pause_in_a_real_terminal(workspace: Path, vc: Any, terminal: Terminal) 
 
     try:
         env = {"VC_HOME": str(workspace), "TERM": "xterm-256color"}
-        terminal.start(f"{sys.executable} -m app.main flow tui; echo TUI-EXITED=$?; sleep 60",
-                       cwd=workspace, env=env)
-        row = wait_until(lambda: next((line for line in terminal.screen().splitlines()
-                                       if sid[:8] in line and "ACTIVE" in line), None),
-                         "the running session on screen")
+        terminal.start(
+            f"{sys.executable} -m app.main flow tui; echo TUI-EXITED=$?; sleep 60",
+            cwd=workspace,
+            env=env,
+        )
+        row = wait_until(
+            lambda: next(
+                (
+                    line
+                    for line in terminal.screen().splitlines()
+                    if sid[:8] in line and "ACTIVE" in line
+                ),
+                None,
+            ),
+            "the running session on screen",
+        )
         assert "slow" in row
         terminal.keys("p")
         wait_until(lambda: stored_status() == "PAUSED", "PAUSED in the store")
-        wait_until(lambda: any(sid[:8] in line and "PAUSED" in line
-                               for line in terminal.screen().splitlines()),
-                   "PAUSED on screen", timeout=5)
+        wait_until(
+            lambda: any(
+                sid[:8] in line and "PAUSED" in line for line in terminal.screen().splitlines()
+            ),
+            "PAUSED on screen",
+            timeout=5,
+        )
         terminal.keys("q")
         wait_until(lambda: "TUI-EXITED=0" in terminal.screen(), "`vc flow tui` to exit 0")
         assert stored_status() == "PAUSED"  # quitting the dashboard leaves sessions alone
@@ -117,31 +149,41 @@ def test_pause_in_a_real_terminal(workspace: Path, vc: Any, terminal: Terminal) 
         engine.dispose()
 
 
-def test_demo_starts_shows_its_sessions_and_cleans_up(tmp_path: Path, terminal: Terminal,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_starts_shows_its_sessions_and_cleans_up(
+    tmp_path: Path, terminal: Terminal, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`vc flow tui --demo`, the README's first command: a throw-away workspace with live
     sessions, whose runners are stopped when the dashboard closes."""
     for var in ("VC_HOME", "VC_DATABASE_URL", "VC_LOG_DIR", "VC_WORKFLOWS_DIR"):
         monkeypatch.delenv(var, raising=False)
     temp = tmp_path / "tmp"
     temp.mkdir()
-    terminal.start(f"{sys.executable} -m app.main flow tui --demo; echo TUI-EXITED=$?; "
-                   "sleep 60", cwd=tmp_path, env={"TMPDIR": str(temp), "TERM": "xterm-256color"})
+    terminal.start(
+        f"{sys.executable} -m app.main flow tui --demo; echo TUI-EXITED=$?; sleep 60",
+        cwd=tmp_path,
+        env={"TMPDIR": str(temp), "TERM": "xterm-256color"},
+    )
     try:
         names = ("train: resnet run 7", "release v1.2.3", "backup: nightly", "etl: daily import")
         wait_until(lambda: all(name in terminal.screen() for name in names), "the demo sessions")
-        wait_until(lambda: "FAILED" in terminal.screen() and "COMPLETED" in terminal.screen(),
-                   "the demo sessions finishing or failing")
+        wait_until(
+            lambda: "FAILED" in terminal.screen() and "COMPLETED" in terminal.screen(),
+            "the demo sessions finishing or failing",
+        )
         terminal.keys("q")
-        screen = wait_until(lambda: "TUI-EXITED=" in terminal.screen() and terminal.screen(),
-                            "the demo to exit")
+        screen = wait_until(
+            lambda: "TUI-EXITED=" in terminal.screen() and terminal.screen(), "the demo to exit"
+        )
         assert "TUI-EXITED=0" in screen and "(its sessions were stopped)" in screen
         (workspace,) = temp.glob("vc-demo-*")
         views = _sessions(workspace)
         assert len(views) == 4
         assert all(v.status in ("COMPLETED", "FAILED") for v in views), views
-        wait_until(lambda: all(v.runner_pid is None for v in _sessions(workspace)),
-                   "the demo's runners to exit", timeout=20)
+        wait_until(
+            lambda: all(v.runner_pid is None for v in _sessions(workspace)),
+            "the demo's runners to exit",
+            timeout=20,
+        )
     finally:
         terminal.kill()
         for workspace in temp.glob("vc-demo-*"):  # a failure above must leave no runner

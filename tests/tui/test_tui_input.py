@@ -28,8 +28,9 @@ async def test_empty_store_says_how_to_create_a_session(ctx: Any, make_app: Any)
 def test_store_that_cannot_be_opened_is_one_line_and_exit_1(workspace: Path, vc: Any) -> None:
     blocker = workspace / "a-file"
     blocker.write_text("not a directory")
-    result = vc("flow", "tui", env={"VC_DATABASE_URL": f"sqlite:///{blocker}/sub/flow.db"},
-                timeout=30)
+    result = vc(
+        "flow", "tui", env={"VC_DATABASE_URL": f"sqlite:///{blocker}/sub/flow.db"}, timeout=30
+    )
     assert result.returncode == 1
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
@@ -39,8 +40,9 @@ def test_store_that_cannot_be_opened_is_one_line_and_exit_1(workspace: Path, vc:
 
 
 @pytest.mark.parametrize("size", [(80, 24), (300, 80)])
-async def test_small_and_huge_terminals(ctx: Any, make_app: Any, store_url: str,
-                                        size: tuple[int, int]) -> None:
+async def test_small_and_huge_terminals(
+    ctx: Any, make_app: Any, store_url: str, size: tuple[int, int]
+) -> None:
     make_session(ctx, name="other", state="FAILED")
     sid = make_session(ctx, name="sized", state="PAUSED")  # the newest: selected
     add_logs(store_url, sid, ["log ok"])
@@ -48,18 +50,24 @@ async def test_small_and_huge_terminals(ctx: Any, make_app: Any, store_url: str,
     app = make_app()
     async with app.run_test(size=size) as pilot:
         await loaded(pilot)
-        await wait_for(pilot, lambda: all(e in screen_text(app) for e in expected),
-                       what=f"all of {expected} on screen")
-        await wait_for(pilot, lambda: "Pause" in screen_text(app).splitlines()[-1],
-                       what="the footer's keys")
+        await wait_for(
+            pilot,
+            lambda: all(e in screen_text(app) for e in expected),
+            what=f"all of {expected} on screen",
+        )
+        await wait_for(
+            pilot, lambda: "Pause" in screen_text(app).splitlines()[-1], what="the footer's keys"
+        )
         assert len(screen_text(app).splitlines()) == size[1]
         await pilot.press("question_mark")
-        await wait_for(pilot, lambda: "pause the selected session" in screen_text(app),
-                       what="the help")
+        await wait_for(
+            pilot, lambda: "pause the selected session" in screen_text(app), what="the help"
+        )
 
 
-async def test_stage_names_are_not_cut_at_130_columns(ctx: Any, make_app: Any,
-                                                      workspace: Path) -> None:
+async def test_stage_names_are_not_cut_at_130_columns(
+    ctx: Any, make_app: Any, workspace: Path
+) -> None:
     (workspace / "workflows" / "named.yaml").write_text(
         "stages:\n"
         "  - {name: prepare-dataset, run: 'true'}\n"
@@ -82,8 +90,11 @@ async def test_a_1mb_log_line(ctx: Any, make_app: Any, store_url: str) -> None:
     app = make_app()
     async with app.run_test(size=(120, 30)) as pilot:
         await loaded(pilot)
-        await wait_for(pilot, lambda: "after the big one" in screen_text(app),
-                       what="the lines after the 1 MB one")
+        await wait_for(
+            pilot,
+            lambda: "after the big one" in screen_text(app),
+            what="the lines after the 1 MB one",
+        )
         big = next(line for line in app.log_pane.lines if line.text.startswith("start "))
         assert len(big.text) > 1_000_000  # held whole, rendered cut
         await pilot.press("w")  # wrapping it must stay cheap too
@@ -126,8 +137,11 @@ async def test_markup_and_escape_sequences_are_shown_literally(
     app = make_app()
     async with app.run_test(size=(160, 30)) as pilot:
         await loaded(pilot)
-        await wait_for(pilot, lambda: "ok" in screen_text(app) and "[blink]" in screen_text(app),
-                       what="the hostile log line")
+        await wait_for(
+            pilot,
+            lambda: "ok" in screen_text(app) and "[blink]" in screen_text(app),
+            what="the hostile log line",
+        )
         text = screen_text(app)
         assert "[bold red]boom[/] red [link=http://x]y[/link]" in text  # name: literal
         assert "[blink]log[/blink] bold link ok" in text  # log line: literal, no escapes

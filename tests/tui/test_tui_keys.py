@@ -35,8 +35,9 @@ async def test_p_pauses_the_selected_session(ctx: Any, make_app: Any) -> None:
         await loaded(pilot)
         await pilot.press("p")
         await wait_for(pilot, lambda: status(ctx, sid) == "PAUSED", what="PAUSED in the store")
-        await wait_for(pilot, lambda: row_of(app, sid).status == "PAUSED",
-                       what="PAUSED in the table")
+        await wait_for(
+            pilot, lambda: row_of(app, sid).status == "PAUSED", what="PAUSED in the table"
+        )
         assert "PAUSED" in screen_text(app)
         assert events(ctx, sid)[-1] == "pause"
 
@@ -49,8 +50,9 @@ async def test_r_resumes_a_paused_session(ctx: Any, make_app: Any) -> None:
         await pilot.press("r")
         # It never started, so resume takes it back to PENDING (DESIGN §5).
         await wait_for(pilot, lambda: status(ctx, sid) == "PENDING", what="PENDING")
-        await wait_for(pilot, lambda: row_of(app, sid).status == "PENDING",
-                       what="PENDING in the table")
+        await wait_for(
+            pilot, lambda: row_of(app, sid).status == "PENDING", what="PENDING in the table"
+        )
         assert events(ctx, sid)[-1] == "resume"
 
 
@@ -62,15 +64,22 @@ async def test_p_r_a_on_a_real_runner(ctx: Any, make_app: Any, vc: Any) -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        await wait_for(pilot, lambda: app.stages.stages[0].status == "ACTIVE",
-                       what="the stage running")
+        await wait_for(
+            pilot, lambda: app.stages.stages[0].status == "ACTIVE", what="the stage running"
+        )
         await pilot.press("p")
-        await wait_for(pilot, lambda: app.stages.stages[0].status == "PAUSED",
-                       what="the runner pausing the stage")
+        await wait_for(
+            pilot,
+            lambda: app.stages.stages[0].status == "PAUSED",
+            what="the runner pausing the stage",
+        )
         assert status(ctx, sid) == "PAUSED"
         await pilot.press("r")
-        await wait_for(pilot, lambda: app.stages.stages[0].status == "ACTIVE",
-                       what="the runner resuming the stage")
+        await wait_for(
+            pilot,
+            lambda: app.stages.stages[0].status == "ACTIVE",
+            what="the runner resuming the stage",
+        )
         assert status(ctx, sid) == "ACTIVE"
         await pilot.press("a")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
@@ -96,8 +105,9 @@ async def test_a_asks_first_and_n_keeps_the_session(ctx: Any, make_app: Any) -> 
         await pilot.press("y")
         await wait_for(pilot, lambda: status(ctx, sid) == "FAILED", what="FAILED")
         assert view(ctx, sid).reason == "aborted"
-        await wait_for(pilot, lambda: row_of(app, sid).status == "FAILED",
-                       what="FAILED in the table")
+        await wait_for(
+            pilot, lambda: row_of(app, sid).status == "FAILED", what="FAILED in the table"
+        )
 
 
 async def test_d_asks_then_deletes_and_the_selection_moves(ctx: Any, make_app: Any) -> None:
@@ -129,10 +139,15 @@ async def test_t_retries_a_failed_session_and_runs_it(ctx: Any, make_app: Any) -
         await loaded(pilot)
         await pilot.press("t")
         await wait_for(pilot, lambda: "retry" in events(ctx, sid), what="the retry event")
-        await wait_for(pilot, lambda: status(ctx, sid) == "COMPLETED", timeout=20,
-                       what="the runner completing the retried session")
-        await wait_for(pilot, lambda: row_of(app, sid).status == "COMPLETED",
-                       what="COMPLETED in the table")
+        await wait_for(
+            pilot,
+            lambda: status(ctx, sid) == "COMPLETED",
+            timeout=20,
+            what="the runner completing the retried session",
+        )
+        await wait_for(
+            pilot, lambda: row_of(app, sid).status == "COMPLETED", what="COMPLETED in the table"
+        )
 
 
 async def test_n_picks_a_workflow_names_and_starts_it(ctx: Any, make_app: Any) -> None:
@@ -153,10 +168,15 @@ async def test_n_picks_a_workflow_names_and_starts_it(ctx: Any, make_app: Any) -
         sid = app.table.rows[0].id
         created = view(ctx, sid)
         assert (created.name, created.workflow_id) == ("tui", "hello")
-        await wait_for(pilot, lambda: status(ctx, sid) == "COMPLETED", timeout=20,
-                       what="its runner completing it")
-        await wait_for(pilot, lambda: row_of(app, sid).status == "COMPLETED",
-                       what="COMPLETED in the table")
+        await wait_for(
+            pilot,
+            lambda: status(ctx, sid) == "COMPLETED",
+            timeout=20,
+            what="its runner completing it",
+        )
+        await wait_for(
+            pilot, lambda: row_of(app, sid).status == "COMPLETED", what="COMPLETED in the table"
+        )
 
 
 async def test_enter_shows_metadata_definition_and_events(ctx: Any, make_app: Any) -> None:
@@ -207,11 +227,17 @@ async def test_number_keys_filter_by_status(ctx: Any, make_app: Any) -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        for key, expected in (("1", [pending]), ("2", [active]), ("3", [paused]),
-                              ("4", []), ("5", [failed])):
+        for key, expected in (
+            ("1", [pending]),
+            ("2", [active]),
+            ("3", [paused]),
+            ("4", []),
+            ("5", [failed]),
+        ):
             await pilot.press(key)
-            await wait_for(pilot, lambda e=expected: [r.id for r in app.table.rows] == e,
-                           what=f"key {key}")
+            await wait_for(
+                pilot, lambda e=expected: [r.id for r in app.table.rows] == e, what=f"key {key}"
+            )
             assert app.filter.status is not None and app.filter.status in screen_text(app)
         await pilot.press("0")
         await wait_for(pilot, lambda: app.table.total == 4, what="every status")
@@ -241,8 +267,7 @@ async def test_f_and_w_toggle_follow_and_wrap(ctx: Any, make_app: Any, store_url
         assert not app.log_pane.wrap and app.log_pane.visual_line_count == 2
 
 
-async def test_question_mark_shows_help_and_keys_are_inert_there(ctx: Any,
-                                                                 make_app: Any) -> None:
+async def test_question_mark_shows_help_and_keys_are_inert_there(ctx: Any, make_app: Any) -> None:
     sid = make_session(ctx)
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
@@ -300,8 +325,10 @@ async def test_refused_operation_shows_the_managers_message(ctx: Any, make_app: 
             await pilot.press(key)
         await wait_for(pilot, lambda: len(notifications(app)) >= 2, what="two refusals")
         shown = notifications(app)
-        assert any(n.startswith("pause refused: cannot pause session") and "it is FAILED"
-                   in n for n in shown), shown
+        assert any(
+            n.startswith("pause refused: cannot pause session") and "it is FAILED" in n
+            for n in shown
+        ), shown
         assert any(n.startswith("resume refused: cannot resume session") for n in shown)
         assert status(ctx, sid) == "FAILED" and app.is_running
 
@@ -336,12 +363,21 @@ async def test_r_starts_a_runner_for_an_orphaned_session(ctx: Any, make_app: Any
         await loaded(pilot)
         assert "orphaned" in screen_text(app)
         await pilot.press("r")
-        await wait_for(pilot, lambda: any("runner started" in n for n in notifications(app)),
-                       timeout=20, what="the note of the new runner")
-        await wait_for(pilot, lambda: status(ctx, sid) == "COMPLETED", timeout=20,
-                       what="the new runner completing the session")
-        await wait_for(pilot, lambda: row_of(app, sid).status == "COMPLETED",
-                       what="COMPLETED in the table")
+        await wait_for(
+            pilot,
+            lambda: any("runner started" in n for n in notifications(app)),
+            timeout=20,
+            what="the note of the new runner",
+        )
+        await wait_for(
+            pilot,
+            lambda: status(ctx, sid) == "COMPLETED",
+            timeout=20,
+            what="the new runner completing the session",
+        )
+        await wait_for(
+            pilot, lambda: row_of(app, sid).status == "COMPLETED", what="COMPLETED in the table"
+        )
 
 
 async def test_lines_printed_on_stderr_become_notifications(ctx: Any, make_app: Any) -> None:

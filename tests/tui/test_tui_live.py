@@ -44,8 +44,12 @@ async def test_pause_by_another_process_shows_within_1s_keeping_cursor_and_scrol
         result = await asyncio.to_thread(vc, "flow", "session", "pause", target[:8])
         assert result.returncode == 0, result.stderr
         done = time.monotonic()
-        await wait_for(pilot, lambda: row_of(app, target).status == "PAUSED", timeout=1.0,
-                       what="the pause to show within 1 s")
+        await wait_for(
+            pilot,
+            lambda: row_of(app, target).status == "PAUSED",
+            timeout=1.0,
+            what="the pause to show within 1 s",
+        )
         assert time.monotonic() - done < 1.0
         assert app.table.selected_id == target and app.selected_id == target
         assert app.table.cursor_index == cursor
@@ -53,8 +57,9 @@ async def test_pause_by_another_process_shows_within_1s_keeping_cursor_and_scrol
         assert "PAUSED" in screen_text(app)
 
 
-async def test_change_on_another_engine_shows_within_1s(ctx: Any, make_app: Any,
-                                                       store_url: str) -> None:
+async def test_change_on_another_engine_shows_within_1s(
+    ctx: Any, make_app: Any, store_url: str
+) -> None:
     selected = make_session(ctx, name="selected")
     other = make_session(ctx, name="other")
     app = make_app()
@@ -64,15 +69,23 @@ async def test_change_on_another_engine_shows_within_1s(ctx: Any, make_app: Any,
         with other_engine(store_url) as factory, factory() as db:
             manager(db).abort(other)
         done = time.monotonic()
-        await wait_for(pilot, lambda: row_of(app, other).status == "FAILED", timeout=1.0,
-                       what="the abort to show within 1 s")
+        await wait_for(
+            pilot,
+            lambda: row_of(app, other).status == "FAILED",
+            timeout=1.0,
+            what="the abort to show within 1 s",
+        )
         assert time.monotonic() - done < 1.0
         assert app.table.selected_id == selected == app.selected_id
         # A session created elsewhere lands above the cursor: the cursor stays on its row.
         with other_engine(store_url) as factory, factory() as db:
             new = manager(db).create_session("hello", name="brand new").id
-        await wait_for(pilot, lambda: row_of(app, new) is not None, timeout=1.0,
-                       what="the new session to show within 1 s")
+        await wait_for(
+            pilot,
+            lambda: row_of(app, new) is not None,
+            timeout=1.0,
+            what="the new session to show within 1 s",
+        )
         assert app.table.selected_id == selected
         assert app.table.rows[app.table.cursor_index].id == selected
 
@@ -90,8 +103,12 @@ async def test_stage_progress_shows_live(ctx: Any, make_app: Any, store_url: str
             first = stages.list_stages(sid)[0]
             stages.update_stage_status(first.id, StageStatus.ACTIVE)
             stages.set_progress(first.id, 60)
-        await wait_for(pilot, lambda: app.stages.stages[0].progress == 60, timeout=1.0,
-                       what="the stage's progress within 1 s")
+        await wait_for(
+            pilot,
+            lambda: app.stages.stages[0].progress == 60,
+            timeout=1.0,
+            what="the stage's progress within 1 s",
+        )
         assert "60%" in screen_text(app)
 
 
@@ -104,15 +121,24 @@ async def test_log_follows_at_the_bottom_and_stays_when_scrolled_up(
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
         pane = app.log_pane
-        await wait_for(pilot, lambda: any(ln.text == "first 59" for ln in pane.lines),
-                       what="the first lines")
-        await wait_for(pilot, lambda: pane.scroll_offset.y == pane.max_scroll_y > 0,
-                       what="the pane at its bottom")
+        await wait_for(
+            pilot, lambda: any(ln.text == "first 59" for ln in pane.lines), what="the first lines"
+        )
+        await wait_for(
+            pilot,
+            lambda: pane.scroll_offset.y == pane.max_scroll_y > 0,
+            what="the pane at its bottom",
+        )
         add_logs(store_url, sid, ["second 0", "second 1"])
-        await wait_for(pilot, lambda: pane.lines[-1].text == "second 1", timeout=1.0,
-                       what="new lines within 1 s")
-        await wait_for(pilot, lambda: pane.scroll_offset.y == pane.max_scroll_y,
-                       what="the view following them")
+        await wait_for(
+            pilot,
+            lambda: pane.lines[-1].text == "second 1",
+            timeout=1.0,
+            what="new lines within 1 s",
+        )
+        await wait_for(
+            pilot, lambda: pane.scroll_offset.y == pane.max_scroll_y, what="the view following them"
+        )
         assert "second 1" in screen_text(app)
 
         pane.focus()
@@ -121,13 +147,17 @@ async def test_log_follows_at_the_bottom_and_stays_when_scrolled_up(
         assert "follow off" in screen_text(app)
         reading = pane.scroll_offset.y
         add_logs(store_url, sid, ["third 0", "third 1", "third 2"])
-        await wait_for(pilot, lambda: pane.lines[-1].text == "third 2", timeout=1.0,
-                       what="more lines")
+        await wait_for(
+            pilot, lambda: pane.lines[-1].text == "third 2", timeout=1.0, what="more lines"
+        )
         await pilot.pause(0.1)
         assert pane.scroll_offset.y == reading, "the view moved while the user was reading"
         await pilot.press("end")
-        await wait_for(pilot, lambda: pane.follow and pane.scroll_offset.y == pane.max_scroll_y,
-                       what="follow on again at the bottom")
+        await wait_for(
+            pilot,
+            lambda: pane.follow and pane.scroll_offset.y == pane.max_scroll_y,
+            what="follow on again at the bottom",
+        )
 
 
 async def test_selected_session_deleted_elsewhere_moves_the_selection(
@@ -143,22 +173,27 @@ async def test_selected_session_deleted_elsewhere_moves_the_selection(
         with other_engine(store_url) as factory, factory() as db:
             manager(db).delete(doomed)
         await wait_for(pilot, lambda: app.table.total == 2, timeout=1.0, what="the row gone")
-        await wait_for(pilot, lambda: app.selected_id == older and app.stages.stages,
-                       what="the selection on the next row")
+        await wait_for(
+            pilot,
+            lambda: app.selected_id == older and app.stages.stages,
+            what="the selection on the next row",
+        )
         assert "doomed" not in screen_text(app)
         # The last one goes too: the table empties, the panes clear, nothing crashes.
         with other_engine(store_url) as factory, factory() as db:
             for v in list(app.table.rows):
                 manager(db).delete(v.id)
         await wait_for(pilot, lambda: app.table.total == 0, timeout=1.0, what="empty")
-        await wait_for(pilot, lambda: app.selected_id is None and not app.stages.stages,
-                       what="no selection")
+        await wait_for(
+            pilot, lambda: app.selected_id is None and not app.stages.stages, what="no selection"
+        )
         assert "No sessions yet" in screen_text(app)
         assert app.is_running
 
 
-async def test_event_loop_stays_free_while_the_store_is_locked(ctx: Any, make_app: Any,
-                                                               store_url: str) -> None:
+async def test_event_loop_stays_free_while_the_store_is_locked(
+    ctx: Any, make_app: Any, store_url: str
+) -> None:
     """A write waiting on a lock held by another process must not freeze the screen."""
     sid = make_session(ctx)
     path = store_url.removeprefix("sqlite:///")
@@ -172,15 +207,23 @@ async def test_event_loop_stays_free_while_the_store_is_locked(ctx: Any, make_ap
             await pilot.pause(0.3)
             started = time.monotonic()
             await pilot.press("question_mark")
-            await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), timeout=1.0,
-                           what="the help, while the pause waits for the lock")
+            await wait_for(
+                pilot,
+                lambda: isinstance(app.screen, HelpScreen),
+                timeout=1.0,
+                what="the help, while the pause waits for the lock",
+            )
             assert time.monotonic() - started < 1.0
             assert status(ctx, sid) == "PENDING"
         finally:
             locker.rollback()
             locker.close()
-        await wait_for(pilot, lambda: status(ctx, sid) == "PAUSED", timeout=5,
-                       what="the pause once the lock is gone")
+        await wait_for(
+            pilot,
+            lambda: status(ctx, sid) == "PAUSED",
+            timeout=5,
+            what="the pause once the lock is gone",
+        )
 
 
 async def test_store_errors_are_one_notification_and_the_app_recovers(
@@ -210,12 +253,20 @@ async def test_store_errors_are_one_notification_and_the_app_recovers(
         failing[0] = True
         with other_engine(store_url) as factory, factory() as db:
             manager(db).pause(sid)
-        await wait_for(pilot, lambda: any("store unavailable" in n and "disk I/O error" in n
-                                          for n in notifications(app)), what="the error")
+        await wait_for(
+            pilot,
+            lambda: any(
+                "store unavailable" in n and "disk I/O error" in n for n in notifications(app)
+            ),
+            what="the error",
+        )
         await pilot.pause(0.5)  # five more polls fail: still one notification
         assert sum("store unavailable" in n for n in notifications(app)) == 1
         assert row_of(app, sid).status == "PENDING" and app.is_running
         failing[0] = False
-        await wait_for(pilot, lambda: row_of(app, sid).status == "PAUSED",
-                       what="the change once the store answers")
+        await wait_for(
+            pilot,
+            lambda: row_of(app, sid).status == "PAUSED",
+            what="the change once the store answers",
+        )
         assert any("reachable again" in n for n in notifications(app))

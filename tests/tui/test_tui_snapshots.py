@@ -42,8 +42,11 @@ def _on(key: str | None, then: tuple[str, ...] = ()) -> Any:
         if key is not None:
             await select(pilot, FROZEN_IDS[key])
             await wait_for(pilot, lambda: app.log_pane.line_count > 0, what="its log")
-            await wait_for(pilot, lambda: len(app.stages.row_views) == len(app.stages.stages),
-                           what="its stage rows")
+            await wait_for(
+                pilot,
+                lambda: len(app.stages.row_views) == len(app.stages.stages),
+                what="its stage rows",
+            )
         await pilot.press(*then)
         if "question_mark" in then:
             await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
@@ -69,5 +72,6 @@ def test_snapshot_failed(snap_compare: Any, frozen_app: Any) -> None:
 
 
 def test_snapshot_help(snap_compare: Any, frozen_app: Any) -> None:
-    assert snap_compare(frozen_app(), terminal_size=SIZE,
-                        run_before=_on("train", ("question_mark",)))
+    assert snap_compare(
+        frozen_app(), terminal_size=SIZE, run_before=_on("train", ("question_mark",))
+    )

@@ -24,16 +24,23 @@ def frozen_clock() -> float:
     return NOW
 
 
-async def wait_for(pilot: Pilot[Any], predicate: Callable[[], object], *,
-                   timeout: float = 5.0, what: str = "the condition") -> None:
+async def wait_for(
+    pilot: Pilot[Any],
+    predicate: Callable[[], object],
+    *,
+    timeout: float = 5.0,
+    what: str = "the condition",
+) -> None:
     """Let the app run until ``predicate()`` is true: polled every 50 ms, never a fixed
     long sleep, failing with ``what`` (and the notifications shown, which usually say
     why) after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; "
-                                 f"notifications: {notifications(pilot.app)}")
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {what}; "
+                f"notifications: {notifications(pilot.app)}"
+            )
         await pilot.pause(0.05)
 
 
@@ -53,8 +60,11 @@ async def loaded(pilot: Pilot[Any], *, selected: bool = True) -> None:
     app: Any = pilot.app
     await wait_for(pilot, lambda: app.table.loaded, what="the first window")
     if selected and app.table.total:
-        await wait_for(pilot, lambda: app.selected_id is not None
-                       and bool(app.stages.stages), what="the selected session's stages")
+        await wait_for(
+            pilot,
+            lambda: app.selected_id is not None and bool(app.stages.stages),
+            what="the selected session's stages",
+        )
 
 
 async def select(pilot: Pilot[Any], session_id: str) -> None:
@@ -69,8 +79,11 @@ async def select(pilot: Pilot[Any], session_id: str) -> None:
                 break
             await pilot.press(key)
             await wait_for(pilot, lambda: table.selected_id is not None, what="the row loaded")
-    await wait_for(pilot, lambda: app.selected_id == session_id and app.stages.stages,
-                   what=f"session {session_id[:8]} selected")
+    await wait_for(
+        pilot,
+        lambda: app.selected_id == session_id and app.stages.stages,
+        what=f"session {session_id[:8]} selected",
+    )
 
 
 def row_of(app: Any, session_id: str) -> Any:
@@ -86,8 +99,14 @@ def manager(db: Any) -> Any:
     return FlowSessionManager(db, actor="tester")
 
 
-def make_session(ctx: Any, workflow: str = "hello", *, name: str | None = None,
-                 metadata: dict[str, Any] | None = None, state: str = "PENDING") -> str:
+def make_session(
+    ctx: Any,
+    workflow: str = "hello",
+    *,
+    name: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    state: str = "PENDING",
+) -> str:
     """A session of a workspace workflow, brought to ``state`` by manager calls only
     (PAUSED by pause, FAILED by abort, ACTIVE by a start claimed by this process)."""
     from store.workflows import find_workflow
@@ -95,8 +114,9 @@ def make_session(ctx: Any, workflow: str = "hello", *, name: str | None = None,
     definition = find_workflow(ctx.settings.workflows_dir, workflow)
     with ctx.factory() as db:
         mgr = manager(db)
-        sid = mgr.create_session(definition.id, name=name, metadata=metadata,
-                                 definition=definition).id
+        sid = mgr.create_session(
+            definition.id, name=name, metadata=metadata, definition=definition
+        ).id
         if state == "PAUSED":
             mgr.pause(sid)
         elif state == "FAILED":
@@ -132,8 +152,9 @@ def events(ctx: Any, session_id: str) -> list[str]:
     return result
 
 
-def add_logs(url: str, session_id: str, texts: list[str], *, stage: str | None = "greet",
-             level: str = "INFO") -> None:
+def add_logs(
+    url: str, session_id: str, texts: list[str], *, stage: str | None = "greet", level: str = "INFO"
+) -> None:
     """Log records written the way runners write them (``append_logs``), on an engine of
     their own: another writer, as far as the dashboard can tell."""
     from store import get_session_factory, init_db
@@ -143,9 +164,20 @@ def add_logs(url: str, session_id: str, texts: list[str], *, stage: str | None =
     try:
         with get_session_factory(engine)() as db:
             now = time.time()
-            append_logs(db, [{"session_id": session_id, "at": now, "level": level,
-                              "category": "workflow.stage.integration", "stage": stage,
-                              "text": text} for text in texts])
+            append_logs(
+                db,
+                [
+                    {
+                        "session_id": session_id,
+                        "at": now,
+                        "level": level,
+                        "category": "workflow.stage.integration",
+                        "stage": stage,
+                        "text": text,
+                    }
+                    for text in texts
+                ],
+            )
     finally:
         engine.dispose()
 
@@ -171,8 +203,11 @@ def stop_everything(ctx: Any, timeout: float = 10.0) -> None:
 
     deadline = time.monotonic() + timeout
     with ctx.factory() as db:
-        live = [v for v in list_sessions(db, SessionFilter(), limit=10_000)
-                if v.status in ("PENDING", "ACTIVE", "PAUSED")]
+        live = [
+            v
+            for v in list_sessions(db, SessionFilter(), limit=10_000)
+            if v.status in ("PENDING", "ACTIVE", "PAUSED")
+        ]
         db.commit()
         for v in live:
             try:
@@ -182,8 +217,11 @@ def stop_everything(ctx: Any, timeout: float = 10.0) -> None:
     for v in live:
         while time.monotonic() < deadline:
             current = view(ctx, v.id)
-            if (current is None or current.runner_pid in (None, os.getpid())
-                    or not pid_alive(current.runner_pid)):
+            if (
+                current is None
+                or current.runner_pid in (None, os.getpid())
+                or not pid_alive(current.runner_pid)
+            ):
                 break
             time.sleep(0.05)
 
@@ -208,75 +246,179 @@ def seed_frozen_store(factory: Any) -> None:
     the store's tables, so a snapshot shows the same thing on every run and machine."""
     from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
 
-    def session(key: str, name: str, workflow: str, status: str, age: float, *,
-                reason: str | None = None, started: float | None = None,
-                finished: float | None = None, host: str | None = None,
-                pid: int | None = None, heartbeat: float | None = None,
-                stages: list[tuple[str, str, float, int, int | None, str | None]]
-                ) -> list[Any]:
+    def session(
+        key: str,
+        name: str,
+        workflow: str,
+        status: str,
+        age: float,
+        *,
+        reason: str | None = None,
+        started: float | None = None,
+        finished: float | None = None,
+        host: str | None = None,
+        pid: int | None = None,
+        heartbeat: float | None = None,
+        stages: list[tuple[str, str, float, int, int | None, str | None]],
+    ) -> list[Any]:
         sid = FROZEN_IDS[key]
-        rows: list[Any] = [FlowSession(
-            id=sid, name=name, workflow_id=workflow, status=status, reason=reason,
-            definition={"id": workflow, "stages": [{"name": s[0]} for s in stages]},
-            meta={"owner": "ops"}, created_at=_T - age, updated_at=_T - 5,
-            started_at=started, finished_at=finished, runner_host=host, runner_pid=pid,
-            heartbeat_at=heartbeat,
-        )]
+        rows: list[Any] = [
+            FlowSession(
+                id=sid,
+                name=name,
+                workflow_id=workflow,
+                status=status,
+                reason=reason,
+                definition={"id": workflow, "stages": [{"name": s[0]} for s in stages]},
+                meta={"owner": "ops"},
+                created_at=_T - age,
+                updated_at=_T - 5,
+                started_at=started,
+                finished_at=finished,
+                runner_host=host,
+                runner_pid=pid,
+                heartbeat_at=heartbeat,
+            )
+        ]
         for i, (stage, st, progress, attempt, code, error) in enumerate(stages):
             begun = None if st == "PENDING" else (started or _T - age) + 60 * i
             done = begun + 50 if st in ("COMPLETED", "FAILED") and begun else None
-            rows.append(StageInstance(
-                session_id=sid, position=i, name=stage, status=st, progress=progress,
-                attempt=attempt, exit_code=code, error=error, started_at=begun,
-                finished_at=done, updated_at=_T - 5,
-            ))
-        rows.append(FlowEvent(session_id=sid, op="create", to_status="PENDING",
-                              actor="ana", host="build-01", pid=4242, at=_T - age))
+            rows.append(
+                StageInstance(
+                    session_id=sid,
+                    position=i,
+                    name=stage,
+                    status=st,
+                    progress=progress,
+                    attempt=attempt,
+                    exit_code=code,
+                    error=error,
+                    started_at=begun,
+                    finished_at=done,
+                    updated_at=_T - 5,
+                )
+            )
+        rows.append(
+            FlowEvent(
+                session_id=sid,
+                op="create",
+                to_status="PENDING",
+                actor="ana",
+                host="build-01",
+                pid=4242,
+                at=_T - age,
+            )
+        )
         return rows
 
     rows: list[Any] = []
-    rows += session("queued", "queued: weekly report", "report", "PENDING", 60,
-                    stages=[("collect", "PENDING", 0, 0, None, None),
-                            ("render", "PENDING", 0, 0, None, None)])
-    rows += session("train", "train: resnet run 7", "demo-train", "ACTIVE", 900,
-                    started=_T - 754, host="build-01",
-                    stages=[("prepare", "COMPLETED", 100, 1, 0, None),
-                            ("train", "ACTIVE", 42, 1, None, None),
-                            ("evaluate", "PENDING", 0, 0, None, None)])
-    rows += session("orphan", "ingest: clickstream", "ingest", "ACTIVE", 1800,
-                    started=_T - 1790, host="build-02", pid=999_999, heartbeat=1.0,
-                    stages=[("fetch", "ACTIVE", 70, 2, None, None)])
-    rows += session("release", "release v1.2.3", "demo-release", "PAUSED", 2400,
-                    reason="waiting: approve", started=_T - 2390, host="build-01",
-                    stages=[("build", "COMPLETED", 100, 1, 0, None),
-                            ("approve", "PAUSED", 0, 1, None, None),
-                            ("deploy", "PENDING", 0, 0, None, None)])
-    rows += session("backup", "backup: nightly", "demo-backup", "FAILED", 5400,
-                    reason="stage upload failed: exit code 2", started=_T - 5390,
-                    finished=_T - 5200,
-                    stages=[("snapshot", "COMPLETED", 100, 1, 0, None),
-                            ("upload", "FAILED", 30, 2, 2, "exit code 2")])
-    rows += session("etl", "etl: daily import", "demo-etl", "COMPLETED", 86_400,
-                    started=_T - 86_390, finished=_T - 86_100,
-                    stages=[("extract", "COMPLETED", 100, 1, 0, None),
-                            ("transform", "COMPLETED", 100, 1, 0, None),
-                            ("load", "COMPLETED", 100, 1, 0, None)])
+    rows += session(
+        "queued",
+        "queued: weekly report",
+        "report",
+        "PENDING",
+        60,
+        stages=[("collect", "PENDING", 0, 0, None, None), ("render", "PENDING", 0, 0, None, None)],
+    )
+    rows += session(
+        "train",
+        "train: resnet run 7",
+        "demo-train",
+        "ACTIVE",
+        900,
+        started=_T - 754,
+        host="build-01",
+        stages=[
+            ("prepare", "COMPLETED", 100, 1, 0, None),
+            ("train", "ACTIVE", 42, 1, None, None),
+            ("evaluate", "PENDING", 0, 0, None, None),
+        ],
+    )
+    rows += session(
+        "orphan",
+        "ingest: clickstream",
+        "ingest",
+        "ACTIVE",
+        1800,
+        started=_T - 1790,
+        host="build-02",
+        pid=999_999,
+        heartbeat=1.0,
+        stages=[("fetch", "ACTIVE", 70, 2, None, None)],
+    )
+    rows += session(
+        "release",
+        "release v1.2.3",
+        "demo-release",
+        "PAUSED",
+        2400,
+        reason="waiting: approve",
+        started=_T - 2390,
+        host="build-01",
+        stages=[
+            ("build", "COMPLETED", 100, 1, 0, None),
+            ("approve", "PAUSED", 0, 1, None, None),
+            ("deploy", "PENDING", 0, 0, None, None),
+        ],
+    )
+    rows += session(
+        "backup",
+        "backup: nightly",
+        "demo-backup",
+        "FAILED",
+        5400,
+        reason="stage upload failed: exit code 2",
+        started=_T - 5390,
+        finished=_T - 5200,
+        stages=[
+            ("snapshot", "COMPLETED", 100, 1, 0, None),
+            ("upload", "FAILED", 30, 2, 2, "exit code 2"),
+        ],
+    )
+    rows += session(
+        "etl",
+        "etl: daily import",
+        "demo-etl",
+        "COMPLETED",
+        86_400,
+        started=_T - 86_390,
+        finished=_T - 86_100,
+        stages=[
+            ("extract", "COMPLETED", 100, 1, 0, None),
+            ("transform", "COMPLETED", 100, 1, 0, None),
+            ("load", "COMPLETED", 100, 1, 0, None),
+        ],
+    )
     logs = {
-        "train": [("INFO", "prepare", "loading dataset"), ("INFO", "prepare", "3 shards ready"),
-                  *[("INFO", "train", f"epoch {i} loss 0.{1000 - 37 * i}") for i in range(1, 9)],
-                  ("WARNING", "train", "learning rate warm-up still on")],
-        "release": [("INFO", "build", "building v1.2.3"),
-                    ("INFO", "approve", "waiting for approval: changelog reviewed")],
-        "backup": [("INFO", "snapshot", "snapshot of /srv taken"),
-                   ("INFO", "upload", "uploading to the backup host"),
-                   ("WARNING", "upload", "connection refused"),
-                   ("ERROR", "upload", "stage failed: exit code 2")],
+        "train": [
+            ("INFO", "prepare", "loading dataset"),
+            ("INFO", "prepare", "3 shards ready"),
+            *[("INFO", "train", f"epoch {i} loss 0.{1000 - 37 * i}") for i in range(1, 9)],
+            ("WARNING", "train", "learning rate warm-up still on"),
+        ],
+        "release": [
+            ("INFO", "build", "building v1.2.3"),
+            ("INFO", "approve", "waiting for approval: changelog reviewed"),
+        ],
+        "backup": [
+            ("INFO", "snapshot", "snapshot of /srv taken"),
+            ("INFO", "upload", "uploading to the backup host"),
+            ("WARNING", "upload", "connection refused"),
+            ("ERROR", "upload", "stage failed: exit code 2"),
+        ],
     }
     for key, lines in logs.items():
         for i, (level, stage, text) in enumerate(lines):
-            rows.append(LogRecord(session_id=FROZEN_IDS[key], at=_T - 600 + 7 * i,
-                                  level=level, category="workflow.stage.integration",
-                                  stage=stage, text=text))
+            rows.append(
+                LogRecord(
+                    session_id=FROZEN_IDS[key],
+                    at=_T - 600 + 7 * i,
+                    level=level,
+                    category="workflow.stage.integration",
+                    stage=stage,
+                    text=text,
+                )
+            )
     with factory() as db:
         for row in rows:
             db.add(row)
