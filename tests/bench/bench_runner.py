@@ -24,7 +24,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from tests.bench.common import report
+from tests.bench.common import precompile, report
 
 VC = [sys.executable, "-m", "app.main"]
 
@@ -190,6 +190,7 @@ def runner_overhead(stages: int) -> tuple[float, float]:
 
 
 def main(small: bool = False) -> list[str]:
+    precompile()
     lines = []
     lat, from_commit = pause_latency(5 if small else 20)
 

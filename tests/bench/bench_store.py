@@ -19,7 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.bench.common import alternate, report, timed_command
+from tests.bench.common import alternate, precompile, report, timed_command
 
 
 def transitions_per_second(n: int) -> float:
@@ -127,6 +127,7 @@ def fill_sessions(workspace: Path, count: int) -> None:
 
 
 def main(small: bool = False) -> list[str]:
+    precompile()
     lines = []
     n = 2000 if small else 10000
     ours = transitions_per_second(n)

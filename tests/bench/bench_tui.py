@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from tests.bench.bench_store import fill_sessions
-from tests.bench.common import report
+from tests.bench.common import precompile, report
 
 
 def _use_workspace(ws: Path) -> None:
@@ -168,6 +168,7 @@ def idle_cpu_and_memory(ws: Path, seconds: float) -> tuple[float, float] | None:
 
 
 def main(small: bool = False) -> list[str]:
+    precompile()
     lines = []
     big = 20_000 if small else 100_000
     b, s = first_paint(big, 2 if small else 5)
