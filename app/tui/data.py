@@ -106,13 +106,19 @@ def log_line(record: LogView) -> LogLine:
 
 def load_window(db: Any, filt: SessionFilter, offset: int, limit: int) -> Window:
     """One windowed page of sessions plus the total and per-status counts."""
-    total = count_sessions(db, filt)
+    counts = status_counts(db)
+    everything = sum(counts.values())
+    if filt.status and not (filt.workflow_id or filt.text):
+        total = counts.get(filt.status, 0)
+    elif filt.status or filt.workflow_id or filt.text:
+        total = count_sessions(db, filt)
+    else:
+        total = everything  # one scan of the status index answers both
     offset = max(0, min(offset, max(total - 1, 0)))
     views = list_sessions(db, filt, limit=limit, offset=offset)
-    counts = status_counts(db)
     db.commit()
     return Window(
-        offset, [session_row(v) for v in views], total, StatusCounts(counts, sum(counts.values()))
+        offset, [session_row(v) for v in views], total, StatusCounts(counts, everything)
     )
 
 

@@ -125,6 +125,10 @@ def make_session(
             mgr.start_session(sid)
         elif state != "PENDING":
             raise ValueError(state)
+    if ctx.logging is not None:
+        # The operations' own log records reach the store through the batching mirror;
+        # flushed here so that they come before whatever lines a test adds next.
+        ctx.logging.flush()
     return sid
 
 
