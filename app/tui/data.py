@@ -117,9 +117,7 @@ def load_window(db: Any, filt: SessionFilter, offset: int, limit: int) -> Window
     offset = max(0, min(offset, max(total - 1, 0)))
     views = list_sessions(db, filt, limit=limit, offset=offset)
     db.commit()
-    return Window(
-        offset, [session_row(v) for v in views], total, StatusCounts(counts, everything)
-    )
+    return Window(offset, [session_row(v) for v in views], total, StatusCounts(counts, everything))
 
 
 def load_detail(db: Any, session_id: str) -> Detail | None:
