@@ -37,7 +37,7 @@ from typing import Any
 from app.logging import Logging, format_line
 from app.runner.process import StageProcess, StageStartError, kill_leftover_group, parse_progress
 from store import FlowSessionManager, StageManager
-from store.errors import InvalidTransition, SessionNotFound
+from store.errors import InvalidTransition, SessionNotFound, StoreError
 from store.managers import HEARTBEAT_INTERVAL
 from store.queries import SessionView, StageView, get_session_view
 from store.status import SessionStatus, StageStatus
@@ -382,8 +382,15 @@ class Runner:
         if self.only_stage is not None and any(
             s.status != StageStatus.COMPLETED for s in view.stages
         ):
-            self._say(f"stage {self.only_stage} done; the session stays {view.status}")
-            return Outcome(0, f"stage {self.only_stage} completed", view.status)
+            # Not left ACTIVE without a runner (it would look alive forever): PAUSED, and a
+            # resume runs the rest under a new runner.
+            reason = f"ran {self.only_stage} only: resume to run the rest"
+            try:
+                self.sessions.pause(self.session_id, reason=reason)
+            except StoreError:
+                pass  # aborted or paused meanwhile: that state stands
+            self._say(f"stage {self.only_stage} done; session paused ({reason})")
+            return Outcome(0, f"stage {self.only_stage} completed; {reason}", "PAUSED")
         return self._complete()
 
     def _complete(self) -> Outcome:

@@ -583,8 +583,8 @@ def test_idle_runner_uses_less_than_one_percent_cpu(vc: Vc, store: Store) -> Non
 def test_pause_between_stages_holds_the_next_stage_until_resume(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
-    """No stage runs when the pause arrives (`WORKFLOW:STAGE` ran the first one only):
-    the session pauses, and resume starts a runner that carries on with the next stage."""
+    """`WORKFLOW:STAGE` runs that stage only and leaves the session PAUSED (not ACTIVE
+    without a runner): resume starts a runner that carries on with the next stage."""
     write_workflow(
         workspace,
         "two",
@@ -598,9 +598,8 @@ def test_pause_between_stages_holds_the_next_stage_until_resume(
     assert result.returncode == 0, result.stderr
     sid = newest_session(store)
     view = store.view(sid)
-    assert view.status == "ACTIVE" and view.runner_pid is None and not view.orphaned
-    assert vc("flow", "session", "pause", sid).returncode == 0
-    assert store.view(sid).status == "PAUSED"
+    assert view.status == "PAUSED" and view.runner_pid is None and not view.orphaned
+    assert view.reason == "ran one only: resume to run the rest"
     result = vc("flow", "session", "resume", sid)
     assert result.returncode == 0 and "runner started" in result.stdout
     view = store.wait_status(sid, "COMPLETED")

@@ -25,7 +25,7 @@ def ctx(workspace: Path) -> Iterator[Any]:
         try:
             yield context
         finally:
-            from tui_testkit import stop_everything
+            from tests.tui.tui_testkit import stop_everything
 
             stop_everything(context)
     enable_logging(False)  # open_store switched operation logging on for this process

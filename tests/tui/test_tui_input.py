@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tui_testkit import add_logs, loaded, make_session, screen_text, wait_for
 
 from app.tui.app import EMPTY_TEXT
 from app.tui.screens import DetailsScreen
+from tests.tui.tui_testkit import add_logs, loaded, make_session, screen_text, wait_for
 
 
 async def test_empty_store_says_how_to_create_a_session(ctx: Any, make_app: Any) -> None:

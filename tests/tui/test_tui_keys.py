@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tui_testkit import (
+from app.tui.app import EMPTY_TEXT, NO_MATCH_TEXT, FlowApp
+from app.tui.commands import OPERATIONS
+from app.tui.screens import DetailsScreen, NewSessionScreen
+from tests.tui.tui_testkit import (
     events,
     loaded,
     make_session,
@@ -18,10 +21,6 @@ from tui_testkit import (
     view,
     wait_for,
 )
-
-from app.tui.app import EMPTY_TEXT, NO_MATCH_TEXT, FlowApp
-from app.tui.commands import OPERATIONS
-from app.tui.screens import DetailsScreen, NewSessionScreen
 from widgets.confirm import ConfirmScreen
 from widgets.help import HelpScreen
 
@@ -244,7 +243,7 @@ async def test_number_keys_filter_by_status(ctx: Any, make_app: Any) -> None:
 
 
 async def test_f_and_w_toggle_follow_and_wrap(ctx: Any, make_app: Any, store_url: str) -> None:
-    from tui_testkit import add_logs
+    from tests.tui.tui_testkit import add_logs
 
     sid = make_session(ctx)
     ctx.logging.flush()  # the "create" record of the operations log is in the store now
@@ -349,7 +348,7 @@ async def test_r_starts_a_runner_for_an_orphaned_session(ctx: Any, make_app: Any
     """Its runner died: resume (the CLI's rule, ``ensure_runner``) starts a new one."""
     import subprocess
 
-    from tui_testkit import manager
+    from tests.tui.tui_testkit import manager
 
     gone = subprocess.Popen(["true"])
     gone.wait()

@@ -10,7 +10,7 @@ import sqlite3
 import time
 from typing import Any
 
-from tui_testkit import (
+from tests.tui.tui_testkit import (
     add_logs,
     loaded,
     make_session,
@@ -22,7 +22,6 @@ from tui_testkit import (
     status,
     wait_for,
 )
-
 from widgets.help import HelpScreen
 
 SIZE = (120, 30)
@@ -233,9 +232,9 @@ async def test_store_errors_are_one_notification_and_the_app_recovers(
     cannot be made to fail on demand under open connections) give one notification, keep
     the last picture and the app alive; once the store answers the dashboard catches up."""
     from sqlalchemy.exc import OperationalError
-    from tui_testkit import notifications
 
     from app.tui import data
+    from tests.tui.tui_testkit import notifications
 
     sid = make_session(ctx, name="before")
     real = data.load_refresh

@@ -13,8 +13,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tui_testkit import FROZEN_IDS, frozen_clock, loaded, seed_frozen_store, select, wait_for
 
+from tests.tui.tui_testkit import (
+    FROZEN_IDS,
+    frozen_clock,
+    loaded,
+    seed_frozen_store,
+    select,
+    wait_for,
+)
 from widgets.help import HelpScreen
 
 SIZE = (130, 36)

@@ -6,8 +6,8 @@ import re
 import time
 
 from textual.app import App, ComposeResult
-from widgets_testkit import log_line, widget_lines
 
+from tests.widgets.widgets_testkit import log_line, widget_lines
 from widgets.log_pane import MAX_LINE_CHARS, LogPane, format_line, line_width
 from widgets.messages import FollowChanged, OlderLogsRequested
 

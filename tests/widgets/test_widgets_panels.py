@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from textual.app import App, ComposeResult
 from textual.widgets import ProgressBar
-from widgets_testkit import NOW, clock, screen_lines, stage_row, widget_lines
 
+from tests.widgets.widgets_testkit import NOW, clock, screen_lines, stage_row, widget_lines
 from widgets.confirm import ConfirmScreen
 from widgets.counts import StatusCountsBar
 from widgets.data import StatusCounts

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from textual.app import App, ComposeResult
-from widgets_testkit import clock, session_row, widget_lines
 
+from tests.widgets.widgets_testkit import clock, session_row, widget_lines
 from widgets.messages import SessionHighlighted, WindowRequested
 from widgets.session_table import SessionTable, layout_columns
 
