@@ -17,6 +17,7 @@ def launch(*, demo: bool = False) -> int:
         from app.tui.app import FlowApp
 
         app = FlowApp(ctx)
+        app.preload()
         try:
             app.run()
         finally:

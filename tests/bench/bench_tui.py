@@ -42,6 +42,7 @@ async def _first_paint(ws: Path) -> float:
     started = time.perf_counter()
     with open_store() as ctx:
         app = FlowApp(ctx)
+        app.preload()  # as `vc flow tui` does before it starts the app
         async with app.run_test(size=(140, 40)) as pilot:
             table = app.query_one(SessionTable)
             while not (table.loaded and table.rows):
