@@ -226,37 +226,6 @@ class Logging:
         self._handler_id = handler_id
         self.forgotten: set[str] = set()
 
-    def stage_lines(
-        self,
-        session_id: str,
-        stage: str,
-        lines: Sequence[tuple[float, str, str]],
-        category: str = "workflow.stage.integration",
-    ) -> None:
-        """The runner's fast path for stage output: (time, INFO|WARNING, text) tuples to
-        the session file and the store in one batch each, bypassing per-line formatting
-        in loguru."""
-        if not lines:
-            return
-        self.files.write_session(
-            session_id,
-            "".join(
-                format_line(at, lvl, category, session_id, stage, text) for at, lvl, text in lines
-            ),
-        )
-        if self.mirror is not None:
-            self.mirror.add_many(
-                {
-                    "session_id": session_id,
-                    "at": at,
-                    "level": lvl,
-                    "category": category,
-                    "stage": stage,
-                    "text": text,
-                }
-                for at, lvl, text in lines
-            )
-
     def flush(self) -> None:
         if self.mirror is not None:
             self.mirror.flush()
