@@ -96,6 +96,23 @@ def _update_statement(columns: tuple[str, ...]) -> Any:
     return stmt
 
 
+_STAGE_UPDATES: dict[tuple[str, ...], Any] = {}
+
+
+def _stage_update_statement(columns: tuple[str, ...]) -> Any:
+    """``UPDATE stage_instances SET <columns> WHERE id = :stage_id AND version =
+    :expected``, cached per column set like :func:`_update_statement`."""
+    stmt = _STAGE_UPDATES.get(columns)
+    if stmt is None:
+        stmt = (
+            update(_ST)
+            .where(_ST.c.id == bindparam("stage_id"), _ST.c.version == bindparam("expected"))
+            .values({col: bindparam(f"v_{col}") for col in columns})
+        )
+        _STAGE_UPDATES[columns] = stmt
+    return stmt
+
+
 @dataclass(frozen=True)
 class SessionChange:
     """What one successful operation did; handed to subscribers and returned to callers."""
@@ -107,6 +124,36 @@ class SessionChange:
     version: int
     reason: str | None = None
     stage: str | None = None
+
+
+@dataclass(frozen=True)
+class StageMove:
+    """What :meth:`StageManager.move_stage` did: the stage's new state and, read in the
+    same transaction, its session's status (None if the session row is gone)."""
+
+    stage_id: int
+    session_id: str
+    status: str
+    version: int
+    attempt: int
+    session_status: str | None
+
+
+_SELECT_STAGE_FOR_MOVE = select(
+    _ST.c.session_id,
+    _ST.c.name,
+    _ST.c.status,
+    _ST.c.version,
+    _ST.c.attempt,
+    _ST.c.metadata,
+).where(_ST.c.id == bindparam("id"))
+
+_TOUCH_SESSION = (
+    update(_T)
+    .where(_T.c.id == bindparam("sid"))
+    .values(updated_at=bindparam("now"))
+    .returning(_T.c.status)
+)
 
 
 def new_session_id() -> str:
@@ -908,23 +955,59 @@ class StageManager(_Base):
         stage's metadata. A move to the same state is a progress update without an event.
         Entering ACTIVE from PENDING starts attempt 1 (or the next one); ``new_attempt``
         starts a fresh attempt of a stage that is ACTIVE or PAUSED already (a timeout retry,
-        or a new runner taking over an orphan)."""
+        or a new runner taking over an orphan). Returns the stage as stored; the runner,
+        which needs no reload, calls :meth:`move_stage`."""
+        self.move_stage(
+            stage_id,
+            status,
+            metadata,
+            error=error,
+            exit_code=exit_code,
+            expected_version=expected_version,
+            new_attempt=new_attempt,
+        )
+        return self.get_stage(stage_id)
+
+    def start_attempt(
+        self, stage_id: int, attempt: int, *, pid: int, pid_start: int | None, host: str | None
+    ) -> StageMove:
+        """The runner started attempt ``attempt`` of a stage as process ``pid``: ACTIVE, the
+        attempt and the process recorded in one transaction (a later runner finds the
+        process to remove after a crash). The process is spawned first so that this write
+        overlaps with its start-up: a 50-stage workflow of quick commands pays one spawn and
+        two short transactions per stage, not four."""
+        return self.move_stage(
+            stage_id,
+            StageStatus.ACTIVE,
+            new_attempt=True,
+            attempt=attempt,
+            process=(pid, pid_start, host or self.host),
+        )
+
+    def move_stage(
+        self,
+        stage_id: int,
+        status: StageStatus | str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        error: str | None = None,
+        exit_code: int | None = None,
+        expected_version: int | None = None,
+        new_attempt: bool = False,
+        attempt: int | None = None,
+        process: tuple[int, int | None, str] | None = None,
+    ) -> StageMove:
+        """:meth:`update_stage_status` without reloading the stage: one transaction that
+        also reads the session's status, so the runner needs no extra query to know
+        whether to go on. ``attempt`` (with a new attempt) is the number the caller already
+        gave the process (``VC_ATTEMPT``); it must be above the stored one. ``process`` is
+        (pid, start time, host) of the attempt's process."""
         target = StageStatus(status)
         meta = dict(metadata or {})
         progress = meta.pop("progress", None)
         for _ in range(_MAX_RETRIES):
             conn = self._conn()
-            cur = conn.execute(
-                select(
-                    _ST.c.session_id,
-                    _ST.c.name,
-                    _ST.c.status,
-                    _ST.c.version,
-                    _ST.c.attempt,
-                    _ST.c.metadata,
-                    _ST.c.started_at,
-                ).where(_ST.c.id == stage_id)
-            ).first()
+            cur = conn.execute(_SELECT_STAGE_FOR_MOVE, {"id": stage_id}).first()
             if cur is None:
                 self.session.rollback()
                 raise StageNotFound(f"no stage with id {stage_id}")
@@ -945,7 +1028,9 @@ class StageManager(_Base):
             now = time.time()
             # Session row first, as in every session transition: one lock order, no deadlock
             # between a stage update and an abort on PostgreSQL.
-            conn.execute(update(_T).where(_T.c.id == cur.session_id).values(updated_at=now))
+            session_status = conn.execute(
+                _TOUCH_SESSION, {"sid": cur.session_id, "now": now}
+            ).scalar()
             values: dict[str, Any] = {
                 "status": target,
                 "version": cur.version + 1,
@@ -959,20 +1044,29 @@ class StageManager(_Base):
                 values["error"] = error
             if exit_code is not None:
                 values["exit_code"] = exit_code
+            new_number = cur.attempt
             if target == StageStatus.ACTIVE and (cur.status == StageStatus.PENDING or new_attempt):
-                values.update(attempt=cur.attempt + 1, started_at=now, finished_at=None)
+                new_number = cur.attempt + 1 if attempt is None else attempt
+                if new_number <= cur.attempt:
+                    self.session.rollback()
+                    raise ConcurrentModification(
+                        f"stage {cur.name!r} is at attempt {cur.attempt} already"
+                    )
+                values.update(attempt=new_number, started_at=now, finished_at=None)
                 values.setdefault("progress", 0.0)
                 values.setdefault("exit_code", None)
                 values.setdefault("error", None)
+            if process is not None:
+                values.update(pid=process[0], pid_start=process[1], host=process[2])
             if target in TERMINAL:
                 values["finished_at"] = now
                 if target == StageStatus.COMPLETED:
                     values["progress"] = 100.0
             if target == StageStatus.PENDING:
                 values.update(progress=0.0, finished_at=None, pid=None, pid_start=None)
-            result = conn.execute(
-                update(_ST).where(_ST.c.id == stage_id, _ST.c.version == cur.version).values(values)
-            )
+            params = {f"v_{k}": v for k, v in values.items()}
+            params.update(stage_id=stage_id, expected=cur.version)
+            result = conn.execute(_stage_update_statement(tuple(values)), params)
             if result.rowcount != 1:
                 self.session.rollback()
                 if expected_version is not None:
@@ -1000,7 +1094,9 @@ class StageManager(_Base):
                     ),
                     self.CATEGORY,
                 )
-            return self.get_stage(stage_id)
+            return StageMove(
+                stage_id, cur.session_id, target, cur.version + 1, new_number, session_status
+            )
         raise ConcurrentModification(f"stage {stage_id} is changing too fast; try again")
 
     def set_progress(self, stage_id: int, progress: float) -> None:

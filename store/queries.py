@@ -49,6 +49,10 @@ class StageView:
     started_at: float | None
     finished_at: float | None
     config: dict[str, Any] = field(default_factory=dict)
+    #: The last attempt's process (kept after it exits): what crash recovery looks at.
+    pid: int | None = None
+    pid_start: int | None = None
+    host: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -231,6 +235,9 @@ def _stages_for(session: Session, ids: Sequence[str]) -> dict[str, list[StageVie
             _ST.c.started_at,
             _ST.c.finished_at,
             _ST.c.config,
+            _ST.c.pid,
+            _ST.c.pid_start,
+            _ST.c.host,
         )
         .where(_ST.c.session_id.in_(list(ids)))
         .order_by(_ST.c.session_id, _ST.c.position)
@@ -249,6 +256,9 @@ def _stages_for(session: Session, ids: Sequence[str]) -> dict[str, list[StageVie
                 started_at=r.started_at,
                 finished_at=r.finished_at,
                 config=r.config or {},
+                pid=r.pid,
+                pid_start=r.pid_start,
+                host=r.host,
             )
         )
     return by_session

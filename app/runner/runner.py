@@ -25,6 +25,7 @@ stage as a new attempt.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -179,6 +180,9 @@ class Runner:
         #: What the foreground display shows.
         self.current_stage: str | None = None
         self.waiting_at: str | None = None
+        #: The session's status as read by the last stage write (same transaction): when
+        #: it says ACTIVE, the next stage starts without another read.
+        self._known_status: str | None = None
 
     # -- logging -------------------------------------------------------------------------------
 
@@ -275,14 +279,17 @@ class Runner:
         """(status, reason) the front ends want, None if the session was deleted. Raises
         :class:`Interrupted` after Ctrl-C and :class:`_TakenOver` when another runner owns
         the session now."""
-        if self._interrupted.is_set():
-            raise Interrupted
-        if self._lost.is_set():
-            raise _TakenOver(f"another runner took over session {self.session_id[:12]}")
+        self._check_flags()
         state = self.sessions.state(self.session_id)
         if state is None:
             return None
         return state[0], state[2]
+
+    def _check_flags(self) -> None:
+        if self._interrupted.is_set():
+            raise Interrupted
+        if self._lost.is_set():
+            raise _TakenOver(f"another runner took over session {self.session_id[:12]}")
 
     def _idle(self) -> None:
         """Sleep one idle poll; Ctrl-C or a lost heartbeat wakes it at once."""
@@ -315,47 +322,35 @@ class Runner:
         A manual gate keeps its state: the gate logic knows whether it was passed."""
         view = self._view()
         for stage in view.stages:
+            if stage.stage_type == "manual" or stage.status == StageStatus.COMPLETED:
+                continue
             interrupted = stage.status in (StageStatus.ACTIVE, StageStatus.PAUSED)
-            if stage.stage_type == "manual":
-                continue
-            if not interrupted:
-                # An aborted attempt whose runner died before it could kill it is still
-                # recorded (retry keeps the pid): remove it too, or it would run beside the
-                # new attempt. A finished process fails the start-time check: no signal.
-                if stage.status != StageStatus.COMPLETED:
-                    row = self.stages.get_stage(stage.id)
-                    if row.pid and row.host == self.host:
-                        timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
-                        if kill_leftover_group(row.pid, row.pid_start, timeout):
-                            self._say(
-                                f"removed the leftover process group {row.pid} of "
-                                f"attempt {row.attempt}",
-                                "WARNING",
-                                stage.name,
-                            )
-                continue
-            row = self.stages.get_stage(stage.id)
-            if row.pid and row.host == self.host:
+            # Also for PENDING/FAILED stages: an aborted attempt whose runner died before it
+            # could kill it is still recorded (retry keeps the pid) and would run beside the
+            # new attempt. A process that finished fails the start-time check: no signal.
+            if stage.pid and stage.host == self.host:
                 timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
-                if kill_leftover_group(row.pid, row.pid_start, timeout):
+                if kill_leftover_group(stage.pid, stage.pid_start, timeout):
                     self._say(
-                        f"removed the leftover process group {row.pid} of attempt {row.attempt}",
+                        f"removed the leftover process group {stage.pid} of "
+                        f"attempt {stage.attempt}",
                         "WARNING",
                         stage.name,
                     )
-            elif row.pid and row.host:
+            elif stage.pid and stage.host and interrupted:
                 self._say(
-                    f"attempt {row.attempt} ran on host {row.host} (pid {row.pid}); "
+                    f"attempt {stage.attempt} ran on host {stage.host} (pid {stage.pid}); "
                     "it cannot be signalled from here",
                     "WARNING",
                     stage.name,
                 )
-            self.stages.update_stage_status(stage.id, StageStatus.PENDING)
-            self._say(
-                f"attempt {row.attempt} was interrupted; the stage runs again",
-                "WARNING",
-                stage.name,
-            )
+            if interrupted:
+                self.stages.move_stage(stage.id, StageStatus.PENDING)
+                self._say(
+                    f"attempt {stage.attempt} was interrupted; the stage runs again",
+                    "WARNING",
+                    stage.name,
+                )
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -416,6 +411,10 @@ class Runner:
         process to stop: the next stage just does not start); an Outcome when it was
         aborted, completed or deleted meanwhile."""
         announced = False
+        known, self._known_status = self._known_status, None
+        if known == SessionStatus.ACTIVE:
+            self._check_flags()
+            return None
         while True:
             desired = self._desired()
             if desired is None:
@@ -451,7 +450,7 @@ class Runner:
         if stage.status == StageStatus.PAUSED:
             return self._pass_gate(stage)
         try:
-            self.stages.update_stage_status(stage.id, StageStatus.PAUSED)
+            self.stages.move_stage(stage.id, StageStatus.PAUSED)
             self.sessions.pause(self.session_id, reason=f"waiting: {stage.name}")
         except InvalidTransition:
             pass  # paused or aborted meanwhile: the wait below sorts it out
@@ -480,7 +479,7 @@ class Runner:
     def _pass_gate(self, stage: StageView) -> Outcome | None:
         self.waiting_at = None
         try:
-            self.stages.update_stage_status(stage.id, StageStatus.COMPLETED)
+            self.stages.move_stage(stage.id, StageStatus.COMPLETED)
         except InvalidTransition:
             return self._stopped_outcome()  # aborted at the very moment of the resume
         self._say(f"manual gate {stage.name} passed", stage=stage.name)
@@ -516,26 +515,21 @@ class Runner:
         timeout = _seconds(stage.config.get("timeout"))
         kill_timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
         self.current_stage = stage.name
+        attempt = stage.attempt
         tries = 0
         while True:
             tries += 1
-            try:
-                row = self.stages.update_stage_status(
-                    stage.id, StageStatus.ACTIVE, new_attempt=True
-                )
-            except InvalidTransition:
-                return self._stopped_outcome()  # aborted between two attempts
-            attempt = row.attempt
-            self._notify()
+            attempt += 1
             result = self._attempt(stage, attempt, timeout, kill_timeout)
             if result.kind == "stopped":
                 assert result.outcome is not None
                 return result.outcome
             if result.kind == "completed":
                 try:
-                    self.stages.update_stage_status(stage.id, StageStatus.COMPLETED, exit_code=0)
+                    move = self.stages.move_stage(stage.id, StageStatus.COMPLETED, exit_code=0)
                 except InvalidTransition:
                     return self._stopped_outcome()  # aborted as the stage exited
+                self._known_status = move.session_status
                 self._say(f"stage completed (attempt {attempt})", stage=stage.name)
                 self._notify()
                 return None
@@ -551,7 +545,7 @@ class Runner:
                     return outcome
                 continue
             try:
-                self.stages.update_stage_status(
+                self.stages.move_stage(
                     stage.id, StageStatus.FAILED, error=error, exit_code=result.exit_code
                 )
             except InvalidTransition:
@@ -568,11 +562,15 @@ class Runner:
     def _attempt(
         self, stage: StageView, attempt: int, timeout: float | None, kill_timeout: float
     ) -> _Attempt:
-        """One attempt: spawn, then supervise until it exits or must be stopped.
+        """One attempt: spawn, record, then supervise until it exits or must be stopped.
 
-        ``timeout`` counts running time only: a paused stage is not timed out. The recorded
-        pid stays after the exit (one write less per stage): recovery only looks at ACTIVE
-        or PAUSED stages and checks the process start time, and a new attempt overwrites it.
+        The process is spawned before the stage is marked ACTIVE so the write overlaps with
+        its start-up (:meth:`StageManager.start_attempt`); a crash between the two leaves
+        the stage PENDING, so it simply runs again, as a crash between a spawn and the pid
+        record always did. ``timeout`` counts running time only: a paused stage is not
+        timed out. The recorded pid stays after the exit (one write less per stage):
+        recovery only looks at ACTIVE or PAUSED stages and checks the process start time,
+        and a new attempt overwrites it.
         """
         command = str(stage.config.get("run"))
         output = StageOutput(self.log, self.session_id, stage.name)
@@ -582,17 +580,19 @@ class Runner:
             cwd=self._stage_cwd(stage),
             on_lines=output,
         )
-        self._say(f"attempt {attempt}: {command}", stage=stage.name)
         try:
             proc.start()
         except StageStartError as exc:
+            try:
+                self.stages.move_stage(
+                    stage.id, StageStatus.ACTIVE, new_attempt=True, attempt=attempt
+                )
+            except InvalidTransition:
+                return _Attempt("stopped", outcome=self._stopped_outcome())
+            self._say(f"attempt {attempt}: {command}", stage=stage.name)
             self._say(str(exc), "ERROR", stage.name)
             return _Attempt("failed", str(exc))
         assert proc.pid is not None
-        self.stages.record_process(
-            stage.id, pid=proc.pid, pid_start=proc.start_time, host=self.host
-        )
-        self._say(f"attempt {attempt} running as pid {proc.pid}", "DEBUG", stage.name)
         self._proc, self._output = proc, output
         paused = False
         active_time = 0.0
@@ -600,6 +600,22 @@ class Runner:
         progress_at = 0.0
         progress_written: float | None = None
         try:
+            try:
+                move = self.stages.start_attempt(
+                    stage.id, attempt, pid=proc.pid, pid_start=proc.start_time, host=self.host
+                )
+            except InvalidTransition:
+                proc.terminate(kill_timeout)
+                return _Attempt("stopped", outcome=self._stopped_outcome())
+            self._say(f"attempt {attempt} (pid {proc.pid}): {command}", stage=stage.name)
+            self._notify()
+            if move.session_status is None or move.session_status == SessionStatus.FAILED:
+                # Aborted (or deleted) between the check before the stage and its start:
+                # the abort did not see this stage running, so it is failed here.
+                proc.terminate(kill_timeout)
+                with contextlib.suppress(StoreError):
+                    self.stages.move_stage(stage.id, StageStatus.FAILED, error="aborted")
+                return _Attempt("stopped", outcome=self._stopped_outcome())
             while True:
                 code = proc.wait(POLL_INTERVAL)
                 now = time.monotonic()
@@ -655,7 +671,7 @@ class Runner:
         """Record a pause or resume that was just enforced. Refused only when an abort
         landed in between (the stage is FAILED already): the next poll sees it."""
         try:
-            self.stages.update_stage_status(stage.id, status)
+            self.stages.move_stage(stage.id, status)
         except InvalidTransition:
             return
         self._say(note, stage=stage.name)
@@ -690,7 +706,7 @@ class Runner:
                 StageStatus.ACTIVE,
                 StageStatus.PAUSED,
             ):
-                self.stages.update_stage_status(stage.id, StageStatus.PENDING)
+                self.stages.move_stage(stage.id, StageStatus.PENDING)
         short = self.session_id[:12]
         if view.status == SessionStatus.ACTIVE:
             try:

@@ -277,3 +277,43 @@ def test_stage_refuses_to_leave_completed(managers, hello_definition):
     stages.update_stage_status(st.id, StageStatus.COMPLETED)
     with pytest.raises(InvalidTransition, match="COMPLETED"):
         stages.update_stage_status(st.id, StageStatus.ACTIVE)
+
+
+def test_start_attempt_records_attempt_and_process_in_one_event(managers, db, hello_definition):
+    _, stages = managers
+    sid = _make(managers, hello_definition, S.ACTIVE)
+    st = stages.list_stages(sid)[0]
+    before = len(_events(db, sid))
+    move = stages.start_attempt(st.id, 1, pid=4242, pid_start=99, host="builder")
+    row = stages.get_stage(st.id)
+    assert (row.status, row.attempt, row.pid, row.pid_start, row.host) == (
+        S.ACTIVE,
+        1,
+        4242,
+        99,
+        "builder",
+    )
+    assert (move.attempt, move.session_status) == (1, S.ACTIVE)
+    assert len(_events(db, sid)) == before + 1
+
+
+def test_start_attempt_refuses_an_attempt_number_already_used(managers, hello_definition):
+    _, stages = managers
+    sid = _make(managers, hello_definition, S.ACTIVE)
+    st = stages.list_stages(sid)[0]
+    stages.start_attempt(st.id, 2, pid=1, pid_start=None, host=None)
+    with pytest.raises(ConcurrentModification, match="attempt 2"):
+        stages.start_attempt(st.id, 2, pid=1, pid_start=None, host=None)
+    assert stages.get_stage(st.id).attempt == 2
+
+
+def test_move_stage_reports_the_session_status_read_in_the_same_transaction(
+    managers, hello_definition
+):
+    sessions, stages = managers
+    sid = _make(managers, hello_definition, S.ACTIVE)
+    st = stages.list_stages(sid)[0]
+    stages.move_stage(st.id, StageStatus.ACTIVE)
+    sessions.pause(sid)
+    move = stages.move_stage(st.id, StageStatus.COMPLETED, exit_code=0)
+    assert (move.status, move.session_status) == (S.COMPLETED, S.PAUSED)
