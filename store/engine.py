@@ -24,7 +24,7 @@ from store.errors import StoreUnavailable
 
 #: The number of the head migration revision (store/migrations/versions/NNNN_*.py): bumped
 #: with every new revision; SQLite's ``PRAGMA user_version`` holds it once a store is there.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_BUSY_TIMEOUT = 10.0
 
 

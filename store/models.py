@@ -10,6 +10,11 @@ from sqlmodel import Field, SQLModel
 
 #: An auto-increment key that is a rowid alias on SQLite and a 64-bit identity elsewhere.
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
+#: Table options of every table keyed by :data:`_BigId`: on SQLite, ``AUTOINCREMENT``, so an
+#: id is never given twice (plain rowids reuse the ids of deleted rows, and a runner still
+#: holding a stage id of a deleted session would then change another session's stage);
+#: PostgreSQL's sequences never go back anyway. flow_sessions is keyed by a random string.
+_NEVER_REUSE_IDS: dict[str, Any] = {"sqlite_autoincrement": True}
 
 
 class FlowSession(SQLModel, table=True):
@@ -39,6 +44,7 @@ class FlowSession(SQLModel, table=True):
 
 class StageInstance(SQLModel, table=True):
     __tablename__ = "stage_instances"
+    __table_args__ = _NEVER_REUSE_IDS
 
     id: int | None = Field(default=None, sa_column=Column(_BigId, primary_key=True))
     session_id: str = Field(foreign_key="flow_sessions.id", index=True, ondelete="CASCADE")
@@ -65,6 +71,7 @@ class FlowEvent(SQLModel, table=True):
     """One row of a session's history: every state change and operation."""
 
     __tablename__ = "flow_events"
+    __table_args__ = _NEVER_REUSE_IDS
 
     id: int | None = Field(default=None, sa_column=Column(_BigId, primary_key=True))
     session_id: str = Field(foreign_key="flow_sessions.id", index=True, ondelete="CASCADE")
@@ -83,7 +90,7 @@ class LogRecord(SQLModel, table=True):
     """One line of a session's log (DESIGN §7), what `session logs` and the dashboard read."""
 
     __tablename__ = "log_records"
-    __table_args__ = (Index("ix_log_records_session_id_id", "session_id", "id"),)
+    __table_args__ = (Index("ix_log_records_session_id_id", "session_id", "id"), _NEVER_REUSE_IDS)
 
     id: int | None = Field(default=None, sa_column=Column(_BigId, primary_key=True))
     session_id: str = Field(max_length=64)

@@ -91,6 +91,94 @@ def _indexes(engine) -> set[str]:  # type: ignore[no-untyped-def]
     return {ix["name"] for ix in inspect(engine).get_indexes("flow_sessions")}
 
 
+#: The tables keyed by an auto-increment id (revision 0004: AUTOINCREMENT on SQLite).
+ID_TABLES = ("stage_instances", "flow_events", "log_records")
+
+
+def _autoincrement_tables(engine) -> set[str]:  # type: ignore[no-untyped-def]
+    """SQLite: the tables declared with AUTOINCREMENT."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+        return {name for name, sql in rows if "AUTOINCREMENT" in (sql or "").upper()}
+
+
+def _structure(engine) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Columns, keys and indexes of every table, as the database reports them."""
+    insp = inspect(engine)
+    out: dict[str, object] = {}
+    for table in sorted(insp.get_table_names()):
+        out[table] = (
+            [
+                (c["name"], str(c["type"]), c["nullable"], c["default"])
+                for c in insp.get_columns(table)
+            ],
+            insp.get_pk_constraint(table)["constrained_columns"],
+            sorted(
+                (
+                    fk["constrained_columns"],
+                    fk["referred_table"],
+                    fk["referred_columns"],
+                    fk.get("options", {}).get("ondelete"),
+                )
+                for fk in insp.get_foreign_keys(table)
+            ),
+            sorted(
+                (ix["name"], ix["column_names"], bool(ix.get("unique")))
+                for ix in insp.get_indexes(table)
+            ),
+        )
+    return out
+
+
+def _max_ids(engine) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return {
+            t: int(conn.execute(text(f"SELECT max(id) FROM {t}")).scalar() or 0) for t in ID_TABLES
+        }
+
+
+def _assert_ids_not_reused(engine, definition) -> None:  # type: ignore[no-untyped-def]
+    """Delete the sessions owning the highest stage, event and log ids, then make new rows
+    of each kind: every new id is above every id the deleted rows had."""
+    top = _max_ids(engine)
+    with engine.connect() as conn:
+        owners = {
+            conn.execute(
+                text(f"SELECT session_id FROM {t} WHERE id = (SELECT max(id) FROM {t})")
+            ).scalar()
+            for t in ID_TABLES
+        }
+    with get_session_factory(engine)() as db:
+        sessions = FlowSessionManager(db)
+        for sid in owners:
+            sessions.delete(sid, force=True)
+        after_delete = _max_ids(engine)
+        assert all(after_delete[t] < top[t] for t in ID_TABLES)  # the highest rows are gone
+        new = sessions.create_session("hello", name="after", definition=definition).id
+        sessions.start_session(new)
+        append_logs(
+            db,
+            [
+                {
+                    "session_id": new,
+                    "at": 1.0,
+                    "level": "INFO",
+                    "category": "c",
+                    "stage": None,
+                    "text": "x",
+                }
+            ],
+        )
+    with engine.connect() as conn:
+        for t in ID_TABLES:
+            ids = [
+                r[0]
+                for r in conn.execute(text(f"SELECT id FROM {t} WHERE session_id = :s"), {"s": new})
+            ]
+            assert ids, t
+            assert min(ids) > top[t], f"{t}: id {min(ids)} given again (highest was {top[t]})"
+
+
 def test_revision_files_are_one_linear_history_ending_at_schema_version():
     from alembic.script import ScriptDirectory
 
@@ -112,6 +200,7 @@ def test_empty_database_gets_head(db_url):
         assert "ix_flow_sessions_queue" in _indexes(engine)
         if engine.dialect.name == "sqlite":
             assert _user_version(engine) == SCHEMA_VERSION
+            assert _autoincrement_tables(engine) == set(ID_TABLES)
     finally:
         engine.dispose()
 
@@ -137,13 +226,18 @@ def test_head_schema_matches_the_models(db_url):
         engine.dispose()
 
 
-def test_upgrade_from_first_revision_keeps_every_row(db_url, hello_definition):
-    old = _build_at(db_url, BASELINE)
+@pytest.mark.parametrize("start", [BASELINE, "0003"])
+def test_upgrade_keeps_every_row(db_url, hello_definition, start):
+    """From the first revision and from the one before AUTOINCREMENT (0004): every row,
+    column, key and index is kept, and afterwards no deleted id is given again."""
+    old = _build_at(db_url, start)
     try:
-        assert _revision(old) == BASELINE
-        assert "ix_flow_sessions_queue" not in _indexes(old)
+        assert _revision(old) == start
+        assert ("ix_flow_sessions_queue" in _indexes(old)) == (start != BASELINE)
         _fill(old, hello_definition)
         before = snapshot(old)
+        structure = _structure(old)
+        top = _max_ids(old)
     finally:
         old.dispose()
     assert sum(len(rows) for rows in before.values()) > 50
@@ -153,8 +247,14 @@ def test_upgrade_from_first_revision_keeps_every_row(db_url, hello_definition):
         assert _revision(engine) == HEAD
         assert snapshot(engine) == before
         assert "ix_flow_sessions_queue" in _indexes(engine)
+        if start != BASELINE:
+            assert _structure(engine) == structure
         if engine.dialect.name == "sqlite":
             assert _user_version(engine) == SCHEMA_VERSION
+            assert _autoincrement_tables(engine) == set(ID_TABLES)
+            with engine.connect() as conn:
+                seq = dict(conn.exec_driver_sql("SELECT name, seq FROM sqlite_sequence").all())
+            assert seq == top  # new ids continue above the highest id kept
         # and the store works on: the upgraded rows take new operations
         with get_session_factory(engine)() as db:
             sessions = FlowSessionManager(db)
@@ -163,6 +263,28 @@ def test_upgrade_from_first_revision_keeps_every_row(db_url, hello_definition):
             sessions.resume(paused[0])
             assert sessions.get_session(paused[0]).status == "ACTIVE"
             assert sessions.get_session(sid) is not None
+        _assert_ids_not_reused(engine, hello_definition)
+    finally:
+        engine.dispose()
+
+
+def test_autoincrement_downgrade_keeps_every_row(db_url, hello_definition):
+    """Revision 0004 undone (SQLite: the tables rebuilt without AUTOINCREMENT; PostgreSQL:
+    nothing) keeps every row and the schema of 0003."""
+    reference = _build_at(db_url, "0003")
+    structure = _structure(reference)
+    reference.dispose()
+    engine = init_db(db_url)
+    try:
+        _fill(engine, hello_definition)
+        before = snapshot(engine)
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0003")
+        assert _revision(engine) == "0003"
+        assert snapshot(engine) == before
+        assert _structure(engine) == structure
+        if engine.dialect.name == "sqlite":
+            assert _autoincrement_tables(engine) == set()
     finally:
         engine.dispose()
 

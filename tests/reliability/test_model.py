@@ -532,14 +532,6 @@ def test_create_stage_on_a_completed_session_is_refused(tmp_path: Path) -> None:
         engine.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SQLite reuses the ids of deleted stage instances (and events, log records): "
-    "store/models.py declares their INTEGER PRIMARY KEY without AUTOINCREMENT, so after a "
-    "delete a new stage can get the id a runner or dashboard of the deleted session still "
-    "holds, and update_stage_status/record_process/record_exit_code on that id silently "
-    "change another session's stage",
-)
 def test_stage_ids_of_a_deleted_session_are_not_reused(tmp_path: Path) -> None:
     from store import FlowSessionManager, StageManager, get_session_factory, init_db
 
