@@ -132,6 +132,12 @@ class LogFiles:
             self._fds.clear()
 
 
+#: Longest wait between two tries of a log batch while the store is unreachable.
+MAX_RETRY_DELAY = 5.0
+#: How long a closing mirror keeps trying to store what is left.
+CLOSE_PATIENCE = 10.0
+
+
 class StoreMirror:
     """Batches log rows into the store from one background thread.
 
@@ -187,18 +193,37 @@ class StoreMirror:
                 return
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
+        """Store one batch. While the store is unreachable (server restarting, network
+        down, SQLite locked) the batch waits and is retried with a backoff up to
+        :data:`MAX_RETRY_DELAY`, as long as the mirror runs: nothing is dropped because the
+        database went away for a while. After ``close`` it gets :data:`CLOSE_PATIENCE`
+        seconds. Any other error (a row the database refuses) is retried a few times, then
+        reported and the batch dropped (the session log file has every line anyway)."""
+        from sqlalchemy.exc import InterfaceError, OperationalError
+
         delay = 0.1
-        for attempt in range(8):
+        other_errors = 0
+        closing_deadline: float | None = None
+        while True:
             try:
                 self._write_batch(batch)
                 return
-            except Exception as exc:  # database away or locked: retry, then report
-                if attempt == 7:
+            except (OperationalError, InterfaceError) as exc:
+                if self._closed:
+                    now = time.monotonic()
+                    closing_deadline = closing_deadline or now + CLOSE_PATIENCE
+                    if now > closing_deadline:
+                        if self._on_error is not None:
+                            self._on_error(exc)
+                        return
+            except Exception as exc:
+                other_errors += 1
+                if other_errors >= 4:
                     if self._on_error is not None:
                         self._on_error(exc)
                     return
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_DELAY)
 
     def flush(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

@@ -35,10 +35,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from app.logging import Logging, format_line
 from app.runner.process import StageProcess, StageStartError, kill_leftover_group, parse_progress
 from store import FlowSessionManager, StageManager
-from store.errors import InvalidTransition, SessionNotFound, StoreError
+from store.errors import (
+    ConcurrentModification,
+    InvalidTransition,
+    SessionNotFound,
+    StoreError,
+    StoreUnavailable,
+)
 from store.managers import HEARTBEAT_INTERVAL
 from store.queries import SessionView, StageView, get_session_view
 from store.status import SessionStatus, StageStatus
@@ -52,10 +60,23 @@ IDLE_POLL_INTERVAL = 0.2
 #: Progress writes are coalesced to at most one per this many seconds per stage.
 PROGRESS_INTERVAL = 0.3
 DEFAULT_KILL_TIMEOUT = 10.0
+#: While the store is unreachable, reads and writes are retried with a backoff from the
+#: first to the second value (seconds); the stage keeps running meanwhile.
+STORE_RETRY = (0.25, 5.0)
+#: After Ctrl-C with the store unreachable: how long to keep trying to record the pause.
+INTERRUPTED_STORE_WAIT = 10.0
+#: On PostgreSQL the runner LISTENs for changes of its session and reads its state only
+#: when notified, or after this many quiet seconds (a safety net for a silent connection).
+NOTIFY_RESYNC = 1.0
 OUTPUT_CATEGORY = "workflow.stage.integration"
 STAGE_CATEGORY = "workflow.stage.operations"
 SESSION_CATEGORY = "workflow.session.operations"
 _PROGRESS_TAG = "::progress"
+
+
+#: Errors that mean "the store is away for now" (server restarting, network gone, SQLite
+#: locked past the busy timeout): retried, never fatal to a running stage.
+_STORE_ERRORS = (OperationalError, InterfaceError)
 
 
 class Interrupted(Exception):
@@ -167,8 +188,10 @@ class Runner:
         self.host = _host()
         self.pid = os.getpid()
         self._db = factory()
-        self.sessions = FlowSessionManager(self._db, actor="runner")
-        self.stages = StageManager(self._db, actor="runner")
+        self._raw_sessions = FlowSessionManager(self._db, actor="runner")
+        #: Every write through these is retried until the store takes it (see _persist).
+        self.sessions: Any = _Persistent(self._raw_sessions, self)
+        self.stages: Any = _Persistent(StageManager(self._db, actor="runner"), self)
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._interrupted = threading.Event()
@@ -180,6 +203,14 @@ class Runner:
         #: What the foreground display shows.
         self.current_stage: str | None = None
         self.waiting_at: str | None = None
+        self._notifier: Any = None
+        #: The last state read (the claim made it ACTIVE); what the loop acts on while the
+        #: store is unreachable or (on PostgreSQL) nothing was notified.
+        self._last_desired: tuple[str, str | None] | None = (SessionStatus.ACTIVE, None)
+        self._down_since: float | None = None
+        self._store_errors = 0
+        self._retry_at = 0.0
+        self._backoff = STORE_RETRY[0]
         #: The session's status as read by the last stage write (same transaction): when
         #: it says ACTIVE, the next stage starts without another read.
         self._known_status: str | None = None
@@ -216,9 +247,14 @@ class Runner:
         """
         if self._claimed:
             return
-        view = self._view()
+        self._db.commit()
+        view = get_session_view(self._db, self.session_id)
+        if view is None:
+            raise SessionNotFound(f"session {self.session_id[:12]} was deleted")
         if view.runner_pid != self.pid or view.runner_host != self.host:
-            self.sessions.start_session(self.session_id, runner_host=self.host, runner_pid=self.pid)
+            self._raw_sessions.start_session(
+                self.session_id, runner_host=self.host, runner_pid=self.pid
+            )
         self._claimed = True
 
     def run(self) -> Outcome:
@@ -228,6 +264,7 @@ class Runner:
         self._beat_thread = threading.Thread(target=self._beat, name="vc-heartbeat", daemon=True)
         self._beat_thread.start()
         self._say(f"runner started (pid {self.pid} on {self.host})")
+        self._listen()
         try:
             self._cleanup_leftovers()
             return self._run_stages()
@@ -240,13 +277,29 @@ class Runner:
             self._stop.set()
             self._beat_thread.join(5)
             self.log.flush()
+            if self._notifier is not None:
+                self._notifier.close()
             try:
-                self.sessions.release_runner(
+                self._raw_sessions.release_runner(
                     self.session_id, runner_host=self.host, runner_pid=self.pid
                 )
             except Exception:
-                self._db.rollback()
+                with contextlib.suppress(Exception):
+                    self._db.rollback()
             self._db.close()
+
+    def _listen(self) -> None:
+        """On PostgreSQL: LISTEN for changes of this session (another host's pause arrives
+        as a notification instead of waiting for a poll); elsewhere nothing to do."""
+        bind = self._db.get_bind()
+        if bind.dialect.name != "postgresql":
+            return
+        from store.notify import SessionNotifier
+
+        try:
+            self._notifier = SessionNotifier(bind, self.session_id, resync=NOTIFY_RESYNC)
+        except Exception:
+            self._notifier = None  # polling works without it
 
     def _beat(self) -> None:
         """Heartbeat thread: refresh ``heartbeat_at`` every HEARTBEAT_INTERVAL seconds on a
@@ -269,21 +322,92 @@ class Runner:
     # -- reading the store -----------------------------------------------------------------------
 
     def _view(self) -> SessionView:
-        self._db.commit()
-        view = get_session_view(self._db, self.session_id)
+        def read() -> SessionView | None:
+            self._db.commit()
+            return get_session_view(self._db, self.session_id)
+
+        view = self._persist(read)
         if view is None:
             raise SessionNotFound(f"session {self.session_id[:12]} was deleted")
         return view
+
+    # -- the store going away ----------------------------------------------------------------------
+
+    def _persist(self, call: Callable[[], Any]) -> Any:
+        """Run a store call, retrying with a backoff while the store is unreachable: what
+        the runner records (a stage's start and end, the session's end) is never dropped,
+        it waits for the store. The stage's process is not touched meanwhile; its output
+        goes to the session log file and is mirrored to the store when it is back. After
+        Ctrl-C it gives up after INTERRUPTED_STORE_WAIT seconds."""
+        delay = STORE_RETRY[0]
+        give_up_at: float | None = None
+        while True:
+            try:
+                result = call()
+            except _STORE_ERRORS as exc:
+                self._store_lost(exc)
+                if self._interrupted.is_set():
+                    now = time.monotonic()
+                    give_up_at = give_up_at or now + INTERRUPTED_STORE_WAIT
+                    if now > give_up_at:
+                        raise StoreUnavailable(
+                            f"the store is unreachable: {_first_line(exc)}"
+                        ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, STORE_RETRY[1])
+                continue
+            self._store_back()
+            return result
+
+    def _landed(self, errors_before: int, stage: StageView, status: str, attempt: int) -> bool:
+        """A write refused after the store went away in the middle of it: did its first
+        try commit before the connection broke (the stage is as we wanted it)?"""
+        if self._store_errors == errors_before:
+            return False
+        row = self.stages.get_stage(stage.id)
+        return bool(row.status == status and row.attempt == attempt)
+
+    def _store_lost(self, exc: BaseException) -> None:
+        self._store_errors += 1
+        with contextlib.suppress(Exception):
+            self._db.rollback()  # the connection is invalidated; the next use reconnects
+        now = time.monotonic()
+        self._retry_at = now + self._backoff
+        self._backoff = min(self._backoff * 2, STORE_RETRY[1])
+        if self._down_since is None:
+            self._down_since = now
+            self._say(
+                f"store unreachable ({_first_line(exc)}); running stages go on, retrying",
+                "WARNING",
+            )
+
+    def _store_back(self) -> None:
+        if self._down_since is None:
+            return
+        away = time.monotonic() - self._down_since
+        self._down_since = None
+        self._backoff = STORE_RETRY[0]
+        self._say(f"store reachable again after {away:.1f} s")
 
     def _desired(self) -> tuple[str, str | None] | None:
         """(status, reason) the front ends want, None if the session was deleted. Raises
         :class:`Interrupted` after Ctrl-C and :class:`_TakenOver` when another runner owns
         the session now."""
         self._check_flags()
-        state = self.sessions.state(self.session_id)
-        if state is None:
-            return None
-        return state[0], state[2]
+        if self._down_since is not None and time.monotonic() < self._retry_at:
+            return self._last_desired
+        notifier = self._notifier
+        if notifier is not None and self._down_since is None and not notifier.changed():
+            return self._last_desired
+        try:
+            state = self._raw_sessions.state(self.session_id)
+        except _STORE_ERRORS as exc:
+            self._store_lost(exc)
+            return self._last_desired
+        self._store_back()
+        desired = None if state is None else (state[0], state[2])
+        self._last_desired = desired
+        return desired
 
     def _check_flags(self) -> None:
         if self._interrupted.is_set():
@@ -412,11 +536,14 @@ class Runner:
         aborted, completed or deleted meanwhile."""
         announced = False
         known, self._known_status = self._known_status, None
-        if known == SessionStatus.ACTIVE:
+        if known == SessionStatus.ACTIVE and self._down_since is None:
             self._check_flags()
             return None
         while True:
             desired = self._desired()
+            if self._down_since is not None:
+                self._idle()  # no stage starts while it could not be recorded
+                continue
             if desired is None:
                 return Outcome(1, "session deleted", None)
             status, reason = desired
@@ -526,10 +653,12 @@ class Runner:
                 return result.outcome
             if result.kind == "completed":
                 try:
+                    errors = self._store_errors
                     move = self.stages.move_stage(stage.id, StageStatus.COMPLETED, exit_code=0)
+                    self._known_status = move.session_status
                 except InvalidTransition:
-                    return self._stopped_outcome()  # aborted as the stage exited
-                self._known_status = move.session_status
+                    if not self._landed(errors, stage, StageStatus.COMPLETED, attempt):
+                        return self._stopped_outcome()  # aborted as the stage exited
                 self._say(f"stage completed (attempt {attempt})", stage=stage.name)
                 self._notify()
                 return None
@@ -601,15 +730,18 @@ class Runner:
         progress_written: float | None = None
         try:
             try:
+                errors = self._store_errors
                 move = self.stages.start_attempt(
                     stage.id, attempt, pid=proc.pid, pid_start=proc.start_time, host=self.host
                 )
-            except InvalidTransition:
-                proc.terminate(kill_timeout)
-                return _Attempt("stopped", outcome=self._stopped_outcome())
+            except (InvalidTransition, ConcurrentModification):
+                if not self._landed(errors, stage, StageStatus.ACTIVE, attempt):
+                    proc.terminate(kill_timeout)
+                    return _Attempt("stopped", outcome=self._stopped_outcome())
+                move = None
             self._say(f"attempt {attempt} (pid {proc.pid}): {command}", stage=stage.name)
             self._notify()
-            if move.session_status is None or move.session_status == SessionStatus.FAILED:
+            if move is not None and move.session_status in (None, SessionStatus.FAILED):
                 # Aborted (or deleted) between the check before the stage and its start:
                 # the abort did not see this stage running, so it is failed here.
                 proc.terminate(kill_timeout)
@@ -628,8 +760,13 @@ class Runner:
                     and value != progress_written
                     and (code is not None or now - progress_at >= PROGRESS_INTERVAL)
                 ):
-                    self.stages.set_progress(stage.id, value)
-                    progress_written, progress_at = value, now
+                    progress_at = now
+                    try:
+                        self.stages.raw.set_progress(stage.id, value)
+                    except _STORE_ERRORS as exc:
+                        self._store_lost(exc)  # written again at the next change or exit
+                    else:
+                        progress_written = value
                     self._notify()
                 if code is not None:
                     return self._exited(stage, proc, output, code)
@@ -735,6 +872,28 @@ class Runner:
     def last_line(self) -> str | None:
         output = self._output
         return output.last_line if output is not None else None
+
+
+class _Persistent:
+    """A manager whose calls go through :meth:`Runner._persist` (retried while the store
+    is unreachable); ``raw`` is the manager itself, for calls that must not wait."""
+
+    def __init__(self, manager: Any, runner: Runner) -> None:
+        self.raw = manager
+        self._runner = runner
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.raw, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._runner._persist(lambda: method(*args, **kwargs))
+
+        return call
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _seconds(value: Any) -> float | None:

@@ -1,0 +1,159 @@
+"""The PostgreSQL server going away while a runner works (issue: many hosts, bad input):
+the stage keeps running, the runner retries with a backoff, and once the server is back
+its logs and state catch up; nothing is lost and nothing runs twice.
+
+The server is the real one behind a TCP proxy (tests/hosts/proxy.py) that cuts every
+connection and refuses new ones for a few seconds, as a restart or a network cut would."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import make_url, text
+
+from store import FlowSessionManager, get_session_factory, init_db
+from tests.conftest import vc_env
+from tests.hosts.common import alive, kill_group, proc_state, wait_for
+from tests.hosts.proxy import TcpProxy
+
+pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+
+LINES = 40
+CHATTY = f"""
+name: Chatty
+stages:
+  - name: chatty
+    run: for i in $(seq 1 {LINES}); do echo "line $i"; sleep 0.1; done
+  - name: after
+    run: echo after
+"""
+
+
+def _through(proxy: TcpProxy, db_url: str) -> str:
+    url = make_url(db_url).set(host="127.0.0.1", port=proxy.port)
+    return url.render_as_string(hide_password=False)
+
+
+def _stage(engine, sid: str, name: str):  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT status, attempt, pid FROM stage_instances "
+                "WHERE session_id = :s AND name = :n"
+            ),
+            {"s": sid, "n": name},
+        ).first()
+
+
+def _stored_lines(engine, sid: str) -> list[str]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT text FROM log_records WHERE session_id = :s AND stage = 'chatty' "
+                "AND category = 'workflow.stage.integration' ORDER BY id"
+            ),
+            {"s": sid},
+        )
+        return [r[0] for r in rows]
+
+
+def _session_status(engine, sid: str) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(
+            text("SELECT status FROM flow_sessions WHERE id = :s"), {"s": sid}
+        ).scalar()
+
+
+@pytest.fixture
+def outage(store_workspace: Path, db_url: str):  # type: ignore[no-untyped-def]
+    """(engine on the real server, proxy, a runner of the chatty workflow through the
+    proxy, its session id)."""
+    (store_workspace / "workflows" / "chatty.yaml").write_text(textwrap.dedent(CHATTY))
+    engine = init_db(db_url)
+    upstream = make_url(db_url)
+    proxy = TcpProxy((upstream.host or "127.0.0.1", upstream.port or 5432))
+    with get_session_factory(engine)() as db:
+        from store.workflows import find_workflow
+
+        definition = find_workflow(store_workspace / "workflows", "chatty")
+        sid = FlowSessionManager(db).create_session("chatty", definition=definition).id
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "app.main", "flow", "run", "chatty", "--session", sid],
+        env=vc_env({"VC_DATABASE_URL": _through(proxy, db_url)}),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield engine, proxy, runner, sid
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        runner.communicate(timeout=30)
+        row = _stage(engine, sid, "chatty")
+        if row is not None and row.pid:
+            kill_group(row.pid)
+        proxy.close()
+        engine.dispose()
+
+
+def test_a_stage_keeps_running_through_a_server_outage_and_every_line_is_stored(outage):
+    engine, proxy, runner, sid = outage
+    wait_for(lambda: len(_stored_lines(engine, sid)) >= 3, timeout=30, what="first lines")
+    pid = _stage(engine, sid, "chatty").pid
+    proxy.down()
+    time.sleep(2.5)
+    assert alive(pid), "the stage must keep running while the server is away"
+    assert runner.poll() is None, "the runner must wait for the server, not exit"
+    proxy.up()
+    _, err = runner.communicate(timeout=60)
+    assert runner.returncode == 0, err
+    assert _session_status(engine, sid) == "COMPLETED"
+    chatty = _stage(engine, sid, "chatty")
+    assert (chatty.status, chatty.attempt, chatty.pid) == ("COMPLETED", 1, pid)
+    assert _stage(engine, sid, "after").status == "COMPLETED"
+    assert _stored_lines(engine, sid) == [f"line {i}" for i in range(1, LINES + 1)]
+
+
+def test_the_runner_reports_the_outage_and_the_recovery_in_the_session_log(outage):
+    engine, proxy, runner, sid = outage
+    wait_for(lambda: len(_stored_lines(engine, sid)) >= 3, timeout=30, what="first lines")
+    proxy.down()
+    time.sleep(1.5)
+    proxy.up()
+    runner.communicate(timeout=60)
+    with engine.connect() as conn:
+        texts = [
+            r[0]
+            for r in conn.execute(
+                text("SELECT text FROM log_records WHERE session_id = :s ORDER BY id"),
+                {"s": sid},
+            )
+        ]
+    assert any(t.startswith("store unreachable") for t in texts), texts
+    assert any(t.startswith("store reachable again after") for t in texts), texts
+
+
+def test_a_pause_written_while_the_runner_was_cut_off_is_enforced_once_it_is_back(outage):
+    engine, proxy, runner, sid = outage
+    wait_for(lambda: len(_stored_lines(engine, sid)) >= 3, timeout=30, what="first lines")
+    pid = _stage(engine, sid, "chatty").pid
+    proxy.down()
+    with get_session_factory(engine)() as db:  # another host, still reaching the server
+        FlowSessionManager(db, actor="elsewhere").pause(sid)
+    time.sleep(1.0)
+    assert proc_state(pid) != "T", "nobody could tell the runner yet"
+    proxy.up()
+    wait_for(lambda: proc_state(pid) == "T", timeout=15, interval=0.05, what="SIGSTOP")
+    with get_session_factory(engine)() as db:
+        FlowSessionManager(db, actor="elsewhere").resume(sid)
+    runner.communicate(timeout=60)
+    assert runner.returncode == 0
+    assert _session_status(engine, sid) == "COMPLETED"
+    assert _stage(engine, sid, "chatty").attempt == 1
