@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import re
 import select
@@ -332,8 +333,9 @@ class StageProcess:
     The latest ``::progress`` value seen on either stream is kept in :attr:`progress`; the
     check costs one substring search per chunk, not per line.
 
-    Exit: one watcher thread blocks in ``waitid(WNOWAIT)`` and reaps the process under the lock
-    that the signal methods hold, so a signal is never sent to a reaped (reusable) pid.
+    Exit: the waiting caller polls a pidfd of the process (or, without pidfd support, a
+    watcher thread blocks in ``waitid(WNOWAIT)``) and reaps it under the lock that the signal
+    methods hold, so a signal is never sent to a reaped (reusable) pid.
     """
 
     def __init__(
@@ -352,6 +354,7 @@ class StageProcess:
         self._lock = threading.Lock()
         self._exited = threading.Event()
         self._exited_at: float | None = None
+        self._pidfd: int | None = None
         self._stop_readers = threading.Event()
         self._readers: list[threading.Thread] = []
         self._progress: float | None = None
@@ -397,10 +400,13 @@ class StageProcess:
         self._popen = popen
         self.pid = popen.pid
         self.start_time = process_start_time(popen.pid)
-        watcher = threading.Thread(
-            target=self._watch, name=f"vc-stage-{popen.pid}-wait", daemon=True
-        )
-        watcher.start()
+        try:
+            self._pidfd = os.pidfd_open(popen.pid)
+        except (AttributeError, OSError):  # kernel < 5.3: a thread waits instead
+            watcher = threading.Thread(
+                target=self._watch, name=f"vc-stage-{popen.pid}-wait", daemon=True
+            )
+            watcher.start()
         assert popen.stdout is not None and popen.stderr is not None
         for name, pipe in (("stdout", popen.stdout), ("stderr", popen.stderr)):
             fd = pipe.fileno()
@@ -431,6 +437,33 @@ class StageProcess:
             time.sleep(0.01)  # only reachable if waitid returned early; not expected
         self._exited_at = time.monotonic()
         self._exited.set()
+
+    def _await_exit(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` (None: for ever) for the main process to exit; True once
+        it has been reaped. With a pidfd (Linux >= 5.3) the caller's own thread waits on it
+        and reaps under the lock, which spares a thread per stage; otherwise the watcher
+        thread does it."""
+        if self._exited.is_set():
+            return True
+        pidfd = self._pidfd
+        if pidfd is None:
+            return self._exited.wait(timeout)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        ms = None if timeout is None else math.ceil(max(0.0, timeout) * 1000)
+        if not poller.poll(ms):
+            return False
+        popen = self._popen
+        assert popen is not None
+        with self._lock:
+            if popen.returncode is None and popen.poll() is None:
+                return False  # not expected: a readable pidfd means the process exited
+            if not self._exited.is_set():
+                self._exited_at = time.monotonic()
+                self._exited.set()
+                self._pidfd = None
+                os.close(pidfd)
+        return True
 
     def _read(self, pipe: IO[bytes], stream: str) -> None:
         """Reader thread body: chunks in, batches of lines out (see class doc)."""
@@ -521,7 +554,7 @@ class StageProcess:
         if self._popen is None:
             raise RuntimeError("stage process not started")
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        if not self._exited.wait(timeout):
+        if not self._await_exit(timeout):
             return None
         assert self._exited_at is not None
         grace_end = self._exited_at + READER_GRACE
@@ -545,7 +578,7 @@ class StageProcess:
     @property
     def running(self) -> bool:
         """True from start() until the main process has exited (and been reaped)."""
-        return self._popen is not None and self._popen.returncode is None
+        return self._popen is not None and not self._await_exit(0)
 
     @property
     def progress(self) -> float | None:
@@ -570,6 +603,7 @@ class StageProcess:
         popen = self._popen
         if popen is None:
             raise RuntimeError("stage process not started")
+        self._await_exit(0)  # an exit not noticed yet is reaped first, as a watcher would
         with self._lock:
             if popen.returncode is None:
                 return _killpg(popen.pid, sig)
@@ -606,16 +640,16 @@ class StageProcess:
         sent = self._signal(signal.SIGTERM, leftovers=True)
         if sent:
             self._signal(signal.SIGCONT, leftovers=True)
-            self._exited.wait(max(0.0, deadline - time.monotonic()))
+            self._await_exit(max(0.0, deadline - time.monotonic()))
             while self._exited.is_set() and self._leftovers_alive():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 time.sleep(min(_POLL_SLICE, remaining))
         killed = self._signal(signal.SIGKILL, leftovers=True)
-        if not (sent or killed) and not self._exited.wait(max(0.0, deadline - time.monotonic())):
+        if not (sent or killed) and not self._await_exit(max(0.0, deadline - time.monotonic())):
             raise PermissionError(f"cannot signal the process group of pid {popen.pid}")
-        self._exited.wait()
+        self._await_exit(None)
         if killed:  # give SIGKILLed leftovers a moment to be gone before reporting
             end = time.monotonic() + 1.0
             while self._leftovers_alive() and time.monotonic() < end:
