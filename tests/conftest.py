@@ -10,6 +10,7 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,19 @@ def _pg_admin(sql: str) -> None:
             conn.exec_driver_sql(sql)
     finally:
         engine.dispose()
+
+
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """A store URL on a PostgreSQL schema of its own (VC_TEST_DATABASE_URL), dropped on the
+    way out: for fixtures that choose their store by other means than ``db_url``."""
+    assert PG_URL, "VC_TEST_DATABASE_URL is not set"
+    url, schema = _pg_schema_url(PG_URL)
+    _pg_admin(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield url
+    finally:
+        _pg_admin(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,7 +1,7 @@
 """The benchmarks, run small so that CI keeps them working. They print their figures (see
 `pytest -s` or the captured output) and assert only that each produced its line: speed is
 never a pass/fail here (a noisy machine must not fail CI). Full size: `python -m
-tests.bench.bench_store`, `… bench_runner`, `… bench_tui`."""
+tests.bench.bench_store`, `… bench_runner`, `… bench_tui`, `… bench_hosts` (PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -43,3 +43,19 @@ def test_dashboard_benchmarks_report_their_figures() -> None:
 
     lines = bench_tui.main(small=True)
     assert len(lines) == 3
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(
+    not os.environ.get("VC_TEST_DATABASE_URL"),
+    reason="the many-hosts bench needs PostgreSQL: set VC_TEST_DATABASE_URL to run it",
+)
+def test_hosts_benchmarks_report_their_figures() -> None:
+    from tests.bench import bench_hosts
+
+    lines = bench_hosts.main(small=True, sessions=10, pauses=2, output_lines=2_000)
+    assert [line.split(":")[0] for line in lines] == [
+        "[bench] cross-host pause",
+        "[bench] claim throughput",
+        "[bench] stage output on PostgreSQL",
+    ]

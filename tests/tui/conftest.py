@@ -1,5 +1,12 @@
 """Fixtures of the dashboard tests: a real store in the `workspace` fixture's workspace,
-opened the way `vc flow tui` opens it, and an app factory over it."""
+opened the way `vc flow tui` opens it, and an app factory over it.
+
+The store is SQLite; the live-update and key tests (:data:`ON_POSTGRESQL`) run on
+PostgreSQL too, in a schema of their own per test, when VC_TEST_DATABASE_URL is set: there
+the dashboard learns of other processes' changes through the server, and its operations
+and the runners it starts write through it. The snapshots (a frozen store: only the
+drawing is checked), the bad-input tests (the text and sizes are the subject) and the
+end-to-end terminal tests stay on SQLite only."""
 
 from __future__ import annotations
 
@@ -10,11 +17,53 @@ from typing import Any
 
 import pytest
 
+#: Test modules whose tests run on both stores (``tui_store`` parametrized) ...
+ON_POSTGRESQL = {"test_tui_live", "test_tui_keys"}
+#: ... except these, SQLite only by nature.
+SQLITE_ONLY = {
+    # holds SQLite's write lock with sqlite3 itself
+    "test_event_loop_stays_free_while_the_store_is_locked",
+    # the store failure is injected above the database: nothing of the store is exercised
+    "test_store_errors_are_one_notification_and_the_app_recovers",
+    # no session, no store operation: about the screen and stderr only
+    "test_keys_without_a_session_say_so",
+    "test_lines_printed_on_stderr_become_notifications",
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "tui_store" not in metafunc.fixturenames:
+        return
+    module = metafunc.module.__name__.rpartition(".")[2]
+    if module in ON_POSTGRESQL and metafunc.function.__name__ not in SQLITE_ONLY:
+        metafunc.parametrize("tui_store", ["sqlite", "postgresql"], indirect=True)
+
 
 @pytest.fixture
-def ctx(workspace: Path) -> Iterator[Any]:
+def tui_store(
+    request: pytest.FixtureRequest, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """Which store `ctx` opens: ``sqlite`` (the workspace's default store), or
+    ``postgresql`` (a schema of the test's own, named by VC_DATABASE_URL for the dashboard
+    and every `vc` or runner the test starts)."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "sqlite":
+        yield kind
+        return
+    from tests.conftest import PG_URL, pg_schema
+
+    if not PG_URL:
+        pytest.skip("PostgreSQL suite: set VC_TEST_DATABASE_URL to run it")
+    with pg_schema() as url:
+        monkeypatch.setenv("VC_DATABASE_URL", url)
+        yield kind
+
+
+@pytest.fixture
+def ctx(workspace: Path, tui_store: str) -> Iterator[Any]:
     """The Context `vc flow tui` runs on (settings, engine, factory, logging), on the
-    workspace's SQLite store. Whatever a test left running is aborted afterwards."""
+    workspace's store (see ``tui_store``). Whatever a test left running is aborted
+    afterwards."""
     from app.cli.common import open_store
     from store.managers import enable_logging
 

@@ -1,0 +1,489 @@
+"""Many-hosts benchmarks (DESIGN §12), on PostgreSQL. Each prints its figures against a
+target; none fails on speed.
+
+* cross-host pause latency: a runner started as host ``bench-a`` runs a busy stage, and
+  `vc flow session pause` is typed as host ``bench-b``; from the pause's commit to the
+  stage process being stopped (state T in /proc, watched while the command runs), p50 and
+  p95 over K pause/resume rounds; target p95 < 500 ms;
+* claim throughput: N queued sessions of one trivial stage drained by one `vc flow
+  worker`, then N others by three workers (each under a host name of its own); the time
+  from the first claim to the last completion (and from the workers' start), the ratio of
+  the two (target >= 2) and the sessions run more than once (more than one ``start``
+  event, or a stage attempt above 1; target 0);
+* stage output on PostgreSQL: a stage printing L short lines, the rate at which they all
+  reach the store (target >= 200,000 lines/s, bench_runner's target on SQLite) and the
+  stage's run time under the runner against the same command redirected to a file
+  (target <= 1.5x).
+
+The workers have no "exit when the queue is empty": the bench waits until every session
+is COMPLETED, then stops them with SIGTERM, as an operator would.
+
+Needs PostgreSQL: VC_TEST_DATABASE_URL, or --url. Everything happens in a schema of its
+own (one per measurement), dropped afterwards.
+
+Run: `python -m tests.bench.bench_hosts [--small] [--url URL] [--sessions N] [--pauses K]
+[--concurrency C] [--lines L]` (defaults: 1,000 sessions, 20 pauses, one session at a time
+per worker, 200,000 lines; --small: 60 sessions, 5 pauses, 20,000 lines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.bench.common import precompile, report
+
+VC = [sys.executable, "-m", "app.main"]
+
+BUSY = """
+stages:
+  - name: spin
+    run: "exec python3 -c 'while True: pass'"
+"""
+
+CHATTY = """
+stages:
+  - name: talk
+    run: python3 gen.py
+"""
+
+TRIVIAL = """
+stages:
+  - name: only
+    run: "true"
+"""
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _schema(base: str) -> Iterator[str]:
+    """A store URL on a schema of its own, dropped on the way out."""
+    import sqlalchemy
+
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{name}"')
+        sep = "&" if "?" in base else "?"
+        try:
+            yield f"{base}{sep}options=-csearch_path%3D{name}"
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
+    finally:
+        admin.dispose()
+
+
+@contextmanager
+def _workspace(workflows: dict[str, str], url: str) -> Iterator[tuple[Path, dict[str, str]]]:
+    ws = Path(tempfile.mkdtemp(prefix="vc-bench-hosts-"))
+    try:
+        (ws / "workflows").mkdir()
+        for name, text in workflows.items():
+            (ws / "workflows" / f"{name}.yaml").write_text(textwrap.dedent(text).lstrip())
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("PYTEST")
+            and k not in ("VC_LOG_DIR", "VC_WORKFLOWS_DIR", "VC_HOSTNAME", "VC_STALE_AFTER")
+        }
+        env.update({"VC_HOME": str(ws), "VC_DATABASE_URL": url, "NO_COLOR": "1"})
+        yield ws, env
+    finally:
+        shutil.rmtree(ws, ignore_errors=True)
+
+
+def _vc(env: dict[str, str], host: str, *args: str) -> str:
+    out = subprocess.run(
+        [*VC, *args],
+        env={**env, "VC_HOSTNAME": host},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def _proc_state(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3].decode()
+
+
+def _wait(predicate, timeout: float = 30.0, step: float = 0.002):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise TimeoutError("condition not reached")
+
+
+def _scalar(engine: Any, sql: str, **params: Any) -> Any:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return conn.execute(text(sql), params).scalar()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of its reaped children (its stages), from /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[-1] if len(values) >= 2 else values[0]
+
+
+# -- cross-host pause latency -------------------------------------------------------------------
+
+
+def pause_latency(base: str, pauses: int) -> tuple[list[float], list[float], int]:
+    """Per pause: seconds from the pause's commit to the stage in state T, and the
+    command's own duration; and how many stages were stopped before their command returned.
+
+    /proc is watched while the command runs (a `vc` command spends a while exiting after
+    its commit: measured from its return, most pauses would read 0 ms). The commit time is
+    the pause event's ``at``, stamped inside the pause's transaction: an upper bound by the
+    commit's own few milliseconds."""
+    from store import get_session_factory, init_db
+    from store.queries import list_events
+
+    with _schema(base) as url, _workspace({"busy": BUSY}, url) as (_, env):
+        engine = init_db(url)
+        factory = get_session_factory(engine)
+        sid = _vc(env, "bench-a", "flow", "run", "busy", "--detach")
+
+        def stage_pid() -> int | None:
+            return _scalar(
+                engine,
+                "SELECT pid FROM stage_instances WHERE session_id = :s AND status = 'ACTIVE'",
+                s=sid,
+            )
+
+        pid = _wait(stage_pid)
+        from_commit: list[float] = []
+        command: list[float] = []
+        before_return = 0
+        try:
+            for _ in range(pauses):
+                _wait(lambda: _proc_state(pid) in ("R", "S"))
+                started = time.time()
+                pause = subprocess.Popen(
+                    [*VC, "flow", "session", "pause", sid[:8]],
+                    env={**env, "VC_HOSTNAME": "bench-b"},
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+                stopped_at = _wait(lambda: _proc_state(pid) == "T" and time.time())
+                _, err = pause.communicate(timeout=60)
+                returned = time.time()
+                if pause.returncode != 0:
+                    raise RuntimeError(f"pause failed: {err.decode(errors='replace')}")
+                before_return += stopped_at <= returned
+                command.append(returned - started)
+                with factory() as db:
+                    event = [e for e in list_events(db, sid) if e.op == "pause"][-1]
+                if event.host != "bench-b":
+                    raise RuntimeError(f"the pause was recorded on {event.host}, not bench-b")
+                from_commit.append(stopped_at - event.at)
+                _vc(env, "bench-b", "flow", "session", "resume", sid[:8])
+        finally:
+            subprocess.run(
+                [*VC, "flow", "session", "abort", sid[:8]],
+                env={**env, "VC_HOSTNAME": "bench-b"},
+                capture_output=True,
+            )
+            try:  # the runner lets go of the session (and its connections) before the drop
+                _wait(
+                    lambda: _scalar(engine, "SELECT runner_pid FROM flow_sessions") is None,
+                    timeout=20,
+                    step=0.05,
+                )
+            except TimeoutError:
+                pass
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            engine.dispose()
+    return from_commit, command, before_return
+
+
+# -- claim throughput ---------------------------------------------------------------------------
+
+
+def _queue(engine: Any, ws: Path, n: int) -> None:
+    """N queued sessions, made the way `vc flow run trivial --queue` makes each one."""
+    from store import FlowSessionManager, get_session_factory
+    from store.workflows import find_workflow
+
+    definition = find_workflow(ws / "workflows", "trivial")
+    with get_session_factory(engine)() as db:
+        manager = FlowSessionManager(db)
+        for i in range(n):
+            manager.create_session(
+                "trivial", name=f"trivial {i}", definition=definition, queued=True
+            )
+
+
+DOUBLES = """
+SELECT count(*) FROM flow_sessions s
+LEFT JOIN (SELECT session_id, count(*) AS n FROM flow_events WHERE op = 'start'
+           GROUP BY session_id) e ON e.session_id = s.id
+LEFT JOIN (SELECT session_id, max(attempt) AS a FROM stage_instances
+           GROUP BY session_id) st ON st.session_id = s.id
+WHERE coalesce(e.n, 0) > 1 OR coalesce(st.a, 0) > 1
+"""
+
+
+def drain(base: str, n: int, workers: int, concurrency: int) -> dict[str, Any]:
+    """N queued sessions run by ``workers`` `vc flow worker` processes; the figures."""
+    from store import init_db
+
+    with _schema(base) as url, _workspace({"trivial": TRIVIAL}, url) as (ws, env):
+        engine = init_db(url)
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            _queue(engine, ws, n)
+            started = time.perf_counter()
+            for i in range(workers):
+                with open(ws / f"worker-{i}.err", "wb") as log:
+                    procs.append(
+                        subprocess.Popen(
+                            [*VC, "flow", "worker", "--concurrency", str(concurrency)],
+                            env={**env, "VC_HOSTNAME": f"bench-w{i + 1}"},
+                            cwd=ws,
+                            stdin=subprocess.DEVNULL,
+                            stdout=log,
+                            stderr=log,
+                        )
+                    )
+
+            def completed() -> int:
+                return int(
+                    _scalar(engine, "SELECT count(*) FROM flow_sessions WHERE status = 'COMPLETED'")
+                )
+
+            try:
+                _wait(lambda: completed() >= n, timeout=max(120.0, n * 0.5), step=0.05)
+            except TimeoutError:
+                pass
+            wall = time.perf_counter() - started
+            cpu = sum(_cpu_seconds(proc.pid) for proc in procs)
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            codes = [proc.wait(timeout=60) for proc in procs]
+            first_claim = _scalar(engine, "SELECT min(at) FROM flow_events WHERE op = 'start'")
+            last_done = _scalar(engine, "SELECT max(finished_at) FROM flow_sessions")
+            from sqlalchemy import text
+
+            with engine.connect() as conn:
+                shares = sorted(
+                    (
+                        int(c)
+                        for _, c in conn.execute(
+                            text(
+                                "SELECT host, count(*) FROM flow_events WHERE op = 'start' "
+                                "GROUP BY host"
+                            )
+                        ).all()
+                    ),
+                    reverse=True,
+                )
+            tracebacks = sum(
+                "Traceback" in (ws / f"worker-{i}.err").read_text(errors="replace")
+                for i in range(workers)
+            )
+            return {
+                "completed": completed(),
+                "doubles": int(_scalar(engine, DOUBLES)),
+                "span": (last_done or 0.0) - (first_claim or 0.0),
+                "wall": wall,
+                "cpu": cpu,
+                "shares": shares,
+                "codes": codes,
+                "tracebacks": tracebacks,
+            }
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            engine.dispose()
+
+
+# -- stage output ------------------------------------------------------------------------------
+
+
+def output_rate(base: str, lines: int) -> tuple[float, float, float]:
+    """(stage seconds under vc, same command redirected to a file, lines/s into the store)."""
+    with _schema(base) as url, _workspace({"chatty": CHATTY}, url) as (ws, env):
+        from store import init_db
+
+        (ws / "gen.py").write_text(
+            "import sys\nw = sys.stdout.write\n"
+            f"for i in range({lines}):\n    w(f'line {{i}} of the benchmark\\n')\n"
+        )
+        started = time.perf_counter()
+        subprocess.run(["bash", "-c", "python3 gen.py > out.txt"], check=True, cwd=ws)
+        floor = time.perf_counter() - started
+        engine = init_db(url)
+        try:
+            sid = _vc(env, "bench-a", "flow", "run", "chatty", "--detach")
+
+            def finished() -> tuple[float, float] | None:
+                from sqlalchemy import text
+
+                with engine.connect() as conn:
+                    row = conn.execute(
+                        text(
+                            "SELECT started_at, finished_at FROM stage_instances "
+                            "WHERE session_id = :s"
+                        ),
+                        {"s": sid},
+                    ).first()
+                return (row[0], row[1]) if row and row[1] else None
+
+            stage_started, stage_finished = _wait(finished, timeout=600, step=0.05)
+            _wait(
+                lambda: (
+                    _scalar(
+                        engine,
+                        "SELECT count(*) FROM log_records WHERE session_id = :s AND "
+                        "category = 'workflow.stage.integration'",
+                        s=sid,
+                    )
+                    >= lines
+                ),
+                timeout=600,
+                step=0.05,
+            )
+            rate = lines / (time.time() - stage_started)
+            _wait(
+                lambda: _scalar(engine, "SELECT runner_pid FROM flow_sessions") is None,
+                timeout=30,
+                step=0.05,
+            )
+        finally:
+            engine.dispose()
+    return stage_finished - stage_started, floor, rate
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def main(
+    small: bool = False,
+    url: str | None = None,
+    sessions: int | None = None,
+    pauses: int | None = None,
+    concurrency: int = 1,
+    output_lines: int | None = None,
+) -> list[str]:
+    base = url or os.environ.get("VC_TEST_DATABASE_URL")
+    if not base or not base.startswith("postgresql"):
+        raise SystemExit(
+            "bench_hosts needs PostgreSQL: set VC_TEST_DATABASE_URL or pass --url "
+            "postgresql+psycopg://USER@HOST:PORT/DB"
+        )
+    precompile()
+    lines = []
+    k = pauses or (5 if small else 20)
+    from_commit, command, before_return = pause_latency(base, k)
+    lines.append(
+        report(
+            "cross-host pause",
+            f"runner on bench-a, `vc flow session pause` on bench-b: from the pause commit to "
+            f"the stage stopped p50 {statistics.median(from_commit) * 1000:.0f} ms, p95 "
+            f"{_p95(from_commit) * 1000:.0f} ms over {len(from_commit)} pauses (target p95 < "
+            f"500 ms); stopped before the command returned: {before_return}/{len(command)} "
+            f"(the command took p50 {statistics.median(command) * 1000:.0f} ms)",
+        )
+    )
+    n = sessions or (60 if small else 1000)
+    one = drain(base, n, 1, concurrency)
+    three = drain(base, n, 3, concurrency)
+    ratio = one["span"] / three["span"] if three["span"] > 0 else float("nan")
+
+    def figures(d: dict[str, Any]) -> str:
+        rate = d["completed"] / d["span"] if d["span"] > 0 else 0.0
+        trouble = []
+        if d["completed"] < n:
+            trouble.append(f"ONLY {d['completed']} COMPLETED")
+        if any(d["codes"]):
+            trouble.append(f"exit codes {d['codes']}")
+        if d["tracebacks"]:
+            trouble.append(f"{d['tracebacks']} worker(s) printed a traceback")
+        extra = f" [{'; '.join(trouble)}]" if trouble else ""
+        cores = d["cpu"] / d["wall"] if d["wall"] > 0 else 0.0
+        return (
+            f"{d['span']:.1f} s ({rate:.1f} sessions/s; {d['wall']:.1f} s from the workers' "
+            f"start; the workers and their stages used {cores:.2f} of {os.cpu_count()} "
+            f"cores), claims {'/'.join(map(str, d['shares']))}{extra}"
+        )
+
+    lines.append(
+        report(
+            "claim throughput",
+            f"{n:,} queued sessions, --concurrency {concurrency}: 1 worker {figures(one)}; "
+            f"3 workers {figures(three)}; ratio {ratio:.2f} (target >= 2); sessions run more "
+            f"than once: {one['doubles'] + three['doubles']} (target 0)",
+        )
+    )
+    count = output_lines or (20_000 if small else 200_000)
+    stage, floor, rate = output_rate(base, count)
+    lines.append(
+        report(
+            "stage output on PostgreSQL",
+            f"{count:,} lines: all in the store at {rate:,.0f} lines/s (target >= 200,000); "
+            f"stage {stage:.2f} s under vc vs {floor:.2f} s redirected to a file (ratio "
+            f"{stage / floor:.2f}, target <= 1.5)",
+        )
+    )
+    return lines
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="60 sessions, 5 pauses, 20k lines")
+    parser.add_argument("--url", help="PostgreSQL URL (default: VC_TEST_DATABASE_URL)")
+    parser.add_argument("--sessions", type=int, help="queued sessions per drain")
+    parser.add_argument("--pauses", type=int, help="pause/resume rounds")
+    parser.add_argument("--concurrency", type=int, default=1, help="sessions per worker")
+    parser.add_argument("--lines", type=int, help="lines printed by the chatty stage")
+    args = parser.parse_args()
+    main(
+        small=args.small,
+        url=args.url,
+        sessions=args.sessions,
+        pauses=args.pauses,
+        concurrency=args.concurrency,
+        output_lines=args.lines,
+    )
