@@ -319,16 +319,16 @@ def _shell() -> str:
 class StageProcess:
     """One stage command running in its own process group, with its output streamed.
 
-    Output: one thread per pipe reads raw chunks (``os.read``, never line iteration), splits
-    them into lines (a partial last line waits for the next chunk; an over-long one is cut
-    into :data:`MAX_LINE_BYTES` pieces), decodes them (UTF-8, invalid bytes as ``\\xNN``, NUL
-    as ``\\x00``, one trailing ``\\r`` removed) and hands each chunk's lines to ``on_lines`` as
-    one list of ``(unix time, stream, text)``. ``on_lines`` is called from the reader threads,
-    possibly from both at once, and must be quick (append to a list or a queue): while it runs
-    nothing drains that pipe, and a full pipe stalls the stage. Order is kept within a stream;
-    the two streams are separate pipes, so their relative order is only approximate. An
-    exception raised by ``on_lines`` is kept in :attr:`output_error` and reading goes on, so a
-    failing consumer can never freeze the stage on a full pipe.
+    Output: one thread polls both pipes and reads raw chunks (``os.read``, never line
+    iteration), splits them into lines (a partial last line waits for the next chunk; an
+    over-long one is cut into :data:`MAX_LINE_BYTES` pieces), decodes them (UTF-8, invalid
+    bytes as ``\\xNN``, NUL as ``\\x00``, one trailing ``\\r`` removed) and hands each chunk's
+    lines to ``on_lines`` as one list of ``(unix time, stream, text)``. ``on_lines`` is called
+    from the reader thread and must be quick (append to a list or a queue): while it runs
+    nothing drains the pipes, and a full pipe stalls the stage. Order is kept within a
+    stream; the two streams are separate pipes, so their relative order is only approximate.
+    An exception raised by ``on_lines`` is kept in :attr:`output_error` and reading goes on,
+    so a failing consumer can never freeze the stage on a full pipe.
 
     The latest ``::progress`` value seen on either stream is kept in :attr:`progress`; the
     check costs one substring search per chunk, not per line.
@@ -399,7 +399,18 @@ class StageProcess:
             raise StageStartError(f"cannot start stage: {exc}") from exc
         self._popen = popen
         self.pid = popen.pid
-        self.start_time = process_start_time(popen.pid)
+        assert popen.stdout is not None and popen.stderr is not None
+        pipes = [(popen.stdout, "stdout"), (popen.stderr, "stderr")]
+        for pipe, _ in pipes:
+            fd = pipe.fileno()
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            os.set_blocking(fd, False)
+        reader = threading.Thread(
+            target=self._read, args=(pipes,), name=f"vc-stage-{popen.pid}-output", daemon=True
+        )
+        self._readers.append(reader)
+        reader.start()
         try:
             self._pidfd = os.pidfd_open(popen.pid)
         except (AttributeError, OSError):  # kernel < 5.3: a thread waits instead
@@ -407,20 +418,9 @@ class StageProcess:
                 target=self._watch, name=f"vc-stage-{popen.pid}-wait", daemon=True
             )
             watcher.start()
-        assert popen.stdout is not None and popen.stderr is not None
-        for name, pipe in (("stdout", popen.stdout), ("stderr", popen.stderr)):
-            fd = pipe.fileno()
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-            os.set_blocking(fd, False)
-            reader = threading.Thread(
-                target=self._read,
-                args=(pipe, name),
-                name=f"vc-stage-{popen.pid}-{name}",
-                daemon=True,
-            )
-            self._readers.append(reader)
-            reader.start()
+        # Last: reading /proc waits for the child's exec to finish, which the reader
+        # thread's start-up has overlapped.
+        self.start_time = process_start_time(popen.pid)
 
     def _watch(self) -> None:
         """Wait for the exit without reaping, then reap under the lock (see class doc)."""
@@ -465,54 +465,75 @@ class StageProcess:
                 os.close(pidfd)
         return True
 
-    def _read(self, pipe: IO[bytes], stream: str) -> None:
-        """Reader thread body: chunks in, batches of lines out (see class doc)."""
-        fd = pipe.fileno()
+    def _read(self, pipes: list[tuple[IO[bytes], str]]) -> None:
+        """Reader thread body: both pipes, chunks in, batches of lines out (see class doc).
+        One thread for both streams: a stage costs one thread start, not two."""
         poller = select.poll()
-        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-        pending = bytearray()
+        streams: dict[int, tuple[IO[bytes], str, bytearray]] = {}
+        for pipe, stream in pipes:
+            fd = pipe.fileno()
+            poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+            streams[fd] = (pipe, stream, bytearray())
         stop = self._stop_readers
         try:
-            while True:
-                try:
-                    data = os.read(fd, READ_CHUNK)
-                except BlockingIOError:
-                    if stop.is_set():
-                        break
-                    poller.poll(100)
-                    continue
-                except OSError:
-                    break
-                if not data:
-                    break
-                if pending:
-                    start = len(pending)
-                    pending += data
-                    nl = pending.rfind(b"\n", start)
-                    if nl < 0:
-                        if len(pending) > MAX_LINE_BYTES:
-                            self._deliver(stream, self._overflow(pending), b"")
+            while streams and not stop.is_set():
+                for fd, _ in poller.poll(100):
+                    entry = streams.get(fd)
+                    if entry is None:
                         continue
-                    block = bytes(pending[: nl + 1])
-                    del pending[: nl + 1]
-                else:
-                    nl = data.rfind(b"\n")
-                    if nl < 0:
-                        pending += data
-                        if len(pending) > MAX_LINE_BYTES:
-                            self._deliver(stream, self._overflow(pending), b"")
-                        continue
-                    block = data[: nl + 1] if nl + 1 < len(data) else data
-                    if nl + 1 < len(data):
-                        pending += memoryview(data)[nl + 1 :]
-                self._deliver(stream, _split_block(block), block)
-                if stop.is_set():
-                    break
-            if pending:
-                self._deliver(stream, _pieces(pending), pending)
+                    pipe, stream, pending = entry
+                    if not self._drain(fd, stream, pending):
+                        poller.unregister(fd)
+                        del streams[fd]
+                        self._close(pipe, stream, pending)
         finally:
-            with contextlib.suppress(OSError):
-                pipe.close()
+            for pipe, stream, pending in streams.values():
+                self._close(pipe, stream, pending)
+
+    def _close(self, pipe: IO[bytes], stream: str, pending: bytearray) -> None:
+        """End of a stream: deliver an unterminated last line, close our end."""
+        if pending:
+            self._deliver(stream, _pieces(pending), pending)
+            pending.clear()
+        with contextlib.suppress(OSError):
+            pipe.close()
+
+    def _drain(self, fd: int, stream: str, pending: bytearray) -> bool:
+        """Read what one pipe has now (at most a few chunks, so the other stream gets its
+        turn) and deliver its complete lines; False at end of file."""
+        for _ in range(4):
+            try:
+                data = os.read(fd, READ_CHUNK)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not data:
+                return False
+            if pending:
+                start = len(pending)
+                pending += data
+                nl = pending.rfind(b"\n", start)
+                if nl < 0:
+                    if len(pending) > MAX_LINE_BYTES:
+                        self._deliver(stream, self._overflow(pending), b"")
+                    continue
+                block = bytes(pending[: nl + 1])
+                del pending[: nl + 1]
+            else:
+                nl = data.rfind(b"\n")
+                if nl < 0:
+                    pending += data
+                    if len(pending) > MAX_LINE_BYTES:
+                        self._deliver(stream, self._overflow(pending), b"")
+                    continue
+                block = data[: nl + 1] if nl + 1 < len(data) else data
+                if nl + 1 < len(data):
+                    pending += memoryview(data)[nl + 1 :]
+            self._deliver(stream, _split_block(block), block)
+            if len(data) < READ_CHUNK:
+                return True  # drained: back to poll
+        return True
 
     @staticmethod
     def _overflow(pending: bytearray) -> list[str]:
