@@ -90,7 +90,9 @@ class LogRecord(SQLModel, table=True):
     """One line of a session's log (DESIGN §7), what `session logs` and the dashboard read."""
 
     __tablename__ = "log_records"
-    __table_args__ = (Index("ix_log_records_session_id_id", "session_id", "id"), _NEVER_REUSE_IDS)
+    # No AUTOINCREMENT here: nothing holds a log id across a delete (readers follow one
+    # session's rows by id), and it would cost a third of the insert rate of stage output.
+    __table_args__ = (Index("ix_log_records_session_id_id", "session_id", "id"),)
 
     id: int | None = Field(default=None, sa_column=Column(_BigId, primary_key=True))
     session_id: str = Field(max_length=64)

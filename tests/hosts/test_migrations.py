@@ -92,7 +92,7 @@ def _indexes(engine) -> set[str]:  # type: ignore[no-untyped-def]
 
 
 #: The tables keyed by an auto-increment id (revision 0004: AUTOINCREMENT on SQLite).
-ID_TABLES = ("stage_instances", "flow_events", "log_records")
+ID_TABLES = ("stage_instances", "flow_events")
 
 
 def _autoincrement_tables(engine) -> set[str]:  # type: ignore[no-untyped-def]
@@ -138,7 +138,7 @@ def _max_ids(engine) -> dict[str, int]:  # type: ignore[no-untyped-def]
 
 
 def _assert_ids_not_reused(engine, definition) -> None:  # type: ignore[no-untyped-def]
-    """Delete the sessions owning the highest stage, event and log ids, then make new rows
+    """Delete the sessions owning the highest stage and event ids, then make new rows
     of each kind: every new id is above every id the deleted rows had."""
     top = _max_ids(engine)
     with engine.connect() as conn:

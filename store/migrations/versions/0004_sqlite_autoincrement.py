@@ -1,6 +1,6 @@
 """SQLite: ids of deleted rows are never given again.
 
-stage_instances, flow_events and log_records were keyed by a plain ``INTEGER PRIMARY KEY``,
+stage_instances and flow_events were keyed by a plain ``INTEGER PRIMARY KEY``,
 which SQLite fills with max(id) + 1: once the newest rows were deleted (``session delete``),
 their ids came back for the next session's rows, and a runner or dashboard still holding a
 stage id of the deleted session would update another session's stage. With ``AUTOINCREMENT``
@@ -13,8 +13,10 @@ Copying the rows seeds ``sqlite_sequence`` with the highest id each table holds,
 continue above every id still in use. The migration connection keeps foreign keys off (see
 ``store.migrations``): dropping the old stage and event tables cascades nowhere.
 
-flow_sessions is keyed by a random string and stays as it is. PostgreSQL (sequences never
-go back): nothing to do.
+flow_sessions is keyed by a random string and stays as it is. log_records keeps its plain
+key: no one holds a log id across a delete (readers follow one session's rows by id), and
+AUTOINCREMENT would cost a third of the rate at which stage output is stored. PostgreSQL
+(sequences never go back): nothing to do.
 
 Revision ID: 0004
 Revises: 0003
@@ -31,7 +33,7 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-TABLES = ("stage_instances", "flow_events", "log_records")
+TABLES = ("stage_instances", "flow_events")
 
 
 def _has_autoincrement(conn: Connection, table: str) -> bool:
