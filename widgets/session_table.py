@@ -28,17 +28,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from rich.cells import cell_len
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from widgets import messages
-from widgets.data import TERMINAL_STATUSES, SessionRow
+from widgets.data import SessionRow
 from widgets.formatting import clean, fit, human_duration, progress_bar, render_segments
 from widgets.styles import ORPHANED_STYLE, status_style
 
@@ -192,6 +194,10 @@ class SessionTable(ScrollView, can_focus=True):
         self._columns: list[_Column] = []
         self._columns_width = -1
         self._line_cache: LRUCache[tuple[object, ...], Strip] = LRUCache(256)
+        self._row_cache: LRUCache[tuple[object, ...], _RenderedRow] = LRUCache(256)
+        self._base_style: Style | None = None
+        self._time_shown: dict[int, str] = {}
+        """TIME text last rendered per absolute row index: what ``_tick`` compares with."""
 
     # ------------------------------------------------------------------ public state
 
@@ -274,11 +280,17 @@ class SessionTable(ScrollView, can_focus=True):
         """
         total = max(0, int(total))
         offset = max(0, int(offset))
+        rows = list(rows)
+        # A live refresh mostly brings back what is shown: then nothing is repainted.
+        changed = not (
+            self._loaded and offset == self._offset and total == self._total and rows == self._rows
+        )
         self._loaded = True
         self._offset = offset
-        self._rows = list(rows)
+        self._rows = rows
         self._index_of = {row.id: offset + i for i, row in enumerate(self._rows)}
-        self._line_cache.clear()
+        if changed:
+            self._clear_caches()
 
         self._total = total
         self.virtual_size = Size(0, total + 1)
@@ -303,7 +315,8 @@ class SessionTable(ScrollView, can_focus=True):
         ):
             self._pending = None
         self._post_highlight()
-        self.refresh()
+        if changed:
+            self.refresh()
         self._ensure_window()
 
     # ------------------------------------------------------------------ cursor
@@ -433,29 +446,44 @@ class SessionTable(ScrollView, can_focus=True):
         self.set_interval(1.0, self._tick)
 
     def on_resize(self, event: events.Resize) -> None:
-        self._line_cache.clear()
+        self._clear_caches()
         self._ensure_window()
 
     def on_focus(self, event: events.Focus) -> None:
-        self._line_cache.clear()
+        self._clear_caches(style=True)
         self.refresh()
 
     def on_blur(self, event: events.Blur) -> None:
-        self._line_cache.clear()
+        self._clear_caches(style=True)
         self.refresh()
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
+        self._clear_caches(style=True)
+
+    def _clear_caches(self, style: bool = False) -> None:
         self._line_cache.clear()
+        self._row_cache.clear()
+        self._time_shown.clear()
+        if style:
+            self._base_style = None
 
     def _tick(self) -> None:
-        """Repaint once a second while a visible row shows a running clock."""
-        start, end = self._visible_span()
-        for index in range(start, end):
+        """Once a second: repaint the TIME cells whose text moved on (a running session's
+        next second, minute or hour), and nothing else: an idle dashboard costs little."""
+        if not self._loaded or not self._time_shown or not self._columns:
+            return
+        now = int(self._clock())
+        time_column = self._columns[-1]
+        x = sum(col.width + 1 for col in self._columns[:-1])
+        top = int(self.scroll_offset.y)
+        for index in range(*self._visible_span()):
+            shown = self._time_shown.get(index)
             row = self.row_at(index)
-            if row is not None and row.status not in TERMINAL_STATUSES:
-                self.refresh()
-                return
+            if shown is None or row is None or row.finished_at is not None:
+                continue
+            if human_duration(session_elapsed(row, now)) != shown:
+                self.refresh(Region(x, index - top + 1, time_column.width, 1))
 
     # ------------------------------------------------------------------ rendering
 
@@ -470,7 +498,9 @@ class SessionTable(ScrollView, can_focus=True):
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width or self.size.width
-        base = self.rich_style
+        base = self._base_style
+        if base is None:  # walks every ancestor's styles: once, not once per line
+            base = self._base_style = self.rich_style
         if not self._loaded:
             return Strip.blank(width, base)
         columns = self._layout(width)
@@ -483,17 +513,21 @@ class SessionTable(ScrollView, can_focus=True):
             return Strip.blank(width, base)
         row = self.row_at(index)
         is_cursor = index == self._cursor
-        now = int(self._clock())
-        key = (index, row, is_cursor, width, now, self.has_focus)
-        cached = self._line_cache.get(key)
-        if cached is not None:
-            return cached
+        key = (index, row, is_cursor, width, self.has_focus)
         if row is None:
-            strip = self._render_placeholder(columns, width, base, is_cursor)
-        else:
-            strip = self._render_row(row, columns, width, base, is_cursor, now)
-        self._line_cache[key] = strip
-        return strip
+            cached = self._line_cache.get(key)
+            if cached is None:
+                cached = self._render_placeholder(columns, width, base, is_cursor)
+                self._line_cache[key] = cached
+            return cached
+        # A running session's TIME moves on while the rest of its row stays: the row is
+        # rendered once without it, and the TIME cell is added when its text changes.
+        shown = human_duration(session_elapsed(row, int(self._clock())))
+        self._time_shown[index] = shown
+        rendered = self._row_cache.get(key)
+        if rendered is None:
+            rendered = self._row_cache[key] = self._render_row(row, columns, base, is_cursor)
+        return rendered.line(shown, columns[-1], width)
 
     def _to_strip(self, text: Text, width: int, style: Style) -> Strip:
         return Strip(render_segments(text, self.app.console)).crop_extend(0, width, style)
@@ -537,25 +571,19 @@ class SessionTable(ScrollView, can_focus=True):
         return self._to_strip(line, width, style)
 
     def _render_row(
-        self,
-        row: SessionRow,
-        columns: list[_Column],
-        width: int,
-        base: Style,
-        is_cursor: bool,
-        now: float,
-    ) -> Strip:
+        self, row: SessionRow, columns: list[_Column], base: Style, is_cursor: bool
+    ) -> _RenderedRow:
+        """Every cell but the TIME one (the last column), with the separator before it."""
         style = base
         if is_cursor:
             style = base + self.get_component_rich_style("session-table--cursor")
         line = Text(style=style, no_wrap=True, end="")
-        for i, col in enumerate(columns):
-            if i:
-                line.append(" ")
-            line.append_text(fit(self._cell(row, col, now), col.width, col.justify))
-        return self._to_strip(line, width, style)
+        for col in columns[:-1]:
+            line.append_text(fit(self._cell(row, col), col.width, col.justify))
+            line.append(" ")
+        return _RenderedRow(render_segments(line, self.app.console), style)
 
-    def _cell(self, row: SessionRow, col: _Column, now: float) -> Text:
+    def _cell(self, row: SessionRow, col: _Column) -> Text:
         """One cell as literal ``Text`` (user text is never parsed as markup)."""
         key = col.key
         if key == "id":
@@ -579,9 +607,39 @@ class SessionTable(ScrollView, can_focus=True):
             return Text(clean(row.current_stage or ""))
         if key == "host":
             return Text(clean(row.host or ""))
-        if key == "time":
-            return Text(human_duration(session_elapsed(row, now)))
         return Text()
+
+
+class _RenderedRow:
+    """One row rendered without its TIME cell (the last column), and the whole line for
+    the last TIME text: a ticking clock costs one segment, not a row's rendering."""
+
+    __slots__ = ("head", "last", "length", "line_for", "style")
+
+    def __init__(self, start: list[Segment], style: Style) -> None:
+        self.head = start[:-1]
+        self.last = start[-1] if start else Segment("", style)
+        self.length = Segment.get_line_length(start)
+        self.style = style
+        self.line_for: tuple[str, int, Strip] | None = None
+
+    def line(self, shown: str, column: _Column, width: int) -> Strip:
+        if self.line_for is not None and self.line_for[:2] == (shown, width):
+            return self.line_for[2]
+        cell = fit(Text(shown), column.width, column.justify).plain
+        last = self.last
+        # The same segments as one render of the whole line (the SVG snapshots agree):
+        # the TIME cell joins the segment before it when their styles are equal.
+        if last.style == self.style and not last.control:
+            tail = [Segment(last.text + cell, self.style)]
+        else:
+            tail = [last, Segment(cell, self.style)]
+        length = self.length + cell_len(cell)
+        strip = Strip([*self.head, *tail], length)
+        if length != width:
+            strip = strip.crop_extend(0, width, self.style)
+        self.line_for = (shown, width, strip)
+        return strip
 
 
 def session_elapsed(row: SessionRow, now: float) -> float:

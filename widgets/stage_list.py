@@ -42,6 +42,7 @@ class StageRowView(Vertical):
         self._stage = stage
         self._clock = clock
         self._shown: StageRow | None = None
+        self._time_shown: str | None = None
         self._name_cell = _cell("", "stage-name")
         self._status = _cell("", "stage-status")
         self._bar = ProgressBar(total=100, show_eta=False, classes="stage-bar")
@@ -73,12 +74,15 @@ class StageRowView(Vertical):
             self._apply()
 
     def tick(self) -> None:
-        """Refresh the running duration."""
+        """Refresh the running duration (repainted only when its text moved on)."""
         if self.is_mounted:
-            self._time.update(self._duration_text(), layout=False)
+            self._show_time()
 
-    def _duration_text(self) -> Text:
-        return Text(human_duration(stage_duration(self._stage, self._clock())))
+    def _show_time(self) -> None:
+        text = human_duration(stage_duration(self._stage, self._clock()))
+        if text != self._time_shown:
+            self._time_shown = text
+            self._time.update(Text(text), layout=False)
 
     def _apply(self) -> None:
         new, old = self._stage, self._shown
@@ -97,7 +101,7 @@ class StageRowView(Vertical):
             self._bar.update(progress=clamp_progress(new.progress))
         if old is None or new.attempt != old.attempt:
             self._attempt.update(Text(str(new.attempt)), layout=False)
-        self._time.update(self._duration_text(), layout=False)
+        self._show_time()
         if old is None or new.error != old.error:
             if new.error:
                 self._error.update(

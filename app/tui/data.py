@@ -4,7 +4,8 @@ Every text that users or stages wrote is cleaned of control sequences here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from store.queries import (
@@ -23,6 +24,55 @@ from widgets.data import LogLine, SessionRow, StageRow, StatusCounts
 
 LOG_PAGE = 500
 
+#: Seconds past a heartbeat's staleness before the dashboard re-reads: the store's test is
+#: "older than", so a re-read exactly at the edge could still find the session alive.
+STALE_MARGIN = 0.05
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What can change on screen while nothing is committed: a session whose runner stops
+    beating turns "orphaned" when its heartbeat grows stale (at ``stale_at``, the earliest
+    over the sessions shown), or at once when its runner on this host dies (``pids``).
+    The dashboard re-reads at that moment instead of on a blind timer."""
+
+    stale_at: float | None = None
+    pids: frozenset[int] = frozenset()
+
+    def __or__(self, other: Watch) -> Watch:
+        stale = [t for t in (self.stale_at, other.stale_at) if t is not None]
+        return Watch(min(stale) if stale else None, self.pids | other.pids)
+
+    def due(self, now: float) -> bool:
+        """Has the heartbeat deadline passed (``now`` is wall-clock time, as heartbeats)?"""
+        return self.stale_at is not None and now >= self.stale_at
+
+    def dead_pid(self) -> bool:
+        """Has one of the watched local runners died (microseconds per pid, no store)?"""
+        from store.identity import pid_alive
+
+        return any(not pid_alive(pid) for pid in self.pids)
+
+
+def watch_of(views: Iterable[SessionView]) -> Watch:
+    """The ``Watch`` of sessions that are live under a runner but not orphaned yet (the same
+    test as ``store.managers.is_orphaned``, turned into "when could it become true")."""
+    from store.identity import local_host
+    from store.managers import STALE_AFTER
+
+    host = local_host()
+    stale_at: float | None = None
+    pids: set[int] = set()
+    for v in views:
+        if v.status not in ("ACTIVE", "PAUSED") or v.runner_pid is None or v.orphaned:
+            continue
+        if v.heartbeat_at is not None:
+            at = v.heartbeat_at + STALE_AFTER + STALE_MARGIN
+            stale_at = at if stale_at is None else min(stale_at, at)
+        if v.runner_host == host:
+            pids.add(v.runner_pid)
+    return Watch(stale_at, frozenset(pids))
+
 
 @dataclass(frozen=True)
 class Window:
@@ -30,6 +80,7 @@ class Window:
     rows: list[SessionRow]
     total: int
     counts: StatusCounts
+    watch: Watch = field(default_factory=Watch)
 
 
 @dataclass(frozen=True)
@@ -39,6 +90,7 @@ class Detail:
     status: str
     reason: str | None
     orphaned: bool = False
+    watch: Watch = field(default_factory=Watch)
 
     def summary(self) -> str:
         """One line above the stages: the state and why (a manual gate waiting, the error
@@ -64,7 +116,6 @@ class RefreshRequest:
     session_id: str | None
     after_log_id: int | None
     log_generation: int
-    force: bool
 
 
 @dataclass(frozen=True)
@@ -74,6 +125,11 @@ class Refresh:
     window: Window
     detail: Detail | None
     logs: list[LogLine]
+
+    @property
+    def watch(self) -> Watch:
+        """When the picture this refresh gave can change with no commit (see ``Watch``)."""
+        return self.window.watch | self.detail.watch if self.detail else self.window.watch
 
 
 def session_row(view: SessionView) -> SessionRow:
@@ -117,7 +173,13 @@ def load_window(db: Any, filt: SessionFilter, offset: int, limit: int) -> Window
     offset = max(0, min(offset, max(total - 1, 0)))
     views = list_sessions(db, filt, limit=limit, offset=offset)
     db.commit()
-    return Window(offset, [session_row(v) for v in views], total, StatusCounts(counts, everything))
+    return Window(
+        offset,
+        [session_row(v) for v in views],
+        total,
+        StatusCounts(counts, everything),
+        watch_of(views),
+    )
 
 
 def load_detail(db: Any, session_id: str) -> Detail | None:
@@ -139,7 +201,7 @@ def load_detail(db: Any, session_id: str) -> Detail | None:
         for s in view.stages
     ]
     reason = clean_text(view.reason) if view.reason else None
-    return Detail(session_id, stages, view.status, reason, view.orphaned)
+    return Detail(session_id, stages, view.status, reason, view.orphaned, watch_of([view]))
 
 
 def load_refresh(db: Any, request: RefreshRequest) -> Refresh:

@@ -20,6 +20,7 @@ from tests.tui.tui_testkit import (
     screen_text,
     select,
     status,
+    view,
     wait_for,
 )
 from widgets.help import HelpScreen
@@ -269,3 +270,60 @@ async def test_store_errors_are_one_notification_and_the_app_recovers(
             what="the change once the store answers",
         )
         assert any("reachable again" in n for n in notifications(app))
+
+
+async def test_orphan_marks_appear_with_time_alone_without_any_write(
+    ctx: Any, make_app: Any
+) -> None:
+    """The orphaned mark changes with nothing committed: a runner's heartbeat grows stale,
+    or a runner on this host dies. The mark shows all the same, when it becomes true (the
+    dashboard re-reads at that moment, not on a blind periodic full re-read)."""
+    import os
+    import subprocess
+    import sys
+
+    from sqlalchemy import text
+
+    from store.identity import local_host
+    from store.managers import STALE_AFTER
+
+    stale = make_session(ctx, name="heartbeat goes stale")
+    dying = make_session(ctx, name="runner dies")
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with ctx.factory() as db:
+            # A runner elsewhere (its pid means nothing here) that beat last almost
+            # STALE_AFTER ago, and a runner on this host, alive and beating.
+            manager(db).start_session(stale, runner_host="elsewhere", runner_pid=os.getpid())
+            manager(db).start_session(dying, runner_host=local_host(), runner_pid=runner.pid)
+            db.execute(
+                text("UPDATE flow_sessions SET heartbeat_at = :at WHERE id = :id"),
+                {"at": time.time() - STALE_AFTER + 2.0, "id": stale},
+            )
+            db.commit()
+        versions = {sid: view(ctx, sid).version for sid in (stale, dying)}
+        app = make_app()
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot)
+            assert not row_of(app, stale).orphaned and not row_of(app, dying).orphaned
+
+            await wait_for(
+                pilot,
+                lambda: row_of(app, stale).orphaned,
+                timeout=4.0,
+                what="the orphan mark of a stale heartbeat",
+            )
+            assert not row_of(app, dying).orphaned
+            runner.kill()
+            runner.wait()
+            await wait_for(
+                pilot,
+                lambda: row_of(app, dying).orphaned,
+                timeout=3.0,
+                what="the orphan mark of a dead local runner",
+            )
+            assert "⚠orphaned" in screen_text(app)
+        assert {sid: view(ctx, sid).version for sid in (stale, dying)} == versions
+    finally:
+        runner.kill()
+        runner.wait()

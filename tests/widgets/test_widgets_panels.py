@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from textual.app import App, ComposeResult
-from textual.widgets import ProgressBar
+from textual.widgets import ProgressBar, Static
 
 from tests.widgets.widgets_testkit import NOW, clock, screen_lines, stage_row, widget_lines
 from widgets.confirm import ConfirmScreen
@@ -124,6 +124,46 @@ async def test_stage_list_updates_in_place() -> None:
         stages.set_stages([])
         await pilot.pause()
         assert any("Select a session." in line for line in screen_lines(app))
+
+
+async def test_running_stage_duration_ticks_and_repaints_only_when_it_changes() -> None:
+    now = [NOW]
+
+    class TickingApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield StageList(clock=lambda: now[0])
+
+    app = TickingApp()
+    async with app.run_test(size=(80, 12)) as pilot:
+        stages = app.query_one(StageList)
+        stages.set_stages(
+            [
+                stage_row("build", status="COMPLETED", started_at=NOW - 300, finished_at=NOW - 240),
+                stage_row("test", status="ACTIVE", progress=10, started_at=NOW - 58),
+            ]
+        )
+        await pilot.pause()
+        done, running = stages.row_views
+        assert screen_lines(app)[2].split()[-1] == "58s"
+        updates: list[str] = []
+
+        def spy(cell: Static) -> None:
+            real = cell.update
+
+            def update(content: object = "", *, layout: bool = True) -> None:
+                updates.append(str(content))
+                real(content, layout=layout)  # type: ignore[arg-type]
+
+            cell.update = update  # type: ignore[method-assign]
+
+        for view in (done, running):
+            spy(view.query_one(".stage-time", Static))
+        now[0] += 1
+        await pilot.pause(1.2)  # the list's own one-second timer
+        assert screen_lines(app)[2].split()[-1] == "59s"
+        now[0] += 0.5
+        await pilot.pause(1.1)  # still 59 s: nothing repainted
+        assert updates == ["59s"], "only the running stage, once per change"
 
 
 class CountsApp(App[None]):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from textual.app import App, ComposeResult
+from textual.geometry import Region
 
-from tests.widgets.widgets_testkit import clock, session_row, widget_lines
+from tests.widgets.widgets_testkit import NOW, clock, session_row, widget_lines
 from widgets.messages import SessionHighlighted, WindowRequested
 from widgets.session_table import SessionTable, layout_columns
 
@@ -319,6 +320,48 @@ async def test_status_colours_and_highlight_burst() -> None:
         assert table.cursor_index == 40
         assert app.highlights[-1] == session_row(40).id
         assert len(app.highlights) <= 41
+
+
+async def test_running_clocks_tick_repainting_only_their_time_cells() -> None:
+    """Live durations move on by themselves, once a second, and an idle table costs little:
+    only the TIME cells whose text changed are repainted, not the rows, not the table."""
+    now = [NOW]
+
+    class ClockApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield SessionTable(clock=lambda: now[0])
+
+    rows = [
+        session_row(1, status="ACTIVE", started_at=NOW - 5),  # seconds: ticks every second
+        session_row(2, status="ACTIVE", started_at=NOW - 125),  # minutes: not this second
+        session_row(4, status="FAILED", started_at=NOW - 125, finished_at=NOW - 60),
+    ]
+    app = ClockApp()
+    async with app.run_test(size=(120, 10)) as pilot:
+        table = app.query_one(SessionTable)
+        table.set_window(0, rows, len(rows))
+        await pilot.pause()
+        before = widget_lines(table)
+        assert before[1].endswith(" 5s") and before[2].endswith(" 2m")
+        assert before[3].endswith(" 1m")
+
+        repainted: list[tuple[Region, ...]] = []
+        repaint = table.refresh
+
+        def spy(*regions: Region, **kwargs: object) -> object:
+            repainted.append(regions)
+            return repaint(*regions, **kwargs)  # type: ignore[arg-type]
+
+        table.refresh = spy  # type: ignore[method-assign]
+        now[0] += 1
+        await pilot.pause(1.2)  # the table's own one-second timer, no owner involved
+        after = widget_lines(table)
+        assert after[1].endswith(" 6s")
+        assert after[1:] != before[1:] and after[2:] == before[2:]
+        columns = layout_columns(table.scrollable_content_region.width)
+        time_cell = Region(sum(c.width + 1 for c in columns[:-1]), 1, columns[-1].width, 1)
+        assert repainted, "the clock moved on screen without a repaint?"
+        assert set(repainted) == {(time_cell,)}, "only the running row's TIME cell"
 
 
 def test_widgets_import_nothing_of_ours() -> None:
