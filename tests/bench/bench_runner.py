@@ -1,8 +1,10 @@
 """Runner benchmarks (issue: the runner). Each prints a ratio against a floor measured in
 the same run; none fails on speed.
 
-* pause latency: from `vc flow session pause` returning to the stage process being stopped
-  (state T in /proc), p95 over K pauses; target p95 < 300 ms on SQLite;
+* pause latency: from the pause's commit (its event) to the stage process being stopped
+  (state T in /proc, watched while `vc flow session pause` runs), p95 over K pauses, and
+  how long after the command returned (0 when the stage stopped first); target p95 < 300 ms
+  on SQLite;
 * logging: a stage writing 1,000,000 short lines, its run time under the runner (the
   stage's own start -> exit as recorded) against the same command with output redirected to
   a file (target <= 1.5x); and the rate at which all lines reach the store (target >=
@@ -98,11 +100,20 @@ def pause_latency(pauses: int) -> tuple[list[float], list[float]]:
     try:
         for _ in range(pauses):
             _wait(lambda: _proc_state(pid) in ("R", "S"))
-            _vc(env, "flow", "session", "pause", sid[:8])
-            returned = time.perf_counter()
-            _wait(lambda: _proc_state(pid) == "T")
-            latencies.append(time.perf_counter() - returned)
-            stopped_at = time.time()
+            # The stage's state is watched while the command runs: the runner usually
+            # stops it before `vc` has even exited, so timing only after the command
+            # returned would measure the command's own exit instead.
+            pause = subprocess.Popen(
+                [*VC, "flow", "session", "pause", sid[:8]],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            stopped_at = _wait(lambda: _proc_state(pid) == "T" and time.time())
+            pause.wait(60)
+            returned = time.time()
+            latencies.append(max(0.0, stopped_at - returned))
             with factory() as db:
                 paused_at = [e.at for e in list_events(db, sid) if e.op == "pause"][-1]
             from_commit.append(stopped_at - paused_at)
@@ -212,10 +223,10 @@ def main(small: bool = False) -> list[str]:
     lines.append(
         report(
             "pause latency",
-            f"from the command returning: p50 "
-            f"{statistics.median(lat) * 1000:.0f} ms, p95 {p95(lat) * 1000:.0f} ms; "
-            f"from the pause commit (upper bound): p50 {statistics.median(from_commit) * 1000:.0f}"
-            f" ms, p95 {p95(from_commit) * 1000:.0f} ms; {len(lat)} pauses "
+            f"from the pause commit to the stage stopped: p50 "
+            f"{statistics.median(from_commit) * 1000:.0f} ms, p95 "
+            f"{p95(from_commit) * 1000:.0f} ms; after the command returned: p95 "
+            f"{p95(lat) * 1000:.0f} ms (0: stopped before `vc` exited); {len(lat)} pauses "
             "(target p95 < 300 ms)",
         )
     )
