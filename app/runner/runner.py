@@ -68,6 +68,7 @@ INTERRUPTED_STORE_WAIT = 10.0
 #: On PostgreSQL the runner LISTENs for changes of its session and reads its state only
 #: when notified, or after this many quiet seconds (a safety net for a silent connection).
 NOTIFY_RESYNC = 1.0
+LISTEN_AFTER = 1.0
 OUTPUT_CATEGORY = "workflow.stage.integration"
 STAGE_CATEGORY = "workflow.stage.operations"
 SESSION_CATEGORY = "workflow.session.operations"
@@ -204,6 +205,7 @@ class Runner:
         self.current_stage: str | None = None
         self.waiting_at: str | None = None
         self._notifier: Any = None
+        self._listen_at = time.monotonic() + LISTEN_AFTER
         #: The last state read (the claim made it ACTIVE); what the loop acts on while the
         #: store is unreachable or (on PostgreSQL) nothing was notified.
         self._last_desired: tuple[str, str | None] | None = (SessionStatus.ACTIVE, None)
@@ -264,10 +266,11 @@ class Runner:
         self._beat_thread = threading.Thread(target=self._beat, name="vc-heartbeat", daemon=True)
         self._beat_thread.start()
         self._say(f"runner started (pid {self.pid} on {self.host})")
-        self._listen()
         try:
-            self._cleanup_leftovers()
-            return self._run_stages()
+            view = self._view()
+            if self._cleanup_leftovers(view):
+                view = self._view()
+            return self._run_stages(view)
         except Interrupted:
             return self._pause_on_interrupt()
         except _TakenOver as exc:
@@ -288,18 +291,22 @@ class Runner:
                     self._db.rollback()
             self._db.close()
 
-    def _listen(self) -> None:
+    def _listen(self) -> Any:
         """On PostgreSQL: LISTEN for changes of this session (another host's pause arrives
-        as a notification instead of waiting for a poll); elsewhere nothing to do."""
+        as a notification instead of waiting for a poll); elsewhere nothing to do. Opened
+        once the session has run for LISTEN_AFTER seconds: a quick session (a worker drains
+        thousands) is done before a connection of its own would pay off."""
+        self._listen_at = float("inf")  # one try
         bind = self._db.get_bind()
         if bind.dialect.name != "postgresql":
-            return
+            return None
         from store.notify import SessionNotifier
 
         try:
             self._notifier = SessionNotifier(bind, self.session_id, resync=NOTIFY_RESYNC)
         except Exception:
             self._notifier = None  # polling works without it
+        return self._notifier
 
     def _beat(self) -> None:
         """Heartbeat thread: refresh ``heartbeat_at`` every HEARTBEAT_INTERVAL seconds on a
@@ -397,6 +404,8 @@ class Runner:
         if self._down_since is not None and time.monotonic() < self._retry_at:
             return self._last_desired
         notifier = self._notifier
+        if notifier is None and time.monotonic() >= self._listen_at:
+            notifier = self._listen()
         if notifier is not None and self._down_since is None and not notifier.changed():
             return self._last_desired
         try:
@@ -439,12 +448,13 @@ class Runner:
 
     # -- recovery ------------------------------------------------------------------------------
 
-    def _cleanup_leftovers(self) -> None:
+    def _cleanup_leftovers(self, view: SessionView) -> bool:
         """Taking over after a crash: whatever is left of an interrupted stage's process
         group is removed (only if its recorded start time still matches, so a reused pid is
         never signalled), and the stage goes back to PENDING to run again as a new attempt.
-        A manual gate keeps its state: the gate logic knows whether it was passed."""
-        view = self._view()
+        A manual gate keeps its state: the gate logic knows whether it was passed. True if a
+        stage was reset (the caller's view is then stale)."""
+        changed = False
         for stage in view.stages:
             if stage.stage_type == "manual" or stage.status == StageStatus.COMPLETED:
                 continue
@@ -469,20 +479,22 @@ class Runner:
                     stage.name,
                 )
             if interrupted:
+                changed = True
                 self.stages.move_stage(stage.id, StageStatus.PENDING)
                 self._say(
                     f"attempt {stage.attempt} was interrupted; the stage runs again",
                     "WARNING",
                     stage.name,
                 )
+        return changed
 
     # -- stages --------------------------------------------------------------------------------
 
-    def _run_stages(self) -> Outcome:
+    def _run_stages(self, view: SessionView) -> Outcome:
         """Run what is left, in order. The stage states read once here stay true while we
         go: only this runner moves a stage forward, and what others may do (abort, delete)
         is seen by the wait before each stage."""
-        for stage in self._order(self._view()):
+        for stage in self._order(view):
             if stage.status == StageStatus.COMPLETED:
                 if self.only_stage is not None:
                     self._say("already COMPLETED: not run again", stage=stage.name)
@@ -497,9 +509,8 @@ class Runner:
             if outcome is not None:
                 return outcome
         self.current_stage = None
-        view = self._view()
         if self.only_stage is not None and any(
-            s.status != StageStatus.COMPLETED for s in view.stages
+            s.status != StageStatus.COMPLETED for s in self._view().stages
         ):
             # Not left ACTIVE without a runner (it would look alive forever): PAUSED, and a
             # resume runs the rest under a new runner.
