@@ -138,6 +138,19 @@ MAX_RETRY_DELAY = 5.0
 CLOSE_PATIENCE = 10.0
 
 
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """The errors of a store that is away for now: SQLAlchemy's, and psycopg's own (COPY on
+    PostgreSQL goes to the driver directly)."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    errors: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
+    try:
+        import psycopg
+    except ImportError:
+        return errors
+    return (*errors, psycopg.OperationalError, psycopg.InterfaceError)
+
+
 class StoreMirror:
     """Batches log rows into the store from one background thread.
 
@@ -199,8 +212,7 @@ class StoreMirror:
         database went away for a while. After ``close`` it gets :data:`CLOSE_PATIENCE`
         seconds. Any other error (a row the database refuses) is retried a few times, then
         reported and the batch dropped (the session log file has every line anyway)."""
-        from sqlalchemy.exc import InterfaceError, OperationalError
-
+        transient = _transient_errors()
         delay = 0.1
         other_errors = 0
         closing_deadline: float | None = None
@@ -208,7 +220,7 @@ class StoreMirror:
             try:
                 self._write_batch(batch)
                 return
-            except (OperationalError, InterfaceError) as exc:
+            except transient as exc:
                 if self._closed:
                     now = time.monotonic()
                     closing_deadline = closing_deadline or now + CLOSE_PATIENCE
@@ -235,11 +247,13 @@ class StoreMirror:
                 self._cond.notify_all()
 
     def close(self) -> None:
-        self.flush()
+        """Store what is left, giving an unreachable store CLOSE_PATIENCE seconds (what
+        cannot be stored is reported through ``on_error``; the log files have it)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout=5)
+        self.flush(timeout=CLOSE_PATIENCE + MAX_RETRY_DELAY)
+        self._thread.join(timeout=CLOSE_PATIENCE + MAX_RETRY_DELAY)
 
 
 class Logging:

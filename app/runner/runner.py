@@ -205,6 +205,9 @@ class Runner:
         self.current_stage: str | None = None
         self.waiting_at: str | None = None
         self._notifier: Any = None
+        #: Set when a write saw a session state the loop has not read yet: the next state
+        #: check reads, whatever the notifier says.
+        self._read_next = False
         self._listen_at = time.monotonic() + LISTEN_AFTER
         #: The last state read (the claim made it ACTIVE); what the loop acts on while the
         #: store is unreachable or (on PostgreSQL) nothing was notified.
@@ -267,19 +270,21 @@ class Runner:
         self._beat_thread.start()
         self._say(f"runner started (pid {self.pid} on {self.host})")
         try:
-            view = self._view()
-            if self._cleanup_leftovers(view):
+            try:
                 view = self._view()
-            return self._run_stages(view)
-        except Interrupted:
-            return self._pause_on_interrupt()
+                if self._cleanup_leftovers(view):
+                    view = self._view()
+                return self._run_stages(view)
+            except Interrupted:
+                return self._pause_on_interrupt()
         except _TakenOver as exc:
             self._say(str(exc), "WARNING")
             return Outcome(1, str(exc), None)
         finally:
             self._stop.set()
             self._beat_thread.join(5)
-            self.log.flush()
+            if self._down_since is None:  # else the mirror keeps trying until it closes
+                self.log.flush()
             if self._notifier is not None:
                 self._notifier.close()
             try:
@@ -349,7 +354,11 @@ class Runner:
         delay = STORE_RETRY[0]
         give_up_at: float | None = None
         while True:
+            if self._lost.is_set():
+                raise _TakenOver(f"another runner took over session {self.session_id[:12]}")
             try:
+                if self._down_since is not None:
+                    self._fence()
                 result = call()
             except _STORE_ERRORS as exc:
                 self._store_lost(exc)
@@ -363,8 +372,24 @@ class Runner:
                 time.sleep(delay)
                 delay = min(delay * 2, STORE_RETRY[1])
                 continue
+            except BaseException:
+                self._store_back()  # the store answered (with a refusal)
+                raise
             self._store_back()
             return result
+
+    def _fence(self) -> None:
+        """Before the first read or write after an outage: is the session still ours? Its
+        heartbeat went stale meanwhile, so another host may have taken it over; then this
+        runner must not write anything more (the heartbeat is refreshed otherwise)."""
+        if not self._raw_sessions.heartbeat(
+            self.session_id, runner_host=self.host, runner_pid=self.pid
+        ):
+            self._lost.set()
+            raise _TakenOver(
+                f"another runner took over session {self.session_id[:12]} while the store "
+                "was unreachable"
+            )
 
     def _landed(self, errors_before: int, stage: StageView, status: str, attempt: int) -> bool:
         """A write refused after the store went away in the middle of it: did its first
@@ -396,7 +421,7 @@ class Runner:
         self._backoff = STORE_RETRY[0]
         self._say(f"store reachable again after {away:.1f} s")
 
-    def _desired(self) -> tuple[str, str | None] | None:
+    def _desired(self, fresh: bool = False) -> tuple[str, str | None] | None:
         """(status, reason) the front ends want, None if the session was deleted. Raises
         :class:`Interrupted` after Ctrl-C and :class:`_TakenOver` when another runner owns
         the session now."""
@@ -406,9 +431,17 @@ class Runner:
         notifier = self._notifier
         if notifier is None and time.monotonic() >= self._listen_at:
             notifier = self._listen()
-        if notifier is not None and self._down_since is None and not notifier.changed():
+        fresh, self._read_next = self._read_next or fresh, False
+        if (
+            not fresh
+            and notifier is not None
+            and self._down_since is None
+            and not notifier.changed()
+        ):
             return self._last_desired
         try:
+            if self._down_since is not None:
+                self._fence()
             state = self._raw_sessions.state(self.session_id)
         except _STORE_ERRORS as exc:
             self._store_lost(exc)
@@ -533,7 +566,7 @@ class Runner:
             try:
                 self.sessions.complete(self.session_id)
             except InvalidTransition:
-                state = self._desired()
+                state = self._desired(fresh=True)
                 if state is not None and state[0] == SessionStatus.ACTIVE:
                     raise  # stages not completed: a bug, not a race
                 continue
@@ -547,6 +580,8 @@ class Runner:
         aborted, completed or deleted meanwhile."""
         announced = False
         known, self._known_status = self._known_status, None
+        if known is not None and known != SessionStatus.ACTIVE:
+            self._read_next = True
         if known == SessionStatus.ACTIVE and self._down_since is None:
             self._check_flags()
             return None
@@ -617,15 +652,17 @@ class Runner:
     def _pass_gate(self, stage: StageView) -> Outcome | None:
         self.waiting_at = None
         try:
+            errors = self._store_errors
             self.stages.move_stage(stage.id, StageStatus.COMPLETED)
         except InvalidTransition:
-            return self._stopped_outcome()  # aborted at the very moment of the resume
+            if not self._landed(errors, stage, StageStatus.COMPLETED, stage.attempt):
+                return self._stopped_outcome()  # aborted at the very moment of the resume
         self._say(f"manual gate {stage.name} passed", stage=stage.name)
         self._notify()
         return None
 
     def _stopped_outcome(self) -> Outcome:
-        desired = self._desired()
+        desired = self._desired(fresh=True)
         if desired is None:
             return Outcome(1, "session deleted", None)
         status, reason = desired
@@ -685,11 +722,13 @@ class Runner:
                     return outcome
                 continue
             try:
+                errors = self._store_errors
                 self.stages.move_stage(
                     stage.id, StageStatus.FAILED, error=error, exit_code=result.exit_code
                 )
             except InvalidTransition:
-                return self._stopped_outcome()
+                if not self._landed(errors, stage, StageStatus.FAILED, attempt):
+                    return self._stopped_outcome()
             reason = "timeout" if error == "timeout" else f"stage {stage.name} failed: {error}"
             try:
                 self.sessions.fail(self.session_id, reason)
@@ -724,11 +763,13 @@ class Runner:
             proc.start()
         except StageStartError as exc:
             try:
+                errors = self._store_errors
                 self.stages.move_stage(
                     stage.id, StageStatus.ACTIVE, new_attempt=True, attempt=attempt
                 )
-            except InvalidTransition:
-                return _Attempt("stopped", outcome=self._stopped_outcome())
+            except (InvalidTransition, ConcurrentModification):
+                if not self._landed(errors, stage, StageStatus.ACTIVE, attempt):
+                    return _Attempt("stopped", outcome=self._stopped_outcome())
             self._say(f"attempt {attempt}: {command}", stage=stage.name)
             self._say(str(exc), "ERROR", stage.name)
             return _Attempt("failed", str(exc))
@@ -749,10 +790,16 @@ class Runner:
                 if not self._landed(errors, stage, StageStatus.ACTIVE, attempt):
                     proc.terminate(kill_timeout)
                     return _Attempt("stopped", outcome=self._stopped_outcome())
-                move = None
+                move = None  # recorded before the connection broke
+            session_status = move.session_status if move is not None else None
+            if move is None:
+                desired = self._desired(fresh=True)
+                session_status = desired[0] if desired is not None else None
+            elif session_status != SessionStatus.ACTIVE:
+                self._read_next = True  # e.g. paused meanwhile: the first poll acts on it
             self._say(f"attempt {attempt} (pid {proc.pid}): {command}", stage=stage.name)
             self._notify()
-            if move is not None and move.session_status in (None, SessionStatus.FAILED):
+            if session_status in (None, SessionStatus.FAILED):
                 # Aborted (or deleted) between the check before the stage and its start:
                 # the abort did not see this stage running, so it is failed here.
                 proc.terminate(kill_timeout)

@@ -157,3 +157,34 @@ def test_a_pause_written_while_the_runner_was_cut_off_is_enforced_once_it_is_bac
     assert runner.returncode == 0
     assert _session_status(engine, sid) == "COMPLETED"
     assert _stage(engine, sid, "chatty").attempt == 1
+
+
+def test_a_runner_taken_over_during_the_outage_writes_nothing_more_and_stops(outage):
+    engine, proxy, runner, sid = outage
+    wait_for(lambda: len(_stored_lines(engine, sid)) >= 3, timeout=30, what="first lines")
+    pid = _stage(engine, sid, "chatty").pid
+    proxy.down()
+    with engine.begin() as conn:  # another host claimed the stale session meanwhile
+        conn.execute(
+            text(
+                "UPDATE flow_sessions SET runner_host = 'host-b', runner_pid = 4242, "
+                "heartbeat_at = :now WHERE id = :s"
+            ),
+            {"now": time.time(), "s": sid},
+        )
+    # long enough for the stage to end meanwhile: the runner then holds a write (stage
+    # COMPLETED) that must not land once the server is back
+    wait_for(lambda: not alive(pid), timeout=15, what="the stage to end during the outage")
+    time.sleep(0.5)
+    proxy.up()
+    _, err = runner.communicate(timeout=60)
+    assert runner.returncode == 1
+    assert "took over" in err
+    assert _stage(engine, sid, "chatty").status == "ACTIVE"  # as the new owner found it
+    assert _stage(engine, sid, "after").status == "PENDING"
+    assert _session_status(engine, sid) == "ACTIVE"
+    with engine.connect() as conn:
+        owner = conn.execute(
+            text("SELECT runner_host, runner_pid FROM flow_sessions WHERE id = :s"), {"s": sid}
+        ).one()
+    assert tuple(owner) == ("host-b", 4242)
