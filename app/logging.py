@@ -132,6 +132,11 @@ class LogFiles:
             self._fds.clear()
 
 
+#: How often the mirror stores what was logged. Each write holds SQLite's write lock and
+#: the GIL for a moment, which stalls the runner's own stage bookkeeping if it comes often:
+#: 0.5 s keeps log lines in the store (dashboard, `logs --follow`) well within a second
+#: while a workflow of quick stages meets one write, not a handful.
+MIRROR_INTERVAL = 0.5
 #: Longest wait between two tries of a log batch while the store is unreachable.
 MAX_RETRY_DELAY = 5.0
 #: How long a closing mirror keeps trying to store what is left.
@@ -163,7 +168,7 @@ class StoreMirror:
         self,
         write_batch: Callable[[Sequence[dict[str, Any]]], None],
         *,
-        interval: float = 0.2,
+        interval: float = MIRROR_INTERVAL,
         on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._write_batch = write_batch

@@ -378,6 +378,12 @@ class Runner:
             self._store_back()
             return result
 
+    def _flush_logs(self) -> None:
+        """Before the session ends: its log lines are in the store first, so whoever sees
+        COMPLETED or FAILED (a script, `session logs`) sees the whole log too."""
+        if self._down_since is None:
+            self.log.flush()
+
     def _fence(self) -> None:
         """Before the first read or write after an outage: is the session still ours? Its
         heartbeat went stale meanwhile, so another host may have taken it over; then this
@@ -564,6 +570,7 @@ class Runner:
             if outcome is not None:
                 return outcome
             try:
+                self._flush_logs()
                 self.sessions.complete(self.session_id)
             except InvalidTransition:
                 state = self._desired(fresh=True)
@@ -731,6 +738,7 @@ class Runner:
                     return self._stopped_outcome()
             reason = "timeout" if error == "timeout" else f"stage {stage.name} failed: {error}"
             try:
+                self._flush_logs()
                 self.sessions.fail(self.session_id, reason)
             except InvalidTransition:
                 return self._stopped_outcome()
