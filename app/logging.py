@@ -149,9 +149,8 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
     from sqlalchemy.exc import InterfaceError, OperationalError
 
     errors: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
-    try:
-        import psycopg
-    except ImportError:
+    psycopg = sys.modules.get("psycopg")  # loaded by a PostgreSQL store; never imported here
+    if psycopg is None:
         return errors
     return (*errors, psycopg.OperationalError, psycopg.InterfaceError)
 
