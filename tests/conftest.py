@@ -108,12 +108,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     if not PG_URL:
         pytest.skip("PostgreSQL suite: set VC_TEST_DATABASE_URL to run it")
-    url, schema = _pg_schema_url(PG_URL)
-    _pg_admin(f'CREATE SCHEMA "{schema}"')
-    try:
+    with pg_schema() as url:
         yield url
-    finally:
-        _pg_admin(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @pytest.fixture

@@ -45,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench.common import precompile, report
+from tests.bench.common import proc_state as _proc_state
+from tests.bench.common import wait_until as _wait
 
 VC = [sys.executable, "-m", "app.main"]
 
@@ -119,24 +121,6 @@ def _vc(env: dict[str, str], host: str, *args: str) -> str:
         check=True,
     )
     return out.stdout.strip()
-
-
-def _proc_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3].decode()
-
-
-def _wait(predicate, timeout: float = 30.0, step: float = 0.002):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise TimeoutError("condition not reached")
 
 
 def _scalar(engine: Any, sql: str, **params: Any) -> Any:

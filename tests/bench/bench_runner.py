@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 
 from tests.bench.common import precompile, report
+from tests.bench.common import proc_state as _proc_state
+from tests.bench.common import wait_until as _wait
 
 VC = [sys.executable, "-m", "app.main"]
 
@@ -51,24 +53,6 @@ def _factory(ws: Path):  # type: ignore[no-untyped-def]
     from store import get_session_factory, init_db
 
     return get_session_factory(init_db(f"sqlite:///{ws / '.vc' / 'flow.db'}"))
-
-
-def _proc_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3].decode()
-
-
-def _wait(predicate, timeout: float = 30.0, step: float = 0.002):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise TimeoutError("condition not reached")
 
 
 def pause_latency(pauses: int) -> tuple[list[float], list[float]]:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 
 def timed_command(args: Sequence[str], env: dict[str, str] | None = None) -> float:
@@ -30,6 +31,27 @@ def alternate(
         floor_times.append(floor())
     s, f = statistics.median(subject_times), statistics.median(floor_times)
     return s, f, s / f
+
+
+def proc_state(pid: int) -> str | None:
+    """The state letter of /proc/PID/stat (R, S, T, …), None once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3].decode()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, step: float = 0.002) -> Any:
+    """The predicate's first true value, polled every ``step`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise TimeoutError("condition not reached")
 
 
 def report(name: str, line: str) -> str:
