@@ -143,18 +143,6 @@ MAX_RETRY_DELAY = 5.0
 CLOSE_PATIENCE = 10.0
 
 
-def _transient_errors() -> tuple[type[BaseException], ...]:
-    """The errors of a store that is away for now: SQLAlchemy's, and psycopg's own (COPY on
-    PostgreSQL goes to the driver directly)."""
-    from sqlalchemy.exc import InterfaceError, OperationalError
-
-    errors: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
-    psycopg = sys.modules.get("psycopg")  # loaded by a PostgreSQL store; never imported here
-    if psycopg is None:
-        return errors
-    return (*errors, psycopg.OperationalError, psycopg.InterfaceError)
-
-
 class StoreMirror:
     """Batches log rows into the store from one background thread.
 
@@ -216,7 +204,9 @@ class StoreMirror:
         database went away for a while. After ``close`` it gets :data:`CLOSE_PATIENCE`
         seconds. Any other error (a row the database refuses) is retried a few times, then
         reported and the batch dropped (the session log file has every line anyway)."""
-        transient = _transient_errors()
+        from store.errors import transient_errors
+
+        transient = transient_errors()
         delay = 0.1
         other_errors = 0
         closing_deadline: float | None = None

@@ -46,6 +46,22 @@ class RunnerConflict(StoreError):
     """A live runner already owns the session."""
 
 
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """The errors of a store that is away for now (server restarting, network cut, SQLite
+    locked past the busy timeout): worth retrying, never a reason to stop a running stage.
+    SQLAlchemy's, plus psycopg's own when it is loaded (COPY talks to the driver directly);
+    psycopg is never imported here."""
+    import sys
+
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    errors: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None:
+        return errors
+    return (*errors, psycopg.OperationalError, psycopg.InterfaceError)
+
+
 class StoreUnavailable(StoreError):
     """The database cannot be opened, written or reached."""
 
@@ -70,4 +86,5 @@ __all__ = [
     "StageNotFound",
     "StoreError",
     "StoreUnavailable",
+    "transient_errors",
 ]

@@ -35,8 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import InterfaceError, OperationalError
-
 from app.logging import Logging, format_line
 from app.runner.process import StageProcess, StageStartError, kill_leftover_group, parse_progress
 from store import FlowSessionManager, StageManager
@@ -46,6 +44,7 @@ from store.errors import (
     SessionNotFound,
     StoreError,
     StoreUnavailable,
+    transient_errors,
 )
 from store.managers import HEARTBEAT_INTERVAL
 from store.queries import SessionView, StageView, get_session_view
@@ -75,9 +74,8 @@ SESSION_CATEGORY = "workflow.session.operations"
 _PROGRESS_TAG = "::progress"
 
 
-#: Errors that mean "the store is away for now" (server restarting, network gone, SQLite
-#: locked past the busy timeout): retried, never fatal to a running stage.
-_STORE_ERRORS = (OperationalError, InterfaceError)
+#: Errors that mean "the store is away for now": retried, never fatal to a running stage.
+_STORE_ERRORS = transient_errors()
 
 
 class Interrupted(Exception):
