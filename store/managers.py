@@ -1110,6 +1110,17 @@ class StageManager(_Base):
         )
         self.session.commit()
 
+    def record_process(
+        self, stage_id: int, *, pid: int | None, pid_start: int | None, host: str | None = None
+    ) -> None:
+        """Remember the stage's process so a later runner can clean up after a crash."""
+        self._conn().execute(
+            update(_ST)
+            .where(_ST.c.id == stage_id)
+            .values(pid=pid, pid_start=pid_start, host=host or self.host)
+        )
+        self.session.commit()
+
     def record_exit_code(self, stage_id: int, exit_code: int) -> None:
         """The exit code of a process that ended after its stage was already decided
         (aborted): kept for the record, no state change."""
