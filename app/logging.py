@@ -16,7 +16,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -144,16 +144,22 @@ CLOSE_PATIENCE = 10.0
 
 
 class StoreMirror:
-    """Batches log rows into the store from one background thread.
+    """Batches log records into the store from one background thread.
 
+    Its unit is a group of lines that share time, level, category, session and stage
+    (``store.managers.LogLines``: what a stage printed in one read, or one record), so a
+    stage's output crosses from the reader to the database with no per-line object.
     ``add`` never blocks on the database: a writer that is slower than the producer makes
     the batches bigger, not the producer slower. ``flush`` waits until everything added so
     far is committed; ``close`` flushes and stops.
     """
 
+    #: Pending lines that wake the writer before its interval is up.
+    WAKE_AT = 20000
+
     def __init__(
         self,
-        write_batch: Callable[[Sequence[dict[str, Any]]], None],
+        write_batch: Callable[[Sequence[Any]], None],
         *,
         interval: float = MIRROR_INTERVAL,
         on_error: Callable[[BaseException], None] | None = None,
@@ -161,7 +167,8 @@ class StoreMirror:
         self._write_batch = write_batch
         self._interval = interval
         self._on_error = on_error
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[Any] = []
+        self._pending_lines = 0
         self._cond = threading.Condition()
         self._added = 0
         self._done = 0
@@ -169,17 +176,13 @@ class StoreMirror:
         self._thread = threading.Thread(target=self._run, name="vc-log-mirror", daemon=True)
         self._thread.start()
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, lines: Any) -> None:
+        """Queue one ``LogLines`` group (its ``texts`` must not change afterwards)."""
         with self._cond:
-            self._pending.append(row)
+            self._pending.append(lines)
             self._added += 1
-
-    def add_many(self, rows: Iterable[dict[str, Any]]) -> None:
-        with self._cond:
-            before = len(self._pending)
-            self._pending.extend(rows)
-            self._added += len(self._pending) - before
-            if len(self._pending) >= 20000:
+            self._pending_lines += len(lines.texts)
+            if self._pending_lines >= self.WAKE_AT:
                 self._cond.notify_all()
 
     def _run(self) -> None:
@@ -188,6 +191,7 @@ class StoreMirror:
                 if not self._pending and not self._closed:
                     self._cond.wait(self._interval)
                 batch, self._pending = self._pending, []
+                self._pending_lines = 0
                 closed = self._closed
             if batch:
                 self._write(batch)
@@ -197,7 +201,7 @@ class StoreMirror:
             elif closed:
                 return
 
-    def _write(self, batch: list[dict[str, Any]]) -> None:
+    def _write(self, batch: list[Any]) -> None:
         """Store one batch. While the store is unreachable (server restarting, network
         down, SQLite locked) the batch waits and is retried with a backoff up to
         :data:`MAX_RETRY_DELAY`, as long as the mirror runs: nothing is dropped because the
@@ -293,6 +297,8 @@ def setup_logging(log_dir: Path, session_factory: Any | None = None) -> Logging:
     """Route loguru records to the files and (with a session factory) to the store."""
     from loguru import logger
 
+    from store.managers import LogLines, enable_logging
+
     files = LogFiles(log_dir)
     mirror: StoreMirror | None = None
     forgotten: set[str] = set()
@@ -313,11 +319,11 @@ def setup_logging(log_dir: Path, session_factory: Any | None = None) -> Logging:
                 pass
 
     if session_factory is not None:
-        from store.managers import append_logs
+        from store.managers import append_log_lines
 
-        def write_batch(rows: Sequence[dict[str, Any]]) -> None:
+        def write_batch(groups: Sequence[Any]) -> None:
             with session_factory() as session:
-                append_logs(session, rows)
+                append_log_lines(session, groups)
 
         mirror = StoreMirror(write_batch, on_error=warn_once)
 
@@ -343,20 +349,9 @@ def setup_logging(log_dir: Path, session_factory: Any | None = None) -> Logging:
             if session_id and _SAFE_ID.match(session_id) and session_id not in forgotten:
                 files.write_session(session_id, line)
                 if mirror is not None:
-                    mirror.add(
-                        {
-                            "session_id": session_id,
-                            "at": at,
-                            "level": level,
-                            "category": category,
-                            "stage": stage,
-                            "text": text,
-                        }
-                    )
+                    mirror.add(LogLines(session_id, at, level, category, stage, (text,)))
         except Exception as exc:
             warn_once(exc)
-
-    from store.managers import enable_logging
 
     logger.remove()
     enable_logging()

@@ -46,7 +46,7 @@ from store.errors import (
     StoreUnavailable,
     transient_errors,
 )
-from store.managers import HEARTBEAT_INTERVAL
+from store.managers import HEARTBEAT_INTERVAL, LogLines
 from store.queries import SessionView, StageView, get_session_view
 from store.status import SessionStatus, StageStatus
 
@@ -110,14 +110,14 @@ class StageOutput:
 
     Called from the process' reader threads with one chunk's lines at a time (StageProcess
     gives every line of a batch the same time and stream). Per batch it does one write to
-    the session's log file and one hand-over to the store mirror, and no per-line Python
-    work beyond building the row dicts the mirror needs (``dict(base, text=…)``, the
-    cheapest way). The file lines of a batch share one prefix (time, level, category,
-    session, stage), so the batch is formatted with a single ``str.replace``. Valid
-    ``::progress`` lines are left out of the log (the progress bar shows them); the check
-    costs one substring search per batch. Texts are kept as the process layer decoded them
-    (invalid UTF-8 as ``\\xNN``, NUL as ``\\x00``); in the file a stray CR is escaped so a
-    stage cannot forge a record, as :func:`app.logging.format_line` does.
+    the session's log file and one hand-over to the store mirror (the texts as one
+    ``LogLines`` group), and no per-line Python work. The file lines of a batch share one
+    prefix (time, level, category, session, stage), so the batch is formatted with a single
+    ``str.replace``. Valid ``::progress`` lines are left out of the log (the progress bar
+    shows them); the check costs one substring search per batch. Texts are kept as the
+    process layer decoded them (invalid UTF-8 as ``\\xNN``, NUL as ``\\x00``); in the file a
+    stray CR is escaped so a stage cannot forge a record, as
+    :func:`app.logging.format_line` does.
     """
 
     def __init__(self, logging: Logging, session_id: str, stage: str) -> None:
@@ -147,14 +147,7 @@ class StageOutput:
             body = body.replace("\r", "\\r")
         self._files.write_session(sid, prefix + body.replace("\n", "\n" + prefix) + "\n")
         if self._mirror is not None:
-            base = {
-                "session_id": sid,
-                "at": at,
-                "level": level,
-                "category": OUTPUT_CATEGORY,
-                "stage": stage,
-            }
-            self._mirror.add_many([dict(base, text=text) for text in texts])
+            self._mirror.add(LogLines(sid, at, level, OUTPUT_CATEGORY, stage, texts))
         self.lines += len(texts)
         self.last_line = texts[-1]
         if stream == "stderr":

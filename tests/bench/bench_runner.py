@@ -7,8 +7,9 @@ the same run; none fails on speed.
   on SQLite;
 * logging: a stage writing 1,000,000 short lines, its run time under the runner (the
   stage's own start -> exit as recorded) against the same command with output redirected to
-  a file (target <= 1.5x); and the rate at which all lines reach the store (target >=
-  200,000 lines/s);
+  a file (target <= 1.5x); and the rate at which all lines reach the store, from the
+  stage's start (target >= 200,000 lines/s), also as a ratio to raw batched inserts of the
+  same rows measured in the same run (the issue's 200,000 vs ~500,000: >= 0.4);
 * overhead: 50 stages of `true`, the session's start -> completion against a shell script
   running the same 50 commands (`bash -c true` each) (target <= 2x).
 
@@ -143,24 +144,59 @@ def logging_throughput(lines: int) -> tuple[float, float, float]:
 
     stage_started, stage_finished = _wait(finished, timeout=300, step=0.02)
 
+    seen = {"count": 0, "last_id": 0}
+
     def stored() -> int:
+        # Incremental (rows after the last id seen): a full count over a million rows
+        # every 50 ms would take a core from the runner it measures.
         with factory() as db:
-            return int(
-                db.exec(
-                    select(func.count())
-                    .select_from(LogRecord)
-                    .where(  # type: ignore[call-overload]
-                        LogRecord.session_id == sid,
-                        LogRecord.stage == "talk",
-                        LogRecord.category == "workflow.stage.integration",
-                    )
-                ).one()[0]
-            )
+            count, last_id = db.exec(
+                select(func.count(), func.max(LogRecord.id)).where(  # type: ignore[call-overload]
+                    LogRecord.session_id == sid,
+                    LogRecord.id > seen["last_id"],
+                    LogRecord.stage == "talk",
+                    LogRecord.category == "workflow.stage.integration",
+                )
+            ).one()
+        if count:
+            seen["count"] += int(count)
+            seen["last_id"] = int(last_id)
+        return seen["count"]
 
     _wait(lambda: stored() >= lines, timeout=300, step=0.05)
     all_stored = time.time()
     rate = lines / (all_stored - stage_started)
     return stage_finished - stage_started, floor, rate
+
+
+def raw_insert_rate(lines: int, batch: int = 20_000) -> float:
+    """The floor for the store rate: rows of the same shape written with plain batched
+    ``executemany`` (prebuilt tuples, a commit per batch) into the store's own log table,
+    through the ``sqlite3`` module, nothing else running. The issue's figures (200,000
+    lines/s against ~500,000 raw) make the target a ratio of 0.4 to this."""
+    import sqlite3
+
+    ws = Path(tempfile.mkdtemp(prefix="vc-bench-raw-"))
+    _factory(ws)  # the store's schema, indexes and pragmas
+    conn = sqlite3.connect(ws / ".vc" / "flow.db")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    sid, now = "0123456789abcdef0123456789abcdef", time.time()
+    rows = [
+        (sid, now, "INFO", "workflow.stage.integration", "talk", f"line {i} of the benchmark")
+        for i in range(batch)
+    ]
+    started = time.perf_counter()
+    for _ in range(lines // batch):
+        conn.executemany(
+            "INSERT INTO log_records (session_id, at, level, category, stage, text) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        conn.commit()
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return (lines // batch) * batch / elapsed
 
 
 def runner_overhead(stages: int, rounds: int = 5) -> tuple[float, float]:
@@ -216,12 +252,15 @@ def main(small: bool = False) -> list[str]:
     )
     count = 100_000 if small else 1_000_000
     stage, floor, rate = logging_throughput(count)
+    raw = raw_insert_rate(count)
     lines.append(
         report(
             "stage output",
             f"{count:,} lines: stage {stage:.2f} s under vc vs "
             f"{floor:.2f} s redirected to a file (ratio {stage / floor:.2f}, target "
-            f"<= 1.5); all in the store at {rate:,.0f} lines/s (target >= 200,000)",
+            f"<= 1.5); all in the store at {rate:,.0f} lines/s (target >= 200,000) vs "
+            f"{raw:,.0f} rows/s raw batched executemany in the same run (ratio "
+            f"{rate / raw:.2f}, target >= 0.4)",
         )
     )
     n = 10 if small else 50

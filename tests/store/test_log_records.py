@@ -1,0 +1,91 @@
+"""The log writers' insert (``append_log_lines``): every line stored once, in the order
+given, exactly as given, on both stores."""
+
+from __future__ import annotations
+
+from store.managers import LogLines, append_log_lines, append_logs
+from store.queries import read_logs
+
+CATEGORY = "workflow.stage.integration"
+
+
+def _stored(db, sid: str) -> list[tuple[float, str, str | None, str]]:  # type: ignore[no-untyped-def]
+    db.commit()
+    return [(r.at, r.level, r.stage, r.text) for r in read_logs(db, sid, limit=100_000)]
+
+
+def _session(managers, hello_definition) -> str:  # type: ignore[no-untyped-def]
+    sessions, _ = managers
+    return sessions.create_session("hello", definition=hello_definition).id
+
+
+def test_log_lines_are_stored_in_the_order_given_whatever_the_group_sizes(
+    db, managers, hello_definition
+):
+    sid = _session(managers, hello_definition)
+    big = [f"big {i}" for i in range(500)]
+    groups = [
+        LogLines(sid, 1.0, "INFO", CATEGORY, "build", big[:250]),
+        LogLines(sid, 2.0, "WARNING", CATEGORY, "build", ["one stderr line"]),
+        LogLines(sid, 3.0, "INFO", CATEGORY, None, ("a", "b")),
+        LogLines(sid, 4.0, "INFO", CATEGORY, "build", big[250:]),
+        LogLines(sid, 5.0, "DEBUG", CATEGORY, "test", [f"small {i}" for i in range(7)]),
+    ]
+    append_log_lines(db, groups)
+
+    expected = [(g.at, g.level, g.stage, text) for g in groups for text in g.texts]
+    assert _stored(db, sid) == expected
+
+
+def test_log_texts_are_stored_exactly_as_given(db, managers, hello_definition):
+    sid = _session(managers, hello_definition)
+    texts = [
+        "",
+        "plain",
+        'quotes " and \\ backslashes \\n \\u0000',
+        "tab\there",
+        "unicode é ü 漢字 emoji 😀 and U+2028 \u2028",
+        "[bold]markup[/bold] is text",
+        "x" * 50_000,
+        "after the nul below",
+        *[f"line {i}" for i in range(20)],
+    ]
+    append_log_lines(db, [LogLines(sid, 7.5, "INFO", CATEGORY, "build", texts)])
+
+    assert [text for *_, text in _stored(db, sid)] == texts
+
+
+def test_a_nul_character_is_stored_as_backslash_x00_on_both_stores(db, managers, hello_definition):
+    sid = _session(managers, hello_definition)
+    many = [f"line {i}" for i in range(10)]
+    append_log_lines(
+        db,
+        [
+            LogLines(sid, 1.0, "INFO", CATEGORY, "build", ["one \x00 alone"]),
+            LogLines(sid, 2.0, "INFO", CATEGORY, "build", [*many, "in a big \x00 group"]),
+        ],
+    )
+
+    assert [text for *_, text in _stored(db, sid)] == [
+        "one \\x00 alone",
+        *many,
+        "in a big \\x00 group",
+    ]
+
+
+def test_log_records_given_as_mappings_keep_their_order(db, managers, hello_definition):
+    sid = _session(managers, hello_definition)
+    rows = [
+        {
+            "session_id": sid,
+            "at": float(i),
+            "level": "INFO",
+            "category": CATEGORY,
+            "stage": None,
+            "text": f"record {i}",
+        }
+        for i in range(30)
+    ]
+    append_logs(db, rows)
+
+    assert [text for *_, text in _stored(db, sid)] == [f"record {i}" for i in range(30)]
