@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -124,13 +125,45 @@ def make_engine(url: str | None = None, *, pool_size: int | None = None) -> Engi
         )
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, **pool}
+    kwargs: dict[str, Any] = {**pool}
     if backend == "postgresql":
         kwargs["connect_args"] = {"connect_timeout": 5}
     try:
-        return create_engine(url, **kwargs)
+        engine = create_engine(url, **kwargs)
     except (ArgumentError, ImportError, ValueError) as exc:
         raise StoreUnavailable(f"cannot use database URL {describe_url(url)}: {exc}") from None
+    _ping_idle_connections(engine)
+    return engine
+
+
+#: A pooled server connection idle for longer than this is pinged before it is used, so a
+#: server restart or a dropped network path is found by the ping (and the pool reconnects)
+#: rather than by the query. A connection used more recently is trusted: SQLAlchemy's
+#: ``pool_pre_ping`` pings on every checkout, a round trip per transaction, which was about
+#: nine per session a worker runs. A connection that broke within the window fails its
+#: statement; the pool then drops it (and every connection older than the failure) and the
+#: callers retry as they do for any outage.
+PING_IDLE_AFTER = 1.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    from sqlalchemy.exc import DisconnectionError
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["vc_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("vc_idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_IDLE_AFTER:
+            return  # new, or in use a moment ago
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError(f"connection lost while idle: {exc}") from exc
+        if not alive:
+            raise DisconnectionError("connection lost while idle")
 
 
 def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
