@@ -53,6 +53,8 @@ class StageView:
     pid: int | None = None
     pid_start: int | None = None
     host: str | None = None
+    #: The row version when read: a writer can start from the view instead of re-reading.
+    version: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -238,6 +240,7 @@ def _stages_for(session: Session, ids: Sequence[str]) -> dict[str, list[StageVie
             _ST.c.pid,
             _ST.c.pid_start,
             _ST.c.host,
+            _ST.c.version,
         )
         .where(_ST.c.session_id.in_(list(ids)))
         .order_by(_ST.c.session_id, _ST.c.position)
@@ -259,6 +262,7 @@ def _stages_for(session: Session, ids: Sequence[str]) -> dict[str, list[StageVie
                 pid=r.pid,
                 pid_start=r.pid_start,
                 host=r.host,
+                version=r.version,
             )
         )
     return by_session

@@ -46,7 +46,7 @@ from store.errors import (
     StoreUnavailable,
     transient_errors,
 )
-from store.managers import HEARTBEAT_INTERVAL, LogLines
+from store.managers import HEARTBEAT_INTERVAL, LogLines, StageMove
 from store.queries import SessionView, StageView, get_session_view
 from store.status import SessionStatus, StageStatus
 
@@ -193,6 +193,10 @@ class Runner:
         self._wake = threading.Event()
         self._beat_thread: threading.Thread | None = None
         self._claimed = False
+        self._claim_view: SessionView | None = None
+        #: What the last move of the running stage returned: the next move of that stage
+        #: starts from it instead of reading the stage (StageManager.move_stage ``known``).
+        self._last_move: StageMove | None = None
         self._proc: StageProcess | None = None
         self._output: StageOutput | None = None
         #: What the foreground display shows.
@@ -254,6 +258,10 @@ class Runner:
             self._raw_sessions.start_session(
                 self.session_id, runner_host=self.host, runner_pid=self.pid
             )
+        else:
+            # Claimed for us (a worker) and read just now: run() starts from this view
+            # instead of reading the session again (one query set less per queued session).
+            self._claim_view = view
         self._claimed = True
 
     def run(self) -> Outcome:
@@ -265,7 +273,7 @@ class Runner:
         self._say(f"runner started (pid {self.pid} on {self.host})")
         try:
             try:
-                view = self._view()
+                view, self._claim_view = self._claim_view or self._view(), None
                 if self._cleanup_leftovers(view):
                     view = self._view()
                 return self._run_stages(view)
@@ -717,7 +725,9 @@ class Runner:
             if result.kind == "completed":
                 try:
                     errors = self._store_errors
-                    move = self.stages.move_stage(stage.id, StageStatus.COMPLETED, exit_code=0)
+                    move = self.stages.move_stage(
+                        stage.id, StageStatus.COMPLETED, exit_code=0, known=self._last_move
+                    )
                     self._known_status = move.session_status
                 except InvalidTransition:
                     if not self._landed(errors, stage, StageStatus.COMPLETED, attempt):
@@ -739,7 +749,11 @@ class Runner:
             try:
                 errors = self._store_errors
                 self.stages.move_stage(
-                    stage.id, StageStatus.FAILED, error=error, exit_code=result.exit_code
+                    stage.id,
+                    StageStatus.FAILED,
+                    error=error,
+                    exit_code=result.exit_code,
+                    known=self._last_move,
                 )
             except InvalidTransition:
                 if not self._landed(errors, stage, StageStatus.FAILED, attempt):
@@ -799,9 +813,16 @@ class Runner:
         try:
             try:
                 errors = self._store_errors
+                known, self._last_move = self._as_known(stage), None
                 move = self.stages.start_attempt(
-                    stage.id, attempt, pid=proc.pid, pid_start=proc.start_time, host=self.host
+                    stage.id,
+                    attempt,
+                    pid=proc.pid,
+                    pid_start=proc.start_time,
+                    host=self.host,
+                    known=known,
                 )
+                self._last_move = move
             except (InvalidTransition, ConcurrentModification):
                 if not self._landed(errors, stage, StageStatus.ACTIVE, attempt):
                     proc.terminate(kill_timeout)
@@ -878,11 +899,25 @@ class Runner:
                 proc.terminate(kill_timeout)
             self._proc = None
 
+    def _as_known(self, stage: StageView) -> StageMove | None:
+        """Where the stage's next move can start from without reading it: the last move of
+        this stage in this run, or else the stage as this run's view read it. If someone
+        else wrote the stage since, the move notices (its update is conditional on the
+        version) and reads it."""
+        last = self._last_move
+        if last is not None and last.stage_id == stage.id:
+            return last  # a retry: what the previous attempt's moves left
+        if stage.version is None:
+            return None
+        return StageMove(
+            stage.id, self.session_id, stage.status, stage.version, stage.attempt, None, stage.name
+        )
+
     def _mark(self, stage: StageView, status: StageStatus, note: str) -> None:
         """Record a pause or resume that was just enforced. Refused only when an abort
         landed in between (the stage is FAILED already): the next poll sees it."""
         try:
-            self.stages.move_stage(stage.id, status)
+            self._last_move = self.stages.move_stage(stage.id, status, known=self._last_move)
         except InvalidTransition:
             return
         self._say(note, stage=stage.name)

@@ -317,3 +317,48 @@ def test_move_stage_reports_the_session_status_read_in_the_same_transaction(
     sessions.pause(sid)
     move = stages.move_stage(st.id, StageStatus.COMPLETED, exit_code=0)
     assert (move.status, move.session_status) == (S.COMPLETED, S.PAUSED)
+
+
+def test_move_stage_from_a_known_state_applies_like_a_read_one(managers, db, hello_definition):
+    _, stages = managers
+    sid = _make(managers, hello_definition, S.ACTIVE)
+    st = stages.list_stages(sid)[0]
+    started = stages.start_attempt(st.id, 1, pid=7, pid_start=None, host=None)
+
+    done = stages.move_stage(st.id, StageStatus.COMPLETED, exit_code=0, known=started)
+
+    assert (done.status, done.version, done.attempt, done.name) == (
+        S.COMPLETED,
+        started.version + 1,
+        1,
+        st.name,
+    )
+    row = stages.get_stage(st.id)
+    assert (row.status, row.version, row.exit_code, row.progress) == (
+        S.COMPLETED,
+        started.version + 1,
+        0,
+        100.0,
+    )
+    last = _events(db, sid)[-1]
+    assert (last.op, last.from_status, last.to_status, last.stage) == (
+        "stage.complete",
+        S.ACTIVE,
+        S.COMPLETED,
+        st.name,
+    )
+
+
+def test_move_stage_from_a_stale_known_state_rereads_and_refuses_what_is_not_allowed(
+    managers, hello_definition
+):
+    _, stages = managers
+    sid = _make(managers, hello_definition, S.ACTIVE)
+    st = stages.list_stages(sid)[0]
+    started = stages.start_attempt(st.id, 1, pid=7, pid_start=None, host=None)
+    stages.move_stage(st.id, StageStatus.FAILED, error="aborted")  # decided meanwhile
+
+    with pytest.raises(InvalidTransition, match="FAILED"):
+        stages.move_stage(st.id, StageStatus.COMPLETED, exit_code=0, known=started)
+    row = stages.get_stage(st.id)
+    assert (row.status, row.error) == (S.FAILED, "aborted")
