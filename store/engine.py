@@ -147,7 +147,9 @@ PING_IDLE_AFTER = 1.0
 
 
 def _ping_idle_connections(engine: Engine) -> None:
-    from sqlalchemy.exc import DisconnectionError
+    # InvalidatePoolError (a DisconnectionError): the pool also drops every connection
+    # older than this one, as pool_pre_ping does, instead of each failing its own ping.
+    from sqlalchemy.exc import InvalidatePoolError
 
     @event.listens_for(engine, "checkin")
     def _checkin(_dbapi_connection: Any, record: Any) -> None:
@@ -161,9 +163,9 @@ def _ping_idle_connections(engine: Engine) -> None:
         try:
             alive = engine.dialect.do_ping(dbapi_connection)
         except Exception as exc:
-            raise DisconnectionError(f"connection lost while idle: {exc}") from exc
+            raise InvalidatePoolError(f"connection lost while idle: {exc}") from exc
         if not alive:
-            raise DisconnectionError("connection lost while idle")
+            raise InvalidatePoolError("connection lost while idle")
 
 
 def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:

@@ -9,6 +9,7 @@ single process well above 5,000 transitions per second on SQLite.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from store.errors import (
@@ -171,27 +173,47 @@ _EVENT_COLUMNS = (
     "session_id", "stage", "op", "from_status", "to_status", "actor", "host", "pid", "at", "reason"
 )  # fmt: skip
 #: The event insert with every column bound by name, for :func:`_execute_on_driver`.
-_INSERT_EVENT_ROW = insert(_EV).values({col: bindparam(col) for col in _EVENT_COLUMNS})
-_DRIVER_SQL: dict[tuple[Any, str], tuple[str, tuple[str, ...] | None]] = {}
+_INSERT_EVENT_ROW = insert(_EV).values({col: bindparam(col) for col in _EVENT_COLUMNS}).inline()
+_DRIVER_SQL: dict[tuple[Any, ...], tuple[str, tuple[str, ...] | None]] = {}
 
 
 def _execute_on_driver(conn: Connection, statement: Any, params: Mapping[str, Any]) -> Any:
     """Run a prebuilt statement on the driver's cursor, inside the session's transaction,
-    and return the cursor.
+    and return the cursor (the caller closes it).
 
     For the runner's stage moves (two per stage, each a few statements): SQLAlchemy's
     execution path costs about 0.1 ms per statement on top of SQLite's own work, as much
     as the statement. The statement is compiled once per dialect; parameters must be
-    plain values (str, int, float, None: no type processing happens here)."""
-    key = (statement, conn.dialect.name)
+    plain values (str, int, float, None: no type processing happens here). Driver errors
+    are raised as SQLAlchemy's (``OperationalError`` …), as ``conn.execute`` would, and a
+    lost connection is invalidated, so callers handle them exactly as before."""
+    dialect = conn.dialect
+    key = (statement, dialect.name, dialect.driver, dialect.paramstyle)
     entry = _DRIVER_SQL.get(key)
     if entry is None:
-        compiled = statement.compile(dialect=conn.dialect)
+        compiled = statement.compile(dialect=dialect)
         names = tuple(compiled.positiontup or ()) if compiled.positional else None
         entry = _DRIVER_SQL[key] = (compiled.string, names)
     sql, names = entry
-    cursor = conn.connection.cursor()
-    cursor.execute(sql, params if names is None else tuple(params[n] for n in names))
+    args = params if names is None else tuple(params[n] for n in names)
+    dbapi_error = dialect.loaded_dbapi.Error
+    cursor = None
+    try:
+        cursor = conn.connection.cursor()
+        cursor.execute(sql, args)
+    except dbapi_error as exc:
+        lost = False
+        with contextlib.suppress(Exception):
+            lost = bool(dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor))
+        if cursor is not None:
+            with contextlib.suppress(Exception):
+                cursor.close()
+        if lost:
+            with contextlib.suppress(Exception):
+                conn.invalidate(exc)
+        raise DBAPIError.instance(
+            sql, args, exc, dbapi_error, connection_invalidated=lost, dialect=dialect
+        ) from exc
     return cursor
 
 
@@ -274,7 +296,7 @@ class _Base:
         reason: str | None = None,
         stage: str | None = None,
     ) -> None:
-        _execute_on_driver(
+        cursor = _execute_on_driver(
             conn,
             _INSERT_EVENT_ROW,
             {
@@ -290,6 +312,7 @@ class _Base:
                 "reason": reason,
             },
         )
+        cursor.close()
 
     def _committed(self, change: SessionChange, category: str) -> SessionChange:
         """After commit: log the operation and tell subscribers."""
@@ -1054,11 +1077,46 @@ class StageManager(_Base):
         previous move of this stage returned: the move then starts from it instead of
         reading the stage (the update is conditional on its version, so if anything
         changed the stage since, the move reads it and starts over)."""
+        try:
+            return self._move_stage(
+                stage_id,
+                status,
+                metadata,
+                error=error,
+                exit_code=exit_code,
+                expected_version=expected_version,
+                new_attempt=new_attempt,
+                attempt=attempt,
+                process=process,
+                known=known,
+            )
+        except BaseException:
+            # Nothing half-done stays in the transaction for a later commit to pick up.
+            with contextlib.suppress(Exception):
+                self.session.rollback()
+            raise
+
+    def _move_stage(
+        self,
+        stage_id: int,
+        status: StageStatus | str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        error: str | None = None,
+        exit_code: int | None = None,
+        expected_version: int | None = None,
+        new_attempt: bool = False,
+        attempt: int | None = None,
+        process: tuple[int, int | None, str] | None = None,
+        known: StageMove | None = None,
+    ) -> StageMove:
         target = StageStatus(status)
         meta = dict(metadata or {})
         progress = meta.pop("progress", None)
-        if known is not None and (known.stage_id != stage_id or not known.name or meta):
-            known = None  # not this stage's, or metadata to merge with what is stored
+        if known is not None and (
+            known.stage_id != stage_id or not known.name or meta or expected_version is not None
+        ):
+            known = None  # not this stage's, metadata to merge, or a version to check
         for _ in range(_MAX_RETRIES):
             conn = self._conn()
             if known is not None:
@@ -1070,6 +1128,9 @@ class StageManager(_Base):
             if cur is None:
                 self.session.rollback()
                 raise StageNotFound(f"no stage with id {stage_id}")
+            if known is not None and not stage_move_allowed(cur.status, target):
+                known = None  # the known state refuses it: decide on the stored one
+                continue
             if expected_version is not None and cur.version != expected_version:
                 self.session.rollback()
                 raise ConcurrentModification(
@@ -1087,9 +1148,9 @@ class StageManager(_Base):
             now = time.time()
             # Session row first, as in every session transition: one lock order, no deadlock
             # between a stage update and an abort on PostgreSQL.
-            touched = _execute_on_driver(
-                conn, _TOUCH_SESSION, {"sid": cur.session_id, "now": now}
-            ).fetchone()
+            cursor = _execute_on_driver(conn, _TOUCH_SESSION, {"sid": cur.session_id, "now": now})
+            touched = cursor.fetchone()
+            cursor.close()
             session_status = None if touched is None else touched[0]
             values: dict[str, Any] = {
                 "status": target,
@@ -1109,6 +1170,9 @@ class StageManager(_Base):
                 new_number = cur.attempt + 1 if attempt is None else attempt
                 if new_number <= cur.attempt:
                     self.session.rollback()
+                    if known is not None:
+                        known = None  # decide on the stored attempt
+                        continue
                     raise ConcurrentModification(
                         f"stage {cur.name!r} is at attempt {cur.attempt} already"
                     )
@@ -1128,10 +1192,12 @@ class StageManager(_Base):
             params.update(stage_id=stage_id, expected=cur.version)
             statement = _stage_update_statement(tuple(values))
             if "metadata" in values:  # JSON: SQLAlchemy's type processing is needed
-                result = conn.execute(statement, params)
+                updated = conn.execute(statement, params).rowcount
             else:
-                result = _execute_on_driver(conn, statement, params)
-            if result.rowcount != 1:
+                cursor = _execute_on_driver(conn, statement, params)
+                updated = cursor.rowcount
+                cursor.close()
+            if updated != 1:
                 self.session.rollback()
                 if known is not None:  # changed since the caller's last move: read it
                     known = None

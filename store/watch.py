@@ -59,6 +59,9 @@ class ChangeWatcher:
         return False
 
     def close(self) -> None:
+        # A new connection's data_version restarts from its own value, which may equal the
+        # last one seen: forget it, so the first call after a reconnect says "changed".
+        self._last = None
         if self._conn is not None:
             try:
                 self._conn.close()

@@ -362,3 +362,20 @@ def test_move_stage_from_a_stale_known_state_rereads_and_refuses_what_is_not_all
         stages.move_stage(st.id, StageStatus.COMPLETED, exit_code=0, known=started)
     row = stages.get_stage(st.id)
     assert (row.status, row.error) == (S.FAILED, "aborted")
+
+
+def test_move_stage_rereads_when_a_known_state_refuses_what_the_stored_one_allows(
+    managers, hello_definition
+):
+    import dataclasses
+
+    _, stages = managers
+    sid = _make(managers, hello_definition, S.ACTIVE)
+    st = stages.list_stages(sid)[0]
+    started = stages.start_attempt(st.id, 1, pid=7, pid_start=None, host=None)
+    wrong = dataclasses.replace(started, status=S.FAILED)  # FAILED -> COMPLETED is refused
+
+    done = stages.move_stage(st.id, StageStatus.COMPLETED, exit_code=0, known=wrong)
+
+    assert done.status == S.COMPLETED
+    assert stages.get_stage(st.id).status == S.COMPLETED
