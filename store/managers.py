@@ -1078,165 +1078,144 @@ class StageManager(_Base):
         reading the stage (the update is conditional on its version, so if anything
         changed the stage since, the move reads it and starts over)."""
         try:
-            return self._move_stage(
-                stage_id,
-                status,
-                metadata,
-                error=error,
-                exit_code=exit_code,
-                expected_version=expected_version,
-                new_attempt=new_attempt,
-                attempt=attempt,
-                process=process,
-                known=known,
-            )
+            target = StageStatus(status)
+            meta = dict(metadata or {})
+            progress = meta.pop("progress", None)
+            if known is not None and (
+                known.stage_id != stage_id or not known.name or meta or expected_version is not None
+            ):
+                known = None  # not this stage's, metadata to merge, or a version to check
+            for _ in range(_MAX_RETRIES):
+                conn = self._conn()
+                if known is not None:
+                    cur: Any = _KnownStage(
+                        known.session_id, known.name, known.status, known.version, known.attempt
+                    )
+                else:
+                    cur = conn.execute(_SELECT_STAGE_FOR_MOVE, {"id": stage_id}).first()
+                if cur is None:
+                    self.session.rollback()
+                    raise StageNotFound(f"no stage with id {stage_id}")
+                if known is not None and not stage_move_allowed(cur.status, target):
+                    known = None  # the known state refuses it: decide on the stored one
+                    continue
+                if expected_version is not None and cur.version != expected_version:
+                    self.session.rollback()
+                    raise ConcurrentModification(
+                        f"stage {cur.name!r} changed meanwhile; reload and try again"
+                    )
+                if not stage_move_allowed(cur.status, target):
+                    self.session.rollback()
+                    allowed = sorted(
+                        s.value for s in StageStatus if stage_move_allowed(cur.status, s)
+                    )
+                    raise InvalidTransition(
+                        f"cannot move stage {cur.name!r} from {cur.status} to {target}; "
+                        f"allowed: {', '.join(allowed) or 'none'}",
+                        cur.status,
+                        allowed,
+                    )
+                now = time.time()
+                # Session row first, as in every session transition: one lock order, no deadlock
+                # between a stage update and an abort on PostgreSQL.
+                cursor = _execute_on_driver(
+                    conn, _TOUCH_SESSION, {"sid": cur.session_id, "now": now}
+                )
+                touched = cursor.fetchone()
+                cursor.close()
+                session_status = None if touched is None else touched[0]
+                values: dict[str, Any] = {
+                    "status": target,
+                    "version": cur.version + 1,
+                    "updated_at": now,
+                }
+                if progress is not None:
+                    values["progress"] = max(0.0, min(100.0, float(progress)))
+                if meta:
+                    values["metadata"] = {**(cur.metadata or {}), **meta}
+                if error is not None:
+                    values["error"] = error
+                if exit_code is not None:
+                    values["exit_code"] = exit_code
+                new_number = cur.attempt
+                if target == StageStatus.ACTIVE and (
+                    cur.status == StageStatus.PENDING or new_attempt
+                ):
+                    new_number = cur.attempt + 1 if attempt is None else attempt
+                    if new_number <= cur.attempt:
+                        self.session.rollback()
+                        if known is not None:
+                            known = None  # decide on the stored attempt
+                            continue
+                        raise ConcurrentModification(
+                            f"stage {cur.name!r} is at attempt {cur.attempt} already"
+                        )
+                    values.update(attempt=new_number, started_at=now, finished_at=None)
+                    values.setdefault("progress", 0.0)
+                    values.setdefault("exit_code", None)
+                    values.setdefault("error", None)
+                if process is not None:
+                    values.update(pid=process[0], pid_start=process[1], host=process[2])
+                if target in TERMINAL:
+                    values["finished_at"] = now
+                    if target == StageStatus.COMPLETED:
+                        values["progress"] = 100.0
+                if target == StageStatus.PENDING:
+                    values.update(progress=0.0, finished_at=None, pid=None, pid_start=None)
+                params = {f"v_{k}": v for k, v in values.items()}
+                params.update(stage_id=stage_id, expected=cur.version)
+                statement = _stage_update_statement(tuple(values))
+                if "metadata" in values:  # JSON: SQLAlchemy's type processing is needed
+                    updated = conn.execute(statement, params).rowcount
+                else:
+                    cursor = _execute_on_driver(conn, statement, params)
+                    updated = cursor.rowcount
+                    cursor.close()
+                if updated != 1:
+                    self.session.rollback()
+                    if known is not None:  # changed since the caller's last move: read it
+                        known = None
+                        continue
+                    if expected_version is not None:
+                        raise ConcurrentModification(
+                            f"stage {cur.name!r} changed meanwhile; reload and try again"
+                        )
+                    continue
+                moved = cur.status != target or "attempt" in values
+                op = _STAGE_OPS[target]
+                if moved:
+                    self._event(
+                        conn, cur.session_id, op, cur.status, target, now, error, stage=cur.name
+                    )
+                self.session.commit()
+                if moved:
+                    self._committed(
+                        SessionChange(
+                            cur.session_id,
+                            op,
+                            cur.status,
+                            target,
+                            cur.version + 1,
+                            error,
+                            stage=cur.name,
+                        ),
+                        self.CATEGORY,
+                    )
+                return StageMove(
+                    stage_id,
+                    cur.session_id,
+                    target,
+                    cur.version + 1,
+                    new_number,
+                    session_status,
+                    cur.name,
+                )
+            raise ConcurrentModification(f"stage {stage_id} is changing too fast; try again")
         except BaseException:
             # Nothing half-done stays in the transaction for a later commit to pick up.
             with contextlib.suppress(Exception):
                 self.session.rollback()
             raise
-
-    def _move_stage(
-        self,
-        stage_id: int,
-        status: StageStatus | str,
-        metadata: Mapping[str, Any] | None = None,
-        *,
-        error: str | None = None,
-        exit_code: int | None = None,
-        expected_version: int | None = None,
-        new_attempt: bool = False,
-        attempt: int | None = None,
-        process: tuple[int, int | None, str] | None = None,
-        known: StageMove | None = None,
-    ) -> StageMove:
-        target = StageStatus(status)
-        meta = dict(metadata or {})
-        progress = meta.pop("progress", None)
-        if known is not None and (
-            known.stage_id != stage_id or not known.name or meta or expected_version is not None
-        ):
-            known = None  # not this stage's, metadata to merge, or a version to check
-        for _ in range(_MAX_RETRIES):
-            conn = self._conn()
-            if known is not None:
-                cur: Any = _KnownStage(
-                    known.session_id, known.name, known.status, known.version, known.attempt
-                )
-            else:
-                cur = conn.execute(_SELECT_STAGE_FOR_MOVE, {"id": stage_id}).first()
-            if cur is None:
-                self.session.rollback()
-                raise StageNotFound(f"no stage with id {stage_id}")
-            if known is not None and not stage_move_allowed(cur.status, target):
-                known = None  # the known state refuses it: decide on the stored one
-                continue
-            if expected_version is not None and cur.version != expected_version:
-                self.session.rollback()
-                raise ConcurrentModification(
-                    f"stage {cur.name!r} changed meanwhile; reload and try again"
-                )
-            if not stage_move_allowed(cur.status, target):
-                self.session.rollback()
-                allowed = sorted(s.value for s in StageStatus if stage_move_allowed(cur.status, s))
-                raise InvalidTransition(
-                    f"cannot move stage {cur.name!r} from {cur.status} to {target}; "
-                    f"allowed: {', '.join(allowed) or 'none'}",
-                    cur.status,
-                    allowed,
-                )
-            now = time.time()
-            # Session row first, as in every session transition: one lock order, no deadlock
-            # between a stage update and an abort on PostgreSQL.
-            cursor = _execute_on_driver(conn, _TOUCH_SESSION, {"sid": cur.session_id, "now": now})
-            touched = cursor.fetchone()
-            cursor.close()
-            session_status = None if touched is None else touched[0]
-            values: dict[str, Any] = {
-                "status": target,
-                "version": cur.version + 1,
-                "updated_at": now,
-            }
-            if progress is not None:
-                values["progress"] = max(0.0, min(100.0, float(progress)))
-            if meta:
-                values["metadata"] = {**(cur.metadata or {}), **meta}
-            if error is not None:
-                values["error"] = error
-            if exit_code is not None:
-                values["exit_code"] = exit_code
-            new_number = cur.attempt
-            if target == StageStatus.ACTIVE and (cur.status == StageStatus.PENDING or new_attempt):
-                new_number = cur.attempt + 1 if attempt is None else attempt
-                if new_number <= cur.attempt:
-                    self.session.rollback()
-                    if known is not None:
-                        known = None  # decide on the stored attempt
-                        continue
-                    raise ConcurrentModification(
-                        f"stage {cur.name!r} is at attempt {cur.attempt} already"
-                    )
-                values.update(attempt=new_number, started_at=now, finished_at=None)
-                values.setdefault("progress", 0.0)
-                values.setdefault("exit_code", None)
-                values.setdefault("error", None)
-            if process is not None:
-                values.update(pid=process[0], pid_start=process[1], host=process[2])
-            if target in TERMINAL:
-                values["finished_at"] = now
-                if target == StageStatus.COMPLETED:
-                    values["progress"] = 100.0
-            if target == StageStatus.PENDING:
-                values.update(progress=0.0, finished_at=None, pid=None, pid_start=None)
-            params = {f"v_{k}": v for k, v in values.items()}
-            params.update(stage_id=stage_id, expected=cur.version)
-            statement = _stage_update_statement(tuple(values))
-            if "metadata" in values:  # JSON: SQLAlchemy's type processing is needed
-                updated = conn.execute(statement, params).rowcount
-            else:
-                cursor = _execute_on_driver(conn, statement, params)
-                updated = cursor.rowcount
-                cursor.close()
-            if updated != 1:
-                self.session.rollback()
-                if known is not None:  # changed since the caller's last move: read it
-                    known = None
-                    continue
-                if expected_version is not None:
-                    raise ConcurrentModification(
-                        f"stage {cur.name!r} changed meanwhile; reload and try again"
-                    )
-                continue
-            moved = cur.status != target or "attempt" in values
-            op = _STAGE_OPS[target]
-            if moved:
-                self._event(
-                    conn, cur.session_id, op, cur.status, target, now, error, stage=cur.name
-                )
-            self.session.commit()
-            if moved:
-                self._committed(
-                    SessionChange(
-                        cur.session_id,
-                        op,
-                        cur.status,
-                        target,
-                        cur.version + 1,
-                        error,
-                        stage=cur.name,
-                    ),
-                    self.CATEGORY,
-                )
-            return StageMove(
-                stage_id,
-                cur.session_id,
-                target,
-                cur.version + 1,
-                new_number,
-                session_status,
-                cur.name,
-            )
-        raise ConcurrentModification(f"stage {stage_id} is changing too fast; try again")
 
     def set_progress(self, stage_id: int, progress: float) -> None:
         """Progress only: no event, no version bump (the runner coalesces these)."""
