@@ -7,6 +7,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -72,3 +73,51 @@ def precompile() -> None:
     root = Path(__file__).resolve().parents[2]
     for package in ("app", "store", "widgets"):
         compileall.compile_dir(str(root / package), quiet=1)
+
+
+class MachineLoad:
+    """How many of the machine's cores were busy (any process: ours, PostgreSQL, the
+    bench itself) between two wall-clock times, from /proc/stat sampled in a thread.
+
+    Why: a speed-up from more workers is bounded by the cores left idle. If one worker
+    already keeps ``u`` cores busy, N workers can be at most ``cores / u`` times faster,
+    however little they contend; a bench reports that ceiling next to its ratio."""
+
+    def __init__(self, step: float = 0.05) -> None:
+        self.step = step
+        self.samples: list[tuple[float, int, int]] = []  # (unix time, total, idle) jiffies
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-load", daemon=True)
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # idle + iowait
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total, idle = self._read()
+            self.samples.append((time.time(), total, idle))
+            self._stop.wait(self.step)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Idempotent; fine before :meth:`start` too."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def busy_cores(self, start: float, end: float) -> float:
+        """Mean busy cores between ``start`` and ``end`` (unix times); NaN if the window
+        holds fewer than two samples."""
+        window = [s for s in self.samples if start <= s[0] <= end]
+        if len(window) < 2:
+            return float("nan")
+        (_, total0, idle0), (_, total1, idle1) = window[0], window[-1]
+        total = total1 - total0
+        if total <= 0:
+            return float("nan")
+        return (total - (idle1 - idle0)) / total * (os.cpu_count() or 1)
