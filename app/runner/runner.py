@@ -794,8 +794,9 @@ class Runner:
         except StageStartError as exc:
             try:
                 errors = self._store_errors
-                self.stages.move_stage(
-                    stage.id, StageStatus.ACTIVE, new_attempt=True, attempt=attempt
+                known, self._last_move = self._as_known(stage), None
+                self._last_move = self.stages.move_stage(
+                    stage.id, StageStatus.ACTIVE, new_attempt=True, attempt=attempt, known=known
                 )
             except (InvalidTransition, ConcurrentModification):
                 if not self._landed(errors, stage, StageStatus.ACTIVE, attempt):
