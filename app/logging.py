@@ -16,6 +16,7 @@ import re
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -141,6 +142,14 @@ MIRROR_INTERVAL = 0.5
 MAX_RETRY_DELAY = 5.0
 #: How long a closing mirror keeps trying to store what is left.
 CLOSE_PATIENCE = 10.0
+#: Most memory (about: characters plus :data:`LINE_OVERHEAD` per line) that records waiting
+#: for an unreachable store may hold. Past it the oldest waiting records are let go, and the
+#: store gets one WARNING per session, stage and category saying how many are missing there
+#: (the session log file has every one of them): a chatty stage during a long outage must not
+#: grow the runner until the kernel kills it, which would lose far more.
+MAX_PENDING = 256 * 1024 * 1024
+#: What one waiting line costs beyond its characters (a str object and a list slot).
+LINE_OVERHEAD = 64
 
 
 class StoreMirror:
@@ -151,7 +160,7 @@ class StoreMirror:
     stage's output crosses from the reader to the database with no per-line object.
     ``add`` never blocks on the database: a writer that is slower than the producer makes
     the batches bigger, not the producer slower. ``flush`` waits until everything added so
-    far is committed; ``close`` flushes and stops.
+    far is committed (or let go, see :data:`MAX_PENDING`); ``close`` flushes and stops.
     """
 
     #: Pending lines that wake the writer before its interval is up.
@@ -163,12 +172,23 @@ class StoreMirror:
         *,
         interval: float = MIRROR_INTERVAL,
         on_error: Callable[[BaseException], None] | None = None,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         self._write_batch = write_batch
         self._interval = interval
         self._on_error = on_error
-        self._pending: list[Any] = []
+        self._max_pending = max_pending
+        self._pending: deque[Any] = deque()
         self._pending_lines = 0
+        self._pending_cost = 0
+        #: Records let go while the store was unreachable: (session, stage, category) ->
+        #: [how many lines, the first group]; noted in the store with the next batch.
+        self._dropped: dict[tuple[str, str | None, str], list[Any]] = {}
+        self.dropped_lines = 0
+        #: Set while the writer's last try failed for a transient reason (store away): only
+        #: then are records let go. A reachable store that is slower than a stage only
+        #: makes the batches bigger; every line gets there.
+        self._store_away = False
         self._cond = threading.Condition()
         self._added = 0
         self._done = 0
@@ -178,25 +198,69 @@ class StoreMirror:
 
     def add(self, lines: Any) -> None:
         """Queue one ``LogLines`` group (its ``texts`` must not change afterwards)."""
+        count = len(lines.texts)
+        cost = _cost(lines)
         with self._cond:
-            self._pending.append(lines)
+            self._pending.append((lines, cost))
             self._added += 1
-            self._pending_lines += len(lines.texts)
+            self._pending_lines += count
+            self._pending_cost += cost
+            if self._pending_cost > self._max_pending and self._store_away:
+                self._let_go_oldest()
             if self._pending_lines >= self.WAKE_AT:
                 self._cond.notify_all()
+
+    @property
+    def pending_bytes(self) -> int:
+        """About the memory the records waiting for the store hold (see MAX_PENDING)."""
+        return self._pending_cost
+
+    def _let_go_oldest(self) -> None:
+        """Under the lock, while the writer is stuck on an unreachable store: let the
+        oldest waiting records go, down to half the limit (so this runs rarely), counted
+        per session, stage and category for the note that takes their place."""
+        target = self._max_pending // 2
+        while self._pending and self._pending_cost > target:
+            group, cost = self._pending.popleft()
+            self._pending_cost -= cost
+            self._pending_lines -= len(group.texts)
+            self._done += 1  # nothing to wait for: flush() must not
+            key = (group.session_id, group.stage, group.category)
+            seen = self._dropped.get(key)
+            if seen is None:
+                self._dropped[key] = [len(group.texts), group]
+            else:
+                seen[0] += len(group.texts)
+            self.dropped_lines += len(group.texts)
+
+    def _notes(self) -> list[Any]:
+        """Under the lock: one WARNING record per (session, stage, category) whose records
+        were let go, dated like the first of them, so it sits where they would have."""
+        notes = []
+        for count, first in self._dropped.values():
+            text = (
+                f"vc: {count} log line(s) are missing here: the store was unreachable for "
+                "longer than they could be kept in memory (the session log file has them all)"
+            )
+            notes.append(first._replace(level="WARNING", texts=(text,)))
+        self._dropped.clear()
+        return notes
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 if not self._pending and not self._closed:
                     self._cond.wait(self._interval)
-                batch, self._pending = self._pending, []
+                notes = self._notes() if self._dropped else []
+                groups = [group for group, _ in self._pending]
+                self._pending.clear()
                 self._pending_lines = 0
+                self._pending_cost = 0
                 closed = self._closed
-            if batch:
-                self._write(batch)
+            if groups or notes:
+                self._write(notes + groups)
                 with self._cond:
-                    self._done += len(batch)
+                    self._done += len(groups)
                     self._cond.notify_all()
             elif closed:
                 return
@@ -205,7 +269,8 @@ class StoreMirror:
         """Store one batch. While the store is unreachable (server restarting, network
         down, SQLite locked) the batch waits and is retried with a backoff up to
         :data:`MAX_RETRY_DELAY`, as long as the mirror runs: nothing is dropped because the
-        database went away for a while. After ``close`` it gets :data:`CLOSE_PATIENCE`
+        database went away for a while (records that pile up meanwhile are kept up to
+        :data:`MAX_PENDING`). After ``close`` it gets :data:`CLOSE_PATIENCE`
         seconds. Any other error (a row the database refuses) is retried a few times, then
         reported and the batch dropped (the session log file has every line anyway)."""
         from store.errors import transient_errors
@@ -217,8 +282,10 @@ class StoreMirror:
         while True:
             try:
                 self._write_batch(batch)
+                self._store_away = False
                 return
             except transient as exc:
+                self._store_away = True
                 if self._closed:
                     now = time.monotonic()
                     closing_deadline = closing_deadline or now + CLOSE_PATIENCE
@@ -252,6 +319,14 @@ class StoreMirror:
             self._cond.notify_all()
         self.flush(timeout=CLOSE_PATIENCE + MAX_RETRY_DELAY)
         self._thread.join(timeout=CLOSE_PATIENCE + MAX_RETRY_DELAY)
+
+
+def _cost(group: Any) -> int:
+    """About the memory a waiting group of lines holds (see :data:`MAX_PENDING`)."""
+    texts = group.texts
+    if len(texts) == 1:
+        return len(texts[0]) + LINE_OVERHEAD
+    return sum(map(len, texts)) + LINE_OVERHEAD * len(texts)
 
 
 class Logging:

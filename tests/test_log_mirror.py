@@ -1,0 +1,136 @@
+"""The store mirror of log records (app.logging.StoreMirror) on a real SQLite store: while
+the store is unreachable (locked past the busy timeout) records wait, within a memory
+limit; past it the oldest are let go and one WARNING in the store says how many are missing
+there. A store that is only slow loses nothing."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from app.logging import StoreMirror
+from store import get_session_factory, init_db
+from store.managers import LogLines, append_log_lines
+
+SID = "0123456789abcdef0123456789abcdef"
+CATEGORY = "workflow.stage.integration"
+#: The mirror's memory limit in these tests: about 100 lines of "line NNNN" (see _cost).
+LIMIT = 100 * (9 + 64)
+
+
+@pytest.fixture
+def store(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """(engine, write_batch) on a fresh SQLite store with a short busy timeout."""
+    monkeypatch.setenv("VC_BUSY_TIMEOUT", "0.1")
+    engine = init_db(sqlite_url)
+    factory = get_session_factory(engine)
+
+    def write_batch(groups: Any) -> None:
+        with factory() as session:
+            append_log_lines(session, groups)
+
+    yield engine, write_batch
+    engine.dispose()
+
+
+def _line(i: int) -> LogLines:
+    return LogLines(SID, 1_000.0 + i, "INFO", CATEGORY, "chatty", (f"line {i:04d}",))
+
+
+def _stored(engine: Any) -> list[tuple[str, str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT level, text FROM log_records ORDER BY id"))
+        return [(r[0], r[1]) for r in rows]
+
+
+def _wait(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.01)
+
+
+def test_records_past_the_memory_limit_during_an_outage_are_replaced_by_a_note(
+    store: Any, sqlite_url: str
+) -> None:
+    engine, write_batch = store
+    tries: list[int] = []
+
+    def counted(groups: Any) -> None:
+        tries.append(len(groups))
+        write_batch(groups)
+
+    mirror = StoreMirror(counted, interval=0.05, max_pending=LIMIT)
+    blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    blocker.execute("BEGIN IMMEDIATE")  # the store is away: every write is refused
+    try:
+        mirror.add(_line(0))
+        _wait(lambda: len(tries) >= 2)  # line 0 is in flight and was refused
+        for i in range(1, 1001):
+            mirror.add(_line(i))
+    finally:
+        blocker.rollback()
+        blocker.close()
+    mirror.flush(timeout=30)
+    mirror.close()
+
+    rows = _stored(engine)
+    dropped = mirror.dropped_lines
+    assert 0 < dropped < 1000
+    notes = [t for level, t in rows if level == "WARNING"]
+    assert notes == [
+        f"vc: {dropped} log line(s) are missing here: the store was unreachable for longer "
+        "than they could be kept in memory (the session log file has them all)"
+    ]
+    kept = [t for level, t in rows if level == "INFO"]
+    # the in-flight line, then the newest ones: the gap is where the note stands
+    assert kept == ["line 0000"] + [f"line {i:04d}" for i in range(dropped + 1, 1001)]
+    assert rows.index(("WARNING", notes[0])) == 1
+
+
+def test_memory_held_for_an_unreachable_store_stays_within_the_limit(
+    store: Any, sqlite_url: str
+) -> None:
+    _, write_batch = store
+    tries: list[int] = []
+
+    def counted(groups: Any) -> None:
+        tries.append(len(groups))
+        write_batch(groups)
+
+    mirror = StoreMirror(counted, interval=0.05, max_pending=LIMIT)
+    blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        mirror.add(_line(0))
+        _wait(lambda: len(tries) >= 2)
+        for i in range(1, 5001):
+            mirror.add(_line(i))
+            assert mirror.pending_bytes <= LIMIT
+    finally:
+        blocker.rollback()
+        blocker.close()
+        mirror.close()
+
+
+def test_a_reachable_store_slower_than_the_output_gets_every_line(store: Any) -> None:
+    engine, write_batch = store
+
+    def slow(groups: Any) -> None:
+        time.sleep(0.2)  # far slower than the producer: the backlog passes the limit
+        write_batch(groups)
+
+    mirror = StoreMirror(slow, interval=0.05, max_pending=LIMIT)
+    for i in range(1000):
+        mirror.add(_line(i))
+    mirror.flush(timeout=30)
+    mirror.close()
+
+    assert mirror.dropped_lines == 0
+    assert _stored(engine) == [("INFO", f"line {i:04d}") for i in range(1000)]
