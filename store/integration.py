@@ -39,7 +39,7 @@ class FlowStatusIntegration:
 
             logger.bind(category=CATEGORY, session_id=change.session_id, stage=change.stage).debug(
                 f"notify {len(self._subscribers)} subscriber(s): {change.op} "
-                f"{change.from_status} -> {change.to_status}"
+                f"{change.from_status or '∅'} -> {change.to_status or '∅'}"
             )
         for callback in list(self._subscribers):
             callback(change)

@@ -332,7 +332,12 @@ def logs_cmd(
     session_id: IdArg,
     level: Annotated[
         str | None,
-        typer.Option("--level", "-l", help="Minimum level: DEBUG INFO WARNING ERROR."),
+        typer.Option(
+            "--level",
+            "-l",
+            help="Minimum level: DEBUG INFO WARNING ERROR (default INFO: DEBUG is the "
+            "store's own notification traffic).",
+        ),
     ] = None,
     follow: Annotated[
         bool,
@@ -351,7 +356,7 @@ def logs_cmd(
 
     if level is not None and level.upper() not in LEVELS:
         raise fail(f"invalid --level {level!r}: use one of {', '.join(LEVELS)}", 2)
-    min_level = level.upper() if level else None
+    min_level = level.upper() if level else "INFO"
     color = use_color()
     with open_store(writes=False) as ctx, ctx.session() as session:
         sid = ctx.sessions(session).resolve_session_id(session_id)

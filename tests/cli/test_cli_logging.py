@@ -116,6 +116,13 @@ def test_session_logs_level_keeps_that_level_and_above(store_workspace: Path, cl
     assert [line.split()[-1] for line in out.splitlines()] == ["d", "i", "w", "e"]
 
 
+def test_session_logs_leave_debug_records_out_unless_asked(store_workspace: Path, cli) -> None:
+    sid = create_session(store_workspace)
+    add_logs(store_workspace, sid, [("DEBUG", None, "d"), ("INFO", "greet", "i")])
+    out = cli("flow", "session", "logs", sid).out
+    assert [line.split()[-1] for line in out.splitlines()] == ["i"]
+
+
 def test_session_logs_stage_keeps_that_stage_only(store_workspace: Path, cli) -> None:
     sid = create_session(store_workspace)
     add_logs(
