@@ -56,6 +56,11 @@ class StageView:
     #: The row version when read: a writer can start from the view instead of re-reading.
     version: int | None = None
 
+    @property
+    def checklist(self) -> list[str]:
+        """What to check before passing a manual gate (empty for a task)."""
+        return [str(item) for item in self.config.get("checklist") or ()]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -65,6 +70,7 @@ class StageView:
             "attempt": self.attempt,
             "exit_code": self.exit_code,
             "error": self.error,
+            "checklist": self.checklist,
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
         }
@@ -120,6 +126,22 @@ class SessionView:
     @property
     def progress(self) -> float:
         return compute_progress(self.status, [(s.status, s.progress) for s in self.stages])
+
+    @property
+    def awaiting_worker(self) -> bool:
+        """Queued work that no runner holds now: the next `vc flow worker` claims it (a
+        session a stopping worker handed back is ACTIVE with no runner, and this is why)."""
+        return self.queued and self.runner_pid is None and self.status in ("PENDING", "ACTIVE")
+
+    @property
+    def waiting_gate(self) -> StageView | None:
+        """The manual gate the session waits at (PAUSED with reason ``waiting: <stage>``,
+        what the runner writes), else None."""
+        prefix = "waiting: "
+        if self.status != "PAUSED" or not (self.reason or "").startswith(prefix):
+            return None
+        name = (self.reason or "")[len(prefix) :]
+        return next((s for s in self.stages if s.name == name and s.stage_type == "manual"), None)
 
     @property
     def current_stage(self) -> str | None:

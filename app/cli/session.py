@@ -69,8 +69,10 @@ def _rows_option(value: int) -> int:
     return min(value, MAX_ROWS)
 
 
-def status_label(status: str, orphaned: bool) -> str:
-    return f"{status} (orphaned)" if orphaned else status
+def status_label(status: str, orphaned: bool, awaiting_worker: bool = False) -> str:
+    if orphaned:
+        return f"{status} (orphaned)"
+    return f"{status} (queued)" if awaiting_worker else status
 
 
 @app.command("list")
@@ -112,7 +114,7 @@ def list_cmd(
             v.id[:8],
             v.name,
             v.workflow_id,
-            status_label(v.status, v.orphaned),
+            status_label(v.status, v.orphaned, v.awaiting_worker),
             progress_text(v.progress, bar),
             v.current_stage or "-",
             v.runner_host or "-",
@@ -156,13 +158,16 @@ def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
     runner = (
         f"pid {view.runner_pid} on {view.runner_host}, heartbeat {age(view.heartbeat_at)} ago"
         if view.runner_pid is not None
+        else "none (queued: the next 'vc flow worker' claims it)"
+        if view.awaiting_worker
         else "none"
     )
     lines = [
         f"id:        {view.id}",
         f"name:      {clean_text(view.name)}",
         f"workflow:  {clean_text(view.workflow_id)}",
-        f"status:    {paint(status_label(view.status, view.orphaned), view.status)}"
+        f"status:    "
+        f"{paint(status_label(view.status, view.orphaned, view.awaiting_worker), view.status)}"
         + (f"  ({clean_text(view.reason)})" if view.reason else ""),
         f"progress:  {progress_text(view.progress)}",
         f"stage:     {clean_text(view.current_stage or '-')}",
@@ -170,6 +175,9 @@ def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
         f"created:   {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(view.created_at))}"
         f" ({age(view.created_at)} ago)",
     ]
+    gate = view.waiting_gate
+    if gate is not None and gate.checklist:
+        lines.append(f"checklist: {clean_text('; '.join(gate.checklist))}")
     if view.metadata:
         meta = ", ".join(f"{k}={v}" for k, v in view.metadata.items())
         lines.append(f"metadata:  {clean_text(meta)}")

@@ -58,14 +58,13 @@ def run_command(
                 if stage and stage not in names:
                     raise fail(
                         f"workflow {workflow_id!r} has no stage {stage!r}; "
-                        f"stages: {', '.join(sorted(names))}",
-                        2,
+                        f"stages: {', '.join(sorted(names))}"
                     )
                 sid = manager.create_session(
                     definition.id, name=name, definition=definition, queued=queue
                 ).id
             if stage and stage not in names:
-                raise fail(f"session {sid[:12]} has no stage {stage!r}", 2)
+                raise fail(f"session {sid[:12]} has no stage {stage!r}")
         if queue:
             print(sid)
             return 0
@@ -85,9 +84,7 @@ def _check_runnable(view: Any, workflow_id: str) -> None:
     """Refuse `run --session` on a session that has nothing to run or a live runner."""
     short = view.id[:12]
     if view.workflow_id != workflow_id:
-        raise fail(
-            f"session {short} belongs to workflow {view.workflow_id!r}, not {workflow_id!r}", 2
-        )
+        raise fail(f"session {short} belongs to workflow {view.workflow_id!r}, not {workflow_id!r}")
     if view.status == "COMPLETED":
         raise fail(
             f"session {short} is COMPLETED: every stage has run and none runs twice "
@@ -139,8 +136,8 @@ def _foreground(ctx: Any, sid: str, stage: str | None) -> int:
             signal.signal(sig, previous)
     if outcome.code == 0:
         print(f"{outcome.status or 'done'}: {sid[:12]} ({outcome.message})")
-    elif outcome.code == 130:
-        error_line(outcome.message)
+    elif outcome.code == 130:  # not an error: what the user asked for, and how to go on
+        print(f"vc: {outcome.message}", file=sys.stderr)
     else:
         error_line(f"session {sid[:12]}: {outcome.message}")
     return outcome.code
@@ -162,6 +159,7 @@ class _Display:
         self._thread: threading.Thread | None = None
         self._runner: Any = None
         self._last_plain = ""
+        self._results_shown = 0
 
     def _write(self, text: str) -> None:
         try:
@@ -177,15 +175,23 @@ class _Display:
             self._thread = threading.Thread(target=self._loop, name="vc-display", daemon=True)
             self._thread.start()
 
+    def _gate_part(self) -> str:
+        from store.text import clean_text
+
+        runner = self._runner
+        checklist = "; ".join(runner.waiting_checklist)
+        return clean_text(
+            f"{runner.waiting_at}: manual gate, waiting for "
+            f"'vc flow session resume {self.sid[:12]}'"
+            + (f"; checklist: {checklist}" if checklist else "")
+        )
+
     def _stage_part(self) -> str:
         from store.text import clean_text
 
         runner = self._runner
         if runner.waiting_at:
-            return (
-                f"{clean_text(runner.waiting_at)}: manual gate, waiting for "
-                f"'vc flow session resume {self.sid[:12]}'"
-            )
+            return self._gate_part()
         stage = runner.current_stage
         if stage is None:
             return ""
@@ -202,13 +208,26 @@ class _Display:
             self._write(f"\r\x1b[2K{line[: max(width - 1, 0)]}")
 
     def update(self, runner: Any) -> None:
+        """Off a terminal: how each stage ended, then a stage starting or a gate waiting,
+        each once, as plain lines."""
         if self.tty:
             return
-        part = self._stage_part()
-        name = part.split(" ")[0]
-        if part and name != self._last_plain:
-            self._last_plain = name
-            self._write(f"{time.strftime('%H:%M:%S')} {part}\n")
+        from store.text import clean_text
+
+        stamp = time.strftime("%H:%M:%S")
+        for result in runner.stage_results[self._results_shown :]:
+            self._write(f"{stamp} {clean_text(result)}\n")
+        self._results_shown = len(runner.stage_results)
+        if runner.waiting_at:  # same key as a start: a passed gate is not "started" after
+            key, part = f"stage {runner.waiting_at}", self._gate_part()
+        elif runner.current_stage:
+            key = f"stage {runner.current_stage}"
+            part = f"{clean_text(runner.current_stage)}: started"
+        else:
+            return
+        if key != self._last_plain:
+            self._last_plain = key
+            self._write(f"{stamp} {part}\n")
 
     def stop(self) -> None:
         self._stop.set()

@@ -123,6 +123,10 @@ class StageOutput:
     :func:`app.logging.format_line` does.
     """
 
+    #: Most lines held back before the attempt is recorded (a store that does not answer
+    #: must not make them pile up in memory): past it they are written as they come.
+    HOLD_MAX = 10_000
+
     def __init__(self, logging: Logging, session_id: str, stage: str) -> None:
         self._files = logging.files
         self._mirror = logging.mirror
@@ -131,10 +135,37 @@ class StageOutput:
         self.last_line: str | None = None
         self.last_stderr: str | None = None
         self.lines = 0
+        #: Output read before :meth:`release`: the stage starts before its attempt is
+        #: recorded (the write overlaps its start-up), and its first lines must not come
+        #: before "attempt N" in the log.
+        self._held: list[list[tuple[float, str, str]]] | None = []
+        self._held_lines = 0
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        """Write what was held back, then write as it comes. Idempotent."""
+        with self._lock:  # a batch arriving meanwhile waits here, so order is kept
+            held, self._held = self._held, None
+            for lines in held or ():
+                self._write(lines)
 
     def __call__(self, lines: list[tuple[float, str, str]]) -> None:
         if not lines:
             return
+        if self._held is not None:
+            with self._lock:
+                if self._held is not None:
+                    self._held.append(lines)
+                    self._held_lines += len(lines)
+                    if self._held_lines <= self.HOLD_MAX:
+                        return
+                    held, self._held = self._held, None
+                    for batch in held:
+                        self._write(batch)
+                    return
+        self._write(lines)
+
+    def _write(self, lines: list[tuple[float, str, str]]) -> None:
         at, stream, _ = lines[0]
         texts = [text for _, _, text in lines]
         body = "\n".join(texts)
@@ -202,6 +233,7 @@ class Runner:
         #: What the foreground display shows.
         self.current_stage: str | None = None
         self.waiting_at: str | None = None
+        self.waiting_checklist: list[str] = []
         self._notifier: Any = None
         #: Set when a write saw a session state the loop has not read yet: the next state
         #: check reads, whatever the notifier says.
@@ -217,6 +249,9 @@ class Runner:
         #: The session's status as read by the last stage write (same transaction): when
         #: it says ACTIVE, the next stage starts without another read.
         self._known_status: str | None = None
+        #: How each stage ended, in order ("greet completed (attempt 1)"): what the
+        #: foreground display prints, one line each, when it is not on a terminal.
+        self.stage_results: list[str] = []
 
     # -- logging -------------------------------------------------------------------------------
 
@@ -225,6 +260,12 @@ class Runner:
 
         category = STAGE_CATEGORY if stage else SESSION_CATEGORY
         logger.bind(category=category, session_id=self.session_id, stage=stage).log(level, text)
+
+    def _stage_result(self, stage: str, text: str, level: str = "INFO") -> None:
+        """Log how a stage (or an attempt of it) ended, and tell the display."""
+        self._say(text, level, stage)
+        self.stage_results.append(f"{stage}: {text}")
+        self._notify()
 
     def _notify(self) -> None:
         if self.on_update is not None:
@@ -651,9 +692,10 @@ class Runner:
         except InvalidTransition:
             pass  # paused or aborted meanwhile: the wait below sorts it out
         self.waiting_at = stage.name
+        self.waiting_checklist = stage.checklist
         self._say(
             f"manual gate {stage.name}: waiting for "
-            f"'vc flow session resume {self.session_id[:12]}'",
+            f"'vc flow session resume {self.session_id[:12]}'{_checklist(stage)}",
             stage=stage.name,
         )
         self._notify()
@@ -680,8 +722,7 @@ class Runner:
         except InvalidTransition:
             if not self._landed(errors, stage, StageStatus.COMPLETED, stage.attempt):
                 return self._stopped_outcome()  # aborted at the very moment of the resume
-        self._say(f"manual gate {stage.name} passed", stage=stage.name)
-        self._notify()
+        self._stage_result(stage.name, f"manual gate {stage.name} passed")
         return None
 
     def _stopped_outcome(self) -> Outcome:
@@ -732,15 +773,14 @@ class Runner:
                 except InvalidTransition:
                     if not self._landed(errors, stage, StageStatus.COMPLETED, attempt):
                         return self._stopped_outcome()  # aborted as the stage exited
-                self._say(f"stage completed (attempt {attempt})", stage=stage.name)
-                self._notify()
+                self._stage_result(stage.name, f"stage completed (attempt {attempt})")
                 return None
             error = result.error or "failed"
             if tries <= retries:
-                self._say(
+                self._stage_result(
+                    stage.name,
                     f"attempt {attempt} failed: {error}; retrying ({tries} of {retries} retries)",
                     "WARNING",
-                    stage.name,
                 )
                 outcome = self._wait_until_runnable()
                 if outcome is not None:
@@ -764,8 +804,7 @@ class Runner:
                 self.sessions.fail(self.session_id, reason)
             except InvalidTransition:
                 return self._stopped_outcome()
-            self._say(f"stage failed: {error}", "ERROR", stage.name)
-            self._notify()
+            self._stage_result(stage.name, f"stage failed: {error}", "ERROR")
             return Outcome(1, reason, SessionStatus.FAILED)
 
     def _attempt(
@@ -836,6 +875,7 @@ class Runner:
             elif session_status != SessionStatus.ACTIVE:
                 self._read_next = True  # e.g. paused meanwhile: the first poll acts on it
             self._say(f"attempt {attempt} (pid {proc.pid}): {command}", stage=stage.name)
+            output.release()
             self._notify()
             if session_status in (None, SessionStatus.FAILED):
                 # Aborted (or deleted) between the check before the stage and its start:
@@ -898,6 +938,7 @@ class Runner:
         finally:
             if proc.running:  # Ctrl-C, a lost claim, or an error in this loop
                 proc.terminate(kill_timeout)
+            output.release()  # whatever path this was, no line stays held back
             self._proc = None
 
     def _as_known(self, stage: StageView) -> StageMove | None:
@@ -982,6 +1023,11 @@ class Runner:
     def last_line(self) -> str | None:
         output = self._output
         return output.last_line if output is not None else None
+
+
+def _checklist(stage: StageView) -> str:
+    """A gate's checklist as the end of its waiting line: what to check before resuming."""
+    return f"; checklist: {'; '.join(stage.checklist)}" if stage.checklist else ""
 
 
 class _Persistent:

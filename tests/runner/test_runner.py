@@ -387,6 +387,22 @@ def test_needs_decide_the_order_of_stages(workspace: Path, vc: Vc, store: Store)
     assert (workspace / "order.txt").read_text().split() == ["a", "b", "c"]
 
 
+def test_a_stages_output_comes_after_its_attempt_line_in_the_store_and_the_file(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(workspace, "eager", "stages:\n  - {name: eager, run: seq 1 200}\n")
+    assert vc("flow", "run", "eager").returncode == 0
+    sid = newest_session(store)
+    texts = [r.text for r in store.logs(sid, stage="eager")]
+    attempt = next(i for i, t in enumerate(texts) if t.startswith("attempt 1 (pid "))
+    assert texts[attempt + 1 : attempt + 201] == [str(i) for i in range(1, 201)]
+    lines = log_file(workspace, sid).read_text().splitlines()
+    attempt = next(i for i, line in enumerate(lines) if "| attempt 1 (pid " in line)
+    assert [line.rsplit(" | ", 1)[1] for line in lines[attempt + 1 : attempt + 201]] == [
+        str(i) for i in range(1, 201)
+    ]
+
+
 def test_progress_lines_set_stage_progress(workspace: Path, vc: Vc, store: Store) -> None:
     write_workflow(
         workspace,
@@ -593,6 +609,55 @@ def test_manual_gate_pauses_waiting_and_resume_completes_it(vc: Vc, store: Store
     assert "deployed" in [r.text for r in store.logs(sid, stage="deploy")]
 
 
+@covered_on_postgresql_by_another
+def test_a_waiting_gate_shows_its_checklist_in_the_log_show_and_status(
+    vc: Vc, store: Store
+) -> None:
+    sid = start_detached(vc, "gate")
+    store.wait_status(sid, "PAUSED")
+    waiting = wait_until(
+        lambda: [r.text for r in store.logs(sid, stage="approve") if "waiting" in r.text],
+        what="the gate's waiting line in the store",
+    )[0]
+    assert waiting == (
+        f"manual gate approve: waiting for 'vc flow session resume {sid[:12]}'; "
+        "checklist: changelog reviewed"
+    )
+    assert "checklist: changelog reviewed" in vc("flow", "session", "show", sid).stdout
+    assert "check    changelog reviewed" in vc("flow", "status", sid).stdout
+    stages = session_json(vc, "flow", "session", "show", sid)["stages"]
+    assert [s["checklist"] for s in stages] == [[], ["changelog reviewed"], []]
+    vc("flow", "session", "abort", sid)
+
+
+@covered_on_postgresql_by_another
+def test_run_off_a_terminal_prints_a_line_per_stage_start_and_outcome(
+    workspace: Path, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "retried",
+        """
+        stages:
+          - {name: first, run: echo one}
+          - {name: flaky, run: "test -e again || { touch again; exit 3; }", retries: 1}
+    """,
+    )
+    proc = start_foreground("retried")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    sid = newest_session(store)
+    lines = [line.split(" ", 1)[1] for line in err.splitlines()[1:]]  # without the time
+    assert lines == [
+        "first: started",
+        "first: stage completed (attempt 1)",
+        "flaky: started",
+        "flaky: attempt 1 failed: exit code 3; retrying (1 of 1 retries)",
+        "flaky: stage completed (attempt 2)",
+    ]
+    assert out == f"COMPLETED: {sid[:12]} (completed)\n"
+
+
 @pytest.mark.parametrize(
     "db_url",
     [
@@ -713,7 +778,10 @@ def _interrupt_foreground(store: Store) -> tuple[str, int, subprocess.Popen[str]
 def test_ctrl_c_on_foreground_run_pauses_the_session_and_exits_130(store: Store, nap: str) -> None:
     sid, pid, proc, stderr = _interrupt_foreground(store)
     assert proc.returncode == 130
-    assert f"vc flow session resume {sid[:12]}" in stderr
+    assert stderr.splitlines()[-1] == (
+        f"vc: interrupted: session {sid[:12]} paused; resume it with "
+        f"'vc flow session resume {sid[:12]}' (it goes on in the background)"
+    )
     wait_until(lambda: gone(pid), timeout=5, what="the stage to be terminated")
     view = store.view(sid)
     assert (view.status, view.reason) == ("PAUSED", "interrupted")
@@ -1032,6 +1100,38 @@ def test_run_on_a_completed_session_is_refused_and_mentions_retry(vc: Vc, store:
     assert "COMPLETED" in result.stderr and "retry" in result.stderr
     assert result.stderr.count("\n") == 1  # one line, no traceback
     assert [s.attempt for s in store.view(sid).stages] == [1, 1, 1]
+
+
+def test_run_of_a_stage_the_workflow_does_not_have_is_refused_and_creates_nothing(
+    vc: Vc, store: Store
+) -> None:
+    result = vc("flow", "run", "hello:nostage")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "vc: error: workflow 'hello' has no stage 'nostage'; stages: count, done, greet\n"
+    )
+    assert json.loads(vc("flow", "session", "list", "--json").stdout) == []
+
+
+def test_run_session_of_another_workflow_is_refused_and_runs_nothing(vc: Vc, store: Store) -> None:
+    sid = vc("flow", "run", "hello", "--queue").stdout.strip()
+    result = vc("flow", "run", "broken", "--session", sid)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"vc: error: session {sid[:12]} belongs to workflow 'hello', not 'broken'\n"
+    )
+    assert store.view(sid).status == "PENDING"
+
+
+@covered_on_postgresql_by_another
+def test_a_queued_session_no_runner_holds_is_labelled_queued(vc: Vc, store: Store) -> None:
+    sid = vc("flow", "run", "hello", "--queue").stdout.strip()
+    assert f"{sid[:8]}  " in vc("flow", "session", "list").stdout
+    assert "PENDING (queued)" in vc("flow", "session", "list").stdout
+    show = vc("flow", "session", "show", sid).stdout.splitlines()
+    assert "status:    PENDING (queued)" in show
+    assert "runner:    none (queued: the next 'vc flow worker' claims it)" in show
+    assert vc("flow", "status", sid).stdout.startswith(f"PENDING (queued)  {sid[:12]}")
 
 
 # on PostgreSQL: test_run_on_a_completed_session_is_refused_and_mentions_retry
