@@ -91,6 +91,8 @@ class Detail:
     reason: str | None
     orphaned: bool = False
     watch: Watch = field(default_factory=Watch)
+    #: The checklist of the manual gate the session waits at (cleaned), if any.
+    checklist: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line above the stages: the state and why (a manual gate waiting, the error
@@ -102,6 +104,8 @@ class Detail:
             text += f" — {self.reason}"
         if self.status == "PAUSED" and (self.reason or "").startswith("waiting:"):
             text += " (r resumes it)"
+        if self.checklist:
+            text += f" — check: {'; '.join(self.checklist)}"
         return text
 
 
@@ -201,7 +205,16 @@ def load_detail(db: Any, session_id: str) -> Detail | None:
         for s in view.stages
     ]
     reason = clean_text(view.reason) if view.reason else None
-    return Detail(session_id, stages, view.status, reason, view.orphaned, watch_of([view]))
+    gate = view.waiting_gate
+    return Detail(
+        session_id,
+        stages,
+        view.status,
+        reason,
+        view.orphaned,
+        watch_of([view]),
+        tuple(clean_text(item) for item in gate.checklist) if gate else (),
+    )
 
 
 def load_refresh(db: Any, request: RefreshRequest) -> Refresh:

@@ -112,6 +112,31 @@ async def test_stage_progress_shows_live(ctx: Any, make_app: Any, store_url: str
         assert "60%" in screen_text(app)
 
 
+async def test_a_session_waiting_at_a_gate_shows_the_gates_checklist(
+    ctx: Any, make_app: Any, store_url: str
+) -> None:
+    from store import StageManager
+    from store.status import StageStatus
+
+    sid = make_session(ctx, "gate", state="ACTIVE")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        with other_engine(store_url) as factory, factory() as db:  # what the runner writes
+            gate = StageManager(db).list_stages(sid)[1]
+            StageManager(db).move_stage(gate.id, StageStatus.PAUSED)
+            manager(db).pause(sid, reason="waiting: approve")
+        await wait_for(
+            pilot,
+            lambda: "check: changelog reviewed" in str(app.summary.render()),
+            timeout=1.0,
+            what="the gate's checklist within 1 s",
+        )
+        assert str(app.summary.render()) == (
+            "PAUSED — waiting: approve (r resumes it) — check: changelog reviewed"
+        )
+
+
 async def test_log_follows_at_the_bottom_and_stays_when_scrolled_up(
     ctx: Any, make_app: Any, store_url: str
 ) -> None:
