@@ -189,6 +189,11 @@ class StoreMirror:
         #: then are records let go. A reachable store that is slower than a stage only
         #: makes the batches bigger; every line gets there.
         self._store_away = False
+        #: Groups let go since the in-flight batch was taken: all newer than it, so they
+        #: count as done only once it is (``flush`` must not return before it is stored).
+        self._let_go = 0
+        #: What the batch being written holds (counted against the limit as well).
+        self._inflight_cost = 0
         self._cond = threading.Condition()
         self._added = 0
         self._done = 0
@@ -205,7 +210,7 @@ class StoreMirror:
             self._added += 1
             self._pending_lines += count
             self._pending_cost += cost
-            if self._pending_cost > self._max_pending and self._store_away:
+            if self._store_away and self._pending_cost + self._inflight_cost > self._max_pending:
                 self._let_go_oldest()
             if self._pending_lines >= self.WAKE_AT:
                 self._cond.notify_all()
@@ -219,12 +224,12 @@ class StoreMirror:
         """Under the lock, while the writer is stuck on an unreachable store: let the
         oldest waiting records go, down to half the limit (so this runs rarely), counted
         per session, stage and category for the note that takes their place."""
-        target = self._max_pending // 2
+        target = max(0, self._max_pending // 2 - self._inflight_cost)
         while self._pending and self._pending_cost > target:
             group, cost = self._pending.popleft()
             self._pending_cost -= cost
             self._pending_lines -= len(group.texts)
-            self._done += 1  # nothing to wait for: flush() must not
+            self._let_go += 1
             key = (group.session_id, group.stage, group.category)
             seen = self._dropped.get(key)
             if seen is None:
@@ -255,13 +260,18 @@ class StoreMirror:
                 groups = [group for group, _ in self._pending]
                 self._pending.clear()
                 self._pending_lines = 0
-                self._pending_cost = 0
+                self._inflight_cost, self._pending_cost = self._pending_cost, 0
                 closed = self._closed
             if groups or notes:
-                self._write(notes + groups)
-                with self._cond:
-                    self._done += len(groups)
-                    self._cond.notify_all()
+                try:
+                    self._write(notes + groups)
+                finally:
+                    self._store_away = False
+                    with self._cond:
+                        self._done += len(groups) + self._let_go
+                        self._let_go = 0
+                        self._inflight_cost = 0
+                        self._cond.notify_all()
             elif closed:
                 return
 

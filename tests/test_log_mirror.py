@@ -6,6 +6,7 @@ there. A store that is only slow loses nothing."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -134,3 +135,34 @@ def test_a_reachable_store_slower_than_the_output_gets_every_line(store: Any) ->
 
     assert mirror.dropped_lines == 0
     assert _stored(engine) == [("INFO", f"line {i:04d}") for i in range(1000)]
+
+
+def test_flush_waits_for_the_record_in_flight_while_newer_ones_are_let_go(
+    store: Any, sqlite_url: str
+) -> None:
+    engine, write_batch = store
+    tries: list[int] = []
+
+    def counted(groups: Any) -> None:
+        tries.append(len(groups))
+        write_batch(groups)
+
+    mirror = StoreMirror(counted, interval=0.05, max_pending=LIMIT)
+    blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        mirror.add(_line(0))
+        _wait(lambda: len(tries) >= 2)  # line 0 is in flight and was refused
+        flushing = threading.Thread(target=mirror.flush, kwargs={"timeout": 30})
+        flushing.start()
+        for i in range(1, 301):  # another stage's output: more than the limit
+            mirror.add(_line(i))
+        time.sleep(0.3)
+        assert mirror.dropped_lines > 0
+        assert flushing.is_alive(), "flush returned while line 0 was not stored"
+    finally:
+        blocker.rollback()
+        blocker.close()
+    flushing.join(30)
+    assert ("INFO", "line 0000") in _stored(engine)
+    mirror.close()

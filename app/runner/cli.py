@@ -215,8 +215,9 @@ class _Display:
         from store.text import clean_text
 
         stamp = time.strftime("%H:%M:%S")
-        for result in runner.stage_results[self._results_shown :]:
-            self._write(f"{stamp} {clean_text(result)}\n")
+        for stage, text in runner.stage_results[self._results_shown :]:
+            self._write(f"{stamp} {clean_text(f'{stage}: {text}')}\n")
+            self._last_plain = f"stage {stage}"  # an ended stage is not "started" after
         self._results_shown = len(runner.stage_results)
         if runner.waiting_at:  # same key as a start: a passed gate is not "started" after
             key, part = f"stage {runner.waiting_at}", self._gate_part()

@@ -123,9 +123,10 @@ class StageOutput:
     :func:`app.logging.format_line` does.
     """
 
-    #: Most lines held back before the attempt is recorded (a store that does not answer
-    #: must not make them pile up in memory): past it they are written as they come.
-    HOLD_MAX = 10_000
+    #: Most output held back before the attempt is recorded, in about bytes (characters
+    #: plus 64 per line): a store that does not answer must not make it pile up in memory.
+    #: Past it, what was held is written and lines go through as they come.
+    HOLD_MAX = 4 * 1024 * 1024
 
     def __init__(self, logging: Logging, session_id: str, stage: str) -> None:
         self._files = logging.files
@@ -135,19 +136,36 @@ class StageOutput:
         self.last_line: str | None = None
         self.last_stderr: str | None = None
         self.lines = 0
+        #: The first error writing held output (e.g. a full disk): written from the
+        #: runner's thread, it is kept here instead of raised there.
+        self.error: Exception | None = None
         #: Output read before :meth:`release`: the stage starts before its attempt is
         #: recorded (the write overlaps its start-up), and its first lines must not come
         #: before "attempt N" in the log.
         self._held: list[list[tuple[float, str, str]]] | None = []
-        self._held_lines = 0
+        self._held_cost = 0
         self._lock = threading.Lock()
 
     def release(self) -> None:
         """Write what was held back, then write as it comes. Idempotent."""
-        with self._lock:  # a batch arriving meanwhile waits here, so order is kept
-            held, self._held = self._held, None
-            for lines in held or ():
-                self._write(lines)
+        with self._lock:
+            self._write_held()
+
+    def _write_held(self) -> None:
+        """Under the lock: write the held batches, then stop holding. Holding stops only
+        once they are written, so a batch the reader brings meanwhile waits on the lock
+        and comes after them."""
+        held = self._held
+        if held is None:
+            return
+        try:
+            for lines in held:
+                try:
+                    self._write(lines)
+                except Exception as exc:
+                    self.error = self.error or exc
+        finally:
+            self._held = None
 
     def __call__(self, lines: list[tuple[float, str, str]]) -> None:
         if not lines:
@@ -156,12 +174,9 @@ class StageOutput:
             with self._lock:
                 if self._held is not None:
                     self._held.append(lines)
-                    self._held_lines += len(lines)
-                    if self._held_lines <= self.HOLD_MAX:
-                        return
-                    held, self._held = self._held, None
-                    for batch in held:
-                        self._write(batch)
+                    self._held_cost += sum(len(text) + 64 for _, _, text in lines)
+                    if self._held_cost > self.HOLD_MAX:
+                        self._write_held()
                     return
         self._write(lines)
 
@@ -249,9 +264,9 @@ class Runner:
         #: The session's status as read by the last stage write (same transaction): when
         #: it says ACTIVE, the next stage starts without another read.
         self._known_status: str | None = None
-        #: How each stage ended, in order ("greet completed (attempt 1)"): what the
-        #: foreground display prints, one line each, when it is not on a terminal.
-        self.stage_results: list[str] = []
+        #: How each stage (or a retried attempt) ended, in order, as (stage, text): what
+        #: the foreground display prints, one line each, when it is not on a terminal.
+        self.stage_results: list[tuple[str, str]] = []
 
     # -- logging -------------------------------------------------------------------------------
 
@@ -264,7 +279,7 @@ class Runner:
     def _stage_result(self, stage: str, text: str, level: str = "INFO") -> None:
         """Log how a stage (or an attempt of it) ended, and tell the display."""
         self._say(text, level, stage)
-        self.stage_results.append(f"{stage}: {text}")
+        self.stage_results.append((stage, text))
         self._notify()
 
     def _notify(self) -> None:
@@ -754,6 +769,7 @@ class Runner:
         timeout = _seconds(stage.config.get("timeout"))
         kill_timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
         self.current_stage = stage.name
+        self._notify()  # before any outcome of it, so "started" comes first
         attempt = stage.attempt
         tries = 0
         while True:
@@ -968,8 +984,9 @@ class Runner:
     def _exited(
         self, stage: StageView, proc: StageProcess, output: StageOutput, code: int
     ) -> _Attempt:
-        if proc.output_error is not None:
-            self._say(f"some output was lost: {proc.output_error}", "ERROR", stage.name)
+        lost = proc.output_error or output.error
+        if lost is not None:
+            self._say(f"some output was lost: {lost}", "ERROR", stage.name)
         if proc.readers_abandoned:
             self._say(
                 "processes the stage left behind still hold its output; their "

@@ -658,6 +658,18 @@ def test_run_off_a_terminal_prints_a_line_per_stage_start_and_outcome(
     assert out == f"COMPLETED: {sid[:12]} (completed)\n"
 
 
+@covered_on_postgresql_by_another
+def test_run_off_a_terminal_says_started_before_a_stage_that_cannot_start_failed(
+    workspace: Path, store: Store
+) -> None:
+    write_workflow(workspace, "nowhere", "stages:\n  - {name: bad, run: 'true', cwd: gone}\n")
+    proc = start_foreground("nowhere")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    lines = [line.split(" ", 1)[1] for line in err.splitlines()[1:-1]]  # time, error line
+    assert lines == ["bad: started", f"bad: stage failed: cwd does not exist: {workspace}/gone"]
+
+
 @pytest.mark.parametrize(
     "db_url",
     [

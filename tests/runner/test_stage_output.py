@@ -5,6 +5,8 @@ make held lines pile up."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 from app.logging import LogFiles, Logging
@@ -42,14 +44,47 @@ def test_release_twice_writes_the_held_lines_once(tmp_path: Path) -> None:
     assert _texts(path) == ["once"]
 
 
-def test_more_than_hold_max_lines_are_written_without_waiting_for_release(
-    tmp_path: Path,
-) -> None:
+def test_output_past_hold_max_is_written_without_waiting_for_release(tmp_path: Path) -> None:
     output, path = _output(tmp_path)
-    batch = [(1.0, "stdout", f"line {i}") for i in range(StageOutput.HOLD_MAX)]
+    text = "x" * 1000
+    per_line = len(text) + 64
+    batch = [(1.0, "stdout", text) for _ in range(StageOutput.HOLD_MAX // per_line)]
     output(batch)
     assert _texts(path) == []
     output([(2.0, "stdout", "one too many")])
-    assert _texts(path) == [t for _, _, t in batch] + ["one too many"]
+    assert _texts(path) == [text] * len(batch) + ["one too many"]
     output.release()
-    assert len(_texts(path)) == StageOutput.HOLD_MAX + 1
+    output([(3.0, "stdout", "after")])
+    assert _texts(path)[-2:] == ["one too many", "after"]
+
+
+def test_a_line_read_while_release_writes_comes_after_the_held_ones(tmp_path: Path) -> None:
+    class SlowFiles(LogFiles):
+        def write_session(self, session_id: str, data: str) -> None:
+            if "early" in data:
+                time.sleep(0.2)  # the runner's thread is writing the held lines
+            super().write_session(session_id, data)
+
+    files = SlowFiles(tmp_path)
+    output = StageOutput(Logging(files, None, handler_id=-1), SID, "s")
+    output([(1.0, "stdout", "early 1"), (1.0, "stdout", "early 2")])
+    releasing = threading.Thread(target=output.release)
+    releasing.start()
+    time.sleep(0.05)
+    output([(2.0, "stdout", "later")])  # the reader thread, meanwhile
+    releasing.join()
+    assert _texts(files.session_path(SID)) == ["early 1", "early 2", "later"]
+    assert output.lines == 3 and output.last_line == "later"
+
+
+def test_a_held_line_that_cannot_be_written_is_kept_as_the_error_not_raised(
+    tmp_path: Path,
+) -> None:
+    class FullDisk(LogFiles):
+        def write_session(self, session_id: str, data: str) -> None:
+            raise OSError(28, "No space left on device")
+
+    output = StageOutput(Logging(FullDisk(tmp_path), None, handler_id=-1), SID, "s")
+    output([(1.0, "stdout", "lost")])
+    output.release()
+    assert isinstance(output.error, OSError) and output.error.errno == 28
