@@ -44,6 +44,8 @@ class SessionRow:
     updated_at: float
     finished_at: float | None
     started_at: float | None
+    queued: bool = False
+    """Queued work no runner holds now: the next worker claims it."""
 
 
 @dataclass(frozen=True, slots=True)

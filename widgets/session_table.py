@@ -46,6 +46,8 @@ from widgets.styles import ORPHANED_STYLE, status_style
 
 ORPHANED_LONG = " ⚠orphaned"
 ORPHANED_SHORT = " ⚠"
+QUEUED_LONG = " (queued)"
+QUEUED_SHORT = " ⧗"
 PLACEHOLDER = "…"
 
 _PENDING_TIMEOUT = 1.0
@@ -597,6 +599,9 @@ class SessionTable(ScrollView, can_focus=True):
             if row.orphaned:
                 long_fits = len(row.status) + len(ORPHANED_LONG) <= col.width
                 text.append(ORPHANED_LONG if long_fits else ORPHANED_SHORT, ORPHANED_STYLE)
+            elif row.queued:
+                long_fits = len(row.status) + len(QUEUED_LONG) <= col.width
+                text.append(QUEUED_LONG if long_fits else QUEUED_SHORT, "dim")
             return text
         if key == "progress":
             bar, pct = progress_bar(row.progress, _BAR_W)

@@ -151,6 +151,7 @@ def session_row(view: SessionView) -> SessionRow:
         updated_at=view.updated_at,
         finished_at=view.finished_at,
         started_at=view.started_at,
+        queued=view.awaiting_worker,
     )
 
 

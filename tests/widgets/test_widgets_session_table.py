@@ -270,6 +270,17 @@ async def test_narrow_terminal_drops_low_priority_columns() -> None:
         assert all(len(line) == table.size.width for line in lines)
 
 
+async def test_queued_sessions_no_runner_holds_are_marked_queued() -> None:
+    app = TableApp(total=3)
+    app.overrides[1] = {"queued": True, "status": "ACTIVE", "host": None}
+    app.overrides[2] = {"queued": True, "status": "PENDING", "host": None}
+    async with app.run_test(size=(120, 10)) as pilot:
+        await pilot.pause()
+        lines = widget_lines(app.query_one(SessionTable))
+        assert "ACTIVE (queued)" in lines[2] and "PENDING (queued)" in lines[3]
+        assert "queued" not in lines[1]
+
+
 async def test_empty_state_shows_owner_text() -> None:
     app = TableApp(total=0)
     async with app.run_test(size=(100, 20)) as pilot:
