@@ -170,7 +170,8 @@ class _Display:
 
     def start(self, runner: Any) -> None:
         self._runner = runner
-        self._write(f"session {self.sid} (Ctrl-C pauses it)\n")
+        how = "Ctrl-C" if self.tty else "SIGINT or SIGTERM"
+        self._write(f"session {self.sid} ({how} pauses it)\n")
         if self.tty:
             self._thread = threading.Thread(target=self._loop, name="vc-display", daemon=True)
             self._thread.start()

@@ -814,13 +814,14 @@ class Runner:
             except InvalidTransition:
                 if not self._landed(errors, stage, StageStatus.FAILED, attempt):
                     return self._stopped_outcome()
+            # said before the session fails, so the log tells it in the order it happened
+            self._stage_result(stage.name, f"stage failed: {error}", "ERROR")
             reason = "timeout" if error == "timeout" else f"stage {stage.name} failed: {error}"
             try:
                 self._flush_logs()
                 self.sessions.fail(self.session_id, reason)
             except InvalidTransition:
                 return self._stopped_outcome()
-            self._stage_result(stage.name, f"stage failed: {error}", "ERROR")
             return Outcome(1, reason, SessionStatus.FAILED)
 
     def _attempt(

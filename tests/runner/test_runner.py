@@ -647,6 +647,7 @@ def test_run_off_a_terminal_prints_a_line_per_stage_start_and_outcome(
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     sid = newest_session(store)
+    assert err.splitlines()[0] == f"session {sid} (SIGINT or SIGTERM pauses it)"
     lines = [line.split(" ", 1)[1] for line in err.splitlines()[1:]]  # without the time
     assert lines == [
         "first: started",
@@ -1144,6 +1145,15 @@ def test_a_queued_session_no_runner_holds_is_labelled_queued(vc: Vc, store: Stor
     assert "status:    PENDING (queued)" in show
     assert "runner:    none (queued: the next 'vc flow worker' claims it)" in show
     assert vc("flow", "status", sid).stdout.startswith(f"PENDING (queued)  {sid[:12]}")
+
+
+@covered_on_postgresql_by_another
+def test_a_stage_failure_is_logged_before_the_session_fails(vc: Vc, store: Store) -> None:
+    assert vc("flow", "run", "broken").returncode == 1
+    texts = [r.text for r in store.logs(newest_session(store))]
+    stage_failed = texts.index("stage failed: exit code 3")
+    session_failed = next(i for i, t in enumerate(texts) if t.startswith("fail ACTIVE -> FAILED"))
+    assert stage_failed < session_failed
 
 
 # on PostgreSQL: test_run_on_a_completed_session_is_refused_and_mentions_retry
