@@ -345,7 +345,7 @@ def test_foreground_run_completes_and_prints_the_result(vc: Vc, store: Store) ->
     sid = newest_session(store)
     view = store.view(sid)
     assert view.name == "fg run" and view.status == "COMPLETED"
-    assert "Ctrl-C pauses it" in result.stderr  # the progress display goes to stderr
+    assert f"session {sid} (SIGINT or SIGTERM pauses it)" in result.stderr  # off a terminal
 
 
 @sqlite_only
