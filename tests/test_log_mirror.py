@@ -57,10 +57,12 @@ def _wait(predicate: Any, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def test_records_past_the_memory_limit_during_an_outage_are_replaced_by_a_note(
-    store: Any, sqlite_url: str
-) -> None:
-    engine, write_batch = store
+@pytest.fixture
+def cut_off(store: Any, sqlite_url: str) -> Iterator[Any]:
+    """A mirror (memory limit LIMIT) whose store is away: another connection holds the
+    write lock, and line 0 is in flight, refused at least once. ``mirror.back()`` (set on
+    this test mirror only) lets the store answer again."""
+    _, write_batch = store
     tries: list[int] = []
 
     def counted(groups: Any) -> None:
@@ -69,17 +71,32 @@ def test_records_past_the_memory_limit_during_an_outage_are_replaced_by_a_note(
 
     mirror = StoreMirror(counted, interval=0.05, max_pending=LIMIT)
     blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
-    blocker.execute("BEGIN IMMEDIATE")  # the store is away: every write is refused
+    blocker.execute("BEGIN IMMEDIATE")
+
+    def back() -> None:
+        if blocker.in_transaction:
+            blocker.rollback()
+
+    mirror.back = back  # type: ignore[attr-defined]
     try:
         mirror.add(_line(0))
-        _wait(lambda: len(tries) >= 2)  # line 0 is in flight and was refused
-        for i in range(1, 1001):
-            mirror.add(_line(i))
+        _wait(lambda: len(tries) >= 2)
+        yield mirror
     finally:
-        blocker.rollback()
+        back()
         blocker.close()
+        mirror.close()
+
+
+def test_records_past_the_memory_limit_during_an_outage_are_replaced_by_a_note(
+    store: Any, cut_off: Any
+) -> None:
+    engine, _ = store
+    mirror = cut_off
+    for i in range(1, 1001):
+        mirror.add(_line(i))
+    mirror.back()
     mirror.flush(timeout=30)
-    mirror.close()
 
     rows = _stored(engine)
     dropped = mirror.dropped_lines
@@ -95,29 +112,26 @@ def test_records_past_the_memory_limit_during_an_outage_are_replaced_by_a_note(
     assert rows.index(("WARNING", notes[0])) == 1
 
 
-def test_memory_held_for_an_unreachable_store_stays_within_the_limit(
-    store: Any, sqlite_url: str
+def test_memory_held_for_an_unreachable_store_stays_within_the_limit(cut_off: Any) -> None:
+    for i in range(1, 5001):
+        cut_off.add(_line(i))
+        assert cut_off.pending_bytes <= LIMIT
+
+
+def test_flush_waits_for_the_record_in_flight_while_newer_ones_are_let_go(
+    store: Any, cut_off: Any
 ) -> None:
-    _, write_batch = store
-    tries: list[int] = []
-
-    def counted(groups: Any) -> None:
-        tries.append(len(groups))
-        write_batch(groups)
-
-    mirror = StoreMirror(counted, interval=0.05, max_pending=LIMIT)
-    blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
-        mirror.add(_line(0))
-        _wait(lambda: len(tries) >= 2)
-        for i in range(1, 5001):
-            mirror.add(_line(i))
-            assert mirror.pending_bytes <= LIMIT
-    finally:
-        blocker.rollback()
-        blocker.close()
-        mirror.close()
+    engine, _ = store
+    flushing = threading.Thread(target=cut_off.flush, kwargs={"timeout": 30})
+    flushing.start()
+    for i in range(1, 301):  # another stage's output: more than the limit
+        cut_off.add(_line(i))
+    time.sleep(0.3)
+    assert cut_off.dropped_lines > 0
+    assert flushing.is_alive(), "flush returned while line 0 was not stored"
+    cut_off.back()
+    flushing.join(30)
+    assert ("INFO", "line 0000") in _stored(engine)
 
 
 def test_a_reachable_store_slower_than_the_output_gets_every_line(store: Any) -> None:
@@ -135,34 +149,3 @@ def test_a_reachable_store_slower_than_the_output_gets_every_line(store: Any) ->
 
     assert mirror.dropped_lines == 0
     assert _stored(engine) == [("INFO", f"line {i:04d}") for i in range(1000)]
-
-
-def test_flush_waits_for_the_record_in_flight_while_newer_ones_are_let_go(
-    store: Any, sqlite_url: str
-) -> None:
-    engine, write_batch = store
-    tries: list[int] = []
-
-    def counted(groups: Any) -> None:
-        tries.append(len(groups))
-        write_batch(groups)
-
-    mirror = StoreMirror(counted, interval=0.05, max_pending=LIMIT)
-    blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
-        mirror.add(_line(0))
-        _wait(lambda: len(tries) >= 2)  # line 0 is in flight and was refused
-        flushing = threading.Thread(target=mirror.flush, kwargs={"timeout": 30})
-        flushing.start()
-        for i in range(1, 301):  # another stage's output: more than the limit
-            mirror.add(_line(i))
-        time.sleep(0.3)
-        assert mirror.dropped_lines > 0
-        assert flushing.is_alive(), "flush returned while line 0 was not stored"
-    finally:
-        blocker.rollback()
-        blocker.close()
-    flushing.join(30)
-    assert ("INFO", "line 0000") in _stored(engine)
-    mirror.close()
