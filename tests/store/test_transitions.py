@@ -319,11 +319,17 @@ def test_move_stage_reports_the_session_status_read_in_the_same_transaction(
     assert (move.status, move.session_status) == (S.COMPLETED, S.PAUSED)
 
 
-def test_move_stage_from_a_known_state_applies_like_a_read_one(managers, db, hello_definition):
+def _first_stage_started(managers, hello_definition):  # type: ignore[no-untyped-def]
+    """(stage manager, the first stage of an ACTIVE session, that stage's ``start_attempt``
+    move): where the known-state tests start from."""
     _, stages = managers
     sid = _make(managers, hello_definition, S.ACTIVE)
     st = stages.list_stages(sid)[0]
-    started = stages.start_attempt(st.id, 1, pid=7, pid_start=None, host=None)
+    return stages, st, stages.start_attempt(st.id, 1, pid=7, pid_start=None, host=None)
+
+
+def test_move_stage_from_a_known_state_applies_like_a_read_one(managers, db, hello_definition):
+    stages, st, started = _first_stage_started(managers, hello_definition)
 
     done = stages.move_stage(st.id, StageStatus.COMPLETED, exit_code=0, known=started)
 
@@ -340,7 +346,7 @@ def test_move_stage_from_a_known_state_applies_like_a_read_one(managers, db, hel
         0,
         100.0,
     )
-    last = _events(db, sid)[-1]
+    last = _events(db, started.session_id)[-1]
     assert (last.op, last.from_status, last.to_status, last.stage) == (
         "stage.complete",
         S.ACTIVE,
@@ -352,10 +358,7 @@ def test_move_stage_from_a_known_state_applies_like_a_read_one(managers, db, hel
 def test_move_stage_from_a_stale_known_state_rereads_and_refuses_what_is_not_allowed(
     managers, hello_definition
 ):
-    _, stages = managers
-    sid = _make(managers, hello_definition, S.ACTIVE)
-    st = stages.list_stages(sid)[0]
-    started = stages.start_attempt(st.id, 1, pid=7, pid_start=None, host=None)
+    stages, st, started = _first_stage_started(managers, hello_definition)
     stages.move_stage(st.id, StageStatus.FAILED, error="aborted")  # decided meanwhile
 
     with pytest.raises(InvalidTransition, match="FAILED"):
@@ -369,10 +372,7 @@ def test_move_stage_rereads_when_a_known_state_refuses_what_the_stored_one_allow
 ):
     import dataclasses
 
-    _, stages = managers
-    sid = _make(managers, hello_definition, S.ACTIVE)
-    st = stages.list_stages(sid)[0]
-    started = stages.start_attempt(st.id, 1, pid=7, pid_start=None, host=None)
+    stages, st, started = _first_stage_started(managers, hello_definition)
     wrong = dataclasses.replace(started, status=S.FAILED)  # FAILED -> COMPLETED is refused
 
     done = stages.move_stage(st.id, StageStatus.COMPLETED, exit_code=0, known=wrong)
