@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from store.errors import SessionNotFound
 from store.managers import FlowSessionManager, SessionChange
-from store.queries import get_session_view, iso
+from store.queries import SessionView, get_session_view, iso
 from store.status import SessionStatus
 
 CATEGORY = "workflow.session.integration"
@@ -46,6 +46,11 @@ class FlowStatusIntegration:
 
     def status_report(self, session_id: str) -> dict[str, Any]:
         """The session document plus a stage summary: what `vc flow status --json` prints."""
+        return self.status_report_and_view(session_id)[0]
+
+    def status_report_and_view(self, session_id: str) -> tuple[dict[str, Any], SessionView]:
+        """:meth:`status_report` and the view it was made from, read once (the human
+        output also shows what the view derives: a gate's checklist, a queued mark)."""
         sid = FlowSessionManager(self.session).resolve_session_id(session_id)
         view = get_session_view(self.session, sid)
         if view is None:
@@ -68,7 +73,7 @@ class FlowStatusIntegration:
             logger.bind(category=CATEGORY, session_id=sid, stage=None).debug(
                 f"status report: {view.status} {report['progress']}%"
             )
-        return report
+        return report, view
 
 
 def _now() -> float:

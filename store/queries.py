@@ -135,13 +135,13 @@ class SessionView:
 
     @property
     def waiting_gate(self) -> StageView | None:
-        """The manual gate the session waits at (PAUSED with reason ``waiting: <stage>``,
-        what the runner writes), else None."""
-        prefix = "waiting: "
-        if self.status != "PAUSED" or not (self.reason or "").startswith(prefix):
+        """The manual gate a PAUSED session waits at (the gate stage is PAUSED until a
+        resume passes it), else None."""
+        if self.status != "PAUSED":
             return None
-        name = (self.reason or "")[len(prefix) :]
-        return next((s for s in self.stages if s.name == name and s.stage_type == "manual"), None)
+        return next(
+            (s for s in self.stages if s.stage_type == "manual" and s.status == "PAUSED"), None
+        )
 
     @property
     def current_stage(self) -> str | None:

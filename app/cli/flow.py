@@ -136,21 +136,17 @@ def status_cmd(
 ) -> None:
     """A session's status report: state, progress, stages (exit 1 if it FAILED)."""
     from store import FlowStatusIntegration
-    from store.queries import get_session_view
     from store.text import clean_text
 
     with open_store(writes=False, file_logs=True) as ctx, ctx.session() as db:
-        report = FlowStatusIntegration(db).status_report(session_id)
-        view = None if as_json else get_session_view(db, report["id"])
-    gate = view.waiting_gate if view is not None else None
+        report, view = FlowStatusIntegration(db).status_report_and_view(session_id)
+    gate = view.waiting_gate
     if as_json:
         print_json(report)
     else:
         width = terminal_width()
         bar = 0 if width is not None and width < 60 else 10
-        status = session.status_label(
-            report["status"], report["orphaned"], view is not None and view.awaiting_worker
-        )
+        status = session.status_label(report["status"], report["orphaned"], view.awaiting_worker)
         reason = [f"reason   {clean_text(report['reason'])}"] if report["reason"] else []
         if gate is not None and gate.checklist:
             reason.append(f"check    {clean_text('; '.join(gate.checklist))}")

@@ -177,14 +177,13 @@ class _Display:
             self._thread.start()
 
     def _gate_part(self) -> str:
+        from app.runner.runner import checklist_suffix
         from store.text import clean_text
 
         runner = self._runner
-        checklist = "; ".join(runner.waiting_checklist)
         return clean_text(
             f"{runner.waiting_at}: manual gate, waiting for "
-            f"'vc flow session resume {self.sid[:12]}'"
-            + (f"; checklist: {checklist}" if checklist else "")
+            f"'vc flow session resume {self.sid[:12]}'" + checklist_suffix(runner.waiting_checklist)
         )
 
     def _stage_part(self) -> str:

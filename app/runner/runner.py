@@ -710,7 +710,7 @@ class Runner:
         self.waiting_checklist = stage.checklist
         self._say(
             f"manual gate {stage.name}: waiting for "
-            f"'vc flow session resume {self.session_id[:12]}'{_checklist(stage)}",
+            f"'vc flow session resume {self.session_id[:12]}'{checklist_suffix(stage.checklist)}",
             stage=stage.name,
         )
         self._notify()
@@ -1043,9 +1043,9 @@ class Runner:
         return output.last_line if output is not None else None
 
 
-def _checklist(stage: StageView) -> str:
+def checklist_suffix(items: list[str]) -> str:
     """A gate's checklist as the end of its waiting line: what to check before resuming."""
-    return f"; checklist: {'; '.join(stage.checklist)}" if stage.checklist else ""
+    return f"; checklist: {'; '.join(items)}" if items else ""
 
 
 class _Persistent:
