@@ -123,6 +123,14 @@ def test_session_logs_leave_debug_records_out_unless_asked(store_workspace: Path
     assert [line.split()[-1] for line in out.splitlines()] == ["i"]
 
 
+def test_the_notification_record_of_a_creation_shows_no_state_as_empty_set(
+    store_workspace: Path, cli
+) -> None:
+    sid = cli("flow", "session", "create", "hello", "--name", "n").out.strip()
+    out = cli("flow", "session", "logs", sid, "--level", "DEBUG").out
+    assert "DEBUG   notify 0 subscriber(s): create ∅ -> PENDING\n" in out
+
+
 def test_session_logs_stage_keeps_that_stage_only(store_workspace: Path, cli) -> None:
     sid = create_session(store_workspace)
     add_logs(
