@@ -7,6 +7,7 @@ through ``VC_DATABASE_URL`` (PostgreSQL via psycopg 3 for teams).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
@@ -69,7 +70,10 @@ def _prepare_sqlite_file(path: Path) -> None:
     and output) before SQLite does, since SQLite gives its -wal/-shm files the same mode."""
     try:
         if not path.parent.exists():
-            path.parent.mkdir(mode=0o700, parents=True)
+            # Several first starts may race to create it; a file in its place is
+            # reported by the open below ("not a directory").
+            with contextlib.suppress(FileExistsError):
+                path.parent.mkdir(mode=0o700, parents=True)
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     except OSError as exc:
