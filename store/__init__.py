@@ -21,12 +21,13 @@ _EXPORTS = {
     "ConcurrentModification": "store.errors",
     "InvalidId": "store.errors",
     "InvalidTransition": "store.errors",
+    "ParamError": "store.errors",
     "RunnerConflict": "store.errors",
     "SessionNotFound": "store.errors",
     "StageNotFound": "store.errors",
     "StoreError": "store.errors",
     "StoreUnavailable": "store.errors",
-    "WorkflowError": "store.workflows",
+    "WorkflowError": "store.errors",
     "FlowStatusIntegration": "store.integration",
     "FlowSessionManager": "store.managers",
     "SessionChange": "store.managers",
@@ -62,11 +63,13 @@ if TYPE_CHECKING:
         ConcurrentModification,
         InvalidId,
         InvalidTransition,
+        ParamError,
         RunnerConflict,
         SessionNotFound,
         StageNotFound,
         StoreError,
         StoreUnavailable,
+        WorkflowError,
     )
     from store.integration import FlowStatusIntegration
     from store.managers import (
@@ -80,4 +83,3 @@ if TYPE_CHECKING:
     )
     from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
     from store.status import SessionStatus, StageStatus
-    from store.workflows import WorkflowError

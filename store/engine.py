@@ -26,7 +26,7 @@ from store.errors import StoreUnavailable
 
 #: The number of the head migration revision (store/migrations/versions/NNNN_*.py): bumped
 #: with every new revision; SQLite's ``PRAGMA user_version`` holds it once a store is there.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DEFAULT_BUSY_TIMEOUT = 10.0
 
 

@@ -66,14 +66,80 @@ class StoreUnavailable(StoreError):
     """The database cannot be opened, written or reached."""
 
 
-def __getattr__(name: str) -> Any:
-    """``WorkflowError`` lives with the YAML loader; imported from here on demand so that
-    reading the store does not pay for PyYAML."""
-    if name == "WorkflowError":
-        from store.workflows import WorkflowError
+class WorkflowError(Exception):
+    """A workflow definition (or id) that cannot be used, located as precisely as possible.
 
-        return WorkflowError
-    raise AttributeError(name)
+    ``str(error)`` is the whole user-facing line; ``problem`` is the bare description, for
+    callers that place ``path``/``line``/``key`` themselves (a table, JSON output). It lives
+    here, with the other errors, so that catching it costs no YAML or model import.
+    ``exit_code`` is 1, or 2 for a mistake in what a workflow accepts as parameters (its
+    declarations, or the values given to it): both are the caller's input to fix.
+    """
+
+    exit_code = 1  # the CLI maps errors to exit codes through this attribute
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+        exit_code: int | None = None,
+    ) -> None:
+        self.problem = problem
+        self.path = path
+        self.line = line
+        self.key = key or None
+        if exit_code is not None:
+            self.exit_code = exit_code
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        parts: list[str] = []
+        if self.path is not None:
+            location = printable(self.path)
+            parts.append(f"{location}:{self.line}" if self.line is not None else location)
+        elif self.line is not None:
+            parts.append(f"line {self.line}")
+        if self.key:
+            parts.append(printable(self.key))
+        parts.append(printable(self.problem))
+        return ": ".join(parts)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exceptions pickle as cls(*args); keep the location across processes (workers).
+        return (
+            _rebuild_workflow_error,
+            (type(self), self.problem, self.path, self.line, self.key, self.exit_code),
+        )
+
+
+def _rebuild_workflow_error(
+    cls: type[WorkflowError],
+    problem: str,
+    path: str | None,
+    line: int | None,
+    key: str | None,
+    exit_code: int = 1,
+) -> WorkflowError:
+    return cls(problem, path=path, line=line, key=key, exit_code=exit_code)
+
+
+class ParamError(WorkflowError):
+    """A parameter value the workflow does not accept (unknown, missing, wrong type, out of
+    range, not a choice): a usage error, exit code 2. The message names the parameter and
+    what it accepts."""
+
+    exit_code = 2
+
+
+def printable(text: str) -> str:
+    """Escape what a terminal would interpret (newlines, ESC, bidi controls …) the way repr()
+    does, without quotes, so an error stays one line and shows the text literally."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 __all__ = [
@@ -81,10 +147,12 @@ __all__ = [
     "ConcurrentModification",
     "InvalidId",
     "InvalidTransition",
+    "ParamError",
     "RunnerConflict",
     "SessionNotFound",
     "StageNotFound",
     "StoreError",
     "StoreUnavailable",
+    "WorkflowError",
     "transient_errors",
 ]

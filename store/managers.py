@@ -47,7 +47,7 @@ from store.status import (
 )
 
 if TYPE_CHECKING:
-    from store.workflows import WorkflowDefinition
+    from store.definitions import WorkflowDefinition
 
 #: A runner beats every HEARTBEAT_INTERVAL seconds; a heartbeat older than STALE_AFTER marks
 #: its session orphaned. On the runner's own host a dead pid is noticed at once.
@@ -374,17 +374,28 @@ class FlowSessionManager(_Base):
         definition: WorkflowDefinition | Mapping[str, Any] | None = None,
         *,
         queued: bool = False,
+        params: Mapping[str, object] | None = None,
     ) -> FlowSession:
         """A PENDING session with a snapshot of ``definition`` and one PENDING stage
         instance per stage of it (none when no definition is given: add them with
-        :meth:`StageManager.create_stage`)."""
-        from store.workflows import WorkflowDefinition, validate_identifier
+        :meth:`StageManager.create_stage`).
+
+        ``params`` are the values of the workflow's parameters, as text (a command line)
+        or typed (``{"shards": 8}``); declared defaults fill the rest. A value the workflow
+        does not accept raises :class:`~store.errors.ParamError` and nothing is created."""
+        from store.names import validate_identifier
 
         validate_identifier(workflow_id, "workflow id")
-        if isinstance(definition, WorkflowDefinition):
-            snapshot: dict[str, Any] = definition.to_dict()
+        if definition is None or isinstance(definition, Mapping):
+            snapshot: dict[str, Any] = dict(definition or {})
+            values: dict[str, Any] = {}
+            if params or snapshot.get("params"):
+                from store.definitions import params_of, resolve_params
+
+                values = resolve_params(params_of(snapshot), params, workflow_id)
         else:
-            snapshot = dict(definition or {})
+            snapshot = definition.to_dict()
+            values = definition.resolve_params(params)
         now = time.time()
         sid = new_session_id()
         obj = FlowSession(
@@ -394,6 +405,7 @@ class FlowSessionManager(_Base):
             status=SessionStatus.PENDING,
             definition=snapshot,
             meta=dict(metadata or {}),
+            params=values,
             created_at=now,
             updated_at=now,
             queued=queued,
@@ -955,7 +967,7 @@ class StageManager(_Base):
         ).scalar_one()
         cfg = dict(config or {})
         stage_name = name or str(cfg.get("name") or f"stage-{position + 1}")
-        from store.workflows import validate_identifier
+        from store.names import validate_identifier
 
         validate_identifier(stage_name, "stage name")
         if conn.execute(
@@ -1150,7 +1162,10 @@ class StageManager(_Base):
                         raise ConcurrentModification(
                             f"stage {cur.name!r} is at attempt {cur.attempt} already"
                         )
-                    values.update(attempt=new_number, started_at=now, finished_at=None)
+                    # A new attempt reports its own outputs: the last attempt's are gone.
+                    values.update(
+                        attempt=new_number, started_at=now, finished_at=None, outputs=None
+                    )
                     values.setdefault("progress", 0.0)
                     values.setdefault("exit_code", None)
                     values.setdefault("error", None)
@@ -1227,6 +1242,20 @@ class StageManager(_Base):
             .values(progress=max(0.0, min(100.0, float(progress))), updated_at=now)
         )
         self.session.commit()
+
+    def record_outputs(self, stage_id: int, attempt: int, outputs: Mapping[str, str]) -> bool:
+        """Store the outputs (``::output KEY=VALUE``) the stage's attempt ``attempt`` has
+        reported so far, replacing what was stored: the runner writes them as they come
+        and once more before the stage completes, so a later stage (or a runner taking
+        over) reads them from here. No event, no version bump. False when the stage is at
+        another attempt now (nothing written)."""
+        result = self._conn().execute(
+            update(_ST)
+            .where(_ST.c.id == stage_id, _ST.c.attempt == attempt)
+            .values(outputs=dict(outputs))
+        )
+        self.session.commit()
+        return result.rowcount == 1
 
     def record_process(
         self, stage_id: int, *, pid: int | None, pid_start: int | None, host: str | None = None

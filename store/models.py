@@ -31,6 +31,8 @@ class FlowSession(SQLModel, table=True):
     reason: str | None = None
     definition: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSON))
+    #: The parameter values the session was created with (NULL on older rows: none).
+    params: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     version: int = 1
     created_at: float = Field(index=True)
     updated_at: float
@@ -64,6 +66,8 @@ class StageInstance(SQLModel, table=True):
     pid: int | None = None
     pid_start: int | None = Field(default=None, sa_column=Column(BigInteger))
     meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSON))
+    #: ``::output KEY=VALUE`` lines of the current attempt (NULL: none).
+    outputs: dict[str, str] | None = Field(default=None, sa_column=Column(JSON))
     version: int = 1
 
 

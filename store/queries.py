@@ -55,6 +55,8 @@ class StageView:
     host: str | None = None
     #: The row version when read: a writer can start from the view instead of re-reading.
     version: int | None = None
+    #: What the stage reported with ``::output KEY=VALUE`` (its current attempt).
+    outputs: dict[str, str] = field(default_factory=dict)
 
     @property
     def checklist(self) -> list[str]:
@@ -71,6 +73,7 @@ class StageView:
             "exit_code": self.exit_code,
             "error": self.error,
             "checklist": self.checklist,
+            "outputs": self.outputs,
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
         }
@@ -122,6 +125,8 @@ class SessionView:
     stages: tuple[StageView, ...]
     orphaned: bool
     definition: dict[str, Any] | None = None
+    #: The parameter values the session was created with.
+    params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def progress(self) -> float:
@@ -181,6 +186,7 @@ class SessionView:
             "version": self.version,
             "queued": self.queued,
             "metadata": self.metadata,
+            "params": self.params,
             "runner": runner,
             "stages": [s.to_json() for s in self.stages],
         }
@@ -238,6 +244,7 @@ _SESSION_COLUMNS = (
     _T.c.heartbeat_at,
     _T.c.queued,
     _T.c.metadata,
+    _T.c.params,
 )
 
 
@@ -263,6 +270,7 @@ def _stages_for(session: Session, ids: Sequence[str]) -> dict[str, list[StageVie
             _ST.c.pid_start,
             _ST.c.host,
             _ST.c.version,
+            _ST.c.outputs,
         )
         .where(_ST.c.session_id.in_(list(ids)))
         .order_by(_ST.c.session_id, _ST.c.position)
@@ -285,6 +293,7 @@ def _stages_for(session: Session, ids: Sequence[str]) -> dict[str, list[StageVie
                 pid_start=r.pid_start,
                 host=r.host,
                 version=r.version,
+                outputs=r.outputs or {},
             )
         )
     return by_session
@@ -315,6 +324,7 @@ def _views(
             stages=tuple(stages.get(r.id, ())),
             orphaned=is_orphaned(r.status, r.runner_host, r.runner_pid, r.heartbeat_at, now),
             definition=getattr(r, "definition", None) if with_definition else None,
+            params=r.params or {},
         )
         for r in rows
     ]

@@ -1,56 +1,62 @@
-"""Workflow definitions: loading, validating and snapshotting the YAML files in ``workflows/``.
+"""Workflow files: reading, parsing and discovering the YAML files in ``workflows/``.
 
-Workflow files are written by hand and sometimes come from elsewhere, so this module treats them
-as hostile input. The rules, and why:
+What a workflow may say is the typed model of :mod:`store.definitions` (one pydantic
+definition, which also gives ``vc flow schema``); this module turns a file into the data that
+model validates, and treats the file as hostile input on the way. The rules, and why:
 
 - A file is refused before parsing when it is over 1 MiB, is not UTF-8, or holds a NUL or other
   control character: nothing legitimate needs them, and each would otherwise surface later as a
   confusing YAML, database or subprocess error.
 - YAML is only *composed* (SafeLoader, libyaml when available); values are built here from the
-  node graph, so no tag can construct an object and every node keeps its line. Aliases are
+  node graph, so no tag can construct an object and every value keeps its line. Aliases are
   followed while counting nodes, and the walk stops past :data:`MAX_NODES`, so an alias bomb
   ("billion laughs") costs a few milliseconds instead of all the memory of the machine.
+- A scalar reaches the model as :class:`~store.definitions.YamlScalar`: its text as written
+  and the value YAML gives it, so text fields read what was written and number fields what
+  YAML typed. ``null`` (or an empty value) means "not set"; merge keys (``<<: *base``) are
+  supported so stages can share settings; duplicate keys are errors, not "last one wins".
 - Every problem is one :class:`WorkflowError` whose text is a single line
   ``path:line: key.path: problem`` (list indexes in the key path are 0-based, like JSON paths),
   with user-written text escaped so that it can be printed on a terminal as is.
-- String fields take the scalar exactly as written (``run: true`` is the shell's ``true``,
-  ``DEBUG: yes`` in ``env`` is ``"yes"``), while number fields refuse YAML booleans (``yes``) and
-  quoted numbers: a retry count that is secretly a string is a mistake worth reporting.
-- ``null`` (or an empty value) for an optional key means "not set"; merge keys (``<<: *base``)
-  are supported so stages can share settings; duplicate keys are errors, not "last one wins".
-- Ids and stage names become file names and log paths, so they must pass
-  :func:`validate_identifier`. Names and descriptions are stored exactly as given (``[bold]`` is
-  just text; the front ends never render user text as markup).
-- A few caps exist only so a value can always be snapshotted and handed to the runner:
-  durations up to ten years (:data:`MAX_SECONDS`) and up to :data:`MAX_RETRIES` retries.
-
-:meth:`WorkflowDefinition.to_dict` is the snapshot stored on a session. ``from_dict`` re-checks
-it with the same rules (a snapshot is data from a database, possibly hand-edited) but ignores
-keys it does not know, because on a shared PostgreSQL store a newer ``vc`` on another host may
-have written keys this version has never heard of.
 """
 
 from __future__ import annotations
 
-import difflib
-import heapq
-import math
 import re
 import stat
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
+from store.definitions import (
+    DEFAULT_KILL_TIMEOUT,
+    MAX_RETRIES,
+    MAX_SECONDS,
+    Loc,
+    ParamDefinition,
+    StageDefinition,
+    WorkflowDefinition,
+    YamlScalar,
+    listed,
+    render_key,
+    validate,
+)
+from store.errors import WorkflowError
+from store.names import short_repr, validate_identifier
+
 __all__ = [
     "DEFAULT_KILL_TIMEOUT",
     "MAX_FILE_BYTES",
     "MAX_NODES",
+    "MAX_RETRIES",
+    "MAX_SECONDS",
+    "ParamDefinition",
     "StageDefinition",
     "WorkflowDefinition",
     "WorkflowError",
@@ -67,35 +73,14 @@ MAX_NODES = 100_000
 """Most YAML nodes one definition may expand to, aliases followed: the alias-bomb fuse."""
 MAX_DEPTH = 64
 """Deepest nesting accepted; a workflow needs about five levels."""
-MAX_SECONDS = 10 * 365 * 86400.0
-"""Longest duration accepted; far below what timers and ``threading`` can represent."""
-MAX_RETRIES = 1000
-"""Most retries accepted; more is a loop, not a retry policy."""
-DEFAULT_KILL_TIMEOUT = 10.0
-"""Seconds between SIGTERM and SIGKILL when a stage is aborted or times out (DESIGN §6)."""
 WORKFLOW_SUFFIXES = (".yaml", ".yml")
-MAX_KNOWN_LISTED = 20
-"""How many known names an "unknown workflow/stage" error lists before "and N more"."""
 
-_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Everything YAML 1.1 forbids in a stream (PyYAML's Reader rejects the same set); checked
 # up front so the error can name the line and the character, for every loader.
 _NOT_YAML_TEXT = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
-_WORKFLOW_KEYS = ("id", "name", "description", "stages")
-_STAGE_KEYS = (
-    "name",
-    "run",
-    "timeout",
-    "retries",
-    "kill_timeout",
-    "env",
-    "cwd",
-    "needs",
-    "checklist",
-    "description",
-)
-
+#: Plain scalars YAML 1.1 leaves as text but any reader takes for a number (``1e-3``).
+_EXPONENT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+")
 _TAG = "tag:yaml.org,2002:"
 _STR, _INT, _FLOAT, _BOOL, _NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
 _TIMESTAMP, _MERGE, _MAP, _SEQ = (_TAG + t for t in ("timestamp", "merge", "map", "seq"))
@@ -107,287 +92,43 @@ _TEXT_TAGS = (_STR, _TIMESTAMP, _MERGE, _TAG + "value")
 _SCALARS = SafeConstructor()
 _YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-
-# -- errors -----------------------------------------------------------------------------------
-
-
-class WorkflowError(Exception):
-    """A workflow definition (or id) that cannot be used, located as precisely as possible.
-
-    ``str(error)`` is the whole user-facing line; ``problem`` is the bare description, for
-    callers that place ``path``/``line``/``key`` themselves (a table, JSON output).
-    """
-
-    exit_code = 1  # the CLI maps store errors to exit codes through this attribute
-
-    def __init__(
-        self,
-        problem: str,
-        *,
-        path: str | None = None,
-        line: int | None = None,
-        key: str | None = None,
-    ) -> None:
-        self.problem = problem
-        self.path = path
-        self.line = line
-        self.key = key or None
-        super().__init__(self._render())
-
-    def _render(self) -> str:
-        parts: list[str] = []
-        if self.path is not None:
-            location = _printable(self.path)
-            parts.append(f"{location}:{self.line}" if self.line is not None else location)
-        elif self.line is not None:
-            parts.append(f"line {self.line}")
-        if self.key:
-            parts.append(_printable(self.key))
-        parts.append(_printable(self.problem))
-        return ": ".join(parts)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Exceptions pickle as cls(*args); keep the location across processes (workers).
-        return (_rebuild_error, (self.problem, self.path, self.line, self.key))
-
-
-def _rebuild_error(
-    problem: str, path: str | None, line: int | None, key: str | None
-) -> WorkflowError:
-    return WorkflowError(problem, path=path, line=line, key=key)
-
-
-def _printable(text: str) -> str:
-    """Escape what a terminal would interpret (newlines, ESC, bidi controls …) the way repr()
-    does, without quotes, so an error stays one line and shows the text literally."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def _short_repr(value: str, limit: int = 60) -> str:
-    if len(value) <= limit:
-        return repr(value)
-    return f"{value[:limit]!r}… ({len(value)} characters)"
+Fail = Callable[[int | None, str | None, str], NoReturn]
 
 
 def _line_of(text: str, index: int) -> int:
     return text.count("\n", 0, index) + 1
 
 
-def _suggest(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def _sub(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
 
 
-# -- identifiers ------------------------------------------------------------------------------
-
-
-def validate_identifier(value: str, what: str) -> str:
-    """Return ``value`` if it is safe as one path component (workflow ids and stage names become
-    log file names); otherwise raise :class:`WorkflowError` saying why.
-
-    Allowed: 1 to 128 ASCII letters, digits, ``.``, ``_``, ``-``, starting with a letter or digit,
-    without ``..``. The value is shown repr-escaped so control characters are visible.
-    """
-    if not isinstance(value, str):
-        raise WorkflowError(f"invalid {what} {value!r}: expected a string")
-    if _IDENTIFIER.fullmatch(value) and ".." not in value:
-        return value
-    if not value:
-        reason = "must not be empty"
-    elif len(value) > 128:
-        reason = "must be at most 128 characters long"
-    elif ".." in value:
-        reason = "must not contain '..'"
-    elif "/" in value or "\\" in value:
-        reason = "must be a plain name, not a path"
-    elif not _IDENTIFIER.fullmatch(value[0]):
-        reason = "must start with an ASCII letter or digit"
-    else:
-        bad = next(c for c in value if not _IDENTIFIER.fullmatch("a" + c))
-        reason = f"may contain only ASCII letters, digits, '.', '_' and '-', not {bad!r}"
-    raise WorkflowError(f"invalid {what} {_short_repr(value)}: {reason}")
-
-
-# -- definitions ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StageDefinition:
-    """One stage as defined in a workflow file (a task if it has ``run``, else a manual gate)."""
-
-    name: str
-    run: str | None = None
-    timeout: float | None = None
-    retries: int = 0
-    kill_timeout: float = DEFAULT_KILL_TIMEOUT
-    # hash=False keeps the frozen dataclass hashable despite the dict (equality still uses it).
-    env: dict[str, str] = field(default_factory=dict, hash=False)
-    cwd: str | None = None
-    needs: tuple[str, ...] = ()
-    checklist: tuple[str, ...] = ()
-    description: str | None = None
-
-    @property
-    def stage_type(self) -> Literal["manual", "task"]:
-        return "manual" if self.run is None else "task"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON-able snapshot of this stage (also the stage instance's ``config``)."""
-        return {
-            "name": self.name,
-            "run": self.run,
-            "timeout": self.timeout,
-            "retries": self.retries,
-            "kill_timeout": self.kill_timeout,
-            "env": dict(self.env),
-            "cwd": self.cwd,
-            "needs": list(self.needs),
-            "checklist": list(self.checklist),
-            "description": self.description,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StageDefinition:
-        """Rebuild a stage from :meth:`to_dict` output, re-checked with the file rules."""
-        checker = _Checker(path=None, strict_keys=False)
-        return checker.stage(_from_plain(data, checker), "").definition
-
-
-@dataclass(frozen=True)
-class WorkflowDefinition:
-    """A validated workflow: stage names are unique and ``needs`` form no cycle."""
-
-    id: str
-    name: str
-    description: str | None = None
-    stages: tuple[StageDefinition, ...] = ()
-    path: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON-able snapshot stored on a session, so later edits of the file never change
-        a session already created. ``path`` is kept as a record of where it came from."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "description": self.description,
-            "stages": [s.to_dict() for s in self.stages],
-            "path": self.path,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> WorkflowDefinition:
-        """Rebuild a definition from :meth:`to_dict` output, re-checked with the file rules."""
-        checker = _Checker(path=None, strict_keys=False)
-        definition = checker.workflow(_from_plain(data, checker), default_id=None)
-        path = data.get("path") if isinstance(data, Mapping) else None
-        if isinstance(path, str):
-            definition = _replace_path(definition, path)
-        return definition
-
-    def stage(self, name: str) -> StageDefinition:
-        for stage in self.stages:
-            if stage.name == name:
-                return stage
-        raise KeyError(name)
-
-    def execution_order(self) -> list[str]:
-        """Stage names in dependency order; among stages free to run, file order wins (so a
-        workflow without ``needs`` runs top to bottom)."""
-        index: dict[str, int] = {}
-        for i, stage in enumerate(self.stages):
-            index.setdefault(stage.name, i)
-        waiting = [0] * len(self.stages)
-        dependents: list[list[int]] = [[] for _ in self.stages]
-        for i, stage in enumerate(self.stages):
-            for need in dict.fromkeys(stage.needs):
-                if need not in index:
-                    raise WorkflowError(
-                        f"stage {stage.name!r} needs unknown stage {need!r}", path=self.path
-                    )
-                waiting[i] += 1
-                dependents[index[need]].append(i)
-        ready = [i for i, count in enumerate(waiting) if count == 0]
-        heapq.heapify(ready)
-        order: list[str] = []
-        while ready:
-            i = heapq.heappop(ready)
-            order.append(self.stages[i].name)
-            for j in dependents[i]:
-                waiting[j] -= 1
-                if waiting[j] == 0:
-                    heapq.heappush(ready, j)
-        if len(order) < len(self.stages):
-            cycle = _find_cycle([[index[n] for n in s.needs] for s in self.stages]) or []
-            names = " -> ".join(self.stages[i].name for i in cycle)
-            raise WorkflowError(f"dependency cycle: {names}", path=self.path)
-        return order
-
-
-def _replace_path(definition: WorkflowDefinition, path: str | None) -> WorkflowDefinition:
-    return WorkflowDefinition(
-        id=definition.id,
-        name=definition.name,
-        description=definition.description,
-        stages=definition.stages,
-        path=path,
-    )
-
-
-def _find_cycle(needs: list[list[int]]) -> list[int] | None:
-    """A dependency cycle as stage indexes ``[a, b, …, a]`` (each needs the next), starting at
-    its earliest stage in file order; None if there is none. Iterative: a chain of thousands of
-    stages must not hit the recursion limit."""
-    state = [0] * len(needs)  # 0 unseen, 1 on the current path, 2 done
-    for start in range(len(needs)):
-        if state[start]:
-            continue
-        state[start] = 1
-        stack: list[tuple[int, int]] = [(start, 0)]
-        while stack:
-            node, edge = stack[-1]
-            if edge < len(needs[node]):
-                stack[-1] = (node, edge + 1)
-                nxt = needs[node][edge]
-                if state[nxt] == 1:
-                    path = [n for n, _ in stack]
-                    cycle = path[path.index(nxt) :]
-                    first = cycle.index(min(cycle))
-                    cycle = cycle[first:] + cycle[:first]
-                    return [*cycle, cycle[0]]
-                if state[nxt] == 0:
-                    state[nxt] = 1
-                    stack.append((nxt, 0))
-            else:
-                state[node] = 2
-                stack.pop()
-    return None
-
-
-# -- the value tree both YAML and snapshots are checked from ----------------------------------
+# -- from YAML nodes to the data the model validates ------------------------------------------
 
 
 @dataclass(slots=True)
-class _Node:
-    """A parsed value with the line it came from (None for snapshots).
+class _Lines:
+    """Where each value of a file was written: the line of the value and of its key, by
+    path (``("stages", 1, "retries")``, the locations pydantic reports)."""
 
-    Scalars keep ``raw``, the text as written, because string fields use it verbatim.
-    """
+    values: dict[Loc, int] = field(default_factory=dict)
+    keys: dict[Loc, int] = field(default_factory=dict)
 
-    kind: Literal["map", "seq", "scalar"]
-    line: int | None
-    entries: dict[str, tuple[int | None, _Node]] = field(default_factory=dict)  # map
-    items: list[_Node] = field(default_factory=list)  # seq
-    value: str | int | float | bool | None = None  # scalar
-    raw: str = ""  # scalar
+    def value_line(self, loc: Loc) -> int | None:
+        return self.values.get(loc)
+
+    def key_line(self, loc: Loc) -> int | None:
+        return self.keys.get(loc, self.values.get(loc))
+
+    def __contains__(self, loc: object) -> bool:
+        return loc in self.values
 
 
 class _Budget:
-    """The node-count, depth and recursion guards of the builders. YAML is measured first
-    (:func:`_measure`), so for YAML this is a second line of defence; snapshots rely on it."""
+    """The node-count, depth and recursion guards of the builder. YAML is measured first
+    (:func:`_measure`), so this is a second line of defence."""
 
-    def __init__(self, fail: Callable[[int | None, str, str], NoReturn]) -> None:
+    def __init__(self, fail: Fail) -> None:
         self.fail = fail
         self.count = 0
         self.active: set[int] = set()
@@ -407,7 +148,7 @@ class _Budget:
             self.fail(line, key, "recursive alias: a value contains itself")
 
 
-def _measure(root: Node, fail: Callable[[int | None, str, str], NoReturn]) -> int:
+def _measure(root: Node, fail: Fail) -> int:
     """How many nodes ``root`` expands to with aliases followed, refusing past
     :data:`MAX_NODES` (alias bomb), :data:`MAX_DEPTH` or a recursive alias.
 
@@ -452,20 +193,20 @@ def _measure(root: Node, fail: Callable[[int | None, str, str], NoReturn]) -> in
     return size(root, "", 0)
 
 
-def _sub(key: str, name: str) -> str:
-    return f"{key}.{name}" if key else name
-
-
 class _YamlBuilder:
-    """Turns a composed YAML node graph into :class:`_Node` values, following aliases (which
-    the composer leaves as shared node objects) under the :class:`_Budget`."""
+    """Turns a composed YAML node graph into plain data (dicts, lists, :class:`YamlScalar`,
+    None) and the line of every value, following aliases (which the composer leaves as shared
+    node objects) under the :class:`_Budget`."""
 
-    def __init__(self, checker: _Checker) -> None:
-        self.fail = checker.fail
-        self.budget = _Budget(checker.fail)
+    def __init__(self, fail: Fail) -> None:
+        self.fail = fail
+        self.budget = _Budget(fail)
+        self.lines = _Lines()
 
-    def build(self, node: Node, key: str, depth: int = 0) -> _Node:
+    def build(self, node: Node, loc: Loc, depth: int = 0) -> Any:
         line = node.start_mark.line + 1
+        self.lines.values[loc] = line
+        key = render_key(loc)
         self.budget.enter(node, line, key, depth)
         if isinstance(node, ScalarNode):
             return self._scalar(node, line, key)
@@ -473,11 +214,10 @@ class _YamlBuilder:
         try:
             if isinstance(node, SequenceNode):
                 self._check_tag(node, _SEQ, line, key)
-                items = [self.build(n, f"{key}[{i}]", depth + 1) for i, n in enumerate(node.value)]
-                return _Node("seq", line, items=items)
+                return [self.build(n, (*loc, i), depth + 1) for i, n in enumerate(node.value)]
             if isinstance(node, MappingNode):
                 self._check_tag(node, _MAP, line, key)
-                return _Node("map", line, entries=self._entries(node, key, depth))
+                return self._entries(node, loc, depth)
         finally:
             self.budget.active.discard(id(node))
         self.fail(line, key, f"unsupported YAML node {type(node).__name__}")
@@ -486,41 +226,59 @@ class _YamlBuilder:
         if node.tag != expected:
             self.fail(line, key, f"unsupported YAML tag {node.tag!r}")
 
-    def _entries(
-        self, node: MappingNode, key: str, depth: int
-    ) -> dict[str, tuple[int | None, _Node]]:
-        explicit: dict[str, tuple[int | None, _Node]] = {}
-        merged: dict[str, tuple[int | None, _Node]] = {}
+    def _entries(self, node: MappingNode, loc: Loc, depth: int) -> dict[str, Any]:
+        explicit: dict[str, Any] = {}
+        merged: dict[str, tuple[int, int, Any]] = {}
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
             if isinstance(key_node, ScalarNode) and key_node.tag == _MERGE:
-                self.budget.enter(key_node, key_line, key, depth + 1)
-                self._merge(value_node, key, depth + 1, merged)
+                self.budget.enter(key_node, key_line, render_key(loc), depth + 1)
+                self._merge(value_node, loc, depth + 1, merged)
                 continue
-            name = self._key(key_node, key, depth + 1)
+            name = self._key(key_node, render_key(loc), depth + 1)
+            sub = (*loc, name)
             if name in explicit:
-                first = explicit[name][0]
-                self.fail(key_line, _sub(key, name), f"duplicate key (first at line {first})")
-            explicit[name] = (key_line, self.build(value_node, _sub(key, name), depth + 1))
-        for name, entry in merged.items():
-            explicit.setdefault(name, entry)
+                first = self.lines.keys[sub]
+                self.fail(key_line, render_key(sub), f"duplicate key (first at line {first})")
+            self.lines.keys[sub] = key_line
+            explicit[name] = self.build(value_node, sub, depth + 1)
+        for name, (key_line, value_line, value) in merged.items():
+            if name not in explicit:
+                explicit[name] = value
+                self.lines.keys[(*loc, name)] = key_line
+                self.lines.values.setdefault((*loc, name), value_line)
         return explicit
 
     def _merge(
-        self, node: Node, key: str, depth: int, into: dict[str, tuple[int | None, _Node]]
+        self, node: Node, loc: Loc, depth: int, into: dict[str, tuple[int, int, Any]]
     ) -> None:
         # YAML merge keys: `<<: *base` or `<<: [*a, *b]`; explicit keys win, then the first
         # merged mapping that has the key.
         sources = node.value if isinstance(node, SequenceNode) else [node]
+        key = render_key(loc)
         if isinstance(node, SequenceNode):
             self.budget.enter(node, node.start_mark.line + 1, key, depth)
         for source in sources:
             if not isinstance(source, MappingNode):
                 line = source.start_mark.line + 1
                 self.fail(line, key, "'<<' (merge) expects a mapping or a list of mappings")
-            built = self.build(source, key, depth + 1)
-            for name, entry in built.entries.items():
-                into.setdefault(name, entry)
+            # Built at a scratch location: its lines become the merging mapping's below.
+            scratch = _YamlBuilder.__new__(_YamlBuilder)
+            scratch.fail, scratch.budget, scratch.lines = self.fail, self.budget, _Lines()
+            built = scratch.build(source, (), depth + 1)
+            for name, value in built.items():
+                if name not in into:
+                    into[name] = (
+                        scratch.lines.keys.get((name,), source.start_mark.line + 1),
+                        scratch.lines.values.get((name,), source.start_mark.line + 1),
+                        value,
+                    )
+                    for sub, line in scratch.lines.values.items():
+                        if sub[:1] == (name,) and len(sub) > 1:
+                            self.lines.values.setdefault((*loc, *sub), line)
+                    for sub, line in scratch.lines.keys.items():
+                        if sub[:1] == (name,) and len(sub) > 1:
+                            self.lines.keys.setdefault((*loc, *sub), line)
 
     def _key(self, node: Node, key: str, depth: int) -> str:
         line = node.start_mark.line + 1
@@ -533,15 +291,17 @@ class _YamlBuilder:
             self.fail(line, key, f"unsupported YAML tag {node.tag!r} on a key")
         text: str = node.value
         if "\x00" in text:
-            self.fail(line, key, f"NUL character in key {_short_repr(text)}")
+            self.fail(line, key, f"NUL character in key {short_repr(text)}")
         return text
 
-    def _scalar(self, node: ScalarNode, line: int, key: str) -> _Node:
+    def _scalar(self, node: ScalarNode, line: int, key: str) -> YamlScalar | None:
         raw: str = node.value
         tag = node.tag
-        value: str | int | float | bool | None
+        value: str | int | float | bool
         try:
-            if tag in _TEXT_TAGS:
+            if tag == _STR and node.style is None and _EXPONENT.fullmatch(raw):
+                value = float(raw)  # `1e-3`: a number in YAML 1.2, text in YAML 1.1
+            elif tag in _TEXT_TAGS:
                 value = raw
             elif tag == _INT:
                 value = _SCALARS.construct_yaml_int(node)
@@ -550,356 +310,15 @@ class _YamlBuilder:
             elif tag == _BOOL:
                 value = _SCALARS.construct_yaml_bool(node)
             elif tag == _NULL:
-                value = None
+                return None
             else:
                 self.fail(line, key, f"unsupported YAML tag {tag!r}")
         except (ValueError, KeyError, OverflowError):
             kind = tag.rsplit(":", 1)[-1]
-            self.fail(line, key, f"invalid or too large {kind} {_short_repr(raw)}")
+            self.fail(line, key, f"invalid or too large {kind} {short_repr(raw)}")
         if "\x00" in raw:
             self.fail(line, key, "NUL character in a string (from an escape)")
-        return _Node("scalar", line, value=value, raw=raw)
-
-
-def _from_plain(data: object, checker: _Checker) -> _Node:
-    """Snapshot data (JSON types) to :class:`_Node`, under the same budget as YAML."""
-    budget = _Budget(checker.fail)
-
-    def build(obj: object, key: str, depth: int) -> _Node:
-        budget.enter(obj, None, key, depth)
-        if isinstance(obj, Mapping):
-            budget.active.add(id(obj))
-            entries: dict[str, tuple[int | None, _Node]] = {}
-            for name, value in obj.items():
-                if not isinstance(name, str):
-                    checker.fail(None, key, f"a key must be a string, got {name!r}")
-                entries[name] = (None, build(value, _sub(key, name), depth + 1))
-            budget.active.discard(id(obj))
-            return _Node("map", None, entries=entries)
-        if isinstance(obj, list | tuple):
-            budget.active.add(id(obj))
-            items = [build(v, f"{key}[{i}]", depth + 1) for i, v in enumerate(obj)]
-            budget.active.discard(id(obj))
-            return _Node("seq", None, items=items)
-        if obj is None:
-            return _Node("scalar", None, value=None, raw="null")
-        if isinstance(obj, bool):
-            return _Node("scalar", None, value=obj, raw="true" if obj else "false")
-        if isinstance(obj, str):
-            if "\x00" in obj:
-                checker.fail(None, key, "NUL character in a string")
-            return _Node("scalar", None, value=obj, raw=obj)
-        if isinstance(obj, int | float):
-            try:
-                raw = repr(obj)
-            except ValueError:
-                checker.fail(None, key, "integer too large")
-            return _Node("scalar", None, value=obj, raw=raw)
-        checker.fail(None, key, f"unsupported value of type {type(obj).__name__}")
-
-    return build(data, "", 0)
-
-
-# -- validation -------------------------------------------------------------------------------
-
-
-def _describe(node: _Node) -> str:
-    if node.kind == "map":
-        return "a mapping"
-    if node.kind == "seq":
-        return "a list"
-    if node.value is None:
-        return "null"
-    if isinstance(node.value, bool):
-        return f"a boolean ({node.raw})"
-    if isinstance(node.value, str):
-        return _short_repr(node.value)
-    return node.raw if len(node.raw) <= 40 else node.raw[:40] + "…"
-
-
-@dataclass(slots=True)
-class _CheckedStage:
-    definition: StageDefinition
-    name_line: int | None
-    # (stage name needed, line, key path) per entry of `needs`, for precise errors
-    needs: list[tuple[str, int | None, str]]
-
-
-class _Checker:
-    """Validates a :class:`_Node` tree into definitions, failing at the first problem with
-    the file, line and key path."""
-
-    def __init__(self, path: str | None, *, strict_keys: bool = True) -> None:
-        self.path = path
-        self.strict_keys = strict_keys
-        self.workflow_id: str | None = None  # known as soon as validated (see find_workflow)
-
-    def fail(self, line: int | None, key: str | None, problem: str) -> NoReturn:
-        raise WorkflowError(problem, path=self.path, line=line, key=key)
-
-    # -- field types ----------------------------------------------------------------------
-
-    def mapping(self, node: _Node, key: str, expected: str) -> dict[str, tuple[int | None, _Node]]:
-        if node.kind != "map":
-            self.fail(node.line, key, f"expected {expected}, got {_describe(node)}")
-        return node.entries
-
-    def check_keys(
-        self,
-        entries: Mapping[str, tuple[int | None, _Node]],
-        allowed: tuple[str, ...],
-        key: str,
-        where: str,
-        hint: Callable[[str], str] | None = None,
-    ) -> None:
-        if not self.strict_keys:
-            return
-        for name, (line, _value) in entries.items():
-            if name not in allowed:
-                extra = hint(name) if hint else ""
-                self.fail(
-                    line,
-                    _sub(key, name),
-                    f"unknown key {_short_repr(name)}{_suggest(name, allowed)} {where}{extra}; "
-                    f"allowed: {', '.join(sorted(allowed))}",
-                )
-
-    def string(self, node: _Node, key: str, *, allow_empty: bool = True) -> str | None:
-        if node.kind != "scalar":
-            self.fail(node.line, key, f"expected a string, got {_describe(node)}")
-        if node.value is None:
-            return None
-        if not allow_empty and not node.raw.strip():
-            self.fail(node.line, key, "expected a non-empty string (omit the key instead)")
-        return node.raw
-
-    def seconds(self, node: _Node, key: str) -> float | None:
-        value = node.value if node.kind == "scalar" else node
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(node.line, key, f"expected a number of seconds > 0, got {_describe(node)}")
-        try:
-            seconds = float(value)
-        except OverflowError:
-            seconds = math.inf
-        if not seconds > 0:  # also refuses NaN
-            self.fail(node.line, key, f"expected a number of seconds > 0, got {_describe(node)}")
-        if seconds > MAX_SECONDS:  # also refuses infinity
-            self.fail(
-                node.line,
-                key,
-                f"expected at most {MAX_SECONDS:.0f} seconds (ten years), got {_describe(node)}",
-            )
-        return seconds
-
-    def count(self, node: _Node, key: str, *, maximum: int) -> int | None:
-        value = node.value if node.kind == "scalar" else node
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            self.fail(node.line, key, f"expected an integer >= 0, got {_describe(node)}")
-        if value > maximum:
-            self.fail(node.line, key, f"expected at most {maximum}, got {_describe(node)}")
-        return value
-
-    def strings(self, node: _Node, key: str, what: str) -> list[tuple[str, int | None, str]]:
-        """A list of strings, or one string standing for a list of one."""
-        if node.kind == "scalar":
-            if node.value is None:
-                return []
-            return [(node.raw, node.line, key)]
-        if node.kind != "seq":
-            self.fail(node.line, key, f"expected {what}, got {_describe(node)}")
-        out: list[tuple[str, int | None, str]] = []
-        for i, item in enumerate(node.items):
-            item_key = f"{key}[{i}]"
-            if item.kind != "scalar" or item.value is None:
-                self.fail(item.line, item_key, f"expected a string, got {_describe(item)}")
-            out.append((item.raw, item.line, item_key))
-        return out
-
-    def env(self, node: _Node, key: str) -> dict[str, str]:
-        if node.kind == "scalar" and node.value is None:
-            return {}
-        entries = self.mapping(node, key, "a mapping of NAME: value")
-        env: dict[str, str] = {}
-        for name, (line, value) in entries.items():
-            item_key = _sub(key, name)
-            if not name or "=" in name:
-                self.fail(line, item_key, f"invalid environment variable name {_short_repr(name)}")
-            if value.kind != "scalar" or value.value is None:
-                self.fail(
-                    value.line,
-                    item_key,
-                    f"expected a string, number or boolean, got {_describe(value)} "
-                    "(write '' for an empty value)",
-                )
-            env[name] = value.raw
-        return env
-
-    def identifier(self, node: _Node, key: str, what: str) -> str:
-        value = self.string(node, key)
-        if value is None:
-            self.fail(node.line, key, f"expected a {what}, got null")
-        try:
-            return validate_identifier(value, what)
-        except WorkflowError as exc:
-            self.fail(node.line, key, exc.problem)
-
-    # -- structures -----------------------------------------------------------------------
-
-    def stage(self, node: _Node, key: str) -> _CheckedStage:
-        if node.kind == "scalar" and isinstance(node.value, str):
-            self.fail(
-                node.line,
-                key,
-                f"expected a stage mapping (name: …, run: …), got {_describe(node)}; "
-                f"write '- name: {node.raw}' for a stage named that",
-            )
-        entries = self.mapping(node, key, "a stage mapping (name: …, run: …)")
-        self.check_keys(entries, _STAGE_KEYS, key, "in a stage")
-        if "name" not in entries:
-            self.fail(node.line, key, "missing required key 'name'")
-
-        def get(name: str) -> _Node | None:
-            entry = entries.get(name)
-            return None if entry is None else entry[1]
-
-        def sub(name: str) -> str:
-            return _sub(key, name)
-
-        name_node = entries["name"][1]
-        name = self.identifier(name_node, sub("name"), "stage name")
-        run = cwd = description = timeout = retries = kill_timeout = None
-        env: dict[str, str] = {}
-        needs: list[tuple[str, int | None, str]] = []
-        checklist: list[tuple[str, int | None, str]] = []
-        if (n := get("run")) is not None:
-            run = self.string(n, sub("run"), allow_empty=False)
-        if (n := get("timeout")) is not None:
-            timeout = self.seconds(n, sub("timeout"))
-        if (n := get("retries")) is not None:
-            retries = self.count(n, sub("retries"), maximum=MAX_RETRIES)
-        if (n := get("kill_timeout")) is not None:
-            kill_timeout = self.seconds(n, sub("kill_timeout"))
-        if (n := get("env")) is not None:
-            env = self.env(n, sub("env"))
-        if (n := get("cwd")) is not None:
-            cwd = self.string(n, sub("cwd"), allow_empty=False)
-        if (n := get("needs")) is not None:
-            needs = self.strings(n, sub("needs"), "a stage name or a list of stage names")
-        if (n := get("checklist")) is not None:
-            checklist = self.strings(n, sub("checklist"), "a list of strings")
-        if (n := get("description")) is not None:
-            description = self.string(n, sub("description"))
-        unique_needs: dict[str, tuple[str, int | None, str]] = {}
-        for need in needs:
-            unique_needs.setdefault(need[0], need)
-        definition = StageDefinition(
-            name=name,
-            run=run,
-            timeout=timeout,
-            retries=retries or 0,
-            kill_timeout=kill_timeout if kill_timeout is not None else DEFAULT_KILL_TIMEOUT,
-            env=env,
-            cwd=cwd,
-            needs=tuple(unique_needs),
-            checklist=tuple(text for text, _line, _key in checklist),
-            description=description,
-        )
-        return _CheckedStage(definition, name_node.line, list(unique_needs.values()))
-
-    def workflow(self, node: _Node, default_id: str | None) -> WorkflowDefinition:
-        entries = self.mapping(
-            node, "", "a mapping at the top level (id, name, description, stages)"
-        )
-        self.check_keys(
-            entries,
-            _WORKFLOW_KEYS,
-            "",
-            "at the top level",
-            hint=lambda k: " (stage keys go under 'stages')" if k in _STAGE_KEYS else "",
-        )
-
-        def get(name: str) -> _Node | None:
-            entry = entries.get(name)
-            return None if entry is None else entry[1]
-
-        id_node = get("id")
-        if id_node is not None and not (id_node.kind == "scalar" and id_node.value is None):
-            workflow_id = self.identifier(id_node, "id", "workflow id")
-        elif default_id is None:
-            self.fail(node.line, None, "missing required key 'id'")
-        else:
-            try:
-                workflow_id = validate_identifier(default_id, "workflow id")
-            except WorkflowError as exc:
-                self.fail(None, "id", f"{exc.problem} (taken from the file name; set 'id:')")
-        self.workflow_id = workflow_id
-
-        name = description = None
-        if (n := get("name")) is not None:
-            name = self.string(n, "name")
-        if (n := get("description")) is not None:
-            description = self.string(n, "description")
-
-        stages_node = get("stages")
-        if stages_node is None:
-            self.fail(node.line, None, "missing required key 'stages'")
-        if stages_node.kind != "seq":
-            self.fail(
-                stages_node.line,
-                "stages",
-                f"expected a list of stages, got {_describe(stages_node)}",
-            )
-        if not stages_node.items:
-            self.fail(stages_node.line, "stages", "expected at least one stage, got none")
-        stages = [self.stage(item, f"stages[{i}]") for i, item in enumerate(stages_node.items)]
-        self._check_graph(stages)
-        return WorkflowDefinition(
-            id=workflow_id,
-            name=name if name is not None else workflow_id,
-            description=description,
-            stages=tuple(s.definition for s in stages),
-            path=self.path,
-        )
-
-    def _check_graph(self, stages: list[_CheckedStage]) -> None:
-        index: dict[str, int] = {}
-        for i, stage in enumerate(stages):
-            name = stage.definition.name
-            if name in index:
-                first = index[name]
-                where = f"stages[{first}]"
-                if stages[first].name_line is not None:
-                    where += f" at line {stages[first].name_line}"
-                self.fail(
-                    stage.name_line,
-                    f"stages[{i}].name",
-                    f"duplicate stage name {name!r}; already used by {where}",
-                )
-            index[name] = i
-        for stage in stages:
-            for need, line, key in stage.needs:
-                if need == stage.definition.name:
-                    self.fail(line, key, f"stage {need!r} needs itself")
-                if need not in index:
-                    known = ", ".join(list(index)[:MAX_KNOWN_LISTED])
-                    if len(index) > MAX_KNOWN_LISTED:
-                        known += f" and {len(index) - MAX_KNOWN_LISTED} more"
-                    self.fail(
-                        line,
-                        key,
-                        f"unknown stage {_short_repr(need)}{_suggest(need, index)}; "
-                        f"stages: {known}",
-                    )
-        cycle = _find_cycle([[index[n] for n, _l, _k in s.needs] for s in stages])
-        if cycle:
-            opener, second = stages[cycle[0]], stages[cycle[1]].definition.name
-            _need, line, key = next(n for n in opener.needs if n[0] == second)
-            names = " -> ".join(stages[i].definition.name for i in cycle)
-            self.fail(line, key, f"dependency cycle: {names}")
+        return YamlScalar(raw, value)
 
 
 # -- loading ----------------------------------------------------------------------------------
@@ -917,20 +336,32 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[int | None, str]:
     return None, f"invalid YAML: {exc}"
 
 
-def _load(
-    text: str, path: str | None, default_id: str | None, checker: _Checker | None = None
-) -> tuple[WorkflowDefinition, int | None]:
-    """The definition and the line of its ``id`` key (None when it defaulted)."""
-    checker = checker or _Checker(path)
+@dataclass(slots=True)
+class _Parsed:
+    """A file read and parsed, before the model validates it."""
+
+    data: Any
+    lines: _Lines
+    #: The id it defines (declared, or the default it would get); None when unknown.
+    workflow_id: str | None
+    id_line: int | None
+
+
+def _parse(text: str, path: str | None, default_id: str | None) -> _Parsed:
+    """The hostile-input checks, YAML composition, the alias-bomb fuse, and the default id."""
+
+    def fail(line: int | None, key: str | None, problem: str) -> NoReturn:
+        raise WorkflowError(problem, path=path, line=line, key=key)
+
     if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
-        checker.fail(None, None, f"file too large (the limit is {MAX_FILE_BYTES:,} bytes)")
+        fail(None, None, f"file too large (the limit is {MAX_FILE_BYTES:,} bytes)")
     if text.startswith("\ufeff"):
         text = text[1:]
     bad = _NOT_YAML_TEXT.search(text)
     if bad:
         char = bad.group()
         what = "NUL character" if char == "\x00" else f"control character {char!r}"
-        checker.fail(
+        fail(
             _line_of(text, bad.start()),
             None,
             f"{what} in the file; write it as an escape in a double-quoted string",
@@ -940,20 +371,44 @@ def _load(
         root = loader.get_single_node()
     except yaml.YAMLError as exc:
         line, problem = _yaml_problem(exc, text)
-        checker.fail(line, None, problem)
+        fail(line, None, problem)
     except RecursionError:  # only the pure-Python composer recurses; libyaml caps nesting
         get_mark = getattr(loader, "get_mark", None)
         line = get_mark().line + 1 if callable(get_mark) else None
-        checker.fail(line, None, "invalid YAML: nested too deeply")
+        fail(line, None, "invalid YAML: nested too deeply")
     finally:
         loader.dispose()
     if root is None:
-        checker.fail(None, None, "empty file; expected a mapping with 'stages'")
-    _measure(root, checker.fail)  # before building anything: the alias-bomb fuse
-    tree = _YamlBuilder(checker).build(root, "")
-    definition = checker.workflow(tree, default_id)
-    id_entry = tree.entries.get("id")
-    return definition, (id_entry[0] if id_entry and id_entry[1].value is not None else None)
+        fail(None, None, "empty file; expected a mapping with 'stages'")
+    _measure(root, fail)  # before building anything: the alias-bomb fuse
+    builder = _YamlBuilder(fail)
+    data = builder.build(root, ())
+    lines = builder.lines
+    workflow_id: str | None = None
+    id_line: int | None = None
+    if isinstance(data, dict):
+        declared = data.get("id")
+        if declared is not None:
+            id_line = lines.keys.get(("id",))
+            if isinstance(declared, str):
+                try:
+                    workflow_id = validate_identifier(str(declared), "workflow id")
+                except WorkflowError:
+                    workflow_id = None  # reported by the model, at its line
+        elif default_id is not None:
+            try:
+                workflow_id = validate_identifier(default_id, "workflow id")
+            except WorkflowError as exc:
+                fail(None, "id", f"{exc.problem} (taken from the file name; set 'id:')")
+            data["id"] = workflow_id
+    return _Parsed(data, lines, workflow_id, id_line)
+
+
+def _validated(parsed: _Parsed, path: str | None) -> WorkflowDefinition:
+    definition = validate(
+        WorkflowDefinition, parsed.data, source="file", path=path, locations=parsed.lines
+    )
+    return definition if path is None else definition.model_copy(update={"path": path})
 
 
 def load_workflow_text(
@@ -961,7 +416,7 @@ def load_workflow_text(
 ) -> WorkflowDefinition:
     """Parse and validate one workflow from text; ``path`` is only used in messages and kept
     on the result, ``default_id`` is the id used when the text has none."""
-    return _load(text, path, default_id)[0]
+    return _validated(_parse(text, path, default_id), path)
 
 
 def _read_text(path: Path) -> str:
@@ -1006,7 +461,7 @@ def _read_text(path: Path) -> str:
 
 def load_workflow_file(path: Path) -> WorkflowDefinition:
     """Load one workflow file; its ``id`` defaults to the file's stem."""
-    return _load(_read_text(path), str(path), path.stem)[0]
+    return _validated(_parse(_read_text(path), str(path), path.stem), str(path))
 
 
 @dataclass(slots=True)
@@ -1039,14 +494,15 @@ def _scan(directory: Path) -> tuple[list[_Scanned], list[WorkflowError]]:
         return [], [WorkflowError(f"cannot list: {exc.strerror or exc}", path=str(directory))]
     scanned: list[_Scanned] = []
     for file in files:
-        checker = _Checker(str(file))
+        parsed: _Parsed | None = None
         try:
-            definition, id_line = _load(_read_text(file), str(file), file.stem, checker)
+            parsed = _parse(_read_text(file), str(file), file.stem)
+            definition = _validated(parsed, str(file))
         except WorkflowError as exc:
-            wid = checker.workflow_id
+            wid = parsed.workflow_id if parsed is not None else None
             scanned.append(_Scanned(file, wid, error=exc))
         else:
-            scanned.append(_Scanned(file, definition.id, definition, id_line))
+            scanned.append(_Scanned(file, definition.id, definition, parsed.id_line))
     return scanned, []
 
 
@@ -1105,7 +561,4 @@ def find_workflow(directory: Path, workflow_id: str) -> WorkflowDefinition:
     if errors:
         raise errors[0]
     known = sorted({s.definition.id for s in scanned if s.definition is not None})
-    listed = ", ".join(known[:MAX_KNOWN_LISTED]) or "(none)"
-    if len(known) > MAX_KNOWN_LISTED:
-        listed += f" and {len(known) - MAX_KNOWN_LISTED} more"
-    raise WorkflowError(f"unknown workflow {workflow_id!r}; known: {listed}")
+    raise WorkflowError(f"unknown workflow {workflow_id!r}; known: {listed(known)}")

@@ -134,7 +134,7 @@ def translate_errors() -> Iterator[None]:
     except StoreError as exc:
         raise fail(str(exc), exc.exit_code) from None
     except WorkflowError as exc:
-        raise fail(str(exc), 1) from None
+        raise fail(str(exc), exc.exit_code) from None
     except BrokenPipeError:
         raise
     except OSError as exc:
@@ -359,6 +359,20 @@ def parse_meta(pairs: Sequence[str]) -> dict[str, str]:
             raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--meta")
         meta[key.strip()] = value
     return meta
+
+
+def parse_params(pairs: Sequence[str]) -> dict[str, str]:
+    """``--param KEY=VALUE`` options: the value is everything after the first ``=``, kept
+    exactly (it reaches stages only as ``VC_PARAM_KEY``); the workflow checks it."""
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--param")
+        if key in params:
+            raise typer.BadParameter(f"parameter {key!r} given twice", param_hint="--param")
+        params[key] = value
+    return params
 
 
 def confirm(question: str) -> bool:

@@ -86,7 +86,8 @@ def show_workflow(
     workflow_id: Annotated[str, typer.Argument(metavar="WORKFLOW", help="Workflow id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
-    """Show one workflow definition and its stages in execution order."""
+    """Show one workflow definition: its parameters and its stages in execution order."""
+    from store.names import param_text
     from store.text import clean_text
 
     session.check_workflow_id(workflow_id)
@@ -106,6 +107,29 @@ def show_workflow(
         lines.append(f"description: {clean_text(wf.description)}")
     lines += [f"file:        {clean_text(wf.path)}", ""]
     by_name = {s.name: s for s in wf.stages}
+    if wf.params:
+        lines += [
+            render_table(
+                ["PARAMETER", "ACCEPTS", "DEFAULT", "DESCRIPTION"],
+                [
+                    [
+                        key,
+                        p.accepts(),
+                        "(required)"
+                        if p.required
+                        else "-"
+                        if p.default is None
+                        else param_text(p.default),
+                        p.description or "",
+                    ]
+                    for key, p in wf.params.items()
+                ],
+                flexible=3,
+                drop_order=(3,),
+                min_flexible=16,
+            ),
+            "",
+        ]
     echo(
         *lines,
         render_table(
@@ -125,6 +149,15 @@ def show_workflow(
             min_flexible=24,
         ),
     )
+
+
+@app.command("schema")
+def schema_cmd() -> None:
+    """Print the JSON Schema of workflow files, for editors' completion and checks (see
+    README, 'Writing a workflow')."""
+    from store.definitions import json_schema
+
+    print_json(json_schema())
 
 
 @app.command("status")
@@ -150,6 +183,9 @@ def status_cmd(
         reason = [f"reason   {clean_text(report['reason'])}"] if report["reason"] else []
         if gate is not None and gate.checklist:
             reason.append(f"check    {clean_text('; '.join(gate.checklist))}")
+        if view.params:
+            reason.append(f"params   {session.params_text(view.params)}")
+        outputs = session.output_lines(view.stages)
         stage = f"  stage {clean_text(report['current_stage'])}" if report["current_stage"] else ""
         marks = {"COMPLETED": "✔", "FAILED": "✘", "ACTIVE": "▶", "PAUSED": "‖"}
         echo(
@@ -174,6 +210,7 @@ def status_cmd(
                 width=width,
                 min_flexible=10,
             ),
+            *(["outputs", *outputs] if outputs else []),
         )
     if report["status"] == "FAILED":
         raise typer.Exit(1)
@@ -190,11 +227,16 @@ def run_cmd(
     detach: Annotated[bool, typer.Option("--detach", help="Run in the background.")] = False,
     queue: Annotated[bool, typer.Option("--queue", help="Queue for any worker.")] = False,
     name: Annotated[str | None, typer.Option("--name", help="Name of a new session.")] = None,
+    param: session.ParamOpt = None,
 ) -> None:
     """Run a session's remaining stages (a new session unless --session is given)."""
+    from app.cli.common import parse_params
     from app.runner.cli import run_command
 
-    code = run_command(target, session_id=session_id, detach=detach, queue=queue, name=name)
+    params = parse_params(param or [])
+    code = run_command(
+        target, session_id=session_id, detach=detach, queue=queue, name=name, params=params
+    )
     if code:
         raise typer.Exit(code)
 

@@ -31,6 +31,7 @@ from app.cli.common import (
     open_store,
     paint,
     parse_meta,
+    parse_params,
     print_json,
     progress_text,
     render_table,
@@ -53,6 +54,15 @@ IdArg = Annotated[
     str, typer.Argument(metavar="ID", help="Session id or a unique prefix (4+ characters).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        "-p",
+        metavar="KEY=VALUE",
+        help="A value for a parameter of the workflow (repeatable; see 'vc flow show').",
+    ),
+]
 
 
 def _status_option(value: str | None) -> str | None:
@@ -73,6 +83,25 @@ def status_label(status: str, orphaned: bool, awaiting_worker: bool = False) -> 
     if orphaned:
         return f"{status} (orphaned)"
     return f"{status} (queued)" if awaiting_worker else status
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """A session's parameters on one line: ``day=latest, shards=4`` (cleaned for display)."""
+    from store.names import param_text
+    from store.text import clean_text
+
+    return clean_text(", ".join(f"{k}={param_text(v)}" for k, v in params.items()))
+
+
+def output_lines(stages: Any) -> list[str]:
+    """``  STAGE.KEY = VALUE`` per output of each stage (cleaned for display)."""
+    from store.text import clean_text
+
+    return [
+        clean_text(f"  {stage.name}.{key} = {value}")
+        for stage in stages
+        for key, value in stage.outputs.items()
+    ]
 
 
 @app.command("list")
@@ -181,6 +210,8 @@ def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
     if view.metadata:
         meta = ", ".join(f"{k}={v}" for k, v in view.metadata.items())
         lines.append(f"metadata:  {clean_text(meta)}")
+    if view.params:
+        lines.append(f"params:    {params_text(view.params)}")
     stages = render_table(
         ["STAGE", "STATUS", "PROGRESS", "ATTEMPT", "EXIT", "ERROR"],
         [
@@ -217,7 +248,8 @@ def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
         width=width,
         min_flexible=10,
     )
-    echo(*lines, "", stages, "", history)
+    outputs = output_lines(view.stages)
+    echo(*lines, "", stages, *(["", "outputs:", *outputs] if outputs else []), "", history)
 
 
 @app.command("create")
@@ -229,6 +261,7 @@ def create_cmd(
     meta: Annotated[
         list[str] | None, typer.Option("--meta", help="KEY=VALUE metadata (repeatable).")
     ] = None,
+    param: ParamOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a PENDING session of a workflow (run it with 'vc flow run --session')."""
@@ -236,12 +269,17 @@ def create_cmd(
 
     check_workflow_id(workflow_id)
     metadata = parse_meta(meta or [])
+    params = parse_params(param or [])
     with open_store() as ctx, ctx.session() as session:
         from store.workflows import find_workflow
 
         definition = find_workflow(ctx.settings.workflows_dir, workflow_id)
         created = ctx.sessions(session).create_session(
-            workflow_id=definition.id, name=name, metadata=metadata, definition=definition
+            workflow_id=definition.id,
+            name=name,
+            metadata=metadata,
+            definition=definition,
+            params=params,
         )
         view = get_session_view(session, created.id)
     assert view is not None
@@ -254,7 +292,8 @@ def create_cmd(
 def check_workflow_id(workflow_id: str) -> None:
     """A workflow id that could never name a file (a path, control characters …) is a usage
     error (exit 2); an unknown but well-formed one is a refusal (exit 1) found later."""
-    from store.workflows import WorkflowError, validate_identifier
+    from store.errors import WorkflowError
+    from store.names import validate_identifier
 
     try:
         validate_identifier(workflow_id, "workflow id")

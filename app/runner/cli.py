@@ -32,6 +32,7 @@ def run_command(
     detach: bool,
     queue: bool,
     name: str | None,
+    params: dict[str, str] | None = None,
 ) -> int:
     from store import FlowSessionManager
     from store.queries import get_session_view
@@ -39,6 +40,12 @@ def run_command(
 
     if detach and queue:
         raise fail("--detach and --queue exclude each other", 2)
+    if params and session_id is not None:
+        raise fail(
+            "--param gives values to a new session; a session keeps the parameters it was "
+            "created with (see 'vc flow session show')",
+            2,
+        )
     workflow_id, _, stage = target.partition(":")
     if not workflow_id or (":" in target and not stage):
         raise fail(f"invalid target {target!r}: use WORKFLOW or WORKFLOW:STAGE", 2)
@@ -61,7 +68,7 @@ def run_command(
                         f"stages: {', '.join(sorted(names))}"
                     )
                 sid = manager.create_session(
-                    definition.id, name=name, definition=definition, queued=queue
+                    definition.id, name=name, definition=definition, queued=queue, params=params
                 ).id
             if stage and stage not in names:
                 raise fail(f"session {sid[:12]} has no stage {stage!r}")

@@ -31,11 +31,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from app.logging import Logging, format_line
+from app.runner.outputs import OUTPUT_TAG, OutputRecorder, stage_environment
 from app.runner.process import StageProcess, StageStartError, kill_leftover_group, parse_progress
 from store import FlowSessionManager, StageManager
 from store.errors import (
@@ -106,6 +107,8 @@ class _Attempt:
     error: str | None = None
     exit_code: int | None = None
     outcome: Outcome | None = None
+    #: What the attempt reported with ``::output`` lines (stored before it is returned).
+    outputs: dict[str, str] = field(default_factory=dict)
 
 
 class StageOutput:
@@ -128,8 +131,15 @@ class StageOutput:
     #: Past it, what was held is written and lines go through as they come.
     HOLD_MAX = 4 * 1024 * 1024
 
-    def __init__(self, logging: Logging, session_id: str, stage: str) -> None:
+    def __init__(
+        self,
+        logging: Logging,
+        session_id: str,
+        stage: str,
+        outputs: OutputRecorder | None = None,
+    ) -> None:
         self._files = logging.files
+        self.outputs = outputs
         self._mirror = logging.mirror
         self.session_id = session_id
         self.stage = stage
@@ -184,6 +194,7 @@ class StageOutput:
         at, stream, _ = lines[0]
         texts = [text for _, _, text in lines]
         body = "\n".join(texts)
+        outputs = self.outputs if self.outputs is not None and OUTPUT_TAG in body else None
         if _PROGRESS_TAG in body:
             texts = [t for t in texts if parse_progress(t) is None]
             if not texts:
@@ -201,6 +212,8 @@ class StageOutput:
         self.last_line = texts[-1]
         if stream == "stderr":
             self.last_stderr = texts[-1]
+        if outputs is not None:
+            outputs.scan(texts)  # logged above like any line, warnings after it
 
 
 class Runner:
@@ -267,6 +280,11 @@ class Runner:
         #: How each stage (or a retried attempt) ended, in order, as (stage, text): what
         #: the foreground display prints, one line each, when it is not on a terminal.
         self.stage_results: list[tuple[str, str]] = []
+        #: The session's parameters and the outputs of its COMPLETED stages (read from the
+        #: store when the run starts, then kept up to date by the stages it completes):
+        #: what each stage gets as VC_PARAM_* and VC_OUTPUT_* (app.runner.outputs).
+        self._params: dict[str, Any] = {}
+        self._stage_outputs: dict[str, dict[str, str]] = {}
 
     # -- logging -------------------------------------------------------------------------------
 
@@ -547,7 +565,7 @@ class Runner:
         names = [s.name for s in view.stages]
         definition = view.definition or {}
         if definition.get("stages"):
-            from store.workflows import WorkflowDefinition
+            from store.definitions import WorkflowDefinition
 
             try:
                 names = WorkflowDefinition.from_dict(definition).execution_order()
@@ -605,6 +623,10 @@ class Runner:
         """Run what is left, in order. The stage states read once here stay true while we
         go: only this runner moves a stage forward, and what others may do (abort, delete)
         is seen by the wait before each stage."""
+        self._params = dict(view.params)
+        done = [s for s in view.stages if s.status == StageStatus.COMPLETED and s.outputs]
+        done.sort(key=lambda s: s.finished_at or 0.0)  # the last to complete wins a variable
+        self._stage_outputs = {s.name: dict(s.outputs) for s in done}
         for stage in self._order(view):
             if stage.status == StageStatus.COMPLETED:
                 if self.only_stage is not None:
@@ -750,6 +772,7 @@ class Runner:
     def _stage_env(self, stage: StageView, attempt: int) -> dict[str, str]:
         env = dict(os.environ)
         env.update({str(k): str(v) for k, v in (stage.config.get("env") or {}).items()})
+        env = stage_environment(env, self._params, self._stage_outputs.items())
         env.update(VC_SESSION_ID=self.session_id, VC_STAGE=stage.name, VC_ATTEMPT=str(attempt))
         return env
 
@@ -789,6 +812,9 @@ class Runner:
                 except InvalidTransition:
                     if not self._landed(errors, stage, StageStatus.COMPLETED, attempt):
                         return self._stopped_outcome()  # aborted as the stage exited
+                self._stage_outputs.pop(stage.name, None)
+                if result.outputs:
+                    self._stage_outputs[stage.name] = result.outputs
                 self._stage_result(stage.name, f"stage completed (attempt {attempt})")
                 return None
             error = result.error or "failed"
@@ -838,7 +864,8 @@ class Runner:
         and a new attempt overwrites it.
         """
         command = str(stage.config.get("run"))
-        output = StageOutput(self.log, self.session_id, stage.name)
+        recorder = OutputRecorder(lambda text: self._say(text, "WARNING", stage.name))
+        output = StageOutput(self.log, self.session_id, stage.name, recorder)
         proc = StageProcess(
             command,
             env=self._stage_env(stage, attempt),
@@ -921,8 +948,11 @@ class Runner:
                     else:
                         progress_written = value
                     self._notify()
+                self._save_outputs(stage, attempt, recorder, final=code is not None)
                 if code is not None:
-                    return self._exited(stage, proc, output, code)
+                    result = self._exited(stage, proc, output, code)
+                    result.outputs = recorder.outputs()
+                    return result
                 desired = self._desired()
                 if desired is None:
                     proc.terminate(kill_timeout)
@@ -957,6 +987,24 @@ class Runner:
                 proc.terminate(kill_timeout)
             output.release()  # whatever path this was, no line stays held back
             self._proc = None
+
+    def _save_outputs(
+        self, stage: StageView, attempt: int, recorder: OutputRecorder, *, final: bool
+    ) -> None:
+        """Store the outputs reported since the last save: as they come (a store away for
+        now is retried at the next change), and for good once the attempt has exited,
+        before its end is recorded, so a stage is never COMPLETED without its outputs."""
+        changes = recorder.take_changes()
+        if changes is None:
+            return
+        if final:
+            self.stages.record_outputs(stage.id, attempt, changes)
+            return
+        try:
+            self.stages.raw.record_outputs(stage.id, attempt, changes)
+        except _STORE_ERRORS as exc:
+            recorder.mark_unsaved()
+            self._store_lost(exc)
 
     def _as_known(self, stage: StageView) -> StageMove | None:
         """Where the stage's next move can start from without reading it: the last move of

@@ -36,6 +36,40 @@ def _build_at(url: str, revision: str):  # type: ignore[no-untyped-def]
     return engine
 
 
+#: Columns added after revision 0004 (revision 0005: session parameters, stage outputs).
+NEW_COLUMNS = {("flow_sessions", "params"), ("stage_instances", "outputs")}
+
+
+def _filled_at(url: str, revision: str, definition):  # type: ignore[no-untyped-def]
+    """A database at ``revision`` holding the rows of :func:`_fill`. The managers of this
+    code write every column it knows, so the rows are made at the head and the schema is
+    then migrated down to ``revision`` (which drops only the columns added since)."""
+    engine = init_db(url)
+    _fill(engine, definition)
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), revision)
+        if conn.dialect.name == "sqlite":  # as _build_at leaves it: the slow check decides
+            conn.exec_driver_sql("PRAGMA user_version=0")
+    return engine
+
+
+def _rows(engine) -> dict[str, list[dict[str, object]]]:  # type: ignore[no-untyped-def]
+    """Every row of every table by column name, in primary-key order."""
+    out: dict[str, list[dict[str, object]]] = {}
+    with engine.connect() as conn:
+        for table in (*ID_TABLES, "flow_sessions", "log_records"):
+            rows = conn.execute(text(f"SELECT * FROM {table} ORDER BY id")).mappings()
+            out[table] = [dict(r) for r in rows]
+    return out
+
+
+def _without_new_columns(rows):  # type: ignore[no-untyped-def]
+    return {
+        table: [{k: v for k, v in r.items() if (table, k) not in NEW_COLUMNS} for r in items]
+        for table, items in rows.items()
+    }
+
+
 def _fill(engine, definition) -> list[str]:  # type: ignore[no-untyped-def]
     """Sessions in several states, with stages, events, metadata and log records."""
     with get_session_factory(engine)() as db:
@@ -102,8 +136,9 @@ def _autoincrement_tables(engine) -> set[str]:  # type: ignore[no-untyped-def]
         return {name for name, sql in rows if "AUTOINCREMENT" in (sql or "").upper()}
 
 
-def _structure(engine) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    """Columns, keys and indexes of every table, as the database reports them."""
+def _structure(engine, without: set[tuple[str, str]] | None = None) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Columns, keys and indexes of every table, as the database reports them (less the
+    columns ``without`` names)."""
     insp = inspect(engine)
     out: dict[str, object] = {}
     for table in sorted(insp.get_table_names()):
@@ -111,6 +146,7 @@ def _structure(engine) -> dict[str, object]:  # type: ignore[no-untyped-def]
             [
                 (c["name"], str(c["type"]), c["nullable"], c["default"])
                 for c in insp.get_columns(table)
+                if (table, c["name"]) not in (without or set())
             ],
             insp.get_pk_constraint(table)["constrained_columns"],
             sorted(
@@ -226,16 +262,17 @@ def test_head_schema_matches_the_models(db_url):
         engine.dispose()
 
 
-@pytest.mark.parametrize("start", [BASELINE, "0003"])
+@pytest.mark.parametrize("start", [BASELINE, "0003", "0004"])
 def test_upgrade_keeps_every_row(db_url, hello_definition, start):
-    """From the first revision and from the one before AUTOINCREMENT (0004): every row,
-    column, key and index is kept, and afterwards no deleted id is given again."""
-    old = _build_at(db_url, start)
+    """From the first revision, from the one before AUTOINCREMENT (0004) and from the one
+    before parameters and outputs (0005): every row, column, key and index is kept, the new
+    columns are empty on the old rows, and afterwards no deleted id is given again."""
+    old = _filled_at(db_url, start, hello_definition)
     try:
         assert _revision(old) == start
         assert ("ix_flow_sessions_queue" in _indexes(old)) == (start != BASELINE)
-        _fill(old, hello_definition)
-        before = snapshot(old)
+        assert not {c["name"] for c in inspect(old).get_columns("flow_sessions")} & {"params"}
+        before = _rows(old)
         structure = _structure(old)
         top = _max_ids(old)
     finally:
@@ -245,10 +282,13 @@ def test_upgrade_keeps_every_row(db_url, hello_definition, start):
     engine = init_db(db_url)
     try:
         assert _revision(engine) == HEAD
-        assert snapshot(engine) == before
+        after = _rows(engine)
+        assert _without_new_columns(after) == before
+        for table, column in NEW_COLUMNS:
+            assert [r[column] for r in after[table]] == [None] * len(after[table])
         assert "ix_flow_sessions_queue" in _indexes(engine)
         if start != BASELINE:
-            assert _structure(engine) == structure
+            assert _structure(engine, without=NEW_COLUMNS) == structure
         if engine.dialect.name == "sqlite":
             assert _user_version(engine) == SCHEMA_VERSION
             assert _autoincrement_tables(engine) == set(ID_TABLES)
@@ -258,12 +298,49 @@ def test_upgrade_keeps_every_row(db_url, hello_definition, start):
         # and the store works on: the upgraded rows take new operations
         with get_session_factory(engine)() as db:
             sessions = FlowSessionManager(db)
-            sid = before["flow_sessions"][0][0]
-            paused = [r[0] for r in before["flow_sessions"] if r[3] == "PAUSED"]
+            sid = before["flow_sessions"][0]["id"]
+            paused = [r["id"] for r in before["flow_sessions"] if r["status"] == "PAUSED"]
             sessions.resume(paused[0])
             assert sessions.get_session(paused[0]).status == "ACTIVE"
             assert sessions.get_session(sid) is not None
         _assert_ids_not_reused(engine, hello_definition)
+    finally:
+        engine.dispose()
+
+
+def test_upgraded_sessions_have_no_params_or_outputs_and_new_ones_keep_theirs(
+    db_url, hello_definition
+):
+    """Rows an older vc wrote read as sessions without parameters and stages without
+    outputs; a session created after the upgrade stores both."""
+    from store.definitions import ParamDefinition
+    from store.queries import get_session_view
+
+    old = _filled_at(db_url, "0004", hello_definition)
+    old.dispose()
+    engine = init_db(db_url)
+    try:
+        with get_session_factory(engine)() as db:
+            old_id = _rows(engine)["flow_sessions"][0]["id"]
+            view = get_session_view(db, old_id)
+            assert view is not None
+            assert view.params == {} and view.to_json()["params"] == {}
+            assert all(s.outputs == {} for s in view.stages)
+            definition = hello_definition.model_copy(
+                update={"params": {"day": ParamDefinition(default="latest")}}
+            )
+            sid = (
+                FlowSessionManager(db)
+                .create_session("hello", definition=definition, params={"day": "2024-01-02"})
+                .id
+            )
+            stage = StageManager(db).list_stages(sid)[0]
+            StageManager(db).update_stage_status(stage.id, StageStatus.ACTIVE)
+            assert StageManager(db).record_outputs(stage.id, 1, {"rows": "42"})
+            view = get_session_view(db, sid)
+            assert view is not None
+            assert view.params == {"day": "2024-01-02"}
+            assert view.stages[0].outputs == {"rows": "42"}
     finally:
         engine.dispose()
 
@@ -274,14 +351,13 @@ def test_autoincrement_downgrade_keeps_every_row(db_url, hello_definition):
     reference = _build_at(db_url, "0003")
     structure = _structure(reference)
     reference.dispose()
-    engine = init_db(db_url)
+    engine = _filled_at(db_url, "0004", hello_definition)
     try:
-        _fill(engine, hello_definition)
-        before = snapshot(engine)
+        before = _rows(engine)
         with engine.begin() as conn:
             command.downgrade(alembic_config(conn), "0003")
         assert _revision(engine) == "0003"
-        assert snapshot(engine) == before
+        assert _rows(engine) == before
         assert _structure(engine) == structure
         if engine.dialect.name == "sqlite":
             assert _autoincrement_tables(engine) == set()
@@ -289,18 +365,38 @@ def test_autoincrement_downgrade_keeps_every_row(db_url, hello_definition):
         engine.dispose()
 
 
+def test_params_and_outputs_downgrade_keeps_every_other_column(db_url, hello_definition):
+    """Revision 0005 undone drops the parameter and output columns only: every row and
+    every other column stays, and the schema is 0004's (AUTOINCREMENT kept on SQLite)."""
+    reference = _build_at(db_url, "0004")
+    structure = _structure(reference)
+    reference.dispose()
+    engine = init_db(db_url)
+    try:
+        _fill(engine, hello_definition)
+        before = _rows(engine)
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0004")
+        assert _revision(engine) == "0004"
+        assert _rows(engine) == _without_new_columns(before)
+        assert _structure(engine) == structure
+        if engine.dialect.name == "sqlite":
+            assert _autoincrement_tables(engine) == set(ID_TABLES)
+    finally:
+        engine.dispose()
+
+
 def test_store_from_before_migrations_is_stamped_not_recreated(db_url, hello_definition):
     """A store created by create_all (user_version 1, no alembic_version): stamped at the
     baseline and upgraded in place."""
-    old = _build_at(db_url, BASELINE)
+    old = _filled_at(db_url, BASELINE, hello_definition)
     try:
         with old.begin() as conn:
             conn.execute(text("DROP TABLE alembic_version"))
             if conn.dialect.name == "sqlite":
                 conn.exec_driver_sql("PRAGMA user_version=1")
         assert _revision(old) == "unversioned"
-        _fill(old, hello_definition)
-        before = snapshot(old)
+        before = _rows(old)
     finally:
         old.dispose()
 
@@ -311,7 +407,7 @@ def test_store_from_before_migrations_is_stamped_not_recreated(db_url, hello_def
     engine = init_db(db_url)
     try:
         assert _revision(engine) == HEAD
-        assert snapshot(engine) == before
+        assert _without_new_columns(_rows(engine)) == before
     finally:
         engine.dispose()
 
