@@ -530,7 +530,7 @@ class FlowApp(App[int]):
         )
 
     def action_new_session(self) -> None:
-        def chosen(choice: tuple[str, str | None] | None) -> None:
+        def chosen(choice: tuple[str, str | None, dict[str, str]] | None) -> None:
             if choice:
                 self.notify(f"starting a session of {choice[0]}…", timeout=2, markup=False)
                 self._operate("new session", operations.new_session, *choice)

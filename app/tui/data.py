@@ -248,8 +248,11 @@ def load_older_logs(db: Any, session_id: str, before_id: int) -> list[LogLine]:
 
 
 def details_text(db: Any, session_id: str) -> str | None:
-    """The details screen: metadata, the definition snapshot and the event history."""
+    """The details screen: metadata, parameters, stage outputs, the definition snapshot and
+    the event history."""
     import json
+
+    from store.names import param_text
 
     view = get_session_view(db, session_id)
     if view is None:
@@ -273,6 +276,17 @@ def details_text(db: Any, session_id: str) -> str | None:
     lines += [f"  {clean_text(k)} = {clean_text(v)}" for k, v in view.metadata.items()] or [
         "  (none)"
     ]
+    if view.params:
+        lines += ["", "params"]
+        for key, value in view.params.items():
+            lines.append(f"  {clean_text(key)} = {clean_text(param_text(value))}")
+    outputs = [
+        f"  {clean_text(s.name)}.{clean_text(k)} = {clean_text(v)}"
+        for s in view.stages
+        for k, v in s.outputs.items()
+    ]
+    if outputs:
+        lines += ["", "outputs (::output lines of the stages)", *outputs]
     lines += ["", "definition (snapshot taken at creation)"]
     snapshot = json.dumps(view.definition or {}, indent=2, ensure_ascii=False)
     lines += ["  " + clean_text(line) for line in snapshot.splitlines()]

@@ -17,6 +17,7 @@ dashboard has no second command to finish the job with:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -92,15 +93,22 @@ def delete(ctx: Any, session_id: str) -> str:
     return f"deleted {_short(session_id)}"
 
 
-def new_session(ctx: Any, workflow_id: str, name: str | None) -> str:
-    """Create a session of ``workflow_id`` (snapshot of its current definition) and start
-    it detached, like ``vc flow run WORKFLOW --detach --name NAME``."""
+def new_session(
+    ctx: Any, workflow_id: str, name: str | None, params: Mapping[str, str] | None = None
+) -> str:
+    """Create a session of ``workflow_id`` (snapshot of its current definition) with the
+    parameter values of the form and start it detached, like ``vc flow run WORKFLOW
+    --detach --name NAME --param KEY=VALUE…``."""
     from app.runner.launch import LaunchError, spawn_runner
     from store.workflows import find_workflow
 
     definition = find_workflow(ctx.settings.workflows_dir, workflow_id)
     with ctx.factory() as db:
-        session_id = manager(db).create_session(definition.id, name=name, definition=definition).id
+        session_id = (
+            manager(db)
+            .create_session(definition.id, name=name, definition=definition, params=params)
+            .id
+        )
     try:
         pid = spawn_runner(ctx, session_id)
     except LaunchError as exc:

@@ -7,7 +7,7 @@ their looks are in app.tcss.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -15,6 +15,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.validation import ValidationResult, Validator
+from textual.widget import Widget
 from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
@@ -42,20 +44,50 @@ class DetailsScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
-class NewSessionScreen(ModalScreen[tuple[str, str | None] | None]):
-    """Pick a workflow, name the session, start it detached."""
+class _Accepts(Validator):
+    """Checks one parameter's value as it is typed (the rules ``--param`` follows). An
+    empty field means "no value": the default applies, and a required one is missing."""
+
+    def __init__(self, spec: Any) -> None:
+        super().__init__()
+        self.spec = spec
+
+    def validate(self, value: str) -> ValidationResult:
+        if value == "":
+            if self.spec.required:
+                return self.failure(f"required: {self.spec.accepts()}")
+            return self.success()
+        try:
+            self.spec.coerce(value)
+        except ValueError as exc:
+            return self.failure(f"accepts {exc}")
+        return self.success()
+
+
+NewSession = tuple[str, str | None, dict[str, str]]
+
+
+class NewSessionScreen(ModalScreen[NewSession | None]):
+    """Pick a workflow, name the session, fill in its parameters, start it detached.
+
+    One field per parameter of the highlighted workflow, its default filled in, checked
+    as it is typed; under it, its description and what it accepts (or why the value is
+    refused). Start is refused while a field is refused."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, workflows_dir: Path) -> None:
         super().__init__()
         self.workflows_dir = workflows_dir
+        self._definitions: dict[str, Any] = {}
+        self._shown_params: str | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="new-box"):
             yield Label("New session: pick a workflow", id="new-title")
             yield OptionList(id="new-workflows")
             yield Input(placeholder="name (optional)", id="new-name")
+            yield VerticalScroll(id="new-params")
             yield Static("", id="new-errors", markup=False)
             yield Button("Start (enter)", id="new-start", variant="primary")
 
@@ -78,6 +110,7 @@ class NewSessionScreen(ModalScreen[tuple[str, str | None] | None]):
 
         options = self.query_one(OptionList)
         for wf in found:
+            self._definitions[wf.id] = wf
             label = Text(clean_text(wf.id))
             if wf.name and wf.name != wf.id:
                 label.append(f"  {clean_text(wf.name)}")
@@ -96,6 +129,64 @@ class NewSessionScreen(ModalScreen[tuple[str, str | None] | None]):
         options.highlighted = 0 if found else None
         options.focus()
 
+    @on(OptionList.OptionHighlighted)
+    def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        self._show_params(event.option.id)
+
+    def _show_params(self, workflow_id: str | None) -> None:
+        """The fields of the highlighted workflow's parameters (none: no fields)."""
+        if workflow_id == self._shown_params:
+            return
+        self._shown_params = workflow_id
+        from store.names import param_text
+        from store.text import clean_text
+
+        box = self.query_one("#new-params", VerticalScroll)
+        box.remove_children()
+        definition = self._definitions.get(workflow_id or "")
+        if definition is None:
+            return
+        fields: list[Widget] = []
+        for key, spec in definition.params.items():
+            fields.append(Label(Text(key), classes="param-key"))
+            fields.append(
+                Input(
+                    "" if spec.default is None else param_text(spec.default),
+                    placeholder=clean_text(spec.accepts()),
+                    validators=[_Accepts(spec)],
+                    validate_on=["changed", "submitted"],
+                    id=f"param-{key}",
+                    classes="param-value",
+                )
+            )
+            fields.append(Static(self._note(spec), id=f"note-{key}", classes="param-note"))
+        box.mount_all(fields)
+
+    @staticmethod
+    def _note(spec: Any, problem: str | None = None) -> Text:
+        from store.text import clean_text
+
+        parts = [spec.description or "", problem or f"accepts {spec.accepts()}"]
+        text = Text(clean_text(" — ".join(p for p in parts if p)))
+        if problem:
+            text.stylize("bold red")
+        return text
+
+    @on(Input.Changed, ".param-value")
+    def _checked(self, event: Input.Changed) -> None:
+        """Each value is checked as it is typed; the note under it says why it is refused."""
+        key = (event.input.id or "").removeprefix("param-")
+        spec = self._spec(key)
+        if spec is None:
+            return
+        result = event.validation_result
+        problem = None if result is None or result.is_valid else result.failure_descriptions[0]
+        self.query_one(f"#note-{key}", Static).update(self._note(spec, problem))
+
+    def _spec(self, key: str) -> Any:
+        definition = self._definitions.get(self._shown_params or "")
+        return None if definition is None else definition.params.get(key)
+
     @on(OptionList.OptionSelected)
     def _picked(self) -> None:
         self.query_one("#new-name", Input).focus()
@@ -110,8 +201,24 @@ class NewSessionScreen(ModalScreen[tuple[str, str | None] | None]):
         option = options.get_option_at_index(options.highlighted)
         if option.id is None:
             return
+        self._show_params(option.id)
+        params: dict[str, str] = {}
+        for field in self.query(".param-value").results(Input):
+            key = (field.id or "").removeprefix("param-")
+            result = field.validate(field.value)
+            if result is not None and not result.is_valid:
+                field.focus()
+                self.notify(
+                    Text(f"{key}: {result.failure_descriptions[0]}"),
+                    title="parameter refused",
+                    severity="warning",
+                    markup=False,
+                )
+                return
+            if field.value != "":
+                params[key] = field.value
         name = self.query_one("#new-name", Input).value.strip() or None
-        self.dismiss((option.id, name))
+        self.dismiss((option.id, name, params))
 
     def action_cancel(self) -> None:
         self.dismiss(None)
