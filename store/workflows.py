@@ -299,7 +299,7 @@ class _YamlBuilder:
         tag = node.tag
         value: str | int | float | bool
         try:
-            if tag == _STR and node.style is None and _EXPONENT.fullmatch(raw):
+            if tag == _STR and not node.style and _EXPONENT.fullmatch(raw):
                 value = float(raw)  # `1e-3`: a number in YAML 1.2, text in YAML 1.1
             elif tag in _TEXT_TAGS:
                 value = raw

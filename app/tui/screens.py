@@ -55,12 +55,12 @@ class _Accepts(Validator):
     def validate(self, value: str) -> ValidationResult:
         if value == "":
             if self.spec.required:
-                return self.failure(f"required: {self.spec.accepts()}")
+                return self.failure(f"required: accepts {self.spec.accepts()}")
             return self.success()
         try:
             self.spec.coerce(value)
         except ValueError as exc:
-            return self.failure(f"accepts {exc}")
+            return self.failure(f"refused: accepts {exc}")
         return self.success()
 
 
@@ -166,7 +166,8 @@ class NewSessionScreen(ModalScreen[NewSession | None]):
     def _note(spec: Any, problem: str | None = None) -> Text:
         from store.text import clean_text
 
-        parts = [spec.description or "", problem or f"accepts {spec.accepts()}"]
+        accepts = f"{'required: ' if spec.required else ''}accepts {spec.accepts()}"
+        parts = [spec.description or "", problem or accepts]
         text = Text(clean_text(" — ".join(p for p in parts if p)))
         if problem:
             text.stylize("bold red")
@@ -207,6 +208,10 @@ class NewSessionScreen(ModalScreen[NewSession | None]):
             key = (field.id or "").removeprefix("param-")
             result = field.validate(field.value)
             if result is not None and not result.is_valid:
+                spec = self._spec(key)
+                if spec is not None:
+                    note = self._note(spec, result.failure_descriptions[0])
+                    self.query_one(f"#note-{key}", Static).update(note)
                 field.focus()
                 self.notify(
                     Text(f"{key}: {result.failure_descriptions[0]}"),

@@ -340,3 +340,39 @@ def test_worker_with_a_workflow_filter_leaves_other_sessions_queued(queue_ws, wo
     assert view.status == "PENDING" and view.queued and view.runner_pid is None
     assert workers.stop_all() == [0]
     assert "workflow trivial" in workers.output(0)
+
+
+PARAMS = """
+name: With parameters
+params:
+  day: {required: true}
+  shards: {type: int, default: 4}
+stages:
+  - name: first
+    run: |
+      echo "day=$VC_PARAM_DAY shards=$VC_PARAM_SHARDS"
+      echo "::output rows=$VC_PARAM_SHARDS"
+  - name: second
+    run: echo "rows=$VC_OUTPUT_FIRST_ROWS"
+"""
+
+
+def test_a_worker_hands_a_queued_sessions_parameters_to_its_stages(queue_ws, workers):
+    """`run --queue --param …` stores the values; the worker's runner, on any host, hands
+    them (and the first stage's output) to the stages."""
+    ws, engine = queue_ws
+    (ws / "workflows" / "params.yaml").write_text(PARAMS.lstrip())
+    queued = run_vc("flow", "run", "params", "--queue", "-p", "day=2024-01-02", "-p", "shards=8")
+    assert queued.returncode == 0, queued.stderr
+    sid = queued.stdout.strip()
+    workers.start()
+    wait_for(lambda: _view(engine, sid).status == "COMPLETED", timeout=30, what="COMPLETED")
+    with get_session_factory(engine)() as db:
+        from store.queries import read_logs
+
+        texts = [r.text for r in read_logs(db, sid, limit=1000)]
+    assert "day=2024-01-02 shards=8" in texts and "rows=8" in texts
+    view = _view(engine, sid)
+    assert view.params == {"day": "2024-01-02", "shards": 8}
+    assert view.stages[0].outputs == {"rows": "8"}
+    assert workers.stop_all() == [0]

@@ -1,0 +1,117 @@
+"""The new-session form (`n`) of a workflow with parameters, driven with Pilot on a real
+store: one field per parameter with its default filled in and its description shown, each
+value checked as it is typed, Start refused while a value is refused, and the session
+created with the values typed."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+from app.tui.screens import NewSessionScreen
+from tests.tui.tui_testkit import loaded, notifications, status, view, wait_for
+
+SIZE = (120, 40)
+ETL = """
+    name: ETL
+    params:
+      day: {default: latest, description: the day to load}
+      target: {choices: [staging, prod], required: true}
+      shards: {type: int, default: 4, min: 1, max: 64}
+    stages:
+      - name: load
+        run: echo "load $VC_PARAM_DAY $VC_PARAM_TARGET $VC_PARAM_SHARDS"
+"""
+
+
+def note(screen: Any, key: str) -> str:
+    return str(screen.query_one(f"#note-{key}").render())
+
+
+async def test_n_fills_in_parameters_checks_them_as_typed_and_starts_with_them(
+    ctx: Any, make_app: Any
+) -> None:
+    (ctx.settings.workflows_dir / "etl.yaml").write_text(textwrap.dedent(ETL).lstrip())
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewSessionScreen), what="dialog")
+        screen = app.screen
+        options = screen.query_one("#new-workflows")
+        await wait_for(pilot, lambda: options.option_count > 0, what="the workflows listed")
+        ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
+        for _ in range(ids.index("etl")):
+            await pilot.press("down")
+        await wait_for(pilot, lambda: bool(screen.query("#param-shards")), what="the fields")
+        fields = {f.id: f.value for f in screen.query(".param-value")}
+        assert fields == {"param-day": "latest", "param-target": "", "param-shards": "4"}
+        assert note(screen, "day") == "the day to load — accepts a string"
+        assert note(screen, "shards") == "accepts an integer from 1 to 64"
+        assert note(screen, "target") == "required: accepts one of staging, prod"
+
+        await pilot.press("enter")  # picks etl: the name field has the focus
+        await pilot.press(*"nightly", "enter")  # target is required and empty: refused
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, NewSessionScreen)
+        assert screen.focused is screen.query_one("#param-target")
+        assert any("target: required: accepts one of staging" in n for n in notifications(app))
+        assert note(screen, "target") == "required: accepts one of staging, prod"
+
+        await pilot.press(*"prod", "tab", *"99")  # shards: selected on focus, replaced
+        await wait_for(
+            pilot,
+            lambda: note(screen, "shards") == "refused: accepts an integer from 1 to 64",
+            what="99 refused as typed",
+        )
+        assert screen.query_one("#param-shards").value == "99"
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, NewSessionScreen)  # 99 is out of range
+        await pilot.press("backspace", "backspace", "8", "enter")
+        await wait_for(pilot, lambda: app.table.total == 1, timeout=10, what="the new row")
+        sid = app.table.rows[0].id
+        created = view(ctx, sid)
+        assert (created.name, created.workflow_id) == ("nightly", "etl")
+        assert created.params == {"day": "latest", "target": "prod", "shards": 8}
+        await wait_for(
+            pilot, lambda: status(ctx, sid) == "COMPLETED", timeout=20, what="its runner"
+        )
+
+
+async def test_the_note_under_a_field_says_why_a_value_is_refused(ctx: Any, make_app: Any) -> None:
+    (ctx.settings.workflows_dir / "etl.yaml").write_text(textwrap.dedent(ETL).lstrip())
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, selected=False)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewSessionScreen), what="dialog")
+        screen = app.screen
+        options = screen.query_one("#new-workflows")
+        await wait_for(pilot, lambda: options.option_count > 0, what="the workflows listed")
+        ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
+        for _ in range(ids.index("etl")):
+            await pilot.press("down")
+        await wait_for(pilot, lambda: bool(screen.query("#param-shards")), what="the fields")
+        field = screen.query_one("#param-shards")
+        field.focus()
+        await pilot.press(*"x")
+        await wait_for(
+            pilot,
+            lambda: note(screen, "shards") == "refused: accepts an integer from 1 to 64",
+            what="the refusal",
+        )
+        assert not field.is_valid
+        screen.query_one("#param-target").focus()
+        await pilot.press(*"dev")
+        await wait_for(
+            pilot,
+            lambda: note(screen, "target") == "refused: accepts one of staging, prod",
+            what="the target refused",
+        )
+        await pilot.press("backspace", "backspace", "backspace", *"prod")
+        await wait_for(
+            pilot,
+            lambda: note(screen, "target") == "required: accepts one of staging, prod",
+            what="the refusal gone",
+        )
