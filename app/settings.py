@@ -22,7 +22,7 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        from store.engine import resolve_database_url, workspace_dir
+        from store.location import resolve_database_url, workspace_dir
 
         workspace = workspace_dir()
         return cls(

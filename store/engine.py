@@ -23,24 +23,12 @@ from sqlmodel import Session, create_engine
 
 from store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from store.errors import StoreUnavailable
+from store.location import resolve_database_url, workspace_dir  # noqa: F401 (their old home)
 
 #: The number of the head migration revision (store/migrations/versions/NNNN_*.py): bumped
 #: with every new revision; SQLite's ``PRAGMA user_version`` holds it once a store is there.
 SCHEMA_VERSION = 5
 DEFAULT_BUSY_TIMEOUT = 10.0
-
-
-def workspace_dir() -> Path:
-    """The workspace: ``VC_HOME`` or the current directory (DESIGN §9)."""
-    return Path(os.environ.get("VC_HOME") or os.getcwd()).expanduser().absolute()
-
-
-def resolve_database_url() -> str:
-    """``VC_DATABASE_URL`` or ``<workspace>/.vc/flow.db``."""
-    url = os.environ.get("VC_DATABASE_URL")
-    if url:
-        return url
-    return f"sqlite:///{workspace_dir() / '.vc' / 'flow.db'}"
 
 
 def busy_timeout() -> float:

@@ -87,6 +87,7 @@ _TIMESTAMP, _MERGE, _MAP, _SEQ = (_TAG + t for t in ("timestamp", "merge", "map"
 # Tags whose scalars are kept as the text written: dates, and the YAML 1.1 oddities that a
 # plain `<<` or `=` resolves to outside a merge (`run: cat <<` must stay a command).
 _TEXT_TAGS = (_STR, _TIMESTAMP, _MERGE, _TAG + "value")
+_KEY_TAGS = frozenset((*_TEXT_TAGS, _INT, _FLOAT, _BOOL))
 # Only its scalar helpers are used (int/float/bool parsing with YAML 1.1 rules); they keep no
 # state, so one shared instance is safe across threads.
 _SCALARS = SafeConstructor()
@@ -133,19 +134,19 @@ class _Budget:
         self.count = 0
         self.active: set[int] = set()
 
-    def enter(self, obj: object, line: int | None, key: str, depth: int) -> None:
+    def enter(self, obj: object, line: int | None, loc: Loc, depth: int) -> None:
         self.count += 1
         if self.count > MAX_NODES:
             self.fail(
                 line,
-                key,
+                render_key(loc),
                 f"more than {MAX_NODES:,} values once aliases are expanded; "
                 "refusing what looks like an alias bomb",
             )
         if depth > MAX_DEPTH:
-            self.fail(line, key, f"nested more than {MAX_DEPTH} levels deep")
+            self.fail(line, render_key(loc), f"nested more than {MAX_DEPTH} levels deep")
         if id(obj) in self.active:
-            self.fail(line, key, "recursive alias: a value contains itself")
+            self.fail(line, render_key(loc), "recursive alias: a value contains itself")
 
 
 def _measure(root: Node, fail: Fail) -> int:
@@ -203,28 +204,30 @@ class _YamlBuilder:
         self.budget = _Budget(fail)
         self.lines = _Lines()
 
+    def _fail(self, line: int | None, loc: Loc, problem: str) -> NoReturn:
+        self.fail(line, render_key(loc), problem)
+
     def build(self, node: Node, loc: Loc, depth: int = 0) -> Any:
         line = node.start_mark.line + 1
         self.lines.values[loc] = line
-        key = render_key(loc)
-        self.budget.enter(node, line, key, depth)
+        self.budget.enter(node, line, loc, depth)
         if isinstance(node, ScalarNode):
-            return self._scalar(node, line, key)
+            return self._scalar(node, line, loc)
         self.budget.active.add(id(node))
         try:
             if isinstance(node, SequenceNode):
-                self._check_tag(node, _SEQ, line, key)
+                self._check_tag(node, _SEQ, line, loc)
                 return [self.build(n, (*loc, i), depth + 1) for i, n in enumerate(node.value)]
             if isinstance(node, MappingNode):
-                self._check_tag(node, _MAP, line, key)
+                self._check_tag(node, _MAP, line, loc)
                 return self._entries(node, loc, depth)
         finally:
             self.budget.active.discard(id(node))
-        self.fail(line, key, f"unsupported YAML node {type(node).__name__}")
+        self._fail(line, loc, f"unsupported YAML node {type(node).__name__}")
 
-    def _check_tag(self, node: Node, expected: str, line: int, key: str) -> None:
+    def _check_tag(self, node: Node, expected: str, line: int, loc: Loc) -> None:
         if node.tag != expected:
-            self.fail(line, key, f"unsupported YAML tag {node.tag!r}")
+            self._fail(line, loc, f"unsupported YAML tag {node.tag!r}")
 
     def _entries(self, node: MappingNode, loc: Loc, depth: int) -> dict[str, Any]:
         explicit: dict[str, Any] = {}
@@ -232,14 +235,14 @@ class _YamlBuilder:
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
             if isinstance(key_node, ScalarNode) and key_node.tag == _MERGE:
-                self.budget.enter(key_node, key_line, render_key(loc), depth + 1)
+                self.budget.enter(key_node, key_line, loc, depth + 1)
                 self._merge(value_node, loc, depth + 1, merged)
                 continue
-            name = self._key(key_node, render_key(loc), depth + 1)
+            name = self._key(key_node, loc, depth + 1)
             sub = (*loc, name)
             if name in explicit:
                 first = self.lines.keys[sub]
-                self.fail(key_line, render_key(sub), f"duplicate key (first at line {first})")
+                self._fail(key_line, sub, f"duplicate key (first at line {first})")
             self.lines.keys[sub] = key_line
             explicit[name] = self.build(value_node, sub, depth + 1)
         for name, (key_line, value_line, value) in merged.items():
@@ -255,13 +258,12 @@ class _YamlBuilder:
         # YAML merge keys: `<<: *base` or `<<: [*a, *b]`; explicit keys win, then the first
         # merged mapping that has the key.
         sources = node.value if isinstance(node, SequenceNode) else [node]
-        key = render_key(loc)
         if isinstance(node, SequenceNode):
-            self.budget.enter(node, node.start_mark.line + 1, key, depth)
+            self.budget.enter(node, node.start_mark.line + 1, loc, depth)
         for source in sources:
             if not isinstance(source, MappingNode):
                 line = source.start_mark.line + 1
-                self.fail(line, key, "'<<' (merge) expects a mapping or a list of mappings")
+                self._fail(line, loc, "'<<' (merge) expects a mapping or a list of mappings")
             # Built at a scratch location: its lines become the merging mapping's below.
             scratch = _YamlBuilder.__new__(_YamlBuilder)
             scratch.fail, scratch.budget, scratch.lines = self.fail, self.budget, _Lines()
@@ -280,21 +282,21 @@ class _YamlBuilder:
                         if sub[:1] == (name,) and len(sub) > 1:
                             self.lines.keys.setdefault((*loc, *sub), line)
 
-    def _key(self, node: Node, key: str, depth: int) -> str:
+    def _key(self, node: Node, loc: Loc, depth: int) -> str:
         line = node.start_mark.line + 1
-        self.budget.enter(node, line, key, depth)
+        self.budget.enter(node, line, loc, depth)
         if not isinstance(node, ScalarNode):
-            self.fail(line, key, "a key must be a plain string, not a list or mapping")
+            self._fail(line, loc, "a key must be a plain string, not a list or mapping")
         if node.tag == _NULL:
-            self.fail(line, key, "a key must not be empty or null")
-        if node.tag not in (*_TEXT_TAGS, _INT, _FLOAT, _BOOL):
-            self.fail(line, key, f"unsupported YAML tag {node.tag!r} on a key")
+            self._fail(line, loc, "a key must not be empty or null")
+        if node.tag not in _KEY_TAGS:
+            self._fail(line, loc, f"unsupported YAML tag {node.tag!r} on a key")
         text: str = node.value
         if "\x00" in text:
-            self.fail(line, key, f"NUL character in key {short_repr(text)}")
+            self._fail(line, loc, f"NUL character in key {short_repr(text)}")
         return text
 
-    def _scalar(self, node: ScalarNode, line: int, key: str) -> YamlScalar | None:
+    def _scalar(self, node: ScalarNode, line: int, loc: Loc) -> YamlScalar | None:
         raw: str = node.value
         tag = node.tag
         value: str | int | float | bool
@@ -312,12 +314,12 @@ class _YamlBuilder:
             elif tag == _NULL:
                 return None
             else:
-                self.fail(line, key, f"unsupported YAML tag {tag!r}")
+                self._fail(line, loc, f"unsupported YAML tag {tag!r}")
         except (ValueError, KeyError, OverflowError):
             kind = tag.rsplit(":", 1)[-1]
-            self.fail(line, key, f"invalid or too large {kind} {short_repr(raw)}")
+            self._fail(line, loc, f"invalid or too large {kind} {short_repr(raw)}")
         if "\x00" in raw:
-            self.fail(line, key, "NUL character in a string (from an escape)")
+            self._fail(line, loc, "NUL character in a string (from an escape)")
         return YamlScalar(raw, value)
 
 

@@ -31,6 +31,18 @@ def test_store_benchmarks_report_their_ratios() -> None:
     ]
 
 
+def test_workflow_benchmarks_report_their_ratios() -> None:
+    from tests.bench import bench_workflows
+
+    lines = bench_workflows.main(small=True)
+    assert [line.split(":")[0] for line in lines] == [
+        "[bench] flow list, 50 files",
+        "[bench] load a 200-stage workflow",
+        "[bench] session create, 20 parameters",
+        "[bench] create_session, 20 parameters (store call)",
+    ]
+
+
 def test_runner_benchmarks_report_their_ratios() -> None:
     from tests.bench import bench_runner
 

@@ -171,3 +171,44 @@ def test_flow_schema_prints_the_json_schema_of_workflow_files(workspace: Path) -
     assert schema["title"] == "vc workflow"
     assert {"stages", "params"} <= set(schema["properties"])
     assert "ParamDefinition" in schema["$defs"]
+
+
+def _imported(workspace: Path, *args: str) -> set[str]:
+    """The modules `vc ARGS` imports (``python -X importtime``)."""
+    import subprocess
+    import sys
+
+    from .helpers import env_for
+
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "app.main", *args],
+        capture_output=True,
+        text=True,
+        env=env_for({"VC_HOME": str(workspace)}),
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
+def test_session_commands_never_load_the_workflow_model(etl: Path) -> None:
+    sid = create_session(etl, "hello")
+    for args in (
+        ("flow", "session", "list"),
+        ("flow", "session", "show", sid),
+        ("flow", "status", sid),
+    ):
+        modules = _imported(etl, *args)
+        assert "store.queries" in modules  # it did read the store
+        assert not modules & {"store.definitions", "store.workflows", "yaml", "textual"}, args
+
+
+def test_flow_list_never_loads_the_database_layer(etl: Path) -> None:
+    modules = _imported(etl, "flow", "list")
+    assert "store.definitions" in modules
+    assert not modules & {"sqlalchemy", "sqlmodel", "store.models", "store.engine"}

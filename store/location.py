@@ -1,0 +1,21 @@
+"""Where the workspace and the store are (``VC_HOME``, ``VC_DATABASE_URL``), without importing
+the database layer: a command that only reads workflow files (`vc flow list`, `vc flow
+show`) then never pays for SQLAlchemy's dialects and the tables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def workspace_dir() -> Path:
+    """The workspace: ``VC_HOME`` or the current directory (DESIGN §9)."""
+    return Path(os.environ.get("VC_HOME") or os.getcwd()).expanduser().absolute()
+
+
+def resolve_database_url() -> str:
+    """``VC_DATABASE_URL`` or ``<workspace>/.vc/flow.db``."""
+    url = os.environ.get("VC_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{workspace_dir() / '.vc' / 'flow.db'}"
