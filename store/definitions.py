@@ -65,7 +65,7 @@ MAX_INT = 2**63 - 1
 ParamType = Literal["str", "int", "float", "bool"]
 ParamValue = bool | int | float | str
 PARAM_TYPES: tuple[str, ...] = ("str", "int", "float", "bool")
-#: How a parameter value is written on a command line, per type, for messages.
+#: A bool parameter's value as text (a command line, the dashboard's form), any case.
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
@@ -108,13 +108,16 @@ def describe(value: object) -> str:
         return "a list"
     if isinstance(value, str):
         return short_repr(value)
-    if isinstance(value, int | float):
-        text = repr(value) if not isinstance(value, int) or abs(value) < 10**40 else "a huge int"
-        return text
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**40 else "a huge integer"
     return f"a {type(value).__name__}"
 
 
-def problem(text: str, *at: str | int, on_key: bool = False, **refs: tuple[Any, ...]) -> Any:
+def problem(
+    text: str, *at: str | int, on_key: bool = False, **refs: tuple[Any, ...]
+) -> PydanticCustomError:
     """The error a validator raises: ``text`` is what the user reads. ``at`` locates it below
     the value being validated (a key of a mapping, an item of a list); ``on_key`` says the
     problem is the key itself (its line is reported). ``{name}`` in ``text`` is replaced by
