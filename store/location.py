@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def workspace_dir() -> Path:
-    """The workspace: ``VC_HOME`` or the current directory (DESIGN §9)."""
+    """The workspace: ``VC_HOME`` or the current directory."""
     return Path(os.environ.get("VC_HOME") or os.getcwd()).expanduser().absolute()
 
 
