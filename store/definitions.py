@@ -41,6 +41,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
@@ -669,6 +670,81 @@ def _stages(value: object) -> object:
     return value
 
 
+# -- notifications ----------------------------------------------------------------------------
+
+#: What a workflow may announce: a session failing, waiting at a manual gate, completing;
+#: ``any`` is all three.
+NOTIFY_EVENTS: tuple[str, ...] = ("failure", "gate", "success", "any")
+DEFAULT_NOTIFY_ON: tuple[str, ...] = ("failure", "gate")
+
+
+def _notify_events(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value:
+        raise problem("expected at least one of failure, gate, success, any (or no 'notify')")
+    for i, item in enumerate(value):
+        if str(item) not in NOTIFY_EVENTS:
+            raise problem(
+                f"unknown event {describe(item)}{suggest(str(item), NOTIFY_EVENTS)}; "
+                f"expected one of {', '.join(NOTIFY_EVENTS)}",
+                i,
+            )
+    return tuple(dict.fromkeys(str(item) for item in value))
+
+
+_EVENT_SCHEMA = {"enum": list(NOTIFY_EVENTS)}
+
+
+class NotifyDefinition(_Model):
+    """Who hears about a session of the workflow, and when: Apprise URLs (``to``, plus the
+    ``VC_NOTIFY`` targets of the runner's environment) told of the events in ``on``."""
+
+    expected: ClassVar[str] = "a mapping (on: [...], to: [...])"
+    where: ClassVar[str] = "in notify"
+
+    on: Annotated[
+        tuple[str, ...],
+        BeforeValidator(one_or_many("an event or a list of events")),
+        AfterValidator(_notify_events),
+        WithJsonSchema({"anyOf": [_EVENT_SCHEMA, {"type": "array", "items": _EVENT_SCHEMA}]}),
+    ] = Field(
+        DEFAULT_NOTIFY_ON,
+        description="failure, gate, success or any (default: failure and gate)",
+    )
+    to: Annotated[
+        tuple[str, ...],
+        BeforeValidator(one_or_many("a URL or a list of URLs")),
+        _names_schema("an Apprise URL: ntfy://TOPIC, mailto://…, json://HOST/PATH …"),
+    ] = Field((), description="Apprise URLs; VC_NOTIFY adds targets for every workflow")
+
+    @field_validator("to")
+    @classmethod
+    def _urls(cls, urls: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        """Each URL must be one Apprise can send to, checked when a file (or code) gives it;
+        a snapshot was checked when its session was created and is taken as it is (the
+        runner never imports Apprise to read one)."""
+        if (info.context or {}).get("source") == "snapshot":
+            return urls
+        from store.targets import problem as url_problem
+
+        for i, url in enumerate(urls):
+            why = url_problem(str(url))
+            if why is not None:
+                raise problem(why, i)
+        return tuple(dict.fromkeys(str(url).strip() for url in urls))
+
+    def events(self) -> frozenset[str]:
+        """The events announced, ``any`` spelled out."""
+        return expand_events(self.on)
+
+
+def expand_events(on: Iterable[str]) -> frozenset[str]:
+    """``on`` as the set of events it names (``any``: failure, gate and success)."""
+    names = set(on)
+    if "any" in names:
+        return frozenset(NOTIFY_EVENTS[:3])
+    return frozenset(names)
+
+
 # -- workflows --------------------------------------------------------------------------------
 
 
@@ -702,6 +778,9 @@ class WorkflowDefinition(_Model):
     params: Params = Field(
         default_factory=dict,
         description="parameters a session takes (--param KEY=VALUE), as VC_PARAM_<KEY>",
+    )
+    notify: NotifyDefinition | None = Field(
+        None, description="who is told when a session fails, waits at a gate or completes"
     )
     path: SkipJsonSchema[str | None] = None
 
@@ -765,6 +844,8 @@ class WorkflowDefinition(_Model):
         a session already created. ``path`` is kept as a record of where it came from."""
         snapshot = self.model_dump(mode="json")
         snapshot["params"] = {key: _compact_param(p) for key, p in snapshot["params"].items()}
+        if snapshot["notify"] is None:
+            del snapshot["notify"]  # the snapshots of workflows without it stay as they were
         return snapshot
 
     @classmethod
@@ -1018,12 +1099,15 @@ __all__ = [
     "DEFAULT_KILL_TIMEOUT",
     "MAX_RETRIES",
     "MAX_SECONDS",
+    "NOTIFY_EVENTS",
     "PARAM_TYPES",
+    "NotifyDefinition",
     "ParamDefinition",
     "ParamValue",
     "StageDefinition",
     "WorkflowDefinition",
     "YamlScalar",
+    "expand_events",
     "json_schema",
     "params_of",
     "resolve_params",

@@ -344,7 +344,14 @@ def test_the_json_schema_documents_every_key_a_file_may_use() -> None:
     schema = json_schema()
     assert schema["$schema"].startswith("https://json-schema.org/")
     assert schema["required"] == ["stages"]  # the id defaults to the file name
-    assert set(schema["properties"]) == {"id", "name", "description", "stages", "params"}
+    assert set(schema["properties"]) == {
+        "id",
+        "name",
+        "description",
+        "stages",
+        "params",
+        "notify",
+    }
     assert schema["additionalProperties"] is False
     stage = schema["$defs"]["StageDefinition"]
     assert set(stage["properties"]) == {
@@ -363,3 +370,6 @@ def test_the_json_schema_documents_every_key_a_file_may_use() -> None:
     param = schema["$defs"]["ParamDefinition"]
     assert param["properties"]["type"]["enum"] == ["str", "int", "float", "bool"]
     assert all(p.get("description") for p in stage["properties"].values())
+    notify = schema["$defs"]["NotifyDefinition"]
+    assert set(notify["properties"]) == {"on", "to"} and notify["additionalProperties"] is False
+    assert notify["properties"]["on"]["anyOf"][0]["enum"] == ["failure", "gate", "success", "any"]
