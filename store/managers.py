@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import Row, String, bindparam, delete, func, insert, literal, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
@@ -56,6 +56,8 @@ STALE_AFTER = float(os.environ.get("VC_STALE_AFTER", "15"))
 MIN_PREFIX = 4
 _ID_CHARS = re.compile(r"^[A-Za-z0-9_-]+$")
 _MAX_RETRIES = 20
+#: The event op of a notification sent (see :meth:`FlowSessionManager.record_notified`).
+NOTIFY_OP = "notify"
 
 _T = FlowSession.__table__  # type: ignore[attr-defined]
 _ST = StageInstance.__table__  # type: ignore[attr-defined]
@@ -797,6 +799,65 @@ class FlowSessionManager(_Base):
         )
         self.session.commit()
         return None if row is None else (row[0], row[1], row[2])
+
+    # -- notifications -----------------------------------------------------------------------
+
+    def notified(self, session_id: str, key: str) -> bool:
+        """Has the session's event ``key`` (``"failure #9"``: the kind and the session
+        version the event made) been announced already, by any runner?"""
+        found = (
+            self._conn()
+            .execute(
+                select(_EV.c.id)
+                .where(
+                    _EV.c.session_id == session_id,
+                    _EV.c.op == NOTIFY_OP,
+                    _EV.c.reason.startswith(f"{key}:", autoescape=True),
+                )
+                .limit(1)
+            )
+            .first()
+        )
+        self.session.commit()
+        return found is not None
+
+    def record_notified(
+        self, session_id: str, key: str, summary: str, *, stage: str | None = None
+    ) -> bool:
+        """Record that the event ``key`` was announced: a ``notify`` event in the session's
+        history whose reason is ``"KEY: summary"``. Written only if no such record exists
+        (one statement on SQLite; the session row locked first on PostgreSQL, so two
+        writers cannot both insert); False when it was there already or the session is
+        gone. Not a state change: no version bump, no from/to state."""
+        conn = self._conn()
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(_T.c.id).where(_T.c.id == session_id).with_for_update())
+        already = (
+            select(_EV.c.id)
+            .where(
+                _EV.c.session_id == session_id,
+                _EV.c.op == NOTIFY_OP,
+                _EV.c.reason.startswith(f"{key}:", autoescape=True),
+            )
+            .exists()
+        )
+        row = select(
+            _T.c.id,
+            literal(stage, String()),
+            literal(NOTIFY_OP),
+            literal(None, String()),
+            literal(None, String()),
+            literal(self.actor),
+            literal(self.host),
+            literal(self.pid),
+            literal(time.time()),
+            literal(f"{key}: {summary}"),
+        ).where(_T.c.id == session_id, ~already)
+        result = conn.execute(
+            insert(_EV).from_select([_EV.c[name] for name in _EVENT_COLUMNS], row)
+        )
+        self.session.commit()
+        return bool(result.rowcount)
 
     # -- queued work (`vc flow worker`, DESIGN §12) -------------------------------------------
 

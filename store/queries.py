@@ -436,3 +436,140 @@ def read_logs(
     else:
         rows = list(session.connection().execute(query.order_by(_LOG.c.id).limit(limit)))
     return [LogView(*r) for r in rows]
+
+
+# -- what `vc flow session wait` and the dashboard's alerts read --------------------------------
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """A session's state without its stages: what waiting for its end needs."""
+
+    id: str
+    name: str
+    workflow_id: str
+    status: str
+    reason: str | None
+    version: int
+    orphaned: bool
+    #: The manual gate it waits at (PAUSED, its gate stage PAUSED), else None.
+    gate: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in (SessionStatus.COMPLETED, SessionStatus.FAILED)
+
+
+#: Ids per ``IN (...)`` list: far below every database's limit on bound parameters.
+_IDS_PER_QUERY = 500
+
+
+def session_states(session: Session, ids: Sequence[str]) -> dict[str, SessionState]:
+    """The states of the sessions with these full ids (a deleted one is missing), read in
+    one query per 500 ids, plus one for the gates of those that are PAUSED."""
+    rows: list[Any] = []
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        chunk = list(ids[start : start + _IDS_PER_QUERY])
+        rows += session.connection().execute(
+            select(
+                _T.c.id,
+                _T.c.name,
+                _T.c.workflow_id,
+                _T.c.status,
+                _T.c.reason,
+                _T.c.version,
+                _T.c.runner_host,
+                _T.c.runner_pid,
+                _T.c.heartbeat_at,
+            ).where(_T.c.id.in_(chunk))
+        )
+    paused = [r.id for r in rows if r.status == SessionStatus.PAUSED]
+    gates: dict[str, str] = {}
+    for start in range(0, len(paused), _IDS_PER_QUERY):
+        chunk = paused[start : start + _IDS_PER_QUERY]
+        for sid, name in session.connection().execute(
+            select(_ST.c.session_id, _ST.c.name)
+            .where(
+                _ST.c.session_id.in_(chunk),
+                _ST.c.stage_type == "manual",
+                _ST.c.status == SessionStatus.PAUSED,
+            )
+            .order_by(_ST.c.position)
+        ):
+            gates.setdefault(sid, name)
+    now = time.time()
+    return {
+        r.id: SessionState(
+            id=r.id,
+            name=r.name,
+            workflow_id=r.workflow_id,
+            status=r.status,
+            reason=r.reason,
+            version=r.version,
+            orphaned=is_orphaned(r.status, r.runner_host, r.runner_pid, r.heartbeat_at, now),
+            gate=gates.get(r.id),
+        )
+        for r in rows
+    }
+
+
+@dataclass(frozen=True)
+class AlertView:
+    """A session that failed, or a manual gate it reached: what the dashboard announces."""
+
+    event_id: int
+    session_id: str
+    name: str
+    workflow_id: str
+    kind: str  # "failure" | "gate"
+    at: float
+    reason: str | None
+    stage: str | None = None
+    checklist: tuple[str, ...] = ()
+
+
+def alerts_after(
+    session: Session, after_id: int | None, limit: int = 100
+) -> tuple[int, list[AlertView]]:
+    """Failures and gates reached since the event ``after_id``, oldest first (at most
+    ``limit``), and the id to pass next time. ``after_id`` None starts from now: the
+    newest event id, no alerts (what happened before is not news).
+
+    A failure is a session's ``fail`` event (a stage failed, timed out, a runner crashed;
+    an abort is somebody's decision, not news to them); a gate is a manual stage moving
+    to PAUSED. Both are read by event id through the primary key, so a call costs what
+    the new events cost, however long the history."""
+    newest = session.connection().execute(select(func.max(_EV.c.id))).scalar() or 0
+    if after_id is None or newest <= after_id:
+        return max(newest, after_id or 0), []
+    window = and_(_EV.c.id > after_id, _EV.c.id <= newest)
+    failures = session.connection().execute(
+        select(_EV.c.id, _EV.c.session_id, _T.c.name, _T.c.workflow_id, _EV.c.at, _EV.c.reason)
+        .join(_T, _T.c.id == _EV.c.session_id)
+        .where(window, _EV.c.op == "fail")
+        .order_by(_EV.c.id)
+        .limit(limit)
+    )
+    alerts = [AlertView(r[0], r[1], r[2], r[3], "failure", r[4], r[5]) for r in failures]
+    gates = session.connection().execute(
+        select(
+            _EV.c.id,
+            _EV.c.session_id,
+            _T.c.name,
+            _T.c.workflow_id,
+            _EV.c.at,
+            _EV.c.stage,
+            _ST.c.config,
+        )
+        .join(_T, _T.c.id == _EV.c.session_id)
+        .join(_ST, and_(_ST.c.session_id == _EV.c.session_id, _ST.c.name == _EV.c.stage))
+        .where(window, _EV.c.op == "stage.pause", _ST.c.stage_type == "manual")
+        .order_by(_EV.c.id)
+        .limit(limit)
+    )
+    for r in gates:
+        checklist = tuple(str(item) for item in (r[6] or {}).get("checklist") or ())
+        reason = f"waiting: {r[5]}"
+        alerts.append(AlertView(r[0], r[1], r[2], r[3], "gate", r[4], reason, r[5], checklist))
+    alerts.sort(key=lambda a: a.event_id)
+    return newest, alerts[:limit]

@@ -1,0 +1,157 @@
+"""Waiting for sessions to end (``vc flow session wait``), from any host, without a busy loop.
+
+The states are read only when something may have changed, the way a runner follows its own
+session: on SQLite when ``PRAGMA data_version`` moves (checked every :data:`CHECK_EVERY`
+seconds on a connection of its own: microseconds, no table read), on PostgreSQL when the
+session trigger NOTIFYs (a blocking LISTEN: the process sleeps until a state changes on any
+host). Either way the states are also re-read every :data:`RESYNC` seconds, because a
+session turns orphaned by its runner's heartbeat growing stale, which commits nothing.
+
+A session has ended when it is COMPLETED or FAILED. A session waiting at a manual gate, a
+paused one and an orphaned one have not: they are reported (so a person watching knows
+why nothing happens) and waited for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from store.errors import transient_errors
+from store.queries import SessionState, session_states
+
+#: SQLite: seconds between two ``PRAGMA data_version`` checks (the runner's idle poll).
+CHECK_EVERY = 0.2
+#: Seconds after which the states are read again even if nothing was committed.
+RESYNC = 1.0
+
+
+@dataclass(frozen=True)
+class WaitResult:
+    """How the wait ended: the last state of each session (None: deleted meanwhile), in
+    the order asked, and whether the timeout came first."""
+
+    states: dict[str, SessionState | None]
+    timed_out: bool
+
+    @property
+    def all_completed(self) -> bool:
+        return all(s is not None and s.status == "COMPLETED" for s in self.states.values())
+
+
+class _Changes:
+    """``wait(seconds)``: return once something may have changed, or after ``seconds``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._watcher: Any = None
+        self._notifier: Any = None
+        if engine.dialect.name == "postgresql":
+            from store.notify import SessionNotifier
+
+            self._notifier = SessionNotifier(engine, resync=RESYNC)
+        else:
+            from store.watch import ChangeWatcher
+
+            self._watcher = ChangeWatcher(engine)
+
+    def wait(self, seconds: float) -> None:
+        if self._notifier is not None:
+            self._notifier.wait(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                if self._watcher.changed():
+                    return
+            except Exception:
+                return  # cannot tell: let the read say what is wrong
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(CHECK_EVERY, left))
+
+    def close(self) -> None:
+        for source in (self._notifier, self._watcher):
+            if source is not None:
+                try:
+                    source.close()
+                except Exception:
+                    pass
+
+
+def _shown(state: SessionState | None) -> tuple[Any, ...]:
+    """What a report says about a state: a new report only when this changes."""
+    if state is None:
+        return ("deleted",)
+    return (state.status, state.gate, state.orphaned, state.reason if state.ended else None)
+
+
+def wait_for_end(
+    engine: Engine,
+    ids: Sequence[str],
+    timeout: float | None = None,
+    *,
+    on_state: Callable[[str, SessionState | None], None] | None = None,
+    on_store_error: Callable[[BaseException], None] | None = None,
+    factory: Callable[[], Any] | None = None,
+) -> WaitResult:
+    """Wait until every session of ``ids`` (full ids) has ended, was deleted, or
+    ``timeout`` seconds have passed (None: no limit).
+
+    ``on_state(id, state)`` is called with each session's first state and whenever what it
+    says changes (its status, the gate it waits at, being orphaned; None once deleted).
+    A store that is away for a while is retried once per :data:`RESYNC` seconds, calling
+    ``on_store_error`` once per outage."""
+    if factory is None:
+        from store.engine import get_session_factory
+
+        factory = get_session_factory(engine)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    wanted = list(dict.fromkeys(ids))
+    last: dict[str, SessionState | None] = {}
+    shown: dict[str, tuple[Any, ...]] = {}
+    changes = _Changes(engine)
+    failing = False
+    transient = transient_errors()
+    try:
+        while True:
+            open_ids = [sid for sid in wanted if sid not in last or _open(last[sid])]
+            try:
+                with factory() as db:
+                    states = session_states(db, open_ids)
+                    db.commit()
+            except transient as exc:
+                if not failing and on_store_error is not None:
+                    on_store_error(exc)
+                failing = True
+                states = None
+            else:
+                failing = False
+            if states is not None:
+                for sid in open_ids:
+                    state = states.get(sid)
+                    last[sid] = state
+                    seen = _shown(state)
+                    if shown.get(sid) != seen:
+                        shown[sid] = seen
+                        if on_state is not None:
+                            on_state(sid, state)
+                if not any(_open(last[sid]) for sid in wanted):
+                    return WaitResult({sid: last[sid] for sid in wanted}, False)
+            left = RESYNC if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return WaitResult({sid: last.get(sid) for sid in wanted}, True)
+            changes.wait(min(left, RESYNC))
+    finally:
+        changes.close()
+
+
+def _open(state: SessionState | None) -> bool:
+    return state is not None and not state.ended
+
+
+__all__ = ["CHECK_EVERY", "RESYNC", "WaitResult", "wait_for_end"]
