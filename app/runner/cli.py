@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from app.cli.common import error_line, fail, open_store, progress_text
+from app.runner.notifications import drain as drain_notifications
 
 #: The detached runner reports "ok" (claimed) or "error: MESSAGE" on this inherited fd.
 READY_FD_ENV = "VC_RUNNER_READY_FD"
@@ -147,6 +148,7 @@ def _foreground(ctx: Any, sid: str, stage: str | None) -> int:
         print(f"vc: {outcome.message}", file=sys.stderr)
     else:
         error_line(f"session {sid[:12]}: {outcome.message}")
+    drain_notifications()
     return outcome.code
 
 
@@ -285,6 +287,7 @@ def detached_main(argv: list[str]) -> int:
                 raise
             ready.tell("ok")
             outcome = runner.run()
+            drain_notifications()
             return 0 if outcome.code in (0, 130) else outcome.code
     except typer.Exit as exc:  # a refusal, already printed as one line
         return int(exc.exit_code or 0)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from app.logging import Logging, format_line
+from app.runner.notifications import SessionAnnouncer
 from app.runner.outputs import OUTPUT_TAG, OutputRecorder, stage_environment
 from app.runner.process import StageProcess, StageStartError, kill_leftover_group, parse_progress
 from store import FlowSessionManager, StageManager
@@ -242,10 +243,17 @@ class Runner:
         self.host = _host()
         self.pid = os.getpid()
         self._db = factory()
-        self._raw_sessions = FlowSessionManager(self._db, actor="runner")
+        #: Hears the changes this runner commits and tells people of those its workflow's
+        #: ``notify`` asks for, in the background (app.runner.notifications).
+        self._announcer = SessionAnnouncer(factory, session_id, self.host)
+        self._raw_sessions = FlowSessionManager(
+            self._db, actor="runner", integration=self._announcer
+        )
         #: Every write through these is retried until the store takes it (see _persist).
         self.sessions: Any = _Persistent(self._raw_sessions, self)
-        self.stages: Any = _Persistent(StageManager(self._db, actor="runner"), self)
+        self.stages: Any = _Persistent(
+            StageManager(self._db, actor="runner", integration=self._announcer), self
+        )
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._interrupted = threading.Event()
@@ -624,6 +632,7 @@ class Runner:
         go: only this runner moves a stage forward, and what others may do (abort, delete)
         is seen by the wait before each stage."""
         self._params = dict(view.params)
+        self._announcer.configure(view)
         done = [s for s in view.stages if s.status == StageStatus.COMPLETED and s.outputs]
         done.sort(key=lambda s: s.finished_at or 0.0)  # the last to complete wins a variable
         self._stage_outputs = {s.name: dict(s.outputs) for s in done}

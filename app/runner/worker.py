@@ -78,6 +78,9 @@ def worker_command(concurrency: int = 1, workflow: str | None = None) -> int:
                 with worker.signals():
                     return worker.run()
             finally:
+                from app.runner.notifications import drain
+
+                drain()  # the last sessions' notifications, before the logs close
                 log.close()
         finally:
             engine.dispose()
