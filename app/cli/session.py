@@ -37,6 +37,7 @@ from app.cli.common import (
     render_table,
     terminal_width,
     use_color,
+    warning_line,
 )
 
 if TYPE_CHECKING:
@@ -342,6 +343,101 @@ def abort_cmd(session_id: IdArg) -> None:
 def retry_cmd(session_id: IdArg) -> None:
     """Retry a FAILED session: failed stages go back to PENDING, completed ones are kept."""
     _operation("retry", session_id)
+
+
+#: `wait`'s exit code when the timeout comes first (that of timeout(1)).
+TIMEOUT_EXIT = 124
+
+
+def _timeout_option(value: float | None) -> float | None:
+    if value is not None and value != value:  # NaN passes the range check
+        raise typer.BadParameter("expected a number of seconds >= 0")
+    return value
+
+
+@app.command("wait")
+def wait_cmd(
+    session_ids: Annotated[
+        list[str],
+        typer.Argument(metavar="ID...", help="Session ids or unique prefixes (4+ characters)."),
+    ],
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            "-t",
+            min=0,
+            metavar="S",
+            callback=_timeout_option,
+            help="Give up after S seconds (exit 124).",
+        ),
+    ] = None,
+) -> None:
+    """Wait until every session has ended: exit 0 if all COMPLETED, 1 if any FAILED (or was
+    deleted), 124 on timeout. A session waiting at a manual gate has not ended."""
+    from store.queries import SessionState, session_states
+    from store.text import clean_text
+    from store.waiting import wait_for_end
+
+    def report(sid: str, state: SessionState | None) -> None:
+        short = sid[:12]
+        if state is None:
+            error_line(f"session {short} was deleted")
+            return
+        name = clean_text(state.name)
+        if state.ended:
+            failed = state.status == "FAILED" and state.reason
+            why = f": {clean_text(state.reason or '')}" if failed else ""
+            print(f"{state.status}: {short} ({name}){why}", flush=True)
+        elif state.gate is not None:
+            from app.runner.notifications import action
+
+            _, command = action("gate", sid)
+            _note(f"{short} ({name}) waits at the manual gate {clean_text(state.gate)}: {command}")
+        elif state.status == "PAUSED":
+            _note(f"{short} ({name}) is PAUSED: 'vc flow session resume {short}' goes on")
+        elif state.orphaned:
+            _note(
+                f"{short} ({name}) has no live runner (orphaned): "
+                f"'vc flow session resume {short}' starts one"
+            )
+
+    def store_away(exc: BaseException) -> None:
+        from store.engine import resolve_database_url, unavailable_message
+
+        warning_line(f"{unavailable_message(exc, resolve_database_url())}; still waiting")
+
+    with open_store(writes=False) as ctx:
+        with ctx.session() as db:
+            manager = ctx.sessions(db)
+            ids = list(dict.fromkeys(manager.resolve_session_id(given) for given in session_ids))
+            found = session_states(db, ids)  # a full id is not looked up by the resolver
+            for given, sid in zip(session_ids, ids, strict=False):
+                if sid not in found:
+                    raise fail(f"no session matches {given!r}")
+        result = wait_for_end(
+            ctx.engine,
+            ids,
+            timeout,
+            on_state=report,
+            on_store_error=store_away,
+            factory=ctx.factory,
+        )
+    if result.timed_out:
+        left = [
+            f"{sid[:12]} {state.status if state is not None else 'unknown'}"
+            for sid, state in result.states.items()
+            if state is None or not state.ended
+        ]
+        error_line(f"timed out after {timeout:g} s; not ended: {', '.join(left)}")
+        raise typer.Exit(TIMEOUT_EXIT)
+    if not result.all_completed:
+        raise typer.Exit(1)
+
+
+def _note(text: str) -> None:
+    """A line for the person watching (stderr: stdout says only how sessions ended)."""
+    print(f"vc: {text}", file=sys.stderr, flush=True)
 
 
 @app.command("delete")
