@@ -58,6 +58,7 @@ class HelpScreen(ModalScreen[None]):
         }
         & #help-title { text-style: bold; margin-bottom: 1; }
         & #help-keys { height: auto; max-height: 70vh; }
+        & .help-note { margin-top: 1; }
         & #help-footer { margin-top: 1; color: $text-muted; }
     }
     """
@@ -67,13 +68,16 @@ class HelpScreen(ModalScreen[None]):
         bindings: Sequence[tuple[str, str]],
         *,
         title: str | Text = "Keys",
+        notes: Sequence[str] = (),
         name: str | None = None,
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
-        """Create the modal from ``(key, description)`` pairs, shown in the given order."""
+        """Create the modal from ``(key, description)`` pairs, shown in the given order,
+        and ``notes``: paragraphs shown under them (what happens without a key)."""
         super().__init__(name=name, id=id, classes=classes)
         self.key_help = list(bindings)
+        self.notes = [clean(note) for note in notes]
         self.title_text = Text(title) if isinstance(title, str) else title
 
     def compose(self) -> ComposeResult:
@@ -81,6 +85,8 @@ class HelpScreen(ModalScreen[None]):
             yield Static(self.title_text, markup=False, id="help-title")
             with VerticalScroll(id="help-keys"):
                 yield Static(help_text(self.key_help), markup=False, id="help-text")
+                for note in self.notes:
+                    yield Static(Text(note), markup=False, classes="help-note")
             yield Static(Text("escape / q / ? to close"), markup=False, id="help-footer")
 
     def action_close(self) -> None:

@@ -68,6 +68,10 @@ POLL_INTERVAL = 0.25
 is one ``PRAGMA data_version`` in the poll worker's thread; it never wakes the event loop
 unless something changed."""
 
+ALERTS_SHOWN = 5
+"""Most sessions one refresh pops up as failed or waiting at a gate; any more are counted in
+one last notification instead of covering the screen."""
+
 WATCH_MIN_GAP = 1.0
 """Seconds between two re-reads asked for by the clock alone (``data.Watch``): a bound,
 should a deadline somehow stay in the past, on what a dashboard nobody touches can cost."""
@@ -168,6 +172,12 @@ class FlowApp(App[int]):
         ("q", "quit (sessions keep running)"),
     ]
 
+    #: What the help says beyond the keys.
+    HELP_NOTES: ClassVar[list[str]] = [
+        "Alerts: when any session in the store fails, or reaches a manual gate, a "
+        "notification says so once, whichever session is selected.",
+    ]
+
     def __init__(
         self,
         ctx: Any,
@@ -185,6 +195,8 @@ class FlowApp(App[int]):
         self.selected_id: str | None = None
         self.watcher = ChangeWatcher(ctx.engine)
         self._last_log_id: int | None = None
+        #: The newest event looked at for alerts (failures and gates anywhere in the store).
+        self._last_event_id: int | None = None
         self._log_generation = 0
         self._refreshing = False
         self._preloaded: tuple[data.RefreshRequest, data.Refresh] | None = None
@@ -238,6 +250,7 @@ class FlowApp(App[int]):
             session_id=None,
             after_log_id=None,
             log_generation=self._log_generation,
+            after_event_id=self._last_event_id,
         )
         try:
             with self.ctx.factory() as db:
@@ -282,6 +295,7 @@ class FlowApp(App[int]):
             session_id=self.selected_id,
             after_log_id=self._last_log_id,
             log_generation=self._log_generation,
+            after_event_id=self._last_event_id,
         )
         self._refreshing = True
         self._refresh_worker(request)
@@ -375,6 +389,7 @@ class FlowApp(App[int]):
         self._retries_asked += 1
 
     def _apply(self, request: data.RefreshRequest, result: data.Refresh) -> None:
+        self._show_alerts(result)
         window = result.window
         self._watch = result.watch
         self.counts.set_counts(window.counts)
@@ -391,6 +406,34 @@ class FlowApp(App[int]):
                 self.log_pane.more_older = len(result.logs) >= data.LOG_PAGE
             self.log_pane.append(result.logs)
             self._last_log_id = max(self._last_log_id or 0, result.logs[-1].id)
+
+    def _show_alerts(self, result: data.Refresh) -> None:
+        """Each session anywhere in the store that failed or reached a manual gate since
+        the last refresh pops up once (refreshes run one at a time, each reading the events
+        after the newest one the previous read)."""
+        if result.last_event_id is None:
+            return
+        if self._last_event_id is not None and result.last_event_id <= self._last_event_id:
+            return
+        self._last_event_id = result.last_event_id
+        for alert in result.alerts[:ALERTS_SHOWN]:
+            failed = alert.kind == "failure"
+            self.notify(
+                alert.text,
+                title=alert.title,
+                severity="error" if failed else "warning",
+                timeout=15 if failed else 10,
+                markup=False,
+            )
+        more = len(result.alerts) - ALERTS_SHOWN
+        if more > 0:
+            self.notify(
+                f"and {more} more sessions failed or reached a gate (filter with 5 or 3)",
+                title="more alerts",
+                severity="warning",
+                timeout=15,
+                markup=False,
+            )
 
     def _show_detail(self, detail: data.Detail | None) -> None:
         self.stages.set_stages(detail.stages if detail else [])
@@ -625,7 +668,7 @@ class FlowApp(App[int]):
         )
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.KEY_HELP))
+        self.push_screen(HelpScreen(self.KEY_HELP, notes=self.HELP_NOTES))
 
     def on_print(self, event: events.Print) -> None:
         """Lines the shared code writes on stderr for the CLI ("vc: error: could not start a

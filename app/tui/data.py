@@ -120,6 +120,19 @@ class RefreshRequest:
     session_id: str | None
     after_log_id: int | None
     log_generation: int
+    #: The newest event already looked at for alerts (None: none yet, start from now).
+    after_event_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A session somewhere in the store that failed or reached a manual gate: what the
+    dashboard pops up once (texts cleaned)."""
+
+    session_id: str
+    kind: str  # "failure" | "gate"
+    title: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -129,6 +142,9 @@ class Refresh:
     window: Window
     detail: Detail | None
     logs: list[LogLine]
+    alerts: list[Alert] = field(default_factory=list)
+    #: Where the next refresh's alerts start.
+    last_event_id: int | None = None
 
     @property
     def watch(self) -> Watch:
@@ -228,7 +244,32 @@ def load_refresh(db: Any, request: RefreshRequest) -> Refresh:
         detail = load_detail(db, request.session_id)
         if detail is not None:
             logs = load_new_logs(db, request.session_id, request.after_log_id)
-    return Refresh(window, detail, logs)
+    last_event_id, alerts = load_alerts(db, request.after_event_id)
+    return Refresh(window, detail, logs, alerts, last_event_id)
+
+
+def load_alerts(db: Any, after_event_id: int | None) -> tuple[int, list[Alert]]:
+    """Sessions anywhere in the store that failed or reached a manual gate since the event
+    ``after_event_id`` (None: from now on), and where to look from next time. One indexed
+    read of the new events: a refresh pays for what happened since the last one."""
+    from app.runner.notifications import action
+    from store.queries import alerts_after
+
+    last, found = alerts_after(db, after_event_id)
+    db.commit()
+    alerts = []
+    for a in found:
+        name = clean_text(a.name)
+        where = f"{name} ({a.session_id[:12]}, {clean_text(a.workflow_id)})"
+        if a.kind == "failure":
+            text = f"{where} failed: {clean_text(a.reason or 'failed')}"
+            alerts.append(Alert(a.session_id, a.kind, "session failed", text))
+            continue
+        checks = f"; check: {'; '.join(clean_text(c) for c in a.checklist)}" if a.checklist else ""
+        _, command = action("gate", a.session_id)
+        text = f"{where} waits at the manual gate {clean_text(a.stage or '')}{checks} ({command})"
+        alerts.append(Alert(a.session_id, a.kind, "waiting at a gate", text))
+    return last, alerts
 
 
 def load_new_logs(db: Any, session_id: str, after_id: int | None) -> list[LogLine]:
