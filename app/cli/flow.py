@@ -97,7 +97,9 @@ def show_workflow(
         wf = find_workflow(_workflows_dir(), workflow_id)
         order = wf.execution_order()
     if as_json:
-        doc = wf.to_dict()
+        from store.targets import masked_definition
+
+        doc = masked_definition(wf.to_dict())  # a notification URL holds its secret
         doc["path"] = wf.path
         doc["execution_order"] = order
         print_json(doc)
@@ -105,7 +107,13 @@ def show_workflow(
     lines = [f"id:          {wf.id}", f"name:        {clean_text(wf.name)}"]
     if wf.description:
         lines.append(f"description: {clean_text(wf.description)}")
-    lines += [f"file:        {clean_text(wf.path)}", ""]
+    lines.append(f"file:        {clean_text(wf.path)}")
+    if wf.notify is not None:
+        from store.targets import masked
+
+        targets = ", ".join(masked(url) for url in wf.notify.to) or "VC_NOTIFY only"
+        lines.append(f"notify:      on {', '.join(wf.notify.on)}: {clean_text(targets)}")
+    lines.append("")
     by_name = {s.name: s for s in wf.stages}
     if wf.params:
         lines += [

@@ -329,7 +329,10 @@ def details_text(db: Any, session_id: str) -> str | None:
     if outputs:
         lines += ["", "outputs (::output lines of the stages)", *outputs]
     lines += ["", "definition (snapshot taken at creation)"]
-    snapshot = json.dumps(view.definition or {}, indent=2, ensure_ascii=False)
+    from store.targets import masked_definition
+
+    shown = masked_definition(view.definition or {})  # notification URLs hold secrets
+    snapshot = json.dumps(shown, indent=2, ensure_ascii=False)
     lines += ["  " + clean_text(line) for line in snapshot.splitlines()]
     lines += ["", "events"]
     for e in events:
