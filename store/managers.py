@@ -853,11 +853,13 @@ class FlowSessionManager(_Base):
             literal(time.time()),
             literal(f"{key}: {summary}"),
         ).where(_T.c.id == session_id, ~already)
-        result = conn.execute(
-            insert(_EV).from_select([_EV.c[name] for name in _EVENT_COLUMNS], row)
-        )
+        written = conn.execute(
+            insert(_EV)
+            .from_select([_EV.c[name] for name in _EVENT_COLUMNS], row)
+            .returning(_EV.c.id)  # INSERT … SELECT reports no row count on psycopg
+        ).all()
         self.session.commit()
-        return bool(result.rowcount)
+        return len(written) == 1
 
     # -- queued work (`vc flow worker`, DESIGN §12) -------------------------------------------
 
