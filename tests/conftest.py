@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.receivers import Receiver, Silent
+
 PG_URL = os.environ.get("VC_TEST_DATABASE_URL")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -193,3 +195,28 @@ def run_vc(
 @pytest.fixture
 def vc():  # type: ignore[no-untyped-def]
     return run_vc
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """An HTTP server on 127.0.0.1 that Apprise's ``json://`` posts to; it keeps every
+    message (see tests/receivers.py)."""
+    server = Receiver()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def refusing_receiver() -> Iterator[Receiver]:
+    """An HTTP server on 127.0.0.1 that answers every notification with 500."""
+    server = Receiver(status=500)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def silent_target() -> Iterator[Silent]:
+    """A socket on 127.0.0.1 that accepts connections and never answers."""
+    target = Silent()
+    yield target
+    target.close()

@@ -1,0 +1,155 @@
+"""`vc flow session wait ID… [--timeout S]`: returns when every named session has ended
+(exit 0 all COMPLETED, 1 any FAILED, 124 on timeout); a session at a manual gate has not
+ended. Real `vc`, real runners, on SQLite and PostgreSQL (the waiter and the runner as two
+hosts there)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from store import get_session_factory, init_db
+from tests.conftest import vc_env
+from tests.runner.test_runner import (
+    NAP,
+    Store,
+    Vc,
+    _stop_everything,
+    sqlite_only,
+    start_detached,
+    stat_fields,
+    write_workflow,
+)
+
+
+@pytest.fixture
+def store(store_workspace: Path, db_url: str) -> Iterator[Store]:
+    engine = init_db(db_url)
+    factory = get_session_factory(engine)
+    yield Store(factory)
+    _stop_everything(factory)
+    engine.dispose()
+
+
+def start_wait(*args: str, host: str = "waiter-host") -> subprocess.Popen[str]:
+    """`vc flow session wait ARGS` in the background, as a host of its own."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.main", "flow", "session", "wait", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=vc_env({"VC_HOSTNAME": host}),
+    )
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = stat_fields(pid)
+    assert fields is not None
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def test_wait_on_sessions_that_all_complete_exits_0(vc: Vc, store: Store) -> None:
+    first, second = start_detached(vc, "hello"), start_detached(vc, "hello")
+    result = vc("flow", "session", "wait", first[:8], second)
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.splitlines()) == sorted(
+        f"COMPLETED: {sid[:12]} ({store.view(sid).name})" for sid in (first, second)
+    )
+    assert store.view(first).status == store.view(second).status == "COMPLETED"
+
+
+def test_wait_with_mixed_outcomes_waits_for_all_and_exits_1(vc: Vc, store: Store) -> None:
+    done, failed = start_detached(vc, "hello"), start_detached(vc, "broken")
+    result = vc("flow", "session", "wait", done, failed)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert f"COMPLETED: {done[:12]} ({store.view(done).name})" in lines
+    assert (
+        f"FAILED: {failed[:12]} ({store.view(failed).name}): stage bad failed: exit code 3" in lines
+    )
+    assert result.stderr == ""
+
+
+def test_wait_times_out_with_124_naming_what_has_not_ended(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(workspace, "nap", NAP)
+    napping, done = start_detached(vc, "nap"), start_detached(vc, "hello")
+    result = vc("flow", "session", "wait", napping, done, "--timeout", "0.5")
+    assert result.returncode == 124
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"vc: error: timed out after 0.5 s; not ended: {napping[:12]} ACTIVE"
+    )
+
+
+def test_a_gate_is_not_an_end_and_its_end_is_seen_from_another_host(vc: Vc, store: Store) -> None:
+    sid = start_detached(vc, "gate")
+    store.wait_status(sid, "PAUSED")
+    waiter = start_wait(sid)
+    try:
+        assert waiter.stderr is not None
+        note = waiter.stderr.readline()
+        assert note == (
+            f"vc: {sid[:12]} ({store.view(sid).name}) waits at the manual gate approve: "
+            f"vc flow session resume {sid[:12]}\n"
+        )
+        assert waiter.poll() is None  # still waiting: a gate is not an end
+        assert (
+            vc("flow", "session", "resume", sid, env={"VC_HOSTNAME": "runner-host"}).returncode == 0
+        )
+        out, _ = waiter.communicate(timeout=30)
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+    assert waiter.returncode == 0
+    assert out == f"COMPLETED: {sid[:12]} ({store.view(sid).name})\n"
+
+
+@sqlite_only
+def test_wait_follows_changes_without_a_busy_loop(vc: Vc, store: Store) -> None:
+    """A guard against spinning, not a measurement (that is tests/bench/bench_notify.py):
+    two seconds of waiting on a session at a gate cost well under a tenth of a core."""
+    sid = start_detached(vc, "gate")
+    store.wait_status(sid, "PAUSED")
+    waiter = start_wait(sid)
+    try:
+        assert waiter.stderr is not None and "waits at the manual gate" in waiter.stderr.readline()
+        before, started = cpu_ticks(waiter.pid), time.monotonic()
+        time.sleep(2)
+        used = (cpu_ticks(waiter.pid) - before) / 100  # clock ticks of 10 ms
+        assert used < 0.1 * (time.monotonic() - started)
+    finally:
+        waiter.kill()
+        waiter.communicate()
+
+
+@sqlite_only
+def test_wait_on_an_unknown_id_exits_1_and_waits_for_nothing(vc: Vc, store: Store) -> None:
+    sid = start_detached(vc, "gate")
+    result = vc("flow", "session", "wait", sid, "abcd0123", "--timeout", "30")
+    assert result.returncode == 1
+    assert result.stderr == "vc: error: no session matches 'abcd0123'\n"
+    assert result.stdout == ""
+
+
+@sqlite_only
+@pytest.mark.parametrize("value", ["-1", "-0.5", "nan", "soon"])
+def test_a_bad_timeout_is_a_usage_error(vc: Vc, store: Store, value: str) -> None:
+    sid = start_detached(vc, "hello")
+    result = vc("flow", "session", "wait", sid, "--timeout", value)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("vc: error: invalid value for '--timeout'")
+    assert result.stdout == ""
+
+
+@sqlite_only
+def test_wait_without_an_id_is_a_usage_error(vc: Vc, store: Store) -> None:
+    result = vc("flow", "session", "wait")
+    assert result.returncode == 2 and result.stderr.startswith("vc: error: missing argument")
