@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
 from sqlmodel import Session
 
 from store.managers import compute_progress, is_orphaned
@@ -464,38 +464,61 @@ class SessionState:
 _IDS_PER_QUERY = 500
 
 
-def session_states(session: Session, ids: Sequence[str]) -> dict[str, SessionState]:
+_FINGERPRINT = select(func.count(), func.coalesce(func.sum(_T.c.version), 0)).where(
+    _T.c.id.in_(bindparam("ids", expanding=True))
+)
+_STATES = select(
+    _T.c.id,
+    _T.c.name,
+    _T.c.workflow_id,
+    _T.c.status,
+    _T.c.reason,
+    _T.c.version,
+    _T.c.runner_host,
+    _T.c.runner_pid,
+    _T.c.heartbeat_at,
+).where(_T.c.id.in_(bindparam("ids", expanding=True)))
+_GATES = (
+    select(_ST.c.session_id, _ST.c.name)
+    .where(
+        _ST.c.session_id.in_(bindparam("ids", expanding=True)),
+        _ST.c.stage_type == "manual",
+        _ST.c.status == SessionStatus.PAUSED,
+    )
+    .order_by(_ST.c.position)
+)
+
+
+def _chunks(ids: Sequence[str]) -> list[list[str]]:
+    return [list(ids[i : i + _IDS_PER_QUERY]) for i in range(0, len(ids), _IDS_PER_QUERY)]
+
+
+def sessions_fingerprint(session: Session, ids: Sequence[str]) -> tuple[int, int]:
+    """(how many of these sessions exist, the sum of their versions): changes with every
+    state change, deletion and gate of any of them, and with nothing else (heartbeats,
+    progress and log lines leave it alone). One aggregate row per 500 ids: the cheap probe
+    before a full :func:`session_states` read. The statements are built once (a waiter
+    runs them again and again)."""
+    count = total = 0
+    for chunk in _chunks(ids):
+        row = session.connection().execute(_FINGERPRINT, {"ids": chunk}).one()
+        count, total = count + int(row[0]), total + int(row[1])
+    return count, total
+
+
+def session_states(
+    session: Session, ids: Sequence[str], *, check_pids: bool = True
+) -> dict[str, SessionState]:
     """The states of the sessions with these full ids (a deleted one is missing), read in
-    one query per 500 ids, plus one for the gates of those that are PAUSED."""
+    one query per 500 ids, plus one for the gates of those that are PAUSED. Without
+    ``check_pids`` a session is orphaned only once its heartbeat is stale (the dead-pid
+    test of a runner on this host reads /proc once per session)."""
     rows: list[Any] = []
-    for start in range(0, len(ids), _IDS_PER_QUERY):
-        chunk = list(ids[start : start + _IDS_PER_QUERY])
-        rows += session.connection().execute(
-            select(
-                _T.c.id,
-                _T.c.name,
-                _T.c.workflow_id,
-                _T.c.status,
-                _T.c.reason,
-                _T.c.version,
-                _T.c.runner_host,
-                _T.c.runner_pid,
-                _T.c.heartbeat_at,
-            ).where(_T.c.id.in_(chunk))
-        )
-    paused = [r.id for r in rows if r.status == SessionStatus.PAUSED]
+    for chunk in _chunks(ids):
+        rows += session.connection().execute(_STATES, {"ids": chunk})
     gates: dict[str, str] = {}
-    for start in range(0, len(paused), _IDS_PER_QUERY):
-        chunk = paused[start : start + _IDS_PER_QUERY]
-        for sid, name in session.connection().execute(
-            select(_ST.c.session_id, _ST.c.name)
-            .where(
-                _ST.c.session_id.in_(chunk),
-                _ST.c.stage_type == "manual",
-                _ST.c.status == SessionStatus.PAUSED,
-            )
-            .order_by(_ST.c.position)
-        ):
+    for chunk in _chunks([r.id for r in rows if r.status == SessionStatus.PAUSED]):
+        for sid, name in session.connection().execute(_GATES, {"ids": chunk}):
             gates.setdefault(sid, name)
     now = time.time()
     return {
@@ -506,7 +529,9 @@ def session_states(session: Session, ids: Sequence[str]) -> dict[str, SessionSta
             status=r.status,
             reason=r.reason,
             version=r.version,
-            orphaned=is_orphaned(r.status, r.runner_host, r.runner_pid, r.heartbeat_at, now),
+            orphaned=is_orphaned(
+                r.status, r.runner_host if check_pids else None, r.runner_pid, r.heartbeat_at, now
+            ),
             gate=gates.get(r.id),
         )
         for r in rows

@@ -4,16 +4,22 @@ The states are read only when something may have changed, the way a runner follo
 session: on SQLite when ``PRAGMA data_version`` moves (checked every :data:`CHECK_EVERY`
 seconds on a connection of its own: microseconds, no table read), on PostgreSQL when the
 session trigger NOTIFYs (a blocking LISTEN: the process sleeps until a state changes on any
-host). Either way the states are also re-read every :data:`RESYNC` seconds, because a
+host, or :data:`PROBE_EVERY` seconds pass). Then a one-row probe (how many of the sessions
+exist, the sum of their versions) says whether any of *them* changed; other sessions'
+commits and every heartbeat cost that probe only, and only a change of theirs costs a read
+of their states. Those are also read every :data:`RESYNC` seconds regardless, because a
 session turns orphaned by its runner's heartbeat growing stale, which commits nothing.
 
 A session has ended when it is COMPLETED or FAILED. A session waiting at a manual gate, a
 paused one and an orphaned one have not: they are reported (so a person watching knows
-why nothing happens) and waited for.
+why nothing happens) and waited for. Orphaned here means a stale heartbeat
+(``VC_STALE_AFTER``): the quicker test of a dead runner pid on this host would read /proc
+once per session at every read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,12 +28,18 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from store.errors import transient_errors
-from store.queries import SessionState, session_states
+from store.queries import SessionState, session_states, sessions_fingerprint
 
 #: SQLite: seconds between two ``PRAGMA data_version`` checks (the runner's idle poll).
 CHECK_EVERY = 0.2
-#: Seconds after which the states are read again even if nothing was committed.
-RESYNC = 1.0
+#: Seconds after which the probe runs even if nothing was committed or notified (a lost
+#: notification, a store that was away).
+PROBE_EVERY = 1.0
+#: Seconds after which the states are read again whatever the probe says (orphans).
+RESYNC = 5.0
+#: Least seconds between two reads of the states: when many of the sessions end in a burst,
+#: one read sees several ends (a lone end after a quiet spell is read at once).
+READ_GAP = 0.4
 
 
 @dataclass(frozen=True)
@@ -104,8 +116,8 @@ def wait_for_end(
 
     ``on_state(id, state)`` is called with each session's first state and whenever what it
     says changes (its status, the gate it waits at, being orphaned; None once deleted).
-    A store that is away for a while is retried once per :data:`RESYNC` seconds, calling
-    ``on_store_error`` once per outage."""
+    A store that is away for a while is retried once per :data:`PROBE_EVERY` seconds,
+    calling ``on_store_error`` once per outage."""
     if factory is None:
         from store.engine import get_session_factory
 
@@ -116,19 +128,31 @@ def wait_for_end(
     shown: dict[str, tuple[Any, ...]] = {}
     changes = _Changes(engine)
     failing = False
+    fingerprint: tuple[int, int] | None = None
+    read_at = 0.0
     transient = transient_errors()
+    open_ids = wanted  # those not known to have ended (or gone)
+    db = factory()
     try:
         while True:
-            open_ids = [sid for sid in wanted if sid not in last or _open(last[sid])]
+            states = None
+            pause = 0.0
             try:
-                with factory() as db:
-                    states = session_states(db, open_ids)
-                    db.commit()
+                probe = sessions_fingerprint(db, open_ids)
+                since = time.monotonic() - read_at
+                if probe != fingerprint or since >= RESYNC:
+                    if since >= READ_GAP:
+                        states = session_states(db, open_ids, check_pids=False)
+                        read_at = time.monotonic()
+                    else:
+                        pause = READ_GAP - since
+                db.commit()
             except transient as exc:
+                with contextlib.suppress(Exception):
+                    db.rollback()
                 if not failing and on_store_error is not None:
                     on_store_error(exc)
-                failing = True
-                states = None
+                failing, fingerprint, states = True, None, None
             else:
                 failing = False
             if states is not None:
@@ -140,14 +164,26 @@ def wait_for_end(
                         shown[sid] = seen
                         if on_state is not None:
                             on_state(sid, state)
-                if not any(_open(last[sid]) for sid in wanted):
+                open_ids = [sid for sid in open_ids if _open(last[sid])]
+                if not open_ids:
                     return WaitResult({sid: last[sid] for sid in wanted}, False)
-            left = RESYNC if deadline is None else deadline - time.monotonic()
+                # What the next probe (of the sessions still open) finds if nothing changes.
+                fingerprint = (len(open_ids), sum(_version(last[sid]) for sid in open_ids))
+            left = PROBE_EVERY if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 return WaitResult({sid: last.get(sid) for sid in wanted}, True)
-            changes.wait(min(left, RESYNC))
+            if pause:
+                time.sleep(min(left, pause))  # a change is known: read it after the gap
+            else:
+                changes.wait(min(left, PROBE_EVERY))
     finally:
         changes.close()
+        with contextlib.suppress(Exception):
+            db.close()
+
+
+def _version(state: SessionState | None) -> int:
+    return 0 if state is None else state.version
 
 
 def _open(state: SessionState | None) -> bool:
