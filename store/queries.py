@@ -563,7 +563,9 @@ def alerts_after(
     A failure is a session's ``fail`` event (a stage failed, timed out, a runner crashed;
     an abort is somebody's decision, not news to them); a gate is a manual stage moving
     to PAUSED. Both are read by event id through the primary key, so a call costs what
-    the new events cost, however long the history."""
+    the new events cost, however long the history. On SQLite event ids are given in
+    commit order; on PostgreSQL a transition whose id was drawn just before the newest one
+    but committed just after this read (a window of milliseconds) is not announced."""
     newest = session.connection().execute(select(func.max(_EV.c.id))).scalar() or 0
     if after_id is None or newest <= after_id:
         return max(newest, after_id or 0), []

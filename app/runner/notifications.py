@@ -323,7 +323,10 @@ def drain(timeout: float | None = None) -> bool:
     Costs nothing when nothing was announced."""
     if not _sender.pending:
         return True
-    return _sender.drain(notify_timeout() + DRAIN_MARGIN if timeout is None else timeout)
+    try:
+        return _sender.drain(notify_timeout() + DRAIN_MARGIN if timeout is None else timeout)
+    except KeyboardInterrupt:  # Ctrl-C after the result was printed: stop waiting, quietly
+        return False
 
 
 # -- the runner's hook ------------------------------------------------------------------------
@@ -465,7 +468,8 @@ class SessionAnnouncer:
                     self.session_id, event.key, summary, stage=event.stage
                 )
         except Exception as exc:
-            self.say(f"could not record the notification of {event.key}: {exc}", "WARNING")
+            why = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [repr(exc)]
+            self.say(f"could not record the notification of {event.key}: {why[0]}", "WARNING")
 
 
 __all__ = [

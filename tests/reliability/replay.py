@@ -73,6 +73,8 @@ def replay(
                         stages[n] = "PENDING"
         elif e.op == "stage.create":
             stages[e.stage] = "PENDING"
+        elif e.op == "notify":
+            continue  # a notification sent: history, not a state change
         elif e.op in STAGE_OPS:
             current = stages.get(e.stage)
             if current is None:
