@@ -108,6 +108,11 @@ class DashboardServer(Server):
     @web.middleware
     async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if not self._token_ok(request):
+            if request.path == "/ws":
+                log.warning(
+                    "refused a WebSocket without the token (origin %s)",
+                    request.headers.get("Origin") or "none",
+                )
             raise web.HTTPForbidden(
                 text="vc flow: this dashboard needs the link with its token "
                 "(printed by `vc flow tui --serve`)\n"
@@ -115,7 +120,7 @@ class DashboardServer(Server):
         if request.path == "/ws":
             origin = request.headers.get("Origin")
             if origin != self.origin:
-                log.warning("refused a WebSocket from origin %s", origin or "(none)")
+                log.warning("refused a WebSocket from origin %s", origin or "none")
                 raise web.HTTPForbidden(text=f"vc flow: origin {origin} is not allowed\n")
         return await handler(request)
 
@@ -197,6 +202,10 @@ class DashboardServer(Server):
             for task in pending:
                 task.cancel()
             _, pending = await asyncio.wait(pending, timeout=0.5)
+        # Let the loop reap them: a subprocess transport outliving the loop complains.
+        deadline = time.monotonic() + 1.0
+        while tab_processes(zombies=True) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     def serve(self, debug: bool = False) -> None:
         self.debug = debug
@@ -225,8 +234,9 @@ def tab_command() -> str:
     return f"exec {shlex.quote(sys.executable)} -I -m {TAB_MODULE}"
 
 
-def tab_processes() -> list[int]:
-    """This process's children that are tab dashboards."""
+def tab_processes(*, zombies: bool = False) -> list[int]:
+    """This process's children that are tab dashboards (and, with ``zombies``, any child
+    that has exited but is not reaped yet)."""
     me = os.getpid()
     found = []
     for entry in os.listdir("/proc"):
@@ -235,8 +245,12 @@ def tab_processes() -> list[int]:
         try:
             with open(f"/proc/{entry}/stat", "rb") as f:
                 stat = f.read()
-            ppid = int(stat[stat.rfind(b")") + 2 :].split()[1])
-            if ppid != me:
+            fields = stat[stat.rfind(b")") + 2 :].split()
+            if int(fields[1]) != me:
+                continue
+            if fields[0] == b"Z":
+                if zombies:
+                    found.append(int(entry))
                 continue
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
@@ -376,12 +390,10 @@ def serve(*, demo: bool, host: str, port: int, public_url: str | None) -> int:
     return 0
 
 
-def finish_reaper(reaper: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    """Let the demo reaper do its work now (closing its pipe is its signal) and wait for
-    it, so the command returns once the demo is stopped and gone."""
+def finish_reaper(reaper: subprocess.Popen[bytes]) -> None:
+    """Close the demo reaper's pipe: its signal to stop and remove the demo. The server
+    does not wait for it (the demo's runners take a few seconds to stop their stages);
+    the reaper runs on by itself, as it would after a SIGKILL of the server."""
     with contextlib.suppress(OSError):
         if reaper.stdin is not None:
             reaper.stdin.close()
-    deadline = time.monotonic() + timeout
-    while reaper.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)

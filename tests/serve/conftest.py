@@ -47,8 +47,9 @@ def alive(pid: int) -> bool:
 
 
 def processes_of(marker: str) -> list[int]:
-    """Live processes (other than this one) whose environment mentions ``marker``: every
-    process of a workspace carries VC_HOME (dashboards, runners, the demo reaper)."""
+    """Live processes (other than this one) whose VC_HOME mentions ``marker``: every process
+    of a workspace carries it (server, dashboards, runners, their stages, the demo
+    reaper)."""
     found = []
     needle = marker.encode()
     for entry in os.listdir("/proc"):
@@ -56,12 +57,25 @@ def processes_of(marker: str) -> list[int]:
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as f:
-                environ = f.read()
+                environ = f.read().split(b"\0")
         except OSError:
             continue
-        if needle in environ and alive(int(entry)):
+        home = next((v for v in environ if v.startswith(b"VC_HOME=")), b"")
+        if needle in home and alive(int(entry)):
             found.append(int(entry))
     return found
+
+
+def describe(pids: list[int]) -> dict[int, str]:
+    """Each pid's command line, for a failure message."""
+    lines = {}
+    for pid in pids:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            argv = [b"(gone)"]
+        lines[pid] = b" ".join(argv).decode(errors="replace")[:200]
+    return lines
 
 
 def state(pid: int) -> str | None:
@@ -140,11 +154,12 @@ def serve(workspace: Path) -> Iterator[Callable[..., Served]]:
     is stopped afterwards, and its tab processes with it."""
     started: list[Served] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Served:
+    def start(*args: str, env: dict[str, str] | None = None, unset: tuple[str, ...] = ()) -> Served:
+        environment = {k: v for k, v in vc_env(env).items() if k not in unset}
         process = subprocess.Popen(
             [sys.executable, "-m", "app.main", "flow", "tui", "--serve", "--port", "0", *args],
-            cwd=cwd or workspace,
-            env=vc_env(env),
+            cwd=workspace,
+            env=environment,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
