@@ -78,6 +78,7 @@ class Lifeline:
         self._drawn = False
         self._held = False
         self._exit_asked_at: float | None = None
+        self._deadline_started = False
         self._armed = False
         self._disarmed = threading.Event()
         self._forcing = False
@@ -121,7 +122,9 @@ class Lifeline:
         Call from the main thread, once the driver has started (it installs its own
         handlers first)."""
         self._request = request_exit
-        self._armed = True
+        with self._lock:
+            self._armed = True
+            self._start_deadline()  # an exit asked for before the app was mounted
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
         if _input_at_end(sys.__stdin__):
@@ -173,17 +176,25 @@ class Lifeline:
             self._request(code)
 
     def _exit_started(self) -> None:
-        """Start the deadline (once; the caller holds the lock)."""
-        if self._exit_asked_at is not None:
-            return
-        self._exit_asked_at = time.monotonic()
-        if self._armed:
+        """An exit was asked for (the caller holds the lock): start the deadline."""
+        if self._exit_asked_at is None:
+            self._exit_asked_at = time.monotonic()
+        self._start_deadline()
+
+    def _start_deadline(self) -> None:
+        """Once armed and asked to exit (in either order), once (under the lock)."""
+        if self._armed and self._exit_asked_at is not None and not self._deadline_started:
+            self._deadline_started = True
             threading.Thread(target=self._deadline, name="vc-exit-deadline", daemon=True).start()
 
     def _deadline(self) -> None:
         if self._disarmed.wait(EXIT_DEADLINE):
             return
         self._forcing = True
+        try:
+            os.write(2, b"vc: error: the dashboard did not stop in time; ending it\n")
+        except OSError:
+            pass
         main = threading.main_thread().ident
         if main is not None:
             try:  # a real signal: it also interrupts a main thread blocked in a lock
@@ -192,10 +203,6 @@ class Lifeline:
                 pass
         if self._disarmed.wait(KILL_DEADLINE):
             return
-        try:
-            os.write(2, b"vc: error: the dashboard did not stop in time; it was ended\n")
-        except OSError:
-            pass
         os._exit(self._exit_code or 1)
 
 

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests.serve.conftest import Served, alive, describe, processes_of, state, wait_until
+from tests.processes import alive, describe, processes_of, state, wait_until
+from tests.serve.conftest import Served
 
 pytestmark = pytest.mark.browser
 

@@ -13,14 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.serve.conftest import (
-    Served,
-    alive,
-    client_session,
-    open_tab,
-    processes_of,
-    wait_until,
-)
+from tests.processes import alive, processes_of, wait_until
+from tests.serve.conftest import Served, client_session, open_tab
 
 
 async def _open_dashboard(served: Served, session: Any) -> Any:
