@@ -367,6 +367,10 @@ def serve(*, demo: bool, host: str, port: int, public_url: str | None) -> int:
                     else "its sessions keep running"
                 )
                 print(f"demo workspace: {workspace} ({note})")
+            if public_url:
+                address = sock.getsockname()
+                shown = f"[{address[0]}]" if ":" in address[0] else address[0]
+                print(f"listening on {shown}:{address[1]} (behind {base})")
             # Printed whole, never fitted to the terminal's width: it is a link.
             print(f"serving the dashboard at {link}")
             print(

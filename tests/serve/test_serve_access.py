@@ -156,3 +156,24 @@ async def test_a_wildcard_address_still_needs_the_token(serve: Callable[..., Ser
             assert response.status == 403
         async with session.get(f"http://127.0.0.1:{port}/?token={served.token}") as response:
             assert response.status == 200
+
+
+async def test_behind_a_tls_proxy_the_page_speaks_the_public_url(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve("--public-url", "https://dash.example.org/")
+    assert served.url.startswith("https://dash.example.org/?token=")
+    listening = next(line for line in served.printed if line.startswith("listening on "))
+    local = "http://" + listening.split()[2]  # where the proxy forwards to
+    async with client_session() as session:
+        async with session.get(f"{local}/?token={served.token}") as response:
+            page = await response.text()
+            assert "Secure" in response.headers["Set-Cookie"]
+        assert 'data-session-websocket-url="wss://dash.example.org/ws"' in page
+        assert "https://dash.example.org/static/" in page
+        # A Secure cookie goes over HTTPS only: the token in the query stands in for it.
+        ws = f"{local}/ws?token={served.token}&width=80&height=24"
+        tab = await session.ws_connect(ws, headers={"Origin": "https://dash.example.org"})
+        await tab.close()
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await session.ws_connect(ws, headers={"Origin": local})
