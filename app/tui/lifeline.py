@@ -49,7 +49,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-EXIT_DEADLINE = 3.0
+EXIT_DEADLINE = 5.0
 """Seconds an exit may take before the main thread is made to unwind."""
 
 KILL_DEADLINE = 2.0

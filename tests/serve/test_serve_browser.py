@@ -7,8 +7,7 @@ removed) in ``window.__vcScreen``, and the tests wait on that with ``wait_for_fu
 never a fixed sleep.
 
 Skipped, saying why, when chromium or Playwright is missing (`.ci/run` installs chromium).
-``VC_SCREENSHOT=PATH`` keeps the screenshot the pause test takes (docs/browser.png was made
-so).
+``VC_SCREENSHOT=PATH`` keeps the screenshot the pause test takes.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from tests.processes import processes_of, wait_until
 
 ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
 
-#: Generous: the dashboard's own deadline is 3 s plus 2 s, and the machine may be busy.
+#: Generous: the dashboard's own deadline is 5 s plus 2 s, and the machine may be busy.
 EXIT_WITHIN = 15.0
 
 
