@@ -218,18 +218,26 @@ def tui_cmd(
     ] = False,
     host: Annotated[
         str | None,
-        typer.Option("--host", help="With --serve: the address to listen on [127.0.0.1]."),
+        typer.Option(
+            "--host", metavar="H", help="With --serve: the address to listen on [127.0.0.1]."
+        ),
     ] = None,
     port: Annotated[
         int | None,
         typer.Option(
-            "--port", min=0, max=65535, help="With --serve: the port (0: any free one) [8000]."
+            "--port",
+            min=0,
+            max=65535,
+            metavar="P",
+            help="With --serve: the port (0: any free one) [8000].",
         ),
     ] = None,
     public_url: Annotated[
         str | None,
         typer.Option(
-            "--public-url", help="With --serve: the URL browsers reach it by (a TLS proxy)."
+            "--public-url",
+            metavar="URL",
+            help="With --serve: the URL browsers reach it by (a TLS proxy).",
         ),
     ] = None,
 ) -> None:
