@@ -4,6 +4,7 @@ nothing of a workspace is left running."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import vc_env
-from tests.processes import alive
+from tests.processes import alive, processes_of
 
 URL = re.compile(r"(https?://\S+/\?token=(\S+))")
 ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
@@ -121,7 +122,6 @@ def serve(workspace: Path) -> Iterator[Callable[..., Served]]:
         yield start
     finally:
         for served in started:
-            tabs = served.tabs()
             if served.process.poll() is None:
                 served.process.terminate()
                 try:
@@ -129,9 +129,10 @@ def serve(workspace: Path) -> Iterator[Callable[..., Served]]:
                 except subprocess.TimeoutExpired:
                     served.process.kill()
                     served.process.wait()
-            for pid in tabs:
-                if alive(pid):
-                    os.kill(pid, signal.SIGKILL)
+        # Whatever a failed test left of the workspace (an orphaned tab, a runner) goes too.
+        for pid in processes_of(str(workspace)):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 class Tab:
