@@ -31,6 +31,7 @@ Rules this module keeps, and why:
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -42,11 +43,14 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.command import CommandPalette
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.messages import ExitApp
 from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
 from app.tui import data, operations
 from app.tui.commands import OperationsProvider
+from app.tui.lifeline import Lifeline
 from app.tui.screens import DetailsScreen, NewSessionScreen
 from store.queries import SessionFilter
 from widgets.confirm import ConfirmScreen
@@ -196,6 +200,9 @@ class FlowApp(App[int]):
         self._store_error: str | None = None
         self._summary_shown = ""
         self._stderr_buffer = ""
+        #: Makes sure this process ends (see app.tui.lifeline): exits held until the first
+        #: frame, the end of stdin, SIGTERM and SIGHUP, a deadline on the way out.
+        self.lifeline = Lifeline(lambda: App.post_message(self, ExitApp()))
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -245,7 +252,25 @@ class FlowApp(App[int]):
         except Exception:
             self._preloaded = None
 
+    def post_message(self, message: Message) -> bool:
+        if isinstance(message, ExitApp) and self.lifeline.hold_exit():
+            return True  # posted again after the first frame (see app.tui.lifeline)
+        return super().post_message(message)
+
+    def on_ready(self) -> None:
+        self.lifeline.first_frame()
+
     def on_mount(self) -> None:
+        if not self.is_headless:
+            loop = asyncio.get_running_loop()
+
+            def request_exit(code: int) -> None:  # from a thread or a signal handler
+                try:
+                    loop.call_soon_threadsafe(lambda: self.exit(return_code=code))
+                except RuntimeError:  # the loop is closed: the app is gone already
+                    pass
+
+            self.lifeline.arm(request_exit)
         self.begin_capture_print(self, stdout=False, stderr=True)
         self.filter_box.display = False
         self.table.focus()

@@ -21,6 +21,7 @@ def launch(*, demo: bool = False) -> int:
         try:
             app.run()
         finally:
+            app.lifeline.disarm()
             if throwaway and started:
                 demo_mod.stop_demo_sessions(ctx, started)
         if throwaway:
@@ -28,4 +29,11 @@ def launch(*, demo: bool = False) -> int:
                 f"demo workspace: {ctx.settings.workspace} (its sessions were stopped)",
                 file=sys.stderr,
             )
+    if app.lifeline.reason:
+        from app.cli.common import error_line
+
+        try:
+            error_line(app.lifeline.reason)
+        except OSError:  # its terminal is gone with its input
+            pass
     return app.return_code or 0
