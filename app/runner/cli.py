@@ -238,7 +238,8 @@ class _Display:
 
 
 def detached_main(argv: list[str]) -> int:
-    """Entry of a background runner (`python -m app.runner SESSION_ID [--stage NAME]`).
+    """Entry of a background runner (`python -E -P -m vc_main runner SESSION_ID [--stage
+    NAME]`, see ``vc_main``; `python -m app.runner …` by hand).
 
     Its stdout/stderr are the session's log file, so its last words land there. It tells
     its launcher over the inherited ``VC_RUNNER_READY_FD`` pipe whether it claimed the

@@ -34,8 +34,14 @@ class LaunchError(Exception):
 
 
 def spawn_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) -> int:
-    """Start `python -m app.runner SESSION_ID` detached; return its pid once it owns the
-    session. Raises :class:`LaunchError` with a one-line reason otherwise."""
+    """Start a runner for ``session_id`` detached; return its pid once it owns the session.
+    Raises :class:`LaunchError` with a one-line reason otherwise.
+
+    It runs in the workspace, yet nothing of ours is looked up there or in ``PYTHONPATH``
+    (a workspace with an ``app/`` package of its own would run instead): ``-P`` keeps the
+    working directory off ``sys.path``, ``-E`` ignores ``PYTHONPATH``, and ``vc_main`` pins
+    our packages to where vc is installed. The stage commands still get the whole
+    environment, ``PYTHONPATH`` included."""
     from app.runner.cli import READY_FD_ENV
 
     if ctx.logging:
@@ -43,7 +49,7 @@ def spawn_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) ->
         log_path: Path | str = ctx.logging.files.session_path(session_id)
     else:
         log_path = os.devnull
-    args = [sys.executable, "-m", "app.runner", session_id]
+    args = [sys.executable, "-E", "-P", "-m", "vc_main", "runner", session_id]
     if only_stage:
         args += ["--stage", only_stage]
     read_fd, write_fd = os.pipe()
