@@ -75,6 +75,12 @@ OUTPUT_CATEGORY = "workflow.stage.integration"
 STAGE_CATEGORY = "workflow.stage.operations"
 SESSION_CATEGORY = "workflow.session.operations"
 _PROGRESS_TAG = "::progress"
+#: Why a task stage without a command fails (one created through the API with no ``run``
+#: in its config): it is not run as a shell command "None".
+NO_COMMAND = (
+    "no command to run: a task stage needs 'run' in its config "
+    "(a stage without one is a manual gate: stage_type='manual')"
+)
 
 
 #: Errors that mean "the store is away for now": retried, never fatal to a running stage.
@@ -837,7 +843,8 @@ class Runner:
         recovery only looks at ACTIVE or PAUSED stages and checks the process start time,
         and a new attempt overwrites it.
         """
-        command = str(stage.config.get("run"))
+        run = stage.config.get("run")
+        command = run if isinstance(run, str) else "(no command)"
         output = StageOutput(self.log, self.session_id, stage.name)
         proc = StageProcess(
             command,
@@ -846,6 +853,8 @@ class Runner:
             on_lines=output,
         )
         try:
+            if not isinstance(run, str) or not run.strip():
+                raise StageStartError(NO_COMMAND)
             proc.start()
         except StageStartError as exc:
             try:

@@ -1105,6 +1105,25 @@ def test_missing_cwd_fails_the_stage_with_a_clear_error(
     assert stage.status == "FAILED" and stage.error == f"cwd does not exist: {missing}"
 
 
+@covered_on_postgresql_by_another
+def test_a_task_stage_without_run_fails_naming_what_is_missing(vc: Vc, store: Store) -> None:
+    """A stage made through the API with no command: never the shell command `None`."""
+    from app.runner.runner import NO_COMMAND
+
+    with store.factory() as db:
+        sid = FlowSessionManager(db).create_session("api-made").id
+        StageManager(db).create_stage(sid, stage_type="task", config={"timeout": 3600})
+    result = vc("flow", "run", "api-made", "--session", sid)
+    assert result.returncode == 1
+    assert NO_COMMAND in result.stderr
+    assert "command not found" not in result.stderr
+    view = store.view(sid)
+    assert (view.status, view.stages[0].status) == ("FAILED", "FAILED")
+    assert view.stages[0].error == NO_COMMAND
+    assert view.reason == f"stage stage-1 failed: {NO_COMMAND}"
+    assert not any("command not found" in r.text for r in store.logs(sid))
+
+
 def test_run_on_a_completed_session_is_refused_and_mentions_retry(vc: Vc, store: Store) -> None:
     assert vc("flow", "run", "hello").returncode == 0
     sid = newest_session(store)
