@@ -64,9 +64,13 @@ def _status_option(value: str | None) -> str | None:
     return upper
 
 
-def _rows_option(value: int) -> int:
+def _rows_option(value: int | None) -> int | None:
     """--limit / --tail: any count above what a database binds means "all of them"."""
-    return min(value, MAX_ROWS)
+    return None if value is None else min(value, MAX_ROWS)
+
+
+#: Sessions the `list` table shows without --limit (--json gives all of them).
+LIST_ROWS = 50
 
 
 def status_label(status: str, orphaned: bool, awaiting_worker: bool = False) -> str:
@@ -85,19 +89,30 @@ def list_cmd(
         str | None, typer.Option("--workflow", "-w", help="Only this workflow.")
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", "-n", min=1, callback=_rows_option, help="At most N sessions.")
-    ] = 50,
+        int | None,
+        typer.Option(
+            "--limit",
+            "-n",
+            min=1,
+            callback=_rows_option,
+            help=f"At most N sessions (default: {LIST_ROWS} in the table, all with --json).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List sessions, newest first."""
+    """List sessions, newest first. The table shows the newest 50 and says how many there
+    are in all; --json prints every matching session unless --limit is given (a script gets
+    what it asked for, never a silently shortened list)."""
     from store.queries import SessionFilter, count_sessions, list_sessions
 
     with open_store(writes=False) as ctx, ctx.session() as session:
         filt = SessionFilter(status=status, workflow_id=workflow)
-        views = list_sessions(session, filt, limit=limit)
         if as_json:
+            views = list_sessions(session, filt, limit=MAX_ROWS if limit is None else limit)
             print_json([v.to_json() for v in views])
             return
+        limit = LIST_ROWS if limit is None else limit
+        views = list_sessions(session, filt, limit=limit)
         total = count_sessions(session, filt) if len(views) == limit else len(views)
     if not views:
         echo(
