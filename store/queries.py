@@ -55,6 +55,8 @@ class StageView:
     host: str | None = None
     #: The row version when read: a writer can start from the view instead of re-reading.
     version: int | None = None
+    #: When the stage last changed (for a PAUSED stage: when it was paused).
+    updated_at: float | None = None
 
     @property
     def checklist(self) -> list[str]:
@@ -263,6 +265,7 @@ def _stages_for(session: Session, ids: Sequence[str]) -> dict[str, list[StageVie
             _ST.c.pid_start,
             _ST.c.host,
             _ST.c.version,
+            _ST.c.updated_at,
         )
         .where(_ST.c.session_id.in_(list(ids)))
         .order_by(_ST.c.session_id, _ST.c.position)
@@ -285,6 +288,7 @@ def _stages_for(session: Session, ids: Sequence[str]) -> dict[str, list[StageVie
                 pid_start=r.pid_start,
                 host=r.host,
                 version=r.version,
+                updated_at=r.updated_at,
             )
         )
     return by_session
