@@ -10,6 +10,8 @@ Decisions the design leaves open, written down here:
   to run it again (`vc flow run WORKFLOW --session ID`), it does not start a runner itself.
 - `delete` asks on a terminal; `--yes` skips the question, `--force` also aborts a session
   that a live runner is running. Without a terminal it refuses (exit 1) and changes nothing.
+  Answering no prints ``not deleted: ID (NAME)``, not an error, and exits 1: nothing was
+  deleted, so ``delete … && next-step`` stops there.
 - `logs` prints whole lines even on a narrow terminal (the terminal wraps them); tables are
   fitted to the width instead.
 """
@@ -337,13 +339,15 @@ def delete_cmd(
         obj = manager.get_session(sid)
         name, status = obj.name, obj.status
         session.rollback()  # hold no transaction while a human thinks
-        if not (force or yes) and not confirm(
-            f"delete session {sid[:12]} ({clean_text(name)}, {status})?"
-        ):
-            raise fail(
-                f"not deleted: session {sid[:12]} needs confirmation "
-                "(answer y on a terminal, or pass --yes or --force)"
-            )
+        if not (force or yes):
+            if not sys.stdin.isatty():
+                raise fail(
+                    f"not deleted: session {sid[:12]} needs confirmation "
+                    "(answer y on a terminal, or pass --yes or --force)"
+                )
+            if not confirm(f"delete session {sid[:12]} ({clean_text(name)}, {status})?"):
+                print(f"not deleted: {sid[:12]} ({clean_text(name)})")
+                raise typer.Exit(1)
         assert ctx.logging is not None
         with ctx.logging.deleting(sid):
             manager.delete(sid, force=force)

@@ -133,11 +133,14 @@ def test_delete_asks_on_a_terminal_and_deletes_when_the_answer_is_yes(
 def test_delete_on_a_terminal_changes_nothing_unless_the_answer_is_yes(
     store_workspace: Path, answer: str
 ) -> None:
-    sid = create_session(store_workspace)
+    """Answering no is the user's choice, not an error: a plain line (exit 1: nothing was
+    deleted, so `delete … && next-step` stops)."""
+    sid = create_session(store_workspace, name="keep me")
     before = snapshot(store_workspace)
     code, screen = run_on_tty("flow", "session", "delete", sid, answer=answer)
     assert code == 1, screen
-    assert "not deleted" in screen
+    assert screen.splitlines()[-1] == f"not deleted: {sid[:12]} (keep me)"
+    assert "error" not in screen
     assert snapshot(store_workspace) == before
 
 
