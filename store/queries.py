@@ -376,6 +376,36 @@ def get_session_view(session: Session, session_id: str) -> SessionView | None:
     return views[0] if views else None
 
 
+def last_session_change(session: Session, session_id: str, to_status: str) -> EventView | None:
+    """The newest event that brought the session itself (not one of its stages) to
+    ``to_status``: who paused, resumed or aborted it, from where."""
+    row = (
+        session.connection()
+        .execute(
+            select(
+                _EV.c.at,
+                _EV.c.op,
+                _EV.c.from_status,
+                _EV.c.to_status,
+                _EV.c.actor,
+                _EV.c.host,
+                _EV.c.pid,
+                _EV.c.reason,
+                _EV.c.stage,
+            )
+            .where(
+                _EV.c.session_id == session_id,
+                _EV.c.to_status == to_status,
+                _EV.c.stage.is_(None),
+            )
+            .order_by(_EV.c.id.desc())
+            .limit(1)
+        )
+        .first()
+    )
+    return None if row is None else EventView(*row)
+
+
 def list_events(session: Session, session_id: str, limit: int | None = None) -> list[EventView]:
     """A session's history, oldest first (newest last, as the JSON contract says)."""
     query = (
