@@ -248,7 +248,8 @@ def create_cmd(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a PENDING session of a workflow (run it with 'vc flow run --session')."""
+    """Create a PENDING session of a workflow and print its id (on a terminal, also how to
+    run it: 'vc flow run WORKFLOW --session ID', on stderr, so stdout stays the id)."""
     from store.queries import get_session_view
 
     check_workflow_id(workflow_id)
@@ -264,8 +265,14 @@ def create_cmd(
     assert view is not None
     if as_json:
         print_json(view.to_json())
-    else:
-        print(created.id)
+        return
+    print(created.id, flush=True)
+    if sys.stdout.isatty():  # a person reads it; `id=$(vc flow session create W)` gets the id
+        print(
+            f"run it with 'vc flow run {definition.id} --session {created.id[:12]}' "
+            "(--detach: in the background)",
+            file=sys.stderr,
+        )
 
 
 def check_workflow_id(workflow_id: str) -> None:

@@ -87,24 +87,34 @@ def _check_runnable(view: Any, workflow_id: str) -> None:
     short = view.id[:12]
     if view.workflow_id != workflow_id:
         raise fail(f"session {short} belongs to workflow {view.workflow_id!r}, not {workflow_id!r}")
+    why = run_refusal(view)
+    if why is not None:
+        raise fail(why)
+
+
+def run_refusal(view: Any) -> str | None:
+    """Why a session cannot be run now (nothing left to run, paused, or a live runner has
+    it), or None: the rule of `run --session` and of the dashboard's start key."""
+    short = view.id[:12]
     if view.status == "COMPLETED":
-        raise fail(
+        return (
             f"session {short} is COMPLETED: every stage has run and none runs twice "
             f"(retry is only for FAILED sessions); start a new session with "
             f"'vc flow run {view.workflow_id}'"
         )
     if view.status == "FAILED":
-        raise fail(
+        return (
             f"session {short} is FAILED ({view.reason or 'failed'}): reset it with "
             f"'vc flow session retry {short}', then run it again"
         )
     if view.status == "PAUSED":
-        raise fail(f"session {short} is PAUSED: resume it with 'vc flow session resume {short}'")
+        return f"session {short} is PAUSED: resume it with 'vc flow session resume {short}'"
     if view.status == "ACTIVE" and view.runner_pid is not None and not view.orphaned:
-        raise fail(
+        return (
             f"session {short} already has a live runner: pid {view.runner_pid} on "
             f"{view.runner_host}"
         )
+    return None
 
 
 def _foreground(ctx: Any, sid: str, stage: str | None, name: str) -> int:

@@ -109,6 +109,8 @@ class Detail:
             text += f" — {self.reason}"
         if self.status == "PAUSED" and (self.reason or "").startswith("waiting:"):
             text += " (r resumes it)"
+        if self.status == "PENDING":
+            text += " (s starts it)"
         if self.checklist:
             text += f" — check: {'; '.join(self.checklist)}"
         return text
