@@ -6,8 +6,18 @@ import sys
 
 
 def launch(*, demo: bool = False) -> int:
-    from app.cli.common import open_store
+    """Run the dashboard in this terminal. Refused (one line, exit 2) when stdout is not a
+    terminal (`vc flow tui | tail`): it would write escape sequences into the pipe until
+    killed. Only this path checks: a dashboard served elsewhere has a terminal of its own."""
+    from app.cli.common import fail, open_store
     from app.tui import demo as demo_mod
+
+    if not sys.stdout.isatty():
+        raise fail(
+            "the dashboard needs a terminal and stdout is not one; for scripts use "
+            "'vc flow session list' or 'vc flow status ID'",
+            2,
+        )
 
     throwaway = demo_mod.prepare_demo_environment() if demo else False
     with open_store() as ctx:
