@@ -28,9 +28,24 @@ from typing import Any
 
 CLAIM_TIMEOUT = 20.0
 
+#: The runners this process started that may still run, and whether it may start more:
+#: what a closing demo waits for (:func:`stop_starting_runners`).
+_runners_lock = threading.Lock()
+_runners: list[subprocess.Popen[bytes]] = []
+_no_more_runners = False
+
 
 class LaunchError(Exception):
     pass
+
+
+def stop_starting_runners() -> list[subprocess.Popen[bytes]]:
+    """From now on this process starts no runner (:func:`spawn_runner` refuses); returns
+    the runners it started that have not exited yet (their reaper sets ``returncode``)."""
+    global _no_more_runners
+    with _runners_lock:
+        _no_more_runners = True
+        return [child for child in _runners if child.returncode is None]
 
 
 def spawn_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) -> int:
@@ -55,26 +70,33 @@ def spawn_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) ->
     read_fd, write_fd = os.pipe()
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        child = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=log_fd,
-            start_new_session=True,
-            pass_fds=(write_fd,),
-            cwd=str(ctx.settings.workspace),
-            env={
-                **os.environ,
-                "VC_HOME": str(ctx.settings.workspace),
-                "VC_DATABASE_URL": ctx.settings.database_url,
-                "VC_LOG_DIR": str(ctx.settings.log_dir),
-                "VC_WORKFLOWS_DIR": str(ctx.settings.workflows_dir),
-                READY_FD_ENV: str(write_fd),
-            },
-        )
+        with _runners_lock:
+            if _no_more_runners:
+                raise LaunchError("this process is closing: it starts no more runners")
+            child = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                start_new_session=True,
+                pass_fds=(write_fd,),
+                cwd=str(ctx.settings.workspace),
+                env={
+                    **os.environ,
+                    "VC_HOME": str(ctx.settings.workspace),
+                    "VC_DATABASE_URL": ctx.settings.database_url,
+                    "VC_LOG_DIR": str(ctx.settings.log_dir),
+                    "VC_WORKFLOWS_DIR": str(ctx.settings.workflows_dir),
+                    READY_FD_ENV: str(write_fd),
+                },
+            )
+            _runners[:] = [c for c in _runners if c.returncode is None] + [child]
     except OSError as exc:
         os.close(read_fd)
         raise LaunchError(f"cannot start {sys.executable}: {exc.strerror or exc}") from None
+    except LaunchError:
+        os.close(read_fd)
+        raise
     finally:
         os.close(write_fd)
         os.close(log_fd)

@@ -130,7 +130,9 @@ class FlowApp(App[int]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "pause", "Pause"),
         Binding("r", "resume", "Resume"),
-        Binding("s", "start", "Start"),
+        # Not in the footer (it would push "q Quit" off an 80-column one): the summary of a
+        # PENDING session says "s starts it", and help and the palette list it.
+        Binding("s", "start", "Start", show=False),
         Binding("a", "abort", "Abort"),
         Binding("d", "delete", "Delete"),
         Binding("t", "retry", "Retry"),

@@ -60,6 +60,36 @@ def test_without_a_terminal_on_stdout_it_refuses_at_once(
     assert not list(tmp_path.glob("vc-demo-*"))
 
 
+def test_with_stderr_not_a_terminal_it_refuses_too(workspace: Path) -> None:
+    """Textual draws on stderr: `vc flow tui 2>log` would fill the file instead."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from tests.cli.helpers import env_for
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "app.main", "flow", "tui"],
+            stdin=slave,
+            stdout=slave,
+            stderr=subprocess.PIPE,
+            env=env_for(),
+            timeout=30,
+        )
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert proc.returncode == 2
+    assert proc.stderr.decode() == (
+        "vc: error: the dashboard needs a terminal and stderr is not one; for scripts use "
+        "'vc flow session list' or 'vc flow status ID'\n"
+    )
+    assert not (workspace / ".vc").exists()
+
+
 @pytest.mark.parametrize("size", [(80, 24), (300, 80)])
 async def test_small_and_huge_terminals(
     ctx: Any, make_app: Any, store_url: str, size: tuple[int, int]
