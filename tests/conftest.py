@@ -238,3 +238,13 @@ def run_vc_script(
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def readme_sh_block(after: str) -> str:
+    """The first ```sh block of README.md after the text ``after``, as a reader copies it."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"```sh\n(.*?)```", readme[readme.index(after) :], re.S)
+    assert found, f"README.md has no sh block after {after!r}"
+    return found.group(1)

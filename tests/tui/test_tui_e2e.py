@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import readme_sh_block
+
 pytestmark = pytest.mark.tmux
 
 TMUX = shutil.which("tmux")
@@ -298,3 +300,45 @@ def _abort_all(workspace: Path) -> None:
                         pass
     finally:
         engine.dispose()
+
+
+def test_readme_walkthrough_runs_verbatim_in_a_fresh_workspace(
+    tmp_path: Path, terminal: Terminal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every line of the walkthrough, pasted in order into a shell of a fresh account (its
+    own HOME, `vc` on PATH as the README installs it), succeeds; its last line, the
+    dashboard, shows the session and quits with q."""
+    for var in ("VC_HOME", "VC_DATABASE_URL", "VC_LOG_DIR", "VC_WORKFLOWS_DIR", "PYTHONPATH"):
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    script = tmp_path / "walkthrough.sh"
+    script.write_text("set -e\n" + readme_sh_block("## Writing a workflow"))
+    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    terminal.start(
+        f"bash {script}; echo WALKTHROUGH-EXIT=$?; sleep 60",
+        cwd=tmp_path,
+        env={"HOME": str(home), "PATH": path, "TERM": "xterm-256color"},
+    )
+    workspace = home / "etl"
+    try:
+
+        def dashboard_shows_it_completed() -> bool:
+            screen = terminal.screen()  # the header's counts ("DONE 1" when narrow)
+            return "log: follow" in screen and ("COMPLETED 1" in screen or "DONE 1" in screen)
+
+        wait_until(dashboard_shows_it_completed, "the dashboard, the session done", timeout=90)
+        terminal.keys("q")
+        screen = wait_until(
+            lambda: "WALKTHROUGH-EXIT=" in terminal.screen() and terminal.screen(),
+            "the walkthrough to end",
+        )
+        assert "WALKTHROUGH-EXIT=0" in screen, screen
+        (session,) = _sessions(workspace)
+        assert session.status == "COMPLETED"
+        assert [s.status for s in session.stages] == ["COMPLETED"] * 4
+        assert (workspace / "rows.txt").read_text() == "extracted 1200 rows\n"
+    finally:
+        terminal.kill()
+        if (workspace / ".vc").exists():
+            _abort_all(workspace)
