@@ -31,9 +31,7 @@ async def test_n_starts_vcs_runner_in_a_workspace_with_an_app_package(
         await pilot.press("enter", "enter")
         await wait_for(pilot, lambda: app.table.total == 1, timeout=10, what="the new row")
         sid = app.table.rows[0].id
-        await wait_for(
-            pilot, lambda: status(ctx, sid) == "COMPLETED", timeout=20, what="COMPLETED"
-        )
+        await wait_for(pilot, lambda: status(ctx, sid) == "COMPLETED", timeout=20, what="COMPLETED")
     assert hijacked(hostile_packages) == []
 
 
@@ -50,7 +48,5 @@ async def test_r_on_an_orphan_starts_vcs_runner_in_a_workspace_with_an_app_packa
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
         await pilot.press("r")
-        await wait_for(
-            pilot, lambda: status(ctx, sid) == "COMPLETED", timeout=20, what="COMPLETED"
-        )
+        await wait_for(pilot, lambda: status(ctx, sid) == "COMPLETED", timeout=20, what="COMPLETED")
     assert hijacked(hostile_packages) == []
