@@ -102,6 +102,7 @@ DASHBOARD_ACTIONS = frozenset(
     {
         "pause",
         "resume",
+        "start",
         "abort",
         "delete",
         "retry",
@@ -133,6 +134,9 @@ class FlowApp(App[int]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "pause", "Pause"),
         Binding("r", "resume", "Resume"),
+        # Not in the footer (it would push "q Quit" off an 80-column one): the summary of a
+        # PENDING session says "s starts it", and help and the palette list it.
+        Binding("s", "start", "Start", show=False),
         Binding("a", "abort", "Abort"),
         Binding("d", "delete", "Delete"),
         Binding("t", "retry", "Retry"),
@@ -155,6 +159,7 @@ class FlowApp(App[int]):
     KEY_HELP: ClassVar[list[tuple[str, str]]] = [
         ("p", "pause the selected session (SIGSTOP)"),
         ("r", "resume it (starts a runner if it has none)"),
+        ("s", "start a PENDING session: its runner runs in the background"),
         ("a", "abort it (asks first)"),
         ("d", "delete it with its history and logs (asks first)"),
         ("t", "retry a failed session: failed stages run again"),
@@ -538,6 +543,9 @@ class FlowApp(App[int]):
 
     def action_resume(self) -> None:
         self._on_selected("resume", operations.resume)
+
+    def action_start(self) -> None:
+        self._on_selected("start", operations.start)
 
     def action_retry(self) -> None:
         self._on_selected("retry", operations.retry)
