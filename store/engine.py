@@ -53,9 +53,22 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+#: The name of the directory a workspace keeps its SQLite store in (``<workspace>/.vc``).
+STORE_DIR_NAME = ".vc"
+
+
 def _prepare_sqlite_file(path: Path) -> None:
     """Create the store's directory 0700 and file 0600 (they hold commands, environment
-    and output) before SQLite does, since SQLite gives its -wal/-shm files the same mode."""
+    and output) before SQLite does, since SQLite gives its -wal/-shm files the same mode.
+
+    Only a workspace's own store directory (named ``.vc``, as in the default URL) is
+    created, with its parents; a URL naming any other directory that does not exist is
+    refused: a mistyped ``VC_DATABASE_URL`` must not make a new, empty store somewhere."""
+    if path.parent.name != STORE_DIR_NAME and not path.parent.exists():
+        raise StoreUnavailable(
+            f"cannot open the store {path}: directory {path.parent} does not exist "
+            "(create it first, or check VC_DATABASE_URL)"
+        )
     try:
         if not path.parent.exists():
             # Several first starts may race to create it; a file in its place is

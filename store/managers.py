@@ -1013,6 +1013,11 @@ class StageManager(_Base):
         *,
         name: str | None = None,
     ) -> StageInstance:
+        """A PENDING stage at the end of the session. A ``task`` runs ``config["run"]``, a
+        shell command; a ``manual`` stage is a gate. A task without ``run`` is accepted
+        (its state can be driven through :meth:`update_stage_status`, for work done
+        elsewhere), but a runner fails it with the reason "no command to run …" instead of
+        running anything."""
         sid = self.resolve_session_id(session_id)
         conn = self._conn()
         status = conn.execute(select(_T.c.status).where(_T.c.id == sid)).scalar()
@@ -1199,6 +1204,10 @@ class StageManager(_Base):
                 touched = cursor.fetchone()
                 cursor.close()
                 session_status = None if touched is None else touched[0]
+                started: SessionChange | None = None
+                if target == StageStatus.ACTIVE and session_status == SessionStatus.PENDING:
+                    started = self._start_session_for(conn, cur.session_id, cur.name, now)
+                    session_status = SessionStatus.ACTIVE
                 values: dict[str, Any] = {
                     "status": target,
                     "version": cur.version + 1,
@@ -1266,6 +1275,8 @@ class StageManager(_Base):
                         conn, cur.session_id, op, cur.status, target, now, error, stage=cur.name
                     )
                 self.session.commit()
+                if started is not None:
+                    self._committed(started, FlowSessionManager.CATEGORY)
                 if moved:
                     self._committed(
                         SessionChange(
@@ -1294,6 +1305,44 @@ class StageManager(_Base):
             with contextlib.suppress(Exception):
                 self.session.rollback()
             raise
+
+    def _start_session_for(
+        self, conn: Connection, session_id: str, stage: str, now: float
+    ) -> SessionChange:
+        """Inside a stage's move to ACTIVE: its PENDING session starts too (PENDING ->
+        ACTIVE, with its ``start`` event), so a session with an ACTIVE stage is ACTIVE.
+        What an API user driving stages by hand meets; a runner claims the session first.
+        The session row is already locked by this transaction (its touch)."""
+        reason = f"stage {stage} started"
+        version = conn.execute(
+            update(_T)
+            .where(_T.c.id == session_id, _T.c.status == SessionStatus.PENDING)
+            .values(
+                status=SessionStatus.ACTIVE,
+                version=_T.c.version + 1,
+                started_at=func.coalesce(_T.c.started_at, now),
+                updated_at=now,
+                reason=None,
+            )
+            .returning(_T.c.version)
+        ).scalar_one()
+        self._event(
+            conn,
+            session_id,
+            SessionOp.START,
+            SessionStatus.PENDING,
+            SessionStatus.ACTIVE,
+            now,
+            reason,
+        )
+        return SessionChange(
+            session_id,
+            SessionOp.START,
+            SessionStatus.PENDING,
+            SessionStatus.ACTIVE,
+            version,
+            reason,
+        )
 
     def set_progress(self, stage_id: int, progress: float) -> None:
         """Progress only: no event, no version bump (the runner coalesces these)."""

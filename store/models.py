@@ -43,6 +43,9 @@ class FlowSession(SQLModel, table=True):
     runner_pid: int | None = None
     heartbeat_at: float | None = None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__("meta" if name == "metadata" else name, value)  # _UserMetadata
+
 
 class StageInstance(SQLModel, table=True):
     __tablename__ = "stage_instances"
@@ -69,6 +72,9 @@ class StageInstance(SQLModel, table=True):
     #: ``::output KEY=VALUE`` lines of the current attempt (NULL: none).
     outputs: dict[str, str] | None = Field(default=None, sa_column=Column(JSON))
     version: int = 1
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__("meta" if name == "metadata" else name, value)  # _UserMetadata
 
 
 class FlowEvent(SQLModel, table=True):
@@ -105,3 +111,21 @@ class LogRecord(SQLModel, table=True):
     category: str = Field(max_length=64)
     stage: str | None = None
     text: str
+
+
+class _UserMetadata:
+    """``metadata`` of a session or stage object: the user's own dict on an instance (its
+    ``meta`` attribute, kept in the ``metadata`` column: what ``create_session(metadata=
+    {...})`` stored), SQLAlchemy's ``MetaData`` on the class, as SQLAlchemy and Alembic
+    expect. Without it ``session.metadata`` quietly gave the ``MetaData`` of every table;
+    assigning ``obj.metadata = {...}`` sets ``meta`` (each class's ``__setattr__``)."""
+
+    def __init__(self, tables: Any) -> None:
+        self.tables = tables
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self.tables if obj is None else obj.meta
+
+
+for _model in (FlowSession, StageInstance):
+    _model.metadata = _UserMetadata(_model.metadata)  # type: ignore[assignment]

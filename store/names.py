@@ -56,13 +56,13 @@ def validate_identifier(value: str, what: str) -> str:
         reason = "must be at most 128 characters long"
     elif ".." in value:
         reason = "must not contain '..'"
-    elif "/" in value or "\\" in value:
-        reason = "must be a plain name, not a path"
-    elif not _IDENTIFIER.fullmatch(value[0]):
-        reason = "must start with an ASCII letter or digit"
+    elif bad := list(dict.fromkeys(c for c in value if not _IDENTIFIER.fullmatch("a" + c))):
+        listed = ", ".join(repr(c) for c in bad[:10]) + (" …" if len(bad) > 10 else "")
+        reason = f"may contain only ASCII letters, digits, '.', '_' and '-', not {listed}"
+        if "/" in bad or "\\" in bad:
+            reason += " (a name, not a path)"
     else:
-        bad = next(c for c in value if not _IDENTIFIER.fullmatch("a" + c))
-        reason = f"may contain only ASCII letters, digits, '.', '_' and '-', not {bad!r}"
+        reason = "must start with an ASCII letter or digit"
     raise WorkflowError(f"invalid {what} {short_repr(value)}: {reason}")
 
 

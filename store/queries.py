@@ -57,6 +57,8 @@ class StageView:
     version: int | None = None
     #: What the stage reported with ``::output KEY=VALUE`` (its current attempt).
     outputs: dict[str, str] = field(default_factory=dict)
+    #: When the stage last changed (for a PAUSED stage: when it was paused).
+    updated_at: float | None = None
 
     @property
     def checklist(self) -> list[str]:
@@ -271,6 +273,7 @@ def _stages_for(session: Session, ids: Sequence[str]) -> dict[str, list[StageVie
             _ST.c.host,
             _ST.c.version,
             _ST.c.outputs,
+            _ST.c.updated_at,
         )
         .where(_ST.c.session_id.in_(list(ids)))
         .order_by(_ST.c.session_id, _ST.c.position)
@@ -294,6 +297,7 @@ def _stages_for(session: Session, ids: Sequence[str]) -> dict[str, list[StageVie
                 host=r.host,
                 version=r.version,
                 outputs=r.outputs or {},
+                updated_at=r.updated_at,
             )
         )
     return by_session
@@ -380,6 +384,36 @@ def get_session_view(session: Session, session_id: str) -> SessionView | None:
     )
     views = _views(session, rows, with_definition=True)
     return views[0] if views else None
+
+
+def last_session_change(session: Session, session_id: str, to_status: str) -> EventView | None:
+    """The newest event that brought the session itself (not one of its stages) to
+    ``to_status``: who paused, resumed or aborted it, from where."""
+    row = (
+        session.connection()
+        .execute(
+            select(
+                _EV.c.at,
+                _EV.c.op,
+                _EV.c.from_status,
+                _EV.c.to_status,
+                _EV.c.actor,
+                _EV.c.host,
+                _EV.c.pid,
+                _EV.c.reason,
+                _EV.c.stage,
+            )
+            .where(
+                _EV.c.session_id == session_id,
+                _EV.c.to_status == to_status,
+                _EV.c.stage.is_(None),
+            )
+            .order_by(_EV.c.id.desc())
+            .limit(1)
+        )
+        .first()
+    )
+    return None if row is None else EventView(*row)
 
 
 def list_events(session: Session, session_id: str, limit: int | None = None) -> list[EventView]:

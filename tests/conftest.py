@@ -197,6 +197,61 @@ def vc():  # type: ignore[no-untyped-def]
     return run_vc
 
 
+#: The `vc` console script of this environment, as a user starts it (``run_vc`` runs
+#: ``python -m app.main`` instead, which resolves our packages through the working directory).
+VC_SCRIPT = Path(sys.executable).with_name("vc")
+
+HOSTILE_PACKAGE = """\
+import pathlib
+pathlib.Path({marker!r}).write_text("imported from the workspace")
+raise SystemExit(97)
+"""
+
+
+@pytest.fixture
+def hostile_packages(workspace: Path) -> Path:
+    """The workspace holds packages named like ours (`app`, `store`, `widgets`; a web
+    project has an `app/`), each of which leaves a ``hijacked-NAME`` file in the workspace
+    and exits 97 when imported. Returns the workspace."""
+    for name in ("app", "store", "widgets"):
+        package = workspace / name
+        package.mkdir()
+        marker = str(workspace / f"hijacked-{name}")
+        (package / "__init__.py").write_text(HOSTILE_PACKAGE.format(marker=marker))
+    return workspace
+
+
+def hijacked(workspace: Path) -> list[str]:
+    """The workspace packages that were imported (see ``hostile_packages``)."""
+    return sorted(p.name for p in workspace.glob("hijacked-*"))
+
+
+def run_vc_script(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The `vc` console script, started from ``cwd`` as a user in that directory would."""
+    assert VC_SCRIPT.exists(), f"{VC_SCRIPT} is missing: install the project (pip install -e .)"
+    return subprocess.run(
+        [str(VC_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        env=vc_env(env),
+        cwd=cwd,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def readme_sh_block(after: str) -> str:
+    """The first ```sh block of README.md after the text ``after``, as a reader copies it."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"```sh\n(.*?)```", readme[readme.index(after) :], re.S)
+    assert found, f"README.md has no sh block after {after!r}"
+    return found.group(1)
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     """An HTTP server on 127.0.0.1 that Apprise's ``json://`` posts to; it keeps every

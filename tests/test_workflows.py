@@ -424,7 +424,16 @@ def test_error_shows_control_characters_escaped_never_raw(tmp_path: Path) -> Non
     err = error_of(write(tmp_path, "w.yaml", 'id: "a\\x1b[2Jb\\nc"\nstages:\n  - name: a\n'))
     assert str(err) == (
         f"{tmp_path / 'w.yaml'}:1: id: invalid workflow id 'a\\x1b[2Jb\\nc': may contain only "
-        "ASCII letters, digits, '.', '_' and '-', not '\\x1b'"
+        "ASCII letters, digits, '.', '_' and '-', not '\\x1b', '[', '\\n'"
+    )
+
+
+def test_a_stage_name_with_bad_characters_names_each_of_them(tmp_path: Path) -> None:
+    err = error_of(write(tmp_path, "w.yaml", "stages:\n  - name: 'deploy: prod/eu'\n"))
+    assert str(err) == (
+        f"{tmp_path / 'w.yaml'}:2: stages[0].name: invalid stage name 'deploy: prod/eu': may "
+        "contain only ASCII letters, digits, '.', '_' and '-', not ':', ' ', '/' "
+        "(a name, not a path)"
     )
 
 

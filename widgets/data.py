@@ -42,6 +42,7 @@ class SessionRow:
     host: str | None
     created_at: float
     updated_at: float
+    """When it last changed: for a PAUSED session, when it was paused."""
     finished_at: float | None
     started_at: float | None
     queued: bool = False
@@ -61,6 +62,8 @@ class StageRow:
     started_at: float | None
     finished_at: float | None
     error: str | None
+    updated_at: float | None = None
+    """When it last changed: for a PAUSED stage, when it was paused."""
 
 
 @dataclass(frozen=True, slots=True)

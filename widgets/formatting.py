@@ -51,6 +51,15 @@ def human_duration(seconds: float | None) -> str:
     return f"{s // 86400}d"
 
 
+PAUSED_MARK = "‖"
+
+
+def paused_duration(seconds: float) -> str:
+    """How long something has been paused, marked so it does not read as running time:
+    ``‖3m``. A paused session's or stage's clock shows its pause, not a run going on."""
+    return PAUSED_MARK + human_duration(seconds)
+
+
 def clamp_progress(progress: float) -> float:
     """Progress as 0-100 whatever the store sent (NaN counts as 0)."""
     if progress != progress:  # NaN

@@ -40,8 +40,15 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from widgets import messages
-from widgets.data import SessionRow
-from widgets.formatting import clean, fit, human_duration, progress_bar, render_segments
+from widgets.data import PAUSED, SessionRow
+from widgets.formatting import (
+    clean,
+    fit,
+    human_duration,
+    paused_duration,
+    progress_bar,
+    render_segments,
+)
 from widgets.styles import ORPHANED_STYLE, status_style
 
 ORPHANED_LONG = " ⚠orphaned"
@@ -484,7 +491,7 @@ class SessionTable(ScrollView, can_focus=True):
             row = self.row_at(index)
             if shown is None or row is None or row.finished_at is not None:
                 continue
-            if human_duration(session_elapsed(row, now)) != shown:
+            if session_time(row, now) != shown:
                 self.refresh(Region(x, index - top + 1, time_column.width, 1))
 
     # ------------------------------------------------------------------ rendering
@@ -524,7 +531,7 @@ class SessionTable(ScrollView, can_focus=True):
             return cached
         # A running session's TIME moves on while the rest of its row stays: the row is
         # rendered once without it, and the TIME cell is added when its text changes.
-        shown = human_duration(session_elapsed(row, int(self._clock())))
+        shown = session_time(row, int(self._clock()))
         self._time_shown[index] = shown
         rendered = self._row_cache.get(key)
         if rendered is None:
@@ -647,6 +654,15 @@ class _RenderedRow:
         return strip
 
 
+def session_time(row: SessionRow, now: float) -> str:
+    """The TIME cell: :func:`session_elapsed`, except for a PAUSED session, whose clock
+    stops: it shows how long it has been paused, marked ``‖`` (``‖3m``), since a running
+    clock on a stopped session reads as work going on."""
+    if row.status == PAUSED and row.finished_at is None:
+        return paused_duration(now - row.updated_at)
+    return human_duration(session_elapsed(row, now))
+
+
 def session_elapsed(row: SessionRow, now: float) -> float:
     """Seconds shown in the TIME column.
 
@@ -660,4 +676,4 @@ def session_elapsed(row: SessionRow, now: float) -> float:
     return now - start
 
 
-__all__ = ["SessionTable", "layout_columns", "session_elapsed"]
+__all__ = ["SessionTable", "layout_columns", "session_elapsed", "session_time"]

@@ -17,8 +17,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import ProgressBar, Static
 
-from widgets.data import StageRow
-from widgets.formatting import clamp_progress, clean, human_duration
+from widgets.data import PAUSED, StageRow
+from widgets.formatting import clamp_progress, clean, human_duration, paused_duration
 from widgets.styles import status_style
 
 
@@ -28,6 +28,19 @@ def stage_duration(stage: StageRow, now: float) -> float | None:
         return None
     end = stage.finished_at if stage.finished_at is not None else now
     return max(0.0, end - stage.started_at)
+
+
+def stage_time(stage: StageRow, now: float) -> str:
+    """The TIME cell: :func:`stage_duration`, except for a PAUSED stage (stopped, or a gate
+    waiting), whose clock stops: how long it has been paused, marked ``‖`` (``‖3m``)."""
+    if stage.status == PAUSED and stage.finished_at is None and stage.updated_at is not None:
+        return paused_duration(now - stage.updated_at)
+    return human_duration(stage_duration(stage, now))
+
+
+def _ticking(stage: StageRow) -> bool:
+    """Whether the stage's TIME moves with the clock (running, or paused)."""
+    return stage.finished_at is None and (stage.started_at is not None or stage.status == PAUSED)
 
 
 def _cell(text: str, classes: str) -> Static:
@@ -79,7 +92,7 @@ class StageRowView(Vertical):
             self._show_time()
 
     def _show_time(self) -> None:
-        text = human_duration(stage_duration(self._stage, self._clock()))
+        text = stage_time(self._stage, self._clock())
         if text != self._time_shown:
             self._time_shown = text
             self._time.update(Text(text), layout=False)
@@ -125,7 +138,7 @@ class StageList(VerticalScroll):
         & .stage-line { height: 1; }
         & .stage-row { height: auto; }
         & .stage-name { width: 1fr; min-width: 6; }
-        & .stage-status { width: 13; padding-left: 1; }
+        & .stage-status { width: 14; padding: 0 1; }
         & .stage-bar { width: 22; }
         & .stage-bar Bar { width: 1fr; }
         & .stage-attempt { width: 5; text-align: right; }
@@ -215,9 +228,8 @@ class StageList(VerticalScroll):
 
     def _tick(self) -> None:
         for view in self._views:
-            stage = view.stage
-            if stage.started_at is not None and stage.finished_at is None:
+            if _ticking(view.stage):
                 view.tick()
 
 
-__all__ = ["StageList", "StageRowView", "stage_duration"]
+__all__ = ["StageList", "StageRowView", "stage_duration", "stage_time"]

@@ -10,6 +10,8 @@ Decisions the design leaves open, written down here:
   to run it again (`vc flow run WORKFLOW --session ID`), it does not start a runner itself.
 - `delete` asks on a terminal; `--yes` skips the question, `--force` also aborts a session
   that a live runner is running. Without a terminal it refuses (exit 1) and changes nothing.
+  Answering no prints ``not deleted: ID (NAME)``, not an error, and exits 1: nothing was
+  deleted, so ``delete … && next-step`` stops there.
 - `logs` prints whole lines even on a narrow terminal (the terminal wraps them); tables are
   fitted to the width instead.
 """
@@ -75,9 +77,13 @@ def _status_option(value: str | None) -> str | None:
     return upper
 
 
-def _rows_option(value: int) -> int:
+def _rows_option(value: int | None) -> int | None:
     """--limit / --tail: any count above what a database binds means "all of them"."""
-    return min(value, MAX_ROWS)
+    return None if value is None else min(value, MAX_ROWS)
+
+
+#: Sessions the `list` table shows without --limit (--json gives all of them).
+LIST_ROWS = 50
 
 
 def status_label(status: str, orphaned: bool, awaiting_worker: bool = False) -> str:
@@ -115,19 +121,30 @@ def list_cmd(
         str | None, typer.Option("--workflow", "-w", help="Only this workflow.")
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", "-n", min=1, callback=_rows_option, help="At most N sessions.")
-    ] = 50,
+        int | None,
+        typer.Option(
+            "--limit",
+            "-n",
+            min=1,
+            callback=_rows_option,
+            help=f"At most N sessions (default: {LIST_ROWS} in the table, all with --json).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List sessions, newest first."""
+    """List sessions, newest first. The table shows the newest 50 and says how many there
+    are in all; --json prints every matching session unless --limit is given (a script gets
+    what it asked for, never a silently shortened list)."""
     from store.queries import SessionFilter, count_sessions, list_sessions
 
     with open_store(writes=False) as ctx, ctx.session() as session:
         filt = SessionFilter(status=status, workflow_id=workflow)
-        views = list_sessions(session, filt, limit=limit)
         if as_json:
+            views = list_sessions(session, filt, limit=MAX_ROWS if limit is None else limit)
             print_json([v.to_json() for v in views])
             return
+        limit = LIST_ROWS if limit is None else limit
+        views = list_sessions(session, filt, limit=limit)
         total = count_sessions(session, filt) if len(views) == limit else len(views)
     if not views:
         echo(
@@ -265,7 +282,8 @@ def create_cmd(
     param: ParamOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a PENDING session of a workflow (run it with 'vc flow run --session')."""
+    """Create a PENDING session of a workflow and print its id (on a terminal, also how to
+    run it: 'vc flow run WORKFLOW --session ID', on stderr, so stdout stays the id)."""
     from store.queries import get_session_view
 
     check_workflow_id(workflow_id)
@@ -286,8 +304,14 @@ def create_cmd(
     assert view is not None
     if as_json:
         print_json(view.to_json())
-    else:
-        print(created.id)
+        return
+    print(created.id, flush=True)
+    if sys.stdout.isatty():  # a person reads it; `id=$(vc flow session create W)` gets the id
+        print(
+            f"run it with 'vc flow run {definition.id} --session {created.id[:12]}' "
+            "(--detach: in the background)",
+            file=sys.stderr,
+        )
 
 
 def check_workflow_id(workflow_id: str) -> None:
@@ -457,13 +481,15 @@ def delete_cmd(
         obj = manager.get_session(sid)
         name, status = obj.name, obj.status
         session.rollback()  # hold no transaction while a human thinks
-        if not (force or yes) and not confirm(
-            f"delete session {sid[:12]} ({clean_text(name)}, {status})?"
-        ):
-            raise fail(
-                f"not deleted: session {sid[:12]} needs confirmation "
-                "(answer y on a terminal, or pass --yes or --force)"
-            )
+        if not (force or yes):
+            if not sys.stdin.isatty():
+                raise fail(
+                    f"not deleted: session {sid[:12]} needs confirmation "
+                    "(answer y on a terminal, or pass --yes or --force)"
+                )
+            if not confirm(f"delete session {sid[:12]} ({clean_text(name)}, {status})?"):
+                print(f"not deleted: {sid[:12]} ({clean_text(name)})")
+                raise typer.Exit(1)
         assert ctx.logging is not None
         with ctx.logging.deleting(sid):
             manager.delete(sid, force=force)

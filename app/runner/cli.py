@@ -60,6 +60,7 @@ def run_command(
                     raise fail(f"no session matches {session_id!r}")
                 _check_runnable(view, workflow_id)
                 names = {s.name for s in view.stages}
+                session_name = view.name
             else:
                 definition = find_workflow(ctx.settings.workflows_dir, workflow_id)
                 names = {s.name for s in definition.stages}
@@ -68,9 +69,10 @@ def run_command(
                         f"workflow {workflow_id!r} has no stage {stage!r}; "
                         f"stages: {', '.join(sorted(names))}"
                     )
-                sid = manager.create_session(
+                created = manager.create_session(
                     definition.id, name=name, definition=definition, queued=queue, params=params
-                ).id
+                )
+                sid, session_name = created.id, created.name
             if stage and stage not in names:
                 raise fail(f"session {sid[:12]} has no stage {stage!r}")
         if queue:
@@ -85,7 +87,7 @@ def run_command(
                 raise fail(f"could not start a runner for {sid[:12]}: {exc}") from None
             print(sid)
             return 0
-        return _foreground(ctx, sid, stage or None)
+        return _foreground(ctx, sid, stage or None, session_name)
 
 
 def _check_runnable(view: Any, workflow_id: str) -> None:
@@ -93,30 +95,42 @@ def _check_runnable(view: Any, workflow_id: str) -> None:
     short = view.id[:12]
     if view.workflow_id != workflow_id:
         raise fail(f"session {short} belongs to workflow {view.workflow_id!r}, not {workflow_id!r}")
+    why = run_refusal(view)
+    if why is not None:
+        raise fail(why)
+
+
+def run_refusal(view: Any) -> str | None:
+    """Why a session cannot be run now (nothing left to run, paused, or a live runner has
+    it), or None: the rule of `run --session` and of the dashboard's start key."""
+    short = view.id[:12]
     if view.status == "COMPLETED":
-        raise fail(
+        return (
             f"session {short} is COMPLETED: every stage has run and none runs twice "
             f"(retry is only for FAILED sessions); start a new session with "
             f"'vc flow run {view.workflow_id}'"
         )
     if view.status == "FAILED":
-        raise fail(
+        return (
             f"session {short} is FAILED ({view.reason or 'failed'}): reset it with "
             f"'vc flow session retry {short}', then run it again"
         )
     if view.status == "PAUSED":
-        raise fail(f"session {short} is PAUSED: resume it with 'vc flow session resume {short}'")
+        return f"session {short} is PAUSED: resume it with 'vc flow session resume {short}'"
     if view.status == "ACTIVE" and view.runner_pid is not None and not view.orphaned:
-        raise fail(
+        return (
             f"session {short} already has a live runner: pid {view.runner_pid} on "
             f"{view.runner_host}"
         )
+    return None
 
 
-def _foreground(ctx: Any, sid: str, stage: str | None) -> int:
+def _foreground(ctx: Any, sid: str, stage: str | None, name: str) -> int:
     """Run in this process with a live display; Ctrl-C (SIGINT), SIGTERM and a closed
-    terminal (SIGHUP) pause the session and exit 130 with how to resume it."""
+    terminal (SIGHUP) pause the session and exit 130 with how to resume it. The last line
+    names the session by id and name: ``COMPLETED: 3f2a1b2c3d4e (nightly run)``."""
     from app.runner.runner import Runner
+    from store.text import clean_text
 
     assert ctx.logging is not None
     display = _Display(sid)
@@ -142,12 +156,15 @@ def _foreground(ctx: Any, sid: str, stage: str | None) -> int:
     finally:
         for sig, previous in handlers.items():
             signal.signal(sig, previous)
+    label = f"{sid[:12]} ({clean_text(name)})"
     if outcome.code == 0:
-        print(f"{outcome.status or 'done'}: {sid[:12]} ({outcome.message})")
+        detail = "" if outcome.message == "completed" else f": {outcome.message}"
+        print(f"{outcome.status or 'done'}: {label}{detail}")
     elif outcome.code == 130:  # not an error: what the user asked for, and how to go on
-        print(f"vc: {outcome.message}", file=sys.stderr)
+        message = outcome.message.replace(f"session {sid[:12]}", f"session {label}", 1)
+        print(f"vc: {message}", file=sys.stderr)
     else:
-        error_line(f"session {sid[:12]}: {outcome.message}")
+        error_line(f"session {label}: {outcome.message}")
     drain_notifications()
     return outcome.code
 
@@ -159,6 +176,11 @@ class _Display:
     line), cleaned of control sequences and cut to the width. Otherwise (a pipe, CI): one
     line per stage change and per gate, so logs stay readable. Writing to a terminal that
     went away must not kill the run, so write errors are ignored.
+
+    Control from elsewhere shows too: a pause, resume or abort typed on another terminal
+    or host prints one line saying who did it (``14:02:11 session paused by ana on
+    build-02``), and while paused the live line starts with ``PAUSED by …`` instead of
+    looking frozen.
     """
 
     def __init__(self, sid: str) -> None:
@@ -169,6 +191,7 @@ class _Display:
         self._runner: Any = None
         self._last_plain = ""
         self._results_shown = 0
+        self._notes_shown = 0
 
     def _write(self, text: str) -> None:
         try:
@@ -206,23 +229,45 @@ class _Display:
             return ""
         return f"{clean_text(stage)} {progress_text(runner.current_progress or 0.0)}"
 
-    def _loop(self) -> None:
+    def _live_line(self) -> str:
         from store.text import clean_text
 
+        runner = self._runner
+        line = self._stage_part()
+        if runner.waiting_at:
+            return line
+        if runner.paused_by:
+            resume = f"(vc flow session resume {self.sid[:12]})"
+            return clean_text(f"PAUSED by {runner.paused_by}  ") + f"{line}  {resume}"
+        if line:
+            line = f"{line}  {clean_text(runner.last_line or '')}"
+        return line
+
+    def _notes(self) -> str:
+        """The control notes not shown yet, one stamped line each."""
+        from store.text import clean_text
+
+        notes = self._runner.control_notes
+        new, self._notes_shown = notes[self._notes_shown :], len(notes)
+        stamp = time.strftime("%H:%M:%S")
+        return "".join(f"{stamp} {clean_text(note)}\n" for note in new)
+
+    def _loop(self) -> None:
         while not self._stop.wait(0.2):
             width = shutil.get_terminal_size((100, 24)).columns
-            line = self._stage_part()
-            if line and not self._runner.waiting_at:
-                line = f"{line}  {clean_text(self._runner.last_line or '')}"
-            self._write(f"\r\x1b[2K{line[: max(width - 1, 0)]}")
+            notes = self._notes()
+            if notes:
+                self._write(f"\r\x1b[2K{notes}")
+            self._write(f"\r\x1b[2K{self._live_line()[: max(width - 1, 0)]}")
 
     def update(self, runner: Any) -> None:
         """Off a terminal: how each stage ended, then a stage starting or a gate waiting,
-        each once, as plain lines."""
+        each once, and what others did to the session, as plain lines."""
         if self.tty:
             return
         from store.text import clean_text
 
+        self._write(self._notes())
         stamp = time.strftime("%H:%M:%S")
         for stage, text in runner.stage_results[self._results_shown :]:
             self._write(f"{stamp} {clean_text(f'{stage}: {text}')}\n")
@@ -244,10 +289,13 @@ class _Display:
         if self._thread is not None:
             self._thread.join(1)
             self._write("\r\x1b[2K")
+        if self._runner is not None:
+            self._write(self._notes())  # e.g. an abort seen just before the end
 
 
 def detached_main(argv: list[str]) -> int:
-    """Entry of a background runner (`python -m app.runner SESSION_ID [--stage NAME]`).
+    """Entry of a background runner (`python -E -P -m vc_main runner SESSION_ID [--stage
+    NAME]`, see ``vc_main``; `python -m app.runner …` by hand).
 
     Its stdout/stderr are the session's log file, so its last words land there. It tells
     its launcher over the inherited ``VC_RUNNER_READY_FD`` pipe whether it claimed the

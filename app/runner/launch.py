@@ -28,14 +28,35 @@ from typing import Any
 
 CLAIM_TIMEOUT = 20.0
 
+#: The runners this process started that may still run, and whether it may start more:
+#: what a closing demo waits for (:func:`stop_starting_runners`).
+_runners_lock = threading.Lock()
+_runners: list[subprocess.Popen[bytes]] = []
+_no_more_runners = False
+
 
 class LaunchError(Exception):
     pass
 
 
+def stop_starting_runners() -> list[subprocess.Popen[bytes]]:
+    """From now on this process starts no runner (:func:`spawn_runner` refuses); returns
+    the runners it started that have not exited yet (their reaper sets ``returncode``)."""
+    global _no_more_runners
+    with _runners_lock:
+        _no_more_runners = True
+        return [child for child in _runners if child.returncode is None]
+
+
 def spawn_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) -> int:
-    """Start `python -m app.runner SESSION_ID` detached; return its pid once it owns the
-    session. Raises :class:`LaunchError` with a one-line reason otherwise."""
+    """Start a runner for ``session_id`` detached; return its pid once it owns the session.
+    Raises :class:`LaunchError` with a one-line reason otherwise.
+
+    It runs in the workspace, yet nothing of ours is looked up there or in ``PYTHONPATH``
+    (a workspace with an ``app/`` package of its own would run instead): ``-P`` keeps the
+    working directory off ``sys.path``, ``-E`` ignores ``PYTHONPATH``, and ``vc_main`` pins
+    our packages to where vc is installed. The stage commands still get the whole
+    environment, ``PYTHONPATH`` included."""
     from app.runner.cli import READY_FD_ENV
 
     if ctx.logging:
@@ -43,32 +64,39 @@ def spawn_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) ->
         log_path: Path | str = ctx.logging.files.session_path(session_id)
     else:
         log_path = os.devnull
-    args = [sys.executable, "-m", "app.runner", session_id]
+    args = [sys.executable, "-E", "-P", "-m", "vc_main", "runner", session_id]
     if only_stage:
         args += ["--stage", only_stage]
     read_fd, write_fd = os.pipe()
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        child = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=log_fd,
-            start_new_session=True,
-            pass_fds=(write_fd,),
-            cwd=str(ctx.settings.workspace),
-            env={
-                **os.environ,
-                "VC_HOME": str(ctx.settings.workspace),
-                "VC_DATABASE_URL": ctx.settings.database_url,
-                "VC_LOG_DIR": str(ctx.settings.log_dir),
-                "VC_WORKFLOWS_DIR": str(ctx.settings.workflows_dir),
-                READY_FD_ENV: str(write_fd),
-            },
-        )
+        with _runners_lock:
+            if _no_more_runners:
+                raise LaunchError("this process is closing: it starts no more runners")
+            child = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                start_new_session=True,
+                pass_fds=(write_fd,),
+                cwd=str(ctx.settings.workspace),
+                env={
+                    **os.environ,
+                    "VC_HOME": str(ctx.settings.workspace),
+                    "VC_DATABASE_URL": ctx.settings.database_url,
+                    "VC_LOG_DIR": str(ctx.settings.log_dir),
+                    "VC_WORKFLOWS_DIR": str(ctx.settings.workflows_dir),
+                    READY_FD_ENV: str(write_fd),
+                },
+            )
+            _runners[:] = [c for c in _runners if c.returncode is None] + [child]
     except OSError as exc:
         os.close(read_fd)
         raise LaunchError(f"cannot start {sys.executable}: {exc.strerror or exc}") from None
+    except LaunchError:
+        os.close(read_fd)
+        raise
     finally:
         os.close(write_fd)
         os.close(log_fd)

@@ -49,7 +49,7 @@ from store.errors import (
     transient_errors,
 )
 from store.managers import HEARTBEAT_INTERVAL, LogLines, StageMove
-from store.queries import SessionView, StageView, get_session_view
+from store.queries import SessionView, StageView, get_session_view, last_session_change
 from store.status import SessionStatus, StageStatus
 
 #: Control-loop period while a stage runs: how fast pause/resume/abort are enforced (one
@@ -77,6 +77,12 @@ OUTPUT_CATEGORY = "workflow.stage.integration"
 STAGE_CATEGORY = "workflow.stage.operations"
 SESSION_CATEGORY = "workflow.session.operations"
 _PROGRESS_TAG = "::progress"
+#: Why a task stage without a command fails (one created through the API with no ``run``
+#: in its config): it is not run as a shell command "None".
+NO_COMMAND = (
+    "no command to run: a task stage needs 'run' in its config "
+    "(a stage without one is a manual gate: stage_type='manual')"
+)
 
 
 #: Errors that mean "the store is away for now": retried, never fatal to a running stage.
@@ -293,6 +299,11 @@ class Runner:
         #: what each stage gets as VC_PARAM_* and VC_OUTPUT_* (app.runner.outputs).
         self._params: dict[str, Any] = {}
         self._stage_outputs: dict[str, dict[str, str]] = {}
+        #: Changes of the session made by someone else, in order ("paused by ana on
+        #: build-02"): what the foreground display prints. Only kept with a display.
+        self.control_notes: list[str] = []
+        #: Who paused the session, while it is PAUSED by someone else (not at a gate).
+        self.paused_by: str | None = None
 
     # -- logging -------------------------------------------------------------------------------
 
@@ -545,8 +556,37 @@ class Runner:
             return self._last_desired
         self._store_back()
         desired = None if state is None else (state[0], state[2])
-        self._last_desired = desired
+        previous, self._last_desired = self._last_desired, desired
+        if self.on_update is not None and (
+            desired is None or previous is None or desired[0] != previous[0]
+        ):
+            self._seen_change(desired)
         return desired
+
+    def _seen_change(self, desired: tuple[str, str | None] | None) -> None:
+        """The session changed state under this runner: who did it, for the foreground
+        display ("paused by ana on build-02"). Its own changes (a gate's pause, its claim)
+        are no news; one read of the newest event into that state, only on a change."""
+        if desired is None:
+            self.paused_by = None
+            self.control_notes.append("session deleted")
+            self._notify()
+            return
+        status, _ = desired
+        try:
+            event = last_session_change(self._db, self.session_id, status)
+            self._db.commit()
+        except _STORE_ERRORS:
+            with contextlib.suppress(Exception):
+                self._db.rollback()
+            event = None
+        if event is not None and (event.host, event.pid) == (self.host, self.pid):
+            return
+        who = f"{event.actor} on {event.host}" if event is not None else "someone"
+        self.paused_by = who if status == SessionStatus.PAUSED else None
+        what = _DONE.get(event.op if event is not None else "", status.lower())
+        self.control_notes.append(f"session {what} by {who}")
+        self._notify()
 
     @staticmethod
     def _maybe_changed(notifier: Any) -> bool:
@@ -872,7 +912,8 @@ class Runner:
         recovery only looks at ACTIVE or PAUSED stages and checks the process start time,
         and a new attempt overwrites it.
         """
-        command = str(stage.config.get("run"))
+        run = stage.config.get("run")
+        command = run if isinstance(run, str) else "(no command)"
         recorder = OutputRecorder(lambda text: self._say(text, "WARNING", stage.name))
         output = StageOutput(self.log, self.session_id, stage.name, recorder)
         proc = StageProcess(
@@ -882,6 +923,8 @@ class Runner:
             on_lines=output,
         )
         try:
+            if not isinstance(run, str) or not run.strip():
+                raise StageStartError(NO_COMMAND)
             proc.start()
         except StageStartError as exc:
             try:
@@ -1098,6 +1141,10 @@ class Runner:
     def last_line(self) -> str | None:
         output = self._output
         return output.last_line if output is not None else None
+
+
+#: How an operation on the session reads in the foreground display's notes.
+_DONE = {"pause": "paused", "resume": "resumed", "abort": "aborted", "fail": "failed"}
 
 
 def checklist_suffix(items: list[str]) -> str:

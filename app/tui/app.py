@@ -31,6 +31,7 @@ Rules this module keeps, and why:
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -42,11 +43,14 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.command import CommandPalette
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.messages import ExitApp
 from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
 from app.tui import data, operations
 from app.tui.commands import OperationsProvider
+from app.tui.lifeline import Lifeline
 from app.tui.screens import DetailsScreen, NewSessionScreen
 from store.queries import SessionFilter
 from widgets.confirm import ConfirmScreen
@@ -102,6 +106,7 @@ DASHBOARD_ACTIONS = frozenset(
     {
         "pause",
         "resume",
+        "start",
         "abort",
         "delete",
         "retry",
@@ -133,6 +138,9 @@ class FlowApp(App[int]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "pause", "Pause"),
         Binding("r", "resume", "Resume"),
+        # Not in the footer (it would push "q Quit" off an 80-column one): the summary of a
+        # PENDING session says "s starts it", and help and the palette list it.
+        Binding("s", "start", "Start", show=False),
         Binding("a", "abort", "Abort"),
         Binding("d", "delete", "Delete"),
         Binding("t", "retry", "Retry"),
@@ -155,6 +163,7 @@ class FlowApp(App[int]):
     KEY_HELP: ClassVar[list[tuple[str, str]]] = [
         ("p", "pause the selected session (SIGSTOP)"),
         ("r", "resume it (starts a runner if it has none)"),
+        ("s", "start a PENDING session: its runner runs in the background"),
         ("a", "abort it (asks first)"),
         ("d", "delete it with its history and logs (asks first)"),
         ("t", "retry a failed session: failed stages run again"),
@@ -208,6 +217,9 @@ class FlowApp(App[int]):
         self._store_error: str | None = None
         self._summary_shown = ""
         self._stderr_buffer = ""
+        #: Makes sure this process ends (see app.tui.lifeline): exits held until the first
+        #: frame, the end of stdin, SIGTERM and SIGHUP, a deadline on the way out.
+        self.lifeline = Lifeline(lambda: App.post_message(self, ExitApp()))
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -258,7 +270,25 @@ class FlowApp(App[int]):
         except Exception:
             self._preloaded = None
 
+    def post_message(self, message: Message) -> bool:
+        if isinstance(message, ExitApp) and self.lifeline.hold_exit():
+            return True  # posted again after the first frame (see app.tui.lifeline)
+        return super().post_message(message)
+
+    def on_ready(self) -> None:
+        self.lifeline.first_frame()
+
     def on_mount(self) -> None:
+        if not self.is_headless:
+            loop = asyncio.get_running_loop()
+
+            def request_exit(code: int) -> None:  # from a thread or a signal handler
+                try:
+                    loop.call_soon_threadsafe(lambda: self.exit(return_code=code))
+                except RuntimeError:  # the loop is closed: the app is gone already
+                    pass
+
+            self.lifeline.arm(request_exit)
         self.begin_capture_print(self, stdout=False, stderr=True)
         self.filter_box.display = False
         self.table.focus()
@@ -556,6 +586,9 @@ class FlowApp(App[int]):
 
     def action_resume(self) -> None:
         self._on_selected("resume", operations.resume)
+
+    def action_start(self) -> None:
+        self._on_selected("start", operations.start)
 
     def action_retry(self) -> None:
         self._on_selected("retry", operations.retry)

@@ -15,6 +15,7 @@ from textual.command import Hit, Hits, Provider
 OPERATIONS = [
     ("Pause session", "pause", "p: SIGSTOP the selected session's stage"),
     ("Resume session", "resume", "r: continue it (starts a runner if needed)"),
+    ("Start session", "start", "s: run a PENDING session (its runner in the background)"),
     ("Abort session", "abort", "a: FAILED with reason aborted (asks first)"),
     ("Delete session", "delete", "d: remove it with history and logs (asks first)"),
     ("Retry session", "retry", "t: run a failed session's failed stages again"),

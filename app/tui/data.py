@@ -24,6 +24,11 @@ from widgets.data import LogLine, SessionRow, StageRow, StatusCounts
 
 LOG_PAGE = 500
 
+#: The lowest level the log pane shows, as `vc flow session logs` by default: DEBUG records
+#: are the store's own notification traffic ("notify 0 subscriber(s)" …), not the session's
+#: story (the log files keep them).
+LOG_MIN_LEVEL = "INFO"
+
 #: Seconds past a heartbeat's staleness before the dashboard re-reads: the store's test is
 #: "older than", so a re-read exactly at the edge could still find the session alive.
 STALE_MARGIN = 0.05
@@ -104,6 +109,8 @@ class Detail:
             text += f" — {self.reason}"
         if self.status == "PAUSED" and (self.reason or "").startswith("waiting:"):
             text += " (r resumes it)"
+        if self.status == "PENDING":
+            text += " (s starts it)"
         if self.checklist:
             text += f" — check: {'; '.join(self.checklist)}"
         return text
@@ -218,6 +225,7 @@ def load_detail(db: Any, session_id: str) -> Detail | None:
             started_at=s.started_at,
             finished_at=s.finished_at,
             error=clean_text(s.error) if s.error else None,
+            updated_at=s.updated_at,
         )
         for s in view.stages
     ]
@@ -274,16 +282,19 @@ def load_alerts(db: Any, after_event_id: int | None) -> tuple[int, list[Alert]]:
 
 def load_new_logs(db: Any, session_id: str, after_id: int | None) -> list[LogLine]:
     """The tail on first load (after_id None), then everything newer than after_id."""
+    level = LOG_MIN_LEVEL
     if after_id is None:
-        records = read_logs(db, session_id, limit=LOG_PAGE, newest=True)
+        records = read_logs(db, session_id, min_level=level, limit=LOG_PAGE, newest=True)
     else:
-        records = read_logs(db, session_id, after_id=after_id, limit=5 * LOG_PAGE)
+        records = read_logs(db, session_id, after_id=after_id, min_level=level, limit=5 * LOG_PAGE)
     db.commit()
     return [log_line(r) for r in records]
 
 
 def load_older_logs(db: Any, session_id: str, before_id: int) -> list[LogLine]:
-    records = read_logs(db, session_id, before_id=before_id, limit=LOG_PAGE, newest=True)
+    records = read_logs(
+        db, session_id, before_id=before_id, min_level=LOG_MIN_LEVEL, limit=LOG_PAGE, newest=True
+    )
     db.commit()
     return [log_line(r) for r in records]
 

@@ -3,29 +3,89 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 
 def launch(*, demo: bool = False) -> int:
-    from app.cli.common import open_store
+    """Run the dashboard in this terminal. Refused (one line, exit 2) when stdout or
+    stderr (where Textual draws) is not a terminal (`vc flow tui | tail`, `2>log`): it
+    would write escape sequences into the pipe or file until killed. Only this path
+    checks: a dashboard served elsewhere has a terminal of its own."""
+    from app.cli.common import fail, open_store
     from app.tui import demo as demo_mod
 
-    throwaway = demo_mod.prepare_demo_environment() if demo else False
-    with open_store() as ctx:
-        started: list[str] = []
-        if demo:
-            started = demo_mod.start_demo_sessions(ctx)
-        from app.tui.app import FlowApp
-
-        app = FlowApp(ctx)
-        app.preload()
-        try:
-            app.run()
-        finally:
-            if throwaway and started:
-                demo_mod.stop_demo_sessions(ctx, started)
-        if throwaway:
-            print(
-                f"demo workspace: {ctx.settings.workspace} (its sessions were stopped)",
-                file=sys.stderr,
+    for name, stream in (("stdout", sys.stdout), ("stderr", sys.stderr)):
+        if not stream.isatty():
+            raise fail(
+                f"the dashboard needs a terminal and {name} is not one; for scripts use "
+                "'vc flow session list' or 'vc flow status ID'",
+                2,
             )
+
+    throwaway = demo_mod.prepare_demo_environment() if demo else None
+    signals = _QuitOnSignals() if throwaway is not None else None
+    app: Any = None
+    try:
+        with open_store() as ctx:
+            try:
+                if demo:
+                    demo_mod.start_demo_sessions(ctx)
+                from app.tui.app import FlowApp
+
+                app = FlowApp(ctx)
+                app.preload()
+                if signals is not None:
+                    signals.app = app
+                app.run()
+            finally:
+                if app is not None:
+                    app.lifeline.disarm()
+                if signals is not None:
+                    signals.restore()
+                if throwaway is not None:  # what the demo and the user started there
+                    demo_mod.stop_demo_sessions(ctx)
+    finally:
+        if signals is not None:
+            signals.restore()
+        if throwaway is not None:  # once the store and the log files are closed
+            print(demo_mod.remove_demo_workspace(throwaway), file=sys.stderr)
+    if app.lifeline.reason:
+        from app.cli.common import error_line
+
+        try:
+            error_line(app.lifeline.reason)
+        except OSError:  # its terminal is gone with its input
+            pass
     return app.return_code or 0
+
+
+class _QuitOnSignals:
+    """While a throw-away demo starts and runs: closed with its terminal (SIGHUP) or
+    killed politely (SIGTERM), it quits as with ``q``, so its sessions are stopped and its
+    workspace removed all the same (before the dashboard runs, the start is abandoned the
+    same way). The clean-up itself runs under the previous handlers again."""
+
+    def __init__(self) -> None:
+        import signal
+
+        self.app: Any = None
+        self._previous = {
+            sig: signal.signal(sig, self._quit) for sig in (signal.SIGHUP, signal.SIGTERM)
+        }
+
+    def _quit(self, _signum: int, _frame: Any) -> None:
+        import asyncio
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # the dashboard is not running (yet): leave at once
+            raise KeyboardInterrupt from None
+        if self.app is not None:
+            loop.call_soon_threadsafe(self.app.exit)
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}

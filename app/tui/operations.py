@@ -12,7 +12,10 @@ dashboard has no second command to finish the job with:
   WORKFLOW --detach``), as the product asks for ``n``;
 * ``retry`` puts a FAILED session back to PENDING and starts a runner for it, since the
   dashboard has no ``run --session`` key: ``t`` means "run it again";
-* ``resume`` is exactly the CLI's (a runner is started when a started session has none).
+* ``resume`` is exactly the CLI's (a runner is started when a started session has none);
+  refused on a PENDING session, it says which key starts one;
+* ``start`` runs a PENDING session, as ``vc flow run WORKFLOW --session ID --detach``
+  (the same refusals: nothing left to run, paused, a live runner).
 """
 
 from __future__ import annotations
@@ -51,13 +54,45 @@ def resume(ctx: Any, session_id: str) -> str:
     one (``ensure_runner``, the CLI's own rule). A failure to start it is printed on
     stderr there, which the app shows as a notification (``FlowApp.on_print``)."""
     from app.runner.launch import ensure_runner
+    from store.errors import InvalidTransition
 
     with ctx.factory() as db:
-        change = manager(db).resume(session_id)
+        try:
+            change = manager(db).resume(session_id)
+        except InvalidTransition as exc:
+            if exc.current != "PENDING":
+                raise
+            raise InvalidTransition(f"{exc} (s starts it)", exc.current, exc.allowed) from None
     note = f"{change.to_status}: {_short(session_id)}"
     if change.to_status == "ACTIVE":
         note += ensure_runner(ctx, session_id)
     return note
+
+
+def start(ctx: Any, session_id: str) -> str:
+    """Run a session that has not started (PENDING), or an orphan, under a detached
+    runner: ``vc flow run WORKFLOW --session ID --detach``."""
+    from app.runner.cli import run_refusal
+    from app.runner.launch import LaunchError, spawn_runner
+    from store.errors import InvalidTransition, SessionNotFound
+    from store.queries import get_session_view
+    from store.status import allowed_session_ops
+
+    with ctx.factory() as db:
+        view = get_session_view(db, session_id)
+        db.commit()
+    if view is None:
+        raise SessionNotFound(f"no session matches {session_id[:12]!r}")
+    why = run_refusal(view)
+    if why is not None:
+        raise InvalidTransition(why, view.status, allowed_session_ops(view.status))
+    try:
+        pid = spawn_runner(ctx, session_id)
+    except LaunchError as exc:
+        raise RunnerError(
+            f"session {_short(session_id)}: its runner did not start: {exc}"
+        ) from None
+    return f"started {_short(session_id)} (runner pid {pid})"
 
 
 def abort(ctx: Any, session_id: str) -> str:

@@ -1,8 +1,8 @@
 """The benchmarks, run small so that CI keeps them working. They print their figures (see
 `pytest -s` or the captured output) and assert only that each produced its line: speed is
 never a pass/fail here (a noisy machine must not fail CI). Full size: `python -m
-tests.bench.bench_store`, `… bench_runner`, `… bench_tui`, `… bench_hosts` (PostgreSQL),
-`… bench_notify`."""
+tests.bench.bench_store`, `… bench_runner`, `… bench_tui`, `… bench_serve` (a browser),
+`… bench_hosts` (PostgreSQL), `… bench_notify`."""
 
 from __future__ import annotations
 
@@ -72,6 +72,18 @@ def test_hosts_benchmarks_report_their_figures() -> None:
         "[bench] claim throughput",
         "[bench] stage output on PostgreSQL",
     ]
+
+
+def test_serve_benchmarks_report_their_figures() -> None:
+    from tests.bench import bench_serve
+
+    lines = bench_serve.main(small=True)
+    assert [line.split(":")[0] for line in lines] == [
+        "[bench] first paint in a browser",
+        "[bench] idle served",
+    ]
+    if any("skipped:" in line for line in lines):
+        pytest.skip(lines[0].split(": ", 1)[1])
 
 
 def test_notify_benchmarks_report_their_figures() -> None:

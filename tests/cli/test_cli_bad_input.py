@@ -266,6 +266,32 @@ def test_a_database_url_under_a_regular_file_is_refused_in_one_line(workspace: P
     assert f"cannot write {blocker}" in line and "not a directory" in line
 
 
+@pytest.mark.parametrize(
+    "args", [("flow", "session", "create", "hello"), ("flow", "session", "list")]
+)
+def test_a_sqlite_url_in_a_missing_directory_is_refused_and_creates_nothing(
+    workspace: Path, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """A mistyped URL must not make a new, empty store (and a directory tree) somewhere."""
+    missing = tmp_path / "nonexistent" / "dir"
+    result = run(*args, env={"VC_DATABASE_URL": f"sqlite:///{missing}/x.db"})
+    assert result.code == 1
+    line = one_error_line(result)
+    assert line == (
+        f"vc: error: cannot open the store {missing}/x.db: directory {missing} does not "
+        "exist (create it first, or check VC_DATABASE_URL)"
+    )
+    assert not (tmp_path / "nonexistent").exists()
+
+
+def test_the_workspace_store_directory_is_created_on_first_use(tmp_path: Path) -> None:
+    workspace = tmp_path / "new-workspace"
+    result = run("flow", "session", "list", env={"VC_HOME": str(workspace)})
+    assert result.code == 0, result.err
+    assert (workspace / ".vc" / "flow.db").is_file()
+    assert (workspace / ".vc").stat().st_mode & 0o777 == 0o700
+
+
 def test_a_log_dir_under_a_regular_file_refuses_and_changes_nothing(
     store_workspace: Path,
 ) -> None:

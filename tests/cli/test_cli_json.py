@@ -84,6 +84,24 @@ def test_session_list_json_filters_by_status_workflow_and_limit(store_workspace:
     assert ids("--limit", "2") == [c, b]
 
 
+def test_session_list_json_gives_every_session_unless_limited(store_workspace: Path, cli) -> None:
+    """The table shows the newest 50 and says so; the JSON is never silently shorter."""
+    from store import FlowSessionManager
+
+    with store(store_workspace) as db:
+        manager = FlowSessionManager(db)
+        for i in range(55):
+            manager.create_session("hello", name=f"s{i}")
+    everything = cli("flow", "session", "list", "--json")
+    assert everything.code == 0 and everything.err == ""
+    assert len(everything.json()) == 55
+    assert len(cli("flow", "session", "list", "--json", "--limit", "3").json()) == 3
+    table = cli("flow", "session", "list")
+    lines = table.out.splitlines()
+    assert len(lines) == 1 + 50 + 1  # header, rows, the note
+    assert lines[-1] == "(50 of 55 sessions; --limit N shows more)"
+
+
 def test_session_show_json_adds_events_newest_last(store_workspace: Path, cli) -> None:
     sid = create_session(store_workspace)
     assert cli("flow", "session", "pause", sid).code == 0

@@ -16,6 +16,23 @@ def status_of(workspace: Path, sid: str) -> tuple[str, str | None]:
     return doc["status"], doc["reason"]
 
 
+def test_create_prints_the_id_alone_to_a_script(store_workspace: Path, cli) -> None:
+    result = cli("flow", "session", "create", "hello")
+    assert result.code == 0 and result.err == ""
+    (sid,) = result.out.split()
+    assert status_of(store_workspace, sid) == ("PENDING", None)
+
+
+def test_create_on_a_terminal_also_says_how_to_run_it(store_workspace: Path) -> None:
+    code, screen = run_on_tty("flow", "session", "create", "hello")
+    assert code == 0, screen
+    sid, hint = screen.splitlines()
+    assert len(sid) == 32
+    assert hint == (
+        f"run it with 'vc flow run hello --session {sid[:12]}' (--detach: in the background)"
+    )
+
+
 def test_pause_moves_a_pending_session_to_paused(store_workspace: Path, cli) -> None:
     sid = create_session(store_workspace, name="nightly")
     result = cli("flow", "session", "pause", sid[:6])
@@ -133,11 +150,14 @@ def test_delete_asks_on_a_terminal_and_deletes_when_the_answer_is_yes(
 def test_delete_on_a_terminal_changes_nothing_unless_the_answer_is_yes(
     store_workspace: Path, answer: str
 ) -> None:
-    sid = create_session(store_workspace)
+    """Answering no is the user's choice, not an error: a plain line (exit 1: nothing was
+    deleted, so `delete … && next-step` stops)."""
+    sid = create_session(store_workspace, name="keep me")
     before = snapshot(store_workspace)
     code, screen = run_on_tty("flow", "session", "delete", sid, answer=answer)
     assert code == 1, screen
-    assert "not deleted" in screen
+    assert screen.splitlines()[-1] == f"not deleted: {sid[:12]} (keep me)"
+    assert "error" not in screen
     assert snapshot(store_workspace) == before
 
 

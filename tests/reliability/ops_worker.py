@@ -37,6 +37,9 @@ WEIGHTS = {
     "finish": 4,
 }
 STATUSES = ("PENDING", "ACTIVE", "PAUSED", "COMPLETED", "FAILED")
+#: How a published session start that a stage's move made (not a call of this worker) is
+#: counted: its event is a "start" all the same.
+STARTED_BY_A_STAGE = "start (by a stage)"
 
 
 class Recorder:
@@ -205,7 +208,10 @@ def run(url: str, seed: int, n_ops: int, index: int, start_at: float) -> dict[st
     elapsed = time.monotonic() - t0
     published: dict[str, Counter[str]] = defaultdict(Counter)
     for change in recorder.changes:
-        published[change.session_id][change.op] += 1
+        op = change.op
+        if op == "start" and change.stage is None and (change.reason or "").startswith("stage "):
+            op = STARTED_BY_A_STAGE  # a stage moved to ACTIVE started its PENDING session
+        published[change.session_id][op] += 1
     db.close()
     engine.dispose()
     return {

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from .harness import PART_TIMEOUT, ROOT, child_env, report, scale, store, vc
+from .ops_worker import STARTED_BY_A_STAGE
 from .replay import replay
 
 PROCESSES = 8
@@ -97,7 +98,13 @@ def _check(url: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         for sid, ops in r["published"].items():
             stage_moves = {op: n for op, n in ops.items() if op.startswith("stage.")}
             expected.setdefault(sid, Counter()).update(stage_moves)
-            session_ops = {op: n for op, n in ops.items() if not op.startswith("stage.")}
+            started_by_a_stage = ops.get(STARTED_BY_A_STAGE, 0)
+            expected[sid].update({"start": started_by_a_stage} if started_by_a_stage else {})
+            session_ops = {
+                op: n
+                for op, n in ops.items()
+                if not op.startswith("stage.") and op != STARTED_BY_A_STAGE
+            }
             mine = {op: n for op, n in r["ok"].get(sid, {}).items()}
             if session_ops != mine:
                 raise AssertionError(

@@ -386,6 +386,9 @@ class SessionMachine(RuleBasedStateMachine):
             value = 100.0
         if target == "PENDING":
             value = 0.0
+        if target == "ACTIVE" and s.status == "PENDING":  # its session starts with it
+            self.move(s, "start", "ACTIVE")
+            s.started = True
         if stage.status != target or new_try:
             ops = {
                 "ACTIVE": "stage.start",

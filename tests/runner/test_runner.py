@@ -278,11 +278,11 @@ def log_file(workspace: Path, sid: str) -> Path:
     return workspace / "logs" / "workflow" / "session" / f"{sid}.log"
 
 
-def start_foreground(workflow: str) -> subprocess.Popen[str]:
+def start_foreground(workflow: str, *extra: str) -> subprocess.Popen[str]:
     """`vc flow run WORKFLOW` in the foreground, as a terminal's job: its own process group
     (so a test can send the terminal's SIGINT to the whole job)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "app.main", "flow", "run", workflow],
+        [sys.executable, "-m", "app.main", "flow", "run", workflow, *extra],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -643,7 +643,7 @@ def test_run_off_a_terminal_prints_a_line_per_stage_start_and_outcome(
           - {name: flaky, run: "test -e again || { touch again; exit 3; }", retries: 1}
     """,
     )
-    proc = start_foreground("retried")
+    proc = start_foreground("retried", "--name", "nightly run")
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     sid = newest_session(store)
@@ -656,7 +656,7 @@ def test_run_off_a_terminal_prints_a_line_per_stage_start_and_outcome(
         "flaky: attempt 1 failed: exit code 3; retrying (1 of 1 retries)",
         "flaky: stage completed (attempt 2)",
     ]
-    assert out == f"COMPLETED: {sid[:12]} (completed)\n"
+    assert out == f"COMPLETED: {sid[:12]} (nightly run)\n"  # the id and the name
 
 
 @covered_on_postgresql_by_another
@@ -771,6 +771,89 @@ def test_abort_while_paused_kills_the_stopped_stage(vc: Vc, store: Store, nap: s
     assert store.view(sid).reason == "aborted"
 
 
+# ---- control from elsewhere, seen by the foreground run ------------------------------------------
+
+
+def as_user(store: Store, op: str, sid: str) -> None:
+    """`vc flow session OP` typed by user "ana" elsewhere (the event records her)."""
+    with store.factory() as db:
+        getattr(FlowSessionManager(db, actor="ana"), op)(sid)
+
+
+def test_run_off_a_terminal_says_who_paused_resumed_and_aborted_it(store: Store, nap: str) -> None:
+    proc = start_foreground("nap", "--name", "nightly run")
+    try:
+        sid = newest_session(store)
+        store.wait_stage(sid, "nap", "ACTIVE", with_pid=True)
+        as_user(store, "pause", sid)
+        store.wait_stage(sid, "nap", "PAUSED")
+        as_user(store, "resume", sid)
+        store.wait_stage(sid, "nap", "ACTIVE")
+        as_user(store, "abort", sid)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1 and out == ""
+    lines = [line.split(" ", 1)[1] for line in err.splitlines()[1:]]  # without the time
+    host = local_host()
+    assert lines == [
+        "nap: started",
+        f"session paused by ana on {host}",
+        f"session resumed by ana on {host}",
+        f"session aborted by ana on {host}",
+        f"error: session {sid[:12]} (nightly run): session aborted",
+    ], err
+
+
+@covered_on_postgresql_by_another
+def test_the_live_line_on_a_terminal_shows_who_paused_it(
+    workspace: Path, store: Store, nap: str
+) -> None:
+    """It used to stay frozen on the last progress, as if the stage still ran."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.main", "flow", "run", "nap"],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}},
+    )
+    os.close(slave)
+    seen = bytearray()
+
+    def screen_has(text: str) -> bool:
+        while select_ready(master):
+            try:
+                seen.extend(os.read(master, 65536))
+            except OSError:
+                break
+        return text.encode() in seen
+
+    try:
+        sid = newest_session(store)
+        store.wait_stage(sid, "nap", "ACTIVE", with_pid=True)
+        as_user(store, "pause", sid)
+        host = local_host()
+        wait_until(lambda: screen_has(f"PAUSED by ana on {host}"), what="PAUSED on the line")
+        assert screen_has(f"session paused by ana on {host}\r\n")  # and a line of its own
+        as_user(store, "abort", sid)
+        assert proc.wait(30) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+
+
+def select_ready(fd: int) -> bool:
+    import select
+
+    return bool(select.select([fd], [], [], 0.05)[0])
+
+
 # ---- Ctrl-C in the foreground ------------------------------------------------------------------
 
 
@@ -792,8 +875,8 @@ def test_ctrl_c_on_foreground_run_pauses_the_session_and_exits_130(store: Store,
     sid, pid, proc, stderr = _interrupt_foreground(store)
     assert proc.returncode == 130
     assert stderr.splitlines()[-1] == (
-        f"vc: interrupted: session {sid[:12]} paused; resume it with "
-        f"'vc flow session resume {sid[:12]}' (it goes on in the background)"
+        f"vc: interrupted: session {sid[:12]} ({store.view(sid).name}) paused; resume it "
+        f"with 'vc flow session resume {sid[:12]}' (it goes on in the background)"
     )
     wait_until(lambda: gone(pid), timeout=5, what="the stage to be terminated")
     view = store.view(sid)
@@ -1103,6 +1186,25 @@ def test_missing_cwd_fails_the_stage_with_a_clear_error(
     assert f"cwd does not exist: {missing}" in result.stderr
     stage = store.view(newest_session(store)).stages[0]
     assert stage.status == "FAILED" and stage.error == f"cwd does not exist: {missing}"
+
+
+@covered_on_postgresql_by_another
+def test_a_task_stage_without_run_fails_naming_what_is_missing(vc: Vc, store: Store) -> None:
+    """A stage made through the API with no command: never the shell command `None`."""
+    from app.runner.runner import NO_COMMAND
+
+    with store.factory() as db:
+        sid = FlowSessionManager(db).create_session("api-made").id
+        StageManager(db).create_stage(sid, stage_type="task", config={"timeout": 3600})
+    result = vc("flow", "run", "api-made", "--session", sid)
+    assert result.returncode == 1
+    assert NO_COMMAND in result.stderr
+    assert "command not found" not in result.stderr
+    view = store.view(sid)
+    assert (view.status, view.stages[0].status) == ("FAILED", "FAILED")
+    assert view.stages[0].error == NO_COMMAND
+    assert view.reason == f"stage stage-1 failed: {NO_COMMAND}"
+    assert not any("command not found" in r.text for r in store.logs(sid))
 
 
 def test_run_on_a_completed_session_is_refused_and_mentions_retry(vc: Vc, store: Store) -> None:

@@ -269,6 +269,49 @@ def test_api_example_of_the_design_works(engine):
         assert sessions.get_session(s.id).meta == {"k": "v"}
 
 
+def test_a_stage_starting_in_a_pending_session_starts_the_session_in_the_same_transaction(
+    managers, db, hello_definition
+):
+    """The design's API example drives a stage by hand: a session with an ACTIVE stage
+    is ACTIVE, its start recorded by its own event, written with the stage's."""
+    sessions, stages = managers
+    sid = _make(managers, hello_definition, S.PENDING)
+    st = stages.list_stages(sid)[0]
+    version = sessions.get_session(sid).version
+    stages.update_stage_status(st.id, StageStatus.ACTIVE, metadata={"progress": 50})
+    session = sessions.get_session(sid)
+    assert (session.status, session.version) == (S.ACTIVE, version + 1)
+    assert session.started_at is not None
+    start, stage_start = _events(db, sid)[-2:]
+    assert (start.op, start.from_status, start.to_status, start.reason) == (
+        "start",
+        S.PENDING,
+        S.ACTIVE,
+        "stage greet started",
+    )
+    assert (stage_start.op, stage_start.stage) == ("stage.start", "greet")
+    assert start.at == stage_start.at == session.updated_at  # one write
+    # a second stage starting finds it ACTIVE: no second start
+    stages.update_stage_status(stages.list_stages(sid)[1].id, StageStatus.ACTIVE)
+    assert [e.op for e in _events(db, sid)].count("start") == 1
+
+
+def test_metadata_of_a_session_object_is_the_users_dict(managers, db):
+    from sqlmodel import SQLModel
+
+    from store import FlowSession, StageInstance
+
+    sessions, stages = managers
+    s = sessions.create_session("nightly-etl", metadata={"k": "v"})
+    assert s.metadata == {"k": "v"} == sessions.get_session(s.id).metadata
+    st = stages.create_stage(s.id, config={"run": "true"})
+    assert stages.get_stage(st.id).metadata == {}
+    # the classes keep SQLAlchemy's MetaData, which the schema and migrations use
+    assert FlowSession.metadata is SQLModel.metadata is StageInstance.metadata
+    s.metadata = {"other": "1"}
+    assert s.meta == {"other": "1"}
+
+
 def test_stage_refuses_to_leave_completed(managers, hello_definition):
     _, stages = managers
     sid = _make(managers, hello_definition, S.ACTIVE)

@@ -7,6 +7,7 @@ pauses it with `p` and checks both the store and the screen, then quits with `q`
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import readme_sh_block
 
 pytestmark = pytest.mark.tmux
 
@@ -153,7 +156,8 @@ def test_demo_starts_shows_its_sessions_and_cleans_up(
     tmp_path: Path, terminal: Terminal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`vc flow tui --demo`, the README's first command: a throw-away workspace with live
-    sessions, whose runners are stopped when the dashboard closes."""
+    sessions. Quitting stops every session of it, the one started with `n` too, and
+    removes the workspace: no process of it is left, no folder piles up."""
     for var in ("VC_HOME", "VC_DATABASE_URL", "VC_LOG_DIR", "VC_WORKFLOWS_DIR"):
         monkeypatch.delenv(var, raising=False)
     temp = tmp_path / "tmp"
@@ -166,28 +170,107 @@ def test_demo_starts_shows_its_sessions_and_cleans_up(
     try:
         names = ("train: resnet run 7", "release v1.2.3", "backup: nightly", "etl: daily import")
         wait_until(lambda: all(name in terminal.screen() for name in names), "the demo sessions")
+        (workspace,) = temp.glob("vc-demo-*")
+        demo_ids = {v.id for v in _sessions(workspace)}
+        terminal.keys("n")
+        wait_until(lambda: "Model training (demo)" in terminal.screen(), "the workflows listed")
+        terminal.keys("Down", "Down", "Down", "Enter")  # demo-train: a ten-minute stage
+        # Enter picks it and moves to the name field; keys typed before the focus has moved
+        # still go to the list (which ignores letters), so type until the name shows.
         wait_until(
-            lambda: "FAILED" in terminal.screen() and "COMPLETED" in terminal.screen(),
-            "the demo sessions finishing or failing",
+            lambda: "from-n" in terminal.screen() or terminal.keys("from-n"), "the name typed"
         )
+        terminal.keys("Enter")
+        started = wait_until(
+            lambda: next((v for v in _sessions(workspace) if v.id not in demo_ids), None),
+            "the session started with n",
+        )
+        wait_until(lambda: _live_stages(workspace, started.id), "its stage running", timeout=20)
+        processes = _processes_of(workspace)
+        assert len(processes) >= 4, processes  # two runners and a stage each, at least
         terminal.keys("q")
         screen = wait_until(
-            lambda: "TUI-EXITED=" in terminal.screen() and terminal.screen(), "the demo to exit"
+            lambda: "TUI-EXITED=" in terminal.screen() and terminal.screen(),
+            "the demo to exit",
+            timeout=30,
         )
-        assert "TUI-EXITED=0" in screen and "(its sessions were stopped)" in screen
-        (workspace,) = temp.glob("vc-demo-*")
-        views = _sessions(workspace)
-        assert len(views) == 4
-        assert all(v.status in ("COMPLETED", "FAILED") for v in views), views
-        wait_until(
-            lambda: all(v.runner_pid is None for v in _sessions(workspace)),
-            "the demo's runners to exit",
-            timeout=20,
-        )
+        assert "TUI-EXITED=0" in screen, screen
+        assert [p for p in processes if _still_running(p)] == []
+        assert _processes_of(workspace) == []
+        assert not workspace.exists() and list(temp.iterdir()) == []
+        assert f"its workspace {workspace} removed" in screen.replace("\n", "")
     finally:
         terminal.kill()
         for workspace in temp.glob("vc-demo-*"):  # a failure above must leave no runner
             _abort_all(workspace)
+
+
+def test_demo_closed_with_its_terminal_cleans_up_too(
+    tmp_path: Path, terminal: Terminal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing the terminal window (SIGHUP) is how many people leave a demo."""
+    for var in ("VC_HOME", "VC_DATABASE_URL", "VC_LOG_DIR", "VC_WORKFLOWS_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    terminal.start(
+        f"{sys.executable} -m app.main flow tui --demo",
+        cwd=tmp_path,
+        env={"TMPDIR": str(temp), "TERM": "xterm-256color"},
+    )
+    try:
+        wait_until(lambda: "train: resnet run 7" in terminal.screen(), "the demo sessions")
+        (workspace,) = temp.glob("vc-demo-*")
+        wait_until(lambda: len(_processes_of(workspace)) >= 3, "its runners and a stage")
+        processes = _processes_of(workspace)
+        terminal.kill()  # the terminal goes away: SIGHUP
+        wait_until(lambda: not workspace.exists(), "the demo workspace removed", timeout=30)
+        assert list(temp.iterdir()) == []
+        assert [p for p in processes if _still_running(p)] == []
+    finally:
+        for workspace in temp.glob("vc-demo-*"):
+            _abort_all(workspace)
+
+
+def _processes_of(workspace: Path) -> list[tuple[int, int | None]]:
+    """(pid, start time) of every process working in ``workspace`` (runners and stages
+    run there), found in /proc: what must be gone once the demo has quit."""
+    from app.runner.process import process_start_time
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if (
+            cwd == str(workspace)
+            or cwd.startswith(f"{workspace}/")
+            or cwd.startswith(f"{workspace} ")
+        ):
+            found.append((int(entry.name), process_start_time(int(entry.name))))
+    return found
+
+
+def _still_running(process: tuple[int, int | None]) -> bool:
+    """The same process (pid and start time) is there and not a zombie (nobody may reap
+    orphans in a container)."""
+    from app.runner.process import process_start_time
+
+    pid, start = process
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    state = stat[stat.rfind(b")") + 2 :].split()[0]
+    return state not in (b"Z", b"X") and start is not None and process_start_time(pid) == start
+
+
+def _live_stages(workspace: Path, sid: str) -> bool:
+    view = next((v for v in _sessions(workspace) if v.id == sid), None)
+    return view is not None and any(s.status == "ACTIVE" for s in view.stages)
 
 
 def _sessions(workspace: Path) -> list[Any]:
@@ -217,3 +300,45 @@ def _abort_all(workspace: Path) -> None:
                         pass
     finally:
         engine.dispose()
+
+
+def test_readme_walkthrough_runs_verbatim_in_a_fresh_workspace(
+    tmp_path: Path, terminal: Terminal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every line of the walkthrough, pasted in order into a shell of a fresh account (its
+    own HOME, `vc` on PATH as the README installs it), succeeds; its last line, the
+    dashboard, shows the session and quits with q."""
+    for var in ("VC_HOME", "VC_DATABASE_URL", "VC_LOG_DIR", "VC_WORKFLOWS_DIR", "PYTHONPATH"):
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    script = tmp_path / "walkthrough.sh"
+    script.write_text("set -e\n" + readme_sh_block("## Writing a workflow"))
+    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    terminal.start(
+        f"bash {script}; echo WALKTHROUGH-EXIT=$?; sleep 60",
+        cwd=tmp_path,
+        env={"HOME": str(home), "PATH": path, "TERM": "xterm-256color"},
+    )
+    workspace = home / "etl"
+    try:
+
+        def dashboard_shows_it_completed() -> bool:
+            screen = terminal.screen()  # the header's counts ("DONE 1" when narrow)
+            return "log: follow" in screen and ("COMPLETED 1" in screen or "DONE 1" in screen)
+
+        wait_until(dashboard_shows_it_completed, "the dashboard, the session done", timeout=90)
+        terminal.keys("q")
+        screen = wait_until(
+            lambda: "WALKTHROUGH-EXIT=" in terminal.screen() and terminal.screen(),
+            "the walkthrough to end",
+        )
+        assert "WALKTHROUGH-EXIT=0" in screen, screen
+        (session,) = _sessions(workspace)
+        assert session.status == "COMPLETED"
+        assert [s.status for s in session.stages] == ["COMPLETED"] * 4
+        assert (workspace / "rows.txt").read_text() == "extracted 1200 rows\n"
+    finally:
+        terminal.kill()
+        if (workspace / ".vc").exists():
+            _abort_all(workspace)

@@ -25,18 +25,69 @@ async def test_empty_store_says_how_to_create_a_session(ctx: Any, make_app: Any)
         assert app.selected_id is None and app.is_running
 
 
-def test_store_that_cannot_be_opened_is_one_line_and_exit_1(workspace: Path, vc: Any) -> None:
+def test_store_that_cannot_be_opened_is_one_line_and_exit_1(workspace: Path) -> None:
+    from tests.cli.helpers import run_on_tty
+
     blocker = workspace / "a-file"
     blocker.write_text("not a directory")
-    result = vc(
+    code, screen = run_on_tty(
         "flow", "tui", env={"VC_DATABASE_URL": f"sqlite:///{blocker}/sub/flow.db"}, timeout=30
     )
-    assert result.returncode == 1
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+    assert code == 1
+    lines = screen.strip().splitlines()
+    assert len(lines) == 1, screen
     assert lines[0].startswith("vc: error: ") and str(blocker) in lines[0]
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in screen
+
+
+@pytest.mark.parametrize("demo", [[], ["--demo"]])
+def test_without_a_terminal_on_stdout_it_refuses_at_once(
+    workspace: Path, tmp_path: Path, demo: list[str]
+) -> None:
+    """`vc flow tui | tail` wrote escape sequences into the pipe until killed."""
+    from tests.cli.helpers import run
+
+    env: dict[str, str | None] = {"TMPDIR": str(tmp_path)}
+    if demo:
+        env["VC_HOME"] = None  # the demo's own throw-away workspace
+    result = run("flow", "tui", *demo, env=env, timeout=30)
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        "vc: error: the dashboard needs a terminal and stdout is not one; for scripts use "
+        "'vc flow session list' or 'vc flow status ID'\n"
+    )
+    assert not (workspace / ".vc").exists()  # nothing was opened, created or started
+    assert not list(tmp_path.glob("vc-demo-*"))
+
+
+def test_with_stderr_not_a_terminal_it_refuses_too(workspace: Path) -> None:
+    """Textual draws on stderr: `vc flow tui 2>log` would fill the file instead."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from tests.cli.helpers import env_for
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "app.main", "flow", "tui"],
+            stdin=slave,
+            stdout=slave,
+            stderr=subprocess.PIPE,
+            env=env_for(),
+            timeout=30,
+        )
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert proc.returncode == 2
+    assert proc.stderr.decode() == (
+        "vc: error: the dashboard needs a terminal and stderr is not one; for scripts use "
+        "'vc flow session list' or 'vc flow status ID'\n"
+    )
+    assert not (workspace / ".vc").exists()
 
 
 @pytest.mark.parametrize("size", [(80, 24), (300, 80)])

@@ -131,6 +131,47 @@ async def test_d_asks_then_deletes_and_the_selection_moves(ctx: Any, make_app: A
         assert "middle" not in screen_text(app)
 
 
+async def test_s_starts_a_pending_session_and_its_runner_completes_it(
+    ctx: Any, make_app: Any
+) -> None:
+    sid = make_session(ctx, "hello", name="created, never run")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        assert "PENDING (s starts it)" in screen_text(app)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: status(ctx, sid) == "COMPLETED", timeout=20, what="COMPLETED")
+        await wait_for(
+            pilot, lambda: row_of(app, sid).status == "COMPLETED", what="COMPLETED in the table"
+        )
+        assert any(n.startswith(f"start: started {sid[:12]}") for n in notifications(app))
+
+
+async def test_s_on_a_paused_session_is_refused_saying_why(ctx: Any, make_app: Any) -> None:
+    sid = make_session(ctx, state="PAUSED")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: notifications(app), what="the refusal")
+        assert notifications(app) == [
+            f"start refused: session {sid[:12]} is PAUSED: resume it with "
+            f"'vc flow session resume {sid[:12]}'"
+        ]
+        assert status(ctx, sid) == "PAUSED" and events(ctx, sid)[-1] == "pause"
+
+
+async def test_r_on_a_pending_session_says_which_key_starts_it(ctx: Any, make_app: Any) -> None:
+    make_session(ctx)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: notifications(app), what="the refusal")
+        (shown,) = notifications(app)
+        assert shown.startswith("resume refused:") and shown.endswith("(s starts it)")
+
+
 async def test_t_retries_a_failed_session_and_runs_it(ctx: Any, make_app: Any) -> None:
     sid = make_session(ctx, "hello", state="FAILED")
     app = make_app()

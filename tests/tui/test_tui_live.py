@@ -185,6 +185,24 @@ async def test_log_follows_at_the_bottom_and_stays_when_scrolled_up(
         )
 
 
+async def test_log_pane_leaves_out_debug_records_as_session_logs_does(
+    ctx: Any, make_app: Any, store_url: str
+) -> None:
+    sid = make_session(ctx)
+    add_logs(store_url, sid, ["notify 0 subscriber(s)"], stage=None, level="DEBUG")
+    add_logs(store_url, sid, ["first line"])
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        pane = app.log_pane
+        await wait_for(pilot, lambda: pane.lines, what="the first lines")
+        add_logs(store_url, sid, ["notify 1 subscriber(s)"], stage=None, level="DEBUG")
+        add_logs(store_url, sid, ["second line"])
+        await wait_for(pilot, lambda: pane.lines[-1].text == "second line", what="the live line")
+        assert all(line.level != "DEBUG" for line in pane.lines), pane.lines
+        assert "subscriber" not in screen_text(app)
+
+
 async def test_selected_session_deleted_elsewhere_moves_the_selection(
     ctx: Any, make_app: Any, store_url: str
 ) -> None:

@@ -126,6 +126,35 @@ async def test_stage_list_updates_in_place() -> None:
         assert any("Select a session." in line for line in screen_lines(app))
 
 
+async def test_a_stage_killed_by_a_signal_keeps_a_space_before_its_bar() -> None:
+    app = StagesApp()
+    async with app.run_test(size=(80, 8)) as pilot:
+        stages = app.query_one(StageList)
+        stages.set_stages(
+            [stage_row("train", status="FAILED", progress=30, exit_code=-15, started_at=NOW - 9)]
+        )
+        await pilot.pause()
+        line = next(line for line in screen_lines(app) if "FAILED" in line)
+        status_cell = line[line.index("FAILED") :]
+        assert status_cell.startswith("FAILED (-15) "), line  # not run into the bar
+        assert "(-15)" in line and "30%" in line
+
+
+async def test_a_paused_stage_shows_how_long_it_has_been_paused() -> None:
+    app = StagesApp()
+    async with app.run_test(size=(80, 8)) as pilot:
+        stages = app.query_one(StageList)
+        stages.set_stages(
+            [
+                stage_row("train", status="PAUSED", started_at=NOW - 3600, updated_at=NOW - 120),
+                stage_row("approve", status="PAUSED", updated_at=NOW - 30),  # a gate waiting
+            ]
+        )
+        await pilot.pause()
+        train, approve = (line for line in screen_lines(app) if "PAUSED" in line)
+        assert train.split()[-1] == "‖2m" and approve.split()[-1] == "‖30s"
+
+
 async def test_running_stage_duration_ticks_and_repaints_only_when_it_changes() -> None:
     now = [NOW]
 

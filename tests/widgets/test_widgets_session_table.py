@@ -375,6 +375,31 @@ async def test_running_clocks_tick_repainting_only_their_time_cells() -> None:
         assert set(repainted) == {(time_cell,)}, "only the running row's TIME cell"
 
 
+async def test_a_paused_sessions_time_is_how_long_it_has_been_paused() -> None:
+    """Its run is stopped, so its clock is too: TIME shows the pause, marked ‖, not a run
+    that seems to go on."""
+    now = [NOW]
+
+    class ClockApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield SessionTable(clock=lambda: now[0])
+
+    rows = [
+        session_row(1, status="PAUSED", started_at=NOW - 3600, updated_at=NOW - 180),
+        session_row(2, status="ACTIVE", started_at=NOW - 3600, updated_at=NOW - 1),
+    ]
+    app = ClockApp()
+    async with app.run_test(size=(120, 10)) as pilot:
+        table = app.query_one(SessionTable)
+        table.set_window(0, rows, len(rows))
+        await pilot.pause()
+        lines = widget_lines(table)
+        assert lines[1].endswith(" ‖3m") and lines[2].endswith(" 1h")
+        now[0] += 60
+        await pilot.pause(1.2)  # the table's own one-second timer
+        assert widget_lines(table)[1].endswith(" ‖4m")
+
+
 def test_widgets_import_nothing_of_ours() -> None:
     """DESIGN §3: widgets depend on nothing but plain data (no store, no app)."""
     import ast

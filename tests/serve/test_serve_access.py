@@ -1,0 +1,179 @@
+"""`vc flow tui --serve` is private by default: the link's token, the page's own Origin, a cap
+on open tabs, nothing of the command line or environment in the page; and its command-line
+errors are one line each. A real server process, a real HTTP and WebSocket client."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.serve.conftest import Served, client_session, open_tab
+
+
+async def test_the_page_is_refused_without_the_token(serve: Callable[..., Served]) -> None:
+    served = serve()
+    async with aiohttp.ClientSession() as session:
+        for url in (f"{served.base}/", f"{served.base}/?token=wrong{served.token[5:]}"):
+            async with session.get(url) as response:
+                assert response.status == 403, url
+                assert "needs the link with its token" in await response.text()
+        async with session.get(served.url) as response:
+            assert response.status == 200
+            assert "vc flow" in await response.text()
+
+
+async def test_what_the_page_loads_needs_the_token_or_its_cookie(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve()
+    script = f"{served.base}/static/js/textual.js"
+    async with aiohttp.ClientSession() as stranger, stranger.get(script) as response:
+        assert response.status == 403
+    async with client_session() as session:
+        async with session.get(served.url) as response:
+            cookie = response.cookies[f"vc_token_{served.base.rsplit(':', 1)[1]}"]
+            assert cookie["httponly"] and cookie["samesite"] == "Strict"
+        async with session.get(script) as response:
+            assert response.status == 200
+
+
+async def test_a_websocket_from_another_origin_is_refused(serve: Callable[..., Served]) -> None:
+    served = serve()
+    async with client_session() as session:
+        async with session.get(served.url) as response:
+            assert response.status == 200
+        for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"}, {}):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(f"{served.base}/ws?width=80&height=24", headers=headers)
+            assert refused.value.status == 403, headers
+    assert served.tabs() == []  # nothing was started for them
+
+
+async def test_a_websocket_without_the_token_is_refused(serve: Callable[..., Served]) -> None:
+    served = serve()
+    async with aiohttp.ClientSession() as session:  # no cookie: it never loaded the page
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(
+                f"{served.base}/ws?width=80&height=24", headers={"Origin": served.base}
+            )
+        assert refused.value.status == 403
+
+
+async def test_a_tab_gets_a_live_dashboard(serve: Callable[..., Served], vc: Any) -> None:
+    created = vc("flow", "session", "create", "hello", "--name", "served-probe")
+    assert created.returncode == 0, created.stderr
+    served = serve()
+    async with client_session() as session:
+        tab = await open_tab(session, served)
+        await tab.read_until("served-probe")
+        assert len(served.tabs()) == 1
+        await tab.ws.close()
+
+
+async def test_tabs_beyond_the_cap_are_refused(serve: Callable[..., Served]) -> None:
+    served = serve(env={"VC_SERVE_MAX_TABS": "1"})
+    async with client_session() as session:
+        first = await open_tab(session, served)
+        await first.read_until("vc flow")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await open_tab(session, served)
+        assert refused.value.status == 503
+        await first.ws.close()
+
+
+async def test_the_page_shows_no_command_line_or_environment(
+    serve: Callable[..., Served], workspace: Path
+) -> None:
+    served = serve(env={"VC_SECRET_PROBE": "s3cr3t-value"})
+    async with client_session() as session, session.get(served.url) as response:
+        page = await response.text()
+        policy = response.headers["Content-Security-Policy"]
+    for leak in (sys.executable, "app.tui.tab", "s3cr3t-value", str(workspace), "exec "):
+        assert leak not in page
+    assert "<div>vc flow</div>" in page
+    assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy
+
+
+def test_it_prints_one_link_with_a_fresh_token(serve: Callable[..., Served]) -> None:
+    first, second = serve(), serve()
+    assert first.url.startswith("http://127.0.0.1:")
+    assert len(first.token) >= 32 and first.token != second.token
+
+
+def test_a_port_in_use_is_one_line_and_exit_1(vc: Any) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = vc("flow", "tui", "--serve", "--port", str(port))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"vc: error: cannot serve on 127.0.0.1:{port}: ")
+    assert "--port" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args", [["--host", "0.0.0.0"], ["--port", "8000"], ["--public-url", "https://x.example"]]
+)
+def test_serve_options_without_serve_are_a_usage_error(vc: Any, args: list[str]) -> None:
+    result = vc("flow", "tui", *args)
+    assert result.returncode == 2
+    assert result.stderr == f"vc: error: {args[0]} needs --serve (see 'vc flow tui --help')\n"
+
+
+def test_a_bad_public_url_is_refused(vc: Any) -> None:
+    result = vc("flow", "tui", "--serve", "--port", "0", "--public-url", "ftp://x")
+    assert result.returncode == 1
+    assert result.stderr.startswith("vc: error: --public-url 'ftp://x' is not an http")
+
+
+def test_a_bad_tab_cap_is_refused(vc: Any) -> None:
+    result = vc("flow", "tui", "--serve", "--port", "0", env={"VC_SERVE_MAX_TABS": "none"})
+    assert result.returncode == 1
+    assert result.stderr.startswith("vc: error: VC_SERVE_MAX_TABS='none' is not a whole")
+
+
+async def test_another_address_must_be_named_warns_and_still_needs_the_token(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve("--host", "0.0.0.0", "--public-url", "http://127.0.0.1:1")
+    assert served.process.stderr is not None
+    served.process.terminate()
+    served.process.wait(15)
+    assert "listening on 0.0.0.0, not only this machine" in served.process.stderr.read()
+
+
+async def test_a_wildcard_address_still_needs_the_token(serve: Callable[..., Served]) -> None:
+    served = serve("--host", "0.0.0.0")
+    port = served.base.rsplit(":", 1)[1]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/") as response:
+            assert response.status == 403
+        async with session.get(f"http://127.0.0.1:{port}/?token={served.token}") as response:
+            assert response.status == 200
+
+
+async def test_behind_a_tls_proxy_the_page_speaks_the_public_url(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve("--public-url", "https://dash.example.org/")
+    assert served.url.startswith("https://dash.example.org/?token=")
+    listening = next(line for line in served.printed if line.startswith("listening on "))
+    local = "http://" + listening.split()[2]  # where the proxy forwards to
+    async with client_session() as session:
+        async with session.get(f"{local}/?token={served.token}") as response:
+            page = await response.text()
+            assert "Secure" in response.headers["Set-Cookie"]
+        assert 'data-session-websocket-url="wss://dash.example.org/ws"' in page
+        assert "https://dash.example.org/static/" in page
+        # A Secure cookie goes over HTTPS only: the token in the query stands in for it.
+        ws = f"{local}/ws?token={served.token}&width=80&height=24"
+        tab = await session.ws_connect(ws, headers={"Origin": "https://dash.example.org"})
+        await tab.close()
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await session.ws_connect(ws, headers={"Origin": local})
