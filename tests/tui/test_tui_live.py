@@ -137,6 +137,38 @@ async def test_a_session_waiting_at_a_gate_shows_the_gates_checklist(
         )
 
 
+async def test_waiting_at_a_gate_is_the_stores_fact_not_the_reasons_wording(
+    ctx: Any, make_app: Any, store_url: str
+) -> None:
+    """A session paused at its gate says ``r`` passes it whatever the pause's reason
+    reads; one paused by hand whose reason merely reads like a gate's does not."""
+    from store import StageManager
+    from store.status import StageStatus
+
+    at_gate = make_session(ctx, "gate", name="at the gate", state="ACTIVE")
+    by_hand = make_session(ctx, "hello", name="by hand", state="ACTIVE")
+    with other_engine(store_url) as factory, factory() as db:
+        gate = StageManager(db).list_stages(at_gate)[1]
+        StageManager(db).move_stage(gate.id, StageStatus.PAUSED)
+        manager(db).pause(at_gate, reason="held for the release window")
+        manager(db).pause(by_hand, reason="waiting: nothing at all")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await select(pilot, at_gate)
+        await wait_for(
+            pilot, lambda: "held for" in str(app.summary.render()), what="the gate's summary"
+        )
+        assert str(app.summary.render()) == (
+            "PAUSED — held for the release window (r resumes it) — check: changelog reviewed"
+        )
+        await select(pilot, by_hand)
+        await wait_for(
+            pilot, lambda: "nothing at all" in str(app.summary.render()), what="its summary"
+        )
+        assert str(app.summary.render()) == "PAUSED — waiting: nothing at all"
+
+
 async def test_log_follows_at_the_bottom_and_stays_when_scrolled_up(
     ctx: Any, make_app: Any, store_url: str
 ) -> None:

@@ -264,6 +264,7 @@ def seed_frozen_store(factory: Any) -> None:
         pid: int | None = None,
         heartbeat: float | None = None,
         stages: list[tuple[str, str, float, int, int | None, str | None]],
+        gates: tuple[str, ...] = (),
     ) -> list[Any]:
         sid = FROZEN_IDS[key]
         rows: list[Any] = [
@@ -292,6 +293,7 @@ def seed_frozen_store(factory: Any) -> None:
                     session_id=sid,
                     position=i,
                     name=stage,
+                    stage_type="manual" if stage in gates else "task",
                     status=st,
                     progress=progress,
                     attempt=attempt,
@@ -364,6 +366,7 @@ def seed_frozen_store(factory: Any) -> None:
             ("approve", "PAUSED", 0, 1, None, None),
             ("deploy", "PENDING", 0, 0, None, None),
         ],
+        gates=("approve",),
     )
     rows += session(
         "backup",
