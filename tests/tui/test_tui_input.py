@@ -1,6 +1,6 @@
 """Bad input: an empty store, a store that cannot be opened, odd terminal sizes, huge and
 hostile text. Text users or stages wrote is shown literally (never as markup) with its
-terminal control sequences removed (DESIGN §10)."""
+terminal control sequences removed."""
 
 from __future__ import annotations
 

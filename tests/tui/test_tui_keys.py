@@ -1,4 +1,4 @@
-"""Every key of the dashboard (DESIGN §10), driven with Pilot on a real store: each test
+"""Every key of the dashboard, driven with Pilot on a real store: each test
 checks what the store says afterwards (through the managers' queries), not only the screen.
 """
 
@@ -48,7 +48,7 @@ async def test_r_resumes_a_paused_session(ctx: Any, make_app: Any) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
         await pilot.press("r")
-        # It never started, so resume takes it back to PENDING (DESIGN §5).
+        # It never started, so resume takes it back to PENDING.
         await wait_for(pilot, lambda: status(ctx, sid) == "PENDING", what="PENDING")
         await wait_for(
             pilot, lambda: row_of(app, sid).status == "PENDING", what="PENDING in the table"

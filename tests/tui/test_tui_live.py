@@ -1,4 +1,4 @@
-"""Live updates (DESIGN §10): a change made by any process shows within 1 s, the cursor,
+"""Live updates: a change made by any process shows within 1 s, the cursor,
 the selection and the scroll position stay where the user left them, and the log pane
 follows new lines only while it is at the bottom. Also: the event loop stays free while
 the store is busy."""
