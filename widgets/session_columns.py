@@ -1,5 +1,7 @@
-"""The sessions table's columns: which fit a width, what each cell of a row says, and a
-rendered row whose TIME cell is the only part that changes with the clock.
+"""The sessions table's columns and lines: which columns fit a width, what each cell of a
+row says, and each kind of line as a strip: the header, a row (rendered once; its TIME
+cell is the only part that changes with the clock), the placeholder of a row not loaded
+yet, and the help shown when there is no session.
 
 Every cell is literal ``Text``: user text is never parsed as markup.
 """
@@ -9,19 +11,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rich.cells import cell_len
+from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.strip import Strip
 
 from widgets.data import PAUSED, SessionRow
-from widgets.formatting import clean, fit, human_duration, paused_duration, progress_bar
+from widgets.formatting import (
+    clean,
+    fit,
+    human_duration,
+    paused_duration,
+    progress_bar,
+    render_segments,
+)
 from widgets.styles import ORPHANED_STYLE, status_style
 
 ORPHANED_LONG = " ⚠orphaned"
 ORPHANED_SHORT = " ⚠"
 QUEUED_LONG = " (queued)"
 QUEUED_SHORT = " ⧗"
+PLACEHOLDER = "…"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +137,17 @@ class RenderedRow:
         self.style = style
         self.line_for: tuple[str, int, Strip] | None = None
 
+    @classmethod
+    def of(
+        cls, row: SessionRow, columns: list[Column], style: Style, console: Console
+    ) -> RenderedRow:
+        """Every cell but the TIME one (the last column), with the separator before it."""
+        line = Text(style=style, no_wrap=True, end="")
+        for col in columns[:-1]:
+            line.append_text(fit(cell_text(row, col), col.width, col.justify))
+            line.append(" ")
+        return cls(render_segments(line, console), style)
+
     def line(self, shown: str, column: Column, width: int) -> Strip:
         if self.line_for is not None and self.line_for[:2] == (shown, width):
             return self.line_for[2]
@@ -143,6 +165,47 @@ class RenderedRow:
             strip = strip.crop_extend(0, width, self.style)
         self.line_for = (shown, width, strip)
         return strip
+
+
+def _strip(text: Text, width: int, style: Style, console: Console) -> Strip:
+    return Strip(render_segments(text, console)).crop_extend(0, width, style)
+
+
+def header_line(columns: list[Column], width: int, style: Style, console: Console) -> Strip:
+    line = Text(style=style, no_wrap=True, end="")
+    for i, col in enumerate(columns):
+        if i:
+            line.append(" ")
+        line.append_text(fit(Text(col.title), col.width, col.justify))
+    return _strip(line, width, style, console)
+
+
+def placeholder_line(columns: list[Column], width: int, style: Style, console: Console) -> Strip:
+    """A row whose session is not loaded yet: dim dots where its id and name will be."""
+    line = Text(style=style, no_wrap=True, end="")
+    for i, col in enumerate(columns):
+        if i:
+            line.append(" ")
+        cell = PLACEHOLDER if col.key in ("id", "name") else ""
+        line.append(cell.ljust(col.width))
+    return _strip(line, width, style, console)
+
+
+def empty_line(
+    text: Text, y: int, height: int, width: int, base: Style, style: Style, console: Console
+) -> Strip:
+    """Line ``y`` of the ``height`` lines under the header when there is no row: ``text``
+    centred both ways."""
+    lines = text.split("\n", allow_blank=True)
+    first = max(0, (height - len(lines)) // 2)
+    i = y - first
+    if not 0 <= i < len(lines):
+        return Strip.blank(width, base)
+    line = Text(style=style, no_wrap=True, end="")
+    line.append_text(lines[i])
+    line.truncate(width, overflow="ellipsis")
+    line.pad_left(max(0, (width - line.cell_len) // 2))
+    return _strip(line, width, base, console)
 
 
 def session_time(row: SessionRow, now: float) -> str:
@@ -171,7 +234,10 @@ __all__ = [
     "Column",
     "RenderedRow",
     "cell_text",
+    "empty_line",
+    "header_line",
     "layout_columns",
+    "placeholder_line",
     "session_elapsed",
     "session_time",
 ]

@@ -39,18 +39,17 @@ from textual.strip import Strip
 
 from widgets import messages
 from widgets.data import SessionRow
-from widgets.formatting import fit, render_segments
 from widgets.session_columns import (
     Column,
     RenderedRow,
-    cell_text,
+    empty_line,
+    header_line,
     layout_columns,
+    placeholder_line,
     session_elapsed,
     session_time,
 )
 from widgets.session_window import SessionWindow
-
-PLACEHOLDER = "…"
 
 
 class SessionTable(ScrollView, can_focus=True):
@@ -386,10 +385,14 @@ class SessionTable(ScrollView, can_focus=True):
         if not self.loaded:
             return Strip.blank(width, base)
         columns = self._layout(width)
+        console = self.app.console
         if y == 0:
-            return self._render_header(columns, width, base)
+            style = base + self.get_component_rich_style("session-table--header")
+            return header_line(columns, width, style, console)
         if self.total == 0:
-            return self._render_empty(y - 1, width, base)
+            height = max(0, self.scrollable_content_region.height - 1)
+            style = base + self.get_component_rich_style("session-table--empty")
+            return empty_line(self._empty_text, y - 1, height, width, base, style, console)
         index = int(self.scroll_offset.y) + y - 1
         if index >= self.total:
             return Strip.blank(width, base)
@@ -399,7 +402,8 @@ class SessionTable(ScrollView, can_focus=True):
         if row is None:
             cached = self._line_cache.get(key)
             if cached is None:
-                cached = self._render_placeholder(columns, width, base, is_cursor)
+                style = base + self.get_component_rich_style("session-table--placeholder")
+                cached = placeholder_line(columns, width, self._cursor(style, is_cursor), console)
                 self._line_cache[key] = cached
             return cached
         # A running session's TIME moves on while the rest of its row stays: the row is
@@ -408,62 +412,15 @@ class SessionTable(ScrollView, can_focus=True):
         self._time_shown[index] = shown
         rendered = self._row_cache.get(key)
         if rendered is None:
-            rendered = self._row_cache[key] = self._render_row(row, columns, base, is_cursor)
+            style = self._cursor(base, is_cursor)
+            rendered = self._row_cache[key] = RenderedRow.of(row, columns, style, console)
         return rendered.line(shown, columns[-1], width)
 
-    def _to_strip(self, text: Text, width: int, style: Style) -> Strip:
-        return Strip(render_segments(text, self.app.console)).crop_extend(0, width, style)
-
-    def _render_header(self, columns: list[Column], width: int, base: Style) -> Strip:
-        style = base + self.get_component_rich_style("session-table--header")
-        line = Text(style=style, no_wrap=True, end="")
-        for i, col in enumerate(columns):
-            if i:
-                line.append(" ")
-            line.append_text(fit(Text(col.title), col.width, col.justify))
-        return self._to_strip(line, width, style)
-
-    def _render_empty(self, y: int, width: int, base: Style) -> Strip:
-        lines = self._empty_text.split("\n", allow_blank=True)
-        height = max(0, self.scrollable_content_region.height - 1)
-        first = max(0, (height - len(lines)) // 2)
-        i = y - first
-        if not 0 <= i < len(lines):
-            return Strip.blank(width, base)
-        style = base + self.get_component_rich_style("session-table--empty")
-        text = Text(style=style, no_wrap=True, end="")
-        text.append_text(lines[i])
-        text.truncate(width, overflow="ellipsis")
-        pad = max(0, (width - text.cell_len) // 2)
-        text.pad_left(pad)
-        return self._to_strip(text, width, base)
-
-    def _render_placeholder(
-        self, columns: list[Column], width: int, base: Style, is_cursor: bool
-    ) -> Strip:
-        style = base + self.get_component_rich_style("session-table--placeholder")
-        if is_cursor:
-            style += self.get_component_rich_style("session-table--cursor")
-        line = Text(style=style, no_wrap=True, end="")
-        for i, col in enumerate(columns):
-            if i:
-                line.append(" ")
-            cell = PLACEHOLDER if col.key in ("id", "name") else ""
-            line.append(cell.ljust(col.width))
-        return self._to_strip(line, width, style)
-
-    def _render_row(
-        self, row: SessionRow, columns: list[Column], base: Style, is_cursor: bool
-    ) -> RenderedRow:
-        """Every cell but the TIME one (the last column), with the separator before it."""
-        style = base
-        if is_cursor:
-            style = base + self.get_component_rich_style("session-table--cursor")
-        line = Text(style=style, no_wrap=True, end="")
-        for col in columns[:-1]:
-            line.append_text(fit(cell_text(row, col), col.width, col.justify))
-            line.append(" ")
-        return RenderedRow(render_segments(line, self.app.console), style)
+    def _cursor(self, style: Style, is_cursor: bool) -> Style:
+        """``style``, with the cursor's on top for the cursor's row."""
+        if not is_cursor:
+            return style
+        return style + self.get_component_rich_style("session-table--cursor")
 
 
 __all__ = ["SessionTable", "layout_columns", "session_elapsed", "session_time"]
