@@ -357,6 +357,66 @@ async def test_store_errors_are_one_notification_and_the_app_recovers(
         assert any("reachable again" in n for n in notifications(app))
 
 
+async def test_changes_coming_faster_than_a_read_still_show(
+    ctx: Any, make_app: Any, store_url: str, monkeypatch: Any
+) -> None:
+    """Reads slower than the commits that ask for them (a busy store, a far server): a
+    read that has begun still shows its answer instead of being given up for the next
+    change, so the screen keeps up, a read behind at most."""
+    import threading
+
+    from app.tui import data
+    from store.managers import append_logs
+
+    sid = make_session(ctx, name="busy")
+    real = data.load_refresh
+
+    def slow(db: Any, request: Any) -> Any:
+        time.sleep(0.3)  # three polls' worth of commits arrive meanwhile
+        return real(db, request)
+
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        with other_engine(store_url) as factory:
+            while not stop.is_set():
+                with factory() as db:
+                    append_logs(
+                        db,
+                        [
+                            {
+                                "session_id": sid,
+                                "at": time.time(),
+                                "level": "INFO",
+                                "category": "workflow.stage.integration",
+                                "stage": "greet",
+                                "text": "tick",
+                            }
+                        ],
+                    )
+                stop.wait(0.03)
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        monkeypatch.setattr(data, "load_refresh", slow)
+        writer = threading.Thread(target=keep_writing)
+        writer.start()
+        try:
+            await pilot.pause(0.5)
+            with other_engine(store_url) as factory, factory() as db:
+                manager(db).pause(sid)
+            await wait_for(
+                pilot,
+                lambda: row_of(app, sid).status == "PAUSED",
+                timeout=5.0,
+                what="the pause, while log lines keep coming",
+            )
+        finally:
+            stop.set()
+            writer.join()
+
+
 async def test_orphan_marks_appear_with_time_alone_without_any_write(
     ctx: Any, make_app: Any
 ) -> None:
