@@ -57,6 +57,7 @@ from widgets.messages import (
 )
 from widgets.session_table import SessionTable
 from widgets.stage_list import StageList
+from widgets.summary import SessionSummary
 
 EMPTY_TEXT = (
     "No sessions yet.\n\n"
@@ -105,14 +106,13 @@ class DashboardScreen(StoreLink):
         self._preloaded: Refreshed | None = None
         self._last_log_id: int | None = None
         self._log_generation = 0
-        self._summary_shown = ""
 
     # -- layout ----------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         self.table = SessionTable(id="sessions", empty_text=EMPTY_TEXT, clock=self.clock)
         self.stages = StageList(id="stages", clock=self.clock)
-        self.summary = Static("", id="session-summary", markup=False)
+        self.summary = SessionSummary(id="session-summary")
         self.log_pane = LogPane(id="log")
         self.counts = StatusCountsBar(id="counts")
         self.filter_label = Static("", id="filter-label", markup=False)
@@ -213,17 +213,12 @@ class DashboardScreen(StoreLink):
             self._last_log_id = max(self._last_log_id or 0, result.logs[-1].id)
 
     def _show_detail(self, detail: data.Detail | None) -> None:
-        self.stages.set_stages(detail.stages if detail else [])
-        summary = detail.summary() if detail else ""
-        if summary != self._summary_shown:  # an update lays the screen out again
-            self._summary_shown = summary
-            self.summary.update(Text(summary))
-        self.summary.set_class(detail is None, "-none")
-        for status in ("PENDING", "ACTIVE", "PAUSED", "COMPLETED", "FAILED"):
-            self.summary.set_class(
-                detail is not None and detail.status == status, f"-{status.lower()}"
-            )
-        self.summary.set_class(detail is not None and detail.orphaned, "-orphaned")
+        if detail is None:
+            self.stages.set_stages([])
+            self.summary.show(None)
+            return
+        self.stages.set_stages(detail.stages)
+        self.summary.show(detail.summary(), detail.status, detail.orphaned)
 
     @on(SessionHighlighted)
     def _highlighted(self, message: SessionHighlighted) -> None:
