@@ -30,7 +30,7 @@ from textual.messages import ExitApp
 from textual.screen import Screen
 
 from app.tui import keys
-from app.tui.dashboard import EMPTY_TEXT, NO_MATCH_TEXT, DashboardScreen
+from app.tui.dashboard import DashboardScreen
 from app.tui.lifeline import Lifeline
 from app.tui.store_link import POLL_INTERVAL
 
@@ -112,4 +112,4 @@ class FlowApp(App[int]):
             )
 
 
-__all__ = ["EMPTY_TEXT", "NO_MATCH_TEXT", "FlowApp"]
+__all__ = ["FlowApp"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.tui.app import EMPTY_TEXT
+from app.tui.dashboard import EMPTY_TEXT
 from app.tui.screens import DetailsScreen
 from tests.tui.tui_testkit import add_logs, loaded, make_session, screen_text, wait_for
 

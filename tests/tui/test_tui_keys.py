@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.tui.app import EMPTY_TEXT, NO_MATCH_TEXT, FlowApp
-from app.tui.dashboard import DashboardScreen
+from app.tui.app import FlowApp
+from app.tui.dashboard import EMPTY_TEXT, NO_MATCH_TEXT, DashboardScreen
 from app.tui.keys import help_lines, palette_entries
 from app.tui.screens import DetailsScreen, NewSessionScreen
 from tests.tui.tui_testkit import (
