@@ -24,6 +24,7 @@ _EXPORTS = {
     "StatusCountsBar": "widgets.counts",
     "ConfirmScreen": "widgets.confirm",
     "HelpScreen": "widgets.help",
+    "SessionSummary": "widgets.summary",
 }
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "LogLine",
     "LogPane",
     "SessionRow",
+    "SessionSummary",
     "SessionTable",
     "StageList",
     "StageRow",
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from widgets.session_table import SessionTable
     from widgets.stage_list import StageList
     from widgets.styles import LEVEL_STYLES, STATUS_STYLES
+    from widgets.summary import SessionSummary
 
 
 def __getattr__(name: str) -> Any:

@@ -3,9 +3,9 @@
 Why a custom Line-API widget rather than Textual's ``Log``/``RichLog``: ``Log`` has no per-line
 styles and no wrapping, ``RichLog`` re-renders everything on resize and has no way to insert
 older history above what is shown. ``LogPane`` keeps plain ``LogLine`` records (at most
-``max_lines``, dropping the oldest), renders only the lines on screen, and wraps by cutting each
-record's rendered strip into screen-wide pieces, so a resize or a wrap toggle costs one pass of
-integer arithmetic over the records, not a re-render.
+``max_lines``, dropping the oldest: :class:`widgets.log_lines.LogLines`), renders only the lines
+on screen, and wraps by cutting each record's rendered strip into screen-wide pieces, so a
+resize or a wrap toggle costs one pass of integer arithmetic over the records, not a re-render.
 
 Each record shows as ``HH:MM:SS LEVEL [stage] text`` (local time), coloured by level. Text is
 rendered literally, never as markup; a record longer than ``MAX_LINE_CHARS`` is cut with a
@@ -23,12 +23,9 @@ held: memory stays bounded, and ``vc flow session logs`` shows everything.
 
 from __future__ import annotations
 
-import time
-from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 from textual import events
@@ -41,34 +38,17 @@ from textual.strip import Strip
 
 from widgets import messages
 from widgets.data import LogLine
-from widgets.formatting import clean, render_segments
+from widgets.formatting import render_segments
+from widgets.log_lines import MAX_LINE_CHARS, LogLines, line_body, line_prefix, line_width
 from widgets.styles import level_style
 
-MAX_LINE_CHARS = 10_000
-"""Characters of one record's text that are rendered; the rest is summarised by a marker."""
-
-LEVEL_WIDTH = 7  # len("WARNING")
 _TIME_STYLE = Style(dim=True)
 _STAGE_STYLE = Style(bold=True)
 
 
-def line_body(text: str, limit: int = MAX_LINE_CHARS) -> str:
-    """The text of a record as displayed: truncated first (cheap on a 1 MB line), then cleaned."""
-    if len(text) > limit:
-        text = f"{text[:limit]}… ({len(text) - limit} more chars)"
-    return clean(text)
-
-
-def _prefix(line: LogLine) -> tuple[str, str, str]:
-    stamp = time.strftime("%H:%M:%S", time.localtime(line.at))
-    level = clean(line.level.upper()).ljust(LEVEL_WIDTH)
-    stage = f"[{clean(line.stage)}] " if line.stage else ""
-    return stamp, level, stage
-
-
 def format_line(line: LogLine) -> Text:
     """Render one record as literal ``Text``: ``HH:MM:SS LEVEL [stage] text``."""
-    stamp, level, stage = _prefix(line)
+    stamp, level, stage = line_prefix(line)
     style = level_style(line.level)
     text = Text(no_wrap=True, end="")
     text.append(stamp, _TIME_STYLE)
@@ -79,12 +59,6 @@ def format_line(line: LogLine) -> Text:
         text.append(stage, _STAGE_STYLE)
     text.append(line_body(line.text), style)
     return text
-
-
-def line_width(line: LogLine) -> int:
-    """Cells the formatted record takes, without building styled text."""
-    stamp, level, stage = _prefix(line)
-    return len(stamp) + 1 + cell_len(level) + 1 + cell_len(stage) + cell_len(line_body(line.text))
 
 
 class LogPane(ScrollView, can_focus=True):
@@ -122,19 +96,11 @@ class LogPane(ScrollView, can_focus=True):
     ) -> None:
         """Create an empty pane holding at most ``max_lines`` records."""
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
-        self.max_lines = max(1, int(max_lines))
+        self._lines = LogLines(max_lines, wrap_width=1 if wrap else 0)
         self.more_older = False
         """Set by the owner: whether records older than the first one held may exist."""
-        self._lines: list[LogLine] = []
-        self._ids: set[int] = set()
-        self._widths: list[int] = []
-        self._max_width = 0
-        self._starts: list[int] = []  # wrap mode: first visual line of each record
-        self._visual = 0  # wrap mode: total visual lines
-        self._wrap_width = 0
         self._older_pending = False
         self._adjusting = False
-        self._max_id: int | None = None
         self._strips: LRUCache[int, Strip] = LRUCache(1024)
         self.set_reactive(LogPane.follow, follow)
         self.set_reactive(LogPane.wrap, wrap)
@@ -142,9 +108,14 @@ class LogPane(ScrollView, can_focus=True):
     # ------------------------------------------------------------------ public state
 
     @property
+    def max_lines(self) -> int:
+        """The most records held: older ones are dropped."""
+        return self._lines.max_lines
+
+    @property
     def lines(self) -> tuple[LogLine, ...]:
         """The records held, oldest first (read only)."""
-        return tuple(self._lines)
+        return tuple(self._lines.records)
 
     @property
     def line_count(self) -> int:
@@ -154,17 +125,17 @@ class LogPane(ScrollView, can_focus=True):
     @property
     def first_id(self) -> int | None:
         """Id of the oldest record held (for ``before`` queries)."""
-        return self._lines[0].id if self._lines else None
+        return self._lines.records[0].id if self._lines.records else None
 
     @property
     def last_id(self) -> int | None:
         """Highest record id held (for ``after`` queries while tailing)."""
-        return self._max_id
+        return self._lines.max_id
 
     @property
     def visual_line_count(self) -> int:
         """Screen lines the records take (more than ``line_count`` when wrapping)."""
-        return self._visual if self.wrap else len(self._lines)
+        return self._lines.visual_count
 
     # ------------------------------------------------------------------ owner API
 
@@ -174,27 +145,16 @@ class LogPane(ScrollView, can_focus=True):
         Beyond ``max_lines`` the oldest records are dropped; if the user is reading, the view
         stays on the same lines.
         """
-        new = [line for line in lines if line.id not in self._ids]
-        if not new:
+        appended = self._lines.append(lines)
+        if not appended.added:
             return
-        for line in new:
-            self._ids.add(line.id)
-            if self._max_id is None or line.id > self._max_id:
-                self._max_id = line.id
-            width = line_width(line)
-            self._widths.append(width)
-            self._max_width = max(self._max_width, width)
-        self._lines.extend(new)
-        dropped_visual = self._drop_oldest()
-        if dropped_visual or not self.wrap:
-            self._rebuild_offsets()
-        else:
-            self._extend_offsets(len(self._lines) - len(new))
+        for line in appended.dropped:
+            self._strips.discard(line.id)
         self._update_virtual_size()
         if self.follow:
             self._scroll_to_end()
-        elif dropped_visual:
-            self._scroll_y_to(self.scroll_offset.y - dropped_visual)
+        elif appended.dropped_visual:
+            self._scroll_y_to(self.scroll_offset.y - appended.dropped_visual)
         self.refresh()
 
     def prepend_older(self, lines: Iterable[LogLine], more: bool | None = None) -> None:
@@ -208,21 +168,9 @@ class LogPane(ScrollView, can_focus=True):
         self._older_pending = False
         if more is not None:
             self.more_older = more
-        new = [line for line in lines if line.id not in self._ids]
-        room = self.max_lines - len(self._lines)
-        new = new[-room:] if room > 0 else []
-        if not new:
+        added = self._lines.prepend(lines)
+        if not added:
             return
-        old_visual = self.visual_line_count
-        widths = [line_width(line) for line in new]
-        self._ids.update(line.id for line in new)
-        top = max(line.id for line in new)
-        self._max_id = top if self._max_id is None else max(self._max_id, top)
-        self._lines[:0] = new
-        self._widths[:0] = widths
-        self._max_width = max(self._max_width, *widths)
-        self._rebuild_offsets()
-        added = self.visual_line_count - old_visual
         self._update_virtual_size()
         self._scroll_y_to(self.scroll_offset.y + added)
         if self.follow and not self._at_end():
@@ -232,12 +180,6 @@ class LogPane(ScrollView, can_focus=True):
     def clear(self) -> None:
         """Forget every record (e.g. another session was selected); follow mode resumes."""
         self._lines.clear()
-        self._ids.clear()
-        self._widths.clear()
-        self._starts.clear()
-        self._visual = 0
-        self._max_width = 0
-        self._max_id = None
         self._strips.clear()
         self.more_older = False
         self._older_pending = False
@@ -266,71 +208,15 @@ class LogPane(ScrollView, can_focus=True):
         finally:
             self._adjusting = previous
 
-    def _drop_oldest(self) -> int:
-        """Drop records beyond ``max_lines``; returns the visual lines they took."""
-        excess = len(self._lines) - self.max_lines
-        if excess <= 0:
-            return 0
-        if self.wrap and self._starts:
-            dropped_visual = self._starts[excess] if excess < len(self._starts) else self._visual
-        else:
-            dropped_visual = excess
-        for line in self._lines[:excess]:
-            self._ids.discard(line.id)
-            self._strips.discard(line.id)
-        del self._lines[:excess]
-        del self._widths[:excess]
-        return dropped_visual
-
     def _content_width(self) -> int:
         return max(1, self.scrollable_content_region.width or self.size.width or 1)
 
-    def _rows_of(self, width: int) -> int:
-        wrap_width = self._wrap_width or 1
-        return max(1, -(-width // wrap_width))
-
-    def _rebuild_offsets(self) -> None:
-        if not self.wrap:
-            self._starts = []
-            self._visual = len(self._lines)
-            return
-        self._wrap_width = self._content_width()
-        self._starts = []
-        self._visual = 0
-        self._extend_offsets(0)
-
-    def _extend_offsets(self, first: int) -> None:
-        if not self.wrap:
-            self._visual = len(self._lines)
-            return
-        if not self._wrap_width:
-            self._wrap_width = self._content_width()
-        starts = self._starts
-        visual = self._visual
-        rows_of = self._rows_of
-        for width in self._widths[first:]:
-            starts.append(visual)
-            visual += rows_of(width)
-        self._visual = visual
-
     def _update_virtual_size(self) -> None:
-        if self.wrap:
-            self.virtual_size = Size(self._wrap_width, self._visual)
+        lines = self._lines
+        if lines.wrap_width:
+            self.virtual_size = Size(lines.wrap_width, lines.visual_count)
         else:
-            self.virtual_size = Size(self._max_width, len(self._lines))
-
-    def _locate(self, y: int, wrapped: bool | None = None) -> tuple[int, int]:
-        """(record index, wrapped piece) at visual line ``y`` (``wrapped``: the mode the
-        current offsets were built for, if not the current one)."""
-        if not (self.wrap if wrapped is None else wrapped) or not self._starts:
-            return y, 0
-        index = bisect_right(self._starts, y) - 1
-        return index, y - self._starts[index]
-
-    def _visual_start(self, index: int) -> int:
-        if not self.wrap:
-            return index
-        return self._starts[index] if index < len(self._starts) else self._visual
+            self.virtual_size = Size(lines.max_width, len(lines))
 
     def _at_end(self) -> bool:
         return self.scroll_offset.y >= self.max_scroll_y
@@ -345,23 +231,23 @@ class LogPane(ScrollView, can_focus=True):
             with self._adjust():
                 self.scroll_to(x=x, y=max(0, y), animate=False)
 
-    def _relayout(self, was_wrapped: bool) -> None:
-        """Recompute wrapping, keeping the first visible record at the top (or the bottom when
-        following)."""
+    def _relayout(self) -> None:
+        """Wrap (or not) as ``wrap`` and the width say, keeping the first visible record at
+        the top (or the bottom when following)."""
+        lines = self._lines
         top_index, piece = (0, 0)
-        if self._lines:
-            old_visual = self._visual if was_wrapped else len(self._lines)
-            top = min(int(self.scroll_offset.y), max(0, old_visual - 1))
-            top_index, piece = self._locate(top, was_wrapped)
-            top_index = min(top_index, len(self._lines) - 1)
-        self._rebuild_offsets()
+        if len(lines):
+            top = min(int(self.scroll_offset.y), max(0, lines.visual_count - 1))
+            top_index, piece = lines.locate(top)
+            top_index = min(top_index, len(lines) - 1)
+        lines.rewrap(self._content_width() if self.wrap else 0)
         self._update_virtual_size()
         if self.follow:
             self._scroll_to_end()
-        elif self._lines:
-            target = self._visual_start(top_index)
+        elif len(lines):
+            target = lines.visual_start(top_index)
             if self.wrap:
-                target += min(piece, self._rows_of(self._widths[top_index]) - 1)
+                target += min(piece, lines.rows_of(lines.widths[top_index]) - 1)
             self._scroll_y_to(target)
         self.refresh()
 
@@ -375,8 +261,8 @@ class LogPane(ScrollView, can_focus=True):
             self._scroll_to_end()
         self.post_message(messages.FollowChanged(self, follow))
 
-    def watch_wrap(self, wrap: bool) -> None:
-        self._relayout(was_wrapped=not wrap)
+    def watch_wrap(self) -> None:
+        self._relayout()
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
@@ -391,8 +277,8 @@ class LogPane(ScrollView, can_focus=True):
             self._maybe_request_older()
 
     def on_resize(self, event: events.Resize) -> None:
-        if self.wrap and self._content_width() != self._wrap_width:
-            self._relayout(was_wrapped=True)
+        if self.wrap and self._content_width() != self._lines.wrap_width:
+            self._relayout()
         elif self.follow:
             self._scroll_to_end()
 
@@ -422,16 +308,17 @@ class LogPane(ScrollView, can_focus=True):
 
     def _maybe_request_older(self) -> None:
         """Ask for older records once, when at the top and there is room for them."""
+        first = self.first_id
         if (
             not self.more_older
             or self._older_pending
-            or not self._lines
+            or first is None
             or len(self._lines) >= self.max_lines
             or self.scroll_offset.y > 0
         ):
             return
         self._older_pending = True
-        self.post_message(messages.OlderLogsRequested(self, self._lines[0].id))
+        self.post_message(messages.OlderLogsRequested(self, first))
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
@@ -441,7 +328,7 @@ class LogPane(ScrollView, can_focus=True):
 
     def _record_strip(self, index: int) -> Strip:
         """The whole record as one strip (cached by id unless part of it is selected)."""
-        line = self._lines[index]
+        line = self._lines.records[index]
         selection = self.text_selection
         span = selection.get_span(index) if selection is not None else None
         if span is None:
@@ -454,7 +341,7 @@ class LogPane(ScrollView, can_focus=True):
             start, end = span
             selected = self.screen.get_component_rich_style("screen--selection")
             text.stylize(selected, start, len(text) if end == -1 else end)
-        strip = Strip(render_segments(text, self.app.console), self._widths[index])
+        strip = Strip(render_segments(text, self.app.console), self._lines.widths[index])
         if span is None:
             self._strips[line.id] = strip
         return strip
@@ -464,13 +351,13 @@ class LogPane(ScrollView, can_focus=True):
         width = self.size.width
         style = self.rich_style
         visual = scroll_y + y
-        if visual >= self.visual_line_count or not self._lines:
+        if visual >= self.visual_line_count or not len(self._lines):
             return Strip.blank(width, style)
-        index, piece = self._locate(visual)
+        index, piece = self._lines.locate(visual)
         strip = self._record_strip(index)
         # Offsets tell text selection which record and column is under the mouse.
         if self.wrap:
-            wrap_width = self._wrap_width or width
+            wrap_width = self._lines.wrap_width or width
             start = piece * wrap_width
             strip = strip.crop(start, start + wrap_width).apply_offsets(start, index)
             return strip.extend_cell_length(width, style)
@@ -481,7 +368,7 @@ class LogPane(ScrollView, can_focus=True):
 
     def get_selection(self, selection: Selection) -> tuple[str, str] | None:
         """Selected text, one record per line, as displayed (so it can be copied)."""
-        text = "\n".join(format_line(line).plain for line in self._lines)
+        text = "\n".join(format_line(line).plain for line in self._lines.records)
         return selection.extract(text), "\n"
 
     def selection_updated(self, selection: Selection | None) -> None:

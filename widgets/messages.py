@@ -1,4 +1,4 @@
-"""Every message the dashboard widgets post, in one module.
+"""Every message the dashboard widgets post, in one module: small dataclasses.
 
 The widgets never call the app or the store: they post these messages and the app answers by
 calling the widget's setters (``SessionTable.set_window``, ``LogPane.prepend_older`` …). Keeping
@@ -21,10 +21,13 @@ The same classes are also reachable as attributes of the widgets
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from textual.message import Message
 from textual.widget import Widget
 
 
+@dataclass
 class WindowRequested(Message, namespace="session_table"):
     """The table needs rows ``[offset, offset + limit)`` for what it shows now.
 
@@ -33,11 +36,9 @@ class WindowRequested(Message, namespace="session_table"):
     is about twice the visible rows, never the whole table.
     """
 
-    def __init__(self, table: Widget, offset: int, limit: int) -> None:
-        super().__init__()
-        self.table = table
-        self.offset = offset
-        self.limit = limit
+    table: Widget = field(repr=False)
+    offset: int
+    limit: int
 
     @property
     def control(self) -> Widget:
@@ -48,10 +49,8 @@ class WindowRequested(Message, namespace="session_table"):
         """A later request from the same table supersedes this one."""
         return isinstance(message, WindowRequested) and message.table is self.table
 
-    def __repr__(self) -> str:
-        return f"WindowRequested(offset={self.offset}, limit={self.limit})"
 
-
+@dataclass
 class SessionHighlighted(Message, namespace="session_table"):
     """The cursor now rests on another session (``None``: the table is empty).
 
@@ -60,10 +59,8 @@ class SessionHighlighted(Message, namespace="session_table"):
     blank out and flicker during a page-down.
     """
 
-    def __init__(self, table: Widget, session_id: str | None) -> None:
-        super().__init__()
-        self.table = table
-        self.session_id = session_id
+    table: Widget = field(repr=False)
+    session_id: str | None
 
     @property
     def control(self) -> Widget:
@@ -74,27 +71,21 @@ class SessionHighlighted(Message, namespace="session_table"):
         """Holding a cursor key only needs the final session loaded."""
         return isinstance(message, SessionHighlighted) and message.table is self.table
 
-    def __repr__(self) -> str:
-        return f"SessionHighlighted(session_id={self.session_id!r})"
 
-
+@dataclass
 class SessionSelected(Message, namespace="session_table"):
     """The user chose the session under the cursor (``enter`` or a double click)."""
 
-    def __init__(self, table: Widget, session_id: str) -> None:
-        super().__init__()
-        self.table = table
-        self.session_id = session_id
+    table: Widget = field(repr=False)
+    session_id: str
 
     @property
     def control(self) -> Widget:
         """The table the choice was made in."""
         return self.table
 
-    def __repr__(self) -> str:
-        return f"SessionSelected(session_id={self.session_id!r})"
 
-
+@dataclass
 class OlderLogsRequested(Message, namespace="log_pane"):
     """The user reached the top of the log and older records may exist.
 
@@ -102,10 +93,8 @@ class OlderLogsRequested(Message, namespace="log_pane"):
     ``before_id`` (oldest first). Not posted again until answered.
     """
 
-    def __init__(self, pane: Widget, before_id: int) -> None:
-        super().__init__()
-        self.pane = pane
-        self.before_id = before_id
+    pane: Widget = field(repr=False)
+    before_id: int
 
     @property
     def control(self) -> Widget:
@@ -116,10 +105,8 @@ class OlderLogsRequested(Message, namespace="log_pane"):
         """Only the latest boundary matters."""
         return isinstance(message, OlderLogsRequested) and message.pane is self.pane
 
-    def __repr__(self) -> str:
-        return f"OlderLogsRequested(before_id={self.before_id})"
 
-
+@dataclass
 class FollowChanged(Message, namespace="log_pane"):
     """Follow mode switched, by the user scrolling away / back or by the app.
 
@@ -127,18 +114,13 @@ class FollowChanged(Message, namespace="log_pane"):
     the view); the app can show it in the footer.
     """
 
-    def __init__(self, pane: Widget, follow: bool) -> None:
-        super().__init__()
-        self.pane = pane
-        self.follow = follow
+    pane: Widget = field(repr=False)
+    follow: bool
 
     @property
     def control(self) -> Widget:
         """The log pane whose mode changed."""
         return self.pane
-
-    def __repr__(self) -> str:
-        return f"FollowChanged(follow={self.follow})"
 
 
 __all__ = [

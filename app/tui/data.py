@@ -96,7 +96,9 @@ class Detail:
     reason: str | None
     orphaned: bool = False
     watch: Watch = field(default_factory=Watch)
-    #: The checklist of the manual gate the session waits at (cleaned), if any.
+    #: Paused at a manual gate (the store's ``SessionView.waiting_gate``): ``r`` passes it.
+    waiting_at_gate: bool = False
+    #: The checklist of that gate (cleaned), if any.
     checklist: tuple[str, ...] = ()
 
     def summary(self) -> str:
@@ -107,7 +109,7 @@ class Detail:
             text += " (orphaned: its runner is gone; r starts a new one)"
         if self.reason:
             text += f" — {self.reason}"
-        if self.status == "PAUSED" and (self.reason or "").startswith("waiting:"):
+        if self.waiting_at_gate:
             text += " (r resumes it)"
         if self.status == "PENDING":
             text += " (s starts it)"
@@ -238,7 +240,8 @@ def load_detail(db: Any, session_id: str) -> Detail | None:
         reason,
         view.orphaned,
         watch_of([view]),
-        tuple(clean_text(item) for item in gate.checklist) if gate else (),
+        waiting_at_gate=gate is not None,
+        checklist=tuple(clean_text(item) for item in gate.checklist) if gate else (),
     )
 
 

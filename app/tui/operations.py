@@ -1,7 +1,7 @@
 """The dashboard's operations: plain functions that run in worker threads.
 
 Each one is the manager call the CLI makes for the same command (``vc flow session pause``
-…), so the two front ends cannot drift apart (DESIGN §3). Each returns a short note for a
+…), so the two front ends cannot drift apart. Each returns a short note for a
 notification, or raises the manager's typed error, whose message is fit to show a user as
 is: the app shows it as a "refused" notification and nothing else happens.
 

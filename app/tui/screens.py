@@ -20,6 +20,8 @@ from textual.widget import Widget
 from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from app.tui.messages import WorkflowsFound
+
 
 class DetailsScreen(ModalScreen[None]):
     """Metadata, the definition snapshot and the event history of one session."""
@@ -94,20 +96,24 @@ class NewSessionScreen(ModalScreen[NewSession | None]):
     def on_mount(self) -> None:
         self._load()
 
-    @work(thread=True, exit_on_error=False)
+    @work(thread=True, exclusive=True, group="workflows", exit_on_error=False)
     def _load(self) -> None:
         """Read the workflow files off the event loop (a slow disk must not freeze it)."""
         from store.workflows import discover_workflows
 
+        errors: list[Exception]
         try:
-            found, errors = discover_workflows(self.workflows_dir)
+            found, found_errors = discover_workflows(self.workflows_dir)
+            errors = list(found_errors)
         except Exception as exc:  # an unreadable directory: say so in the dialog
             found, errors = [], [exc]
-        self.call_later(self._show, found, errors)  # dropped if the dialog has closed
+        self.post_message(WorkflowsFound(found, errors))  # dropped if the dialog has closed
 
-    def _show(self, found: list, errors: list) -> None:  # type: ignore[type-arg]
+    @on(WorkflowsFound)
+    def _show(self, message: WorkflowsFound) -> None:
         from store.text import clean_text
 
+        found, errors = message.workflows, message.errors
         options = self.query_one(OptionList)
         for wf in found:
             self._definitions[wf.id] = wf
@@ -214,7 +220,7 @@ class NewSessionScreen(ModalScreen[NewSession | None]):
                     self.query_one(f"#note-{key}", Static).update(note)
                 field.focus()
                 self.notify(
-                    Text(f"{key}: {result.failure_descriptions[0]}"),
+                    f"{key}: {result.failure_descriptions[0]}",
                     title="parameter refused",
                     severity="warning",
                     markup=False,

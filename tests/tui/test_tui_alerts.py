@@ -69,7 +69,7 @@ async def test_a_session_failing_anywhere_pops_up_once(
             await asyncio.to_thread(reach_gate, factory, make_session(ctx, "gate", name="g"))
             await wait_for(pilot, lambda: len(alerts(app)) == 2, what="the next alert")
         assert alerts(app)[0] == expected  # the failure was not announced again
-        assert app.selected_id == watched  # nobody's selection moved
+        assert app.dashboard.selected_id == watched  # nobody's selection moved
 
 
 async def test_a_gate_reached_pops_up_with_its_checklist_and_how_to_pass_it(
@@ -129,12 +129,12 @@ async def test_many_alerts_in_one_refresh_pop_up_five_and_a_count(ctx: Any, make
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot, selected=False)
-        start = app._last_event_id
+        start = app.dashboard._last_event_id
         assert start is not None
         found = [Alert(f"s{i}", "failure", "session failed", f"job {i} failed") for i in range(8)]
         window = Window(0, [], 0, StatusCounts({}, 0))
-        app._show_alerts(Refresh(window, None, [], found, start + 8))
-        app._show_alerts(Refresh(window, None, [], found, start + 8))  # the same answer again
+        app.dashboard._show_alerts(Refresh(window, None, [], found, start + 8))
+        app.dashboard._show_alerts(Refresh(window, None, [], found, start + 8))  # the same answer again
         await pilot.pause()
         assert [n for n in notifications(app) if "job" in n] == [
             f"session failed: job {i} failed" for i in range(5)

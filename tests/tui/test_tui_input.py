@@ -1,6 +1,6 @@
 """Bad input: an empty store, a store that cannot be opened, odd terminal sizes, huge and
 hostile text. Text users or stages wrote is shown literally (never as markup) with its
-terminal control sequences removed (DESIGN §10)."""
+terminal control sequences removed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.tui.app import EMPTY_TEXT
+from app.tui.dashboard import EMPTY_TEXT
 from app.tui.screens import DetailsScreen
 from tests.tui.tui_testkit import add_logs, loaded, make_session, screen_text, wait_for
 
@@ -22,7 +22,7 @@ async def test_empty_store_says_how_to_create_a_session(ctx: Any, make_app: Any)
         for line in EMPTY_TEXT.splitlines():
             assert line.strip() in text
         assert "total 0" in text
-        assert app.selected_id is None and app.is_running
+        assert app.dashboard.selected_id is None and app.is_running
 
 
 def test_store_that_cannot_be_opened_is_one_line_and_exit_1(workspace: Path) -> None:
@@ -146,11 +146,13 @@ async def test_a_1mb_log_line(ctx: Any, make_app: Any, store_url: str) -> None:
             lambda: "after the big one" in screen_text(app),
             what="the lines after the 1 MB one",
         )
-        big = next(line for line in app.log_pane.lines if line.text.startswith("start "))
+        big = next(line for line in app.dashboard.log_pane.lines if line.text.startswith("start "))
         assert len(big.text) > 1_000_000  # held whole, rendered cut
         await pilot.press("w")  # wrapping it must stay cheap too
-        await wait_for(pilot, lambda: app.log_pane.visual_line_count > 100, what="wrapped")
-        app.log_pane.scroll_to(y=0, animate=False)
+        await wait_for(
+            pilot, lambda: app.dashboard.log_pane.visual_line_count > 100, what="wrapped"
+        )
+        app.dashboard.log_pane.scroll_to(y=0, animate=False)
         await wait_for(pilot, lambda: "start xxx" in screen_text(app), what="its start")
         assert app.is_running
 
@@ -201,7 +203,7 @@ async def test_markup_and_escape_sequences_are_shown_literally(
         await pilot.press("slash", *"[b]", "enter")  # a filter text is not markup either
         await wait_for(pilot, lambda: "“[b]”" in screen_text(app), what="the filter label")
         await pilot.press("escape")
-        await wait_for(pilot, lambda: app.table.total == 1, what="the filter cleared")
+        await wait_for(pilot, lambda: app.dashboard.table.total == 1, what="the filter cleared")
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, DetailsScreen), what="details")
         details = screen_text(app)

@@ -1,4 +1,4 @@
-"""Every key of the dashboard (DESIGN §10), driven with Pilot on a real store: each test
+"""Every key of the dashboard, driven with Pilot on a real store: each test
 checks what the store says afterwards (through the managers' queries), not only the screen.
 """
 
@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.tui.app import EMPTY_TEXT, NO_MATCH_TEXT, FlowApp
-from app.tui.commands import OPERATIONS
+from app.tui.app import FlowApp
+from app.tui.dashboard import EMPTY_TEXT, NO_MATCH_TEXT, DashboardScreen
+from app.tui.keys import help_lines, palette_entries
 from app.tui.screens import DetailsScreen, NewSessionScreen
 from tests.tui.tui_testkit import (
     events,
@@ -47,7 +48,7 @@ async def test_r_resumes_a_paused_session(ctx: Any, make_app: Any) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
         await pilot.press("r")
-        # It never started, so resume takes it back to PENDING (DESIGN §5).
+        # It never started, so resume takes it back to PENDING.
         await wait_for(pilot, lambda: status(ctx, sid) == "PENDING", what="PENDING")
         await wait_for(
             pilot, lambda: row_of(app, sid).status == "PENDING", what="PENDING in the table"
@@ -64,19 +65,21 @@ async def test_p_r_a_on_a_real_runner(ctx: Any, make_app: Any, vc: Any) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
         await wait_for(
-            pilot, lambda: app.stages.stages[0].status == "ACTIVE", what="the stage running"
+            pilot,
+            lambda: app.dashboard.stages.stages[0].status == "ACTIVE",
+            what="the stage running",
         )
         await pilot.press("p")
         await wait_for(
             pilot,
-            lambda: app.stages.stages[0].status == "PAUSED",
+            lambda: app.dashboard.stages.stages[0].status == "PAUSED",
             what="the runner pausing the stage",
         )
         assert status(ctx, sid) == "PAUSED"
         await pilot.press("r")
         await wait_for(
             pilot,
-            lambda: app.stages.stages[0].status == "ACTIVE",
+            lambda: app.dashboard.stages.stages[0].status == "ACTIVE",
             what="the runner resuming the stage",
         )
         assert status(ctx, sid) == "ACTIVE"
@@ -126,8 +129,8 @@ async def test_d_asks_then_deletes_and_the_selection_moves(ctx: Any, make_app: A
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
         await pilot.press("y")
         await wait_for(pilot, lambda: view(ctx, middle) is None, what="deleted in the store")
-        await wait_for(pilot, lambda: app.table.total == 2, what="two rows left")
-        await wait_for(pilot, lambda: app.selected_id == first, what="selection moved")
+        await wait_for(pilot, lambda: app.dashboard.table.total == 2, what="two rows left")
+        await wait_for(pilot, lambda: app.dashboard.selected_id == first, what="selection moved")
         assert "middle" not in screen_text(app)
 
 
@@ -204,8 +207,10 @@ async def test_n_picks_a_workflow_names_and_starts_it(ctx: Any, make_app: Any) -
             await pilot.press("down")
         await pilot.press("enter")  # picks it: the name field takes the focus
         await pilot.press(*"tui", "enter")
-        await wait_for(pilot, lambda: app.table.total == 1, timeout=10, what="the new row")
-        sid = app.table.rows[0].id
+        await wait_for(
+            pilot, lambda: app.dashboard.table.total == 1, timeout=10, what="the new row"
+        )
+        sid = app.dashboard.table.rows[0].id
         created = view(ctx, sid)
         assert (created.name, created.workflow_id) == ("tui", "hello")
         await wait_for(
@@ -246,17 +251,17 @@ async def test_slash_filters_by_text_and_escape_clears(ctx: Any, make_app: Any) 
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        assert app.table.total == 3
+        assert app.dashboard.table.total == 3
         await pilot.press("slash")
         await pilot.press(*"alp", "enter")
-        await wait_for(pilot, lambda: app.table.total == 2, what="two matches")
-        assert all("alpha" in r.name for r in app.table.rows)
+        await wait_for(pilot, lambda: app.dashboard.table.total == 2, what="two matches")
+        assert all("alpha" in r.name for r in app.dashboard.table.rows)
         assert "filter: “alp”" in screen_text(app)
         await pilot.press("slash", "ctrl+u", *"zzz", "enter")
-        await wait_for(pilot, lambda: app.table.total == 0, what="no match")
+        await wait_for(pilot, lambda: app.dashboard.table.total == 0, what="no match")
         assert NO_MATCH_TEXT.splitlines()[0] in screen_text(app)
         await pilot.press("escape")
-        await wait_for(pilot, lambda: app.table.total == 3, what="the filter cleared")
+        await wait_for(pilot, lambda: app.dashboard.table.total == 3, what="the filter cleared")
 
 
 async def test_number_keys_filter_by_status(ctx: Any, make_app: Any) -> None:
@@ -276,11 +281,16 @@ async def test_number_keys_filter_by_status(ctx: Any, make_app: Any) -> None:
         ):
             await pilot.press(key)
             await wait_for(
-                pilot, lambda e=expected: [r.id for r in app.table.rows] == e, what=f"key {key}"
+                pilot,
+                lambda e=expected: [r.id for r in app.dashboard.table.rows] == e,
+                what=f"key {key}",
             )
-            assert app.filter.status is not None and app.filter.status in screen_text(app)
+            assert (
+                app.dashboard.filter.status is not None
+                and app.dashboard.filter.status in screen_text(app)
+            )
         await pilot.press("0")
-        await wait_for(pilot, lambda: app.table.total == 4, what="every status")
+        await wait_for(pilot, lambda: app.dashboard.table.total == 4, what="every status")
 
 
 async def test_f_and_w_toggle_follow_and_wrap(ctx: Any, make_app: Any, store_url: str) -> None:
@@ -292,19 +302,19 @@ async def test_f_and_w_toggle_follow_and_wrap(ctx: Any, make_app: Any, store_url
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        await wait_for(pilot, lambda: app.log_pane.line_count == 2, what="the log lines")
-        assert app.log_pane.follow and not app.log_pane.wrap
+        await wait_for(pilot, lambda: app.dashboard.log_pane.line_count == 2, what="the log lines")
+        assert app.dashboard.log_pane.follow and not app.dashboard.log_pane.wrap
         await pilot.press("f")
-        assert not app.log_pane.follow
+        assert not app.dashboard.log_pane.follow
         await wait_for(pilot, lambda: "follow off" in screen_text(app), what="follow off")
         await pilot.press("f")
-        assert app.log_pane.follow
+        assert app.dashboard.log_pane.follow
         await pilot.press("w")
-        assert app.log_pane.wrap
-        await wait_for(pilot, lambda: app.log_pane.visual_line_count > 2, what="wrapped")
+        assert app.dashboard.log_pane.wrap
+        await wait_for(pilot, lambda: app.dashboard.log_pane.visual_line_count > 2, what="wrapped")
         assert "wrap on" in screen_text(app)
         await pilot.press("w")
-        assert not app.log_pane.wrap and app.log_pane.visual_line_count == 2
+        assert not app.dashboard.log_pane.wrap and app.dashboard.log_pane.visual_line_count == 2
 
 
 async def test_question_mark_shows_help_and_keys_are_inert_there(ctx: Any, make_app: Any) -> None:
@@ -315,7 +325,7 @@ async def test_question_mark_shows_help_and_keys_are_inert_there(ctx: Any, make_
         await pilot.press("question_mark")
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
         text = screen_text(app)
-        for key, description in FlowApp.KEY_HELP:
+        for key, description in help_lines():
             assert description in text, key
         await pilot.press("p", "d", "a")
         await pilot.pause(0.2)
@@ -347,13 +357,28 @@ async def test_palette_runs_an_operation(ctx: Any, make_app: Any) -> None:
         await wait_for(pilot, lambda: status(ctx, sid) == "PAUSED", what="PAUSED")
 
 
-def test_every_key_is_in_the_palette_and_every_entry_is_an_action() -> None:
-    palette = {action for _, action, _ in OPERATIONS}
-    for title, action, _ in OPERATIONS:
+def test_every_key_is_in_the_help_and_the_palette_and_every_entry_is_an_action() -> None:
+    palette = {action for _, action, _ in palette_entries()}
+    for title, action, help_text in palette_entries():
         name = action.split("(")[0]
-        assert callable(getattr(FlowApp, f"action_{name}", None)), title
-    bound = {b.action for b in FlowApp.BINDINGS if b.action != "quit"}  # type: ignore[union-attr]
+        owner = FlowApp if name.startswith("app.") else DashboardScreen
+        assert callable(getattr(owner, f"action_{name.removeprefix('app.')}", None)), title
+        assert help_text.split(":")[0], title  # the key comes first
+    bound = {b.action for b in DashboardScreen.BINDINGS}  # type: ignore[union-attr]
     assert bound <= palette, bound - palette
+    assert [b.action for b in FlowApp.BINDINGS] == ["quit"]  # type: ignore[union-attr]
+
+    in_help: set[str] = set()
+    for key, _ in help_lines():
+        first, dash, last = key.partition("-")
+        if dash and first.isdigit() and last.isdigit():
+            in_help |= {str(i) for i in range(int(first), int(last) + 1)}
+        else:
+            in_help.add(key)
+    names = {"slash": "/", "question_mark": "?"}
+    for binding in [*DashboardScreen.BINDINGS, *FlowApp.BINDINGS]:
+        key = binding.key  # type: ignore[union-attr]
+        assert names.get(key, key) in in_help, key
 
 
 async def test_refused_operation_shows_the_managers_message(ctx: Any, make_app: Any) -> None:
@@ -379,7 +404,7 @@ async def test_keys_without_a_session_say_so(ctx: Any, make_app: Any) -> None:
         await loaded(pilot)
         for key in ("p", "r", "a", "d", "t"):
             await pilot.press(key)
-        app.action_details()  # enter: the empty table keeps the key to itself
+        app.dashboard.action_details()  # enter: the empty table keeps the key to itself
         await wait_for(pilot, lambda: len(notifications(app)) == 6, what="six notes")
         assert all("no session selected" in n for n in notifications(app))
         assert app.is_running and not isinstance(app.screen, ConfirmScreen)

@@ -1,4 +1,4 @@
-"""Live updates (DESIGN §10): a change made by any process shows within 1 s, the cursor,
+"""Live updates: a change made by any process shows within 1 s, the cursor,
 the selection and the scroll position stay where the user left them, and the log pane
 follows new lines only while it is at the bottom. Also: the event loop stays free while
 the store is busy."""
@@ -38,8 +38,8 @@ async def test_pause_by_another_process_shows_within_1s_keeping_cursor_and_scrol
         await loaded(pilot)
         await pilot.press("pagedown")
         await select(pilot, target)
-        scroll_y = app.table.scroll_offset.y
-        cursor = app.table.cursor_index
+        scroll_y = app.dashboard.table.scroll_offset.y
+        cursor = app.dashboard.table.cursor_index
         assert scroll_y > 0, "the table should have scrolled to reach the row"
         result = await asyncio.to_thread(vc, "flow", "session", "pause", target[:8])
         assert result.returncode == 0, result.stderr
@@ -51,9 +51,9 @@ async def test_pause_by_another_process_shows_within_1s_keeping_cursor_and_scrol
             what="the pause to show within 1 s",
         )
         assert time.monotonic() - done < 1.0
-        assert app.table.selected_id == target and app.selected_id == target
-        assert app.table.cursor_index == cursor
-        assert app.table.scroll_offset.y == scroll_y
+        assert app.dashboard.table.selected_id == target and app.dashboard.selected_id == target
+        assert app.dashboard.table.cursor_index == cursor
+        assert app.dashboard.table.scroll_offset.y == scroll_y
         assert "PAUSED" in screen_text(app)
 
 
@@ -76,7 +76,7 @@ async def test_change_on_another_engine_shows_within_1s(
             what="the abort to show within 1 s",
         )
         assert time.monotonic() - done < 1.0
-        assert app.table.selected_id == selected == app.selected_id
+        assert app.dashboard.table.selected_id == selected == app.dashboard.selected_id
         # A session created elsewhere lands above the cursor: the cursor stays on its row.
         with other_engine(store_url) as factory, factory() as db:
             new = manager(db).create_session("hello", name="brand new").id
@@ -86,8 +86,8 @@ async def test_change_on_another_engine_shows_within_1s(
             timeout=1.0,
             what="the new session to show within 1 s",
         )
-        assert app.table.selected_id == selected
-        assert app.table.rows[app.table.cursor_index].id == selected
+        assert app.dashboard.table.selected_id == selected
+        assert app.dashboard.table.rows[app.dashboard.table.cursor_index].id == selected
 
 
 async def test_stage_progress_shows_live(ctx: Any, make_app: Any, store_url: str) -> None:
@@ -105,7 +105,7 @@ async def test_stage_progress_shows_live(ctx: Any, make_app: Any, store_url: str
             stages.set_progress(first.id, 60)
         await wait_for(
             pilot,
-            lambda: app.stages.stages[0].progress == 60,
+            lambda: app.dashboard.stages.stages[0].progress == 60,
             timeout=1.0,
             what="the stage's progress within 1 s",
         )
@@ -128,13 +128,49 @@ async def test_a_session_waiting_at_a_gate_shows_the_gates_checklist(
             manager(db).pause(sid, reason="waiting: approve")
         await wait_for(
             pilot,
-            lambda: "check: changelog reviewed" in str(app.summary.render()),
+            lambda: "check: changelog reviewed" in str(app.dashboard.summary.render()),
             timeout=1.0,
             what="the gate's checklist within 1 s",
         )
-        assert str(app.summary.render()) == (
+        assert str(app.dashboard.summary.render()) == (
             "PAUSED — waiting: approve (r resumes it) — check: changelog reviewed"
         )
+
+
+async def test_waiting_at_a_gate_is_the_stores_fact_not_the_reasons_wording(
+    ctx: Any, make_app: Any, store_url: str
+) -> None:
+    """A session paused at its gate says ``r`` passes it whatever the pause's reason
+    reads; one paused by hand whose reason merely reads like a gate's does not."""
+    from store import StageManager
+    from store.status import StageStatus
+
+    at_gate = make_session(ctx, "gate", name="at the gate", state="ACTIVE")
+    by_hand = make_session(ctx, "hello", name="by hand", state="ACTIVE")
+    with other_engine(store_url) as factory, factory() as db:
+        gate = StageManager(db).list_stages(at_gate)[1]
+        StageManager(db).move_stage(gate.id, StageStatus.PAUSED)
+        manager(db).pause(at_gate, reason="held for the release window")
+        manager(db).pause(by_hand, reason="waiting: nothing at all")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await select(pilot, at_gate)
+        await wait_for(
+            pilot,
+            lambda: "held for" in str(app.dashboard.summary.render()),
+            what="the gate's summary",
+        )
+        assert str(app.dashboard.summary.render()) == (
+            "PAUSED — held for the release window (r resumes it) — check: changelog reviewed"
+        )
+        await select(pilot, by_hand)
+        await wait_for(
+            pilot,
+            lambda: "nothing at all" in str(app.dashboard.summary.render()),
+            what="its summary",
+        )
+        assert str(app.dashboard.summary.render()) == "PAUSED — waiting: nothing at all"
 
 
 async def test_log_follows_at_the_bottom_and_stays_when_scrolled_up(
@@ -145,7 +181,7 @@ async def test_log_follows_at_the_bottom_and_stays_when_scrolled_up(
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        pane = app.log_pane
+        pane = app.dashboard.log_pane
         await wait_for(
             pilot, lambda: any(ln.text == "first 59" for ln in pane.lines), what="the first lines"
         )
@@ -194,7 +230,7 @@ async def test_log_pane_leaves_out_debug_records_as_session_logs_does(
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        pane = app.log_pane
+        pane = app.dashboard.log_pane
         await wait_for(pilot, lambda: pane.lines, what="the first lines")
         add_logs(store_url, sid, ["notify 1 subscriber(s)"], stage=None, level="DEBUG")
         add_logs(store_url, sid, ["second line"])
@@ -215,20 +251,24 @@ async def test_selected_session_deleted_elsewhere_moves_the_selection(
         await select(pilot, doomed)
         with other_engine(store_url) as factory, factory() as db:
             manager(db).delete(doomed)
-        await wait_for(pilot, lambda: app.table.total == 2, timeout=1.0, what="the row gone")
+        await wait_for(
+            pilot, lambda: app.dashboard.table.total == 2, timeout=1.0, what="the row gone"
+        )
         await wait_for(
             pilot,
-            lambda: app.selected_id == older and app.stages.stages,
+            lambda: app.dashboard.selected_id == older and app.dashboard.stages.stages,
             what="the selection on the next row",
         )
         assert "doomed" not in screen_text(app)
         # The last one goes too: the table empties, the panes clear, nothing crashes.
         with other_engine(store_url) as factory, factory() as db:
-            for v in list(app.table.rows):
+            for v in list(app.dashboard.table.rows):
                 manager(db).delete(v.id)
-        await wait_for(pilot, lambda: app.table.total == 0, timeout=1.0, what="empty")
+        await wait_for(pilot, lambda: app.dashboard.table.total == 0, timeout=1.0, what="empty")
         await wait_for(
-            pilot, lambda: app.selected_id is None and not app.stages.stages, what="no selection"
+            pilot,
+            lambda: app.dashboard.selected_id is None and not app.dashboard.stages.stages,
+            what="no selection",
         )
         assert "No sessions yet" in screen_text(app)
         assert app.is_running
@@ -315,6 +355,66 @@ async def test_store_errors_are_one_notification_and_the_app_recovers(
             what="the change once the store answers",
         )
         assert any("reachable again" in n for n in notifications(app))
+
+
+async def test_changes_coming_faster_than_a_read_still_show(
+    ctx: Any, make_app: Any, store_url: str, monkeypatch: Any
+) -> None:
+    """Reads slower than the commits that ask for them (a busy store, a far server): a
+    read that has begun still shows its answer instead of being given up for the next
+    change, so the screen keeps up, a read behind at most."""
+    import threading
+
+    from app.tui import data
+    from store.managers import append_logs
+
+    sid = make_session(ctx, name="busy")
+    real = data.load_refresh
+
+    def slow(db: Any, request: Any) -> Any:
+        time.sleep(0.3)  # three polls' worth of commits arrive meanwhile
+        return real(db, request)
+
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        with other_engine(store_url) as factory:
+            while not stop.is_set():
+                with factory() as db:
+                    append_logs(
+                        db,
+                        [
+                            {
+                                "session_id": sid,
+                                "at": time.time(),
+                                "level": "INFO",
+                                "category": "workflow.stage.integration",
+                                "stage": "greet",
+                                "text": "tick",
+                            }
+                        ],
+                    )
+                stop.wait(0.03)
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        monkeypatch.setattr(data, "load_refresh", slow)
+        writer = threading.Thread(target=keep_writing)
+        writer.start()
+        try:
+            await pilot.pause(0.5)
+            with other_engine(store_url) as factory, factory() as db:
+                manager(db).pause(sid)
+            await wait_for(
+                pilot,
+                lambda: row_of(app, sid).status == "PAUSED",
+                timeout=5.0,
+                what="the pause, while log lines keep coming",
+            )
+        finally:
+            stop.set()
+            writer.join()
 
 
 async def test_orphan_marks_appear_with_time_alone_without_any_write(

@@ -69,8 +69,10 @@ async def test_n_fills_in_parameters_checks_them_as_typed_and_starts_with_them(
         await pilot.pause(0.2)
         assert isinstance(app.screen, NewSessionScreen)  # 99 is out of range
         await pilot.press("backspace", "backspace", "8", "enter")
-        await wait_for(pilot, lambda: app.table.total == 1, timeout=10, what="the new row")
-        sid = app.table.rows[0].id
+        await wait_for(
+            pilot, lambda: app.dashboard.table.total == 1, timeout=10, what="the new row"
+        )
+        sid = app.dashboard.table.rows[0].id
         created = view(ctx, sid)
         assert (created.name, created.workflow_id) == ("nightly", "etl")
         assert created.params == {"day": "latest", "target": "prod", "shards": 8}

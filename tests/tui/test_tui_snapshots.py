@@ -48,10 +48,10 @@ def _on(key: str | None, then: tuple[str, ...] = ()) -> Any:
         await loaded(pilot, selected=key is not None)
         if key is not None:
             await select(pilot, FROZEN_IDS[key])
-            await wait_for(pilot, lambda: app.log_pane.line_count > 0, what="its log")
+            await wait_for(pilot, lambda: app.dashboard.log_pane.line_count > 0, what="its log")
             await wait_for(
                 pilot,
-                lambda: len(app.stages.row_views) == len(app.stages.stages),
+                lambda: len(app.dashboard.stages.row_views) == len(app.dashboard.stages.stages),
                 what="its stage rows",
             )
         await pilot.press(*then)

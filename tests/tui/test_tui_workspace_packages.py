@@ -29,8 +29,10 @@ async def test_n_starts_vcs_runner_in_a_workspace_with_an_app_package(
         for _ in range(ids.index("hello")):
             await pilot.press("down")
         await pilot.press("enter", "enter")
-        await wait_for(pilot, lambda: app.table.total == 1, timeout=10, what="the new row")
-        sid = app.table.rows[0].id
+        await wait_for(
+            pilot, lambda: app.dashboard.table.total == 1, timeout=10, what="the new row"
+        )
+        sid = app.dashboard.table.rows[0].id
         await wait_for(pilot, lambda: status(ctx, sid) == "COMPLETED", timeout=20, what="COMPLETED")
     assert hijacked(hostile_packages) == []
 

@@ -58,11 +58,11 @@ def notifications(app: App[Any]) -> list[str]:
 async def loaded(pilot: Pilot[Any], *, selected: bool = True) -> None:
     """Wait for the first window (and the selected session's stages) to be shown."""
     app: Any = pilot.app
-    await wait_for(pilot, lambda: app.table.loaded, what="the first window")
-    if selected and app.table.total:
+    await wait_for(pilot, lambda: app.dashboard.table.loaded, what="the first window")
+    if selected and app.dashboard.table.total:
         await wait_for(
             pilot,
-            lambda: app.selected_id is not None and bool(app.stages.stages),
+            lambda: app.dashboard.selected_id is not None and bool(app.dashboard.stages.stages),
             what="the selected session's stages",
         )
 
@@ -71,7 +71,7 @@ async def select(pilot: Pilot[Any], session_id: str) -> None:
     """Move the cursor with the arrow keys onto ``session_id`` (down first, then up; rows
     outside the loaded window arrive as the table asks for them) and wait for its stages."""
     app: Any = pilot.app
-    table = app.table
+    table = app.dashboard.table
     for key in ("down", "up"):
         while table.selected_id != session_id:
             edge = table.total - 1 if key == "down" else 0
@@ -81,13 +81,13 @@ async def select(pilot: Pilot[Any], session_id: str) -> None:
             await wait_for(pilot, lambda: table.selected_id is not None, what="the row loaded")
     await wait_for(
         pilot,
-        lambda: app.selected_id == session_id and app.stages.stages,
+        lambda: app.dashboard.selected_id == session_id and app.dashboard.stages.stages,
         what=f"session {session_id[:8]} selected",
     )
 
 
 def row_of(app: Any, session_id: str) -> Any:
-    return next((r for r in app.table.rows if r.id == session_id), None)
+    return next((r for r in app.dashboard.table.rows if r.id == session_id), None)
 
 
 # -- the store, through the managers and queries --------------------------------------------
@@ -264,6 +264,7 @@ def seed_frozen_store(factory: Any) -> None:
         pid: int | None = None,
         heartbeat: float | None = None,
         stages: list[tuple[str, str, float, int, int | None, str | None]],
+        gates: tuple[str, ...] = (),
     ) -> list[Any]:
         sid = FROZEN_IDS[key]
         rows: list[Any] = [
@@ -292,6 +293,7 @@ def seed_frozen_store(factory: Any) -> None:
                     session_id=sid,
                     position=i,
                     name=stage,
+                    stage_type="manual" if stage in gates else "task",
                     status=st,
                     progress=progress,
                     attempt=attempt,
@@ -364,6 +366,7 @@ def seed_frozen_store(factory: Any) -> None:
             ("approve", "PAUSED", 0, 1, None, None),
             ("deploy", "PENDING", 0, 0, None, None),
         ],
+        gates=("approve",),
     )
     rows += session(
         "backup",

@@ -401,7 +401,7 @@ async def test_a_paused_sessions_time_is_how_long_it_has_been_paused() -> None:
 
 
 def test_widgets_import_nothing_of_ours() -> None:
-    """DESIGN §3: widgets depend on nothing but plain data (no store, no app)."""
+    """Widgets depend on nothing but plain data (no store, no app)."""
     import ast
     from pathlib import Path
 
