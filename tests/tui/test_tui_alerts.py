@@ -133,8 +133,9 @@ async def test_many_alerts_in_one_refresh_pop_up_five_and_a_count(ctx: Any, make
         assert start is not None
         found = [Alert(f"s{i}", "failure", "session failed", f"job {i} failed") for i in range(8)]
         window = Window(0, [], 0, StatusCounts({}, 0))
-        app.dashboard._show_alerts(Refresh(window, None, [], found, start + 8))
-        app.dashboard._show_alerts(Refresh(window, None, [], found, start + 8))  # the same answer again
+        answer = Refresh(window, None, [], found, start + 8)
+        app.dashboard._show_alerts(answer)
+        app.dashboard._show_alerts(answer)  # the same answer again
         await pilot.pause()
         assert [n for n in notifications(app) if "job" in n] == [
             f"session failed: job {i} failed" for i in range(5)
