@@ -36,7 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from app.logging import Logging, format_line
-from app.runner.process import StageProcess, StageStartError, kill_leftover_group, parse_progress
+from app.runner.process import (
+    StageProcess,
+    StageStartError,
+    find_session_processes,
+    kill_groups,
+    kill_leftover_group,
+    parse_progress,
+)
 from store import FlowSessionManager, StageManager
 from store.errors import (
     ConcurrentModification,
@@ -240,6 +247,12 @@ class Runner:
         self._beat_thread: threading.Thread | None = None
         self._claimed = False
         self._claim_view: SessionView | None = None
+        #: Whether a runner may have run this session before ours (then stage processes it
+        #: left may still live): unknown counts as yes. See :meth:`_remove_unrecorded`.
+        self._started_before = True
+        #: Per stage, the highest attempt a leftover process carried: the next attempt is
+        #: numbered above it, so a stage never sees the same ``VC_ATTEMPT`` twice.
+        self._attempt_floor: dict[str, int] = {}
         #: What the last move of the running stage returned: the next move of that stage
         #: starts from it instead of reading the stage (StageManager.move_stage ``known``).
         self._last_move: StageMove | None = None
@@ -311,6 +324,9 @@ class Runner:
         if view is None:
             raise SessionNotFound(f"session {self.session_id[:12]} was deleted")
         if view.runner_pid != self.pid or view.runner_host != self.host:
+            # Read before the claim: a session that never started had no runner, so no
+            # stage process of it can exist (the first runner spares itself the search).
+            self._started_before = view.started_at is not None
             self._raw_sessions.start_session(
                 self.session_id, runner_host=self.host, runner_pid=self.pid
             )
@@ -597,7 +613,55 @@ class Runner:
                     "WARNING",
                     stage.name,
                 )
+        if self._started_before:
+            self._remove_unrecorded(view)
         return changed
+
+    def _remove_unrecorded(self, view: SessionView) -> None:
+        """No stage may start while a process of an earlier attempt of it lives on this
+        host. The recorded pid (above) does not cover everything: a runner killed between
+        spawning a stage and recording its attempt leaves the stage PENDING with nothing
+        recorded while its process runs on, and a stage's processes may leave its group.
+        So every process of this user that carries the session's ``VC_SESSION_ID`` and
+        the ``VC_STAGE`` of a stage that is not COMPLETED is removed with its group, and
+        the next attempt is numbered above the one it carried.
+
+        Why a search at takeover rather than recording the attempt before the spawn: the
+        record-first order still leaves the window between the spawn and the pid write
+        (so the search would be needed anyway), and it would cost every stage the write
+        that now overlaps with its process' start-up. The search costs one pass over
+        /proc, once per takeover, nothing per stage. A COMPLETED stage's processes are
+        left alone (a stage may leave a service running on purpose). Processes on other
+        hosts cannot be searched from here: an attempt a runner on another host started
+        and never recorded is not found.
+        """
+        candidates = {
+            s.name: s
+            for s in view.stages
+            if s.stage_type != "manual" and s.status != StageStatus.COMPLETED
+        }
+        found = [p for p in find_session_processes(self.session_id) if p.stage in candidates]
+        by_stage: dict[str, list[Any]] = {}
+        for proc in found:
+            by_stage.setdefault(proc.stage, []).append(proc)
+        for name, procs in by_stage.items():
+            stage = candidates[name]
+            timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
+            groups = kill_groups(procs, timeout)
+            attempts = sorted({p.attempt for p in procs if p.attempt is not None})
+            if attempts:
+                self._attempt_floor[name] = max(attempts[-1], stage.attempt)
+            if not groups:
+                continue  # gone by themselves before the signal
+            unrecorded = [a for a in attempts if a > stage.attempt]
+            which = ", ".join(str(a) for a in attempts) or "?"
+            note = " (the attempt had not been recorded)" if unrecorded else ""
+            self._say(
+                f"removed the leftover process group {', '.join(map(str, groups))} of "
+                f"attempt {which}{note}, found on this host by its VC_SESSION_ID",
+                "WARNING",
+                name,
+            )
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -770,7 +834,7 @@ class Runner:
         kill_timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
         self.current_stage = stage.name
         self._notify()  # before any outcome of it, so "started" comes first
-        attempt = stage.attempt
+        attempt = max(stage.attempt, self._attempt_floor.get(stage.name, 0))
         tries = 0
         while True:
             tries += 1
@@ -831,8 +895,9 @@ class Runner:
 
         The process is spawned before the stage is marked ACTIVE so the write overlaps with
         its start-up (:meth:`StageManager.start_attempt`); a crash between the two leaves
-        the stage PENDING, so it simply runs again, as a crash between a spawn and the pid
-        record always did. ``timeout`` counts running time only: a paused stage is not
+        the stage PENDING with its process running on, unrecorded: the next runner finds
+        that process by its environment and removes it before the stage runs again
+        (:meth:`_remove_unrecorded`). ``timeout`` counts running time only: a paused stage is not
         timed out. The recorded pid stays after the exit (one write less per stage):
         recovery only looks at ACTIVE or PAUSED stages and checks the process start time,
         and a new attempt overwrites it.

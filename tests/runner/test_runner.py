@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -910,6 +911,71 @@ def test_resume_of_orphan_removes_leftovers_and_never_reruns_completed_stages(
     assert [(s.name, s.attempt) for s in view.stages] == [("one", 1), ("two", 2), ("three", 1)]
     texts = [r.text for r in store.logs(sid, stage="two")]
     assert any(t.startswith(f"removed the leftover process group {stage_pid}") for t in texts)
+
+
+LEDGER_WORKFLOW = """
+    stages:
+      - name: work
+        kill_timeout: 2
+        run: |
+          echo "start $VC_ATTEMPT $$" >> ledger.txt
+          sleep 1.5
+          echo "done $VC_ATTEMPT $$" >> ledger.txt
+      - {name: after, run: echo after}
+"""
+
+
+def _runner_died_right_after_spawning(workspace: Path, store: Store) -> tuple[str, int]:
+    """The state a runner SIGKILLed between spawning a stage and recording its attempt
+    leaves: the session ACTIVE under a dead runner of this host, the stage PENDING at
+    attempt 0 with no pid, and the stage's process running on (own session, the VC_*
+    variables its runner gave it). Returns the session and that process' pid."""
+    from store.workflows import find_workflow
+
+    write_workflow(workspace, "ledger", LEDGER_WORKFLOW)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with store.factory() as db:
+        definition = find_workflow(workspace / "workflows", "ledger")
+        sid = FlowSessionManager(db).create_session("ledger", definition=definition).id
+        FlowSessionManager(db).start_session(sid, runner_host=local_host(), runner_pid=dead.pid)
+    stage = subprocess.Popen(
+        ["/bin/bash", "-c", str(definition.stages[0].run)],
+        cwd=workspace,
+        env={**os.environ, "VC_SESSION_ID": sid, "VC_STAGE": "work", "VC_ATTEMPT": "1"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    threading.Thread(target=stage.wait, daemon=True).start()  # init's part after a crash
+    wait_until(lambda: (workspace / "ledger.txt").exists(), what="the stage to start")
+    row = store.stage_row(sid, "work")
+    assert (row.status, row.attempt, row.pid) == ("PENDING", 0, None)
+    return sid, stage.pid
+
+
+@sqlite_only
+def test_takeover_removes_an_unrecorded_attempt_before_the_stage_runs_again(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """A stage never runs twice at once: the copy a dead runner started but never
+    recorded is found by its environment and removed before the new attempt starts, and
+    the new attempt is numbered after it."""
+    sid, leftover = _runner_died_right_after_spawning(workspace, store)
+    result = vc("flow", "session", "resume", sid)
+    assert result.returncode == 0, result.stderr
+    view = store.wait_status(sid, "COMPLETED")
+    ledger = (workspace / "ledger.txt").read_text().splitlines()
+    assert ledger[0] == f"start 1 {leftover}"
+    assert f"done 1 {leftover}" not in ledger, ledger  # it was not left to run beside
+    assert [line.split()[:2] for line in ledger[1:]] == [["start", "2"], ["done", "2"]]
+    assert gone(leftover)
+    assert [(s.name, s.attempt) for s in view.stages] == [("work", 2), ("after", 1)]
+    texts = [r.text for r in store.logs(sid, stage="work")]
+    assert (
+        f"removed the leftover process group {leftover} of attempt 1 (the attempt had not "
+        "been recorded), found on this host by its VC_SESSION_ID"
+    ) in texts
 
 
 # on PostgreSQL: test_resume_of_orphan_removes_leftovers_and_never_reruns_completed_stages
