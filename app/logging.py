@@ -201,19 +201,44 @@ class StoreMirror:
         self._thread = threading.Thread(target=self._run, name="vc-log-mirror", daemon=True)
         self._thread.start()
 
-    def add(self, lines: Any) -> None:
-        """Queue one ``LogLines`` group (its ``texts`` must not change afterwards)."""
+    def add(self, lines: Any) -> int:
+        """Queue one ``LogLines`` group (its ``texts`` must not change afterwards). Returns
+        its mark: :meth:`stored` says when it (and everything added before) is in the
+        store."""
         count = len(lines.texts)
         cost = _cost(lines)
         with self._cond:
             self._pending.append((lines, cost))
             self._added += 1
+            mark = self._added
             self._pending_lines += count
             self._pending_cost += cost
             if self._store_away and self._pending_cost + self._inflight_cost > self._max_pending:
                 self._let_go_oldest()
             if self._pending_lines >= self.WAKE_AT:
                 self._cond.notify_all()
+        return mark
+
+    def stored(self, mark: int) -> bool:
+        """Whether the group with this mark, and every group added before it, is in the
+        store (or was let go, with a note in its place)."""
+        return self._done >= mark
+
+    def wait_stored(self, mark: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for :meth:`stored`; the writer is woken at once
+        rather than at its next interval. True once stored."""
+        if self._done >= mark:
+            return True
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._cond.notify_all()
+            while self._done < mark:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+                self._cond.notify_all()
+        return True
 
     @property
     def pending_bytes(self) -> int:

@@ -1068,6 +1068,7 @@ class StageManager(_Base):
         attempt: int | None = None,
         process: tuple[int, int | None, str] | None = None,
         known: StageMove | None = None,
+        finished_at: float | None = None,
     ) -> StageMove:
         """:meth:`update_stage_status` without reloading the stage: one transaction that
         also reads the session's status, so the runner needs no extra query to know
@@ -1076,7 +1077,9 @@ class StageManager(_Base):
         (pid, start time, host) of the attempt's process. ``known`` is what the caller's
         previous move of this stage returned: the move then starts from it instead of
         reading the stage (the update is conditional on its version, so if anything
-        changed the stage since, the move reads it and starts over)."""
+        changed the stage since, the move reads it and starts over). ``finished_at``: when
+        the attempt ended, for a move to a final state recorded later than that (the
+        runner first waits for the stage's output to be stored); default now."""
         try:
             target = StageStatus(status)
             meta = dict(metadata or {})
@@ -1157,7 +1160,7 @@ class StageManager(_Base):
                 if process is not None:
                     values.update(pid=process[0], pid_start=process[1], host=process[2])
                 if target in TERMINAL:
-                    values["finished_at"] = now
+                    values["finished_at"] = now if finished_at is None else finished_at
                     if target == StageStatus.COMPLETED:
                         values["progress"] = 100.0
                 if target == StageStatus.PENDING:

@@ -149,3 +149,19 @@ def test_a_reachable_store_slower_than_the_output_gets_every_line(store: Any) ->
 
     assert mirror.dropped_lines == 0
     assert _stored(engine) == [("INFO", f"line {i:04d}") for i in range(1000)]
+
+
+def test_wait_stored_writes_at_once_instead_of_at_the_next_interval(store: Any) -> None:
+    """A runner waits for a stage's lines before recording it COMPLETED: the wait wakes the
+    writer rather than sleeping out its interval."""
+    engine, write_batch = store
+    mirror = StoreMirror(write_batch, interval=30.0)
+    try:
+        mirror.add(_line(1))
+        mark = mirror.add(_line(2))
+        assert not mirror.stored(mark)
+        assert mirror.wait_stored(mark, 10.0)  # the interval (30 s) did not run out first
+        assert mirror.stored(mark)
+        assert _stored(engine) == [("INFO", "line 0001"), ("INFO", "line 0002")]
+    finally:
+        mirror.close()

@@ -504,6 +504,8 @@ class StageProcess:
         self._progress: float | None = None
         self.pid: int | None = None
         self.start_time: int | None = None
+        #: When the main process was found exited (unix time), once it was.
+        self.ended_at: float | None = None
         self.output_error: Exception | None = None
         self.readers_abandoned = False
 
@@ -580,6 +582,7 @@ class StageProcess:
                     break
             time.sleep(0.01)  # only reachable if waitid returned early; not expected
         self._exited_at = time.monotonic()
+        self.ended_at = time.time()
         self._exited.set()
 
     def _await_exit(self, timeout: float | None) -> bool:
@@ -604,6 +607,7 @@ class StageProcess:
                 return False  # not expected: a readable pidfd means the process exited
             if not self._exited.is_set():
                 self._exited_at = time.monotonic()
+                self.ended_at = time.time()
                 self._exited.set()
                 self._pidfd = None
                 os.close(pidfd)

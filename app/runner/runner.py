@@ -113,6 +113,10 @@ class _Attempt:
     error: str | None = None
     exit_code: int | None = None
     outcome: Outcome | None = None
+    #: When the stage's process exited (unix time), and the store mirror's mark of its
+    #: last output lines (see :meth:`Runner._await_output_stored`).
+    ended_at: float | None = None
+    output_mark: int = 0
 
 
 class StageOutput:
@@ -143,6 +147,9 @@ class StageOutput:
         self.last_line: str | None = None
         self.last_stderr: str | None = None
         self.lines = 0
+        #: The store mirror's mark of the last lines handed to it (0: none yet): they are
+        #: in the store once ``mirror.stored(mirror_mark)``.
+        self.mirror_mark = 0
         #: The first error writing held output (e.g. a full disk): written from the
         #: runner's thread, it is kept here instead of raised there.
         self.error: Exception | None = None
@@ -203,7 +210,9 @@ class StageOutput:
             body = body.replace("\r", "\\r")
         self._files.write_session(sid, prefix + body.replace("\n", "\n" + prefix) + "\n")
         if self._mirror is not None:
-            self._mirror.add(LogLines(sid, at, level, OUTPUT_CATEGORY, stage, texts))
+            self.mirror_mark = self._mirror.add(
+                LogLines(sid, at, level, OUTPUT_CATEGORY, stage, texts)
+            )
         self.lines += len(texts)
         self.last_line = texts[-1]
         if stream == "stderr":
@@ -844,10 +853,17 @@ class Runner:
                 assert result.outcome is not None
                 return result.outcome
             if result.kind == "completed":
+                outcome = self._await_output_stored(stage, result.output_mark)
+                if outcome is not None:
+                    return outcome
                 try:
                     errors = self._store_errors
                     move = self.stages.move_stage(
-                        stage.id, StageStatus.COMPLETED, exit_code=0, known=self._last_move
+                        stage.id,
+                        StageStatus.COMPLETED,
+                        exit_code=0,
+                        known=self._last_move,
+                        finished_at=result.ended_at,
                     )
                     self._known_status = move.session_status
                 except InvalidTransition:
@@ -1023,6 +1039,29 @@ class Runner:
             output.release()  # whatever path this was, no line stays held back
             self._proc = None
 
+    def _await_output_stored(self, stage: StageView, mark: int) -> Outcome | None:
+        """Before a stage is recorded COMPLETED: its output is in the store. Whoever sees
+        it COMPLETED (`session logs`, the dashboard, another host) sees all of its lines,
+        even if this runner dies the next moment; before, a kill in the half second the
+        mirror waits between writes lost the stage's last lines from the store for good.
+        Free when the mirror has stored them already (a stage that ran for longer than
+        that); a quick stage that printed waits for one write. Lines the mirror had to
+        let go (the store unreachable for too long, its disk full) count as stored: a
+        note stands in their place. An abort or a delete meanwhile is honoured."""
+        mirror = self.log.mirror
+        if mirror is None or not mark:
+            return None
+        while not mirror.wait_stored(mark, POLL_INTERVAL):
+            desired = self._desired()
+            if desired is None:
+                return Outcome(1, "session deleted", None)
+            status, reason = desired
+            if status == SessionStatus.FAILED:
+                with contextlib.suppress(StoreError, *_STORE_ERRORS):
+                    self.stages.raw.record_exit_code(stage.id, 0)
+                return Outcome(1, f"session {reason or 'aborted'}", status)
+        return None
+
     def _as_known(self, stage: StageView) -> StageMove | None:
         """Where the stage's next move can start from without reading it: the last move of
         this stage in this run, or else the stage as this run's view read it. If someone
@@ -1061,7 +1100,9 @@ class Runner:
                 stage.name,
             )
         if code == 0:
-            return _Attempt("completed", exit_code=0)
+            return _Attempt(
+                "completed", exit_code=0, ended_at=proc.ended_at, output_mark=output.mirror_mark
+            )
         error = _describe_exit(code)
         if code in (126, 127) and output.last_stderr:
             error = f"{error}: {output.last_stderr.strip()[:200]}"

@@ -261,6 +261,18 @@ def _stop_everything(factory: Any) -> None:
             kill_leftover_group(pid, start, 0.5)
 
 
+def kill_session_processes(sid: str) -> None:
+    """SIGKILL whatever processes of the session's stages run on (after a test killed
+    their runner), recorded or not."""
+    from app.runner.process import find_session_processes
+
+    for proc in find_session_processes(sid):
+        try:
+            os.killpg(proc.pgid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def start_detached(vc: Vc, workflow: str, *extra: str) -> str:
     result = vc("flow", "run", workflow, "--detach", *extra)
     assert result.returncode == 0, result.stderr
@@ -976,6 +988,35 @@ def test_takeover_removes_an_unrecorded_attempt_before_the_stage_runs_again(
         f"removed the leftover process group {leftover} of attempt 1 (the attempt had not "
         "been recorded), found on this host by its VC_SESSION_ID"
     ) in texts
+
+
+def test_a_completed_stage_has_all_its_lines_in_the_store_when_its_runner_dies_next(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """The runner is SIGKILLed the moment the store shows the stage COMPLETED: every line
+    the stage printed is in the store already (the mirror writes only twice a second, so
+    recording COMPLETED first used to lose them)."""
+    write_workflow(
+        workspace,
+        "tail",
+        """
+        stages:
+          - {name: talk, run: 'for i in $(seq 1 300); do echo "line $i"; done'}
+          - {name: nap, run: sleep 30}
+    """,
+    )
+    sid = start_detached(vc, "tail")
+    wait_until(
+        lambda: store.stage_row(sid, "talk").status == "COMPLETED",
+        interval=0.002,
+        what="talk COMPLETED",
+    )
+    runner = store.view(sid).runner_pid
+    assert runner is not None
+    os.kill(runner, signal.SIGKILL)
+    texts = [r.text for r in store.logs(sid, stage="talk") if r.category.endswith("integration")]
+    assert texts == [f"line {i}" for i in range(1, 301)]
+    kill_session_processes(sid)
 
 
 # on PostgreSQL: test_resume_of_orphan_removes_leftovers_and_never_reruns_completed_stages
