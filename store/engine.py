@@ -83,6 +83,9 @@ def _prepare_sqlite_file(path: Path) -> None:
         _tighten(member, 0o600)
     if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK):
         raise StoreUnavailable(f"cannot write {path}: permission denied")
+    from store.space import StoreSpace
+
+    StoreSpace(path).ensure_reserve()  # a stat when it is there (see store.space)
 
 
 def _tighten(path: Path, mode: int) -> None:
@@ -191,6 +194,17 @@ def unavailable_message(exc: BaseException, url: str) -> str:
     lowered = first.lower()
     if path is not None and ("readonly" in lowered or "read-only" in lowered):
         return f"cannot write {path}: permission denied"
+    from store.space import free_bytes, is_disk_full
+
+    free = free_bytes(path.parent) if path is not None else None
+    if is_disk_full(exc) or (
+        # SQLite cannot even read a WAL store whose -shm file it cannot create
+        ("disk i/o error" in lowered or "unable to open" in lowered)
+        and free is not None
+        and free < 64 * 1024
+    ):
+        where = path if path is not None else describe_url(url)
+        return f"cannot use {where}: the disk is full"
     if "database is locked" in lowered:
         return (
             f"database {describe_url(url)} is locked: another process held it longer than "

@@ -636,7 +636,12 @@ class FlowSessionManager(_Base):
             values={"finished_at": time.time()},
         )
 
-    def complete(self, session_id: str, *, expected_version: int | None = None) -> SessionChange:
+    def complete(
+        self, session_id: str, *, reason: str | None = None, expected_version: int | None = None
+    ) -> SessionChange:
+        """ACTIVE -> COMPLETED once every stage is. ``reason``: what the user should know
+        all the same (e.g. log lines that could not be written)."""
+
         def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
             open_stages = conn.execute(
                 select(_ST.c.name).where(
@@ -651,6 +656,7 @@ class FlowSessionManager(_Base):
         return self._transition(
             session_id,
             SessionOp.COMPLETE,
+            reason=reason,
             expected_version=expected_version,
             values={"finished_at": time.time(), "runner_pid": None, "runner_host": None},
             check=check,

@@ -8,7 +8,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,3 +166,52 @@ def test_wait_stored_writes_at_once_instead_of_at_the_next_interval(store: Any) 
         assert _stored(engine) == [("INFO", "line 0001"), ("INFO", "line 0002")]
     finally:
         mirror.close()
+
+
+def test_on_a_full_store_disk_lines_give_way_to_a_note_and_flush_does_not_wait_for_room(
+    small_disk: Callable[[str], Path],
+) -> None:
+    """Log rows give way: once the store's disk is full the mirror stops writing them,
+    and a flush (a runner about to record an outcome) lets what waits go and stores only
+    the note saying how many lines are missing there. Once there is room again it writes
+    again, and makes the store's reserve anew first."""
+    from store.space import StoreSpace
+
+    disk = small_disk("16m")
+    engine = init_db(f"sqlite:///{disk / 'flow.db'}")
+    factory = get_session_factory(engine)
+    space = StoreSpace.of(engine)
+    assert space is not None and space.reserve.exists()
+    filler = disk / "filler"
+    filler.write_bytes(bytes(12 << 20))
+
+    def write_batch(groups: Any) -> None:
+        with factory() as session:
+            append_log_lines(session, groups)
+
+    full: list[BaseException] = []
+    mirror = StoreMirror(write_batch, interval=0.05, space=space, on_full=full.append)
+    try:
+        big = "x" * 1000
+        for i in range(5000):  # 5 MB: more than the disk has left
+            mirror.add(LogLines(SID, 1_000.0 + i, "INFO", CATEGORY, "chatty", (f"{i} {big}",)))
+        _wait(lambda: mirror.full)
+        assert len(full) == 1
+        mirror.flush(timeout=30)
+        assert mirror.stored(5000)
+        rows = _stored(engine)
+        notes = [t for level, t in rows if level == "WARNING"]
+        assert len(notes) == 1 and notes[0].endswith(
+            "log line(s) are missing here: the store's disk was full (see the session log file)"
+        )
+        missing = int(notes[0].split()[1])
+        assert missing == mirror.dropped_lines > 0
+        assert len(rows) - 1 + missing == 5000  # every line stored or noted
+        filler.unlink()  # room again
+        mark = mirror.add(_line(1))
+        assert mirror.wait_stored(mark, 10)
+        assert _stored(engine)[-1] == ("INFO", "line 0001")
+        assert not mirror.full and space.reserve.exists()
+    finally:
+        mirror.close()
+        engine.dispose()

@@ -55,6 +55,7 @@ from store.errors import (
 )
 from store.managers import HEARTBEAT_INTERVAL, LogLines, StageMove
 from store.queries import SessionView, StageView, get_session_view
+from store.space import StoreSpace, is_disk_full
 from store.status import SessionStatus, StageStatus
 
 #: Control-loop period while a stage runs: how fast pause/resume/abort are enforced (one
@@ -245,6 +246,11 @@ class Runner:
         self.host = _host()
         self.pid = os.getpid()
         self._db = factory()
+        #: The SQLite store's reserve (None on a server): released when a state write
+        #: finds the disk full, see :meth:`_disk_full`.
+        self._space = StoreSpace.of(self._db.get_bind())
+        #: Set once a write of ours found the store's disk full.
+        self._store_full = False
         self._raw_sessions = FlowSessionManager(self._db, actor="runner")
         #: Every write through these is retried until the store takes it (see _persist).
         self.sessions: Any = _Persistent(self._raw_sessions, self)
@@ -418,8 +424,10 @@ class Runner:
                             self._lost.set()
                             self._wake.set()
                         return
-                except Exception:
+                except Exception as exc:
                     db.rollback()  # database away for a moment: try again next beat
+                    if self._space is not None and is_disk_full(exc):
+                        self._space.release_reserve()  # the claim must stay recorded
 
     # -- reading the store -----------------------------------------------------------------------
 
@@ -451,6 +459,8 @@ class Runner:
                     self._fence()
                 result = call()
             except _STORE_ERRORS as exc:
+                if self._disk_full(exc):
+                    continue  # the reserve made room: write again at once
                 self._store_lost(exc)
                 if self._interrupted.is_set():
                     now = time.monotonic()
@@ -495,6 +505,79 @@ class Runner:
         row = self.stages.get_stage(stage.id)
         return bool(row.status == status and row.attempt == attempt)
 
+    def _disk_full(self, exc: BaseException) -> bool:
+        """A write of ours failed because the store's disk is full: release the store's
+        reserve (see :mod:`store.space`) so that the session's state can still be recorded
+        (True: write again now). Log rows have given way already (the mirror holds them
+        back); the session stops before its next stage (:meth:`_stop_on_full_disk`).
+        False when there is no reserve left to release: then it is waited for like an
+        unreachable store."""
+        if self._space is None or not is_disk_full(exc):
+            return False
+        with contextlib.suppress(Exception):
+            self._db.rollback()
+        first, self._store_full = not self._store_full, True
+        released = self._space.release_reserve()
+        if released:
+            self._say(
+                f"the disk of the store {self._space.database} is full: its reserve is "
+                "released so that this session's state can still be recorded; log lines "
+                "give way, and no further stage starts",
+                "WARNING",
+            )
+        elif first:
+            self._say(f"the disk of the store {self._space.database} is full", "WARNING")
+        return released
+
+    def _store_is_full(self) -> bool:
+        mirror = self.log.mirror
+        return self._store_full or (mirror is not None and mirror.full)
+
+    def _stop_on_full_disk(self) -> Outcome | None:
+        """Before a stage (or a retry) starts: a store whose disk is full cannot keep
+        the session's log, and its state lives on the reserve, so the session fails here,
+        saying so, instead of running stage after stage unrecorded; once there is room,
+        `retry` goes on from here (its COMPLETED stages are kept)."""
+        if not self._store_is_full():
+            return None
+        reason = self._full_disk_reason()
+        self._say(f"the session stops: {reason}", "ERROR")
+        try:
+            self._flush_logs()
+            self.sessions.fail(self.session_id, reason)
+        except InvalidTransition:
+            return self._stopped_outcome()
+        return Outcome(1, reason, SessionStatus.FAILED)
+
+    def _full_disk_reason(self) -> str:
+        where = f" {self._space.database}" if self._space is not None else ""
+        mirror = self.log.mirror
+        lost = mirror.dropped_by_session.get(self.session_id, 0) if mirror is not None else 0
+        missing = f", {lost} log line(s) of this session could not be stored" if lost else ""
+        return (
+            f"the disk of the store{where} is full{missing}; free some space, then retry "
+            "the session"
+        )
+
+    def _log_losses(self) -> str | None:
+        """What of this session's log could not be written (None: nothing), for the
+        reason of a session that completed all the same."""
+        parts = []
+        mirror = self.log.mirror
+        stored = mirror.dropped_by_session.get(self.session_id, 0) if mirror is not None else 0
+        if stored:
+            parts.append(f"{stored} log line(s) are missing from the store")
+        files = self.log.files
+        name = files.session_path(self.session_id).name
+        in_file = files.lost.get(name, 0)
+        if in_file:
+            why = files.last_error.get(name, "it could not be written")
+            parts.append(
+                f"{in_file} line(s) are missing from the session log file "
+                f"{files.root / name} ({why})"
+            )
+        return "; ".join(parts) or None
+
     def _store_lost(self, exc: BaseException) -> None:
         self._store_errors += 1
         with contextlib.suppress(Exception):
@@ -504,10 +587,12 @@ class Runner:
         self._backoff = min(self._backoff * 2, STORE_RETRY[1])
         if self._down_since is None:
             self._down_since = now
-            self._say(
-                f"store unreachable ({_first_line(exc)}); running stages go on, retrying",
-                "WARNING",
+            what = (
+                "the store's disk is full"
+                if is_disk_full(exc)
+                else f"store unreachable ({_first_line(exc)})"
             )
+            self._say(f"{what}; running stages go on, retrying", "WARNING")
 
     def _store_back(self) -> None:
         if self._down_since is None:
@@ -683,7 +768,7 @@ class Runner:
                 if self.only_stage is not None:
                     self._say("already COMPLETED: not run again", stage=stage.name)
                 continue
-            outcome = self._wait_until_runnable()
+            outcome = self._stop_on_full_disk() or self._wait_until_runnable()
             if outcome is not None:
                 return outcome
             if stage.stage_type == "manual":
@@ -716,15 +801,17 @@ class Runner:
                 return outcome
             try:
                 self._flush_logs()
-                self.sessions.complete(self.session_id)
+                losses = self._log_losses()
+                self.sessions.complete(self.session_id, reason=losses)
             except InvalidTransition:
                 state = self._desired(fresh=True)
                 if state is not None and state[0] == SessionStatus.ACTIVE:
                     raise  # stages not completed: a bug, not a race
                 continue
-            self._say("session completed")
+            self._say(f"session completed{f' ({losses})' if losses else ''}")
             self._notify()
-            return Outcome(0, "completed", SessionStatus.COMPLETED)
+            message = f"completed; {losses}" if losses else "completed"
+            return Outcome(0, message, SessionStatus.COMPLETED)
 
     def _wait_until_runnable(self) -> Outcome | None:
         """Before a stage: None when the session is ACTIVE; wait while it is PAUSED (no
@@ -872,7 +959,7 @@ class Runner:
                 self._stage_result(stage.name, f"stage completed (attempt {attempt})")
                 return None
             error = result.error or "failed"
-            if tries <= retries:
+            if tries <= retries and not self._store_is_full():
                 self._stage_result(
                     stage.name,
                     f"attempt {attempt} failed: {error}; retrying ({tries} of {retries} retries)",
@@ -897,6 +984,8 @@ class Runner:
             # said before the session fails, so the log tells it in the order it happened
             self._stage_result(stage.name, f"stage failed: {error}", "ERROR")
             reason = "timeout" if error == "timeout" else f"stage {stage.name} failed: {error}"
+            if self._store_is_full():
+                reason = f"{reason}; {self._full_disk_reason()}"
             try:
                 self._flush_logs()
                 self.sessions.fail(self.session_id, reason)
@@ -997,8 +1086,12 @@ class Runner:
                     progress_at = now
                     try:
                         self.stages.raw.set_progress(stage.id, value)
-                    except _STORE_ERRORS as exc:
-                        self._store_lost(exc)  # written again at the next change or exit
+                    except _STORE_ERRORS as exc:  # written again at the next change or exit
+                        if is_disk_full(exc):
+                            with contextlib.suppress(Exception):
+                                self._db.rollback()
+                        else:
+                            self._store_lost(exc)
                     else:
                         progress_written = value
                     self._notify()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -931,7 +932,7 @@ LEDGER_WORKFLOW = """
         kill_timeout: 2
         run: |
           echo "start $VC_ATTEMPT $$" >> ledger.txt
-          sleep 1.5
+          if [ "$VC_ATTEMPT" = 1 ]; then sleep 30; else sleep 0.2; fi
           echo "done $VC_ATTEMPT $$" >> ledger.txt
       - {name: after, run: echo after}
 """
@@ -1080,6 +1081,39 @@ def test_run_session_on_orphan_takes_over_in_the_foreground(
 
 
 # ---- output -------------------------------------------------------------------------------------
+
+
+@sqlite_only
+def test_logs_deleted_while_a_session_runs_are_created_again_and_the_store_says_so(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "gap",
+        """
+        stages:
+          - name: one
+            run: echo before; while [ ! -e go ]; do sleep 0.02; done; echo after
+          - {name: two, run: echo two}
+    """,
+    )
+    sid = start_detached(vc, "gap")
+    path = log_file(workspace, sid)
+    wait_until(lambda: path.exists() and "| one | before" in path.read_text(), what="before")
+    shutil.rmtree(workspace / "logs")
+    (workspace / "go").touch()
+    store.wait_status(sid, "COMPLETED")
+    lines = path.read_text().splitlines()
+    note = (
+        f"vc: the log file {path} was deleted while in use and is created again: the lines "
+        "before this one are gone from it (the store has them)"
+    )
+    assert lines[0].endswith(f"| WARNING | workflow.session.operations | {sid} | - | {note}")
+    assert any(line.endswith("| one | after") for line in lines)
+    assert any(line.endswith("| two | two") for line in lines)
+    warnings = [r.text for r in store.logs(sid) if r.level == "WARNING"]
+    assert note.removeprefix("vc: ") in warnings
+    assert (workspace / "logs" / "workflow" / "session" / "operations.log").exists()
 
 
 # PostgreSQL takes the million rows about five times slower (~50 s, most of this file's
