@@ -131,6 +131,8 @@ def make_engine(url: str | None = None, *, pool_size: int | None = None) -> Engi
             **pool,
         )
         event.listen(engine, "connect", _on_sqlite_connect)
+        if path is not None:
+            _no_checkpoints_while_full(engine, path)
         return engine
     kwargs: dict[str, Any] = {**pool}
     if backend == "postgresql":
@@ -173,6 +175,27 @@ def _ping_idle_connections(engine: Engine) -> None:
             raise InvalidatePoolError(f"connection lost while idle: {exc}") from exc
         if not alive:
             raise InvalidatePoolError("connection lost while idle")
+
+
+def _no_checkpoints_while_full(engine: Engine, path: Path) -> None:
+    """Once a write of this process found the disk full, its connections stop
+    checkpointing until there is room again (see :mod:`store.space`): each connection is
+    set as it is checked out, which costs a set lookup when nothing changed."""
+    from store.space import StoreSpace, is_disk_full
+
+    space = StoreSpace(path)
+
+    @event.listens_for(engine, "handle_error")
+    def _full(context: Any) -> None:
+        if is_disk_full(context.original_exception):
+            space.mark_full()
+
+    @event.listens_for(engine, "checkout")
+    def _checkpoints(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        off = space.marked_full
+        if record.info.get("vc_no_checkpoints", False) != off:
+            dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={0 if off else 1000}")
+            record.info["vc_no_checkpoints"] = off
 
 
 def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:

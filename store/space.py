@@ -11,7 +11,12 @@ missing). Whoever opens the store later, or the log mirror once there is room ag
 creates the reserve anew.
 
 Log writers resume only once :func:`has_room` (:data:`ROOM_AGAIN` free), so that what
-they write next cannot at once eat the room the reserve needs.
+they write next cannot at once eat the room the reserve needs. For the same reason, once a
+write of this process found the disk full, its connections stop checkpointing the WAL
+(:meth:`StoreSpace.mark_full`, applied by the engine): a checkpoint copies every page
+committed since the last one into the database file, which then grows, and on a full disk
+it took the room just released for the state, page by page, until nothing could be
+committed at all. Checkpoints resume once the reserve could be made again.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-#: The reserve: room for the few hundred state writes that end the running stages and
-#: their sessions (a write costs a few pages of WAL) after the disk filled up.
-RESERVE_BYTES = 1 << 20
+#: The reserve: room for the state writes after the disk filled up, about a hundred (a
+#: write appends 8-20 KiB to the WAL, which is not checkpointed meanwhile): the running
+#: stage's end and its session's, and minutes of heartbeats while the stage runs on.
+RESERVE_BYTES = 2 << 20
 #: Free space from which writers held back by a full disk write again: the reserve can be
-#: created again, and some room is left beyond it.
-ROOM_AGAIN = 4 * RESERVE_BYTES
+#: created again, and as much room is left beyond it.
+ROOM_AGAIN = 2 * RESERVE_BYTES
 
 #: SQLite's primary result code for "database or disk is full".
 _SQLITE_FULL = 13
@@ -65,12 +71,24 @@ def has_room(path: Path) -> bool:
     return free is None or free >= ROOM_AGAIN
 
 
+#: Databases a write of this process found on a full disk, with room not found since.
+_FULL: set[Path] = set()
+
+
 class StoreSpace:
     """The reserve of one SQLite store (see the module doc)."""
 
     def __init__(self, database: Path) -> None:
         self.database = database
         self.reserve = Path(f"{database}-reserve")
+
+    def mark_full(self) -> None:
+        """A write found the disk full: no checkpoints from here until there is room."""
+        _FULL.add(self.database)
+
+    @property
+    def marked_full(self) -> bool:
+        return self.database in _FULL
 
     @classmethod
     def of(cls, engine: Any) -> StoreSpace | None:
@@ -88,6 +106,8 @@ class StoreSpace:
         """Create the reserve if it is missing and there is room for it and more (never
         on an almost full disk: that would only make it full). True if it exists."""
         if self.reserve.exists():
+            if self.marked_full and self.has_room():
+                _FULL.discard(self.database)
             return True
         free = free_bytes(self.database.parent)
         if free is not None and free < ROOM_AGAIN:
@@ -108,6 +128,7 @@ class StoreSpace:
         except OSError:
             part.unlink(missing_ok=True)
             return False
+        _FULL.discard(self.database)
         return True
 
     def release_reserve(self) -> bool:

@@ -57,3 +57,45 @@ def test_disk_full_is_told_from_other_errors(small_disk: Callable[[str], Path]) 
     assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
     assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
     assert not is_disk_full(sqlite3.OperationalError("database is locked"))
+
+
+def test_once_full_the_released_reserve_goes_to_state_writes_not_to_checkpoints(
+    small_disk: Callable[[str], Path],
+) -> None:
+    """A disk filled by log rows that sit in the WAL (a reader kept them from being
+    checkpointed): after the reserve is released, the state writes that follow all get
+    through. A checkpoint would copy the WAL's pages into the database file, which grows
+    by as much, and take the released room for itself."""
+    from store import FlowSessionManager, get_session_factory
+    from store.managers import LogLines, append_log_lines
+
+    disk = small_disk("8m")
+    engine = init_db(f"sqlite:///{disk / 'flow.db'}")
+    factory = get_session_factory(engine)
+    space = StoreSpace.of(engine)
+    assert space is not None
+    try:
+        with factory() as db:
+            sid = FlowSessionManager(db).create_session("w", name="full").id
+        texts = ["x" * 500] * 500
+        reader = sqlite3.connect(disk / "flow.db")  # `logs --follow`: no checkpoint ends
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM log_records").fetchone()
+        with factory() as db:
+            while True:  # log rows until the disk is full
+                try:
+                    append_log_lines(db, [LogLines(sid, 1.0, "INFO", "c", None, texts)])
+                except OperationalError as exc:
+                    assert is_disk_full(exc)
+                    db.rollback()
+                    break
+        reader.close()
+        assert space.release_reserve()
+        with factory() as db:
+            manager = FlowSessionManager(db)
+            for _ in range(20):  # a runner's last writes: beats, then its session's end
+                assert manager.heartbeat(sid, runner_host="h", runner_pid=1) is False
+                manager.pause(sid, reason="full")
+                manager.resume(sid)
+    finally:
+        engine.dispose()
