@@ -461,30 +461,36 @@ class Harness:
         return [p for k, s, _a, p in ledger.lines() if k == "start" and s == stage]
 
     def run_aimed(self, trial: Trial, windows: list[str]) -> None:
-        """One session, a kill per window, each at a later stage than the one before. A
-        stage aimed at runs 2 s on its first attempt: a spawn-window leftover outlives the
-        takeover, and a taking-over runner is seen before it is done."""
+        """One session, a kill per window, each at a stage that has not started yet when
+        it is chosen (before the runner that will run it). A stage aimed at runs 2 s on
+        its first attempt: a spawn-window leftover outlives the takeover, and the runner
+        that took over is still there to be killed."""
         rnd = random.Random(trial.seed)
         workflow = "pausable" if windows[0] == "pause" else "quick"
         sid = trial.sid = self.create(workflow)
-        targets: list[int] = []
-        low = 2
-        for i in range(len(windows)):
+        ledger = Ledger(self.ledger_dir / sid)
+
+        def choose(i: int) -> int | None:
+            started = [int(s[1:]) for k, s, _a, _p in ledger.lines() if k == "start"]
+            low = max(2, max(started, default=0) + 1)
             high = STAGES - (len(windows) - 1 - i)
+            if low > high:
+                return None  # the kill before landed late: no stage left to aim at
             k = rnd.randint(low, high)
-            targets.append(k)
-            low = k + 1
             (self.ledger_dir / f"{sid}.s{k}.slow").touch()
+            return k
+
+        k = choose(0)
         runner: int | None = self.spawn(sid).pid
         completed: dict[str, int] = {}
-        for window, k in zip(windows, targets, strict=True):
-            if runner is None:
-                trial.problems.append(f"no runner to kill at {window} of s{k}")
-                return
+        for i, window in enumerate(windows):
+            if k is None or runner is None:
+                break
             self.aim(trial, rnd, sid, runner, window, k)
             completed.update(self.after_kill(trial, sid, runner))
             if trial.problems:
                 return
+            k = choose(i + 1) if i + 1 < len(windows) else None
             runner = self.resume(trial, sid)
         self.finish(trial, sid, completed)
 
@@ -496,7 +502,7 @@ class Harness:
         for _ in range(rnd.randint(1, 3)):
             if runner is None:
                 break
-            time.sleep(rnd.uniform(0.0, 2.0))
+            time.sleep(rnd.uniform(0.0, 1.2))
             if self.ended(sid):
                 break
             paused = rnd.random() < 0.2
