@@ -215,3 +215,29 @@ def test_on_a_full_store_disk_lines_give_way_to_a_note_and_flush_does_not_wait_f
     finally:
         mirror.close()
         engine.dispose()
+
+
+def test_lines_the_store_refuses_leave_a_note_where_they_are_missing(store: Any) -> None:
+    engine, write_batch = store
+
+    def picky(groups: Any) -> None:
+        if any(text.startswith("poison") for group in groups for text in group.texts):
+            raise ValueError("value out of range")
+        write_batch(groups)
+
+    mirror = StoreMirror(picky, interval=0.05, on_error=lambda exc: None)
+    try:
+        mark = mirror.add(
+            LogLines(SID, 1_000.0, "INFO", CATEGORY, "chatty", ("poison 1", "poison 2"))
+        )
+        assert mirror.wait_stored(mark, 10)  # given up on after a few tries
+        assert mirror.wait_stored(mirror.add(_line(1)), 10)
+    finally:
+        mirror.close()
+    assert _stored(engine) == [
+        (
+            "WARNING",
+            "vc: 2 log line(s) are missing here: the store refused them (value out of range)",
+        ),
+        ("INFO", "line 0001"),
+    ]

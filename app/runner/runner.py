@@ -12,9 +12,12 @@ it (a cheap status poll, at most :data:`POLL_INTERVAL` apart while a stage runs 
 
 Crash safety: the stage's pid and process start time are recorded right after the spawn,
 so a later runner can remove a leftover process (never a reused pid: the start time is
-compared), and a stage is marked COMPLETED only after its process exited 0. A COMPLETED
+compared); what a runner killed before that record left is found by its environment
+(:meth:`Runner._remove_unrecorded`). A stage is marked COMPLETED only after its process
+exited 0 and its output is in the store (:meth:`Runner._await_output_stored`). A COMPLETED
 stage is skipped by every later runner, whatever crashed when; an interrupted one runs
-again as a new attempt.
+again as a new attempt, never beside a copy of itself. A full store disk stops the session
+before its next stage (:meth:`Runner._stop_on_full_disk`).
 
 Ctrl-C (or SIGTERM) on a runner pauses the session instead of leaving an orphan: the
 running stage is terminated (its output pipes end with this process, so it could not go
@@ -1002,8 +1005,8 @@ class Runner:
         its start-up (:meth:`StageManager.start_attempt`); a crash between the two leaves
         the stage PENDING with its process running on, unrecorded: the next runner finds
         that process by its environment and removes it before the stage runs again
-        (:meth:`_remove_unrecorded`). ``timeout`` counts running time only: a paused stage is not
-        timed out. The recorded pid stays after the exit (one write less per stage):
+        (:meth:`_remove_unrecorded`). ``timeout`` counts running time only: a paused stage
+        is not timed out. The recorded pid stays after the exit (one write less per stage):
         recovery only looks at ACTIVE or PAUSED stages and checks the process start time,
         and a new attempt overwrites it.
         """
@@ -1135,10 +1138,10 @@ class Runner:
     def _await_output_stored(self, stage: StageView, mark: int) -> Outcome | None:
         """Before a stage is recorded COMPLETED: its output is in the store. Whoever sees
         it COMPLETED (`session logs`, the dashboard, another host) sees all of its lines,
-        even if this runner dies the next moment; before, a kill in the half second the
-        mirror waits between writes lost the stage's last lines from the store for good.
-        Free when the mirror has stored them already (a stage that ran for longer than
-        that); a quick stage that printed waits for one write. Lines the mirror had to
+        even if this runner dies the next moment (the mirror writes twice a second: the
+        COMPLETED write alone would often come first). Free when the mirror has stored
+        them already (a stage that ran for longer than that); a quick stage that printed
+        waits for one write, one that printed nothing for none. Lines the mirror had to
         let go (the store unreachable for too long, its disk full) count as stored: a
         note stands in their place. An abort or a delete meanwhile is honoured."""
         mirror = self.log.mirror
