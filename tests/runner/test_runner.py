@@ -1020,6 +1020,43 @@ def test_a_completed_stage_has_all_its_lines_in_the_store_when_its_runner_dies_n
     kill_session_processes(sid)
 
 
+@sqlite_only
+def test_a_runner_a_stage_starts_detached_is_not_taken_for_a_leftover_of_that_stage(
+    workspace: Path, vc: Vc, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stage that starts another session in the background (`vc flow run … --detach`)
+    and is interrupted: the runner taking over its session removes the stage, not the
+    other session's runner, which carries none of the stage's VC_* variables."""
+    write_workflow(workspace, "inner", NAP)
+    write_workflow(
+        workspace,
+        "outer",
+        """
+        stages:
+          - name: launch
+            run: |
+              "$PY" -m app.main flow run inner --detach > inner.sid
+              if [ "$VC_ATTEMPT" = 1 ]; then echo $$ > launch.pid; sleep 60; fi
+    """,
+    )
+    monkeypatch.setenv("PY", sys.executable)
+    sid = start_detached(vc, "outer")
+    read_pid(workspace / "launch.pid")
+    inner = (workspace / "inner.sid").read_text().strip()
+    inner_runner = store.view(inner).runner_pid
+    assert inner_runner is not None
+    with open(f"/proc/{inner_runner}/environ", "rb") as fh:
+        assert b"VC_STAGE=" not in fh.read()
+    outer_runner = store.view(sid).runner_pid
+    assert outer_runner is not None
+    os.kill(outer_runner, signal.SIGKILL)
+    wait_until(lambda: gone(outer_runner), timeout=5, what="the outer runner to die")
+    assert vc("flow", "session", "resume", sid).returncode == 0
+    store.wait_status(sid, "COMPLETED")
+    assert not gone(inner_runner)
+    assert store.view(inner).status == "ACTIVE"
+
+
 # on PostgreSQL: test_resume_of_orphan_removes_leftovers_and_never_reruns_completed_stages
 @covered_on_postgresql_by_another
 def test_resume_of_a_paused_orphan_removes_the_stopped_stage_and_runs_it_again(
