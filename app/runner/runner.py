@@ -737,7 +737,13 @@ class Runner:
             for s in view.stages
             if s.stage_type != "manual" and s.status != StageStatus.COMPLETED
         }
-        found = [p for p in find_session_processes(self.session_id) if p.stage in candidates]
+        for _ in range(3):  # again after a removal: a process caught mid-exec is not seen
+            found = [p for p in find_session_processes(self.session_id) if p.stage in candidates]
+            if not found:
+                return
+            self._remove_found(found, candidates)
+
+    def _remove_found(self, found: list[Any], candidates: dict[str, StageView]) -> None:
         by_stage: dict[str, list[Any]] = {}
         for proc in found:
             by_stage.setdefault(proc.stage, []).append(proc)
@@ -747,7 +753,8 @@ class Runner:
             groups = kill_groups(procs, timeout)
             attempts = sorted({p.attempt for p in procs if p.attempt is not None})
             if attempts:
-                self._attempt_floor[name] = max(attempts[-1], stage.attempt)
+                floor = self._attempt_floor.get(name, 0)
+                self._attempt_floor[name] = max(attempts[-1], stage.attempt, floor)
             if not groups:
                 continue  # gone by themselves before the signal
             unrecorded = [a for a in attempts if a > stage.attempt]
