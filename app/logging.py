@@ -10,6 +10,7 @@ The store mirror buffers rows and inserts them in batches from one background th
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -80,40 +81,233 @@ def check_log_dir(log_dir: Path) -> Path:
     return root
 
 
+#: After a write to a log file failed, how long it is left alone before the next try (a
+#: full disk is tried again only once there is room, see ``store.space.has_room``).
+FILE_RETRY = 1.0
+#: The category of the notes vc writes about its own log files.
+NOTE_CATEGORY = "workflow.session.operations"
+
+
+class _FileTrouble:
+    """A log file that could not be written: what was left out since, and when to try."""
+
+    def __init__(self, exc: OSError) -> None:
+        self.error = exc
+        self.lost = 0
+        self.partial = False
+        self.since = time.time()
+        self.next_try = time.monotonic() + FILE_RETRY
+        #: Closing: one more try whatever the free space (the note is one line).
+        self.last_try = False
+
+    @property
+    def full(self) -> bool:
+        from store.space import is_disk_full
+
+        return is_disk_full(self.error)
+
+    def reason(self) -> str:
+        return (self.error.strerror or str(self.error)).lower()
+
+
 class LogFiles:
     """The log tree: ``<log_dir>/workflow/session/{<id>.log, operations.log,
-    integration.log}``, created on demand (directories 0700, files 0600)."""
+    integration.log}``, created on demand (directories 0700, files 0600).
+
+    Writing never raises: a log file must not stop a stage or undo an operation. A file
+    deleted while in use (``rm -r logs``) is noticed at the next write (its link count is
+    0) and created again, starting with a WARNING line that says so. A write that fails
+    (a full disk, a file made read-only) leaves the file alone for :data:`FILE_RETRY`
+    seconds, a full disk until there is room again, and the lines meanwhile are counted;
+    the first line that gets through again is preceded by a WARNING saying how many are
+    missing there (and a line cut short by the full disk is ended first). Each of these
+    events is also handed to ``on_event(file name, level, text)`` (the store and the
+    terminal hear of it); it is called without the lock held, and must not log through
+    loguru (a sink calls this).
+    """
 
     def __init__(self, log_dir: Path) -> None:
         self.root = log_dir / "workflow" / "session"
         self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._trouble: dict[str, _FileTrouble] = {}
+        #: Files found deleted while open and not created again yet.
+        self._deleted: set[str] = set()
+        #: The error of the write that found the disk full, until there is room again.
+        self._full: OSError | None = None
+        self._room_checked = 0.0
+        #: Lines left out of each file so far, and why the last time (by file name).
+        self.lost: dict[str, int] = {}
+        self.last_error: dict[str, str] = {}
+        self.on_event: Callable[[str, str, str], None] | None = None
 
     def session_path(self, session_id: str) -> Path:
         if not _SAFE_ID.match(session_id):
             raise ValueError(f"invalid session id for a log file name: {session_id!r}")
         return self.root / f"{session_id}.log"
 
-    def _fd(self, name: str) -> int:
+    def _fd(self, name: str) -> tuple[int, bool]:
+        """The open file (opened now if needed), and whether it was created again because
+        it had been deleted while open."""
         fd = self._fds.get(name)
-        if fd is None:
-            make_private_dirs(self.root)
-            fd = os.open(self.root / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            if len(self._fds) > 64:  # called under self._lock: close without re-locking
-                for old in self._fds.values():
-                    os.close(old)
-                self._fds.clear()
-            self._fds[name] = fd
-        return fd
+        if fd is not None:
+            try:
+                deleted = os.fstat(fd).st_nlink == 0
+            except OSError:
+                deleted = True
+            if not deleted:
+                return fd, False
+            del self._fds[name]
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            self._deleted.add(name)
+        make_private_dirs(self.root)
+        fd = os.open(self.root / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if len(self._fds) > 64:  # called under self._lock: close without re-locking
+            for old in self._fds.values():
+                os.close(old)
+            self._fds.clear()
+        self._fds[name] = fd
+        recreated = name in self._deleted
+        self._deleted.discard(name)
+        return fd, recreated
 
     def write(self, name: str, data: str) -> None:
-        payload = data.encode("utf-8", "backslashreplace")
+        events: list[tuple[str, str]] = []
         with self._lock:
-            fd = self._fd(name)
-            view = memoryview(payload)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            self._write(name, data, events)
+        for level, text in events:
+            self._report(name, level, text)
+
+    def _write(self, name: str, data: str, events: list[tuple[str, str]]) -> None:
+        """Under the lock: the notes due, then ``data``; what happened goes to ``events``."""
+        trouble = self._trouble.get(name)
+        if trouble is None and self._full is not None and not self._room():
+            # Another file of the tree found the disk full: this one waits for room too
+            # (what it would write now would take the room the store's state needs).
+            self._failed(name, None, self._full, data.count("\n"), False, events)
+            return
+        if trouble is not None and not self._due(trouble):
+            self._count_lost(name, trouble, data.count("\n"))
+            return
+        try:
+            fd, recreated = self._fd(name)
+        except OSError as exc:
+            self._failed(name, trouble, exc, data.count("\n"), False, events)
+            return
+        head = ""
+        notes: list[tuple[str, str]] = []
+        if trouble is not None:
+            text = (
+                f"{trouble.lost} line(s) are missing here: {trouble.reason()} "
+                f"from {_clock(trouble.since)} to {_clock(time.time())}"
+            )
+            head += ("\n" if trouble.partial else "") + self._note_line(name, f"vc: {text}")
+            notes.append(("INFO", f"the log file {self.root / name} is written again; {text}"))
+        if recreated:
+            text = (
+                f"the log file {self.root / name} was deleted while in use and is created "
+                "again: the lines before this one are gone from it"
+                + (" (the store has them)" if name not in _SHARED_FILES else "")
+            )
+            head += self._note_line(name, f"vc: {text}")
+            notes.append(("WARNING", text))
+        head_bytes = head.encode("utf-8", "backslashreplace")
+        body = data.encode("utf-8", "backslashreplace")
+        payload = memoryview(head_bytes + body)
+        written = 0
+        try:
+            while written < len(payload):
+                written += os.write(fd, payload[written:])
+        except OSError as exc:
+            if written >= len(head_bytes):  # the notes got through: that trouble is over
+                self._trouble.pop(name, None)
+                events.extend(notes)
+                trouble = None
+            lost = body[max(0, written - len(head_bytes)) :].count(b"\n")
+            self._failed(name, trouble, exc, lost, written > 0, events)
+            return
+        self._trouble.pop(name, None)
+        events.extend(notes)
+
+    def _count_lost(self, name: str, trouble: _FileTrouble, lines: int) -> None:
+        trouble.lost += lines
+        self.lost[name] = self.lost.get(name, 0) + lines
+
+    def _failed(
+        self,
+        name: str,
+        trouble: _FileTrouble | None,
+        exc: OSError,
+        lost: int,
+        partial: bool,
+        events: list[tuple[str, str]],
+    ) -> None:
+        """Under the lock: a write failed with ``exc``, leaving out ``lost`` lines (and
+        the file's last line cut short if ``partial``)."""
+        if trouble is None:
+            trouble = self._trouble[name] = _FileTrouble(exc)
+            if trouble.full:
+                self._full = exc
+                self._room_checked = time.monotonic()
+            what = "the disk is full" if trouble.full else trouble.reason()
+            until = "there is room again" if trouble.full else "it can be written again"
+            events.append(
+                (
+                    "WARNING",
+                    f"cannot write the log file {self.root / name}: {what}; its lines are "
+                    f"left out until {until}",
+                )
+            )
+        else:
+            trouble.error = exc
+            trouble.next_try = time.monotonic() + FILE_RETRY
+        trouble.partial = trouble.partial or partial
+        self.last_error[name] = "the disk was full" if trouble.full else trouble.reason()
+        self._count_lost(name, trouble, lost)
+
+    def _due(self, trouble: _FileTrouble) -> bool:
+        if time.monotonic() < trouble.next_try:
+            return False
+        if trouble.full and not trouble.last_try and not self._room():
+            trouble.next_try = time.monotonic() + FILE_RETRY
+            return False
+        return True
+
+    def _room(self) -> bool:
+        """Under the lock, after the disk was found full: is there room again (looked at
+        once per :data:`FILE_RETRY` at most)?"""
+        if self._full is None:
+            return True
+        now = time.monotonic()
+        if now - self._room_checked < FILE_RETRY:
+            return False
+        self._room_checked = now
+        from store.space import has_room
+
+        if not has_room(self.root):
+            return False
+        self._full = None
+        return True
+
+    @staticmethod
+    def _note_line(name: str, text: str) -> str:
+        session_id = name[:-4] if name not in _SHARED_FILES else None
+        return format_line(time.time(), "WARNING", NOTE_CATEGORY, session_id, None, text)
+
+    def _report(self, name: str, level: str, text: str) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(name, level, text)
+            except Exception:
+                pass  # reporting a log problem must not become one
+
+    def trouble(self, name: str) -> str | None:
+        """Why ``name`` cannot be written now ("the disk is full", …), or None."""
+        trouble = self._trouble.get(name)
+        if trouble is None:
+            return None
+        return "the disk is full" if trouble.full else trouble.reason()
 
     def write_session(self, session_id: str, data: str) -> None:
         self.write(self.session_path(session_id).name, data)
@@ -124,13 +318,36 @@ class LogFiles:
             fd = self._fds.pop(path.name, None)
             if fd is not None:
                 os.close(fd)
+            self._trouble.pop(path.name, None)
         path.unlink(missing_ok=True)
 
     def close(self) -> None:
+        """Close the files; a file that lines are missing from gets its note now if it
+        can (the disk may have room for a line, if not for all that was left out)."""
+        with self._lock:
+            troubles = list(self._trouble.items())
+        for name, trouble in troubles:
+            trouble.next_try = 0.0
+            trouble.last_try = True
+            if not trouble.full or self._room_for_a_line():
+                self.write(name, "")
         with self._lock:
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()
+
+    def _room_for_a_line(self) -> bool:
+        from store.space import free_bytes
+
+        free = free_bytes(self.root)
+        return free is None or free > 4096
+
+
+_SHARED_FILES = ("operations.log", "integration.log")
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at))
 
 
 #: How often the mirror stores what was logged. Each write holds SQLite's write lock and
@@ -152,6 +369,16 @@ MAX_PENDING = 256 * 1024 * 1024
 LINE_OVERHEAD = 64
 
 
+#: Why records were let go, and what the note that takes their place says.
+_AWAY = (
+    "the store was unreachable for longer than they could be kept in memory (the session "
+    "log file has them all)"
+)
+_FULL = "the store's disk was full (see the session log file)"
+#: While the store's disk is full: how often the writer looks for room again.
+FULL_RETRY = 1.0
+
+
 class StoreMirror:
     """Batches log records into the store from one background thread.
 
@@ -161,6 +388,15 @@ class StoreMirror:
     ``add`` never blocks on the database: a writer that is slower than the producer makes
     the batches bigger, not the producer slower. ``flush`` waits until everything added so
     far is committed (or let go, see :data:`MAX_PENDING`); ``close`` flushes and stops.
+
+    A full disk (with ``space``, the SQLite store's, see :mod:`store.space`): log rows give
+    way to the store's state. The writer stops writing (it tries again only once there is
+    room, and first makes the store's reserve again), records wait as they do for an
+    unreachable store, and ``flush``, ``wait_stored`` and ``close`` do not wait for room:
+    they let what waits go and write only the notes that say how many lines are missing
+    where (one row each; if even that fails for lack of room, the reserve is released for
+    them, since whoever flushes is about to record an outcome). ``on_full`` hears of it
+    once per episode.
     """
 
     #: Pending lines that wake the writer before its interval is up.
@@ -173,22 +409,32 @@ class StoreMirror:
         interval: float = MIRROR_INTERVAL,
         on_error: Callable[[BaseException], None] | None = None,
         max_pending: int = MAX_PENDING,
+        space: Any = None,
+        on_full: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._write_batch = write_batch
         self._interval = interval
         self._on_error = on_error
         self._max_pending = max_pending
+        self._space = space
+        self._on_full = on_full
         self._pending: deque[Any] = deque()
         self._pending_lines = 0
         self._pending_cost = 0
-        #: Records let go while the store was unreachable: (session, stage, category) ->
-        #: [how many lines, the first group]; noted in the store with the next batch.
-        self._dropped: dict[tuple[str, str | None, str], list[Any]] = {}
+        #: Records let go: (session, stage, category, why) -> [how many lines, the first
+        #: group]; noted in the store with the next batch.
+        self._dropped: dict[tuple[str, str | None, str, str], list[Any]] = {}
         self.dropped_lines = 0
-        #: Set while the writer's last try failed for a transient reason (store away): only
-        #: then are records let go. A reachable store that is slower than a stage only
-        #: makes the batches bigger; every line gets there.
+        #: Lines let go so far, by session.
+        self.dropped_by_session: dict[str, int] = {}
+        #: Set while the writer's last try failed for a transient reason (store away, or
+        #: its disk full): only then are records let go. A reachable store that is slower
+        #: than a stage only makes the batches bigger; every line gets there.
         self._store_away = False
+        #: Set while the store's disk is full (see the class doc).
+        self.full = False
+        #: A flush or a close asked a writer stuck on a full disk to let go.
+        self._give_up = False
         #: Groups let go since the in-flight batch was taken: all newer than it, so they
         #: count as done only once it is (``flush`` must not return before it is stored).
         self._let_go = 0
@@ -201,24 +447,66 @@ class StoreMirror:
         self._thread = threading.Thread(target=self._run, name="vc-log-mirror", daemon=True)
         self._thread.start()
 
-    def add(self, lines: Any) -> None:
-        """Queue one ``LogLines`` group (its ``texts`` must not change afterwards)."""
+    def add(self, lines: Any) -> int:
+        """Queue one ``LogLines`` group (its ``texts`` must not change afterwards). Returns
+        its mark: :meth:`stored` says when it (and everything added before) is in the
+        store."""
         count = len(lines.texts)
         cost = _cost(lines)
         with self._cond:
             self._pending.append((lines, cost))
             self._added += 1
+            mark = self._added
             self._pending_lines += count
             self._pending_cost += cost
             if self._store_away and self._pending_cost + self._inflight_cost > self._max_pending:
                 self._let_go_oldest()
             if self._pending_lines >= self.WAKE_AT:
                 self._cond.notify_all()
+        return mark
+
+    def stored(self, mark: int) -> bool:
+        """Whether the group with this mark, and every group added before it, is in the
+        store (or was let go, with a note in its place)."""
+        return self._done >= mark
+
+    def wait_stored(self, mark: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for :meth:`stored`; the writer is woken at once
+        rather than at its next interval. True once stored."""
+        if self._done >= mark:
+            return True
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._done < mark:
+                self._nudge()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+        return True
+
+    def _nudge(self) -> None:
+        """Under the lock: wake the writer, and tell it to let go if the disk is full."""
+        if self.full:
+            self._give_up = True
+        self._cond.notify_all()
 
     @property
     def pending_bytes(self) -> int:
         """About the memory the records waiting for the store hold (see MAX_PENDING)."""
         return self._pending_cost
+
+    def _drop(self, group: Any, why: str) -> None:
+        """Under the lock: count a group let go, for the note that takes its place."""
+        key = (group.session_id, group.stage, group.category, why)
+        seen = self._dropped.get(key)
+        if seen is None:
+            self._dropped[key] = [len(group.texts), group]
+        else:
+            seen[0] += len(group.texts)
+        self.dropped_lines += len(group.texts)
+        sid = group.session_id
+        self.dropped_by_session[sid] = self.dropped_by_session.get(sid, 0) + len(group.texts)
 
     def _let_go_oldest(self) -> None:
         """Under the lock, while the writer is stuck on an unreachable store: let the
@@ -226,27 +514,22 @@ class StoreMirror:
         per session, stage and category for the note that takes their place."""
         target = max(0, self._max_pending // 2 - self._inflight_cost)
         while self._pending and self._pending_cost > target:
-            group, cost = self._pending.popleft()
-            self._pending_cost -= cost
-            self._pending_lines -= len(group.texts)
-            self._let_go += 1
-            key = (group.session_id, group.stage, group.category)
-            seen = self._dropped.get(key)
-            if seen is None:
-                self._dropped[key] = [len(group.texts), group]
-            else:
-                seen[0] += len(group.texts)
-            self.dropped_lines += len(group.texts)
+            self._let_go_first()
+
+    def _let_go_first(self) -> None:
+        group, cost = self._pending.popleft()
+        self._pending_cost -= cost
+        self._pending_lines -= len(group.texts)
+        self._let_go += 1
+        self._drop(group, _FULL if self.full else _AWAY)
 
     def _notes(self) -> list[Any]:
-        """Under the lock: one WARNING record per (session, stage, category) whose records
-        were let go, dated like the first of them, so it sits where they would have."""
+        """Under the lock: one WARNING record per (session, stage, category, why) whose
+        records were let go, dated like the first of them, so it sits where they would
+        have."""
         notes = []
-        for count, first in self._dropped.values():
-            text = (
-                f"vc: {count} log line(s) are missing here: the store was unreachable for "
-                "longer than they could be kept in memory (the session log file has them all)"
-            )
+        for (_sid, _stage, _category, why), (count, first) in self._dropped.items():
+            text = f"vc: {count} log line(s) are missing here: {why}"
             notes.append(first._replace(level="WARNING", texts=(text,)))
         self._dropped.clear()
         return notes
@@ -264,9 +547,9 @@ class StoreMirror:
                 closed = self._closed
             if groups or notes:
                 try:
-                    self._write(notes + groups)
+                    self._write(notes, groups)
                 finally:
-                    self._store_away = False
+                    self._store_away = self.full
                     with self._cond:
                         self._done += len(groups) + self._let_go
                         self._let_go = 0
@@ -275,27 +558,52 @@ class StoreMirror:
             elif closed:
                 return
 
-    def _write(self, batch: list[Any]) -> None:
+    def _write(self, notes: list[Any], groups: list[Any]) -> None:
         """Store one batch. While the store is unreachable (server restarting, network
         down, SQLite locked) the batch waits and is retried with a backoff up to
         :data:`MAX_RETRY_DELAY`, as long as the mirror runs: nothing is dropped because the
         database went away for a while (records that pile up meanwhile are kept up to
         :data:`MAX_PENDING`). After ``close`` it gets :data:`CLOSE_PATIENCE`
-        seconds. Any other error (a row the database refuses) is retried a few times, then
-        reported and the batch dropped (the session log file has every line anyway)."""
+        seconds. While its disk is full, see the class doc. Any other error (a row the
+        database refuses) is retried a few times, then reported and the batch dropped (the
+        session log file has every line anyway)."""
         from store.errors import transient_errors
+        from store.space import is_disk_full
 
         transient = transient_errors()
         delay = 0.1
         other_errors = 0
         closing_deadline: float | None = None
         while True:
+            if self.full:
+                if self._space.has_room():
+                    self._space.ensure_reserve()
+                elif self._give_up or self._closed:
+                    self._abandon(notes, groups)
+                    return
+                else:
+                    with self._cond:
+                        if not (self._give_up or self._closed):
+                            self._cond.wait(FULL_RETRY)
+                    continue
             try:
-                self._write_batch(batch)
-                self._store_away = False
+                self._write_batch(notes + groups)
+                self._store_away = self.full = self._give_up = False
                 return
             except transient as exc:
                 self._store_away = True
+                if self._space is not None and is_disk_full(exc):
+                    if not self.full:
+                        self.full = True
+                        if self._on_full is not None:
+                            self._on_full(exc)
+                        continue
+                    if self._give_up or self._closed:  # full again despite the room seen
+                        self._abandon(notes, groups)
+                        return
+                    with self._cond:
+                        self._cond.wait(FULL_RETRY)
+                    continue
                 if self._closed:
                     now = time.monotonic()
                     closing_deadline = closing_deadline or now + CLOSE_PATIENCE
@@ -308,18 +616,45 @@ class StoreMirror:
                 if other_errors >= 4:
                     if self._on_error is not None:
                         self._on_error(exc)
+                    why = f"the store refused them ({_first_line(exc)})"
+                    with self._cond:  # noted with the next batch
+                        for group in groups:
+                            self._drop(group, why)
                     return
             time.sleep(delay)
             delay = min(delay * 2, MAX_RETRY_DELAY)
+
+    def _abandon(self, notes: list[Any], groups: list[Any]) -> None:
+        """The disk is full and someone waits: let the batch and everything waiting go,
+        and store only the notes saying so (see the class doc)."""
+        from store.space import is_disk_full
+
+        with self._cond:
+            for group in groups:
+                self._drop(group, _FULL)
+            while self._pending:
+                self._let_go_first()
+            self._give_up = False
+            notes = notes + self._notes()
+        for attempt in range(2):
+            try:
+                self._write_batch(notes)
+                return
+            except Exception as exc:
+                if attempt == 0 and is_disk_full(exc) and self._space.release_reserve():
+                    continue
+                if self._on_error is not None:
+                    self._on_error(exc)
+                return
 
     def flush(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         with self._cond:
             target = self._added
-            self._cond.notify_all()
+            self._nudge()
             while self._done < target and time.monotonic() < deadline:
                 self._cond.wait(0.05)
-                self._cond.notify_all()
+                self._nudge()
 
     def close(self) -> None:
         """Store what is left, giving an unreachable store CLOSE_PATIENCE seconds (what
@@ -329,6 +664,11 @@ class StoreMirror:
             self._cond.notify_all()
         self.flush(timeout=CLOSE_PATIENCE + MAX_RETRY_DELAY)
         self._thread.join(timeout=CLOSE_PATIENCE + MAX_RETRY_DELAY)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
 
 
 def _cost(group: Any) -> int:
@@ -389,6 +729,12 @@ def setup_logging(log_dir: Path, session_factory: Any | None = None) -> Logging:
     forgotten: set[str] = set()
     warned: list[bool] = []
 
+    def say_on_terminal(text: str) -> None:
+        try:
+            print(f"vc: warning: {text}", file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
+
     def warn_once(exc: BaseException) -> None:
         # A log file that cannot be written must not undo (or hide) an operation that has
         # already committed: say so once, on one line, and go on.
@@ -405,12 +751,39 @@ def setup_logging(log_dir: Path, session_factory: Any | None = None) -> Logging:
 
     if session_factory is not None:
         from store.managers import append_log_lines
+        from store.space import StoreSpace
 
         def write_batch(groups: Sequence[Any]) -> None:
             with session_factory() as session:
                 append_log_lines(session, groups)
 
-        mirror = StoreMirror(write_batch, on_error=warn_once)
+        space = StoreSpace.of(session_factory.kw["bind"])
+
+        def store_full(exc: BaseException) -> None:
+            where = space.database if space is not None else "the store"
+            say_on_terminal(
+                f"cannot write the store {where}: the disk is full; log lines are left "
+                "out of it (a note says how many, where) so that the sessions' states can "
+                "still be recorded"
+            )
+
+        mirror = StoreMirror(write_batch, on_error=warn_once, space=space, on_full=store_full)
+
+    def file_event(name: str, level: str, text: str) -> None:
+        # Not through loguru: this runs inside the sink. The session's own file problems
+        # go to the store too (its other records are there already).
+        if level == "WARNING":
+            say_on_terminal(text)
+        session_id = name.removesuffix(".log")
+        if (
+            mirror is not None
+            and name not in _SHARED_FILES
+            and _SAFE_ID.match(session_id)
+            and session_id not in forgotten
+        ):
+            mirror.add(LogLines(session_id, time.time(), level, NOTE_CATEGORY, None, (text,)))
+
+    files.on_event = file_event
 
     def sink(message: Any) -> None:
         record = message.record

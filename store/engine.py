@@ -84,6 +84,9 @@ def _prepare_sqlite_file(path: Path) -> None:
         _tighten(member, 0o600)
     if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK):
         raise StoreUnavailable(f"cannot write {path}: permission denied")
+    from store.space import StoreSpace
+
+    StoreSpace(path).ensure_reserve()  # a stat when it is there (see store.space)
 
 
 def _tighten(path: Path, mode: int) -> None:
@@ -129,6 +132,8 @@ def make_engine(url: str | None = None, *, pool_size: int | None = None) -> Engi
             **pool,
         )
         event.listen(engine, "connect", _on_sqlite_connect)
+        if path is not None:
+            _no_checkpoints_while_full(engine, path)
         return engine
     kwargs: dict[str, Any] = {**pool}
     if backend == "postgresql":
@@ -173,6 +178,27 @@ def _ping_idle_connections(engine: Engine) -> None:
             raise InvalidatePoolError("connection lost while idle")
 
 
+def _no_checkpoints_while_full(engine: Engine, path: Path) -> None:
+    """Once a write of this process found the disk full, its connections stop
+    checkpointing until there is room again (see :mod:`store.space`): each connection is
+    set as it is checked out, which costs a set lookup when nothing changed."""
+    from store.space import StoreSpace, is_disk_full
+
+    space = StoreSpace(path)
+
+    @event.listens_for(engine, "handle_error")
+    def _full(context: Any) -> None:
+        if is_disk_full(context.original_exception):
+            space.mark_full()
+
+    @event.listens_for(engine, "checkout")
+    def _checkpoints(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        off = space.marked_full
+        if record.info.get("vc_no_checkpoints", False) != off:
+            dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={0 if off else 1000}")
+            record.info["vc_no_checkpoints"] = off
+
+
 def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     cursor = dbapi_connection.cursor()
     try:
@@ -192,6 +218,17 @@ def unavailable_message(exc: BaseException, url: str) -> str:
     lowered = first.lower()
     if path is not None and ("readonly" in lowered or "read-only" in lowered):
         return f"cannot write {path}: permission denied"
+    from store.space import free_bytes, is_disk_full
+
+    free = free_bytes(path.parent) if path is not None else None
+    if is_disk_full(exc) or (
+        # SQLite cannot even read a WAL store whose -shm file it cannot create
+        ("disk i/o error" in lowered or "unable to open" in lowered)
+        and free is not None
+        and free < 64 * 1024
+    ):
+        where = path if path is not None else describe_url(url)
+        return f"cannot use {where}: the disk is full"
     if "database is locked" in lowered:
         return (
             f"database {describe_url(url)} is locked: another process held it longer than "

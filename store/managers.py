@@ -650,7 +650,12 @@ class FlowSessionManager(_Base):
             values={"finished_at": time.time()},
         )
 
-    def complete(self, session_id: str, *, expected_version: int | None = None) -> SessionChange:
+    def complete(
+        self, session_id: str, *, reason: str | None = None, expected_version: int | None = None
+    ) -> SessionChange:
+        """ACTIVE -> COMPLETED once every stage is. ``reason``: what the user should know
+        all the same (e.g. log lines that could not be written)."""
+
         def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
             open_stages = conn.execute(
                 select(_ST.c.name).where(
@@ -665,6 +670,7 @@ class FlowSessionManager(_Base):
         return self._transition(
             session_id,
             SessionOp.COMPLETE,
+            reason=reason,
             expected_version=expected_version,
             values={"finished_at": time.time(), "runner_pid": None, "runner_host": None},
             check=check,
@@ -1148,6 +1154,7 @@ class StageManager(_Base):
         attempt: int | None = None,
         process: tuple[int, int | None, str] | None = None,
         known: StageMove | None = None,
+        finished_at: float | None = None,
     ) -> StageMove:
         """:meth:`update_stage_status` without reloading the stage: one transaction that
         also reads the session's status, so the runner needs no extra query to know
@@ -1156,7 +1163,9 @@ class StageManager(_Base):
         (pid, start time, host) of the attempt's process. ``known`` is what the caller's
         previous move of this stage returned: the move then starts from it instead of
         reading the stage (the update is conditional on its version, so if anything
-        changed the stage since, the move reads it and starts over)."""
+        changed the stage since, the move reads it and starts over). ``finished_at``: when
+        the attempt ended, for a move to a final state recorded later than that (the
+        runner first waits for the stage's output to be stored); default now."""
         try:
             target = StageStatus(status)
             meta = dict(metadata or {})
@@ -1244,7 +1253,7 @@ class StageManager(_Base):
                 if process is not None:
                     values.update(pid=process[0], pid_start=process[1], host=process[2])
                 if target in TERMINAL:
-                    values["finished_at"] = now
+                    values["finished_at"] = now if finished_at is None else finished_at
                     if target == StageStatus.COMPLETED:
                         values["progress"] = 100.0
                 if target == StageStatus.PENDING:

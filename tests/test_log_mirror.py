@@ -8,7 +8,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -149,3 +150,94 @@ def test_a_reachable_store_slower_than_the_output_gets_every_line(store: Any) ->
 
     assert mirror.dropped_lines == 0
     assert _stored(engine) == [("INFO", f"line {i:04d}") for i in range(1000)]
+
+
+def test_wait_stored_writes_at_once_instead_of_at_the_next_interval(store: Any) -> None:
+    """A runner waits for a stage's lines before recording it COMPLETED: the wait wakes the
+    writer rather than sleeping out its interval."""
+    engine, write_batch = store
+    mirror = StoreMirror(write_batch, interval=30.0)
+    try:
+        mirror.add(_line(1))
+        mark = mirror.add(_line(2))
+        assert not mirror.stored(mark)
+        assert mirror.wait_stored(mark, 10.0)  # the interval (30 s) did not run out first
+        assert mirror.stored(mark)
+        assert _stored(engine) == [("INFO", "line 0001"), ("INFO", "line 0002")]
+    finally:
+        mirror.close()
+
+
+def test_on_a_full_store_disk_lines_give_way_to_a_note_and_flush_does_not_wait_for_room(
+    small_disk: Callable[[str], Path],
+) -> None:
+    """Log rows give way: once the store's disk is full the mirror stops writing them,
+    and a flush (a runner about to record an outcome) lets what waits go and stores only
+    the note saying how many lines are missing there. Once there is room again it writes
+    again, and makes the store's reserve anew first."""
+    from store.space import StoreSpace
+
+    disk = small_disk("16m")
+    engine = init_db(f"sqlite:///{disk / 'flow.db'}")
+    factory = get_session_factory(engine)
+    space = StoreSpace.of(engine)
+    assert space is not None and space.reserve.exists()
+    filler = disk / "filler"
+    filler.write_bytes(bytes(12 << 20))
+
+    def write_batch(groups: Any) -> None:
+        with factory() as session:
+            append_log_lines(session, groups)
+
+    full: list[BaseException] = []
+    mirror = StoreMirror(write_batch, interval=0.05, space=space, on_full=full.append)
+    try:
+        big = "x" * 1000
+        for i in range(5000):  # 5 MB: more than the disk has left
+            mirror.add(LogLines(SID, 1_000.0 + i, "INFO", CATEGORY, "chatty", (f"{i} {big}",)))
+        _wait(lambda: mirror.full)
+        assert len(full) == 1
+        mirror.flush(timeout=30)
+        assert mirror.stored(5000)
+        rows = _stored(engine)
+        notes = [t for level, t in rows if level == "WARNING"]
+        assert len(notes) == 1 and notes[0].endswith(
+            "log line(s) are missing here: the store's disk was full (see the session log file)"
+        )
+        missing = int(notes[0].split()[1])
+        assert missing == mirror.dropped_lines > 0
+        assert len(rows) - 1 + missing == 5000  # every line stored or noted
+        filler.unlink()  # room again
+        mark = mirror.add(_line(1))
+        assert mirror.wait_stored(mark, 10)
+        assert _stored(engine)[-1] == ("INFO", "line 0001")
+        assert not mirror.full and space.reserve.exists()
+    finally:
+        mirror.close()
+        engine.dispose()
+
+
+def test_lines_the_store_refuses_leave_a_note_where_they_are_missing(store: Any) -> None:
+    engine, write_batch = store
+
+    def picky(groups: Any) -> None:
+        if any(text.startswith("poison") for group in groups for text in group.texts):
+            raise ValueError("value out of range")
+        write_batch(groups)
+
+    mirror = StoreMirror(picky, interval=0.05, on_error=lambda exc: None)
+    try:
+        mark = mirror.add(
+            LogLines(SID, 1_000.0, "INFO", CATEGORY, "chatty", ("poison 1", "poison 2"))
+        )
+        assert mirror.wait_stored(mark, 10)  # given up on after a few tries
+        assert mirror.wait_stored(mirror.add(_line(1)), 10)
+    finally:
+        mirror.close()
+    assert _stored(engine) == [
+        (
+            "WARNING",
+            "vc: 2 log line(s) are missing here: the store refused them (value out of range)",
+        ),
+        ("INFO", "line 0001"),
+    ]

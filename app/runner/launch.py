@@ -13,6 +13,11 @@ session may claim, finish and release itself before any poll would have seen it.
 The launcher does not wait for the runner to exit, but a daemon thread reaps it when it
 does: a long-lived launcher (the dashboard, a worker) then keeps no zombie, and a
 short-lived one (the CLI) just exits, leaving the runner to init.
+
+A detached runner is not a process of a stage that launched it (`vc flow run other
+--detach` in a stage): it does not inherit that stage's ``VC_SESSION_ID``, ``VC_STAGE``
+and ``VC_ATTEMPT``, so a runner taking over the launching session after a crash does not
+take it for a leftover of its stage and kill it (see ``find_session_processes``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 CLAIM_TIMEOUT = 20.0
+#: What a runner gives each stage to say whose it is; not passed on to a detached runner.
+_STAGE_IDENTITY = ("VC_SESSION_ID", "VC_STAGE", "VC_ATTEMPT")
 
 #: The runners this process started that may still run, and whether it may start more:
 #: what a closing demo waits for (:func:`stop_starting_runners`).
@@ -82,7 +89,7 @@ def spawn_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) ->
                 pass_fds=(write_fd,),
                 cwd=str(ctx.settings.workspace),
                 env={
-                    **os.environ,
+                    **{k: v for k, v in os.environ.items() if k not in _STAGE_IDENTITY},
                     "VC_HOME": str(ctx.settings.workspace),
                     "VC_DATABASE_URL": ctx.settings.database_url,
                     "VC_LOG_DIR": str(ctx.settings.log_dir),

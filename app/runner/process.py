@@ -15,6 +15,9 @@ Safety rules this module keeps, because a runner signals processes long after it
   hand out a pid that is still in use as a process-group id).
 * After a crash, :func:`kill_leftover_group` compares the recorded process start time
   (/proc/PID/stat field 22) before it signals anything.
+* A stage process that was never recorded (its runner died between the spawn and the
+  record) is found by the ``VC_SESSION_ID``/``VC_STAGE`` its environment carries
+  (:func:`find_session_processes`), and its group removed with :func:`kill_groups`.
 
 Output is read in raw chunks by one thread per pipe and delivered in batches, so a stage that
 prints a million lines is not slowed down by per-line Python work (see :class:`StageProcess`).
@@ -33,6 +36,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from itertools import repeat
 from typing import IO
 
@@ -40,8 +44,11 @@ __all__ = [
     "MAX_LINE_BYTES",
     "READER_GRACE",
     "LineBatch",
+    "SessionProcess",
     "StageProcess",
     "StageStartError",
+    "find_session_processes",
+    "kill_groups",
     "kill_leftover_group",
     "last_progress",
     "parse_progress",
@@ -248,6 +255,143 @@ def kill_leftover_group(pid: int, start_time: int | None, kill_timeout: float) -
     return True
 
 
+@dataclass(frozen=True)
+class SessionProcess:
+    """A live process whose environment says it belongs to a stage of a session."""
+
+    pid: int
+    pgid: int
+    stage: str
+    #: ``VC_ATTEMPT`` as the runner gave it (None if it is not a number).
+    attempt: int | None
+
+
+def _ancestors() -> set[int]:
+    """This process and its ancestors: never "leftovers", whatever their environment says
+    (a runner started from inside a stage of the session it runs)."""
+    seen = {os.getpid()}
+    pid = os.getppid()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        fields = _read_stat(pid)
+        if fields is None:
+            break
+        try:
+            pid = int(fields[1])
+        except ValueError:
+            break
+    return seen
+
+
+def _environ_value(environ: bytes, name: bytes) -> bytes | None:
+    start = environ.find(b"\0" + name + b"=")
+    if start < 0:
+        return None
+    start += len(name) + 2
+    end = environ.find(b"\0", start)
+    return environ[start : end if end >= 0 else len(environ)]
+
+
+def find_session_processes(session_id: str) -> list[SessionProcess]:
+    """The live processes of this user on this host that carry ``VC_SESSION_ID`` =
+    ``session_id`` in their environment, with the stage and attempt they carry too.
+
+    Every stage process gets these variables from its runner, and its children inherit
+    them, so this finds what a dead runner left running even when it never recorded the
+    process (killed between the spawn and the write), and members that left the stage's
+    process group. A process that cleared its environment (``env -i``) is not found here;
+    the recorded pid and start time (:func:`kill_leftover_group`) still cover the stage's
+    own group. Only processes of our own uid are looked at (their environment is readable
+    and theirs to signal); this process and its ancestors are never listed. Costs one
+    ``stat`` per process on the host and one small read per process of ours: a
+    millisecond or two for a few hundred processes.
+    """
+    needle = b"\0VC_SESSION_ID=" + session_id.encode() + b"\0"
+    uid = os.getuid()
+    exclude = _ancestors()
+    found: list[SessionProcess] = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        if pid in exclude:
+            continue
+        try:
+            if os.stat(f"/proc/{name}").st_uid != uid:
+                continue
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                environ = b"\0" + fh.read()
+        except OSError:  # gone meanwhile, or not readable
+            continue
+        if needle not in environ + b"\0":
+            continue
+        fields = _read_stat(pid)
+        if fields is None or fields[0] in _STATE_ZOMBIE:
+            continue
+        stage = _environ_value(environ, b"VC_STAGE")
+        if stage is None:
+            continue
+        attempt = _environ_value(environ, b"VC_ATTEMPT")
+        found.append(
+            SessionProcess(
+                pid=pid,
+                pgid=int(fields[2]),
+                stage=stage.decode("utf-8", "surrogateescape"),
+                attempt=int(attempt) if attempt and attempt.isdigit() else None,
+            )
+        )
+    return found
+
+
+def kill_groups(processes: Iterable[SessionProcess], kill_timeout: float) -> list[int]:
+    """Remove the process groups of ``processes`` (found by :func:`find_session_processes`):
+    SIGTERM and SIGCONT to every group at once, SIGKILL to what is still alive after
+    ``kill_timeout`` seconds. A process whose group cannot be signalled safely (our own
+    group, or none) is signalled alone. Returns the groups (or lone pids) signalled.
+
+    The groups are theirs to remove: a process can only join a group of its own session,
+    and the session of a stage process was created by its stage (``start_new_session``)
+    or by one of its processes (``setsid``).
+    """
+    own = os.getpgrp()
+    groups: set[int] = set()
+    lone: set[int] = set()
+    for proc in processes:
+        if proc.pgid > 1 and proc.pgid != own:
+            groups.add(proc.pgid)
+        else:
+            lone.add(proc.pid)
+
+    def alive() -> bool:
+        return any(_group_has_live_members(g) for g in groups) or any(
+            (f := _read_stat(p)) is not None and f[0] not in _STATE_ZOMBIE for p in lone
+        )
+
+    def send(sig: int) -> list[int]:
+        sent = [g for g in sorted(groups) if _killpg(g, sig)]
+        for pid in sorted(lone):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+                sent.append(pid)
+        return sent
+
+    signalled = send(signal.SIGTERM)
+    send(signal.SIGCONT)
+    deadline = time.monotonic() + max(0.0, kill_timeout)
+    while alive() and time.monotonic() < deadline:
+        time.sleep(_POLL_SLICE)
+    if alive():
+        send(signal.SIGKILL)
+        end = time.monotonic() + 2.0
+        while alive() and time.monotonic() < end:
+            time.sleep(_POLL_SLICE)
+    return signalled
+
+
 # --------------------------------------------------------------------------------------------
 # output decoding
 
@@ -360,6 +504,8 @@ class StageProcess:
         self._progress: float | None = None
         self.pid: int | None = None
         self.start_time: int | None = None
+        #: When the main process was found exited (unix time), once it was.
+        self.ended_at: float | None = None
         self.output_error: Exception | None = None
         self.readers_abandoned = False
 
@@ -436,6 +582,7 @@ class StageProcess:
                     break
             time.sleep(0.01)  # only reachable if waitid returned early; not expected
         self._exited_at = time.monotonic()
+        self.ended_at = time.time()
         self._exited.set()
 
     def _await_exit(self, timeout: float | None) -> bool:
@@ -460,6 +607,7 @@ class StageProcess:
                 return False  # not expected: a readable pidfd means the process exited
             if not self._exited.is_set():
                 self._exited_at = time.monotonic()
+                self.ended_at = time.time()
                 self._exited.set()
                 self._pidfd = None
                 os.close(pidfd)

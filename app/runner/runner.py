@@ -12,9 +12,12 @@ it (a cheap status poll, at most :data:`POLL_INTERVAL` apart while a stage runs 
 
 Crash safety: the stage's pid and process start time are recorded right after the spawn,
 so a later runner can remove a leftover process (never a reused pid: the start time is
-compared), and a stage is marked COMPLETED only after its process exited 0. A COMPLETED
+compared); what a runner killed before that record left is found by its environment
+(:meth:`Runner._remove_unrecorded`). A stage is marked COMPLETED only after its process
+exited 0 and its output is in the store (:meth:`Runner._await_output_stored`). A COMPLETED
 stage is skipped by every later runner, whatever crashed when; an interrupted one runs
-again as a new attempt.
+again as a new attempt, never beside a copy of itself. A full store disk stops the session
+before its next stage (:meth:`Runner._stop_on_full_disk`).
 
 Ctrl-C (or SIGTERM) on a runner pauses the session instead of leaving an orphan: the
 running stage is terminated (its output pipes end with this process, so it could not go
@@ -38,7 +41,14 @@ from typing import Any
 from app.logging import Logging, format_line
 from app.runner.notifications import SessionAnnouncer
 from app.runner.outputs import OUTPUT_TAG, OutputRecorder, stage_environment
-from app.runner.process import StageProcess, StageStartError, kill_leftover_group, parse_progress
+from app.runner.process import (
+    StageProcess,
+    StageStartError,
+    find_session_processes,
+    kill_groups,
+    kill_leftover_group,
+    parse_progress,
+)
 from store import FlowSessionManager, StageManager
 from store.errors import (
     ConcurrentModification,
@@ -50,6 +60,7 @@ from store.errors import (
 )
 from store.managers import HEARTBEAT_INTERVAL, LogLines, StageMove
 from store.queries import SessionView, StageView, get_session_view, last_session_change
+from store.space import StoreSpace, is_disk_full
 from store.status import SessionStatus, StageStatus
 
 #: Control-loop period while a stage runs: how fast pause/resume/abort are enforced (one
@@ -116,6 +127,10 @@ class _Attempt:
     outcome: Outcome | None = None
     #: What the attempt reported with ``::output`` lines (stored before it is returned).
     outputs: dict[str, str] = field(default_factory=dict)
+    #: When the stage's process exited (unix time), and the store mirror's mark of its
+    #: last output lines (see :meth:`Runner._await_output_stored`).
+    ended_at: float | None = None
+    output_mark: int = 0
 
 
 class StageOutput:
@@ -153,6 +168,9 @@ class StageOutput:
         self.last_line: str | None = None
         self.last_stderr: str | None = None
         self.lines = 0
+        #: The store mirror's mark of the last lines handed to it (0: none yet): they are
+        #: in the store once ``mirror.stored(mirror_mark)``.
+        self.mirror_mark = 0
         #: The first error writing held output (e.g. a full disk): written from the
         #: runner's thread, it is kept here instead of raised there.
         self.error: Exception | None = None
@@ -214,7 +232,9 @@ class StageOutput:
             body = body.replace("\r", "\\r")
         self._files.write_session(sid, prefix + body.replace("\n", "\n" + prefix) + "\n")
         if self._mirror is not None:
-            self._mirror.add(LogLines(sid, at, level, OUTPUT_CATEGORY, stage, texts))
+            self.mirror_mark = self._mirror.add(
+                LogLines(sid, at, level, OUTPUT_CATEGORY, stage, texts)
+            )
         self.lines += len(texts)
         self.last_line = texts[-1]
         if stream == "stderr":
@@ -255,6 +275,11 @@ class Runner:
         self._raw_sessions = FlowSessionManager(
             self._db, actor="runner", integration=self._announcer
         )
+        #: The SQLite store's reserve (None on a server): released when a state write
+        #: finds the disk full, see :meth:`_disk_full`.
+        self._space = StoreSpace.of(self._db.get_bind())
+        #: Set once a write of ours found the store's disk full.
+        self._store_full = False
         #: Every write through these is retried until the store takes it (see _persist).
         self.sessions: Any = _Persistent(self._raw_sessions, self)
         self.stages: Any = _Persistent(
@@ -267,6 +292,12 @@ class Runner:
         self._beat_thread: threading.Thread | None = None
         self._claimed = False
         self._claim_view: SessionView | None = None
+        #: Whether a runner may have run this session before ours (then stage processes it
+        #: left may still live): unknown counts as yes. See :meth:`_remove_unrecorded`.
+        self._started_before = True
+        #: Per stage, the highest attempt a leftover process carried: the next attempt is
+        #: numbered above it, so a stage never sees the same ``VC_ATTEMPT`` twice.
+        self._attempt_floor: dict[str, int] = {}
         #: What the last move of the running stage returned: the next move of that stage
         #: starts from it instead of reading the stage (StageManager.move_stage ``known``).
         self._last_move: StageMove | None = None
@@ -348,6 +379,9 @@ class Runner:
         if view is None:
             raise SessionNotFound(f"session {self.session_id[:12]} was deleted")
         if view.runner_pid != self.pid or view.runner_host != self.host:
+            # Read before the claim: a session that never started had no runner, so no
+            # stage process of it can exist (the first runner spares itself the search).
+            self._started_before = view.started_at is not None
             self._raw_sessions.start_session(
                 self.session_id, runner_host=self.host, runner_pid=self.pid
             )
@@ -430,8 +464,10 @@ class Runner:
                             self._lost.set()
                             self._wake.set()
                         return
-                except Exception:
+                except Exception as exc:
                     db.rollback()  # database away for a moment: try again next beat
+                    if self._space is not None and is_disk_full(exc):
+                        self._space.release_reserve()  # the claim must stay recorded
 
     # -- reading the store -----------------------------------------------------------------------
 
@@ -463,6 +499,8 @@ class Runner:
                     self._fence()
                 result = call()
             except _STORE_ERRORS as exc:
+                if self._disk_full(exc):
+                    continue  # the reserve made room: write again at once
                 self._store_lost(exc)
                 if self._interrupted.is_set():
                     now = time.monotonic()
@@ -507,6 +545,79 @@ class Runner:
         row = self.stages.get_stage(stage.id)
         return bool(row.status == status and row.attempt == attempt)
 
+    def _disk_full(self, exc: BaseException) -> bool:
+        """A write of ours failed because the store's disk is full: release the store's
+        reserve (see :mod:`store.space`) so that the session's state can still be recorded
+        (True: write again now). Log rows have given way already (the mirror holds them
+        back); the session stops before its next stage (:meth:`_stop_on_full_disk`).
+        False when there is no reserve left to release: then it is waited for like an
+        unreachable store."""
+        if self._space is None or not is_disk_full(exc):
+            return False
+        with contextlib.suppress(Exception):
+            self._db.rollback()
+        first, self._store_full = not self._store_full, True
+        released = self._space.release_reserve()
+        if released:
+            self._say(
+                f"the disk of the store {self._space.database} is full: its reserve is "
+                "released so that this session's state can still be recorded; log lines "
+                "give way, and no further stage starts",
+                "WARNING",
+            )
+        elif first:
+            self._say(f"the disk of the store {self._space.database} is full", "WARNING")
+        return released
+
+    def _store_is_full(self) -> bool:
+        mirror = self.log.mirror
+        return self._store_full or (mirror is not None and mirror.full)
+
+    def _stop_on_full_disk(self) -> Outcome | None:
+        """Before a stage (or a retry) starts: a store whose disk is full cannot keep
+        the session's log, and its state lives on the reserve, so the session fails here,
+        saying so, instead of running stage after stage unrecorded; once there is room,
+        `retry` goes on from here (its COMPLETED stages are kept)."""
+        if not self._store_is_full():
+            return None
+        reason = self._full_disk_reason()
+        self._say(f"the session stops: {reason}", "ERROR")
+        try:
+            self._flush_logs()
+            self.sessions.fail(self.session_id, reason)
+        except InvalidTransition:
+            return self._stopped_outcome()
+        return Outcome(1, reason, SessionStatus.FAILED)
+
+    def _full_disk_reason(self) -> str:
+        where = f" {self._space.database}" if self._space is not None else ""
+        mirror = self.log.mirror
+        lost = mirror.dropped_by_session.get(self.session_id, 0) if mirror is not None else 0
+        missing = f", {lost} log line(s) of this session could not be stored" if lost else ""
+        return (
+            f"the disk of the store{where} is full{missing}; free some space, then retry "
+            "the session"
+        )
+
+    def _log_losses(self) -> str | None:
+        """What of this session's log could not be written (None: nothing), for the
+        reason of a session that completed all the same."""
+        parts = []
+        mirror = self.log.mirror
+        stored = mirror.dropped_by_session.get(self.session_id, 0) if mirror is not None else 0
+        if stored:
+            parts.append(f"{stored} log line(s) are missing from the store")
+        files = self.log.files
+        name = files.session_path(self.session_id).name
+        in_file = files.lost.get(name, 0)
+        if in_file:
+            why = files.last_error.get(name, "it could not be written")
+            parts.append(
+                f"{in_file} line(s) are missing from the session log file "
+                f"{files.root / name} ({why})"
+            )
+        return "; ".join(parts) or None
+
     def _store_lost(self, exc: BaseException) -> None:
         self._store_errors += 1
         with contextlib.suppress(Exception):
@@ -516,10 +627,12 @@ class Runner:
         self._backoff = min(self._backoff * 2, STORE_RETRY[1])
         if self._down_since is None:
             self._down_since = now
-            self._say(
-                f"store unreachable ({_first_line(exc)}); running stages go on, retrying",
-                "WARNING",
+            what = (
+                "the store's disk is full"
+                if is_disk_full(exc)
+                else f"store unreachable ({_first_line(exc)})"
             )
+            self._say(f"{what}; running stages go on, retrying", "WARNING")
 
     def _store_back(self) -> None:
         if self._down_since is None:
@@ -663,7 +776,62 @@ class Runner:
                     "WARNING",
                     stage.name,
                 )
+        if self._started_before:
+            self._remove_unrecorded(view)
         return changed
+
+    def _remove_unrecorded(self, view: SessionView) -> None:
+        """No stage may start while a process of an earlier attempt of it lives on this
+        host. The recorded pid (above) does not cover everything: a runner killed between
+        spawning a stage and recording its attempt leaves the stage PENDING with nothing
+        recorded while its process runs on, and a stage's processes may leave its group.
+        So every process of this user that carries the session's ``VC_SESSION_ID`` and
+        the ``VC_STAGE`` of a stage that is not COMPLETED is removed with its group, and
+        the next attempt is numbered above the one it carried.
+
+        Why a search at takeover rather than recording the attempt before the spawn: the
+        record-first order still leaves the window between the spawn and the pid write
+        (so the search would be needed anyway), and it would cost every stage the write
+        that now overlaps with its process' start-up. The search costs one pass over
+        /proc, once per takeover, nothing per stage. A COMPLETED stage's processes are
+        left alone (a stage may leave a service running on purpose). Processes on other
+        hosts cannot be searched from here: an attempt a runner on another host started
+        and never recorded is not found.
+        """
+        candidates = {
+            s.name: s
+            for s in view.stages
+            if s.stage_type != "manual" and s.status != StageStatus.COMPLETED
+        }
+        for _ in range(3):  # again after a removal: a process caught mid-exec is not seen
+            found = [p for p in find_session_processes(self.session_id) if p.stage in candidates]
+            if not found:
+                return
+            self._remove_found(found, candidates)
+
+    def _remove_found(self, found: list[Any], candidates: dict[str, StageView]) -> None:
+        by_stage: dict[str, list[Any]] = {}
+        for proc in found:
+            by_stage.setdefault(proc.stage, []).append(proc)
+        for name, procs in by_stage.items():
+            stage = candidates[name]
+            timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
+            groups = kill_groups(procs, timeout)
+            attempts = sorted({p.attempt for p in procs if p.attempt is not None})
+            if attempts:
+                floor = self._attempt_floor.get(name, 0)
+                self._attempt_floor[name] = max(attempts[-1], stage.attempt, floor)
+            if not groups:
+                continue  # gone by themselves before the signal
+            unrecorded = [a for a in attempts if a > stage.attempt]
+            which = ", ".join(str(a) for a in attempts) or "?"
+            note = " (the attempt had not been recorded)" if unrecorded else ""
+            self._say(
+                f"removed the leftover process group {', '.join(map(str, groups))} of "
+                f"attempt {which}{note}, found on this host by its VC_SESSION_ID",
+                "WARNING",
+                name,
+            )
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -681,7 +849,7 @@ class Runner:
                 if self.only_stage is not None:
                     self._say("already COMPLETED: not run again", stage=stage.name)
                 continue
-            outcome = self._wait_until_runnable()
+            outcome = self._stop_on_full_disk() or self._wait_until_runnable()
             if outcome is not None:
                 return outcome
             if stage.stage_type == "manual":
@@ -714,15 +882,17 @@ class Runner:
                 return outcome
             try:
                 self._flush_logs()
-                self.sessions.complete(self.session_id)
+                losses = self._log_losses()
+                self.sessions.complete(self.session_id, reason=losses)
             except InvalidTransition:
                 state = self._desired(fresh=True)
                 if state is not None and state[0] == SessionStatus.ACTIVE:
                     raise  # stages not completed: a bug, not a race
                 continue
-            self._say("session completed")
+            self._say(f"session completed{f' ({losses})' if losses else ''}")
             self._notify()
-            return Outcome(0, "completed", SessionStatus.COMPLETED)
+            message = f"completed; {losses}" if losses else "completed"
+            return Outcome(0, message, SessionStatus.COMPLETED)
 
     def _wait_until_runnable(self) -> Outcome | None:
         """Before a stage: None when the session is ACTIVE; wait while it is PAUSED (no
@@ -842,7 +1012,7 @@ class Runner:
         kill_timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
         self.current_stage = stage.name
         self._notify()  # before any outcome of it, so "started" comes first
-        attempt = stage.attempt
+        attempt = max(stage.attempt, self._attempt_floor.get(stage.name, 0))
         tries = 0
         while True:
             tries += 1
@@ -852,10 +1022,17 @@ class Runner:
                 assert result.outcome is not None
                 return result.outcome
             if result.kind == "completed":
+                outcome = self._await_output_stored(stage, result.output_mark)
+                if outcome is not None:
+                    return outcome
                 try:
                     errors = self._store_errors
                     move = self.stages.move_stage(
-                        stage.id, StageStatus.COMPLETED, exit_code=0, known=self._last_move
+                        stage.id,
+                        StageStatus.COMPLETED,
+                        exit_code=0,
+                        known=self._last_move,
+                        finished_at=result.ended_at,
                     )
                     self._known_status = move.session_status
                 except InvalidTransition:
@@ -867,7 +1044,7 @@ class Runner:
                 self._stage_result(stage.name, f"stage completed (attempt {attempt})")
                 return None
             error = result.error or "failed"
-            if tries <= retries:
+            if tries <= retries and not self._store_is_full():
                 self._stage_result(
                     stage.name,
                     f"attempt {attempt} failed: {error}; retrying ({tries} of {retries} retries)",
@@ -892,6 +1069,8 @@ class Runner:
             # said before the session fails, so the log tells it in the order it happened
             self._stage_result(stage.name, f"stage failed: {error}", "ERROR")
             reason = "timeout" if error == "timeout" else f"stage {stage.name} failed: {error}"
+            if self._store_is_full():
+                reason = f"{reason}; {self._full_disk_reason()}"
             try:
                 self._flush_logs()
                 self.sessions.fail(self.session_id, reason)
@@ -906,9 +1085,10 @@ class Runner:
 
         The process is spawned before the stage is marked ACTIVE so the write overlaps with
         its start-up (:meth:`StageManager.start_attempt`); a crash between the two leaves
-        the stage PENDING, so it simply runs again, as a crash between a spawn and the pid
-        record always did. ``timeout`` counts running time only: a paused stage is not
-        timed out. The recorded pid stays after the exit (one write less per stage):
+        the stage PENDING with its process running on, unrecorded: the next runner finds
+        that process by its environment and removes it before the stage runs again
+        (:meth:`_remove_unrecorded`). ``timeout`` counts running time only: a paused stage
+        is not timed out. The recorded pid stays after the exit (one write less per stage):
         recovery only looks at ACTIVE or PAUSED stages and checks the process start time,
         and a new attempt overwrites it.
         """
@@ -995,8 +1175,12 @@ class Runner:
                     progress_at = now
                     try:
                         self.stages.raw.set_progress(stage.id, value)
-                    except _STORE_ERRORS as exc:
-                        self._store_lost(exc)  # written again at the next change or exit
+                    except _STORE_ERRORS as exc:  # written again at the next change or exit
+                        if is_disk_full(exc):
+                            with contextlib.suppress(Exception):
+                                self._db.rollback()
+                        else:
+                            self._store_lost(exc)
                     else:
                         progress_written = value
                     self._notify()
@@ -1058,6 +1242,29 @@ class Runner:
             recorder.mark_unsaved()
             self._store_lost(exc)
 
+    def _await_output_stored(self, stage: StageView, mark: int) -> Outcome | None:
+        """Before a stage is recorded COMPLETED: its output is in the store. Whoever sees
+        it COMPLETED (`session logs`, the dashboard, another host) sees all of its lines,
+        even if this runner dies the next moment (the mirror writes twice a second: the
+        COMPLETED write alone would often come first). Free when the mirror has stored
+        them already (a stage that ran for longer than that); a quick stage that printed
+        waits for one write, one that printed nothing for none. Lines the mirror had to
+        let go (the store unreachable for too long, its disk full) count as stored: a
+        note stands in their place. An abort or a delete meanwhile is honoured."""
+        mirror = self.log.mirror
+        if mirror is None or not mark:
+            return None
+        while not mirror.wait_stored(mark, POLL_INTERVAL):
+            desired = self._desired()
+            if desired is None:
+                return Outcome(1, "session deleted", None)
+            status, reason = desired
+            if status == SessionStatus.FAILED:
+                with contextlib.suppress(StoreError, *_STORE_ERRORS):
+                    self.stages.raw.record_exit_code(stage.id, 0)
+                return Outcome(1, f"session {reason or 'aborted'}", status)
+        return None
+
     def _as_known(self, stage: StageView) -> StageMove | None:
         """Where the stage's next move can start from without reading it: the last move of
         this stage in this run, or else the stage as this run's view read it. If someone
@@ -1096,7 +1303,9 @@ class Runner:
                 stage.name,
             )
         if code == 0:
-            return _Attempt("completed", exit_code=0)
+            return _Attempt(
+                "completed", exit_code=0, ended_at=proc.ended_at, output_mark=output.mirror_mark
+            )
         error = _describe_exit(code)
         if code in (126, 127) and output.last_stderr:
             error = f"{error}: {output.last_stderr.strip()[:200]}"

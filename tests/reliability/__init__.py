@@ -12,4 +12,7 @@ local pass. Each part prints one ``[reliability]`` line of figures on stderr. Th
 4. test_hostile_input: malformed workflows, hostile names, arguments and log lines.
 5. test_files_permissions: modes of the store and logs; unsafe workspaces.
 6. soak: the long run (RSS and file descriptors over time).
+7. test_crash_windows: kills aimed at the crash windows (just after a spawn, just after a
+   stage's end, after a pause, twice in a session) and at random moments, with a ledger
+   every stage keeps; and full-disk trials.
 """

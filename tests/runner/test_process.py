@@ -7,6 +7,7 @@ stage really leaves no grandchild behind). Waits poll /proc instead of sleeping 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from app.runner.process import (
     MAX_LINE_BYTES,
     StageProcess,
     StageStartError,
+    find_session_processes,
+    kill_groups,
     kill_leftover_group,
     last_progress,
     parse_progress,
@@ -473,3 +477,114 @@ def test_kill_leftover_group_when_only_grandchildren_remain() -> None:
     assert time.monotonic() - t0 >= 0.25  # TERM ignored: SIGKILL after the timeout
     wait_for(lambda: gone(grandchild), 1.0, "grandchild gone")
     assert kill_leftover_group(leader.pid, start, 0.3) is False  # nothing left
+
+
+# ---- leftovers found by their environment ------------------------------------------------------
+
+
+@pytest.fixture
+def sid() -> str:
+    """A session id of this test only: leftovers of another test never match it."""
+    return uuid.uuid4().hex
+
+
+def _spawn_stage_like(command: str, sid: str, stage: str = "build", attempt: str = "1"):
+    """A process as a runner spawns it (own session, VC_* in its environment) that no
+    runner supervises: what a runner killed right after the spawn leaves behind."""
+    env = {**ENV, "VC_SESSION_ID": sid, "VC_STAGE": stage, "VC_ATTEMPT": attempt}
+    proc = subprocess.Popen(
+        ["/bin/bash", "-c", command],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    _reap_in_background(proc)
+    return proc
+
+
+def test_find_session_processes_finds_a_stage_and_its_children_by_environment(sid: str) -> None:
+    leader = _spawn_stage_like("sleep 100 & echo $!; sleep 100", sid, attempt="3")
+    other = _spawn_stage_like("sleep 100", uuid.uuid4().hex)
+    try:
+        assert leader.stdout is not None
+        child = int(leader.stdout.readline())
+        # the leader may be between fork and exec for a moment: its environment is then
+        # unreadable; it is found once it runs again
+        wait_for(lambda: {p.pid for p in find_session_processes(sid)} == {leader.pid, child})
+        found = {p.pid: p for p in find_session_processes(sid)}
+        assert {(p.pgid, p.stage, p.attempt) for p in found.values()} == {(leader.pid, "build", 3)}
+    finally:
+        for proc in (leader, other):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_find_session_processes_skips_zombies_and_ended_processes(sid: str) -> None:
+    proc = subprocess.Popen(
+        ["/bin/true"], env={**ENV, "VC_SESSION_ID": sid, "VC_STAGE": "x"}, start_new_session=True
+    )
+    wait_for(lambda: state(proc.pid) in ("Z", None), 2.0, "the process to end")
+    assert find_session_processes(sid) == []
+    proc.wait()
+    assert find_session_processes(sid) == []
+
+
+def test_find_session_processes_never_lists_this_process_or_its_ancestors(sid: str) -> None:
+    """A runner started from inside a stage of its own session carries its variables."""
+    script = (
+        "import json; from app.runner.process import find_session_processes; "
+        f"print(json.dumps([p.pid for p in find_session_processes({sid!r})]))"
+    )
+    env = {
+        **os.environ,
+        "VC_SESSION_ID": sid,
+        "VC_STAGE": "build",
+        "PYTHONPATH": str(Path(process_mod.__file__).resolve().parents[2]),
+        "PY": sys.executable,
+        "SCRIPT": script,
+    }
+    out = subprocess.run(
+        ["/bin/bash", "-c", '"$PY" -c "$SCRIPT"; true'],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_kill_groups_terms_then_kills_what_ignores_term(sid: str) -> None:
+    polite = _spawn_stage_like("sleep 100 & echo $!; wait", sid)
+    stubborn = _spawn_stage_like("trap '' TERM; sleep 100 & echo $!; while :; do wait; done", sid)
+    try:
+        assert polite.stdout is not None and stubborn.stdout is not None
+        children = [int(polite.stdout.readline()), int(stubborn.stdout.readline())]
+        found = find_session_processes(sid)
+        t0 = time.monotonic()
+        signalled = kill_groups(found, 0.5)
+        assert sorted(signalled) == sorted([polite.pid, stubborn.pid])
+        assert time.monotonic() - t0 >= 0.45  # the stubborn one waited for its SIGKILL
+        for pid in (polite.pid, stubborn.pid, *children):
+            wait_for(lambda pid=pid: gone(pid), 2.0, f"{pid} gone")
+        assert find_session_processes(sid) == []
+    finally:
+        for proc in (polite, stubborn):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_kill_groups_reaches_a_member_that_left_the_group(sid: str) -> None:
+    """A stage's child that made a session of its own (setsid) is still the stage's."""
+    _spawn_stage_like("setsid sleep 100 & sleep 100", sid)
+    try:
+
+        def groups() -> set[int]:
+            return {p.pgid for p in find_session_processes(sid)}
+
+        wait_for(lambda: len(groups()) == 2, 2.0, "a member in a group of its own")
+        kill_groups(find_session_processes(sid), 1.0)
+        wait_for(lambda: not find_session_processes(sid), 2.0, "no process of the session")
+    finally:
+        for proc in find_session_processes(sid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -258,6 +260,18 @@ def _stop_everything(factory: Any) -> None:
     for pid, start in rows:
         if start is not None and process_start_time(pid) == start:
             kill_leftover_group(pid, start, 0.5)
+
+
+def kill_session_processes(sid: str) -> None:
+    """SIGKILL whatever processes of the session's stages run on (after a test killed
+    their runner), recorded or not."""
+    from app.runner.process import find_session_processes
+
+    for proc in find_session_processes(sid):
+        try:
+            os.killpg(proc.pgid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def start_detached(vc: Vc, workflow: str, *extra: str) -> str:
@@ -995,6 +1009,137 @@ def test_resume_of_orphan_removes_leftovers_and_never_reruns_completed_stages(
     assert any(t.startswith(f"removed the leftover process group {stage_pid}") for t in texts)
 
 
+LEDGER_WORKFLOW = """
+    stages:
+      - name: work
+        kill_timeout: 2
+        run: |
+          echo "start $VC_ATTEMPT $$" >> ledger.txt
+          if [ "$VC_ATTEMPT" = 1 ]; then sleep 30; else sleep 0.2; fi
+          echo "done $VC_ATTEMPT $$" >> ledger.txt
+      - {name: after, run: echo after}
+"""
+
+
+def _runner_died_right_after_spawning(workspace: Path, store: Store) -> tuple[str, int]:
+    """The state a runner SIGKILLed between spawning a stage and recording its attempt
+    leaves: the session ACTIVE under a dead runner of this host, the stage PENDING at
+    attempt 0 with no pid, and the stage's process running on (own session, the VC_*
+    variables its runner gave it). Returns the session and that process' pid."""
+    from store.workflows import find_workflow
+
+    write_workflow(workspace, "ledger", LEDGER_WORKFLOW)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with store.factory() as db:
+        definition = find_workflow(workspace / "workflows", "ledger")
+        sid = FlowSessionManager(db).create_session("ledger", definition=definition).id
+        FlowSessionManager(db).start_session(sid, runner_host=local_host(), runner_pid=dead.pid)
+    stage = subprocess.Popen(
+        ["/bin/bash", "-c", str(definition.stages[0].run)],
+        cwd=workspace,
+        env={**os.environ, "VC_SESSION_ID": sid, "VC_STAGE": "work", "VC_ATTEMPT": "1"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    threading.Thread(target=stage.wait, daemon=True).start()  # init's part after a crash
+    wait_until(lambda: (workspace / "ledger.txt").exists(), what="the stage to start")
+    row = store.stage_row(sid, "work")
+    assert (row.status, row.attempt, row.pid) == ("PENDING", 0, None)
+    return sid, stage.pid
+
+
+@sqlite_only
+def test_takeover_removes_an_unrecorded_attempt_before_the_stage_runs_again(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """A stage never runs twice at once: the copy a dead runner started but never
+    recorded is found by its environment and removed before the new attempt starts, and
+    the new attempt is numbered after it."""
+    sid, leftover = _runner_died_right_after_spawning(workspace, store)
+    result = vc("flow", "session", "resume", sid)
+    assert result.returncode == 0, result.stderr
+    view = store.wait_status(sid, "COMPLETED")
+    ledger = (workspace / "ledger.txt").read_text().splitlines()
+    assert ledger[0] == f"start 1 {leftover}"
+    assert f"done 1 {leftover}" not in ledger, ledger  # it was not left to run beside
+    assert [line.split()[:2] for line in ledger[1:]] == [["start", "2"], ["done", "2"]]
+    assert gone(leftover)
+    assert [(s.name, s.attempt) for s in view.stages] == [("work", 2), ("after", 1)]
+    texts = [r.text for r in store.logs(sid, stage="work")]
+    assert (
+        f"removed the leftover process group {leftover} of attempt 1 (the attempt had not "
+        "been recorded), found on this host by its VC_SESSION_ID"
+    ) in texts
+
+
+def test_a_completed_stage_has_all_its_lines_in_the_store_when_its_runner_dies_next(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """The runner is SIGKILLed the moment the store shows the stage COMPLETED: every line
+    the stage printed is in the store already (the mirror writes only twice a second, so
+    recording COMPLETED first used to lose them)."""
+    write_workflow(
+        workspace,
+        "tail",
+        """
+        stages:
+          - {name: talk, run: 'for i in $(seq 1 300); do echo "line $i"; done'}
+          - {name: nap, run: sleep 30}
+    """,
+    )
+    sid = start_detached(vc, "tail")
+    wait_until(
+        lambda: store.stage_row(sid, "talk").status == "COMPLETED",
+        interval=0.002,
+        what="talk COMPLETED",
+    )
+    runner = store.view(sid).runner_pid
+    assert runner is not None
+    os.kill(runner, signal.SIGKILL)
+    texts = [r.text for r in store.logs(sid, stage="talk") if r.category.endswith("integration")]
+    assert texts == [f"line {i}" for i in range(1, 301)]
+    kill_session_processes(sid)
+
+
+@sqlite_only
+def test_a_runner_a_stage_starts_detached_is_not_taken_for_a_leftover_of_that_stage(
+    workspace: Path, vc: Vc, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stage that starts another session in the background (`vc flow run … --detach`)
+    and is interrupted: the runner taking over its session removes the stage, not the
+    other session's runner, which carries none of the stage's VC_* variables."""
+    write_workflow(workspace, "inner", NAP)
+    write_workflow(
+        workspace,
+        "outer",
+        """
+        stages:
+          - name: launch
+            run: |
+              "$PY" -m app.main flow run inner --detach > inner.sid
+              if [ "$VC_ATTEMPT" = 1 ]; then echo $$ > launch.pid; sleep 60; fi
+    """,
+    )
+    monkeypatch.setenv("PY", sys.executable)
+    sid = start_detached(vc, "outer")
+    read_pid(workspace / "launch.pid")
+    inner = (workspace / "inner.sid").read_text().strip()
+    inner_runner = store.view(inner).runner_pid
+    assert inner_runner is not None
+    with open(f"/proc/{inner_runner}/environ", "rb") as fh:
+        assert b"VC_STAGE=" not in fh.read()
+    outer_runner = store.view(sid).runner_pid
+    assert outer_runner is not None
+    os.kill(outer_runner, signal.SIGKILL)
+    wait_until(lambda: gone(outer_runner), timeout=5, what="the outer runner to die")
+    assert vc("flow", "session", "resume", sid).returncode == 0
+    store.wait_status(sid, "COMPLETED")
+    assert not gone(inner_runner)
+    assert store.view(inner).status == "ACTIVE"
+
+
 # on PostgreSQL: test_resume_of_orphan_removes_leftovers_and_never_reruns_completed_stages
 @covered_on_postgresql_by_another
 def test_resume_of_a_paused_orphan_removes_the_stopped_stage_and_runs_it_again(
@@ -1056,6 +1201,39 @@ def test_run_session_on_orphan_takes_over_in_the_foreground(
 
 
 # ---- output -------------------------------------------------------------------------------------
+
+
+@sqlite_only
+def test_logs_deleted_while_a_session_runs_are_created_again_and_the_store_says_so(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "gap",
+        """
+        stages:
+          - name: one
+            run: echo before; while [ ! -e go ]; do sleep 0.02; done; echo after
+          - {name: two, run: echo two}
+    """,
+    )
+    sid = start_detached(vc, "gap")
+    path = log_file(workspace, sid)
+    wait_until(lambda: path.exists() and "| one | before" in path.read_text(), what="before")
+    shutil.rmtree(workspace / "logs")
+    (workspace / "go").touch()
+    store.wait_status(sid, "COMPLETED")
+    lines = path.read_text().splitlines()
+    note = (
+        f"vc: the log file {path} was deleted while in use and is created again: the lines "
+        "before this one are gone from it (the store has them)"
+    )
+    assert lines[0].endswith(f"| WARNING | workflow.session.operations | {sid} | - | {note}")
+    assert any(line.endswith("| one | after") for line in lines)
+    assert any(line.endswith("| two | two") for line in lines)
+    warnings = [r.text for r in store.logs(sid) if r.level == "WARNING"]
+    assert note.removeprefix("vc: ") in warnings
+    assert (workspace / "logs" / "workflow" / "session" / "operations.log").exists()
 
 
 # PostgreSQL takes the million rows about five times slower (~50 s, most of this file's
