@@ -16,7 +16,7 @@ _EXPORTS = {
     "get_session_factory": "store.engine",
     "init_db": "store.engine",
     "make_engine": "store.engine",
-    "resolve_database_url": "store.engine",
+    "resolve_database_url": "store.location",
     "AmbiguousId": "store.errors",
     "ConcurrentModification": "store.errors",
     "InvalidId": "store.errors",
@@ -44,7 +44,39 @@ _EXPORTS = {
     "StageStatus": "store.status",
 }
 
-__all__ = sorted(_EXPORTS)
+# Written out (not computed) so type checkers and readers see the public names; a test keeps it
+# equal to the table above.
+__all__ = [
+    "AmbiguousId",
+    "ConcurrentModification",
+    "FlowEvent",
+    "FlowSession",
+    "FlowSessionManager",
+    "FlowStatusIntegration",
+    "InvalidId",
+    "InvalidTransition",
+    "LogRecord",
+    "ParamError",
+    "RunnerConflict",
+    "SessionChange",
+    "SessionNotFound",
+    "SessionStatus",
+    "StageInstance",
+    "StageInstanceManager",
+    "StageManager",
+    "StageNotFound",
+    "StageStatus",
+    "StoreError",
+    "StoreUnavailable",
+    "WorkflowError",
+    "compute_progress",
+    "enable_logging",
+    "get_session_factory",
+    "init_db",
+    "is_orphaned",
+    "make_engine",
+    "resolve_database_url",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -57,7 +89,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from store.engine import get_session_factory, init_db, make_engine, resolve_database_url
+    from store.engine import get_session_factory, init_db, make_engine
     from store.errors import (
         AmbiguousId,
         ConcurrentModification,
@@ -72,6 +104,7 @@ if TYPE_CHECKING:
         WorkflowError,
     )
     from store.integration import FlowStatusIntegration
+    from store.location import resolve_database_url
     from store.managers import (
         FlowSessionManager,
         SessionChange,

@@ -143,7 +143,8 @@ def translate_errors() -> Iterator[None]:
         from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
         if isinstance(exc, DBAPIError | SQLAlchemyError):
-            from store.engine import resolve_database_url, unavailable_message
+            from store.engine import unavailable_message
+            from store.location import resolve_database_url
 
             raise fail(unavailable_message(exc, resolve_database_url()), 1) from None
         raise

@@ -19,7 +19,8 @@ app = typer.Typer(help="Database schema.", no_args_is_help=True, rich_markup_mod
 def upgrade_cmd() -> None:
     """Bring the store's schema to the current revision (never drops data)."""
     with translate_errors():
-        from store.engine import describe_url, make_engine, resolve_database_url
+        from store.engine import describe_url, make_engine
+        from store.location import resolve_database_url
         from store.migrations import upgrade
 
         url = resolve_database_url()
@@ -41,7 +42,8 @@ def upgrade_cmd() -> None:
 def current_cmd() -> None:
     """Print the store's schema revision (changes nothing)."""
     with translate_errors():
-        from store.engine import _sqlite_path, describe_url, make_engine, resolve_database_url
+        from store.engine import _sqlite_path, describe_url, make_engine
+        from store.location import resolve_database_url
         from store.migrations import HEAD, current_revision
 
         url = resolve_database_url()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -24,7 +25,7 @@ app = typer.Typer(help="Workflows and their sessions.", no_args_is_help=True, ri
 app.add_typer(session.app, name="session")
 
 
-def _workflows_dir():  # type: ignore[no-untyped-def]
+def _workflows_dir() -> Path:
     from app.settings import Settings
 
     return Settings.from_env().workflows_dir

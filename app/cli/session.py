@@ -427,7 +427,8 @@ def wait_cmd(
             )
 
     def store_away(exc: BaseException) -> None:
-        from store.engine import resolve_database_url, unavailable_message
+        from store.engine import unavailable_message
+        from store.location import resolve_database_url
 
         warning_line(f"{unavailable_message(exc, resolve_database_url())}; still waiting")
 

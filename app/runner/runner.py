@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from app.logging import Logging, format_line
 from app.runner.notifications import SessionAnnouncer
@@ -94,6 +94,8 @@ NO_COMMAND = (
     "no command to run: a task stage needs 'run' in its config "
     "(a stage without one is a manual gate: stage_type='manual')"
 )
+
+_T = TypeVar("_T")
 
 
 #: Errors that mean "the store is away for now": retried, never fatal to a running stage.
@@ -483,7 +485,7 @@ class Runner:
 
     # -- the store going away ----------------------------------------------------------------------
 
-    def _persist(self, call: Callable[[], Any]) -> Any:
+    def _persist(self, call: Callable[[], _T]) -> _T:
         """Run a store call, retrying with a backoff while the store is unreachable: what
         the runner records (a stage's start and end, the session's end) is never dropped,
         it waits for the store. The stage's process is not touched meanwhile; its output

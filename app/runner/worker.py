@@ -258,8 +258,9 @@ class Worker:
     _last_error = ""
 
     def _report_store_error(self, exc: BaseException, delay: float) -> None:
-        from store.engine import resolve_database_url, unavailable_message
+        from store.engine import unavailable_message
         from store.errors import StoreError
+        from store.location import resolve_database_url
 
         if isinstance(exc, StoreError):
             message = str(exc)

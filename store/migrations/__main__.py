@@ -18,7 +18,8 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     from alembic import command
 
-    from store.engine import init_db, make_engine, resolve_database_url
+    from store.engine import init_db, make_engine
+    from store.location import resolve_database_url
     from store.migrations import HEAD, alembic_config, current_revision
 
     parser = argparse.ArgumentParser(prog="python -m store.migrations")

@@ -41,7 +41,8 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    from store.engine import make_engine, resolve_database_url
+    from store.engine import make_engine
+    from store.location import resolve_database_url
 
     engine = make_engine(context.config.get_main_option("sqlalchemy.url") or resolve_database_url())
     try:
