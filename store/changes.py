@@ -2,8 +2,8 @@
 did once committed (logged, and handed to the integration).
 
 Each change is one transaction that writes its event row and bumps ``version``; the
-managers of :mod:`store.sessions`, :mod:`store.leases` and :mod:`store.stages` build on
-:class:`ManagerBase`.
+managers of :mod:`store.sessions`, :mod:`store.leases`, :mod:`store.announcements` and
+:mod:`store.stages` build on :class:`ManagerBase`.
 """
 
 from __future__ import annotations

@@ -224,19 +224,19 @@ class StageManager(ManagerBase):
         changed the stage since, the move reads it and starts over). ``finished_at``: when
         the attempt ended, for a move to a final state recorded later than that (the
         runner first waits for the stage's output to be stored); default now."""
-        request = MoveRequest.of(
-            status,
-            metadata,
-            error=error,
-            exit_code=exit_code,
-            expected_version=expected_version,
-            new_attempt=new_attempt,
-            attempt=attempt,
-            process=process,
-            finished_at=finished_at,
-        )
-        remembered = _remembered(stage_id, request, known)
         try:
+            request = MoveRequest.of(
+                status,
+                metadata,
+                error=error,
+                exit_code=exit_code,
+                expected_version=expected_version,
+                new_attempt=new_attempt,
+                attempt=attempt,
+                process=process,
+                finished_at=finished_at,
+            )
+            remembered = _remembered(stage_id, request, known)
             for _ in range(MAX_RETRIES):
                 moved = self._move_once(stage_id, request, remembered)
                 if moved is not None:
