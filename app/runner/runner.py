@@ -51,6 +51,7 @@ from app.runner.process import (
 )
 from store import FlowSessionManager, StageManager
 from store.changes import StageMove
+from store.definitions import DEFAULT_KILL_TIMEOUT
 from store.errors import (
     ConcurrentModification,
     InvalidTransition,
@@ -73,7 +74,6 @@ POLL_INTERVAL = 0.05
 IDLE_POLL_INTERVAL = 0.2
 #: Progress writes are coalesced to at most one per this many seconds per stage.
 PROGRESS_INTERVAL = 0.3
-DEFAULT_KILL_TIMEOUT = 10.0
 #: While the store is unreachable, reads and writes are retried with a backoff from the
 #: first to the second value (seconds); the stage keeps running meanwhile.
 STORE_RETRY = (0.25, 5.0)

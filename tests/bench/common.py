@@ -46,13 +46,12 @@ def proc_state(pid: int) -> str | None:
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, step: float = 0.002) -> Any:
     """The predicate's first true value, polled every ``step`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise TimeoutError("condition not reached")
+    from tests.waiting import poll
+
+    value = poll(predicate, timeout, step)
+    if not value:
+        raise TimeoutError("condition not reached")
+    return value
 
 
 def report(name: str, line: str) -> str:
