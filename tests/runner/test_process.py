@@ -364,16 +364,16 @@ def test_a_stage_outpacing_a_stuck_consumer_waits_at_the_backlog_limit(run, monk
 def test_split_block_of_any_size_matches_line_by_line_splitting(lengths: list[int]) -> None:
     """A block bigger than one line's limit is split in pieces that end at a newline;
     the result is what splitting it line by line gives (over-long lines in pieces)."""
-    from app.runner.process import _decode, _pieces, _split_block
+    from app.runner.lines import decode, pieces, split_block
 
     block = b"".join((b"\xc3\xa9x\r" * (n // 4 + 1))[:n] + b"\n" for n in lengths)
     expected: list[str] = []
     for raw in block[:-1].split(b"\n"):
         if len(raw) > MAX_LINE_BYTES:
-            expected.extend(_pieces(raw))
+            expected.extend(pieces(raw))
         else:
-            expected.append(_decode(raw[:-1] if raw.endswith(b"\r") else raw))
-    assert _split_block(block) == expected
+            expected.append(decode(raw[:-1] if raw.endswith(b"\r") else raw))
+    assert split_block(block) == expected
 
 
 def test_stdout_and_stderr_are_tagged(run) -> None:
