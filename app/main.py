@@ -151,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _finish(code: int, argv: list[str] | None) -> int:
     if argv is None:
+        from app.quick_exit import is_quick, leave
+
+        if is_quick(sys.argv[1:]):
+            leave(code)  # the work is done: no interpreter teardown
         sys.exit(code)
     return code
 

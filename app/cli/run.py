@@ -12,6 +12,7 @@ Refusals happen before anything runs, each as one line naming what to do instead
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sys
@@ -32,6 +33,7 @@ def run_command(
     params: dict[str, str] | None = None,
 ) -> int:
     from store import FlowSessionManager
+    from store.identity import local_host
     from store.queries import get_session_view
     from store.workflows import find_workflow
 
@@ -65,8 +67,16 @@ def run_command(
                         f"workflow {workflow_id!r} has no stage {stage!r}; "
                         f"stages: {', '.join(sorted(names))}"
                     )
+                # In the foreground this process is the runner: the session is created
+                # claimed by it, one transaction for the session, its stages and the claim.
+                claim = None if queue or detach else (local_host(), os.getpid())
                 created = manager.create_session(
-                    definition.id, name=name, definition=definition, queued=queue, params=params
+                    definition.id,
+                    name=name,
+                    definition=definition,
+                    queued=queue,
+                    params=params,
+                    runner=claim,
                 )
                 sid, session_name = created.id, created.name
             if stage and stage not in names:

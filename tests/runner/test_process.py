@@ -300,6 +300,72 @@ def test_a_million_lines_arrive_complete_in_order_and_in_batches(run) -> None:
     assert texts[0] == "1" and texts[-1] == "1000000"
     assert texts == [str(i) for i in range(1, 1_000_001)]
     assert out.batches < 2000  # many lines per call, not one call per line
+    assert proc._splitter is not None  # a fast writer: split in a thread of its own
+
+
+def test_a_quiet_stage_is_split_by_its_reader_alone(run) -> None:
+    proc, out = run("echo one; echo two >&2; echo three")
+    assert proc.wait(3) == 0
+    assert out.texts("stdout") == ["one", "three"] and out.texts("stderr") == ["two"]
+    assert proc._splitter is None  # no second thread for a few lines
+
+
+def test_both_streams_keep_their_order_through_the_splitter(run) -> None:
+    code = (
+        "import sys\n"
+        "for i in range(200000):\n"
+        "    print(i, file=sys.stderr if i % 3 == 0 else sys.stdout)\n"
+    )
+    proc, out = run(f"{sys.executable} -u -c '{code}' ")
+    assert proc.wait(20) == 0
+    assert proc._splitter is not None
+    assert out.texts("stdout") == [str(i) for i in range(200000) if i % 3]
+    assert out.texts("stderr") == [str(i) for i in range(0, 200000, 3)]
+
+
+def test_a_stage_outpacing_a_stuck_consumer_waits_at_the_backlog_limit(run, monkeypatch) -> None:
+    """Read but not logged is bounded: with the consumer stuck, the reader stops reading
+    once MAX_BACKLOG waits, the pipe fills and the stage waits; nothing is lost."""
+    monkeypatch.setattr(process_mod, "MAX_BACKLOG", 2 << 20)
+    stuck = threading.Event()
+    collector_lines: list[str] = []
+
+    def slow(batch: list[tuple[float, str, str]]) -> None:
+        if threading.current_thread().name.endswith("-split"):
+            stuck.wait(30)  # the splitter is stuck; the reader (not called here) goes on
+        collector_lines.extend(text for _, _, text in batch)
+
+    proc, _ = run("seq 1 3000000", on_lines=slow)  # about 20 MB
+    assert proc.wait(1.5) is None and proc.running  # held back, not buffered without end
+    assert proc._splitter is not None and proc._backlog is not None
+    assert proc._backlog._bytes <= (2 << 20) + process_mod.READ_CHUNK * 4
+    stuck.set()
+    assert proc.wait(30) == 0
+    assert collector_lines == [str(i) for i in range(1, 3_000_001)]
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        [0, 1, 5],
+        [MAX_LINE_BYTES - 1, MAX_LINE_BYTES, MAX_LINE_BYTES + 1, 3],
+        [10] * 150_000 + [MAX_LINE_BYTES + 2] + [7] * 10,
+        [2 * MAX_LINE_BYTES + 3, 0, MAX_LINE_BYTES - 2],
+    ],
+)
+def test_split_block_of_any_size_matches_line_by_line_splitting(lengths: list[int]) -> None:
+    """A block bigger than one line's limit is split in pieces that end at a newline;
+    the result is what splitting it line by line gives (over-long lines in pieces)."""
+    from app.runner.lines import decode, pieces, split_block
+
+    block = b"".join((b"\xc3\xa9x\r" * (n // 4 + 1))[:n] + b"\n" for n in lengths)
+    expected: list[str] = []
+    for raw in block[:-1].split(b"\n"):
+        if len(raw) > MAX_LINE_BYTES:
+            expected.extend(pieces(raw))
+        else:
+            expected.append(decode(raw[:-1] if raw.endswith(b"\r") else raw))
+    assert split_block(block) == expected
 
 
 def test_stdout_and_stderr_are_tagged(run) -> None:
