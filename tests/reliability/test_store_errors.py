@@ -13,7 +13,10 @@ stage:
   schema would have it);
 - PostgreSQL (VC_TEST_DATABASE_URL): the database renamed away (missing) and back, the
   database dropped (no resume: nothing is left), the runner's role stripped of its rights
-  on the tables (REVOKE) and given them back, the role made NOLOGIN and let back in.
+  on the tables (REVOKE) and given them back, the role made NOLOGIN and let back in;
+- a worker (`vc flow worker`) running a queued session: its role made NOLOGIN
+  (PostgreSQL), a table renamed away (SQLite); it must stop with one line, and a worker
+  started again once the cause is fixed takes the session over and completes it.
 
 Prints ``permanent-errors: trials=… stopped=… one_line=… max_seconds_to_stop=…
 resumed=… leftover_processes=…``.
@@ -72,7 +75,7 @@ def _workspace(tmp_path: Path) -> Path:
     return ws
 
 
-def _create(url: str, ws: Path) -> str:
+def _create(url: str, ws: Path, *, queued: bool = False) -> str:
     from store import FlowSessionManager, get_session_factory, init_db
     from store.workflows import find_workflow
 
@@ -80,7 +83,8 @@ def _create(url: str, ws: Path) -> str:
     try:
         with get_session_factory(engine)() as db:
             definition = find_workflow(ws / "workflows", "steady")
-            return FlowSessionManager(db).create_session("steady", definition=definition).id
+            manager = FlowSessionManager(db)
+            return manager.create_session("steady", definition=definition, queued=queued).id
     finally:
         engine.dispose()
 
@@ -109,20 +113,13 @@ def _stage_running(url: str, sid: str) -> bool:
         engine.dispose()
 
 
-def _runner(ws: Path, url: str, sid: str, prefix: list[str] | None = None) -> Any:
+def _runner(
+    ws: Path, url: str, sid: str, prefix: list[str] | None = None, *, worker: bool = False
+) -> Any:
     env = child_env({"VC_HOME": str(ws), "VC_DATABASE_URL": url, "VC_BUSY_TIMEOUT": "0.3"})
+    args = ["flow", "worker"] if worker else ["flow", "run", "steady", "--session", sid]
     return subprocess.Popen(
-        [
-            *(prefix or []),
-            sys.executable,
-            "-m",
-            "app.main",
-            "flow",
-            "run",
-            "steady",
-            "--session",
-            sid,
-        ],
+        [*(prefix or []), sys.executable, "-m", "app.main", *args],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -140,12 +137,15 @@ def _trial(
     *,
     prefix: list[str] | None = None,
     check_url: str | None = None,
+    worker: bool = False,
 ) -> None:
-    """Run a runner into the middle of s2, inject the error, time the stop, check the one
-    line and the processes, repair, resume, check COMPLETED."""
+    """Run a runner (or a worker) into the middle of s2, inject the error, time the stop,
+    check the one line and the processes, repair, resume (or start a worker again, which
+    takes the orphan over), check COMPLETED."""
     check_url = check_url or url
-    sid = _create(check_url, ws)
-    runner = _runner(ws, url, sid, prefix)
+    sid = _create(check_url, ws, queued=worker)
+    runner = _runner(ws, url, sid, prefix, worker=worker)
+    who = "worker" if worker else "runner"
     try:
         if not wait_for(lambda: _stage_running(check_url, sid), 30, 0.05):
             trial.problems.append("s2 never ran")
@@ -161,7 +161,7 @@ def _trial(
         trial.seconds = time.monotonic() - started
         _, err = runner.communicate()
         trial.stopped = runner.returncode == 1 and trial.seconds < STOP_WITHIN
-        naming = [line for line in err.splitlines() if "refuses this runner" in line]
+        naming = [line for line in err.splitlines() if f"refuses this {who}" in line]
         trial.one_line = len(naming) == 1 and "Traceback" not in err
         if not trial.stopped or not trial.one_line:
             trial.problems.append(
@@ -176,9 +176,12 @@ def _trial(
         if repair is None:
             return
         repair()
-        proc = vc(
-            "flow", "session", "resume", sid, env={"VC_HOME": str(ws), "VC_DATABASE_URL": url}
-        )
+        if worker:
+            runner = _runner(ws, url, sid, worker=True)
+            proc = subprocess.CompletedProcess([], 0, "", "")
+        else:
+            env = {"VC_HOME": str(ws), "VC_DATABASE_URL": url}
+            proc = vc("flow", "session", "resume", sid, env=env)
         if proc.returncode != 0:
             trial.problems.append(f"resume: exit {proc.returncode}: {proc.stderr.strip()}")
             trial.resumed = False
@@ -192,8 +195,12 @@ def _trial(
         trial.leftovers += len(session_processes(sid))
     finally:
         if runner.poll() is None:
-            runner.kill()
-            runner.communicate()
+            runner.terminate()
+            try:
+                runner.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                runner.kill()
+                runner.communicate()
 
 
 def _no_dac_override() -> list[str] | None:
@@ -418,6 +425,51 @@ def pg_role_nologin(tmp_path: Path, pg: Pg) -> Trial:
     return trial
 
 
+def pg_worker_role_nologin(tmp_path: Path, pg: Pg) -> Trial:
+    trial = Trial("pg-worker-role-nologin")
+    role = _role(pg)
+
+    def inject() -> None:
+        pg.sql(f"ALTER ROLE {role} NOLOGIN")
+        pg.kick(f"usename = '{role}'")
+
+    _trial(
+        trial,
+        _workspace(tmp_path / "pgworker"),
+        pg.url(user=role),
+        inject,
+        lambda: pg.sql(f"ALTER ROLE {role} LOGIN"),
+        check_url=pg.url(),
+        worker=True,
+    )
+    return trial
+
+
+def sqlite_worker_schema_missing(tmp_path: Path) -> Trial:
+    import sqlite3
+
+    trial = Trial("sqlite-worker-schema-missing")
+    ws = _workspace(tmp_path / "wschema")
+    path = ws / ".vc" / "flow.db"
+
+    def rename(old: str, new: str) -> None:
+        conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+        try:
+            conn.execute(f"ALTER TABLE {old} RENAME TO {new}")
+        finally:
+            conn.close()
+
+    _trial(
+        trial,
+        ws,
+        f"sqlite:///{path}",
+        lambda: rename("flow_sessions", "flow_sessions_away"),
+        lambda: rename("flow_sessions_away", "flow_sessions"),
+        worker=True,
+    )
+    return trial
+
+
 def _report(part: str, trials: list[Trial]) -> None:
     ran = [t for t in trials if not any(p.startswith("skipped") for p in t.problems)]
     resumable = [t for t in ran if t.resumed is not None]
@@ -439,7 +491,11 @@ def _report(part: str, trials: list[Trial]) -> None:
 def test_permanent_errors_stop_a_sqlite_runner(tmp_path: Path) -> None:
     _report(
         "permanent-errors-sqlite",
-        [sqlite_read_only(tmp_path), sqlite_schema_missing(tmp_path)],
+        [
+            sqlite_read_only(tmp_path),
+            sqlite_schema_missing(tmp_path),
+            sqlite_worker_schema_missing(tmp_path),
+        ],
     )
 
 
@@ -450,6 +506,7 @@ def test_permanent_errors_stop_a_postgresql_runner(tmp_path: Path, pg: Pg) -> No
             pg_database_missing(tmp_path, pg),
             pg_role_without_rights(tmp_path, pg),
             pg_role_nologin(tmp_path, pg),
+            pg_worker_role_nologin(tmp_path, pg),
             pg_database_dropped(tmp_path, pg),
         ],
     )
