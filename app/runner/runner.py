@@ -524,6 +524,8 @@ class Runner:
         while True:
             if self._lost.is_set():
                 raise _TakenOver(f"another runner took over session {self.session_id[:12]}")
+            if self._failure is not None:  # seen by the heartbeat meanwhile
+                raise PermanentStoreError(self._failure.what)
             try:
                 if self._down_since is not None:
                     self._fence()
@@ -671,8 +673,7 @@ class Runner:
         short = self.session_id[:12]
         line = (
             f"stopped: the store refuses this runner ({failure.what}); waiting will not "
-            "cure it: "
-            f"fix it, then 'vc flow session resume {short}'"
+            f"cure it: fix it, then 'vc flow session resume {short}'"
         )
         self._say(line, "ERROR")
         return Outcome(1, line, None, store_failure=failure.what)
