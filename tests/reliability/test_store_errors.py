@@ -24,6 +24,7 @@ resumed=… leftover_processes=…``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -175,7 +176,8 @@ def _trial(
         trial.leftovers = len(session_processes(sid))
         if repair is None:
             return
-        repair()
+        repair, fix = None, repair
+        fix()
         if worker:
             runner = _runner(ws, url, sid, worker=True)
             proc = subprocess.CompletedProcess([], 0, "", "")
@@ -194,6 +196,9 @@ def _trial(
         wait_for(lambda: not session_processes(sid), 10, 0.05)
         trial.leftovers += len(session_processes(sid))
     finally:
+        if repair is not None:  # the runner did not stop: the next trial needs the store
+            with contextlib.suppress(Exception):
+                repair()
         if runner.poll() is None:
             runner.terminate()
             try:
