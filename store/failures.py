@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from store.errors import StoreUnavailable
 
@@ -27,6 +27,9 @@ class StoreFailure:
 
     kind: Kind
     what: str
+    #: The store's tables or columns are not what this code expects: its schema revision
+    #: says whether it is newer or older (:func:`schema_note`).
+    about_schema: bool = False
 
     @property
     def permanent(self) -> bool:
@@ -86,7 +89,8 @@ def classify(exc: BaseException) -> StoreFailure | None:
     if isinstance(sqlstate, str) and sqlstate:
         what = _PG_PERMANENT.get(sqlstate) or _PG_PERMANENT.get(sqlstate[:2])
         if what is not None:
-            return StoreFailure("permanent", f"{what}: {line} (SQLSTATE {sqlstate})")
+            schema = sqlstate in ("42P01", "42703", "42883")
+            return StoreFailure("permanent", f"{what}: {line} (SQLSTATE {sqlstate})", schema)
     elif _is_psycopg(orig) and "FATAL:" in line:
         for pattern, what in _PG_CONNECT_REFUSALS:
             if pattern.search(line):
@@ -100,13 +104,40 @@ def classify(exc: BaseException) -> StoreFailure | None:
         lowered = line.lower()
         for needle, what in _SQLITE_SCHEMA:
             if needle in lowered:
-                return StoreFailure("permanent", f"{what}: {line}")
+                return StoreFailure("permanent", f"{what}: {line}", about_schema=True)
         if isinstance(orig, sqlite3.OperationalError):  # locked, busy, I/O: for now
             return StoreFailure("transient", line)
     from store.errors import transient_errors
 
     if isinstance(exc, transient_errors()) or isinstance(orig, transient_errors()):
         return StoreFailure("transient", line)
+    return None
+
+
+def schema_note(engine: Any) -> str | None:
+    """After a failure ``about_schema``: the store's schema revision against this code's,
+    as a line (None when they match or the revision cannot be read). Reads the store."""
+    from store.engine import SCHEMA_VERSION
+
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                revision = int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+            else:
+                value = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+                revision = int(value)
+    except Exception:
+        return None
+    if revision > SCHEMA_VERSION:
+        return (
+            f"the store's schema is revision {revision:04d}, newer than this code's "
+            f"({SCHEMA_VERSION:04d}): use the vc that upgraded it"
+        )
+    if revision < SCHEMA_VERSION:
+        return (
+            f"the store's schema is revision {revision:04d}, older than this code's "
+            f"({SCHEMA_VERSION:04d}): run 'vc db upgrade'"
+        )
     return None
 
 
@@ -126,4 +157,4 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-__all__ = ["PermanentStoreError", "StoreFailure", "classify"]
+__all__ = ["PermanentStoreError", "StoreFailure", "classify", "schema_note"]

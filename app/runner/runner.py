@@ -58,7 +58,7 @@ from store.errors import (
     StoreUnavailable,
     transient_errors,
 )
-from store.failures import PermanentStoreError, StoreFailure, classify
+from store.failures import PermanentStoreError, StoreFailure, classify, schema_note
 from store.managers import HEARTBEAT_INTERVAL, LogLines, StageMove
 from store.queries import SessionView, StageView, get_session_view, last_session_change
 from store.space import StoreSpace, is_disk_full
@@ -671,6 +671,10 @@ class Runner:
         were terminated on the way here (:meth:`_attempt`), so nothing of it runs on
         unsupervised. One line names the cause, in the session log and to the caller."""
         short = self.session_id[:12]
+        if failure.about_schema:
+            note = schema_note(self._db.get_bind())
+            if note is not None:
+                failure = StoreFailure("permanent", f"{note}; {failure.what}", True)
         line = (
             f"stopped: the store refuses this runner ({failure.what}); waiting will not "
             f"cure it: fix it, then 'vc flow session resume {short}'"

@@ -226,7 +226,13 @@ class Worker:
         failure = classify(exc)
         if failure is None or not failure.permanent:
             return False
-        self._store_failed(failure.what)
+        what = failure.what
+        if failure.about_schema:
+            from store.failures import schema_note
+
+            note = schema_note(self.engine)
+            what = f"{note}; {what}" if note is not None else what
+        self._store_failed(what)
         return True
 
     def _store_failed(self, what: str) -> None:

@@ -10,7 +10,8 @@ stage:
   when the tests run as root), while another connection holds the write lock past the busy
   timeout, so the runner's next try opens a new connection, which is read-only;
 - SQLite: a table of the store renamed away (the schema missing, as a newer or foreign
-  schema would have it);
+  schema would have it); a column renamed with the schema revision raised (a newer vc
+  migrated the store): the line says the schema is newer than the code;
 - PostgreSQL (VC_TEST_DATABASE_URL): the database renamed away (missing) and back, the
   database dropped (no resume: nothing is left), the runner's role stripped of its rights
   on the tables (REVOKE) and given them back, the role made NOLOGIN and let back in;
@@ -139,6 +140,7 @@ def _trial(
     prefix: list[str] | None = None,
     check_url: str | None = None,
     worker: bool = False,
+    expect: str | None = None,
 ) -> None:
     """Run a runner (or a worker) into the middle of s2, inject the error, time the stop,
     check the one line and the processes, repair, resume (or start a worker again, which
@@ -164,6 +166,8 @@ def _trial(
         trial.stopped = runner.returncode == 1 and trial.seconds < STOP_WITHIN
         naming = [line for line in err.splitlines() if f"refuses this {who}" in line]
         trial.one_line = len(naming) == 1 and "Traceback" not in err
+        if expect is not None and not any(expect in line for line in naming):
+            trial.problems.append(f"the line does not say {expect!r}: {naming}")
         if not trial.stopped or not trial.one_line:
             trial.problems.append(
                 f"exit {runner.returncode} after {trial.seconds:.1f}s: {err.strip()[-600:]}"
@@ -430,6 +434,35 @@ def pg_role_nologin(tmp_path: Path, pg: Pg) -> Trial:
     return trial
 
 
+def sqlite_schema_newer(tmp_path: Path) -> Trial:
+    """A newer vc migrated the store under the runner: a column renamed, the revision up."""
+    import sqlite3
+
+    trial = Trial("sqlite-schema-newer")
+    ws = _workspace(tmp_path / "newer")
+    path = ws / ".vc" / "flow.db"
+
+    def migrate(old: str, new: str, revision: int) -> None:
+        conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+        try:
+            conn.execute(f"ALTER TABLE flow_sessions RENAME COLUMN {old} TO {new}")
+            conn.execute(f"PRAGMA user_version = {revision}")
+        finally:
+            conn.close()
+
+    from store.engine import SCHEMA_VERSION
+
+    _trial(
+        trial,
+        ws,
+        f"sqlite:///{path}",
+        lambda: migrate("reason", "status_reason", SCHEMA_VERSION + 1),
+        lambda: migrate("status_reason", "reason", SCHEMA_VERSION),
+        expect="newer than this code's",
+    )
+    return trial
+
+
 def pg_worker_role_nologin(tmp_path: Path, pg: Pg) -> Trial:
     trial = Trial("pg-worker-role-nologin")
     role = _role(pg)
@@ -499,6 +532,7 @@ def test_permanent_errors_stop_a_sqlite_runner(tmp_path: Path) -> None:
         [
             sqlite_read_only(tmp_path),
             sqlite_schema_missing(tmp_path),
+            sqlite_schema_newer(tmp_path),
             sqlite_worker_schema_missing(tmp_path),
         ],
     )

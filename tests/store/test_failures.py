@@ -196,3 +196,27 @@ def test_pg_connection_refused_and_terminated_are_transient(admin) -> None:  # t
         assert _kind(exc) == "transient", exc
     finally:
         engine.dispose()
+
+
+def test_schema_note_compares_the_store_revision_with_the_code(tmp_path: Path) -> None:
+    from store import init_db
+    from store.engine import SCHEMA_VERSION
+    from store.failures import schema_note
+
+    engine = init_db(f"sqlite:///{tmp_path / '.vc' / 'flow.db'}")
+    try:
+        assert schema_note(engine) is None
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        note = schema_note(engine)
+        assert note is not None and "newer than this code's" in note
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+        note = schema_note(engine)
+        assert note is not None and "older than this code's" in note and "vc db upgrade" in note
+    finally:
+        engine.dispose()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    conn.execute("CREATE TABLE t (x)")
+    failure = classify(_raised(lambda: conn.execute("SELECT nope FROM t")))
+    assert failure is not None and failure.about_schema
