@@ -17,13 +17,19 @@ While s2 runs unrecorded (``window_hits``), one of:
   cure): the runner stops, s2's process gone, and ``resume`` completes the session once the
   store is writable again.
 
-At the end of every trial: the session COMPLETED, no two copies of s2 alive at once (an
+On PostgreSQL (VC_TEST_DATABASE_URL), the server is cut off by a proxy at that moment
+instead, and another host takes the stale session over while s2 runs unrecorded: once the
+server is back the runner finds it taken over, terminates s2 and records nothing more
+(``outage-windows-postgresql``).
+
+At the end of every SQLite trial: the session COMPLETED, no two copies of s2 alive at once (an
 ``flock`` the stage holds), and no process of the session left (``untracked=0``). Prints
 ``outage-windows: trials=… window_hits=… untracked=… double_starts=…``.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -248,3 +254,109 @@ def test_a_stage_spawned_during_an_outage_is_never_left_untracked(tmp_path: Path
     assert not problems, (line, problems)
     assert sum(t.untracked for t in trials) == 0, line
     assert sum(t.doubles for t in trials) == 0, line
+
+
+def test_a_stage_spawned_while_the_server_is_away_ends_when_another_host_took_over(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """PostgreSQL behind a proxy cut at the moment s1 is recorded COMPLETED: the runner
+    spawns s2 and cannot record it; meanwhile another host takes the stale session over.
+    Once the server is back the runner's fence finds it taken over: it terminates s2 (never
+    left running untracked) and writes nothing more."""
+    from sqlalchemy import make_url, text
+
+    from store import FlowSessionManager, get_session_factory, init_db
+    from store.workflows import find_workflow
+    from tests.hosts.proxy import TcpProxy
+
+    ws = tmp_path / "ws"
+    (ws / "workflows").mkdir(parents=True)
+    (ws / "workflows" / "window.yaml").write_text(WORKFLOW)
+    engine = init_db(pg_url)
+    upstream = make_url(pg_url)
+    proxy = TcpProxy((upstream.host or "127.0.0.1", upstream.port or 5432))
+    through = upstream.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    env = {"VC_HOME": str(ws), "VC_DATABASE_URL": through}
+
+    def stage(sid: str, name: str) -> tuple[str, int] | None:
+        with engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT status, attempt FROM stage_instances "
+                    "WHERE session_id = :s AND name = :n"
+                ),
+                {"s": sid, "n": name},
+            ).first()
+        return None if row is None else (row[0], row[1])
+
+    hits = untracked = 0
+    problems: list[str] = []
+    away = [False]
+
+    def cut() -> None:
+        proxy.down()
+        away[0] = True
+
+    def back() -> None:
+        if away[0]:
+            proxy.up()
+            away[0] = False
+
+    try:
+        for _ in range(5):
+            (ws / "ledger").unlink(missing_ok=True)
+            with get_session_factory(engine)() as db:
+                definition = find_workflow(ws / "workflows", "window")
+                sid = FlowSessionManager(db).create_session("window", definition=definition).id
+            runner = subprocess.Popen(
+                [sys.executable, "-m", "app.main", "flow", "run", "window", "--session", sid],
+                env=child_env(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                wait_for(lambda s=sid: (stage(s, "s1") or ("",))[0] == "COMPLETED", 30, 0)
+                cut()
+                started = wait_for(lambda: (ws / "ledger").exists(), 5, 0.001)
+                hit = started and stage(sid, "s2") == ("PENDING", 0) and session_processes(sid)
+                if not hit:
+                    back()
+                    runner.communicate(timeout=60)
+                    continue
+                hits += 1
+                with engine.begin() as conn:  # another host claimed the stale session
+                    conn.execute(
+                        text(
+                            "UPDATE flow_sessions SET runner_host = 'host-b', runner_pid = 4242, "
+                            "heartbeat_at = :now WHERE id = :s"
+                        ),
+                        {"now": time.time(), "s": sid},
+                    )
+                time.sleep(1.0)
+                back()
+                _, err = runner.communicate(timeout=60)
+                if runner.returncode != 1 or "took over" not in err:
+                    problems.append(f"exit {runner.returncode}: {err[-400:]}")
+                wait_for(lambda s=sid: not session_processes(s), 5, 0.01)
+                untracked = len(session_processes(sid))
+                if stage(sid, "s2") != ("PENDING", 0):
+                    problems.append(f"the old runner recorded s2: {stage(sid, 's2')}")
+                break
+            finally:
+                back()
+                if runner.poll() is None:
+                    runner.kill()
+                    runner.communicate()
+                for pid in session_processes(sid):
+                    os.killpg(pid, signal.SIGKILL)
+    finally:
+        proxy.close()
+        engine.dispose()
+    line = report(
+        "outage-windows-postgresql", takeover_trials=1, window_hits=hits, untracked=untracked
+    )
+    assert hits == 1, ("the window was never hit", line)
+    assert not problems, (line, problems)
+    assert untracked == 0, line
