@@ -383,7 +383,7 @@ class StoreMirror:
     """Batches log records into the store from one background thread.
 
     Its unit is a group of lines that share time, level, category, session and stage
-    (``store.managers.LogLines``: what a stage printed in one read, or one record), so a
+    (``store.log_ingest.LogLines``: what a stage printed in one read, or one record), so a
     stage's output crosses from the reader to the database with no per-line object.
     ``add`` never blocks on the database: a writer that is slower than the producer makes
     the batches bigger, not the producer slower. ``flush`` waits until everything added so
@@ -749,7 +749,8 @@ def setup_logging(log_dir: Path, session_factory: Any | None = None) -> Logging:
     """Route loguru records to the files and (with a session factory) to the store."""
     from loguru import logger
 
-    from store.managers import LogLines, enable_logging
+    from store.changes import enable_logging
+    from store.log_ingest import LogLines
 
     files = LogFiles(log_dir)
     mirror: StoreMirror | None = None
@@ -777,7 +778,7 @@ def setup_logging(log_dir: Path, session_factory: Any | None = None) -> Logging:
                 pass
 
     if session_factory is not None:
-        from store.managers import append_log_lines
+        from store.log_ingest import append_log_lines
         from store.space import StoreSpace
 
         def write_batch(groups: Sequence[Any]) -> None:

@@ -15,6 +15,8 @@ class Settings:
     database_url: str
     log_dir: Path
     workflows_dir: Path
+    #: Seconds after which a runner's heartbeat is stale (``VC_STALE_AFTER``).
+    stale_after: float = 15.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -22,6 +24,7 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
+        from store.liveness import STALE_AFTER
         from store.location import resolve_database_url, workspace_dir
 
         workspace = workspace_dir()
@@ -30,6 +33,7 @@ class Settings:
             database_url=resolve_database_url(),
             log_dir=_path(os.environ.get("VC_LOG_DIR"), workspace / "logs"),
             workflows_dir=_path(os.environ.get("VC_WORKFLOWS_DIR"), workspace / "workflows"),
+            stale_after=float(os.environ.get("VC_STALE_AFTER") or STALE_AFTER),
         )
 
 

@@ -3,7 +3,7 @@
 Imports nothing from ``app`` or ``widgets``. Names are imported on first use (PEP 562), so
 `from store.status import SessionStatus` or `from store.text import clean_text` stays cheap
 and a CLI command pays only for what it touches. The managers log their operations through
-loguru once :func:`store.managers.enable_logging` is called (the application does that);
+loguru once :func:`store.changes.enable_logging` is called (the application does that);
 a library user gets silence by default.
 """
 
@@ -30,12 +30,12 @@ _EXPORTS = {
     "WorkflowError": "store.errors",
     "FlowStatusIntegration": "store.integration",
     "FlowSessionManager": "store.managers",
-    "SessionChange": "store.managers",
+    "SessionChange": "store.changes",
     "StageInstanceManager": "store.managers",
     "StageManager": "store.managers",
-    "compute_progress": "store.managers",
-    "is_orphaned": "store.managers",
-    "enable_logging": "store.managers",
+    "compute_progress": "store.sessions",
+    "is_orphaned": "store.liveness",
+    "enable_logging": "store.changes",
     "FlowEvent": "store.models",
     "FlowSession": "store.models",
     "LogRecord": "store.models",
@@ -89,6 +89,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from store.changes import SessionChange, enable_logging
     from store.engine import get_session_factory, init_db, make_engine
     from store.errors import (
         AmbiguousId,
@@ -104,15 +105,9 @@ if TYPE_CHECKING:
         WorkflowError,
     )
     from store.integration import FlowStatusIntegration
+    from store.liveness import is_orphaned
     from store.location import resolve_database_url
-    from store.managers import (
-        FlowSessionManager,
-        SessionChange,
-        StageInstanceManager,
-        StageManager,
-        compute_progress,
-        enable_logging,
-        is_orphaned,
-    )
+    from store.managers import FlowSessionManager, StageInstanceManager, StageManager
     from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
+    from store.sessions import compute_progress
     from store.status import SessionStatus, StageStatus

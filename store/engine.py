@@ -284,6 +284,16 @@ def _schema_is_current(engine: Engine, url: str) -> bool:
         return revision == f"{SCHEMA_VERSION:04d}"
 
 
-def get_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded objects usable after commit (managers commit per operation)."""
-    return sessionmaker(bind=engine, class_=Session, expire_on_commit=False)
+def get_session_factory(
+    engine: Engine, *, stale_after: float | None = None
+) -> sessionmaker[Session]:
+    """Sessions that keep loaded objects usable after commit (managers commit per
+    operation). ``stale_after``: seconds after which a runner's heartbeat is stale, for
+    the managers and queries given these sessions (default
+    :data:`store.liveness.STALE_AFTER`)."""
+    from store.liveness import STALE_AFTER, STALE_AFTER_KEY
+
+    limit = STALE_AFTER if stale_after is None else float(stale_after)
+    return sessionmaker(
+        bind=engine, class_=Session, expire_on_commit=False, info={STALE_AFTER_KEY: limit}
+    )

@@ -1,20 +1,22 @@
-"""FlowStatusIntegration: store state -> status reports, and transitions -> subscribers.
+"""FlowStatusIntegration: store state -> status reports, and committed transitions -> the
+integration log.
 
-`vc flow status` prints :meth:`FlowStatusIntegration.status_report`; in-process observers
-(the foreground progress display, tests, embedding applications) subscribe to transitions
-made through managers that were given this integration. Its traffic is logged under the
-``workflow.session.integration`` category (integration.log).
+`vc flow status` prints :meth:`FlowStatusIntegration.status_report`. Managers given an
+integration call its ``publish`` after every commit; this one logs the change under the
+``workflow.session.integration`` category (integration.log). An observer of its own (the
+runner's announcer, an embedding application) is given to the managers in its place: it
+only needs a ``publish(change)`` method.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from sqlmodel import Session
 
+from store.changes import SessionChange, logging_enabled
 from store.errors import SessionNotFound
-from store.managers import FlowSessionManager, SessionChange
+from store.managers import FlowSessionManager
 from store.queries import SessionView, get_session_view, iso
 from store.status import SessionStatus
 
@@ -24,25 +26,17 @@ CATEGORY = "workflow.session.integration"
 class FlowStatusIntegration:
     def __init__(self, session: Session) -> None:
         self.session = session
-        self._subscribers: list[Callable[[SessionChange], None]] = []
-
-    def subscribe(self, callback: Callable[[SessionChange], None]) -> Callable[[], None]:
-        """Call ``callback`` after every committed transition; returns an unsubscribe."""
-        self._subscribers.append(callback)
-        return lambda: self._subscribers.remove(callback)
 
     def publish(self, change: SessionChange) -> None:
-        from store.managers import logging_enabled
-
+        """Log the committed change. The line keeps the format readers of integration.log
+        know ("notify 0 subscriber(s): …"): this integration hands changes to no one."""
         if logging_enabled():
             from loguru import logger
 
             logger.bind(category=CATEGORY, session_id=change.session_id, stage=change.stage).debug(
-                f"notify {len(self._subscribers)} subscriber(s): {change.op} "
+                f"notify 0 subscriber(s): {change.op} "
                 f"{change.from_status or '∅'} -> {change.to_status or '∅'}"
             )
-        for callback in list(self._subscribers):
-            callback(change)
 
     def status_report(self, session_id: str) -> dict[str, Any]:
         """The session document plus a stage summary: what `vc flow status --json` prints."""
@@ -65,8 +59,6 @@ class FlowStatusIntegration:
             "elapsed_seconds": _elapsed(view.started_at, view.finished_at),
             "reported_at": iso(_now()),
         }
-        from store.managers import logging_enabled
-
         if logging_enabled():
             from loguru import logger
 

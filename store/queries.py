@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
 from sqlmodel import Session
 
-from store.managers import compute_progress, is_orphaned
+from store.liveness import is_orphaned, stale_after_of
 from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
+from store.sessions import compute_progress
 from store.status import SessionStatus
 
 _T = FlowSession.__table__  # type: ignore[attr-defined]
@@ -308,6 +309,7 @@ def _views(
 ) -> list[SessionView]:
     stages = _stages_for(session, [r.id for r in rows])
     now = time.time()
+    stale_after = stale_after_of(session)
     return [
         SessionView(
             id=r.id,
@@ -326,7 +328,9 @@ def _views(
             queued=bool(r.queued),
             metadata=r.metadata or {},
             stages=tuple(stages.get(r.id, ())),
-            orphaned=is_orphaned(r.status, r.runner_host, r.runner_pid, r.heartbeat_at, now),
+            orphaned=is_orphaned(
+                r.status, r.runner_host, r.runner_pid, r.heartbeat_at, now, stale_after
+            ),
             definition=getattr(r, "definition", None) if with_definition else None,
             params=r.params or {},
         )
@@ -555,6 +559,7 @@ def session_states(
         for sid, name in session.connection().execute(_GATES, {"ids": chunk}):
             gates.setdefault(sid, name)
     now = time.time()
+    stale_after = stale_after_of(session)
     return {
         r.id: SessionState(
             id=r.id,
@@ -564,7 +569,12 @@ def session_states(
             reason=r.reason,
             version=r.version,
             orphaned=is_orphaned(
-                r.status, r.runner_host if check_pids else None, r.runner_pid, r.heartbeat_at, now
+                r.status,
+                r.runner_host if check_pids else None,
+                r.runner_pid,
+                r.heartbeat_at,
+                now,
+                stale_after,
             ),
             gate=gates.get(r.id),
         )

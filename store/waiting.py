@@ -12,9 +12,9 @@ session turns orphaned by its runner's heartbeat growing stale, which commits no
 
 A session has ended when it is COMPLETED or FAILED. A session waiting at a manual gate, a
 paused one and an orphaned one have not: they are reported (so a person watching knows
-why nothing happens) and waited for. Orphaned here means a stale heartbeat
-(``VC_STALE_AFTER``): the quicker test of a dead runner pid on this host would read /proc
-once per session at every read.
+why nothing happens) and waited for. Orphaned here means a heartbeat older than the
+stale limit (see :mod:`store.liveness`): the quicker test of a dead runner pid on this host
+would read /proc once per session at every read.
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ def wait_for_end(
     on_state: Callable[[str, SessionState | None], None] | None = None,
     on_store_error: Callable[[BaseException], None] | None = None,
     factory: Callable[[], Any] | None = None,
+    stale_after: float | None = None,
 ) -> WaitResult:
     """Wait until every session of ``ids`` (full ids) has ended, was deleted, or
     ``timeout`` seconds have passed (None: no limit).
@@ -117,11 +118,12 @@ def wait_for_end(
     ``on_state(id, state)`` is called with each session's first state and whenever what it
     says changes (its status, the gate it waits at, being orphaned; None once deleted).
     A store that is away for a while is retried once per :data:`PROBE_EVERY` seconds,
-    calling ``on_store_error`` once per outage."""
+    calling ``on_store_error`` once per outage. ``stale_after``: the stale limit of
+    runners' heartbeats, for the sessions of the default ``factory``."""
     if factory is None:
         from store.engine import get_session_factory
 
-        factory = get_session_factory(engine)
+        factory = get_session_factory(engine, stale_after=stale_after)
     deadline = None if timeout is None else time.monotonic() + timeout
     wanted = list(dict.fromkeys(ids))
     last: dict[str, SessionState | None] = {}

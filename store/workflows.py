@@ -34,21 +34,20 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
-from store.definitions import (
+from store.definition_base import (
     DEFAULT_KILL_TIMEOUT,
     MAX_RETRIES,
     MAX_SECONDS,
     Loc,
-    ParamDefinition,
-    StageDefinition,
-    WorkflowDefinition,
     YamlScalar,
     listed,
     render_key,
     validate,
 )
+from store.definitions import StageDefinition, WorkflowDefinition
 from store.errors import WorkflowError
 from store.names import short_repr, validate_identifier
+from store.param_definitions import ParamDefinition
 
 __all__ = [
     "DEFAULT_KILL_TIMEOUT",

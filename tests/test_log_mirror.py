@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from app.logging import StoreMirror
 from store import get_session_factory, init_db
-from store.managers import LogLines, append_log_lines
+from store.log_ingest import LogLines, append_log_lines
 
 SID = "0123456789abcdef0123456789abcdef"
 CATEGORY = "workflow.stage.integration"

@@ -99,7 +99,7 @@ def open_store(*, writes: bool = True, file_logs: bool = False) -> Iterator[Cont
         from store import get_session_factory, init_db
 
         engine = init_db(settings.database_url)
-        factory = get_session_factory(engine)
+        factory = get_session_factory(engine, stale_after=settings.stale_after)
         try:
             if writes or file_logs:
                 from app.logging import check_log_dir, setup_logging

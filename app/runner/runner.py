@@ -50,6 +50,7 @@ from app.runner.process import (
     parse_progress,
 )
 from store import FlowSessionManager, StageManager
+from store.changes import StageMove
 from store.errors import (
     ConcurrentModification,
     InvalidTransition,
@@ -59,7 +60,8 @@ from store.errors import (
     transient_errors,
 )
 from store.failures import PermanentStoreError, StoreFailure, classify, schema_note
-from store.managers import HEARTBEAT_INTERVAL, LogLines, StageMove
+from store.liveness import HEARTBEAT_INTERVAL
+from store.log_ingest import LogLines
 from store.queries import SessionView, StageView, get_session_view, last_session_change
 from store.space import StoreSpace, is_disk_full
 from store.status import SessionStatus, StageStatus

@@ -65,7 +65,7 @@ def worker_command(concurrency: int = 1, workflow: str | None = None) -> int:
         # each runner holds at most two connections at a time (its own, its heartbeat's)
         engine = init_db(settings.database_url, pool_size=2 * concurrency + 4)
         try:
-            factory = get_session_factory(engine)
+            factory = get_session_factory(engine, stale_after=settings.stale_after)
             log = setup_logging(settings.log_dir, factory)
             try:
                 worker = Worker(

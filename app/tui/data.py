@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from store.liveness import stale_after_of
 from store.queries import (
     LogView,
     SessionFilter,
@@ -59,11 +60,10 @@ class Watch:
         return any(not pid_alive(pid) for pid in self.pids)
 
 
-def watch_of(views: Iterable[SessionView]) -> Watch:
+def watch_of(views: Iterable[SessionView], stale_after: float) -> Watch:
     """The ``Watch`` of sessions that are live under a runner but not orphaned yet (the same
-    test as ``store.managers.is_orphaned``, turned into "when could it become true")."""
+    test as ``store.liveness.is_orphaned``, turned into "when could it become true")."""
     from store.identity import local_host
-    from store.managers import STALE_AFTER
 
     host = local_host()
     stale_at: float | None = None
@@ -72,7 +72,7 @@ def watch_of(views: Iterable[SessionView]) -> Watch:
         if v.status not in ("ACTIVE", "PAUSED") or v.runner_pid is None or v.orphaned:
             continue
         if v.heartbeat_at is not None:
-            at = v.heartbeat_at + STALE_AFTER + STALE_MARGIN
+            at = v.heartbeat_at + stale_after + STALE_MARGIN
             stale_at = at if stale_at is None else min(stale_at, at)
         if v.runner_host == host:
             pids.add(v.runner_pid)
@@ -208,7 +208,7 @@ def load_window(db: Any, filt: SessionFilter, offset: int, limit: int) -> Window
         [session_row(v) for v in views],
         total,
         StatusCounts(counts, everything),
-        watch_of(views),
+        watch_of(views, stale_after_of(db)),
     )
 
 
@@ -239,7 +239,7 @@ def load_detail(db: Any, session_id: str) -> Detail | None:
         view.status,
         reason,
         view.orphaned,
-        watch_of([view]),
+        watch_of([view], stale_after_of(db)),
         waiting_at_gate=gate is not None,
         checklist=tuple(clean_text(item) for item in gate.checklist) if gate else (),
     )

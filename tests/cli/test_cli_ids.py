@@ -16,12 +16,12 @@ def make_sessions_with_ids(
     workspace: Path, monkeypatch: pytest.MonkeyPatch, ids: list[str]
 ) -> None:
     """Sessions with chosen ids, created through the store's manager."""
-    import store.managers as managers
+    import store.sessions as sessions
     from store import FlowSessionManager
     from store.workflows import find_workflow
 
     chosen = iter(ids)
-    monkeypatch.setattr(managers, "new_session_id", lambda: next(chosen))
+    monkeypatch.setattr(sessions, "new_session_id", lambda: next(chosen))
     definition = find_workflow(workspace / "workflows", "hello")
     with store(workspace) as db:
         for i, _ in enumerate(ids):

@@ -16,7 +16,7 @@ LOGS = Path("logs/workflow/session")
 
 
 def add_logs(workspace: Path, sid: str, rows: list[tuple[str, str | None, str]]) -> None:
-    from store.managers import append_logs
+    from store.log_ingest import append_logs
 
     with store(workspace) as db:
         append_logs(

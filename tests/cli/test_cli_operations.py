@@ -164,7 +164,7 @@ def test_delete_on_a_terminal_changes_nothing_unless_the_answer_is_yes(
 def test_delete_force_removes_the_session_with_its_stages_events_logs_and_log_file(
     store_workspace: Path, cli
 ) -> None:
-    from store.managers import append_logs
+    from store.log_ingest import append_logs
 
     sid = create_session(store_workspace)
     keep = create_session(store_workspace)

@@ -34,7 +34,7 @@ def cells(line: str) -> int:
 def busy_session(workspace: Path, name: str = "a session") -> str:
     """A session with some history, a long reason and log lines, so every table has rows."""
     from store import FlowSessionManager, StageManager
-    from store.managers import append_logs
+    from store.log_ingest import append_logs
 
     sid = create_session(workspace, name=name, metadata={"ticket": "OPS-1234" * 5})
     with store(workspace) as db:
@@ -149,7 +149,7 @@ HOSTILE = "ok\x1b[31mred\x1b[0m\x1b]0;pwned\x07\x1b]8;;http://evil\x1b\\link\x9b
 
 @pytest.mark.parametrize("args", HUMAN_COMMANDS, ids=" ".join)
 def test_escape_sequences_in_user_text_never_reach_stdout(workspace: Path, args) -> None:
-    from store.managers import append_logs
+    from store.log_ingest import append_logs
 
     sid = create_session(workspace, name=HOSTILE, metadata={"k": HOSTILE})
     with store(workspace) as db:

@@ -14,7 +14,7 @@ from sqlalchemy import inspect, text
 
 from store import FlowSessionManager, StageManager, StoreUnavailable, get_session_factory
 from store.engine import SCHEMA_VERSION, init_db, make_engine
-from store.managers import append_logs
+from store.log_ingest import append_logs
 from store.migrations import (
     BASELINE,
     HEAD,

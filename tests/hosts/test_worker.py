@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from store import FlowSessionManager, get_session_factory, init_db
-from store.managers import is_orphaned
+from store.liveness import is_orphaned
 from store.queries import get_session_view
 from store.workflows import find_workflow
 from tests.conftest import run_vc, vc_env

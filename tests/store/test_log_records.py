@@ -3,7 +3,7 @@ given, exactly as given, on both stores."""
 
 from __future__ import annotations
 
-from store.managers import LogLines, append_log_lines, append_logs
+from store.log_ingest import LogLines, append_log_lines, append_logs
 from store.queries import read_logs
 
 CATEGORY = "workflow.stage.integration"

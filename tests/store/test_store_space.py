@@ -67,7 +67,7 @@ def test_once_full_the_released_reserve_goes_to_state_writes_not_to_checkpoints(
     through. A checkpoint would copy the WAL's pages into the database file, which grows
     by as much, and take the released room for itself."""
     from store import FlowSessionManager, get_session_factory
-    from store.managers import LogLines, append_log_lines
+    from store.log_ingest import LogLines, append_log_lines
 
     disk = small_disk("8m")
     engine = init_db(f"sqlite:///{disk / 'flow.db'}")

@@ -180,7 +180,7 @@ def test_stale_expected_version_raises_concurrent_modification(managers, hello_d
 
 
 def test_delete_removes_session_stages_events_and_logs(managers, db, hello_definition):
-    from store.managers import append_logs
+    from store.log_ingest import append_logs
     from store.models import LogRecord, StageInstance
 
     sessions, _ = managers

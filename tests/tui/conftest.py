@@ -65,7 +65,7 @@ def ctx(workspace: Path, tui_store: str) -> Iterator[Any]:
     workspace's store (see ``tui_store``). Whatever a test left running is aborted
     afterwards."""
     from app.cli.common import open_store
-    from store.managers import enable_logging
+    from store.changes import enable_logging
 
     # No VC_HOSTNAME here: this process caches its host name on first use, so setting it
     # per test would give runners started by the test another host than the test's own

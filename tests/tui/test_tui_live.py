@@ -366,7 +366,7 @@ async def test_changes_coming_faster_than_a_read_still_show(
     import threading
 
     from app.tui import data
-    from store.managers import append_logs
+    from store.log_ingest import append_logs
 
     sid = make_session(ctx, name="busy")
     real = data.load_refresh
@@ -430,7 +430,7 @@ async def test_orphan_marks_appear_with_time_alone_without_any_write(
     from sqlalchemy import text
 
     from store.identity import local_host
-    from store.managers import STALE_AFTER
+    from store.liveness import STALE_AFTER
 
     stale = make_session(ctx, name="heartbeat goes stale")
     dying = make_session(ctx, name="runner dies")

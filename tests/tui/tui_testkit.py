@@ -162,7 +162,7 @@ def add_logs(
     """Log records written the way runners write them (``append_logs``), on an engine of
     their own: another writer, as far as the dashboard can tell."""
     from store import get_session_factory, init_db
-    from store.managers import append_logs
+    from store.log_ingest import append_logs
 
     engine = init_db(url)
     try:

@@ -1,0 +1,232 @@
+"""Runner leases: which runner owns a session, its heartbeats, and the queue of sessions
+workers claim (DESIGN §6, §12).
+
+A runner owns a session by recording its host and pid on the session row (the ``start``
+transition) and keeps it by beating; once the heartbeat is stale, or its pid is dead on its
+own host (:mod:`store.liveness`), another runner may take the session over. Ownership
+bookkeeping writes no event: it is not a user operation.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import Row, or_, select, update
+from sqlalchemy.engine import Connection
+
+from store.changes import MAX_RETRIES, SessionChange
+from store.errors import ConcurrentModification, InvalidTransition, RunnerConflict, SessionNotFound
+from store.identity import local_host
+from store.liveness import runner_gone
+from store.models import FlowSession
+from store.sessions import SessionOperations
+from store.status import SessionOp, SessionStatus
+
+_T = FlowSession.__table__  # type: ignore[attr-defined]
+
+
+class RunnerLeases(SessionOperations):
+    """Session operations plus the runner's claim, heartbeat and release, and the queue."""
+
+    def start_session(
+        self,
+        session_id: str,
+        *,
+        runner_host: str | None = None,
+        runner_pid: int | None = None,
+        expected_version: int | None = None,
+    ) -> SessionChange:
+        """A runner claims the session: PENDING -> ACTIVE, or takes over an ACTIVE one whose
+        runner is gone. Refused with :class:`RunnerConflict` while another runner lives."""
+        host = runner_host or self.host
+        pid = runner_pid or self.pid
+
+        def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
+            live = cur.runner_pid is not None and not self._orphaned(cur)
+            if cur.status == SessionStatus.PENDING and cur.runner_pid is not None:
+                live = not self._runner_gone(
+                    cur.runner_host, cur.runner_pid, cur.heartbeat_at, time.time()
+                )
+            if live and (cur.runner_host, cur.runner_pid) != (host, pid):
+                raise RunnerConflict(
+                    f"session {sid[:12]} already has a live runner: "
+                    f"pid {cur.runner_pid} on {cur.runner_host}"
+                )
+            return None
+
+        now = time.time()
+        return self._transition(
+            session_id,
+            SessionOp.START,
+            expected_version=expected_version,
+            values={
+                "runner_host": host,
+                "runner_pid": pid,
+                "heartbeat_at": now,
+                "queued": False,
+                "started_at": now,
+            },
+            check=check,
+        )
+
+    # -- runner bookkeeping (no events: these are not user operations) ------------------------
+
+    def heartbeat(self, session_id: str, *, runner_host: str, runner_pid: int) -> bool:
+        """Refresh the runner's heartbeat; False if the session is gone or another runner
+        owns it now (the caller must then stop)."""
+        result = self._conn().execute(
+            update(_T)
+            .where(
+                _T.c.id == session_id,
+                _T.c.runner_pid == runner_pid,
+                _T.c.runner_host == runner_host,
+            )
+            .values(heartbeat_at=time.time())
+        )
+        self.session.commit()
+        return result.rowcount == 1
+
+    def release_runner(self, session_id: str, *, runner_host: str, runner_pid: int) -> None:
+        """The runner is exiting: forget it, so the session is not shown orphaned."""
+        self._conn().execute(
+            update(_T)
+            .where(
+                _T.c.id == session_id,
+                _T.c.runner_pid == runner_pid,
+                _T.c.runner_host == runner_host,
+            )
+            .values(runner_pid=None, runner_host=None, heartbeat_at=None)
+        )
+        self.session.commit()
+
+    # -- queued work (`vc flow worker`, DESIGN §12) -------------------------------------------
+
+    def claim_queued(
+        self,
+        *,
+        runner_host: str | None = None,
+        runner_pid: int | None = None,
+        workflow_id: str | None = None,
+        batch: int = 8,
+    ) -> SessionChange | None:
+        """Claim the oldest queued session that no live runner owns, for a worker: a queued
+        PENDING session, or a queued ACTIVE one whose runner is gone (its worker died) or
+        that a stopping worker handed back (:meth:`requeue`). None when there is none.
+
+        Atomic across processes and hosts: on PostgreSQL the candidates are locked
+        ``FOR UPDATE SKIP LOCKED`` (concurrent workers look at different rows); everywhere
+        the claim is the ``start`` UPDATE conditioned on the version read, which exactly
+        one claimer can win (a loser moves on to the next candidate). The claim writes the
+        ``start`` event, records the runner and keeps ``queued`` set: the session stays
+        queue work, so if its worker dies another worker takes it over."""
+        host = runner_host or self.host
+        pid = runner_pid or self.pid
+        skip: set[str] = set()
+        for _ in range(MAX_RETRIES):
+            now = time.time()
+            query = (
+                select(_T.c.id, _T.c.version, _T.c.runner_host, _T.c.runner_pid, _T.c.heartbeat_at)
+                .where(
+                    _T.c.queued,
+                    _T.c.finished_at.is_(None),  # with queued: the partial index (0002)
+                    _T.c.status.in_([SessionStatus.PENDING, SessionStatus.ACTIVE]),
+                    or_(
+                        _T.c.runner_pid.is_(None),
+                        _T.c.heartbeat_at.is_(None),
+                        _T.c.heartbeat_at < now - self.stale_after,
+                        _T.c.runner_host == local_host(),
+                    ),
+                )
+                .order_by(_T.c.created_at, _T.c.id)
+                .limit(batch)
+            )
+            if workflow_id is not None:
+                query = query.where(_T.c.workflow_id == workflow_id)
+            if skip:
+                query = query.where(_T.c.id.not_in(sorted(skip)))
+            conn = self._conn()
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = conn.execute(query).all()
+            if not rows:
+                self.session.rollback()
+                return None
+            claimable = [
+                r
+                for r in rows
+                if self._runner_gone(r.runner_host, r.runner_pid, r.heartbeat_at, now)
+            ]
+            if not claimable:  # live runners of this host: look past them
+                self.session.rollback()
+                skip.update(r.id for r in rows)
+                continue
+            row = claimable[0]
+
+            def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
+                if not self._runner_gone(
+                    cur.runner_host, cur.runner_pid, cur.heartbeat_at, time.time()
+                ):
+                    return f"pid {cur.runner_pid} on {cur.runner_host} runs it"
+                return None
+
+            try:
+                return self._transition(
+                    row.id,
+                    SessionOp.START,
+                    expected_version=row.version,
+                    values={
+                        "runner_host": host,
+                        "runner_pid": pid,
+                        "heartbeat_at": now,
+                        "started_at": now,
+                        "queued": True,
+                    },
+                    check=check,
+                )
+            except (ConcurrentModification, InvalidTransition, SessionNotFound):
+                self.session.rollback()
+                skip.add(row.id)  # another claimer won (or it changed): next candidate
+        return None
+
+    def requeue(
+        self,
+        session_id: str,
+        *,
+        reason: str = "requeued",
+        runner_host: str | None = None,
+        runner_pid: int | None = None,
+    ) -> SessionChange:
+        """Hand a session back to the queue: what a worker that stops does with the
+        sessions it interrupted (PAUSED, their stage processes gone). A ``resume`` that
+        also sets ``queued`` and forgets the runner: the session is ACTIVE again (PENDING
+        if it never started) and the next worker to look claims it. Refused while a live
+        runner other than ``runner_host``/``runner_pid`` (default: this process) owns it."""
+        host = runner_host or self.host
+        pid = runner_pid or self.pid
+
+        def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
+            ours = (cur.runner_host, cur.runner_pid) == (host, pid)
+            if not ours and not self._runner_gone(
+                cur.runner_host, cur.runner_pid, cur.heartbeat_at, time.time()
+            ):
+                return f"pid {cur.runner_pid} on {cur.runner_host} runs it"
+            return None
+
+        return self._transition(
+            session_id,
+            SessionOp.RESUME,
+            reason=reason,
+            values={"queued": True, "runner_host": None, "runner_pid": None, "heartbeat_at": None},
+            check=check,
+        )
+
+    def _runner_gone(
+        self,
+        runner_host: str | None,
+        runner_pid: int | None,
+        heartbeat_at: float | None,
+        now: float,
+    ) -> bool:
+        """:func:`store.liveness.runner_gone` with this manager's stale limit."""
+        return runner_gone(runner_host, runner_pid, heartbeat_at, now, self.stale_after)

@@ -1,0 +1,474 @@
+"""Session operations: creation, reads and every user-facing state change of DESIGN §5.
+
+Each change is :meth:`SessionOperations._transition`: read the session, check the state
+machine of :mod:`store.status`, write conditioned on the version read, then the event, in
+one transaction. Runner claims, heartbeats and the queue build on this in
+:mod:`store.leases`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Row, bindparam, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+
+from store.changes import MAX_RETRIES, ManagerBase, SessionChange
+from store.errors import ConcurrentModification, InvalidTransition, SessionNotFound
+from store.liveness import is_orphaned
+from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
+from store.status import (
+    SESSION_TRANSITIONS,
+    SessionOp,
+    SessionStatus,
+    StageStatus,
+    allowed_session_ops,
+    session_target,
+)
+
+if TYPE_CHECKING:
+    from store.definitions import WorkflowDefinition
+
+#: The log category of session operations.
+SESSION_CATEGORY = "workflow.session.operations"
+
+_T = FlowSession.__table__  # type: ignore[attr-defined]
+_ST = StageInstance.__table__  # type: ignore[attr-defined]
+_EV = FlowEvent.__table__  # type: ignore[attr-defined]
+_LOG = LogRecord.__table__  # type: ignore[attr-defined]
+
+#: What the ``check`` of a transition sees; returns why the operation is refused, or None.
+Check = Callable[[Connection, str, Row[Any]], str | None]
+
+# Statements built once: SQLAlchemy memoizes their cache keys and compiled forms, which is
+# most of what keeps a transition cheap (building a new expression per call costs ~3x).
+_READ_STATE = select(
+    _T.c.status,
+    _T.c.version,
+    _T.c.started_at,
+    _T.c.runner_host,
+    _T.c.runner_pid,
+    _T.c.heartbeat_at,
+).where(_T.c.id == bindparam("sid"))
+_UPDATES: dict[tuple[str, ...], Any] = {}
+
+
+def _update_statement(columns: tuple[str, ...]) -> Any:
+    """``UPDATE flow_sessions SET <columns> WHERE id = :sid AND version = :expected``,
+    cached per column set. ``started_at`` keeps an earlier value (first start wins)."""
+    stmt = _UPDATES.get(columns)
+    if stmt is None:
+        values: dict[str, Any] = {}
+        for col in columns:
+            if col == "started_at":
+                values[col] = func.coalesce(_T.c.started_at, bindparam("v_started_at"))
+            else:
+                values[col] = bindparam(f"v_{col}")
+        stmt = (
+            update(_T)
+            .where(_T.c.id == bindparam("sid"), _T.c.version == bindparam("expected"))
+            .values(values)
+        )
+        _UPDATES[columns] = stmt
+    return stmt
+
+
+def new_session_id() -> str:
+    return uuid.uuid4().hex
+
+
+def compute_progress(status: str, stages: Iterable[tuple[str, float]]) -> float:
+    """Session progress, the one formula (DESIGN §5): mean of the stages' progress with
+    COMPLETED counting 100. A session without stages is 100 once COMPLETED, else 0."""
+    values = [100.0 if st == StageStatus.COMPLETED else float(p or 0.0) for st, p in stages]
+    if not values:
+        return 100.0 if status == SessionStatus.COMPLETED else 0.0
+    return round(sum(values) / len(values), 1)
+
+
+def move_stages_of(
+    conn: Connection, sid: str, now: float, where: ColumnElement[bool], **values: Any
+) -> None:
+    """Set ``values`` on the session's stages that match ``where``, each stage's version
+    bumped: what abort (open stages fail) and retry (unfinished stages back to PENDING) do
+    to a session's stages, inside the session's transition."""
+    conn.execute(
+        update(_ST)
+        .where(_ST.c.session_id == sid, where)
+        .values(updated_at=now, version=_ST.c.version + 1, **values)
+    )
+
+
+class SessionOperations(ManagerBase):
+    """Sessions: creation, reads and the state changes a user asks for."""
+
+    CATEGORY = SESSION_CATEGORY
+
+    # -- creation ---------------------------------------------------------------------------
+
+    def create_session(
+        self,
+        workflow_id: str,
+        name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        definition: WorkflowDefinition | Mapping[str, Any] | None = None,
+        *,
+        queued: bool = False,
+        params: Mapping[str, object] | None = None,
+    ) -> FlowSession:
+        """A PENDING session with a snapshot of ``definition`` and one PENDING stage
+        instance per stage of it (none when no definition is given: add them with
+        :meth:`StageManager.create_stage`).
+
+        ``params`` are the values of the workflow's parameters, as text (a command line)
+        or typed (``{"shards": 8}``); declared defaults fill the rest. A value the workflow
+        does not accept raises :class:`~store.errors.ParamError` and nothing is created."""
+        from store.names import validate_identifier
+
+        validate_identifier(workflow_id, "workflow id")
+        if definition is None or isinstance(definition, Mapping):
+            snapshot: dict[str, Any] = dict(definition or {})
+            values: dict[str, Any] = {}
+            if params or snapshot.get("params"):
+                from store.definitions import params_of, resolve_params
+
+                values = resolve_params(params_of(snapshot), params, workflow_id)
+        else:
+            snapshot = definition.to_dict()
+            values = definition.resolve_params(params)
+        now = time.time()
+        sid = new_session_id()
+        obj = FlowSession(
+            id=sid,
+            name=name if name is not None else f"{workflow_id} {time.strftime('%Y-%m-%d %H:%M')}",
+            workflow_id=workflow_id,
+            status=SessionStatus.PENDING,
+            definition=snapshot,
+            meta=dict(metadata or {}),
+            params=values,
+            created_at=now,
+            updated_at=now,
+            queued=queued,
+        )
+        conn = self._conn()
+        row = obj.model_dump()
+        row["metadata"] = row.pop("meta")
+        conn.execute(insert(_T), row)
+        stages = snapshot.get("stages") or []
+        if stages:
+            conn.execute(
+                insert(_ST),
+                [
+                    {
+                        "session_id": sid,
+                        "position": i,
+                        "name": st["name"],
+                        "stage_type": "manual" if st.get("run") is None else "task",
+                        "config": st,
+                        "status": StageStatus.PENDING,
+                        "updated_at": now,
+                    }
+                    for i, st in enumerate(stages)
+                ],
+            )
+        self._event(conn, sid, SessionOp.CREATE, None, SessionStatus.PENDING, now)
+        self.session.commit()
+        self._committed(
+            SessionChange(sid, SessionOp.CREATE, None, SessionStatus.PENDING, 1),
+            self.CATEGORY,
+        )
+        return obj
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get_session(self, session_id: str) -> FlowSession:
+        obj = self.session.get(
+            FlowSession, self.resolve_session_id(session_id), populate_existing=True
+        )
+        self.session.commit()
+        if obj is None:
+            raise SessionNotFound(f"no session matches {session_id!r}")
+        return obj
+
+    def get_session_progress(self, session_id: str) -> float:
+        sid = self.resolve_session_id(session_id)
+        conn = self._conn()
+        status = conn.execute(select(_T.c.status).where(_T.c.id == sid)).scalar_one()
+        rows = conn.execute(
+            select(_ST.c.status, _ST.c.progress).where(_ST.c.session_id == sid)
+        ).all()
+        return compute_progress(status, [(r[0], r[1]) for r in rows])
+
+    # -- state changes ------------------------------------------------------------------------
+
+    def _read_state(self, conn: Connection, sid: str) -> Any:
+        row = conn.execute(_READ_STATE, {"sid": sid}).first()
+        if row is None:
+            raise SessionNotFound(f"no session matches {sid!r}")
+        return row
+
+    def _orphaned(self, cur: Row[Any]) -> bool:
+        """Is the session of state row ``cur`` (see :meth:`_read_state`) orphaned?"""
+        return is_orphaned(
+            cur.status,
+            cur.runner_host,
+            cur.runner_pid,
+            cur.heartbeat_at,
+            stale_after=self.stale_after,
+        )
+
+    def _refuse(self, sid: str, op: SessionOp, status: str, why: str = "") -> InvalidTransition:
+        allowed = allowed_session_ops(status)
+        listed = ", ".join(allowed) if allowed else "none"
+        detail = f" ({why})" if why else ""
+        return InvalidTransition(
+            f"cannot {op.value} session {sid[:12]}: it is {status}{detail}; allowed: {listed}",
+            status,
+            allowed,
+        )
+
+    def _transition(
+        self,
+        session_id: str,
+        op: SessionOp,
+        *,
+        reason: str | None = None,
+        expected_version: int | None = None,
+        values: Mapping[str, Any] | None = None,
+        check: Check | None = None,
+        after: Callable[[Connection, str, float], None] | None = None,
+    ) -> SessionChange:
+        """Apply ``op`` atomically: read, check the state machine (and ``check``), write
+        conditioned on the version read, then the event. A lost race re-reads and re-checks,
+        unless the caller pinned ``expected_version``, which then raises."""
+        sid = self.resolve_session_id(session_id)
+        row_def = SESSION_TRANSITIONS[op]
+        for _ in range(MAX_RETRIES):
+            conn = self._conn()
+            cur = self._read_state(conn, sid)
+            if expected_version is not None and cur.version != expected_version:
+                self.session.rollback()
+                raise ConcurrentModification(
+                    f"session {sid[:12]} changed meanwhile (version {cur.version}, "
+                    f"expected {expected_version}); reload and try again"
+                )
+            if cur.status not in row_def.sources:
+                self.session.rollback()
+                raise self._refuse(sid, op, cur.status)
+            if check is not None:
+                why = check(conn, sid, cur)
+                if why:
+                    self.session.rollback()
+                    raise self._refuse(sid, op, cur.status, why)
+            target = session_target(op, cur.status, cur.started_at is not None)
+            now = time.time()
+            new_values: dict[str, Any] = {
+                "status": target,
+                "version": cur.version + 1,
+                "updated_at": now,
+                "reason": reason,
+            }
+            if values:
+                new_values.update(values)
+            params = {f"v_{k}": v for k, v in new_values.items()}
+            params.update(sid=sid, expected=cur.version)
+            result = conn.execute(_update_statement(tuple(sorted(new_values))), params)
+            if result.rowcount != 1:
+                self.session.rollback()
+                if expected_version is not None:
+                    raise ConcurrentModification(
+                        f"session {sid[:12]} changed meanwhile; reload and try again"
+                    )
+                continue
+            if after is not None:
+                after(conn, sid, now)
+            self._event(conn, sid, op, cur.status, target, now, reason)
+            self.session.commit()
+            change = SessionChange(sid, op, cur.status, target, cur.version + 1, reason)
+            return self._committed(change, self.CATEGORY)
+        raise ConcurrentModification(f"session {sid[:12]} is changing too fast; try again")
+
+    def pause(
+        self, session_id: str, *, reason: str | None = None, expected_version: int | None = None
+    ) -> SessionChange:
+        return self._transition(
+            session_id, SessionOp.PAUSE, reason=reason, expected_version=expected_version
+        )
+
+    def resume(self, session_id: str, *, expected_version: int | None = None) -> SessionChange:
+        """PAUSED -> ACTIVE (PENDING if it never started). An ACTIVE session may also be
+        "resumed" when it is orphaned: the state stays, and the caller starts a runner."""
+
+        def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
+            if (
+                cur.status == SessionStatus.ACTIVE
+                and not self._orphaned(cur)
+                and cur.runner_pid is not None
+            ):
+                return "its runner is alive"
+            return None
+
+        return self._transition(
+            session_id, SessionOp.RESUME, expected_version=expected_version, check=check
+        )
+
+    def abort(
+        self, session_id: str, *, reason: str = "aborted", expected_version: int | None = None
+    ) -> SessionChange:
+        """FAILED with reason ``aborted``; its running or paused stages fail with it (the
+        runner, which sees the change, kills their processes)."""
+
+        def after(conn: Connection, sid: str, now: float) -> None:
+            open_stage = _ST.c.status.in_([StageStatus.ACTIVE, StageStatus.PAUSED])
+            move_stages_of(
+                conn, sid, now, open_stage, status=StageStatus.FAILED, error=reason, finished_at=now
+            )
+
+        return self._transition(
+            session_id,
+            SessionOp.ABORT,
+            reason=reason,
+            expected_version=expected_version,
+            values={"finished_at": time.time()},
+            after=after,
+        )
+
+    def fail(
+        self, session_id: str, reason: str, *, expected_version: int | None = None
+    ) -> SessionChange:
+        return self._transition(
+            session_id,
+            SessionOp.FAIL,
+            reason=reason,
+            expected_version=expected_version,
+            values={"finished_at": time.time()},
+        )
+
+    def complete(
+        self, session_id: str, *, reason: str | None = None, expected_version: int | None = None
+    ) -> SessionChange:
+        """ACTIVE -> COMPLETED once every stage is. ``reason``: what the user should know
+        all the same (e.g. log lines that could not be written)."""
+
+        def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
+            open_stages = conn.execute(
+                select(_ST.c.name).where(
+                    _ST.c.session_id == sid, _ST.c.status != StageStatus.COMPLETED
+                )
+            ).all()
+            if open_stages:
+                names = ", ".join(r.name for r in open_stages[:5])
+                return f"stages not completed: {names}"
+            return None
+
+        return self._transition(
+            session_id,
+            SessionOp.COMPLETE,
+            reason=reason,
+            expected_version=expected_version,
+            values={"finished_at": time.time(), "runner_pid": None, "runner_host": None},
+            check=check,
+        )
+
+    def retry(self, session_id: str, *, expected_version: int | None = None) -> SessionChange:
+        """FAILED -> PENDING; failed and aborted stages reset to PENDING (attempt kept),
+        COMPLETED stages kept."""
+
+        def after(conn: Connection, sid: str, now: float) -> None:
+            unfinished = _ST.c.status != StageStatus.COMPLETED
+            move_stages_of(
+                conn,
+                sid,
+                now,
+                unfinished,
+                status=StageStatus.PENDING,
+                progress=0.0,
+                error=None,
+                finished_at=None,
+            )
+
+        return self._transition(
+            session_id,
+            SessionOp.RETRY,
+            expected_version=expected_version,
+            values={
+                "finished_at": None,
+                "runner_pid": None,
+                "runner_host": None,
+                "heartbeat_at": None,
+            },
+            after=after,
+        )
+
+    def delete(self, session_id: str, *, force: bool = False) -> SessionChange:
+        """Remove the session with its stages, events and logs. Refused while a live runner
+        owns an ACTIVE session, unless ``force``, which aborts it first (the runner sees
+        the session gone and kills its stage). The history goes with the session, so this
+        operation's trace is the operations log."""
+        sid = self.resolve_session_id(session_id)
+        for _ in range(MAX_RETRIES):
+            change = self._delete_once(sid, force)
+            if change is not None:
+                return change
+        raise ConcurrentModification(f"session {sid[:12]} is changing too fast; try again")
+
+    def _delete_once(self, sid: str, force: bool) -> SessionChange | None:
+        """One attempt: None when the session changed between the read and the delete (a
+        runner claimed it meanwhile), so the caller decides again on fresh state."""
+        conn = self._conn()
+        cur = self._read_state(conn, sid)
+        live = cur.runner_pid is not None and not self._orphaned(cur)
+        if cur.status == SessionStatus.ACTIVE and live:
+            if not force:
+                self.session.rollback()
+                raise InvalidTransition(
+                    f"cannot delete session {sid[:12]}: it is ACTIVE with a live runner "
+                    f"(pid {cur.runner_pid} on {cur.runner_host}); pause or abort it first, "
+                    "or use --force",
+                    cur.status,
+                    allowed_session_ops(cur.status),
+                )
+            self.session.rollback()
+            self.abort(sid, reason="aborted")
+            conn = self._conn()
+            cur = self._read_state(conn, sid)  # the delete starts from FAILED now
+        # Take the session row first, conditioned on the version the checks above saw: the
+        # same lock order as every transition (session, then its stages), and a runner that
+        # claimed the session meanwhile makes this attempt start over instead of losing it.
+        claimed = conn.execute(
+            update(_T)
+            .where(_T.c.id == sid, _T.c.version == cur.version)
+            .values(version=cur.version + 1)
+        )
+        if claimed.rowcount != 1:
+            self.session.rollback()
+            return None
+        conn.execute(delete(_LOG).where(_LOG.c.session_id == sid))
+        conn.execute(delete(_EV).where(_EV.c.session_id == sid))
+        conn.execute(delete(_ST).where(_ST.c.session_id == sid))
+        result = conn.execute(delete(_T).where(_T.c.id == sid))
+        if result.rowcount != 1:
+            self.session.rollback()
+            raise SessionNotFound(f"no session matches {sid!r}")
+        self.session.commit()
+        return self._committed(
+            SessionChange(sid, SessionOp.DELETE, cur.status, None, cur.version + 1),
+            self.CATEGORY,
+        )
+
+    # -- the runner's poll ----------------------------------------------------------------------
+
+    def state(self, session_id: str) -> tuple[str, int, str | None] | None:
+        """(status, version, reason) of a full id, or None if it is gone: the runner's
+        cheap poll."""
+        row = (
+            self._conn()
+            .execute(select(_T.c.status, _T.c.version, _T.c.reason).where(_T.c.id == session_id))
+            .first()
+        )
+        self.session.commit()
+        return None if row is None else (row[0], row[1], row[2])

@@ -1,0 +1,444 @@
+"""Stage operations: creation, moves between the stage states of :mod:`store.status`,
+progress, outputs and process bookkeeping.
+
+A move is one short transaction: read the stage, plan the move
+(:func:`store.stage_moves.plan_stage_move`, pure), write the plan conditioned on the
+version read, then the event. The runner's two moves per stage take the raw-driver path of
+:mod:`store._driver` and may start from the state their previous move left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Row, bindparam, func, select, update
+from sqlalchemy.engine import Connection
+
+from store._driver import execute_on_driver
+from store.changes import MAX_RETRIES, ManagerBase, SessionChange, StageMove
+from store.errors import ConcurrentModification, InvalidTransition, SessionNotFound, StageNotFound
+from store.models import FlowSession, StageInstance
+from store.sessions import SESSION_CATEGORY
+from store.stage_moves import MovePlan, MoveRefusal, MoveRequest, StageState, plan_stage_move
+from store.status import TERMINAL, SessionOp, SessionStatus, StageStatus, allowed_session_ops
+
+_T = FlowSession.__table__  # type: ignore[attr-defined]
+_ST = StageInstance.__table__  # type: ignore[attr-defined]
+
+# Statements built once: SQLAlchemy memoizes their cache keys and compiled forms, which is
+# most of what keeps a move cheap (building a new expression per call costs ~3x).
+_STAGE_UPDATES: dict[tuple[str, ...], Any] = {}
+
+
+def _stage_update_statement(columns: tuple[str, ...]) -> Any:
+    """``UPDATE stage_instances SET <columns> WHERE id = :stage_id AND version =
+    :expected``, cached per column set like :func:`_update_statement`."""
+    stmt = _STAGE_UPDATES.get(columns)
+    if stmt is None:
+        stmt = (
+            update(_ST)
+            .where(_ST.c.id == bindparam("stage_id"), _ST.c.version == bindparam("expected"))
+            .values({col: bindparam(f"v_{col}") for col in columns})
+        )
+        _STAGE_UPDATES[columns] = stmt
+    return stmt
+
+
+_SELECT_STAGE_FOR_MOVE = select(
+    _ST.c.session_id,
+    _ST.c.name,
+    _ST.c.status,
+    _ST.c.version,
+    _ST.c.attempt,
+    _ST.c.metadata,
+).where(_ST.c.id == bindparam("id"))
+
+_TOUCH_SESSION = (
+    update(_T)
+    .where(_T.c.id == bindparam("sid"))
+    .values(updated_at=bindparam("now"))
+    .returning(_T.c.status)
+)
+
+
+class StageManager(ManagerBase):
+    """Stage instances of a session: creation, status, progress, process bookkeeping."""
+
+    CATEGORY = "workflow.stage.operations"
+
+    def create_stage(
+        self,
+        session_id: str,
+        stage_type: str = "task",
+        config: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+    ) -> StageInstance:
+        """A PENDING stage at the end of the session. A ``task`` runs ``config["run"]``, a
+        shell command; a ``manual`` stage is a gate. A task without ``run`` is accepted
+        (its state can be driven through :meth:`update_stage_status`, for work done
+        elsewhere), but a runner fails it with the reason "no command to run …" instead of
+        running anything."""
+        sid = self.resolve_session_id(session_id)
+        conn = self._conn()
+        status = conn.execute(select(_T.c.status).where(_T.c.id == sid)).scalar()
+        if status is None:
+            raise SessionNotFound(f"no session matches {sid!r}")
+        if status in TERMINAL:
+            self.session.rollback()
+            raise InvalidTransition(
+                f"cannot add a stage to session {sid[:12]}: it is {status}",
+                status,
+                allowed_session_ops(status),
+            )
+        position = conn.execute(
+            select(func.count()).select_from(_ST).where(_ST.c.session_id == sid)
+        ).scalar_one()
+        cfg = dict(config or {})
+        stage_name = name or str(cfg.get("name") or f"stage-{position + 1}")
+        from store.names import validate_identifier
+
+        validate_identifier(stage_name, "stage name")
+        if conn.execute(
+            select(_ST.c.id).where(_ST.c.session_id == sid, _ST.c.name == stage_name)
+        ).first():
+            self.session.rollback()
+            raise InvalidTransition(
+                f"session {sid[:12]} already has a stage named {stage_name!r}", "", []
+            )
+        now = time.time()
+        stage = StageInstance(
+            session_id=sid,
+            position=position,
+            name=stage_name,
+            stage_type=stage_type,
+            config=cfg,
+            status=StageStatus.PENDING,
+            updated_at=now,
+        )
+        self.session.add(stage)
+        self.session.flush()
+        self._event(conn, sid, "stage.create", None, StageStatus.PENDING, now, stage=stage_name)
+        self.session.commit()
+        self._committed(
+            SessionChange(sid, "stage.create", None, StageStatus.PENDING, 0, stage=stage_name),
+            self.CATEGORY,
+        )
+        return stage
+
+    def get_stage(self, stage_id: int) -> StageInstance:
+        stage = self.session.get(StageInstance, stage_id, populate_existing=True)
+        self.session.commit()
+        if stage is None:
+            raise StageNotFound(f"no stage with id {stage_id} (its session was deleted?)")
+        return stage
+
+    def list_stages(self, session_id: str) -> list[StageInstance]:
+        sid = self.resolve_session_id(session_id)
+        rows = self.session.exec(  # type: ignore[call-overload]
+            select(StageInstance)
+            .where(StageInstance.session_id == sid)  # type: ignore[arg-type]
+            .order_by(StageInstance.position)  # type: ignore[arg-type]
+            .execution_options(populate_existing=True)
+        ).all()
+        return [r[0] if isinstance(r, Row) else r for r in rows]
+
+    def update_stage_status(
+        self,
+        stage_id: int,
+        status: StageStatus | str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        error: str | None = None,
+        exit_code: int | None = None,
+        expected_version: int | None = None,
+        new_attempt: bool = False,
+    ) -> StageInstance:
+        """Move a stage to ``status`` (checked against the stage table of store.status).
+        ``metadata["progress"]`` sets progress; other metadata keys are merged into the
+        stage's metadata. A move to the same state is a progress update without an event.
+        Entering ACTIVE from PENDING starts attempt 1 (or the next one); ``new_attempt``
+        starts a fresh attempt of a stage that is ACTIVE or PAUSED already (a timeout retry,
+        or a new runner taking over an orphan). Returns the stage as stored; the runner,
+        which needs no reload, calls :meth:`move_stage`."""
+        self.move_stage(
+            stage_id,
+            status,
+            metadata,
+            error=error,
+            exit_code=exit_code,
+            expected_version=expected_version,
+            new_attempt=new_attempt,
+        )
+        return self.get_stage(stage_id)
+
+    def start_attempt(
+        self,
+        stage_id: int,
+        attempt: int,
+        *,
+        pid: int,
+        pid_start: int | None,
+        host: str | None,
+        known: StageMove | None = None,
+    ) -> StageMove:
+        """The runner started attempt ``attempt`` of a stage as process ``pid``: ACTIVE, the
+        attempt and the process recorded in one transaction (a later runner finds the
+        process to remove after a crash). The process is spawned first so that this write
+        overlaps with its start-up: a 50-stage workflow of quick commands pays one spawn and
+        two short transactions per stage, not four."""
+        return self.move_stage(
+            stage_id,
+            StageStatus.ACTIVE,
+            new_attempt=True,
+            attempt=attempt,
+            process=(pid, pid_start, host or self.host),
+            known=known,
+        )
+
+    def move_stage(
+        self,
+        stage_id: int,
+        status: StageStatus | str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        error: str | None = None,
+        exit_code: int | None = None,
+        expected_version: int | None = None,
+        new_attempt: bool = False,
+        attempt: int | None = None,
+        process: tuple[int, int | None, str] | None = None,
+        known: StageMove | None = None,
+        finished_at: float | None = None,
+    ) -> StageMove:
+        """:meth:`update_stage_status` without reloading the stage: one transaction that
+        also reads the session's status, so the runner needs no extra query to know
+        whether to go on. ``attempt`` (with a new attempt) is the number the caller already
+        gave the process (``VC_ATTEMPT``); it must be above the stored one. ``process`` is
+        (pid, start time, host) of the attempt's process. ``known`` is what the caller's
+        previous move of this stage returned: the move then starts from it instead of
+        reading the stage (the update is conditional on its version, so if anything
+        changed the stage since, the move reads it and starts over). ``finished_at``: when
+        the attempt ended, for a move to a final state recorded later than that (the
+        runner first waits for the stage's output to be stored); default now."""
+        try:
+            request = MoveRequest.of(
+                status,
+                metadata,
+                error=error,
+                exit_code=exit_code,
+                expected_version=expected_version,
+                new_attempt=new_attempt,
+                attempt=attempt,
+                process=process,
+                finished_at=finished_at,
+            )
+            remembered = _remembered(stage_id, request, known)
+            for _ in range(MAX_RETRIES):
+                moved = self._move_once(stage_id, request, remembered)
+                if moved is not None:
+                    return moved
+                remembered = None  # start over from the stage as stored
+            raise ConcurrentModification(f"stage {stage_id} is changing too fast; try again")
+        except BaseException:
+            # Nothing half-done stays in the transaction for a later commit to pick up.
+            with contextlib.suppress(Exception):
+                self.session.rollback()
+            raise
+
+    def _move_once(
+        self, stage_id: int, request: MoveRequest, remembered: StageState | None
+    ) -> StageMove | None:
+        """One read -> plan -> conditional update -> event transaction. None when the move
+        must start over on the stage as stored: the remembered state refused it, or the
+        stage changed between the read and the update."""
+        conn = self._conn()
+        current = remembered if remembered is not None else self._read_stage(conn, stage_id)
+        now = time.time()
+        plan = plan_stage_move(current, request, now)
+        if isinstance(plan, MoveRefusal):
+            self.session.rollback()
+            if remembered is not None:
+                return None  # decided on what the caller remembered: decide on the stored
+            raise plan.error()
+        session_status, started = self._touch_session(conn, current, request.target, now)
+        if not self._write_plan(conn, stage_id, current.version, plan):
+            self.session.rollback()
+            if request.expected_version is not None:
+                raise ConcurrentModification(
+                    f"stage {current.name!r} changed meanwhile; reload and try again"
+                )
+            return None
+        if plan.event is not None:
+            self._event(
+                conn,
+                current.session_id,
+                plan.event,
+                current.status,
+                request.target,
+                now,
+                request.error,
+                stage=current.name,
+            )
+        self.session.commit()
+        if started is not None:
+            self._committed(started, SESSION_CATEGORY)
+        if plan.event is not None:
+            change = SessionChange(
+                current.session_id,
+                plan.event,
+                current.status,
+                request.target,
+                current.version + 1,
+                request.error,
+                stage=current.name,
+            )
+            self._committed(change, self.CATEGORY)
+        return StageMove(
+            stage_id,
+            current.session_id,
+            request.target,
+            current.version + 1,
+            plan.attempt,
+            session_status,
+            current.name,
+        )
+
+    def _read_stage(self, conn: Connection, stage_id: int) -> StageState:
+        row = conn.execute(_SELECT_STAGE_FOR_MOVE, {"id": stage_id}).first()
+        if row is None:
+            self.session.rollback()
+            raise StageNotFound(f"no stage with id {stage_id}")
+        return StageState(*row)
+
+    def _touch_session(
+        self, conn: Connection, current: StageState, target: StageStatus, now: float
+    ) -> tuple[str | None, SessionChange | None]:
+        """Lock the stage's session row (first, as in every session transition: one lock
+        order, no deadlock between a stage update and an abort on PostgreSQL) and read its
+        status; a PENDING session starts with its first ACTIVE stage. Returns the session's
+        status (None if it is gone) and its start, if this move made it."""
+        cursor = execute_on_driver(conn, _TOUCH_SESSION, {"sid": current.session_id, "now": now})
+        touched = cursor.fetchone()
+        cursor.close()
+        session_status: str | None = None if touched is None else touched[0]
+        if target == StageStatus.ACTIVE and session_status == SessionStatus.PENDING:
+            started = self._start_session_for(conn, current.session_id, current.name, now)
+            return SessionStatus.ACTIVE, started
+        return session_status, None
+
+    @staticmethod
+    def _write_plan(conn: Connection, stage_id: int, version: int, plan: MovePlan) -> bool:
+        """The plan's UPDATE, conditioned on the version it was planned on: False when the
+        stage changed since."""
+        params = {f"v_{k}": v for k, v in plan.values.items()}
+        params.update(stage_id=stage_id, expected=version)
+        statement = _stage_update_statement(tuple(plan.values))
+        if "metadata" in plan.values:  # JSON: SQLAlchemy's type processing is needed
+            return bool(conn.execute(statement, params).rowcount == 1)
+        cursor = execute_on_driver(conn, statement, params)
+        updated = cursor.rowcount
+        cursor.close()
+        return bool(updated == 1)
+
+    def _start_session_for(
+        self, conn: Connection, session_id: str, stage: str, now: float
+    ) -> SessionChange:
+        """Inside a stage's move to ACTIVE: its PENDING session starts too (PENDING ->
+        ACTIVE, with its ``start`` event), so a session with an ACTIVE stage is ACTIVE.
+        What an API user driving stages by hand meets; a runner claims the session first.
+        The session row is already locked by this transaction (its touch)."""
+        reason = f"stage {stage} started"
+        version = conn.execute(
+            update(_T)
+            .where(_T.c.id == session_id, _T.c.status == SessionStatus.PENDING)
+            .values(
+                status=SessionStatus.ACTIVE,
+                version=_T.c.version + 1,
+                started_at=func.coalesce(_T.c.started_at, now),
+                updated_at=now,
+                reason=None,
+            )
+            .returning(_T.c.version)
+        ).scalar_one()
+        self._event(
+            conn,
+            session_id,
+            SessionOp.START,
+            SessionStatus.PENDING,
+            SessionStatus.ACTIVE,
+            now,
+            reason,
+        )
+        return SessionChange(
+            session_id,
+            SessionOp.START,
+            SessionStatus.PENDING,
+            SessionStatus.ACTIVE,
+            version,
+            reason,
+        )
+
+    def set_progress(self, stage_id: int, progress: float) -> None:
+        """Progress only: no event, no version bump (the runner coalesces these)."""
+        now = time.time()
+        conn = self._conn()
+        conn.execute(
+            update(_ST)
+            .where(_ST.c.id == stage_id)
+            .values(progress=max(0.0, min(100.0, float(progress))), updated_at=now)
+        )
+        self.session.commit()
+
+    def record_outputs(self, stage_id: int, attempt: int, outputs: Mapping[str, str]) -> bool:
+        """Store the outputs (``::output KEY=VALUE``) the stage's attempt ``attempt`` has
+        reported so far, replacing what was stored: the runner writes them as they come
+        and once more before the stage completes, so a later stage (or a runner taking
+        over) reads them from here. No event, no version bump. False when the stage is at
+        another attempt now (nothing written)."""
+        result = self._conn().execute(
+            update(_ST)
+            .where(_ST.c.id == stage_id, _ST.c.attempt == attempt)
+            .values(outputs=dict(outputs))
+        )
+        self.session.commit()
+        return result.rowcount == 1
+
+    def record_process(
+        self, stage_id: int, *, pid: int | None, pid_start: int | None, host: str | None = None
+    ) -> None:
+        """Remember the stage's process so a later runner can clean up after a crash."""
+        self._conn().execute(
+            update(_ST)
+            .where(_ST.c.id == stage_id)
+            .values(pid=pid, pid_start=pid_start, host=host or self.host)
+        )
+        self.session.commit()
+
+    def record_exit_code(self, stage_id: int, exit_code: int) -> None:
+        """The exit code of a process that ended after its stage was already decided
+        (aborted): kept for the record, no state change."""
+        self._conn().execute(
+            update(_ST)
+            .where(_ST.c.id == stage_id, _ST.c.exit_code.is_(None))
+            .values(exit_code=exit_code)
+        )
+        self.session.commit()
+
+
+def _remembered(stage_id: int, request: MoveRequest, known: StageMove | None) -> StageState | None:
+    """The state the caller's previous move left, when this move may start from it: that
+    move was of this stage, and there is no metadata to merge (that needs the stored
+    metadata) nor a version to check."""
+    if (
+        known is None
+        or known.stage_id != stage_id
+        or not known.name
+        or request.metadata
+        or request.expected_version is not None
+    ):
+        return None
+    return StageState(known.session_id, known.name, known.status, known.version, known.attempt)
