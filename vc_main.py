@@ -60,7 +60,7 @@ def _module_main(argv: list[str]) -> int:
     if argv[:1] != ["runner"]:
         print("usage: python -m vc_main runner SESSION_ID [--stage NAME]", file=sys.stderr)
         return 2
-    from app.runner.cli import detached_main
+    from app.runner.entry import detached_main
 
     return detached_main(argv[1:])
 

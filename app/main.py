@@ -4,6 +4,10 @@ Kept cheap on purpose: importing this module imports Typer and our command modul
 import nothing heavy at module level (the store, Textual and loguru are imported inside the
 commands that need them), so `vc --help` costs little more than `import typer`.
 
+This is where the front ends meet: `vc flow tui` (the dashboard) is added here to the
+CLI's `vc flow`, so the command modules (``app.cli``) and the dashboard (``app.tui``)
+import nothing of each other.
+
 Errors: Typer's usage errors are turned into one line on stderr with exit code 2, our own
 refusals into one line with exit code 1, and nothing ever prints a traceback at a user.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -25,6 +30,73 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@flow.app.command("tui")
+def tui_cmd(
+    demo: Annotated[bool, typer.Option("--demo", help="Open on a demo workspace.")] = False,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Serve the dashboard to browsers instead.")
+    ] = False,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host", metavar="H", help="With --serve: the address to listen on [127.0.0.1]."
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            min=0,
+            max=65535,
+            metavar="P",
+            help="With --serve: the port (0: any free one) [8000].",
+        ),
+    ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            "--public-url",
+            metavar="URL",
+            help="With --serve: the URL browsers reach it by (a TLS proxy).",
+        ),
+    ] = None,
+) -> None:
+    """The full-screen dashboard (in this terminal, or served to browsers with --serve)."""
+    from app.cli.common import fail, translate_errors
+
+    if serve:
+        with translate_errors():
+            from app.tui.serve import DEFAULT_HOST, DEFAULT_PORT, ServeError
+            from app.tui.serve import serve as serve_dashboard
+
+            try:
+                code = serve_dashboard(
+                    demo=demo,
+                    host=DEFAULT_HOST if host is None else host,
+                    port=DEFAULT_PORT if port is None else port,
+                    public_url=public_url,
+                )
+            except ServeError as exc:
+                raise fail(str(exc), 1) from None
+        if code:
+            raise typer.Exit(code)
+        return
+    for name, value in (("--host", host), ("--port", port), ("--public-url", public_url)):
+        if value is not None:
+            raise fail(f"{name} needs --serve (see 'vc flow tui --help')", 2)
+    with translate_errors():
+        from app.tui.launch import NeedsTerminal, launch
+
+        try:
+            code = launch(demo=demo)
+        except NeedsTerminal as exc:
+            raise fail(str(exc), 2) from None
+    if code:
+        raise typer.Exit(code)
+
+
 app.add_typer(flow.app, name="flow")
 app.add_typer(db.app, name="db")
 
@@ -32,7 +104,7 @@ app.add_typer(db.app, name="db")
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (and exits with it when called without ``argv``,
     as the console script does)."""
-    from app.cli.common import error_line
+    from app.console import error_line
 
     for stream in (sys.stdout, sys.stderr):
         # A name or log line the locale cannot encode must not crash a command.
@@ -79,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _finish(code: int, argv: list[str] | None) -> int:
     if argv is None:
+        from app.quick_exit import is_quick, leave
+
+        if is_quick(sys.argv[1:]):
+            leave(code)  # the work is done: no interpreter teardown
         sys.exit(code)
     return code
 

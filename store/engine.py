@@ -78,7 +78,7 @@ def _prepare_sqlite_file(path: Path) -> None:
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     except OSError as exc:
-        raise StoreUnavailable(_os_error_message(exc, path)) from None
+        raise StoreUnavailable(os_error_message(exc, path)) from None
     _tighten(path.parent, 0o700)
     for member in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         _tighten(member, 0o600)
@@ -100,11 +100,13 @@ def _tighten(path: Path, mode: int) -> None:
         pass
 
 
-def _os_error_message(exc: OSError, path: Path | str) -> str:
+def os_error_message(exc: OSError, path: object = None) -> str:
+    """'cannot write PATH: permission denied' and the like, for a file we failed to use."""
+    where = exc.filename or path
     what = os.strerror(exc.errno).lower() if exc.errno else str(exc)
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         what = "permission denied" if exc.errno != errno.EROFS else "read-only file system"
-    return f"cannot write {exc.filename or path}: {what}"
+    return f"cannot write {where}: {what}" if where is not None else f"cannot write: {what}"
 
 
 def make_engine(url: str | None = None, *, pool_size: int | None = None) -> Engine:

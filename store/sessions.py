@@ -119,6 +119,7 @@ class SessionOperations(ManagerBase):
         *,
         queued: bool = False,
         params: Mapping[str, object] | None = None,
+        runner: tuple[str, int] | None = None,
     ) -> FlowSession:
         """A PENDING session with a snapshot of ``definition`` and one PENDING stage
         instance per stage of it (none when no definition is given: add them with
@@ -126,7 +127,13 @@ class SessionOperations(ManagerBase):
 
         ``params`` are the values of the workflow's parameters, as text (a command line)
         or typed (``{"shards": 8}``); declared defaults fill the rest. A value the workflow
-        does not accept raises :class:`~store.errors.ParamError` and nothing is created."""
+        does not accept raises :class:`~store.errors.ParamError` and nothing is created.
+
+        ``runner`` (host, pid): the session is claimed by that runner in the same
+        transaction (`vc flow run` of a new session): ACTIVE, with the ``create`` and the
+        runner's ``start`` event, as ``start_session`` right after would leave it, in
+        one commit. Its ``started_at`` then equals its ``created_at``: no runner ran it
+        before."""
         from store.names import validate_identifier
 
         validate_identifier(workflow_id, "workflow id")
@@ -176,11 +183,42 @@ class SessionOperations(ManagerBase):
                 ],
             )
         self._event(conn, sid, SessionOp.CREATE, None, SessionStatus.PENDING, now)
+        claimer = None
+        claim: dict[str, Any] = {}
+        if runner is not None:
+            claimer = type(self)(
+                self.session,
+                actor="runner",
+                integration=self.integration,
+                stale_after=self.stale_after,
+            )
+            claim = {
+                "status": SessionStatus.ACTIVE,
+                "version": 2,
+                "updated_at": now,
+                "reason": None,
+                "runner_host": runner[0],
+                "runner_pid": runner[1],
+                "heartbeat_at": now,
+                "queued": False,
+                "started_at": now,
+            }
+            conn.execute(update(_T).where(_T.c.id == sid).values(**claim))
+            claimer._event(
+                conn, sid, SessionOp.START, SessionStatus.PENDING, SessionStatus.ACTIVE, now
+            )
         self.session.commit()
         self._committed(
             SessionChange(sid, SessionOp.CREATE, None, SessionStatus.PENDING, 1),
             self.CATEGORY,
         )
+        if claimer is not None:
+            claimer._committed(
+                SessionChange(sid, SessionOp.START, SessionStatus.PENDING, SessionStatus.ACTIVE, 2),
+                self.CATEGORY,
+            )
+            for key, value in claim.items():
+                setattr(obj, key, value)
         return obj
 
     # -- reads ------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import http.server
 import json
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,14 +77,13 @@ class Receiver:
         self, count: int, timeout: float = 20.0, path: str | None = None
     ) -> list[Received]:
         """At least ``count`` messages (to ``path``), waiting up to ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            got = self.messages(path)
-            if len(got) >= count:
-                return got
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{len(got)} of {count} notifications after {timeout}s")
-            time.sleep(0.02)
+        from tests.waiting import poll
+
+        poll(lambda: len(self.messages(path)) >= count, timeout)
+        got = self.messages(path)
+        if len(got) < count:
+            raise AssertionError(f"{len(got)} of {count} notifications after {timeout}s")
+        return got
 
     def close(self) -> None:
         self.server.shutdown()

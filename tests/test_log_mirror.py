@@ -18,6 +18,7 @@ from sqlalchemy import text
 from app.logging import StoreMirror
 from store import get_session_factory, init_db
 from store.log_ingest import LogLines, append_log_lines
+from tests.waiting import wait_until
 
 SID = "0123456789abcdef0123456789abcdef"
 CATEGORY = "workflow.stage.integration"
@@ -50,14 +51,6 @@ def _stored(engine: Any) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in rows]
 
 
-def _wait(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.01)
-
-
 @pytest.fixture
 def cut_off(store: Any, sqlite_url: str) -> Iterator[Any]:
     """A mirror (memory limit LIMIT) whose store is away: another connection holds the
@@ -81,7 +74,7 @@ def cut_off(store: Any, sqlite_url: str) -> Iterator[Any]:
     mirror.back = back  # type: ignore[attr-defined]
     try:
         mirror.add(_line(0))
-        _wait(lambda: len(tries) >= 2)
+        wait_until(lambda: len(tries) >= 2, "a second try", 10)
         yield mirror
     finally:
         back()
@@ -195,7 +188,7 @@ def test_on_a_full_store_disk_lines_give_way_to_a_note_and_flush_does_not_wait_f
         big = "x" * 1000
         for i in range(5000):  # 5 MB: more than the disk has left
             mirror.add(LogLines(SID, 1_000.0 + i, "INFO", CATEGORY, "chatty", (f"{i} {big}",)))
-        _wait(lambda: mirror.full)
+        wait_until(lambda: mirror.full, "the mirror full", 10)
         assert len(full) == 1
         mirror.flush(timeout=30)
         assert mirror.stored(5000)

@@ -1,5 +1,5 @@
-"""Shared plumbing of the commands: opening the store, turning refusals into one line and
-an exit code, and printing tables and JSON.
+"""Shared plumbing of the commands: the store opened for a command, refusals turned into
+one line and an exit code, and tables and JSON printed.
 
 Human output is plain text laid out here rather than with Rich: it is cheap to import (the
 `list` command has to answer instantly), it never interprets markup in names, and it honours
@@ -18,40 +18,15 @@ import time
 import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
-    from sqlalchemy.orm import sessionmaker
-    from sqlmodel import Session
+from app.console import duration_text, error_line, failure, warning_line
+from app.context import Context, open_context
 
-    from app.logging import Logging
-    from app.settings import Settings
-    from store import FlowSessionManager
-
-
-def warning_line(message: str) -> None:
-    """A problem worth knowing that does not stop the command."""
-    from store.text import clean_text
-
-    print(f"vc: warning: {clean_text(message)}", file=sys.stderr, flush=True)
-
-
-def _warn_unsafe_workspace(settings: Settings) -> None:
-    from app.settings import workspace_warnings
-
-    for message in workspace_warnings(settings.workspace):
-        warning_line(message)
-
-
-def error_line(message: str) -> None:
-    """The one line a refused or malformed request gets on stderr."""
-    from store.text import clean_text
-
-    print(f"vc: error: {clean_text(message)}", file=sys.stderr, flush=True)
+#: The lines of app.console, where the commands have always found them.
+__all__ = ["error_line", "warning_line"]
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -59,111 +34,32 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-@dataclass
-class Context:
-    settings: Settings
-    engine: Engine
-    factory: sessionmaker[Session]
-    logging: Logging | None
-
-    def session(self) -> Session:
-        return self.factory()
-
-    def sessions(self, db: Session) -> FlowSessionManager:
-        """The session manager the commands use: its operations are published through a
-        :class:`FlowStatusIntegration` (whose traffic is integration.log's content)."""
-        from store import FlowSessionManager, FlowStatusIntegration
-
-        return FlowSessionManager(db, integration=FlowStatusIntegration(db))
-
-
 @contextmanager
 def open_store(*, writes: bool = True, file_logs: bool = False) -> Iterator[Context]:
-    """The store and (for commands that change something) the log sinks, with every
-    failure turned into one line on stderr and exit code 1 (or 2 for usage errors).
-
-    A command that writes checks first that its log directory is usable, before it opens
-    (or creates) the database: a refusal then leaves everything as it was. ``file_logs``
-    gives a read-only command best-effort file logging (no store mirror, so a read stays
-    a read; an unusable log dir is then silently skipped)."""
-    with translate_errors():
-        from app.settings import Settings
-
-        settings = Settings.from_env()
-        _warn_unsafe_workspace(settings)
-        log = None
-        if writes:
-            from app.logging import check_log_dir
-
-            check_log_dir(settings.log_dir)
-        from store import get_session_factory, init_db
-
-        engine = init_db(settings.database_url)
-        factory = get_session_factory(engine, stale_after=settings.stale_after)
-        try:
-            if writes or file_logs:
-                from app.logging import check_log_dir, setup_logging
-
-                if writes:
-                    log = setup_logging(settings.log_dir, factory)
-                else:
-                    try:
-                        check_log_dir(settings.log_dir)
-                    except OSError:
-                        pass
-                    else:
-                        log = setup_logging(settings.log_dir, None)
-            yield Context(settings, engine, factory, log)
-        finally:
-            if log is not None:
-                log.close()
-            engine.dispose()
+    """:func:`app.context.open_context` for a command: the workspace's warnings on stderr
+    and every failure turned into one line on stderr and exit code 1 (or 2 for usage
+    errors)."""
+    with (
+        translate_errors(),
+        open_context(writes=writes, file_logs=file_logs, warn=warning_line) as ctx,
+    ):
+        yield ctx
 
 
 @contextmanager
 def translate_errors() -> Iterator[None]:
     """Turn every refusal and environment failure into one line on stderr and an exit
-    code (1, or 2 for malformed input). Anything else propagates to :func:`app.main.main`,
-    which still prints one line (never a traceback)."""
-    from store.errors import StoreError, WorkflowError
-
+    code (1, or 2 for malformed input; see :func:`app.console.failure`). Anything else
+    propagates to :func:`app.main.main`, which still prints one line (never a traceback)."""
     try:
         yield
     except typer.Exit:
         raise
-    except StoreError as exc:
-        raise fail(str(exc), exc.exit_code) from None
-    except WorkflowError as exc:
-        raise fail(str(exc), exc.exit_code) from None
-    except BrokenPipeError:
-        raise
-    except OSError as exc:
-        raise fail(os_error_message(exc), 1) from None
     except Exception as exc:
-        from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-
-        if isinstance(exc, DBAPIError | SQLAlchemyError):
-            from store.engine import unavailable_message
-            from store.location import resolve_database_url
-
-            raise fail(unavailable_message(exc, resolve_database_url()), 1) from None
-        raise
-
-
-def os_error_message(exc: OSError, path: object = None) -> str:
-    """'cannot write PATH: permission denied' and the like, for a file we failed to use."""
-    import errno
-
-    where = exc.filename if exc.filename is not None else path
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        what = "permission denied"
-    elif exc.errno == errno.EROFS:
-        what = "read-only file system"
-    elif exc.errno is not None:
-        what = os.strerror(exc.errno).lower()
-    else:
-        what = str(exc)
-    return f"cannot write {where}: {what}" if where is not None else f"cannot write: {what}"
+        known = failure(exc)
+        if known is None:
+            raise
+        raise fail(*known) from None
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -326,21 +222,8 @@ def render_table(
     return "\n".join(lines)
 
 
-def human_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
-    if seconds < 86400:
-        return f"{seconds // 3600:.0f}h{(seconds % 3600) // 60:02.0f}m"
-    return f"{seconds // 86400:.0f}d{(seconds % 86400) // 3600:02.0f}h"
-
-
 def age(ts: float | None) -> str:
-    return "-" if ts is None else human_duration(time.time() - ts)
+    return "-" if ts is None else duration_text(time.time() - ts)
 
 
 def progress_text(value: float, width: int = 10) -> str:

@@ -1,4 +1,5 @@
-"""`vc flow …`: workflow definitions, status, run, worker and the dashboard launcher."""
+"""`vc flow …`: workflow definitions, status, run and worker (`vc flow tui`, the
+dashboard, is added by :mod:`app.main`, which composes the front ends)."""
 
 from __future__ import annotations
 
@@ -240,7 +241,7 @@ def run_cmd(
 ) -> None:
     """Run a session's remaining stages (a new session unless --session is given)."""
     from app.cli.common import parse_params
-    from app.runner.cli import run_command
+    from app.cli.run import run_command
 
     params = parse_params(param or [])
     code = run_command(
@@ -256,69 +257,9 @@ def worker_cmd(
     workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
 ) -> None:
     """Claim and run queued sessions (see 'vc flow run --queue')."""
-    from app.runner.worker import worker_command
+    from app.cli.worker import worker_command
 
     raise typer.Exit(worker_command(concurrency=concurrency, workflow=workflow))
-
-
-@app.command("tui")
-def tui_cmd(
-    demo: Annotated[bool, typer.Option("--demo", help="Open on a demo workspace.")] = False,
-    serve: Annotated[
-        bool, typer.Option("--serve", help="Serve the dashboard to browsers instead.")
-    ] = False,
-    host: Annotated[
-        str | None,
-        typer.Option(
-            "--host", metavar="H", help="With --serve: the address to listen on [127.0.0.1]."
-        ),
-    ] = None,
-    port: Annotated[
-        int | None,
-        typer.Option(
-            "--port",
-            min=0,
-            max=65535,
-            metavar="P",
-            help="With --serve: the port (0: any free one) [8000].",
-        ),
-    ] = None,
-    public_url: Annotated[
-        str | None,
-        typer.Option(
-            "--public-url",
-            metavar="URL",
-            help="With --serve: the URL browsers reach it by (a TLS proxy).",
-        ),
-    ] = None,
-) -> None:
-    """The full-screen dashboard (in this terminal, or served to browsers with --serve)."""
-    if serve:
-        with translate_errors():
-            from app.tui.serve import DEFAULT_HOST, DEFAULT_PORT, ServeError
-            from app.tui.serve import serve as serve_dashboard
-
-            try:
-                code = serve_dashboard(
-                    demo=demo,
-                    host=DEFAULT_HOST if host is None else host,
-                    port=DEFAULT_PORT if port is None else port,
-                    public_url=public_url,
-                )
-            except ServeError as exc:
-                raise fail(str(exc), 1) from None
-        if code:
-            raise typer.Exit(code)
-        return
-    for name, value in (("--host", host), ("--port", port), ("--public-url", public_url)):
-        if value is not None:
-            raise fail(f"{name} needs --serve (see 'vc flow tui --help')", 2)
-    with translate_errors():
-        from app.tui.launch import launch
-
-        code = launch(demo=demo)
-    if code:
-        raise typer.Exit(code)
 
 
 __all__ = ["app", "fail"]

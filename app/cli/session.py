@@ -338,7 +338,12 @@ def _operation(op: str, session_id: str) -> None:
         if op == "resume" and change.to_status == "ACTIVE":
             from app.runner.launch import ensure_runner
 
-            extra = ensure_runner(ctx, change.session_id)
+            started = ensure_runner(ctx, change.session_id)
+            if started is not None and started.started:
+                extra = f" (runner started: pid {started.pid})"
+            elif started is not None:
+                error_line(f"could not start a runner: {started.message}")
+                extra = " (no runner: see the error above)"
     short = change.session_id[:12]
     print(f"{change.to_status}: {short} ({clean_text(name)}){extra}")
     if op == "retry":

@@ -6,7 +6,7 @@ import sys
 
 
 def main() -> int:
-    from app.runner.cli import detached_main
+    from app.runner.entry import detached_main
 
     return detached_main(sys.argv[1:])
 

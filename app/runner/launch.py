@@ -4,10 +4,11 @@ A detached runner is a new process in its own session (so closing the terminal d
 hang it up, and Ctrl-C in the launching terminal does not reach it), with stdin from
 /dev/null and stdout/stderr appended to the session's log file.
 
-The launcher returns only once the child has claimed the session, or reports why it could
-not. The child says so over a pipe it inherits (``VC_RUNNER_READY_FD``): "ok" after its
-claim, "error: MESSAGE" on a refusal; plain EOF means it died first, and its last error
-line is then read back from the session log. A pipe rather than polling the store: a quick
+The launcher returns only once the child has claimed the session, or says why it could
+not, as a :class:`RunnerStart` that each front end puts in its own words. The child says
+so over a pipe it inherits (``VC_RUNNER_READY_FD``): "ok" after its claim, "error:
+MESSAGE" on a refusal; plain EOF means it died first, and its last error line is then
+read back from the session log. A pipe rather than polling the store: a quick
 session may claim, finish and release itself before any poll would have seen it.
 
 The launcher does not wait for the runner to exit, but a daemon thread reaps it when it
@@ -28,10 +29,13 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 CLAIM_TIMEOUT = 20.0
+#: The detached runner reports "ok" (claimed) or "error: MESSAGE" on this inherited fd.
+READY_FD_ENV = "VC_RUNNER_READY_FD"
 #: What a runner gives each stage to say whose it is; not passed on to a detached runner.
 _STAGE_IDENTITY = ("VC_SESSION_ID", "VC_STAGE", "VC_ATTEMPT")
 
@@ -43,11 +47,54 @@ _no_more_runners = False
 
 
 class LaunchError(Exception):
-    pass
+    """For a caller that cannot go on without its runner (the demo): a
+    :class:`RunnerStart` that did not start, raised with its message."""
+
+
+@dataclass(frozen=True)
+class RunnerStart:
+    """What starting a runner came to: ``started`` (its ``pid`` owns the session),
+    ``refused`` (``message`` says why: the session's claim was refused, or this process
+    starts no more runners) or ``failed`` (``message``; ``exit_code`` when the runner
+    exited before it claimed the session)."""
+
+    outcome: Literal["started", "refused", "failed"]
+    pid: int | None = None
+    message: str = ""
+    exit_code: int | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.outcome == "started"
+
+
+def run_refusal(view: Any) -> str | None:
+    """Why a session cannot be run now (nothing left to run, paused, or a live runner has
+    it), or None: the rule of `run --session` and of the dashboard's start key."""
+    short = view.id[:12]
+    if view.status == "COMPLETED":
+        return (
+            f"session {short} is COMPLETED: every stage has run and none runs twice "
+            f"(retry is only for FAILED sessions); start a new session with "
+            f"'vc flow run {view.workflow_id}'"
+        )
+    if view.status == "FAILED":
+        return (
+            f"session {short} is FAILED ({view.reason or 'failed'}): reset it with "
+            f"'vc flow session retry {short}', then run it again"
+        )
+    if view.status == "PAUSED":
+        return f"session {short} is PAUSED: resume it with 'vc flow session resume {short}'"
+    if view.status == "ACTIVE" and view.runner_pid is not None and not view.orphaned:
+        return (
+            f"session {short} already has a live runner: pid {view.runner_pid} on "
+            f"{view.runner_host}"
+        )
+    return None
 
 
 def stop_starting_runners() -> list[subprocess.Popen[bytes]]:
-    """From now on this process starts no runner (:func:`spawn_runner` refuses); returns
+    """From now on this process starts no runner (:func:`start_runner` refuses); returns
     the runners it started that have not exited yet (their reaper sets ``returncode``)."""
     global _no_more_runners
     with _runners_lock:
@@ -55,17 +102,15 @@ def stop_starting_runners() -> list[subprocess.Popen[bytes]]:
         return [child for child in _runners if child.returncode is None]
 
 
-def spawn_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) -> int:
-    """Start a runner for ``session_id`` detached; return its pid once it owns the session.
-    Raises :class:`LaunchError` with a one-line reason otherwise.
+def start_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) -> RunnerStart:
+    """Start a runner for ``session_id`` detached; started once it owns the session, else
+    refused or failed with a one-line reason.
 
     It runs in the workspace, yet nothing of ours is looked up there or in ``PYTHONPATH``
     (a workspace with an ``app/`` package of its own would run instead): ``-P`` keeps the
     working directory off ``sys.path``, ``-E`` ignores ``PYTHONPATH``, and ``vc_main`` pins
     our packages to where vc is installed. The stage commands still get the whole
     environment, ``PYTHONPATH`` included."""
-    from app.runner.cli import READY_FD_ENV
-
     if ctx.logging:
         ctx.logging.files.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         log_path: Path | str = ctx.logging.files.session_path(session_id)
@@ -79,7 +124,10 @@ def spawn_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) ->
     try:
         with _runners_lock:
             if _no_more_runners:
-                raise LaunchError("this process is closing: it starts no more runners")
+                os.close(read_fd)
+                return RunnerStart(
+                    "refused", message="this process is closing: it starts no more runners"
+                )
             child = subprocess.Popen(
                 args,
                 stdin=subprocess.DEVNULL,
@@ -100,10 +148,9 @@ def spawn_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) ->
             _runners[:] = [c for c in _runners if c.returncode is None] + [child]
     except OSError as exc:
         os.close(read_fd)
-        raise LaunchError(f"cannot start {sys.executable}: {exc.strerror or exc}") from None
-    except LaunchError:
-        os.close(read_fd)
-        raise
+        return RunnerStart(
+            "failed", message=f"cannot start {sys.executable}: {exc.strerror or exc}"
+        )
     finally:
         os.close(write_fd)
         os.close(log_fd)
@@ -113,17 +160,17 @@ def spawn_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) ->
     finally:
         os.close(read_fd)
     if answer == "ok":
-        return child.pid
+        return RunnerStart("started", pid=child.pid)
     if answer is None:
         child.terminate()
-        raise LaunchError(f"the runner did not start within {CLAIM_TIMEOUT:g}s")
+        return RunnerStart("failed", message=f"the runner did not start within {CLAIM_TIMEOUT:g}s")
     if answer.startswith("error: "):
-        raise LaunchError(answer[len("error: ") :])
+        return RunnerStart("refused", message=answer[len("error: ") :])
     try:  # EOF without an answer: the child died before it could claim
         code: int | None = child.wait(5)
     except subprocess.TimeoutExpired:
         code = None
-    raise LaunchError(_child_error(log_path, code))
+    return RunnerStart("failed", message=_child_error(log_path, code), exit_code=code)
 
 
 def _read_answer(fd: int, timeout: float) -> str | None:
@@ -163,12 +210,12 @@ def _child_error(log_path: Path | str, code: int | None) -> str:
     return f"the runner exited with code {code} before it claimed the session"
 
 
-def ensure_runner(ctx: Any, session_id: str) -> str:
+def ensure_runner(ctx: Any, session_id: str) -> RunnerStart | None:
     """After `resume`: start a detached runner when the session is ACTIVE again and has no
     live runner (its runner crashed, or was interrupted by Ctrl-C). A live runner picks the
     change up by itself. Even with every stage COMPLETED a runner is started: a crash just
     after the last stage left the session ACTIVE, and the runner completes it (no stage
-    runs again). Returns a note for the user's output line.
+    runs again). None when no runner was needed.
 
     Only ACTIVE sessions get one: a session that goes back to PENDING never started, and
     starts only when asked (`vc flow run WORKFLOW --session ID`).
@@ -178,14 +225,7 @@ def ensure_runner(ctx: Any, session_id: str) -> str:
     with ctx.factory() as db:
         view = get_session_view(db, session_id)
     if view is None or view.status != "ACTIVE":
-        return ""
+        return None
     if view.runner_pid is not None and not view.orphaned:
-        return ""
-    try:
-        pid = spawn_runner(ctx, session_id)
-    except LaunchError as exc:
-        from app.cli.common import error_line
-
-        error_line(f"could not start a runner: {exc}")
-        return " (no runner: see the error above)"
-    return f" (runner started: pid {pid})"
+        return None
+    return start_runner(ctx, session_id)

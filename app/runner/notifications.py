@@ -129,9 +129,9 @@ class Message:
 
 
 def _duration(seconds: float) -> str:
-    from app.cli.common import human_duration
+    from app.console import duration_text
 
-    return human_duration(seconds)
+    return duration_text(seconds)
 
 
 def compose(event: Event, facts: SessionFacts) -> Message:

@@ -19,8 +19,9 @@ Safety rules this module keeps, because a runner signals processes long after it
   record) is found by the ``VC_SESSION_ID``/``VC_STAGE`` its environment carries
   (:func:`find_session_processes`), and its group removed with :func:`kill_groups`.
 
-Output is read in raw chunks by one thread per pipe and delivered in batches, so a stage that
-prints a million lines is not slowed down by per-line Python work (see :class:`StageProcess`).
+Output is read in raw chunks and delivered in batches, and a fast writer's output is read
+by one thread and split by another, so a stage that prints a million lines runs about as fast
+as with its output redirected to a file (see :class:`StageProcess`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import repeat
 from typing import IO
+
+from app.runner.lines import (
+    HANDOFF_BYTES,
+    MAX_LINE_BYTES,
+    Backlog,
+    decode,
+    pieces,
+    split_block,
+    utf8_cut,
+)
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -59,11 +70,16 @@ __all__ = [
 Line = tuple[float, str, str]
 LineBatch = list[Line]
 
-#: Bytes asked of ``os.read`` per call: one pipe buffer's worth by default.
-READ_CHUNK = 65536
-#: A line longer than this many bytes is delivered as several pieces of at most this size, so
-#: one runaway line (a binary blob, a progress bar without newlines) cannot exhaust memory.
-MAX_LINE_BYTES = 1 << 20
+#: Bytes asked of ``os.read`` per call: a whole pipe's worth (:data:`PIPE_SIZE`), so a
+#: fast writer's output is taken in a few big gulps rather than many small ones.
+READ_CHUNK = 1 << 20
+#: Most output (bytes) read but not split yet; past it the reader waits, and so, once its
+#: pipe is full, does the stage. A million short lines are about 7 MB.
+MAX_BACKLOG = 64 << 20
+#: While a stage writes fast, the reader waits this long between two reads, so that it
+#: takes the output in big reads rather than one small read per write (the pipe holds
+#: :data:`PIPE_SIZE` meanwhile).
+BURST_NAP = 0.001
 #: Seconds the readers may keep reading after the stage's main process exited. A background
 #: grandchild that inherited stdout/stderr keeps the pipe open; without this bound, ``wait``
 #: would hang for as long as that grandchild lives.
@@ -392,69 +408,6 @@ def kill_groups(processes: Iterable[SessionProcess], kill_timeout: float) -> lis
     return signalled
 
 
-# --------------------------------------------------------------------------------------------
-# output decoding
-
-
-def _decode(raw: bytes | bytearray) -> str:
-    """UTF-8 with invalid bytes kept as ``\\xNN`` escapes, NUL shown as ``\\x00``."""
-    text = raw.decode("utf-8", "backslashreplace")
-    if "\x00" in text:
-        text = text.replace("\x00", "\\x00")
-    return text
-
-
-def _utf8_cut(raw: bytes | bytearray, limit: int) -> int:
-    """A cut position <= limit that does not split a UTF-8 sequence (when the data is UTF-8)."""
-    if len(raw) <= limit:
-        return len(raw)
-    cut = limit
-    while cut > limit - 3 and (raw[cut] & 0xC0) == 0x80:
-        cut -= 1
-    return cut if (raw[cut] & 0xC0) != 0x80 else limit
-
-
-def _pieces(raw: bytes | bytearray) -> list[str]:
-    """One complete line (terminator removed) as one or more decoded pieces of bounded size."""
-    if raw.endswith(b"\r"):
-        raw = raw[:-1]
-    out: list[str] = []
-    while len(raw) > MAX_LINE_BYTES:
-        cut = _utf8_cut(raw, MAX_LINE_BYTES)
-        out.append(_decode(raw[:cut]))
-        raw = raw[cut:]
-    out.append(_decode(raw))
-    return out
-
-
-def _split_block(block: bytes | bytearray) -> list[str]:
-    """Decode a block of complete lines, each ending with b"\\n" (the last one included).
-
-    Fast path: the whole block is decoded and split at once (C speed, no per-line Python
-    call). Decoding before splitting is exact: b"\\n" never occurs inside a UTF-8 sequence and
-    escapes of invalid bytes contain no newline. Only a block big enough to hold an over-long
-    line takes the slow path.
-    """
-    if len(block) > MAX_LINE_BYTES + 1:
-        lines: list[str] = []
-        for raw in block[:-1].split(b"\n"):
-            if len(raw) > MAX_LINE_BYTES:
-                lines.extend(_pieces(raw))
-            else:
-                lines.append(_decode(raw[:-1] if raw.endswith(b"\r") else raw))
-        return lines
-    text = _decode(block)
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-    lines = text.split("\n")
-    lines.pop()  # the empty string after the final newline
-    return lines
-
-
-# --------------------------------------------------------------------------------------------
-# the stage process
-
-
 def _shell() -> str:
     """bash when available (stages are written for it), else the POSIX sh."""
     return "/bin/bash" if os.access("/bin/bash", os.X_OK) else "/bin/sh"
@@ -467,12 +420,15 @@ class StageProcess:
     iteration), splits them into lines (a partial last line waits for the next chunk; an
     over-long one is cut into :data:`MAX_LINE_BYTES` pieces), decodes them (UTF-8, invalid
     bytes as ``\\xNN``, NUL as ``\\x00``, one trailing ``\\r`` removed) and hands each chunk's
-    lines to ``on_lines`` as one list of ``(unix time, stream, text)``. ``on_lines`` is called
-    from the reader thread and must be quick (append to a list or a queue): while it runs
-    nothing drains the pipes, and a full pipe stalls the stage. Order is kept within a
-    stream; the two streams are separate pipes, so their relative order is only approximate.
-    An exception raised by ``on_lines`` is kept in :attr:`output_error` and reading goes on,
-    so a failing consumer can never freeze the stage on a full pipe.
+    lines to ``on_lines`` as one list of ``(unix time of the read, stream, text)``. Once the
+    stage has written :data:`HANDOFF_BYTES`, splitting and ``on_lines`` move to a splitter
+    thread fed in the order read (:class:`Backlog`), and the reader only reads: a stage
+    that writes faster than its lines can be logged is not held up by the log, up to
+    :data:`MAX_BACKLOG` bytes read ahead. ``on_lines`` is called from one thread at a time,
+    in the order read, and should be quick. Order is kept within a stream; the two streams
+    are separate pipes, so their relative order is only approximate. An exception raised by
+    ``on_lines`` is kept in :attr:`output_error` and reading goes on, so a failing consumer
+    can never freeze the stage on a full pipe.
 
     The latest ``::progress`` value seen on either stream is kept in :attr:`progress`; the
     check costs one substring search per chunk, not per line.
@@ -501,6 +457,12 @@ class StageProcess:
         self._pidfd: int | None = None
         self._stop_readers = threading.Event()
         self._readers: list[threading.Thread] = []
+        #: Per stream, the unterminated end of the output read so far.
+        self._pending: dict[str, bytearray] = {}
+        #: Set by the reader thread when it hands splitting over (see :meth:`_read`).
+        self._backlog: Backlog | None = None
+        self._splitter: threading.Thread | None = None
+        self._read_bytes = 0
         self._progress: float | None = None
         self.pid: int | None = None
         self.start_time: int | None = None
@@ -615,40 +577,52 @@ class StageProcess:
 
     def _read(self, pipes: list[tuple[IO[bytes], str]]) -> None:
         """Reader thread body: both pipes, chunks in, batches of lines out (see class doc).
-        One thread for both streams: a stage costs one thread start, not two."""
+        One thread for both streams: a stage costs one thread start, not two.
+
+        The first :data:`HANDOFF_BYTES` are split and delivered right here. Past them,
+        this thread only reads, into :class:`Backlog`, and a second thread (started then,
+        so a quiet stage never pays for it) splits and delivers in the order read. The
+        stage then runs at the speed of the pipe, not of the log; the backlog is bounded
+        (:data:`MAX_BACKLOG`), past which the stage waits again."""
         poller = select.poll()
-        streams: dict[int, tuple[IO[bytes], str, bytearray]] = {}
+        streams: dict[int, tuple[IO[bytes], str]] = {}
         for pipe, stream in pipes:
             fd = pipe.fileno()
             poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-            streams[fd] = (pipe, stream, bytearray())
+            streams[fd] = (pipe, stream)
+            self._pending[stream] = bytearray()
         stop = self._stop_readers
         try:
             while streams and not stop.is_set():
+                backlog = self._backlog
+                if backlog is not None:
+                    backlog.wait_for_room(stop)
                 for fd, _ in poller.poll(100):
                     entry = streams.get(fd)
                     if entry is None:
                         continue
-                    pipe, stream, pending = entry
-                    if not self._drain(fd, stream, pending):
+                    pipe, stream = entry
+                    if not self._drain(fd, stream):
                         poller.unregister(fd)
                         del streams[fd]
-                        self._close(pipe, stream, pending)
+                        with contextlib.suppress(OSError):
+                            pipe.close()
+                        self._handle(stream, time.time(), None)
+                if backlog is not None and backlog.bursting():
+                    # Read again in a moment, not at the next write: a fast writer's small
+                    # writes then come in one read instead of a wake-up each.
+                    time.sleep(BURST_NAP)
         finally:
-            for pipe, stream, pending in streams.values():
-                self._close(pipe, stream, pending)
+            for pipe, stream in streams.values():
+                with contextlib.suppress(OSError):
+                    pipe.close()
+                self._handle(stream, time.time(), None)
+            if self._backlog is not None:
+                self._backlog.close()
 
-    def _close(self, pipe: IO[bytes], stream: str, pending: bytearray) -> None:
-        """End of a stream: deliver an unterminated last line, close our end."""
-        if pending:
-            self._deliver(stream, _pieces(pending), pending)
-            pending.clear()
-        with contextlib.suppress(OSError):
-            pipe.close()
-
-    def _drain(self, fd: int, stream: str, pending: bytearray) -> bool:
+    def _drain(self, fd: int, stream: str) -> bool:
         """Read what one pipe has now (at most a few chunks, so the other stream gets its
-        turn) and deliver its complete lines; False at end of file."""
+        turn) and hand it on; False at end of file."""
         for _ in range(4):
             try:
                 data = os.read(fd, READ_CHUNK)
@@ -658,42 +632,89 @@ class StageProcess:
                 return False
             if not data:
                 return False
-            if pending:
-                start = len(pending)
-                pending += data
-                nl = pending.rfind(b"\n", start)
-                if nl < 0:
-                    if len(pending) > MAX_LINE_BYTES:
-                        self._deliver(stream, self._overflow(pending), b"")
-                    continue
-                block = bytes(pending[: nl + 1])
-                del pending[: nl + 1]
-            else:
-                nl = data.rfind(b"\n")
-                if nl < 0:
-                    pending += data
-                    if len(pending) > MAX_LINE_BYTES:
-                        self._deliver(stream, self._overflow(pending), b"")
-                    continue
-                block = data[: nl + 1] if nl + 1 < len(data) else data
-                if nl + 1 < len(data):
-                    pending += memoryview(data)[nl + 1 :]
-            self._deliver(stream, _split_block(block), block)
+            self._read_bytes += len(data)
+            if self._backlog is None and self._read_bytes >= HANDOFF_BYTES:
+                self._start_splitter()
+            self._handle(stream, time.time(), data)
             if len(data) < READ_CHUNK:
                 return True  # drained: back to poll
         return True
+
+    def _handle(self, stream: str, at: float, data: bytes | None) -> None:
+        """Split and deliver now, or queue for the splitter thread once there is one
+        (``data`` None: the end of ``stream``)."""
+        backlog = self._backlog
+        if backlog is None:
+            self._split(stream, at, data)
+        else:
+            backlog.put(stream, at, data)
+
+    def _start_splitter(self) -> None:
+        """From the reader thread, between two chunks: what was read so far is delivered
+        already, so the splitter's first chunk is the next one and the order holds."""
+        self._backlog = backlog = Backlog(MAX_BACKLOG)
+        splitter = threading.Thread(
+            target=self._split_backlog,
+            args=(backlog,),
+            name=f"vc-stage-{self.pid}-split",
+            daemon=True,
+        )
+        splitter.start()
+        self._splitter = splitter
+
+    def _split_backlog(self, backlog: Backlog) -> None:
+        """Splitter thread body: the backlog's chunks, in the order read, to lines."""
+        while True:
+            chunk = backlog.take()
+            if chunk is None:
+                return
+            stream, at, data = chunk
+            self._split(stream, at, data)
+            backlog.done(len(data) if data is not None else 0)
+
+    def _split(self, stream: str, at: float, data: bytes | None) -> None:
+        """One chunk of ``stream`` to complete lines, delivered; the unterminated rest
+        waits for the next chunk. ``data`` None: the stream ended, its last line goes
+        out without a terminator."""
+        pending = self._pending[stream]
+        if data is None:
+            if pending:
+                self._deliver(stream, at, pieces(pending), pending)
+                pending.clear()
+            return
+        if pending:
+            start = len(pending)
+            pending += data
+            nl = pending.rfind(b"\n", start)
+            if nl < 0:
+                if len(pending) > MAX_LINE_BYTES:
+                    self._deliver(stream, at, self._overflow(pending), b"")
+                return
+            block = bytes(pending[: nl + 1])
+            del pending[: nl + 1]
+        else:
+            nl = data.rfind(b"\n")
+            if nl < 0:
+                pending += data
+                if len(pending) > MAX_LINE_BYTES:
+                    self._deliver(stream, at, self._overflow(pending), b"")
+                return
+            block = data[: nl + 1] if nl + 1 < len(data) else data
+            if nl + 1 < len(data):
+                pending += memoryview(data)[nl + 1 :]
+        self._deliver(stream, at, split_block(block), block)
 
     @staticmethod
     def _overflow(pending: bytearray) -> list[str]:
         """Cut full pieces off an unterminated line that outgrew the limit; keep the rest."""
         out: list[str] = []
         while len(pending) > MAX_LINE_BYTES:
-            cut = _utf8_cut(pending, MAX_LINE_BYTES)
-            out.append(_decode(pending[:cut]))
+            cut = utf8_cut(pending, MAX_LINE_BYTES)
+            out.append(decode(pending[:cut]))
             del pending[:cut]
         return out
 
-    def _deliver(self, stream: str, lines: list[str], raw: bytes | bytearray) -> None:
+    def _deliver(self, stream: str, at: float, lines: list[str], raw: bytes | bytearray) -> None:
         """Hand one batch to ``on_lines``; keep the latest progress value; never raise."""
         if not lines:
             return
@@ -702,7 +723,7 @@ class StageProcess:
             if value is not None:
                 self._progress = value
         try:
-            self._on_lines(list(zip(repeat(time.time()), repeat(stream), lines)))
+            self._on_lines(list(zip(repeat(at), repeat(stream), lines)))
         except Exception as exc:  # a consumer bug must not stall the stage
             if self.output_error is None:
                 self.output_error = exc
@@ -737,6 +758,12 @@ class StageProcess:
             self._stop_readers.set()
             for reader in self._readers:
                 reader.join(0.5)
+        splitter = self._splitter
+        if splitter is not None:
+            # What was read is delivered whatever the grace: it is out of the pipe already.
+            splitter.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if splitter.is_alive():
+                return None
         return self._popen.returncode
 
     @property

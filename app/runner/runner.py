@@ -51,6 +51,7 @@ from app.runner.process import (
 )
 from store import FlowSessionManager, StageManager
 from store.changes import StageMove
+from store.definitions import DEFAULT_KILL_TIMEOUT
 from store.errors import (
     ConcurrentModification,
     InvalidTransition,
@@ -74,7 +75,6 @@ POLL_INTERVAL = 0.05
 IDLE_POLL_INTERVAL = 0.2
 #: Progress writes are coalesced to at most one per this many seconds per stage.
 PROGRESS_INTERVAL = 0.3
-DEFAULT_KILL_TIMEOUT = 10.0
 #: While the store is unreachable, reads and writes are retried with a backoff from the
 #: first to the second value (seconds); the stage keeps running meanwhile.
 STORE_RETRY = (0.25, 5.0)
@@ -404,9 +404,12 @@ class Runner:
                 self.session_id, runner_host=self.host, runner_pid=self.pid
             )
         else:
-            # Claimed for us (a worker) and read just now: run() starts from this view
-            # instead of reading the session again (one query set less per queued session).
+            # Claimed for us (a worker, or `vc flow run` creating the session claimed) and
+            # read just now: run() starts from this view instead of reading the session
+            # again (one query set less per queued session). Created claimed, it has
+            # started_at == created_at, and no runner ran it before.
             self._claim_view = view
+            self._started_before = view.started_at != view.created_at
         self._claimed = True
 
     def run(self) -> Outcome:
@@ -418,9 +421,14 @@ class Runner:
         self._say(f"runner started (pid {self.pid} on {self.host})")
         try:
             try:
-                view, self._claim_view = self._claim_view or self._view(), None
+                claimed, self._claim_view = self._claim_view, None
+                view = claimed or self._view()
                 if self._cleanup_leftovers(view):
                     view = self._view()
+                elif claimed is not None and not self._started_before:
+                    # Read moments ago, nothing done since: the first stage starts on
+                    # it, as later ones start on the status their last write read.
+                    self._known_status = view.status
                 return self._run_stages(view)
             except Interrupted:
                 return self._pause_on_interrupt()

@@ -45,48 +45,6 @@ RETRY_MIN, RETRY_MAX = 0.5, 5.0
 CATEGORY = "workflow.session.operations"
 
 
-def worker_command(concurrency: int = 1, workflow: str | None = None) -> int:
-    """The command: open the store, run until stopped by a signal; the exit code."""
-    from app.cli.common import fail, translate_errors
-
-    if concurrency < 1:
-        raise fail("--concurrency must be at least 1", 2)
-    if workflow is not None:
-        from app.cli.session import check_workflow_id
-
-        check_workflow_id(workflow)
-    with translate_errors():
-        from app.logging import check_log_dir, setup_logging
-        from app.settings import Settings
-        from store import get_session_factory, init_db
-
-        settings = Settings.from_env()
-        check_log_dir(settings.log_dir)
-        # each runner holds at most two connections at a time (its own, its heartbeat's)
-        engine = init_db(settings.database_url, pool_size=2 * concurrency + 4)
-        try:
-            factory = get_session_factory(engine, stale_after=settings.stale_after)
-            log = setup_logging(settings.log_dir, factory)
-            try:
-                worker = Worker(
-                    factory,
-                    engine,
-                    log,
-                    settings.workspace,
-                    concurrency=concurrency,
-                    workflow_id=workflow,
-                )
-                with worker.signals():
-                    return worker.run()
-            finally:
-                from app.runner.notifications import drain
-
-                drain()  # the last sessions' notifications, before the logs close
-                log.close()
-        finally:
-            engine.dispose()
-
-
 class Worker:
     def __init__(
         self,
@@ -407,4 +365,4 @@ class Worker:
                 os.close(fd)
 
 
-__all__ = ["Worker", "worker_command"]
+__all__ = ["Worker"]

@@ -36,7 +36,7 @@ from app.tui.store_link import POLL_INTERVAL
 
 
 class FlowApp(App[int]):
-    """The dashboard over one store (``ctx`` is what ``app.cli.common.open_store`` gives).
+    """The dashboard over one store (``ctx`` is what ``app.context.open_context`` gives).
 
     ``poll_interval`` is how often the store is checked for changes; ``clock`` is the "now"
     the widgets show durations against (a fixed clock makes snapshots deterministic).
@@ -92,9 +92,11 @@ class FlowApp(App[int]):
         self.begin_capture_print(self, stdout=False, stderr=True)
 
     def on_print(self, event: events.Print) -> None:
-        """Lines the shared code writes on stderr for the CLI ("vc: error: could not start a
-        runner …", "vc: warning: cannot write log …") would vanish behind a full-screen
-        app: each complete line becomes a notification instead."""
+        """Lines the shared code writes on stderr ("vc: warning: cannot write log …" from
+        the log sinks, whatever a library prints) would vanish behind a full-screen app:
+        each complete line becomes a notification instead. The dashboard's own outcomes
+        (a runner that did not start among them) never take this way: they are results
+        (``OperationDone``)."""
         from store.text import clean_text
 
         if not event.stderr:

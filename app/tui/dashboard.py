@@ -84,7 +84,7 @@ terminal shows."""
 
 
 class DashboardScreen(StoreLink):
-    """The dashboard over one store (``ctx`` as ``app.cli.common.open_store`` gives it);
+    """The dashboard over one store (``ctx`` as ``app.context.open_context`` gives it);
     ``clock`` is the "now" the widgets show durations against (a fixed one makes
     snapshots deterministic)."""
 
@@ -328,7 +328,7 @@ class DashboardScreen(StoreLink):
             title=message.title,
             severity=message.severity,
             markup=False,
-            timeout=4 if message.severity == "information" else 8,
+            timeout=message.timeout or (4 if message.severity == "information" else 8),
         )
         self.request_refresh()
 

@@ -97,7 +97,7 @@ def write_demo_workflows(directory: Path) -> None:
 def start_demo_sessions(ctx: Any) -> list[str]:
     """One session of each demo workflow, each under its own detached runner: one
     completes, one fails, one waits at a manual gate, one keeps running with progress."""
-    from app.runner.launch import spawn_runner
+    from app.runner.launch import LaunchError, start_runner
     from store import FlowSessionManager
     from store.workflows import find_workflow
 
@@ -119,7 +119,9 @@ def start_demo_sessions(ctx: Any) -> list[str]:
                 )
                 .id
             )
-        spawn_runner(ctx, sid)
+        runner = start_runner(ctx, sid)
+        if not runner.started:
+            raise LaunchError(runner.message)
         started.append(sid)
     return started
 

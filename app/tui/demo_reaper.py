@@ -41,14 +41,15 @@ def start_reaper(workspace: Path) -> subprocess.Popen[bytes]:
 
 def stop_workspace(workspace: Path) -> None:
     """Abort every live session of the demo, wait for its runners, remove the folder."""
-    from app.cli.common import open_store
+    from app.console import error_line, failure, warning_line
+    from app.context import open_context
     from store import FlowSessionManager
     from store.errors import StoreError
     from store.identity import pid_alive
     from store.queries import SessionFilter, get_session_view, list_sessions
 
     try:
-        with open_store() as ctx:
+        with open_context(warn=warning_line) as ctx:
             with ctx.factory() as db:
                 live = [
                     view.id
@@ -70,6 +71,11 @@ def stop_workspace(workspace: Path) -> None:
                     if view is None or view.runner_pid is None or not pid_alive(view.runner_pid):
                         break
                     time.sleep(0.1)
+    except Exception as exc:  # the store refused or is gone: one line, then the folder
+        known = failure(exc)
+        if known is None:
+            raise
+        error_line(known[0])
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
 

@@ -18,7 +18,7 @@ from app.tui import operations
 
 #: An operation: ``run(ctx, *args)`` in a worker thread returns a note for the user, or
 #: raises the manager's error, whose message is the refusal shown.
-Operation = Callable[..., str]
+Operation = Callable[..., str | operations.Done]
 
 STATUS_KEYS = {"1": "PENDING", "2": "ACTIVE", "3": "PAUSED", "4": "COMPLETED", "5": "FAILED"}
 

@@ -1,4 +1,5 @@
-"""Starting the dashboard from the CLI (Textual is imported only here, on demand)."""
+"""Starting the dashboard in this terminal (`vc flow tui`; Textual is imported only here,
+on demand)."""
 
 from __future__ import annotations
 
@@ -6,52 +7,62 @@ import sys
 from typing import Any
 
 
+class NeedsTerminal(Exception):
+    """The dashboard was asked for without a terminal to draw on (a usage error)."""
+
+
 def launch(*, demo: bool = False) -> int:
-    """Run the dashboard in this terminal. Refused (one line, exit 2) when stdout or
+    """Run the dashboard in this terminal. Refused (:class:`NeedsTerminal`) when stdout or
     stderr (where Textual draws) is not a terminal (`vc flow tui | tail`, `2>log`): it
     would write escape sequences into the pipe or file until killed. Only this path
-    checks: a dashboard served elsewhere has a terminal of its own."""
-    from app.cli.common import fail, open_store
+    checks: a dashboard served elsewhere has a terminal of its own. A refusal of the store
+    or the system is one line on stderr and its exit code (``app.console.failure``)."""
+    from app.console import error_line, failure, warning_line
+    from app.context import open_context
     from app.tui import demo as demo_mod
 
     for name, stream in (("stdout", sys.stdout), ("stderr", sys.stderr)):
         if not stream.isatty():
-            raise fail(
+            raise NeedsTerminal(
                 f"the dashboard needs a terminal and {name} is not one; for scripts use "
-                "'vc flow session list' or 'vc flow status ID'",
-                2,
+                "'vc flow session list' or 'vc flow status ID'"
             )
 
     throwaway = demo_mod.prepare_demo_environment() if demo else None
     signals = _QuitOnSignals() if throwaway is not None else None
     app: Any = None
     try:
-        with open_store() as ctx:
-            try:
-                if demo:
-                    demo_mod.start_demo_sessions(ctx)
-                from app.tui.app import FlowApp
+        try:
+            with open_context(warn=warning_line) as ctx:
+                try:
+                    if demo:
+                        demo_mod.start_demo_sessions(ctx)
+                    from app.tui.app import FlowApp
 
-                app = FlowApp(ctx)
-                app.preload()
-                if signals is not None:
-                    signals.app = app
-                app.run()
-            finally:
-                if app is not None:
-                    app.lifeline.disarm()
-                if signals is not None:
-                    signals.restore()
-                if throwaway is not None:  # what the demo and the user started there
-                    demo_mod.stop_demo_sessions(ctx)
+                    app = FlowApp(ctx)
+                    app.preload()
+                    if signals is not None:
+                        signals.app = app
+                    app.run()
+                finally:
+                    if app is not None:
+                        app.lifeline.disarm()
+                    if signals is not None:
+                        signals.restore()
+                    if throwaway is not None:  # what the demo and the user started there
+                        demo_mod.stop_demo_sessions(ctx)
+        except Exception as exc:  # refused or out of reach: one line, said before the demo goes
+            known = failure(exc)
+            if known is None:
+                raise
+            error_line(known[0])
+            return known[1]
     finally:
         if signals is not None:
             signals.restore()
         if throwaway is not None:  # once the store and the log files are closed
             print(demo_mod.remove_demo_workspace(throwaway), file=sys.stderr)
     if app.lifeline.reason:
-        from app.cli.common import error_line
-
         try:
             error_line(app.lifeline.reason)
         except OSError:  # its terminal is gone with its input

@@ -72,6 +72,8 @@ class OperationDone(Message):
     title: str
     text: str
     severity: SeverityLevel
+    #: Seconds on screen; None: the usual for its severity.
+    timeout: float | None = None
 
 
 @dataclass

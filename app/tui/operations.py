@@ -21,11 +21,22 @@ dashboard has no second command to finish the job with:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 
 class RunnerError(Exception):
     """A runner could not be started; the session itself was changed as the message says."""
+
+
+@dataclass(frozen=True)
+class Done:
+    """An operation's note, with an error to show as well: what went wrong on the way
+    although the operation itself happened (a resumed session whose runner did not
+    start)."""
+
+    note: str
+    error: str | None = None
 
 
 def manager(db: Any) -> Any:
@@ -49,10 +60,10 @@ def pause(ctx: Any, session_id: str) -> str:
     return f"{change.to_status}: {_short(session_id)}"
 
 
-def resume(ctx: Any, session_id: str) -> str:
+def resume(ctx: Any, session_id: str) -> str | Done:
     """As ``vc flow session resume``: a session ACTIVE again without a live runner gets
-    one (``ensure_runner``, the CLI's own rule). A failure to start it is printed on
-    stderr there, which the app shows as a notification (``FlowApp.on_print``)."""
+    one (``ensure_runner``, the CLI's own rule). A failure to start it is an error shown
+    besides the note, worded as the CLI's error line."""
     from app.runner.launch import ensure_runner
     from store.errors import InvalidTransition
 
@@ -64,16 +75,23 @@ def resume(ctx: Any, session_id: str) -> str:
                 raise
             raise InvalidTransition(f"{exc} (s starts it)", exc.current, exc.allowed) from None
     note = f"{change.to_status}: {_short(session_id)}"
-    if change.to_status == "ACTIVE":
-        note += ensure_runner(ctx, session_id)
-    return note
+    if change.to_status != "ACTIVE":
+        return note
+    started = ensure_runner(ctx, session_id)
+    if started is None:
+        return note
+    if not started.started:
+        return Done(
+            f"{note} (no runner: see the error above)",
+            f"could not start a runner: {started.message}",
+        )
+    return f"{note} (runner started: pid {started.pid})"
 
 
 def start(ctx: Any, session_id: str) -> str:
     """Run a session that has not started (PENDING), or an orphan, under a detached
     runner: ``vc flow run WORKFLOW --session ID --detach``."""
-    from app.runner.cli import run_refusal
-    from app.runner.launch import LaunchError, spawn_runner
+    from app.runner.launch import run_refusal, start_runner
     from store.errors import InvalidTransition, SessionNotFound
     from store.queries import get_session_view
     from store.status import allowed_session_ops
@@ -86,13 +104,12 @@ def start(ctx: Any, session_id: str) -> str:
     why = run_refusal(view)
     if why is not None:
         raise InvalidTransition(why, view.status, allowed_session_ops(view.status))
-    try:
-        pid = spawn_runner(ctx, session_id)
-    except LaunchError as exc:
+    started = start_runner(ctx, session_id)
+    if not started.started:
         raise RunnerError(
-            f"session {_short(session_id)}: its runner did not start: {exc}"
-        ) from None
-    return f"started {_short(session_id)} (runner pid {pid})"
+            f"session {_short(session_id)}: its runner did not start: {started.message}"
+        )
+    return f"started {_short(session_id)} (runner pid {started.pid})"
 
 
 def abort(ctx: Any, session_id: str) -> str:
@@ -102,17 +119,17 @@ def abort(ctx: Any, session_id: str) -> str:
 
 
 def retry(ctx: Any, session_id: str) -> str:
-    from app.runner.launch import LaunchError, spawn_runner
+    from app.runner.launch import start_runner
 
     with ctx.factory() as db:
         manager(db).retry(session_id)
-    try:
-        pid = spawn_runner(ctx, session_id)
-    except LaunchError as exc:
+    started = start_runner(ctx, session_id)
+    if not started.started:
         raise RunnerError(
-            f"session {_short(session_id)} is PENDING again, but its runner did not start: {exc}"
-        ) from None
-    return f"retrying {_short(session_id)} (runner pid {pid})"
+            f"session {_short(session_id)} is PENDING again, but its runner did not start: "
+            f"{started.message}"
+        )
+    return f"retrying {_short(session_id)} (runner pid {started.pid})"
 
 
 def delete(ctx: Any, session_id: str) -> str:
@@ -134,7 +151,7 @@ def new_session(
     """Create a session of ``workflow_id`` (snapshot of its current definition) with the
     parameter values of the form and start it detached, like ``vc flow run WORKFLOW
     --detach --name NAME --param KEY=VALUE…``."""
-    from app.runner.launch import LaunchError, spawn_runner
+    from app.runner.launch import start_runner
     from store.workflows import find_workflow
 
     definition = find_workflow(ctx.settings.workflows_dir, workflow_id)
@@ -144,11 +161,10 @@ def new_session(
             .create_session(definition.id, name=name, definition=definition, params=params)
             .id
         )
-    try:
-        pid = spawn_runner(ctx, session_id)
-    except LaunchError as exc:
+    started = start_runner(ctx, session_id)
+    if not started.started:
         raise RunnerError(
             f"session {_short(session_id)} was created (PENDING), but its runner did not "
-            f"start: {exc}"
-        ) from None
-    return f"started {_short(session_id)} (runner pid {pid})"
+            f"start: {started.message}"
+        )
+    return f"started {_short(session_id)} (runner pid {started.pid})"

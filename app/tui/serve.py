@@ -339,7 +339,8 @@ def max_tabs_setting() -> int:
 
 def serve(*, demo: bool, host: str, port: int, public_url: str | None) -> int:
     """The command: bind, check the store (or make the demo), serve until stopped."""
-    from app.cli.common import open_store, warning_line
+    from app.console import warning_line
+    from app.context import open_context
     from app.tui import demo as demo_mod
 
     max_tabs = max_tabs_setting()
@@ -348,7 +349,7 @@ def serve(*, demo: bool, host: str, port: int, public_url: str | None) -> int:
     try:
         base = public_url_for(sock, host, public_url)
         throwaway = demo_mod.prepare_demo_environment() if demo else False
-        with open_store() as ctx:
+        with open_context(warn=warning_line) as ctx:
             if demo:
                 if throwaway:
                     from app.tui.demo_reaper import start_reaper

@@ -160,7 +160,12 @@ class StoreLink(Screen[None]):
         severity: SeverityLevel = "information"
         title = name
         try:
-            text = operation(self.ctx, *args)
+            done = operation(self.ctx, *args)
+            if isinstance(done, operations.Done):
+                if done.error is not None:  # said first, as it happened first
+                    self.post_message(OperationDone("error", done.error, "error", timeout=10))
+                done = done.note
+            text = done
         except (StoreError, WorkflowError) as exc:
             title, text, severity = f"{name} refused", str(exc), "warning"
         except operations.RunnerError as exc:

@@ -15,12 +15,11 @@ import sys
 
 
 def main() -> int:
-    import typer
-
-    from app.cli.common import error_line, open_store
+    from app.console import error_line, failure, warning_line
+    from app.context import open_context
 
     try:
-        with open_store() as ctx:
+        with open_context(warn=warning_line) as ctx:
             from app.tui.app import FlowApp
 
             app = FlowApp(ctx)
@@ -32,9 +31,11 @@ def main() -> int:
         if app.lifeline.reason:
             error_line(app.lifeline.reason)
         return app.return_code or 0
-    except typer.Exit as exc:  # a refusal, already printed as one line
-        return int(exc.exit_code or 0)
     except Exception as exc:  # still one line, never a traceback
+        known = failure(exc)
+        if known is not None:  # a refusal
+            error_line(known[0])
+            return known[1]
         if os.environ.get("VC_DEBUG"):
             raise
         error_line(f"internal error: {type(exc).__name__}: {exc}")

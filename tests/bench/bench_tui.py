@@ -36,13 +36,13 @@ def _use_workspace(ws: Path) -> None:
 
 
 async def _first_paint(ws: Path) -> float:
-    from app.cli.common import open_store
+    from app.context import open_context
     from app.tui.app import FlowApp
     from widgets.session_table import SessionTable
 
     _use_workspace(ws)
     started = time.perf_counter()
-    with open_store() as ctx:
+    with open_context() as ctx:
         app = FlowApp(ctx)
         app.preload()  # as `vc flow tui` does before it starts the app
         async with app.run_test(size=(140, 40)) as pilot:
@@ -79,13 +79,13 @@ for line in sys.stdin:
 
 
 async def _latency(ws: Path, changes: int) -> list[float]:
-    from app.cli.common import open_store
+    from app.context import open_context
     from app.tui.app import FlowApp
     from store import FlowSessionManager
     from widgets.session_table import SessionTable
 
     _use_workspace(ws)
-    with open_store() as ctx:
+    with open_context() as ctx:
         with ctx.factory() as db:
             sid = FlowSessionManager(db).create_session("bench", name="latency probe").id
         changer = subprocess.Popen(

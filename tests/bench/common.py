@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -46,13 +47,12 @@ def proc_state(pid: int) -> str | None:
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, step: float = 0.002) -> Any:
     """The predicate's first true value, polled every ``step`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise TimeoutError("condition not reached")
+    from tests.waiting import poll
+
+    value = poll(predicate, timeout, step)
+    if not value:
+        raise TimeoutError("condition not reached")
+    return value
 
 
 def report(name: str, line: str) -> str:
@@ -63,16 +63,25 @@ def report(name: str, line: str) -> str:
     return text
 
 
-def precompile() -> None:
+def precompile(root: Path | None = None) -> int:
     """Write the project's bytecode first: a user's `vc` runs from cached .pyc files after
     its first start (pip byte-compiles the dependencies already), while an environment with
-    PYTHONDONTWRITEBYTECODE would otherwise make every measured start compile our sources."""
+    PYTHONDONTWRITEBYTECODE would otherwise make every measured start compile our sources
+    (the variable stops Python from writing .pyc files, not from reading them).
+    ``root``: the checkout to compile (this one by default). Returns how many modules have
+    bytecode now."""
     import compileall
-    from pathlib import Path
+    import py_compile
 
-    root = Path(__file__).resolve().parents[2]
+    root = root or Path(__file__).resolve().parents[2]
     for package in ("app", "store", "widgets"):
         compileall.compile_dir(str(root / package), quiet=1)
+    if (root / "vc_main.py").exists():
+        py_compile.compile(str(root / "vc_main.py"))
+    patterns = [f"{package}/**/__pycache__/*.pyc" for package in ("app", "store", "widgets")]
+    return sum(
+        1 for pattern in [*patterns, "__pycache__/vc_main.*.pyc"] for _ in root.glob(pattern)
+    )
 
 
 class MachineLoad:

@@ -2,7 +2,7 @@
 `pytest -s` or the captured output) and assert only that each produced its line: speed is
 never a pass/fail here (a noisy machine must not fail CI). Full size: `python -m
 tests.bench.bench_store`, `… bench_runner`, `… bench_tui`, `… bench_serve` (a browser),
-`… bench_hosts` (PostgreSQL), `… bench_notify`."""
+`… bench_hosts` (PostgreSQL), `… bench_notify`, `… bench_latency`."""
 
 from __future__ import annotations
 
@@ -91,3 +91,15 @@ def test_notify_benchmarks_report_their_figures() -> None:
 
     lines = bench_notify.main(small=True)
     assert [line.split(":")[0] for line in lines] == ["[bench] notify overhead", "[bench] wait"]
+
+
+def test_latency_benchmarks_report_their_ratios() -> None:
+    from tests.bench import bench_latency
+
+    lines = bench_latency.main(small=True)
+    assert [line.split(":")[0] for line in lines] == [
+        "[bench] bytecode",
+        "[bench] teardown",
+        "[bench] flow run, 10 true stages",
+        "[bench] seq 100000 stage",
+    ]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import text
@@ -21,19 +19,6 @@ def snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
             rows = conn.execute(text(f"SELECT * FROM {table} ORDER BY id"))
             out[table] = [tuple(r) for r in rows]
     return out
-
-
-def wait_for(
-    predicate: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition"
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def proc_state(pid: int) -> str | None:

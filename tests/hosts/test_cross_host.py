@@ -18,7 +18,8 @@ from store.notify import SessionNotifier
 from store.queries import get_session_view, list_events
 from store.workflows import find_workflow
 from tests.conftest import run_vc
-from tests.hosts.common import alive, kill_group, proc_state, wait_for
+from tests.hosts.common import alive, kill_group, proc_state
+from tests.waiting import wait_until
 
 QUICK = """
 name: Quick
@@ -49,11 +50,11 @@ def test_pause_from_another_host_reaches_the_runner_within_a_second(store_worksp
     started = run_vc("flow", "run", "slow", "--detach", env={"VC_HOSTNAME": "host-a"})
     assert started.returncode == 0, started.stderr
     sid = started.stdout.strip()
-    pid = wait_for(lambda: _stage_pid(engine, sid, "spin"), timeout=20, what="the stage")
+    pid = wait_until(lambda: _stage_pid(engine, sid, "spin"), timeout=20, what="the stage")
     try:
         paused = run_vc("flow", "session", "pause", sid[:8], env={"VC_HOSTNAME": "host-b"})
         assert paused.returncode == 0, paused.stderr
-        wait_for(
+        wait_until(
             lambda: proc_state(pid) == "T", timeout=5, interval=0.01, what="SIGSTOP of the stage"
         )
         seen = time.time()
@@ -65,7 +66,7 @@ def test_pause_from_another_host_reaches_the_runner_within_a_second(store_worksp
 
         aborted = run_vc("flow", "session", "abort", sid[:8], env={"VC_HOSTNAME": "host-b"})
         assert aborted.returncode == 0, aborted.stderr
-        wait_for(lambda: not alive(pid), timeout=15, what="the aborted stage to end")
+        wait_until(lambda: not alive(pid), timeout=15, what="the aborted stage to end")
     finally:
         kill_group(pid)
         engine.dispose()
@@ -130,8 +131,8 @@ def test_notifier_recovers_from_a_lost_connection(store_workspace, db_url, monke
             conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": backend})
             conn.commit()
         # the loss is noticed and reported as "maybe changed" (changes may have been missed)
-        wait_for(notifier.changed, timeout=5, what="the loss to be reported")
-        wait_for(
+        wait_until(notifier.changed, timeout=5, what="the loss to be reported")
+        wait_until(
             lambda: notifier.changed() is not None and notifier.listening,
             timeout=5,
             interval=0.1,
@@ -179,7 +180,7 @@ def test_runner_never_signals_a_pid_recorded_on_another_host(store_workspace, db
         resumed = run_vc("flow", "session", "resume", sid[:8], env={"VC_HOSTNAME": runner_host})
         assert resumed.returncode == 0, resumed.stderr
         with get_session_factory(engine)() as db:
-            wait_for(
+            wait_until(
                 lambda: (db.commit(), get_session_view(db, sid))[1].status == "COMPLETED",
                 timeout=20,
                 what="the session to complete",
@@ -189,7 +190,7 @@ def test_runner_never_signals_a_pid_recorded_on_another_host(store_workspace, db
         if runner_host == "host-b":
             assert alive(leftover.pid), "a runner on host-b signalled a pid of host-a"
         else:
-            wait_for(lambda: not alive(leftover.pid), timeout=5, what="the leftover to go")
+            wait_until(lambda: not alive(leftover.pid), timeout=5, what="the leftover to go")
     finally:
         kill_group(leftover.pid)
         engine.dispose()

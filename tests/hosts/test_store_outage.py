@@ -18,8 +18,9 @@ from sqlalchemy import make_url, text
 
 from store import FlowSessionManager, get_session_factory, init_db
 from tests.conftest import vc_env
-from tests.hosts.common import alive, kill_group, proc_state, wait_for
+from tests.hosts.common import alive, kill_group, proc_state
 from tests.hosts.proxy import TcpProxy
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
@@ -105,7 +106,7 @@ def outage(store_workspace: Path, db_url: str):  # type: ignore[no-untyped-def]
 
 def test_a_stage_keeps_running_through_a_server_outage_and_every_line_is_stored(outage):
     engine, proxy, runner, sid = outage
-    wait_for(lambda: len(_stored_lines(engine, sid)) >= 3, timeout=30, what="first lines")
+    wait_until(lambda: len(_stored_lines(engine, sid)) >= 3, timeout=30, what="first lines")
     pid = _stage(engine, sid, "chatty").pid
     proxy.down()
     time.sleep(2.5)
@@ -123,7 +124,7 @@ def test_a_stage_keeps_running_through_a_server_outage_and_every_line_is_stored(
 
 def test_the_runner_reports_the_outage_and_the_recovery_in_the_session_log(outage):
     engine, proxy, runner, sid = outage
-    wait_for(lambda: len(_stored_lines(engine, sid)) >= 3, timeout=30, what="first lines")
+    wait_until(lambda: len(_stored_lines(engine, sid)) >= 3, timeout=30, what="first lines")
     proxy.down()
     time.sleep(1.5)
     proxy.up()
@@ -142,7 +143,7 @@ def test_the_runner_reports_the_outage_and_the_recovery_in_the_session_log(outag
 
 def test_a_pause_written_while_the_runner_was_cut_off_is_enforced_once_it_is_back(outage):
     engine, proxy, runner, sid = outage
-    wait_for(lambda: len(_stored_lines(engine, sid)) >= 3, timeout=30, what="first lines")
+    wait_until(lambda: len(_stored_lines(engine, sid)) >= 3, timeout=30, what="first lines")
     pid = _stage(engine, sid, "chatty").pid
     proxy.down()
     with get_session_factory(engine)() as db:  # another host, still reaching the server
@@ -150,7 +151,7 @@ def test_a_pause_written_while_the_runner_was_cut_off_is_enforced_once_it_is_bac
     time.sleep(1.0)
     assert proc_state(pid) != "T", "nobody could tell the runner yet"
     proxy.up()
-    wait_for(lambda: proc_state(pid) == "T", timeout=15, interval=0.05, what="SIGSTOP")
+    wait_until(lambda: proc_state(pid) == "T", timeout=15, interval=0.05, what="SIGSTOP")
     with get_session_factory(engine)() as db:
         FlowSessionManager(db, actor="elsewhere").resume(sid)
     runner.communicate(timeout=60)
@@ -161,7 +162,7 @@ def test_a_pause_written_while_the_runner_was_cut_off_is_enforced_once_it_is_bac
 
 def test_a_runner_taken_over_during_the_outage_writes_nothing_more_and_stops(outage):
     engine, proxy, runner, sid = outage
-    wait_for(lambda: len(_stored_lines(engine, sid)) >= 3, timeout=30, what="first lines")
+    wait_until(lambda: len(_stored_lines(engine, sid)) >= 3, timeout=30, what="first lines")
     pid = _stage(engine, sid, "chatty").pid
     proxy.down()
     with engine.begin() as conn:  # another host claimed the stale session meanwhile
@@ -174,7 +175,7 @@ def test_a_runner_taken_over_during_the_outage_writes_nothing_more_and_stops(out
         )
     # long enough for the stage to end meanwhile: the runner then holds a write (stage
     # COMPLETED) that must not land once the server is back
-    wait_for(lambda: not alive(pid), timeout=15, what="the stage to end during the outage")
+    wait_until(lambda: not alive(pid), timeout=15, what="the stage to end during the outage")
     time.sleep(0.5)
     proxy.up()
     _, err = runner.communicate(timeout=60)

@@ -21,7 +21,8 @@ from store.liveness import is_orphaned
 from store.queries import get_session_view
 from store.workflows import find_workflow
 from tests.conftest import run_vc, vc_env
-from tests.hosts.common import alive, kill_group, wait_for
+from tests.hosts.common import alive, kill_group
+from tests.waiting import wait_until
 
 TRIVIAL = """
 name: Trivial
@@ -187,7 +188,7 @@ def test_three_workers_run_each_of_100_sessions_exactly_once(queue_ws, workers):
     ids = _queue(engine, ws, "trivial", 100)
     for _ in range(3):
         workers.start("--concurrency", "2")
-    wait_for(
+    wait_until(
         lambda: (
             _scalar(engine, "SELECT count(*) FROM flow_sessions WHERE status = 'COMPLETED'") == 100
         ),
@@ -234,7 +235,7 @@ def test_sigterm_hands_running_sessions_back_to_the_queue(queue_ws, workers):
             else None
         )
 
-    stage_pid = wait_for(running_pid, timeout=20, what="the stage to run")
+    stage_pid = wait_until(running_pid, timeout=20, what="the stage to run")
     assert alive(stage_pid)
     started = time.monotonic()
     first.send_signal(signal.SIGTERM)
@@ -250,7 +251,7 @@ def test_sigterm_hands_running_sessions_back_to_the_queue(queue_ws, workers):
     assert {s.name: s.status for s in view.stages} == {"first": "COMPLETED", "work": "PENDING"}
 
     workers.start()
-    wait_for(
+    wait_until(
         lambda: _view(engine, sid).status == "COMPLETED",
         timeout=30,
         what="the handed-back session to complete",
@@ -266,7 +267,7 @@ def test_dead_worker_leaves_an_orphan_that_is_taken_over(queue_ws, workers, take
     ws, engine = queue_ws
     (sid,) = _queue(engine, ws, "handback", 1)
     first = workers.start()
-    stage_pid = wait_for(
+    stage_pid = wait_until(
         lambda: _scalar(
             engine,
             "SELECT pid FROM stage_instances WHERE session_id = :s AND "
@@ -289,7 +290,7 @@ def test_dead_worker_leaves_an_orphan_that_is_taken_over(queue_ws, workers, take
         else:
             result = run_vc("flow", "session", "resume", sid[:8])
             assert result.returncode == 0, result.stderr
-        wait_for(
+        wait_until(
             lambda: _view(engine, sid).status == "COMPLETED",
             timeout=30,
             what="the orphan to be taken over and completed",
@@ -313,7 +314,7 @@ def test_one_worker_runs_more_sessions_than_it_keeps_log_files_open(queue_ws, wo
     ws, engine = queue_ws
     _queue(engine, ws, "trivial", 80)
     workers.start("--concurrency", "4")
-    wait_for(
+    wait_until(
         lambda: (
             _scalar(engine, "SELECT count(*) FROM flow_sessions WHERE status = 'COMPLETED'") == 80
         ),
@@ -330,7 +331,7 @@ def test_worker_with_a_workflow_filter_leaves_other_sessions_queued(queue_ws, wo
     (mine,) = _queue(engine, ws, "trivial", 1)
     (other,) = _queue(engine, ws, "hello", 1)
     workers.start("--workflow", "trivial")
-    wait_for(
+    wait_until(
         lambda: _view(engine, mine).status == "COMPLETED",
         timeout=30,
         what="the trivial session to complete",
@@ -366,7 +367,7 @@ def test_a_worker_hands_a_queued_sessions_parameters_to_its_stages(queue_ws, wor
     assert queued.returncode == 0, queued.stderr
     sid = queued.stdout.strip()
     workers.start()
-    wait_for(lambda: _view(engine, sid).status == "COMPLETED", timeout=30, what="COMPLETED")
+    wait_until(lambda: _view(engine, sid).status == "COMPLETED", timeout=30, what="COMPLETED")
     with get_session_factory(engine)() as db:
         from store.queries import read_logs
 

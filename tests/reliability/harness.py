@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -122,15 +121,6 @@ def session_processes(session_id: str) -> list[int]:
         if wanted in environ and state not in (b"Z", b"X"):
             found.append(int(name))
     return found
-
-
-def wait_for(predicate: Any, timeout: float, interval: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 def rss_kb(pid: int) -> int | None:

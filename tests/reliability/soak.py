@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.waiting import poll
+
 from .harness import child_env, open_fds, rss_kb
 
 STAGES = 3
@@ -156,13 +158,14 @@ class Soak:
                     if sample[0] is not None:
                         last[k] = sample
                         max_rss[k] = max(max_rss.get(k, 0), sample[0])
-        end_wait = time.monotonic() + 120
-        view: dict[str, Any] = {}
-        while time.monotonic() < end_wait:
-            view = self.show(sid)
-            if view.get("status") in ("COMPLETED", "FAILED"):
-                break
-            time.sleep(1)
+        shown: list[dict[str, Any]] = [{}]
+
+        def ended() -> bool:
+            shown[0] = self.show(sid)
+            return shown[0].get("status") in ("COMPLETED", "FAILED")
+
+        poll(ended, 120, 1)
+        view = shown[0]
         for k, p in watched.items():  # the final sample, before the watchers stop
             if p and k != "runner":
                 sample = (rss_kb(p), open_fds(p))

@@ -35,6 +35,8 @@ from typing import Any
 
 import pytest
 
+from tests.waiting import poll
+
 from .harness import (
     PART_TIMEOUT,
     child_env,
@@ -43,7 +45,6 @@ from .harness import (
     session_processes,
     sqlite_integrity,
     vc,
-    wait_for,
 )
 from .replay import replay
 
@@ -251,18 +252,18 @@ class Matrix:
             if rnd.random() < 0.5:
                 time.sleep(rnd.uniform(0.0, 0.8))
             else:
-                wait_for(claimed, 20, 0.005)
+                poll(claimed, 20, 0.005)
                 time.sleep(rnd.uniform(0.0, 0.03))
         elif point in ("stage-start", "stage-end"):
             kind = "begin" if point == "stage-start" else "end"
             stage = f"s{rnd.randint(1, SHORT_STAGES)}"
-            wait_for(lambda: marks.has(kind, stage, 1), 30, 0.002)
+            poll(lambda: marks.has(kind, stage, 1), 30, 0.002)
             time.sleep(rnd.uniform(0.0, 0.006 if kind == "begin" else 0.03))
         elif point in ("mid-stage", "log-burst"):
-            wait_for(lambda: marks.has("begin", "s2", 1), 30, 0.005)
+            poll(lambda: marks.has("begin", "s2", 1), 30, 0.005)
             time.sleep(rnd.uniform(0.05, 0.6))
         elif point in ("pausing", "aborting"):
-            wait_for(lambda: marks.has("begin", "s2", 1), 30, 0.005)
+            poll(lambda: marks.has("begin", "s2", 1), 30, 0.005)
             time.sleep(rnd.uniform(0.0, 0.2))
             self.operate("pause" if point == "pausing" else "abort", sid)
             time.sleep(rnd.uniform(0.0, 0.3))
@@ -335,7 +336,7 @@ class Matrix:
                     f"{proc.stderr.strip()[-400:]}"
                 )
                 return
-        if not wait_for(lambda: self.view(sid).status in ("COMPLETED", "FAILED"), 60, 0.1):
+        if not poll(lambda: self.view(sid).status in ("COMPLETED", "FAILED"), 60, 0.1):
             trial.problems.append(f"not finished 60 s after recovery: {self.view(sid).status}")
 
     def _after_recovery(self, trial: Trial, sid: str, marks: Markers) -> None:
@@ -396,7 +397,7 @@ class Matrix:
             if bad in text:
                 i = text.index(bad)
                 trial.problems.append(f"session log: {text[max(0, i - 200) : i + 300]!r}")
-        wait_for(lambda: not session_processes(sid), 3, 0.05)
+        poll(lambda: not session_processes(sid), 3, 0.05)
         trial.leftovers = session_processes(sid)
         for pid in trial.leftovers:
             try:
@@ -469,7 +470,7 @@ def _freeze_at_long_stage(matrix: Matrix) -> tuple[str, subprocess.Popen[bytes]]
     sid = matrix.create("long")
     runner = matrix.spawn(sid)
     marks = Markers(matrix.markers / sid)
-    assert wait_for(lambda: marks.has("begin", "s2", 1), 30, 0.005)
+    assert poll(lambda: marks.has("begin", "s2", 1), 30, 0.005)
     time.sleep(0.2)  # the runner has recorded the stage's pid
     os.kill(runner.pid, signal.SIGSTOP)
     return sid, runner
@@ -505,17 +506,17 @@ def test_pause_then_runner_killed_resume_removes_stopped_group(matrix: Matrix) -
     runner = matrix.spawn(sid)
     marks = Markers(matrix.markers / sid)
     try:
-        assert wait_for(lambda: marks.has("begin", "s2", 1), 30, 0.005)
+        assert poll(lambda: marks.has("begin", "s2", 1), 30, 0.005)
         matrix.operate("pause", sid)
-        assert wait_for(lambda: any(s.status == "PAUSED" for s in matrix.view(sid).stages), 5, 0.02)
+        assert poll(lambda: any(s.status == "PAUSED" for s in matrix.view(sid).stages), 5, 0.02)
         os.kill(runner.pid, signal.SIGKILL)
         runner.wait(10)
         stopped = session_processes(sid)
         assert stopped, "the paused stage's processes should still exist (stopped)"
         proc = vc("flow", "session", "resume", sid, env=matrix.env, cwd=matrix.ws)
         assert proc.returncode == 0, proc.stderr
-        assert wait_for(lambda: matrix.view(sid).status == "COMPLETED", 30, 0.1)
-        assert wait_for(lambda: not session_processes(sid), 3, 0.05), session_processes(sid)
+        assert poll(lambda: matrix.view(sid).status == "COMPLETED", 30, 0.1)
+        assert poll(lambda: not session_processes(sid), 3, 0.05), session_processes(sid)
         s2 = next(s for s in matrix.view(sid).stages if s.name == "s2")
         assert s2.attempt == 2
     finally:

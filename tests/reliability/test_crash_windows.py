@@ -56,6 +56,8 @@ from typing import Any
 
 import pytest
 
+from tests.waiting import poll
+
 from .harness import (
     PART_TIMEOUT,
     child_env,
@@ -64,7 +66,6 @@ from .harness import (
     session_processes,
     sqlite_integrity,
     vc,
-    wait_for,
 )
 from .replay import replay
 
@@ -263,7 +264,7 @@ class Harness:
                     f"{' '.join(args[:3])}: exit {proc.returncode}: {proc.stderr.strip()[-300:]}"
                 )
                 return None
-        wait_for(lambda: self.runner_pid(sid, old) is not None or self.ended(sid), 10, 0.005)
+        poll(lambda: self.runner_pid(sid, old) is not None or self.ended(sid), 10, 0.005)
         pid = self.runner_pid(sid, old)
         if pid is None and not self.ended(sid):
             view = self.view(sid)
@@ -326,7 +327,7 @@ class Harness:
     def after_kill(self, trial: Trial, sid: str, runner: int) -> dict[str, int]:
         """Checks right after a kill; returns the stages COMPLETED at that moment."""
         trial.kills += 1
-        wait_for(lambda: not _alive(runner), 5, 0.005)
+        poll(lambda: not _alive(runner), 5, 0.005)
         self.check_integrity(trial, f"after kill {trial.kills}")
         self.check_completed_lines(trial, sid, f"after kill {trial.kills}")
         view = self.view(sid)
@@ -335,7 +336,7 @@ class Harness:
     def finish(self, trial: Trial, sid: str, completed_at_kills: dict[str, int]) -> None:
         """Take the session to its end and check everything."""
         for _ in range(5):
-            if not wait_for(lambda: self.ended(sid), 60, 0.02):
+            if not poll(lambda: self.ended(sid), 60, 0.02):
                 trial.problems.append(f"not ended 60 s after its takeover: {self.view(sid).status}")
                 return
             view = self.view(sid)
@@ -374,7 +375,7 @@ class Harness:
         )
         trial.problems += [f"history: {p}" for p in problems]
         self.check_integrity(trial, "at the end")
-        wait_for(lambda: not session_processes(sid), 5, 0.05)
+        poll(lambda: not session_processes(sid), 5, 0.05)
         left = session_processes(sid)
         trial.leftovers += len(left)
         if left:
@@ -394,10 +395,10 @@ class Harness:
             started = self.attempts_started(sid, target)
             if rnd.random() < 0.6:
                 trial.variant = _join(trial.variant, "spawn-held")
-                wait_for(lambda: (self.stage_state(sid, before) or ("",))[0] == "COMPLETED", 30, 0)
+                poll(lambda: (self.stage_state(sid, before) or ("",))[0] == "COMPLETED", 30, 0)
                 held = self.hold_write_lock()
                 try:
-                    wait_for(lambda: len(self.attempts_started(sid, target)) > len(started), 5, 0)
+                    poll(lambda: len(self.attempts_started(sid, target)) > len(started), 5, 0)
                     time.sleep(rnd.uniform(0, 0.003))
                     _kill(runner)
                 finally:
@@ -405,7 +406,7 @@ class Harness:
                 trial.variant += "" if held else "(lock missed)"
             else:
                 trial.variant = _join(trial.variant, "spawn-natural")
-                wait_for(lambda: ledger.has("end", before), 30, 0.0005)
+                poll(lambda: ledger.has("end", before), 30, 0.0005)
                 time.sleep(rnd.uniform(0, 0.010))
                 _kill(runner)
             state = self.stage_state(sid, target)
@@ -417,11 +418,11 @@ class Harness:
             variant = rnd.choice(("end-natural", "end-completed", "end-held"))
             trial.variant = _join(trial.variant, variant)
             if variant == "end-completed":
-                wait_for(lambda: (self.stage_state(sid, target) or ("",))[0] == "COMPLETED", 30, 0)
+                poll(lambda: (self.stage_state(sid, target) or ("",))[0] == "COMPLETED", 30, 0)
                 _kill(runner)
                 trial.window_hits += 1
             else:
-                wait_for(lambda: ledger.has("end", target), 30, 0.0005)
+                poll(lambda: ledger.has("end", target), 30, 0.0005)
                 if variant == "end-held":
                     held = self.hold_write_lock()
                     try:
@@ -435,12 +436,12 @@ class Harness:
                     time.sleep(rnd.uniform(0, 0.03))
                     _kill(runner)
         elif window == "pause":
-            wait_for(lambda: ledger.has("start", "s2"), 30, 0.002)
+            poll(lambda: ledger.has("start", "s2"), 30, 0.002)
             time.sleep(rnd.uniform(0.0, 0.5))
             self.operate("pause", sid)
             enforced = rnd.random() < 0.5
             if enforced:
-                wait_for(lambda: any(s.status == "PAUSED" for s in self.view(sid).stages), 5, 0.005)
+                poll(lambda: any(s.status == "PAUSED" for s in self.view(sid).stages), 5, 0.005)
             else:
                 time.sleep(rnd.uniform(0, 0.05))
             with_group = rnd.random() < 0.3

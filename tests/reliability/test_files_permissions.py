@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from .harness import child_env, report, wait_for
+from tests.waiting import poll
+
+from .harness import child_env, report
 
 WORKFLOWS = {
     "good.yaml": "stages:\n  - name: one\n    run: echo one\n",
@@ -75,7 +77,7 @@ def private_files_problems(ws: Path, umask: int) -> tuple[list[str], list[str], 
         if detached.returncode != 0:
             problems.append(f"run --detach failed: {detached.stderr.strip()}")
         else:  # while the runner holds the store, the WAL files exist
-            wait_for(lambda: (ws / ".vc" / "flow.db-wal").exists(), 5, 0.05)
+            poll(lambda: (ws / ".vc" / "flow.db-wal").exists(), 5, 0.05)
             expected = {ws / ".vc": 0o700, db: 0o600}
             for suffix in ("-wal", "-shm"):
                 extra = db.with_name(db.name + suffix)
@@ -96,7 +98,7 @@ def private_files_problems(ws: Path, umask: int) -> tuple[list[str], list[str], 
         if sid:
             vc_in(ws, "flow", "session", "abort", sid)
             calls += 1
-            wait_for(
+            poll(
                 lambda: (
                     vc_in(ws, "flow", "status", sid, "--json").stdout.count('"runner": null') > 0
                 ),

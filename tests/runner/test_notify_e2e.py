@@ -24,9 +24,9 @@ from tests.runner.test_runner import (
     log_file,
     sqlite_only,
     start_detached,
-    wait_until,
     write_workflow,
 )
+from tests.waiting import wait_until
 
 SECRET = "hunter2secret"
 HEADER_SECRET = "headertoken77"

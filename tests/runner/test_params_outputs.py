@@ -23,9 +23,9 @@ from tests.runner.test_runner import (
     session_json,
     sqlite_only,
     start_detached,
-    wait_until,
     write_workflow,
 )
+from tests.waiting import wait_until
 
 HOSTILE_VALUE = "$(touch pwned); x'\"; rm -rf ~ `touch pwned2` ${HOME}\\n"
 

@@ -33,9 +33,9 @@ from app.runner.process import (
     parse_progress,
     process_start_time,
 )
+from tests.waiting import wait_until
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
-
 
 # ---- helpers ----------------------------------------------------------------------------------
 
@@ -64,14 +64,6 @@ def utime(pid: int) -> int:
 def gone(pid: int) -> bool:
     """No such process any more, or only a zombie waiting for a parent that is not us."""
     return state(pid) in (None, "Z", "X")
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 2.0, what: str = "") -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.01)
 
 
 class Collector:
@@ -114,7 +106,7 @@ def run() -> Iterator[Callable[..., tuple[StageProcess, Collector]]]:
 
 
 def first_line(collector: Collector, timeout: float = 2.0) -> str:
-    wait_for(lambda: bool(collector.lines), timeout, "first output line")
+    wait_until(lambda: bool(collector.lines), "first output line", timeout)
     return collector.lines[0][2]
 
 
@@ -197,7 +189,7 @@ def test_process_start_time_survives_spaces_and_parens_in_comm(tmp_path) -> None
     shutil.copy(shutil.which("sleep") or "/bin/sleep", odd)
     child = subprocess.Popen([str(odd), "5"])
     try:
-        wait_for(lambda: "a) b (c" in Path(f"/proc/{child.pid}/stat").read_text(), what="exec")
+        wait_until(lambda: "a) b (c" in Path(f"/proc/{child.pid}/stat").read_text(), "exec", 2.0)
         start = process_start_time(child.pid)
         assert isinstance(start, int)
         assert start >= process_start_time(os.getpid())  # type: ignore[operator]
@@ -217,19 +209,19 @@ def test_pause_stops_the_group_and_it_uses_no_cpu_then_resume(run) -> None:
     assert pid is not None and proc.running
     assert proc.start_time == process_start_time(pid)
     start = utime(pid)
-    wait_for(lambda: utime(pid) > start, what="busy loop to burn CPU")
+    wait_until(lambda: utime(pid) > start, "busy loop to burn CPU", 2.0)
 
     assert proc.pause() is True
-    wait_for(lambda: state(pid) == "T", what="state T")
+    wait_until(lambda: state(pid) == "T", "state T", 2.0)
     before = utime(pid)
     time.sleep(0.3)
     assert state(pid) == "T"
     assert utime(pid) == before, "a paused stage must hold no CPU"
 
     assert proc.resume() is True
-    wait_for(lambda: state(pid) in ("R", "S"), what="running again")
+    wait_until(lambda: state(pid) in ("R", "S"), "running again", 2.0)
     after = utime(pid)
-    wait_for(lambda: utime(pid) > after, what="CPU use after resume")
+    wait_until(lambda: utime(pid) > after, "CPU use after resume", 2.0)
     assert proc.terminate(1.0) == -signal.SIGTERM
     assert not proc.running
 
@@ -243,7 +235,7 @@ def test_terminate_kills_the_whole_group_including_grandchildren(run) -> None:
     code = proc.terminate(2.0)
     assert code == -signal.SIGTERM
     assert time.monotonic() - t0 < 1.5  # TERM was enough: no wait for the kill timeout
-    wait_for(lambda: gone(grandchild), 1.0, "grandchild gone")
+    wait_until(lambda: gone(grandchild), "grandchild gone", 1.0)
     assert not proc.running and proc.returncode == code
 
 
@@ -262,7 +254,7 @@ def test_terminate_reaches_a_paused_stage(run) -> None:
     proc, out = run("echo ready; sleep 100")
     first_line(out)
     proc.pause()
-    wait_for(lambda: state(proc.pid) == "T", what="paused")  # type: ignore[arg-type]
+    wait_until(lambda: state(proc.pid) == "T", "paused", 2.0)  # type: ignore[arg-type]
     t0 = time.monotonic()
     assert proc.terminate(2.0) == -signal.SIGTERM  # SIGCONT let it act on the TERM
     assert time.monotonic() - t0 < 1.5
@@ -274,7 +266,7 @@ def test_terminate_kills_a_grandchild_that_survived_the_main_process(run) -> Non
     grandchild = int(first_line(out))
     code = proc.terminate(0.5)
     assert code == -signal.SIGTERM
-    wait_for(lambda: gone(grandchild), 1.0, "grandchild gone")
+    wait_until(lambda: gone(grandchild), "grandchild gone", 1.0)
 
 
 def test_signals_after_exit_are_harmless_no_ops(run) -> None:
@@ -291,7 +283,7 @@ def test_signals_after_exit_are_harmless_no_ops(run) -> None:
 def test_signals_on_an_exited_but_unwaited_stage(run) -> None:
     proc, _ = run("true")
     pid = proc.pid
-    wait_for(lambda: not proc.running, what="exit noticed")  # reaped by the watcher
+    wait_until(lambda: not proc.running, "exit noticed", 2.0)  # reaped by the watcher
     assert proc.pause() is False
     assert proc.terminate(1.0) == 0
     assert state(pid) is None or process_start_time(pid) != proc.start_time  # type: ignore[arg-type]
@@ -308,6 +300,72 @@ def test_a_million_lines_arrive_complete_in_order_and_in_batches(run) -> None:
     assert texts[0] == "1" and texts[-1] == "1000000"
     assert texts == [str(i) for i in range(1, 1_000_001)]
     assert out.batches < 2000  # many lines per call, not one call per line
+    assert proc._splitter is not None  # a fast writer: split in a thread of its own
+
+
+def test_a_quiet_stage_is_split_by_its_reader_alone(run) -> None:
+    proc, out = run("echo one; echo two >&2; echo three")
+    assert proc.wait(3) == 0
+    assert out.texts("stdout") == ["one", "three"] and out.texts("stderr") == ["two"]
+    assert proc._splitter is None  # no second thread for a few lines
+
+
+def test_both_streams_keep_their_order_through_the_splitter(run) -> None:
+    code = (
+        "import sys\n"
+        "for i in range(200000):\n"
+        "    print(i, file=sys.stderr if i % 3 == 0 else sys.stdout)\n"
+    )
+    proc, out = run(f"{sys.executable} -u -c '{code}' ")
+    assert proc.wait(20) == 0
+    assert proc._splitter is not None
+    assert out.texts("stdout") == [str(i) for i in range(200000) if i % 3]
+    assert out.texts("stderr") == [str(i) for i in range(0, 200000, 3)]
+
+
+def test_a_stage_outpacing_a_stuck_consumer_waits_at_the_backlog_limit(run, monkeypatch) -> None:
+    """Read but not logged is bounded: with the consumer stuck, the reader stops reading
+    once MAX_BACKLOG waits, the pipe fills and the stage waits; nothing is lost."""
+    monkeypatch.setattr(process_mod, "MAX_BACKLOG", 2 << 20)
+    stuck = threading.Event()
+    collector_lines: list[str] = []
+
+    def slow(batch: list[tuple[float, str, str]]) -> None:
+        if threading.current_thread().name.endswith("-split"):
+            stuck.wait(30)  # the splitter is stuck; the reader (not called here) goes on
+        collector_lines.extend(text for _, _, text in batch)
+
+    proc, _ = run("seq 1 3000000", on_lines=slow)  # about 20 MB
+    assert proc.wait(1.5) is None and proc.running  # held back, not buffered without end
+    assert proc._splitter is not None and proc._backlog is not None
+    assert proc._backlog._bytes <= (2 << 20) + process_mod.READ_CHUNK * 4
+    stuck.set()
+    assert proc.wait(30) == 0
+    assert collector_lines == [str(i) for i in range(1, 3_000_001)]
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        [0, 1, 5],
+        [MAX_LINE_BYTES - 1, MAX_LINE_BYTES, MAX_LINE_BYTES + 1, 3],
+        [10] * 150_000 + [MAX_LINE_BYTES + 2] + [7] * 10,
+        [2 * MAX_LINE_BYTES + 3, 0, MAX_LINE_BYTES - 2],
+    ],
+)
+def test_split_block_of_any_size_matches_line_by_line_splitting(lengths: list[int]) -> None:
+    """A block bigger than one line's limit is split in pieces that end at a newline;
+    the result is what splitting it line by line gives (over-long lines in pieces)."""
+    from app.runner.lines import decode, pieces, split_block
+
+    block = b"".join((b"\xc3\xa9x\r" * (n // 4 + 1))[:n] + b"\n" for n in lengths)
+    expected: list[str] = []
+    for raw in block[:-1].split(b"\n"):
+        if len(raw) > MAX_LINE_BYTES:
+            expected.extend(pieces(raw))
+        else:
+            expected.append(decode(raw[:-1] if raw.endswith(b"\r") else raw))
+    assert split_block(block) == expected
 
 
 def test_stdout_and_stderr_are_tagged(run) -> None:
@@ -369,7 +427,7 @@ def test_wait_does_not_hang_on_a_grandchild_holding_the_pipe(run, monkeypatch) -
     assert not gone(grandchild)
     # the leftover still belongs to the stage's group: terminate cleans it up
     assert proc.terminate(1.0) == 0
-    wait_for(lambda: gone(grandchild), 1.0, "leftover gone")
+    wait_until(lambda: gone(grandchild), "leftover gone", 1.0)
 
 
 def test_wait_timeout_returns_none_while_running(run) -> None:
@@ -462,7 +520,7 @@ def test_kill_leftover_group_kills_the_recorded_group() -> None:
     t0 = time.monotonic()
     assert kill_leftover_group(leader.pid, start, 2.0) is True
     assert time.monotonic() - t0 < 1.5
-    wait_for(lambda: gone(grandchild), 1.0, "grandchild gone")
+    wait_until(lambda: gone(grandchild), "grandchild gone", 1.0)
     assert leader.wait(1) == -signal.SIGTERM
 
 
@@ -475,7 +533,7 @@ def test_kill_leftover_group_when_only_grandchildren_remain() -> None:
     t0 = time.monotonic()
     assert kill_leftover_group(leader.pid, start, 0.3) is True
     assert time.monotonic() - t0 >= 0.25  # TERM ignored: SIGKILL after the timeout
-    wait_for(lambda: gone(grandchild), 1.0, "grandchild gone")
+    wait_until(lambda: gone(grandchild), "grandchild gone", 1.0)
     assert kill_leftover_group(leader.pid, start, 0.3) is False  # nothing left
 
 
@@ -511,7 +569,11 @@ def test_find_session_processes_finds_a_stage_and_its_children_by_environment(si
         child = int(leader.stdout.readline())
         # the leader may be between fork and exec for a moment: its environment is then
         # unreadable; it is found once it runs again
-        wait_for(lambda: {p.pid for p in find_session_processes(sid)} == {leader.pid, child})
+        wait_until(
+            lambda: {p.pid for p in find_session_processes(sid)} == {leader.pid, child},
+            "the leader and its child found",
+            2.0,
+        )
         found = {p.pid: p for p in find_session_processes(sid)}
         assert {(p.pgid, p.stage, p.attempt) for p in found.values()} == {(leader.pid, "build", 3)}
     finally:
@@ -523,7 +585,7 @@ def test_find_session_processes_skips_zombies_and_ended_processes(sid: str) -> N
     proc = subprocess.Popen(
         ["/bin/true"], env={**ENV, "VC_SESSION_ID": sid, "VC_STAGE": "x"}, start_new_session=True
     )
-    wait_for(lambda: state(proc.pid) in ("Z", None), 2.0, "the process to end")
+    wait_until(lambda: state(proc.pid) in ("Z", None), "the process to end", 2.0)
     assert find_session_processes(sid) == []
     proc.wait()
     assert find_session_processes(sid) == []
@@ -565,7 +627,7 @@ def test_kill_groups_terms_then_kills_what_ignores_term(sid: str) -> None:
         assert sorted(signalled) == sorted([polite.pid, stubborn.pid])
         assert time.monotonic() - t0 >= 0.45  # the stubborn one waited for its SIGKILL
         for pid in (polite.pid, stubborn.pid, *children):
-            wait_for(lambda pid=pid: gone(pid), 2.0, f"{pid} gone")
+            wait_until(lambda pid=pid: gone(pid), f"{pid} gone", 2.0)
         assert find_session_processes(sid) == []
     finally:
         for proc in (polite, stubborn):
@@ -581,9 +643,9 @@ def test_kill_groups_reaches_a_member_that_left_the_group(sid: str) -> None:
         def groups() -> set[int]:
             return {p.pgid for p in find_session_processes(sid)}
 
-        wait_for(lambda: len(groups()) == 2, 2.0, "a member in a group of its own")
+        wait_until(lambda: len(groups()) == 2, "a member in a group of its own", 2.0)
         kill_groups(find_session_processes(sid), 1.0)
-        wait_for(lambda: not find_session_processes(sid), 2.0, "no process of the session")
+        wait_until(lambda: not find_session_processes(sid), "no process of the session", 2.0)
     finally:
         for proc in find_session_processes(sid):
             with contextlib.suppress(ProcessLookupError):

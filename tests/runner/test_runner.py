@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -45,8 +45,8 @@ from store.queries import (
     list_events,
     read_logs,
 )
+from tests.waiting import wait_until
 
-T = TypeVar("T")
 Vc = Callable[..., subprocess.CompletedProcess[str]]
 
 #: Not repeated on PostgreSQL: what the test checks happens between the runner and its
@@ -58,20 +58,6 @@ covered_on_postgresql_by_another = sqlite_only
 
 
 # ---- helpers ----------------------------------------------------------------------------------
-
-
-def wait_until(
-    predicate: Callable[[], T | None], timeout: float = 15.0, interval: float = 0.02, what: str = ""
-) -> T:
-    """Poll ``predicate`` until it returns something truthy; return that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
 
 
 def stat_fields(pid: int) -> list[str] | None:
@@ -194,7 +180,9 @@ class Store:
 
     def wait_status(self, sid: str, *statuses: str, timeout: float = 15.0) -> SessionView:
         return wait_until(
-            lambda: self.status_is(sid, *statuses), timeout, what=f"session {sid[:8]} in {statuses}"
+            lambda: self.status_is(sid, *statuses),
+            timeout=timeout,
+            what=f"session {sid[:8]} in {statuses}",
         )
 
     def wait_stage(
@@ -206,7 +194,7 @@ class Store:
                 return row
             return None
 
-        return wait_until(ready, timeout, what=f"stage {name} {status}")
+        return wait_until(ready, timeout=timeout, what=f"stage {name} {status}")
 
 
 @pytest.fixture

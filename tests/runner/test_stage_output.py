@@ -59,19 +59,29 @@ def test_output_past_hold_max_is_written_without_waiting_for_release(tmp_path: P
 
 
 def test_a_line_read_while_release_writes_comes_after_the_held_ones(tmp_path: Path) -> None:
+    """The race itself, made to happen: the reader's line arrives while release() is in the
+    middle of writing the held ones (checked, not hoped for), and still comes after them."""
+    writing = threading.Event()
+    written = threading.Event()
+
     class SlowFiles(LogFiles):
         def write_session(self, session_id: str, data: str) -> None:
             if "early" in data:
+                writing.set()
                 time.sleep(0.2)  # the runner's thread is writing the held lines
             super().write_session(session_id, data)
+            if "early" in data:
+                written.set()
 
     files = SlowFiles(tmp_path)
     output = StageOutput(Logging(files, None, handler_id=-1), SID, "s")
     output([(1.0, "stdout", "early 1"), (1.0, "stdout", "early 2")])
     releasing = threading.Thread(target=output.release)
     releasing.start()
-    time.sleep(0.05)
+    assert writing.wait(10)  # release() has begun writing the held lines …
+    assert not written.is_set()  # … and has not finished: the race is on
     output([(2.0, "stdout", "later")])  # the reader thread, meanwhile
+    assert written.is_set()  # it waited for the held lines instead of overtaking them
     releasing.join()
     assert _texts(files.session_path(SID)) == ["early 1", "early 2", "later"]
     assert output.lines == 3 and output.last_line == "later"

@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 
-from tests.processes import alive, describe, processes_of, state, wait_until
+from tests.processes import alive, describe, processes_of, state
 from tests.serve.conftest import Served
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -162,7 +163,7 @@ def test_a_running_session_is_paused_from_chromium(
     assert run.returncode == 0, run.stderr
     sid = run.stdout.strip().splitlines()[-1]
     try:
-        stage = wait_until(lambda: _view(sid).stages[0].pid or 0, "the stage to start")
+        stage = wait_until(lambda: _view(sid).stages[0].pid or 0, "the stage to start", 20)
         served = serve()
         page = _page(browser)
         page.goto(served.url)
@@ -182,7 +183,7 @@ def test_a_running_session_is_paused_from_chromium(
         page.close()
     finally:
         vc("flow", "session", "abort", sid)
-        wait_until(lambda: _view(sid).runner_pid is None, "the runner to exit")
+        wait_until(lambda: _view(sid).runner_pid is None, "the runner to exit", 20)
 
 
 def test_chromium_without_the_token_or_from_another_origin_is_refused(
@@ -222,7 +223,7 @@ def test_closing_the_tab_in_chromium_leaves_no_process(
     page = _page(browser)
     page.goto(served.url)
     _shown(page, "vc flow")
-    (tab,) = wait_until(served.tabs, "the tab's dashboard process")
+    (tab,) = wait_until(served.tabs, "the tab's dashboard process", 20)
     page.close()
     wait_until(lambda: not alive(tab), "the tab's dashboard to exit", timeout=10)
     left = processes_of(str(workspace))

@@ -13,14 +13,15 @@ from typing import Any
 
 import pytest
 
-from tests.processes import alive, processes_of, wait_until
+from tests.processes import alive, processes_of
 from tests.serve.conftest import Served, client_session, open_tab
+from tests.waiting import wait_until
 
 
 async def _open_dashboard(served: Served, session: Any) -> Any:
     tab = await open_tab(session, served)
     await tab.read_until("vc flow")
-    wait_until(lambda: len(served.tabs()) == 1, "the tab's dashboard process")
+    wait_until(lambda: len(served.tabs()) == 1, "the tab's dashboard process", 20)
     return tab
 
 

@@ -422,3 +422,49 @@ def test_move_stage_rereads_when_a_known_state_refuses_what_the_stored_one_allow
 
     assert done.status == S.COMPLETED
     assert stages.get_stage(st.id).status == S.COMPLETED
+
+
+def test_a_session_created_claimed_is_what_create_then_start_leave_in_one_commit(
+    managers, db, hello_definition
+):
+    """`vc flow run` of a new session: created claimed by its runner in one transaction,
+    with the same row and the same events as a create followed by the runner's start."""
+    from sqlalchemy import event
+
+    from store import FlowSession, FlowSessionManager
+
+    sessions, _ = managers
+    runner = FlowSessionManager(db, actor="runner")
+    apart = sessions.create_session("hello", name="t", definition=hello_definition).id
+    runner.start_session(apart, runner_host="hostA", runner_pid=4242)
+    commits: list[object] = []
+
+    def count(conn: object) -> None:
+        commits.append(conn)
+
+    event.listen(db.get_bind(), "commit", count)
+    try:
+        created = sessions.create_session(
+            "hello", name="t", definition=hello_definition, runner=("hostA", 4242)
+        )
+    finally:
+        event.remove(db.get_bind(), "commit", count)
+    assert len(commits) == 1
+    db.commit()
+
+    def row(sid: str) -> tuple[object, ...]:
+        s = db.get(FlowSession, sid, populate_existing=True)
+        assert s is not None
+        return (s.status, s.version, s.runner_host, s.runner_pid, s.queued, s.reason)
+
+    assert row(created.id) == row(apart) == (S.ACTIVE, 2, "hostA", 4242, False, None)
+    claimed = db.get(FlowSession, created.id)
+    assert claimed is not None and claimed.started_at == claimed.created_at
+    assert (created.status, created.version, created.runner_pid) == (S.ACTIVE, 2, 4242)
+
+    def events(sid: str) -> list[tuple[object, ...]]:
+        return [(e.op, e.from_status, e.to_status, e.actor) for e in _events(db, sid)]
+
+    assert events(created.id) == events(apart)
+    assert [e[0] for e in events(created.id)] == ["create", "start"]
+    assert events(created.id)[1][3] == "runner"

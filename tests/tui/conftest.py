@@ -64,20 +64,20 @@ def ctx(workspace: Path, tui_store: str) -> Iterator[Any]:
     """The Context `vc flow tui` runs on (settings, engine, factory, logging), on the
     workspace's store (see ``tui_store``). Whatever a test left running is aborted
     afterwards."""
-    from app.cli.common import open_store
+    from app.context import open_context
     from store.changes import enable_logging
 
     # No VC_HOSTNAME here: this process caches its host name on first use, so setting it
     # per test would give runners started by the test another host than the test's own
     # (a dead runner pid then looks alive "elsewhere"). Snapshot rows carry fixed hosts.
-    with open_store() as context:
+    with open_context() as context:
         try:
             yield context
         finally:
             from tests.tui.tui_testkit import stop_everything
 
             stop_everything(context)
-    enable_logging(False)  # open_store switched operation logging on for this process
+    enable_logging(False)  # open_context switched operation logging on for this process
 
 
 @pytest.fixture

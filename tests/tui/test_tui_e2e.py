@@ -11,15 +11,15 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import readme_sh_block
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.tmux
 
@@ -84,17 +84,6 @@ def terminal() -> Iterator[Terminal]:
         yield term
     finally:
         term.kill()
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_pause_in_a_real_terminal(workspace: Path, vc: Any, terminal: Terminal) -> None:

@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import vc_env
-from tests.processes import processes_of, wait_until
+from tests.processes import processes_of
+from tests.waiting import poll, wait_until
 
 ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
 
@@ -119,11 +120,9 @@ class PtyDashboard:
             return ANSI.sub("", self.output.decode("utf-8", "replace"))
 
     def wait_for(self, needle: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while needle not in self.text:
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise AssertionError(f"{needle!r} never shown; the terminal got {self.text!r}")
-            time.sleep(0.05)
+        poll(lambda: needle in self.text or self.process.poll() is not None, timeout, 0.05)
+        if needle not in self.text:
+            raise AssertionError(f"{needle!r} never shown; the terminal got {self.text!r}")
 
     def close_terminal(self) -> None:
         os.close(self.master)
@@ -264,11 +263,9 @@ class WebDashboard:
         self.process.stdin.flush()
 
     def wait_for(self, needle: bytes, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while needle not in self.received:
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise AssertionError(f"{needle!r} never received")
-            time.sleep(0.05)
+        poll(lambda: needle in self.received or self.process.poll() is not None, timeout, 0.05)
+        if needle not in self.received:
+            raise AssertionError(f"{needle!r} never received")
 
     def stop(self) -> None:
         if self.process.poll() is None:

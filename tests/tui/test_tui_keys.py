@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from app.tui.app import FlowApp
 from app.tui.dashboard import EMPTY_TEXT, NO_MATCH_TEXT, DashboardScreen
 from app.tui.keys import help_lines, palette_entries
@@ -443,6 +445,35 @@ async def test_r_starts_a_runner_for_an_orphaned_session(ctx: Any, make_app: Any
         await wait_for(
             pilot, lambda: row_of(app, sid).status == "COMPLETED", what="COMPLETED in the table"
         )
+
+
+async def test_r_says_why_no_runner_started(
+    ctx: Any, make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session is resumed all the same; the runner that did not start is an error of
+    its own, worded as the CLI's, shown before the note that points at it."""
+    import subprocess
+
+    from app.runner import launch
+    from tests.tui.tui_testkit import manager
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    sid = make_session(ctx, "hello")
+    with ctx.factory() as db:
+        manager(db).start_session(sid, runner_pid=gone.pid)
+        manager(db).pause(sid)
+    monkeypatch.setattr(launch, "_no_more_runners", True)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: len(notifications(app)) == 2, what="two notifications")
+        assert notifications(app) == [
+            "error: could not start a runner: this process is closing: it starts no more runners",
+            f"resume: ACTIVE: {sid[:12]} (no runner: see the error above)",
+        ]
+    assert status(ctx, sid) == "ACTIVE"
 
 
 async def test_lines_printed_on_stderr_become_notifications(ctx: Any, make_app: Any) -> None:

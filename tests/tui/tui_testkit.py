@@ -16,6 +16,8 @@ from typing import Any
 from textual.app import App
 from textual.pilot import Pilot
 
+from tests.waiting import poll, wait_until_async
+
 NOW = 1_700_000_000.0
 """The frozen "now" of the snapshots (2023-11-14 22:13:20 UTC)."""
 
@@ -34,14 +36,13 @@ async def wait_for(
     """Let the app run until ``predicate()`` is true: polled every 50 ms, never a fixed
     long sleep, failing with ``what`` (and the notifications shown, which usually say
     why) after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout:g}s waiting for {what}; "
-                f"notifications: {notifications(pilot.app)}"
-            )
-        await pilot.pause(0.05)
+    await wait_until_async(
+        predicate,
+        pilot.pause,
+        what=what,
+        timeout=timeout,
+        details=lambda: f"notifications: {notifications(pilot.app)}",
+    )
 
 
 def screen_text(app: App[Any]) -> str:
@@ -218,16 +219,17 @@ def stop_everything(ctx: Any, timeout: float = 10.0) -> None:
                 manager(db).abort(v.id)
             except StoreError:
                 pass
+
+    def let_go(session_id: str) -> bool:
+        current = view(ctx, session_id)
+        return (
+            current is None
+            or current.runner_pid in (None, os.getpid())
+            or not pid_alive(current.runner_pid)
+        )
+
     for v in live:
-        while time.monotonic() < deadline:
-            current = view(ctx, v.id)
-            if (
-                current is None
-                or current.runner_pid in (None, os.getpid())
-                or not pid_alive(current.runner_pid)
-            ):
-                break
-            time.sleep(0.05)
+        poll(lambda sid=v.id: let_go(sid), max(0.0, deadline - time.monotonic()), 0.05)
 
 
 # -- a frozen store for snapshots -----------------------------------------------------------

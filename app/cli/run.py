@@ -1,5 +1,6 @@
-"""`vc flow run` and the detached runner's entry: thin glue between the CLI, the managers
-and :class:`app.runner.runner.Runner`.
+"""`vc flow run`: a session's stages run in this terminal with a live display, in the
+background (``--detach``) or queued for a worker (``--queue``); the runner itself is
+:class:`app.runner.runner.Runner`.
 
 Refusals happen before anything runs, each as one line naming what to do instead:
 
@@ -20,10 +21,6 @@ import time
 from typing import Any
 
 from app.cli.common import error_line, fail, open_store, progress_text
-from app.runner.notifications import drain as drain_notifications
-
-#: The detached runner reports "ok" (claimed) or "error: MESSAGE" on this inherited fd.
-READY_FD_ENV = "VC_RUNNER_READY_FD"
 
 
 def run_command(
@@ -36,6 +33,7 @@ def run_command(
     params: dict[str, str] | None = None,
 ) -> int:
     from store import FlowSessionManager
+    from store.identity import local_host
     from store.queries import get_session_view
     from store.workflows import find_workflow
 
@@ -69,8 +67,16 @@ def run_command(
                         f"workflow {workflow_id!r} has no stage {stage!r}; "
                         f"stages: {', '.join(sorted(names))}"
                     )
+                # In the foreground this process is the runner: the session is created
+                # claimed by it, one transaction for the session, its stages and the claim.
+                claim = None if queue or detach else (local_host(), os.getpid())
                 created = manager.create_session(
-                    definition.id, name=name, definition=definition, queued=queue, params=params
+                    definition.id,
+                    name=name,
+                    definition=definition,
+                    queued=queue,
+                    params=params,
+                    runner=claim,
                 )
                 sid, session_name = created.id, created.name
             if stage and stage not in names:
@@ -79,12 +85,11 @@ def run_command(
             print(sid)
             return 0
         if detach:
-            from app.runner.launch import LaunchError, spawn_runner
+            from app.runner.launch import start_runner
 
-            try:
-                spawn_runner(ctx, sid, only_stage=stage or None)
-            except LaunchError as exc:
-                raise fail(f"could not start a runner for {sid[:12]}: {exc}") from None
+            started = start_runner(ctx, sid, only_stage=stage or None)
+            if not started.started:
+                raise fail(f"could not start a runner for {sid[:12]}: {started.message}")
             print(sid)
             return 0
         return _foreground(ctx, sid, stage or None, session_name)
@@ -95,40 +100,18 @@ def _check_runnable(view: Any, workflow_id: str) -> None:
     short = view.id[:12]
     if view.workflow_id != workflow_id:
         raise fail(f"session {short} belongs to workflow {view.workflow_id!r}, not {workflow_id!r}")
+    from app.runner.launch import run_refusal
+
     why = run_refusal(view)
     if why is not None:
         raise fail(why)
-
-
-def run_refusal(view: Any) -> str | None:
-    """Why a session cannot be run now (nothing left to run, paused, or a live runner has
-    it), or None: the rule of `run --session` and of the dashboard's start key."""
-    short = view.id[:12]
-    if view.status == "COMPLETED":
-        return (
-            f"session {short} is COMPLETED: every stage has run and none runs twice "
-            f"(retry is only for FAILED sessions); start a new session with "
-            f"'vc flow run {view.workflow_id}'"
-        )
-    if view.status == "FAILED":
-        return (
-            f"session {short} is FAILED ({view.reason or 'failed'}): reset it with "
-            f"'vc flow session retry {short}', then run it again"
-        )
-    if view.status == "PAUSED":
-        return f"session {short} is PAUSED: resume it with 'vc flow session resume {short}'"
-    if view.status == "ACTIVE" and view.runner_pid is not None and not view.orphaned:
-        return (
-            f"session {short} already has a live runner: pid {view.runner_pid} on "
-            f"{view.runner_host}"
-        )
-    return None
 
 
 def _foreground(ctx: Any, sid: str, stage: str | None, name: str) -> int:
     """Run in this process with a live display; Ctrl-C (SIGINT), SIGTERM and a closed
     terminal (SIGHUP) pause the session and exit 130 with how to resume it. The last line
     names the session by id and name: ``COMPLETED: 3f2a1b2c3d4e (nightly run)``."""
+    from app.runner.notifications import drain as drain_notifications
     from app.runner.runner import Runner
     from store.text import clean_text
 
@@ -291,82 +274,3 @@ class _Display:
             self._write("\r\x1b[2K")
         if self._runner is not None:
             self._write(self._notes())  # e.g. an abort seen just before the end
-
-
-def detached_main(argv: list[str]) -> int:
-    """Entry of a background runner (`python -E -P -m vc_main runner SESSION_ID [--stage
-    NAME]`, see ``vc_main``; `python -m app.runner …` by hand).
-
-    Its stdout/stderr are the session's log file, so its last words land there. It tells
-    its launcher over the inherited ``VC_RUNNER_READY_FD`` pipe whether it claimed the
-    session ("ok") or why not ("error: …"), so `run --detach` and `resume` return as soon
-    as the runner really owns the session, or report the exact refusal. SIGTERM pauses the
-    session (resumable) like Ctrl-C in the foreground; SIGHUP is ignored.
-    """
-    import argparse
-
-    import typer
-
-    from app.runner.runner import Runner
-    from store.errors import StoreError
-
-    parser = argparse.ArgumentParser(prog="python -m app.runner")
-    parser.add_argument("session_id")
-    parser.add_argument("--stage")
-    args = parser.parse_args(argv)
-    ready = _ReadyPipe(os.environ.pop(READY_FD_ENV, None))
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    try:
-        with open_store() as ctx:
-            assert ctx.logging is not None
-            runner = Runner(
-                ctx.factory,
-                ctx.logging,
-                args.session_id,
-                workspace=ctx.settings.workspace,
-                only_stage=args.stage,
-            )
-            signal.signal(signal.SIGTERM, lambda *_: runner.interrupt())
-            signal.signal(signal.SIGINT, lambda *_: runner.interrupt())
-            try:
-                runner.claim()
-            except StoreError as exc:
-                ready.tell(f"error: {exc}")
-                raise
-            ready.tell("ok")
-            outcome = runner.run()
-            drain_notifications()
-            return 0 if outcome.code in (0, 130) else outcome.code
-    except typer.Exit as exc:  # a refusal, already printed as one line
-        return int(exc.exit_code or 0)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    except Exception as exc:  # a detached runner's last word goes to the session log
-        error_line(f"runner crashed: {type(exc).__name__}: {exc}")
-        return 1
-    finally:
-        ready.close()
-
-
-class _ReadyPipe:
-    """The write end of the launcher's readiness pipe (absent when started by hand)."""
-
-    def __init__(self, fd: str | None) -> None:
-        self.fd = int(fd) if fd and fd.isdigit() else None
-
-    def tell(self, message: str) -> None:
-        if self.fd is None:
-            return
-        try:
-            os.write(self.fd, message.encode("utf-8", "replace") + b"\n")
-        except OSError:
-            pass  # the launcher gave up waiting: nothing to tell
-        self.close()
-
-    def close(self) -> None:
-        if self.fd is not None:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.fd = None

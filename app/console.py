@@ -1,0 +1,66 @@
+"""The lines every part of vc writes for a person: errors and warnings on stderr, how a
+failure to reach the store or a file is put in words, and durations.
+
+Free of Typer and Textual: the CLI, the runner (whose stderr is a session log) and the
+dashboard's processes print the same lines, and the CLI turns a :func:`failure` into its
+exit code (``app.cli.common.translate_errors``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def error_line(message: str) -> None:
+    """The one line a refused or malformed request gets on stderr."""
+    from store.text import clean_text
+
+    print(f"vc: error: {clean_text(message)}", file=sys.stderr, flush=True)
+
+
+def warning_line(message: str) -> None:
+    """A problem worth knowing that does not stop the command."""
+    from store.text import clean_text
+
+    print(f"vc: warning: {clean_text(message)}", file=sys.stderr, flush=True)
+
+
+def failure(exc: BaseException) -> tuple[str, int] | None:
+    """The line and exit code of a refusal or an environment failure (the store's refusals,
+    a workflow file's errors, a file we cannot use, the database out of reach), or None
+    for anything else: a bug, or a broken pipe, which is not the user's to read."""
+    from store.engine import os_error_message
+    from store.errors import StoreError, WorkflowError
+
+    if isinstance(exc, StoreError | WorkflowError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, BrokenPipeError):
+        return None
+    if isinstance(exc, OSError):
+        return os_error_message(exc), 1
+    if not isinstance(exc, Exception):
+        return None
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+    if isinstance(exc, DBAPIError | SQLAlchemyError):
+        from store.engine import unavailable_message
+        from store.location import resolve_database_url
+
+        return unavailable_message(exc, resolve_database_url()), 1
+    return None
+
+
+def duration_text(seconds: float | None) -> str:
+    """A duration in its two largest units, for lines a person reads whole (``45s``,
+    ``3m05s``, ``2h10m``, ``4d03h``; ``-`` when unknown). The dashboard's columns use the
+    one-unit ``widgets.formatting.human_duration`` instead, which keeps them narrow."""
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    if seconds < 86400:
+        return f"{seconds // 3600:.0f}h{(seconds % 3600) // 60:02.0f}m"
+    return f"{seconds // 86400:.0f}d{(seconds % 86400) // 3600:02.0f}h"

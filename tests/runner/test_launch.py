@@ -1,0 +1,82 @@
+"""Starting a detached runner: what :func:`app.runner.launch.start_runner` answers, for
+each front end to put in its words. Real runner processes on a real SQLite store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.runner import launch
+from tests.runner.test_runner import gone
+from tests.waiting import wait_until
+
+
+@pytest.fixture
+def ctx(workspace: Path) -> Iterator[Any]:
+    from app.context import open_context
+    from store.changes import enable_logging
+
+    with open_context() as context:
+        yield context
+    enable_logging(False)  # open_context switched operation logging on for this process
+
+
+def _new_session(ctx: Any, workflow_id: str = "hello") -> str:
+    from store.workflows import find_workflow
+
+    definition = find_workflow(ctx.settings.workflows_dir, workflow_id)
+    with ctx.factory() as db:
+        return str(ctx.sessions(db).create_session(definition.id, definition=definition).id)
+
+
+def _status(ctx: Any, session_id: str) -> str:
+    from store.queries import get_session_view
+
+    with ctx.factory() as db:
+        view = get_session_view(db, session_id)
+    assert view is not None
+    return str(view.status)
+
+
+def test_a_runner_that_claims_its_session_is_started(ctx: Any) -> None:
+    sid = _new_session(ctx)
+    started = launch.start_runner(ctx, sid)
+    assert started.outcome == "started" and started.started
+    assert started.pid is not None and started.message == "" and started.exit_code is None
+    wait_until(lambda: _status(ctx, sid) == "COMPLETED", "the session completed", 20)
+    wait_until(lambda: gone(started.pid), "the runner to exit", 5)
+
+
+def test_a_refused_claim_is_refused_with_the_runners_own_reason(ctx: Any) -> None:
+    started = launch.start_runner(ctx, "f" * 32)  # no such session: the claim says so
+    assert started.outcome == "refused" and not started.started
+    assert started.pid is None and started.exit_code is None
+    assert started.message == f"session {'f' * 12} was deleted"
+
+
+def test_a_closing_process_refuses_to_start_one(ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    sid = _new_session(ctx)
+    monkeypatch.setattr(launch, "_no_more_runners", True)
+    started = launch.start_runner(ctx, sid)
+    assert (started.outcome, started.message) == (
+        "refused",
+        "this process is closing: it starts no more runners",
+    )
+    assert _status(ctx, sid) == "PENDING"
+
+
+def test_a_runner_that_cannot_be_executed_failed(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-python"
+    monkeypatch.setattr(launch.sys, "executable", str(missing))
+    started = launch.start_runner(ctx, _new_session(ctx))
+    assert started.outcome == "failed" and started.pid is None
+    assert started.message == f"cannot start {missing}: No such file or directory"
+
+
+def test_ensure_runner_starts_none_for_a_session_that_is_not_active(ctx: Any) -> None:
+    assert launch.ensure_runner(ctx, _new_session(ctx)) is None
