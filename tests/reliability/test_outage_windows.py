@@ -39,7 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .harness import child_env, report, session_processes, vc, wait_for
+from tests.waiting import poll
+
+from .harness import child_env, report, session_processes, vc
 from .test_store_errors import _no_dac_override
 
 WORKFLOW = """
@@ -162,16 +164,16 @@ class Window:
         sid = self.create()
         runner = self.runner(sid, prefix)
         try:
-            wait_for(lambda: self.stage(sid, "s1")[0] == "COMPLETED", 30, 0)
+            poll(lambda: self.stage(sid, "s1")[0] == "COMPLETED", 30, 0)
             held = self.hold()
             try:
-                if held and wait_for(lambda: bool(self.starts()), 5, 0.001):
+                if held and poll(lambda: bool(self.starts()), 5, 0.001):
                     status, _, _ = self.stage(sid, "s2")
                     trial.window_hit = status == "PENDING" and bool(session_processes(sid))
                 if not trial.window_hit:
                     return self._finish(trial, sid, runner, miss=True)
                 if trial.variant == "exits":
-                    wait_for(lambda: any(p[0] == "end" for p in self.ledger()), 10, 0.01)
+                    poll(lambda: any(p[0] == "end" for p in self.ledger()), 10, 0.01)
                     time.sleep(0.2)
                     if session_processes(sid):
                         trial.problems.append("s2 did not end during the outage")
@@ -179,7 +181,7 @@ class Window:
                     time.sleep(0.3)
                     runner.send_signal(signal.SIGTERM)
                     # terminated while the store is still away: supervised, not left behind
-                    if not wait_for(lambda: not session_processes(sid), 5, 0.01):
+                    if not poll(lambda: not session_processes(sid), 5, 0.01):
                         trial.problems.append("s2 still runs after SIGTERM in the outage")
                 elif trial.variant == "permanent":
                     self.path.chmod(0o400)
@@ -224,10 +226,10 @@ class Window:
             if proc.returncode != 0:
                 trial.problems.append(f"resume: exit {proc.returncode}: {proc.stderr.strip()}")
                 return
-            wait_for(lambda: self.status(sid) in ("COMPLETED", "FAILED"), 60, 0.05)
+            poll(lambda: self.status(sid) in ("COMPLETED", "FAILED"), 60, 0.05)
         if self.status(sid) != "COMPLETED":
             trial.problems.append(f"session {self.status(sid)}: {err[-400:]}")
-        wait_for(lambda: not session_processes(sid), 10, 0.05)
+        poll(lambda: not session_processes(sid), 10, 0.05)
         trial.untracked += len(session_processes(sid))
         trial.doubles = sum(1 for p in self.ledger() if p[0] == "double")
 
@@ -317,9 +319,9 @@ def test_a_stage_spawned_while_the_server_is_away_ends_when_another_host_took_ov
                 text=True,
             )
             try:
-                wait_for(lambda s=sid: (stage(s, "s1") or ("",))[0] == "COMPLETED", 30, 0)
+                poll(lambda s=sid: (stage(s, "s1") or ("",))[0] == "COMPLETED", 30, 0)
                 cut()
-                started = wait_for(lambda: (ws / "ledger").exists(), 5, 0.001)
+                started = poll(lambda: (ws / "ledger").exists(), 5, 0.001)
                 hit = started and stage(sid, "s2") == ("PENDING", 0) and session_processes(sid)
                 if not hit:
                     back()
@@ -339,7 +341,7 @@ def test_a_stage_spawned_while_the_server_is_away_ends_when_another_host_took_ov
                 _, err = runner.communicate(timeout=60)
                 if runner.returncode != 1 or "took over" not in err:
                     problems.append(f"exit {runner.returncode}: {err[-400:]}")
-                wait_for(lambda s=sid: not session_processes(s), 5, 0.01)
+                poll(lambda s=sid: not session_processes(s), 5, 0.01)
                 untracked = len(session_processes(sid))
                 if stage(sid, "s2") != ("PENDING", 0):
                     problems.append(f"the old runner recorded s2: {stage(sid, 's2')}")

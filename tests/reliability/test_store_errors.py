@@ -41,7 +41,9 @@ import pytest
 import sqlalchemy
 from sqlalchemy import make_url
 
-from .harness import PG_URL, child_env, report, session_processes, vc, wait_for
+from tests.waiting import poll
+
+from .harness import PG_URL, child_env, report, session_processes, vc
 
 WORKFLOW = """
 name: Steady
@@ -150,7 +152,7 @@ def _trial(
     runner = _runner(ws, url, sid, prefix, worker=worker)
     who = "worker" if worker else "runner"
     try:
-        if not wait_for(lambda: _stage_running(check_url, sid), 30, 0.05):
+        if not poll(lambda: _stage_running(check_url, sid), 30, 0.05):
             trial.problems.append("s2 never ran")
             return
         time.sleep(0.3)
@@ -192,12 +194,12 @@ def _trial(
             trial.problems.append(f"resume: exit {proc.returncode}: {proc.stderr.strip()}")
             trial.resumed = False
             return
-        ended = wait_for(lambda: _status(check_url, sid)[0] in ("COMPLETED", "FAILED"), 60, 0.1)
+        ended = poll(lambda: _status(check_url, sid)[0] in ("COMPLETED", "FAILED"), 60, 0.1)
         status = _status(check_url, sid)
         trial.resumed = ended and status[0] == "COMPLETED"
         if not trial.resumed:
             trial.problems.append(f"after resume: {status}")
-        wait_for(lambda: not session_processes(sid), 10, 0.05)
+        poll(lambda: not session_processes(sid), 10, 0.05)
         trial.leftovers += len(session_processes(sid))
     finally:
         if repair is not None:  # the runner did not stop: the next trial needs the store
