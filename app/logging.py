@@ -433,6 +433,10 @@ class StoreMirror:
         self._store_away = False
         #: Set while the store's disk is full (see the class doc).
         self.full = False
+        #: The store error waiting will not cure (``store.failures``) that the last write
+        #: met, None once a write succeeds: its batch is let go at once, not retried, and
+        #: a runner stops on it.
+        self.failure: Any = None
         #: A flush or a close asked a writer stuck on a full disk to let go.
         self._give_up = False
         #: Groups let go since the in-flight batch was taken: all newer than it, so they
@@ -587,8 +591,14 @@ class StoreMirror:
                             self._cond.wait(FULL_RETRY)
                     continue
             try:
-                self._write_batch(notes + groups)
+                try:
+                    self._write_batch(notes + groups)
+                except Exception as exc:
+                    if self._refused_for_good(exc, groups):
+                        return
+                    raise
                 self._store_away = self.full = self._give_up = False
+                self.failure = None
                 return
             except transient as exc:
                 self._store_away = True
@@ -623,6 +633,23 @@ class StoreMirror:
                     return
             time.sleep(delay)
             delay = min(delay * 2, MAX_RETRY_DELAY)
+
+    def _refused_for_good(self, exc: BaseException, groups: list[Any]) -> bool:
+        """A store error that waiting will not cure (``store.failures``): the batch is let
+        go at once instead of retried forever (the session log files have every line),
+        and :attr:`failure` says why, for whoever writes through this store to stop on
+        it. False for any other error."""
+        from store.failures import classify
+
+        failure = classify(exc)
+        if failure is None or not failure.permanent:
+            return False
+        self.failure = failure
+        why = f"the store refused them for good ({failure.what})"
+        with self._cond:  # noted with the next batch, if the store takes it
+            for group in groups:
+                self._drop(group, why)
+        return True
 
     def _abandon(self, notes: list[Any], groups: list[Any]) -> None:
         """The disk is full and someone waits: let the batch and everything waiting go,

@@ -234,3 +234,34 @@ def test_lines_the_store_refuses_leave_a_note_where_they_are_missing(store: Any)
         ),
         ("INFO", "line 0001"),
     ]
+
+
+def test_a_store_that_refuses_for_good_is_not_retried_and_says_why(store: Any) -> None:
+    """A missing table (a store error waiting will not cure, store.failures): the batch is
+    let go at once, without the retries an outage gets, ``failure`` names it (a runner
+    stops on it) and the next batch that gets through clears it."""
+    engine, write_batch = store
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE log_records RENAME TO log_records_away"))
+    errors: list[BaseException] = []
+    mirror = StoreMirror(write_batch, interval=0.05, on_error=errors.append)
+    try:
+        started = time.monotonic()
+        assert mirror.wait_stored(mirror.add(_line(1)), 10)
+        assert time.monotonic() - started < 1.0  # no backoff
+        assert mirror.failure is not None and mirror.failure.permanent
+        assert "no such table: log_records" in mirror.failure.what
+        assert mirror.dropped_by_session == {SID: 1}
+        assert errors == []  # said once, by whoever stops on it
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE log_records_away RENAME TO log_records"))
+        assert mirror.wait_stored(mirror.add(_line(2)), 10)
+        assert mirror.failure is None
+    finally:
+        mirror.close()
+    texts = [t for _, t in _stored(engine)]
+    assert texts[-1] == "line 0002"
+    assert "line 0001" not in texts
+    assert any(
+        "1 log line(s) are missing here: the store refused them for good" in t for t in texts
+    )

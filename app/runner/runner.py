@@ -60,6 +60,7 @@ from store.errors import (
     StoreUnavailable,
     transient_errors,
 )
+from store.failures import PermanentStoreError, StoreFailure, classify, schema_note
 from store.liveness import HEARTBEAT_INTERVAL
 from store.log_ingest import LogLines
 from store.queries import SessionView, StageView, get_session_view, last_session_change
@@ -104,6 +105,12 @@ _T = TypeVar("_T")
 _STORE_ERRORS = transient_errors()
 
 
+def _permanent(exc: BaseException) -> StoreFailure | None:
+    """The store failure ``exc`` is, if waiting will not cure it (see store.failures)."""
+    failure = classify(exc)
+    return failure if failure is not None and failure.permanent else None
+
+
 class Interrupted(Exception):
     """Ctrl-C / SIGTERM on the runner: pause the session so the user can resume it later."""
 
@@ -119,6 +126,10 @@ class Outcome:
     code: int
     message: str
     status: str | None = None
+    #: Set when the run stopped because the store refuses it for good: what it refuses
+    #: with (store.failures). Nothing more could be recorded; the session is left for
+    #: ``resume``.
+    store_failure: str | None = None
 
 
 @dataclass
@@ -320,6 +331,9 @@ class Runner:
         #: store is unreachable or (on PostgreSQL) nothing was notified.
         self._last_desired: tuple[str, str | None] | None = (SessionStatus.ACTIVE, None)
         self._down_since: float | None = None
+        #: A store error that waiting will not cure, seen by the heartbeat thread or the
+        #: log mirror: the loop stops on it (:meth:`_check_flags`).
+        self._failure: StoreFailure | None = None
         self._store_errors = 0
         self._retry_at = 0.0
         self._backoff = STORE_RETRY[0]
@@ -421,11 +435,17 @@ class Runner:
         except _TakenOver as exc:
             self._say(str(exc), "WARNING")
             return Outcome(1, str(exc), None)
+        except Exception as exc:
+            failure = _permanent(exc)
+            if failure is None:
+                raise
+            self._failure = self._failure or failure
+            return self._stop_for_good(self._failure)
         finally:
             self._stop.set()
             self._beat_thread.join(5)
-            if self._down_since is None:  # else the mirror keeps trying until it closes
-                self.log.flush()
+            if self._down_since is None and self._failure is None:
+                self.log.flush()  # else the mirror keeps trying until it closes
             if self._notifier is not None:
                 self._notifier.close()
             try:
@@ -477,7 +497,15 @@ class Runner:
                             self._wake.set()
                         return
                 except Exception as exc:
-                    db.rollback()  # database away for a moment: try again next beat
+                    with contextlib.suppress(Exception):
+                        # away for a moment: try again next beat, on a new connection (a
+                        # store that changed under the old one is seen as it is now)
+                        db.invalidate()
+                    failure = _permanent(exc)
+                    if failure is not None:  # the loop stops on it, see _check_flags
+                        self._failure = self._failure or failure
+                        self._wake.set()
+                        return
                     if self._space is not None and is_disk_full(exc):
                         self._space.release_reserve()  # the claim must stay recorded
 
@@ -506,6 +534,8 @@ class Runner:
         while True:
             if self._lost.is_set():
                 raise _TakenOver(f"another runner took over session {self.session_id[:12]}")
+            if self._failure is not None:  # seen by the heartbeat meanwhile
+                raise PermanentStoreError(self._failure.what)
             try:
                 if self._down_since is not None:
                     self._fence()
@@ -513,7 +543,7 @@ class Runner:
             except _STORE_ERRORS as exc:
                 if self._disk_full(exc):
                     continue  # the reserve made room: write again at once
-                self._store_lost(exc)
+                self._store_lost(exc)  # raises PermanentStoreError if waiting won't cure it
                 if self._interrupted.is_set():
                     now = time.monotonic()
                     give_up_at = give_up_at or now + INTERRUPTED_STORE_WAIT
@@ -524,7 +554,8 @@ class Runner:
                 time.sleep(delay)
                 delay = min(delay * 2, STORE_RETRY[1])
                 continue
-            except BaseException:
+            except BaseException as exc:
+                self._raise_if_permanent(exc)  # e.g. permission denied on a table
                 self._store_back()  # the store answered (with a refusal)
                 raise
             self._store_back()
@@ -630,10 +661,48 @@ class Runner:
             )
         return "; ".join(parts) or None
 
+    def _raise_if_permanent(self, exc: BaseException) -> None:
+        """A store error that waiting will not cure (see store.failures) ends the run with
+        :class:`PermanentStoreError`, instead of a backoff that would never end."""
+        if isinstance(exc, PermanentStoreError):
+            raise exc
+        failure = _permanent(exc)
+        if failure is None:
+            return
+        self._failure = self._failure or failure
+        with contextlib.suppress(Exception):
+            self._db.rollback()
+        raise PermanentStoreError(failure.what) from None
+
+    def _stop_for_good(self, failure: StoreFailure) -> Outcome:
+        """The store refuses this runner for good: nothing more can be recorded, so the
+        session stays as the store last saw it (ACTIVE, its runner gone: orphaned), for
+        ``vc flow session resume`` once the cause is fixed. The running stage's processes
+        were terminated on the way here (:meth:`_attempt`), so nothing of it runs on
+        unsupervised. One line names the cause, in the session log and to the caller."""
+        short = self.session_id[:12]
+        if failure.about_schema:
+            note = schema_note(self._db.get_bind())
+            if note is not None:
+                failure = StoreFailure("permanent", f"{note}; {failure.what}", True)
+        line = (
+            f"stopped: the store refuses this runner ({failure.what}); waiting will not "
+            f"cure it: fix it, then 'vc flow session resume {short}'"
+        )
+        self._say(line, "ERROR")
+        return Outcome(1, line, None, store_failure=failure.what)
+
     def _store_lost(self, exc: BaseException) -> None:
+        """A store call failed for a reason a wait may cure: back off. Raises
+        :class:`PermanentStoreError` when waiting will not cure it."""
+        self._raise_if_permanent(exc)
         self._store_errors += 1
         with contextlib.suppress(Exception):
-            self._db.rollback()  # the connection is invalidated; the next use reconnects
+            # The connection is not trusted any more: the next try opens a new one (a
+            # server connection is invalidated by the driver anyway), so a store that
+            # changed under it (a SQLite file made read-only, its database dropped) is
+            # seen as it is now instead of through a connection opened before.
+            self._db.invalidate()
         now = time.monotonic()
         self._retry_at = now + self._backoff
         self._backoff = min(self._backoff * 2, STORE_RETRY[1])
@@ -679,6 +748,9 @@ class Runner:
         except _STORE_ERRORS as exc:
             self._store_lost(exc)
             return self._last_desired
+        except Exception as exc:
+            self._raise_if_permanent(exc)
+            raise
         self._store_back()
         desired = None if state is None else (state[0], state[2])
         previous, self._last_desired = self._last_desired, desired
@@ -721,6 +793,11 @@ class Runner:
             return True  # cannot tell: read the state (whose errors are handled)
 
     def _check_flags(self) -> None:
+        mirror = self.log.mirror
+        failure = self._failure or (mirror.failure if mirror is not None else None)
+        if failure is not None:
+            self._failure = failure
+            raise PermanentStoreError(failure.what)
         if self._interrupted.is_set():
             raise Interrupted
         if self._lost.is_set():
@@ -879,6 +956,8 @@ class Runner:
             reason = f"ran {self.only_stage} only: resume to run the rest"
             try:
                 self.sessions.pause(self.session_id, reason=reason)
+            except PermanentStoreError:
+                raise
             except StoreError:
                 pass  # aborted or paused meanwhile: that state stands
             self._say(f"stage {self.only_stage} done; session paused ({reason})")

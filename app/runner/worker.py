@@ -26,6 +26,7 @@ Waiting for work costs little: on PostgreSQL the worker LISTENs for session chan
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -72,6 +73,9 @@ class Worker:
         self._threads: dict[str, threading.Thread] = {}
         self._runners: dict[str, Any] = {}
         self._stop_reason = ""
+        #: Set once the store refused us for good (store.failures): the one line naming
+        #: it, with which the worker stops.
+        self.store_failure: str | None = None
 
     # -- output --------------------------------------------------------------------------------
 
@@ -146,7 +150,10 @@ class Worker:
                             self._fill(manager)
                             delay = RETRY_MIN
                         except Exception as exc:
-                            db.rollback()
+                            with contextlib.suppress(Exception):
+                                db.rollback()
+                            if self._stop_if_permanent(exc):
+                                break
                             look = True
                             self._report_store_error(exc, delay)
                             self._stop.wait(delay)
@@ -157,8 +164,41 @@ class Worker:
         finally:
             notifier.close()
             self._shutdown()
+        if self.store_failure is not None:
+            self.say(
+                f"stopped: the store refuses this worker ({self.store_failure}); waiting will "
+                f"not cure it: fix it, then start the worker again ({self.finished} "
+                "session(s) run; those it was running are left to the next worker or "
+                "'vc flow session resume')",
+                level="ERROR",
+            )
+            return 1
         self.say(f"stopped ({self.finished} session(s) run)")
         return 0
+
+    def _stop_if_permanent(self, exc: BaseException) -> bool:
+        """A store error that waiting will not cure (store.failures) stops the worker
+        instead of a backoff that would never end; True if it did."""
+        from store.failures import classify
+
+        failure = classify(exc)
+        if failure is None or not failure.permanent:
+            return False
+        what = failure.what
+        if failure.about_schema:
+            from store.failures import schema_note
+
+            note = schema_note(self.engine)
+            what = f"{note}; {what}" if note is not None else what
+        self._store_failed(what)
+        return True
+
+    def _store_failed(self, what: str) -> None:
+        """Stop, once, for a store that refuses us for good (said at the end, one line)."""
+        with self._lock:
+            if self.store_failure is None:
+                self.store_failure = what
+        self.stop("the store refuses this worker")
 
     def _free_slots(self) -> int:
         with self._lock:
@@ -200,12 +240,12 @@ class Worker:
         with self._lock:
             runners = list(self._runners.values())
             threads = list(self._threads.values())
-        if threads:
+        if threads and self.store_failure is None:
             self.say(
                 f"{self._stop_reason or 'stopping'}: interrupting {len(threads)} running "
                 "session(s); they go back to the queue"
             )
-        elif self._stop_reason:
+        elif self._stop_reason and self.store_failure is None:
             self.say(f"{self._stop_reason}: stopping")
         for runner in runners:
             runner.interrupt()
@@ -233,6 +273,7 @@ class Worker:
     def _run_session(self, sid: str) -> None:
         from app.runner.runner import Runner
         from store.errors import StoreError
+        from store.failures import PermanentStoreError
 
         outcome: Any = None
         try:
@@ -242,6 +283,8 @@ class Worker:
             if self._stop.is_set():  # stopped between the claim and now
                 runner.interrupt()
             outcome = runner.run()
+        except PermanentStoreError as exc:  # before its run began (its claim's read)
+            self._store_failed(str(exc))
         except StoreError as exc:  # deleted or taken over meanwhile: nothing left to do
             self.say(f"{sid[:12]}: {exc}", session_id=sid, level="WARNING")
         except Exception as exc:
@@ -255,7 +298,10 @@ class Worker:
             with self._lock:
                 self._runners.pop(sid, None)
         try:
-            if outcome is not None:
+            if outcome is not None and outcome.store_failure is not None:
+                # said in the session's log by the runner; the worker says it once, at its end
+                self._store_failed(outcome.store_failure)
+            elif outcome is not None:
                 if outcome.code == 130:
                     self._hand_back(sid)
                 else:
