@@ -1,6 +1,6 @@
-"""Logging (DESIGN §7): loguru with four categories, three kinds of files, and a mirror of
-every session record into the store's log table (what `session logs` and the dashboard read,
-from any host).
+"""Logging (docs/ARCHITECTURE.md §7): loguru with four categories, three kinds of files, and a
+mirror of every session record into the store's log table (what `session logs` and the dashboard
+read, from any host).
 
 Files are written with one ``os.write`` per batch on ``O_APPEND`` descriptors: appends from
 several processes never interleave inside a line and ``tail -f`` sees whole lines. Each

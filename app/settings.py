@@ -1,6 +1,6 @@
-"""Resolved configuration (DESIGN §9): where the workspace, the store, the logs and the
-workflow definitions are. Read from the environment once per process; nothing is cached
-across processes, so `VC_HOME=... vc ...` always means what it says."""
+"""Resolved configuration (the README's Configuration): where the workspace, the store, the logs and
+the workflow definitions are. Read from the environment once per process; nothing is cached across
+processes, so `VC_HOME=... vc ...` always means what it says."""
 
 from __future__ import annotations
 

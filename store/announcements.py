@@ -1,4 +1,4 @@
-"""Which session events were announced already (DESIGN §12: notifications).
+"""Which session events were announced already (docs/ARCHITECTURE.md §6: notifications).
 
 A runner tells people of a failure or a gate once, whichever runner or host notices it:
 each announcement is recorded as a ``notify`` event in the session's history, written only

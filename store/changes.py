@@ -70,7 +70,8 @@ _logging_enabled = False
 
 
 def enable_logging(enabled: bool = True) -> None:
-    """Log every operation through loguru (categories of DESIGN §7); off for library use."""
+    """Log every operation through loguru (categories of docs/ARCHITECTURE.md §7); off for
+    library use."""
     global _logging_enabled
     _logging_enabled = enabled
 

@@ -242,12 +242,12 @@ def unavailable_message(exc: BaseException, url: str) -> str:
 
 
 def init_db(url: str | None = None, *, pool_size: int | None = None) -> Engine:
-    """Open the store and bring its schema to the current revision (DESIGN §12): an empty
-    database gets the whole schema, an older one is migrated (never dropping data), one
-    newer than this code is refused. The check costs one query when nothing is to do:
-    ``PRAGMA user_version`` on SQLite, a read of ``alembic_version`` elsewhere; Alembic is
-    imported only when there is work (see :mod:`store.migrations`). ``pool_size`` sizes the
-    connection pool for a process with many threads (``vc flow worker``)."""
+    """Open the store and bring its schema to the current revision (docs/ARCHITECTURE.md §9): an
+    empty database gets the whole schema, an older one is migrated (never dropping data), one newer
+    than this code is refused. The check costs one query when nothing is to do: ``PRAGMA
+    user_version`` on SQLite, a read of ``alembic_version`` elsewhere; Alembic is imported only when
+    there is work (see :mod:`store.migrations`). ``pool_size`` sizes the connection pool for a
+    process with many threads (``vc flow worker``)."""
     url = url or resolve_database_url()
     engine = make_engine(url, pool_size=pool_size)
     try:

@@ -1,5 +1,5 @@
 """Runner leases: which runner owns a session, its heartbeats, and the queue of sessions
-workers claim (DESIGN §6, §12).
+workers claim (docs/ARCHITECTURE.md §2, §9).
 
 A runner owns a session by recording its host and pid on the session row (the ``start``
 transition) and keeps it by beating; once the heartbeat is stale, or its pid is dead on its
@@ -100,7 +100,7 @@ class RunnerLeases(SessionOperations):
         )
         self.session.commit()
 
-    # -- queued work (`vc flow worker`, DESIGN §12) -------------------------------------------
+    # -- queued work (`vc flow worker`, docs/ARCHITECTURE.md §9) -----------------------------------
 
     def claim_queued(
         self,

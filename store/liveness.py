@@ -1,5 +1,5 @@
 """Is a session's runner alive? The one test, shared by the managers, the queries and the
-dashboard (DESIGN §6).
+dashboard (docs/ARCHITECTURE.md §2).
 
 A runner beats every :data:`HEARTBEAT_INTERVAL` seconds; a heartbeat older than the stale
 limit means the runner is gone. On the runner's own host a dead pid is noticed at once.

@@ -1,4 +1,4 @@
-"""The public API: every operation on sessions and stages (DESIGN §4-6).
+"""The public API: every operation on sessions and stages (docs/ARCHITECTURE.md §2-3).
 
 The CLI, the dashboard and the runner all call these managers, so the two front ends
 cannot drift apart. Each change is one transaction that writes its event row and bumps
@@ -20,8 +20,8 @@ from store.stages import StageManager
 
 
 class FlowSessionManager(RunnerLeases, AnnouncementRecords):
-    """Sessions: creation, every state change of DESIGN §5, runner claims and heartbeats,
-    and the records of what was announced."""
+    """Sessions: creation, every state change of docs/ARCHITECTURE.md §2, runner claims and
+    heartbeats, and the records of what was announced."""
 
     CATEGORY = SESSION_CATEGORY
 

@@ -97,7 +97,8 @@ class FlowEvent(SQLModel, table=True):
 
 
 class LogRecord(SQLModel, table=True):
-    """One line of a session's log (DESIGN §7), what `session logs` and the dashboard read."""
+    """One line of a session's log (docs/ARCHITECTURE.md §7), what `session logs` and the dashboard
+    read."""
 
     __tablename__ = "log_records"
     # No AUTOINCREMENT here: nothing holds a log id across a delete (readers follow one

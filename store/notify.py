@@ -1,4 +1,4 @@
-"""Session change notifications across processes and hosts (DESIGN §6, §12).
+"""Session change notifications across processes and hosts (docs/ARCHITECTURE.md §2, §9).
 
 On PostgreSQL a trigger (migration 0003) sends ``NOTIFY vc_sessions, '<session id>'`` in
 the transaction of every session change: creation, deletion, and every state change

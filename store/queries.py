@@ -165,7 +165,7 @@ class SessionView:
         return None
 
     def to_json(self) -> dict[str, Any]:
-        """The session object of the JSON contract (DESIGN §8)."""
+        """The session object of the JSON contract (the README's Commands)."""
         runner = None
         if self.runner_pid is not None:
             runner = {

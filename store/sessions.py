@@ -1,4 +1,5 @@
-"""Session operations: creation, reads and every user-facing state change of DESIGN §5.
+"""Session operations: creation, reads and every user-facing state change (the state table:
+docs/ARCHITECTURE.md §2).
 
 Each change is :meth:`SessionOperations._transition`: read the session, check the state
 machine of :mod:`store.status`, write conditioned on the version read, then the event, in
@@ -82,8 +83,8 @@ def new_session_id() -> str:
 
 
 def compute_progress(status: str, stages: Iterable[tuple[str, float]]) -> float:
-    """Session progress, the one formula (DESIGN §5): mean of the stages' progress with
-    COMPLETED counting 100. A session without stages is 100 once COMPLETED, else 0."""
+    """Session progress, the one formula (docs/ARCHITECTURE.md §2): mean of the stages' progress
+    with COMPLETED counting 100. A session without stages is 100 once COMPLETED, else 0."""
     values = [100.0 if st == StageStatus.COMPLETED else float(p or 0.0) for st, p in stages]
     if not values:
         return 100.0 if status == SessionStatus.COMPLETED else 0.0

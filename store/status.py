@@ -1,4 +1,4 @@
-"""States and the state machine: the single source of what is allowed (DESIGN §5).
+"""States and the state machine: the single source of what is allowed (docs/ARCHITECTURE.md §2).
 
 Every manager consults these tables; nothing else in the code base decides whether an
 operation may happen. Sessions and stages share the five states of the seed.
@@ -54,11 +54,11 @@ class Transition:
 
 _S = SessionStatus
 
-#: DESIGN §5, one row per operation. START from ACTIVE is only granted by the managers when
-#: the session is orphaned (its runner's heartbeat is stale): that is a property of the
-#: runner, not of the state, so the manager checks it in addition to this table; so is RESUME
-#: from ACTIVE (taking over an orphan, DESIGN §6). Likewise
-#: COMPLETE needs every stage COMPLETED, and DELETE of an ACTIVE session needs no live runner.
+#: docs/ARCHITECTURE.md §2, one row per operation. START from ACTIVE is only granted by the managers
+#: when the session is orphaned (its runner's heartbeat is stale): that is a property of the runner,
+#: not of the state, so the manager checks it in addition to this table; so is RESUME from ACTIVE
+#: (taking over an orphan, docs/ARCHITECTURE.md §2). Likewise COMPLETE needs every stage COMPLETED,
+#: and DELETE of an ACTIVE session needs no live runner.
 SESSION_TRANSITIONS: dict[SessionOp, Transition] = {
     SessionOp.START: Transition(frozenset({_S.PENDING, _S.ACTIVE}), _S.ACTIVE),
     SessionOp.PAUSE: Transition(frozenset({_S.PENDING, _S.ACTIVE}), _S.PAUSED),

@@ -1,4 +1,5 @@
-"""Cheap change detection for the front ends (DESIGN §6): poll this, re-read only on change.
+"""Cheap change detection for the front ends (docs/ARCHITECTURE.md §2): poll this, re-read only on
+change.
 
 SQLite: ``PRAGMA data_version`` on one dedicated connection changes whenever another
 connection commits; it costs microseconds and reads no table. Other databases: one

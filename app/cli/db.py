@@ -1,4 +1,4 @@
-"""`vc db upgrade | current`: schema operations for operators (DESIGN §12).
+"""`vc db upgrade | current`: schema operations for operators (docs/ARCHITECTURE.md §9).
 
 Every command already brings the store to the current revision on its own (``init_db``);
 these two make it explicit: ``upgrade`` migrates now (e.g. once, before rolling a new vc

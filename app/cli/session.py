@@ -1,13 +1,14 @@
 """`vc flow session …`: the headless twin of the dashboard. Each command resolves the id,
-calls one manager method and prints one line (or the JSON document of DESIGN §8).
+calls one manager method and prints one line (or the JSON document the README's Commands describe).
 
 Decisions the design leaves open, written down here:
 
 - `resume` starts a runner only when the session goes back to ACTIVE without a live one
   (an orphan, or a session paused before its runner died). A session paused before it ever
   started goes back to PENDING and stays there, as before the pause.
-- `retry` only resets the session to PENDING (the state table of DESIGN §5); it prints how
-  to run it again (`vc flow run WORKFLOW --session ID`), it does not start a runner itself.
+- `retry` only resets the session to PENDING (the state table of docs/ARCHITECTURE.md §2);
+  it prints how to run it again (`vc flow run WORKFLOW --session ID`), it does not start a
+  runner itself.
 - `delete` asks on a terminal; `--yes` skips the question, `--force` also aborts a session
   that a live runner is running. Without a terminal it refuses (exit 1) and changes nothing.
   Answering no prints ``not deleted: ID (NAME)``, not an error, and exits 1: nothing was

@@ -1,7 +1,7 @@
 """Low-level supervision of one stage process: spawn, stream output, pause, resume, kill.
 
-This layer knows nothing about the store (DESIGN §6 puts the database above it): it turns a
-shell command into a process group it can signal safely, and turns the group's output into
+This layer knows nothing about the store (docs/ARCHITECTURE.md §6: the database sits above it): it
+turns a shell command into a process group it can signal safely, and turns the group's output into
 batches of decoded lines. The runner wires those batches and the exit code to the store.
 
 Safety rules this module keeps, because a runner signals processes long after it started them:

@@ -1,5 +1,5 @@
 """The runner: executes one session's stages and enforces the state written in the store
-onto real processes (DESIGN §6).
+onto real processes (docs/ARCHITECTURE.md §2).
 
 The front ends never signal processes; they write the desired state, and this loop notices
 it (a cheap status poll, at most :data:`POLL_INTERVAL` apart while a stage runs and

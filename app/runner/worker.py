@@ -1,4 +1,4 @@
-"""`vc flow worker [--concurrency N] [--workflow W]`: run queued sessions (DESIGN §12).
+"""`vc flow worker [--concurrency N] [--workflow W]`: run queued sessions (docs/ARCHITECTURE.md §9).
 
 A worker claims queued sessions (`vc flow run WORKFLOW --queue`) one at a time through
 :meth:`store.FlowSessionManager.claim_queued` — atomic across processes and hosts, so two

@@ -1,4 +1,4 @@
-"""Many-hosts benchmarks (DESIGN §12), on PostgreSQL. Each prints its figures against a
+"""Many-hosts benchmarks (docs/ARCHITECTURE.md §9), on PostgreSQL. Each prints its figures against a
 target; none fails on speed.
 
 * cross-host pause latency: a runner started as host ``bench-a`` runs a busy stage, and

@@ -1,4 +1,4 @@
-"""The `--json` documents of DESIGN §8, key by key, on SQLite and PostgreSQL."""
+"""The `--json` documents of the README's Commands, key by key, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Logging (DESIGN §7) as the commands produce it: the files appear on demand and hold the
-operations; `vc flow session logs` reads the store (not the files) and filters."""
+"""Logging (docs/ARCHITECTURE.md §7) as the commands produce it: the files appear on demand and hold
+the operations; `vc flow session logs` reads the store (not the files) and filters."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The session operations of DESIGN §5 through `vc flow session …`: what each does to the
-store, what it prints, its exit code, and the refusals."""
+"""The session operations of docs/ARCHITECTURE.md §2 through `vc flow session …`: what each does to
+the store, what it prints, its exit code, and the refusals."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A wrong database URL or an unreachable server: one line on stderr naming what could not
-be reached, exit code 1, no traceback, no hang (DESIGN §8, §12)."""
+be reached, exit code 1, no traceback, no hang (the README's Commands, docs/ARCHITECTURE.md §9)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Control across hosts (DESIGN §6, §12): a pause written by another process under another
-VC_HOSTNAME reaches the runner within a second; PostgreSQL delivers session changes by
-LISTEN/NOTIFY (store.notify.SessionNotifier); a runner never signals a pid recorded on a
-host that is not its own."""
+"""Control across hosts (docs/ARCHITECTURE.md §2, §9): a pause written by another process under
+another VC_HOSTNAME reaches the runner within a second; PostgreSQL delivers session changes by
+LISTEN/NOTIFY (store.notify.SessionNotifier); a runner never signals a pid recorded on a host that
+is not its own."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Schema migrations (DESIGN §12): empty and older databases reach the head revision with
-every row intact; a database newer than the code is refused; the up-to-date check stays
-cheap. Every test runs on SQLite and, when VC_TEST_DATABASE_URL is set, PostgreSQL."""
+"""Schema migrations (docs/ARCHITECTURE.md §9): empty and older databases reach the head revision
+with every row intact; a database newer than the code is refused; the up-to-date check stays cheap.
+Every test runs on SQLite and, when VC_TEST_DATABASE_URL is set, PostgreSQL."""
 
 from __future__ import annotations
 

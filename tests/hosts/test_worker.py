@@ -1,5 +1,5 @@
-"""Queued work (DESIGN §12): `vc flow worker` claims queued sessions atomically, runs each
-exactly once, hands running sessions back to the queue on SIGTERM, and a worker that dies
+"""Queued work (docs/ARCHITECTURE.md §9): `vc flow worker` claims queued sessions atomically, runs
+each exactly once, hands running sessions back to the queue on SIGTERM, and a worker that dies
 leaves orphans that another worker or `resume` takes over. SQLite and PostgreSQL."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ local pass. Each part prints one ``[reliability]`` line of figures on stderr. Th
 
 1. test_crash_matrix: runners SIGKILLed at points of a session's life, then recovered.
 2. test_concurrency: 8 processes of random operations on one store.
-3. test_model: a Hypothesis state machine against a model of DESIGN §5.
+3. test_model: a Hypothesis state machine against a model of docs/ARCHITECTURE.md §2.
 4. test_hostile_input: malformed workflows, hostile names, arguments and log lines.
 5. test_files_permissions: modes of the store and logs; unsafe workspaces.
 6. soak: the long run (RSS and file descriptors over time).

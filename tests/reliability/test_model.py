@@ -1,6 +1,6 @@
 """Part 3, a model-based test: Hypothesis drives FlowSessionManager and StageManager with
 random operations on a fresh SQLite store and compares them, after every step, with a plain
-in-memory model of DESIGN §5:
+in-memory model of docs/ARCHITECTURE.md §2:
 
 - session statuses and which operations are allowed from each (refusals change nothing);
 - runner ownership: a live runner (this process, or one on another host) blocks another
@@ -97,7 +97,7 @@ class MSession:
 
 
 def _stage_allowed(current: str, target: str) -> bool:
-    """DESIGN §5 / store.status, written out independently."""
+    """docs/ARCHITECTURE.md §2 / store.status, written out independently."""
     if current == target:
         return current not in TERMINAL
     allowed = {

@@ -1,4 +1,4 @@
-"""The state machine of DESIGN §5, through the managers, on every configured store."""
+"""The state machine of docs/ARCHITECTURE.md §2, through the managers, on every configured store."""
 
 from __future__ import annotations
 
