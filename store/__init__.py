@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "get_session_factory": "store.engine",
-    "init_db": "store.engine",
+    "init_db": "store.opening",
     "make_engine": "store.engine",
     "resolve_database_url": "store.location",
     "AmbiguousId": "store.errors",
@@ -90,7 +90,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from store.changes import SessionChange, enable_logging
-    from store.engine import get_session_factory, init_db, make_engine
+    from store.engine import get_session_factory, make_engine
     from store.errors import (
         AmbiguousId,
         ConcurrentModification,
@@ -109,5 +109,6 @@ if TYPE_CHECKING:
     from store.location import resolve_database_url
     from store.managers import FlowSessionManager, StageInstanceManager, StageManager
     from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
+    from store.opening import init_db
     from store.sessions import compute_progress
     from store.status import SessionStatus, StageStatus

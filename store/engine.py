@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, ProgrammingError
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, create_engine
 
@@ -239,51 +239,6 @@ def unavailable_message(exc: BaseException, url: str) -> str:
     if path is not None and "unable to open" in lowered:
         return f"cannot open {path}: {first}"
     return f"cannot use database {describe_url(url)}: {first}"
-
-
-def init_db(url: str | None = None, *, pool_size: int | None = None) -> Engine:
-    """Open the store and bring its schema to the current revision (docs/ARCHITECTURE.md §9): an
-    empty database gets the whole schema, an older one is migrated (never dropping data), one newer
-    than this code is refused. The check costs one query when nothing is to do: ``PRAGMA
-    user_version`` on SQLite, a read of ``alembic_version`` elsewhere; Alembic is imported only when
-    there is work (see :mod:`store.migrations`). ``pool_size`` sizes the connection pool for a
-    process with many threads (``vc flow worker``)."""
-    url = url or resolve_database_url()
-    engine = make_engine(url, pool_size=pool_size)
-    try:
-        if _schema_is_current(engine, url):
-            return engine
-        from store.migrations import upgrade
-
-        upgrade(engine, url)
-    except (OperationalError, DBAPIError) as exc:
-        engine.dispose()
-        raise StoreUnavailable(unavailable_message(exc, url)) from None
-    except BaseException:
-        engine.dispose()
-        raise
-    return engine
-
-
-def _schema_is_current(engine: Engine, url: str) -> bool:
-    """The fast path of :func:`init_db`. SQLite's ``user_version`` is the number of the
-    head revision, written by the upgrade that reached it (a store from before migrations
-    has 1 and no ``alembic_version`` table: the upgrade stamps it)."""
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            current = conn.exec_driver_sql("PRAGMA user_version").scalar() or 0
-            if current > SCHEMA_VERSION:
-                from store.migrations import newer_message
-
-                raise StoreUnavailable(newer_message(url, f"{current:04d}"))
-            return bool(current == SCHEMA_VERSION)
-        try:
-            revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-        except ProgrammingError:  # no alembic_version table yet: empty or unversioned
-            conn.rollback()
-            return False
-        conn.rollback()
-        return revision == f"{SCHEMA_VERSION:04d}"
 
 
 def get_session_factory(

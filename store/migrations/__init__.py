@@ -1,7 +1,7 @@
 """Schema migrations (Alembic), shipped inside the package and configured in code: no
 ``alembic.ini`` is needed at runtime.
 
-:func:`store.engine.init_db` calls :func:`upgrade` only when its cheap check says the
+:func:`store.opening.init_db` calls :func:`upgrade` only when its cheap check says the
 database is not at :data:`HEAD` (SQLite: ``PRAGMA user_version``; PostgreSQL: one read of
 ``alembic_version``), so an up-to-date store never imports Alembic.
 

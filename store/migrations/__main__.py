@@ -18,9 +18,10 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     from alembic import command
 
-    from store.engine import init_db, make_engine
+    from store.engine import make_engine
     from store.location import resolve_database_url
     from store.migrations import HEAD, alembic_config, current_revision
+    from store.opening import init_db
 
     parser = argparse.ArgumentParser(prog="python -m store.migrations")
     sub = parser.add_subparsers(dest="cmd", required=True)
