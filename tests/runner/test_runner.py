@@ -486,9 +486,10 @@ def test_abort_kills_the_whole_process_group_including_grandchildren(
         wait_until(partial(gone, pid), timeout=5, what=f"pid {pid} gone")
     view = store.view(sid)
     assert (view.status, view.reason) == ("FAILED", "aborted")
+    # The runner records the exit code after it has reaped the group: just after the pids go.
+    wait_until(lambda: store.view(sid).runner_pid is None, timeout=5, what="runner released")
     row = store.stage_row(sid, "tree")
     assert (row.status, row.error, row.exit_code) == ("FAILED", "aborted", -signal.SIGTERM)
-    wait_until(lambda: store.view(sid).runner_pid is None, timeout=5, what="runner released")
 
 
 @sqlite_only
