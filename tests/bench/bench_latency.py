@@ -33,25 +33,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.bench.common import precompile, report
+from tests.bench.common import bench_workspace, precompile, report
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _workspace(workflows: dict[str, str]) -> tuple[Path, dict[str, str]]:
-    ws = Path(tempfile.mkdtemp(prefix="vc-bench-"))
-    (ws / "workflows").mkdir()
-    for name, text in workflows.items():
-        (ws / "workflows" / f"{name}.yaml").write_text(textwrap.dedent(text).lstrip())
-    env = {**os.environ, "VC_HOME": str(ws), "NO_COLOR": "1"}
-    for var in ("VC_DATABASE_URL", "VC_LOG_DIR", "VC_WORKFLOWS_DIR", "PYTHONPATH"):
-        env.pop(var, None)
-    return ws, env
 
 
 def _vc(tree: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -101,7 +89,7 @@ sys.exit(code)
 def teardown(rounds: int) -> tuple[float, float]:
     """Median seconds from the end of `vc flow session list`'s work to the process' end:
     (ordinary exit, quick exit)."""
-    ws, env = _workspace({"one": "stages:\n  - name: a\n    run: 'true'\n"})
+    ws, env = bench_workspace({"one": "stages:\n  - name: a\n    run: 'true'\n"})
     for _ in range(3):
         _vc(ROOT, env, "flow", "run", "one")
 
@@ -164,7 +152,7 @@ def flow_run(
     """Median seconds of `vc flow run` of ``stages`` `true` stages (start to exit) per
     tree, of the bash loop and of task-spooler (if found)."""
     body = "\n".join(f'  - name: s{i}\n    run: "true"' for i in range(stages))
-    ws, env = _workspace({"many": f"stages:\n{body}\n"})
+    ws, env = bench_workspace({"many": f"stages:\n{body}\n"})
     loop = f"for i in $(seq {stages}); do /bin/true; done"
 
     def timed(call: Callable[[], object]) -> float:
@@ -221,7 +209,7 @@ def seq_stage(lines: int, rounds: int, trees: dict[str, Path]) -> dict[str, floa
     from store.queries import get_session_view
 
     command = f"seq {lines}"
-    ws, env = _workspace({"seq": f"stages:\n  - name: s\n    run: {command}\n"})
+    ws, env = bench_workspace({"seq": f"stages:\n  - name: s\n    run: {command}\n"})
     engine = init_db(f"sqlite:///{ws / '.vc' / 'flow.db'}")
     factory = get_session_factory(engine)
     expected = [str(i) for i in range(1, lines + 1)]

@@ -24,29 +24,16 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench.common import precompile, report
+from tests.bench.common import bench_workspace, precompile, report
 from tests.bench.common import wait_until as _wait
 
 VC = [sys.executable, "-m", "app.main"]
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _workspace(workflows: dict[str, str]) -> tuple[Path, dict[str, str]]:
-    ws = Path(tempfile.mkdtemp(prefix="vc-bench-"))
-    (ws / "workflows").mkdir()
-    for name, text in workflows.items():
-        (ws / "workflows" / f"{name}.yaml").write_text(textwrap.dedent(text).lstrip())
-    env = {**os.environ, "VC_HOME": str(ws), "NO_COLOR": "1"}
-    for var in ("VC_DATABASE_URL", "VC_LOG_DIR", "VC_WORKFLOWS_DIR", "VC_NOTIFY"):
-        env.pop(var, None)
-    return ws, env
 
 
 def _factory(ws: Path) -> Any:
@@ -89,7 +76,7 @@ def notify_overhead(stages: int, rounds: int) -> tuple[float, float, float, floa
     from store.queries import get_session_view
 
     body = "\n".join(f'  - name: s{i}\n    run: "true"' for i in range(stages))
-    ws, env = _workspace(
+    ws, env = bench_workspace(
         {"plain": f"stages:\n{body}\n", "told": f"notify: {{on: [any]}}\nstages:\n{body}\n"}
     )
     silent = _Silent()
@@ -143,7 +130,9 @@ def wait_on_many(sessions: int, window: float) -> tuple[float, float, float, flo
     end, ms from the last end to `wait` saying so)."""
     from store import FlowSessionManager
 
-    ws, env = _workspace({"gate": "stages:\n  - {name: build, run: 'true'}\n  - {name: approve}\n"})
+    ws, env = bench_workspace(
+        {"gate": "stages:\n  - {name: build, run: 'true'}\n  - {name: approve}\n"}
+    )
     factory = _factory(ws)
     me = os.getpid()
     with factory() as db:

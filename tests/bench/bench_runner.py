@@ -18,31 +18,18 @@ Run: `python -m tests.bench.bench_runner [--small]`.
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
-from tests.bench.common import precompile, report
+from tests.bench.common import bench_workspace, precompile, report
 from tests.bench.common import proc_state as _proc_state
 from tests.bench.common import wait_until as _wait
 
 VC = [sys.executable, "-m", "app.main"]
-
-
-def _workspace(workflows: dict[str, str]) -> tuple[Path, dict[str, str]]:
-    ws = Path(tempfile.mkdtemp(prefix="vc-bench-"))
-    (ws / "workflows").mkdir()
-    for name, text in workflows.items():
-        (ws / "workflows" / f"{name}.yaml").write_text(textwrap.dedent(text).lstrip())
-    env = {**os.environ, "VC_HOME": str(ws), "NO_COLOR": "1"}
-    for var in ("VC_DATABASE_URL", "VC_LOG_DIR", "VC_WORKFLOWS_DIR"):
-        env.pop(var, None)
-    return ws, env
 
 
 def _vc(env: dict[str, str], *args: str) -> str:
@@ -60,7 +47,7 @@ def pause_latency(pauses: int) -> tuple[list[float], list[float]]:
     from store import StageManager
     from store.queries import get_session_view, list_events
 
-    ws, env = _workspace(
+    ws, env = bench_workspace(
         {
             "busy": """
         stages:
@@ -115,7 +102,7 @@ def logging_throughput(lines: int) -> tuple[float, float, float]:
     from store.models import LogRecord
     from store.queries import get_session_view
 
-    ws, env = _workspace(
+    ws, env = bench_workspace(
         {
             "chatty": """
         stages:
@@ -207,7 +194,7 @@ def runner_overhead(stages: int, rounds: int = 5) -> tuple[float, float]:
     from store.queries import get_session_view
 
     body = "\n".join(f'  - name: s{i}\n    run: "true"' for i in range(stages))
-    ws, env = _workspace({"many": f"stages:\n{body}\n"})
+    ws, env = bench_workspace({"many": f"stages:\n{body}\n"})
     script = ws / "many.sh"
     script.write_text("".join("bash -c true\n" for _ in range(stages)))
     factory = _factory(ws)

@@ -7,6 +7,8 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -130,3 +132,16 @@ class MachineLoad:
         if total <= 0:
             return float("nan")
         return (total - (idle1 - idle0)) / total * (os.cpu_count() or 1)
+
+
+def bench_workspace(workflows: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    """A new workspace holding ``workflows`` (name -> YAML text), and the environment of a
+    `vc` that uses it and nothing of the caller's own store, logs, targets or imports."""
+    ws = Path(tempfile.mkdtemp(prefix="vc-bench-"))
+    (ws / "workflows").mkdir()
+    for name, text in workflows.items():
+        (ws / "workflows" / f"{name}.yaml").write_text(textwrap.dedent(text).lstrip())
+    env = {**os.environ, "VC_HOME": str(ws), "NO_COLOR": "1"}
+    for var in ("VC_DATABASE_URL", "VC_LOG_DIR", "VC_WORKFLOWS_DIR", "VC_NOTIFY", "PYTHONPATH"):
+        env.pop(var, None)
+    return ws, env

@@ -9,8 +9,10 @@ prefixed ``[reliability]``, so it shows with ``pytest -s`` and in the ``-rA`` su
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -164,3 +166,22 @@ def pg_schema_url() -> Iterator[str]:
                 conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
     finally:
         admin.dispose()
+
+
+def hold_sqlite_write_lock(raw: sqlite3.Connection, patience: float = 0.05) -> bool:
+    """Take a SQLite store's write lock on ``raw`` (autocommit), as a slow writer holds it;
+    False if another connection holds it for longer than ``patience`` seconds."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            return True
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.0002)
+
+
+def release_sqlite_write_lock(raw: sqlite3.Connection) -> None:
+    if raw.in_transaction:
+        raw.execute("ROLLBACK")

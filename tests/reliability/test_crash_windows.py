@@ -61,6 +61,8 @@ from tests.waiting import poll
 from .harness import (
     PART_TIMEOUT,
     child_env,
+    hold_sqlite_write_lock,
+    release_sqlite_write_lock,
     report,
     scale,
     session_processes,
@@ -209,19 +211,10 @@ class Harness:
     def hold_write_lock(self) -> bool:
         """Take the store's write lock (as a slow writer would hold it); False if the
         runner holds it at the moment and keeps it for longer than a few ms."""
-        deadline = time.monotonic() + 0.05
-        while True:
-            try:
-                self.raw.execute("BEGIN IMMEDIATE")
-                return True
-            except sqlite3.OperationalError:
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(0.0002)
+        return hold_sqlite_write_lock(self.raw)
 
     def release_write_lock(self) -> None:
-        if self.raw.in_transaction:
-            self.raw.execute("ROLLBACK")
+        release_sqlite_write_lock(self.raw)
 
     # -- runners ------------------------------------------------------------------------------
 

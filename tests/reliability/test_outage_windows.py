@@ -41,7 +41,14 @@ from typing import Any
 
 from tests.waiting import poll
 
-from .harness import child_env, report, session_processes, vc
+from .harness import (
+    child_env,
+    hold_sqlite_write_lock,
+    release_sqlite_write_lock,
+    report,
+    session_processes,
+    vc,
+)
 from .test_store_errors import _no_dac_override
 
 WORKFLOW = """
@@ -120,19 +127,10 @@ class Window:
         return [int(parts[2]) for parts in self.ledger() if parts[0] == "start"]
 
     def hold(self) -> bool:
-        deadline = time.monotonic() + 0.05
-        while True:
-            try:
-                self.raw.execute("BEGIN IMMEDIATE")
-                return True
-            except sqlite3.OperationalError:
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(0.0002)
+        return hold_sqlite_write_lock(self.raw)
 
     def release(self) -> None:
-        if self.raw.in_transaction:
-            self.raw.execute("ROLLBACK")
+        release_sqlite_write_lock(self.raw)
 
     def runner(self, sid: str, prefix: list[str]) -> Any:
         return subprocess.Popen(
