@@ -1,4 +1,4 @@
-"""The store mirror of log records (app.logging.StoreMirror) on a real SQLite store: while
+"""The store mirror of log records (app.log_mirror.StoreMirror) on a real SQLite store: while
 the store is unreachable (locked past the busy timeout) records wait, within a memory
 limit; past it the oldest are let go and one WARNING in the store says how many are missing
 there. A store that is only slow loses nothing."""
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from app.logging import StoreMirror
+from app.log_mirror import StoreMirror
 from store import get_session_factory, init_db
 from store.log_ingest import LogLines, append_log_lines
 from tests.waiting import wait_until
