@@ -446,7 +446,8 @@ def test_pause_stops_the_stage_and_resume_continues_where_it_was(vc: Vc, store: 
     wait_until(lambda: proc_state(pid) == "T", timeout=5, interval=0.005, what="state T")
     enforced = time.monotonic() - paused_at
     assert enforced < 1.0  # the runner polls at most 100 ms apart while a stage runs
-    assert store.stage(sid, "spin").status == "PAUSED"
+    # The runner records the stage PAUSED right after the signal has taken effect.
+    wait_until(lambda: store.stage(sid, "spin").status == "PAUSED", timeout=1, what="PAUSED")
     before = utime(pid)
     time.sleep(0.3)
     assert utime(pid) == before  # a paused stage holds no CPU
