@@ -8,6 +8,7 @@ prints. How a model is written (so that a new key is one field) is said in
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -32,6 +33,7 @@ from store.definition_base import (
     PARAM_TYPES,
     DefinitionModel,
     Env,
+    Flag,
     NonEmptyText,
     ParamValue,
     Seconds,
@@ -44,9 +46,11 @@ from store.definition_base import (
     one_or_many,
     problem,
     suggest,
+    typed,
     validate,
 )
 from store.errors import WorkflowError
+from store.graph import MAX_INSTANCES, is_legacy, scalar_text, stage_needs
 from store.names import short_repr
 from store.param_definitions import (
     ParamDefinition,
@@ -57,6 +61,86 @@ from store.param_definitions import (
 )
 
 # -- stages -----------------------------------------------------------------------------------
+
+
+_MATRIX_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Characters a matrix value may not hold: they would make instance names ambiguous.
+_NAME_MARKS = frozenset("[],=")
+
+
+def _matrix(value: object) -> dict[str, tuple[str, ...]]:
+    """``{key: [value, …]}``: identifiers as keys (they become ``VC_MATRIX_<KEY>``), each
+    with a non-empty list of distinct scalars, taken as written."""
+    if not isinstance(value, Mapping):
+        raise problem(f"expected a mapping of key: [values], got {describe(value)}")
+    if not value:
+        raise problem("expected at least one key, got none (omit 'matrix' instead)")
+    matrix: dict[str, tuple[str, ...]] = {}
+    upper: dict[str, str] = {}
+    count = 1
+    for key, values in value.items():
+        if not isinstance(key, str) or not _MATRIX_KEY.fullmatch(key):
+            raise problem(
+                f"matrix key {describe(key)} is not an identifier (letters, digits, '_'; "
+                "not starting with a digit)",
+                str(key),
+                on_key=True,
+            )
+        if key.upper() in upper:
+            raise problem(
+                f"matrix keys {upper[key.upper()]!r} and {key!r} are the same variable "
+                f"VC_MATRIX_{key.upper()}",
+                key,
+                on_key=True,
+            )
+        upper[key.upper()] = key
+        if not isinstance(values, list | tuple) or not values:
+            raise problem(
+                f"expected a non-empty list of values, got {describe(values)}",
+                key,
+            )
+        texts: list[str] = []
+        for j, item in enumerate(values):
+            scalar = typed(item)
+            if scalar is None or not isinstance(scalar, str | int | float | bool):
+                raise problem(f"expected a string, number or boolean, got {describe(item)}", key, j)
+            text = str(item) if isinstance(item, str) else scalar_text(scalar)
+            if not text or any(c in _NAME_MARKS or ord(c) < 32 for c in text):
+                raise problem(
+                    f"matrix value {describe(item)} must be non-empty, without '[', ']', "
+                    "',', '=' or control characters (it is part of the instance's name)",
+                    key,
+                    j,
+                )
+            if text in texts:
+                raise problem(f"duplicate matrix value {describe(item)}", key, j)
+            texts.append(text)
+        count *= len(texts)
+        if count > MAX_INSTANCES:
+            raise problem(
+                f"the matrix makes more than {MAX_INSTANCES} instances "
+                f"({' x '.join(str(len(v)) for v in (*matrix.values(), texts))} so far)"
+            )
+        matrix[key] = tuple(texts)
+    return matrix
+
+
+#: A stage's fan-out: each key's values as written.
+Matrix = Annotated[
+    dict[str, tuple[str, ...]],
+    BeforeValidator(_matrix),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+            "additionalProperties": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": ["string", "number", "boolean"]},
+            },
+        }
+    ),
+]
 
 
 class StageDefinition(DefinitionModel):
@@ -85,11 +169,24 @@ class StageDefinition(DefinitionModel):
     name: Annotated[str, identifier("stage name"), IDENTIFIER_SCHEMA] = Field(
         description="unique in the workflow; letters, digits, '.', '_', '-'"
     )
+    matrix: Matrix | None = Field(
+        None,
+        description=(
+            "one instance of the stage per combination of these values (at most "
+            f"{MAX_INSTANCES}), named stage[key=value,…], each with VC_MATRIX_<KEY>"
+        ),
+    )
     needs: Annotated[
-        tuple[str, ...],
+        tuple[str, ...] | None,
         BeforeValidator(one_or_many("a stage name or a list of stage names")),
         names_schema("a stage name"),
-    ] = Field((), description="stages that must be COMPLETED before this one runs")
+    ] = Field(
+        None,
+        description=(
+            "stages that must be COMPLETED before this one runs ([]: none); "
+            "without it, the stage follows the one written before it"
+        ),
+    )
     retries: Annotated[int, BeforeValidator(count_check(MAX_RETRIES)), Ge(0), Le(MAX_RETRIES)] = (
         Field(0, description="how many times a failed attempt is re-run")
     )
@@ -130,6 +227,24 @@ class StageDefinition(DefinitionModel):
     def from_dict(cls, data: Mapping[str, Any]) -> StageDefinition:
         """Rebuild a stage from :meth:`to_dict` output, re-checked with the file rules."""
         return validate(cls, data, source="snapshot")
+
+
+#: Most stages of one session running at once (a typo like 10000 is refused, not obeyed).
+MAX_PARALLEL = 1024
+
+
+def _at_least_one(maximum: int) -> Any:
+    def check(value: object) -> object:
+        if value is None:
+            return None
+        number = typed(value)
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise problem(f"expected an integer >= 1, got {describe(value)}")
+        if number > maximum:
+            raise problem(f"expected at most {maximum}, got {describe(value)}")
+        return number
+
+    return check
 
 
 def _stages(value: object) -> object:
@@ -252,6 +367,16 @@ class WorkflowDefinition(DefinitionModel):
     notify: NotifyDefinition | None = Field(
         None, description="who is told when a session fails, waits at a gate or completes"
     )
+    max_parallel: Annotated[
+        int | None, BeforeValidator(_at_least_one(MAX_PARALLEL)), Ge(1), Le(MAX_PARALLEL)
+    ] = Field(
+        None,
+        description="stages of one session running at once; default: the machine's cores",
+    )
+    fail_fast: Flag = Field(
+        True,
+        description="a failed stage stops the running ones (false: independent branches finish)",
+    )
     path: SkipJsonSchema[str | None] = None
 
     @classmethod
@@ -279,7 +404,7 @@ class WorkflowDefinition(DefinitionModel):
                 )
             index[stage.name] = i
         for i, stage in enumerate(self.stages):
-            for j, need in enumerate(stage.needs):
+            for j, need in enumerate(stage.needs or ()):
                 if need == stage.name:
                     raise problem(f"stage {need!r} needs itself", "stages", i, "needs", j)
                 if need not in index:
@@ -291,7 +416,7 @@ class WorkflowDefinition(DefinitionModel):
                         "needs",
                         j,
                     )
-        cycle = _find_cycle([[index[n] for n in s.needs] for s in self.stages])
+        cycle = _find_cycle([[index[n] for n in s.needs or ()] for s in self.stages])
         if cycle:
             opener, second = self.stages[cycle[0]], self.stages[cycle[1]].name
             names = " -> ".join(self.stages[i].name for i in cycle)
@@ -300,11 +425,12 @@ class WorkflowDefinition(DefinitionModel):
                 "stages",
                 cycle[0],
                 "needs",
-                opener.needs.index(second),
+                (opener.needs or ()).index(second),
             )
-        if any(len(set(s.needs)) != len(s.needs) for s in self.stages):
+        if any(s.needs and len(set(s.needs)) != len(s.needs) for s in self.stages):
             stages = tuple(
-                s.model_copy(update={"needs": tuple(dict.fromkeys(s.needs))}) for s in self.stages
+                s.model_copy(update={"needs": tuple(dict.fromkeys(s.needs))}) if s.needs else s
+                for s in self.stages
             )
             object.__setattr__(self, "stages", stages)
         return self
@@ -321,7 +447,17 @@ class WorkflowDefinition(DefinitionModel):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WorkflowDefinition:
         """Rebuild a definition from :meth:`to_dict` output, re-checked with the file rules
-        (a snapshot is data from a database, possibly hand-edited); unknown keys are ignored."""
+        (a snapshot is data from a database, possibly hand-edited); unknown keys are ignored.
+        A snapshot from before parallel stages (no ``fail_fast``) wrote ``needs: []`` for
+        "nothing said" (:mod:`store.graph`): it reads as no ``needs``."""
+        if is_legacy(data) and isinstance(data.get("stages"), list):
+            data = dict(data)
+            data["stages"] = [
+                {k: v for k, v in st.items() if not (k == "needs" and not v)}
+                if isinstance(st, Mapping)
+                else st
+                for st in data["stages"]
+            ]
         return validate(cls, data, source="snapshot")
 
     def stage(self, name: str) -> StageDefinition:
@@ -331,19 +467,23 @@ class WorkflowDefinition(DefinitionModel):
         raise KeyError(name)
 
     def execution_order(self) -> list[str]:
-        """Stage names in dependency order; among stages free to run, file order wins (so a
-        workflow without ``needs`` runs top to bottom)."""
+        """Stage names in dependency order (``needs``, or following the stage written
+        before, see :mod:`store.graph`); among stages free to run, file order wins. The
+        order a session running one stage at a time follows."""
         index: dict[str, int] = {}
         for i, stage in enumerate(self.stages):
             index.setdefault(stage.name, i)
-        waiting = [0] * len(self.stages)
-        dependents: list[list[int]] = [[] for _ in self.stages]
-        for i, stage in enumerate(self.stages):
-            for need in dict.fromkeys(stage.needs):
+        for stage in self.stages:
+            for need in stage.needs or ():
                 if need not in index:
                     raise WorkflowError(
                         f"stage {stage.name!r} needs unknown stage {need!r}", path=self.path
                     )
+        needs = self.stage_needs()
+        waiting = [0] * len(self.stages)
+        dependents: list[list[int]] = [[] for _ in self.stages]
+        for i, waits in enumerate(needs):
+            for need in dict.fromkeys(waits):
                 waiting[i] += 1
                 dependents[index[need]].append(i)
         ready = [i for i, n in enumerate(waiting) if n == 0]
@@ -357,10 +497,14 @@ class WorkflowDefinition(DefinitionModel):
                 if waiting[j] == 0:
                     heapq.heappush(ready, j)
         if len(order) < len(self.stages):
-            cycle = _find_cycle([[index[n] for n in s.needs] for s in self.stages]) or []
+            cycle = _find_cycle([[index[n] for n in s.needs or ()] for s in self.stages]) or []
             names = " -> ".join(self.stages[i].name for i in cycle)
             raise WorkflowError(f"dependency cycle: {names}", path=self.path)
         return order
+
+    def stage_needs(self) -> list[list[str]]:
+        """Per stage, in file order, the stages it waits for (:func:`store.graph.stage_needs`)."""
+        return stage_needs([{"name": s.name, "needs": s.needs} for s in self.stages])
 
     def resolve_params(self, given: Mapping[str, object] | None) -> dict[str, ParamValue]:
         """The parameter values of a new session: see :func:`resolve_params`."""

@@ -20,6 +20,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from store.changes import MAX_RETRIES, ManagerBase, SessionChange
 from store.errors import ConcurrentModification, InvalidTransition, SessionNotFound
+from store.graph import expand
 from store.liveness import is_orphaned
 from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
 from store.status import (
@@ -166,7 +167,7 @@ class SessionOperations(ManagerBase):
         row = obj.model_dump()
         row["metadata"] = row.pop("meta")
         conn.execute(insert(_T), row)
-        stages = snapshot.get("stages") or []
+        stages = expand(snapshot)  # a matrix stage is one row per instance
         if stages:
             conn.execute(
                 insert(_ST),
@@ -174,13 +175,11 @@ class SessionOperations(ManagerBase):
                     {
                         "session_id": sid,
                         "position": i,
-                        "name": st["name"],
-                        "stage_type": "manual" if st.get("run") is None else "task",
-                        "config": st,
+                        **row,
                         "status": StageStatus.PENDING,
                         "updated_at": now,
                     }
-                    for i, st in enumerate(stages)
+                    for i, row in enumerate(stages)
                 ],
             )
         self._event(conn, sid, SessionOp.CREATE, None, SessionStatus.PENDING, now)

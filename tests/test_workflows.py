@@ -90,7 +90,7 @@ def test_valid_file_loads_every_field(tmp_path: Path) -> None:
         kill_timeout=5.5,
         env={"REGION": "eu-west-1", "BATCH": "500", "DRY_RUN": "no"},
         cwd="data",
-        needs=(),
+        needs=None,
         checklist=(),
         description="fetch the raw dumps",
     )
@@ -128,7 +128,7 @@ def test_name_defaults_to_id(tmp_path: Path) -> None:
 def test_stage_defaults(tmp_path: Path) -> None:
     stage = load_workflow_file(write(tmp_path, "w.yaml", "stages:\n  - name: a\n")).stages[0]
     assert stage == StageDefinition(name="a")
-    assert (stage.retries, stage.kill_timeout, stage.env, stage.needs) == (0, 10.0, {}, ())
+    assert (stage.retries, stage.kill_timeout, stage.env, stage.needs) == (0, 10.0, {}, None)
 
 
 def test_stage_without_run_is_a_manual_gate(tmp_path: Path) -> None:
@@ -210,7 +210,7 @@ def test_execution_order_honours_needs(tmp_path: Path) -> None:
     order = wf.execution_order()
     assert order == ["extract", "transform", "load", "audit", "report"]
     for stage in wf.stages:
-        assert all(order.index(need) < order.index(stage.name) for need in stage.needs)
+        assert all(order.index(need) < order.index(stage.name) for need in stage.needs or ())
 
 
 def test_execution_order_without_needs_is_file_order(tmp_path: Path) -> None:

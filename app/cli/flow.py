@@ -3,6 +3,7 @@ dashboard, is added by :mod:`app.main`, which composes the front ends)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -89,6 +90,7 @@ def show_workflow(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Show one workflow definition: its parameters and its stages in execution order."""
+    from store.graph import matrix_size
     from store.names import param_text
     from store.text import clean_text
 
@@ -115,8 +117,12 @@ def show_workflow(
 
         targets = ", ".join(masked(url) for url in wf.notify.to) or "VC_NOTIFY only"
         lines.append(f"notify:      on {', '.join(wf.notify.on)}: {clean_text(targets)}")
+    at_once = wf.max_parallel or f"{os.cpu_count() or 1} (the machine's cores)"
+    failing = "a failure stops the rest" if wf.fail_fast else "branches finish after a failure"
+    lines.append(f"parallel:    up to {at_once} stages at once; {failing}")
     lines.append("")
     by_name = {s.name: s for s in wf.stages}
+    waits = dict(zip((s.name for s in wf.stages), wf.stage_needs(), strict=True))
     if wf.params:
         lines += [
             render_table(
@@ -146,9 +152,9 @@ def show_workflow(
             ["STAGE", "RUN", "NEEDS", "TIMEOUT", "RETRIES"],
             [
                 [
-                    s.name,
+                    s.name if not s.matrix else f"{s.name} (matrix x{matrix_size(s.matrix)})",
                     s.run if s.run is not None else "(manual gate)",
-                    ", ".join(s.needs) or "-",
+                    ", ".join(waits[s.name]) or "-",
                     "-" if s.timeout is None else f"{s.timeout:g}s",
                     str(s.retries),
                 ]

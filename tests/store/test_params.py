@@ -351,6 +351,8 @@ def test_the_json_schema_documents_every_key_a_file_may_use() -> None:
         "stages",
         "params",
         "notify",
+        "max_parallel",
+        "fail_fast",
     }
     assert schema["additionalProperties"] is False
     stage = schema["$defs"]["StageDefinition"]
@@ -360,6 +362,7 @@ def test_the_json_schema_documents_every_key_a_file_may_use() -> None:
         "description",
         "env",
         "kill_timeout",
+        "matrix",
         "name",
         "needs",
         "retries",
