@@ -175,6 +175,10 @@ class _Display:
         self._last_plain = ""
         self._results_shown = 0
         self._notes_shown = 0
+        #: Lines the live display drew last time (it redraws them in place).
+        self._drawn = 0
+        #: Off a terminal: the stages whose start was printed (each is printed once).
+        self._started: set[str] = set()
 
     def _write(self, text: str) -> None:
         try:
@@ -235,13 +239,35 @@ class _Display:
         stamp = time.strftime("%H:%M:%S")
         return "".join(f"{stamp} {clean_text(note)}\n" for note in new)
 
+    def _live_lines(self, height: int) -> list[str]:
+        """One line per running stage while several run (each with its bar and last
+        output line), else the single status line."""
+        from store.text import clean_text
+
+        runner = self._runner
+        running = runner.running_view()
+        if len(running) <= 1 or runner.waiting_at or runner.paused_by:
+            return [self._live_line()]
+        room = max(height - 2, 1)
+        shown = running if len(running) <= room else running[: room - 1]
+        lines = [
+            f"{clean_text(name)} {progress_text(progress or 0.0)}  {clean_text(last or '')}"
+            for name, progress, last in shown
+        ]
+        if len(shown) < len(running):
+            lines.append(f"… and {len(running) - len(shown)} more running")
+        return lines
+
+    def _top(self) -> str:
+        """The control sequence back to the first line of what was drawn last."""
+        return f"\x1b[{self._drawn - 1}F" if self._drawn > 1 else "\r"
+
     def _loop(self) -> None:
         while not self._stop.wait(0.2):
-            width = shutil.get_terminal_size((100, 24)).columns
-            notes = self._notes()
-            if notes:
-                self._write(f"\r\x1b[2K{notes}")
-            self._write(f"\r\x1b[2K{self._live_line()[: max(width - 1, 0)]}")
+            width, height = shutil.get_terminal_size((100, 24))
+            lines = [line[: max(width - 1, 0)] for line in self._live_lines(height)]
+            self._write(self._top() + "\x1b[J" + self._notes() + "\n".join(lines))
+            self._drawn = len(lines)
 
     def update(self, runner: Any) -> None:
         """Off a terminal: how each stage ended, then a stage starting or a gate waiting,
@@ -254,23 +280,22 @@ class _Display:
         stamp = time.strftime("%H:%M:%S")
         for stage, text in runner.stage_results[self._results_shown :]:
             self._write(f"{stamp} {clean_text(f'{stage}: {text}')}\n")
-            self._last_plain = f"stage {stage}"  # an ended stage is not "started" after
+            self._started.add(stage)  # an ended stage is not "started" after
         self._results_shown = len(runner.stage_results)
-        if runner.waiting_at:  # same key as a start: a passed gate is not "started" after
-            key, part = f"stage {runner.waiting_at}", self._gate_part()
-        elif runner.current_stage:
-            key = f"stage {runner.current_stage}"
-            part = f"{clean_text(runner.current_stage)}: started"
-        else:
-            return
-        if key != self._last_plain:
-            self._last_plain = key
-            self._write(f"{stamp} {part}\n")
+        for stage in runner.running_stages:
+            if stage not in self._started:
+                self._started.add(stage)
+                self._write(f"{stamp} {clean_text(stage)}: started\n")
+        if runner.waiting_at:
+            key = f"gate {runner.waiting_at}"
+            if key != self._last_plain:
+                self._last_plain = key
+                self._write(f"{stamp} {self._gate_part()}\n")
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(1)
-            self._write("\r\x1b[2K")
+            self._write(self._top() + "\x1b[J")
         if self._runner is not None:
             self._write(self._notes())  # e.g. an abort seen just before the end

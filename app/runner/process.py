@@ -408,6 +408,26 @@ def kill_groups(processes: Iterable[SessionProcess], kill_timeout: float) -> lis
     return signalled
 
 
+def wait_any(procs: Iterable[StageProcess], timeout: float) -> None:
+    """Return once one of ``procs`` has exited, or after ``timeout`` seconds: one poll over
+    their pidfds, so a runner waits on any number of stages from its own thread. Without
+    pidfds (or when one has exited but its output is still being read) it waits in short
+    slices instead."""
+    poller = select.poll()
+    watched = 0
+    for proc in procs:
+        fd = proc._pidfd
+        if proc._exited.is_set() or fd is None:
+            timeout = min(timeout, _POLL_SLICE)
+            continue
+        poller.register(fd, select.POLLIN)
+        watched += 1
+    if watched:
+        poller.poll(math.ceil(max(0.0, timeout) * 1000))
+    else:
+        time.sleep(max(0.0, timeout))
+
+
 def _shell() -> str:
     """bash when available (stages are written for it), else the POSIX sh."""
     return "/bin/bash" if os.access("/bin/bash", os.X_OK) else "/bin/sh"

@@ -33,22 +33,24 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from app.logging import Logging, format_line
+from app.logging import Logging
+from app.runner.attempt import AttemptResult, RunningAttempt, StageOutput, terminate_all
 from app.runner.notifications import SessionAnnouncer
-from app.runner.outputs import OUTPUT_TAG, OutputRecorder, stage_environment
+from app.runner.outputs import OutputRecorder, stage_environment
 from app.runner.process import (
     StageProcess,
     StageStartError,
     find_session_processes,
     kill_groups,
     kill_leftover_group,
-    parse_progress,
+    wait_any,
 )
+from app.runner.schedule import DONE, FAILED, RUNNING, TODO, WAITING, Schedule
 from store import FlowSessionManager, StageManager
 from store.changes import StageMove
 from store.definitions import DEFAULT_KILL_TIMEOUT
@@ -61,8 +63,8 @@ from store.errors import (
     transient_errors,
 )
 from store.failures import PermanentStoreError, StoreFailure, classify, schema_note
+from store.graph import fail_fast, instance_waits, max_parallel, stage_of
 from store.liveness import HEARTBEAT_INTERVAL
-from store.log_ingest import LogLines
 from store.queries import SessionView, StageView, get_session_view, last_session_change
 from store.space import StoreSpace, is_disk_full
 from store.status import SessionStatus, StageStatus
@@ -73,8 +75,6 @@ POLL_INTERVAL = 0.05
 #: Poll period when no stage runs (paused between stages, waiting at a manual gate): still
 #: well under the 250 ms the design allows, and cheap enough for an idle runner (< 1% CPU).
 IDLE_POLL_INTERVAL = 0.2
-#: Progress writes are coalesced to at most one per this many seconds per stage.
-PROGRESS_INTERVAL = 0.3
 #: While the store is unreachable, reads and writes are retried with a backoff from the
 #: first to the second value (seconds); the stage keeps running meanwhile.
 STORE_RETRY = (0.25, 5.0)
@@ -87,10 +87,8 @@ INTERRUPTED_STORE_WAIT = 10.0
 #: slow machine, which five times a second kept an idle runner near 1% of a core.
 NOTIFY_RESYNC = 1.0
 LISTEN_AFTER = 1.0
-OUTPUT_CATEGORY = "workflow.stage.integration"
 STAGE_CATEGORY = "workflow.stage.operations"
 SESSION_CATEGORY = "workflow.session.operations"
-_PROGRESS_TAG = "::progress"
 #: Why a task stage without a command fails (one created through the API with no ``run``
 #: in its config): it is not run as a shell command "None".
 NO_COMMAND = (
@@ -130,132 +128,6 @@ class Outcome:
     #: with (store.failures). Nothing more could be recorded; the session is left for
     #: ``resume``.
     store_failure: str | None = None
-
-
-@dataclass
-class _Attempt:
-    """How one attempt of a task stage ended."""
-
-    kind: str  # "completed" | "failed" | "stopped"
-    error: str | None = None
-    exit_code: int | None = None
-    outcome: Outcome | None = None
-    #: What the attempt reported with ``::output`` lines (stored before it is returned).
-    outputs: dict[str, str] = field(default_factory=dict)
-    #: When the stage's process exited (unix time), and the store mirror's mark of its
-    #: last output lines (see :meth:`Runner._await_output_stored`).
-    ended_at: float | None = None
-    output_mark: int = 0
-
-
-class StageOutput:
-    """Turns a stage's output batches into log records, at the speed a stage can print.
-
-    Called from the process' reader threads with one chunk's lines at a time (StageProcess
-    gives every line of a batch the same time and stream). Per batch it does one write to
-    the session's log file and one hand-over to the store mirror (the texts as one
-    ``LogLines`` group), and no per-line Python work. The file lines of a batch share one
-    prefix (time, level, category, session, stage), so the batch is formatted with a single
-    ``str.replace``. Valid ``::progress`` lines are left out of the log (the progress bar
-    shows them); the check costs one substring search per batch. Texts are kept as the
-    process layer decoded them (invalid UTF-8 as ``\\xNN``, NUL as ``\\x00``); in the file a
-    stray CR is escaped so a stage cannot forge a record, as
-    :func:`app.logging.format_line` does.
-    """
-
-    #: Most output held back before the attempt is recorded, in about bytes (characters
-    #: plus 64 per line): a store that does not answer must not make it pile up in memory.
-    #: Past it, what was held is written and lines go through as they come.
-    HOLD_MAX = 4 * 1024 * 1024
-
-    def __init__(
-        self,
-        logging: Logging,
-        session_id: str,
-        stage: str,
-        outputs: OutputRecorder | None = None,
-    ) -> None:
-        self._files = logging.files
-        self.outputs = outputs
-        self._mirror = logging.mirror
-        self.session_id = session_id
-        self.stage = stage
-        self.last_line: str | None = None
-        self.last_stderr: str | None = None
-        self.lines = 0
-        #: The store mirror's mark of the last lines handed to it (0: none yet): they are
-        #: in the store once ``mirror.stored(mirror_mark)``.
-        self.mirror_mark = 0
-        #: The first error writing held output (e.g. a full disk): written from the
-        #: runner's thread, it is kept here instead of raised there.
-        self.error: Exception | None = None
-        #: Output read before :meth:`release`: the stage starts before its attempt is
-        #: recorded (the write overlaps its start-up), and its first lines must not come
-        #: before "attempt N" in the log.
-        self._held: list[list[tuple[float, str, str]]] | None = []
-        self._held_cost = 0
-        self._lock = threading.Lock()
-
-    def release(self) -> None:
-        """Write what was held back, then write as it comes. Idempotent."""
-        with self._lock:
-            self._write_held()
-
-    def _write_held(self) -> None:
-        """Under the lock: write the held batches, then stop holding. Holding stops only
-        once they are written, so a batch the reader brings meanwhile waits on the lock
-        and comes after them."""
-        held = self._held
-        if held is None:
-            return
-        try:
-            for lines in held:
-                try:
-                    self._write(lines)
-                except Exception as exc:
-                    self.error = self.error or exc
-        finally:
-            self._held = None
-
-    def __call__(self, lines: list[tuple[float, str, str]]) -> None:
-        if not lines:
-            return
-        if self._held is not None:
-            with self._lock:
-                if self._held is not None:
-                    self._held.append(lines)
-                    self._held_cost += sum(len(text) + 64 for _, _, text in lines)
-                    if self._held_cost > self.HOLD_MAX:
-                        self._write_held()
-                    return
-        self._write(lines)
-
-    def _write(self, lines: list[tuple[float, str, str]]) -> None:
-        at, stream, _ = lines[0]
-        texts = [text for _, _, text in lines]
-        body = "\n".join(texts)
-        outputs = self.outputs if self.outputs is not None and OUTPUT_TAG in body else None
-        if _PROGRESS_TAG in body:
-            texts = [t for t in texts if parse_progress(t) is None]
-            if not texts:
-                return
-            body = "\n".join(texts)
-        level = "WARNING" if stream == "stderr" else "INFO"
-        sid, stage = self.session_id, self.stage
-        prefix = format_line(at, level, OUTPUT_CATEGORY, sid, stage, "")[:-1]
-        if "\r" in body:
-            body = body.replace("\r", "\\r")
-        self._files.write_session(sid, prefix + body.replace("\n", "\n" + prefix) + "\n")
-        if self._mirror is not None:
-            self.mirror_mark = self._mirror.add(
-                LogLines(sid, at, level, OUTPUT_CATEGORY, stage, texts)
-            )
-        self.lines += len(texts)
-        self.last_line = texts[-1]
-        if stream == "stderr":
-            self.last_stderr = texts[-1]
-        if outputs is not None:
-            outputs.scan(texts)  # logged above like any line, warnings after it
 
 
 class Runner:
@@ -313,13 +185,26 @@ class Runner:
         #: Per stage, the highest attempt a leftover process carried: the next attempt is
         #: numbered above it, so a stage never sees the same ``VC_ATTEMPT`` twice.
         self._attempt_floor: dict[str, int] = {}
-        #: What the last move of the running stage returned: the next move of that stage
-        #: starts from it instead of reading the stage (StageManager.move_stage ``known``).
-        self._last_move: StageMove | None = None
-        self._proc: StageProcess | None = None
-        self._output: StageOutput | None = None
+        #: Per stage id, what its last move returned: the next move of that stage starts
+        #: from it instead of reading the stage (StageManager.move_stage ``known``).
+        self._moves: dict[int, StageMove] = {}
+        #: The scheduler's state of this run (set when the stages start), the stage rows
+        #: by name, and the attempts running now by instance name.
+        self._schedule = Schedule([], {}, frozenset(), 1)
+        self._rows: dict[str, StageView] = {}
+        self._running: dict[str, RunningAttempt] = {}
+        #: Per instance, the last attempt number used and the failed attempts of this run.
+        self._attempts: dict[str, int] = {}
+        self._tries: dict[str, int] = {}
+        self._fail_fast = True
+        #: The reason of the first stage that failed for good (the session's, in the end).
+        self._first_failure: str | None = None
+        #: Set when a failure ended the session (``fail_fast``): what run() returns.
+        self._ended: Outcome | None = None
+        #: The gate the session was paused at by this runner: its resume passes it.
+        self._gate_pause: str | None = None
+        self._gates_read_at = 0.0
         #: What the foreground display shows.
-        self.current_stage: str | None = None
         self.waiting_at: str | None = None
         self.waiting_checklist: list[str] = []
         self._notifier: Any = None
@@ -808,23 +693,6 @@ class Runner:
         self._wake.wait(IDLE_POLL_INTERVAL)
         self._wake.clear()
 
-    def _order(self, view: SessionView) -> list[StageView]:
-        """The stages to run, in the snapshot's dependency order (``needs``); just the one
-        named by ``WORKFLOW:STAGE`` when given."""
-        by_name = {s.name: s for s in view.stages}
-        names = [s.name for s in view.stages]
-        definition = view.definition or {}
-        if definition.get("stages"):
-            from store.definitions import WorkflowDefinition
-
-            try:
-                names = WorkflowDefinition.from_dict(definition).execution_order()
-            except Exception:
-                pass  # a snapshot always validated at creation; keep position order
-        if self.only_stage is not None:
-            names = [self.only_stage]
-        return [by_name[n] for n in names if n in by_name]
-
     # -- recovery ------------------------------------------------------------------------------
 
     def _cleanup_leftovers(self, view: SessionView) -> bool:
@@ -922,32 +790,514 @@ class Runner:
                 name,
             )
 
-    # -- stages --------------------------------------------------------------------------------
+    # -- the scheduler -------------------------------------------------------------------------
 
     def _run_stages(self, view: SessionView) -> Outcome:
-        """Run what is left, in order. The stage states read once here stay true while we
-        go: only this runner moves a stage forward, and what others may do (abort, delete)
-        is seen by the wait before each stage."""
+        """Run what is left: every instance whose needs are COMPLETED, up to the session's
+        ``max_parallel`` at once (app.runner.schedule), in one loop that reads the desired
+        state, enforces it on every running process group, looks at each attempt and
+        starts what became free. The stage states read once here stay true while we go:
+        only this runner moves a stage forward; what others may do (abort, approve,
+        delete) is read by the loop."""
         self._params = dict(view.params)
         self._announcer.configure(view)
         done = [s for s in view.stages if s.status == StageStatus.COMPLETED and s.outputs]
         done.sort(key=lambda s: s.finished_at or 0.0)  # the last to complete wins a variable
         self._stage_outputs = {s.name: dict(s.outputs) for s in done}
-        for stage in self._order(view):
-            if stage.status == StageStatus.COMPLETED:
-                if self.only_stage is not None:
+        self._rows = {s.name: s for s in view.stages}
+        snapshot = view.definition or {}
+        self._fail_fast = fail_fast(snapshot)
+        only = self._selected(view.stages)
+        if only is not None:
+            for stage in view.stages:
+                if stage.name in only and stage.status == StageStatus.COMPLETED:
                     self._say("already COMPLETED: not run again", stage=stage.name)
-                continue
-            outcome = self._stop_on_full_disk() or self._wait_until_runnable()
+        self._schedule = Schedule.start(
+            [s.name for s in view.stages],
+            instance_waits([(s.name, s.config) for s in view.stages], snapshot),
+            completed=[s.name for s in view.stages if s.status == StageStatus.COMPLETED],
+            gates=[s.name for s in view.stages if s.stage_type == "manual"],
+            waiting=[
+                s.name
+                for s in view.stages
+                if s.stage_type == "manual" and s.status == StageStatus.PAUSED
+            ],
+            max_parallel=max_parallel(snapshot),
+            only=only,
+        )
+        try:
+            return self._drive()
+        finally:
+            self._stop_running()
+
+    def _selected(self, stages: Sequence[StageView]) -> set[str] | None:
+        """The instances ``WORKFLOW:STAGE`` names: that instance, or every instance of that
+        stage; None: all of them."""
+        if self.only_stage is None:
+            return None
+        return {
+            s.name
+            for s in stages
+            if s.name == self.only_stage or stage_of(s.name, s.config) == self.only_stage
+        }
+
+    def _drive(self) -> Outcome:
+        schedule = self._schedule
+        announced_pause = False
+        while True:
+            status, outcome = self._enforce()
             if outcome is not None:
                 return outcome
-            if stage.stage_type == "manual":
-                outcome = self._manual_gate(stage)
+            self._supervise()
+            if self._ended is not None:
+                return self._ended
+            if status == SessionStatus.ACTIVE and self._down_since is None:
+                announced_pause = False
+                outcome = self._start_free()
+                if outcome is not None:
+                    return outcome
+                if self._ended is not None:
+                    return self._ended
+                if schedule.stuck_at_gates() and not self._gate_pause:
+                    self._pause_at_gate(schedule.waiting_gates()[0])
+                    continue
+            elif status == SessionStatus.PAUSED and not announced_pause:
+                announced_pause = True
+                if not self._running and not self._gate_pause:
+                    self._say("paused: the next stage waits for resume")
+                    self._notify()
+            if not self._running and schedule.finished():
+                return self._finish()
+            self._await_change()
+
+    def _enforce(self) -> tuple[str, Outcome | None]:
+        """Read the state the front ends want and make every running stage follow it:
+        SIGSTOP on a pause, SIGCONT on a resume, TERM/KILL on an abort or a delete."""
+        known, self._known_status = self._known_status, None
+        if known == SessionStatus.ACTIVE and self._down_since is None and not self._read_next:
+            self._check_flags()
+            return SessionStatus.ACTIVE, None
+        if known is not None and known != SessionStatus.ACTIVE:
+            self._read_next = True
+        desired = self._desired()
+        if desired is None:
+            self._stop_running()
+            return "", Outcome(1, "session deleted", None)
+        status, reason = desired
+        if status == SessionStatus.FAILED:
+            self._stop_running(f"session {reason or 'aborted'}")
+            return status, Outcome(1, f"session {reason or 'aborted'}", status)
+        if status == SessionStatus.COMPLETED:
+            return status, Outcome(0, "completed", status)
+        if status == SessionStatus.PENDING:  # resumed before it ever started
+            self.sessions.start_session(self.session_id, runner_host=self.host, runner_pid=self.pid)
+            status = SessionStatus.ACTIVE
+        if status == SessionStatus.PAUSED:
+            for attempt in list(self._running.values()):
+                if attempt.finished is None and attempt.pause():
+                    self._mark(attempt.stage, StageStatus.PAUSED, "paused (SIGSTOP)")
+        elif status == SessionStatus.ACTIVE:
+            for attempt in list(self._running.values()):
+                if attempt.resume():
+                    self._mark(attempt.stage, StageStatus.ACTIVE, "resumed (SIGCONT)")
+            gate, self._gate_pause = self._gate_pause, None
+            if gate is not None:
+                self._pass_gate(gate)  # the resume of a session paused at it passes it
+        self._check_gates()
+        return status, None
+
+    def _await_change(self) -> None:
+        """Sleep until a running stage exits or one poll has passed (Ctrl-C or a lost
+        heartbeat wake it at once when nothing runs)."""
+        procs = [a.proc for a in self._running.values() if a.finished is None]
+        if procs:
+            wait_any(procs, POLL_INTERVAL)
+        elif self._running:
+            time.sleep(POLL_INTERVAL / 5)  # exited, the output not all read or stored yet
+        else:
+            self._idle()
+
+    # -- starting ------------------------------------------------------------------------------
+
+    def _start_free(self) -> Outcome | None:
+        """Start what the graph lets start now: gates open (waiting), task instances spawn."""
+        free = self._schedule.startable()
+        if not free:
+            return None
+        tasks = [n for n in free if n not in self._schedule.gates]
+        if tasks:
+            outcome = self._stop_on_full_disk()
+            if outcome is not None:
+                return outcome
+        for name in free:
+            if self._read_next or self._ended is not None:
+                break  # a write saw the session change: the loop reads it before more start
+            if name in self._schedule.gates:
+                self._open_gate(self._rows[name])
             else:
-                outcome = self._run_task(stage)
-            if outcome is not None:
-                return outcome
-        self.current_stage = None
+                self._start_attempt(self._rows[name])
+        return None
+
+    def _next_attempt(self, stage: StageView) -> int:
+        last = max(
+            self._attempts.get(stage.name, stage.attempt), self._attempt_floor.get(stage.name, 0)
+        )
+        self._attempts[stage.name] = last + 1
+        return last + 1
+
+    def _start_attempt(self, stage: StageView) -> None:
+        """Spawn, then record, one attempt of a task instance.
+
+        The process is spawned before the stage is marked ACTIVE so the write overlaps with
+        its start-up (:meth:`StageManager.start_attempt`); a crash between the two leaves
+        the stage PENDING with its process running on, unrecorded: the next runner finds
+        that process by its environment and removes it before the stage runs again
+        (:meth:`_remove_unrecorded`). The recorded pid stays after the exit (one write less
+        per stage): recovery only looks at ACTIVE or PAUSED stages and checks the process
+        start time, and a new attempt overwrites it."""
+        attempt = self._next_attempt(stage)
+        self._schedule.mark(stage.name, RUNNING)
+        run = stage.config.get("run")
+        command = run if isinstance(run, str) else "(no command)"
+        timeout = _seconds(stage.config.get("timeout"))
+        kill_timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
+        recorder = OutputRecorder(lambda text: self._say(text, "WARNING", stage.name))
+        output = StageOutput(self.log, self.session_id, stage.name, recorder)
+        proc = StageProcess(
+            command,
+            env=self._stage_env(stage, attempt),
+            cwd=self._stage_cwd(stage),
+            on_lines=output,
+        )
+        running = RunningAttempt(
+            stage, attempt, proc, output, recorder, timeout=timeout, kill_timeout=kill_timeout
+        )
+        self._running[stage.name] = running
+        self._notify()  # before any outcome of it, so "started" comes first
+        try:
+            if not isinstance(run, str) or not run.strip():
+                raise StageStartError(NO_COMMAND)
+            proc.start()
+        except StageStartError as exc:
+            try:
+                errors = self._store_errors
+                self._moves[stage.id] = self.stages.move_stage(
+                    stage.id,
+                    StageStatus.ACTIVE,
+                    new_attempt=True,
+                    attempt=attempt,
+                    known=self._as_known(stage),
+                )
+            except (InvalidTransition, ConcurrentModification):
+                if not self._landed(errors, stage, StageStatus.ACTIVE, attempt):
+                    self._running.pop(stage.name, None)
+                    self._schedule.mark(stage.name, TODO)
+                    self._read_next = True  # aborted meanwhile: the loop reads it
+                    return
+            self._say(f"attempt {attempt}: {command}", stage=stage.name)
+            self._say(str(exc), "ERROR", stage.name)
+            self._attempt_ended(running, AttemptResult("failed", str(exc)))
+            return
+        assert proc.pid is not None
+        try:
+            errors = self._store_errors
+            move: StageMove | None = self.stages.start_attempt(
+                stage.id,
+                attempt,
+                pid=proc.pid,
+                pid_start=proc.start_time,
+                host=self.host,
+                known=self._as_known(stage),
+            )
+            if move is not None:
+                self._moves[stage.id] = move
+        except (InvalidTransition, ConcurrentModification):
+            if not self._landed(errors, stage, StageStatus.ACTIVE, attempt):
+                self._drop(running)
+                self._read_next = True
+                return
+            move = None  # recorded before the connection broke
+        session_status = move.session_status if move is not None else None
+        if move is None:
+            desired = self._desired(fresh=True)
+            session_status = desired[0] if desired is not None else None
+        elif session_status != SessionStatus.ACTIVE:
+            self._read_next = True  # e.g. paused meanwhile: the next look acts on it
+        self._say(f"attempt {attempt} (pid {proc.pid}): {command}", stage=stage.name)
+        output.release()
+        self._notify()
+        if session_status in (None, SessionStatus.FAILED):
+            # Aborted (or deleted) between the check before the stage and its start: the
+            # abort did not see this stage running, so it is failed here.
+            self._drop(running)
+            with contextlib.suppress(StoreError):
+                self.stages.move_stage(stage.id, StageStatus.FAILED, error="aborted")
+            self._read_next = True
+
+    def _drop(self, running: RunningAttempt) -> None:
+        """Stop an attempt that must not go on, without recording an end for it."""
+        self._running.pop(running.name, None)
+        self._schedule.mark(running.name, TODO)
+        with contextlib.suppress(Exception):
+            running.terminate()
+        running.output.release()
+
+    # -- gates ---------------------------------------------------------------------------------
+
+    def _open_gate(self, stage: StageView) -> None:
+        """A manual gate whose needs are COMPLETED waits (PAUSED) for an approval; the
+        other branches go on. Only when nothing else can run is the session paused at it
+        (:meth:`_pause_at_gate`)."""
+        self._schedule.mark(stage.name, WAITING)
+        if stage.status != StageStatus.PAUSED:
+            try:
+                self._moves[stage.id] = self.stages.move_stage(
+                    stage.id, StageStatus.PAUSED, known=self._as_known(stage)
+                )
+            except InvalidTransition:
+                self._read_next = True  # aborted or approved meanwhile: read it
+                return
+        if self._running or [n for n in self._schedule.startable() if n != stage.name]:
+            self._say(
+                f"manual gate {stage.name}: waiting for 'vc flow session approve "
+                f"{self.session_id[:12]} {stage.name}'{checklist_suffix(stage.checklist)}; "
+                "the other stages go on",
+                stage=stage.name,
+            )
+            self._notify()
+
+    def _pause_at_gate(self, name: str) -> None:
+        """Nothing but gates left to wait for: the session pauses with reason
+        ``waiting: <gate>``; its resume (or the gate's approval) passes the gate."""
+        stage = self._rows[name]
+        try:
+            self.sessions.pause(self.session_id, reason=f"waiting: {name}")
+        except InvalidTransition:
+            self._read_next = True  # paused or aborted meanwhile: the loop sorts it out
+            return
+        self._gate_pause = name
+        self.waiting_at = name
+        self.waiting_checklist = stage.checklist
+        self._say(
+            f"manual gate {name}: waiting for "
+            f"'vc flow session resume {self.session_id[:12]}'{checklist_suffix(stage.checklist)}",
+            stage=name,
+        )
+        self._notify()
+
+    def _pass_gate(self, name: str) -> None:
+        """Record a gate passed by the session's resume (unless the resume, or an approval,
+        recorded it already)."""
+        stage = self._rows[name]
+        try:
+            errors = self._store_errors
+            self.stages.move_stage(stage.id, StageStatus.COMPLETED)
+        except InvalidTransition:
+            row = self.stages.get_stage(stage.id)
+            if row.status != StageStatus.COMPLETED and not self._landed(
+                errors, stage, StageStatus.COMPLETED, stage.attempt
+            ):
+                self._read_next = True  # aborted at the very moment of the resume
+                return
+        self._gate_passed(name)
+
+    def _gate_passed(self, name: str) -> None:
+        self._schedule.mark(name, DONE)
+        if self.waiting_at == name:
+            self.waiting_at = None
+        self._stage_result(name, f"manual gate {name} passed")
+
+    def _check_gates(self) -> None:
+        """Gates approved since the last look (``vc flow session approve``): at most one read
+        per idle poll, and none while no gate waits."""
+        waiting = self._schedule.waiting_gates()
+        now = time.monotonic()
+        if not waiting or now < self._gates_read_at:
+            return
+        self._gates_read_at = now + IDLE_POLL_INTERVAL
+        for name in waiting:
+            try:
+                row = self.stages.raw.get_stage(self._rows[name].id)
+            except _STORE_ERRORS as exc:
+                self._store_lost(exc)
+                return
+            if row.status == StageStatus.COMPLETED:
+                self._gate_passed(name)
+
+    # -- supervising ---------------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        """Look at every running attempt once: progress, outputs, exit, timeout."""
+        now = time.monotonic()
+        for running in list(self._running.values()):
+            if running.finished is not None:
+                self._try_complete(running)
+                continue
+            code = running.proc.wait(0)
+            running.tick(now)
+            value = running.progress_due(now, code is not None)
+            if value is not None:
+                try:
+                    self.stages.raw.set_progress(running.stage.id, value)
+                except _STORE_ERRORS as exc:  # written again at the next change or exit
+                    if is_disk_full(exc):
+                        with contextlib.suppress(Exception):
+                            self._db.rollback()
+                    else:
+                        self._store_lost(exc)
+                else:
+                    running.progress_written = value
+                self._notify()
+            stage = running.stage
+            self._save_outputs(stage, running.attempt, running.recorder, final=code is not None)
+            if code is not None:
+                result = self._exited(stage, running.proc, running.output, code)
+                result.outputs = running.recorder.outputs()
+                self._attempt_ended(running, result)
+            elif running.timed_out():
+                code = running.terminate()
+                self._say(
+                    f"timed out after {running.timeout:g}s (exit {code})", "WARNING", stage.name
+                )
+                self._attempt_ended(running, AttemptResult("failed", "timeout", code))
+            if self._ended is not None:
+                return
+
+    def _attempt_ended(self, running: RunningAttempt, result: AttemptResult) -> None:
+        stage = running.stage
+        if result.kind == "completed":
+            running.finished = result
+            self._running[stage.name] = running
+            self._try_complete(running)
+            return
+        self._running.pop(stage.name, None)
+        running.output.release()
+        error = result.error or "failed"
+        retries = int(stage.config.get("retries") or 0)
+        tries = self._tries[stage.name] = self._tries.get(stage.name, 0) + 1
+        if tries <= retries and not self._store_is_full():
+            self._stage_result(
+                stage.name,
+                f"attempt {running.attempt} failed: {error}; "
+                f"retrying ({tries} of {retries} retries)",
+                "WARNING",
+            )
+            self._schedule.mark(stage.name, TODO)
+            return
+        try:
+            errors = self._store_errors
+            self.stages.move_stage(
+                stage.id,
+                StageStatus.FAILED,
+                error=error,
+                exit_code=result.exit_code,
+                known=self._moves.get(stage.id),
+            )
+        except InvalidTransition:
+            if not self._landed(errors, stage, StageStatus.FAILED, running.attempt):
+                self._read_next = True  # aborted meanwhile: the loop reads it
+                return
+        self._schedule.mark(stage.name, FAILED)
+        # said before the session fails, so the log tells it in the order it happened
+        self._stage_result(stage.name, f"stage failed: {error}", "ERROR")
+        reason = "timeout" if error == "timeout" else f"stage {stage.name} failed: {error}"
+        if self._store_is_full():
+            reason = f"{reason}; {self._full_disk_reason()}"
+        self._first_failure = self._first_failure or reason
+        if self._fail_fast:
+            self._cancel_running(f"cancelled: {stage.name} failed")
+            self._ended = self._fail_session(self._first_failure)
+
+    def _try_complete(self, running: RunningAttempt) -> None:
+        """Record an attempt that exited 0 as COMPLETED, once its output is in the store:
+        whoever sees it COMPLETED (`session logs`, the dashboard, another host) sees all of
+        its lines, even if this runner dies the next moment. Lines the mirror had to let
+        go count as stored (a note stands in their place)."""
+        result = running.finished
+        assert result is not None
+        mirror = self.log.mirror
+        if (
+            mirror is not None
+            and result.output_mark
+            and not mirror.wait_stored(result.output_mark, 0)
+        ):
+            return  # looked at again next time round
+        stage = running.stage
+        try:
+            errors = self._store_errors
+            move = self.stages.move_stage(
+                stage.id,
+                StageStatus.COMPLETED,
+                exit_code=0,
+                known=self._moves.get(stage.id),
+                finished_at=result.ended_at,
+            )
+            self._known_status = move.session_status
+        except InvalidTransition:
+            if not self._landed(errors, stage, StageStatus.COMPLETED, running.attempt):
+                self._running.pop(stage.name, None)
+                self._schedule.mark(stage.name, TODO)
+                self._read_next = True  # aborted as the stage exited
+                return
+        self._running.pop(stage.name, None)
+        self._schedule.mark(stage.name, DONE)
+        self._stage_outputs.pop(stage.name, None)
+        if result.outputs:
+            self._stage_outputs[stage.name] = result.outputs
+        self._stage_result(stage.name, f"stage completed (attempt {running.attempt})")
+
+    def _cancel_running(self, why: str) -> None:
+        """``fail_fast``: the other running instances are stopped and recorded FAILED with
+        ``why`` (``cancelled: <stage> failed``); ``retry`` runs them again."""
+        running = [a for a in self._running.values() if a.finished is None]
+        codes = terminate_all(running)
+        for attempt in running:
+            self._running.pop(attempt.name, None)
+            attempt.output.release()
+            self._schedule.mark(attempt.name, FAILED)
+            with contextlib.suppress(InvalidTransition):
+                self.stages.move_stage(
+                    attempt.stage.id,
+                    StageStatus.FAILED,
+                    error=why,
+                    exit_code=codes.get(attempt.name),
+                    known=self._moves.get(attempt.stage.id),
+                )
+            self._stage_result(attempt.name, f"stage {why}", "WARNING")
+
+    def _stop_running(self, why: str | None = None) -> None:
+        """Stop every running attempt (an abort, a delete, Ctrl-C, a lost claim, an error):
+        each group gets TERM, then KILL after its ``kill_timeout``, all at once. With
+        ``why`` (the session was aborted) each one's exit code is recorded."""
+        running = list(self._running.values())
+        if not running:
+            return
+        self._running.clear()
+        codes = terminate_all([a for a in running if a.finished is None])
+        for attempt in running:
+            attempt.output.release()  # whatever path this was, no line stays held back
+            self._schedule.mark(attempt.name, TODO)
+            if why is None:
+                continue
+            code = codes.get(attempt.name, 0)
+            if attempt.finished is None:
+                self._say(f"terminated: {why} (exit {code})", "WARNING", attempt.name)
+            with contextlib.suppress(StoreError):
+                self.stages.record_exit_code(attempt.stage.id, code)
+
+    def _fail_session(self, reason: str) -> Outcome:
+        try:
+            self._flush_logs()
+            self.sessions.fail(self.session_id, reason)
+        except InvalidTransition:
+            return self._stopped_outcome()
+        return Outcome(1, reason, SessionStatus.FAILED)
+
+    def _finish(self) -> Outcome:
+        """Nothing more can run: fail with the first failure (``fail_fast: false``), or
+        pause after ``WORKFLOW:STAGE`` when other stages are left, or complete."""
+        if self._first_failure is not None:
+            return self._fail_session(self._first_failure)
         if self.only_stage is not None and any(
             s.status != StageStatus.COMPLETED for s in self._view().stages
         ):
@@ -1023,55 +1373,6 @@ class Runner:
                 self._notify()
             self._idle()
 
-    def _manual_gate(self, stage: StageView) -> Outcome | None:
-        """A stage without `run`: the session pauses with reason `waiting: <stage>`; the
-        resume that follows passes the gate (COMPLETED) and the session goes on.
-
-        A gate found PAUSED while the session is ACTIVE was passed by a resume that came
-        while no runner waited (it had crashed or was interrupted): it completes at once.
-        """
-        self.current_stage = stage.name
-        if stage.status == StageStatus.PAUSED:
-            return self._pass_gate(stage)
-        try:
-            self.stages.move_stage(stage.id, StageStatus.PAUSED)
-            self.sessions.pause(self.session_id, reason=f"waiting: {stage.name}")
-        except InvalidTransition:
-            pass  # paused or aborted meanwhile: the wait below sorts it out
-        self.waiting_at = stage.name
-        self.waiting_checklist = stage.checklist
-        self._say(
-            f"manual gate {stage.name}: waiting for "
-            f"'vc flow session resume {self.session_id[:12]}'{checklist_suffix(stage.checklist)}",
-            stage=stage.name,
-        )
-        self._notify()
-        while True:
-            desired = self._desired()
-            if desired is None:
-                return Outcome(1, "session deleted", None)
-            status, reason = desired
-            if status == SessionStatus.FAILED:
-                return Outcome(1, f"session {reason or 'aborted'}", status)
-            if status in (SessionStatus.ACTIVE, SessionStatus.PENDING):
-                if status == SessionStatus.PENDING:
-                    self.sessions.start_session(
-                        self.session_id, runner_host=self.host, runner_pid=self.pid
-                    )
-                return self._pass_gate(stage)
-            self._idle()
-
-    def _pass_gate(self, stage: StageView) -> Outcome | None:
-        self.waiting_at = None
-        try:
-            errors = self._store_errors
-            self.stages.move_stage(stage.id, StageStatus.COMPLETED)
-        except InvalidTransition:
-            if not self._landed(errors, stage, StageStatus.COMPLETED, stage.attempt):
-                return self._stopped_outcome()  # aborted at the very moment of the resume
-        self._stage_result(stage.name, f"manual gate {stage.name} passed")
-        return None
-
     def _stopped_outcome(self) -> Outcome:
         desired = self._desired(fresh=True)
         if desired is None:
@@ -1084,6 +1385,8 @@ class Runner:
         env.update({str(k): str(v) for k, v in (stage.config.get("env") or {}).items()})
         env = stage_environment(env, self._params, self._stage_outputs.items())
         env.update(VC_SESSION_ID=self.session_id, VC_STAGE=stage.name, VC_ATTEMPT=str(attempt))
+        for key, value in (stage.config.get("instance") or {}).items():
+            env[f"VC_MATRIX_{str(key).upper()}"] = str(value)
         return env
 
     def _stage_cwd(self, stage: StageView) -> str:
@@ -1094,226 +1397,6 @@ class Runner:
             return str(self.workspace)
         path = Path(os.path.expandvars(os.path.expanduser(str(cwd))))
         return str(path if path.is_absolute() else self.workspace / path)
-
-    def _run_task(self, stage: StageView) -> Outcome | None:
-        """Run a task stage: up to 1 + ``retries`` attempts in this run (an attempt lost
-        to a crash or Ctrl-C does not use up a retry). None when it COMPLETED."""
-        retries = int(stage.config.get("retries") or 0)
-        timeout = _seconds(stage.config.get("timeout"))
-        kill_timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
-        self.current_stage = stage.name
-        self._notify()  # before any outcome of it, so "started" comes first
-        attempt = max(stage.attempt, self._attempt_floor.get(stage.name, 0))
-        tries = 0
-        while True:
-            tries += 1
-            attempt += 1
-            result = self._attempt(stage, attempt, timeout, kill_timeout)
-            if result.kind == "stopped":
-                assert result.outcome is not None
-                return result.outcome
-            if result.kind == "completed":
-                outcome = self._await_output_stored(stage, result.output_mark)
-                if outcome is not None:
-                    return outcome
-                try:
-                    errors = self._store_errors
-                    move = self.stages.move_stage(
-                        stage.id,
-                        StageStatus.COMPLETED,
-                        exit_code=0,
-                        known=self._last_move,
-                        finished_at=result.ended_at,
-                    )
-                    self._known_status = move.session_status
-                except InvalidTransition:
-                    if not self._landed(errors, stage, StageStatus.COMPLETED, attempt):
-                        return self._stopped_outcome()  # aborted as the stage exited
-                self._stage_outputs.pop(stage.name, None)
-                if result.outputs:
-                    self._stage_outputs[stage.name] = result.outputs
-                self._stage_result(stage.name, f"stage completed (attempt {attempt})")
-                return None
-            error = result.error or "failed"
-            if tries <= retries and not self._store_is_full():
-                self._stage_result(
-                    stage.name,
-                    f"attempt {attempt} failed: {error}; retrying ({tries} of {retries} retries)",
-                    "WARNING",
-                )
-                outcome = self._wait_until_runnable()
-                if outcome is not None:
-                    return outcome
-                continue
-            try:
-                errors = self._store_errors
-                self.stages.move_stage(
-                    stage.id,
-                    StageStatus.FAILED,
-                    error=error,
-                    exit_code=result.exit_code,
-                    known=self._last_move,
-                )
-            except InvalidTransition:
-                if not self._landed(errors, stage, StageStatus.FAILED, attempt):
-                    return self._stopped_outcome()
-            # said before the session fails, so the log tells it in the order it happened
-            self._stage_result(stage.name, f"stage failed: {error}", "ERROR")
-            reason = "timeout" if error == "timeout" else f"stage {stage.name} failed: {error}"
-            if self._store_is_full():
-                reason = f"{reason}; {self._full_disk_reason()}"
-            try:
-                self._flush_logs()
-                self.sessions.fail(self.session_id, reason)
-            except InvalidTransition:
-                return self._stopped_outcome()
-            return Outcome(1, reason, SessionStatus.FAILED)
-
-    def _attempt(
-        self, stage: StageView, attempt: int, timeout: float | None, kill_timeout: float
-    ) -> _Attempt:
-        """One attempt: spawn, record, then supervise until it exits or must be stopped.
-
-        The process is spawned before the stage is marked ACTIVE so the write overlaps with
-        its start-up (:meth:`StageManager.start_attempt`); a crash between the two leaves
-        the stage PENDING with its process running on, unrecorded: the next runner finds
-        that process by its environment and removes it before the stage runs again
-        (:meth:`_remove_unrecorded`). ``timeout`` counts running time only: a paused stage
-        is not timed out. The recorded pid stays after the exit (one write less per stage):
-        recovery only looks at ACTIVE or PAUSED stages and checks the process start time,
-        and a new attempt overwrites it.
-        """
-        run = stage.config.get("run")
-        command = run if isinstance(run, str) else "(no command)"
-        recorder = OutputRecorder(lambda text: self._say(text, "WARNING", stage.name))
-        output = StageOutput(self.log, self.session_id, stage.name, recorder)
-        proc = StageProcess(
-            command,
-            env=self._stage_env(stage, attempt),
-            cwd=self._stage_cwd(stage),
-            on_lines=output,
-        )
-        try:
-            if not isinstance(run, str) or not run.strip():
-                raise StageStartError(NO_COMMAND)
-            proc.start()
-        except StageStartError as exc:
-            try:
-                errors = self._store_errors
-                known, self._last_move = self._as_known(stage), None
-                self._last_move = self.stages.move_stage(
-                    stage.id, StageStatus.ACTIVE, new_attempt=True, attempt=attempt, known=known
-                )
-            except (InvalidTransition, ConcurrentModification):
-                if not self._landed(errors, stage, StageStatus.ACTIVE, attempt):
-                    return _Attempt("stopped", outcome=self._stopped_outcome())
-            self._say(f"attempt {attempt}: {command}", stage=stage.name)
-            self._say(str(exc), "ERROR", stage.name)
-            return _Attempt("failed", str(exc))
-        assert proc.pid is not None
-        self._proc, self._output = proc, output
-        paused = False
-        active_time = 0.0
-        last_tick = time.monotonic()
-        progress_at = 0.0
-        progress_written: float | None = None
-        try:
-            try:
-                errors = self._store_errors
-                known, self._last_move = self._as_known(stage), None
-                move = self.stages.start_attempt(
-                    stage.id,
-                    attempt,
-                    pid=proc.pid,
-                    pid_start=proc.start_time,
-                    host=self.host,
-                    known=known,
-                )
-                self._last_move = move
-            except (InvalidTransition, ConcurrentModification):
-                if not self._landed(errors, stage, StageStatus.ACTIVE, attempt):
-                    proc.terminate(kill_timeout)
-                    return _Attempt("stopped", outcome=self._stopped_outcome())
-                move = None  # recorded before the connection broke
-            session_status = move.session_status if move is not None else None
-            if move is None:
-                desired = self._desired(fresh=True)
-                session_status = desired[0] if desired is not None else None
-            elif session_status != SessionStatus.ACTIVE:
-                self._read_next = True  # e.g. paused meanwhile: the first poll acts on it
-            self._say(f"attempt {attempt} (pid {proc.pid}): {command}", stage=stage.name)
-            output.release()
-            self._notify()
-            if session_status in (None, SessionStatus.FAILED):
-                # Aborted (or deleted) between the check before the stage and its start:
-                # the abort did not see this stage running, so it is failed here.
-                proc.terminate(kill_timeout)
-                with contextlib.suppress(StoreError):
-                    self.stages.move_stage(stage.id, StageStatus.FAILED, error="aborted")
-                return _Attempt("stopped", outcome=self._stopped_outcome())
-            while True:
-                code = proc.wait(POLL_INTERVAL)
-                now = time.monotonic()
-                if not paused:
-                    active_time += now - last_tick
-                last_tick = now
-                value = proc.progress
-                if (
-                    value is not None
-                    and value != progress_written
-                    and (code is not None or now - progress_at >= PROGRESS_INTERVAL)
-                ):
-                    progress_at = now
-                    try:
-                        self.stages.raw.set_progress(stage.id, value)
-                    except _STORE_ERRORS as exc:  # written again at the next change or exit
-                        if is_disk_full(exc):
-                            with contextlib.suppress(Exception):
-                                self._db.rollback()
-                        else:
-                            self._store_lost(exc)
-                    else:
-                        progress_written = value
-                    self._notify()
-                self._save_outputs(stage, attempt, recorder, final=code is not None)
-                if code is not None:
-                    result = self._exited(stage, proc, output, code)
-                    result.outputs = recorder.outputs()
-                    return result
-                desired = self._desired()
-                if desired is None:
-                    proc.terminate(kill_timeout)
-                    return _Attempt("stopped", outcome=Outcome(1, "session deleted", None))
-                status, reason = desired
-                if status == SessionStatus.FAILED:
-                    code = proc.terminate(kill_timeout)
-                    self._say(
-                        f"terminated: session {reason or 'aborted'} (exit {code})",
-                        "WARNING",
-                        stage.name,
-                    )
-                    self.stages.record_exit_code(stage.id, code)
-                    return _Attempt(
-                        "stopped", outcome=Outcome(1, f"session {reason or 'aborted'}", status)
-                    )
-                if status == SessionStatus.PAUSED and not paused:
-                    # False: the stage exited before the signal; its exit is handled next.
-                    if proc.pause():
-                        paused = True
-                        self._mark(stage, StageStatus.PAUSED, "paused (SIGSTOP)")
-                elif status == SessionStatus.ACTIVE and paused:
-                    proc.resume()
-                    paused = False
-                    self._mark(stage, StageStatus.ACTIVE, "resumed (SIGCONT)")
-                if timeout is not None and not paused and active_time > timeout:
-                    code = proc.terminate(kill_timeout)
-                    self._say(f"timed out after {timeout:g}s (exit {code})", "WARNING", stage.name)
-                    return _Attempt("failed", "timeout", code)
-        finally:
-            if proc.running:  # Ctrl-C, a lost claim, or an error in this loop
-                proc.terminate(kill_timeout)
-            output.release()  # whatever path this was, no line stays held back
-            self._proc = None
 
     def _save_outputs(
         self, stage: StageView, attempt: int, recorder: OutputRecorder, *, final: bool
@@ -1333,36 +1416,13 @@ class Runner:
             recorder.mark_unsaved()
             self._store_lost(exc)
 
-    def _await_output_stored(self, stage: StageView, mark: int) -> Outcome | None:
-        """Before a stage is recorded COMPLETED: its output is in the store. Whoever sees
-        it COMPLETED (`session logs`, the dashboard, another host) sees all of its lines,
-        even if this runner dies the next moment (the mirror writes twice a second: the
-        COMPLETED write alone would often come first). Free when the mirror has stored
-        them already (a stage that ran for longer than that); a quick stage that printed
-        waits for one write, one that printed nothing for none. Lines the mirror had to
-        let go (the store unreachable for too long, its disk full) count as stored: a
-        note stands in their place. An abort or a delete meanwhile is honoured."""
-        mirror = self.log.mirror
-        if mirror is None or not mark:
-            return None
-        while not mirror.wait_stored(mark, POLL_INTERVAL):
-            desired = self._desired()
-            if desired is None:
-                return Outcome(1, "session deleted", None)
-            status, reason = desired
-            if status == SessionStatus.FAILED:
-                with contextlib.suppress(StoreError, *_STORE_ERRORS):
-                    self.stages.raw.record_exit_code(stage.id, 0)
-                return Outcome(1, f"session {reason or 'aborted'}", status)
-        return None
-
     def _as_known(self, stage: StageView) -> StageMove | None:
         """Where the stage's next move can start from without reading it: the last move of
         this stage in this run, or else the stage as this run's view read it. If someone
         else wrote the stage since, the move notices (its update is conditional on the
         version) and reads it."""
-        last = self._last_move
-        if last is not None and last.stage_id == stage.id:
+        last = self._moves.get(stage.id)
+        if last is not None:
             return last  # a retry: what the previous attempt's moves left
         if stage.version is None:
             return None
@@ -1374,7 +1434,9 @@ class Runner:
         """Record a pause or resume that was just enforced. Refused only when an abort
         landed in between (the stage is FAILED already): the next poll sees it."""
         try:
-            self._last_move = self.stages.move_stage(stage.id, status, known=self._last_move)
+            self._moves[stage.id] = self.stages.move_stage(
+                stage.id, status, known=self._moves.get(stage.id)
+            )
         except InvalidTransition:
             return
         self._say(note, stage=stage.name)
@@ -1382,7 +1444,7 @@ class Runner:
 
     def _exited(
         self, stage: StageView, proc: StageProcess, output: StageOutput, code: int
-    ) -> _Attempt:
+    ) -> AttemptResult:
         lost = proc.output_error or output.error
         if lost is not None:
             self._say(f"some output was lost: {lost}", "ERROR", stage.name)
@@ -1394,13 +1456,13 @@ class Runner:
                 stage.name,
             )
         if code == 0:
-            return _Attempt(
+            return AttemptResult(
                 "completed", exit_code=0, ended_at=proc.ended_at, output_mark=output.mirror_mark
             )
         error = _describe_exit(code)
         if code in (126, 127) and output.last_stderr:
             error = f"{error}: {output.last_stderr.strip()[:200]}"
-        return _Attempt("failed", error, code)
+        return AttemptResult("failed", error, code)
 
     def _pause_on_interrupt(self) -> Outcome:
         """Ctrl-C: the stage's processes are gone (terminated by :meth:`_attempt`); the
@@ -1433,14 +1495,37 @@ class Runner:
     # -- what the foreground display reads -----------------------------------------------------
 
     @property
+    def running_stages(self) -> list[str]:
+        """The instances running now, in the workflow's order."""
+        return [n for n in self._schedule.names if n in self._running]
+
+    @property
+    def current_stage(self) -> str | None:
+        """The first running instance, else the gate the session waits at."""
+        running = self.running_stages
+        return running[0] if running else self.waiting_at
+
+    def running_view(self) -> list[tuple[str, float | None, str | None]]:
+        """Per running instance: (name, progress, last output line)."""
+        return [
+            (name, a.proc.progress, a.output.last_line)
+            for name in self.running_stages
+            if (a := self._running.get(name)) is not None
+        ]
+
+    def _first_running(self) -> RunningAttempt | None:
+        running = self.running_stages
+        return self._running.get(running[0]) if running else None
+
+    @property
     def current_progress(self) -> float | None:
-        proc = self._proc
-        return proc.progress if proc is not None else None
+        attempt = self._first_running()
+        return attempt.proc.progress if attempt is not None else None
 
     @property
     def last_line(self) -> str | None:
-        output = self._output
-        return output.last_line if output is not None else None
+        attempt = self._first_running()
+        return attempt.output.last_line if attempt is not None else None
 
 
 #: How an operation on the session reads in the foreground display's notes.

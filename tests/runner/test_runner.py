@@ -26,7 +26,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from store import FlowSessionManager, StageManager, get_session_factory, init_db
+from store import FlowSessionManager, StageManager
 from store.identity import local_host
 from store.models import LogRecord, StageInstance
 from store.queries import (
@@ -195,18 +195,6 @@ class Store:
             return None
 
         return wait_until(ready, timeout=timeout, what=f"stage {name} {status}")
-
-
-@pytest.fixture
-def store(store_workspace: Path, db_url: str) -> Iterator[Store]:
-    """The workspace's store (SQLite, or a PostgreSQL schema of the test's own, named by
-    VC_DATABASE_URL for every `vc` the test starts); on teardown, no runner or stage of the
-    test is left running."""
-    engine = init_db(db_url)
-    factory = get_session_factory(engine)
-    yield Store(factory)
-    _stop_everything(factory)
-    engine.dispose()
 
 
 def _stop_everything(factory: Any) -> None:

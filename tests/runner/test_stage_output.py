@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from app.logging import LogFiles, Logging
-from app.runner.runner import StageOutput
+from app.runner.attempt import StageOutput
 
 SID = "0123456789abcdef0123456789abcdef"
 

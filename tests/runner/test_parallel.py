@@ -1,0 +1,339 @@
+"""Stages in parallel end to end: the real `vc`, real stage processes, real signals.
+
+Each stage records when it starts and ends in a file of the workspace (``mark``), so the
+order and overlap of stages are read from what really ran, not from the store's times.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from tests.runner.test_runner import (
+    Store,
+    Vc,
+    gone,
+    newest_session,
+    proc_state,
+    sqlite_only,
+    start_detached,
+    utime,
+    write_workflow,
+)
+from tests.waiting import wait_until
+
+#: A stage command that notes its start and end in events.txt (one line each, with a clock).
+MARK = (
+    'echo "start $VC_STAGE $(date +%s.%N)" >> events.txt; {body}; '
+    'echo "end $VC_STAGE $(date +%s.%N)" >> events.txt'
+)
+
+
+def mark(body: str) -> str:
+    return MARK.format(body=body).replace("'", "''")
+
+
+def events(workspace: Path) -> list[tuple[str, str, float]]:
+    lines = (workspace / "events.txt").read_text().split("\n")
+    return [(w[0], w[1], float(w[2])) for w in (line.split() for line in lines if line)]
+
+
+def most_at_once(workspace: Path) -> int:
+    now = most = 0
+    for kind, _, _ in sorted(events(workspace), key=lambda e: (e[2], e[0] == "start")):
+        now += 1 if kind == "start" else -1
+        most = max(most, now)
+    return most
+
+
+def pids_of(store: Store, sid: str, names: list[str]) -> list[int]:
+    def all_running() -> list[int] | None:
+        rows = [store.stage_row(sid, n) for n in names]
+        if all(r.status == "ACTIVE" and r.pid for r in rows):
+            return [int(r.pid) for r in rows if r.pid]
+        return None
+
+    return wait_until(all_running, timeout=15, what=f"{names} running")
+
+
+@sqlite_only
+def test_a_workflow_without_needs_runs_its_stages_one_after_another(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    stages = "\n".join(f"  - {{name: s{i}, run: '{mark('sleep 0.2')}'}}" for i in range(4))
+    write_workflow(workspace, "seq", f"max_parallel: 8\nstages:\n{stages}\n")
+    assert vc("flow", "run", "seq").returncode == 0
+    order = [(kind, name) for kind, name, _ in events(workspace)]
+    expected = [(k, f"s{i}") for i in range(4) for k in ("start", "end")]
+    assert order == expected
+
+
+def test_the_sample_workflows_keep_their_order_of_stages(workspace: Path) -> None:
+    from store.workflows import load_workflow_file
+
+    for path in sorted((workspace / "workflows").glob("*.yaml")):
+        wf = load_workflow_file(path)
+        needs = wf.stage_needs()
+        assert needs == [[]] + [[s.name] for s in wf.stages[:-1]], path.name
+
+
+@sqlite_only
+def test_independent_stages_run_at_once(workspace: Path, vc: Vc, store: Store) -> None:
+    stages = "\n".join(f"  - {{name: s{i}, needs: [], run: '{mark('sleep 1')}'}}" for i in range(3))
+    write_workflow(workspace, "fan", f"max_parallel: 3\nstages:\n{stages}\n")
+    started = time.monotonic()
+    assert vc("flow", "run", "fan").returncode == 0
+    assert time.monotonic() - started < 2.8  # three one-second stages, not three seconds
+    assert most_at_once(workspace) == 3
+
+
+@sqlite_only
+def test_max_parallel_caps_the_stages_running_at_once(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    stages = "\n".join(
+        f"  - {{name: s{i}, needs: [], run: '{mark('sleep 0.3')}'}}" for i in range(5)
+    )
+    write_workflow(workspace, "capped", f"max_parallel: 2\nstages:\n{stages}\n")
+    assert vc("flow", "run", "capped").returncode == 0
+    assert most_at_once(workspace) == 2
+    assert len(events(workspace)) == 10
+
+
+@sqlite_only
+def test_matrix_instances_get_their_values_and_a_stage_that_needs_them_waits_for_all(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "mx",
+        """
+        max_parallel: 4
+        stages:
+          - name: resize
+            matrix: {size: [small, large], format: [png, webp]}
+            run: 'sleep 0.2; V="$VC_MATRIX_SIZE-$VC_MATRIX_FORMAT"; echo "$V" > "out-$V"'
+          - name: publish
+            needs: [resize]
+            run: ls out-* | wc -l > count.txt
+    """,
+    )
+    assert vc("flow", "run", "mx").returncode == 0
+    assert (workspace / "count.txt").read_text().strip() == "4"
+    assert (workspace / "out-large-webp").read_text().strip() == "large-webp"
+    sid = store.view(newest_session(store)).id
+    names = [s.name for s in store.view(sid).stages]
+    assert names == [
+        "resize[size=small,format=png]",
+        "resize[size=small,format=webp]",
+        "resize[size=large,format=png]",
+        "resize[size=large,format=webp]",
+        "publish",
+    ]
+    assert all(s.status == "COMPLETED" for s in store.view(sid).stages)
+
+
+@sqlite_only
+def test_pause_stops_every_running_stage_and_resume_continues_them_all(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "spin3",
+        """
+        max_parallel: 3
+        stages:
+          - {name: a, needs: [], run: 'while :; do :; done'}
+          - {name: b, needs: [], run: 'while :; do :; done'}
+          - {name: c, needs: [], run: 'sleep 60'}
+    """,
+    )
+    sid = start_detached(vc, "spin3")
+    pids = pids_of(store, sid, ["a", "b", "c"])
+    assert vc("flow", "session", "pause", sid).returncode == 0
+    for pid in pids:
+        wait_until(lambda p=pid: proc_state(p) == "T", timeout=5, what=f"{pid} in state T")
+    wait_until(
+        lambda: all(store.stage(sid, n).status == "PAUSED" for n in "abc"),
+        timeout=5,
+        what="every stage PAUSED",
+    )
+    before = [utime(p) for p in pids[:2]]
+    time.sleep(0.3)
+    assert [utime(p) for p in pids[:2]] == before  # no CPU in any branch
+
+    assert vc("flow", "session", "resume", sid).returncode == 0
+    for pid in pids:
+        wait_until(lambda p=pid: proc_state(p) not in ("T", None), timeout=5, what="SIGCONT")
+    assert vc("flow", "session", "abort", sid).returncode == 0
+    for pid in pids:
+        wait_until(partial(gone, pid), timeout=10, what=f"pid {pid} gone")
+    wait_until(lambda: store.view(sid).runner_pid is None, timeout=10, what="runner released")
+    rows = [store.stage_row(sid, n) for n in "abc"]
+    assert [(r.status, r.error) for r in rows] == [("FAILED", "aborted")] * 3
+
+
+@sqlite_only
+def test_fail_fast_cancels_the_running_branches_and_fails_with_the_first_failure(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "ff",
+        """
+        stages:
+          - {name: long, needs: [], run: 'sleep 60'}
+          - {name: bad, needs: [], run: 'sleep 0.5; exit 3'}
+          - {name: after, needs: [long], run: 'true'}
+    """,
+    )
+    started = time.monotonic()
+    assert vc("flow", "run", "ff").returncode == 1
+    assert time.monotonic() - started < 30
+    sid = newest_session(store)
+    view = store.view(sid)
+    assert (view.status, view.reason) == ("FAILED", "stage bad failed: exit code 3")
+    by_name = {s.name: s for s in view.stages}
+    assert (by_name["long"].status, by_name["long"].error) == ("FAILED", "cancelled: bad failed")
+    assert by_name["after"].status == "PENDING"
+
+
+@sqlite_only
+def test_without_fail_fast_independent_branches_finish_and_the_session_fails_after(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "nff",
+        """
+        fail_fast: false
+        stages:
+          - {name: bad, needs: [], run: 'exit 3'}
+          - {name: slow, needs: [], run: 'sleep 1; touch slow.done'}
+          - {name: after_bad, needs: [bad], run: 'touch never'}
+          - {name: after_slow, needs: [slow], run: 'touch after_slow.done'}
+    """,
+    )
+    assert vc("flow", "run", "nff").returncode == 1
+    assert (workspace / "after_slow.done").exists()
+    assert not (workspace / "never").exists()
+    view = store.view(newest_session(store))
+    assert (view.status, view.reason) == ("FAILED", "stage bad failed: exit code 3")
+    assert {s.name: s.status for s in view.stages} == {
+        "bad": "FAILED",
+        "slow": "COMPLETED",
+        "after_bad": "PENDING",
+        "after_slow": "COMPLETED",
+    }
+
+
+@sqlite_only
+def test_retry_runs_the_failed_and_cancelled_instances_again_and_keeps_the_completed(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "again",
+        """
+        stages:
+          - {name: ok, needs: [], run: 'echo x >> ok.runs'}
+          - {name: long, needs: [], run: 'sleep 1; echo x >> long.runs'}
+          - {name: flaky, needs: [], run: 'sleep 0.3; test -e fixed'}
+    """,
+    )
+    assert vc("flow", "run", "again").returncode == 1
+    sid = newest_session(store)
+    assert store.stage(sid, "long").error == "cancelled: flaky failed"
+    (workspace / "fixed").touch()
+    assert vc("flow", "session", "retry", sid).returncode == 0
+    assert vc("flow", "run", "again", "--session", sid).returncode == 0
+    assert store.view(sid).status == "COMPLETED"
+    assert (workspace / "ok.runs").read_text().count("x") == 1
+    assert (workspace / "long.runs").read_text().count("x") == 1
+
+
+@sqlite_only
+def test_a_gate_waits_while_other_branches_run_then_pauses_the_session(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "gated",
+        """
+        stages:
+          - {name: approve_me, needs: []}
+          - {name: work, needs: [], run: 'sleep 1; touch work.done'}
+          - {name: ship, needs: [approve_me, work], run: 'touch shipped'}
+    """,
+    )
+    sid = start_detached(vc, "gated")
+    wait_until(
+        lambda: store.stage(sid, "approve_me").status == "PAUSED", timeout=10, what="gate waits"
+    )
+    assert store.view(sid).status == "ACTIVE"  # the other branch goes on
+    view = store.wait_status(sid, "PAUSED", timeout=15)
+    assert view.reason == "waiting: approve_me"
+    assert (workspace / "work.done").exists()
+    assert vc("flow", "session", "resume", sid).returncode == 0
+    store.wait_status(sid, "COMPLETED", timeout=15)
+    assert (workspace / "shipped").exists()
+
+
+@sqlite_only
+def test_a_crash_reruns_each_interrupted_instance_as_a_new_attempt_never_a_completed_one(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "crash",
+        """
+        stages:
+          - name: part
+            needs: []
+            matrix: {n: [1, 2, 3]}
+            run: >-
+              echo $VC_ATTEMPT >> runs-$VC_MATRIX_N;
+              test "$VC_MATRIX_N" = 1 || test "$VC_ATTEMPT" -gt 1 || sleep 60
+    """,
+    )
+    sid = start_detached(vc, "crash")
+    wait_until(
+        lambda: store.stage(sid, "part[n=1]").status == "COMPLETED", timeout=15, what="n=1 done"
+    )
+    pids_of(store, sid, ["part[n=2]", "part[n=3]"])
+    runner = store.view(sid).runner_pid
+    assert runner is not None
+    os.kill(runner, signal.SIGKILL)
+    wait_until(partial(gone, runner), timeout=5, what="runner gone")
+    assert vc("flow", "session", "resume", sid).returncode == 0
+    store.wait_status(sid, "COMPLETED", timeout=30)
+    assert (workspace / "runs-1").read_text().split() == ["1"]
+    assert (workspace / "runs-2").read_text().split() == ["1", "2"]
+    assert (workspace / "runs-3").read_text().split() == ["1", "2"]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_timeout_kills_only_its_own_instance_first(workspace: Path, vc: Vc, store: Store) -> None:
+    write_workflow(
+        workspace,
+        "slowpart",
+        """
+        fail_fast: false
+        stages:
+          - {name: quick, needs: [], run: 'sleep 0.8; touch quick.done'}
+          - {name: stuck, needs: [], timeout: 0.3, run: 'sleep 60'}
+    """,
+    )
+    assert vc("flow", "run", "slowpart").returncode == 1
+    assert (workspace / "quick.done").exists()
+    view = store.view(newest_session(store))
+    assert view.reason == "timeout"
+    assert {s.name: (s.status, s.error) for s in view.stages} == {
+        "quick": ("COMPLETED", None),
+        "stuck": ("FAILED", "timeout"),
+    }

@@ -1,0 +1,105 @@
+"""The scheduler's rules on their own (app.runner.schedule): no store, no processes."""
+
+from __future__ import annotations
+
+from app.runner.schedule import DONE, FAILED, RUNNING, TODO, WAITING, Schedule
+
+
+def chain(*names: str) -> dict[str, list[str]]:
+    return {n: ([names[i - 1]] if i else []) for i, n in enumerate(names)}
+
+
+def test_a_chain_starts_one_instance_at_a_time_in_order() -> None:
+    schedule = Schedule.start(["a", "b", "c"], chain("a", "b", "c"), completed=[], max_parallel=8)
+    assert schedule.startable() == ["a"]
+    schedule.mark("a", RUNNING)
+    assert schedule.startable() == []
+    schedule.mark("a", DONE)
+    assert schedule.startable() == ["b"]
+
+
+def test_independent_instances_start_up_to_max_parallel_earliest_first() -> None:
+    names = ["a", "b", "c", "d"]
+    schedule = Schedule.start(names, {n: [] for n in names}, completed=[], max_parallel=2)
+    assert schedule.startable() == ["a", "b"]
+    schedule.mark("a", RUNNING)
+    assert schedule.startable() == ["b"]
+    schedule.mark("b", RUNNING)
+    assert schedule.startable() == []
+    schedule.mark("a", DONE)
+    assert schedule.startable() == ["c"]
+
+
+def test_an_instance_waits_for_every_instance_it_needs() -> None:
+    waits = {"r[n=1]": [], "r[n=2]": [], "join": ["r[n=1]", "r[n=2]"]}
+    schedule = Schedule.start(list(waits), waits, completed=[], max_parallel=4)
+    schedule.mark("r[n=1]", DONE)
+    schedule.mark("r[n=2]", RUNNING)
+    assert schedule.startable() == []
+    schedule.mark("r[n=2]", DONE)
+    assert schedule.startable() == ["join"]
+
+
+def test_completed_instances_never_start_again() -> None:
+    schedule = Schedule.start(["a", "b"], chain("a", "b"), completed=["a"], max_parallel=1)
+    assert schedule.startable() == ["b"]
+
+
+def test_a_gate_takes_no_slot() -> None:
+    names = ["gate", "a", "b"]
+    schedule = Schedule.start(
+        names, {n: [] for n in names}, completed=[], gates=["gate"], max_parallel=1
+    )
+    assert schedule.startable() == ["gate", "a"]
+
+
+def test_only_gates_waiting_and_nothing_running_is_stuck() -> None:
+    waits = {"gate": [], "a": [], "after": ["gate"]}
+    schedule = Schedule.start(list(waits), waits, completed=[], gates=["gate"], max_parallel=2)
+    schedule.mark("gate", WAITING)
+    schedule.mark("a", RUNNING)
+    assert not schedule.stuck_at_gates()  # the other branch still runs
+    schedule.mark("a", DONE)
+    assert schedule.stuck_at_gates()
+    assert not schedule.finished()
+    schedule.mark("gate", DONE)
+    assert schedule.startable() == ["after"]
+
+
+def test_what_needs_a_failed_instance_never_starts_and_the_run_finishes() -> None:
+    waits = {"a": [], "b": [], "after_a": ["a"], "last": ["after_a"]}
+    schedule = Schedule.start(list(waits), waits, completed=[], max_parallel=2)
+    schedule.mark("a", FAILED)
+    schedule.mark("b", RUNNING)
+    assert schedule.startable() == []
+    assert not schedule.finished()
+    schedule.mark("b", DONE)
+    assert schedule.finished() and not schedule.all_done()
+
+
+def test_only_runs_the_selected_instances_whatever_they_wait_for() -> None:
+    waits = {"a": [], "r[n=1]": ["a"], "r[n=2]": ["a"], "z": ["r[n=1]", "r[n=2]"]}
+    schedule = Schedule.start(
+        list(waits), waits, completed=[], max_parallel=4, only={"r[n=1]", "r[n=2]"}
+    )
+    assert schedule.startable() == ["r[n=1]", "r[n=2]"]
+    schedule.mark("r[n=1]", DONE)
+    schedule.mark("r[n=2]", DONE)
+    assert schedule.finished()
+
+
+def test_a_gate_already_waiting_when_the_run_starts_is_not_opened_again() -> None:
+    waits = {"gate": [], "after": ["gate"]}
+    schedule = Schedule.start(
+        list(waits), waits, completed=[], gates=["gate"], waiting=["gate"], max_parallel=1
+    )
+    assert schedule.state["gate"] == WAITING
+    assert schedule.startable() == []
+    assert schedule.stuck_at_gates()
+
+
+def test_a_retried_instance_is_free_to_start_again() -> None:
+    schedule = Schedule.start(["a"], {"a": []}, completed=[], max_parallel=1)
+    schedule.mark("a", RUNNING)
+    schedule.mark("a", TODO)
+    assert schedule.startable() == ["a"]
