@@ -204,6 +204,9 @@ class Runner:
         #: The gate the session was paused at by this runner: its resume passes it.
         self._gate_pause: str | None = None
         self._gates_read_at = 0.0
+        #: Set by each read of the session's state (:meth:`_desired`), taken by
+        #: :meth:`_check_gates`: a state read means something may have changed.
+        self._state_read = False
         #: What the foreground display shows.
         self.waiting_at: str | None = None
         self.waiting_checklist: list[str] = []
@@ -637,6 +640,7 @@ class Runner:
             self._raise_if_permanent(exc)
             raise
         self._store_back()
+        self._state_read = True
         desired = None if state is None else (state[0], state[2])
         previous, self._last_desired = self._last_desired, desired
         if self.on_update is not None and (
@@ -1108,13 +1112,15 @@ class Runner:
         self._stage_result(name, f"manual gate {name} passed")
 
     def _check_gates(self) -> None:
-        """Gates approved since the last look (``vc flow session approve``): at most one read
-        per idle poll, and none while no gate waits."""
+        """Gates approved since the last look (``vc flow session approve``, which also
+        touches the session row): read when the session's state was read because something
+        changed, else once per NOTIFY_RESYNC; never while no gate waits."""
         waiting = self._schedule.waiting_gates()
         now = time.monotonic()
-        if not waiting or now < self._gates_read_at:
+        fresh, self._state_read = self._state_read, False
+        if not waiting or (not fresh and now < self._gates_read_at):
             return
-        self._gates_read_at = now + IDLE_POLL_INTERVAL
+        self._gates_read_at = now + NOTIFY_RESYNC
         for name in waiting:
             try:
                 row = self.stages.raw.get_stage(self._rows[name].id)
