@@ -203,11 +203,15 @@ def status_cmd(
             reason.append(f"params   {session.params_text(view.params)}")
         outputs = session.output_lines(view.stages)
         stage = f"  stage {clean_text(report['current_stage'])}" if report["current_stage"] else ""
+        running = report["running_stages"]
+        if len(running) > 1:
+            stage = f"  {len(running)} stages running"
         marks = {"COMPLETED": "✔", "FAILED": "✘", "ACTIVE": "▶", "PAUSED": "‖"}
         echo(
             f"{paint(status, report['status'])}  {report['id'][:12]}  {clean_text(report['name'])}",
             *reason,
             f"progress {progress_text(report['progress'], 20 if bar else 0)}{stage}",
+            *session.running_lines(view, "running  "),
             render_table(
                 ["", "STAGE", "STATUS", "PROGRESS", "ATTEMPT"],
                 [
