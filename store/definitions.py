@@ -95,10 +95,8 @@ def _matrix(value: object) -> dict[str, tuple[str, ...]]:
             )
         upper[key.upper()] = key
         if not isinstance(values, list | tuple) or not values:
-            raise problem(
-                f"expected a non-empty list of values, got {describe(values)}",
-                key,
-            )
+            got = "an empty list" if isinstance(values, list | tuple) else describe(values)
+            raise problem(f"expected a non-empty list of values, got {got}", key)
         texts: list[str] = []
         for j, item in enumerate(values):
             scalar = typed(item)

@@ -19,6 +19,13 @@ class StageNotFound(StoreError):
     pass
 
 
+class InvalidStageName(StoreError):
+    """A stage named in a form no stage can have (``run 'WF:resize[size'``): a usage
+    error, exit code 2."""
+
+    exit_code = 2
+
+
 class AmbiguousId(StoreError):
     def __init__(self, message: str, candidates: list[str]) -> None:
         super().__init__(message)

@@ -12,11 +12,13 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
 from sqlmodel import Session
 
+from store.graph import instance_waits, stage_of
 from store.liveness import is_orphaned, stale_after_of
 from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
 from store.sessions import compute_progress
@@ -66,7 +68,21 @@ class StageView:
         """What to check before passing a manual gate (empty for a task)."""
         return [str(item) for item in self.config.get("checklist") or ()]
 
-    def to_json(self) -> dict[str, Any]:
+    @property
+    def instance(self) -> dict[str, str] | None:
+        """The matrix values of this instance of a stage (``{"size": "small"}``), or None
+        for a stage without a matrix."""
+        values = self.config.get("instance")
+        return {str(k): str(v) for k, v in values.items()} if isinstance(values, dict) else None
+
+    @property
+    def stage(self) -> str:
+        """The workflow stage this row is an instance of (its own name without a matrix)."""
+        return stage_of(self.name, self.config)
+
+    def to_json(self, needs: Sequence[str] = ()) -> dict[str, Any]:
+        """The stage object of the JSON contract; ``needs`` are the names of the stage rows
+        it waits for (the session knows them: :attr:`SessionView.stage_needs`)."""
         return {
             "name": self.name,
             "type": self.stage_type,
@@ -79,6 +95,8 @@ class StageView:
             "outputs": self.outputs,
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
+            "instance": self.instance,
+            "needs": list(needs),
         }
 
 
@@ -152,9 +170,24 @@ class SessionView:
         )
 
     @property
+    def running_stages(self) -> list[str]:
+        """The task stages (instances) running or paused, in position order: several when
+        stages run in parallel. A manual gate waiting is not among them."""
+        return [
+            s.name
+            for s in self.stages
+            if s.stage_type != "manual" and s.status in ("ACTIVE", "PAUSED")
+        ]
+
+    @property
     def current_stage(self) -> str | None:
-        """The stage being worked on: running or paused, else the first not yet done while
-        the session is live; None before start and after the end."""
+        """The stage being worked on: the first of :attr:`running_stages`, else a manual
+        gate waiting, else the first not yet done while the session is live; None before
+        start and after the end. (A session running one stage at a time has one stage
+        ACTIVE or PAUSED at most: that one.)"""
+        running = self.running_stages
+        if running:
+            return running[0]
         for s in self.stages:
             if s.status in ("ACTIVE", "PAUSED"):
                 return s.name
@@ -163,6 +196,21 @@ class SessionView:
                 if s.status == "PENDING":
                     return s.name
         return None
+
+    @cached_property
+    def stage_needs(self) -> dict[str, list[str]]:
+        """Per stage row, the names of the rows it waits for (:func:`store.graph.instance_waits`).
+        Rows made before stages could run in parallel carry no ``waits_for``: theirs come
+        from the definition snapshot, or, in a list (which does not read snapshots), from
+        the rows' own configs, which are that snapshot's stages."""
+        rows = [(s.name, s.config) for s in self.stages]
+        snapshot = self.definition
+        if snapshot is None:
+            if all("waits_for" in config for _, config in rows):
+                snapshot = {}
+            else:
+                snapshot = {"stages": [{**c, "name": stage_of(n, c)} for n, c in rows]}
+        return instance_waits(rows, snapshot)
 
     def to_json(self) -> dict[str, Any]:
         """The session object of the JSON contract (the README's Commands)."""
@@ -173,6 +221,7 @@ class SessionView:
                 "pid": self.runner_pid,
                 "heartbeat_at": iso(self.heartbeat_at),
             }
+        needs = self.stage_needs
         return {
             "id": self.id,
             "name": self.name,
@@ -181,6 +230,7 @@ class SessionView:
             "reason": self.reason,
             "progress": self.progress,
             "current_stage": self.current_stage,
+            "running_stages": self.running_stages,
             "orphaned": self.orphaned,
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
@@ -191,7 +241,7 @@ class SessionView:
             "metadata": self.metadata,
             "params": self.params,
             "runner": runner,
-            "stages": [s.to_json() for s in self.stages],
+            "stages": [s.to_json(needs.get(s.name, ())) for s in self.stages],
         }
 
 

@@ -122,6 +122,7 @@ class SessionOperations(ManagerBase):
         queued: bool = False,
         params: Mapping[str, object] | None = None,
         runner: tuple[str, int] | None = None,
+        max_parallel: int | None = None,
     ) -> FlowSession:
         """A PENDING session with a snapshot of ``definition`` and one PENDING stage
         instance per stage of it (none when no definition is given: add them with
@@ -135,10 +136,31 @@ class SessionOperations(ManagerBase):
         transaction (`vc flow run` of a new session): ACTIVE, with the ``create`` and the
         runner's ``start`` event, as ``start_session`` right after would leave it, in
         one commit. Its ``started_at`` then equals its ``created_at``: no runner ran it
-        before."""
+        before.
+
+        ``max_parallel``: how many of its stages may run at once, in place of the
+        workflow's ``max_parallel`` (`vc flow run --max-parallel N`). It is written into the
+        session's definition snapshot, where every runner of the session reads it
+        (:func:`store.graph.max_parallel`): a detached runner, a worker, a takeover. A value
+        a workflow file could not hold (below 1, above
+        :data:`store.definitions.MAX_PARALLEL`) raises ValueError and nothing is created.
+        (A ``definition`` mapping without ``fail_fast`` is a snapshot from before stages
+        ran in parallel: its sessions run one stage at a time whatever this says.)"""
         from store.names import validate_identifier
 
         validate_identifier(workflow_id, "workflow id")
+        if max_parallel is not None:
+            from store.definitions import MAX_PARALLEL
+
+            if (
+                isinstance(max_parallel, bool)
+                or not isinstance(max_parallel, int)
+                or not 1 <= max_parallel <= MAX_PARALLEL
+            ):
+                raise ValueError(
+                    f"max_parallel must be an integer from 1 to {MAX_PARALLEL}, "
+                    f"got {max_parallel!r}"
+                )
         if definition is None or isinstance(definition, Mapping):
             snapshot: dict[str, Any] = dict(definition or {})
             values: dict[str, Any] = {}
@@ -149,6 +171,8 @@ class SessionOperations(ManagerBase):
         else:
             snapshot = definition.to_dict()
             values = definition.resolve_params(params)
+        if max_parallel is not None:
+            snapshot["max_parallel"] = max_parallel
         now = time.time()
         sid = new_session_id()
         obj = FlowSession(

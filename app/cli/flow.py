@@ -203,11 +203,15 @@ def status_cmd(
             reason.append(f"params   {session.params_text(view.params)}")
         outputs = session.output_lines(view.stages)
         stage = f"  stage {clean_text(report['current_stage'])}" if report["current_stage"] else ""
+        running = report["running_stages"]
+        if len(running) > 1:
+            stage = f"  {len(running)} stages running"
         marks = {"COMPLETED": "✔", "FAILED": "✘", "ACTIVE": "▶", "PAUSED": "‖"}
         echo(
             f"{paint(status, report['status'])}  {report['id'][:12]}  {clean_text(report['name'])}",
             *reason,
             f"progress {progress_text(report['progress'], 20 if bar else 0)}{stage}",
+            *session.running_lines(view, "running  "),
             render_table(
                 ["", "STAGE", "STATUS", "PROGRESS", "ATTEMPT"],
                 [
@@ -235,7 +239,11 @@ def status_cmd(
 @app.command("run")
 def run_cmd(
     target: Annotated[
-        str, typer.Argument(metavar="WORKFLOW[:STAGE]", help="Workflow id, optionally ':stage'.")
+        str,
+        typer.Argument(
+            metavar="WORKFLOW[:STAGE]",
+            help="Workflow id, optionally ':stage' or ':stage[key=value,…]' (one matrix instance).",
+        ),
     ],
     session_id: Annotated[
         str | None, typer.Option("--session", help="Continue this session.")
@@ -244,6 +252,14 @@ def run_cmd(
     queue: Annotated[bool, typer.Option("--queue", help="Queue for any worker.")] = False,
     name: Annotated[str | None, typer.Option("--name", help="Name of a new session.")] = None,
     param: session.ParamOpt = None,
+    max_parallel: Annotated[
+        int | None,
+        typer.Option(
+            "--max-parallel",
+            metavar="N",
+            help="Stages of the new session running at once (default: the workflow's).",
+        ),
+    ] = None,
 ) -> None:
     """Run a session's remaining stages (a new session unless --session is given)."""
     from app.cli.common import parse_params
@@ -251,7 +267,13 @@ def run_cmd(
 
     params = parse_params(param or [])
     code = run_command(
-        target, session_id=session_id, detach=detach, queue=queue, name=name, params=params
+        target,
+        session_id=session_id,
+        detach=detach,
+        queue=queue,
+        name=name,
+        params=params,
+        max_parallel=max_parallel,
     )
     if code:
         raise typer.Exit(code)

@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from app.cli.common import error_line, fail, open_store, progress_text
+from app.cli.common import error_line, fail, open_store, progress_text, translate_errors
 
 
 def run_command(
@@ -31,10 +31,22 @@ def run_command(
     queue: bool,
     name: str | None,
     params: dict[str, str] | None = None,
+    max_parallel: int | None = None,
 ) -> int:
+    """``target`` is ``WORKFLOW``, ``WORKFLOW:STAGE`` (every instance of a matrix stage) or
+    ``WORKFLOW:STAGE[key=value,…]`` (one instance, keys in any order): what is run is
+    checked against the workflow (or the session's stages) before anything is created.
+
+    ``max_parallel`` (``--max-parallel N``) is written into a new session's definition
+    snapshot, so every runner of it obeys it (detached, a worker's, a takeover's). With
+    ``--session`` it is refused: a session keeps what it was created with, like its
+    parameters."""
     from store import FlowSessionManager
+    from store.definitions import MAX_PARALLEL
+    from store.graph import expand
     from store.identity import local_host
     from store.queries import get_session_view
+    from store.stage_select import parse_stage, select_stage
     from store.workflows import find_workflow
 
     if detach and queue:
@@ -45,9 +57,24 @@ def run_command(
             "created with (see 'vc flow session show')",
             2,
         )
+    if max_parallel is not None and not 1 <= max_parallel <= MAX_PARALLEL:
+        raise fail(
+            f"--max-parallel {max_parallel}: expected a number of stages from 1 to {MAX_PARALLEL}",
+            2,
+        )
+    if max_parallel is not None and session_id is not None:
+        raise fail(
+            "--max-parallel is set for a new session; a session keeps the value it was "
+            "created with (run the workflow without --session for a new one)",
+            2,
+        )
     workflow_id, _, stage = target.partition(":")
     if not workflow_id or (":" in target and not stage):
         raise fail(f"invalid target {target!r}: use WORKFLOW or WORKFLOW:STAGE", 2)
+    if stage:
+        with translate_errors():
+            parse_stage(stage)  # a malformed STAGE[…] is a usage error: nothing opened
+    only: str | None = None
     with open_store() as ctx:
         with ctx.session() as db:
             manager = FlowSessionManager(db)
@@ -57,16 +84,15 @@ def run_command(
                 if view is None:
                     raise fail(f"no session matches {session_id!r}")
                 _check_runnable(view, workflow_id)
-                names = {s.name for s in view.stages}
+                if stage:
+                    rows = [(s.name, s.config) for s in view.stages]
+                    only = select_stage(stage, rows, f"session {sid[:12]}")
                 session_name = view.name
             else:
                 definition = find_workflow(ctx.settings.workflows_dir, workflow_id)
-                names = {s.name for s in definition.stages}
-                if stage and stage not in names:
-                    raise fail(
-                        f"workflow {workflow_id!r} has no stage {stage!r}; "
-                        f"stages: {', '.join(sorted(names))}"
-                    )
+                if stage:
+                    rows = [(r["name"], r["config"]) for r in expand(definition.to_dict())]
+                    only = select_stage(stage, rows, f"workflow {workflow_id!r}")
                 # In the foreground this process is the runner: the session is created
                 # claimed by it, one transaction for the session, its stages and the claim.
                 claim = None if queue or detach else (local_host(), os.getpid())
@@ -77,22 +103,21 @@ def run_command(
                     queued=queue,
                     params=params,
                     runner=claim,
+                    max_parallel=max_parallel,
                 )
                 sid, session_name = created.id, created.name
-            if stage and stage not in names:
-                raise fail(f"session {sid[:12]} has no stage {stage!r}")
         if queue:
             print(sid)
             return 0
         if detach:
             from app.runner.launch import start_runner
 
-            started = start_runner(ctx, sid, only_stage=stage or None)
+            started = start_runner(ctx, sid, only_stage=only)
             if not started.started:
                 raise fail(f"could not start a runner for {sid[:12]}: {started.message}")
             print(sid)
             return 0
-        return _foreground(ctx, sid, stage or None, session_name)
+        return _foreground(ctx, sid, only, session_name)
 
 
 def _check_runnable(view: Any, workflow_id: str) -> None:

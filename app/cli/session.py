@@ -112,6 +112,32 @@ def output_lines(stages: Any) -> list[str]:
     ]
 
 
+def stage_cell(view: Any) -> str:
+    """The STAGE cell of the session list: the current stage, ``+N`` when N more run
+    alongside it (stages in parallel)."""
+    running = view.running_stages
+    more = f" +{len(running) - 1}" if len(running) > 1 else ""
+    return f"{view.current_stage or '-'}{more}"
+
+
+def running_lines(view: Any, label: str) -> list[str]:
+    """When several stages of a session run at once (stages in parallel): ``label`` and
+    each of them, one per line (so none is cut off), then any manual gate waiting
+    meanwhile; empty when one stage at most runs (the current stage says it all)."""
+    from store.text import clean_text
+
+    running = view.running_stages
+    if len(running) <= 1:
+        return []
+    indent = " " * len(label)
+    lines = [f"{label if i == 0 else indent}{clean_text(name)}" for i, name in enumerate(running)]
+    gates = [s.name for s in view.stages if s.stage_type == "manual" and s.status == "PAUSED"]
+    if gates:
+        word = "waiting:" if label.rstrip().endswith(":") else "waiting"
+        lines.append(f"{word.ljust(len(label))}{clean_text(', '.join(gates))} (manual gate)")
+    return lines
+
+
 @app.command("list")
 def list_cmd(
     status: Annotated[
@@ -164,7 +190,7 @@ def list_cmd(
             v.workflow_id,
             status_label(v.status, v.orphaned, v.awaiting_worker),
             progress_text(v.progress, bar),
-            v.current_stage or "-",
+            stage_cell(v),
             v.runner_host or "-",
             age(v.created_at),
         ]
@@ -218,7 +244,10 @@ def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
         f"{paint(status_label(view.status, view.orphaned, view.awaiting_worker), view.status)}"
         + (f"  ({clean_text(view.reason)})" if view.reason else ""),
         f"progress:  {progress_text(view.progress)}",
-        f"stage:     {clean_text(view.current_stage or '-')}",
+        *(
+            running_lines(view, "running:   ")
+            or [f"stage:     {clean_text(view.current_stage or '-')}"]
+        ),
         f"runner:    {clean_text(runner)}",
         f"created:   {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(view.created_at))}"
         f" ({age(view.created_at)} ago)",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from .helpers import Result
+from .helpers import THUMBS, Result
 
 
 @pytest.fixture
@@ -32,3 +33,11 @@ def cli(
         return Result(code, captured.out, captured.err)
 
     return call
+
+
+@pytest.fixture
+def thumbs(workspace: Path) -> str:
+    """The id of a workflow whose stages run in parallel: ``fetch``, then a 2 x 2 matrix
+    stage ``resize`` beside a manual gate ``review``, then ``publish`` after both."""
+    (workspace / "workflows" / "thumbs.yaml").write_text(THUMBS)
+    return "thumbs"

@@ -19,6 +19,34 @@ from typing import Any
 
 ESC = "\x1b"
 
+#: A workflow whose stages run in parallel (the ``thumbs`` fixture writes it).
+THUMBS = """\
+name: Thumbnails
+max_parallel: 4
+stages:
+  - name: fetch
+    run: echo fetched
+  - name: resize
+    needs: [fetch]
+    matrix: {size: [small, large], format: [png, webp]}
+    run: echo "$VC_MATRIX_SIZE $VC_MATRIX_FORMAT"
+  - name: review
+    needs: [fetch]
+  - name: publish
+    needs: [resize, review]
+    run: echo published
+"""
+#: The stage rows of a session of ``thumbs``, in position order.
+THUMBS_ROWS = [
+    "fetch",
+    "resize[size=small,format=png]",
+    "resize[size=small,format=webp]",
+    "resize[size=large,format=png]",
+    "resize[size=large,format=webp]",
+    "review",
+    "publish",
+]
+
 
 @dataclass
 class Result:
@@ -198,6 +226,20 @@ def create_session(
             .create_session(workflow, name=name, metadata=metadata, definition=definition)
             .id
         )
+
+
+def start_stages(workspace: Path, sid: str, moves: dict[str, list[str]]) -> None:
+    """Start the session (a runner on another host) and walk its stages through states as
+    a runner would: ``{"fetch": ["ACTIVE", "COMPLETED"], "review": ["PAUSED"]}``."""
+    from store import FlowSessionManager, StageManager
+
+    with store(workspace) as db:
+        FlowSessionManager(db).start_session(sid, runner_host="build-02", runner_pid=4242)
+        stages = StageManager(db)
+        ids = {s.name: s.id for s in stages.list_stages(sid)}
+        for name, statuses in moves.items():
+            for status in statuses:
+                stages.update_stage_status(ids[name], status)
 
 
 def session_json(workspace: Path, sid: str) -> dict[str, Any]:

@@ -162,6 +162,190 @@ def test_needs_forming_a_cycle_is_refused(store_workspace: Path) -> None:
     assert no_sessions(store_workspace)
 
 
+#: Workflow files with a mistake in what runs in parallel: (id, text, line, key, fragment).
+#: Each has a first stage that would leave a file behind, had anything run.
+PARALLEL_MISTAKES = [
+    (
+        "needs-cycle",
+        """
+        stages:
+          - {name: first, run: touch ran}
+          - {name: a, run: "true", needs: [c]}
+          - {name: b, run: "true", needs: [a]}
+          - {name: c, run: "true", needs: [b]}
+        """,
+        3,
+        "stages[1].needs[0]",
+        "dependency cycle: a -> c -> b -> a",
+    ),
+    (
+        "needs-unknown",
+        """
+        stages:
+          - {name: first, run: touch ran}
+          - {name: a, run: "true", needs: [frist]}
+        """,
+        3,
+        "stages[1].needs[0]",
+        "unknown stage 'frist'",
+    ),
+    (
+        "matrix-values-not-a-list",
+        """
+        stages:
+          - {name: first, run: touch ran}
+          - name: a
+            run: "true"
+            matrix: {size: small}
+        """,
+        5,
+        "stages[1].matrix.size",
+        "expected a non-empty list of values, got 'small'",
+    ),
+    (
+        "matrix-values-empty",
+        """
+        stages:
+          - {name: first, run: touch ran}
+          - name: a
+            run: "true"
+            matrix: {size: []}
+        """,
+        5,
+        "stages[1].matrix.size",
+        "expected a non-empty list of values, got an empty list",
+    ),
+    (
+        "matrix-value-not-a-scalar",
+        """
+        stages:
+          - {name: first, run: touch ran}
+          - name: a
+            run: "true"
+            matrix:
+              size: [small, {big: 1}]
+        """,
+        6,
+        "stages[1].matrix.size[1]",
+        "expected a string, number or boolean, got a mapping",
+    ),
+    (
+        "matrix-over-256",
+        """
+        stages:
+          - {name: first, run: touch ran}
+          - name: a
+            run: "true"
+            matrix:
+              x: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
+              y: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+        """,
+        6,
+        "stages[1].matrix",
+        "the matrix makes more than 256 instances (17 x 16 so far)",
+    ),
+    (
+        "matrix-key-not-an-identifier",
+        """
+        stages:
+          - {name: first, run: touch ran}
+          - name: a
+            run: "true"
+            matrix:
+              img-size: [small]
+        """,
+        6,
+        "stages[1].matrix.img-size",
+        "matrix key 'img-size' is not an identifier",
+    ),
+    (
+        "matrix-value-with-a-comma",
+        """
+        stages:
+          - {name: first, run: touch ran}
+          - name: a
+            run: "true"
+            matrix:
+              size: [small, "4,5"]
+        """,
+        6,
+        "stages[1].matrix.size[1]",
+        "matrix value '4,5' must be non-empty, without '[', ']', ',', '='",
+    ),
+    (
+        "matrix-value-with-an-equals-sign",
+        """
+        stages:
+          - {name: first, run: touch ran}
+          - name: a
+            run: "true"
+            matrix:
+              size: [small, w=4]
+        """,
+        6,
+        "stages[1].matrix.size[1]",
+        "matrix value 'w=4' must be non-empty",
+    ),
+    (
+        "matrix-keys-the-same-upper-cased",
+        """
+        stages:
+          - {name: first, run: touch ran}
+          - name: a
+            run: "true"
+            matrix:
+              size: [small]
+              Size: [large]
+        """,
+        7,
+        "stages[1].matrix.Size",
+        "matrix keys 'size' and 'Size' are the same variable VC_MATRIX_SIZE",
+    ),
+    (
+        "max-parallel-0",
+        """
+        max_parallel: 0
+        stages:
+          - {name: first, run: touch ran}
+        """,
+        1,
+        "max_parallel",
+        "expected an integer >= 1, got 0",
+    ),
+    (
+        "fail-fast-quoted",
+        """
+        fail_fast: "yes"
+        stages:
+          - {name: first, run: touch ran}
+        """,
+        1,
+        "fail_fast",
+        "expected true or false, got 'yes'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "fragment"),
+    [case[1:] for case in PARALLEL_MISTAKES],
+    ids=[case[0] for case in PARALLEL_MISTAKES],
+)
+def test_a_mistake_in_needs_matrix_or_parallelism_is_refused_before_anything_runs(
+    store_workspace: Path, text: str, line: int, key: str, fragment: str
+) -> None:
+    path = write_workflow(store_workspace, "par.yaml", text)
+    before = snapshot(store_workspace)
+    result = run("flow", "run", "par")
+    assert result.code == 1
+    error = one_error_line(result)
+    assert error.startswith(f"vc: error: {path}:{line}: {key}: "), error
+    assert fragment in error
+    assert result.out == ""
+    assert snapshot(store_workspace) == before and no_sessions(store_workspace)
+    assert not (store_workspace / "ran").exists()
+
+
 @pytest.mark.parametrize(
     "workflow_id", ["../x", "../../etc/passwd", "/etc/passwd", "a/b", "x\x1b[2J", ".hidden"]
 )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import create_session, run, store
+from .helpers import THUMBS_ROWS, create_session, run, start_stages, store
 
 SESSION_KEYS = {
     "id",
@@ -218,3 +218,122 @@ def test_session_ids_in_json_are_full_ids(store_workspace: Path, cli) -> None:
     sid = create_session(store_workspace)
     assert cli("flow", "session", "show", sid[:5], "--json").json()["id"] == sid
     assert os.environ["VC_DATABASE_URL"]  # the store under test is the parametrized one
+
+
+# -- stages in parallel -------------------------------------------------------------------------
+
+
+def test_each_stage_instance_carries_its_matrix_values_and_the_rows_it_needs(
+    store_workspace: Path, thumbs: str, cli
+) -> None:
+    sid = create_session(store_workspace, thumbs)
+    doc = cli("flow", "session", "show", sid, "--json").json()
+    check_session(doc, workflow=thumbs)
+    assert [s["name"] for s in doc["stages"]] == THUMBS_ROWS
+    stages = {s["name"]: s for s in doc["stages"]}
+    assert stages["fetch"]["instance"] is None and stages["fetch"]["needs"] == []
+    assert stages["resize[size=large,format=png]"]["instance"] == {"size": "large", "format": "png"}
+    assert stages["resize[size=large,format=png]"]["needs"] == ["fetch"]
+    assert stages["review"]["needs"] == ["fetch"]
+    assert stages["publish"]["needs"] == THUMBS_ROWS[1:6]  # every instance of resize, review
+
+
+def test_list_and_status_json_give_the_same_stage_objects_as_show(
+    store_workspace: Path, thumbs: str, cli
+) -> None:
+    sid = create_session(store_workspace, thumbs)
+    shown = cli("flow", "session", "show", sid, "--json").json()["stages"]
+    assert cli("flow", "session", "list", "--json").json()[0]["stages"] == shown
+    assert cli("flow", "status", sid, "--json").json()["stages"] == shown
+
+
+def test_running_stages_are_the_task_stages_running_or_paused_in_position_order(
+    store_workspace: Path, thumbs: str, cli
+) -> None:
+    sid = create_session(store_workspace, thumbs)
+    start_stages(
+        store_workspace,
+        sid,
+        {
+            "fetch": ["ACTIVE", "COMPLETED"],
+            "review": ["PAUSED"],  # a gate waiting is not running
+            "resize[size=large,format=webp]": ["ACTIVE"],
+            "resize[size=small,format=webp]": ["ACTIVE", "PAUSED"],
+        },
+    )
+    for args in (("flow", "session", "show", sid), ("flow", "status", sid)):
+        doc = cli(*args, "--json").json()
+        assert doc["running_stages"] == [
+            "resize[size=small,format=webp]",
+            "resize[size=large,format=webp]",
+        ]
+        assert doc["current_stage"] == "resize[size=small,format=webp]"
+    assert cli("flow", "session", "list", "--json").json()[0]["running_stages"] == [
+        "resize[size=small,format=webp]",
+        "resize[size=large,format=webp]",
+    ]
+
+
+def test_a_session_at_a_manual_gate_runs_nothing_and_its_current_stage_is_the_gate(
+    store_workspace: Path, cli
+) -> None:
+    from store import FlowSessionManager
+
+    sid = create_session(store_workspace, "gate")
+    start_stages(store_workspace, sid, {"build": ["ACTIVE", "COMPLETED"], "approve": ["PAUSED"]})
+    with store(store_workspace) as db:
+        FlowSessionManager(db, actor="runner").pause(sid, reason="waiting: approve")
+    doc = cli("flow", "session", "show", sid, "--json").json()
+    assert (doc["status"], doc["current_stage"], doc["running_stages"]) == (
+        "PAUSED",
+        "approve",
+        [],
+    )
+
+
+def test_a_sequential_session_runs_one_stage_and_names_it_current(
+    store_workspace: Path, cli
+) -> None:
+    sid = create_session(store_workspace)
+    start_stages(store_workspace, sid, {"greet": ["ACTIVE", "COMPLETED"]})
+    doc = cli("flow", "session", "show", sid, "--json").json()
+    assert (doc["current_stage"], doc["running_stages"]) == ("count", [])  # next to run
+    start_stages(store_workspace, sid, {"count": ["ACTIVE"]})
+    doc = cli("flow", "session", "show", sid, "--json").json()
+    assert (doc["current_stage"], doc["running_stages"]) == ("count", ["count"])
+    assert [s["needs"] for s in doc["stages"]] == [[], ["greet"], ["count"]]
+
+
+def test_stages_made_before_parallel_stages_get_their_needs_from_the_snapshot(
+    store_workspace: Path, cli
+) -> None:
+    """A session stored by an older vc: the snapshot has no fail_fast, ``needs: []`` meant
+    "nothing said", and the stage rows carry neither ``waits_for`` nor ``instance``."""
+    from sqlalchemy import update
+
+    from store import FlowSessionManager, StageInstance
+
+    legacy = {
+        "id": "old",
+        "stages": [
+            {"name": "a", "run": "true", "needs": []},
+            {"name": "b", "run": "true", "needs": ["c"]},
+            {"name": "c", "run": "true", "needs": []},
+        ],
+    }
+    with store(store_workspace) as db:
+        sid = FlowSessionManager(db).create_session("old", definition=legacy).id
+        for stage in legacy["stages"]:
+            db.execute(
+                update(StageInstance)
+                .where(StageInstance.session_id == sid, StageInstance.name == stage["name"])
+                .values(config=stage)
+            )
+        db.commit()
+    shown = cli("flow", "session", "show", sid, "--json").json()["stages"]
+    assert [(s["name"], s["needs"], s["instance"]) for s in shown] == [
+        ("a", [], None),
+        ("b", ["c"], None),
+        ("c", ["a"], None),  # follows the stage before it that does not wait for it
+    ]
+    assert cli("flow", "session", "list", "--json").json()[0]["stages"] == shown

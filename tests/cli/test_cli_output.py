@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import create_session, run, run_on_tty, session_json, store
+from .helpers import (
+    create_session,
+    run,
+    run_on_tty,
+    session_json,
+    start_stages,
+    store,
+)
 
 ANSI = re.compile(r"\x1b")
 HUMAN_COMMANDS = [
@@ -196,3 +203,94 @@ def test_list_says_how_to_start_when_there_are_no_sessions(workspace: Path, cli)
     assert result.code == 0
     assert "no sessions yet" in result.out and "vc flow session create" in result.out
     assert cli("flow", "session", "list", "--status", "FAILED").code == 0
+
+
+# -- stages in parallel -------------------------------------------------------------------------
+
+
+def parallel_session(workspace: Path) -> str:
+    """A session of ``thumbs`` with three instances of resize running (one of them paused)
+    while the gate review waits."""
+    sid = create_session(workspace, "thumbs")
+    start_stages(
+        workspace,
+        sid,
+        {
+            "fetch": ["ACTIVE", "COMPLETED"],
+            "resize[size=small,format=png]": ["ACTIVE"],
+            "resize[size=small,format=webp]": ["ACTIVE", "PAUSED"],
+            "resize[size=large,format=webp]": ["ACTIVE"],
+            "review": ["PAUSED"],
+        },
+    )
+    return sid
+
+
+def test_show_lists_every_running_stage_one_per_line_and_the_gate_waiting(
+    workspace: Path, thumbs: str, cli
+) -> None:
+    sid = parallel_session(workspace)
+    out = cli("flow", "session", "show", sid).out
+    assert (
+        "running:   resize[size=small,format=png]\n"
+        "           resize[size=small,format=webp]\n"
+        "           resize[size=large,format=webp]\n"
+        "waiting:   review (manual gate)\n"
+    ) in out
+    assert "stage:" not in out
+
+
+def test_show_of_a_session_running_one_stage_names_it_as_before(workspace: Path, cli) -> None:
+    sid = create_session(workspace)
+    start_stages(workspace, sid, {"greet": ["ACTIVE"]})
+    out = cli("flow", "session", "show", sid).out
+    assert "stage:     greet\n" in out and "running:" not in out
+
+
+def test_status_lists_every_running_stage_and_the_gate_waiting(
+    workspace: Path, thumbs: str, cli
+) -> None:
+    sid = parallel_session(workspace)
+    out = cli("flow", "status", sid).out
+    assert "3 stages running\n" in out
+    assert (
+        "running  resize[size=small,format=png]\n"
+        "         resize[size=small,format=webp]\n"
+        "         resize[size=large,format=webp]\n"
+        "waiting  review (manual gate)\n"
+    ) in out
+
+
+def test_status_shows_each_stage_instance_as_a_row(workspace: Path, thumbs: str, cli) -> None:
+    sid = parallel_session(workspace)
+    rows = [line.split() for line in cli("flow", "status", sid).out.splitlines()]
+    table = [row[1:3] for row in rows if len(row) > 2 and row[0] in "✔✘▶‖·"]
+    assert table == [
+        ["fetch", "COMPLETED"],
+        ["resize[size=small,format=png]", "ACTIVE"],
+        ["resize[size=small,format=webp]", "PAUSED"],
+        ["resize[size=large,format=png]", "PENDING"],
+        ["resize[size=large,format=webp]", "ACTIVE"],
+        ["review", "PAUSED"],
+        ["publish", "PENDING"],
+    ]
+
+
+def test_list_names_the_first_running_stage_and_how_many_more_run(
+    workspace: Path, thumbs: str, cli
+) -> None:
+    parallel_session(workspace)
+    assert "resize[size=small,format=png] +2" in cli("flow", "session", "list").out
+
+
+@pytest.mark.parametrize(
+    "args", [("flow", "session", "show"), ("flow", "status"), ("flow", "session", "list")]
+)
+def test_running_stages_fit_a_narrow_terminal(
+    workspace: Path, thumbs: str, cli, args: tuple[str, ...]
+) -> None:
+    sid = parallel_session(workspace)
+    argv = (*args, sid) if args[-1] != "list" else args
+    lines = cli(*argv, env={"COLUMNS": "40"}).out.splitlines()
+    assert len(lines) >= 2
+    assert all(cells(line) <= 40 for line in lines), [ln for ln in lines if cells(ln) > 40]
