@@ -337,3 +337,48 @@ def test_a_timeout_kills_only_its_own_instance_first(workspace: Path, vc: Vc, st
         "quick": ("COMPLETED", None),
         "stuck": ("FAILED", "timeout"),
     }
+
+
+MATRIX = """
+    stages:
+      - name: resize
+        needs: []
+        matrix: {size: [small, large]}
+        run: 'echo $VC_STAGE >> ran.txt'
+      - name: publish
+        needs: [resize]
+        run: 'echo $VC_STAGE >> ran.txt'
+"""
+
+
+@sqlite_only
+def test_run_of_a_matrix_stage_runs_every_instance_of_it_only(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(workspace, "mx2", MATRIX)
+    assert vc("flow", "run", "mx2:resize").returncode == 0
+    ran = (workspace / "ran.txt").read_text().split()
+    assert sorted(ran) == ["resize[size=large]", "resize[size=small]"]
+    view = store.view(newest_session(store))
+    assert (view.status, view.reason) == ("PAUSED", "ran resize only: resume to run the rest")
+
+
+@sqlite_only
+def test_run_of_one_matrix_instance_runs_that_instance_only(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(workspace, "mx3", MATRIX)
+    assert vc("flow", "run", "mx3:resize[size=large]").returncode == 0
+    assert (workspace / "ran.txt").read_text().split() == ["resize[size=large]"]
+
+
+@sqlite_only
+def test_max_parallel_option_overrides_the_workflow_for_one_session(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    stages = "\n".join(
+        f"  - {{name: s{i}, needs: [], run: '{mark('sleep 0.3')}'}}" for i in range(3)
+    )
+    write_workflow(workspace, "wide", f"max_parallel: 3\nstages:\n{stages}\n")
+    assert vc("flow", "run", "wide", "--max-parallel", "1").returncode == 0
+    assert most_at_once(workspace) == 1
