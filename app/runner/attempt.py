@@ -6,6 +6,7 @@ it what happened since the last look; the store writes stay in the runner.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -220,22 +221,20 @@ class RunningAttempt:
         return self.proc.terminate(self.kill_timeout)
 
 
-def terminate_all(attempts: list[RunningAttempt]) -> dict[str, int | None]:
+def terminate_all(attempts: list[RunningAttempt]) -> list[int | None]:
     """Stop every attempt at once (TERM, then KILL after each one's ``kill_timeout``): the
     waits overlap, so stopping eight stages takes one ``kill_timeout``, not eight. Returns
-    each one's exit code (None if it could not be stopped)."""
-    codes: dict[str, int | None] = {}
+    each one's exit code, in order (None if it could not be stopped)."""
+    codes: list[int | None] = [None] * len(attempts)
 
-    def stop(attempt: RunningAttempt) -> None:
-        try:
-            codes[attempt.name] = attempt.terminate()
-        except Exception:
-            codes[attempt.name] = None
+    def stop(index: int) -> None:
+        with contextlib.suppress(Exception):
+            codes[index] = attempts[index].terminate()
 
     if len(attempts) == 1:
-        stop(attempts[0])
+        stop(0)
         return codes
-    threads = [threading.Thread(target=stop, args=(a,), daemon=True) for a in attempts]
+    threads = [threading.Thread(target=stop, args=(i,), daemon=True) for i in range(len(attempts))]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -1257,7 +1257,7 @@ class Runner:
         ``why`` (``cancelled: <stage> failed``); ``retry`` runs them again."""
         running = [a for a in self._running.values() if a.finished is None]
         codes = terminate_all(running)
-        for attempt in running:
+        for attempt, code in zip(running, codes, strict=True):
             self._running.pop(attempt.name, None)
             attempt.output.release()
             self._schedule.mark(attempt.name, FAILED)
@@ -1266,7 +1266,7 @@ class Runner:
                     attempt.stage.id,
                     StageStatus.FAILED,
                     error=why,
-                    exit_code=codes.get(attempt.name),
+                    exit_code=code,
                     known=self._moves.get(attempt.stage.id),
                 )
             self._stage_result(attempt.name, f"stage {why}", "WARNING")
@@ -1279,17 +1279,19 @@ class Runner:
         if not running:
             return
         self._running.clear()
-        codes = terminate_all([a for a in running if a.finished is None])
+        alive = [a for a in running if a.finished is None]
+        codes = dict(zip((a.name for a in alive), terminate_all(alive), strict=True))
         for attempt in running:
             attempt.output.release()  # whatever path this was, no line stays held back
             self._schedule.mark(attempt.name, TODO)
             if why is None:
                 continue
-            code = codes.get(attempt.name, 0)
+            code = codes.get(attempt.name, 0)  # one that had exited 0 is not in codes
             if attempt.finished is None:
                 self._say(f"terminated: {why} (exit {code})", "WARNING", attempt.name)
-            with contextlib.suppress(StoreError):
-                self.stages.record_exit_code(attempt.stage.id, code)
+            if code is not None:
+                with contextlib.suppress(StoreError):
+                    self.stages.record_exit_code(attempt.stage.id, code)
 
     def _fail_session(self, reason: str) -> Outcome:
         try:

@@ -382,3 +382,39 @@ def test_max_parallel_option_overrides_the_workflow_for_one_session(
     write_workflow(workspace, "wide", f"max_parallel: 3\nstages:\n{stages}\n")
     assert vc("flow", "run", "wide", "--max-parallel", "1").returncode == 0
     assert most_at_once(workspace) == 1
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_session_stored_before_parallel_stages_runs_one_stage_at_a_time_in_its_order(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """Its snapshot has no ``fail_fast`` and ``needs: []`` on every stage (what an older vc
+    wrote for "nothing said"), its rows no ``waits_for``: it runs as it was started."""
+    from sqlalchemy import update
+    from sqlmodel import select
+
+    from store import FlowSessionManager
+    from store.models import StageInstance
+
+    stages = [
+        {"name": f"s{i}", "run": mark("sleep 0.2").replace("''", "'"), "needs": []}
+        for i in range(3)
+    ]
+    write_workflow(workspace, "old", "stages:\n  - {name: s0, run: 'true'}\n")
+    with store.factory() as db:
+        sid = (
+            FlowSessionManager(db)
+            .create_session("old", definition={"id": "old", "stages": stages})
+            .id
+        )
+        rows = db.exec(select(StageInstance).where(StageInstance.session_id == sid)).all()
+        for row in rows:
+            config = {k: v for k, v in row.config.items() if k not in ("waits_for", "instance")}
+            db.execute(
+                update(StageInstance).where(StageInstance.id == row.id).values(config=config)
+            )
+        db.commit()
+    result = vc("flow", "run", "old", "--session", sid)
+    assert result.returncode == 0, result.stderr
+    order = [(kind, name) for kind, name, _ in events(workspace)]
+    assert order == [(k, f"s{i}") for i in range(3) for k in ("start", "end")]
