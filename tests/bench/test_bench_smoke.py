@@ -2,7 +2,7 @@
 `pytest -s` or the captured output) and assert only that each produced its line: speed is
 never a pass/fail here (a noisy machine must not fail CI). Full size: `python -m
 tests.bench.bench_store`, `… bench_runner`, `… bench_tui`, `… bench_serve` (a browser),
-`… bench_hosts` (PostgreSQL), `… bench_notify`, `… bench_latency`."""
+`… bench_hosts` (PostgreSQL), `… bench_notify`, `… bench_latency`, `… bench_parallel`."""
 
 from __future__ import annotations
 
@@ -103,3 +103,17 @@ def test_latency_benchmarks_report_their_ratios() -> None:
         "[bench] flow run, 10 true stages",
         "[bench] seq 100000 stage",
     ]
+
+
+def test_parallel_benchmarks_report_their_ratios() -> None:
+    from tests.bench import bench_parallel
+
+    lines = bench_parallel.main(small=True)
+    assert [line.split(":")[0] for line in lines] == [
+        "[bench] fan-out of sleeps",
+        "[bench] fan-out of true",
+        "[bench] pause of running stages",
+        "[bench] runner memory",
+        "[bench] show of a matrix session",
+    ]
+    assert "nothing left running" in lines[2]
