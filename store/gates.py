@@ -28,27 +28,20 @@ def gate_of_reason(reason: str | None) -> str | None:
     return reason[len(WAITING_PREFIX) :] or None
 
 
-def choose_gate(short_id: str, waiting: Sequence[str], gate: str | None) -> str:
-    """The gate to pass among the ``waiting`` ones (position order) of session
-    ``short_id``: ``gate`` if it waits, the only one waiting if ``gate`` is None. Raises
-    :class:`GateRefusal` with the line to show otherwise."""
+def gate_refusal(short_id: str, waiting: Sequence[str], gate: str | None) -> str | None:
+    """Why ``approve`` of ``gate`` (None: the only one waiting) cannot pass it in session
+    ``short_id``, whose ``waiting`` gates are these (position order); None when it can."""
     if not waiting:
-        raise GateRefusal(f"session {short_id} has no gate waiting")
+        return f"session {short_id} has no gate waiting"
     listed = ", ".join(waiting)
-    if gate is None:
-        if len(waiting) > 1:
-            raise GateRefusal(
-                f"session {short_id} has {len(waiting)} gates waiting: {listed}; "
-                "name the one to approve"
-            )
-        return waiting[0]
-    if gate not in waiting:
-        raise GateRefusal(f"session {short_id} has no gate {gate!r} waiting; waiting: {listed}")
-    return gate
+    if gate is None and len(waiting) > 1:
+        return (
+            f"session {short_id} has {len(waiting)} gates waiting: {listed}; "
+            "name the one to approve"
+        )
+    if gate is not None and gate not in waiting:
+        return f"session {short_id} has no gate {gate!r} waiting; waiting: {listed}"
+    return None
 
 
-class GateRefusal(Exception):
-    """Why no gate can be passed; the manager raises it as an InvalidTransition."""
-
-
-__all__ = ["WAITING_PREFIX", "GateRefusal", "choose_gate", "gate_of_reason", "waiting_reason"]
+__all__ = ["WAITING_PREFIX", "gate_of_reason", "gate_refusal", "waiting_reason"]

@@ -19,8 +19,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from store.changes import MAX_RETRIES, ManagerBase, SessionChange
-from store.errors import ConcurrentModification, InvalidTransition, SessionNotFound
-from store.gates import GateRefusal, choose_gate, gate_of_reason
+from store.errors import (
+    ConcurrentModification,
+    GateRefused,
+    InvalidTransition,
+    SessionNotFound,
+)
+from store.gates import gate_of_reason, gate_refusal
 from store.graph import expand
 from store.liveness import is_orphaned
 from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
@@ -415,14 +420,13 @@ class SessionOperations(ManagerBase):
                 self.session.rollback()
                 raise self._refuse(sid, op, cur.status)
             waiting = self._waiting_gates(conn, sid)
-            try:
-                name = choose_gate(sid[:12], [g.name for g in waiting], gate)
-            except GateRefusal as exc:
+            names = [g.name for g in waiting]
+            why = gate_refusal(sid[:12], names, gate)
+            if why is not None:
                 self.session.rollback()
-                raise InvalidTransition(
-                    str(exc), cur.status, allowed_session_ops(cur.status)
-                ) from None
-            row = next(g for g in waiting if g.name == name)
+                raise GateRefused(why, cur.status, allowed_session_ops(cur.status), names)
+            row = waiting[0] if gate is None else waiting[names.index(gate)]
+            name = row.name
             resumes = cur.status == SessionStatus.PAUSED and gate_of_reason(cur.reason) == name
             target = cur.status
             now = time.time()
