@@ -45,6 +45,15 @@ class InvalidTransition(StoreError):
         self.allowed = allowed
 
 
+class GateRefused(InvalidTransition):
+    """``approve`` found no gate to pass (none waits, not the one named, or several and
+    none named); ``waiting``: the gates that do wait, in position order."""
+
+    def __init__(self, message: str, current: str, allowed: list[str], waiting: list[str]) -> None:
+        super().__init__(message, current, allowed)
+        self.waiting = waiting
+
+
 class ConcurrentModification(StoreError):
     pass
 
@@ -152,6 +161,7 @@ def printable(text: str) -> str:
 __all__ = [
     "AmbiguousId",
     "ConcurrentModification",
+    "GateRefused",
     "InvalidId",
     "InvalidTransition",
     "ParamError",

@@ -19,11 +19,19 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from store.changes import MAX_RETRIES, ManagerBase, SessionChange
-from store.errors import ConcurrentModification, InvalidTransition, SessionNotFound
+from store.errors import (
+    ConcurrentModification,
+    GateRefused,
+    InvalidTransition,
+    SessionNotFound,
+)
+from store.gates import gate_of_reason, gate_refusal
 from store.graph import expand
 from store.liveness import is_orphaned
 from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
+from store.stage_moves import MovePlan, MoveRequest, StageState, plan_stage_move
 from store.status import (
+    GATE_PASS,
     SESSION_TRANSITIONS,
     SessionOp,
     SessionStatus,
@@ -37,6 +45,8 @@ if TYPE_CHECKING:
 
 #: The log category of session operations.
 SESSION_CATEGORY = "workflow.session.operations"
+#: The log category of stage operations (a gate passed by approve or resume).
+STAGE_CATEGORY = "workflow.stage.operations"
 
 _T = FlowSession.__table__  # type: ignore[attr-defined]
 _ST = StageInstance.__table__  # type: ignore[attr-defined]
@@ -45,11 +55,15 @@ _LOG = LogRecord.__table__  # type: ignore[attr-defined]
 
 #: What the ``check`` of a transition sees; returns why the operation is refused, or None.
 Check = Callable[[Connection, str, Row[Any]], str | None]
+#: What a transition does besides the session row, after it (its session row is locked);
+#: returns a change of its own to publish once committed (a gate it passed), or None.
+After = Callable[[Connection, str, float], "SessionChange | None"]
 
 # Statements built once: SQLAlchemy memoizes their cache keys and compiled forms, which is
 # most of what keeps a transition cheap (building a new expression per call costs ~3x).
 _READ_STATE = select(
     _T.c.status,
+    _T.c.reason,
     _T.c.version,
     _T.c.started_at,
     _T.c.runner_host,
@@ -57,6 +71,16 @@ _READ_STATE = select(
     _T.c.heartbeat_at,
 ).where(_T.c.id == bindparam("sid"))
 _UPDATES: dict[tuple[str, ...], Any] = {}
+#: The session's waiting gates (manual stages PAUSED), in position order.
+_WAITING_GATES = (
+    select(_ST.c.id, _ST.c.name, _ST.c.status, _ST.c.version, _ST.c.attempt)
+    .where(
+        _ST.c.session_id == bindparam("sid"),
+        _ST.c.stage_type == "manual",
+        _ST.c.status == GATE_PASS[0],
+    )
+    .order_by(_ST.c.position)
+)
 
 
 def _update_statement(columns: tuple[str, ...]) -> Any:
@@ -302,11 +326,11 @@ class SessionOperations(ManagerBase):
         expected_version: int | None = None,
         values: Mapping[str, Any] | None = None,
         check: Check | None = None,
-        after: Callable[[Connection, str, float], None] | None = None,
+        after: After | None = None,
     ) -> SessionChange:
         """Apply ``op`` atomically: read, check the state machine (and ``check``), write
-        conditioned on the version read, then the event. A lost race re-reads and re-checks,
-        unless the caller pinned ``expected_version``, which then raises."""
+        conditioned on the version read, then ``after`` and the event. A lost race re-reads
+        and re-checks, unless the caller pinned ``expected_version``, which then raises."""
         sid = self.resolve_session_id(session_id)
         row_def = SESSION_TRANSITIONS[op]
         for _ in range(MAX_RETRIES):
@@ -346,10 +370,11 @@ class SessionOperations(ManagerBase):
                         f"session {sid[:12]} changed meanwhile; reload and try again"
                     )
                 continue
-            if after is not None:
-                after(conn, sid, now)
+            side = None if after is None else after(conn, sid, now)
             self._event(conn, sid, op, cur.status, target, now, reason)
             self.session.commit()
+            if side is not None:
+                self._committed(side, STAGE_CATEGORY)
             change = SessionChange(sid, op, cur.status, target, cur.version + 1, reason)
             return self._committed(change, self.CATEGORY)
         raise ConcurrentModification(f"session {sid[:12]} is changing too fast; try again")
@@ -363,9 +388,17 @@ class SessionOperations(ManagerBase):
 
     def resume(self, session_id: str, *, expected_version: int | None = None) -> SessionChange:
         """PAUSED -> ACTIVE (PENDING if it never started). An ACTIVE session may also be
-        "resumed" when it is orphaned: the state stays, and the caller starts a runner."""
+        "resumed" when it is orphaned: the state stays, and the caller starts a runner.
+
+        A session PAUSED at a manual gate (reason ``waiting: <gate>``, the gate PAUSED) has
+        that gate passed in the same transaction, as :meth:`approve` passes it (event
+        ``approve`` before the ``resume``): the resume holds whether a runner waits at the
+        gate or has crashed meanwhile."""
+
+        read: list[Row[Any]] = []
 
         def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
+            read[:] = [cur]
             if (
                 cur.status == SessionStatus.ACTIVE
                 and not self._orphaned(cur)
@@ -374,9 +407,104 @@ class SessionOperations(ManagerBase):
                 return "its runner is alive"
             return None
 
+        def after(conn: Connection, sid: str, now: float) -> SessionChange | None:
+            cur = read[0]
+            gate = gate_of_reason(cur.reason) if cur.status == SessionStatus.PAUSED else None
+            if gate is None:
+                return None
+            # Read with the session row locked: no stage move of this session comes between.
+            row = next((g for g in self._waiting_gates(conn, sid) if g.name == gate), None)
+            return None if row is None else self._pass_gate(conn, sid, row, now)
+
         return self._transition(
-            session_id, SessionOp.RESUME, expected_version=expected_version, check=check
+            session_id,
+            SessionOp.RESUME,
+            expected_version=expected_version,
+            check=check,
+            after=after,
         )
+
+    def approve(self, session_id: str, gate: str | None = None) -> SessionChange:
+        """Pass a waiting manual gate of the session (a ``manual`` stage PAUSED): ``gate``,
+        or the only one waiting. In one transaction: the gate goes PAUSED -> COMPLETED
+        (event ``approve``, with who did it); a session PAUSED at that very gate (reason
+        ``waiting: <gate>``) resumes, with its ``resume`` event; any other session keeps
+        its state, its row's version bumped so that its runner hears of the change.
+
+        Refused (:class:`InvalidTransition`, nothing changed) when the session has ended,
+        when no gate waits, when ``gate`` is not one of those waiting (the message names
+        them), and when ``gate`` is None while several wait. Returns the change of the
+        session: op ``approve``, its state before and after, ``stage`` the gate passed."""
+        sid = self.resolve_session_id(session_id)
+        op = SessionOp.APPROVE
+        for _ in range(MAX_RETRIES):
+            conn = self._conn()
+            cur = self._read_state(conn, sid)
+            if cur.status not in SESSION_TRANSITIONS[op].sources:
+                self.session.rollback()
+                raise self._refuse(sid, op, cur.status)
+            waiting = self._waiting_gates(conn, sid)
+            names = [g.name for g in waiting]
+            why = gate_refusal(sid[:12], names, gate)
+            if why is not None:
+                self.session.rollback()
+                raise GateRefused(why, cur.status, allowed_session_ops(cur.status), names)
+            row = waiting[0] if gate is None else waiting[names.index(gate)]
+            name = row.name
+            resumes = cur.status == SessionStatus.PAUSED and gate_of_reason(cur.reason) == name
+            target = cur.status
+            now = time.time()
+            values: dict[str, Any] = {"version": cur.version + 1, "updated_at": now}
+            if resumes:
+                target = session_target(SessionOp.RESUME, cur.status, cur.started_at is not None)
+                values.update(status=target, reason=None)
+            params = {f"v_{k}": v for k, v in values.items()}
+            params.update(sid=sid, expected=cur.version)
+            if conn.execute(_update_statement(tuple(sorted(values))), params).rowcount != 1:
+                self.session.rollback()
+                continue
+            passed = self._pass_gate(conn, sid, row, now)
+            if passed is None:  # moved since it was read: decide again
+                self.session.rollback()
+                continue
+            if resumes:
+                self._event(conn, sid, SessionOp.RESUME, cur.status, target, now)
+            self.session.commit()
+            self._committed(passed, STAGE_CATEGORY)
+            change = SessionChange(sid, op, cur.status, target, cur.version + 1, stage=name)
+            if resumes:
+                resumed = SessionChange(sid, SessionOp.RESUME, cur.status, target, change.version)
+                self._committed(resumed, self.CATEGORY)
+            else:
+                self._committed(change, self.CATEGORY)
+            return change
+        raise ConcurrentModification(f"session {sid[:12]} is changing too fast; try again")
+
+    def _waiting_gates(self, conn: Connection, sid: str) -> list[Any]:
+        """The session's manual stages that are PAUSED (waiting), in position order: rows
+        of id, name, status, version and attempt."""
+        return list(conn.execute(_WAITING_GATES, {"sid": sid}).all())
+
+    def _pass_gate(
+        self, conn: Connection, sid: str, row: Row[Any], now: float
+    ) -> SessionChange | None:
+        """Move the gate ``row`` (read by :meth:`_waiting_gates`) PAUSED -> COMPLETED by
+        the stage table, with its ``approve`` event, in the caller's transaction. None
+        when the stage changed since it was read (nothing written)."""
+        state = StageState(sid, row.name, row.status, row.version, row.attempt)
+        plan = plan_stage_move(state, MoveRequest(GATE_PASS[1]), now)
+        if not isinstance(plan, MovePlan):
+            raise plan.error()
+        moved = conn.execute(
+            update(_ST)
+            .where(_ST.c.id == row.id, _ST.c.version == row.version)
+            .values(**plan.values)
+        )
+        if moved.rowcount != 1:
+            return None
+        op = SessionOp.APPROVE
+        self._event(conn, sid, op, row.status, GATE_PASS[1], now, stage=row.name)
+        return SessionChange(sid, op, row.status, GATE_PASS[1], row.version + 1, stage=row.name)
 
     def abort(
         self, session_id: str, *, reason: str = "aborted", expected_version: int | None = None

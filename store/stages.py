@@ -21,7 +21,7 @@ from store._driver import execute_on_driver
 from store.changes import MAX_RETRIES, ManagerBase, SessionChange, StageMove
 from store.errors import ConcurrentModification, InvalidTransition, SessionNotFound, StageNotFound
 from store.models import FlowSession, StageInstance
-from store.sessions import SESSION_CATEGORY
+from store.sessions import SESSION_CATEGORY, STAGE_CATEGORY
 from store.stage_moves import MovePlan, MoveRefusal, MoveRequest, StageState, plan_stage_move
 from store.status import TERMINAL, SessionOp, SessionStatus, StageStatus, allowed_session_ops
 
@@ -67,7 +67,7 @@ _TOUCH_SESSION = (
 class StageManager(ManagerBase):
     """Stage instances of a session: creation, status, progress, process bookkeeping."""
 
-    CATEGORY = "workflow.stage.operations"
+    CATEGORY = STAGE_CATEGORY
 
     def create_stage(
         self,

@@ -36,6 +36,7 @@ class SessionOp(StrEnum):
     FAIL = "fail"
     RETRY = "retry"
     DELETE = "delete"
+    APPROVE = "approve"
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ class Transition:
 
     ``target_if_never_started`` covers the one conditional edge of the design: resuming a
     session that was paused before it ever started puts it back to PENDING, not ACTIVE.
-    ``target`` is None for delete (the session is gone afterwards).
+    ``target`` is None where the operation sets no state of the session's own: delete (the
+    session is gone afterwards) and approve (it moves a manual gate, see :data:`GATE_PASS`).
     """
 
     sources: frozenset[SessionStatus]
@@ -58,7 +60,9 @@ _S = SessionStatus
 #: when the session is orphaned (its runner's heartbeat is stale): that is a property of the runner,
 #: not of the state, so the manager checks it in addition to this table; so is RESUME from ACTIVE
 #: (taking over an orphan, docs/ARCHITECTURE.md §2). Likewise COMPLETE needs every stage COMPLETED,
-#: and DELETE of an ACTIVE session needs no live runner.
+#: and DELETE of an ACTIVE session needs no live runner. APPROVE passes a waiting manual gate
+#: (:data:`GATE_PASS`): the session keeps its state, except a session PAUSED at that very gate
+#: (reason ``waiting: <gate>``), which resumes by RESUME's row in the same transaction.
 SESSION_TRANSITIONS: dict[SessionOp, Transition] = {
     SessionOp.START: Transition(frozenset({_S.PENDING, _S.ACTIVE}), _S.ACTIVE),
     SessionOp.PAUSE: Transition(frozenset({_S.PENDING, _S.ACTIVE}), _S.PAUSED),
@@ -68,6 +72,7 @@ SESSION_TRANSITIONS: dict[SessionOp, Transition] = {
     SessionOp.FAIL: Transition(frozenset({_S.ACTIVE, _S.PAUSED}), _S.FAILED),
     SessionOp.RETRY: Transition(frozenset({_S.FAILED}), _S.PENDING),
     SessionOp.DELETE: Transition(frozenset(_S), None),
+    SessionOp.APPROVE: Transition(frozenset({_S.PENDING, _S.ACTIVE, _S.PAUSED}), None),
 }
 
 #: Stage edges: from -> the states a stage may move to. A same-state "move" is a progress or
@@ -81,11 +86,18 @@ STAGE_TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
     _S.FAILED: frozenset({_S.PENDING}),
 }
 
+#: A manual gate (a stage without ``run``) waits PAUSED; approving it (``approve``, or the
+#: ``resume`` of a session PAUSED at it) is this edge of the stage table, with an event of
+#: op ``approve``.
+GATE_PASS: tuple[StageStatus, StageStatus] = (_S.PAUSED, _S.COMPLETED)
+
 
 def allowed_session_ops(status: SessionStatus | str) -> list[str]:
     """The operations a user may request in ``status``, for error messages and help."""
     current = SessionStatus(status)
-    internal = (SessionOp.COMPLETE, SessionOp.FAIL, SessionOp.START)
+    # APPROVE needs a gate waiting, which the state alone does not tell: its refusals name
+    # the gates that wait instead.
+    internal = (SessionOp.COMPLETE, SessionOp.FAIL, SessionOp.START, SessionOp.APPROVE)
     ops = [
         op.value
         for op, row in SESSION_TRANSITIONS.items()

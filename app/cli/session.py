@@ -5,7 +5,8 @@ Decisions the design leaves open, written down here:
 
 - `resume` starts a runner only when the session goes back to ACTIVE without a live one
   (an orphan, or a session paused before its runner died). A session paused before it ever
-  started goes back to PENDING and stays there, as before the pause.
+  started goes back to PENDING and stays there, as before the pause. `approve` follows the
+  same rule: a session it leaves ACTIVE without a live runner gets one.
 - `retry` only resets the session to PENDING (the state table of docs/ARCHITECTURE.md §2);
   it prints how to run it again (`vc flow run WORKFLOW --session ID`), it does not start a
   runner itself.
@@ -356,24 +357,26 @@ def check_workflow_id(workflow_id: str) -> None:
         raise fail(str(exc), 2) from None
 
 
-def _operation(op: str, session_id: str) -> None:
+def _operation(op: str, session_id: str, *args: str | None) -> None:
     from store.text import clean_text
 
     with open_store() as ctx, ctx.session() as session:
         manager = ctx.sessions(session)
-        change = getattr(manager, op)(session_id)
+        change = getattr(manager, op)(session_id, *args)
         obj = manager.get_session(change.session_id)
         name, workflow_id = obj.name, obj.workflow_id
         extra = ""
-        if op == "resume" and change.to_status == "ACTIVE":
+        if op == "approve":
+            extra = f"; gate {clean_text(change.stage or '')} approved"
+        if op in ("resume", "approve") and change.to_status == "ACTIVE":
             from app.runner.launch import ensure_runner
 
             started = ensure_runner(ctx, change.session_id)
             if started is not None and started.started:
-                extra = f" (runner started: pid {started.pid})"
+                extra += f" (runner started: pid {started.pid})"
             elif started is not None:
                 error_line(f"could not start a runner: {started.message}")
-                extra = " (no runner: see the error above)"
+                extra += " (no runner: see the error above)"
     short = change.session_id[:12]
     print(f"{change.to_status}: {short} ({clean_text(name)}){extra}")
     if op == "retry":
@@ -390,6 +393,23 @@ def pause_cmd(session_id: IdArg) -> None:
 def resume_cmd(session_id: IdArg) -> None:
     """Resume a paused session (starts a runner if a started session has none)."""
     _operation("resume", session_id)
+
+
+@app.command("approve")
+def approve_cmd(
+    session_id: IdArg,
+    gate: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="GATE",
+            help="The manual stage to pass; may be left out when only one gate waits.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Approve a waiting manual gate: it passes (COMPLETED). A session paused at that gate
+    resumes (a runner is started if it has none); others go on as they were."""
+    _operation("approve", session_id, gate)
 
 
 @app.command("abort")

@@ -95,6 +95,15 @@ KEYS: tuple[Key, ...] = (
         title="Resume session",
         footer="Resume",
     ),
+    # Not in the footer (it would push "q Quit" off an 80-column one), as `s` below.
+    _operation(
+        "g",
+        "approve",
+        operations.approve,
+        description="approve the manual gate waiting in it: the gate passes",
+        title="Approve gate",
+        footer=None,
+    ),
     # Not in the footer (it would push "q Quit" off an 80-column one): the summary of a
     # PENDING session says "s starts it".
     _operation(

@@ -14,6 +14,8 @@ dashboard has no second command to finish the job with:
   dashboard has no ``run --session`` key: ``t`` means "run it again";
 * ``resume`` is exactly the CLI's (a runner is started when a started session has none);
   refused on a PENDING session, it says which key starts one;
+* ``approve`` passes the only gate waiting (the dashboard has no way to name one: with
+  several waiting, the refusal says which command does);
 * ``start`` runs a PENDING session, as ``vc flow run WORKFLOW --session ID --detach``
   (the same refusals: nothing left to run, paused, a live runner).
 """
@@ -62,9 +64,7 @@ def pause(ctx: Any, session_id: str) -> str:
 
 def resume(ctx: Any, session_id: str) -> str | Done:
     """As ``vc flow session resume``: a session ACTIVE again without a live runner gets
-    one (``ensure_runner``, the CLI's own rule). A failure to start it is an error shown
-    besides the note, worded as the CLI's error line."""
-    from app.runner.launch import ensure_runner
+    one (:func:`_with_runner`)."""
     from store.errors import InvalidTransition
 
     with ctx.factory() as db:
@@ -74,9 +74,33 @@ def resume(ctx: Any, session_id: str) -> str | Done:
             if exc.current != "PENDING":
                 raise
             raise InvalidTransition(f"{exc} (s starts it)", exc.current, exc.allowed) from None
-    note = f"{change.to_status}: {_short(session_id)}"
-    if change.to_status != "ACTIVE":
-        return note
+    return _with_runner(ctx, session_id, f"{change.to_status}: {_short(session_id)}")
+
+
+def approve(ctx: Any, session_id: str) -> str | Done:
+    """As ``vc flow session approve ID``: the session's only waiting gate passes (it
+    resumes if it waits there), and a session left ACTIVE without a live runner gets one.
+    With several gates waiting it is refused, naming them; the command line names one."""
+    from store.errors import GateRefused
+
+    with ctx.factory() as db:
+        try:
+            change = manager(db).approve(session_id)
+        except GateRefused as exc:
+            if len(exc.waiting) < 2:
+                raise
+            how = f"with 'vc flow session approve {_short(session_id)} GATE'"
+            raise GateRefused(f"{exc} {how}", exc.current, exc.allowed, exc.waiting) from None
+    note = f"{change.to_status}: {_short(session_id)}; gate {change.stage} approved"
+    return _with_runner(ctx, session_id, note)
+
+
+def _with_runner(ctx: Any, session_id: str, note: str) -> str | Done:
+    """After a resume or an approve: a session ACTIVE without a live runner gets one
+    (``ensure_runner``, the CLI's own rule). A failure to start it is an error shown
+    besides ``note``, worded as the CLI's error line."""
+    from app.runner.launch import ensure_runner
+
     started = ensure_runner(ctx, session_id)
     if started is None:
         return note

@@ -242,6 +242,43 @@ def start_stages(workspace: Path, sid: str, moves: dict[str, list[str]]) -> None
                 stages.update_stage_status(ids[name], status)
 
 
+#: Two gates side by side after build, then deploy after both.
+TWO_GATES = """
+    name: Two gates
+    stages:
+      - {name: build, run: echo built}
+      - {name: qa, needs: [build]}
+      - {name: legal, needs: [build]}
+      - {name: deploy, run: echo deployed, needs: [qa, legal]}
+"""
+
+
+def at_gates(workspace: Path, workflow: str, gates: list[str], paused_at: str | None) -> str:
+    """A started session of ``workflow`` (``twogates``: :data:`TWO_GATES`) whose build has
+    completed and whose ``gates`` wait (PAUSED), PAUSED itself at ``paused_at`` (reason
+    ``waiting: <gate>``) unless None: what a runner leaves, made through the managers. Its
+    runner is this process (alive), so no command starts another."""
+    import textwrap
+
+    from store import FlowSessionManager, StageManager
+
+    if workflow == "twogates":
+        (workspace / "workflows" / "twogates.yaml").write_text(textwrap.dedent(TWO_GATES))
+    sid = create_session(workspace, workflow, name="release")
+    with store(workspace) as db:
+        sessions, stages = FlowSessionManager(db), StageManager(db)
+        sessions.start_session(sid)
+        for stage in stages.list_stages(sid):
+            if stage.name == "build":
+                stages.move_stage(stage.id, "ACTIVE")
+                stages.move_stage(stage.id, "COMPLETED")
+            elif stage.name in gates:
+                stages.move_stage(stage.id, "PAUSED")
+        if paused_at is not None:
+            sessions.pause(sid, reason=f"waiting: {paused_at}")
+    return sid
+
+
 def session_json(workspace: Path, sid: str) -> dict[str, Any]:
     """The session document straight from the store's query layer."""
     from store.queries import get_session_view, list_events

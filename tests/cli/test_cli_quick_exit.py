@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .helpers import create_session, env_for, session_json
+from .helpers import at_gates, create_session, env_for, session_json
 
 LOGS = Path("logs") / "workflow" / "session"
 
@@ -65,6 +65,16 @@ def test_a_refusal_leaves_quickly_with_its_exit_code_and_its_line(workspace: Pat
     assert done.returncode == 1
     assert done.stderr.startswith("vc: error: cannot resume session")
     assert "teardown ran" not in done.stderr
+
+
+def test_an_approve_leaves_without_teardown_and_keeps_its_commit(workspace: Path) -> None:
+    sid = at_gates(workspace, "gate", ["approve"], paused_at="approve")
+    done = _vc("flow", "session", "approve", sid[:8])
+    assert done.returncode == 0, done.stderr
+    assert "teardown ran" not in done.stderr
+    doc = session_json(workspace, sid)
+    assert doc["status"] == "ACTIVE"
+    assert [e["op"] for e in doc["events"][-2:]] == ["approve", "resume"]
 
 
 def test_a_run_leaves_quickly_with_every_line_stored_and_logged(workspace: Path) -> None:

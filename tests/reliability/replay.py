@@ -4,7 +4,7 @@ Each event must start where the previous one ended (``from`` == the replayed sta
 edge the tables allow, and the replay must end in the state the store shows. Stage events
 are replayed too, with the side effects of the session operations that move stages without
 a stage event of their own (abort fails running and paused stages, retry resets every stage
-that is not COMPLETED).
+that is not COMPLETED); ``approve`` is the event of the gate it passed.
 """
 
 from __future__ import annotations
@@ -13,19 +13,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from store.status import (
+    GATE_PASS,
     SESSION_TRANSITIONS,
     SessionOp,
     SessionStatus,
     stage_move_allowed,
 )
 
-SESSION_OPS = {op.value for op in SessionOp} - {"delete"}
+#: ``approve`` is a session operation recorded as the move of the gate it passed.
+SESSION_OPS = {op.value for op in SessionOp} - {"delete", "approve"}
 STAGE_OPS = {
     "stage.start": "ACTIVE",
     "stage.pause": "PAUSED",
     "stage.complete": "COMPLETED",
     "stage.fail": "FAILED",
     "stage.reset": "PENDING",
+    "approve": GATE_PASS[1],
 }
 
 
@@ -83,6 +86,8 @@ def replay(
                 problems.append(f"{where}: from {e.from_status} but the stage was {current}")
             if e.to_status != STAGE_OPS[e.op]:
                 problems.append(f"{where}: {e.op} cannot lead to {e.to_status}")
+            if e.op == "approve" and e.from_status != GATE_PASS[0]:
+                problems.append(f"{where}: only a waiting ({GATE_PASS[0]}) gate is approved")
             same = e.from_status == e.to_status
             if not stage_move_allowed(e.from_status, e.to_status) or (
                 same and e.op != "stage.start"

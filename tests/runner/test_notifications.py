@@ -155,7 +155,7 @@ def session_with(engine: Any, notify: dict[str, Any] | None) -> str:
 
 def run_like_a_runner(engine: Any, sid: str, announcer: SessionAnnouncer) -> None:
     """What the runner commits, through managers that have the announcer: start, a gate,
-    its resume, a stage failing, the session failing."""
+    its resume (which passes the gate), a stage failing, the session failing."""
     from store import get_session_factory
 
     with get_session_factory(engine)() as db:
@@ -170,7 +170,6 @@ def run_like_a_runner(engine: Any, sid: str, announcer: SessionAnnouncer) -> Non
         stages.move_stage(by_name["approve"], "PAUSED")
         sessions.pause(sid, reason="waiting: approve")
         FlowSessionManager(db).resume(sid)
-        stages.move_stage(by_name["approve"], "COMPLETED")
         stages.move_stage(by_name["ship"], "ACTIVE")
         stages.move_stage(by_name["ship"], "FAILED", error="exit code 1")
         sessions.fail(sid, "stage ship failed: exit code 1")

@@ -15,6 +15,7 @@ from app.tui.screens import DetailsScreen, NewSessionScreen
 from tests.tui.tui_testkit import (
     events,
     loaded,
+    make_gated_session,
     make_session,
     notifications,
     row_of,
@@ -56,6 +57,42 @@ async def test_r_resumes_a_paused_session(ctx: Any, make_app: Any) -> None:
             pilot, lambda: row_of(app, sid).status == "PENDING", what="PENDING in the table"
         )
         assert events(ctx, sid)[-1] == "resume"
+
+
+async def test_g_approves_the_gate_and_resumes_the_session_waiting_at_it(
+    ctx: Any, make_app: Any
+) -> None:
+    sid = make_gated_session(ctx, ("qa",), paused_at="qa")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("g")
+        await wait_for(pilot, lambda: status(ctx, sid) == "ACTIVE", what="ACTIVE in the store")
+        stages = {s.name: s.status for s in view(ctx, sid).stages}
+        assert (stages["qa"], stages["legal"]) == ("COMPLETED", "PENDING")
+        assert events(ctx, sid)[-2:] == ["approve", "resume"]
+        await wait_for(
+            pilot,
+            lambda: f"approve: ACTIVE: {sid[:12]}; gate qa approved" in notifications(app),
+            what="the note",
+        )
+
+
+async def test_g_with_two_gates_waiting_is_refused_saying_which_command_names_one(
+    ctx: Any, make_app: Any
+) -> None:
+    sid = make_gated_session(ctx, ("qa", "legal"))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("g")
+        await wait_for(pilot, lambda: notifications(app), what="the refusal")
+        assert notifications(app) == [
+            f"approve refused: session {sid[:12]} has 2 gates waiting: qa, legal; name the "
+            f"one to approve with 'vc flow session approve {sid[:12]} GATE'"
+        ]
+        stages = {s.name: s.status for s in view(ctx, sid).stages}
+        assert (stages["qa"], stages["legal"]) == ("PAUSED", "PAUSED")
 
 
 async def test_p_r_a_on_a_real_runner(ctx: Any, make_app: Any, vc: Any) -> None:
@@ -357,6 +394,19 @@ async def test_palette_runs_an_operation(ctx: Any, make_app: Any) -> None:
         await wait_for(pilot, lambda: "Pause session" in screen_text(app), what="the hit")
         await pilot.press("enter")
         await wait_for(pilot, lambda: status(ctx, sid) == "PAUSED", what="PAUSED")
+
+
+async def test_palette_approves_a_gate(ctx: Any, make_app: Any) -> None:
+    sid = make_gated_session(ctx, ("legal",))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("ctrl+p")
+        await pilot.press(*"approve")
+        await wait_for(pilot, lambda: "Approve gate" in screen_text(app), what="the hit")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: events(ctx, sid)[-1] == "approve", what="the approve")
+        assert {s.name: s.status for s in view(ctx, sid).stages}["legal"] == "COMPLETED"
 
 
 def test_every_key_is_in_the_help_and_the_palette_and_every_entry_is_an_action() -> None:

@@ -1,0 +1,96 @@
+"""`vc flow session approve ID [GATE]`: passing a waiting manual gate from the command line,
+its output, its exit codes and its refusals (which change nothing). The sessions are brought
+to their gates through the managers, as a runner would, without running one; their runner is
+this test process, alive, so no command starts another."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .helpers import at_gates, one_error_line, run, session_json, snapshot
+
+
+def stage_statuses(workspace: Path, sid: str) -> dict[str, str]:
+    return {s["name"]: s["status"] for s in session_json(workspace, sid)["stages"]}
+
+
+def test_approve_passes_the_only_gate_and_resumes_the_session_waiting_at_it(
+    store_workspace: Path, cli
+) -> None:
+    sid = at_gates(store_workspace, "gate", ["approve"], paused_at="approve")
+    result = cli("flow", "session", "approve", sid[:6])
+    assert result.code == 0, result.err
+    assert result.out == f"ACTIVE: {sid[:12]} (release); gate approve approved\n"
+    assert result.err == ""
+    doc = session_json(store_workspace, sid)
+    assert (doc["status"], doc["reason"]) == ("ACTIVE", None)
+    assert stage_statuses(store_workspace, sid)["approve"] == "COMPLETED"
+    assert [(e["op"], e["stage"]) for e in doc["events"][-2:]] == [
+        ("approve", "approve"),
+        ("resume", None),
+    ]
+
+
+def test_approve_of_a_named_gate_leaves_the_other_waiting_and_the_session_as_it_was(
+    store_workspace: Path, cli
+) -> None:
+    sid = at_gates(store_workspace, "twogates", ["qa", "legal"], paused_at=None)
+    result = cli("flow", "session", "approve", sid, "legal")
+    assert result.code == 0, result.err
+    assert result.out == f"ACTIVE: {sid[:12]} (release); gate legal approved\n"
+    statuses = stage_statuses(store_workspace, sid)
+    assert (statuses["qa"], statuses["legal"]) == ("PAUSED", "COMPLETED")
+
+
+@pytest.mark.parametrize(
+    ("gates", "args", "message"),
+    [
+        ([], [], "session {short} has no gate waiting"),
+        (["qa"], ["legal"], "session {short} has no gate 'legal' waiting; waiting: qa"),
+        (
+            ["qa", "legal"],
+            [],
+            "session {short} has 2 gates waiting: qa, legal; name the one to approve",
+        ),
+    ],
+    ids=["none-waiting", "not-waiting", "two-waiting"],
+)
+def test_a_refused_approve_exits_one_with_one_line_and_changes_nothing(
+    store_workspace: Path, gates: list[str], args: list[str], message: str
+) -> None:
+    sid = at_gates(store_workspace, "twogates", gates, paused_at=None)
+    before = snapshot(store_workspace)
+    result = run("flow", "session", "approve", sid[:8], *args)
+    assert result.code == 1
+    assert one_error_line(result) == "vc: error: " + message.format(short=sid[:12])
+    assert result.out == ""
+    assert snapshot(store_workspace) == before
+
+
+def test_approve_of_an_ended_session_is_refused_like_any_operation(
+    store_workspace: Path, cli
+) -> None:
+    sid = at_gates(store_workspace, "gate", ["approve"], paused_at="approve")
+    assert cli("flow", "session", "abort", sid).code == 0
+    before = snapshot(store_workspace)
+    result = cli("flow", "session", "approve", sid)
+    assert result.code == 1
+    assert one_error_line(result) == (
+        f"vc: error: cannot approve session {sid[:12]}: it is FAILED; allowed: retry, delete"
+    )
+    assert snapshot(store_workspace) == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["approve"], ["approve", "0123abcd", "qa", "legal"], ["approve", "--gate", "qa", "0123"]],
+    ids=["no-id", "two-gates", "unknown-option"],
+)
+def test_approve_with_bad_arguments_is_a_usage_error(workspace: Path, cli, args: list[str]) -> None:
+    result = cli("flow", "session", *args)
+    assert result.code == 2
+    line = one_error_line(result)
+    assert line.endswith("(see 'vc flow session approve --help')")
+    assert result.out == ""
