@@ -406,10 +406,20 @@ class Runner(Recovery):
         """Sleep until a running stage exits or one poll has passed (Ctrl-C or a lost
         heartbeat wake it at once when nothing runs)."""
         procs = [a.proc for a in self._running.values() if a.finished is None]
+        for proc in procs:
+            if proc.exited:  # reaped, its last output still being read: that comes first
+                proc.wait(POLL_INTERVAL)
+                return
         if procs:
             wait_any(procs, POLL_INTERVAL)
-        elif self._running:
-            time.sleep(POLL_INTERVAL / 5)  # exited, the output not all read or stored yet
+            return
+        finishing = [a.finished for a in self._running.values() if a.finished is not None]
+        mirror = self.log.mirror
+        if finishing and mirror is not None:
+            # exited 0, its output on the way to the store: wait for that, not a fixed nap
+            mirror.wait_stored(max(f.output_mark for f in finishing), POLL_INTERVAL)
+        elif finishing:
+            time.sleep(POLL_INTERVAL / 5)
         else:
             self._idle()
 
