@@ -10,6 +10,7 @@ import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.logging import Logging, format_line
 from app.runner.outputs import OUTPUT_TAG, OutputRecorder
@@ -240,3 +241,10 @@ def terminate_all(attempts: list[RunningAttempt]) -> list[int | None]:
     for thread in threads:
         thread.join()
     return codes
+
+
+def config_seconds(value: Any) -> float | None:
+    """A duration from a stage's config (validated > 0 when the workflow was loaded)."""
+    if value is None or value == "":
+        return None
+    return float(value)

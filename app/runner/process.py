@@ -792,6 +792,11 @@ class StageProcess:
         return None if self._popen is None else self._popen.returncode
 
     @property
+    def exited(self) -> bool:
+        """The main process has exited and been reaped (its output may still be read)."""
+        return self._exited.is_set()
+
+    @property
     def running(self) -> bool:
         """True from start() until the main process has exited (and been reaped)."""
         return self._popen is not None and not self._await_exit(0)

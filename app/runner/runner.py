@@ -34,23 +34,28 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from app.logging import Logging
 from app.runner.attempt import AttemptResult, RunningAttempt, StageOutput, terminate_all
+from app.runner.attempt import config_seconds as _seconds
 from app.runner.notifications import SessionAnnouncer
 from app.runner.outputs import OutputRecorder, stage_environment
-from app.runner.process import (
-    StageProcess,
-    StageStartError,
-    find_session_processes,
-    kill_groups,
-    kill_leftover_group,
-    wait_any,
-)
+from app.runner.process import StageProcess, StageStartError, wait_any
+from app.runner.recovery import Recovery
 from app.runner.schedule import DONE, FAILED, RUNNING, TODO, WAITING, Schedule
+from app.runner.store_link import (
+    _STORE_ERRORS,
+    LISTEN_AFTER,
+    NOTIFY_RESYNC,
+    STORE_RETRY,
+    Interrupted,
+    Outcome,
+    _permanent,
+    _Persistent,
+    _TakenOver,
+)
 from store import FlowSessionManager, StageManager
 from store.changes import StageMove
 from store.definitions import DEFAULT_KILL_TIMEOUT
@@ -59,36 +64,16 @@ from store.errors import (
     InvalidTransition,
     SessionNotFound,
     StoreError,
-    StoreUnavailable,
-    transient_errors,
 )
-from store.failures import PermanentStoreError, StoreFailure, classify, schema_note
+from store.failures import PermanentStoreError, StoreFailure
 from store.graph import fail_fast, instance_waits, max_parallel, stage_of
-from store.liveness import HEARTBEAT_INTERVAL
-from store.queries import SessionView, StageView, get_session_view, last_session_change
+from store.queries import SessionView, StageView, get_session_view
 from store.space import StoreSpace, is_disk_full
 from store.status import SessionStatus, StageStatus
 
 #: Control-loop period while a stage runs: how fast pause/resume/abort are enforced (one
 #: indexed status read per poll, about 0.3% of a core).
 POLL_INTERVAL = 0.05
-#: Poll period when no stage runs (paused between stages, waiting at a manual gate): still
-#: well under the 250 ms the design allows, and cheap enough for an idle runner (< 1% CPU).
-IDLE_POLL_INTERVAL = 0.2
-#: While the store is unreachable, reads and writes are retried with a backoff from the
-#: first to the second value (seconds); the stage keeps running meanwhile.
-STORE_RETRY = (0.25, 5.0)
-#: After Ctrl-C with the store unreachable: how long to keep trying to record the pause.
-INTERRUPTED_STORE_WAIT = 10.0
-#: On PostgreSQL the runner LISTENs for changes of its session and reads its state only
-#: when notified, or after this many quiet seconds (a safety net for a silent connection).
-#: On SQLite it reads its state only when ``PRAGMA data_version`` says another connection
-#: committed (microseconds, no table read): a state read costs a millisecond or two on a
-#: slow machine, which five times a second kept an idle runner near 1% of a core.
-NOTIFY_RESYNC = 1.0
-LISTEN_AFTER = 1.0
-STAGE_CATEGORY = "workflow.stage.operations"
-SESSION_CATEGORY = "workflow.session.operations"
 #: Why a task stage without a command fails (one created through the API with no ``run``
 #: in its config): it is not run as a shell command "None".
 NO_COMMAND = (
@@ -96,41 +81,10 @@ NO_COMMAND = (
     "(a stage without one is a manual gate: stage_type='manual')"
 )
 
-_T = TypeVar("_T")
+__all__ = ["NO_COMMAND", "POLL_INTERVAL", "Interrupted", "Outcome", "Runner", "checklist_suffix"]
 
 
-#: Errors that mean "the store is away for now": retried, never fatal to a running stage.
-_STORE_ERRORS = transient_errors()
-
-
-def _permanent(exc: BaseException) -> StoreFailure | None:
-    """The store failure ``exc`` is, if waiting will not cure it (see store.failures)."""
-    failure = classify(exc)
-    return failure if failure is not None and failure.permanent else None
-
-
-class Interrupted(Exception):
-    """Ctrl-C / SIGTERM on the runner: pause the session so the user can resume it later."""
-
-
-class _TakenOver(Exception):
-    """The heartbeat found another runner owning the session: stop without touching it."""
-
-
-@dataclass
-class Outcome:
-    """How a run ended: the exit code of `vc flow run` and a line for the user."""
-
-    code: int
-    message: str
-    status: str | None = None
-    #: Set when the run stopped because the store refuses it for good: what it refuses
-    #: with (store.failures). Nothing more could be recorded; the session is left for
-    #: ``resume``.
-    store_failure: str | None = None
-
-
-class Runner:
+class Runner(Recovery):
     """Runs one session: claims it, beats, runs its remaining stages in order, completes it.
 
     One instance per process and session. ``on_update`` (the foreground display) is called
@@ -244,24 +198,11 @@ class Runner:
 
     # -- logging -------------------------------------------------------------------------------
 
-    def _say(self, text: str, level: str = "INFO", stage: str | None = None) -> None:
-        from loguru import logger
-
-        category = STAGE_CATEGORY if stage else SESSION_CATEGORY
-        logger.bind(category=category, session_id=self.session_id, stage=stage).log(level, text)
-
     def _stage_result(self, stage: str, text: str, level: str = "INFO") -> None:
         """Log how a stage (or an attempt of it) ended, and tell the display."""
         self._say(text, level, stage)
         self.stage_results.append((stage, text))
         self._notify()
-
-    def _notify(self) -> None:
-        if self.on_update is not None:
-            try:
-                self.on_update(self)
-            except Exception:
-                pass  # a display problem must never stop the session
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -344,455 +285,6 @@ class Runner:
                 with contextlib.suppress(Exception):
                     self._db.rollback()
             self._db.close()
-
-    def _listen(self) -> Any:
-        """Something whose ``changed()`` says when the state must be read again. On
-        PostgreSQL: LISTEN for changes of this session (another host's pause arrives as a
-        notification instead of waiting for a poll). On SQLite: ``PRAGMA data_version`` on
-        a connection of its own, which moves whenever any connection commits. Opened once
-        the session has run for LISTEN_AFTER seconds: a quick session (a worker drains
-        thousands) is done before a connection of its own would pay off."""
-        self._listen_at = float("inf")  # one try
-        bind = self._db.get_bind()
-        if bind.dialect.name == "sqlite":
-            from store.watch import ChangeWatcher
-
-            self._notifier = ChangeWatcher(bind)
-            return self._notifier
-        if bind.dialect.name != "postgresql":
-            return None
-        from store.notify import SessionNotifier
-
-        try:
-            self._notifier = SessionNotifier(bind, self.session_id, resync=NOTIFY_RESYNC)
-        except Exception:
-            self._notifier = None  # polling works without it
-        return self._notifier
-
-    def _beat(self) -> None:
-        """Heartbeat thread: refresh ``heartbeat_at`` every HEARTBEAT_INTERVAL seconds on a
-        connection of its own, so a long SIGKILL wait or a big log flush never makes a live
-        runner look orphaned. A refused beat means another runner took over: stop."""
-        with self.factory() as db:
-            manager = FlowSessionManager(db, actor="runner")
-            while not self._stop.wait(HEARTBEAT_INTERVAL):
-                try:
-                    if not manager.heartbeat(
-                        self.session_id, runner_host=self.host, runner_pid=self.pid
-                    ):
-                        if not self._stop.is_set():
-                            self._lost.set()
-                            self._wake.set()
-                        return
-                except Exception as exc:
-                    with contextlib.suppress(Exception):
-                        # away for a moment: try again next beat, on a new connection (a
-                        # store that changed under the old one is seen as it is now)
-                        db.invalidate()
-                    failure = _permanent(exc)
-                    if failure is not None:  # the loop stops on it, see _check_flags
-                        self._failure = self._failure or failure
-                        self._wake.set()
-                        return
-                    if self._space is not None and is_disk_full(exc):
-                        self._space.release_reserve()  # the claim must stay recorded
-
-    # -- reading the store -----------------------------------------------------------------------
-
-    def _view(self) -> SessionView:
-        def read() -> SessionView | None:
-            self._db.commit()
-            return get_session_view(self._db, self.session_id)
-
-        view = self._persist(read)
-        if view is None:
-            raise SessionNotFound(f"session {self.session_id[:12]} was deleted")
-        return view
-
-    # -- the store going away ----------------------------------------------------------------------
-
-    def _persist(self, call: Callable[[], _T]) -> _T:
-        """Run a store call, retrying with a backoff while the store is unreachable: what
-        the runner records (a stage's start and end, the session's end) is never dropped,
-        it waits for the store. The stage's process is not touched meanwhile; its output
-        goes to the session log file and is mirrored to the store when it is back. After
-        Ctrl-C it gives up after INTERRUPTED_STORE_WAIT seconds."""
-        delay = STORE_RETRY[0]
-        give_up_at: float | None = None
-        while True:
-            if self._lost.is_set():
-                raise _TakenOver(f"another runner took over session {self.session_id[:12]}")
-            if self._failure is not None:  # seen by the heartbeat meanwhile
-                raise PermanentStoreError(self._failure.what)
-            try:
-                if self._down_since is not None:
-                    self._fence()
-                result = call()
-            except _STORE_ERRORS as exc:
-                if self._disk_full(exc):
-                    continue  # the reserve made room: write again at once
-                self._store_lost(exc)  # raises PermanentStoreError if waiting won't cure it
-                if self._interrupted.is_set():
-                    now = time.monotonic()
-                    give_up_at = give_up_at or now + INTERRUPTED_STORE_WAIT
-                    if now > give_up_at:
-                        raise StoreUnavailable(
-                            f"the store is unreachable: {_first_line(exc)}"
-                        ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, STORE_RETRY[1])
-                continue
-            except BaseException as exc:
-                self._raise_if_permanent(exc)  # e.g. permission denied on a table
-                self._store_back()  # the store answered (with a refusal)
-                raise
-            self._store_back()
-            return result
-
-    def _flush_logs(self) -> None:
-        """Before the session ends: its log lines are in the store first, so whoever sees
-        COMPLETED or FAILED (a script, `session logs`) sees the whole log too."""
-        if self._down_since is None:
-            self.log.flush()
-
-    def _fence(self) -> None:
-        """Before the first read or write after an outage: is the session still ours? Its
-        heartbeat went stale meanwhile, so another host may have taken it over; then this
-        runner must not write anything more (the heartbeat is refreshed otherwise)."""
-        if not self._raw_sessions.heartbeat(
-            self.session_id, runner_host=self.host, runner_pid=self.pid
-        ):
-            self._lost.set()
-            raise _TakenOver(
-                f"another runner took over session {self.session_id[:12]} while the store "
-                "was unreachable"
-            )
-
-    def _landed(self, errors_before: int, stage: StageView, status: str, attempt: int) -> bool:
-        """A write refused after the store went away in the middle of it: did its first
-        try commit before the connection broke (the stage is as we wanted it)?"""
-        if self._store_errors == errors_before:
-            return False
-        row = self.stages.get_stage(stage.id)
-        return bool(row.status == status and row.attempt == attempt)
-
-    def _disk_full(self, exc: BaseException) -> bool:
-        """A write of ours failed because the store's disk is full: release the store's
-        reserve (see :mod:`store.space`) so that the session's state can still be recorded
-        (True: write again now). Log rows have given way already (the mirror holds them
-        back); the session stops before its next stage (:meth:`_stop_on_full_disk`).
-        False when there is no reserve left to release: then it is waited for like an
-        unreachable store."""
-        if self._space is None or not is_disk_full(exc):
-            return False
-        with contextlib.suppress(Exception):
-            self._db.rollback()
-        first, self._store_full = not self._store_full, True
-        released = self._space.release_reserve()
-        if released:
-            self._say(
-                f"the disk of the store {self._space.database} is full: its reserve is "
-                "released so that this session's state can still be recorded; log lines "
-                "give way, and no further stage starts",
-                "WARNING",
-            )
-        elif first:
-            self._say(f"the disk of the store {self._space.database} is full", "WARNING")
-        return released
-
-    def _store_is_full(self) -> bool:
-        mirror = self.log.mirror
-        return self._store_full or (mirror is not None and mirror.full)
-
-    def _stop_on_full_disk(self) -> Outcome | None:
-        """Before a stage (or a retry) starts: a store whose disk is full cannot keep
-        the session's log, and its state lives on the reserve, so the session fails here,
-        saying so, instead of running stage after stage unrecorded; once there is room,
-        `retry` goes on from here (its COMPLETED stages are kept)."""
-        if not self._store_is_full():
-            return None
-        reason = self._full_disk_reason()
-        self._say(f"the session stops: {reason}", "ERROR")
-        try:
-            self._flush_logs()
-            self.sessions.fail(self.session_id, reason)
-        except InvalidTransition:
-            return self._stopped_outcome()
-        return Outcome(1, reason, SessionStatus.FAILED)
-
-    def _full_disk_reason(self) -> str:
-        where = f" {self._space.database}" if self._space is not None else ""
-        mirror = self.log.mirror
-        lost = mirror.dropped_by_session.get(self.session_id, 0) if mirror is not None else 0
-        missing = f", {lost} log line(s) of this session could not be stored" if lost else ""
-        return (
-            f"the disk of the store{where} is full{missing}; free some space, then retry "
-            "the session"
-        )
-
-    def _log_losses(self) -> str | None:
-        """What of this session's log could not be written (None: nothing), for the
-        reason of a session that completed all the same."""
-        parts = []
-        mirror = self.log.mirror
-        stored = mirror.dropped_by_session.get(self.session_id, 0) if mirror is not None else 0
-        if stored:
-            parts.append(f"{stored} log line(s) are missing from the store")
-        files = self.log.files
-        name = files.session_path(self.session_id).name
-        in_file = files.lost.get(name, 0)
-        if in_file:
-            why = files.last_error.get(name, "it could not be written")
-            parts.append(
-                f"{in_file} line(s) are missing from the session log file "
-                f"{files.root / name} ({why})"
-            )
-        return "; ".join(parts) or None
-
-    def _raise_if_permanent(self, exc: BaseException) -> None:
-        """A store error that waiting will not cure (see store.failures) ends the run with
-        :class:`PermanentStoreError`, instead of a backoff that would never end."""
-        if isinstance(exc, PermanentStoreError):
-            raise exc
-        failure = _permanent(exc)
-        if failure is None:
-            return
-        self._failure = self._failure or failure
-        with contextlib.suppress(Exception):
-            self._db.rollback()
-        raise PermanentStoreError(failure.what) from None
-
-    def _stop_for_good(self, failure: StoreFailure) -> Outcome:
-        """The store refuses this runner for good: nothing more can be recorded, so the
-        session stays as the store last saw it (ACTIVE, its runner gone: orphaned), for
-        ``vc flow session resume`` once the cause is fixed. The running stage's processes
-        were terminated on the way here (:meth:`_attempt`), so nothing of it runs on
-        unsupervised. One line names the cause, in the session log and to the caller."""
-        short = self.session_id[:12]
-        if failure.about_schema:
-            note = schema_note(self._db.get_bind())
-            if note is not None:
-                failure = StoreFailure("permanent", f"{note}; {failure.what}", True)
-        line = (
-            f"stopped: the store refuses this runner ({failure.what}); waiting will not "
-            f"cure it: fix it, then 'vc flow session resume {short}'"
-        )
-        self._say(line, "ERROR")
-        return Outcome(1, line, None, store_failure=failure.what)
-
-    def _store_lost(self, exc: BaseException) -> None:
-        """A store call failed for a reason a wait may cure: back off. Raises
-        :class:`PermanentStoreError` when waiting will not cure it."""
-        self._raise_if_permanent(exc)
-        self._store_errors += 1
-        with contextlib.suppress(Exception):
-            # The connection is not trusted any more: the next try opens a new one (a
-            # server connection is invalidated by the driver anyway), so a store that
-            # changed under it (a SQLite file made read-only, its database dropped) is
-            # seen as it is now instead of through a connection opened before.
-            self._db.invalidate()
-        now = time.monotonic()
-        self._retry_at = now + self._backoff
-        self._backoff = min(self._backoff * 2, STORE_RETRY[1])
-        if self._down_since is None:
-            self._down_since = now
-            what = (
-                "the store's disk is full"
-                if is_disk_full(exc)
-                else f"store unreachable ({_first_line(exc)})"
-            )
-            self._say(f"{what}; running stages go on, retrying", "WARNING")
-
-    def _store_back(self) -> None:
-        if self._down_since is None:
-            return
-        away = time.monotonic() - self._down_since
-        self._down_since = None
-        self._backoff = STORE_RETRY[0]
-        self._say(f"store reachable again after {away:.1f} s")
-
-    def _desired(self, fresh: bool = False) -> tuple[str, str | None] | None:
-        """(status, reason) the front ends want, None if the session was deleted. Raises
-        :class:`Interrupted` after Ctrl-C and :class:`_TakenOver` when another runner owns
-        the session now."""
-        self._check_flags()
-        if self._down_since is not None and time.monotonic() < self._retry_at:
-            return self._last_desired
-        notifier = self._notifier
-        if notifier is None and time.monotonic() >= self._listen_at:
-            notifier = self._listen()
-        fresh, self._read_next = self._read_next or fresh, False
-        if (
-            not fresh
-            and notifier is not None
-            and self._down_since is None
-            and not self._maybe_changed(notifier)
-        ):
-            return self._last_desired
-        try:
-            if self._down_since is not None:
-                self._fence()
-            state = self._raw_sessions.state(self.session_id)
-        except _STORE_ERRORS as exc:
-            self._store_lost(exc)
-            return self._last_desired
-        except Exception as exc:
-            self._raise_if_permanent(exc)
-            raise
-        self._store_back()
-        self._state_read = True
-        desired = None if state is None else (state[0], state[2])
-        previous, self._last_desired = self._last_desired, desired
-        if self.on_update is not None and (
-            desired is None or previous is None or desired[0] != previous[0]
-        ):
-            self._seen_change(desired)
-        return desired
-
-    def _seen_change(self, desired: tuple[str, str | None] | None) -> None:
-        """The session changed state under this runner: who did it, for the foreground
-        display ("paused by ana on build-02"). Its own changes (a gate's pause, its claim)
-        are no news; one read of the newest event into that state, only on a change."""
-        if desired is None:
-            self.paused_by = None
-            self.control_notes.append("session deleted")
-            self._notify()
-            return
-        status, _ = desired
-        try:
-            event = last_session_change(self._db, self.session_id, status)
-            self._db.commit()
-        except _STORE_ERRORS:
-            with contextlib.suppress(Exception):
-                self._db.rollback()
-            event = None
-        if event is not None and (event.host, event.pid) == (self.host, self.pid):
-            return
-        who = f"{event.actor} on {event.host}" if event is not None else "someone"
-        self.paused_by = who if status == SessionStatus.PAUSED else None
-        what = _DONE.get(event.op if event is not None else "", status.lower())
-        self.control_notes.append(f"session {what} by {who}")
-        self._notify()
-
-    @staticmethod
-    def _maybe_changed(notifier: Any) -> bool:
-        try:
-            return bool(notifier.changed())
-        except Exception:
-            return True  # cannot tell: read the state (whose errors are handled)
-
-    def _check_flags(self) -> None:
-        mirror = self.log.mirror
-        failure = self._failure or (mirror.failure if mirror is not None else None)
-        if failure is not None:
-            self._failure = failure
-            raise PermanentStoreError(failure.what)
-        if self._interrupted.is_set():
-            raise Interrupted
-        if self._lost.is_set():
-            raise _TakenOver(f"another runner took over session {self.session_id[:12]}")
-
-    def _idle(self) -> None:
-        """Sleep one idle poll; Ctrl-C or a lost heartbeat wakes it at once."""
-        self._wake.wait(IDLE_POLL_INTERVAL)
-        self._wake.clear()
-
-    # -- recovery ------------------------------------------------------------------------------
-
-    def _cleanup_leftovers(self, view: SessionView) -> bool:
-        """Taking over after a crash: whatever is left of an interrupted stage's process
-        group is removed (only if its recorded start time still matches, so a reused pid is
-        never signalled), and the stage goes back to PENDING to run again as a new attempt.
-        A manual gate keeps its state: the gate logic knows whether it was passed. True if a
-        stage was reset (the caller's view is then stale)."""
-        changed = False
-        for stage in view.stages:
-            if stage.stage_type == "manual" or stage.status == StageStatus.COMPLETED:
-                continue
-            interrupted = stage.status in (StageStatus.ACTIVE, StageStatus.PAUSED)
-            # Also for PENDING/FAILED stages: an aborted attempt whose runner died before it
-            # could kill it is still recorded (retry keeps the pid) and would run beside the
-            # new attempt. A process that finished fails the start-time check: no signal.
-            if stage.pid and stage.host == self.host:
-                timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
-                if kill_leftover_group(stage.pid, stage.pid_start, timeout):
-                    self._say(
-                        f"removed the leftover process group {stage.pid} of "
-                        f"attempt {stage.attempt}",
-                        "WARNING",
-                        stage.name,
-                    )
-            elif stage.pid and stage.host and interrupted:
-                self._say(
-                    f"attempt {stage.attempt} ran on host {stage.host} (pid {stage.pid}); "
-                    "it cannot be signalled from here",
-                    "WARNING",
-                    stage.name,
-                )
-            if interrupted:
-                changed = True
-                self.stages.move_stage(stage.id, StageStatus.PENDING)
-                self._say(
-                    f"attempt {stage.attempt} was interrupted; the stage runs again",
-                    "WARNING",
-                    stage.name,
-                )
-        if self._started_before:
-            self._remove_unrecorded(view)
-        return changed
-
-    def _remove_unrecorded(self, view: SessionView) -> None:
-        """No stage may start while a process of an earlier attempt of it lives on this
-        host. The recorded pid (above) does not cover everything: a runner killed between
-        spawning a stage and recording its attempt leaves the stage PENDING with nothing
-        recorded while its process runs on, and a stage's processes may leave its group.
-        So every process of this user that carries the session's ``VC_SESSION_ID`` and
-        the ``VC_STAGE`` of a stage that is not COMPLETED is removed with its group, and
-        the next attempt is numbered above the one it carried.
-
-        Why a search at takeover rather than recording the attempt before the spawn: the
-        record-first order still leaves the window between the spawn and the pid write
-        (so the search would be needed anyway), and it would cost every stage the write
-        that now overlaps with its process' start-up. The search costs one pass over
-        /proc, once per takeover, nothing per stage. A COMPLETED stage's processes are
-        left alone (a stage may leave a service running on purpose). Processes on other
-        hosts cannot be searched from here: an attempt a runner on another host started
-        and never recorded is not found.
-        """
-        candidates = {
-            s.name: s
-            for s in view.stages
-            if s.stage_type != "manual" and s.status != StageStatus.COMPLETED
-        }
-        for _ in range(3):  # again after a removal: a process caught mid-exec is not seen
-            found = [p for p in find_session_processes(self.session_id) if p.stage in candidates]
-            if not found:
-                return
-            self._remove_found(found, candidates)
-
-    def _remove_found(self, found: list[Any], candidates: dict[str, StageView]) -> None:
-        by_stage: dict[str, list[Any]] = {}
-        for proc in found:
-            by_stage.setdefault(proc.stage, []).append(proc)
-        for name, procs in by_stage.items():
-            stage = candidates[name]
-            timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
-            groups = kill_groups(procs, timeout)
-            attempts = sorted({p.attempt for p in procs if p.attempt is not None})
-            if attempts:
-                floor = self._attempt_floor.get(name, 0)
-                self._attempt_floor[name] = max(attempts[-1], stage.attempt, floor)
-            if not groups:
-                continue  # gone by themselves before the signal
-            unrecorded = [a for a in attempts if a > stage.attempt]
-            which = ", ".join(str(a) for a in attempts) or "?"
-            note = " (the attempt had not been recorded)" if unrecorded else ""
-            self._say(
-                f"removed the leftover process group {', '.join(map(str, groups))} of "
-                f"attempt {which}{note}, found on this host by its VC_SESSION_ID",
-                "WARNING",
-                name,
-            )
 
     # -- the scheduler -------------------------------------------------------------------------
 
@@ -914,10 +406,20 @@ class Runner:
         """Sleep until a running stage exits or one poll has passed (Ctrl-C or a lost
         heartbeat wake it at once when nothing runs)."""
         procs = [a.proc for a in self._running.values() if a.finished is None]
+        for proc in procs:
+            if proc.exited:  # reaped, its last output still being read: that comes first
+                proc.wait(POLL_INTERVAL)
+                return
         if procs:
             wait_any(procs, POLL_INTERVAL)
-        elif self._running:
-            time.sleep(POLL_INTERVAL / 5)  # exited, the output not all read or stored yet
+            return
+        finishing = [a.finished for a in self._running.values() if a.finished is not None]
+        mirror = self.log.mirror
+        if finishing and mirror is not None:
+            # exited 0, its output on the way to the store: wait for that, not a fixed nap
+            mirror.wait_stored(max(f.output_mark for f in finishing), POLL_INTERVAL)
+        elif finishing:
+            time.sleep(POLL_INTERVAL / 5)
         else:
             self._idle()
 
@@ -1381,13 +883,6 @@ class Runner:
                 self._notify()
             self._idle()
 
-    def _stopped_outcome(self) -> Outcome:
-        desired = self._desired(fresh=True)
-        if desired is None:
-            return Outcome(1, "session deleted", None)
-        status, reason = desired
-        return Outcome(1, f"session {reason or status.lower()}", status)
-
     def _stage_env(self, stage: StageView, attempt: int) -> dict[str, str]:
         env = dict(os.environ)
         env.update({str(k): str(v) for k, v in (stage.config.get("env") or {}).items()})
@@ -1536,42 +1031,9 @@ class Runner:
         return attempt.output.last_line if attempt is not None else None
 
 
-#: How an operation on the session reads in the foreground display's notes.
-_DONE = {"pause": "paused", "resume": "resumed", "abort": "aborted", "fail": "failed"}
-
-
 def checklist_suffix(items: list[str]) -> str:
     """A gate's checklist as the end of its waiting line: what to check before resuming."""
     return f"; checklist: {'; '.join(items)}" if items else ""
-
-
-class _Persistent:
-    """A manager whose calls go through :meth:`Runner._persist` (retried while the store
-    is unreachable); ``raw`` is the manager itself, for calls that must not wait."""
-
-    def __init__(self, manager: Any, runner: Runner) -> None:
-        self.raw = manager
-        self._runner = runner
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self.raw, name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self._runner._persist(lambda: method(*args, **kwargs))
-
-        return call
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _seconds(value: Any) -> float | None:
-    """A duration from a stage's config (validated > 0 when the workflow was loaded)."""
-    if value is None or value == "":
-        return None
-    return float(value)
 
 
 def _describe_exit(code: int) -> str:

@@ -1,0 +1,119 @@
+"""Taking a session over after a crash: whatever is left of the attempts a dead runner
+started is removed before anything runs again (docs/ARCHITECTURE.md, "The runner").
+
+:class:`Recovery` is a base of :class:`app.runner.runner.Runner` (whose ``__init__`` sets
+what is declared here and in :class:`~app.runner.store_link.StoreLink`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.runner.attempt import config_seconds as _seconds
+from app.runner.process import find_session_processes, kill_groups, kill_leftover_group
+from app.runner.store_link import StoreLink
+from store.definitions import DEFAULT_KILL_TIMEOUT
+from store.queries import SessionView, StageView
+from store.status import StageStatus
+
+
+class Recovery(StoreLink):
+    """Removes the leftovers of interrupted attempts (see the module doc)."""
+
+    _started_before: bool
+    _attempt_floor: dict[str, int]
+
+    def _cleanup_leftovers(self, view: SessionView) -> bool:
+        """Taking over after a crash: whatever is left of an interrupted stage's process
+        group is removed (only if its recorded start time still matches, so a reused pid is
+        never signalled), and the stage goes back to PENDING to run again as a new attempt.
+        A manual gate keeps its state: the gate logic knows whether it was passed. True if a
+        stage was reset (the caller's view is then stale)."""
+        changed = False
+        for stage in view.stages:
+            if stage.stage_type == "manual" or stage.status == StageStatus.COMPLETED:
+                continue
+            interrupted = stage.status in (StageStatus.ACTIVE, StageStatus.PAUSED)
+            # Also for PENDING/FAILED stages: an aborted attempt whose runner died before it
+            # could kill it is still recorded (retry keeps the pid) and would run beside the
+            # new attempt. A process that finished fails the start-time check: no signal.
+            if stage.pid and stage.host == self.host:
+                timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
+                if kill_leftover_group(stage.pid, stage.pid_start, timeout):
+                    self._say(
+                        f"removed the leftover process group {stage.pid} of "
+                        f"attempt {stage.attempt}",
+                        "WARNING",
+                        stage.name,
+                    )
+            elif stage.pid and stage.host and interrupted:
+                self._say(
+                    f"attempt {stage.attempt} ran on host {stage.host} (pid {stage.pid}); "
+                    "it cannot be signalled from here",
+                    "WARNING",
+                    stage.name,
+                )
+            if interrupted:
+                changed = True
+                self.stages.move_stage(stage.id, StageStatus.PENDING)
+                self._say(
+                    f"attempt {stage.attempt} was interrupted; the stage runs again",
+                    "WARNING",
+                    stage.name,
+                )
+        if self._started_before:
+            self._remove_unrecorded(view)
+        return changed
+
+    def _remove_unrecorded(self, view: SessionView) -> None:
+        """No stage may start while a process of an earlier attempt of it lives on this
+        host. The recorded pid (above) does not cover everything: a runner killed between
+        spawning a stage and recording its attempt leaves the stage PENDING with nothing
+        recorded while its process runs on, and a stage's processes may leave its group.
+        So every process of this user that carries the session's ``VC_SESSION_ID`` and
+        the ``VC_STAGE`` of a stage that is not COMPLETED is removed with its group, and
+        the next attempt is numbered above the one it carried.
+
+        Why a search at takeover rather than recording the attempt before the spawn: the
+        record-first order still leaves the window between the spawn and the pid write
+        (so the search would be needed anyway), and it would cost every stage the write
+        that now overlaps with its process' start-up. The search costs one pass over
+        /proc, once per takeover, nothing per stage. A COMPLETED stage's processes are
+        left alone (a stage may leave a service running on purpose). Processes on other
+        hosts cannot be searched from here: an attempt a runner on another host started
+        and never recorded is not found.
+        """
+        candidates = {
+            s.name: s
+            for s in view.stages
+            if s.stage_type != "manual" and s.status != StageStatus.COMPLETED
+        }
+        for _ in range(3):  # again after a removal: a process caught mid-exec is not seen
+            found = [p for p in find_session_processes(self.session_id) if p.stage in candidates]
+            if not found:
+                return
+            self._remove_found(found, candidates)
+
+    def _remove_found(self, found: list[Any], candidates: dict[str, StageView]) -> None:
+        by_stage: dict[str, list[Any]] = {}
+        for proc in found:
+            by_stage.setdefault(proc.stage, []).append(proc)
+        for name, procs in by_stage.items():
+            stage = candidates[name]
+            timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
+            groups = kill_groups(procs, timeout)
+            attempts = sorted({p.attempt for p in procs if p.attempt is not None})
+            if attempts:
+                floor = self._attempt_floor.get(name, 0)
+                self._attempt_floor[name] = max(attempts[-1], stage.attempt, floor)
+            if not groups:
+                continue  # gone by themselves before the signal
+            unrecorded = [a for a in attempts if a > stage.attempt]
+            which = ", ".join(str(a) for a in attempts) or "?"
+            note = " (the attempt had not been recorded)" if unrecorded else ""
+            self._say(
+                f"removed the leftover process group {', '.join(map(str, groups))} of "
+                f"attempt {which}{note}, found on this host by its VC_SESSION_ID",
+                "WARNING",
+                name,
+            )
