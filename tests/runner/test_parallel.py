@@ -418,3 +418,37 @@ def test_a_session_stored_before_parallel_stages_runs_one_stage_at_a_time_in_its
     assert result.returncode == 0, result.stderr
     order = [(kind, name) for kind, name, _ in events(workspace)]
     assert order == [(k, f"s{i}") for i in range(3) for k in ("start", "end")]
+
+
+@sqlite_only
+def test_approve_passes_a_gate_while_the_other_branches_run(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "approved",
+        """
+        stages:
+          - {name: qa, needs: []}
+          - {name: work, needs: [], run: 'while [ ! -e go ]; do sleep 0.05; done'}
+          - {name: after_qa, needs: [qa], run: 'touch after_qa.done'}
+    """,
+    )
+    sid = start_detached(vc, "approved")
+    wait_until(lambda: store.stage(sid, "qa").status == "PAUSED", timeout=10, what="qa waits")
+    result = vc("flow", "session", "approve", sid, "qa")
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: (workspace / "after_qa.done").exists(), timeout=10, what="after_qa ran")
+    assert store.view(sid).status == "ACTIVE"  # the work branch never stopped
+    assert store.stage(sid, "work").status == "ACTIVE"
+    (workspace / "go").touch()
+    store.wait_status(sid, "COMPLETED", timeout=15)
+    approvals = [e for e in list_events_of(store, sid) if e.op == "approve"]
+    assert [e.stage for e in approvals] == ["qa"]
+
+
+def list_events_of(store: Store, sid: str) -> list:  # type: ignore[type-arg]
+    from store.queries import list_events
+
+    with store.factory() as db:
+        return list(list_events(db, sid))
