@@ -275,6 +275,9 @@ class SessionOperations(ManagerBase):
     def _read_state(self, conn: Connection, sid: str) -> Any:
         row = conn.execute(_READ_STATE, {"sid": sid}).first()
         if row is None:
+            if self.lease is not None:  # deleted under its runner: its lease went with it
+                self.session.rollback()
+                raise self._lease_lost(sid, None)
             raise SessionNotFound(f"no session matches {sid!r}")
         return row
 
