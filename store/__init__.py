@@ -21,6 +21,7 @@ _EXPORTS = {
     "ConcurrentModification": "store.errors",
     "InvalidId": "store.errors",
     "InvalidTransition": "store.errors",
+    "LeaseLost": "store.errors",
     "ParamError": "store.errors",
     "RunnerConflict": "store.errors",
     "SessionNotFound": "store.errors",
@@ -30,6 +31,7 @@ _EXPORTS = {
     "WorkflowError": "store.errors",
     "FlowStatusIntegration": "store.integration",
     "FlowSessionManager": "store.managers",
+    "Lease": "store.changes",
     "SessionChange": "store.changes",
     "StageInstanceManager": "store.managers",
     "StageManager": "store.managers",
@@ -55,6 +57,8 @@ __all__ = [
     "FlowStatusIntegration",
     "InvalidId",
     "InvalidTransition",
+    "Lease",
+    "LeaseLost",
     "LogRecord",
     "ParamError",
     "RunnerConflict",
@@ -89,13 +93,14 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from store.changes import SessionChange, enable_logging
+    from store.changes import Lease, SessionChange, enable_logging
     from store.engine import get_session_factory, make_engine
     from store.errors import (
         AmbiguousId,
         ConcurrentModification,
         InvalidId,
         InvalidTransition,
+        LeaseLost,
         ParamError,
         RunnerConflict,
         SessionNotFound,

@@ -11,7 +11,7 @@ import time
 
 from sqlalchemy import String, insert, literal, select
 
-from store.changes import EVENT_COLUMNS, ManagerBase
+from store.changes import EVENT_COLUMNS, ManagerBase, holds
 from store.models import FlowEvent, FlowSession
 
 #: The event op of a notification sent (see :meth:`AnnouncementRecords.record_notified`).
@@ -50,10 +50,13 @@ class AnnouncementRecords(ManagerBase):
         history whose reason is ``"KEY: summary"``. Written only if no such record exists
         (one statement on SQLite; the session row locked first on PostgreSQL, so two
         writers cannot both insert); False when it was there already or the session is
-        gone. Not a state change: no version bump, no from/to state."""
+        gone. Not a state change: no version bump, no from/to state. With a lease, written
+        only while the session's row records it (LeaseLost otherwise; the runner's announcer
+        writes without one, see app.runner.notifications)."""
         conn = self._conn()
+        fence = [holds(self.lease)] if self.lease is not None else []
         if conn.dialect.name == "postgresql":
-            conn.execute(select(_T.c.id).where(_T.c.id == session_id).with_for_update())
+            conn.execute(select(_T.c.id).where(_T.c.id == session_id, *fence).with_for_update())
         already = (
             select(_EV.c.id)
             .where(
@@ -74,11 +77,14 @@ class AnnouncementRecords(ManagerBase):
             literal(self.pid),
             literal(time.time()),
             literal(f"{key}: {summary}"),
-        ).where(_T.c.id == session_id, ~already)
+        ).where(_T.c.id == session_id, ~already, *fence)
         written = conn.execute(
             insert(_EV)
             .from_select([_EV.c[name] for name in EVENT_COLUMNS], row)
             .returning(_EV.c.id)  # INSERT … SELECT reports no row count on psycopg
         ).all()
+        if not written and self.lease is not None:
+            self._check_lease(session_id)
+            return False
         self.session.commit()
         return len(written) == 1

@@ -1,9 +1,21 @@
-"""What every manager shares: who acts, the event each change writes, and what a change
-did once committed (logged, and handed to the integration).
+"""What every manager shares: who acts, the event each change writes, what a change did
+once committed (logged, and handed to the integration), and the runner's lease.
 
 Each change is one transaction that writes its event row and bumps ``version``; the
 managers of :mod:`store.sessions`, :mod:`store.leases`, :mod:`store.announcements` and
 :mod:`store.stages` build on :class:`ManagerBase`.
+
+**The lease** (docs/ARCHITECTURE.md §2, "Ownership"): a manager given a :class:`Lease`
+writes only while the session's row records that claim. Every write it makes carries the
+condition in the statement itself: the session's own row is updated ``WHERE … AND
+runner_host = :h AND runner_pid = :p AND runner_lease = :token``; a stage row is written
+``WHERE … AND EXISTS (the session row with that claim, locked FOR SHARE)``; a transaction
+of several statements checks it in its first one, which locks the session row (PostgreSQL)
+or takes the database's write lock (SQLite), so a takeover commits either before it (and
+the write is refused) or after its commit. A refused write raises :class:`LeaseLost` and
+changes nothing, whatever the timing: a runner that lost its session cannot write to it.
+The claims themselves (``start_session``, ``claim_queued``, ``create_session(runner=…)``)
+are what give a lease, and are not conditioned on one.
 """
 
 from __future__ import annotations
@@ -13,15 +25,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import and_, bindparam, insert, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
 from store._driver import execute_on_driver
-from store.errors import AmbiguousId, InvalidId, SessionNotFound
+from store.errors import AmbiguousId, InvalidId, LeaseLost, SessionNotFound
 from store.identity import local_host, local_user
 from store.liveness import stale_after_of
-from store.models import FlowEvent, FlowSession
+from store.models import FlowEvent, FlowSession, StageInstance
 
 MIN_PREFIX = 4
 _ID_CHARS = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -29,8 +42,71 @@ _ID_CHARS = re.compile(r"^[A-Za-z0-9_-]+$")
 MAX_RETRIES = 20
 
 _T = FlowSession.__table__  # type: ignore[attr-defined]
+_ST = StageInstance.__table__  # type: ignore[attr-defined]
 _EV = FlowEvent.__table__  # type: ignore[attr-defined]
 _EXACT_ID = select(_T.c.id).where(_T.c.id == bindparam("sid"))
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A runner's hold on one session: the session, the runner's host and pid, and the
+    token its claim wrote (``flow_sessions.runner_lease``: the session's version right
+    after the claim). Every claim writes a new token, so a runner that was taken over holds
+    a lease no row matches any more, even when the new claim was made under the same host
+    and pid (a worker claiming again a session its own stalled runner still runs)."""
+
+    session_id: str
+    host: str
+    pid: int
+    token: int
+
+    def params(self) -> dict[str, Any]:
+        """The values of :data:`HOLDS`' parameters."""
+        return {
+            "lease_sid": self.session_id,
+            "lease_host": self.host,
+            "lease_pid": self.pid,
+            "lease_token": self.token,
+        }
+
+    def held_by(self, session_id: str, host: Any, pid: Any, token: Any) -> bool:
+        """Does a session row with this id and claim record this lease?"""
+        return (session_id, host, pid, token) == (self.session_id, self.host, self.pid, self.token)
+
+
+#: The session row records the lease bound as ``lease_sid``, ``lease_host``, ``lease_pid``
+#: and ``lease_token`` (:meth:`Lease.params`): the condition of every fenced write of a
+#: session row, in prebuilt statements.
+HOLDS = (
+    _T.c.id == bindparam("lease_sid"),
+    _T.c.runner_host == bindparam("lease_host"),
+    _T.c.runner_pid == bindparam("lease_pid"),
+    _T.c.runner_lease == bindparam("lease_token"),
+)
+
+#: The session of the stage row being written records the lease (bound as for
+#: :data:`HOLDS`). The session row is locked FOR SHARE on PostgreSQL: a takeover that has
+#: not committed yet is waited for (and then seen), and one that comes later waits for this
+#: write's commit; SQLite's writes hold the database's write lock from their statement's
+#: start. (SQLite has no FOR SHARE; SQLAlchemy leaves it out there.)
+STAGE_FENCE = (
+    select(_T.c.id).where(_T.c.id == _ST.c.session_id, *HOLDS).with_for_update(read=True).exists()
+)
+
+
+def holds(lease: Lease) -> ColumnElement[bool]:
+    """:data:`HOLDS` with the lease's values in place, for statements built per call."""
+    return and_(
+        _T.c.id == lease.session_id,
+        _T.c.runner_host == lease.host,
+        _T.c.runner_pid == lease.pid,
+        _T.c.runner_lease == lease.token,
+    )
+
+
+_CLAIM_OF = select(_T.c.runner_host, _T.c.runner_pid, _T.c.runner_lease).where(
+    _T.c.id == bindparam("sid")
+)
 
 EVENT_COLUMNS = (
     "session_id", "stage", "op", "from_status", "to_status", "actor", "host", "pid", "at", "reason"
@@ -98,8 +174,12 @@ class ManagerBase:
         actor: str | None = None,
         integration: Any | None = None,
         stale_after: float | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.session = session
+        #: With a lease, every write of this manager is conditioned on it (the module doc)
+        #: and is for that session only; set once the runner's claim gave it.
+        self.lease = lease
         self.actor = actor or local_user()
         self.host = local_host()
         self.pid = os.getpid()
@@ -108,6 +188,55 @@ class ManagerBase:
 
     def _conn(self) -> Connection:
         return self.session.connection()
+
+    # -- the lease --------------------------------------------------------------------------
+
+    def _lease_params(self) -> dict[str, Any]:
+        assert self.lease is not None
+        return self.lease.params()
+
+    def _lease_lost(
+        self, session_id: str, claim: tuple[Any, Any, Any] | None, *, gone: bool = False
+    ) -> LeaseLost:
+        """The refusal of a write this manager's lease does not allow, given the session's
+        claim as read (``runner_host``, ``runner_pid``, ``runner_lease``; None or ``gone``:
+        the session is deleted)."""
+        assert self.lease is not None
+        short = session_id[:12]
+        if session_id != self.lease.session_id:
+            return LeaseLost(
+                f"session {short} is not the session this runner holds "
+                f"({self.lease.session_id[:12]}): nothing was written"
+            )
+        if claim is None or gone:
+            return LeaseLost(f"session {short} was deleted", deleted=True)
+        host, pid, token = claim
+        if pid is None:
+            return LeaseLost(
+                f"session {short} is no longer held by this runner (pid {self.lease.pid} on "
+                f"{self.lease.host}): no runner holds it now; nothing was written"
+            )
+        return LeaseLost(
+            f"another runner took over session {short} (pid {pid} on {host}, claim "
+            f"{token}); this runner (pid {self.lease.pid} on {self.lease.host}, claim "
+            f"{self.lease.token}) wrote nothing more",
+            holder=(host, pid),
+        )
+
+    def _check_lease(self, session_id: str | None = None) -> None:
+        """After a write of a leased manager changed no row: raise :class:`LeaseLost` when
+        the lease is why (the session's claim is not the lease's any more), else return
+        (the row was simply not there or not in that state). The transaction is rolled back
+        first: this reads the claim as committed now."""
+        assert self.lease is not None
+        self.session.rollback()
+        sid = self.lease.session_id
+        row = self._conn().execute(_CLAIM_OF, {"sid": sid}).first()
+        self.session.rollback()
+        if row is None or not self.lease.held_by(sid, *row):
+            raise self._lease_lost(sid, None if row is None else tuple(row))
+        if session_id is not None and session_id != sid:
+            raise self._lease_lost(session_id, None)
 
     def _event(
         self,

@@ -27,7 +27,7 @@ from store.location import resolve_database_url, workspace_dir  # noqa: F401 (th
 
 #: The number of the head migration revision (store/migrations/versions/NNNN_*.py): bumped
 #: with every new revision; SQLite's ``PRAGMA user_version`` holds it once a store is there.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 DEFAULT_BUSY_TIMEOUT = 10.0
 
 

@@ -62,6 +62,28 @@ class RunnerConflict(StoreError):
     """A live runner already owns the session."""
 
 
+class LeaseLost(RunnerConflict):
+    """A write of a runner that does not hold the session any more: another runner took
+    it over, its claim was released or handed back, or the session was deleted. The store
+    refused it in the write itself (store.changes.Lease): nothing changed. ``holder``: the
+    (host, pid) that holds the session now, None if no runner does; ``deleted``: the
+    session is gone."""
+
+    def __init__(
+        self, message: str, *, holder: tuple[str, int] | None = None, deleted: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.deleted = deleted
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_lease_lost, (str(self), self.holder, self.deleted))
+
+
+def _rebuild_lease_lost(message: str, holder: tuple[str, int] | None, deleted: bool) -> LeaseLost:
+    return LeaseLost(message, holder=holder, deleted=deleted)
+
+
 def transient_errors() -> tuple[type[BaseException], ...]:
     """The errors of a store that is away for now (server restarting, network cut, SQLite
     locked past the busy timeout): worth retrying, never a reason to stop a running stage.
@@ -164,6 +186,7 @@ __all__ = [
     "GateRefused",
     "InvalidId",
     "InvalidTransition",
+    "LeaseLost",
     "ParamError",
     "RunnerConflict",
     "SessionNotFound",

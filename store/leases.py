@@ -3,8 +3,11 @@ workers claim (docs/ARCHITECTURE.md §2, §9).
 
 A runner owns a session by recording its host and pid on the session row (the ``start``
 transition) and keeps it by beating; once the heartbeat is stale, or its pid is dead on its
-own host (:mod:`store.liveness`), another runner may take the session over. Ownership
-bookkeeping writes no event: it is not a user operation.
+own host (:mod:`store.liveness`), another runner may take the session over. Every claim also
+writes a new token (``runner_lease``: the version the claim wrote); the runner's managers
+carry host, pid and token as their :class:`~store.changes.Lease`, and each of their writes
+is conditioned on it (see :mod:`store.changes`). Ownership bookkeeping writes no event: it
+is not a user operation.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from typing import Any
 
 from sqlalchemy import Row, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
-from store.changes import MAX_RETRIES, SessionChange
+from store.changes import MAX_RETRIES, Lease, SessionChange
 from store.errors import ConcurrentModification, InvalidTransition, RunnerConflict, SessionNotFound
 from store.identity import local_host
 from store.liveness import runner_gone
@@ -38,7 +42,15 @@ class RunnerLeases(SessionOperations):
         expected_version: int | None = None,
     ) -> SessionChange:
         """A runner claims the session: PENDING -> ACTIVE, or takes over an ACTIVE one whose
-        runner is gone. Refused with :class:`RunnerConflict` while another runner lives."""
+        runner is gone. Refused with :class:`RunnerConflict` while another runner lives.
+        The claim writes a new token: the returned version is it (see :meth:`lease_of`).
+
+        A manager with a lease does not claim: its runner goes on with the claim it holds
+        (a session of its resumed before it ever started), the token kept, and a session
+        no longer held by that lease raises :class:`~store.errors.LeaseLost`."""
+        lease = self.lease
+        if lease is not None:
+            runner_host, runner_pid = lease.host, lease.pid
         host = runner_host or self.host
         pid = runner_pid or self.pid
 
@@ -68,37 +80,50 @@ class RunnerLeases(SessionOperations):
                 "started_at": now,
             },
             check=check,
+            claim=lease is None,
         )
+
+    @staticmethod
+    def lease_of(change: SessionChange, runner_host: str, runner_pid: int) -> Lease:
+        """The lease a claim (:meth:`start_session`, :meth:`claim_queued`) gave the runner
+        ``runner_host``/``runner_pid``: its token is the version the claim wrote."""
+        return Lease(change.session_id, runner_host, runner_pid, change.version)
 
     # -- runner bookkeeping (no events: these are not user operations) ------------------------
 
     def heartbeat(self, session_id: str, *, runner_host: str, runner_pid: int) -> bool:
         """Refresh the runner's heartbeat; False if the session is gone or another runner
-        owns it now (the caller must then stop)."""
+        owns it now (the caller must then stop). With a lease, also False once the claim
+        is not the lease's (the session was claimed again, even under this host and pid)."""
         result = self._conn().execute(
             update(_T)
-            .where(
-                _T.c.id == session_id,
-                _T.c.runner_pid == runner_pid,
-                _T.c.runner_host == runner_host,
-            )
+            .where(*self._claim_is(session_id, runner_host, runner_pid))
             .values(heartbeat_at=time.time())
         )
         self.session.commit()
         return result.rowcount == 1
 
-    def release_runner(self, session_id: str, *, runner_host: str, runner_pid: int) -> None:
-        """The runner is exiting: forget it, so the session is not shown orphaned."""
-        self._conn().execute(
+    def release_runner(self, session_id: str, *, runner_host: str, runner_pid: int) -> bool:
+        """The runner is exiting: forget it, so the session is not shown orphaned. False
+        (nothing written) when it is not that runner's any more (with a lease: not the
+        lease's claim)."""
+        result = self._conn().execute(
             update(_T)
-            .where(
-                _T.c.id == session_id,
-                _T.c.runner_pid == runner_pid,
-                _T.c.runner_host == runner_host,
-            )
-            .values(runner_pid=None, runner_host=None, heartbeat_at=None)
+            .where(*self._claim_is(session_id, runner_host, runner_pid))
+            .values(runner_pid=None, runner_host=None, runner_lease=None, heartbeat_at=None)
         )
         self.session.commit()
+        return result.rowcount == 1
+
+    def _claim_is(self, session_id: str, host: str, pid: int) -> list[ColumnElement[bool]]:
+        """The session's row records the claim of ``host``/``pid`` (and, with a lease, the
+        lease's token: a runner's own host and pid are not enough once the session was
+        claimed again)."""
+        clauses = [_T.c.id == session_id, _T.c.runner_pid == pid, _T.c.runner_host == host]
+        lease = self.lease
+        if lease is not None:
+            clauses += [_T.c.id == lease.session_id, _T.c.runner_lease == lease.token]
+        return clauses
 
     # -- queued work (`vc flow worker`, docs/ARCHITECTURE.md §9) -----------------------------------
 
@@ -183,6 +208,7 @@ class RunnerLeases(SessionOperations):
                         "queued": True,
                     },
                     check=check,
+                    claim=True,
                 )
             except (ConcurrentModification, InvalidTransition, SessionNotFound):
                 self.session.rollback()
@@ -217,7 +243,13 @@ class RunnerLeases(SessionOperations):
             session_id,
             SessionOp.RESUME,
             reason=reason,
-            values={"queued": True, "runner_host": None, "runner_pid": None, "heartbeat_at": None},
+            values={
+                "queued": True,
+                "runner_host": None,
+                "runner_pid": None,
+                "runner_lease": None,
+                "heartbeat_at": None,
+            },
             check=check,
         )
 

@@ -41,6 +41,10 @@ class FlowSession(SQLModel, table=True):
     queued: bool = False
     runner_host: str | None = None
     runner_pid: int | None = None
+    #: The token of the runner's claim (the session's version the claim wrote): every
+    #: write of that runner is conditioned on it (store.changes.Lease). NULL: no claim, or
+    #: one an older vc made.
+    runner_lease: int | None = None
     heartbeat_at: float | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:

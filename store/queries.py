@@ -148,6 +148,8 @@ class SessionView:
     definition: dict[str, Any] | None = None
     #: The parameter values the session was created with.
     params: dict[str, Any] = field(default_factory=dict)
+    #: The token of its runner's claim (store.changes.Lease), None without one.
+    runner_lease: int | None = None
 
     @property
     def progress(self) -> float:
@@ -298,6 +300,7 @@ _SESSION_COLUMNS = (
     _T.c.queued,
     _T.c.metadata,
     _T.c.params,
+    _T.c.runner_lease,
 )
 
 
@@ -383,6 +386,7 @@ def _views(
             ),
             definition=getattr(r, "definition", None) if with_definition else None,
             params=r.params or {},
+            runner_lease=r.runner_lease,
         )
         for r in rows
     ]

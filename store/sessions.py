@@ -18,7 +18,7 @@ from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from store.changes import MAX_RETRIES, ManagerBase, SessionChange
+from store.changes import HOLDS, MAX_RETRIES, ManagerBase, SessionChange, holds
 from store.errors import (
     ConcurrentModification,
     GateRefused,
@@ -69,8 +69,9 @@ _READ_STATE = select(
     _T.c.runner_host,
     _T.c.runner_pid,
     _T.c.heartbeat_at,
+    _T.c.runner_lease,
 ).where(_T.c.id == bindparam("sid"))
-_UPDATES: dict[tuple[str, ...], Any] = {}
+_UPDATES: dict[tuple[tuple[str, ...], bool], Any] = {}
 #: The session's waiting gates (manual stages PAUSED), in position order.
 _WAITING_GATES = (
     select(_ST.c.id, _ST.c.name, _ST.c.status, _ST.c.version, _ST.c.attempt)
@@ -83,10 +84,11 @@ _WAITING_GATES = (
 )
 
 
-def _update_statement(columns: tuple[str, ...]) -> Any:
+def _update_statement(columns: tuple[str, ...], fenced: bool = False) -> Any:
     """``UPDATE flow_sessions SET <columns> WHERE id = :sid AND version = :expected``,
-    cached per column set. ``started_at`` keeps an earlier value (first start wins)."""
-    stmt = _UPDATES.get(columns)
+    cached per column set; ``fenced``: also ``AND`` the lease's claim (store.changes.HOLDS).
+    ``started_at`` keeps an earlier value (first start wins)."""
+    stmt = _UPDATES.get((columns, fenced))
     if stmt is None:
         values: dict[str, Any] = {}
         for col in columns:
@@ -99,7 +101,9 @@ def _update_statement(columns: tuple[str, ...]) -> Any:
             .where(_T.c.id == bindparam("sid"), _T.c.version == bindparam("expected"))
             .values(values)
         )
-        _UPDATES[columns] = stmt
+        if fenced:
+            stmt = stmt.where(*HOLDS)
+        _UPDATES[(columns, fenced)] = stmt
     return stmt
 
 
@@ -247,6 +251,7 @@ class SessionOperations(ManagerBase):
                 "reason": None,
                 "runner_host": runner[0],
                 "runner_pid": runner[1],
+                "runner_lease": 2,  # the claim's token: the version it writes
                 "heartbeat_at": now,
                 "queued": False,
                 "started_at": now,
@@ -294,6 +299,9 @@ class SessionOperations(ManagerBase):
     def _read_state(self, conn: Connection, sid: str) -> Any:
         row = conn.execute(_READ_STATE, {"sid": sid}).first()
         if row is None:
+            if self.lease is not None:  # deleted under its runner: its lease went with it
+                self.session.rollback()
+                raise self._lease_lost(sid, None)
             raise SessionNotFound(f"no session matches {sid!r}")
         return row
 
@@ -327,15 +335,28 @@ class SessionOperations(ManagerBase):
         values: Mapping[str, Any] | None = None,
         check: Check | None = None,
         after: After | None = None,
+        claim: bool = False,
     ) -> SessionChange:
         """Apply ``op`` atomically: read, check the state machine (and ``check``), write
         conditioned on the version read, then ``after`` and the event. A lost race re-reads
-        and re-checks, unless the caller pinned ``expected_version``, which then raises."""
+        and re-checks, unless the caller pinned ``expected_version``, which then raises.
+
+        With a lease (store.changes) the write is also conditioned on it, in the same
+        UPDATE, and a session whose claim is not the lease's any more raises
+        :class:`~store.errors.LeaseLost` before anything else is looked at. ``claim``: the
+        operation is a runner's claim, whose token (``runner_lease``) is the version it
+        writes."""
         sid = self.resolve_session_id(session_id)
         row_def = SESSION_TRANSITIONS[op]
+        lease = None if claim else self.lease  # a claim is what gives a lease
         for _ in range(MAX_RETRIES):
             conn = self._conn()
             cur = self._read_state(conn, sid)
+            if lease is not None and not lease.held_by(
+                sid, cur.runner_host, cur.runner_pid, cur.runner_lease
+            ):
+                self.session.rollback()
+                raise self._lease_lost(sid, (cur.runner_host, cur.runner_pid, cur.runner_lease))
             if expected_version is not None and cur.version != expected_version:
                 self.session.rollback()
                 raise ConcurrentModification(
@@ -360,11 +381,18 @@ class SessionOperations(ManagerBase):
             }
             if values:
                 new_values.update(values)
+            if claim:
+                new_values["runner_lease"] = cur.version + 1
             params = {f"v_{k}": v for k, v in new_values.items()}
             params.update(sid=sid, expected=cur.version)
-            result = conn.execute(_update_statement(tuple(sorted(new_values))), params)
+            if lease is not None:
+                params.update(lease.params())
+            statement = _update_statement(tuple(sorted(new_values)), lease is not None)
+            result = conn.execute(statement, params)
             if result.rowcount != 1:
                 self.session.rollback()
+                if lease is not None:
+                    self._check_lease()  # raises LeaseLost if the claim changed meanwhile
                 if expected_version is not None:
                     raise ConcurrentModification(
                         f"session {sid[:12]} changed meanwhile; reload and try again"
@@ -560,7 +588,12 @@ class SessionOperations(ManagerBase):
             SessionOp.COMPLETE,
             reason=reason,
             expected_version=expected_version,
-            values={"finished_at": time.time(), "runner_pid": None, "runner_host": None},
+            values={
+                "finished_at": time.time(),
+                "runner_pid": None,
+                "runner_host": None,
+                "runner_lease": None,
+            },
             check=check,
         )
 
@@ -589,6 +622,7 @@ class SessionOperations(ManagerBase):
                 "finished_at": None,
                 "runner_pid": None,
                 "runner_host": None,
+                "runner_lease": None,
                 "heartbeat_at": None,
             },
             after=after,
@@ -611,6 +645,12 @@ class SessionOperations(ManagerBase):
         runner claimed it meanwhile), so the caller decides again on fresh state."""
         conn = self._conn()
         cur = self._read_state(conn, sid)
+        lease = self.lease
+        if lease is not None and not lease.held_by(
+            sid, cur.runner_host, cur.runner_pid, cur.runner_lease
+        ):
+            self.session.rollback()
+            raise self._lease_lost(sid, (cur.runner_host, cur.runner_pid, cur.runner_lease))
         live = cur.runner_pid is not None and not self._orphaned(cur)
         if cur.status == SessionStatus.ACTIVE and live:
             if not force:
@@ -632,10 +672,13 @@ class SessionOperations(ManagerBase):
         claimed = conn.execute(
             update(_T)
             .where(_T.c.id == sid, _T.c.version == cur.version)
+            .where(*([holds(lease)] if lease is not None else []))
             .values(version=cur.version + 1)
         )
         if claimed.rowcount != 1:
             self.session.rollback()
+            if lease is not None:
+                self._check_lease()
             return None
         conn.execute(delete(_LOG).where(_LOG.c.session_id == sid))
         conn.execute(delete(_EV).where(_EV.c.session_id == sid))

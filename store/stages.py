@@ -5,6 +5,12 @@ A move is one short transaction: read the stage, plan the move
 (:func:`store.stage_moves.plan_stage_move`, pure), write the plan conditioned on the
 version read, then the event. The runner's two moves per stage take the raw-driver path of
 :mod:`store._driver` and may start from the state their previous move left.
+
+The runner's manager holds its lease (:class:`store.changes.Lease`): a move then starts with
+the touch of the session's row conditioned on the lease (which locks that row until the
+commit), and the single-statement writes (progress, outputs, exit codes, the process) are
+conditioned on it through :data:`store.changes.STAGE_FENCE`. Refused: LeaseLost, nothing
+written.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from store._driver import execute_on_driver
-from store.changes import MAX_RETRIES, ManagerBase, SessionChange, StageMove
+from store.changes import HOLDS, MAX_RETRIES, STAGE_FENCE, ManagerBase, SessionChange, StageMove
 from store.errors import ConcurrentModification, InvalidTransition, SessionNotFound, StageNotFound
 from store.models import FlowSession, StageInstance
 from store.sessions import SESSION_CATEGORY, STAGE_CATEGORY
@@ -62,6 +68,14 @@ _TOUCH_SESSION = (
     .values(updated_at=bindparam("now"))
     .returning(_T.c.status)
 )
+#: The same touch, only while the session's row records the lease (store.changes.HOLDS).
+_TOUCH_HELD_SESSION = (
+    update(_T)
+    .where(_T.c.id == bindparam("sid"), *HOLDS)
+    .values(updated_at=bindparam("now"))
+    .returning(_T.c.status)
+)
+_SESSION_OF_STAGE = select(_ST.c.session_id).where(_ST.c.id == bindparam("id"))
 
 
 class StageManager(ManagerBase):
@@ -84,6 +98,10 @@ class StageManager(ManagerBase):
         running anything."""
         sid = self.resolve_session_id(session_id)
         conn = self._conn()
+        if self.lease is not None:
+            if sid != self.lease.session_id:
+                raise self._lease_lost(sid, None)
+            self._touch_held(conn, time.time())
         status = conn.execute(select(_T.c.status).where(_T.c.id == sid)).scalar()
         if status is None:
             raise SessionNotFound(f"no session matches {sid!r}")
@@ -256,15 +274,27 @@ class StageManager(ManagerBase):
         must start over on the stage as stored: the remembered state refused it, or the
         stage changed between the read and the update."""
         conn = self._conn()
-        current = remembered if remembered is not None else self._read_stage(conn, stage_id)
         now = time.time()
+        lease = self.lease
+        held_status: str | None = None
+        if lease is not None:  # the lease first: nothing is decided on a session not ours
+            held_status = self._touch_held(conn, now)
+        current = remembered if remembered is not None else self._read_stage(conn, stage_id)
+        if lease is not None and current.session_id != lease.session_id:
+            self.session.rollback()
+            raise self._lease_lost(current.session_id, None)
         plan = plan_stage_move(current, request, now)
         if isinstance(plan, MoveRefusal):
             self.session.rollback()
             if remembered is not None:
                 return None  # decided on what the caller remembered: decide on the stored
             raise plan.error()
-        session_status, started = self._touch_session(conn, current, request.target, now)
+        if lease is None:
+            session_status, started = self._touch_session(conn, current, request.target, now)
+        else:
+            session_status, started = self._start_if_pending(
+                conn, current, request.target, now, held_status
+            )
         if not self._write_plan(conn, stage_id, current.version, plan):
             self.session.rollback()
             if request.expected_version is not None:
@@ -325,10 +355,55 @@ class StageManager(ManagerBase):
         touched = cursor.fetchone()
         cursor.close()
         session_status: str | None = None if touched is None else touched[0]
+        return self._start_if_pending(conn, current, target, now, session_status)
+
+    def _start_if_pending(
+        self,
+        conn: Connection,
+        current: StageState,
+        target: StageStatus,
+        now: float,
+        session_status: str | None,
+    ) -> tuple[str | None, SessionChange | None]:
         if target == StageStatus.ACTIVE and session_status == SessionStatus.PENDING:
             started = self._start_session_for(conn, current.session_id, current.name, now)
             return SessionStatus.ACTIVE, started
         return session_status, None
+
+    def _touch_held(self, conn: Connection, now: float) -> str:
+        """The first statement of a leased manager's transaction: touch its session's row,
+        only while that row records the lease. It locks the row (PostgreSQL) or takes the
+        database's write lock (SQLite) until the commit, so no takeover can come between
+        this check and the writes after it. Returns the session's status; raises
+        :class:`~store.errors.LeaseLost` (nothing written) when the lease does not hold."""
+        lease = self.lease
+        assert lease is not None
+        params = {"sid": lease.session_id, "now": now, **lease.params()}
+        cursor = execute_on_driver(conn, _TOUCH_HELD_SESSION, params)
+        touched = cursor.fetchone()
+        cursor.close()
+        if touched is None:
+            self._check_lease()  # raises: the claim is not the lease's, or the session is gone
+            raise ConcurrentModification(f"session {lease.session_id[:12]} changed; try again")
+        return str(touched[0])
+
+    def _write_refused(self, stage_id: int) -> None:
+        """A fenced single-statement write changed no row: raise
+        :class:`~store.errors.LeaseLost` when the lease is why (the claim changed, or the
+        stage is of another session), else return (no such row, or nothing to change)."""
+        self._check_lease()
+        sid = self._conn().execute(_SESSION_OF_STAGE, {"id": stage_id}).scalar()
+        self.session.rollback()
+        assert self.lease is not None
+        if sid is not None and sid != self.lease.session_id:
+            raise self._lease_lost(sid, None)
+
+    def _fenced(self, statement: Any) -> tuple[Any, dict[str, Any]]:
+        """A stage row's UPDATE, conditioned on the lease when there is one, with the
+        lease's parameters."""
+        if self.lease is None:
+            return statement, {}
+        return statement.where(STAGE_FENCE), self.lease.params()
 
     @staticmethod
     def _write_plan(conn: Connection, stage_id: int, version: int, plan: MovePlan) -> bool:
@@ -386,11 +461,14 @@ class StageManager(ManagerBase):
         """Progress only: no event, no version bump (the runner coalesces these)."""
         now = time.time()
         conn = self._conn()
-        conn.execute(
+        statement, params = self._fenced(
             update(_ST)
             .where(_ST.c.id == stage_id)
             .values(progress=max(0.0, min(100.0, float(progress))), updated_at=now)
         )
+        result = conn.execute(statement, params)
+        if result.rowcount != 1 and self.lease is not None:
+            self._write_refused(stage_id)
         self.session.commit()
 
     def record_outputs(self, stage_id: int, attempt: int, outputs: Mapping[str, str]) -> bool:
@@ -399,11 +477,15 @@ class StageManager(ManagerBase):
         and once more before the stage completes, so a later stage (or a runner taking
         over) reads them from here. No event, no version bump. False when the stage is at
         another attempt now (nothing written)."""
-        result = self._conn().execute(
+        statement, params = self._fenced(
             update(_ST)
             .where(_ST.c.id == stage_id, _ST.c.attempt == attempt)
             .values(outputs=dict(outputs))
         )
+        result = self._conn().execute(statement, params)
+        if result.rowcount != 1 and self.lease is not None:
+            self._write_refused(stage_id)
+            return False
         self.session.commit()
         return result.rowcount == 1
 
@@ -411,21 +493,27 @@ class StageManager(ManagerBase):
         self, stage_id: int, *, pid: int | None, pid_start: int | None, host: str | None = None
     ) -> None:
         """Remember the stage's process so a later runner can clean up after a crash."""
-        self._conn().execute(
+        statement, params = self._fenced(
             update(_ST)
             .where(_ST.c.id == stage_id)
             .values(pid=pid, pid_start=pid_start, host=host or self.host)
         )
+        result = self._conn().execute(statement, params)
+        if result.rowcount != 1 and self.lease is not None:
+            self._write_refused(stage_id)
         self.session.commit()
 
     def record_exit_code(self, stage_id: int, exit_code: int) -> None:
         """The exit code of a process that ended after its stage was already decided
         (aborted): kept for the record, no state change."""
-        self._conn().execute(
+        statement, params = self._fenced(
             update(_ST)
             .where(_ST.c.id == stage_id, _ST.c.exit_code.is_(None))
             .values(exit_code=exit_code)
         )
+        result = self._conn().execute(statement, params)
+        if result.rowcount != 1 and self.lease is not None:
+            self._write_refused(stage_id)
         self.session.commit()
 
 

@@ -463,6 +463,8 @@ class SessionAnnouncer:
         summary = f"sent to {told} of {len(deliveries)} target(s)"
         self.say(f"notification ({event.kind}) {summary}", stage=event.stage)
         try:
+            # Without the runner's lease, on purpose: the message is sent, and the change
+            # it tells of was committed under the lease (docs/ARCHITECTURE.md §2).
             with self.factory() as db:
                 FlowSessionManager(db, actor="runner").record_notified(
                     self.session_id, event.key, summary, stage=event.stage

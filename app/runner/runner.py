@@ -57,11 +57,12 @@ from app.runner.store_link import (
     _TakenOver,
 )
 from store import FlowSessionManager, StageManager
-from store.changes import StageMove
+from store.changes import Lease, StageMove
 from store.definitions import DEFAULT_KILL_TIMEOUT
 from store.errors import (
     ConcurrentModification,
     InvalidTransition,
+    LeaseLost,
     SessionNotFound,
     StoreError,
 )
@@ -132,6 +133,9 @@ class Runner(Recovery):
         self._wake = threading.Event()
         self._beat_thread: threading.Thread | None = None
         self._claimed = False
+        #: The claim this runner holds, once made: every write of its managers is
+        #: conditioned on it (:meth:`_hold`).
+        self._lease: Lease | None = None
         self._claim_view: SessionView | None = None
         #: Whether a runner may have run this session before ours (then stage processes it
         #: left may still live): unknown counts as yes. See :meth:`_remove_unrecorded`.
@@ -217,7 +221,8 @@ class Runner(Recovery):
         Done before anything else so a refusal is the only thing the user sees: another
         live runner raises :class:`RunnerConflict` naming its host and pid; a PAUSED,
         COMPLETED or FAILED session raises :class:`InvalidTransition`. A claim a worker made
-        on our behalf (same host and pid) is kept as is.
+        on our behalf (same host and pid) is kept as is. The claim's token becomes the
+        runner's lease (:meth:`_hold`).
         """
         if self._claimed:
             return
@@ -225,13 +230,18 @@ class Runner(Recovery):
         view = get_session_view(self._db, self.session_id)
         if view is None:
             raise SessionNotFound(f"session {self.session_id[:12]} was deleted")
-        if view.runner_pid != self.pid or view.runner_host != self.host:
+        if (
+            view.runner_pid != self.pid
+            or view.runner_host != self.host
+            or view.runner_lease is None
+        ):
             # Read before the claim: a session that never started had no runner, so no
             # stage process of it can exist (the first runner spares itself the search).
             self._started_before = view.started_at is not None
-            self._raw_sessions.start_session(
+            change = self._raw_sessions.start_session(
                 self.session_id, runner_host=self.host, runner_pid=self.pid
             )
+            self._hold(self._raw_sessions.lease_of(change, self.host, self.pid))
         else:
             # Claimed for us (a worker, or `vc flow run` creating the session claimed) and
             # read just now: run() starts from this view instead of reading the session
@@ -239,6 +249,7 @@ class Runner(Recovery):
             # started_at == created_at, and no runner ran it before.
             self._claim_view = view
             self._started_before = view.started_at != view.created_at
+            self._hold(Lease(self.session_id, self.host, self.pid, view.runner_lease))
         self._claimed = True
 
     def run(self) -> Outcome:
@@ -261,7 +272,8 @@ class Runner(Recovery):
                 return self._run_stages(view)
             except Interrupted:
                 return self._pause_on_interrupt()
-        except _TakenOver as exc:
+        except (_TakenOver, LeaseLost) as exc:  # LeaseLost: a write not through _persist
+            self._lost.set()
             self._say(str(exc), "WARNING")
             return Outcome(1, str(exc), None)
         except Exception as exc:

@@ -6,8 +6,10 @@ place (docs/ARCHITECTURE.md, "The runner").
   the stages run on meanwhile, their output goes to the log file;
 * the desired state is read only when something may have changed (a NOTIFY on
   PostgreSQL, ``PRAGMA data_version`` on SQLite): :meth:`StoreLink._desired`;
-* the heartbeat thread keeps the claim; a refused beat or a fence after an outage means
-  another runner took over, and nothing more is written;
+* the heartbeat thread keeps the claim; a refused beat, a fence after an outage or a write
+  the store refused for the runner's lease (:class:`store.errors.LeaseLost`: every write of
+  the runner's managers is conditioned on its claim, in the write itself) means another
+  runner took over, and nothing more is written;
 * an error that waiting will not cure stops the runner with one line
   (:meth:`StoreLink._stop_for_good`).
 
@@ -26,7 +28,14 @@ from typing import Any, TypeVar
 
 from app.logging import Logging
 from store import FlowSessionManager
-from store.errors import InvalidTransition, SessionNotFound, StoreUnavailable, transient_errors
+from store.changes import Lease
+from store.errors import (
+    InvalidTransition,
+    LeaseLost,
+    SessionNotFound,
+    StoreUnavailable,
+    transient_errors,
+)
 from store.failures import PermanentStoreError, StoreFailure, classify, schema_note
 from store.liveness import HEARTBEAT_INTERVAL
 from store.queries import SessionView, StageView, get_session_view, last_session_change
@@ -70,7 +79,8 @@ class Interrupted(Exception):
 
 
 class _TakenOver(Exception):
-    """The heartbeat found another runner owning the session: stop without touching it."""
+    """The session is not this runner's any more (a refused heartbeat, or a write the store
+    refused for the runner's lease): stop without touching it."""
 
 
 @dataclass
@@ -99,6 +109,7 @@ class StoreLink:
     _raw_sessions: FlowSessionManager
     sessions: Any
     stages: Any
+    _lease: Lease | None
     _space: StoreSpace | None
     _store_full: bool
     _stop: threading.Event
@@ -155,12 +166,20 @@ class StoreLink:
             self._notifier = None  # polling works without it
         return self._notifier
 
+    def _hold(self, lease: Lease) -> None:
+        """The claim succeeded: from now on every write of the runner's managers is
+        conditioned on ``lease`` in the write itself (store.changes), so once another runner
+        holds the session nothing of this one lands, whatever the timing."""
+        self._lease = lease
+        self._raw_sessions.lease = lease
+        self.stages.raw.lease = lease
+
     def _beat(self) -> None:
         """Heartbeat thread: refresh ``heartbeat_at`` every HEARTBEAT_INTERVAL seconds on a
         connection of its own, so a long SIGKILL wait or a big log flush never makes a live
         runner look orphaned. A refused beat means another runner took over: stop."""
         with self.factory() as db:
-            manager = FlowSessionManager(db, actor="runner")
+            manager = FlowSessionManager(db, actor="runner", lease=self._lease)
             while not self._stop.wait(HEARTBEAT_INTERVAL):
                 try:
                     if not manager.heartbeat(
@@ -228,12 +247,22 @@ class StoreLink:
                 time.sleep(delay)
                 delay = min(delay * 2, STORE_RETRY[1])
                 continue
+            except LeaseLost as exc:
+                self._store_back()  # the store answered: not ours any more
+                raise self._taken_over(exc) from None
             except BaseException as exc:
                 self._raise_if_permanent(exc)  # e.g. permission denied on a table
                 self._store_back()  # the store answered (with a refusal)
                 raise
             self._store_back()
             return result
+
+    def _taken_over(self, exc: LeaseLost) -> _TakenOver:
+        """A write refused for the lease: the session is another runner's (or deleted);
+        the loop stops, terminating its stages, and writes nothing more."""
+        self._lost.set()
+        self._wake.set()
+        return _TakenOver(str(exc))
 
     def _flush_logs(self) -> None:
         """Before the session ends: its log lines are in the store first, so whoever sees

@@ -37,8 +37,20 @@ def _build_at(url: str, revision: str):  # type: ignore[no-untyped-def]
     return engine
 
 
-#: Columns added after revision 0004 (revision 0005: session parameters, stage outputs).
-NEW_COLUMNS = {("flow_sessions", "params"), ("stage_instances", "outputs")}
+#: The columns each revision since 0004 added (0005: session parameters, stage outputs;
+#: 0006: the runner's lease token).
+ADDED = {
+    "0005": {("flow_sessions", "params"), ("stage_instances", "outputs")},
+    "0006": {("flow_sessions", "runner_lease")},
+}
+
+
+def _added_after(revision: str) -> set[tuple[str, str]]:
+    return {column for rev, columns in ADDED.items() if rev > revision for column in columns}
+
+
+#: Columns added after revision 0004.
+NEW_COLUMNS = _added_after("0004")
 
 
 def _filled_at(url: str, revision: str, definition):  # type: ignore[no-untyped-def]
@@ -64,9 +76,9 @@ def _rows(engine) -> dict[str, list[dict[str, object]]]:  # type: ignore[no-unty
     return out
 
 
-def _without_new_columns(rows):  # type: ignore[no-untyped-def]
+def _without_new_columns(rows, new=NEW_COLUMNS):  # type: ignore[no-untyped-def]
     return {
-        table: [{k: v for k, v in r.items() if (table, k) not in NEW_COLUMNS} for r in items]
+        table: [{k: v for k, v in r.items() if (table, k) not in new} for r in items]
         for table, items in rows.items()
     }
 
@@ -263,16 +275,19 @@ def test_head_schema_matches_the_models(db_url):
         engine.dispose()
 
 
-@pytest.mark.parametrize("start", [BASELINE, "0003", "0004"])
+@pytest.mark.parametrize("start", [BASELINE, "0003", "0004", "0005"])
 def test_upgrade_keeps_every_row(db_url, hello_definition, start):
-    """From the first revision, from the one before AUTOINCREMENT (0004) and from the one
-    before parameters and outputs (0005): every row, column, key and index is kept, the new
-    columns are empty on the old rows, and afterwards no deleted id is given again."""
+    """From the first revision, from the one before AUTOINCREMENT (0004), from the one
+    before parameters and outputs (0005) and from the one before the runner's lease (0006):
+    every row, column, key and index is kept, the new columns are empty on the old rows, and
+    afterwards no deleted id is given again."""
+    new_columns = _added_after(start)
     old = _filled_at(db_url, start, hello_definition)
     try:
         assert _revision(old) == start
         assert ("ix_flow_sessions_queue" in _indexes(old)) == (start != BASELINE)
-        assert not {c["name"] for c in inspect(old).get_columns("flow_sessions")} & {"params"}
+        columns = {c["name"] for c in inspect(old).get_columns("flow_sessions")}
+        assert not columns & {c for t, c in new_columns if t == "flow_sessions"}
         before = _rows(old)
         structure = _structure(old)
         top = _max_ids(old)
@@ -284,12 +299,12 @@ def test_upgrade_keeps_every_row(db_url, hello_definition, start):
     try:
         assert _revision(engine) == HEAD
         after = _rows(engine)
-        assert _without_new_columns(after) == before
-        for table, column in NEW_COLUMNS:
+        assert _without_new_columns(after, new_columns) == before
+        for table, column in new_columns:
             assert [r[column] for r in after[table]] == [None] * len(after[table])
         assert "ix_flow_sessions_queue" in _indexes(engine)
         if start != BASELINE:
-            assert _structure(engine, without=NEW_COLUMNS) == structure
+            assert _structure(engine, without=new_columns) == structure
         if engine.dialect.name == "sqlite":
             assert _user_version(engine) == SCHEMA_VERSION
             assert _autoincrement_tables(engine) == set(ID_TABLES)
@@ -342,6 +357,63 @@ def test_upgraded_sessions_have_no_params_or_outputs_and_new_ones_keep_theirs(
             assert view is not None
             assert view.params == {"day": "2024-01-02"}
             assert view.stages[0].outputs == {"rows": "42"}
+    finally:
+        engine.dispose()
+
+
+def test_a_session_an_older_vc_claimed_gets_a_lease_at_its_next_claim(db_url, hello_definition):
+    """A session claimed before the upgrade to 0006 has a runner and no token: its runner
+    (an older vc) writes without one, and its heartbeat still lands; no lease matches it
+    (a manager holding one is refused, nothing changed); the next claim gives it a token,
+    and a manager holding that lease writes."""
+    from store import Lease, LeaseLost
+
+    old = _filled_at(db_url, "0005", hello_definition)
+    old.dispose()
+    engine = init_db(db_url)
+    try:
+        rows = _rows(engine)["flow_sessions"]
+        (held,) = [r for r in rows if r["runner_pid"] is not None]
+        sid, host, pid = held["id"], held["runner_host"], held["runner_pid"]
+        assert held["runner_lease"] is None and held["status"] == "PAUSED"
+        with get_session_factory(engine)() as db:
+            sessions = FlowSessionManager(db)
+            assert sessions.heartbeat(sid, runner_host=host, runner_pid=pid)
+            before = snapshot(engine)
+            guess = FlowSessionManager(db, lease=Lease(sid, host, pid, held["version"]))
+            with pytest.raises(LeaseLost):
+                guess.resume(sid)
+            assert snapshot(engine) == before
+            sessions.resume(sid)
+            change = sessions.start_session(sid, runner_host=host, runner_pid=pid)
+            lease = sessions.lease_of(change, host, pid)
+            assert sessions.get_session(sid).runner_lease == lease.token == change.version
+            stages = StageManager(db, lease=lease)
+            stage = stages.list_stages(sid)[0]
+            moved = stages.move_stage(stage.id, StageStatus.ACTIVE)
+            assert moved.status == StageStatus.ACTIVE and moved.session_status == "ACTIVE"
+    finally:
+        engine.dispose()
+
+
+def test_lease_downgrade_keeps_every_other_column(db_url, hello_definition):
+    """Revision 0006 undone drops the lease token only: every row and every other column
+    stays, and the schema is 0005's."""
+    reference = _build_at(db_url, "0005")
+    structure = _structure(reference)
+    reference.dispose()
+    engine = init_db(db_url)
+    try:
+        _fill(engine, hello_definition)
+        before = _rows(engine)
+        assert any(r["runner_lease"] is not None for r in before["flow_sessions"])
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0005")
+        assert _revision(engine) == "0005"
+        assert _rows(engine) == _without_new_columns(before, _added_after("0005"))
+        assert _structure(engine) == structure
+        if engine.dialect.name == "sqlite":
+            assert _autoincrement_tables(engine) == set(ID_TABLES)
     finally:
         engine.dispose()
 
