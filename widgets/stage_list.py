@@ -25,6 +25,7 @@ from textual import events
 from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.color import Color
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.geometry import Region
 from textual.widgets import ProgressBar, Static
@@ -123,6 +124,17 @@ class StageRowView(Vertical):
         self._shown = new
 
 
+def _paint(view: StageRowView, background: Color | None) -> None:
+    """Give the row the cursor's background (None: its own again). Inline, not a class:
+    a class makes Textual match the row's dozen widgets against the stylesheet again,
+    several ms a key. Its cells cache their look with the background they were drawn on,
+    so they are told their style changed."""
+    view.styles.background = background
+    for cell in view.walk_children(with_self=False):
+        cell.notify_style_update()
+        cell.refresh()
+
+
 class StageList(VerticalScroll):
     """Stages of the selected session; feed it with ``set_stages``."""
 
@@ -137,6 +149,8 @@ class StageList(VerticalScroll):
     DEFAULT_CSS = """
     StageList {
         height: 1fr;
+        scrollbar-gutter: stable;
+        scrollbar-size-vertical: 1;
         & .stage-line { height: 1; }
         & .stage-row { height: auto; }
         & .stage-name { width: 1fr; min-width: 6; }
@@ -148,9 +162,12 @@ class StageList(VerticalScroll):
         & .stage-error { height: 1; padding-left: 2; display: none; }
         & .stage-header { height: 1; text-style: bold; }
         & .stage-empty { width: 1fr; content-align: center middle; height: 3; }
-        & > .stage-row.-cursor { background: $block-cursor-background; }
+        & > .stage-list--cursor { background: $block-cursor-background; }
     }
     """
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"stage-list--cursor"}
+    """The cursor's row (its background; the app's .tcss may restyle it)."""
 
     def __init__(
         self,
@@ -227,7 +244,10 @@ class StageList(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield self._header
         yield self._empty
-        yield from self._views  # stages given before the list was mounted
+        for index, view in enumerate(self._views):  # stages given before it was mounted
+            yield view
+            if index in self._open:
+                yield self._open[index]
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self._tick)
@@ -292,17 +312,19 @@ class StageList(VerticalScroll):
 
     def _toggle(self, index: int) -> None:
         block, view = self._blocks[index], self._views[index]
-        if block.group is None or not view.is_mounted:
+        if block.group is None:
             return
         lines = self._open.pop(index, None)
         if lines is not None:
             if self._at[0] == index:
                 self._at = (index, None)
-            lines.remove()
+            if self.is_mounted:
+                lines.remove()
         else:
             lines = InstanceLines(block.rows, self._clock, self._columns)
             self._open[index] = lines
-            self.mount(lines, after=view)
+            if self.is_mounted:
+                self.mount(lines, after=view)
         view.update_stage(self._block_row(index))
         self._show_cursor()
 
@@ -343,7 +365,7 @@ class StageList(VerticalScroll):
             target = to if to >= 0 else len(entries) + to
         self._at = entries[max(0, min(target, len(entries) - 1))]
         self._show_cursor()
-        self.call_after_refresh(self._scroll_to_cursor)
+        self._scroll_to_cursor()
 
     def action_cursor_up(self) -> None:
         """Move the cursor to the row above."""
@@ -386,24 +408,28 @@ class StageList(VerticalScroll):
         view = self._views[index] if shown and instance is None else None
         if view is not self._cursor_view:
             if self._cursor_view is not None:
-                self._cursor_view.remove_class("-cursor")
+                _paint(self._cursor_view, None)
             if view is not None:
-                view.add_class("-cursor")
+                _paint(view, self.get_component_styles("stage-list--cursor").background)
             self._cursor_view = view
         for at, lines in self._open.items():
             lines.cursor = instance if shown and at == index else None
 
-    def _scroll_to_cursor(self) -> None:
+    def _scroll_to_cursor(self, *, laid_out: bool = False) -> None:
+        """Scroll the cursor's row into view: at once, or after the next refresh when the
+        row has no place yet (just mounted)."""
         index, instance = self._at
         if index >= len(self._views):
             return
-        if instance is None:
-            self.scroll_to_widget(self._views[index], animate=False, immediate=True)
+        lines = self._open.get(index) if instance is not None else None
+        target = self._views[index] if lines is None else lines
+        box = target.virtual_region
+        if not box.height and not laid_out:
+            self.call_after_refresh(self._scroll_to_cursor, laid_out=True)
             return
-        lines = self._open.get(index)
-        if lines is None:
+        if lines is None or instance is None:
+            self.scroll_to_widget(target, animate=False, immediate=True)
             return
-        box = lines.virtual_region
         y = box.y + lines.line_of(instance)
         self.scroll_to_region(Region(0, y, max(1, box.width), 1), animate=False, immediate=True)
 

@@ -4,10 +4,14 @@ the list's cursor, updated in place, and drawn in the header's columns."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from textual.app import App, ComposeResult
+from textual.pilot import Pilot
 from textual.widget import Widget
 
+from tests.waiting import wait_until_async
 from tests.widgets.widgets_testkit import NOW, clock, screen_lines, stage_row
 from widgets.data import StageRow
 from widgets.instance_lines import InstanceLines
@@ -289,6 +293,27 @@ async def test_a_groups_name_is_shown_literally() -> None:
         assert "▾ [b]x[/b] 0/1" in text and "  k=v" in text
 
 
+async def drawn(pilot: Pilot[None], predicate: Callable[[], bool]) -> None:
+    await wait_until_async(predicate, pilot.pause, what="the screen drawn", timeout=2)
+
+
+def highlighted(view: Widget) -> bool:
+    """Does the row wear the cursor's background?"""
+    return view.styles.inline.has_rule("background")
+
+
+def backgrounds(app: App[None], y: int) -> set[str]:
+    """The background colours of screen line ``y`` as drawn (the scrollbar's gutter, the
+    last cell, left out)."""
+    strip = app.screen._compositor.render_strips()[y]
+    strip = strip.crop(0, strip.cell_length - 1)
+    return {
+        str(seg.style.bgcolor.triplet.hex)
+        for seg in strip
+        if seg.style and seg.style.bgcolor and seg.style.bgcolor.triplet
+    }
+
+
 async def test_the_cursor_shows_only_while_the_list_has_the_focus() -> None:
     class TwoApp(App[None]):
         def compose(self) -> ComposeResult:
@@ -302,16 +327,37 @@ async def test_the_cursor_shows_only_while_the_list_has_the_focus() -> None:
         stages.toggle_group("resize")
         app.query_one("#other").focus()
         await pilot.pause()
-        assert not any(v.has_class("-cursor") for v in stages.row_views)
+        assert not any(highlighted(v) for v in stages.row_views)
+        plain = backgrounds(app, 1)  # the fetch row
         stages.focus()
         await pilot.press("down")
-        assert [v.has_class("-cursor") for v in stages.row_views] == [False, True, False]
+        assert [highlighted(v) for v in stages.row_views] == [False, True, False]
+        # The row's cells repaint with the next frame.
+        await drawn(pilot, lambda: len(backgrounds(app, 2)) == 1 and backgrounds(app, 2) != plain)
+        cursor = backgrounds(app, 2)
         await pilot.press("down")
-        assert not any(v.has_class("-cursor") for v in stages.row_views)
+        assert not any(highlighted(v) for v in stages.row_views)
         assert stages.instance_lines[0].cursor == 0
+        await drawn(pilot, lambda: backgrounds(app, 2) == plain)
+        await drawn(pilot, lambda: backgrounds(app, 3) == cursor)  # the first instance
         app.query_one("#other").focus()
         await pilot.pause()
         assert stages.instance_lines[0].cursor is None
         stages.focus()
         await pilot.pause()
         assert stages.instance_lines[0].cursor == 0, "where it was"
+
+
+async def test_a_group_opened_before_the_list_is_mounted_shows_open() -> None:
+    class EarlyApp(App[None]):
+        def compose(self) -> ComposeResult:
+            stages = StageList(clock=clock)
+            stages.set_stages(six())
+            stages.toggle_group("resize")
+            yield stages
+
+    app = EarlyApp()
+    async with app.run_test(size=(100, 14)) as pilot:
+        await pilot.pause()
+        text = "\n".join(screen_lines(app))
+        assert "▾ resize 4/6" in text and "  size=large,format=webp " in text
