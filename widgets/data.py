@@ -64,6 +64,10 @@ class StageRow:
     error: str | None
     updated_at: float | None = None
     """When it last changed: for a PAUSED stage, when it was paused."""
+    group: str | None = None
+    """For an instance of a matrix stage (``resize[size=small,format=png]``), the workflow
+    stage it belongs to (``resize``): the stage list shows the instances of one matrix stage
+    under one row. None for a stage without a matrix."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -228,6 +228,7 @@ def load_detail(db: Any, session_id: str) -> Detail | None:
             finished_at=s.finished_at,
             error=clean_text(s.error) if s.error else None,
             updated_at=s.updated_at,
+            group=clean_text(s.stage) if s.instance is not None else None,
         )
         for s in view.stages
     ]

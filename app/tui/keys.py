@@ -190,6 +190,8 @@ KEYS: tuple[Key, ...] = (
         footer="Wrap",
     ),
     Key("tab", "move between the table, the stages and the log"),
+    # Bound on the stage list itself (widgets/stage_list.py), where up / down move its cursor.
+    Key("space", "in the stages: open / close a matrix stage (enter too)"),
     Key("ctrl+p", "command palette: every operation"),
     Key(
         "?",

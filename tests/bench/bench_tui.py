@@ -8,7 +8,12 @@
 * idle CPU and resident memory of `vc flow tui` in a real terminal (tmux) with 100,000
   sessions (targets: < 2% of a core; < 200 MB), alternated with a bare Textual app idling
   in the same terminal (the floor: what Textual itself costs). The sessions are a few
-  seconds old, so the TIME column of the rows shown ticks every second meanwhile.
+  seconds old, so the TIME column of the rows shown ticks every second meanwhile;
+* keys on the stage list of a session with a 256-instance matrix stage (target: each
+  answered within 100 ms): the time from a key press (Pilot) to the screen showing its
+  effect, for enter (open the group), end (the cursor to the stage after it, scrolled
+  past every instance), home, down and enter again (close it), against the same keys on a 6-instance
+  matrix stage (the floor: what a key costs the dashboard at all).
 
 Run: `python -m tests.bench.bench_tui [--small]`.
 """
@@ -24,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from tests.bench.bench_store import fill_sessions
 from tests.bench.common import precompile, report
@@ -211,6 +217,117 @@ def idle_cpu_and_memory(
     return ours, floor, rss
 
 
+#: A matrix stage of ``n`` x ``n`` instances between two plain stages.
+_MATRIX_FLOW = """\
+stages:
+  - name: prepare
+    run: 'true'
+  - name: shard
+    matrix: {{a: [{a}], b: [{b}]}}
+    run: 'true'
+  - name: report
+    run: 'true'
+"""
+
+
+def _matrix_workspace(side_a: int, side_b: int) -> Path:
+    """A workspace holding one PENDING session whose `shard` stage has side_a x side_b
+    instances."""
+    from store import FlowSessionManager, get_session_factory, init_db
+    from store.workflows import find_workflow
+
+    ws = Path(tempfile.mkdtemp())
+    (ws / "workflows").mkdir()
+    text = _MATRIX_FLOW.format(
+        a=", ".join(f"a{i}" for i in range(side_a)), b=", ".join(f"b{i}" for i in range(side_b))
+    )
+    (ws / "workflows" / "matrix.yaml").write_text(text)
+    (ws / ".vc").mkdir()
+    engine = init_db(f"sqlite:///{ws / '.vc' / 'flow.db'}")
+    try:
+        definition = find_workflow(ws / "workflows", "matrix")
+        with get_session_factory(engine)() as db:
+            FlowSessionManager(db).create_session("matrix", definition=definition)
+    finally:
+        engine.dispose()
+    return ws
+
+
+class KeyTimes(NamedTuple):
+    """Seconds from key presses on the stage list to the screen showing their effect."""
+
+    keys: list[float]
+    """enter (open), end, home, down, enter (close), in rounds."""
+    noop: list[float]
+    """A key bound to nothing, pressed in the same place: what any key costs."""
+
+
+async def _stage_keys(ws: Path, instances: int, last: str, rounds: int) -> KeyTimes:
+    """Each key of a round pressed on the stage list of the workspace's one session, timed
+    from the press (Pilot) to the screen showing what it did."""
+    from app.context import open_context
+    from app.tui.app import FlowApp
+
+    _use_workspace(ws)
+    times = KeyTimes([], [])
+    with open_context() as ctx:
+        app = FlowApp(ctx)
+        async with app.run_test(size=(140, 40)) as pilot:
+            stages = app.dashboard.stages
+
+            def screen() -> str:
+                """The stage list as the screen shows it now."""
+                box = stages.region
+                rows = app.screen._compositor.render_strips()[box.y : box.bottom]
+                return "\n".join(row.text[box.x : box.right] for row in rows)
+
+            def cursor() -> str:
+                row = stages.cursor_row
+                return "" if row is None else row.group or row.name
+
+            async def timed(key: str, shown: Any, into: list[float]) -> None:
+                started = time.perf_counter()
+                await pilot.press(key)
+                while not shown():
+                    if time.perf_counter() - started > 30:
+                        raise TimeoutError(f"{key}: the screen never showed it:\n{screen()}")
+                    await pilot.pause(0.001)
+                into.append(time.perf_counter() - started)
+
+            while len(stages.stages) != instances + 2:
+                await pilot.pause(0.01)
+            await pilot.press("tab", "down")  # the stage list, its cursor on the group
+            group = f"shard 0/{instances}"
+            keys = times.keys
+            for _ in range(rounds):
+                await timed("z", lambda: True, times.noop)
+                await timed("enter", lambda: f"▾ {group}" in screen(), keys)
+                await timed("z", lambda: True, times.noop)
+                # the last row: the list scrolls to it, past every instance
+                await timed("end", lambda: last in screen() and cursor() == "report", keys)
+                await timed("home", lambda: "prepare" in screen() and cursor() == "prepare", keys)
+                await timed("down", lambda: cursor() == "shard", keys)
+                await timed("enter", lambda: f"▸ {group}" in screen(), keys)
+    return times
+
+
+def stage_list_keys(rounds: int) -> tuple[KeyTimes, KeyTimes]:
+    """Key-to-screen times on a 256-instance matrix stage and on a 6-instance one, the
+    two alternated."""
+    big = _matrix_workspace(16, 16)
+    small = _matrix_workspace(3, 2)
+    asyncio.run(_stage_keys(small, 6, "a2,b=b1", 1))  # warm imports
+    bigs, smalls = KeyTimes([], []), KeyTimes([], [])
+    for _ in range(rounds):
+        for into, got in (
+            (bigs, asyncio.run(_stage_keys(big, 256, "a15,b=b15", 2))),
+            (smalls, asyncio.run(_stage_keys(small, 6, "a2,b=b1", 2))),
+        ):
+            into.keys.extend(got.keys)
+            into.noop.extend(got.noop)
+    return bigs, smalls
+
+
 def main(small: bool = False) -> list[str]:
     precompile()
     lines = []
@@ -258,6 +375,20 @@ def main(small: bool = False) -> list[str]:
                 f"RSS {rss:.0f} MB with {big:,} sessions (targets < 2%, < 200 MB)",
             )
         )
+    many, few = stage_list_keys(1 if small else 3)
+    p95 = statistics.quantiles(many.keys, n=20, method="inclusive")[-1]
+    floor = statistics.median(many.noop + few.noop)
+    lines.append(
+        report(
+            "stage list keys",
+            f"256 instances: p50 {statistics.median(many.keys) * 1000:.0f} ms, "
+            f"p95 {p95 * 1000:.0f} ms, max {max(many.keys) * 1000:.0f} ms over "
+            f"{len(many.keys)} keys; 6 instances: p50 {statistics.median(few.keys) * 1000:.0f} "
+            f"ms; ratio {statistics.median(many.keys) / statistics.median(few.keys):.2f}; "
+            f"a key bound to nothing {floor * 1000:.0f} ms (the floor: Pilot's own round) "
+            "(target: each key < 100 ms)",
+        )
+    )
     return lines
 
 

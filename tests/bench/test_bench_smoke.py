@@ -55,7 +55,7 @@ def test_dashboard_benchmarks_report_their_figures() -> None:
     from tests.bench import bench_tui
 
     lines = bench_tui.main(small=True)
-    assert len(lines) == 3
+    assert len(lines) == 4 and lines[-1].startswith("[bench] stage list keys:")
 
 
 @pytest.mark.postgres

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 #: Test modules whose tests run on both stores (``tui_store`` parametrized) ...
-ON_POSTGRESQL = {"test_tui_live", "test_tui_keys", "test_tui_alerts"}
+ON_POSTGRESQL = {"test_tui_live", "test_tui_keys", "test_tui_alerts", "test_tui_matrix"}
 #: ... except these, SQLite only by nature.
 SQLITE_ONLY = {
     # holds SQLite's write lock with sqlite3 itself

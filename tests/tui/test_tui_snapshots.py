@@ -16,8 +16,10 @@ import pytest
 
 from tests.tui.tui_testkit import (
     FROZEN_IDS,
+    FROZEN_MATRIX_ID,
     frozen_clock,
     loaded,
+    seed_frozen_matrix,
     seed_frozen_store,
     select,
     wait_for,
@@ -31,9 +33,11 @@ SIZE = (130, 36)
 def frozen_app(ctx: Any, frozen_tz: None) -> Any:
     from app.tui.app import FlowApp
 
-    def make(seed: bool = True) -> Any:
+    def make(seed: bool = True, matrix: bool = False) -> Any:
         if seed:
             seed_frozen_store(ctx.factory)
+        if matrix:
+            seed_frozen_matrix(ctx.factory)
         return FlowApp(ctx, poll_interval=0.1, clock=frozen_clock)
 
     return make
@@ -47,11 +51,11 @@ def _on(key: str | None, then: tuple[str, ...] = ()) -> Any:
         app = pilot.app
         await loaded(pilot, selected=key is not None)
         if key is not None:
-            await select(pilot, FROZEN_IDS[key])
+            await select(pilot, FROZEN_IDS.get(key, key))
             await wait_for(pilot, lambda: app.dashboard.log_pane.line_count > 0, what="its log")
             await wait_for(
                 pilot,
-                lambda: len(app.dashboard.stages.row_views) == len(app.dashboard.stages.stages),
+                lambda: all(v.is_mounted for v in app.dashboard.stages.row_views),
                 what="its stage rows",
             )
         await pilot.press(*then)
@@ -81,4 +85,14 @@ def test_snapshot_failed(snap_compare: Any, frozen_app: Any) -> None:
 def test_snapshot_help(snap_compare: Any, frozen_app: Any) -> None:
     assert snap_compare(
         frozen_app(), terminal_size=SIZE, run_before=_on("train", ("question_mark",))
+    )
+
+
+def test_snapshot_matrix(snap_compare: Any, frozen_app: Any) -> None:
+    """A matrix stage opened from the stage list (tab, down, enter), the cursor on one of
+    its instances, and the log naming the instance of each line."""
+    assert snap_compare(
+        frozen_app(matrix=True),
+        terminal_size=SIZE,
+        run_before=_on(FROZEN_MATRIX_ID, ("tab", "down", "enter", "down", "down")),
     )

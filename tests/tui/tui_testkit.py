@@ -466,3 +466,97 @@ def seed_frozen_store(factory: Any) -> None:
             if isinstance(row, FlowSession):
                 db.flush()  # stages and events refer to it
         db.commit()
+
+
+FROZEN_MATRIX_ID = "7b0b5000" + "0" * 24
+
+
+def seed_frozen_matrix(factory: Any) -> None:
+    """One more frozen session, the newest, with a matrix stage: ``resize`` in six
+    instances (three COMPLETED, one running, one FAILED, one PENDING) between ``fetch`` and
+    ``publish``, and log lines of its instances."""
+    from store.models import FlowSession, LogRecord, StageInstance
+
+    sid = FROZEN_MATRIX_ID
+    rows: list[Any] = [
+        FlowSession(
+            id=sid,
+            name="thumbs: spring catalogue",
+            workflow_id="thumbs",
+            status="ACTIVE",
+            definition={"id": "thumbs", "fail_fast": False, "stages": []},
+            meta={},
+            created_at=_T - 30,
+            updated_at=_T - 5,
+            started_at=_T - 28,
+            runner_host="build-01",
+        )
+    ]
+    instances = [
+        ("small", "png", "COMPLETED", 100, 0, None),
+        ("small", "webp", "COMPLETED", 100, 0, None),
+        ("medium", "png", "COMPLETED", 100, 0, None),
+        ("medium", "webp", "FAILED", 35, 2, "exit code 2"),
+        ("large", "png", "ACTIVE", 60, None, None),
+        ("large", "webp", "PENDING", 0, None, None),
+    ]
+    stages: list[tuple[str, dict[str, Any], str, float, int | None, str | None]] = [
+        ("fetch", {}, "COMPLETED", 100, 0, None),
+        *(
+            (
+                f"resize[size={size},format={fmt}]",
+                {"name": "resize", "instance": {"size": size, "format": fmt}},
+                status,
+                progress,
+                code,
+                error,
+            )
+            for size, fmt, status, progress, code, error in instances
+        ),
+        ("publish", {}, "PENDING", 0, None, None),
+    ]
+    for i, (name, config, status, progress, code, error) in enumerate(stages):
+        begun = None if status == "PENDING" else _T - 25 + i
+        rows.append(
+            StageInstance(
+                session_id=sid,
+                position=i,
+                name=name,
+                config=config,
+                status=status,
+                progress=progress,
+                attempt=0 if status == "PENDING" else 1,
+                exit_code=code,
+                error=error,
+                started_at=begun,
+                finished_at=begun + 9 if begun and status in ("COMPLETED", "FAILED") else None,
+                updated_at=_T - 5,
+            )
+        )
+    for i, (stage, text) in enumerate(
+        [
+            ("fetch", "fetched 240 images"),
+            *(
+                (f"resize[size={size},format={fmt}]", f"resized to {size} {fmt}")
+                for size, fmt, status, *_ in instances
+                if status != "PENDING"
+            ),
+            ("resize[size=medium,format=webp]", "webp encoder: out of memory"),
+        ]
+    ):
+        rows.append(
+            LogRecord(
+                session_id=sid,
+                at=_T - 25 + 2 * i,
+                level="ERROR" if "memory" in text else "INFO",
+                category="workflow.stage.integration",
+                stage=stage,
+                text=text,
+            )
+        )
+    with factory() as db:
+        db.add(rows[0])
+        db.flush()
+        for row in rows[1:]:
+            db.add(row)
+        db.commit()

@@ -1,0 +1,31 @@
+"""The TIME of a stage row: how long it ran, or how long it has been paused. Pure functions
+over a ``StageRow`` and "now", shared by the stage rows and the lines of matrix instances."""
+
+from __future__ import annotations
+
+from widgets.data import PAUSED, StageRow
+from widgets.formatting import human_duration, paused_duration
+
+
+def stage_duration(stage: StageRow, now: float) -> float | None:
+    """Seconds the stage has run: to its end if finished, to ``now`` if running, else None."""
+    if stage.started_at is None:
+        return None
+    end = stage.finished_at if stage.finished_at is not None else now
+    return max(0.0, end - stage.started_at)
+
+
+def stage_time(stage: StageRow, now: float) -> str:
+    """The TIME cell: :func:`stage_duration`, except for a PAUSED stage (stopped, or a gate
+    waiting), whose clock stops: how long it has been paused, marked ``‖`` (``‖3m``)."""
+    if stage.status == PAUSED and stage.finished_at is None and stage.updated_at is not None:
+        return paused_duration(now - stage.updated_at)
+    return human_duration(stage_duration(stage, now))
+
+
+def ticking(stage: StageRow) -> bool:
+    """Whether the stage's TIME moves with the clock (running, or paused)."""
+    return stage.finished_at is None and (stage.started_at is not None or stage.status == PAUSED)
+
+
+__all__ = ["stage_duration", "stage_time", "ticking"]
