@@ -309,7 +309,13 @@ class Runner(Recovery):
         delete) is read by the loop."""
         self._params = dict(view.params)
         self._announcer.configure(view)
-        done = [s for s in view.stages if s.status == StageStatus.COMPLETED and s.outputs]
+        # A matrix instance's outputs stay in the store (JSON, API): one VC_OUTPUT_* per
+        # stage and key cannot tell its instances apart.
+        done = [
+            s
+            for s in view.stages
+            if s.status == StageStatus.COMPLETED and s.outputs and not s.config.get("instance")
+        ]
         done.sort(key=lambda s: s.finished_at or 0.0)  # the last to complete wins a variable
         self._stage_outputs = {s.name: dict(s.outputs) for s in done}
         self._rows = {s.name: s for s in view.stages}
@@ -762,7 +768,7 @@ class Runner(Recovery):
         self._running.pop(stage.name, None)
         self._schedule.mark(stage.name, DONE)
         self._stage_outputs.pop(stage.name, None)
-        if result.outputs:
+        if result.outputs and not stage.config.get("instance"):
             self._stage_outputs[stage.name] = result.outputs
         self._stage_result(stage.name, f"stage completed (attempt {running.attempt})")
 

@@ -452,3 +452,22 @@ def list_events_of(store: Store, sid: str) -> list:  # type: ignore[type-arg]
 
     with store.factory() as db:
         return list(list_events(db, sid))
+
+
+@sqlite_only
+def test_matrix_outputs_are_stored_but_give_no_variable_to_later_stages(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "mxout",
+        """
+        stages:
+          - {name: part, needs: [], matrix: {n: [1, 2]}, run: 'echo "::output rows=$VC_MATRIX_N"'}
+          - {name: sum, needs: [part], run: 'env | grep ^VC_OUTPUT_ > seen.txt; true'}
+    """,
+    )
+    assert vc("flow", "run", "mxout").returncode == 0
+    assert (workspace / "seen.txt").read_text() == ""
+    view = store.view(newest_session(store))
+    assert [s.outputs for s in view.stages[:2]] == [{"rows": "1"}, {"rows": "2"}]
