@@ -813,14 +813,6 @@ class Runner(Recovery):
                 with contextlib.suppress(StoreError):
                     self.stages.record_exit_code(attempt.stage.id, code)
 
-    def _fail_session(self, reason: str) -> Outcome:
-        try:
-            self._flush_logs()
-            self.sessions.fail(self.session_id, reason)
-        except InvalidTransition:
-            return self._stopped_outcome()
-        return Outcome(1, reason, SessionStatus.FAILED)
-
     def _finish(self) -> Outcome:
         """Nothing more can run: fail with the first failure (``fail_fast: false``), or
         pause after ``WORKFLOW:STAGE`` when other stages are left, or complete."""

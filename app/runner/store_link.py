@@ -328,6 +328,11 @@ class StoreLink:
             return None
         reason = self._full_disk_reason()
         self._say(f"the session stops: {reason}", "ERROR")
+        return self._fail_session(reason)
+
+    def _fail_session(self, reason: str) -> Outcome:
+        """Fail the session with ``reason``, its log in the store first; an abort or a
+        delete that came first stands."""
         try:
             self._flush_logs()
             self.sessions.fail(self.session_id, reason)
