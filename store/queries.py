@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
 from sqlmodel import Session
 
+from store.gates import waiting_reason
 from store.graph import instance_waits, stage_of
 from store.liveness import is_orphaned, stale_after_of
 from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
@@ -694,7 +695,7 @@ def alerts_after(
     )
     for r in gates:
         checklist = tuple(str(item) for item in (r[6] or {}).get("checklist") or ())
-        reason = f"waiting: {r[5]}"
+        reason = waiting_reason(r[5])
         alerts.append(AlertView(r[0], r[1], r[2], r[3], "gate", r[4], reason, r[5], checklist))
     alerts.sort(key=lambda a: a.event_id)
     return newest, alerts[:limit]

@@ -67,6 +67,7 @@ from store.errors import (
     StoreError,
 )
 from store.failures import PermanentStoreError, StoreFailure
+from store.gates import waiting_reason
 from store.graph import fail_fast, instance_waits, max_parallel, stage_of
 from store.queries import SessionView, StageView, get_session_view
 from store.space import StoreSpace, is_disk_full
@@ -595,7 +596,7 @@ class Runner(Recovery):
         ``waiting: <gate>``; its resume (or the gate's approval) passes the gate."""
         stage = self._rows[name]
         try:
-            self.sessions.pause(self.session_id, reason=f"waiting: {name}")
+            self.sessions.pause(self.session_id, reason=waiting_reason(name))
         except InvalidTransition:
             self._read_next = True  # paused or aborted meanwhile: the loop sorts it out
             return
