@@ -25,12 +25,20 @@ def warning_line(message: str) -> None:
     print(f"vc: warning: {clean_text(message)}", file=sys.stderr, flush=True)
 
 
+def _driver_error(exc: BaseException) -> bool:
+    """An error of a database driver itself (only those already imported can be it)."""
+    for module, name in (("sqlite3", "Error"), ("psycopg", "Error")):
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(exc, getattr(loaded, name)):
+            return True
+    return False
+
+
 def failure(exc: BaseException) -> tuple[str, int] | None:
     """The line and exit code of a refusal or an environment failure (the store's refusals,
     a workflow file's errors, a file we cannot use, the database out of reach), or None
     for anything else: a bug, or a broken pipe, which is not the user's to read."""
-    from store.engine import os_error_message
-    from store.errors import StoreError, WorkflowError
+    from store.errors import StoreError, WorkflowError, os_error_message
 
     if isinstance(exc, StoreError | WorkflowError):
         return str(exc), exc.exit_code
@@ -40,6 +48,11 @@ def failure(exc: BaseException) -> tuple[str, int] | None:
         return os_error_message(exc), 1
     if not isinstance(exc, Exception):
         return None
+    if _driver_error(exc):  # the driver path (store.direct) met the database's refusal
+        from store.engine import unavailable_message
+        from store.location import resolve_database_url
+
+        return unavailable_message(exc, resolve_database_url()), 1
     from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
     if isinstance(exc, DBAPIError | SQLAlchemyError):

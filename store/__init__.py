@@ -35,7 +35,7 @@ _EXPORTS = {
     "SessionChange": "store.changes",
     "StageInstanceManager": "store.managers",
     "StageManager": "store.managers",
-    "compute_progress": "store.sessions",
+    "compute_progress": "store.views",
     "is_orphaned": "store.liveness",
     "enable_logging": "store.changes",
     "FlowEvent": "store.models",
@@ -115,5 +115,5 @@ if TYPE_CHECKING:
     from store.managers import FlowSessionManager, StageInstanceManager, StageManager
     from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
     from store.opening import init_db
-    from store.sessions import compute_progress
     from store.status import SessionStatus, StageStatus
+    from store.views import compute_progress

@@ -21,7 +21,6 @@ are what give a lease, and are not conditioned on one.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,15 +30,20 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
 from store._driver import execute_on_driver
-from store.errors import AmbiguousId, InvalidId, LeaseLost, SessionNotFound
+from store.errors import LeaseLost
 from store.identity import local_host, local_user
 from store.liveness import stale_after_of
 from store.models import FlowEvent, FlowSession, StageInstance
-
-MIN_PREFIX = 4
-_ID_CHARS = re.compile(r"^[A-Za-z0-9_-]+$")
-#: How often an operation that lost a race reads again and retries before giving up.
-MAX_RETRIES = 20
+from store.records import (
+    EVENT_COLUMNS,
+    MAX_RETRIES,
+    MIN_PREFIX,
+    SessionChange,
+    checked_id,
+    integration_text,
+    operation_text,
+    prefix_result,
+)
 
 _T = FlowSession.__table__  # type: ignore[attr-defined]
 _ST = StageInstance.__table__  # type: ignore[attr-defined]
@@ -108,24 +112,8 @@ _CLAIM_OF = select(_T.c.runner_host, _T.c.runner_pid, _T.c.runner_lease).where(
     _T.c.id == bindparam("sid")
 )
 
-EVENT_COLUMNS = (
-    "session_id", "stage", "op", "from_status", "to_status", "actor", "host", "pid", "at", "reason"
-)  # fmt: skip
 #: The event insert with every column bound by name, for :func:`execute_on_driver`.
 _INSERT_EVENT_ROW = insert(_EV).values({col: bindparam(col) for col in EVENT_COLUMNS}).inline()
-
-
-@dataclass(frozen=True)
-class SessionChange:
-    """What one successful operation did; handed to subscribers and returned to callers."""
-
-    session_id: str
-    op: str
-    from_status: str | None
-    to_status: str | None
-    version: int
-    reason: str | None = None
-    stage: str | None = None
 
 
 @dataclass(frozen=True)
@@ -273,23 +261,14 @@ class ManagerBase:
             self.integration.publish(change)
         if not _logging_enabled:
             return change
-        arrow = f"{change.from_status or '∅'} -> {change.to_status or '∅'}"
-        what = ""
-        reason = f" ({change.reason})" if change.reason else ""
         _op_logger().bind(category=category, session_id=change.session_id, stage=change.stage).info(
-            f"{change.op} {what}{arrow}{reason} by {self.actor}@{self.host}:{self.pid}"
+            operation_text(change, self.actor, self.host, self.pid)
         )
         return change
 
     def resolve_session_id(self, session_id: str) -> str:
         """A full id or a unique prefix of at least MIN_PREFIX characters -> the full id."""
-        given = session_id.strip()
-        if len(given) < MIN_PREFIX:
-            raise InvalidId(
-                f"session id {given!r} is too short: give at least {MIN_PREFIX} characters"
-            )
-        if not _ID_CHARS.match(given):
-            raise InvalidId(f"invalid session id {given!r}")
+        given = checked_id(session_id)
         conn = self._conn()
         if len(given) >= 32:  # a full id: generated ids are 32 hex digits, never a prefix
             return given
@@ -301,12 +280,21 @@ class ManagerBase:
             .order_by(_T.c.id)
             .limit(11)
         ).all()
-        if not rows:
-            raise SessionNotFound(f"no session matches {given!r}")
-        if len(rows) > 1:
-            listed = ", ".join(f"{r.id[:12]} ({r.name})" for r in rows[:10])
-            more = " …" if len(rows) > 10 else ""
-            raise AmbiguousId(
-                f"session id {given!r} is ambiguous: {listed}{more}", [r.id for r in rows]
-            )
-        return str(rows[0].id)
+        return prefix_result(given, [(r.id, r.name) for r in rows])
+
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "HOLDS",
+    "MAX_RETRIES",
+    "MIN_PREFIX",
+    "STAGE_FENCE",
+    "Lease",
+    "ManagerBase",
+    "SessionChange",
+    "StageMove",
+    "enable_logging",
+    "holds",
+    "integration_text",
+    "logging_enabled",
+]

@@ -8,7 +8,6 @@ through ``VC_DATABASE_URL`` (PostgreSQL via psycopg 3 for teams).
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sqlite3
 import time
@@ -22,20 +21,12 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, create_engine
 
 from store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from store.errors import StoreUnavailable
-from store.location import resolve_database_url, workspace_dir  # noqa: F401 (their old home)
-
-#: The number of the head migration revision (store/migrations/versions/NNNN_*.py): bumped
-#: with every new revision; SQLite's ``PRAGMA user_version`` holds it once a store is there.
-SCHEMA_VERSION = 6
-DEFAULT_BUSY_TIMEOUT = 10.0
-
-
-def busy_timeout() -> float:
-    try:
-        return float(os.environ.get("VC_BUSY_TIMEOUT", DEFAULT_BUSY_TIMEOUT))
-    except ValueError:
-        return DEFAULT_BUSY_TIMEOUT
+from store.errors import StoreUnavailable, os_error_message
+from store.location import (  # noqa: F401 (their old home)
+    busy_timeout,
+    resolve_database_url,
+    workspace_dir,
+)
 
 
 def describe_url(url: str) -> str:
@@ -98,15 +89,6 @@ def _tighten(path: Path, mode: int) -> None:
             path.chmod(mode)
     except OSError:
         pass
-
-
-def os_error_message(exc: OSError, path: object = None) -> str:
-    """'cannot write PATH: permission denied' and the like, for a file we failed to use."""
-    where = exc.filename or path
-    what = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        what = "permission denied" if exc.errno != errno.EROFS else "read-only file system"
-    return f"cannot write {where}: {what}" if where is not None else f"cannot write: {what}"
 
 
 def make_engine(url: str | None = None, *, pool_size: int | None = None) -> Engine:

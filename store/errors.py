@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import Any
 
 
@@ -100,6 +102,15 @@ def transient_errors() -> tuple[type[BaseException], ...]:
     return (*errors, psycopg.OperationalError, psycopg.InterfaceError)
 
 
+def os_error_message(exc: OSError, path: object = None) -> str:
+    """'cannot write PATH: permission denied' and the like, for a file we failed to use."""
+    where = exc.filename or path
+    what = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        what = "permission denied" if exc.errno != errno.EROFS else "read-only file system"
+    return f"cannot write {where}: {what}" if where is not None else f"cannot write: {what}"
+
+
 class StoreUnavailable(StoreError):
     """The database cannot be opened, written or reached."""
 
@@ -194,5 +205,6 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "WorkflowError",
+    "os_error_message",
     "transient_errors",
 ]

@@ -117,7 +117,7 @@ def classify(exc: BaseException) -> StoreFailure | None:
 def schema_note(engine: Any) -> str | None:
     """After a failure ``about_schema``: the store's schema revision against this code's,
     as a line (None when they match or the revision cannot be read). Reads the store."""
-    from store.engine import SCHEMA_VERSION
+    from store.revision import SCHEMA_VERSION
 
     try:
         with engine.connect() as conn:

@@ -10,17 +10,19 @@ only needs a ``publish(change)`` method.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlmodel import Session
 
-from store.changes import SessionChange, logging_enabled
+from store.changes import logging_enabled
 from store.errors import SessionNotFound
 from store.managers import FlowSessionManager
-from store.queries import SessionView, get_session_view, iso
-from store.status import SessionStatus
+from store.queries import SessionView, get_session_view
+from store.records import INTEGRATION_CATEGORY, SessionChange, integration_text
+from store.views import status_report, status_report_text
 
-CATEGORY = "workflow.session.integration"
+CATEGORY = INTEGRATION_CATEGORY
 
 
 class FlowStatusIntegration:
@@ -34,8 +36,7 @@ class FlowStatusIntegration:
             from loguru import logger
 
             logger.bind(category=CATEGORY, session_id=change.session_id, stage=change.stage).debug(
-                f"notify 0 subscriber(s): {change.op} "
-                f"{change.from_status or '∅'} -> {change.to_status or '∅'}"
+                integration_text(change)
             )
 
     def status_report(self, session_id: str) -> dict[str, Any]:
@@ -49,32 +50,11 @@ class FlowStatusIntegration:
         view = get_session_view(self.session, sid)
         if view is None:
             raise SessionNotFound(f"no session matches {session_id!r}")
-        counts = {s.value: 0 for s in SessionStatus}
-        for stage in view.stages:
-            counts[stage.status] += 1
-        report = view.to_json()
-        report["summary"] = {
-            "stages_total": len(view.stages),
-            "stages_by_status": counts,
-            "elapsed_seconds": _elapsed(view.started_at, view.finished_at),
-            "reported_at": iso(_now()),
-        }
+        report = status_report(view, time.time())
         if logging_enabled():
             from loguru import logger
 
             logger.bind(category=CATEGORY, session_id=sid, stage=None).debug(
-                f"status report: {view.status} {report['progress']}%"
+                status_report_text(report)
             )
         return report, view
-
-
-def _now() -> float:
-    import time
-
-    return time.time()
-
-
-def _elapsed(started: float | None, finished: float | None) -> float | None:
-    if started is None:
-        return None
-    return round((finished or _now()) - started, 3)

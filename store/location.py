@@ -1,6 +1,7 @@
-"""Where the workspace and the store are (``VC_HOME``, ``VC_DATABASE_URL``), without importing
-the database layer: a command that only reads workflow files (`vc flow list`, `vc flow
-show`) then never pays for SQLAlchemy's dialects and the tables."""
+"""Where the workspace and the store are (``VC_HOME``, ``VC_DATABASE_URL``), and how long a
+writer waits for SQLite's lock (``VC_BUSY_TIMEOUT``), without importing the database
+layer: a command that only reads workflow files (`vc flow list`, `vc flow show`) or takes
+the driver path (:mod:`store.direct`) never pays for SQLAlchemy's dialects and tables."""
 
 from __future__ import annotations
 
@@ -19,3 +20,14 @@ def resolve_database_url() -> str:
     if url:
         return url
     return f"sqlite:///{workspace_dir() / '.vc' / 'flow.db'}"
+
+
+DEFAULT_BUSY_TIMEOUT = 10.0
+
+
+def busy_timeout() -> float:
+    """Seconds a SQLite writer waits for another's lock (``VC_BUSY_TIMEOUT``)."""
+    try:
+        return float(os.environ.get("VC_BUSY_TIMEOUT", DEFAULT_BUSY_TIMEOUT))
+    except ValueError:
+        return DEFAULT_BUSY_TIMEOUT

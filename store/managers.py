@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from store.announcements import AnnouncementRecords
 from store.leases import RunnerLeases
-from store.sessions import SESSION_CATEGORY
+from store.records import SESSION_CATEGORY
 from store.stages import StageManager
 
 

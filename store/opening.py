@@ -9,10 +9,11 @@ from __future__ import annotations
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
-from store.engine import SCHEMA_VERSION, make_engine, unavailable_message
+from store.engine import make_engine, unavailable_message
 from store.errors import StoreUnavailable
 from store.location import resolve_database_url
 from store.migrations import newer_message, upgrade
+from store.revision import SCHEMA_VERSION
 
 
 def init_db(url: str | None = None, *, pool_size: int | None = None) -> Engine:

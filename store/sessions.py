@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row, bindparam, delete, func, insert, select, update
@@ -29,6 +29,7 @@ from store.gates import gate_of_reason, gate_refusal
 from store.graph import expand
 from store.liveness import is_orphaned
 from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
+from store.records import SESSION_CATEGORY, STAGE_CATEGORY, refusal
 from store.stage_moves import MovePlan, MoveRequest, StageState, plan_stage_move
 from store.status import (
     GATE_PASS,
@@ -39,14 +40,11 @@ from store.status import (
     allowed_session_ops,
     session_target,
 )
+from store.views import compute_progress
 
 if TYPE_CHECKING:
     from store.definitions import WorkflowDefinition
 
-#: The log category of session operations.
-SESSION_CATEGORY = "workflow.session.operations"
-#: The log category of stage operations (a gate passed by approve or resume).
-STAGE_CATEGORY = "workflow.stage.operations"
 
 _T = FlowSession.__table__  # type: ignore[attr-defined]
 _ST = StageInstance.__table__  # type: ignore[attr-defined]
@@ -109,15 +107,6 @@ def _update_statement(columns: tuple[str, ...], fenced: bool = False) -> Any:
 
 def new_session_id() -> str:
     return uuid.uuid4().hex
-
-
-def compute_progress(status: str, stages: Iterable[tuple[str, float]]) -> float:
-    """Session progress, the one formula (docs/ARCHITECTURE.md §2): mean of the stages' progress
-    with COMPLETED counting 100. A session without stages is 100 once COMPLETED, else 0."""
-    values = [100.0 if st == StageStatus.COMPLETED else float(p or 0.0) for st, p in stages]
-    if not values:
-        return 100.0 if status == SessionStatus.COMPLETED else 0.0
-    return round(sum(values) / len(values), 1)
 
 
 def move_stages_of(
@@ -316,14 +305,7 @@ class SessionOperations(ManagerBase):
         )
 
     def _refuse(self, sid: str, op: SessionOp, status: str, why: str = "") -> InvalidTransition:
-        allowed = allowed_session_ops(status)
-        listed = ", ".join(allowed) if allowed else "none"
-        detail = f" ({why})" if why else ""
-        return InvalidTransition(
-            f"cannot {op.value} session {sid[:12]}: it is {status}{detail}; allowed: {listed}",
-            status,
-            allowed,
-        )
+        return refusal(sid, op, status, why)
 
     def _transition(
         self,

@@ -27,7 +27,7 @@ from store._driver import execute_on_driver
 from store.changes import HOLDS, MAX_RETRIES, STAGE_FENCE, ManagerBase, SessionChange, StageMove
 from store.errors import ConcurrentModification, InvalidTransition, SessionNotFound, StageNotFound
 from store.models import FlowSession, StageInstance
-from store.sessions import SESSION_CATEGORY, STAGE_CATEGORY
+from store.records import SESSION_CATEGORY, STAGE_CATEGORY
 from store.stage_moves import MovePlan, MoveRefusal, MoveRequest, StageState, plan_stage_move
 from store.status import TERMINAL, SessionOp, SessionStatus, StageStatus, allowed_session_ops
 

@@ -14,7 +14,6 @@ from app.cli.common import (
     echo,
     error_line,
     fail,
-    open_store,
     paint,
     print_json,
     progress_text,
@@ -184,11 +183,20 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """A session's status report: state, progress, stages (exit 1 if it FAILED)."""
-    from store import FlowStatusIntegration
-    from store.text import clean_text
+    import time
 
-    with open_store(writes=False, file_logs=True) as ctx, ctx.session() as db:
-        report, view = FlowStatusIntegration(db).status_report_and_view(session_id)
+    from app.cli.direct import reading, status_log
+    from store.errors import SessionNotFound
+    from store.text import clean_text
+    from store.views import status_report, status_report_text
+
+    with translate_errors(), reading() as reader:
+        sid = reader.resolve_session_id(session_id)
+        view = reader.session_view(sid)
+        if view is None:
+            raise SessionNotFound(f"no session matches {session_id!r}")
+    report = status_report(view, time.time())
+    status_log(sid, status_report_text(report))
     gate = view.waiting_gate
     if as_json:
         print_json(report)

@@ -40,6 +40,7 @@ from app.cli.common import (
     progress_text,
     render_table,
     terminal_width,
+    translate_errors,
     use_color,
     warning_line,
 )
@@ -163,17 +164,17 @@ def list_cmd(
     """List sessions, newest first. The table shows the newest 50 and says how many there
     are in all; --json prints every matching session unless --limit is given (a script gets
     what it asked for, never a silently shortened list)."""
-    from store.queries import SessionFilter, count_sessions, list_sessions
+    from app.cli.direct import reading
 
-    with open_store(writes=False) as ctx, ctx.session() as session:
-        filt = SessionFilter(status=status, workflow_id=workflow)
-        if as_json:
-            views = list_sessions(session, filt, limit=MAX_ROWS if limit is None else limit)
-            print_json([v.to_json() for v in views])
-            return
-        limit = LIST_ROWS if limit is None else limit
-        views = list_sessions(session, filt, limit=limit)
-        total = count_sessions(session, filt) if len(views) == limit else len(views)
+    wanted = (MAX_ROWS if limit is None else limit) if as_json else (limit or LIST_ROWS)
+    with translate_errors(), reading() as reader:
+        views = reader.list_sessions(status=status, workflow_id=workflow, limit=wanted)
+        total = len(views)
+        if not as_json and len(views) == wanted:
+            total = reader.count_sessions(status=status, workflow_id=workflow)
+    if as_json:
+        print_json([v.to_json() for v in views])
+        return
     if not views:
         echo(
             "no sessions yet: create one with 'vc flow session create WORKFLOW' "
@@ -214,15 +215,15 @@ def list_cmd(
 @app.command("show")
 def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
     """Show one session: state, stages, runner and history."""
-    from store.queries import get_session_view, list_events
+    from app.cli.direct import reading
     from store.text import clean_text
 
-    with open_store(writes=False) as ctx, ctx.session() as session:
-        sid = ctx.sessions(session).resolve_session_id(session_id)
-        view = get_session_view(session, sid)
+    with translate_errors(), reading() as reader:
+        sid = reader.resolve_session_id(session_id)
+        view = reader.session_view(sid)
         if view is None:
             raise fail(f"no session matches {session_id!r}")
-        events = list_events(session, sid)
+        events = reader.events(sid)
     if as_json:
         doc = view.to_json()
         doc["events"] = [e.to_json() for e in events]
@@ -357,28 +358,61 @@ def check_workflow_id(workflow_id: str) -> None:
         raise fail(str(exc), 2) from None
 
 
-def _operation(op: str, session_id: str, *args: str | None) -> None:
-    from store.text import clean_text
+def _operation(op: str, session_id: str, gate: str | None = None) -> None:
+    """One state change: on the driver path when it can (:mod:`app.cli.direct`), else
+    through the managers; the same output either way."""
 
+    if op != "retry":
+        from app.cli.direct import operation
+
+        with translate_errors():
+            outcome = operation(op, session_id, gate)
+        if outcome is not None:
+            change, name, workflow_id = outcome.change, outcome.name, outcome.workflow_id
+            extra = _approved(op, change.stage)
+            if outcome.needs_runner:
+                with open_store() as ctx:
+                    extra += _start_runner(ctx, change.session_id)
+            _report(op, change.to_status, change.session_id, name, workflow_id, extra)
+            return
     with open_store() as ctx, ctx.session() as session:
         manager = ctx.sessions(session)
+        args = (gate,) if op == "approve" else ()
         change = getattr(manager, op)(session_id, *args)
         obj = manager.get_session(change.session_id)
         name, workflow_id = obj.name, obj.workflow_id
-        extra = ""
-        if op == "approve":
-            extra = f"; gate {clean_text(change.stage or '')} approved"
+        extra = _approved(op, change.stage)
         if op in ("resume", "approve") and change.to_status == "ACTIVE":
-            from app.runner.launch import ensure_runner
+            extra += _start_runner(ctx, change.session_id)
+    _report(op, change.to_status, change.session_id, name, workflow_id, extra)
 
-            started = ensure_runner(ctx, change.session_id)
-            if started is not None and started.started:
-                extra += f" (runner started: pid {started.pid})"
-            elif started is not None:
-                error_line(f"could not start a runner: {started.message}")
-                extra += " (no runner: see the error above)"
-    short = change.session_id[:12]
-    print(f"{change.to_status}: {short} ({clean_text(name)}){extra}")
+
+def _approved(op: str, gate: str | None) -> str:
+    from store.text import clean_text
+
+    return f"; gate {clean_text(gate or '')} approved" if op == "approve" else ""
+
+
+def _start_runner(ctx: Any, session_id: str) -> str:
+    """A runner for a session left ACTIVE without one; what to add to the output line."""
+    from app.runner.launch import ensure_runner
+
+    started = ensure_runner(ctx, session_id)
+    if started is not None and started.started:
+        return f" (runner started: pid {started.pid})"
+    if started is not None:
+        error_line(f"could not start a runner: {started.message}")
+        return " (no runner: see the error above)"
+    return ""
+
+
+def _report(
+    op: str, status: str | None, session_id: str, name: str, workflow_id: str, extra: str
+) -> None:
+    from store.text import clean_text
+
+    short = session_id[:12]
+    print(f"{status}: {short} ({clean_text(name)}){extra}")
     if op == "retry":
         print(f"run it again with 'vc flow run {workflow_id} --session {short}'")
 
@@ -577,15 +611,16 @@ def logs_cmd(
     ] = 200,
 ) -> None:
     """Print a session's log from the store (works from any host sharing the database)."""
-    from store.queries import LEVELS, get_session_view, read_logs
+    from app.cli.direct import reading
+    from store.views import LEVELS
 
     if level is not None and level.upper() not in LEVELS:
         raise fail(f"invalid --level {level!r}: use one of {', '.join(LEVELS)}", 2)
     min_level = level.upper() if level else "INFO"
     color = use_color()
-    with open_store(writes=False) as ctx, ctx.session() as session:
-        sid = ctx.sessions(session).resolve_session_id(session_id)
-        view = get_session_view(session, sid)
+    with translate_errors(), reading() as reader:
+        sid = reader.resolve_session_id(session_id)
+        view = reader.session_view(sid)
         if view is None:  # a full id is not looked up by the resolver
             raise fail(f"no session matches {session_id!r}")
         if stage is not None:
@@ -595,7 +630,7 @@ def logs_cmd(
                     f"session {sid[:12]} has no stage {stage!r}; "
                     f"stages: {', '.join(names) or '(none)'}"
                 )
-        records = read_logs(session, sid, min_level=min_level, stage=stage, limit=tail, newest=True)
+        records = reader.logs(sid, min_level=min_level, stage=stage, limit=tail, newest=True)
         _print_logs(records, color)
         last_id = records[-1].id if records else 0
         if not follow:
@@ -603,20 +638,14 @@ def logs_cmd(
         try:
             idle_after_end = 0
             while True:
-                session.commit()
-                records = read_logs(
-                    session,
-                    sid,
-                    after_id=last_id,
-                    min_level=min_level,
-                    stage=stage,
-                    limit=5000,
+                records = reader.logs(
+                    sid, after_id=last_id, min_level=min_level, stage=stage, limit=5000
                 )
                 if records:
                     _print_logs(records, color)
                     last_id = records[-1].id
                     continue
-                view = get_session_view(session, sid)
+                view = reader.session_view(sid)
                 if view is None:
                     error_line(f"session {sid[:12]} was deleted")
                     raise typer.Exit(1)

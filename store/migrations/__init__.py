@@ -32,8 +32,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from store.engine import SCHEMA_VERSION, describe_url
+from store.engine import describe_url
 from store.errors import StoreUnavailable
+from store.revision import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -94,7 +95,7 @@ def _migration_engine(engine: Engine) -> Engine:
     from sqlalchemy import create_engine, event
     from sqlalchemy.pool import NullPool
 
-    from store.engine import busy_timeout
+    from store.location import busy_timeout
 
     mig = create_engine(
         engine.url,

@@ -4,7 +4,7 @@
     python -m store.migrations upgrade | current | history
 
 ``revision`` numbers the new file after the head (0004, 0005, ...), as
-:mod:`store.migrations` requires; remember to bump ``store.engine.SCHEMA_VERSION``.
+:mod:`store.migrations` requires; remember to bump ``store.revision.SCHEMA_VERSION``.
 ``upgrade`` and ``current`` act on ``VC_DATABASE_URL`` (or the workspace store), like
 ``vc db upgrade`` / ``vc db current``.
 """
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 autogenerate=args.autogenerate,
                 rev_id=new_id,
             )
-        print(f"wrote revision {new_id}: bump store.engine.SCHEMA_VERSION to {int(new_id)}")
+        print(f"wrote revision {new_id}: bump store.revision.SCHEMA_VERSION to {int(new_id)}")
         return 0
     finally:
         engine.dispose()

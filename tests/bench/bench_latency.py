@@ -5,6 +5,10 @@ alternating subject and floor; none fails on speed.
 * teardown: how long a process takes to end once `vc flow session list` has done its work
   (flushed, committed, closed), left the ordinary way (``sys.exit``: the interpreter's
   teardown) against ``app.quick_exit.leave`` (what the short commands do);
+* control: `vc flow session pause ID` from the command's start until the stage's process is
+  in state T (``/proc``), `resume` until it runs again, `abort` until it is gone; p50 and
+  p95 over K rounds each, against ``python3 -c "import typer, sqlite3"`` (targets: p50
+  <= 1.5x that floor plus the runner's poll interval, p95 <= 300 ms);
 * flow run: `vc flow run` of 50 `true` stages, the whole command (start to exit), against
   Debian's task-spooler running the same 50 jobs (``tsp``; installed with apt-get when
   missing and allowed, see :func:`spooler`) and against a bash loop of 50 `/bin/true`
@@ -29,6 +33,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -119,6 +125,85 @@ def teardown(rounds: int) -> tuple[float, float]:
     got = _medians({"ordinary": leave_by("ordinary"), "quick": leave_by("quick")}, rounds)
     shutil.rmtree(ws, ignore_errors=True)
     return got["ordinary"], got["quick"]
+
+
+# -- pause, resume, abort ------------------------------------------------------------------------
+
+
+def _until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the stage did not get there")
+        time.sleep(0.0005)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def control(rounds: int, sessions: int) -> tuple[dict[str, list[float]], float]:
+    """Seconds from each command's start until the stage's process shows it (pause: state
+    T; resume: running again; abort: gone), over ``rounds`` pause/resume rounds on each of
+    ``sessions`` sessions and one abort each; and the floor's median."""
+    from tests.bench.common import proc_state
+
+    ws, env = bench_workspace({"long": "stages:\n  - name: a\n    run: exec sleep 600\n"})
+    env = {**env, "PYTHONPATH": str(ROOT)}
+    got: dict[str, list[float]] = {"pause": [], "resume": [], "abort": []}
+    floor: list[float] = []
+    pid = 0
+
+    def command(*args: str, until: Callable[[], bool]) -> float:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.main", "flow", "session", *args],
+            env=env,
+            cwd=ws,
+            stdout=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
+        _until(until)
+        took = time.perf_counter() - started
+        if proc.wait() != 0:
+            raise RuntimeError(f"vc flow session {' '.join(args)} failed")
+        return took
+
+    try:
+        for _ in range(sessions):
+            sid = _vc(ROOT, env, "flow", "run", "long", "--detach").stdout.split()[-1]
+
+            def stage_pid(sid: str = sid) -> bool:
+                nonlocal pid
+                with sqlite3.connect(ws / ".vc" / "flow.db") as db:
+                    row = db.execute(
+                        "SELECT pid FROM stage_instances WHERE session_id = ? "
+                        "AND status = 'ACTIVE'",
+                        (sid,),
+                    ).fetchone()
+                pid = row[0] if row and row[0] and proc_state(row[0]) in ("S", "R") else 0
+                return pid != 0
+
+            _until(stage_pid)
+            for _ in range(rounds):
+                got["pause"].append(
+                    command("pause", sid[:12], until=lambda: proc_state(pid) == "T")
+                )
+                got["resume"].append(
+                    command("resume", sid[:12], until=lambda: proc_state(pid) in ("S", "R"))
+                )
+                started = time.perf_counter()
+                subprocess.run([sys.executable, "-c", "import typer, sqlite3"], check=True)
+                floor.append(time.perf_counter() - started)
+            got["abort"].append(
+                command("abort", sid[:12], until=lambda: proc_state(pid) in (None, "Z"))
+            )
+    finally:
+        if pid and proc_state(pid) not in (None, "Z"):  # a round failed: leave nothing behind
+            os.killpg(pid, signal.SIGKILL)
+        shutil.rmtree(ws, ignore_errors=True)
+    return got, statistics.median(floor)
 
 
 # -- vc flow run of 50 `true` --------------------------------------------------------------------
@@ -290,6 +375,24 @@ def main(small: bool = False, against: Path | None = None) -> list[str]:
             f"`flow session list`, work done -> process gone: ordinary exit "
             f"{ordinary * 1000:.0f} ms, quick exit {quick * 1000:.0f} ms "
             f"({ordinary / quick:.1f}x faster), medians",
+        )
+    )
+    latencies, typer_floor = control(3 if small else 10, 1 if small else 3)
+    from app.runner.runner import POLL_INTERVAL
+
+    target = 1.5 * typer_floor + POLL_INTERVAL
+    figures = "; ".join(
+        f"{op} p50 {_percentile(v, 0.5) * 1000:.0f} ms (ratio to the floor "
+        f"{_percentile(v, 0.5) / typer_floor:.2f}), p95 {_percentile(v, 0.95) * 1000:.0f} ms"
+        for op, v in latencies.items()
+    )
+    out.append(
+        report(
+            "control",
+            f"from the command's start to the stage stopped / running / gone: {figures}; "
+            f"floor `import typer, sqlite3` {typer_floor * 1000:.0f} ms (targets: p50 <= "
+            f"{target * 1000:.0f} ms = 1.5x the floor + the runner's {POLL_INTERVAL * 1000:.0f} "
+            "ms poll, p95 <= 300 ms)",
         )
     )
     n = 10 if small else 50

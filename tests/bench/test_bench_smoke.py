@@ -100,6 +100,7 @@ def test_latency_benchmarks_report_their_ratios() -> None:
     assert [line.split(":")[0] for line in lines] == [
         "[bench] bytecode",
         "[bench] teardown",
+        "[bench] control",
         "[bench] flow run, 10 true stages",
         "[bench] seq 100000 stage",
     ]

@@ -13,7 +13,7 @@ from alembic import command
 from sqlalchemy import inspect, text
 
 from store import FlowSessionManager, StageManager, StoreUnavailable, get_session_factory
-from store.engine import SCHEMA_VERSION, make_engine
+from store.engine import make_engine
 from store.log_ingest import append_logs
 from store.migrations import (
     BASELINE,
@@ -24,6 +24,7 @@ from store.migrations import (
     current_revision,
 )
 from store.opening import init_db
+from store.revision import SCHEMA_VERSION
 from store.status import StageStatus
 from tests.conftest import ROOT, run_vc
 from tests.hosts.common import snapshot

@@ -452,7 +452,7 @@ def sqlite_schema_newer(tmp_path: Path) -> Trial:
         finally:
             conn.close()
 
-    from store.engine import SCHEMA_VERSION
+    from store.revision import SCHEMA_VERSION
 
     _trial(
         trial,

@@ -200,8 +200,8 @@ def test_pg_connection_refused_and_terminated_are_transient(admin) -> None:  # t
 
 def test_schema_note_compares_the_store_revision_with_the_code(tmp_path: Path) -> None:
     from store import init_db
-    from store.engine import SCHEMA_VERSION
     from store.failures import schema_note
+    from store.revision import SCHEMA_VERSION
 
     engine = init_db(f"sqlite:///{tmp_path / '.vc' / 'flow.db'}")
     try:

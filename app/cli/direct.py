@@ -1,0 +1,233 @@
+"""The driver path of the commands people type most (docs/ARCHITECTURE.md §2, "Two ways in").
+
+`session pause|resume|abort|approve|list|show|logs` and `flow status` first try the store
+through its database driver (:mod:`store.direct`): no SQLAlchemy, SQLModel, pydantic,
+PyYAML or loguru is imported, which is most of what such a command used to cost. When that
+path cannot serve the command (a store to migrate or repair, a URL it does not read, a
+driver error before anything was committed) the command takes its full path instead,
+which words any failure as it always has.
+
+What a command leaves behind is the same either way: the rows and events (a parity test
+compares them), the log lines in the log files and in the store's log table, its output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol
+
+from app.console import warning_line
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+    from store.direct import DirectStore
+    from store.direct_control import Outcome
+    from store.views import EventView, LogView, SessionView
+
+
+class Reader(Protocol):
+    """The reads of the session commands, by either path."""
+
+    def resolve_session_id(self, session_id: str) -> str: ...
+
+    def list_sessions(
+        self, *, status: str | None = None, workflow_id: str | None = None, limit: int = 50
+    ) -> list[SessionView]: ...
+
+    def count_sessions(
+        self, *, status: str | None = None, workflow_id: str | None = None
+    ) -> int: ...
+
+    def session_view(self, session_id: str) -> SessionView | None: ...
+
+    def events(self, session_id: str) -> list[EventView]: ...
+
+    def logs(
+        self,
+        session_id: str,
+        *,
+        after_id: int | None = None,
+        min_level: str | None = None,
+        stage: str | None = None,
+        limit: int = 1000,
+        newest: bool = False,
+    ) -> list[LogView]: ...
+
+
+class _OrmReads:
+    """:class:`Reader` through the managers and :mod:`store.queries` (the full path)."""
+
+    def __init__(self, ctx: Any, session: Any) -> None:
+        self.ctx = ctx
+        self.session = session
+
+    def resolve_session_id(self, session_id: str) -> str:
+        return str(self.ctx.sessions(self.session).resolve_session_id(session_id))
+
+    def list_sessions(
+        self, *, status: str | None = None, workflow_id: str | None = None, limit: int = 50
+    ) -> list[SessionView]:
+        from store.queries import SessionFilter, list_sessions
+
+        return list_sessions(self.session, SessionFilter(status, workflow_id), limit=limit)
+
+    def count_sessions(self, *, status: str | None = None, workflow_id: str | None = None) -> int:
+        from store.queries import SessionFilter, count_sessions
+
+        return count_sessions(self.session, SessionFilter(status, workflow_id))
+
+    def session_view(self, session_id: str) -> SessionView | None:
+        from store.queries import get_session_view
+
+        self.session.commit()  # a poll sees what was committed since the last one
+        return get_session_view(self.session, session_id)
+
+    def events(self, session_id: str) -> list[EventView]:
+        from store.queries import list_events
+
+        return list_events(self.session, session_id)
+
+    def logs(self, session_id: str, **options: Any) -> list[LogView]:
+        from store.queries import read_logs
+
+        self.session.commit()
+        return read_logs(self.session, session_id, **options)
+
+
+def _open(settings: Settings) -> DirectStore | None:
+    from store.direct import open_direct
+
+    return open_direct(settings.database_url)
+
+
+def _warn_about(settings: Settings) -> None:
+    from app.settings import workspace_warnings
+
+    for message in workspace_warnings(settings.workspace):
+        warning_line(message)
+
+
+@contextmanager
+def reading() -> Iterator[Reader]:
+    """The store opened for reading, by the driver path when it can; the full path's
+    warnings and failures either way."""
+    from app.settings import Settings
+
+    settings = Settings.from_env()
+    db = _open(settings)
+    if db is None:
+        from app.cli.common import open_store
+
+        with open_store(writes=False) as ctx, ctx.session() as session:
+            yield _OrmReads(ctx, session)
+        return
+    from store.direct_reads import DirectReads
+
+    try:
+        _warn_about(settings)
+        yield DirectReads(db, stale_after=settings.stale_after)
+    finally:
+        db.close()
+
+
+def operation(op: str, session_id: str, gate: str | None = None) -> Outcome | None:
+    """Run ``op`` (pause, resume, abort, approve) on the driver path and log it; None
+    when the full path must do it (nothing was changed then). Refusals raise the store's
+    errors, as the managers do."""
+    from app.logging import check_log_dir
+    from app.settings import Settings
+    from store.direct_control import DirectControl
+
+    settings = Settings.from_env()
+    db = _open(settings)
+    if db is None:
+        return None
+    try:
+        _warn_about(settings)
+        check_log_dir(settings.log_dir)
+        control = DirectControl(db, stale_after=settings.stale_after)
+        plain = {"pause": control.pause, "resume": control.resume, "abort": control.abort}
+        try:
+            if op == "approve":
+                outcome = control.approve(session_id, gate)
+            else:
+                outcome = plain[op](session_id)
+        except db.errors:
+            # Rolled back (SQLite undoes a failed commit too): the full path tries again
+            # and words what is wrong.
+            return None
+        _log_changes(settings, db, outcome, control.actor, control.host, control.pid)
+        return outcome
+    finally:
+        db.close()
+
+
+#: One log record: level, category, session id, stage, text.
+Record = tuple[str, str, str, "str | None", str]
+
+
+def _log_changes(
+    settings: Settings, db: DirectStore, outcome: Outcome, actor: str, host: str, pid: int
+) -> None:
+    """The lines the full path's loguru sinks write for these changes: per change, the
+    integration line (DEBUG) and the operation line (INFO)."""
+    from store.records import INTEGRATION_CATEGORY, integration_text, operation_text
+
+    records: list[Record] = []
+    for change, category in outcome.logged:
+        sid, stage = change.session_id, change.stage
+        records.append(("DEBUG", INTEGRATION_CATEGORY, sid, stage, integration_text(change)))
+        records.append(("INFO", category, sid, stage, operation_text(change, actor, host, pid)))
+    write_log(settings, records, db)
+
+
+def write_log(settings: Settings, records: Sequence[Record], db: DirectStore | None) -> None:
+    """Write ``records`` where the full path's sinks do (app.logging): the shared file of
+    their category, the session's file and, given ``db``, the store's log table. A log
+    that cannot be written is one warning, never a failure: the change has committed."""
+    import time
+
+    from app.logging import LogFiles, format_line
+
+    files = LogFiles(settings.log_dir)
+    files.on_event = lambda _name, level, text: warning_line(text) if level == "WARNING" else None
+    rows = []
+    for level, category, sid, stage, text in records:
+        at = time.time()
+        line = format_line(at, level, category, sid, stage, text)
+        shared = "operations.log" if category.endswith("operations") else "integration.log"
+        files.write(shared, line)
+        with contextlib.suppress(ValueError):  # an id no file may be named after
+            files.write_session(sid, line)
+        rows.append((sid, at, level, category, stage, text))
+    files.close()
+    if db is None:
+        return
+    try:
+        db.write()
+        db.insert_many(
+            "INSERT INTO log_records (session_id, at, level, category, stage, text) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        db.commit()
+    except db.errors as exc:
+        db.rollback()
+        warning_line(f"cannot write log: {exc}")
+
+
+def status_log(session_id: str, text: str) -> None:
+    """The status report's integration line, where `flow status` writes it: the log files
+    only, and only when the log directory is usable (a read stays a read)."""
+    from app.logging import check_log_dir
+    from app.settings import Settings
+    from store.records import INTEGRATION_CATEGORY
+
+    settings = Settings.from_env()
+    try:
+        check_log_dir(settings.log_dir)
+    except OSError:
+        return
+    write_log(settings, [("DEBUG", INTEGRATION_CATEGORY, session_id, None, text)], None)

@@ -1,0 +1,198 @@
+"""The driver path: the store through its database driver (``sqlite3``, ``psycopg``), without
+SQLAlchemy, SQLModel or pydantic (docs/ARCHITECTURE.md §2, "Two ways in").
+
+The commands people type most (pause, resume, abort, approve, list) spend most of their
+time importing the ORM to run a handful of statements. They open the store here instead,
+and run the statements of :mod:`store.direct_control` and :mod:`store.direct_reads`, which
+apply the same rules (the state table of :mod:`store.status`, the words of
+:mod:`store.records`); a parity test drives both ways through the whole table.
+
+Only the common case is taken: :func:`open_direct` returns None, and the caller uses
+:func:`store.init_db` instead, for anything that needs the full path's care: a store
+that does not exist yet or is not at this code's schema revision (it migrates or
+refuses), a SQLite file open to other users or without its reserve (it repairs them),
+a URL this module does not read, a driver that cannot connect (it words the failure).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+from store.location import busy_timeout
+from store.revision import SCHEMA_VERSION
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+
+
+class DirectStore:
+    """One connection of the driver, outside any transaction between operations.
+
+    Statements are written with ``?`` placeholders; on PostgreSQL they become ``%s``.
+    :meth:`write` begins a transaction that holds the write lock from its start on SQLite
+    (``BEGIN IMMEDIATE``: the reads that decide an operation see what its write will
+    change), and a plain one on PostgreSQL, where the operation's conditional UPDATE locks
+    the session row."""
+
+    def __init__(self, connection: Any, dialect: str) -> None:
+        self.connection = connection
+        self.dialect = dialect
+        self._sql: dict[str, str] = {}
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """The driver's error classes (anything a statement or commit may raise)."""
+        if self.dialect == SQLITE:
+            import sqlite3
+
+            return (sqlite3.Error,)
+        import psycopg
+
+        return (psycopg.Error,)
+
+    def sql(self, statement: str) -> str:
+        if self.dialect == SQLITE:
+            return statement
+        text = self._sql.get(statement)
+        if text is None:
+            text = self._sql[statement] = statement.replace("%", "%%").replace("?", "%s")
+        return text
+
+    def execute(self, statement: str, params: tuple[Any, ...] = ()) -> Any:
+        cursor = self.connection.cursor()
+        cursor.execute(self.sql(statement), params)
+        return cursor
+
+    def rows(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        cursor = self.execute(statement, params)
+        try:
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def one(self, statement: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+        cursor = self.execute(statement, params)
+        try:
+            row = cursor.fetchone()
+            return None if row is None else tuple(row)
+        finally:
+            cursor.close()
+
+    def changed(self, statement: str, params: tuple[Any, ...] = ()) -> int:
+        """Run a write; the number of rows it changed."""
+        cursor = self.execute(statement, params)
+        try:
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+
+    def insert_many(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        cursor = self.connection.cursor()
+        try:
+            cursor.executemany(self.sql(statement), rows)
+        finally:
+            cursor.close()
+
+    def write(self) -> None:
+        """Begin a transaction that will write (see the class doc)."""
+        if self.dialect == SQLITE:
+            self.connection.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.connection.commit()
+
+    def rollback(self) -> None:
+        with contextlib.suppress(Exception):
+            self.connection.rollback()
+
+    def end_read(self) -> None:
+        """End the transaction a read began (PostgreSQL opens one on the first statement)."""
+        if self.dialect != SQLITE:
+            self.rollback()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.connection.close()
+
+    def json(self, value: Any) -> Any:
+        """A JSON column's value as Python data: SQLite hands over its text, psycopg has
+        parsed it already. (SQLAlchemy stores a None as JSON ``null``.)"""
+        if self.dialect == SQLITE and isinstance(value, str):
+            import json
+
+            return json.loads(value)
+        return value
+
+
+def open_direct(url: str) -> DirectStore | None:
+    """The store at ``url`` through its driver, or None when the full path must open it
+    (the module doc says when)."""
+    if url.startswith("sqlite:///"):
+        return _open_sqlite(url.removeprefix("sqlite:///"))
+    if url.startswith("postgresql+psycopg://"):
+        return _open_postgresql("postgresql://" + url.removeprefix("postgresql+psycopg://"))
+    return None
+
+
+def _open_sqlite(database: str) -> DirectStore | None:
+    if not database or "?" in database or "%" in database or database == ":memory:":
+        return None
+    path = Path(database)
+    try:
+        st = path.stat()
+        directory = path.parent.stat()
+    except OSError:
+        return None
+    mine = os.geteuid()
+    if (st.st_uid == mine and st.st_mode & 0o077) or (
+        directory.st_uid == mine and directory.st_mode & 0o077
+    ):
+        return None  # the full path makes it private again
+    if not os.access(path, os.R_OK | os.W_OK) or not os.path.exists(f"{path}-reserve"):
+        return None
+    import sqlite3
+
+    try:
+        connection = sqlite3.connect(
+            path, timeout=busy_timeout(), isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error:
+        return None
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            connection.close()
+            return None
+        # As store.engine sets every connection of the full path.
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.execute(f"PRAGMA busy_timeout={int(busy_timeout() * 1000)}")
+    except sqlite3.Error:
+        connection.close()
+        return None
+    return DirectStore(connection, SQLITE)
+
+
+def _open_postgresql(conninfo: str) -> DirectStore | None:
+    try:
+        import psycopg
+    except ImportError:
+        return None
+    try:
+        connection = psycopg.connect(conninfo, connect_timeout=5)
+    except (psycopg.Error, ValueError):
+        return None
+    try:
+        row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+        connection.rollback()
+    except psycopg.Error:
+        connection.close()
+        return None
+    if row is None or row[0] != f"{SCHEMA_VERSION:04d}":
+        connection.close()
+        return None
+    return DirectStore(connection, POSTGRESQL)

@@ -1,0 +1,100 @@
+"""What a change is and how it is worded, free of the database layer: shared by the managers
+(SQLAlchemy) and the driver path (:mod:`store.direct`), so that both refuse, record and log
+with the same words (docs/ARCHITECTURE.md §2, "Two ways in").
+
+Nothing here touches a database: an id's shape is checked before any query, a refusal is
+built from what was read, and the log lines of a committed change are composed from it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from store.errors import AmbiguousId, InvalidId, InvalidTransition, SessionNotFound
+from store.status import SessionOp, allowed_session_ops
+
+#: The shortest session id prefix a command accepts.
+MIN_PREFIX = 4
+_ID_CHARS = re.compile(r"^[A-Za-z0-9_-]+$")
+#: How often an operation that lost a race reads again and retries before giving up.
+MAX_RETRIES = 20
+
+#: The log category of session operations.
+SESSION_CATEGORY = "workflow.session.operations"
+#: The log category of stage operations (a gate passed by approve or resume).
+STAGE_CATEGORY = "workflow.stage.operations"
+#: The log category of what the integration was told (integration.log).
+INTEGRATION_CATEGORY = "workflow.session.integration"
+
+#: The columns of an event row, in the order the inserts bind them.
+EVENT_COLUMNS = (
+    "session_id", "stage", "op", "from_status", "to_status", "actor", "host", "pid", "at", "reason"
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SessionChange:
+    """What one successful operation did; handed to subscribers and returned to callers."""
+
+    session_id: str
+    op: str
+    from_status: str | None
+    to_status: str | None
+    version: int
+    reason: str | None = None
+    stage: str | None = None
+
+
+def checked_id(session_id: str) -> str:
+    """The id or prefix as given, stripped; :class:`InvalidId` when it cannot name a
+    session (too short, or characters no id has). ``len >= 32``: a full id."""
+    given = session_id.strip()
+    if len(given) < MIN_PREFIX:
+        raise InvalidId(f"session id {given!r} is too short: give at least {MIN_PREFIX} characters")
+    if not _ID_CHARS.match(given):
+        raise InvalidId(f"invalid session id {given!r}")
+    return given
+
+
+def prefix_result(given: str, rows: Sequence[tuple[str, str]]) -> str:
+    """The one session whose id starts with ``given``, from up to 11 (id, name) rows in id
+    order; :class:`SessionNotFound` or :class:`AmbiguousId` otherwise."""
+    if not rows:
+        raise SessionNotFound(f"no session matches {given!r}")
+    if len(rows) > 1:
+        listed = ", ".join(f"{sid[:12]} ({name})" for sid, name in rows[:10])
+        more = " …" if len(rows) > 10 else ""
+        raise AmbiguousId(
+            f"session id {given!r} is ambiguous: {listed}{more}", [sid for sid, _ in rows]
+        )
+    return str(rows[0][0])
+
+
+def refusal(sid: str, op: SessionOp, status: str, why: str = "") -> InvalidTransition:
+    """The refusal of ``op`` on a session in ``status``, naming what is allowed."""
+    allowed = allowed_session_ops(status)
+    listed = ", ".join(allowed) if allowed else "none"
+    detail = f" ({why})" if why else ""
+    return InvalidTransition(
+        f"cannot {op.value} session {sid[:12]}: it is {status}{detail}; allowed: {listed}",
+        status,
+        allowed,
+    )
+
+
+def operation_text(change: SessionChange, actor: str, host: str, pid: int) -> str:
+    """The operations-log line of a committed change."""
+    arrow = f"{change.from_status or '∅'} -> {change.to_status or '∅'}"
+    reason = f" ({change.reason})" if change.reason else ""
+    return f"{change.op} {arrow}{reason} by {actor}@{host}:{pid}"
+
+
+def integration_text(change: SessionChange) -> str:
+    """The integration-log line of a committed change (the format readers of
+    integration.log know: this integration hands changes to no one)."""
+    return (
+        f"notify 0 subscriber(s): {change.op} "
+        f"{change.from_status or '∅'} -> {change.to_status or '∅'}"
+    )

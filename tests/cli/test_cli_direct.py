@@ -1,0 +1,143 @@
+"""The driver path of the commands people type most (app.cli.direct): `session pause`,
+`resume`, `abort`, `approve` and `list` run without the ORM, leave the same log lines as
+the full path, and hand over to the full path whenever the store needs its care."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .helpers import at_gates, create_session, env_for, run, start_stages
+
+#: What the driver path must not import (issue: answer like a native tool).
+HEAVY = {"sqlalchemy", "sqlmodel", "pydantic", "yaml", "loguru", "textual", "alembic"}
+
+
+def imported(workspace: Path, *args: str) -> tuple[int, set[str]]:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "app.main", *args],
+        capture_output=True,
+        text=True,
+        env=env_for({"VC_HOME": str(workspace)}),
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    modules = {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    return proc.returncode, {m.split(".")[0] if m.split(".")[0] in HEAVY else m for m in modules}
+
+
+@pytest.fixture
+def sqlite_only() -> None:
+    if os.environ.get("VC_DATABASE_URL"):
+        pytest.skip("checks SQLite's own files")
+
+
+def test_pause_resume_abort_and_list_import_no_orm(workspace: Path, sqlite_only: None) -> None:
+    sid = create_session(workspace)
+    start_stages(workspace, sid, {})
+    for expected, *args in (
+        (0, "flow", "session", "list"),
+        (0, "flow", "session", "list", "--json"),
+        (0, "flow", "session", "pause", sid[:8]),
+        (0, "flow", "session", "resume", sid[:8]),
+        (0, "flow", "session", "abort", sid[:8]),
+        (1, "flow", "session", "pause", sid[:8]),  # refused: FAILED
+    ):
+        code, modules = imported(workspace, *args)
+        assert code == expected, args
+        assert "store.direct" in modules, args
+        assert not modules & HEAVY, (args, modules & HEAVY)
+
+
+def test_approve_imports_no_orm(workspace: Path, sqlite_only: None) -> None:
+    sid = at_gates(workspace, "twogates", ["qa"], None)
+    code, modules = imported(workspace, "flow", "session", "approve", sid[:8], "qa")
+    assert code == 0
+    assert "store.direct" in modules
+    assert not modules & HEAVY
+
+
+def _op_lines(text: str, sid: str) -> list[str]:
+    """The operation and integration lines of a session's log, without the clock and the
+    acting process's pid."""
+    found = []
+    for line in text.splitlines():
+        parts = line.split(" | ")
+        if len(parts) == 6 and parts[3] in (sid, "-") and "workflow.session" in parts[2]:
+            found.append(re.sub(r":\d+$", ":PID", " | ".join(parts[1:]).replace(sid, "SID")))
+    return found
+
+
+def test_the_driver_path_logs_what_the_full_path_logs(workspace: Path, sqlite_only: None) -> None:
+    db = workspace / ".vc" / "flow.db"
+    twins = []
+    for full_path in (False, True):
+        sid = create_session(workspace)
+        start_stages(workspace, sid, {})
+        for op in ("pause", "resume", "abort"):
+            if full_path:
+                db.chmod(0o644)  # a store open to others: the full path must repair it
+            result = run("flow", "session", op, sid[:8])
+            assert result.code == 0, result.err
+        log = workspace / "logs" / "workflow" / "session"
+        twins.append(
+            (
+                _op_lines((log / f"{sid}.log").read_text(), sid),
+                _op_lines((log / "operations.log").read_text(), sid),
+                _store_lines(db, sid),
+            )
+        )
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600  # the full path did run, and repaired
+    by_driver, by_full_path = twins
+    assert len(by_driver[0]) == 6  # pause, resume, abort: integration and operation lines
+    assert by_driver == by_full_path
+
+
+def _store_lines(db: Path, sid: str) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT level, category, text FROM log_records WHERE session_id = ? ORDER BY id",
+            (sid,),
+        ).fetchall()
+    return [(lvl, cat, re.sub(r":\d+$", ":PID", text)) for lvl, cat, text in rows]
+
+
+def test_a_store_at_another_revision_goes_the_full_path(workspace: Path, sqlite_only: None) -> None:
+    sid = create_session(workspace)
+    db = workspace / ".vc" / "flow.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    result = run("flow", "session", "pause", sid[:8])
+    assert result.code == 1
+    assert "newer" in result.err, result.err  # the full path's refusal, word for word
+
+
+def test_a_refusal_on_the_driver_path_is_one_line_and_changes_nothing(workspace: Path) -> None:
+    sid = create_session(workspace)
+    result = run("flow", "session", "approve", sid[:8])
+    assert result.code == 1
+    assert result.err_lines == [f"vc: error: session {sid[:12]} has no gate waiting"]
+    result = run("flow", "session", "resume", sid[:8])
+    assert result.code == 1
+    assert result.err.startswith(f"vc: error: cannot resume session {sid[:12]}: it is PENDING")
+    assert len(result.err_lines) == 1
+
+
+def test_an_unknown_or_ambiguous_id_is_refused_on_the_driver_path(workspace: Path) -> None:
+    result = run("flow", "session", "pause", "ffff")
+    assert result.code == 1
+    assert result.err_lines == ["vc: error: no session matches 'ffff'"]
+    result = run("flow", "session", "pause", "ab")
+    assert result.code == 2
+    assert "too short" in result.err
