@@ -119,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         error_line(f"argument '{bad}' is not valid UTF-8 (see 'vc --help')")
         return _finish(2, argv)
     try:
-        result = app(args=argv, prog_name="vc", standalone_mode=False)
+        from app.cli.tree import lazy_command
+
+        result = lazy_command(app)(args=argv, prog_name="vc", standalone_mode=False)
         code = result if isinstance(result, int) else 0
         sys.stdout.flush()
     except typer.Exit as exc:
