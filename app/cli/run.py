@@ -51,6 +51,18 @@ def run_command(
 
     if detach and queue:
         raise fail("--detach and --queue exclude each other", 2)
+    if queue and session_id is not None:
+        raise fail(
+            "--queue queues a new session for a worker; to run an existing one use "
+            "--session without --queue (or 'vc flow session resume')",
+            2,
+        )
+    if queue and ":" in target:
+        raise fail(
+            "--queue queues a whole session (a worker runs every stage): leave out :STAGE, "
+            "or run the stage with --detach",
+            2,
+        )
     if params and session_id is not None:
         raise fail(
             "--param gives values to a new session; a session keeps the parameters it was "

@@ -639,3 +639,21 @@ def test_a_huge_limit_is_taken_as_no_limit(store_workspace: Path, cli) -> None:
     assert [d["id"] for d in cli("flow", "session", "list", "--json", "-n", "9" * 30).json()] == [
         sid
     ]
+
+
+def test_run_queue_of_one_stage_is_refused_before_anything_is_created(workspace: Path) -> None:
+    result = run("flow", "run", "hello:greet", "--queue")
+    assert result.code == 2
+    assert "leave out :STAGE" in one_error_line(result)
+    assert no_sessions(workspace)
+
+
+def test_run_queue_of_an_existing_session_is_refused_and_changes_nothing(
+    workspace: Path,
+) -> None:
+    sid = create_session(workspace)
+    before = snapshot(workspace)
+    result = run("flow", "run", "hello", "--session", sid[:8], "--queue")
+    assert result.code == 2
+    assert "--queue queues a new session" in one_error_line(result)
+    assert snapshot(workspace) == before
