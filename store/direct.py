@@ -11,7 +11,8 @@ Only the common case is taken: :func:`open_direct` returns None, and the caller 
 :func:`store.init_db` instead, for anything that needs the full path's care: a store
 that does not exist yet or is not at this code's schema revision (it migrates or
 refuses), a SQLite file open to other users or without its reserve (it repairs them),
-a URL this module does not read, a driver that cannot connect (it words the failure).
+a URL this module does not read. A PostgreSQL server that refuses the connection or does
+not answer raises the driver's error, which the CLI words as the full path does.
 """
 
 from __future__ import annotations
@@ -184,8 +185,10 @@ def _open_postgresql(conninfo: str) -> DirectStore | None:
         return None
     try:
         connection = psycopg.connect(conninfo, connect_timeout=5)
-    except (psycopg.Error, ValueError):
+    except ValueError:  # a URL libpq reads otherwise than SQLAlchemy: the full path's
         return None
+    # A server that refuses or does not answer raises here: the full path would only wait
+    # for the same answer again.
     try:
         row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
         connection.rollback()

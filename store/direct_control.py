@@ -18,7 +18,12 @@ from typing import Any
 
 from store.direct import DirectStore
 from store.direct_reads import resolve_session_id
-from store.errors import ConcurrentModification, GateRefused, SessionNotFound
+from store.errors import (
+    ConcurrentModification,
+    GateRefused,
+    SessionNotFound,
+    StoreUnavailable,
+)
 from store.gates import gate_of_reason, gate_refusal
 from store.identity import local_host, local_user
 from store.liveness import STALE_AFTER, is_orphaned
@@ -58,6 +63,10 @@ _FAIL_OPEN_STAGES = (
     "UPDATE stage_instances SET status = ?, error = ?, finished_at = ?, updated_at = ?, "
     "version = version + 1 WHERE session_id = ? AND status IN (?, ?)"
 )
+
+
+class CommitUnconfirmed(StoreUnavailable):
+    """The commit of an operation failed in a way that does not say whether it landed."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,7 @@ class DirectControl:
     def _transition(self, session_id: str, op: SessionOp, reason: str | None = None) -> Outcome:
         db = self.db
         sources = SESSION_TRANSITIONS[op].sources
+        sid = session_id
         for _ in range(MAX_RETRIES):
             db.write()
             try:
@@ -172,7 +182,7 @@ class DirectControl:
                     if passed is not None:
                         logged.append((passed, STAGE_CATEGORY))
                 self._event(sid, op, cur.status, target, now, reason)
-                db.commit()
+                self._commit(sid, op)
             except BaseException:
                 db.rollback()
                 raise
@@ -185,12 +195,13 @@ class DirectControl:
                 cur.workflow_id,
                 self._needs_runner(target, cur),
             )
-        raise ConcurrentModification(f"session {session_id[:12]} is changing too fast; try again")
+        raise ConcurrentModification(f"session {sid[:12]} is changing too fast; try again")
 
     def approve(self, session_id: str, gate: str | None = None) -> Outcome:
         """:meth:`store.sessions.SessionOperations.approve`, on the driver."""
         db = self.db
         op = SessionOp.APPROVE
+        sid = session_id
         for _ in range(MAX_RETRIES):
             db.write()
             try:
@@ -232,7 +243,7 @@ class DirectControl:
                     continue
                 if resumes:
                     self._event(sid, SessionOp.RESUME, cur.status, target, now)
-                db.commit()
+                self._commit(sid, op)
             except BaseException:
                 db.rollback()
                 raise
@@ -246,9 +257,21 @@ class DirectControl:
             return Outcome(
                 change, logged, cur.name, cur.workflow_id, self._needs_runner(target, cur)
             )
-        raise ConcurrentModification(f"session {session_id[:12]} is changing too fast; try again")
+        raise ConcurrentModification(f"session {sid[:12]} is changing too fast; try again")
 
     # -- parts ----------------------------------------------------------------------------
+
+    def _commit(self, sid: str, op: SessionOp) -> None:
+        """Commit; a commit whose answer never came may have landed (PostgreSQL), so it is
+        reported as such and never tried again (a retry could apply it twice)."""
+        try:
+            self.db.commit()
+        except self.db.errors as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CommitUnconfirmed(
+                f"the store did not confirm the {op.value} of session {sid[:12]} ({first}); "
+                f"'vc flow session show {sid[:12]}' says whether it was recorded"
+            ) from exc
 
     def _needs_runner(self, target: str, cur: _State) -> bool:
         """Does the session, ACTIVE after the change, lack a live runner? (The claim

@@ -98,3 +98,21 @@ def integration_text(change: SessionChange) -> str:
         f"notify 0 subscriber(s): {change.op} "
         f"{change.from_status or '∅'} -> {change.to_status or '∅'}"
     )
+
+
+#: One log record of a change: level, category, session id, stage, text.
+LogLine = tuple[str, str, str, "str | None", str]
+
+
+def change_lines(
+    logged: Sequence[tuple[SessionChange, str]], actor: str, host: str, pid: int
+) -> list[LogLine]:
+    """The log records of committed changes (each with its category), in order: per change,
+    what the integration was told (DEBUG), then the operation (INFO). What the managers log
+    through loguru when logging is on (``ManagerBase._committed``)."""
+    lines: list[LogLine] = []
+    for change, category in logged:
+        sid, stage = change.session_id, change.stage
+        lines.append(("DEBUG", INTEGRATION_CATEGORY, sid, stage, integration_text(change)))
+        lines.append(("INFO", category, sid, stage, operation_text(change, actor, host, pid)))
+    return lines

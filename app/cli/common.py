@@ -35,13 +35,16 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 @contextmanager
-def open_store(*, writes: bool = True, file_logs: bool = False) -> Iterator[Context]:
+def open_store(
+    *, writes: bool = True, file_logs: bool = False, warned: bool = False
+) -> Iterator[Context]:
     """:func:`app.context.open_context` for a command: the workspace's warnings on stderr
-    and every failure turned into one line on stderr and exit code 1 (or 2 for usage
-    errors)."""
+    (unless the command ``warned`` already) and every failure turned into one line on
+    stderr and exit code 1 (or 2 for usage errors)."""
+    warn = None if warned else warning_line
     with (
         translate_errors(),
-        open_context(writes=writes, file_logs=file_logs, warn=warning_line) as ctx,
+        open_context(writes=writes, file_logs=file_logs, warn=warn) as ctx,
     ):
         yield ctx
 

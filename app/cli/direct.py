@@ -3,9 +3,10 @@
 `session pause|resume|abort|approve|list|show|logs` and `flow status` first try the store
 through its database driver (:mod:`store.direct`): no SQLAlchemy, SQLModel, pydantic,
 PyYAML or loguru is imported, which is most of what such a command used to cost. When that
-path cannot serve the command (a store to migrate or repair, a URL it does not read, a
-driver error before anything was committed) the command takes its full path instead,
-which words any failure as it always has.
+path cannot serve the command (a store to create, migrate or repair, a URL it does not
+read) the command takes its full path instead. A store that answers with an error (locked
+past the busy timeout, a server that cannot be reached) is reported at once, in the full
+path's words (``app.console.failure``), not asked a second time.
 
 What a command leaves behind is the same either way: the rows and events (a parity test
 compares them), the log lines in the log files and in the store's log table, its output.
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from app.settings import Settings
     from store.direct import DirectStore
     from store.direct_control import Outcome
+    from store.records import LogLine
     from store.views import EventView, LogView, SessionView
 
 
@@ -134,7 +136,7 @@ def reading() -> Iterator[Reader]:
 
 def operation(op: str, session_id: str, gate: str | None = None) -> Outcome | None:
     """Run ``op`` (pause, resume, abort, approve) on the driver path and log it; None
-    when the full path must do it (nothing was changed then). Refusals raise the store's
+    when the full path must do it (nothing was tried then). Refusals raise the store's
     errors, as the managers do."""
     from app.logging import check_log_dir
     from app.settings import Settings
@@ -149,41 +151,26 @@ def operation(op: str, session_id: str, gate: str | None = None) -> Outcome | No
         check_log_dir(settings.log_dir)
         control = DirectControl(db, stale_after=settings.stale_after)
         plain = {"pause": control.pause, "resume": control.resume, "abort": control.abort}
-        try:
-            if op == "approve":
-                outcome = control.approve(session_id, gate)
-            else:
-                outcome = plain[op](session_id)
-        except db.errors:
-            # Rolled back (SQLite undoes a failed commit too): the full path tries again
-            # and words what is wrong.
-            return None
+        # A driver error from here on is the store's answer (locked past the busy timeout,
+        # the server gone): the full path would wait for the same answer again, so it is
+        # reported as it is (app.console.failure words it as the full path does).
+        outcome = control.approve(session_id, gate) if op == "approve" else plain[op](session_id)
         _log_changes(settings, db, outcome, control.actor, control.host, control.pid)
         return outcome
     finally:
         db.close()
 
 
-#: One log record: level, category, session id, stage, text.
-Record = tuple[str, str, str, "str | None", str]
-
-
 def _log_changes(
     settings: Settings, db: DirectStore, outcome: Outcome, actor: str, host: str, pid: int
 ) -> None:
-    """The lines the full path's loguru sinks write for these changes: per change, the
-    integration line (DEBUG) and the operation line (INFO)."""
-    from store.records import INTEGRATION_CATEGORY, integration_text, operation_text
+    """The lines the full path's loguru sinks write for these changes."""
+    from store.records import change_lines
 
-    records: list[Record] = []
-    for change, category in outcome.logged:
-        sid, stage = change.session_id, change.stage
-        records.append(("DEBUG", INTEGRATION_CATEGORY, sid, stage, integration_text(change)))
-        records.append(("INFO", category, sid, stage, operation_text(change, actor, host, pid)))
-    write_log(settings, records, db)
+    write_log(settings, change_lines(outcome.logged, actor, host, pid), db)
 
 
-def write_log(settings: Settings, records: Sequence[Record], db: DirectStore | None) -> None:
+def write_log(settings: Settings, records: Sequence[LogLine], db: DirectStore | None) -> None:
     """Write ``records`` where the full path's sinks do (app.logging): the shared file of
     their category, the session's file and, given ``db``, the store's log table. A log
     that cannot be written is one warning, never a failure: the change has committed."""

@@ -371,7 +371,7 @@ def _operation(op: str, session_id: str, gate: str | None = None) -> None:
             change, name, workflow_id = outcome.change, outcome.name, outcome.workflow_id
             extra = _approved(op, change.stage)
             if outcome.needs_runner:
-                with open_store() as ctx:
+                with open_store(warned=True) as ctx:
                     extra += _start_runner(ctx, change.session_id)
             _report(op, change.to_status, change.session_id, name, workflow_id, extra)
             return

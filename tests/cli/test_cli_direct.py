@@ -1,20 +1,19 @@
 """The driver path of the commands people type most (app.cli.direct): `session pause`,
 `resume`, `abort`, `approve` and `list` run without the ORM, leave the same log lines as
-the full path, and hand over to the full path whenever the store needs its care."""
+the full path, and hand over to the full path whenever the store needs its care. (The
+workspace fixture's store is SQLite: these tests read its files.)"""
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-import pytest
-
-from .helpers import at_gates, create_session, env_for, run, start_stages
+from .helpers import at_gates, create_session, env_for, one_error_line, run, start_stages
 
 #: What the driver path must not import (issue: answer like a native tool).
 HEAVY = {"sqlalchemy", "sqlmodel", "pydantic", "yaml", "loguru", "textual", "alembic"}
@@ -37,13 +36,7 @@ def imported(workspace: Path, *args: str) -> tuple[int, set[str]]:
     return proc.returncode, {m.split(".")[0] if m.split(".")[0] in HEAVY else m for m in modules}
 
 
-@pytest.fixture
-def sqlite_only() -> None:
-    if os.environ.get("VC_DATABASE_URL"):
-        pytest.skip("checks SQLite's own files")
-
-
-def test_pause_resume_abort_and_list_import_no_orm(workspace: Path, sqlite_only: None) -> None:
+def test_pause_resume_abort_and_list_import_no_orm(workspace: Path) -> None:
     sid = create_session(workspace)
     start_stages(workspace, sid, {})
     for expected, *args in (
@@ -60,7 +53,7 @@ def test_pause_resume_abort_and_list_import_no_orm(workspace: Path, sqlite_only:
         assert not modules & HEAVY, (args, modules & HEAVY)
 
 
-def test_approve_imports_no_orm(workspace: Path, sqlite_only: None) -> None:
+def test_approve_imports_no_orm(workspace: Path) -> None:
     sid = at_gates(workspace, "twogates", ["qa"], None)
     code, modules = imported(workspace, "flow", "session", "approve", sid[:8], "qa")
     assert code == 0
@@ -79,7 +72,7 @@ def _op_lines(text: str, sid: str) -> list[str]:
     return found
 
 
-def test_the_driver_path_logs_what_the_full_path_logs(workspace: Path, sqlite_only: None) -> None:
+def test_the_driver_path_logs_what_the_full_path_logs(workspace: Path) -> None:
     db = workspace / ".vc" / "flow.db"
     twins = []
     for full_path in (False, True):
@@ -113,7 +106,7 @@ def _store_lines(db: Path, sid: str) -> list[tuple[str, str, str]]:
     return [(lvl, cat, re.sub(r":\d+$", ":PID", text)) for lvl, cat, text in rows]
 
 
-def test_a_store_at_another_revision_goes_the_full_path(workspace: Path, sqlite_only: None) -> None:
+def test_a_store_at_another_revision_goes_the_full_path(workspace: Path) -> None:
     sid = create_session(workspace)
     db = workspace / ".vc" / "flow.db"
     with sqlite3.connect(db) as conn:
@@ -141,3 +134,43 @@ def test_an_unknown_or_ambiguous_id_is_refused_on_the_driver_path(workspace: Pat
     result = run("flow", "session", "pause", "ab")
     assert result.code == 2
     assert "too short" in result.err
+
+
+def test_a_locked_store_is_reported_after_one_busy_timeout_not_two(workspace: Path) -> None:
+    sid = create_session(workspace)
+    holder = sqlite3.connect(workspace / ".vc" / "flow.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        result = run("flow", "session", "pause", sid[:8], env={"VC_BUSY_TIMEOUT": "2"})
+        took = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.code == 1
+    assert "locked" in one_error_line(result)
+    assert took < 3.5, f"{took:.1f} s: the lock was waited for twice"
+
+
+def test_the_workspace_warning_is_printed_once_when_resume_starts_a_runner(
+    workspace: Path,
+) -> None:
+    from store import FlowSessionManager
+
+    from .helpers import store
+
+    sid = create_session(workspace)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with store(workspace) as db:
+        FlowSessionManager(db).start_session(sid, runner_pid=dead.pid)  # orphaned
+    workspace.chmod(0o777)
+    try:
+        result = run("flow", "session", "resume", sid[:8])
+    finally:
+        workspace.chmod(0o700)
+    assert result.code == 0, result.err
+    assert "runner started" in result.out
+    warnings = [line for line in result.err_lines if "writable by other users" in line]
+    assert len(warnings) == 1, result.err
+    run("flow", "session", "wait", sid[:8], "--timeout", "30")

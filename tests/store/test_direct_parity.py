@@ -23,7 +23,7 @@ from store.log_ingest import LogLines, append_log_lines
 from store.queries import SessionFilter, get_session_view, list_events, read_logs
 from store.queries import count_sessions as orm_count
 from store.queries import list_sessions as orm_list
-from store.records import SessionChange
+from store.records import SessionChange, change_lines
 
 #: build, then two gates side by side (qa, legal), then deploy after both.
 DEFINITION = {
@@ -165,6 +165,33 @@ OPERATIONS: list[tuple[str, str | None]] = [
 
 
 @pytest.fixture
+def logged_lines() -> Iterator[list[tuple[str, str, str | None, str]]]:
+    """What the managers log through loguru (level, category, stage, text), while the
+    test runs: the lines the CLI's full path writes."""
+    from loguru import logger
+
+    from store.changes import enable_logging
+
+    lines: list[tuple[str, str, str | None, str]] = []
+
+    def sink(message: Any) -> None:
+        record = message.record
+        extra = record["extra"]
+        if "category" in extra:
+            lines.append(
+                (record["level"].name, extra["category"], extra["stage"], record["message"])
+            )
+
+    handler = logger.add(sink, level="DEBUG", format="{message}")
+    enable_logging(True)
+    try:
+        yield lines
+    finally:
+        enable_logging(False)
+        logger.remove(handler)
+
+
+@pytest.fixture
 def direct(db_url: str, engine: Any) -> Iterator[DirectStore]:
     store = open_direct(db_url)
     assert store is not None, "the driver path must open a current store"
@@ -227,12 +254,19 @@ def _changes(changes: list[SessionChange], sid: str) -> list[str]:
     return [repr(c).replace(sid, "SID") for c in changes]
 
 
+def _lines(lines: list[Any], sid: str) -> list[tuple[Any, ...]]:
+    return [tuple(str(v).replace(sid, "SID") for v in line) for line in lines]
+
+
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_every_operation_changes_the_same_rows_both_ways(
-    scenario: str, db: Any, direct: DirectStore
+    scenario: str, db: Any, direct: DirectStore, logged_lines: list[Any]
 ) -> None:
+    from store.integration import FlowStatusIntegration
+
     recorder = Recorder()
     managers = (FlowSessionManager(db, integration=recorder), StageManager(db))
+    logging_sessions = FlowSessionManager(db, integration=FlowStatusIntegration(db))
     control = DirectControl(direct)
     for op, gate in OPERATIONS:
         twins = []
@@ -245,6 +279,12 @@ def test_every_operation_changes_the_same_rows_both_ways(
         recorder.changes.clear()
         orm = _outcome(lambda: _apply_orm(managers, op, by_orm, gate), by_orm)  # noqa: B023
         logged_by_orm = _changes(recorder.changes, by_orm)
+        # the same operation on a third twin, through the managers the CLI uses (logging)
+        third = managers[0].create_session("release", name="r", definition=DEFINITION).id
+        SCENARIOS[scenario](managers, third)
+        logged_lines.clear()
+        _outcome(lambda: _apply_orm((logging_sessions, managers[1]), op, third, gate), third)  # noqa: B023
+        lines_by_orm = _lines(logged_lines, third)
         outcome: list[Any] = []
 
         def driver(
@@ -260,6 +300,14 @@ def test_every_operation_changes_the_same_rows_both_ways(
         if outcome:
             logged = [change for change, _category in outcome[0].logged]
             assert _changes(logged, by_driver) == logged_by_orm, what
+            who = (logging_sessions.actor, logging_sessions.host, logging_sessions.pid)
+            lines = [
+                (level, category, stage, text)
+                for level, category, _sid, stage, text in change_lines(outcome[0].logged, *who)
+            ]
+            assert _lines(lines, by_driver) == lines_by_orm, what
+        else:
+            assert lines_by_orm == [], what
 
 
 def test_resume_of_an_orphan_says_it_needs_a_runner_and_of_a_live_one_not(
@@ -346,3 +394,30 @@ def test_log_reads_are_the_same_both_ways(db: Any, direct: DirectStore) -> None:
     ):
         assert reads.logs(sid, **options) == read_logs(db, sid, **options), options
         db.commit()
+
+
+def test_a_commit_whose_answer_is_lost_is_reported_unconfirmed_and_not_tried_again(
+    db: Any, direct: DirectStore
+) -> None:
+    """The connection breaking during COMMIT cannot be timed for real: the commit here
+    commits, then fails as a lost connection would."""
+    from store.direct_control import CommitUnconfirmed
+
+    class LostAnswer(DirectStore):
+        def commit(self) -> None:
+            super().commit()
+            raise self.errors[0]("server closed the connection unexpectedly")
+
+    control = DirectControl(LostAnswer(direct.connection, direct.dialect))
+    sid = FlowSessionManager(db).create_session("release", definition=DEFINITION).id
+    _active(_managers(db), sid)
+    with pytest.raises(CommitUnconfirmed, match=f"'vc flow session show {sid[:12]}'"):
+        control.pause(sid)
+    db.commit()
+    view = get_session_view(db, sid)
+    assert view is not None and view.status == "PAUSED"
+    assert [e.op for e in list_events(db, sid)].count("pause") == 1
+
+
+def _managers(db: Any) -> Managers:
+    return FlowSessionManager(db), StageManager(db)
