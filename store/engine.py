@@ -91,6 +91,13 @@ def _tighten(path: Path, mode: int) -> None:
         pass
 
 
+#: Connections a database server's pool sized with ``pool_size`` keeps open while idle:
+#: the rest (up to twice ``pool_size``, as on SQLite) are opened for a burst and closed
+#: when given back. A PostgreSQL server has ~100 connections for
+#: the whole team; a worker whose ten runners mostly wait must not hold ten of them.
+IDLE_CONNECTIONS = 1
+
+
 def make_engine(url: str | None = None, *, pool_size: int | None = None) -> Engine:
     """An engine for ``url`` (default: :func:`resolve_database_url`), configured for
     several processes sharing the store (``pool_size``: see :func:`init_db`)."""
@@ -119,7 +126,10 @@ def make_engine(url: str | None = None, *, pool_size: int | None = None) -> Engi
         if path is not None:
             _no_checkpoints_while_full(engine, path)
         return engine
-    kwargs: dict[str, Any] = {**pool}
+    kwargs: dict[str, Any] = {}
+    if pool_size:  # a server's connections are shared by the team: keep few while idle
+        keep = min(IDLE_CONNECTIONS, pool_size)
+        kwargs.update(pool_size=keep, max_overflow=2 * pool_size - keep)
     if backend == "postgresql":
         kwargs["connect_args"] = {"connect_timeout": 5}
     try:

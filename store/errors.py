@@ -112,7 +112,14 @@ def os_error_message(exc: OSError, path: object = None) -> str:
 
 
 class StoreUnavailable(StoreError):
-    """The database cannot be opened, written or reached."""
+    """The database cannot be opened, written or reached. ``transient``: the server is
+    there but cannot take a connection for now (full, starting up, shutting down:
+    :func:`store.opening.server_busy`); a long-lived process (a worker) waits for it
+    instead of stopping."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class WorkflowError(Exception):

@@ -24,12 +24,18 @@ state read is needed)::
     notifier.close()
 
 and a worker waits for queued work with ``SessionNotifier(engine).wait(timeout)``.
+
+Every notifier of a process on one database shares one LISTEN connection and the thread
+that reads it (:class:`_Hub`): a worker's ten runners and the worker itself hold one
+connection for notifications, not eleven.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy.engine import Engine
 
@@ -37,39 +43,68 @@ from store.migrations import NOTIFY_CHANNEL
 
 #: Seconds between two attempts to re-open a lost LISTEN connection.
 RECONNECT_INTERVAL = 5.0
+#: How long the listening thread blocks on the connection before it looks whether it
+#: should stop.
+_TICK = 0.5
 
 
-class SessionNotifier:
-    """Wake-ups on session changes committed by any process on any host.
+class _Hub:
+    """One LISTEN connection for every notifier of a process on one database: a worker
+    running ten sessions holds one, not eleven (issue: connections at team scale). A
+    thread of its own reads the notifications and hands each to the notifiers it
+    concerns; it ends, and the connection closes, with the last notifier."""
 
-    ``session_id`` limits :meth:`changed` and :meth:`wait` to one session (None: any).
-    ``resync`` bounds how long :meth:`changed` trusts silence: after that many seconds it
-    says True once anyway (a safety net that costs one read). Not thread-safe: one
-    notifier per thread."""
+    _hubs: ClassVar[dict[str, _Hub]] = {}
+    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(
-        self, engine: Engine, session_id: str | None = None, *, resync: float = 5.0
-    ) -> None:
+    def __init__(self, engine: Engine, key: str) -> None:
         self.engine = engine
-        self.session_id = session_id
-        self.resync = resync
-        self.native = engine.dialect.name == "postgresql"
-        self._conn: Any = None
-        self._retry_at = 0.0
-        self._pending = True  # nothing is known yet: the first call must read
-        self._last_true = 0.0
-        if self.native:
-            self._connect()
+        self.key = key
+        self.subscribers: set[SessionNotifier] = set()
+        self.lock = threading.Lock()
+        self.conn: Any = None
+        self._connecting = threading.Lock()
+        self.retry_at = 0.0
+        self.thread: threading.Thread | None = None
 
-    # -- connection ----------------------------------------------------------------------------
+    @classmethod
+    def join(cls, engine: Engine, notifier: SessionNotifier) -> _Hub:
+        key = engine.url.render_as_string(hide_password=False)
+        with cls._registry_lock:
+            hub = cls._hubs.get(key)
+            if hub is None:
+                hub = cls._hubs[key] = _Hub(engine, key)
+            with hub.lock:
+                hub.subscribers.add(notifier)
+            hub.connect()  # at once, in the caller: a new notifier is listening on return
+            if hub.thread is None or not hub.thread.is_alive():
+                hub.thread = threading.Thread(target=hub.run, name="vc-listen", daemon=True)
+                hub.thread.start()
+        return hub
+
+    def leave(self, notifier: SessionNotifier) -> None:
+        with self._registry_lock:
+            with self.lock:
+                self.subscribers.discard(notifier)
+                last = not self.subscribers
+            if last and self._hubs.get(self.key) is self:
+                del self._hubs[self.key]  # the thread sees it and closes the connection
+
+    @property
+    def listening(self) -> bool:
+        return self.conn is not None
+
+    def connect(self) -> bool:
+        with self._connecting:  # the thread after a loss, a new notifier: one connection
+            return self._connect()
 
     def _connect(self) -> bool:
-        if self._conn is not None:
+        if self.conn is not None:
             return True
         now = time.monotonic()
-        if now < self._retry_at:
+        if now < self.retry_at:
             return False
-        self._retry_at = now + RECONNECT_INTERVAL
+        self.retry_at = now + RECONNECT_INTERVAL
         try:
             import psycopg
 
@@ -80,55 +115,90 @@ class SessionNotifier:
             conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
         except Exception:
             return False
-        self._conn = conn
-        self._pending = True  # changes may have been missed while we were not listening
+        self.conn = conn
+        self._tell_all()  # changes may have been missed while nobody listened
         return True
 
-    def _lost(self) -> None:
-        conn, self._conn = self._conn, None
-        self._pending = True
+    def lost(self) -> None:
+        conn, self.conn = self.conn, None
+        self._tell_all()
         if conn is not None:
-            try:
+            with contextlib.suppress(Exception):
                 conn.close()
+
+    def _tell_all(self) -> None:
+        with self.lock:
+            subscribers = list(self.subscribers)
+        for notifier in subscribers:
+            notifier._signal()
+
+    def _deliver(self, payload: str) -> None:
+        with self.lock:
+            subscribers = list(self.subscribers)
+        for notifier in subscribers:
+            if notifier.session_id is None or notifier.session_id == payload:
+                notifier._signal()
+
+    def run(self) -> None:
+        while self._hubs.get(self.key) is self:
+            if not self.connect():
+                time.sleep(min(_TICK, max(0.0, self.retry_at - time.monotonic())))
+                continue
+            try:
+                for note in self.conn.notifies(timeout=_TICK):
+                    self._deliver(note.payload)
             except Exception:
-                pass
+                self.lost()
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+class SessionNotifier:
+    """Wake-ups on session changes committed by any process on any host.
+
+    ``session_id`` limits :meth:`changed` and :meth:`wait` to one session (None: any).
+    ``resync`` bounds how long :meth:`changed` trusts silence: after that many seconds it
+    says True once anyway (a safety net that costs one read). The notifiers of a process
+    share one LISTEN connection (:class:`_Hub`); each is for one thread."""
+
+    def __init__(
+        self, engine: Engine, session_id: str | None = None, *, resync: float = 5.0
+    ) -> None:
+        self.engine = engine
+        self.session_id = session_id
+        self.resync = resync
+        self.native = engine.dialect.name == "postgresql"
+        self._event = threading.Event()
+        self._event.set()  # nothing is known yet: the first call must read
+        self._last_true = 0.0
+        self._hub: _Hub | None = _Hub.join(engine, self) if self.native else None
+
+    def _signal(self) -> None:
+        self._event.set()
 
     @property
     def listening(self) -> bool:
         """True while notifications are being received (PostgreSQL, connection up)."""
-        return self._conn is not None
+        return self._hub is not None and self._hub.listening
 
-    def _drain(self, timeout: float) -> None:
-        """Collect notifications, waiting up to ``timeout`` for the first relevant one."""
-        if not self._connect():
-            return
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                remaining = max(0.0, deadline - time.monotonic())
-                for note in self._conn.notifies(timeout=remaining, stop_after=1):
-                    if self.session_id is None or note.payload == self.session_id:
-                        self._pending = True
-                # whatever else is queued already, without waiting
-                for note in self._conn.notifies(timeout=0):
-                    if self.session_id is None or note.payload == self.session_id:
-                        self._pending = True
-                if self._pending or time.monotonic() >= deadline:
-                    return
-        except Exception:
-            self._lost()
+    @property
+    def backend_pid(self) -> int | None:
+        """The server process of the LISTEN connection (None without one)."""
+        conn = None if self._hub is None else self._hub.conn
+        return None if conn is None else int(conn.info.backend_pid)
 
     # -- API -----------------------------------------------------------------------------------
 
     def changed(self) -> bool:
         """Non-blocking: may the session (any session) have changed since the last True?
         Always True without LISTEN, so callers then simply poll."""
-        if not self.native or not self._connect():
+        if not self.listening:
             return True
-        self._drain(0.0)
         now = time.monotonic()
-        if self._pending or now - self._last_true >= self.resync:
-            self._pending = False
+        if self._event.is_set() or now - self._last_true >= self.resync:
+            self._event.clear()
             self._last_true = now
             return True
         return False
@@ -136,28 +206,21 @@ class SessionNotifier:
     def wait(self, timeout: float) -> bool:
         """Block until a (relevant) change is notified or ``timeout`` passes; True if
         something may have changed. Without LISTEN it sleeps ``timeout`` and says True."""
-        if not self.native or not self._connect():
+        if not self.listening:
             time.sleep(max(0.0, timeout))
             return True
-        if not self._pending:
-            self._drain(timeout)
-        if not self.listening:  # lost while waiting: wait out the rest quietly
+        result = self._event.wait(max(0.0, timeout))
+        if not self.listening:  # lost while waiting: changes may have been missed
             return True
-        result = self._pending
-        self._pending = False
         if result:
+            self._event.clear()
             self._last_true = time.monotonic()
         return result
 
-    def fileno(self) -> int | None:
-        """The LISTEN socket (readable when a notification may have arrived), for callers
-        that multiplex it with other descriptors via ``select``; None without LISTEN."""
-        if self._conn is None:
-            return None
-        return int(self._conn.fileno())
-
     def close(self) -> None:
-        self._lost()
+        hub, self._hub = self._hub, None
+        if hub is not None:
+            hub.leave(self)
 
     def __enter__(self) -> SessionNotifier:
         return self

@@ -31,7 +31,8 @@ def init_db(url: str | None = None, *, pool_size: int | None = None) -> Engine:
         upgrade(engine, url)
     except (OperationalError, DBAPIError) as exc:
         engine.dispose()
-        raise StoreUnavailable(unavailable_message(exc, url)) from None
+        busy = server_busy(exc)
+        raise StoreUnavailable(unavailable_message(exc, url), transient=busy) from None
     except BaseException:
         engine.dispose()
         raise
@@ -55,3 +56,25 @@ def _schema_is_current(engine: Engine, url: str) -> bool:
             return False
         conn.rollback()
         return revision == f"{SCHEMA_VERSION:04d}"
+
+
+#: What a PostgreSQL server says while it cannot take a connection for a while: full
+#: (``too_many_connections``, 53300) or starting up / shutting down (``cannot_connect_now``,
+#: 57P03). A refused connection or an unknown host stays an error at once: it is as often
+#: a wrong URL as a server that is down.
+_SERVER_BUSY = (
+    "too many clients",
+    "too many connections",
+    "remaining connection slots",
+    "is starting up",
+    "shutting down",
+)
+
+
+def server_busy(exc: BaseException) -> bool:
+    """Does ``exc`` say the server exists but cannot take this connection for now?"""
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "sqlstate", None) in ("53300", "57P03"):
+        return True
+    text = str(orig).lower()
+    return any(phrase in text for phrase in _SERVER_BUSY)

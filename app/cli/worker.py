@@ -3,7 +3,15 @@ itself is :class:`app.runner.worker.Worker`)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from typing import Any
+
 from app.cli.common import fail, translate_errors
+
+#: Back-off bounds (seconds) while the store cannot be reached at the worker's start.
+START_RETRY = (0.5, 5.0)
 
 
 def worker_command(concurrency: int = 1, workflow: str | None = None) -> int:
@@ -19,7 +27,7 @@ def worker_command(concurrency: int = 1, workflow: str | None = None) -> int:
     from app.runner.worker import Worker
 
     # each runner holds at most two connections at a time (its own, its heartbeat's)
-    with translate_errors(), open_context(pool_size=2 * concurrency + 4) as ctx:
+    with translate_errors(), _reached(lambda: open_context(pool_size=2 * concurrency + 4)) as ctx:
         assert ctx.logging is not None
         try:
             worker = Worker(
@@ -34,3 +42,32 @@ def worker_command(concurrency: int = 1, workflow: str | None = None) -> int:
                 return worker.run()
         finally:
             drain()  # the last sessions' notifications, before the logs close
+
+
+@contextmanager
+def _reached(open_store: Callable[[], AbstractContextManager[Any]]) -> Iterator[Any]:
+    """The store opened, waiting while the server is there but cannot take a connection
+    for now (full of connections as a fleet starts, starting up, shutting down): a worker
+    is a long-lived process, and one that gave up here would leave its share of the queue
+    unclaimed. Any other failure (a refused connection, a wrong URL, a refused login, a
+    schema newer than the code) stops it at once, with one line. Ctrl-C or a signal stops
+    the wait."""
+    from app.console import warning_line
+    from store.errors import StoreUnavailable
+
+    delay, said = START_RETRY[0], False
+    with ExitStack() as stack:
+        while True:
+            try:
+                ctx = stack.enter_context(open_store())
+            except StoreUnavailable as exc:
+                if not exc.transient:
+                    raise
+                if not said:
+                    warning_line(f"{exc}; the worker waits for the store")
+                    said = True
+                time.sleep(delay)
+                delay = min(delay * 2, START_RETRY[1])
+                continue
+            yield ctx
+            return

@@ -2,7 +2,8 @@
 `pytest -s` or the captured output) and assert only that each produced its line: speed is
 never a pass/fail here (a noisy machine must not fail CI). Full size: `python -m
 tests.bench.bench_store`, `… bench_runner`, `… bench_tui`, `… bench_serve` (a browser),
-`… bench_hosts` (PostgreSQL), `… bench_notify`, `… bench_latency`, `… bench_parallel`."""
+`… bench_hosts` and `… bench_fleet` (PostgreSQL), `… bench_notify`, `… bench_latency`,
+`… bench_parallel`."""
 
 from __future__ import annotations
 
@@ -71,6 +72,21 @@ def test_hosts_benchmarks_report_their_figures() -> None:
         "[bench] cross-host pause",
         "[bench] claim throughput",
         "[bench] stage output on PostgreSQL",
+    ]
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(
+    not os.environ.get("VC_TEST_DATABASE_URL"),
+    reason="the fleet bench needs PostgreSQL: set VC_TEST_DATABASE_URL to run it",
+)
+def test_fleet_benchmarks_report_their_figures() -> None:
+    from tests.bench import bench_fleet
+
+    lines = bench_fleet.main(small=True)
+    assert [line.split(":")[0] for line in lines] == [
+        "[bench] fleet connections",
+        "[bench] fleet pause",
     ]
 
 

@@ -126,7 +126,7 @@ def test_notifier_recovers_from_a_lost_connection(store_workspace, db_url, monke
     notifier = SessionNotifier(engine, resync=60)
     try:
         assert notifier.changed() and not notifier.changed()
-        backend = notifier._conn.info.backend_pid
+        backend = notifier.backend_pid
         with engine.connect() as conn:
             conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": backend})
             conn.commit()
@@ -193,4 +193,38 @@ def test_runner_never_signals_a_pid_recorded_on_another_host(store_workspace, db
             wait_until(lambda: not alive(leftover.pid), timeout=5, what="the leftover to go")
     finally:
         kill_group(leftover.pid)
+        engine.dispose()
+
+
+def test_the_notifiers_of_a_process_share_one_listen_connection(store_workspace, db_url):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("LISTEN is PostgreSQL's")
+    engine = init_db(db_url)
+    try:
+        with get_session_factory(engine)() as db:
+            manager = FlowSessionManager(db)
+            first = manager.create_session("hello", name="first").id
+            second = manager.create_session("hello", name="second").id
+            notifiers = [SessionNotifier(engine, sid, resync=60) for sid in (first, second)]
+            anyone = SessionNotifier(engine, resync=60)
+            backends = {n.backend_pid for n in (*notifiers, anyone)}
+            assert len(backends) == 1 and None not in backends
+            for n in (*notifiers, anyone):
+                assert n.changed()  # the first call reads
+            manager.pause(second)
+            assert notifiers[1].wait(5)
+            assert anyone.wait(5)
+            assert not notifiers[0].wait(0.3)  # another session's change
+            for n in (*notifiers, anyone):
+                n.close()
+            (backend,) = backends
+
+            def closed() -> bool:
+                with engine.connect() as conn:
+                    return not conn.execute(
+                        text("SELECT 1 FROM pg_stat_activity WHERE pid = :p"), {"p": backend}
+                    ).first()
+
+            wait_until(closed, timeout=5, what="the LISTEN connection to close with its last user")
+    finally:
         engine.dispose()

@@ -377,3 +377,53 @@ def test_a_worker_hands_a_queued_sessions_parameters_to_its_stages(queue_ws, wor
     assert view.params == {"day": "2024-01-02", "shards": 8}
     assert view.stages[0].outputs == {"rows": "8"}
     assert workers.stop_all() == [0]
+
+
+def test_a_worker_started_while_the_server_is_full_waits_and_then_works(queue_ws, workers, db_url):  # type: ignore[no-untyped-def]
+    """A fleet starting at once can fill the server for a moment: a worker that finds no
+    free connection says so once and waits, instead of leaving its share of the queue."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("a server's connection limit")
+    import uuid
+
+    import psycopg
+
+    from tests.conftest import _pg_admin
+
+    ws, engine = queue_ws
+    schema = db_url.rsplit("search_path%3D", 1)[1]
+    role = f"vc_full_{uuid.uuid4().hex[:8]}"
+    _pg_admin(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 3')
+    try:
+        for grant in (
+            f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"',
+            f'GRANT ALL ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"',
+            f'GRANT ALL ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"',
+        ):
+            _pg_admin(grant)
+        url = db_url.replace("postgres@", f"{role}@", 1)
+        conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
+        held = [psycopg.connect(conninfo) for _ in range(3)]  # every slot of the role
+        (sid,) = _queue(engine, ws, "trivial", 1)
+        proc = workers.start(env={"VC_DATABASE_URL": url})
+        wait_until(
+            lambda: "the worker waits for the store" in workers.output(0),
+            timeout=20,
+            what="the worker to say it waits",
+        )
+        assert proc.poll() is None
+        assert "too many connections" in workers.output(0)
+        for conn in held:
+            conn.close()
+        wait_until(
+            lambda: (_view(engine, sid) or object()).status == "COMPLETED",  # type: ignore[attr-defined]
+            timeout=60,
+            what="the queued session to run once the server had room",
+        )
+        assert workers.stop_all() == [0]
+    finally:
+        _pg_admin(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+        )
+        _pg_admin(f'DROP OWNED BY "{role}"')
+        _pg_admin(f'DROP ROLE "{role}"')
