@@ -298,3 +298,22 @@ def one_error_line(result: Result) -> str:
     assert lines[0].startswith("vc: error: "), result.err
     assert "Traceback" not in result.err
     return lines[0]
+
+
+def imported(workspace: Path, *args: str) -> tuple[int, set[str]]:
+    """`vc ARGS` in the workspace: its exit code and every module it imported
+    (``python -X importtime``)."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "app.main", *args],
+        capture_output=True,
+        text=True,
+        env=env_for({"VC_HOME": str(workspace)}),
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    modules = {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    return proc.returncode, modules

@@ -9,31 +9,19 @@ import re
 import sqlite3
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from .helpers import at_gates, create_session, env_for, one_error_line, run, start_stages
+from .helpers import at_gates, create_session, imported, one_error_line, run, start_stages
 
 #: What the driver path must not import (issue: answer like a native tool).
 HEAVY = {"sqlalchemy", "sqlmodel", "pydantic", "yaml", "loguru", "textual", "alembic"}
 
 
-def imported(workspace: Path, *args: str) -> tuple[int, set[str]]:
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "app.main", *args],
-        capture_output=True,
-        text=True,
-        env=env_for({"VC_HOME": str(workspace)}),
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
-    modules = {
-        line.rsplit("|", 1)[1].strip()
-        for line in proc.stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
-    return proc.returncode, {m.split(".")[0] if m.split(".")[0] in HEAVY else m for m in modules}
+def _imported(workspace: Path, *args: str) -> tuple[int, set[str]]:
+    """The exit code and the modules of `vc ARGS`, a heavy package named by its top."""
+    code, modules = imported(workspace, *args)
+    return code, {m.split(".")[0] if m.split(".")[0] in HEAVY else m for m in modules}
 
 
 def test_pause_resume_abort_and_list_import_no_orm(workspace: Path) -> None:
@@ -47,7 +35,7 @@ def test_pause_resume_abort_and_list_import_no_orm(workspace: Path) -> None:
         (0, "flow", "session", "abort", sid[:8]),
         (1, "flow", "session", "pause", sid[:8]),  # refused: FAILED
     ):
-        code, modules = imported(workspace, *args)
+        code, modules = _imported(workspace, *args)
         assert code == expected, args
         assert "store.direct" in modules, args
         assert not modules & HEAVY, (args, modules & HEAVY)
@@ -55,7 +43,7 @@ def test_pause_resume_abort_and_list_import_no_orm(workspace: Path) -> None:
 
 def test_approve_imports_no_orm(workspace: Path) -> None:
     sid = at_gates(workspace, "twogates", ["qa"], None)
-    code, modules = imported(workspace, "flow", "session", "approve", sid[:8], "qa")
+    code, modules = _imported(workspace, "flow", "session", "approve", sid[:8], "qa")
     assert code == 0
     assert "store.direct" in modules
     assert not modules & HEAVY

@@ -5,13 +5,11 @@ notify section is one error line naming file, line and key."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .helpers import env_for, run
+from .helpers import imported, run
 
 SECRET = "hunter2secret"
 
@@ -28,22 +26,6 @@ def told(workspace: Path) -> Path:
     return workspace
 
 
-def imported(workspace: Path, *args: str) -> set[str]:
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "app.main", *args],
-        capture_output=True,
-        text=True,
-        env=env_for({"VC_HOME": str(workspace)}),
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
-    return {
-        line.rsplit("|", 1)[1].strip()
-        for line in proc.stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
-
-
 def test_session_list_show_and_status_never_import_apprise(told: Path) -> None:
     created = run("flow", "session", "create", "told")
     assert created.code == 0, created.err
@@ -53,7 +35,7 @@ def test_session_list_show_and_status_never_import_apprise(told: Path) -> None:
         ("flow", "session", "show", sid),
         ("flow", "status", sid),
     ):
-        modules = imported(told, *args)
+        _, modules = imported(told, *args)
         assert "app.cli.session" in modules, args  # the measurement worked
         assert not any(m.split(".")[0] == "apprise" for m in modules), args
 

@@ -174,26 +174,12 @@ def test_flow_schema_prints_the_json_schema_of_workflow_files(workspace: Path) -
 
 
 def _imported(workspace: Path, *args: str) -> set[str]:
-    """The modules `vc ARGS` imports (``python -X importtime``)."""
-    import subprocess
-    import sys
+    """The modules `vc ARGS` imports."""
+    from .helpers import imported
 
-    from .helpers import env_for
-
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "app.main", *args],
-        capture_output=True,
-        text=True,
-        env=env_for({"VC_HOME": str(workspace)}),
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return {
-        line.rsplit("|", 1)[1].strip()
-        for line in proc.stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
+    code, modules = imported(workspace, *args)
+    assert code == 0, args
+    return modules
 
 
 def test_session_commands_never_load_the_workflow_model(etl: Path) -> None:

@@ -24,18 +24,7 @@ from store.queries import SessionFilter, get_session_view, list_events, read_log
 from store.queries import count_sessions as orm_count
 from store.queries import list_sessions as orm_list
 from store.records import SessionChange, change_lines
-
-#: build, then two gates side by side (qa, legal), then deploy after both.
-DEFINITION = {
-    "id": "release",
-    "fail_fast": True,
-    "stages": [
-        {"name": "build", "run": "true"},
-        {"name": "qa", "needs": ["build"], "checklist": ["tests read"]},
-        {"name": "legal", "needs": ["build"]},
-        {"name": "deploy", "run": "true", "needs": ["qa", "legal"]},
-    ],
-}
+from tests.store.test_gates import DEFINITION
 
 Managers = tuple[FlowSessionManager, StageManager]
 
