@@ -246,10 +246,13 @@ class Runner(Recovery):
         else:
             # Claimed for us (a worker, or `vc flow run` creating the session claimed) and
             # read just now: run() starts from this view instead of reading the session
-            # again (one query set less per queued session). Created claimed, it has
-            # started_at == created_at, and no runner ran it before.
+            # again (one query set less per queued session). No runner ran it before when
+            # it was created claimed (started_at == created_at) or when the claim just made
+            # was its first start: a claim writes started_at only if it is unset, with the
+            # heartbeat's own clock (store.leases), and no beat has followed yet. Otherwise
+            # (or if a beat did follow) the takeover's search for leftovers runs.
             self._claim_view = view
-            self._started_before = view.started_at != view.created_at
+            self._started_before = view.started_at not in (view.created_at, view.heartbeat_at)
             self._hold(Lease(self.session_id, self.host, self.pid, view.runner_lease))
         self._claimed = True
 

@@ -427,3 +427,30 @@ def test_a_worker_started_while_the_server_is_full_waits_and_then_works(queue_ws
         )
         _pg_admin(f'DROP OWNED BY "{role}"')
         _pg_admin(f'DROP ROLE "{role}"')
+
+
+def test_a_first_claim_skips_the_search_for_leftovers_and_a_second_claim_does_not(
+    queue_ws,
+):  # type: ignore[no-untyped-def]
+    """No runner can have left a process of a session that never started, so a worker's
+    first claim of it spares the /proc search (a pass over every process, per session);
+    a session that ran before (handed back, orphaned) is searched."""
+    from app.context import open_context
+    from app.runner.runner import Runner
+    from store.identity import local_host
+
+    ws, engine = queue_ws
+    (sid,) = _queue(engine, ws, "trivial", 1)
+    with open_context() as ctx:
+        for expected in (False, True):
+            with ctx.session() as db:
+                change = FlowSessionManager(db).claim_queued(
+                    runner_host=local_host(), runner_pid=os.getpid()
+                )
+            assert change is not None and change.session_id == sid
+            runner = Runner(ctx.factory, ctx.logging, sid, workspace=ws)
+            runner.claim()
+            assert runner._started_before is expected
+            runner._db.close()
+            with ctx.session() as db:  # handed back, as a stopping worker does
+                FlowSessionManager(db).requeue(sid)
