@@ -551,6 +551,10 @@ class Runner(Recovery):
             session_status = desired[0] if desired is not None else None
         elif session_status != SessionStatus.ACTIVE:
             self._read_next = True  # e.g. paused meanwhile: the next look acts on it
+        else:
+            # Read in the start's own transaction: the next look needs no read of its own
+            # (the one after it reads again, a poll later).
+            self._known_status = session_status
         self._say(f"attempt {attempt} (pid {proc.pid}): {command}", stage=stage.name)
         output.release()
         self._notify()
