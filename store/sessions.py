@@ -551,8 +551,9 @@ class SessionOperations(ManagerBase):
     def complete(
         self, session_id: str, *, reason: str | None = None, expected_version: int | None = None
     ) -> SessionChange:
-        """ACTIVE -> COMPLETED once every stage is. ``reason``: what the user should know
-        all the same (e.g. log lines that could not be written)."""
+        """ACTIVE -> COMPLETED once every stage is, its runner forgotten in the same write
+        (the runner that completes it has nothing left to release). ``reason``: what the
+        user should know all the same (e.g. log lines that could not be written)."""
 
         def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
             open_stages = conn.execute(
@@ -575,6 +576,7 @@ class SessionOperations(ManagerBase):
                 "runner_pid": None,
                 "runner_host": None,
                 "runner_lease": None,
+                "heartbeat_at": None,
             },
             check=check,
         )

@@ -134,6 +134,8 @@ class Runner(Recovery):
         self._wake = threading.Event()
         self._beat_thread: threading.Thread | None = None
         self._claimed = False
+        #: Set once the session's completion forgot this runner (nothing left to release).
+        self._released = False
         #: The claim this runner holds, once made: every write of its managers is
         #: conditioned on it (:meth:`_hold`).
         self._lease: Lease | None = None
@@ -294,9 +296,10 @@ class Runner(Recovery):
             if self._notifier is not None:
                 self._notifier.close()
             try:
-                self._raw_sessions.release_runner(
-                    self.session_id, runner_host=self.host, runner_pid=self.pid
-                )
+                if not self._released:
+                    self._raw_sessions.release_runner(
+                        self.session_id, runner_host=self.host, runner_pid=self.pid
+                    )
             except Exception:
                 with contextlib.suppress(Exception):
                     self._db.rollback()
@@ -853,6 +856,7 @@ class Runner(Recovery):
                 self._flush_logs()
                 losses = self._log_losses()
                 self.sessions.complete(self.session_id, reason=losses)
+                self._released = True  # the completion forgot the runner in its write
             except InvalidTransition:
                 state = self._desired(fresh=True)
                 if state is not None and state[0] == SessionStatus.ACTIVE:
