@@ -72,8 +72,12 @@ class StoreMirror:
         max_pending: int = MAX_PENDING,
         space: Any = None,
         on_full: Callable[[BaseException], None] | None = None,
+        transient: tuple[type[BaseException], ...] | None = None,
     ) -> None:
         self._write_batch = write_batch
+        #: The errors of a store that is away for now (default: SQLAlchemy's and psycopg's,
+        #: ``store.errors.transient_errors``; a writer on the bare driver names its own).
+        self._transient = transient
         self._interval = interval
         self._on_error = on_error
         self._max_pending = max_pending
@@ -232,10 +236,13 @@ class StoreMirror:
         seconds. While its disk is full, see the class doc. Any other error (a row the
         database refuses) is retried a few times, then reported and the batch dropped (the
         session log file has every line anyway)."""
-        from store.errors import transient_errors
         from store.space import is_disk_full
 
-        transient = transient_errors()
+        transient = self._transient
+        if transient is None:
+            from store.errors import transient_errors
+
+            transient = transient_errors()
         delay = 0.1
         other_errors = 0
         closing_deadline: float | None = None

@@ -38,9 +38,11 @@ class DirectStore:
     change), and a plain one on PostgreSQL, where the operation's conditional UPDATE locks
     the session row."""
 
-    def __init__(self, connection: Any, dialect: str) -> None:
+    def __init__(self, connection: Any, dialect: str, path: Path | None = None) -> None:
         self.connection = connection
         self.dialect = dialect
+        #: The SQLite file (None on a server): its reserve is what a full disk releases.
+        self.path = path
         self._sql: dict[str, str] = {}
 
     @property
@@ -53,6 +55,17 @@ class DirectStore:
         import psycopg
 
         return (psycopg.Error,)
+
+    @property
+    def transient_errors(self) -> tuple[type[BaseException], ...]:
+        """The driver's errors of a store that is away for now (locked, connection lost)."""
+        if self.dialect == SQLITE:
+            import sqlite3
+
+            return (sqlite3.OperationalError,)
+        import psycopg
+
+        return (psycopg.OperationalError, psycopg.InterfaceError)
 
     def sql(self, statement: str) -> str:
         if self.dialect == SQLITE:
@@ -175,7 +188,7 @@ def _open_sqlite(database: str) -> DirectStore | None:
     except sqlite3.Error:
         connection.close()
         return None
-    return DirectStore(connection, SQLITE)
+    return DirectStore(connection, SQLITE, path)
 
 
 def _open_postgresql(conninfo: str) -> DirectStore | None:

@@ -8,30 +8,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from store.models import LogRecord
+from store.records import LogLines
 
 _LOG = LogRecord.__table__  # type: ignore[attr-defined]
 _LOG_COLUMNS = ("session_id", "at", "level", "category", "stage", "text")
 
 
 _COPY_LOGS = f"COPY {_LOG.name} ({', '.join(_LOG_COLUMNS)}) FROM STDIN"
-
-
-class LogLines(NamedTuple):
-    """Lines that share everything but their text: what a stage printed in one read (one
-    time, stream, session and stage), or a single record. The unit the log writers batch."""
-
-    session_id: str
-    at: float
-    level: str
-    category: str
-    stage: str | None
-    texts: Sequence[str]
 
 
 #: Below this many lines a group goes through executemany with the others; from it on, one

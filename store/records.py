@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from store.errors import AmbiguousId, InvalidId, InvalidTransition, SessionNotFound
 from store.status import SessionOp, allowed_session_ops
@@ -32,6 +33,18 @@ INTEGRATION_CATEGORY = "workflow.session.integration"
 EVENT_COLUMNS = (
     "session_id", "stage", "op", "from_status", "to_status", "actor", "host", "pid", "at", "reason"
 )  # fmt: skip
+
+
+class LogLines(NamedTuple):
+    """Lines that share everything but their text: what a stage printed in one read (one
+    time, stream, session and stage), or a single record. The unit the log writers batch."""
+
+    session_id: str
+    at: float
+    level: str
+    category: str
+    stage: str | None
+    texts: Sequence[str]
 
 
 @dataclass(frozen=True)

@@ -190,19 +190,58 @@ def write_log(settings: Settings, records: Sequence[LogLine], db: DirectStore | 
             files.write_session(sid, line)
         rows.append((sid, at, level, category, stage, text))
     files.close()
-    if db is None:
-        return
-    try:
-        db.write()
-        db.insert_many(
-            "INSERT INTO log_records (session_id, at, level, category, stage, text) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        db.commit()
-    except db.errors as exc:
-        db.rollback()
-        warning_line(f"cannot write log: {exc}")
+    if db is not None:
+        _mirror(db, rows)
+
+
+#: The insert of log rows, as the full path's ``store.log_ingest`` makes them.
+_INSERT_LOGS = (
+    "INSERT INTO log_records (session_id, at, level, category, stage, text) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _mirror(db: DirectStore, rows: Sequence[tuple[str, float, str, str, str | None, str]]) -> None:
+    """Store the rows through the full path's own mirror (app.log_mirror): a store that is
+    away for a moment is retried, a full disk gives way to the state and leaves a note
+    saying how many lines are missing, and what cannot be stored is one warning."""
+    from app.log_mirror import StoreMirror
+    from store.records import LogLines
+
+    def write_batch(groups: Sequence[LogLines]) -> None:
+        try:
+            db.write()
+            db.insert_many(
+                _INSERT_LOGS,
+                [
+                    (g.session_id, g.at, g.level, g.category, g.stage, t.replace("\x00", "\\x00"))
+                    for g in groups
+                    for t in g.texts
+                ],
+            )
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+
+    warned: list[bool] = []
+
+    def warn_once(exc: BaseException) -> None:
+        if not warned:
+            warned.append(True)
+            warning_line(f"cannot write log: {exc}")
+
+    space = None
+    if db.path is not None:
+        from store.space import StoreSpace
+
+        space = StoreSpace(db.path)
+    mirror = StoreMirror(
+        write_batch, on_error=warn_once, space=space, transient=db.transient_errors
+    )
+    for sid, at, level, category, stage, text in rows:
+        mirror.add(LogLines(sid, at, level, category, stage, (text,)))
+    mirror.close()
 
 
 def status_log(session_id: str, text: str) -> None:

@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from .helpers import at_gates, create_session, imported, one_error_line, run, start_stages
 
 #: What the driver path must not import (issue: answer like a native tool).
@@ -162,3 +164,34 @@ def test_the_workspace_warning_is_printed_once_when_resume_starts_a_runner(
     warnings = [line for line in result.err_lines if "writable by other users" in line]
     assert len(warnings) == 1, result.err
     run("flow", "session", "wait", sid[:8], "--timeout", "30")
+
+
+def test_log_rows_wait_for_a_store_locked_for_a_moment(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The driver path stores a change's log rows through the full path's mirror: a lock
+    held past the busy timeout is waited out, not reported as lost lines."""
+    import threading
+
+    from app.cli.direct import write_log
+    from app.settings import Settings
+    from store.direct import open_direct
+
+    sid = create_session(workspace)
+    monkeypatch.setenv("VC_BUSY_TIMEOUT", "0.2")
+    settings = Settings.from_env()
+    db = open_direct(settings.database_url)
+    assert db is not None
+    holder = sqlite3.connect(
+        workspace / ".vc" / "flow.db", isolation_level=None, check_same_thread=False
+    )
+    holder.execute("BEGIN EXCLUSIVE")
+    threading.Timer(1.0, lambda: (holder.execute("ROLLBACK"), holder.close())).start()
+    try:
+        write_log(settings, [("INFO", "workflow.session.operations", sid, None, "held")], db)
+    finally:
+        db.close()
+    assert "cannot write log" not in capsys.readouterr().err
+    assert _store_lines(workspace / ".vc" / "flow.db", sid) == [
+        ("INFO", "workflow.session.operations", "held")
+    ]
