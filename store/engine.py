@@ -67,7 +67,7 @@ def _prepare_sqlite_file(path: Path) -> None:
             with contextlib.suppress(FileExistsError):
                 path.parent.mkdir(mode=0o700, parents=True)
         if not path.exists():
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            _create_in_wal_mode(path)
     except OSError as exc:
         raise StoreUnavailable(os_error_message(exc, path)) from None
     _tighten(path.parent, 0o700)
@@ -78,6 +78,35 @@ def _prepare_sqlite_file(path: Path) -> None:
     from store.space import StoreSpace
 
     StoreSpace(path).ensure_reserve()  # a stat when it is there (see store.space)
+
+
+def _create_in_wal_mode(path: Path) -> None:
+    """Make a new store file that is already in WAL mode, then put it in place atomically.
+
+    Switching a new, empty file to WAL is SQLite's one write that does not wait for a busy
+    handler: two first starts that both try it at once can see "database is locked" at once,
+    however long the busy timeout. So the switch is done on a private file, and the first
+    start to link it in place wins; the others find a WAL store already there."""
+    import tempfile
+
+    fd, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
+    os.close(fd)  # mkstemp made it 0600, the mode the store keeps
+    try:
+        connection = sqlite3.connect(scratch, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
+        os.link(scratch, path)
+    except FileExistsError:
+        pass  # another first start won
+    except (OSError, sqlite3.Error):
+        # No hard links on this filesystem, or no room for the header: an empty file,
+        # as before, and the open that follows reports what is wrong in its own words.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(scratch)
 
 
 def _tighten(path: Path, mode: int) -> None:

@@ -17,6 +17,41 @@ def _open(url: str) -> str:
     return "ok"
 
 
+def _connect(url: str) -> str:
+    from store.engine import make_engine
+
+    try:
+        engine = make_engine(url)
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA user_version").scalar()
+        finally:
+            engine.dispose()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+
+
+def test_a_new_store_file_is_in_wal_mode_before_anyone_connects(tmp_path: Path) -> None:
+    from store.engine import make_engine
+
+    store = tmp_path / "ws" / ".vc" / "flow.db"
+    make_engine(f"sqlite:///{store}").dispose()  # makes the file, opens no connection
+    header = store.read_bytes()[:20]
+    assert header.startswith(b"SQLite format 3\x00")
+    assert (header[18], header[19]) == (2, 2)  # WAL read and write versions
+    assert store.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in store.parent.iterdir()) == ["flow.db", "flow.db-reserve"]
+
+
+def test_processes_racing_to_first_connect_to_a_new_store_all_get_in(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("fork")
+    with context.Pool(8) as pool:
+        for trial in range(40):  # the race is narrow: many tries make it show
+            url = f"sqlite:///{tmp_path}/{trial}/ws/.vc/flow.db"
+            assert pool.map(_connect, [url] * 8) == ["ok"] * 8
+
+
 def test_processes_racing_to_create_the_store_directory_all_open_it(tmp_path: Path) -> None:
     context = multiprocessing.get_context("fork")
     with context.Pool(8) as pool:
