@@ -34,7 +34,7 @@ class AttemptResult:
     #: What the attempt reported with ``::output`` lines (stored before it is returned).
     outputs: dict[str, str] = field(default_factory=dict)
     #: When the stage's process exited (unix time), and the store mirror's mark of its
-    #: last output lines (see :meth:`Runner._await_output_stored`).
+    #: last output lines (see :meth:`~app.runner.supervision.Supervision._try_complete`).
     ended_at: float | None = None
     output_mark: int = 0
 

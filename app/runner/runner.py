@@ -14,8 +14,9 @@ Crash safety: the stage's pid and process start time are recorded right after th
 so a later runner can remove a leftover process (never a reused pid: the start time is
 compared); what a runner killed before that record left is found by its environment
 (:meth:`Runner._remove_unrecorded`). A stage is marked COMPLETED only after its process
-exited 0 and its output is in the store (:meth:`Runner._await_output_stored`). A COMPLETED
-stage is skipped by every later runner, whatever crashed when; an interrupted one runs
+exited 0 and its output is in the store
+(:meth:`~app.runner.supervision.Supervision._try_complete`). A COMPLETED stage is
+skipped by every later runner, whatever crashed when; an interrupted one runs
 again as a new attempt, never beside a copy of itself. A full store disk stops the session
 before its next stage (:meth:`Runner._stop_on_full_disk`).
 
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -38,17 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from app.logging import Logging
-from app.runner.attempt import AttemptResult, RunningAttempt, StageOutput, terminate_all
+from app.runner.attempt import AttemptResult, RunningAttempt, StageOutput
 from app.runner.attempt import config_seconds as _seconds
+from app.runner.manual_gates import ManualGates, checklist_suffix
 from app.runner.notifications import SessionAnnouncer
 from app.runner.outputs import OutputRecorder, stage_environment
 from app.runner.process import StageProcess, StageStartError, wait_any
-from app.runner.recovery import Recovery
-from app.runner.schedule import DONE, FAILED, RUNNING, TODO, WAITING, Schedule
+from app.runner.schedule import RUNNING, TODO, Schedule
 from app.runner.store_link import (
-    _STORE_ERRORS,
     LISTEN_AFTER,
-    NOTIFY_RESYNC,
     STORE_RETRY,
     Interrupted,
     Outcome,
@@ -67,10 +65,9 @@ from store.errors import (
     StoreError,
 )
 from store.failures import PermanentStoreError, StoreFailure
-from store.gates import waiting_reason
 from store.graph import fail_fast, instance_waits, max_parallel, stage_of
 from store.queries import SessionView, StageView, get_session_view
-from store.space import StoreSpace, is_disk_full
+from store.space import StoreSpace
 from store.status import SessionStatus, StageStatus
 
 #: Control-loop period while a stage runs: how fast pause/resume/abort are enforced (one
@@ -86,7 +83,7 @@ NO_COMMAND = (
 __all__ = ["NO_COMMAND", "POLL_INTERVAL", "Interrupted", "Outcome", "Runner", "checklist_suffix"]
 
 
-class Runner(Recovery):
+class Runner(ManualGates):
     """Runs one session: claims it, beats, runs its remaining stages in order, completes it.
 
     One instance per process and session. ``on_update`` (the foreground display) is called
@@ -202,14 +199,6 @@ class Runner(Recovery):
         self.control_notes: list[str] = []
         #: Who paused the session, while it is PAUSED by someone else (not at a gate).
         self.paused_by: str | None = None
-
-    # -- logging -------------------------------------------------------------------------------
-
-    def _stage_result(self, stage: str, text: str, level: str = "INFO") -> None:
-        """Log how a stage (or an attempt of it) ended, and tell the display."""
-        self._say(text, level, stage)
-        self.stage_results.append((stage, text))
-        self._notify()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -569,261 +558,6 @@ class Runner(Recovery):
                 self.stages.move_stage(stage.id, StageStatus.FAILED, error="aborted")
             self._read_next = True
 
-    def _drop(self, running: RunningAttempt) -> None:
-        """Stop an attempt that must not go on, without recording an end for it."""
-        self._running.pop(running.name, None)
-        self._schedule.mark(running.name, TODO)
-        with contextlib.suppress(Exception):
-            running.terminate()
-        running.output.release()
-
-    # -- gates ---------------------------------------------------------------------------------
-
-    def _open_gate(self, stage: StageView) -> None:
-        """A manual gate whose needs are COMPLETED waits (PAUSED) for an approval; the
-        other branches go on. Only when nothing else can run is the session paused at it
-        (:meth:`_pause_at_gate`)."""
-        self._schedule.mark(stage.name, WAITING)
-        if stage.status != StageStatus.PAUSED:
-            try:
-                self._moves[stage.id] = self.stages.move_stage(
-                    stage.id, StageStatus.PAUSED, known=self._as_known(stage)
-                )
-            except InvalidTransition:
-                self._read_next = True  # aborted or approved meanwhile: read it
-                return
-        if self._running or [n for n in self._schedule.startable() if n != stage.name]:
-            self._say(
-                f"manual gate {stage.name}: waiting for 'vc flow session approve "
-                f"{self.session_id[:12]} {stage.name}'{checklist_suffix(stage.checklist)}; "
-                "the other stages go on",
-                stage=stage.name,
-            )
-            self._notify()
-
-    def _pause_at_gate(self, name: str) -> None:
-        """Nothing but gates left to wait for: the session pauses with reason
-        ``waiting: <gate>``; its resume (or the gate's approval) passes the gate."""
-        stage = self._rows[name]
-        try:
-            self.sessions.pause(self.session_id, reason=waiting_reason(name))
-        except InvalidTransition:
-            self._read_next = True  # paused or aborted meanwhile: the loop sorts it out
-            return
-        self._gate_pause = name
-        self.waiting_at = name
-        self.waiting_checklist = stage.checklist
-        self._say(
-            f"manual gate {name}: waiting for "
-            f"'vc flow session resume {self.session_id[:12]}'{checklist_suffix(stage.checklist)}",
-            stage=name,
-        )
-        self._notify()
-
-    def _pass_gate(self, name: str) -> None:
-        """Record a gate passed by the session's resume (unless the resume, or an approval,
-        recorded it already)."""
-        stage = self._rows[name]
-        try:
-            errors = self._store_errors
-            self.stages.move_stage(stage.id, StageStatus.COMPLETED)
-        except InvalidTransition:
-            row = self.stages.get_stage(stage.id)
-            if row.status != StageStatus.COMPLETED and not self._landed(
-                errors, stage, StageStatus.COMPLETED, stage.attempt
-            ):
-                self._read_next = True  # aborted at the very moment of the resume
-                return
-        self._gate_passed(name)
-
-    def _gate_passed(self, name: str) -> None:
-        self._schedule.mark(name, DONE)
-        if self.waiting_at == name:
-            self.waiting_at = None
-        self._stage_result(name, f"manual gate {name} passed")
-
-    def _check_gates(self) -> None:
-        """Gates approved since the last look (``vc flow session approve``, which also
-        touches the session row): read when the session's state was read because something
-        changed, else once per NOTIFY_RESYNC; never while no gate waits."""
-        waiting = self._schedule.waiting_gates()
-        now = time.monotonic()
-        fresh, self._state_read = self._state_read, False
-        if not waiting or (not fresh and now < self._gates_read_at):
-            return
-        self._gates_read_at = now + NOTIFY_RESYNC
-        for name in waiting:
-            try:
-                row = self.stages.raw.get_stage(self._rows[name].id)
-            except _STORE_ERRORS as exc:
-                self._store_lost(exc)
-                return
-            if row.status == StageStatus.COMPLETED:
-                self._gate_passed(name)
-
-    # -- supervising ---------------------------------------------------------------------------
-
-    def _supervise(self) -> None:
-        """Look at every running attempt once: progress, outputs, exit, timeout."""
-        now = time.monotonic()
-        for running in list(self._running.values()):
-            if running.finished is not None:
-                self._try_complete(running)
-                continue
-            code = running.proc.wait(0)
-            running.tick(now)
-            value = running.progress_due(now, code is not None)
-            if value is not None:
-                try:
-                    self.stages.raw.set_progress(running.stage.id, value)
-                except _STORE_ERRORS as exc:  # written again at the next change or exit
-                    if is_disk_full(exc):
-                        with contextlib.suppress(Exception):
-                            self._db.rollback()
-                    else:
-                        self._store_lost(exc)
-                else:
-                    running.progress_written = value
-                self._notify()
-            stage = running.stage
-            self._save_outputs(stage, running.attempt, running.recorder, final=code is not None)
-            if code is not None:
-                result = self._exited(stage, running.proc, running.output, code)
-                result.outputs = running.recorder.outputs()
-                self._attempt_ended(running, result)
-            elif running.timed_out():
-                code = running.terminate()
-                self._say(
-                    f"timed out after {running.timeout:g}s (exit {code})", "WARNING", stage.name
-                )
-                self._attempt_ended(running, AttemptResult("failed", "timeout", code))
-            if self._ended is not None:
-                return
-
-    def _attempt_ended(self, running: RunningAttempt, result: AttemptResult) -> None:
-        stage = running.stage
-        if result.kind == "completed":
-            running.finished = result
-            self._running[stage.name] = running
-            self._try_complete(running)
-            return
-        self._running.pop(stage.name, None)
-        running.output.release()
-        error = result.error or "failed"
-        retries = int(stage.config.get("retries") or 0)
-        tries = self._tries[stage.name] = self._tries.get(stage.name, 0) + 1
-        if tries <= retries and not self._store_is_full():
-            self._stage_result(
-                stage.name,
-                f"attempt {running.attempt} failed: {error}; "
-                f"retrying ({tries} of {retries} retries)",
-                "WARNING",
-            )
-            self._schedule.mark(stage.name, TODO)
-            return
-        try:
-            errors = self._store_errors
-            self.stages.move_stage(
-                stage.id,
-                StageStatus.FAILED,
-                error=error,
-                exit_code=result.exit_code,
-                known=self._moves.get(stage.id),
-            )
-        except InvalidTransition:
-            if not self._landed(errors, stage, StageStatus.FAILED, running.attempt):
-                self._read_next = True  # aborted meanwhile: the loop reads it
-                return
-        self._schedule.mark(stage.name, FAILED)
-        # said before the session fails, so the log tells it in the order it happened
-        self._stage_result(stage.name, f"stage failed: {error}", "ERROR")
-        reason = "timeout" if error == "timeout" else f"stage {stage.name} failed: {error}"
-        if self._store_is_full():
-            reason = f"{reason}; {self._full_disk_reason()}"
-        self._first_failure = self._first_failure or reason
-        if self._fail_fast:
-            self._cancel_running(f"cancelled: {stage.name} failed")
-            self._ended = self._fail_session(self._first_failure)
-
-    def _try_complete(self, running: RunningAttempt) -> None:
-        """Record an attempt that exited 0 as COMPLETED, once its output is in the store:
-        whoever sees it COMPLETED (`session logs`, the dashboard, another host) sees all of
-        its lines, even if this runner dies the next moment. Lines the mirror had to let
-        go count as stored (a note stands in their place)."""
-        result = running.finished
-        assert result is not None
-        mirror = self.log.mirror
-        if (
-            mirror is not None
-            and result.output_mark
-            and not mirror.wait_stored(result.output_mark, 0)
-        ):
-            return  # looked at again next time round
-        stage = running.stage
-        try:
-            errors = self._store_errors
-            move = self.stages.move_stage(
-                stage.id,
-                StageStatus.COMPLETED,
-                exit_code=0,
-                known=self._moves.get(stage.id),
-                finished_at=result.ended_at,
-            )
-            self._known_status = move.session_status
-        except InvalidTransition:
-            if not self._landed(errors, stage, StageStatus.COMPLETED, running.attempt):
-                self._running.pop(stage.name, None)
-                self._schedule.mark(stage.name, TODO)
-                self._read_next = True  # aborted as the stage exited
-                return
-        self._running.pop(stage.name, None)
-        self._schedule.mark(stage.name, DONE)
-        self._stage_outputs.pop(stage.name, None)
-        if result.outputs and not stage.config.get("instance"):
-            self._stage_outputs[stage.name] = result.outputs
-        self._stage_result(stage.name, f"stage completed (attempt {running.attempt})")
-
-    def _cancel_running(self, why: str) -> None:
-        """``fail_fast``: the other running instances are stopped and recorded FAILED with
-        ``why`` (``cancelled: <stage> failed``); ``retry`` runs them again."""
-        running = [a for a in self._running.values() if a.finished is None]
-        codes = terminate_all(running)
-        for attempt, code in zip(running, codes, strict=True):
-            self._running.pop(attempt.name, None)
-            attempt.output.release()
-            self._schedule.mark(attempt.name, FAILED)
-            with contextlib.suppress(InvalidTransition):
-                self.stages.move_stage(
-                    attempt.stage.id,
-                    StageStatus.FAILED,
-                    error=why,
-                    exit_code=code,
-                    known=self._moves.get(attempt.stage.id),
-                )
-            self._stage_result(attempt.name, f"stage {why}", "WARNING")
-
-    def _stop_running(self, why: str | None = None) -> None:
-        """Stop every running attempt (an abort, a delete, Ctrl-C, a lost claim, an error):
-        each group gets TERM, then KILL after its ``kill_timeout``, all at once. With
-        ``why`` (the session was aborted) each one's exit code is recorded."""
-        running = list(self._running.values())
-        if not running:
-            return
-        self._running.clear()
-        alive = [a for a in running if a.finished is None]
-        codes = dict(zip((a.name for a in alive), terminate_all(alive), strict=True))
-        for attempt in running:
-            attempt.output.release()  # whatever path this was, no line stays held back
-            self._schedule.mark(attempt.name, TODO)
-            if why is None:
-                continue
-            code = codes.get(attempt.name, 0)  # one that had exited 0 is not in codes
-            if attempt.finished is None:
-                self._say(f"terminated: {why} (exit {code})", "WARNING", attempt.name)
-            if code is not None:
-                with contextlib.suppress(StoreError):
-                    self.stages.record_exit_code(attempt.stage.id, code)
-
     def _finish(self) -> Outcome:
         """Nothing more can run: fail with the first failure (``fail_fast: false``), or
         pause after ``WORKFLOW:STAGE`` when other stages are left, or complete."""
@@ -923,38 +657,6 @@ class Runner(Recovery):
         path = Path(os.path.expandvars(os.path.expanduser(str(cwd))))
         return str(path if path.is_absolute() else self.workspace / path)
 
-    def _save_outputs(
-        self, stage: StageView, attempt: int, recorder: OutputRecorder, *, final: bool
-    ) -> None:
-        """Store the outputs reported since the last save: as they come (a store away for
-        now is retried at the next change), and for good once the attempt has exited,
-        before its end is recorded, so a stage is never COMPLETED without its outputs."""
-        changes = recorder.take_changes()
-        if changes is None:
-            return
-        if final:
-            self.stages.record_outputs(stage.id, attempt, changes)
-            return
-        try:
-            self.stages.raw.record_outputs(stage.id, attempt, changes)
-        except _STORE_ERRORS as exc:
-            recorder.mark_unsaved()
-            self._store_lost(exc)
-
-    def _as_known(self, stage: StageView) -> StageMove | None:
-        """Where the stage's next move can start from without reading it: the last move of
-        this stage in this run, or else the stage as this run's view read it. If someone
-        else wrote the stage since, the move notices (its update is conditional on the
-        version) and reads it."""
-        last = self._moves.get(stage.id)
-        if last is not None:
-            return last  # a retry: what the previous attempt's moves left
-        if stage.version is None:
-            return None
-        return StageMove(
-            stage.id, self.session_id, stage.status, stage.version, stage.attempt, None, stage.name
-        )
-
     def _mark(self, stage: StageView, status: StageStatus, note: str) -> None:
         """Record a pause or resume that was just enforced. Refused only when an abort
         landed in between (the stage is FAILED already): the next poll sees it."""
@@ -966,28 +668,6 @@ class Runner(Recovery):
             return
         self._say(note, stage=stage.name)
         self._notify()
-
-    def _exited(
-        self, stage: StageView, proc: StageProcess, output: StageOutput, code: int
-    ) -> AttemptResult:
-        lost = proc.output_error or output.error
-        if lost is not None:
-            self._say(f"some output was lost: {lost}", "ERROR", stage.name)
-        if proc.readers_abandoned:
-            self._say(
-                "processes the stage left behind still hold its output; their "
-                "further output is not recorded",
-                "WARNING",
-                stage.name,
-            )
-        if code == 0:
-            return AttemptResult(
-                "completed", exit_code=0, ended_at=proc.ended_at, output_mark=output.mirror_mark
-            )
-        error = _describe_exit(code)
-        if code in (126, 127) and output.last_stderr:
-            error = f"{error}: {output.last_stderr.strip()[:200]}"
-        return AttemptResult("failed", error, code)
 
     def _pause_on_interrupt(self) -> Outcome:
         """Ctrl-C: the stage's processes are gone (terminated by :meth:`_attempt`); the
@@ -1051,24 +731,6 @@ class Runner(Recovery):
     def last_line(self) -> str | None:
         attempt = self._first_running()
         return attempt.output.last_line if attempt is not None else None
-
-
-def checklist_suffix(items: list[str]) -> str:
-    """A gate's checklist as the end of its waiting line: what to check before resuming."""
-    return f"; checklist: {'; '.join(items)}" if items else ""
-
-
-def _describe_exit(code: int) -> str:
-    if code == 127:
-        return "command not found (exit 127)"
-    if code == 126:
-        return "command not executable (exit 126)"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 def _host() -> str:

@@ -1,0 +1,114 @@
+"""Manual gates: a stage that waits for a person's approval while the other branches go
+on, and pauses the session only when nothing else can run (docs/ARCHITECTURE.md §3).
+
+:class:`ManualGates` is a base of :class:`app.runner.runner.Runner`, whose ``__init__``
+sets what is declared here.
+"""
+
+from __future__ import annotations
+
+import time
+
+from app.runner.schedule import DONE, WAITING
+from app.runner.store_link import _STORE_ERRORS, NOTIFY_RESYNC
+from app.runner.supervision import Supervision
+from store.errors import InvalidTransition
+from store.gates import waiting_reason
+from store.queries import StageView
+from store.status import StageStatus
+
+
+class ManualGates(Supervision):
+    """Opens, pauses at and passes manual gates (see the module doc)."""
+
+    _gate_pause: str | None
+    _gates_read_at: float
+    waiting_at: str | None
+    waiting_checklist: list[str]
+
+    def _open_gate(self, stage: StageView) -> None:
+        """A manual gate whose needs are COMPLETED waits (PAUSED) for an approval; the
+        other branches go on. Only when nothing else can run is the session paused at it
+        (:meth:`_pause_at_gate`)."""
+        self._schedule.mark(stage.name, WAITING)
+        if stage.status != StageStatus.PAUSED:
+            try:
+                self._moves[stage.id] = self.stages.move_stage(
+                    stage.id, StageStatus.PAUSED, known=self._as_known(stage)
+                )
+            except InvalidTransition:
+                self._read_next = True  # aborted or approved meanwhile: read it
+                return
+        if self._running or [n for n in self._schedule.startable() if n != stage.name]:
+            self._say(
+                f"manual gate {stage.name}: waiting for 'vc flow session approve "
+                f"{self.session_id[:12]} {stage.name}'{checklist_suffix(stage.checklist)}; "
+                "the other stages go on",
+                stage=stage.name,
+            )
+            self._notify()
+
+    def _pause_at_gate(self, name: str) -> None:
+        """Nothing but gates left to wait for: the session pauses with reason
+        ``waiting: <gate>``; its resume (or the gate's approval) passes the gate."""
+        stage = self._rows[name]
+        try:
+            self.sessions.pause(self.session_id, reason=waiting_reason(name))
+        except InvalidTransition:
+            self._read_next = True  # paused or aborted meanwhile: the loop sorts it out
+            return
+        self._gate_pause = name
+        self.waiting_at = name
+        self.waiting_checklist = stage.checklist
+        self._say(
+            f"manual gate {name}: waiting for "
+            f"'vc flow session resume {self.session_id[:12]}'{checklist_suffix(stage.checklist)}",
+            stage=name,
+        )
+        self._notify()
+
+    def _pass_gate(self, name: str) -> None:
+        """Record a gate passed by the session's resume (unless the resume, or an approval,
+        recorded it already)."""
+        stage = self._rows[name]
+        try:
+            errors = self._store_errors
+            self.stages.move_stage(stage.id, StageStatus.COMPLETED)
+        except InvalidTransition:
+            row = self.stages.get_stage(stage.id)
+            if row.status != StageStatus.COMPLETED and not self._landed(
+                errors, stage, StageStatus.COMPLETED, stage.attempt
+            ):
+                self._read_next = True  # aborted at the very moment of the resume
+                return
+        self._gate_passed(name)
+
+    def _gate_passed(self, name: str) -> None:
+        self._schedule.mark(name, DONE)
+        if self.waiting_at == name:
+            self.waiting_at = None
+        self._stage_result(name, f"manual gate {name} passed")
+
+    def _check_gates(self) -> None:
+        """Gates approved since the last look (``vc flow session approve``, which also
+        touches the session row): read when the session's state was read because something
+        changed, else once per NOTIFY_RESYNC; never while no gate waits."""
+        waiting = self._schedule.waiting_gates()
+        now = time.monotonic()
+        fresh, self._state_read = self._state_read, False
+        if not waiting or (not fresh and now < self._gates_read_at):
+            return
+        self._gates_read_at = now + NOTIFY_RESYNC
+        for name in waiting:
+            try:
+                row = self.stages.raw.get_stage(self._rows[name].id)
+            except _STORE_ERRORS as exc:
+                self._store_lost(exc)
+                return
+            if row.status == StageStatus.COMPLETED:
+                self._gate_passed(name)
+
+
+def checklist_suffix(items: list[str]) -> str:
+    """A gate's checklist as the end of its waiting line: what to check before resuming."""
+    return f"; checklist: {'; '.join(items)}" if items else ""
