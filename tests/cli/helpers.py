@@ -242,40 +242,19 @@ def start_stages(workspace: Path, sid: str, moves: dict[str, list[str]]) -> None
                 stages.update_stage_status(ids[name], status)
 
 
-#: Two gates side by side after build, then deploy after both.
-TWO_GATES = """
-    name: Two gates
-    stages:
-      - {name: build, run: echo built}
-      - {name: qa, needs: [build]}
-      - {name: legal, needs: [build]}
-      - {name: deploy, run: echo deployed, needs: [qa, legal]}
-"""
-
-
 def at_gates(workspace: Path, workflow: str, gates: list[str], paused_at: str | None) -> str:
-    """A started session of ``workflow`` (``twogates``: :data:`TWO_GATES`) whose build has
-    completed and whose ``gates`` wait (PAUSED), PAUSED itself at ``paused_at`` (reason
-    ``waiting: <gate>``) unless None: what a runner leaves, made through the managers. Its
-    runner is this process (alive), so no command starts another."""
-    import textwrap
-
-    from store import FlowSessionManager, StageManager
+    """A started session of ``workflow`` (``twogates``: :data:`tests.gates.TWO_GATES`) held
+    at its gates (:func:`tests.gates.hold_at_gates`). Its runner is this process (alive), so
+    no command starts another."""
+    from store import FlowSessionManager
+    from tests.gates import TWO_GATES, hold_at_gates
 
     if workflow == "twogates":
-        (workspace / "workflows" / "twogates.yaml").write_text(textwrap.dedent(TWO_GATES))
+        (workspace / "workflows" / "twogates.yaml").write_text(TWO_GATES)
     sid = create_session(workspace, workflow, name="release")
     with store(workspace) as db:
-        sessions, stages = FlowSessionManager(db), StageManager(db)
-        sessions.start_session(sid)
-        for stage in stages.list_stages(sid):
-            if stage.name == "build":
-                stages.move_stage(stage.id, "ACTIVE")
-                stages.move_stage(stage.id, "COMPLETED")
-            elif stage.name in gates:
-                stages.move_stage(stage.id, "PAUSED")
-        if paused_at is not None:
-            sessions.pause(sid, reason=f"waiting: {paused_at}")
+        FlowSessionManager(db).start_session(sid)
+        hold_at_gates(db, sid, tuple(gates), paused_at)
     return sid
 
 

@@ -133,35 +133,15 @@ def make_session(
     return sid
 
 
-#: Two gates side by side after build, then deploy after both.
-TWO_GATES = """\
-name: Two gates
-stages:
-  - {name: build, run: echo built}
-  - {name: qa, needs: [build]}
-  - {name: legal, needs: [build]}
-  - {name: deploy, run: echo deployed, needs: [qa, legal]}
-"""
-
-
 def make_gated_session(ctx: Any, gates: tuple[str, ...], *, paused_at: str | None = None) -> str:
-    """A started session of :data:`TWO_GATES` whose build has completed and whose ``gates``
-    wait (PAUSED), PAUSED itself at ``paused_at`` (reason ``waiting: <gate>``) unless None:
-    what a runner leaves, by manager calls only. Its runner is this process (alive)."""
-    from store import StageManager
+    """A started session of :data:`tests.gates.TWO_GATES` held at its gates
+    (:func:`tests.gates.hold_at_gates`). Its runner is this process (alive)."""
+    from tests.gates import TWO_GATES, hold_at_gates
 
     (ctx.settings.workflows_dir / "twogates.yaml").write_text(TWO_GATES)
     sid = make_session(ctx, "twogates", name="release", state="ACTIVE")
     with ctx.factory() as db:
-        stages = StageManager(db, actor="tester")
-        for stage in stages.list_stages(sid):
-            if stage.name == "build":
-                stages.move_stage(stage.id, "ACTIVE")
-                stages.move_stage(stage.id, "COMPLETED")
-            elif stage.name in gates:
-                stages.move_stage(stage.id, "PAUSED")
-        if paused_at is not None:
-            manager(db).pause(sid, reason=f"waiting: {paused_at}")
+        hold_at_gates(db, sid, gates, paused_at)
     return sid
 
 
