@@ -15,7 +15,7 @@ import pytest
 
 from store import get_session_factory, init_db
 from tests.conftest import vc_env
-from tests.runner.test_runner import (
+from tests.runner.runner_testkit import (
     NAP,
     Store,
     Vc,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from store import get_session_factory, init_db
-from tests.runner.test_runner import Store, _stop_everything
+from tests.runner.runner_testkit import NAP, Store, _stop_everything, write_workflow
 
 
 @pytest.fixture
@@ -21,3 +21,9 @@ def store(store_workspace: Path, db_url: str) -> Iterator[Store]:
     yield Store(factory)
     _stop_everything(factory)
     engine.dispose()
+
+
+@pytest.fixture
+def nap(workspace: Path) -> str:
+    write_workflow(workspace, "nap", NAP)
+    return "nap"

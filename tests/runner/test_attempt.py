@@ -10,7 +10,7 @@ from app.runner.attempt import RunningAttempt, StageOutput, terminate_all
 from app.runner.outputs import OutputRecorder
 from app.runner.process import StageProcess, wait_any
 from store.queries import StageView
-from tests.runner.test_runner import proc_state
+from tests.runner.runner_testkit import proc_state
 
 SID = "0123456789abcdef0123456789abcdef"
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.runner import launch
-from tests.runner.test_runner import gone
+from tests.runner.runner_testkit import gone
 from tests.waiting import wait_until
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from store import get_session_factory, init_db
 from tests.receivers import Receiver, Silent
-from tests.runner.test_runner import (
+from tests.runner.runner_testkit import (
     Store,
     Vc,
     _stop_everything,
@@ -192,7 +192,7 @@ def test_a_refusing_and_a_silent_target_are_one_warning_each_and_change_nothing(
 
 
 def store_newest(store: Store) -> str:
-    from tests.runner.test_runner import newest_session
+    from tests.runner.runner_testkit import newest_session
 
     return newest_session(store)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runner.test_runner import (
+from tests.runner.runner_testkit import (
     Store,
     Vc,
     gone,

@@ -13,7 +13,7 @@ import pytest
 
 from app.runner.outputs import MAX_OUTPUT_BYTES, MAX_OUTPUTS
 from store import get_session_factory, init_db
-from tests.runner.test_runner import (
+from tests.runner.runner_testkit import (
     Store,
     Vc,
     _stop_everything,

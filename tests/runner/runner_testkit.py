@@ -1,0 +1,273 @@
+"""What the runner's end-to-end tests share: the store as a test reads it, waits on real
+processes (/proc), starting `vc flow run` detached or in the foreground, and the clean-up
+that leaves no runner or stage of a test running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from store import FlowSessionManager, StageManager
+from store.identity import local_host
+from store.models import LogRecord, StageInstance
+from store.queries import (
+    LogView,
+    SessionView,
+    StageView,
+    get_session_view,
+    read_logs,
+)
+from tests.waiting import wait_until
+
+Vc = Callable[..., subprocess.CompletedProcess[str]]
+
+#: Not repeated on PostgreSQL: what the test checks happens between the runner and its
+#: processes, pipes or clock; the store only records the outcome, as it does elsewhere.
+sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+#: Not repeated on PostgreSQL to keep the suite's time down: another test that runs on both
+#: stores takes the same path through the store (named at the test).
+covered_on_postgresql_by_another = sqlite_only
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/PID/stat (index 0 is the state), None if there is no such pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    return raw[raw.rfind(b")") + 1 :].decode().split()
+
+
+def proc_state(pid: int) -> str | None:
+    fields = stat_fields(pid)
+    return None if fields is None else fields[0]
+
+
+def gone(pid: int) -> bool:
+    """No such process, or only its zombie (nobody may reap orphans in a container)."""
+    return proc_state(pid) in (None, "Z", "X")
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time of all threads of ``pid`` in nanoseconds (/proc/PID/task/*/schedstat)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                total += int(fh.read().split()[0])
+        except OSError:
+            pass
+    return total
+
+
+def utime(pid: int) -> int:
+    fields = stat_fields(pid)
+    assert fields is not None
+    return int(fields[11])
+
+
+def read_pid(path: Path) -> int:
+    """The pid a stage wrote to ``path`` (`echo $$ > path` is one write: never partial)."""
+
+    def content() -> str | None:
+        return path.read_text().strip() if path.exists() else None
+
+    return int(wait_until(content, what=f"{path}"))
+
+
+def write_workflow(workspace: Path, workflow_id: str, text: str) -> None:
+    (workspace / "workflows" / f"{workflow_id}.yaml").write_text(textwrap.dedent(text).lstrip())
+
+
+#: A long stage that, unlike the sample `slow` (a busy loop, for CPU checks), costs no CPU.
+NAP = """
+    stages:
+      - name: nap
+        run: echo started; sleep 60
+      - name: after
+        run: echo after
+"""
+
+
+class Store:
+    """Read access to the workspace's store, one short transaction per call (a test never
+    holds a transaction open while the runner writes)."""
+
+    def __init__(self, factory: Any) -> None:
+        self.factory = factory
+
+    def view(self, sid: str) -> SessionView:
+        with self.factory() as db:
+            view = get_session_view(db, sid)
+        assert view is not None, f"session {sid} not found"
+        return view
+
+    def stage(self, sid: str, name: str) -> StageView:
+        return next(s for s in self.view(sid).stages if s.name == name)
+
+    def stage_row(self, sid: str, name: str) -> StageInstance:
+        """The stage instance row, with the pid the runner recorded (StageManager)."""
+        with self.factory() as db:
+            row = StageManager(db).get_stage(self.stage(sid, name).id)
+            db.expunge(row)
+        return row
+
+    def logs(self, sid: str, stage: str | None = None) -> list[LogView]:
+        with self.factory() as db:
+            return read_logs(db, sid, stage=stage, limit=100_000)
+
+    def count_output(self, sid: str, stage: str) -> int:
+        with self.factory() as db:
+            return int(
+                db.connection()
+                .execute(
+                    select(func.count())
+                    .select_from(LogRecord)
+                    .where(
+                        LogRecord.session_id == sid,  # type: ignore[arg-type]
+                        LogRecord.stage == stage,  # type: ignore[arg-type]
+                        LogRecord.category == "workflow.stage.integration",  # type: ignore[arg-type]
+                    )
+                )
+                .scalar_one()
+            )
+
+    def pause(self, sid: str) -> None:
+        with self.factory() as db:
+            FlowSessionManager(db).pause(sid)
+
+    def status_is(self, sid: str, *statuses: str) -> SessionView | None:
+        view = self.view(sid)
+        return view if view.status in statuses else None
+
+    def wait_status(self, sid: str, *statuses: str, timeout: float = 15.0) -> SessionView:
+        return wait_until(
+            lambda: self.status_is(sid, *statuses),
+            timeout=timeout,
+            what=f"session {sid[:8]} in {statuses}",
+        )
+
+    def wait_stage(
+        self, sid: str, name: str, status: str, *, with_pid: bool = False, timeout: float = 15.0
+    ) -> StageInstance:
+        def ready() -> StageInstance | None:
+            row = self.stage_row(sid, name)
+            if row.status == status and (row.pid or not with_pid):
+                return row
+            return None
+
+        return wait_until(ready, timeout=timeout, what=f"stage {name} {status}")
+
+
+def _stop_everything(factory: Any) -> None:
+    """Abort what still runs and wait for its runner; SIGKILL a runner that does not stop,
+    and remove a stage a killed runner left behind (only while its leader still runs with
+    the recorded start time: never anybody else's process)."""
+    from app.runner.process import kill_leftover_group, process_start_time
+    from store.queries import list_sessions
+
+    with factory() as db:
+        rows = (
+            db.connection()
+            .execute(
+                select(StageInstance.pid, StageInstance.pid_start).where(  # type: ignore[call-overload]
+                    StageInstance.pid.is_not(None),  # type: ignore[union-attr]
+                    StageInstance.status.in_(("ACTIVE", "PAUSED")),
+                )  # type: ignore[attr-defined]
+            )
+            .all()
+        )
+        manager = FlowSessionManager(db)
+        runners = []
+        for view in list_sessions(db, limit=1000):
+            if view.status in ("PENDING", "ACTIVE", "PAUSED"):
+                try:
+                    manager.abort(view.id)
+                except Exception:
+                    db.rollback()
+            if view.runner_pid and view.runner_host == local_host():
+                runners.append(view.runner_pid)
+    for pid in runners:
+        try:
+            wait_until(partial(gone, pid), timeout=5)
+        except AssertionError:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for pid, start in rows:
+        if start is not None and process_start_time(pid) == start:
+            kill_leftover_group(pid, start, 0.5)
+
+
+def kill_session_processes(sid: str) -> None:
+    """SIGKILL whatever processes of the session's stages run on (after a test killed
+    their runner), recorded or not."""
+    from app.runner.process import find_session_processes
+
+    for proc in find_session_processes(sid):
+        try:
+            os.killpg(proc.pgid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def start_detached(vc: Vc, workflow: str, *extra: str) -> str:
+    result = vc("flow", "run", workflow, "--detach", *extra)
+    assert result.returncode == 0, result.stderr
+    sid = result.stdout.strip()
+    assert len(sid) == 32, result.stdout
+    return sid
+
+
+def session_json(vc: Vc, *args: str) -> Any:
+    result = vc(*args, "--json")
+    assert result.returncode in (0, 1), result.stderr
+    return json.loads(result.stdout)
+
+
+def log_file(workspace: Path, sid: str) -> Path:
+    return workspace / "logs" / "workflow" / "session" / f"{sid}.log"
+
+
+def start_foreground(workflow: str, *extra: str) -> subprocess.Popen[str]:
+    """`vc flow run WORKFLOW` in the foreground, as a terminal's job: its own process group
+    (so a test can send the terminal's SIGINT to the whole job)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.main", "flow", "run", workflow, *extra],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("PYTEST")},
+            "NO_COLOR": "1",
+        },
+    )
+
+
+def newest_session(store: Store) -> str:
+    from store.queries import list_sessions
+
+    def find() -> str | None:
+        with store.factory() as db:
+            views = list_sessions(db, limit=1)
+        return views[0].id if views else None
+
+    return wait_until(find, what="a session")

@@ -1,0 +1,153 @@
+"""The foreground run and control from elsewhere: what `vc flow run` prints when someone else
+pauses, resumes or aborts its session, and Ctrl-C, which pauses the session instead of
+leaving an orphan. Real processes and signals (see tests/runner/test_runner.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from store import FlowSessionManager
+from store.identity import local_host
+from tests.runner.runner_testkit import (
+    Store,
+    Vc,
+    covered_on_postgresql_by_another,
+    gone,
+    newest_session,
+    start_foreground,
+)
+from tests.waiting import wait_until
+
+# ---- control from elsewhere, seen by the foreground run ------------------------------------------
+
+
+def as_user(store: Store, op: str, sid: str) -> None:
+    """`vc flow session OP` typed by user "ana" elsewhere (the event records her)."""
+    with store.factory() as db:
+        getattr(FlowSessionManager(db, actor="ana"), op)(sid)
+
+
+def test_run_off_a_terminal_says_who_paused_resumed_and_aborted_it(store: Store, nap: str) -> None:
+    proc = start_foreground("nap", "--name", "nightly run")
+    try:
+        sid = newest_session(store)
+        store.wait_stage(sid, "nap", "ACTIVE", with_pid=True)
+        as_user(store, "pause", sid)
+        store.wait_stage(sid, "nap", "PAUSED")
+        as_user(store, "resume", sid)
+        store.wait_stage(sid, "nap", "ACTIVE")
+        as_user(store, "abort", sid)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1 and out == ""
+    lines = [line.split(" ", 1)[1] for line in err.splitlines()[1:]]  # without the time
+    host = local_host()
+    assert lines == [
+        "nap: started",
+        f"session paused by ana on {host}",
+        f"session resumed by ana on {host}",
+        f"session aborted by ana on {host}",
+        f"error: session {sid[:12]} (nightly run): session aborted",
+    ], err
+
+
+@covered_on_postgresql_by_another
+def test_the_live_line_on_a_terminal_shows_who_paused_it(
+    workspace: Path, store: Store, nap: str
+) -> None:
+    """It used to stay frozen on the last progress, as if the stage still ran."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.main", "flow", "run", "nap"],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}},
+    )
+    os.close(slave)
+    seen = bytearray()
+
+    def screen_has(text: str) -> bool:
+        while select_ready(master):
+            try:
+                seen.extend(os.read(master, 65536))
+            except OSError:
+                break
+        return text.encode() in seen
+
+    try:
+        sid = newest_session(store)
+        store.wait_stage(sid, "nap", "ACTIVE", with_pid=True)
+        as_user(store, "pause", sid)
+        host = local_host()
+        wait_until(lambda: screen_has(f"PAUSED by ana on {host}"), what="PAUSED on the line")
+        assert screen_has(f"session paused by ana on {host}\r\n")  # and a line of its own
+        as_user(store, "abort", sid)
+        assert proc.wait(30) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+
+
+def select_ready(fd: int) -> bool:
+    import select
+
+    return bool(select.select([fd], [], [], 0.05)[0])
+
+
+# ---- Ctrl-C in the foreground ------------------------------------------------------------------
+
+
+def _interrupt_foreground(store: Store) -> tuple[str, int, subprocess.Popen[str], str]:
+    proc = start_foreground("nap")
+    try:
+        sid = newest_session(store)
+        pid = store.wait_stage(sid, "nap", "ACTIVE", with_pid=True).pid
+        assert pid is not None
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends its foreground job
+        _, stderr = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return sid, pid, proc, stderr
+
+
+def test_ctrl_c_on_foreground_run_pauses_the_session_and_exits_130(store: Store, nap: str) -> None:
+    sid, pid, proc, stderr = _interrupt_foreground(store)
+    assert proc.returncode == 130
+    assert stderr.splitlines()[-1] == (
+        f"vc: interrupted: session {sid[:12]} ({store.view(sid).name}) paused; resume it "
+        f"with 'vc flow session resume {sid[:12]}' (it goes on in the background)"
+    )
+    wait_until(lambda: gone(pid), timeout=5, what="the stage to be terminated")
+    view = store.view(sid)
+    assert (view.status, view.reason) == ("PAUSED", "interrupted")
+    assert view.runner_pid is None and not view.orphaned
+    assert [(s.name, s.status) for s in view.stages] == [("nap", "PENDING"), ("after", "PENDING")]
+
+
+# on PostgreSQL: test_resume_of_orphan_removes_leftovers_and_never_reruns_completed_stages
+#   (resume starts a detached runner, new attempt)
+@covered_on_postgresql_by_another
+def test_resume_after_ctrl_c_starts_a_detached_runner_with_a_new_attempt(
+    vc: Vc, store: Store, nap: str
+) -> None:
+    sid, pid, proc, _ = _interrupt_foreground(store)
+    assert proc.returncode == 130
+    result = vc("flow", "session", "resume", sid)
+    assert result.returncode == 0, result.stderr
+    assert "runner started" in result.stdout
+    row = store.wait_stage(sid, "nap", "ACTIVE", with_pid=True)
+    assert row.attempt == 2 and row.pid != pid
+    view = store.view(sid)
+    assert view.runner_pid is not None and view.runner_pid != proc.pid

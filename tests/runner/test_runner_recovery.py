@@ -1,0 +1,319 @@
+"""Detached runners, heartbeats and recovery: a runner killed at any moment leaves a session
+that shows orphaned and that `resume` takes over, removing what is left of its attempts and
+never running a COMPLETED stage again. Real processes and SIGKILL (see
+tests/runner/test_runner.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from store import FlowSessionManager
+from store.identity import local_host
+from tests.runner.runner_testkit import (
+    NAP,
+    Store,
+    Vc,
+    covered_on_postgresql_by_another,
+    gone,
+    kill_session_processes,
+    log_file,
+    proc_state,
+    read_pid,
+    session_json,
+    sqlite_only,
+    start_detached,
+    write_workflow,
+)
+from tests.waiting import wait_until
+
+# ---- detached runners, heartbeats, recovery ------------------------------------------------------
+
+
+@sqlite_only
+def test_detached_runner_has_its_own_session_and_logs_to_the_session_file(
+    workspace: Path, vc: Vc, store: Store, nap: str
+) -> None:
+    started = time.monotonic()
+    sid = start_detached(vc, nap)
+    assert time.monotonic() - started < 10  # returns at once, not when the session ends
+    view = store.view(sid)
+    assert view.status == "ACTIVE" and view.runner_host == local_host()
+    runner = view.runner_pid
+    assert runner is not None
+    assert os.getsid(runner) == runner  # a session leader: the terminal's hangup misses it
+    assert os.readlink(f"/proc/{runner}/fd/0") == "/dev/null"
+    for fd in (1, 2):
+        assert os.readlink(f"/proc/{runner}/fd/{fd}") == str(log_file(workspace, sid))
+
+
+def test_heartbeat_is_recorded_and_refreshed(vc: Vc, store: Store, nap: str) -> None:
+    sid = start_detached(vc, nap)
+    first = store.view(sid)
+    assert first.heartbeat_at is not None and first.runner_pid is not None
+    wait_until(
+        lambda: (store.view(sid).heartbeat_at or 0) > (first.heartbeat_at or 0),
+        timeout=6,
+        interval=0.1,
+        what="a fresh heartbeat",
+    )
+    assert not store.view(sid).orphaned
+
+
+def _killed_runner(workspace: Path, vc: Vc, store: Store) -> tuple[str, int, int, int]:
+    """A detached runner SIGKILLed in the middle of its second stage, whose process (and
+    its background child) keep running."""
+    write_workflow(
+        workspace,
+        "recover",
+        """
+        stages:
+          - {name: one, run: echo one >> runs.txt}
+          - name: two
+            run: |
+              echo two-$VC_ATTEMPT >> runs.txt
+              if [ "$VC_ATTEMPT" = 1 ]; then
+                echo $$ > two.pid
+                sleep 60 & echo $! > two-child.pid
+                wait
+              fi
+          - {name: three, run: echo three >> runs.txt}
+    """,
+    )
+    sid = start_detached(vc, "recover")
+    stage_pid = read_pid(workspace / "two.pid")
+    child_pid = read_pid(workspace / "two-child.pid")
+    store.wait_stage(sid, "two", "ACTIVE", with_pid=True)
+    runner = store.view(sid).runner_pid
+    assert runner is not None
+    os.kill(runner, signal.SIGKILL)
+    wait_until(lambda: gone(runner), timeout=5, what="the runner to die")
+    return sid, runner, stage_pid, child_pid
+
+
+def test_killed_runner_shows_orphaned_in_list_show_and_status(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    sid, runner, _, _ = _killed_runner(workspace, vc, store)
+    shown = session_json(vc, "flow", "session", "show", sid)
+    assert shown["orphaned"] is True and shown["status"] == "ACTIVE"
+    assert shown["runner"]["pid"] == runner and shown["runner"]["host"] == local_host()
+    listed = session_json(vc, "flow", "session", "list")
+    assert [s["orphaned"] for s in listed if s["id"] == sid] == [True]
+    assert session_json(vc, "flow", "status", sid)["orphaned"] is True
+    assert "orphaned" in vc("flow", "session", "list").stdout
+
+
+def test_resume_of_orphan_removes_leftovers_and_never_reruns_completed_stages(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    sid, _, stage_pid, child_pid = _killed_runner(workspace, vc, store)
+    assert not gone(stage_pid) and not gone(child_pid)  # the interrupted stage lives on
+    result = vc("flow", "session", "resume", sid)
+    assert result.returncode == 0, result.stderr
+    assert "runner started" in result.stdout
+    view = store.wait_status(sid, "COMPLETED")
+    assert gone(stage_pid) and gone(child_pid)  # removed before the stage ran again
+    assert (workspace / "runs.txt").read_text().split() == ["one", "two-1", "two-2", "three"]
+    assert [(s.name, s.attempt) for s in view.stages] == [("one", 1), ("two", 2), ("three", 1)]
+    texts = [r.text for r in store.logs(sid, stage="two")]
+    assert any(t.startswith(f"removed the leftover process group {stage_pid}") for t in texts)
+
+
+LEDGER_WORKFLOW = """
+    stages:
+      - name: work
+        kill_timeout: 2
+        run: |
+          echo "start $VC_ATTEMPT $$" >> ledger.txt
+          if [ "$VC_ATTEMPT" = 1 ]; then sleep 30; else sleep 0.2; fi
+          echo "done $VC_ATTEMPT $$" >> ledger.txt
+      - {name: after, run: echo after}
+"""
+
+
+def _runner_died_right_after_spawning(workspace: Path, store: Store) -> tuple[str, int]:
+    """The state a runner SIGKILLed between spawning a stage and recording its attempt
+    leaves: the session ACTIVE under a dead runner of this host, the stage PENDING at
+    attempt 0 with no pid, and the stage's process running on (own session, the VC_*
+    variables its runner gave it). Returns the session and that process' pid."""
+    from store.workflows import find_workflow
+
+    write_workflow(workspace, "ledger", LEDGER_WORKFLOW)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with store.factory() as db:
+        definition = find_workflow(workspace / "workflows", "ledger")
+        sid = FlowSessionManager(db).create_session("ledger", definition=definition).id
+        FlowSessionManager(db).start_session(sid, runner_host=local_host(), runner_pid=dead.pid)
+    stage = subprocess.Popen(
+        ["/bin/bash", "-c", str(definition.stages[0].run)],
+        cwd=workspace,
+        env={**os.environ, "VC_SESSION_ID": sid, "VC_STAGE": "work", "VC_ATTEMPT": "1"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    threading.Thread(target=stage.wait, daemon=True).start()  # init's part after a crash
+    wait_until(lambda: (workspace / "ledger.txt").exists(), what="the stage to start")
+    row = store.stage_row(sid, "work")
+    assert (row.status, row.attempt, row.pid) == ("PENDING", 0, None)
+    return sid, stage.pid
+
+
+@sqlite_only
+def test_takeover_removes_an_unrecorded_attempt_before_the_stage_runs_again(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """A stage never runs twice at once: the copy a dead runner started but never
+    recorded is found by its environment and removed before the new attempt starts, and
+    the new attempt is numbered after it."""
+    sid, leftover = _runner_died_right_after_spawning(workspace, store)
+    result = vc("flow", "session", "resume", sid)
+    assert result.returncode == 0, result.stderr
+    view = store.wait_status(sid, "COMPLETED")
+    ledger = (workspace / "ledger.txt").read_text().splitlines()
+    assert ledger[0] == f"start 1 {leftover}"
+    assert f"done 1 {leftover}" not in ledger, ledger  # it was not left to run beside
+    assert [line.split()[:2] for line in ledger[1:]] == [["start", "2"], ["done", "2"]]
+    assert gone(leftover)
+    assert [(s.name, s.attempt) for s in view.stages] == [("work", 2), ("after", 1)]
+    texts = [r.text for r in store.logs(sid, stage="work")]
+    assert (
+        f"removed the leftover process group {leftover} of attempt 1 (the attempt had not "
+        "been recorded), found on this host by its VC_SESSION_ID"
+    ) in texts
+
+
+def test_a_completed_stage_has_all_its_lines_in_the_store_when_its_runner_dies_next(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """The runner is SIGKILLed the moment the store shows the stage COMPLETED: every line
+    the stage printed is in the store already (the mirror writes only twice a second, so
+    recording COMPLETED first used to lose them)."""
+    write_workflow(
+        workspace,
+        "tail",
+        """
+        stages:
+          - {name: talk, run: 'for i in $(seq 1 300); do echo "line $i"; done'}
+          - {name: nap, run: sleep 30}
+    """,
+    )
+    sid = start_detached(vc, "tail")
+    wait_until(
+        lambda: store.stage_row(sid, "talk").status == "COMPLETED",
+        interval=0.002,
+        what="talk COMPLETED",
+    )
+    runner = store.view(sid).runner_pid
+    assert runner is not None
+    os.kill(runner, signal.SIGKILL)
+    texts = [r.text for r in store.logs(sid, stage="talk") if r.category.endswith("integration")]
+    assert texts == [f"line {i}" for i in range(1, 301)]
+    kill_session_processes(sid)
+
+
+@sqlite_only
+def test_a_runner_a_stage_starts_detached_is_not_taken_for_a_leftover_of_that_stage(
+    workspace: Path, vc: Vc, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stage that starts another session in the background (`vc flow run … --detach`)
+    and is interrupted: the runner taking over its session removes the stage, not the
+    other session's runner, which carries none of the stage's VC_* variables."""
+    write_workflow(workspace, "inner", NAP)
+    write_workflow(
+        workspace,
+        "outer",
+        """
+        stages:
+          - name: launch
+            run: |
+              "$PY" -m app.main flow run inner --detach > inner.sid
+              if [ "$VC_ATTEMPT" = 1 ]; then echo $$ > launch.pid; sleep 60; fi
+    """,
+    )
+    monkeypatch.setenv("PY", sys.executable)
+    sid = start_detached(vc, "outer")
+    read_pid(workspace / "launch.pid")
+    inner = (workspace / "inner.sid").read_text().strip()
+    inner_runner = store.view(inner).runner_pid
+    assert inner_runner is not None
+    with open(f"/proc/{inner_runner}/environ", "rb") as fh:
+        assert b"VC_STAGE=" not in fh.read()
+    outer_runner = store.view(sid).runner_pid
+    assert outer_runner is not None
+    os.kill(outer_runner, signal.SIGKILL)
+    wait_until(lambda: gone(outer_runner), timeout=5, what="the outer runner to die")
+    assert vc("flow", "session", "resume", sid).returncode == 0
+    store.wait_status(sid, "COMPLETED")
+    assert not gone(inner_runner)
+    assert store.view(inner).status == "ACTIVE"
+
+
+# on PostgreSQL: test_resume_of_orphan_removes_leftovers_and_never_reruns_completed_stages
+@covered_on_postgresql_by_another
+def test_resume_of_a_paused_orphan_removes_the_stopped_stage_and_runs_it_again(
+    vc: Vc, store: Store, nap: str
+) -> None:
+    sid = start_detached(vc, nap)
+    pid = store.wait_stage(sid, "nap", "ACTIVE", with_pid=True).pid
+    assert pid is not None
+    assert vc("flow", "session", "pause", sid).returncode == 0
+    wait_until(lambda: proc_state(pid) == "T", timeout=5, what="state T")
+    runner = store.view(sid).runner_pid
+    assert runner is not None
+    os.kill(runner, signal.SIGKILL)
+    wait_until(lambda: store.view(sid).orphaned, timeout=5, what="orphaned")
+    assert store.view(sid).status == "PAUSED"
+    result = vc("flow", "session", "resume", sid)
+    assert result.returncode == 0 and "runner started" in result.stdout
+    row = store.wait_stage(sid, "nap", "ACTIVE", with_pid=True)
+    assert row.attempt == 2 and row.pid != pid
+    assert gone(pid)  # the stopped leftover got SIGTERM + SIGCONT before the new attempt
+
+
+@sqlite_only
+def test_stale_heartbeat_of_a_runner_on_another_host_shows_orphaned(
+    vc: Vc, store: Store, nap: str
+) -> None:
+    """Another host's pid cannot be checked from here: only the heartbeat's age tells.
+    The runner records itself as host `elsewhere`; freezing it (SIGSTOP) stops its beats;
+    the CLI is asked with a 3 s staleness limit instead of the default 15 s."""
+    result = vc("flow", "run", nap, "--detach", env={"VC_HOSTNAME": "elsewhere"})
+    assert result.returncode == 0, result.stderr
+    sid = result.stdout.strip()
+    stale_after = {"VC_STALE_AFTER": "3"}
+    shown = json.loads(vc("flow", "session", "show", sid, "--json", env=stale_after).stdout)
+    assert shown["runner"]["host"] == "elsewhere" and shown["orphaned"] is False
+    runner = shown["runner"]["pid"]
+    os.kill(runner, signal.SIGSTOP)
+    try:
+        beat = store.view(sid).heartbeat_at
+        assert beat is not None
+        time.sleep(max(0.0, beat + 3.2 - time.time()))
+        shown = json.loads(vc("flow", "session", "show", sid, "--json", env=stale_after).stdout)
+        assert shown["orphaned"] is True
+    finally:
+        os.kill(runner, signal.SIGCONT)
+
+
+# on PostgreSQL: test_resume_of_orphan_removes_leftovers_and_never_reruns_completed_stages
+@covered_on_postgresql_by_another
+def test_run_session_on_orphan_takes_over_in_the_foreground(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    sid, _, stage_pid, _ = _killed_runner(workspace, vc, store)
+    result = vc("flow", "run", "recover", "--session", sid[:8])
+    assert result.returncode == 0, result.stderr
+    assert gone(stage_pid)
+    assert store.view(sid).status == "COMPLETED"
+    assert (workspace / "runs.txt").read_text().split() == ["one", "two-1", "two-2", "three"]
