@@ -118,7 +118,8 @@ def wait_for_end(
     ``on_state(id, state)`` is called with each session's first state and whenever what it
     says changes (its status, the gate it waits at, being orphaned; None once deleted).
     A store that is away for a while is retried once per :data:`PROBE_EVERY` seconds,
-    calling ``on_store_error`` once per outage. ``stale_after``: the stale limit of
+    calling ``on_store_error`` once per outage; one that refuses us for good raises
+    :class:`~store.failures.PermanentStoreError`. ``stale_after``: the stale limit of
     runners' heartbeats, for the sessions of the default ``factory``."""
     if factory is None:
         from store.engine import get_session_factory
@@ -152,6 +153,7 @@ def wait_for_end(
             except transient as exc:
                 with contextlib.suppress(Exception):
                     db.rollback()
+                _raise_if_permanent(exc)
                 if not failing and on_store_error is not None:
                     on_store_error(exc)
                 failing, fingerprint, states = True, None, None
@@ -182,6 +184,19 @@ def wait_for_end(
         changes.close()
         with contextlib.suppress(Exception):
             db.close()
+
+
+def _raise_if_permanent(exc: BaseException) -> None:
+    """A store that refuses us for good (credentials revoked, the database dropped: see
+    :mod:`store.failures`) ends the wait with one line, where a store that is away for now
+    is waited for: otherwise a script's wait would hang forever."""
+    from store.failures import PermanentStoreError, classify
+
+    failure = classify(exc)
+    if failure is not None and failure.permanent:
+        raise PermanentStoreError(
+            f"the store refuses this wait ({failure.what}); waiting will not cure it"
+        ) from None
 
 
 def _version(state: SessionState | None) -> int:

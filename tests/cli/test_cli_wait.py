@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from store import get_session_factory, init_db
-from tests.conftest import vc_env
+from tests.conftest import _pg_admin, vc_env
 from tests.runner.runner_testkit import (
     NAP,
     Store,
@@ -36,15 +36,19 @@ def store(store_workspace: Path, db_url: str) -> Iterator[Store]:
     engine.dispose()
 
 
-def start_wait(*args: str, host: str = "waiter-host") -> subprocess.Popen[str]:
-    """`vc flow session wait ARGS` in the background, as a host of its own."""
+def start_wait(
+    *args: str, host: str = "waiter-host", url: str | None = None
+) -> subprocess.Popen[str]:
+    """`vc flow session wait ARGS` in the background, as a host of its own (on the store
+    at ``url``, if given)."""
+    extra = {"VC_DATABASE_URL": url} if url is not None else {}
     return subprocess.Popen(
         [sys.executable, "-m", "app.main", "flow", "session", "wait", *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=vc_env({"VC_HOSTNAME": host}),
+        env=vc_env({"VC_HOSTNAME": host, **extra}),
     )
 
 
@@ -153,3 +157,49 @@ def test_a_bad_timeout_is_a_usage_error(vc: Vc, store: Store, value: str) -> Non
 def test_wait_without_an_id_is_a_usage_error(vc: Vc, store: Store) -> None:
     result = vc("flow", "session", "wait")
     assert result.returncode == 2 and result.stderr.startswith("vc: error: missing argument")
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_store_that_refuses_the_wait_for_good_ends_it_with_one_line(
+    vc: Vc, store: Store, db_url: str
+) -> None:
+    """The waiter's role may no longer log in (credentials revoked while it waits): no
+    amount of waiting lets it back in, so the wait ends, exit 1, naming why."""
+    created = vc("flow", "session", "create", "hello")
+    assert created.returncode == 0, created.stderr
+    sid = created.stdout.strip()
+    store.pause(sid)  # not ended, and the waiter says so once it has read it
+    schema = db_url.rsplit("%3D", 1)[1]
+    role = f"{schema}_waiter"
+    _pg_admin(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        for grant in (
+            f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"',
+            f'GRANT ALL ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"',
+        ):
+            _pg_admin(grant)
+        waiter = start_wait(sid, url=db_url.replace("postgres@", f"{role}@", 1))
+        try:
+            assert waiter.stderr is not None
+            assert "is PAUSED" in waiter.stderr.readline()
+            _pg_admin(f'ALTER ROLE "{role}" NOLOGIN')
+            _pg_admin(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+            )
+            out, err = waiter.communicate(timeout=30)
+        finally:
+            if waiter.poll() is None:
+                waiter.kill()
+                waiter.communicate()
+    finally:
+        _pg_admin(f'DROP OWNED BY "{role}"')
+        _pg_admin(f'DROP ROLE "{role}"')
+    assert waiter.returncode == 1
+    assert out == ""
+    *before, last = err.splitlines()
+    assert last == (
+        "vc: error: the store refuses this wait (authentication failed (the role may not "
+        f'log in): role "{role}" is not permitted to log in); waiting will not cure it'
+    )
+    # the connection cut under it is an outage like any other, and said as one
+    assert all(line.startswith("vc: warning:") for line in before), before
