@@ -89,24 +89,28 @@ def _create_in_wal_mode(path: Path) -> None:
     start to link it in place wins; the others find a WAL store already there."""
     import tempfile
 
-    fd, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
-    os.close(fd)  # mkstemp made it 0600, the mode the store keeps
+    scratch: str | None = None
     try:
+        fd, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
+        os.close(fd)  # mkstemp made it 0600, the mode the store keeps
         connection = sqlite3.connect(scratch, isolation_level=None)
         try:
             connection.execute("PRAGMA journal_mode=WAL")
         finally:
             connection.close()
         os.link(scratch, path)
-    except FileExistsError:
-        pass  # another first start won
-    except (OSError, sqlite3.Error):
-        # No hard links on this filesystem, or no room for the header: an empty file,
-        # as before, and the open that follows reports what is wrong in its own words.
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except (OSError, sqlite3.Error) as exc:
+        # Another first start won (FileExistsError), or: no hard links on this filesystem,
+        # no room, no right to write here, a store path that is a dangling symlink. Then
+        # an empty file as before (the race is back only there), made at the store's own
+        # path, so the open that follows reports what is wrong in its own words.
+        if not (isinstance(exc, FileExistsError) and path.exists()):
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(scratch)
+        if scratch is not None:
+            for leftover in (scratch, f"{scratch}-wal", f"{scratch}-shm"):
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover)
 
 
 def _tighten(path: Path, mode: int) -> None:

@@ -78,10 +78,13 @@ class FlowApp(App[int]):
 
     def on_ready(self) -> None:
         self.lifeline.first_frame()
-        # What exists at the first frame (modules, classes, the widgets, the first rows)
-        # lives as long as the app: kept out of the collector's full passes, which walked
-        # all of it and held a key for 100-170 ms every few hundred frames. Given back to
-        # the collector when the app ends (a process may run several, as tests do).
+        # What exists at the first frame (modules, classes, the screen and its widgets)
+        # mostly lives as long as the app: kept out of the collector's full passes, which
+        # walked all of it and held a key for 100-170 ms every few hundred frames. The
+        # price: cycles among those objects that become garbage later (the first rows'
+        # widgets, once replaced) wait for the app's end to be collected, a bounded amount
+        # set at this moment. Given back to the collector when the app ends (a process may
+        # run several, as tests do).
         gc.freeze()
 
     def on_unmount(self) -> None:

@@ -15,10 +15,13 @@
   cursor to the stage after it, scrolled past every instance), home, down and enter again
   (close it), against the same keys on a 6-instance matrix stage (the floor: what a key
   costs the dashboard at all). A frame is what the app hands the terminal (under the test
-  driver it is built and checked here instead of written). Why not the time
-  ``pilot.press`` takes: it returns only once Pilot has seen the app idle for two rounds of
-  10 ms slices, so a key bound to nothing already takes ~45 ms and any key that does work
-  is rounded up by whole slices; that round is printed beside, for comparison.
+  driver it is built and checked here instead of written); a key counts as answered once
+  the frames since it have drawn the rows it changes and the cursor is where it sends it.
+  Nothing else repaints meanwhile: the session's stages are PENDING, so no TIME ticks.
+  Why not the time ``pilot.press`` takes: it returns only once Pilot has seen the app idle
+  for two rounds of 10 ms slices, so a key bound to nothing already takes ~45 ms and any
+  key that does work is rounded up by whole slices; that round is printed beside, for
+  comparison.
 
 Run: `python -m tests.bench.bench_tui [--small]`.
 """
@@ -340,6 +343,8 @@ async def _stage_keys(ws: Path, instances: int, last: str, rounds: int) -> KeyTi
                 started = time.perf_counter()
                 await pilot.press(key)
                 while not shown():
+                    if time.perf_counter() - started > 30:
+                        raise TimeoutError(f"{key}: pressed, and nothing changed")
                     await pilot.pause(0.001)
                 times.pressed.append(time.perf_counter() - started)
 

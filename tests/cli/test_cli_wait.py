@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from store import get_session_factory, init_db
 from tests.conftest import _pg_admin, vc_env
@@ -178,7 +179,9 @@ def test_a_store_that_refuses_the_wait_for_good_ends_it_with_one_line(
             f'GRANT ALL ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"',
         ):
             _pg_admin(grant)
-        waiter = start_wait(sid, url=db_url.replace("postgres@", f"{role}@", 1))
+        as_role = make_url(db_url).set(username=role, password=None)
+        assert as_role.username == role
+        waiter = start_wait(sid, url=as_role.render_as_string(hide_password=False))
         try:
             assert waiter.stderr is not None
             assert "is PAUSED" in waiter.stderr.readline()

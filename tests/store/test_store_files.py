@@ -44,6 +44,17 @@ def test_a_new_store_file_is_in_wal_mode_before_anyone_connects(tmp_path: Path) 
     assert sorted(p.name for p in store.parent.iterdir()) == ["flow.db", "flow.db-reserve"]
 
 
+def test_a_store_path_that_is_a_dangling_symlink_gets_its_target_made(tmp_path: Path) -> None:
+    from store.opening import init_db
+
+    (tmp_path / "ws" / ".vc").mkdir(parents=True)
+    target = tmp_path / "elsewhere.db"
+    (tmp_path / "ws" / ".vc" / "flow.db").symlink_to(target)
+    init_db(f"sqlite:///{tmp_path}/ws/.vc/flow.db").dispose()
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert target.read_bytes().startswith(b"SQLite format 3\x00")
+
+
 def test_processes_racing_to_first_connect_to_a_new_store_all_get_in(tmp_path: Path) -> None:
     context = multiprocessing.get_context("fork")
     with context.Pool(8) as pool:
