@@ -102,6 +102,34 @@ def pg_schema() -> Iterator[str]:
         _pg_admin(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+@contextmanager
+def pg_role(db_url: str, *, connection_limit: int | None = None) -> Iterator[tuple[str, str]]:
+    """A role of its own with the rights a runner needs on the PostgreSQL schema of
+    ``db_url`` (a ``pg_schema`` URL): yields (role, the URL as that role). Its connections
+    are ended and it is dropped on the way out."""
+    from sqlalchemy.engine import make_url
+
+    schema = db_url.rsplit("search_path%3D", 1)[1]
+    role = f"{schema}_{uuid.uuid4().hex[:6]}"
+    limit = f" CONNECTION LIMIT {connection_limit}" if connection_limit is not None else ""
+    _pg_admin(f'CREATE ROLE "{role}" LOGIN{limit}')
+    try:
+        for grant in (
+            f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"',
+            f'GRANT ALL ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"',
+            f'GRANT ALL ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"',
+        ):
+            _pg_admin(grant)
+        as_role = make_url(db_url).set(username=role, password=None)
+        yield role, as_role.render_as_string(hide_password=False)
+    finally:
+        _pg_admin(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+        )
+        _pg_admin(f'DROP OWNED BY "{role}"')
+        _pg_admin(f'DROP ROLE "{role}"')
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The store URL: every store test runs on SQLite and, when configured, PostgreSQL."""

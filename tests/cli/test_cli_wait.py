@@ -12,10 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from store import get_session_factory, init_db
-from tests.conftest import _pg_admin, vc_env
+from tests.conftest import _pg_admin, pg_role, vc_env
 from tests.runner.runner_testkit import (
     NAP,
     Store,
@@ -170,18 +169,8 @@ def test_a_store_that_refuses_the_wait_for_good_ends_it_with_one_line(
     assert created.returncode == 0, created.stderr
     sid = created.stdout.strip()
     store.pause(sid)  # not ended, and the waiter says so once it has read it
-    schema = db_url.rsplit("%3D", 1)[1]
-    role = f"{schema}_waiter"
-    _pg_admin(f'CREATE ROLE "{role}" LOGIN')
-    try:
-        for grant in (
-            f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"',
-            f'GRANT ALL ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"',
-        ):
-            _pg_admin(grant)
-        as_role = make_url(db_url).set(username=role, password=None)
-        assert as_role.username == role
-        waiter = start_wait(sid, url=as_role.render_as_string(hide_password=False))
+    with pg_role(db_url) as (role, url):
+        waiter = start_wait(sid, url=url)
         try:
             assert waiter.stderr is not None
             assert "is PAUSED" in waiter.stderr.readline()
@@ -194,9 +183,6 @@ def test_a_store_that_refuses_the_wait_for_good_ends_it_with_one_line(
             if waiter.poll() is None:
                 waiter.kill()
                 waiter.communicate()
-    finally:
-        _pg_admin(f'DROP OWNED BY "{role}"')
-        _pg_admin(f'DROP ROLE "{role}"')
     assert waiter.returncode == 1
     assert out == ""
     *before, last = err.splitlines()

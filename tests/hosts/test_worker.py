@@ -384,24 +384,13 @@ def test_a_worker_started_while_the_server_is_full_waits_and_then_works(queue_ws
     free connection says so once and waits, instead of leaving its share of the queue."""
     if not db_url.startswith("postgresql"):
         pytest.skip("a server's connection limit")
-    import uuid
 
     import psycopg
 
-    from tests.conftest import _pg_admin
+    from tests.conftest import pg_role
 
     ws, engine = queue_ws
-    schema = db_url.rsplit("search_path%3D", 1)[1]
-    role = f"vc_full_{uuid.uuid4().hex[:8]}"
-    _pg_admin(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 3')
-    try:
-        for grant in (
-            f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"',
-            f'GRANT ALL ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"',
-            f'GRANT ALL ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"',
-        ):
-            _pg_admin(grant)
-        url = db_url.replace("postgres@", f"{role}@", 1)
+    with pg_role(db_url, connection_limit=3) as (_role, url):
         conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
         held = [psycopg.connect(conninfo) for _ in range(3)]  # every slot of the role
         (sid,) = _queue(engine, ws, "trivial", 1)
@@ -421,12 +410,6 @@ def test_a_worker_started_while_the_server_is_full_waits_and_then_works(queue_ws
             what="the queued session to run once the server had room",
         )
         assert workers.stop_all() == [0]
-    finally:
-        _pg_admin(
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
-        )
-        _pg_admin(f'DROP OWNED BY "{role}"')
-        _pg_admin(f'DROP ROLE "{role}"')
 
 
 def test_a_first_claim_skips_the_search_for_leftovers_and_a_second_claim_does_not(

@@ -215,6 +215,15 @@ def _stop_everything(factory: Any) -> None:
             kill_leftover_group(pid, start, 0.5)
 
 
+def kill_runner(store: Store, sid: str) -> int:
+    """SIGKILL the session's runner and wait until it is gone; its pid."""
+    runner = store.view(sid).runner_pid
+    assert runner is not None
+    os.kill(runner, signal.SIGKILL)
+    wait_until(lambda: gone(runner), timeout=5, what="the runner to die")
+    return runner
+
+
 def kill_session_processes(sid: str) -> None:
     """SIGKILL whatever processes of the session's stages run on (after a test killed
     their runner), recorded or not."""

@@ -7,8 +7,6 @@ nothing else), and where a URL's secret must never appear."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from tests.runner.runner_testkit import (
     Vc,
     _stop_everything,
     gone,
+    kill_runner,
     log_file,
     sqlite_only,
     start_detached,
@@ -51,13 +50,6 @@ GATE_THEN_FAIL = """
   - {name: approve, checklist: [changelog reviewed, numbers look right]}
   - {name: ship, run: echo shipping; exit 3}
 """
-
-
-def kill_runner(store: Store, sid: str) -> None:
-    runner = store.view(sid).runner_pid
-    assert runner is not None
-    os.kill(runner, signal.SIGKILL)
-    wait_until(lambda: gone(runner), timeout=5, what="the runner to die")
 
 
 def warnings_of(store: Store, sid: str) -> list[str]:

@@ -6,8 +6,6 @@ order and overlap of stages are read from what really ran, not from the store's 
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from functools import partial
 from pathlib import Path
@@ -18,6 +16,7 @@ from tests.runner.runner_testkit import (
     Store,
     Vc,
     gone,
+    kill_runner,
     newest_session,
     proc_state,
     sqlite_only,
@@ -306,10 +305,7 @@ def test_a_crash_reruns_each_interrupted_instance_as_a_new_attempt_never_a_compl
         lambda: store.stage(sid, "part[n=1]").status == "COMPLETED", timeout=15, what="n=1 done"
     )
     pids_of(store, sid, ["part[n=2]", "part[n=3]"])
-    runner = store.view(sid).runner_pid
-    assert runner is not None
-    os.kill(runner, signal.SIGKILL)
-    wait_until(partial(gone, runner), timeout=5, what="runner gone")
+    kill_runner(store, sid)
     assert vc("flow", "session", "resume", sid).returncode == 0
     store.wait_status(sid, "COMPLETED", timeout=30)
     assert (workspace / "runs-1").read_text().split() == ["1"]

@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from tests.runner.runner_testkit import (
     Vc,
     _stop_everything,
     gone,
+    kill_runner,
     newest_session,
     read_pid,
     session_json,
@@ -25,7 +24,6 @@ from tests.runner.runner_testkit import (
     start_detached,
     write_workflow,
 )
-from tests.waiting import wait_until
 
 HOSTILE_VALUE = "$(touch pwned); x'\"; rm -rf ~ `touch pwned2` ${HOME}\\n"
 
@@ -293,10 +291,7 @@ def test_outputs_are_in_the_store_so_a_runner_taking_over_hands_them_on(
     sid = start_detached(vc, "handover")
     stage_pid = read_pid(workspace / "two.pid")
     runs.wait_stage(sid, "two", "ACTIVE", with_pid=True)
-    runner = runs.view(sid).runner_pid
-    assert runner is not None
-    os.kill(runner, signal.SIGKILL)
-    wait_until(lambda: gone(runner), timeout=5, what="the runner to die")
+    kill_runner(runs, sid)
     result = vc("flow", "session", "resume", sid)
     assert result.returncode == 0, result.stderr
     view = runs.wait_status(sid, "COMPLETED", timeout=30)

@@ -33,32 +33,13 @@ from app.runner.process import (
     parse_progress,
     process_start_time,
 )
+from tests.runner.runner_testkit import proc_state as state
+from tests.runner.runner_testkit import stat_fields, utime
 from tests.waiting import wait_until
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
 
 # ---- helpers ----------------------------------------------------------------------------------
-
-
-def stat_fields(pid: int) -> list[str] | None:
-    """Fields 3.. of /proc/PID/stat (index 0 = state), independent of the code under test."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    return raw[raw.rfind(b")") + 1 :].decode().split()
-
-
-def state(pid: int) -> str | None:
-    fields = stat_fields(pid)
-    return None if fields is None else fields[0]
-
-
-def utime(pid: int) -> int:
-    fields = stat_fields(pid)
-    assert fields is not None
-    return int(fields[11])  # field 14
 
 
 def gone(pid: int) -> bool:

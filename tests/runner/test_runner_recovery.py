@@ -24,6 +24,7 @@ from tests.runner.runner_testkit import (
     Vc,
     covered_on_postgresql_by_another,
     gone,
+    kill_runner,
     kill_session_processes,
     log_file,
     proc_state,
@@ -92,10 +93,7 @@ def _killed_runner(workspace: Path, vc: Vc, store: Store) -> tuple[str, int, int
     stage_pid = read_pid(workspace / "two.pid")
     child_pid = read_pid(workspace / "two-child.pid")
     store.wait_stage(sid, "two", "ACTIVE", with_pid=True)
-    runner = store.view(sid).runner_pid
-    assert runner is not None
-    os.kill(runner, signal.SIGKILL)
-    wait_until(lambda: gone(runner), timeout=5, what="the runner to die")
+    runner = kill_runner(store, sid)
     return sid, runner, stage_pid, child_pid
 
 
