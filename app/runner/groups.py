@@ -73,17 +73,23 @@ def group_has_live_members(pgid: int) -> bool:
     if leader is not None and leader[2] == str(pgid) and leader[0] not in _STATE_ZOMBIE:
         return True
     wanted = str(pgid)
-    try:
-        names = os.listdir("/proc")
-    except OSError:
+    pids = _proc_pids()
+    if pids is None:
         return True
-    for name in names:
-        if not name.isdigit():
-            continue
-        fields = _read_stat(int(name))
+    for pid in pids:
+        fields = _read_stat(pid)
         if fields is not None and fields[2] == wanted and fields[0] not in _STATE_ZOMBIE:
             return True
     return False
+
+
+def _proc_pids() -> list[int] | None:
+    """Every process on the host, by pid; None when /proc cannot be listed."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return None
+    return [int(name) for name in names if name.isdigit()]
 
 
 def killpg(pgid: int, sig: int) -> bool:
@@ -194,20 +200,13 @@ def find_session_processes(session_id: str) -> list[SessionProcess]:
     uid = os.getuid()
     exclude = _ancestors()
     found: list[SessionProcess] = []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return found
-    for name in names:
-        if not name.isdigit():
-            continue
-        pid = int(name)
+    for pid in _proc_pids() or ():
         if pid in exclude:
             continue
         try:
-            if os.stat(f"/proc/{name}").st_uid != uid:
+            if os.stat(f"/proc/{pid}").st_uid != uid:
                 continue
-            with open(f"/proc/{name}/environ", "rb") as fh:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
                 environ = b"\0" + fh.read()
         except OSError:  # gone meanwhile, or not readable
             continue

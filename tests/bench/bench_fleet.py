@@ -19,7 +19,6 @@ Run: `python -m tests.bench.bench_fleet [--small] [--url URL] [--hosts H] [--ses
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import statistics
 import subprocess
@@ -30,7 +29,7 @@ import uuid
 from typing import Any
 
 from tests.bench.bench_hosts import _schema, _workspace
-from tests.bench.common import precompile, report
+from tests.bench.common import postgres_base, precompile, report
 from tests.bench.common import proc_state as _proc_state
 
 HOLD = """
@@ -200,12 +199,7 @@ def main(
     hosts: int | None = None,
     sessions: int | None = None,
 ) -> list[str]:
-    base = url or os.environ.get("VC_TEST_DATABASE_URL")
-    if not base or not base.startswith("postgresql"):
-        raise SystemExit(
-            "bench_fleet needs PostgreSQL: set VC_TEST_DATABASE_URL or pass --url "
-            "postgresql+psycopg://USER@HOST:PORT/DB"
-        )
+    base = postgres_base("bench_fleet", url)
     precompile()
     h = hosts or (2 if small else 20)
     s = sessions or (3 if small else 10)

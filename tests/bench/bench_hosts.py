@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.bench.common import MachineLoad, precompile, report
+from tests.bench.common import MachineLoad, postgres_base, precompile, report
 from tests.bench.common import proc_state as _proc_state
 from tests.bench.common import wait_until as _wait
 
@@ -400,12 +400,7 @@ def main(
     concurrency: int = 1,
     output_lines: int | None = None,
 ) -> list[str]:
-    base = url or os.environ.get("VC_TEST_DATABASE_URL")
-    if not base or not base.startswith("postgresql"):
-        raise SystemExit(
-            "bench_hosts needs PostgreSQL: set VC_TEST_DATABASE_URL or pass --url "
-            "postgresql+psycopg://USER@HOST:PORT/DB"
-        )
+    base = postgres_base("bench_hosts", url)
     precompile()
     lines = []
     k = pauses or (5 if small else 20)

@@ -57,6 +57,18 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, step: float 
     return value
 
 
+def postgres_base(bench: str, url: str | None) -> str:
+    """The PostgreSQL URL a bench of many hosts runs on: ``url``, else
+    VC_TEST_DATABASE_URL; exits with one line saying how to give one."""
+    base = url or os.environ.get("VC_TEST_DATABASE_URL")
+    if not base or not base.startswith("postgresql"):
+        raise SystemExit(
+            f"{bench} needs PostgreSQL: set VC_TEST_DATABASE_URL or pass --url "
+            "postgresql+psycopg://USER@HOST:PORT/DB"
+        )
+    return base
+
+
 def report(name: str, line: str) -> str:
     text = f"[bench] {name}: {line}"
     print(

@@ -24,19 +24,9 @@ from store.queries import SessionFilter, get_session_view, list_events, read_log
 from store.queries import count_sessions as orm_count
 from store.queries import list_sessions as orm_list
 from store.records import SessionChange, change_lines
-from tests.store.test_gates import DEFINITION
+from tests.store.test_gates import DEFINITION, Recorder
 
 Managers = tuple[FlowSessionManager, StageManager]
-
-
-class Recorder:
-    """An integration that keeps every change the managers publish, in order."""
-
-    def __init__(self) -> None:
-        self.changes: list[SessionChange] = []
-
-    def publish(self, change: SessionChange) -> None:
-        self.changes.append(change)
 
 
 def _stage_id(managers: Managers, sid: str, name: str) -> int:
