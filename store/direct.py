@@ -131,6 +131,17 @@ class DirectStore:
         with contextlib.suppress(Exception):
             self.connection.close()
 
+    def json_param(self, value: Any) -> Any:
+        """A value for a JSON column, bound as SQLAlchemy's JSON type binds it (text of
+        ``json.dumps``; on PostgreSQL wrapped for psycopg, which sends it typed)."""
+        if self.dialect == SQLITE:
+            import json
+
+            return json.dumps(value)
+        from psycopg.types.json import Json
+
+        return Json(value)
+
     def json(self, value: Any) -> Any:
         """A JSON column's value as Python data: SQLite hands over its text, psycopg has
         parsed it already. (SQLAlchemy stores a None as JSON ``null``.)"""

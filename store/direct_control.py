@@ -69,6 +69,19 @@ class CommitUnconfirmed(StoreUnavailable):
     """The commit of an operation failed in a way that does not say whether it landed."""
 
 
+def commit_once(db: DirectStore, what: str, sid: str) -> None:
+    """Commit ``what``; a commit whose answer never came may have landed (PostgreSQL), so it
+    is reported as such and never tried again (a retry could apply it twice)."""
+    try:
+        db.commit()
+    except db.errors as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CommitUnconfirmed(
+            f"the store did not confirm {what} ({first}); "
+            f"'vc flow session show {sid[:12]}' says whether it was recorded"
+        ) from exc
+
+
 @dataclass(frozen=True)
 class _State:
     status: str
@@ -262,16 +275,7 @@ class DirectControl:
     # -- parts ----------------------------------------------------------------------------
 
     def _commit(self, sid: str, op: SessionOp) -> None:
-        """Commit; a commit whose answer never came may have landed (PostgreSQL), so it is
-        reported as such and never tried again (a retry could apply it twice)."""
-        try:
-            self.db.commit()
-        except self.db.errors as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise CommitUnconfirmed(
-                f"the store did not confirm the {op.value} of session {sid[:12]} ({first}); "
-                f"'vc flow session show {sid[:12]}' says whether it was recorded"
-            ) from exc
+        commit_once(self.db, f"the {op.value} of session {sid[:12]}", sid)
 
     def _needs_runner(self, target: str, cur: _State) -> bool:
         """Does the session, ACTIVE after the change, lack a live runner? (The claim

@@ -10,7 +10,6 @@ one transaction. Runner claims, heartbeats and the queue build on this in
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -26,9 +25,9 @@ from store.errors import (
     SessionNotFound,
 )
 from store.gates import gate_of_reason, gate_refusal
-from store.graph import expand
 from store.liveness import is_orphaned
 from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
+from store.new_session import NewSession, new_session
 from store.records import SESSION_CATEGORY, STAGE_CATEGORY, refusal
 from store.stage_moves import MovePlan, MoveRequest, StageState, plan_stage_move
 from store.status import (
@@ -105,10 +104,6 @@ def _update_statement(columns: tuple[str, ...], fenced: bool = False) -> Any:
     return stmt
 
 
-def new_session_id() -> str:
-    return uuid.uuid4().hex
-
-
 def move_stages_of(
     conn: Connection, sid: str, now: float, where: ColumnElement[bool], **values: Any
 ) -> None:
@@ -163,105 +158,45 @@ class SessionOperations(ManagerBase):
         :data:`store.definitions.MAX_PARALLEL`) raises ValueError and nothing is created.
         (A ``definition`` mapping without ``fail_fast`` is a snapshot from before stages
         ran in parallel: its sessions run one stage at a time whatever this says.)"""
-        from store.names import validate_identifier
-
-        validate_identifier(workflow_id, "workflow id")
-        if max_parallel is not None:
-            from store.definitions import MAX_PARALLEL
-
-            if (
-                isinstance(max_parallel, bool)
-                or not isinstance(max_parallel, int)
-                or not 1 <= max_parallel <= MAX_PARALLEL
-            ):
-                raise ValueError(
-                    f"max_parallel must be an integer from 1 to {MAX_PARALLEL}, "
-                    f"got {max_parallel!r}"
-                )
-        if definition is None or isinstance(definition, Mapping):
-            snapshot: dict[str, Any] = dict(definition or {})
-            values: dict[str, Any] = {}
-            if params or snapshot.get("params"):
-                from store.definitions import params_of, resolve_params
-
-                values = resolve_params(params_of(snapshot), params, workflow_id)
-        else:
-            snapshot = definition.to_dict()
-            values = definition.resolve_params(params)
-        if max_parallel is not None:
-            snapshot["max_parallel"] = max_parallel
-        now = time.time()
-        sid = new_session_id()
-        obj = FlowSession(
-            id=sid,
-            name=name if name is not None else f"{workflow_id} {time.strftime('%Y-%m-%d %H:%M')}",
-            workflow_id=workflow_id,
-            status=SessionStatus.PENDING,
-            definition=snapshot,
-            meta=dict(metadata or {}),
-            params=values,
-            created_at=now,
-            updated_at=now,
-            queued=queued,
+        return self.insert_session(
+            new_session(
+                workflow_id,
+                name=name,
+                metadata=metadata,
+                definition=definition,
+                queued=queued,
+                params=params,
+                runner=runner,
+                max_parallel=max_parallel,
+            )
         )
+
+    def insert_session(self, new: NewSession) -> FlowSession:
+        """Write the rows of :func:`store.new_session.new_session` in one transaction (what
+        the driver path's :class:`store.direct_create.DirectCreate` writes too)."""
         conn = self._conn()
-        row = obj.model_dump()
-        row["metadata"] = row.pop("meta")
-        conn.execute(insert(_T), row)
-        stages = expand(snapshot)  # a matrix stage is one row per instance
-        if stages:
-            conn.execute(
-                insert(_ST),
-                [
-                    {
-                        "session_id": sid,
-                        "position": i,
-                        **row,
-                        "status": StageStatus.PENDING,
-                        "updated_at": now,
-                    }
-                    for i, row in enumerate(stages)
-                ],
-            )
-        self._event(conn, sid, SessionOp.CREATE, None, SessionStatus.PENDING, now)
-        claimer = None
-        claim: dict[str, Any] = {}
-        if runner is not None:
-            claimer = type(self)(
-                self.session,
-                actor="runner",
-                integration=self.integration,
-                stale_after=self.stale_after,
-            )
-            claim = {
-                "status": SessionStatus.ACTIVE,
-                "version": 2,
-                "updated_at": now,
-                "reason": None,
-                "runner_host": runner[0],
-                "runner_pid": runner[1],
-                "runner_lease": 2,  # the claim's token: the version it writes
-                "heartbeat_at": now,
-                "queued": False,
-                "started_at": now,
-            }
-            conn.execute(update(_T).where(_T.c.id == sid).values(**claim))
-            claimer._event(
-                conn, sid, SessionOp.START, SessionStatus.PENDING, SessionStatus.ACTIVE, now
+        conn.execute(insert(_T), new.session)
+        if new.stages:
+            conn.execute(insert(_ST), new.stages)
+        makers: dict[str | None, SessionOperations] = {None: self}
+        for change, actor in new.changes:
+            if actor not in makers:
+                makers[actor] = type(self)(
+                    self.session,
+                    actor=actor,
+                    integration=self.integration,
+                    stale_after=self.stale_after,
+                )
+            at = new.session["created_at"]
+            makers[actor]._event(
+                conn, change.session_id, change.op, change.from_status, change.to_status, at
             )
         self.session.commit()
-        self._committed(
-            SessionChange(sid, SessionOp.CREATE, None, SessionStatus.PENDING, 1),
-            self.CATEGORY,
-        )
-        if claimer is not None:
-            claimer._committed(
-                SessionChange(sid, SessionOp.START, SessionStatus.PENDING, SessionStatus.ACTIVE, 2),
-                self.CATEGORY,
-            )
-            for key, value in claim.items():
-                setattr(obj, key, value)
-        return obj
+        for change, actor in new.changes:
+            makers[actor]._committed(change, self.CATEGORY)
+        row = dict(new.session)
+        row["meta"] = row.pop("metadata")
+        return FlowSession(**row)
 
     # -- reads ------------------------------------------------------------------------------
 

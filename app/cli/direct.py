@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from app.settings import Settings
     from store.direct import DirectStore
     from store.direct_control import Outcome
+    from store.new_session import NewSession
     from store.records import LogLine
     from store.views import EventView, LogView, SessionView
 
@@ -157,6 +158,32 @@ def operation(op: str, session_id: str, gate: str | None = None) -> Outcome | No
         outcome = control.approve(session_id, gate) if op == "approve" else plain[op](session_id)
         _log_changes(settings, db, outcome, control.actor, control.host, control.pid)
         return outcome
+    finally:
+        db.close()
+
+
+def create(settings: Settings, new: NewSession) -> bool:
+    """Write the new session ``new`` on the driver path, and log it; False when the full
+    path must (nothing was tried then)."""
+    from app.logging import check_log_dir
+    from store.direct_create import DirectCreate
+    from store.records import change_lines
+
+    db = _open(settings)
+    if db is None:
+        return False
+    try:
+        _warn_about(settings)
+        check_log_dir(settings.log_dir)
+        creator = DirectCreate(db)
+        logged = creator.create(new)
+        lines = [
+            line
+            for change, category, actor in logged
+            for line in change_lines([(change, category)], actor, creator.host, creator.pid)
+        ]
+        write_log(settings, lines, db)
+        return True
     finally:
         db.close()
 

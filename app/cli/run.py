@@ -41,13 +41,8 @@ def run_command(
     snapshot, so every runner of it obeys it (detached, a worker's, a takeover's). With
     ``--session`` it is refused: a session keeps what it was created with, like its
     parameters."""
-    from store import FlowSessionManager
     from store.definitions import MAX_PARALLEL
-    from store.graph import expand
-    from store.identity import local_host
-    from store.queries import get_session_view
-    from store.stage_select import parse_stage, select_stage
-    from store.workflows import find_workflow
+    from store.stage_select import parse_stage
 
     if detach and queue:
         raise fail("--detach and --queue exclude each other", 2)
@@ -86,41 +81,24 @@ def run_command(
     if stage:
         with translate_errors():
             parse_stage(stage)  # a malformed STAGE[…] is a usage error: nothing opened
-    only: str | None = None
+    if session_id is None:
+        return _run_new(workflow_id, stage, detach, queue, name, params, max_parallel)
+    from store import FlowSessionManager
+    from store.queries import get_session_view
+    from store.stage_select import select_stage
+
     with open_store() as ctx:
         with ctx.session() as db:
             manager = FlowSessionManager(db)
-            if session_id is not None:
-                sid = manager.resolve_session_id(session_id)
-                view = get_session_view(db, sid)
-                if view is None:
-                    raise fail(f"no session matches {session_id!r}")
-                _check_runnable(view, workflow_id)
-                if stage:
-                    rows = [(s.name, s.config) for s in view.stages]
-                    only = select_stage(stage, rows, f"session {sid[:12]}")
-                session_name = view.name
-            else:
-                definition = find_workflow(ctx.settings.workflows_dir, workflow_id)
-                if stage:
-                    rows = [(r["name"], r["config"]) for r in expand(definition.to_dict())]
-                    only = select_stage(stage, rows, f"workflow {workflow_id!r}")
-                # In the foreground this process is the runner: the session is created
-                # claimed by it, one transaction for the session, its stages and the claim.
-                claim = None if queue or detach else (local_host(), os.getpid())
-                created = manager.create_session(
-                    definition.id,
-                    name=name,
-                    definition=definition,
-                    queued=queue,
-                    params=params,
-                    runner=claim,
-                    max_parallel=max_parallel,
-                )
-                sid, session_name = created.id, created.name
-        if queue:
-            print(sid)
-            return 0
+            sid = manager.resolve_session_id(session_id)
+            view = get_session_view(db, sid)
+            if view is None:
+                raise fail(f"no session matches {session_id!r}")
+            _check_runnable(view, workflow_id)
+            only = None
+            if stage:
+                rows = [(s.name, s.config) for s in view.stages]
+                only = select_stage(stage, rows, f"session {sid[:12]}")
         if detach:
             from app.runner.launch import start_runner
 
@@ -129,7 +107,68 @@ def run_command(
                 raise fail(f"could not start a runner for {sid[:12]}: {started.message}")
             print(sid)
             return 0
-        return _foreground(ctx, sid, only, session_name)
+        return _foreground(ctx, sid, only, view.name)
+
+
+def _run_new(
+    workflow_id: str,
+    stage: str,
+    detach: bool,
+    queue: bool,
+    name: str | None,
+    params: dict[str, str] | None,
+    max_parallel: int | None,
+) -> int:
+    """A new session of the workflow: created on the driver path when the store allows it
+    (no ORM imported for `--queue` and `--detach`; in the foreground the runner imports it
+    once the session exists), else through the managers; the same rows either way."""
+    from app.cli import direct
+    from app.settings import Settings
+    from store.graph import expand
+    from store.identity import local_host
+    from store.new_session import new_session
+    from store.stage_select import select_stage
+    from store.workflows import find_workflow
+
+    settings = Settings.from_env()
+    only: str | None = None
+    with translate_errors():
+        definition = find_workflow(settings.workflows_dir, workflow_id)
+        if stage:
+            rows = [(r["name"], r["config"]) for r in expand(definition.to_dict())]
+            only = select_stage(stage, rows, f"workflow {workflow_id!r}")
+        # In the foreground this process is the runner: the session is created claimed
+        # by it, one transaction for the session, its stages and the claim.
+        claim = None if queue or detach else (local_host(), os.getpid())
+        new = new_session(
+            definition.id,
+            name=name,
+            definition=definition,
+            queued=queue,
+            params=params,
+            runner=claim,
+            max_parallel=max_parallel,
+        )
+        written = direct.create(settings, new)
+    if not written:
+        with open_store() as ctx, ctx.session() as db:
+            ctx.sessions(db).insert_session(new)
+            settings = ctx.settings
+    if queue:
+        print(new.id)
+        return 0
+    if detach:
+        from app.logging import LogFiles
+        from app.runner.launch import start_detached
+
+        log_path = LogFiles(settings.log_dir).session_path(new.id)
+        started = start_detached(settings, new.id, log_path, only_stage=only)
+        if not started.started:
+            raise fail(f"could not start a runner for {new.id[:12]}: {started.message}")
+        print(new.id)
+        return 0
+    with open_store(warned=written) as ctx:
+        return _foreground(ctx, new.id, only, new.name)
 
 
 def _check_runnable(view: Any, workflow_id: str) -> None:

@@ -316,31 +316,34 @@ def create_cmd(
 ) -> None:
     """Create a PENDING session of a workflow and print its id (on a terminal, also how to
     run it: 'vc flow run WORKFLOW --session ID', on stderr, so stdout stays the id)."""
-    from store.queries import get_session_view
+    from app.cli import direct
+    from app.settings import Settings
+    from store.new_session import new_session
+    from store.workflows import find_workflow
 
     check_workflow_id(workflow_id)
     metadata = parse_meta(meta or [])
     params = parse_params(param or [])
-    with open_store() as ctx, ctx.session() as session:
-        from store.workflows import find_workflow
-
-        definition = find_workflow(ctx.settings.workflows_dir, workflow_id)
-        created = ctx.sessions(session).create_session(
-            workflow_id=definition.id,
-            name=name,
-            metadata=metadata,
-            definition=definition,
-            params=params,
+    settings = Settings.from_env()
+    with translate_errors():
+        definition = find_workflow(settings.workflows_dir, workflow_id)
+        new = new_session(
+            definition.id, name=name, metadata=metadata, definition=definition, params=params
         )
-        view = get_session_view(session, created.id)
-    assert view is not None
+        written = direct.create(settings, new)
+    if not written:
+        with open_store() as ctx, ctx.session() as session:
+            ctx.sessions(session).insert_session(new)
     if as_json:
+        with translate_errors(), direct.reading() as reader:
+            view = reader.session_view(new.id)
+        assert view is not None
         print_json(view.to_json())
         return
-    print(created.id, flush=True)
+    print(new.id, flush=True)
     if sys.stdout.isatty():  # a person reads it; `id=$(vc flow session create W)` gets the id
         print(
-            f"run it with 'vc flow run {definition.id} --session {created.id[:12]}' "
+            f"run it with 'vc flow run {definition.id} --session {new.id[:12]}' "
             "(--detach: in the background)",
             file=sys.stderr,
         )

@@ -111,11 +111,20 @@ def start_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) ->
     working directory off ``sys.path``, ``-E`` ignores ``PYTHONPATH``, and ``vc_main`` pins
     our packages to where vc is installed. The stage commands still get the whole
     environment, ``PYTHONPATH`` included."""
-    if ctx.logging:
-        ctx.logging.files.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        log_path: Path | str = ctx.logging.files.session_path(session_id)
+    log_path = ctx.logging.files.session_path(session_id) if ctx.logging else None
+    return start_detached(ctx.settings, session_id, log_path, only_stage=only_stage)
+
+
+def start_detached(
+    settings: Any, session_id: str, log_path: Path | None, *, only_stage: str | None = None
+) -> RunnerStart:
+    """:func:`start_runner` given the settings and the session's log file (None: the
+    runner's output is dropped), for a caller without a store context (the driver path
+    of `vc flow run --detach`)."""
+    if log_path is not None:
+        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     else:
-        log_path = os.devnull
+        log_path = Path(os.devnull)
     args = [sys.executable, "-E", "-P", "-m", "vc_main", "runner", session_id]
     if only_stage:
         args += ["--stage", only_stage]
@@ -135,13 +144,13 @@ def start_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) ->
                 stderr=log_fd,
                 start_new_session=True,
                 pass_fds=(write_fd,),
-                cwd=str(ctx.settings.workspace),
+                cwd=str(settings.workspace),
                 env={
                     **{k: v for k, v in os.environ.items() if k not in _STAGE_IDENTITY},
-                    "VC_HOME": str(ctx.settings.workspace),
-                    "VC_DATABASE_URL": ctx.settings.database_url,
-                    "VC_LOG_DIR": str(ctx.settings.log_dir),
-                    "VC_WORKFLOWS_DIR": str(ctx.settings.workflows_dir),
+                    "VC_HOME": str(settings.workspace),
+                    "VC_DATABASE_URL": settings.database_url,
+                    "VC_LOG_DIR": str(settings.log_dir),
+                    "VC_WORKFLOWS_DIR": str(settings.workflows_dir),
                     READY_FD_ENV: str(write_fd),
                 },
             )

@@ -5,6 +5,7 @@ workspace fixture's store is SQLite: these tests read its files.)"""
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import stat
@@ -49,6 +50,66 @@ def test_approve_imports_no_orm(workspace: Path) -> None:
     assert code == 0
     assert "store.direct" in modules
     assert not modules & HEAVY
+
+
+#: What creating a session may import after all: the workflow file is read and validated.
+NEEDED_TO_CREATE = {"pydantic", "yaml"}
+
+
+def test_run_queue_detach_and_session_create_import_no_orm(workspace: Path) -> None:
+    create_session(workspace)  # the store exists: the driver path takes it
+    for args in (
+        ("flow", "run", "hello", "--queue"),
+        ("flow", "run", "hello", "--detach"),
+        ("flow", "session", "create", "hello"),
+        ("flow", "session", "create", "hello", "--json"),
+    ):
+        code, modules = _imported(workspace, *args)
+        assert code == 0, args
+        assert "store.direct_create" in modules, args
+        assert not modules & (HEAVY - NEEDED_TO_CREATE), (args, modules & HEAVY)
+    sessions = json.loads(run("flow", "session", "list", "--json").out)
+    assert len(sessions) == 5
+    detached = [s["id"] for s in sessions if s["status"] != "PENDING"]
+    assert len(detached) == 1
+    assert run("flow", "session", "wait", detached[0], "--timeout", "30").code == 0
+
+
+def test_a_run_created_on_the_driver_path_logs_what_the_full_path_logs(workspace: Path) -> None:
+    db = workspace / ".vc" / "flow.db"
+    create_session(workspace)
+    twins = []
+    for full_path in (False, True):
+        if full_path:
+            db.chmod(0o644)  # a store open to others: the full path must repair it
+        result = run("flow", "run", "hello", "--queue")
+        assert result.code == 0, result.err
+        sid = result.out.strip()
+        log = workspace / "logs" / "workflow" / "session"
+        twins.append(
+            (
+                _op_lines((log / f"{sid}.log").read_text(), sid),
+                _op_lines((log / "operations.log").read_text(), sid),
+                _store_lines(db, sid),
+            )
+        )
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600  # the full path did run, and repaired
+    by_driver, by_full_path = twins
+    assert len(by_driver[0]) == 2  # create: integration and operation lines
+    assert by_driver == by_full_path
+
+
+def test_a_foreground_run_on_the_driver_path_runs_its_session_to_the_end(
+    workspace: Path,
+) -> None:
+    create_session(workspace)
+    result = run("flow", "run", "hello")
+    assert result.code == 0, result.err
+    assert result.out.startswith("COMPLETED: ")
+    sid = result.out.split()[1]
+    shown = json.loads(run("flow", "session", "show", sid, "--json").out)
+    assert [e["op"] for e in shown["events"]][:2] == ["create", "start"]
+    assert shown["events"][1]["actor"] == "runner"
 
 
 def _op_lines(text: str, sid: str) -> list[str]:

@@ -16,7 +16,7 @@ def make_sessions_with_ids(
     workspace: Path, monkeypatch: pytest.MonkeyPatch, ids: list[str]
 ) -> None:
     """Sessions with chosen ids, created through the store's manager."""
-    import store.sessions as sessions
+    import store.new_session as sessions
     from store import FlowSessionManager
     from store.workflows import find_workflow
 
