@@ -68,6 +68,7 @@ def _prepare_sqlite_file(path: Path) -> None:
                 path.parent.mkdir(mode=0o700, parents=True)
         if not path.exists():
             _create_in_wal_mode(path)
+        _remove_scratch_left_behind(path)
     except OSError as exc:
         raise StoreUnavailable(os_error_message(exc, path)) from None
     _tighten(path.parent, 0o700)
@@ -111,6 +112,37 @@ def _create_in_wal_mode(path: Path) -> None:
             for leftover in (scratch, f"{scratch}-wal", f"{scratch}-shm"):
                 with contextlib.suppress(OSError):
                     os.unlink(leftover)
+
+
+#: A scratch file of :func:`_create_in_wal_mode` older than this was left by a first start
+#: that was killed (making one takes milliseconds).
+SCRATCH_STALE_AFTER = 60.0
+
+
+def _remove_scratch_left_behind(path: Path) -> None:
+    """Remove what a first start killed inside :func:`_create_in_wal_mode` left: a scratch
+    file already linked as the store (a second name of it, which would keep its data when
+    the store is deleted), or one never linked and older than :data:`SCRATCH_STALE_AFTER`;
+    with their -wal and -shm files. A scratch being made right now is neither."""
+    try:
+        store_inode = path.stat().st_ino
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    prefix = f".{path.name}."
+    now = time.time()
+    for entry in entries:
+        if not (entry.name.startswith(prefix) and entry.name.endswith(".new")):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if st.st_ino != store_inode and now - st.st_mtime < SCRATCH_STALE_AFTER:
+                continue
+            for member in (entry.path, f"{entry.path}-wal", f"{entry.path}-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(member)
+        except OSError:
+            continue  # not ours to remove: it stays, as before
 
 
 def _tighten(path: Path, mode: int) -> None:

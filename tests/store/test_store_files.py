@@ -64,3 +64,32 @@ def test_processes_racing_to_create_the_store_directory_all_open_it(tmp_path: Pa
             url = f"sqlite:///{tmp_path}/{trial}/ws/.vc/flow.db"
             assert pool.map(_open, [url] * 8) == ["ok"] * 8
     assert (tmp_path / "0" / "ws" / ".vc").stat().st_mode & 0o777 == 0o700
+
+
+def test_what_a_killed_first_start_left_is_removed_on_the_next_open(tmp_path: Path) -> None:
+    """A first start killed between linking its scratch file in place and removing it left
+    a second name of the store; one killed before the link left a stray file. The next
+    open removes both, and not a scratch file that another first start is making now."""
+    import os
+    import time
+
+    from store.engine import make_engine
+
+    store = tmp_path / "ws" / ".vc" / "flow.db"
+    make_engine(f"sqlite:///{store}").dispose()
+    linked = store.parent / ".flow.db.k1ll3d.new"
+    os.link(store, linked)
+    stray = store.parent / ".flow.db.0ld.new"
+    stray.write_bytes(b"")
+    (store.parent / ".flow.db.0ld.new-wal").write_bytes(b"")
+    an_hour_ago = time.time() - 3600
+    os.utime(stray, (an_hour_ago, an_hour_ago))
+    in_the_making = store.parent / ".flow.db.n0w.new"
+    in_the_making.write_bytes(b"")
+    make_engine(f"sqlite:///{store}").dispose()
+    assert sorted(p.name for p in store.parent.iterdir()) == [
+        ".flow.db.n0w.new",
+        "flow.db",
+        "flow.db-reserve",
+    ]
+    assert store.stat().st_nlink == 1
