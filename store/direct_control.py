@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,125 +153,121 @@ class DirectControl:
         return self._transition(session_id, SessionOp.ABORT, reason="aborted")
 
     def _transition(self, session_id: str, op: SessionOp, reason: str | None = None) -> Outcome:
-        db = self.db
-        sources = SESSION_TRANSITIONS[op].sources
-        sid = session_id
-        for _ in range(MAX_RETRIES):
-            db.write()
-            try:
-                sid = self.resolve_session_id(session_id)
-                cur = self._read_state(sid)
-                if cur.status not in sources:
-                    raise refusal(sid, op, cur.status)
-                if (
-                    op == SessionOp.RESUME
-                    and cur.status == SessionStatus.ACTIVE
-                    and not self._orphaned(cur)
-                    and cur.runner_pid is not None
-                ):
-                    raise refusal(sid, op, cur.status, "its runner is alive")
-                target = session_target(op, cur.status, cur.started_at is not None)
-                now = time.time()
-                columns = ["status", "version", "updated_at", "reason"]
-                values: list[Any] = [str(target), cur.version + 1, now, reason]
-                if op == SessionOp.ABORT:
-                    columns.append("finished_at")
-                    values.append(now)
-                assignments = ", ".join(f"{c} = ?" for c in columns)
-                updated = db.changed(
-                    f"UPDATE flow_sessions SET {assignments} WHERE id = ? AND version = ?",
-                    (*values, sid, cur.version),
-                )
-                if updated != 1:
-                    db.rollback()
-                    continue
-                logged: list[tuple[SessionChange, str]] = []
-                if op == SessionOp.ABORT:
-                    failed, open_states = str(StageStatus.FAILED), _OPEN_STAGES
-                    db.changed(_FAIL_OPEN_STAGES, (failed, reason, now, now, sid, *open_states))
-                gate = gate_of_reason(cur.reason) if cur.status == SessionStatus.PAUSED else None
-                if op == SessionOp.RESUME and gate is not None:
-                    row = next((g for g in self._waiting_gates(sid) if g[1] == gate), None)
-                    passed = None if row is None else self._pass_gate(sid, row, now)
-                    if passed is not None:
-                        logged.append((passed, STAGE_CATEGORY))
-                self._event(sid, op, cur.status, target, now, reason)
-                self._commit(sid, op)
-            except BaseException:
-                db.rollback()
-                raise
-            change = SessionChange(sid, op, cur.status, target, cur.version + 1, reason)
-            logged.append((change, SESSION_CATEGORY))
-            return Outcome(
-                change,
-                logged,
-                cur.name,
-                cur.workflow_id,
-                self._needs_runner(target, cur),
-            )
-        raise ConcurrentModification(f"session {sid[:12]} is changing too fast; try again")
+        return self._retrying(session_id, op, lambda sid: self._transition_once(sid, op, reason))
 
     def approve(self, session_id: str, gate: str | None = None) -> Outcome:
         """:meth:`store.sessions.SessionOperations.approve`, on the driver."""
+        return self._retrying(
+            session_id, SessionOp.APPROVE, lambda sid: self._approve_once(sid, gate)
+        )
+
+    def _retrying(
+        self, session_id: str, op: SessionOp, attempt: Callable[[str], Outcome | None]
+    ) -> Outcome:
+        """Run ``attempt`` on the resolved id in a write transaction, and commit what it
+        did. None from it: the session changed between its read and its write (nothing
+        kept), so it decides again on the session as it is now."""
         db = self.db
-        op = SessionOp.APPROVE
         sid = session_id
         for _ in range(MAX_RETRIES):
             db.write()
             try:
                 sid = self.resolve_session_id(session_id)
-                cur = self._read_state(sid)
-                if cur.status not in SESSION_TRANSITIONS[op].sources:
-                    raise refusal(sid, op, cur.status)
-                waiting = self._waiting_gates(sid)
-                names = [str(g[1]) for g in waiting]
-                why = gate_refusal(sid[:12], names, gate)
-                if why is not None:
-                    raise GateRefused(why, cur.status, allowed_session_ops(cur.status), names)
-                row = waiting[0] if gate is None else waiting[names.index(gate)]
-                name = str(row[1])
-                resumes = cur.status == SessionStatus.PAUSED and gate_of_reason(cur.reason) == name
-                target: str = cur.status
-                now = time.time()
-                if resumes:
-                    target = session_target(
-                        SessionOp.RESUME, cur.status, cur.started_at is not None
-                    )
-                    updated = db.changed(
-                        "UPDATE flow_sessions SET status = ?, reason = NULL, version = ?, "
-                        "updated_at = ? WHERE id = ? AND version = ?",
-                        (str(target), cur.version + 1, now, sid, cur.version),
-                    )
-                else:
-                    updated = db.changed(
-                        "UPDATE flow_sessions SET version = ?, updated_at = ? "
-                        "WHERE id = ? AND version = ?",
-                        (cur.version + 1, now, sid, cur.version),
-                    )
-                if updated != 1:
+                outcome = attempt(sid)
+                if outcome is None:
                     db.rollback()
                     continue
-                passed = self._pass_gate(sid, row, now)
-                if passed is None:  # moved since it was read: decide again
-                    db.rollback()
-                    continue
-                if resumes:
-                    self._event(sid, SessionOp.RESUME, cur.status, target, now)
                 self._commit(sid, op)
             except BaseException:
                 db.rollback()
                 raise
-            change = SessionChange(sid, op, cur.status, target, cur.version + 1, stage=name)
-            logged = [(passed, STAGE_CATEGORY)]
-            if resumes:
-                resumed = SessionChange(sid, SessionOp.RESUME, cur.status, target, change.version)
-                logged.append((resumed, SESSION_CATEGORY))
-            else:
-                logged.append((change, SESSION_CATEGORY))
-            return Outcome(
-                change, logged, cur.name, cur.workflow_id, self._needs_runner(target, cur)
-            )
+            return outcome
         raise ConcurrentModification(f"session {sid[:12]} is changing too fast; try again")
+
+    def _transition_once(self, sid: str, op: SessionOp, reason: str | None) -> Outcome | None:
+        db = self.db
+        cur = self._read_state(sid)
+        if cur.status not in SESSION_TRANSITIONS[op].sources:
+            raise refusal(sid, op, cur.status)
+        if (
+            op == SessionOp.RESUME
+            and cur.status == SessionStatus.ACTIVE
+            and not self._orphaned(cur)
+            and cur.runner_pid is not None
+        ):
+            raise refusal(sid, op, cur.status, "its runner is alive")
+        target = session_target(op, cur.status, cur.started_at is not None)
+        now = time.time()
+        columns = ["status", "version", "updated_at", "reason"]
+        values: list[Any] = [str(target), cur.version + 1, now, reason]
+        if op == SessionOp.ABORT:
+            columns.append("finished_at")
+            values.append(now)
+        assignments = ", ".join(f"{c} = ?" for c in columns)
+        updated = db.changed(
+            f"UPDATE flow_sessions SET {assignments} WHERE id = ? AND version = ?",
+            (*values, sid, cur.version),
+        )
+        if updated != 1:
+            return None
+        logged: list[tuple[SessionChange, str]] = []
+        if op == SessionOp.ABORT:
+            failed, open_states = str(StageStatus.FAILED), _OPEN_STAGES
+            db.changed(_FAIL_OPEN_STAGES, (failed, reason, now, now, sid, *open_states))
+        gate = gate_of_reason(cur.reason) if cur.status == SessionStatus.PAUSED else None
+        if op == SessionOp.RESUME and gate is not None:
+            row = next((g for g in self._waiting_gates(sid) if g[1] == gate), None)
+            passed = None if row is None else self._pass_gate(sid, row, now)
+            if passed is not None:
+                logged.append((passed, STAGE_CATEGORY))
+        self._event(sid, op, cur.status, target, now, reason)
+        change = SessionChange(sid, op, cur.status, target, cur.version + 1, reason)
+        logged.append((change, SESSION_CATEGORY))
+        return Outcome(change, logged, cur.name, cur.workflow_id, self._needs_runner(target, cur))
+
+    def _approve_once(self, sid: str, gate: str | None) -> Outcome | None:
+        db = self.db
+        op = SessionOp.APPROVE
+        cur = self._read_state(sid)
+        if cur.status not in SESSION_TRANSITIONS[op].sources:
+            raise refusal(sid, op, cur.status)
+        waiting = self._waiting_gates(sid)
+        names = [str(g[1]) for g in waiting]
+        why = gate_refusal(sid[:12], names, gate)
+        if why is not None:
+            raise GateRefused(why, cur.status, allowed_session_ops(cur.status), names)
+        row = waiting[0] if gate is None else waiting[names.index(gate)]
+        name = str(row[1])
+        resumes = cur.status == SessionStatus.PAUSED and gate_of_reason(cur.reason) == name
+        target: str = cur.status
+        now = time.time()
+        if resumes:
+            target = session_target(SessionOp.RESUME, cur.status, cur.started_at is not None)
+            updated = db.changed(
+                "UPDATE flow_sessions SET status = ?, reason = NULL, version = ?, "
+                "updated_at = ? WHERE id = ? AND version = ?",
+                (str(target), cur.version + 1, now, sid, cur.version),
+            )
+        else:
+            updated = db.changed(
+                "UPDATE flow_sessions SET version = ?, updated_at = ? WHERE id = ? AND version = ?",
+                (cur.version + 1, now, sid, cur.version),
+            )
+        if updated != 1:
+            return None
+        passed = self._pass_gate(sid, row, now)
+        if passed is None:  # moved since it was read: decide again
+            return None
+        if resumes:
+            self._event(sid, SessionOp.RESUME, cur.status, target, now)
+        change = SessionChange(sid, op, cur.status, target, cur.version + 1, stage=name)
+        logged = [(passed, STAGE_CATEGORY)]
+        if resumes:
+            resumed = SessionChange(sid, SessionOp.RESUME, cur.status, target, change.version)
+            logged.append((resumed, SESSION_CATEGORY))
+        else:
+            logged.append((change, SESSION_CATEGORY))
+        return Outcome(change, logged, cur.name, cur.workflow_id, self._needs_runner(target, cur))
 
     # -- parts ----------------------------------------------------------------------------
 
