@@ -15,19 +15,72 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Row, or_, select, update
+from sqlalchemy import Row, bindparam, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
+from store._driver import execute_on_driver
 from store.changes import MAX_RETRIES, Lease, SessionChange
 from store.errors import ConcurrentModification, InvalidTransition, RunnerConflict, SessionNotFound
 from store.identity import local_host
 from store.liveness import runner_gone
 from store.models import FlowSession
-from store.sessions import SessionOperations
+from store.sessions import STATE_COLUMNS, SessionOperations
 from store.status import SessionOp, SessionStatus
 
 _T = FlowSession.__table__  # type: ignore[attr-defined]
+
+
+#: The heartbeat's write, without and with a lease (see ``_claim_is``): built once, run on
+#: the driver, since every live runner makes it every HEARTBEAT_INTERVAL.
+_BEAT = (
+    update(_T)
+    .where(
+        _T.c.id == bindparam("sid"),
+        _T.c.runner_pid == bindparam("pid"),
+        _T.c.runner_host == bindparam("host"),
+    )
+    .values(heartbeat_at=bindparam("now"))
+)
+_BEATS = {
+    False: _BEAT,
+    True: _BEAT.where(_T.c.id == bindparam("lease_sid"), _T.c.runner_lease == bindparam("token")),
+}
+
+_QUEUE_QUERIES: dict[tuple[str, bool], Any] = {}
+
+
+def _queue_query(dialect: str, by_workflow: bool) -> Any:
+    """The candidates of a claim, oldest first: queued, unfinished, PENDING or ACTIVE, and
+    no runner, a stale one or one of this host (whose liveness the caller checks by pid).
+    Built once per dialect and filter (see ``store.sessions``: a statement built anew per
+    call costs most of a claim's time in Python); the values are bound parameters."""
+    key = (dialect, by_workflow)
+    query = _QUEUE_QUERIES.get(key)
+    if query is None:
+        query = (
+            select(_T.c.id, *STATE_COLUMNS)
+            .where(
+                _T.c.queued,
+                _T.c.finished_at.is_(None),  # with queued: the partial index (0002)
+                _T.c.status.in_([SessionStatus.PENDING, SessionStatus.ACTIVE]),
+                or_(
+                    _T.c.runner_pid.is_(None),
+                    _T.c.heartbeat_at.is_(None),
+                    _T.c.heartbeat_at < bindparam("stale_before"),
+                    _T.c.runner_host == bindparam("this_host"),
+                ),
+            )
+            .order_by(_T.c.created_at, _T.c.id)
+            .limit(bindparam("batch"))
+        )
+        if by_workflow:
+            query = query.where(_T.c.workflow_id == bindparam("workflow_id"))
+        if dialect == "postgresql":
+            # concurrent workers look at different rows
+            query = query.with_for_update(skip_locked=True)
+        query = _QUEUE_QUERIES[key] = query
+    return query
 
 
 class RunnerLeases(SessionOperations):
@@ -95,13 +148,22 @@ class RunnerLeases(SessionOperations):
         """Refresh the runner's heartbeat; False if the session is gone or another runner
         owns it now (the caller must then stop). With a lease, also False once the claim
         is not the lease's (the session was claimed again, even under this host and pid)."""
-        result = self._conn().execute(
-            update(_T)
-            .where(*self._claim_is(session_id, runner_host, runner_pid))
-            .values(heartbeat_at=time.time())
-        )
+        lease = self.lease
+        params: dict[str, Any] = {
+            "sid": session_id,
+            "pid": runner_pid,
+            "host": runner_host,
+            "now": time.time(),
+        }
+        if lease is not None:
+            params.update(lease_sid=lease.session_id, token=lease.token)
+        cursor = execute_on_driver(self._conn(), _BEATS[lease is not None], params)
+        try:
+            beaten: bool = cursor.rowcount == 1
+        finally:
+            cursor.close()
         self.session.commit()
-        return result.rowcount == 1
+        return beaten
 
     def release_runner(self, session_id: str, *, runner_host: str, runner_pid: int) -> bool:
         """The runner is exiting: forget it, so the session is not shown orphaned. False
@@ -150,30 +212,18 @@ class RunnerLeases(SessionOperations):
         skip: set[str] = set()
         for _ in range(MAX_RETRIES):
             now = time.time()
-            query = (
-                select(_T.c.id, _T.c.version, _T.c.runner_host, _T.c.runner_pid, _T.c.heartbeat_at)
-                .where(
-                    _T.c.queued,
-                    _T.c.finished_at.is_(None),  # with queued: the partial index (0002)
-                    _T.c.status.in_([SessionStatus.PENDING, SessionStatus.ACTIVE]),
-                    or_(
-                        _T.c.runner_pid.is_(None),
-                        _T.c.heartbeat_at.is_(None),
-                        _T.c.heartbeat_at < now - self.stale_after,
-                        _T.c.runner_host == local_host(),
-                    ),
-                )
-                .order_by(_T.c.created_at, _T.c.id)
-                .limit(batch)
-            )
-            if workflow_id is not None:
-                query = query.where(_T.c.workflow_id == workflow_id)
+            conn = self._conn()
+            query = _queue_query(conn.dialect.name, workflow_id is not None)
             if skip:
                 query = query.where(_T.c.id.not_in(sorted(skip)))
-            conn = self._conn()
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            rows = conn.execute(query).all()
+            params: dict[str, Any] = {
+                "stale_before": now - self.stale_after,
+                "this_host": local_host(),
+                "batch": batch,
+            }
+            if workflow_id is not None:
+                params["workflow_id"] = workflow_id
+            rows = conn.execute(query, params).all()
             if not rows:
                 self.session.rollback()
                 return None
@@ -209,6 +259,7 @@ class RunnerLeases(SessionOperations):
                     },
                     check=check,
                     claim=True,
+                    known=row,  # read (on PostgreSQL: locked) by the query above
                 )
             except (ConcurrentModification, InvalidTransition, SessionNotFound):
                 self.session.rollback()

@@ -17,6 +17,7 @@ from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
+from store._driver import execute_on_driver
 from store.changes import HOLDS, MAX_RETRIES, ManagerBase, SessionChange, holds
 from store.errors import (
     ConcurrentModification,
@@ -58,7 +59,9 @@ After = Callable[[Connection, str, float], "SessionChange | None"]
 
 # Statements built once: SQLAlchemy memoizes their cache keys and compiled forms, which is
 # most of what keeps a transition cheap (building a new expression per call costs ~3x).
-_READ_STATE = select(
+_READ_STATUS = select(_T.c.status, _T.c.version, _T.c.reason).where(_T.c.id == bindparam("sid"))
+#: What a transition decides on (``known`` rows passed to it have these columns).
+STATE_COLUMNS = (
     _T.c.status,
     _T.c.reason,
     _T.c.version,
@@ -67,6 +70,14 @@ _READ_STATE = select(
     _T.c.runner_pid,
     _T.c.heartbeat_at,
     _T.c.runner_lease,
+)
+_READ_STATE = select(*STATE_COLUMNS).where(_T.c.id == bindparam("sid"))
+_READ_STATE_AND_OPEN_STAGES = select(
+    *STATE_COLUMNS,
+    select(func.count())
+    .where(_ST.c.session_id == _T.c.id, _ST.c.status != StageStatus.COMPLETED)
+    .scalar_subquery()
+    .label("open_stages"),
 ).where(_T.c.id == bindparam("sid"))
 _UPDATES: dict[tuple[tuple[str, ...], bool], Any] = {}
 #: The session's waiting gates (manual stages PAUSED), in position order.
@@ -253,6 +264,7 @@ class SessionOperations(ManagerBase):
         check: Check | None = None,
         after: After | None = None,
         claim: bool = False,
+        known: Any = None,
     ) -> SessionChange:
         """Apply ``op`` atomically: read, check the state machine (and ``check``), write
         conditioned on the version read, then ``after`` and the event. A lost race re-reads
@@ -262,13 +274,16 @@ class SessionOperations(ManagerBase):
         UPDATE, and a session whose claim is not the lease's any more raises
         :class:`~store.errors.LeaseLost` before anything else is looked at. ``claim``: the
         operation is a runner's claim, whose token (``runner_lease``) is the version it
-        writes."""
+        writes. ``known``: the session's state row (the columns of ``_READ_STATE``) as the
+        caller read it in this transaction; the first try decides on it instead of reading
+        again (the write is conditioned on its version all the same)."""
         sid = self.resolve_session_id(session_id)
         row_def = SESSION_TRANSITIONS[op]
         lease = None if claim else self.lease  # a claim is what gives a lease
         for _ in range(MAX_RETRIES):
             conn = self._conn()
-            cur = self._read_state(conn, sid)
+            cur = known if known is not None else self._read_state(conn, sid)
+            known = None
             if lease is not None and not lease.held_by(
                 sid, cur.runner_host, cur.runner_pid, cur.runner_lease
             ):
@@ -491,6 +506,8 @@ class SessionOperations(ManagerBase):
         user should know all the same (e.g. log lines that could not be written)."""
 
         def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
+            if getattr(cur, "open_stages", None) == 0:
+                return None  # counted in the read the decision is made on
             open_stages = conn.execute(
                 select(_ST.c.name).where(
                     _ST.c.session_id == sid, _ST.c.status != StageStatus.COMPLETED
@@ -501,8 +518,12 @@ class SessionOperations(ManagerBase):
                 return f"stages not completed: {names}"
             return None
 
+        sid = self.resolve_session_id(session_id)
+        # One statement reads the state and counts the stages not completed: the common
+        # case (nothing open) needs no second look; a refusal reads their names.
+        known = self._conn().execute(_READ_STATE_AND_OPEN_STAGES, {"sid": sid}).first()
         return self._transition(
-            session_id,
+            sid,
             SessionOp.COMPLETE,
             reason=reason,
             expected_version=expected_version,
@@ -514,6 +535,7 @@ class SessionOperations(ManagerBase):
                 "heartbeat_at": None,
             },
             check=check,
+            known=known,
         )
 
     def retry(self, session_id: str, *, expected_version: int | None = None) -> SessionChange:
@@ -617,10 +639,10 @@ class SessionOperations(ManagerBase):
     def state(self, session_id: str) -> tuple[str, int, str | None] | None:
         """(status, version, reason) of a full id, or None if it is gone: the runner's
         cheap poll."""
-        row = (
-            self._conn()
-            .execute(select(_T.c.status, _T.c.version, _T.c.reason).where(_T.c.id == session_id))
-            .first()
-        )
+        cursor = execute_on_driver(self._conn(), _READ_STATUS, {"sid": session_id})
+        try:
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
         self.session.commit()
         return None if row is None else (row[0], row[1], row[2])

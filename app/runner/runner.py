@@ -99,7 +99,15 @@ class Runner(ManualGates):
         workspace: Path,
         only_stage: str | None = None,
         on_update: Callable[[Any], None] | None = None,
+        flush_at_end: bool = True,
     ) -> None:
+        """``flush_at_end``: the run waits, at its end, until the log lines so far are in the
+        store. A worker's runner does not: its worker goes on with the next session and
+        its mirror stores the last lines (the session's end, the runner's notes) with its
+        next batch, within ``app.log_mirror.MIRROR_INTERVAL``, where a write of their own
+        would cost each session one more transaction. The lines of the stages are stored
+        before the session ends either way (:meth:`_flush_logs`)."""
+        self.flush_at_end = flush_at_end
         self.factory = factory
         self.log = logging
         self.session_id = session_id
@@ -280,7 +288,7 @@ class Runner(ManualGates):
         finally:
             self._stop.set()
             self._beat_thread.join(5)
-            if self._down_since is None and self._failure is None:
+            if self.flush_at_end and self._down_since is None and self._failure is None:
                 self.log.flush()  # else the mirror keeps trying until it closes
             if self._notifier is not None:
                 self._notifier.close()

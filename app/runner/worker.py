@@ -277,7 +277,9 @@ class Worker:
 
         outcome: Any = None
         try:
-            runner = Runner(self.factory, self.logging, sid, workspace=self.workspace)
+            runner = Runner(
+                self.factory, self.logging, sid, workspace=self.workspace, flush_at_end=False
+            )
             with self._lock:
                 self._runners[sid] = runner
             if self._stop.is_set():  # stopped between the claim and now
