@@ -33,6 +33,7 @@ connection for notifications, not eleven.
 from __future__ import annotations
 
 import contextlib
+import select
 import threading
 import time
 from typing import Any, ClassVar
@@ -145,8 +146,15 @@ class _Hub:
                 time.sleep(min(_TICK, max(0.0, self.retry_at - time.monotonic())))
                 continue
             try:
-                for note in self.conn.notifies(timeout=_TICK):
-                    self._deliver(note.payload)
+                # Wait on the socket ourselves: psycopg's own wait wakes every 0.1 s (to
+                # see Ctrl-C), which is most of what an idle runner costs; this thread
+                # only needs to wake for a notification, or each _TICK to see whether
+                # it should stop. Then read what came, without waiting.
+                poller = select.poll()
+                poller.register(self.conn.fileno(), select.POLLIN)
+                if poller.poll(_TICK * 1000):
+                    for note in self.conn.notifies(timeout=0):
+                        self._deliver(note.payload)
             except Exception:
                 self.lost()
         conn, self.conn = self.conn, None

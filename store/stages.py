@@ -76,6 +76,7 @@ _TOUCH_HELD_SESSION = (
     .returning(_T.c.status)
 )
 _SESSION_OF_STAGE = select(_ST.c.session_id).where(_ST.c.id == bindparam("id"))
+_STAGE_STATUS = select(_ST.c.status).where(_ST.c.id == bindparam("id"))
 
 
 class StageManager(ManagerBase):
@@ -153,6 +154,17 @@ class StageManager(ManagerBase):
         if stage is None:
             raise StageNotFound(f"no stage with id {stage_id} (its session was deleted?)")
         return stage
+
+    def stage_status(self, stage_id: int) -> str | None:
+        """A stage's status as stored (None: gone), read on the driver: what a runner
+        waiting at a gate polls, without loading the stage."""
+        cursor = execute_on_driver(self._conn(), _STAGE_STATUS, {"id": stage_id})
+        try:
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        self.session.commit()
+        return None if row is None else str(row[0])
 
     def list_stages(self, session_id: str) -> list[StageInstance]:
         sid = self.resolve_session_id(session_id)

@@ -33,9 +33,13 @@ class ChangeWatcher:
         conn = self._conn
         try:
             if conn.dialect.name == "sqlite":
-                value = conn.exec_driver_sql("PRAGMA data_version").scalar()
-                conn.commit()
-                return value
+                # On the driver: this runs several times a second in every idle runner,
+                # waiter and dashboard, and SQLAlchemy's statement and transaction
+                # bookkeeping around it cost many times the pragma. The pragma opens no
+                # transaction, so each call sees the latest commits.
+                driver = conn.connection.driver_connection
+                assert driver is not None
+                return driver.execute("PRAGMA data_version").fetchone()[0]
             row = conn.execute(
                 select(
                     func.count(),

@@ -187,6 +187,7 @@ def _foreground(ctx: Any, sid: str, stage: str | None, name: str) -> int:
     """Run in this process with a live display; Ctrl-C (SIGINT), SIGTERM and a closed
     terminal (SIGHUP) pause the session and exit 130 with how to resume it. The last line
     names the session by id and name: ``COMPLETED: 3f2a1b2c3d4e (nightly run)``."""
+    from app.runner.entry import keep_start_up_out_of_the_collector
     from app.runner.notifications import drain as drain_notifications
     from app.runner.runner import Runner
     from store.text import clean_text
@@ -207,6 +208,7 @@ def _foreground(ctx: Any, sid: str, stage: str | None, name: str) -> int:
     }
     try:
         runner.claim()  # a refusal (live runner elsewhere) is all the user sees
+        keep_start_up_out_of_the_collector()
         display.start(runner)
         try:
             outcome = runner.run()

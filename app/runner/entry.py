@@ -52,6 +52,7 @@ def detached_main(argv: list[str]) -> int:
                 ready.tell(f"error: {exc}")
                 raise
             ready.tell("ok")
+            keep_start_up_out_of_the_collector()
             outcome = runner.run()
             drain_notifications()
             return 0 if outcome.code in (0, 130) else outcome.code
@@ -90,3 +91,19 @@ class _ReadyPipe:
             except OSError:
                 pass
             self.fd = None
+
+
+def keep_start_up_out_of_the_collector() -> None:
+    """Move what the start-up made (the modules, the ORM's tables and compiled statements,
+    some 70,000 objects) out of the cyclic garbage collector's sight.
+
+    A runner lives for hours and allocates little; what it made at start-up lives as long
+    as it does. Yet Python's collector walks all of it in each full collection, one of
+    which comes soon after start-up: 20 ms of CPU on a 2-core machine, while an idle
+    runner's whole second costs about 4 ms. Frozen (``gc.freeze``), those objects are not
+    walked again; the price is that a reference cycle made before this point is never
+    collected, and there are few. For a process that is the runner: a worker runs many
+    sessions and freezes nothing (it would freeze each session's garbage too)."""
+    import gc
+
+    gc.freeze()

@@ -101,11 +101,11 @@ class ManualGates(Supervision):
         self._gates_read_at = now + NOTIFY_RESYNC
         for name in waiting:
             try:
-                row = self.stages.raw.get_stage(self._rows[name].id)
+                status = self.stages.raw.stage_status(self._rows[name].id)
             except _STORE_ERRORS as exc:
                 self._store_lost(exc)
                 return
-            if row.status == StageStatus.COMPLETED:
+            if status == StageStatus.COMPLETED:
                 self._gate_passed(name)
 
 

@@ -228,3 +228,37 @@ def test_the_notifiers_of_a_process_share_one_listen_connection(store_workspace,
             wait_until(closed, timeout=5, what="the LISTEN connection to close with its last user")
     finally:
         engine.dispose()
+
+
+def test_the_listen_thread_wakes_only_for_a_notification_or_to_look_whether_to_stop(
+    store_workspace, db_url
+):
+    """Every runner of a process shares it, and a paused runner idles for hours: its
+    wake-ups are CPU. It waits on the connection's socket itself (psycopg's own wait wakes
+    every 100 ms) and still hears a change at once."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("LISTEN is PostgreSQL's")
+    engine = init_db(db_url)
+    try:
+        with get_session_factory(engine)() as db:
+            manager = FlowSessionManager(db)
+            sid = manager.create_session("hello", name="watched").id
+            notifier = SessionNotifier(engine, sid, resync=60)
+            try:
+                assert notifier.changed() and notifier.listening
+                (thread,) = [t for t in threading.enumerate() if t.name == "vc-listen"]
+                time.sleep(0.3)
+
+                def times_run() -> int:
+                    with open(f"/proc/self/task/{thread.native_id}/schedstat") as fh:
+                        return int(fh.read().split()[2])
+
+                before = times_run()
+                time.sleep(2.0)
+                assert times_run() - before <= 6  # every 0.5 s (and a spare); was 20
+                manager.pause(sid)
+                assert notifier.wait(2)
+            finally:
+                notifier.close()
+    finally:
+        engine.dispose()
