@@ -281,6 +281,44 @@ def flow_run(
     return got, tsp
 
 
+# -- the start of a run ---------------------------------------------------------------------------
+
+
+def run_start(stages: int, rounds: int, trees: dict[str, Path]) -> dict[str, float]:
+    """Medians per tree, from the command's start: `vc flow run --queue` to its exit
+    ("queue"); in the foreground, to the session's row (its ``created_at``: the rows are
+    decided then and committed at once, "row") and to the first stage's start ("first");
+    and the floor ``python3 -c "import typer, sqlite3"``."""
+    body = "\n".join(f'  - name: s{i}\n    run: "true"' for i in range(stages))
+    ws, env = bench_workspace({"many": f"stages:\n{body}\n"})
+    store = ws / ".vc" / "flow.db"
+    times: dict[str, list[float]] = {"floor": []}
+    try:
+        for tree in trees.values():
+            _vc(tree, env, "flow", "run", "many", "--queue")  # the store exists, warm
+        for _ in range(rounds):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import typer, sqlite3"], check=True)
+            times["floor"].append(time.perf_counter() - started)
+            for label, tree in trees.items():
+                started = time.perf_counter()
+                _vc(tree, env, "flow", "run", "many", "--queue")
+                times.setdefault(f"queue {label}", []).append(time.perf_counter() - started)
+                began = time.time()
+                sid = _vc(tree, env, "flow", "run", "many").stdout.split()[1]
+                with sqlite3.connect(store) as db:
+                    created, first = db.execute(
+                        "SELECT f.created_at, min(s.started_at) FROM flow_sessions f "
+                        "JOIN stage_instances s ON s.session_id = f.id WHERE f.id LIKE ?",
+                        (f"{sid}%",),
+                    ).fetchone()
+                times.setdefault(f"row {label}", []).append(created - began)
+                times.setdefault(f"first {label}", []).append(first - began)
+    finally:
+        shutil.rmtree(ws, ignore_errors=True)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 # -- seq 1000000 as a stage ------------------------------------------------------------------------
 
 
@@ -412,6 +450,22 @@ def main(small: bool = False, against: Path | None = None) -> list[str]:
             f"flow run, {n} true stages",
             f"vc {', '.join(parts)}; {floors}; ratios {'; '.join(ratios)} "
             "(targets: <= 2.5x tsp, or <= 4x the loop)",
+        )
+    )
+    got = run_start(n, 2 if small else 9, trees)
+    floor = got["floor"]
+    start_parts = "; ".join(
+        f"{label}: `--queue` {got[f'queue {label}'] * 1000:.0f} ms "
+        f"({got[f'queue {label}'] / floor:.1f}x the floor), in the foreground the session's "
+        f"row at {got[f'row {label}'] * 1000:.0f} ms, its first stage at "
+        f"{got[f'first {label}'] * 1000:.0f} ms"
+        for label in trees
+    )
+    out.append(
+        report(
+            "start of a run",
+            f"from the command's start: {start_parts}; floor `import typer, sqlite3` "
+            f"{floor * 1000:.0f} ms (medians)",
         )
     )
     count = 100_000 if small else 1_000_000

@@ -118,6 +118,7 @@ def test_latency_benchmarks_report_their_ratios() -> None:
         "[bench] teardown",
         "[bench] control",
         "[bench] flow run, 10 true stages",
+        "[bench] start of a run",
         "[bench] seq 100000 stage",
     ]
 
