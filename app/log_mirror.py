@@ -11,12 +11,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-#: How long the mirror gathers records before it stores them (counted from the first one
-#: after a quiet spell; a flush, or WAKE_AT lines, store them sooner). Each write holds
-#: SQLite's write lock and the GIL for a moment, which stalls the runner's own stage
-#: bookkeeping if it comes often: 0.5 s keeps log lines in the store (dashboard, `logs
-#: --follow`) well within a second while a workflow of quick stages meets one write, not a
-#: handful.
+#: How often the mirror stores what was logged. Each write holds SQLite's write lock and
+#: the GIL for a moment, which stalls the runner's own stage bookkeeping if it comes often:
+#: 0.5 s keeps log lines in the store (dashboard, `logs --follow`) well within a second
+#: while a workflow of quick stages meets one write, not a handful.
 MIRROR_INTERVAL = 0.5
 #: Longest wait between two tries of a log batch while the store is unreachable.
 MAX_RETRY_DELAY = 5.0
@@ -125,8 +123,6 @@ class StoreMirror:
         count = len(lines.texts)
         cost = _cost(lines)
         with self._cond:
-            if not self._pending:
-                self._cond.notify_all()  # the writer sleeps until there is something
             self._pending.append((lines, cost))
             self._added += 1
             mark = self._added
@@ -210,20 +206,8 @@ class StoreMirror:
     def _run(self) -> None:
         while True:
             with self._cond:
-                if self._dropped and not self._pending and not self._closed:
-                    # Only notes of lines let go to write: after an interval, as a batch
-                    # (at once, they would meet the same refusal again).
+                if not self._pending and not self._closed:
                     self._cond.wait(self._interval)
-                elif not self._pending and not self._closed:
-                    # Nothing to store: sleep until something comes (``add`` wakes the
-                    # writer for the first group), not on a timer: an idle runner's
-                    # wake-ups are most of what it costs. Then one interval gathers the
-                    # rest of a burst into the same write, unless a flush, a close or a
-                    # full batch (WAKE_AT) asks for it sooner.
-                    while not self._pending and not self._dropped and not self._closed:
-                        self._cond.wait()
-                    if not self._closed:
-                        self._cond.wait(self._interval)
                 notes = self._notes() if self._dropped else []
                 groups = [group for group, _ in self._pending]
                 self._pending.clear()

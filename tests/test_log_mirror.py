@@ -265,29 +265,3 @@ def test_a_store_that_refuses_for_good_is_not_retried_and_says_why(store: Any) -
     assert any(
         "1 log line(s) are missing here: the store refused them for good" in t for t in texts
     )
-
-
-def _times_run(thread: threading.Thread) -> int:
-    """How many times the kernel has put ``thread`` on a CPU (its time slices)."""
-    with open(f"/proc/self/task/{thread.native_id}/schedstat") as fh:
-        return int(fh.read().split()[2])
-
-
-def test_an_idle_mirror_sleeps_until_something_is_logged(store: Any) -> None:
-    """An idle runner's threads are what it costs (each wake-up is CPU), so the writer does
-    not wake on a timer while there is nothing to store; the first record wakes it, and it
-    is stored one interval later."""
-    engine, write_batch = store
-    mirror = StoreMirror(write_batch, interval=0.05)
-    try:
-        time.sleep(0.2)  # started, and asleep
-        before = _times_run(mirror._thread)
-        time.sleep(1.0)  # twenty intervals
-        assert _times_run(mirror._thread) - before <= 1
-        started = time.monotonic()
-        mark = mirror.add(_line(1))
-        wait_until(lambda: mirror.stored(mark), timeout=5)
-        assert time.monotonic() - started < 1.0
-    finally:
-        mirror.close()
-    assert _stored(engine) == [("INFO", "line 0001")]

@@ -119,9 +119,9 @@ def _run_new(
     params: dict[str, str] | None,
     max_parallel: int | None,
 ) -> int:
-    """A new session of the workflow: created on the driver path when the store allows it
-    (no ORM imported for `--queue` and `--detach`; in the foreground the runner imports it
-    once the session exists), else through the managers; the same rows either way."""
+    """A new session of the workflow: for `--queue` and `--detach` written on the driver
+    path when the store allows it (no ORM imported), else, and in the foreground, through
+    the managers; the same rows either way."""
     from app.cli import direct
     from app.settings import Settings
     from store.graph import expand
@@ -149,6 +149,15 @@ def _run_new(
             runner=claim,
             max_parallel=max_parallel,
         )
+    if not (queue or detach):
+        # This process is the runner, which needs the ORM anyway: the session is written
+        # on its connection (the driver path would add a connection and a log write of
+        # its own, for a first stage that starts no sooner).
+        with open_store() as ctx:
+            with ctx.session() as db:
+                ctx.sessions(db).insert_session(new)
+            return _foreground(ctx, new.id, only, new.name)
+    with translate_errors():
         written = direct.create(settings, new)
     if not written:
         with open_store() as ctx, ctx.session() as db:
@@ -157,18 +166,15 @@ def _run_new(
     if queue:
         print(new.id)
         return 0
-    if detach:
-        from app.logging import LogFiles
-        from app.runner.launch import start_detached
+    from app.logging import LogFiles
+    from app.runner.launch import start_detached
 
-        log_path = LogFiles(settings.log_dir).session_path(new.id)
-        started = start_detached(settings, new.id, log_path, only_stage=only)
-        if not started.started:
-            raise fail(f"could not start a runner for {new.id[:12]}: {started.message}")
-        print(new.id)
-        return 0
-    with open_store(warned=written) as ctx:
-        return _foreground(ctx, new.id, only, new.name)
+    log_path = LogFiles(settings.log_dir).session_path(new.id)
+    started = start_detached(settings, new.id, log_path, only_stage=only)
+    if not started.started:
+        raise fail(f"could not start a runner for {new.id[:12]}: {started.message}")
+    print(new.id)
+    return 0
 
 
 def _check_runnable(view: Any, workflow_id: str) -> None:

@@ -286,9 +286,8 @@ def flow_run(
 
 def run_start(stages: int, rounds: int, trees: dict[str, Path]) -> dict[str, float]:
     """Medians per tree, from the command's start: `vc flow run --queue` to its exit
-    ("queue"); in the foreground, to the session's row (its ``created_at``: the rows are
-    decided then and committed at once, "row") and to the first stage's start ("first");
-    and the floor ``python3 -c "import typer, sqlite3"``."""
+    ("queue"), and a foreground run to its first stage's start ("first"); and the floor
+    ``python3 -c "import typer, sqlite3"``."""
     body = "\n".join(f'  - name: s{i}\n    run: "true"' for i in range(stages))
     ws, env = bench_workspace({"many": f"stages:\n{body}\n"})
     store = ws / ".vc" / "flow.db"
@@ -307,12 +306,10 @@ def run_start(stages: int, rounds: int, trees: dict[str, Path]) -> dict[str, flo
                 began = time.time()
                 sid = _vc(tree, env, "flow", "run", "many").stdout.split()[1]
                 with sqlite3.connect(store) as db:
-                    created, first = db.execute(
-                        "SELECT f.created_at, min(s.started_at) FROM flow_sessions f "
-                        "JOIN stage_instances s ON s.session_id = f.id WHERE f.id LIKE ?",
+                    (first,) = db.execute(
+                        "SELECT min(started_at) FROM stage_instances WHERE session_id LIKE ?",
                         (f"{sid}%",),
                     ).fetchone()
-                times.setdefault(f"row {label}", []).append(created - began)
                 times.setdefault(f"first {label}", []).append(first - began)
     finally:
         shutil.rmtree(ws, ignore_errors=True)
@@ -456,9 +453,8 @@ def main(small: bool = False, against: Path | None = None) -> list[str]:
     floor = got["floor"]
     start_parts = "; ".join(
         f"{label}: `--queue` {got[f'queue {label}'] * 1000:.0f} ms "
-        f"({got[f'queue {label}'] / floor:.1f}x the floor), in the foreground the session's "
-        f"row at {got[f'row {label}'] * 1000:.0f} ms, its first stage at "
-        f"{got[f'first {label}'] * 1000:.0f} ms"
+        f"({got[f'queue {label}'] / floor:.1f}x the floor), a foreground run's first stage "
+        f"at {got[f'first {label}'] * 1000:.0f} ms"
         for label in trees
     )
     out.append(

@@ -99,9 +99,9 @@ def test_a_run_created_on_the_driver_path_logs_what_the_full_path_logs(workspace
     assert by_driver == by_full_path
 
 
-def test_a_foreground_run_on_the_driver_path_runs_its_session_to_the_end(
-    workspace: Path,
-) -> None:
+def test_a_foreground_run_creates_its_session_claimed_by_its_runner(workspace: Path) -> None:
+    """In the foreground the session is written through the managers (the runner needs the
+    ORM anyway), with the same rows: created, and started by its runner, in one go."""
     create_session(workspace)
     result = run("flow", "run", "hello")
     assert result.code == 0, result.err

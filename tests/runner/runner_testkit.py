@@ -63,18 +63,6 @@ def gone(pid: int) -> bool:
     return proc_state(pid) in (None, "Z", "X")
 
 
-def cpu_ns(pid: int) -> int:
-    """CPU time of all threads of ``pid`` in nanoseconds (/proc/PID/task/*/schedstat)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
-                total += int(fh.read().split()[0])
-        except OSError:
-            pass
-    return total
-
-
 def utime(pid: int) -> int:
     fields = stat_fields(pid)
     assert fields is not None

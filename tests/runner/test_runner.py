@@ -17,6 +17,7 @@ only records the outcome: they run once, on SQLite, to keep the suite's time dow
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -32,7 +33,6 @@ from tests.runner.runner_testkit import (
     Store,
     Vc,
     covered_on_postgresql_by_another,
-    cpu_ns,
     gone,
     log_file,
     newest_session,
@@ -414,28 +414,43 @@ def test_run_off_a_terminal_says_started_before_a_stage_that_cannot_start_failed
     assert lines == ["bad: started", f"bad: stage failed: cwd does not exist: {workspace}/gone"]
 
 
-@pytest.mark.parametrize(
-    "db_url",
-    [
-        "sqlite",
-        "postgresql",
-    ],
-    indirect=True,
-)
-def test_idle_runner_uses_less_than_one_percent_cpu(vc: Vc, store: Store) -> None:
+def _wake_ups(pid: int) -> int:
+    """How many times the kernel has put any thread of ``pid`` on a CPU (time slices)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+            total += int(fh.read().split()[2])
+    return total
+
+
+#: Wake-ups a second an idle runner may cost, all threads (measured: about 9 on SQLite,
+#: 20 on PostgreSQL): its poll for changes every 200 ms (the design's bound is 250 ms), its
+#: heartbeat every 2 s, its log mirror's batching every 500 ms; on PostgreSQL also the
+#: LISTEN thread's look every 500 ms (it woke every 100 ms, 28 in all) and the round trips
+#: of the state read it makes each second.
+IDLE_WAKE_UPS = {"sqlite": 12.0, "postgresql": 25.0}
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+def test_an_idle_runner_wakes_up_only_as_often_as_it_must(
+    vc: Vc, store: Store, db_url: str
+) -> None:
+    """A paused runner holds no stage CPU, and users keep dozens of them: what one costs
+    is its wake-ups (each takes 0.4 to 1.4 ms of CPU on the 2-core VM this was written on,
+    depending on its load) and the little it does at each. Counted, not timed: the count
+    does not depend on the machine's speed. (Its CPU, measured: README, "Benchmarks".)"""
     sid = start_detached(vc, "gate")
     view = store.wait_status(sid, "PAUSED")
     runner = view.runner_pid
     assert runner is not None
     # Let it settle into its idle poll (start-up work, its change watcher or LISTEN
-    # connection opened a second after it started), then sample long enough that its
-    # heartbeat (every 2 s, a write and the state read it triggers) counts as it does over
-    # hours, not as a third of the window.
+    # connection opened a second after it started), then count over three heartbeats.
     time.sleep(1.5)
-    before, started = cpu_ns(runner), time.monotonic()
+    before, started = _wake_ups(runner), time.monotonic()
     time.sleep(6.0)
-    used = (cpu_ns(runner) - before) / 1e9 / (time.monotonic() - started)
-    assert used < 0.01, f"idle runner used {used:.2%} CPU"
+    rate = (_wake_ups(runner) - before) / (time.monotonic() - started)
+    limit = IDLE_WAKE_UPS["sqlite" if db_url.startswith("sqlite") else "postgresql"]
+    assert rate <= limit, f"an idle runner woke up {rate:.1f} times a second"
 
 
 # on PostgreSQL: test_manual_gate_pauses_waiting_and_resume_completes_it (a runner waiting,
