@@ -139,17 +139,13 @@ def operation(op: str, session_id: str, gate: str | None = None) -> Outcome | No
     """Run ``op`` (pause, resume, abort, approve) on the driver path and log it; None
     when the full path must do it (nothing was tried then). Refusals raise the store's
     errors, as the managers do."""
-    from app.logging import check_log_dir
     from app.settings import Settings
     from store.direct_control import DirectControl
 
     settings = Settings.from_env()
-    db = _open(settings)
-    if db is None:
-        return None
-    try:
-        _warn_about(settings)
-        check_log_dir(settings.log_dir)
+    with _writing(settings) as db:
+        if db is None:
+            return None
         control = DirectControl(db, stale_after=settings.stale_after)
         plain = {"pause": control.pause, "resume": control.resume, "abort": control.abort}
         # A driver error from here on is the store's answer (locked past the busy timeout,
@@ -158,23 +154,17 @@ def operation(op: str, session_id: str, gate: str | None = None) -> Outcome | No
         outcome = control.approve(session_id, gate) if op == "approve" else plain[op](session_id)
         _log_changes(settings, db, outcome, control.actor, control.host, control.pid)
         return outcome
-    finally:
-        db.close()
 
 
 def create(settings: Settings, new: NewSession) -> bool:
     """Write the new session ``new`` on the driver path, and log it; False when the full
     path must (nothing was tried then)."""
-    from app.logging import check_log_dir
     from store.direct_create import DirectCreate
     from store.records import change_lines
 
-    db = _open(settings)
-    if db is None:
-        return False
-    try:
-        _warn_about(settings)
-        check_log_dir(settings.log_dir)
+    with _writing(settings) as db:
+        if db is None:
+            return False
         creator = DirectCreate(db)
         logged = creator.create(new)
         lines = [
@@ -184,6 +174,23 @@ def create(settings: Settings, new: NewSession) -> bool:
         ]
         write_log(settings, lines, db)
         return True
+
+
+@contextmanager
+def _writing(settings: Settings) -> Iterator[DirectStore | None]:
+    """The store on the driver path for a change, after the workspace's warnings and the
+    log directory's check (as the full path makes them); None when the full path must open
+    it. Closed on the way out."""
+    from app.logging import check_log_dir
+
+    db = _open(settings)
+    if db is None:
+        yield None
+        return
+    try:
+        _warn_about(settings)
+        check_log_dir(settings.log_dir)
+        yield db
     finally:
         db.close()
 

@@ -11,7 +11,9 @@ import sqlite3
 import stat
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,15 +78,29 @@ def test_run_queue_detach_and_session_create_import_no_orm(workspace: Path) -> N
 
 
 def test_a_run_created_on_the_driver_path_logs_what_the_full_path_logs(workspace: Path) -> None:
-    db = workspace / ".vc" / "flow.db"
     create_session(workspace)
-    twins = []
-    for full_path in (False, True):
+
+    def queue(full_path: bool) -> str:
         if full_path:
-            db.chmod(0o644)  # a store open to others: the full path must repair it
+            (workspace / ".vc" / "flow.db").chmod(0o644)  # only the full path repairs it
         result = run("flow", "run", "hello", "--queue")
         assert result.code == 0, result.err
-        sid = result.out.strip()
+        return result.out.strip()
+
+    by_driver, by_full_path = _logged_both_ways(workspace, queue)
+    assert len(by_driver[0]) == 2  # create: integration and operation lines
+    assert by_driver == by_full_path
+
+
+def _logged_both_ways(workspace: Path, act: Callable[[bool], str]) -> list[tuple[Any, ...]]:
+    """What ``act(full_path)`` (which returns the session it changed; on the full path it
+    opens the store to others before each command, which only the full path repairs) logs
+    on the driver path, then on the full path: each time the session's file,
+    operations.log and the store's rows, as ``_op_lines`` reads them."""
+    db = workspace / ".vc" / "flow.db"
+    twins = []
+    for full_path in (False, True):
+        sid = act(full_path)
         log = workspace / "logs" / "workflow" / "session"
         twins.append(
             (
@@ -94,9 +110,7 @@ def test_a_run_created_on_the_driver_path_logs_what_the_full_path_logs(workspace
             )
         )
     assert stat.S_IMODE(db.stat().st_mode) == 0o600  # the full path did run, and repaired
-    by_driver, by_full_path = twins
-    assert len(by_driver[0]) == 2  # create: integration and operation lines
-    assert by_driver == by_full_path
+    return twins
 
 
 def test_a_foreground_run_creates_its_session_claimed_by_its_runner(workspace: Path) -> None:
@@ -125,8 +139,8 @@ def _op_lines(text: str, sid: str) -> list[str]:
 
 def test_the_driver_path_logs_what_the_full_path_logs(workspace: Path) -> None:
     db = workspace / ".vc" / "flow.db"
-    twins = []
-    for full_path in (False, True):
+
+    def pause_resume_abort(full_path: bool) -> str:
         sid = create_session(workspace)
         start_stages(workspace, sid, {})
         for op in ("pause", "resume", "abort"):
@@ -134,16 +148,9 @@ def test_the_driver_path_logs_what_the_full_path_logs(workspace: Path) -> None:
                 db.chmod(0o644)  # a store open to others: the full path must repair it
             result = run("flow", "session", op, sid[:8])
             assert result.code == 0, result.err
-        log = workspace / "logs" / "workflow" / "session"
-        twins.append(
-            (
-                _op_lines((log / f"{sid}.log").read_text(), sid),
-                _op_lines((log / "operations.log").read_text(), sid),
-                _store_lines(db, sid),
-            )
-        )
-    assert stat.S_IMODE(db.stat().st_mode) == 0o600  # the full path did run, and repaired
-    by_driver, by_full_path = twins
+        return sid
+
+    by_driver, by_full_path = _logged_both_ways(workspace, pause_resume_abort)
     assert len(by_driver[0]) == 6  # pause, resume, abort: integration and operation lines
     assert by_driver == by_full_path
 
