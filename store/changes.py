@@ -177,6 +177,19 @@ class ManagerBase:
     def _conn(self) -> Connection:
         return self.session.connection()
 
+    def _on_driver(self, statement: Any, params: dict[str, Any]) -> tuple[Any, int]:
+        """Run one prebuilt statement on the driver and commit: (its first row or None, the
+        rows it changed). For the runner's frequent one-statement reads and writes, which
+        need none of the ORM's work (:mod:`store._driver`)."""
+        cursor = execute_on_driver(self._conn(), statement, params)
+        try:
+            row = cursor.fetchone() if cursor.description else None
+            changed = int(cursor.rowcount)
+        finally:
+            cursor.close()
+        self.session.commit()
+        return row, changed
+
     # -- the lease --------------------------------------------------------------------------
 
     def _lease_params(self) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from sqlalchemy import Row, bindparam, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from store._driver import execute_on_driver
 from store.changes import MAX_RETRIES, Lease, SessionChange
 from store.errors import ConcurrentModification, InvalidTransition, RunnerConflict, SessionNotFound
 from store.identity import local_host
@@ -157,13 +156,8 @@ class RunnerLeases(SessionOperations):
         }
         if lease is not None:
             params.update(lease_sid=lease.session_id, token=lease.token)
-        cursor = execute_on_driver(self._conn(), _BEATS[lease is not None], params)
-        try:
-            beaten: bool = cursor.rowcount == 1
-        finally:
-            cursor.close()
-        self.session.commit()
-        return beaten
+        _, changed = self._on_driver(_BEATS[lease is not None], params)
+        return changed == 1
 
     def release_runner(self, session_id: str, *, runner_host: str, runner_pid: int) -> bool:
         """The runner is exiting: forget it, so the session is not shown orphaned. False

@@ -17,7 +17,6 @@ from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from store._driver import execute_on_driver
 from store.changes import HOLDS, MAX_RETRIES, ManagerBase, SessionChange, holds
 from store.errors import (
     ConcurrentModification,
@@ -231,8 +230,8 @@ class SessionOperations(ManagerBase):
 
     # -- state changes ------------------------------------------------------------------------
 
-    def _read_state(self, conn: Connection, sid: str) -> Any:
-        row = conn.execute(_READ_STATE, {"sid": sid}).first()
+    def _read_state(self, conn: Connection, sid: str, read: Any = _READ_STATE) -> Any:
+        row = conn.execute(read, {"sid": sid}).first()
         if row is None:
             if self.lease is not None:  # deleted under its runner: its lease went with it
                 self.session.rollback()
@@ -265,6 +264,7 @@ class SessionOperations(ManagerBase):
         after: After | None = None,
         claim: bool = False,
         known: Any = None,
+        read: Any = _READ_STATE,
     ) -> SessionChange:
         """Apply ``op`` atomically: read, check the state machine (and ``check``), write
         conditioned on the version read, then ``after`` and the event. A lost race re-reads
@@ -276,13 +276,14 @@ class SessionOperations(ManagerBase):
         operation is a runner's claim, whose token (``runner_lease``) is the version it
         writes. ``known``: the session's state row (the columns of ``_READ_STATE``) as the
         caller read it in this transaction; the first try decides on it instead of reading
-        again (the write is conditioned on its version all the same)."""
+        again (the write is conditioned on its version all the same). ``read``: the query of
+        that row, when ``check`` needs more columns than ``_READ_STATE``'s."""
         sid = self.resolve_session_id(session_id)
         row_def = SESSION_TRANSITIONS[op]
         lease = None if claim else self.lease  # a claim is what gives a lease
         for _ in range(MAX_RETRIES):
             conn = self._conn()
-            cur = known if known is not None else self._read_state(conn, sid)
+            cur = known if known is not None else self._read_state(conn, sid, read)
             known = None
             if lease is not None and not lease.held_by(
                 sid, cur.runner_host, cur.runner_pid, cur.runner_lease
@@ -506,24 +507,19 @@ class SessionOperations(ManagerBase):
         user should know all the same (e.g. log lines that could not be written)."""
 
         def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
-            if getattr(cur, "open_stages", None) == 0:
+            if cur.open_stages == 0:
                 return None  # counted in the read the decision is made on
-            open_stages = conn.execute(
+            names = conn.execute(
                 select(_ST.c.name).where(
                     _ST.c.session_id == sid, _ST.c.status != StageStatus.COMPLETED
                 )
             ).all()
-            if open_stages:
-                names = ", ".join(r.name for r in open_stages[:5])
-                return f"stages not completed: {names}"
-            return None
+            return "stages not completed: " + ", ".join(r.name for r in names[:5])
 
-        sid = self.resolve_session_id(session_id)
         # One statement reads the state and counts the stages not completed: the common
         # case (nothing open) needs no second look; a refusal reads their names.
-        known = self._conn().execute(_READ_STATE_AND_OPEN_STAGES, {"sid": sid}).first()
         return self._transition(
-            sid,
+            session_id,
             SessionOp.COMPLETE,
             reason=reason,
             expected_version=expected_version,
@@ -535,7 +531,7 @@ class SessionOperations(ManagerBase):
                 "heartbeat_at": None,
             },
             check=check,
-            known=known,
+            read=_READ_STATE_AND_OPEN_STAGES,
         )
 
     def retry(self, session_id: str, *, expected_version: int | None = None) -> SessionChange:
@@ -639,10 +635,5 @@ class SessionOperations(ManagerBase):
     def state(self, session_id: str) -> tuple[str, int, str | None] | None:
         """(status, version, reason) of a full id, or None if it is gone: the runner's
         cheap poll."""
-        cursor = execute_on_driver(self._conn(), _READ_STATUS, {"sid": session_id})
-        try:
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
-        self.session.commit()
+        row, _ = self._on_driver(_READ_STATUS, {"sid": session_id})
         return None if row is None else (row[0], row[1], row[2])

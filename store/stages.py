@@ -158,12 +158,7 @@ class StageManager(ManagerBase):
     def stage_status(self, stage_id: int) -> str | None:
         """A stage's status as stored (None: gone), read on the driver: what a runner
         waiting at a gate polls, without loading the stage."""
-        cursor = execute_on_driver(self._conn(), _STAGE_STATUS, {"id": stage_id})
-        try:
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
-        self.session.commit()
+        row, _ = self._on_driver(_STAGE_STATUS, {"id": stage_id})
         return None if row is None else str(row[0])
 
     def list_stages(self, session_id: str) -> list[StageInstance]:
