@@ -113,26 +113,22 @@ def _warn_about(settings: Settings) -> None:
 
 
 @contextmanager
-def reading() -> Iterator[Reader]:
+def reading(*, warned: bool = False) -> Iterator[Reader]:
     """The store opened for reading, by the driver path when it can; the full path's
-    warnings and failures either way."""
+    warnings (unless the command ``warned`` already) and failures either way."""
     from app.settings import Settings
 
     settings = Settings.from_env()
-    db = _open(settings)
-    if db is None:
-        from app.cli.common import open_store
+    with _opened(settings, warn=not warned) as db:
+        if db is not None:
+            from store.direct_reads import DirectReads
 
-        with open_store(writes=False) as ctx, ctx.session() as session:
-            yield _OrmReads(ctx, session)
-        return
-    from store.direct_reads import DirectReads
+            yield DirectReads(db, stale_after=settings.stale_after)
+            return
+    from app.cli.common import open_store
 
-    try:
-        _warn_about(settings)
-        yield DirectReads(db, stale_after=settings.stale_after)
-    finally:
-        db.close()
+    with open_store(writes=False, warned=warned) as ctx, ctx.session() as session:
+        yield _OrmReads(ctx, session)
 
 
 def operation(op: str, session_id: str, gate: str | None = None) -> Outcome | None:
@@ -143,7 +139,7 @@ def operation(op: str, session_id: str, gate: str | None = None) -> Outcome | No
     from store.direct_control import DirectControl
 
     settings = Settings.from_env()
-    with _writing(settings) as db:
+    with _opened(settings, warn=True, writes=True) as db:
         if db is None:
             return None
         control = DirectControl(db, stale_after=settings.stale_after)
@@ -162,7 +158,7 @@ def create(settings: Settings, new: NewSession) -> bool:
     from store.direct_create import DirectCreate
     from store.records import change_lines
 
-    with _writing(settings) as db:
+    with _opened(settings, warn=True, writes=True) as db:
         if db is None:
             return False
         creator = DirectCreate(db)
@@ -177,19 +173,23 @@ def create(settings: Settings, new: NewSession) -> bool:
 
 
 @contextmanager
-def _writing(settings: Settings) -> Iterator[DirectStore | None]:
-    """The store on the driver path for a change, after the workspace's warnings and the
-    log directory's check (as the full path makes them); None when the full path must open
-    it. Closed on the way out."""
-    from app.logging import check_log_dir
-
+def _opened(
+    settings: Settings, *, warn: bool, writes: bool = False
+) -> Iterator[DirectStore | None]:
+    """The store on the driver path, or None (nothing said) when the full path must open
+    it; once open, the workspace's warnings (``warn``) and, for a change, the log
+    directory's check come first, as on the full path. Closed on the way out."""
     db = _open(settings)
     if db is None:
         yield None
         return
     try:
-        _warn_about(settings)
-        check_log_dir(settings.log_dir)
+        if warn:
+            _warn_about(settings)
+        if writes:
+            from app.logging import check_log_dir
+
+            check_log_dir(settings.log_dir)
         yield db
     finally:
         db.close()

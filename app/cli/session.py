@@ -335,7 +335,7 @@ def create_cmd(
         with open_store() as ctx, ctx.session() as session:
             ctx.sessions(session).insert_session(new)
     if as_json:
-        with translate_errors(), direct.reading() as reader:
+        with translate_errors(), direct.reading(warned=True) as reader:
             view = reader.session_view(new.id)
         assert view is not None
         print_json(view.to_json())

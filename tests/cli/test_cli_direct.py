@@ -234,6 +234,18 @@ def test_the_workspace_warning_is_printed_once_when_resume_starts_a_runner(
     run("flow", "session", "wait", sid[:8], "--timeout", "30")
 
 
+def test_the_workspace_warning_is_printed_once_by_session_create_json(workspace: Path) -> None:
+    workspace.chmod(0o777)
+    try:
+        result = run("flow", "session", "create", "hello", "--json")
+    finally:
+        workspace.chmod(0o700)
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["status"] == "PENDING"
+    warnings = [line for line in result.err_lines if "writable by other users" in line]
+    assert len(warnings) == 1, result.err
+
+
 def test_log_rows_wait_for_a_store_locked_for_a_moment(
     workspace: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
