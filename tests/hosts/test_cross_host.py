@@ -72,6 +72,17 @@ def test_pause_from_another_host_reaches_the_runner_within_a_second(store_worksp
         engine.dispose()
 
 
+@pytest.fixture
+def listen_engine(store_workspace, db_url):  # type: ignore[no-untyped-def]
+    """The store's engine on PostgreSQL, disposed afterwards; the test is skipped on
+    SQLite (LISTEN is PostgreSQL's)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("LISTEN is PostgreSQL's")
+    engine = init_db(db_url)
+    yield engine
+    engine.dispose()
+
+
 def test_notifier_wakes_on_a_change_committed_by_another_host(store_workspace, db_url):
     engine = init_db(db_url)
     try:
@@ -116,18 +127,15 @@ def test_notifier_wakes_on_a_change_committed_by_another_host(store_workspace, d
         engine.dispose()
 
 
-def test_notifier_recovers_from_a_lost_connection(store_workspace, db_url, monkeypatch):
-    if not db_url.startswith("postgresql"):
-        pytest.skip("LISTEN is PostgreSQL's")
+def test_notifier_recovers_from_a_lost_connection(listen_engine, monkeypatch):
     import store.notify
 
     monkeypatch.setattr(store.notify, "RECONNECT_INTERVAL", 0.1)
-    engine = init_db(db_url)
-    notifier = SessionNotifier(engine, resync=60)
+    notifier = SessionNotifier(listen_engine, resync=60)
     try:
         assert notifier.changed() and not notifier.changed()
         backend = notifier.backend_pid
-        with engine.connect() as conn:
+        with listen_engine.connect() as conn:
             conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": backend})
             conn.commit()
         # the loss is noticed and reported as "maybe changed" (changes may have been missed)
@@ -138,12 +146,11 @@ def test_notifier_recovers_from_a_lost_connection(store_workspace, db_url, monke
             interval=0.1,
             what="LISTEN to be re-established",
         )
-        with get_session_factory(engine)() as db:
+        with get_session_factory(listen_engine)() as db:
             FlowSessionManager(db).create_session("hello", name="after the loss")
         assert notifier.wait(5)
     finally:
         notifier.close()
-        engine.dispose()
 
 
 @pytest.mark.parametrize("runner_host", ["host-b", "host-a"])
@@ -196,70 +203,56 @@ def test_runner_never_signals_a_pid_recorded_on_another_host(store_workspace, db
         engine.dispose()
 
 
-def test_the_notifiers_of_a_process_share_one_listen_connection(store_workspace, db_url):
-    if not db_url.startswith("postgresql"):
-        pytest.skip("LISTEN is PostgreSQL's")
-    engine = init_db(db_url)
-    try:
-        with get_session_factory(engine)() as db:
-            manager = FlowSessionManager(db)
-            first = manager.create_session("hello", name="first").id
-            second = manager.create_session("hello", name="second").id
-            notifiers = [SessionNotifier(engine, sid, resync=60) for sid in (first, second)]
-            anyone = SessionNotifier(engine, resync=60)
-            backends = {n.backend_pid for n in (*notifiers, anyone)}
-            assert len(backends) == 1 and None not in backends
-            for n in (*notifiers, anyone):
-                assert n.changed()  # the first call reads
-            manager.pause(second)
-            assert notifiers[1].wait(5)
-            assert anyone.wait(5)
-            assert not notifiers[0].wait(0.3)  # another session's change
-            for n in (*notifiers, anyone):
-                n.close()
-            (backend,) = backends
+def test_the_notifiers_of_a_process_share_one_listen_connection(listen_engine):
+    with get_session_factory(listen_engine)() as db:
+        manager = FlowSessionManager(db)
+        first = manager.create_session("hello", name="first").id
+        second = manager.create_session("hello", name="second").id
+        notifiers = [SessionNotifier(listen_engine, sid, resync=60) for sid in (first, second)]
+        anyone = SessionNotifier(listen_engine, resync=60)
+        backends = {n.backend_pid for n in (*notifiers, anyone)}
+        assert len(backends) == 1 and None not in backends
+        for n in (*notifiers, anyone):
+            assert n.changed()  # the first call reads
+        manager.pause(second)
+        assert notifiers[1].wait(5)
+        assert anyone.wait(5)
+        assert not notifiers[0].wait(0.3)  # another session's change
+        for n in (*notifiers, anyone):
+            n.close()
+        (backend,) = backends
 
-            def closed() -> bool:
-                with engine.connect() as conn:
-                    return not conn.execute(
-                        text("SELECT 1 FROM pg_stat_activity WHERE pid = :p"), {"p": backend}
-                    ).first()
+        def closed() -> bool:
+            with listen_engine.connect() as conn:
+                return not conn.execute(
+                    text("SELECT 1 FROM pg_stat_activity WHERE pid = :p"), {"p": backend}
+                ).first()
 
-            wait_until(closed, timeout=5, what="the LISTEN connection to close with its last user")
-    finally:
-        engine.dispose()
+        wait_until(closed, timeout=5, what="the LISTEN connection to close with its last user")
 
 
-def test_the_listen_thread_wakes_only_for_a_notification_or_to_look_whether_to_stop(
-    store_workspace, db_url
-):
+def test_the_listen_thread_wakes_only_for_a_notification_or_to_look_whether_to_stop(listen_engine):
     """Every runner of a process shares it, and a paused runner idles for hours: its
     wake-ups are CPU. It waits on the connection's socket itself (psycopg's own wait wakes
     every 100 ms) and still hears a change at once."""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("LISTEN is PostgreSQL's")
-    engine = init_db(db_url)
-    try:
-        with get_session_factory(engine)() as db:
-            manager = FlowSessionManager(db)
-            sid = manager.create_session("hello", name="watched").id
-            notifier = SessionNotifier(engine, sid, resync=60)
-            try:
-                assert notifier.changed() and notifier.listening
-                (thread,) = [t for t in threading.enumerate() if t.name == "vc-listen"]
-                time.sleep(0.3)
+    with get_session_factory(listen_engine)() as db:
+        manager = FlowSessionManager(db)
+        sid = manager.create_session("hello", name="watched").id
+        notifier = SessionNotifier(listen_engine, sid, resync=60)
+        try:
+            assert notifier.changed() and notifier.listening
+            (thread,) = [t for t in threading.enumerate() if t.name == "vc-listen"]
+            time.sleep(0.3)
 
-                def times_run() -> int:  # its waits: voluntary context switches
-                    with open(f"/proc/self/task/{thread.native_id}/status") as fh:
-                        line = next(x for x in fh if x.startswith("voluntary_ctxt_switches:"))
-                        return int(line.split()[1])
+            def times_run() -> int:  # its waits: voluntary context switches
+                with open(f"/proc/self/task/{thread.native_id}/status") as fh:
+                    line = next(x for x in fh if x.startswith("voluntary_ctxt_switches:"))
+                    return int(line.split()[1])
 
-                before = times_run()
-                time.sleep(2.0)
-                assert times_run() - before <= 8  # every 0.5 s: 4 (was 20)
-                manager.pause(sid)
-                assert notifier.wait(2)
-            finally:
-                notifier.close()
-    finally:
-        engine.dispose()
+            before = times_run()
+            time.sleep(2.0)
+            assert times_run() - before <= 8  # every 0.5 s: 4 (was 20)
+            manager.pause(sid)
+            assert notifier.wait(2)
+        finally:
+            notifier.close()
