@@ -709,8 +709,10 @@ class Runner(ManualGates):
 
     @property
     def running_stages(self) -> list[str]:
-        """The instances running now, in the workflow's order."""
-        return [n for n in self._schedule.names if n in self._running]
+        """The instances running now, in the workflow's order (a look at the running ones
+        only: the display asks at every change, and a session may have thousands)."""
+        position = self._schedule.position
+        return sorted(self._running, key=lambda name: position.get(name, len(position)))
 
     @property
     def current_stage(self) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 #: What the scheduler knows of an instance.
 TODO, RUNNING, WAITING, DONE, FAILED = "todo", "running", "waiting", "done", "failed"
@@ -29,6 +30,11 @@ class Schedule:
     gates: frozenset[str]
     max_parallel: int
     state: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def position(self) -> dict[str, int]:
+        """Each instance's place in the workflow, the order front ends list them in."""
+        return {name: i for i, name in enumerate(self.names)}
 
     @classmethod
     def start(

@@ -103,3 +103,14 @@ def test_a_retried_instance_is_free_to_start_again() -> None:
     schedule.mark("a", RUNNING)
     schedule.mark("a", TODO)
     assert schedule.startable() == ["a"]
+
+
+def test_position_is_each_instance_place_in_the_workflow() -> None:
+    names = ["build", "test[py=3.11]", "test[py=3.12]", "ship"]
+    schedule = Schedule.start(names, chain(*names), completed=["build"], max_parallel=2)
+    assert schedule.position == {name: i for i, name in enumerate(names)}
+    assert sorted(["ship", "test[py=3.12]", "build"], key=schedule.position.__getitem__) == [
+        "build",
+        "test[py=3.12]",
+        "ship",
+    ]
