@@ -84,34 +84,40 @@ _SESSION_COLUMNS = (
 )
 
 
+#: Built once: constructing an expression and its cache key costs more Python than running
+#: it (every runner reads its session's view when it starts).
+_STAGES_OF = (
+    select(
+        _ST.c.session_id,
+        _ST.c.id,
+        _ST.c.name,
+        _ST.c.stage_type,
+        _ST.c.status,
+        _ST.c.progress,
+        _ST.c.attempt,
+        _ST.c.exit_code,
+        _ST.c.error,
+        _ST.c.started_at,
+        _ST.c.finished_at,
+        _ST.c.config,
+        _ST.c.pid,
+        _ST.c.pid_start,
+        _ST.c.host,
+        _ST.c.version,
+        _ST.c.outputs,
+        _ST.c.updated_at,
+    )
+    .where(_ST.c.session_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_ST.c.session_id, _ST.c.position)
+)
+_ONE_SESSION = select(*_SESSION_COLUMNS, _T.c.definition).where(_T.c.id == bindparam("sid"))
+
+
 def _stages_for(session: Session, ids: Sequence[str]) -> dict[str, list[StageView]]:
     by_session: dict[str, list[StageView]] = defaultdict(list)
     if not ids:
         return by_session
-    rows = session.connection().execute(
-        select(
-            _ST.c.session_id,
-            _ST.c.id,
-            _ST.c.name,
-            _ST.c.stage_type,
-            _ST.c.status,
-            _ST.c.progress,
-            _ST.c.attempt,
-            _ST.c.exit_code,
-            _ST.c.error,
-            _ST.c.started_at,
-            _ST.c.finished_at,
-            _ST.c.config,
-            _ST.c.pid,
-            _ST.c.pid_start,
-            _ST.c.host,
-            _ST.c.version,
-            _ST.c.outputs,
-            _ST.c.updated_at,
-        )
-        .where(_ST.c.session_id.in_(list(ids)))
-        .order_by(_ST.c.session_id, _ST.c.position)
-    )
+    rows = session.connection().execute(_STAGES_OF, {"ids": list(ids)})
     for r in rows:
         by_session[r[0]].append(
             StageView(
@@ -215,11 +221,7 @@ def status_counts(session: Session) -> dict[str, int]:
 
 def get_session_view(session: Session, session_id: str) -> SessionView | None:
     """Details of one session by full id (resolve prefixes with the manager first)."""
-    rows = (
-        session.connection()
-        .execute(select(*_SESSION_COLUMNS, _T.c.definition).where(_T.c.id == session_id))
-        .all()
-    )
+    rows = session.connection().execute(_ONE_SESSION, {"sid": session_id}).all()
     views = _views(session, rows, with_definition=True)
     return views[0] if views else None
 
