@@ -372,6 +372,9 @@ def _operation(op: str, session_id: str, gate: str | None = None) -> None:
             outcome = operation(op, session_id, gate)
         if outcome is not None:
             change, name, workflow_id = outcome.change, outcome.name, outcome.workflow_id
+            if outcome.runner_gone and op in ("pause", "abort"):
+                with open_store(warned=True) as ctx, ctx.session() as session:
+                    _enforce_without_runner(session, change.session_id, op)
             extra = _approved(op, change.stage)
             if outcome.needs_runner:
                 with open_store(warned=True) as ctx:
@@ -384,10 +387,21 @@ def _operation(op: str, session_id: str, gate: str | None = None) -> None:
         change = getattr(manager, op)(session_id, *args)
         obj = manager.get_session(change.session_id)
         name, workflow_id = obj.name, obj.workflow_id
+        if op in ("pause", "abort"):
+            _enforce_without_runner(session, change.session_id, op)
         extra = _approved(op, change.stage)
         if op in ("resume", "approve") and change.to_status == "ACTIVE":
             extra += _start_runner(ctx, change.session_id)
     _report(op, change.to_status, change.session_id, name, workflow_id, extra)
+
+
+def _enforce_without_runner(session: Any, session_id: str, op: str) -> None:
+    """No live runner holds the session: its leftover stage processes on this host are
+    stopped (pause) or removed (abort, delete) here (app.runner.orphans), each said."""
+    from app.runner.orphans import enforce_if_no_runner
+
+    for line in enforce_if_no_runner(session, session_id, op):
+        _note(f"its runner is gone: {line}")
 
 
 def _approved(op: str, gate: str | None) -> str:
@@ -584,6 +598,7 @@ def delete_cmd(
                 print(f"not deleted: {sid[:12]} ({clean_text(name)})")
                 raise typer.Exit(1)
         assert ctx.logging is not None
+        _enforce_without_runner(session, sid, "delete")
         with ctx.logging.deleting(sid):
             manager.delete(sid, force=force)
     print(f"deleted: {sid[:12]} ({clean_text(name)})")

@@ -128,13 +128,7 @@ def kill_leftover_group(pid: int, start_time: int | None, kill_timeout: float) -
     alive after ``kill_timeout`` seconds gets SIGKILL. Without a recorded start time nothing
     can be proven, so nothing is signalled. Returns True if a signal was sent.
     """
-    if pid <= 1 or start_time is None:
-        return False
-    current = process_start_time(pid)
-    if current is not None:
-        if current != start_time:
-            return False
-    elif not group_has_live_members(pid):
+    if not _is_recorded_group(pid, start_time):
         return False
     if not killpg(pid, signal.SIGTERM):
         return False
@@ -143,6 +137,23 @@ def kill_leftover_group(pid: int, start_time: int | None, kill_timeout: float) -
         killpg(pid, signal.SIGKILL)
         _wait_group_gone(pid, time.monotonic() + 2.0)
     return True
+
+
+def stop_leftover_group(pid: int, start_time: int | None) -> bool:
+    """SIGSTOP the process group an interrupted stage left behind, under the rules of
+    :func:`kill_leftover_group` (the group is provably the recorded one). True if sent."""
+    return _is_recorded_group(pid, start_time) and killpg(pid, signal.SIGSTOP)
+
+
+def _is_recorded_group(pid: int, start_time: int | None) -> bool:
+    """Is group ``pid`` provably the one a stage recorded with ``start_time``? (See
+    :func:`kill_leftover_group`.)"""
+    if pid <= 1 or start_time is None:
+        return False
+    current = process_start_time(pid)
+    if current is not None:
+        return current == start_time
+    return group_has_live_members(pid)
 
 
 @dataclass(frozen=True)
@@ -284,4 +295,5 @@ __all__ = [
     "kill_leftover_group",
     "killpg",
     "process_start_time",
+    "stop_leftover_group",
 ]

@@ -59,7 +59,17 @@ def _short(session_id: str) -> str:
 def pause(ctx: Any, session_id: str) -> str:
     with ctx.factory() as db:
         change = manager(db).pause(session_id)
-    return f"{change.to_status}: {_short(session_id)}"
+        done = _without_runner(db, change.session_id, "pause")
+    return f"{change.to_status}: {_short(session_id)}{done}"
+
+
+def _without_runner(db: Any, session_id: str, op: str) -> str:
+    """As the CLI: a session whose runner is gone has its leftover processes stopped or
+    removed by the operation itself (app.runner.orphans); what was done, for the note."""
+    from app.runner.orphans import enforce_if_no_runner
+
+    lines = enforce_if_no_runner(db, session_id, op)
+    return f" (its runner is gone: {'; '.join(lines)})" if lines else ""
 
 
 def resume(ctx: Any, session_id: str) -> str | Done:
@@ -139,7 +149,8 @@ def start(ctx: Any, session_id: str) -> str:
 def abort(ctx: Any, session_id: str) -> str:
     with ctx.factory() as db:
         change = manager(db).abort(session_id)
-    return f"{change.to_status} (aborted): {_short(session_id)}"
+        done = _without_runner(db, change.session_id, "abort")
+    return f"{change.to_status} (aborted): {_short(session_id)}{done}"
 
 
 def retry(ctx: Any, session_id: str) -> str:
@@ -161,12 +172,14 @@ def delete(ctx: Any, session_id: str) -> str:
     records go to operations.log only."""
     with ctx.factory() as db:
         mgr = manager(db)
+        session_id = mgr.resolve_session_id(session_id)
+        done = _without_runner(db, session_id, "delete")
         if ctx.logging is not None:
             with ctx.logging.deleting(session_id):
                 mgr.delete(session_id)
         else:
             mgr.delete(session_id)
-    return f"deleted {_short(session_id)}"
+    return f"deleted {_short(session_id)}{done}"
 
 
 def new_session(

@@ -1,0 +1,119 @@
+"""What a pause, an abort or a delete does to a session whose runner is gone
+(docs/ARCHITECTURE.md §2, "No runner left").
+
+The front ends write the desired state and the session's runner enforces it. A runner
+killed with SIGKILL (or lost with its machine's power) leaves its stages' processes
+running, and nobody to enforce anything: a pause would say PAUSED while the stage runs on,
+an abort FAILED while it runs on, and a delete would forget the only record of it. So the
+command that made the change enforces it itself, on this host, with the takeover's safety
+rules (``app.runner.groups``): a recorded group is signalled only while its leader still
+has the recorded start time, and the processes the runner never recorded are found by
+the ``VC_SESSION_ID`` their environment carries. A pause stops them (SIGSTOP: the session
+holds no CPU; the runner that ``resume`` starts removes them and runs the stage again as a
+new attempt); an abort and a delete remove them (SIGTERM, SIGKILL after the stage's
+``kill_timeout``). A stage that ran on another host cannot be signalled from here: the
+command says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from store.views import SessionView, StageView
+
+
+def without_runner(view: SessionView, stale_after: float) -> bool:
+    """Has the session no live runner that would enforce a change? (None recorded, its
+    heartbeat stale, or on this host its pid dead.)"""
+    import time
+
+    from store.liveness import runner_gone
+
+    return runner_gone(
+        view.runner_host, view.runner_pid, view.heartbeat_at, time.time(), stale_after
+    )
+
+
+def enforce_if_no_runner(db: Any, session_id: str, op: str) -> list[str]:
+    """:func:`enforce_without_runner` on the session as ``db`` (a store session of the
+    managers) reads it now, when a runner held it and none is alive."""
+    from store.liveness import stale_after_of
+    from store.queries import get_session_view
+
+    view = get_session_view(db, session_id)
+    db.commit()
+    if view is None or view.runner_pid is None or not without_runner(view, stale_after_of(db)):
+        return []
+    return enforce_without_runner(view, op)
+
+
+def enforce_without_runner(view: SessionView, op: str) -> list[str]:
+    """Do to the leftover processes of ``view``'s unfinished stages what the runner would
+    have done for ``op`` (``pause``: stop them; ``abort`` or ``delete``: remove them).
+    Returns one line per thing done or not doable, for the user."""
+    from store.identity import local_host
+
+    here = local_host()
+    stages = [s for s in view.stages if s.stage_type != "manual" and s.status != "COMPLETED"]
+    lines: list[str] = []
+    for stage in stages:
+        if not stage.pid:
+            continue
+        if stage.host and stage.host != here:
+            if stage.status in ("ACTIVE", "PAUSED") or stage.error == "aborted":
+                lines.append(
+                    f"stage {stage.name} ran on host {stage.host} (pid {stage.pid}), where no "
+                    "runner is left: it cannot be signalled from here"
+                )
+            continue
+        if _enforce_recorded(stage, op):
+            verb = "stopped" if op == "pause" else "removed"
+            lines.append(f"{verb} the leftover process group {stage.pid} of stage {stage.name}")
+    lines += _enforce_unrecorded(view.id, stages, op)
+    return lines
+
+
+def _enforce_recorded(stage: StageView, op: str) -> bool:
+    from app.runner.groups import kill_leftover_group, stop_leftover_group
+
+    if op == "pause":
+        return stop_leftover_group(stage.pid or 0, stage.pid_start)
+    return kill_leftover_group(stage.pid or 0, stage.pid_start, _kill_timeout(stage))
+
+
+def _enforce_unrecorded(session_id: str, stages: Sequence[StageView], op: str) -> list[str]:
+    """The processes of the stages that carry the session's id (the ones never recorded,
+    and those that left their stage's group)."""
+    import signal
+
+    from app.runner.groups import find_session_processes, kill_groups, killpg
+
+    by_name = {s.name: s for s in stages}
+    found = [p for p in find_session_processes(session_id) if p.stage in by_name]
+    lines = []
+    for name in sorted({p.stage for p in found}):
+        procs = [p for p in found if p.stage == name]
+        if op == "pause":
+            groups = sorted({p.pgid for p in procs if killpg(p.pgid, signal.SIGSTOP)})
+            verb = "stopped"
+        else:
+            groups = kill_groups(procs, _kill_timeout(by_name[name]))
+            verb = "removed"
+        recorded = by_name[name].pid
+        groups = [g for g in groups if g != recorded]  # said above
+        if groups:
+            which = ", ".join(map(str, groups))
+            lines.append(f"{verb} the leftover process group {which} of stage {name}")
+    return lines
+
+
+def _kill_timeout(stage: StageView) -> float:
+    from store.definition_base import DEFAULT_KILL_TIMEOUT
+
+    value = stage.config.get("kill_timeout")
+    return float(value) if value not in (None, "") else DEFAULT_KILL_TIMEOUT
+
+
+__all__ = ["enforce_if_no_runner", "enforce_without_runner", "without_runner"]

@@ -1,0 +1,100 @@
+"""Pause, abort and delete of a session whose runner is gone (app/runner/orphans.py): nobody
+is left to enforce the change, so the command does it on this host, under the takeover's
+rules. Real runners killed with SIGKILL, real stage processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from store.queries import get_session_view
+from tests.runner.runner_testkit import (
+    Store,
+    Vc,
+    gone,
+    kill_runner,
+    kill_session_processes,
+    proc_state,
+    start_detached,
+)
+from tests.waiting import wait_until
+
+
+def _orphan(vc: Vc, store: Store, nap: str) -> tuple[str, int]:
+    """A session whose runner was SIGKILLed while its stage ran; the stage's pid."""
+    sid = start_detached(vc, nap)
+    pid = store.wait_stage(sid, "nap", "ACTIVE", with_pid=True).pid
+    assert pid is not None
+    kill_runner(store, sid)
+    wait_until(lambda: store.view(sid).orphaned, timeout=5, what="orphaned")
+    assert proc_state(pid) in ("S", "R")  # the leftover runs on
+    return sid, pid
+
+
+def test_abort_of_a_session_whose_runner_is_gone_removes_its_stage_process(
+    vc: Vc, store: Store, nap: str
+) -> None:
+    sid, pid = _orphan(vc, store, nap)
+    result = vc("flow", "session", "abort", sid)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("FAILED:")
+    assert gone(pid)  # before the command returned
+    assert f"removed the leftover process group {pid} of stage nap" in result.stderr
+
+
+def test_pause_of_a_session_whose_runner_is_gone_stops_its_stage_process(
+    vc: Vc, store: Store, nap: str
+) -> None:
+    sid, pid = _orphan(vc, store, nap)
+    try:
+        result = vc("flow", "session", "pause", sid)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("PAUSED:")
+        assert proc_state(pid) == "T"
+        assert f"stopped the leftover process group {pid} of stage nap" in result.stderr
+    finally:
+        kill_session_processes(sid)
+
+
+def test_delete_of_a_session_whose_runner_is_gone_removes_its_stage_process(
+    vc: Vc, store: Store, nap: str
+) -> None:
+    sid, pid = _orphan(vc, store, nap)
+    result = vc("flow", "session", "delete", sid, "--yes")
+    assert result.returncode == 0, result.stderr
+    assert gone(pid)
+    with store.factory() as db:
+        assert get_session_view(db, sid) is None
+
+
+def test_abort_with_a_live_runner_leaves_the_stage_to_its_runner(
+    vc: Vc, store: Store, nap: str
+) -> None:
+    sid = start_detached(vc, nap)
+    store.wait_stage(sid, "nap", "ACTIVE", with_pid=True)
+    result = vc("flow", "session", "abort", sid)
+    assert result.returncode == 0, result.stderr
+    assert "runner is gone" not in result.stderr
+    store.wait_status(sid, "FAILED")
+
+
+@pytest.mark.parametrize("op", ["pause", "abort", "delete"])
+def test_the_dashboard_operations_do_the_same_for_a_session_whose_runner_is_gone(
+    vc: Vc, store: Store, nap: str, op: str
+) -> None:
+    from app import context
+    from app.tui import operations
+    from store.changes import enable_logging
+
+    sid, pid = _orphan(vc, store, nap)
+    action: Callable[..., str] = getattr(operations, op)
+    try:
+        with context.open_context() as ctx:
+            note = action(ctx, sid)
+        state = proc_state(pid)
+    finally:
+        enable_logging(False)  # open_context switched operation logging on for this process
+        kill_session_processes(sid)
+    assert "its runner is gone" in note
+    assert state == "T" if op == "pause" else state in (None, "Z", "X")
