@@ -213,7 +213,8 @@ def status_cmd(
         stage = f"  stage {clean_text(report['current_stage'])}" if report["current_stage"] else ""
         running = report["running_stages"]
         if len(running) > 1:
-            stage = f"  {len(running)} stages running"
+            doing = "paused" if report["status"] == "PAUSED" else "running"
+            stage = f"  {len(running)} stages {doing}"
         marks = {"COMPLETED": "✔", "FAILED": "✘", "ACTIVE": "▶", "PAUSED": "‖"}
         echo(
             f"{paint(status, report['status'])}  {report['id'][:12]}  {clean_text(report['name'])}",

@@ -125,16 +125,17 @@ def stage_cell(view: Any) -> str:
 def running_lines(view: Any, label: str) -> list[str]:
     """When several stages of a session run at once (stages in parallel): ``label`` and
     each of them, one per line (so none is cut off), then any manual gate waiting
-    meanwhile; empty when one stage at most runs (the current stage says it all)."""
+    meanwhile; with one stage running at most, only that gate's line (the current stage
+    says the rest)."""
     from store.text import clean_text
 
     running = view.running_stages
-    if len(running) <= 1:
-        return []
-    indent = " " * len(label)
-    lines = [f"{label if i == 0 else indent}{clean_text(name)}" for i, name in enumerate(running)]
+    lines = []
+    if len(running) > 1:
+        indent = " " * len(label)
+        lines = [f"{label if i == 0 else indent}{clean_text(n)}" for i, n in enumerate(running)]
     gates = [s.name for s in view.stages if s.stage_type == "manual" and s.status == "PAUSED"]
-    if gates:
+    if gates and running:  # with nothing running, the session's reason names the gate
         word = "waiting:" if label.rstrip().endswith(":") else "waiting"
         lines.append(f"{word.ljust(len(label))}{clean_text(', '.join(gates))} (manual gate)")
     return lines
@@ -238,6 +239,9 @@ def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
         if view.awaiting_worker
         else "none"
     )
+    stage_lines = running_lines(view, "running:   ")
+    if len(view.running_stages) <= 1:  # one line says which (and the gate waiting, if any)
+        stage_lines.insert(0, f"stage:     {clean_text(view.current_stage or '-')}")
     lines = [
         f"id:        {view.id}",
         f"name:      {clean_text(view.name)}",
@@ -246,10 +250,7 @@ def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
         f"{paint(status_label(view.status, view.orphaned, view.awaiting_worker), view.status)}"
         + (f"  ({clean_text(view.reason)})" if view.reason else ""),
         f"progress:  {progress_text(view.progress)}",
-        *(
-            running_lines(view, "running:   ")
-            or [f"stage:     {clean_text(view.current_stage or '-')}"]
-        ),
+        *stage_lines,
         f"runner:    {clean_text(runner)}",
         f"created:   {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(view.created_at))}"
         f" ({age(view.created_at)} ago)",

@@ -261,6 +261,30 @@ def test_status_lists_every_running_stage_and_the_gate_waiting(
     ) in out
 
 
+def test_status_of_a_paused_session_counts_its_stages_paused_not_running(
+    workspace: Path, thumbs: str, cli
+) -> None:
+    sid = parallel_session(workspace)
+    assert cli("flow", "session", "pause", sid).code == 0
+    out = cli("flow", "status", sid).out
+    assert "3 stages paused\n" in out and "stages running" not in out
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("flow", "session", "show"), "stage:     fetch\nwaiting:   review (manual gate)\n"),
+        (("flow", "status"), "stage fetch\nwaiting  review (manual gate)\n"),
+    ],
+)
+def test_a_gate_waiting_beside_one_running_stage_is_shown(
+    workspace: Path, thumbs: str, cli, args: tuple[str, ...], expected: str
+) -> None:
+    sid = create_session(workspace, "thumbs")
+    start_stages(workspace, sid, {"fetch": ["ACTIVE"], "review": ["PAUSED"]})
+    assert expected in cli(*args, sid).out
+
+
 def test_status_shows_each_stage_instance_as_a_row(workspace: Path, thumbs: str, cli) -> None:
     sid = parallel_session(workspace)
     rows = [line.split() for line in cli("flow", "status", sid).out.splitlines()]
