@@ -649,7 +649,10 @@ def logs_cmd(
                     f"session {sid[:12]} has no stage {stage!r}; "
                     f"stages: {', '.join(names) or '(none)'}"
                 )
-        records = reader.logs(sid, min_level=min_level, stage=stage, limit=tail, newest=True)
+        records = reader.logs(sid, min_level=min_level, stage=stage, limit=tail + 1, newest=True)
+        if len(records) > tail:  # one more than asked for: earlier lines exist
+            records = records[1:]
+            _note(f"earlier lines left out: these are the last {tail} (--tail N shows more)")
         _print_logs(records, color)
         last_id = records[-1].id if records else 0
         if not follow:

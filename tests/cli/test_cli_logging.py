@@ -116,6 +116,17 @@ def test_session_logs_level_keeps_that_level_and_above(store_workspace: Path, cl
     assert [line.split()[-1] for line in out.splitlines()] == ["d", "i", "w", "e"]
 
 
+def test_session_logs_says_when_earlier_lines_are_left_out(store_workspace: Path, cli) -> None:
+    sid = create_session(store_workspace)
+    add_logs(store_workspace, sid, [("INFO", "greet", f"line {i}") for i in range(5)])
+    cut = cli("flow", "session", "logs", sid, "--tail", "3")
+    assert [line.split()[-1] for line in cut.out.splitlines()] == ["2", "3", "4"]
+    assert "earlier lines left out: these are the last 3 (--tail N shows more)" in cut.err
+    whole = cli("flow", "session", "logs", sid, "--tail", "10")
+    assert "left out" not in whole.err
+    assert whole.out.splitlines()[-5].endswith("line 0")
+
+
 def test_session_logs_leave_debug_records_out_unless_asked(store_workspace: Path, cli) -> None:
     sid = create_session(store_workspace)
     add_logs(store_workspace, sid, [("DEBUG", None, "d"), ("INFO", "greet", "i")])
