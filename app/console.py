@@ -38,9 +38,9 @@ def failure(exc: BaseException) -> tuple[str, int] | None:
     """The line and exit code of a refusal or an environment failure (the store's refusals,
     a workflow file's errors, a file we cannot use, the database out of reach), or None
     for anything else: a bug, or a broken pipe, which is not the user's to read."""
-    from store.errors import StoreError, WorkflowError, os_error_message
+    from store.errors import SettingError, StoreError, WorkflowError, os_error_message
 
-    if isinstance(exc, StoreError | WorkflowError):
+    if isinstance(exc, StoreError | WorkflowError | SettingError):
         return str(exc), exc.exit_code
     if isinstance(exc, BrokenPipeError):
         return None

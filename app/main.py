@@ -144,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         code = 0
     except Exception as exc:  # a bug: still one line, never a traceback (VC_DEBUG=1 shows it)
+        from app.console import failure
+
+        known = failure(exc)  # a refusal raised outside a command's own error handling
+        if known is not None:
+            error_line(known[0])
+            return _finish(known[1], argv)
         if os.environ.get("VC_DEBUG"):
             raise
         error_line(f"internal error: {type(exc).__name__}: {exc} (VC_DEBUG=1 shows details)")

@@ -4,9 +4,12 @@ processes, so `VC_HOME=... vc ...` always means what it says."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from store.errors import SettingError
 
 
 @dataclass(frozen=True)
@@ -24,17 +27,38 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        from store.liveness import STALE_AFTER
+        from store.liveness import HEARTBEAT_INTERVAL, STALE_AFTER
         from store.location import resolve_database_url, workspace_dir
 
+        # A limit at or below one heartbeat makes every live runner look gone between two
+        # beats: a resume or a worker would then take over a healthy session.
+        stale_after = _seconds("VC_STALE_AFTER", STALE_AFTER, above=HEARTBEAT_INTERVAL)
+        _seconds("VC_BUSY_TIMEOUT", 0.0, above=None)  # read by the store itself; checked here
         workspace = workspace_dir()
         return cls(
             workspace=workspace,
             database_url=resolve_database_url(),
             log_dir=_path(os.environ.get("VC_LOG_DIR"), workspace / "logs"),
             workflows_dir=_path(os.environ.get("VC_WORKFLOWS_DIR"), workspace / "workflows"),
-            stale_after=float(os.environ.get("VC_STALE_AFTER") or STALE_AFTER),
+            stale_after=stale_after,
         )
+
+
+def _seconds(name: str, default: float, *, above: float | None) -> float:
+    """The number of seconds in variable ``name`` (``default`` when unset or empty): a
+    finite number, greater than ``above`` (None: at least 0)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and (value > above if above is not None else value >= 0):
+        return value
+    limit = f"above {above:g}" if above is not None else "of at least 0"
+    why = " (the heartbeat interval)" if name == "VC_STALE_AFTER" else ""
+    raise SettingError(f"{name} must be a number of seconds {limit}{why}; got {text!r}")
 
 
 def _path(value: str | None, default: Path) -> Path:

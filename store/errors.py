@@ -13,6 +13,14 @@ class StoreError(Exception):
     exit_code = 1
 
 
+class SettingError(Exception):
+    """A setting of the environment (``VC_STALE_AFTER`` …) that vc cannot use: one line
+    naming the variable and what it accepts, exit code 2 (a usage error), raised before
+    anything is read or changed."""
+
+    exit_code = 2
+
+
 class SessionNotFound(StoreError):
     pass
 
@@ -208,6 +216,7 @@ __all__ = [
     "ParamError",
     "RunnerConflict",
     "SessionNotFound",
+    "SettingError",
     "StageNotFound",
     "StoreError",
     "StoreUnavailable",

@@ -657,3 +657,40 @@ def test_run_queue_of_an_existing_session_is_refused_and_changes_nothing(
     assert result.code == 2
     assert "--queue queues a new session" in one_error_line(result)
     assert snapshot(workspace) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("VC_STALE_AFTER", "abc"),
+        ("VC_STALE_AFTER", "0"),
+        ("VC_STALE_AFTER", "-5"),
+        ("VC_STALE_AFTER", "nan"),
+        ("VC_STALE_AFTER", "2"),  # one heartbeat: every live runner would look gone
+        ("VC_BUSY_TIMEOUT", "abc"),
+        ("VC_BUSY_TIMEOUT", "-1"),
+    ],
+)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("flow", "session", "list"),
+        ("flow", "session", "pause", "PLACEHOLDER"),
+        ("flow", "run", "hello", "--queue"),
+    ],
+)
+def test_a_setting_vc_cannot_use_is_a_usage_error_naming_it_and_changes_nothing(
+    store_workspace: Path, name: str, value: str, command: tuple[str, ...]
+) -> None:
+    sid = create_session(store_workspace)
+    before = snapshot(store_workspace)
+    args = [sid if arg == "PLACEHOLDER" else arg for arg in command]
+    result = run(*args, env={name: value})
+    assert result.code == 2
+    line = one_error_line(result)
+    assert name in line and repr(value) in line
+    assert snapshot(store_workspace) == before
+
+
+def test_a_stale_limit_above_one_heartbeat_is_accepted(store_workspace: Path) -> None:
+    assert run("flow", "session", "list", env={"VC_STALE_AFTER": "3"}).code == 0
