@@ -64,6 +64,12 @@ def run_command(
             "created with (see 'vc flow session show')",
             2,
         )
+    if name is not None and session_id is not None:
+        raise fail(
+            "--name names a new session; a session keeps the name it was created with "
+            "(see 'vc flow session show')",
+            2,
+        )
     if max_parallel is not None and not 1 <= max_parallel <= MAX_PARALLEL:
         raise fail(
             f"--max-parallel {max_parallel}: expected a number of stages from 1 to {MAX_PARALLEL}",

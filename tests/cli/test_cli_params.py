@@ -109,6 +109,15 @@ def test_param_with_an_existing_session_is_refused(etl: Path) -> None:
     assert "--param gives values to a new session" in one_error_line(result)
 
 
+def test_name_with_an_existing_session_is_refused_and_changes_nothing(etl: Path) -> None:
+    sid = create_session(etl, "hello")
+    before = snapshot(etl)
+    result = run("flow", "run", "hello", "--session", sid, "--name", "renamed")
+    assert result.code == 2
+    assert "a session keeps the name it was created with" in one_error_line(result)
+    assert snapshot(etl) == before
+
+
 def test_session_create_stores_the_values_and_json_has_them(etl: Path) -> None:
     result = run("flow", "session", "create", "etl", "--param", "target=prod", "-p", "shards=8")
     assert result.code == 0, result.err
