@@ -29,6 +29,8 @@ def worker_command(concurrency: int = 1, workflow: str | None = None) -> int:
     # each runner holds at most two connections at a time (its own, its heartbeat's)
     with translate_errors(), _reached(lambda: open_context(pool_size=2 * concurrency + 4)) as ctx:
         assert ctx.logging is not None
+        if workflow is not None:
+            _check_known(ctx.settings.workflows_dir, workflow)
         try:
             worker = Worker(
                 ctx.factory,
@@ -42,6 +44,20 @@ def worker_command(concurrency: int = 1, workflow: str | None = None) -> int:
                 return worker.run()
         finally:
             drain()  # the last sessions' notifications, before the logs close
+
+
+def _check_known(workflows_dir: Any, workflow: str) -> None:
+    """Warn about a ``--workflow`` this workspace does not define (likely a typo), without
+    refusing it: a queued session carries its definition, so a worker on another host
+    than the one that queued it may serve a workflow it has no file of."""
+    from app.console import warning_line
+    from store.errors import WorkflowError
+    from store.workflows import find_workflow
+
+    try:
+        find_workflow(workflows_dir, workflow)
+    except WorkflowError as exc:
+        warning_line(f"{exc}; the worker waits for queued sessions of {workflow!r} anyway")
 
 
 @contextmanager

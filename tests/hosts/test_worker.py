@@ -343,6 +343,22 @@ def test_worker_with_a_workflow_filter_leaves_other_sessions_queued(queue_ws, wo
     assert "workflow trivial" in workers.output(0)
 
 
+def test_a_workflow_filter_this_workspace_does_not_define_is_warned_about_and_served(
+    queue_ws, workers
+):
+    """Not refused: a queued session carries its definition, so a worker may serve a
+    workflow it has no file of; but a typo must not go unnoticed."""
+    ws, engine = queue_ws
+    (sid,) = _queue(engine, ws, "trivial", 1)
+    (ws / "workflows" / "trivial.yaml").unlink()
+    workers.start("--workflow", "trivial")
+    wait_until(lambda: _view(engine, sid).status == "COMPLETED", timeout=30, what="completed")
+    assert workers.stop_all() == [0]
+    first = workers.output(0).splitlines()[0]
+    assert first.startswith("vc: warning: unknown workflow 'trivial'")
+    assert "the worker waits for queued sessions of 'trivial' anyway" in first
+
+
 PARAMS = """
 name: With parameters
 params:
