@@ -426,8 +426,10 @@ class SessionAnnouncer:
             if problem(url) is None:
                 usable.append(url)
             elif not self._bad_env_reported:
+                shown = masked(url)
+                shown = shown if shown.startswith("(") else f"({shown})"
                 self.say(
-                    f"VC_NOTIFY entry {position} ({masked(url)}) is not a URL Apprise can "
+                    f"VC_NOTIFY entry {position} {shown} is not a URL Apprise can "
                     "use; it is skipped, the other targets are still told",
                     "WARNING",
                 )

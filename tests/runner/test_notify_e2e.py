@@ -288,3 +288,4 @@ def test_a_bad_vc_notify_url_is_one_warning_in_the_session_log(
     assert len(receiver.messages()) == 1
     [warning] = [w for w in warnings_of(store, sid) if "VC_NOTIFY" in w]
     assert "VC_NOTIFY entry 1" in warning and "hunter2secret" not in warning
+    assert "((" not in warning and "))" not in warning
