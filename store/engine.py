@@ -180,15 +180,11 @@ def make_engine(url: str | None = None, *, pool_size: int | None = None) -> Engi
         if path is not None:
             _prepare_sqlite_file(path)
         # Every manager call ends in commit or rollback, so the pool's rollback-on-return
-        # would be a wasted round trip per operation. LIFO: a thread gets back the
-        # connection it just returned, whose page cache is still good; handed out in turn,
-        # each connection found the others' commits and re-read its pages (a runner made
-        # ~100 page reads per stage of a fan-out, ~5 with LIFO).
+        # would be a wasted round trip per operation.
         engine = create_engine(
             url,
             connect_args={"timeout": busy_timeout(), "check_same_thread": False},
             pool_reset_on_return=None,
-            pool_use_lifo=True,
             **pool,
         )
         event.listen(engine, "connect", _on_sqlite_connect)

@@ -70,21 +70,3 @@ def test_completing_a_session_reads_it_and_its_open_stages_in_one_statement(
     assert change.to_status == "COMPLETED"
     assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1, statements
 
-
-def test_a_threads_next_transaction_gets_the_connection_it_just_gave_back(
-    sqlite_url: str,
-) -> None:
-    """Its page cache is still good then; another pooled connection would have seen other
-    commits since and re-read every page it needs."""
-    engine = init_db(sqlite_url)
-    try:
-        held = [engine.connect() for _ in range(3)]  # the pool now keeps three
-        for conn in held:
-            conn.close()
-        used = set()
-        for _ in range(5):
-            with engine.connect() as conn:
-                used.add(id(conn.connection.dbapi_connection))
-        assert len(used) == 1
-    finally:
-        engine.dispose()
