@@ -69,4 +69,3 @@ def test_completing_a_session_reads_it_and_its_open_stages_in_one_statement(
         change = sessions.complete(sid)
     assert change.to_status == "COMPLETED"
     assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1, statements
-
