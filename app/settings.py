@@ -32,8 +32,10 @@ class Settings:
 
         # A limit at or below one heartbeat makes every live runner look gone between two
         # beats: a resume or a worker would then take over a healthy session.
-        stale_after = _seconds("VC_STALE_AFTER", STALE_AFTER, above=HEARTBEAT_INTERVAL)
-        _seconds("VC_BUSY_TIMEOUT", 0.0, above=None)  # read by the store itself; checked here
+        stale_after = _seconds(
+            "VC_STALE_AFTER", STALE_AFTER, above=HEARTBEAT_INTERVAL, what="the heartbeat interval"
+        )
+        _seconds("VC_BUSY_TIMEOUT", 0.0)  # read by the store itself; checked here
         workspace = workspace_dir()
         return cls(
             workspace=workspace,
@@ -44,9 +46,10 @@ class Settings:
         )
 
 
-def _seconds(name: str, default: float, *, above: float | None) -> float:
+def _seconds(name: str, default: float, *, above: float | None = None, what: str = "") -> float:
     """The number of seconds in variable ``name`` (``default`` when unset or empty): a
-    finite number, greater than ``above`` (None: at least 0)."""
+    finite number, greater than ``above`` (None: at least 0), which the message calls
+    ``what``."""
     text = os.environ.get(name, "").strip()
     if not text:
         return default
@@ -57,7 +60,7 @@ def _seconds(name: str, default: float, *, above: float | None) -> float:
     if math.isfinite(value) and (value > above if above is not None else value >= 0):
         return value
     limit = f"above {above:g}" if above is not None else "of at least 0"
-    why = " (the heartbeat interval)" if name == "VC_STALE_AFTER" else ""
+    why = f" ({what})" if what else ""
     raise SettingError(f"{name} must be a number of seconds {limit}{why}; got {text!r}")
 
 

@@ -27,7 +27,7 @@ from store.errors import (
 )
 from store.gates import gate_of_reason, gate_refusal
 from store.identity import local_host, local_user
-from store.liveness import STALE_AFTER, is_orphaned, runner_gone
+from store.liveness import STALE_AFTER, is_orphaned, runner_lost
 from store.records import (
     EVENT_COLUMNS,
     MAX_RETRIES,
@@ -226,9 +226,7 @@ class DirectControl:
         self._event(sid, op, cur.status, target, now, reason)
         change = SessionChange(sid, op, cur.status, target, cur.version + 1, reason)
         logged.append((change, SESSION_CATEGORY))
-        gone = cur.runner_pid is not None and runner_gone(
-            cur.runner_host, cur.runner_pid, cur.heartbeat_at, now, self.stale_after
-        )
+        gone = runner_lost(cur.runner_host, cur.runner_pid, cur.heartbeat_at, now, self.stale_after)
         needs_runner = self._needs_runner(target, cur)
         return Outcome(change, logged, cur.name, cur.workflow_id, needs_runner, gone)
 

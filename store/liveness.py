@@ -47,6 +47,20 @@ def runner_gone(
     return runner_host == local_host() and not pid_alive(runner_pid)
 
 
+def runner_lost(
+    runner_host: str | None,
+    runner_pid: int | None,
+    heartbeat_at: float | None,
+    now: float,
+    stale_after: float = STALE_AFTER,
+) -> bool:
+    """A runner held the session and none is alive (:func:`runner_gone` with one
+    recorded): nobody will enforce a change made to it."""
+    return runner_pid is not None and runner_gone(
+        runner_host, runner_pid, heartbeat_at, now, stale_after
+    )
+
+
 def is_orphaned(
     status: str,
     runner_host: str | None,
@@ -68,5 +82,6 @@ __all__ = [
     "STALE_AFTER",
     "is_orphaned",
     "runner_gone",
+    "runner_lost",
     "stale_after_of",
 ]

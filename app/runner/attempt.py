@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.logging import Logging, format_line
 from app.runner.outputs import OUTPUT_TAG, OutputRecorder
 from app.runner.process import StageProcess, parse_progress
+from store.definition_base import DEFAULT_KILL_TIMEOUT
 from store.log_ingest import LogLines
 from store.queries import StageView
 
@@ -248,3 +250,9 @@ def config_seconds(value: Any) -> float | None:
     if value is None or value == "":
         return None
     return float(value)
+
+
+def kill_timeout_of(config: Mapping[str, Any]) -> float:
+    """Seconds a stage's processes get between SIGTERM and SIGKILL: its ``kill_timeout``,
+    else the default."""
+    return config_seconds(config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT

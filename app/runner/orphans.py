@@ -24,27 +24,19 @@ if TYPE_CHECKING:
     from store.views import SessionView, StageView
 
 
-def without_runner(view: SessionView, stale_after: float) -> bool:
-    """Has the session no live runner that would enforce a change? (None recorded, its
-    heartbeat stale, or on this host its pid dead.)"""
-    import time
-
-    from store.liveness import runner_gone
-
-    return runner_gone(
-        view.runner_host, view.runner_pid, view.heartbeat_at, time.time(), stale_after
-    )
-
-
 def enforce_if_no_runner(db: Any, session_id: str, op: str) -> list[str]:
     """:func:`enforce_without_runner` on the session as ``db`` (a store session of the
     managers) reads it now, when a runner held it and none is alive."""
-    from store.liveness import stale_after_of
+    import time
+
+    from store.liveness import runner_lost, stale_after_of
     from store.queries import get_session_view
 
     view = get_session_view(db, session_id)
     db.commit()
-    if view is None or view.runner_pid is None or not without_runner(view, stale_after_of(db)):
+    if view is None or not runner_lost(
+        view.runner_host, view.runner_pid, view.heartbeat_at, time.time(), stale_after_of(db)
+    ):
         return []
     return enforce_without_runner(view, op)
 
@@ -76,11 +68,12 @@ def enforce_without_runner(view: SessionView, op: str) -> list[str]:
 
 
 def _enforce_recorded(stage: StageView, op: str) -> bool:
+    from app.runner.attempt import kill_timeout_of
     from app.runner.groups import kill_leftover_group, stop_leftover_group
 
     if op == "pause":
         return stop_leftover_group(stage.pid or 0, stage.pid_start)
-    return kill_leftover_group(stage.pid or 0, stage.pid_start, _kill_timeout(stage))
+    return kill_leftover_group(stage.pid or 0, stage.pid_start, kill_timeout_of(stage.config))
 
 
 def _enforce_unrecorded(session_id: str, stages: Sequence[StageView], op: str) -> list[str]:
@@ -88,6 +81,7 @@ def _enforce_unrecorded(session_id: str, stages: Sequence[StageView], op: str) -
     and those that left their stage's group)."""
     import signal
 
+    from app.runner.attempt import kill_timeout_of
     from app.runner.groups import find_session_processes, kill_groups, killpg
 
     by_name = {s.name: s for s in stages}
@@ -99,7 +93,7 @@ def _enforce_unrecorded(session_id: str, stages: Sequence[StageView], op: str) -
             groups = sorted({p.pgid for p in procs if killpg(p.pgid, signal.SIGSTOP)})
             verb = "stopped"
         else:
-            groups = kill_groups(procs, _kill_timeout(by_name[name]))
+            groups = kill_groups(procs, kill_timeout_of(by_name[name].config))
             verb = "removed"
         recorded = by_name[name].pid
         groups = [g for g in groups if g != recorded]  # said above
@@ -109,11 +103,4 @@ def _enforce_unrecorded(session_id: str, stages: Sequence[StageView], op: str) -
     return lines
 
 
-def _kill_timeout(stage: StageView) -> float:
-    from store.definition_base import DEFAULT_KILL_TIMEOUT
-
-    value = stage.config.get("kill_timeout")
-    return float(value) if value not in (None, "") else DEFAULT_KILL_TIMEOUT
-
-
-__all__ = ["enforce_if_no_runner", "enforce_without_runner", "without_runner"]
+__all__ = ["enforce_if_no_runner", "enforce_without_runner"]

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.runner.attempt import config_seconds as _seconds
+from app.runner.attempt import kill_timeout_of
 from app.runner.process import find_session_processes, kill_groups, kill_leftover_group
 from app.runner.store_link import StoreLink
-from store.definitions import DEFAULT_KILL_TIMEOUT
 from store.queries import SessionView, StageView
 from store.status import StageStatus
 
@@ -38,7 +37,7 @@ class Recovery(StoreLink):
             # could kill it is still recorded (retry keeps the pid) and would run beside the
             # new attempt. A process that finished fails the start-time check: no signal.
             if stage.pid and stage.host == self.host:
-                timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
+                timeout = kill_timeout_of(stage.config)
                 if kill_leftover_group(stage.pid, stage.pid_start, timeout):
                     self._say(
                         f"removed the leftover process group {stage.pid} of "
@@ -100,7 +99,7 @@ class Recovery(StoreLink):
             by_stage.setdefault(proc.stage, []).append(proc)
         for name, procs in by_stage.items():
             stage = candidates[name]
-            timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
+            timeout = kill_timeout_of(stage.config)
             groups = kill_groups(procs, timeout)
             attempts = sorted({p.attempt for p in procs if p.attempt is not None})
             if attempts:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from app.logging import Logging
-from app.runner.attempt import AttemptResult, RunningAttempt, StageOutput
+from app.runner.attempt import AttemptResult, RunningAttempt, StageOutput, kill_timeout_of
 from app.runner.attempt import config_seconds as _seconds
 from app.runner.manual_gates import ManualGates, checklist_suffix
 from app.runner.notifications import SessionAnnouncer
@@ -56,7 +56,6 @@ from app.runner.store_link import (
 )
 from store import FlowSessionManager, StageManager
 from store.changes import Lease, StageMove
-from store.definitions import DEFAULT_KILL_TIMEOUT
 from store.errors import (
     ConcurrentModification,
     InvalidTransition,
@@ -488,7 +487,7 @@ class Runner(ManualGates):
         run = stage.config.get("run")
         command = run if isinstance(run, str) else "(no command)"
         timeout = _seconds(stage.config.get("timeout"))
-        kill_timeout = _seconds(stage.config.get("kill_timeout")) or DEFAULT_KILL_TIMEOUT
+        kill_timeout = kill_timeout_of(stage.config)
         recorder = OutputRecorder(lambda text: self._say(text, "WARNING", stage.name))
         output = StageOutput(self.log, self.session_id, stage.name, recorder)
         proc = StageProcess(
