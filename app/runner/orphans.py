@@ -62,9 +62,24 @@ def enforce_without_runner(view: SessionView, op: str) -> list[str]:
             continue
         if _enforce_recorded(stage, op):
             verb = "stopped" if op == "pause" else "removed"
-            lines.append(f"{verb} the leftover process group {stage.pid} of stage {stage.name}")
-    lines += _enforce_unrecorded(view.id, stages, op)
+            line = f"{verb} the leftover process group {stage.pid} of stage {stage.name}"
+            lines.append(_recorded_in_log(view.id, stage.name, op, line))
+    for name, line in _enforce_unrecorded(view.id, stages, op):
+        lines.append(_recorded_in_log(view.id, name, op, line))
     return lines
+
+
+def _recorded_in_log(session_id: str, stage: str, op: str, line: str) -> str:
+    """The session's log keeps what was done to its processes, as it keeps a takeover's
+    removals; a delete's are only said (the log goes with the session)."""
+    if op != "delete":
+        from loguru import logger
+
+        from store.records import STAGE_CATEGORY
+
+        text = f"{op} without a runner: {line}"
+        logger.bind(category=STAGE_CATEGORY, session_id=session_id, stage=stage).warning(text)
+    return line
 
 
 def _enforce_recorded(stage: StageView, op: str) -> bool:
@@ -76,9 +91,11 @@ def _enforce_recorded(stage: StageView, op: str) -> bool:
     return kill_leftover_group(stage.pid or 0, stage.pid_start, kill_timeout_of(stage.config))
 
 
-def _enforce_unrecorded(session_id: str, stages: Sequence[StageView], op: str) -> list[str]:
+def _enforce_unrecorded(
+    session_id: str, stages: Sequence[StageView], op: str
+) -> list[tuple[str, str]]:
     """The processes of the stages that carry the session's id (the ones never recorded,
-    and those that left their stage's group)."""
+    and those that left their stage's group): (stage, what was done) per stage."""
     import signal
 
     from app.runner.attempt import kill_timeout_of
@@ -99,7 +116,7 @@ def _enforce_unrecorded(session_id: str, stages: Sequence[StageView], op: str) -
         groups = [g for g in groups if g != recorded]  # said above
         if groups:
             which = ", ".join(map(str, groups))
-            lines.append(f"{verb} the leftover process group {which} of stage {name}")
+            lines.append((name, f"{verb} the leftover process group {which} of stage {name}"))
     return lines
 
 

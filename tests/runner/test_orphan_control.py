@@ -43,6 +43,16 @@ def test_abort_of_a_session_whose_runner_is_gone_removes_its_stage_process(
     assert f"removed the leftover process group {pid} of stage nap" in result.stderr
 
 
+def test_what_an_abort_without_a_runner_did_is_kept_in_the_session_log(
+    vc: Vc, store: Store, nap: str
+) -> None:
+    sid, pid = _orphan(vc, store, nap)
+    assert vc("flow", "session", "abort", sid).returncode == 0
+    logs = vc("flow", "session", "logs", sid)
+    assert logs.returncode == 0, logs.stderr
+    assert f"abort without a runner: removed the leftover process group {pid}" in logs.stdout
+
+
 def test_pause_of_a_session_whose_runner_is_gone_stops_its_stage_process(
     vc: Vc, store: Store, nap: str
 ) -> None:
