@@ -18,7 +18,8 @@ from store.status import SessionOp, allowed_session_ops
 
 #: The shortest session id prefix a command accepts.
 MIN_PREFIX = 4
-_ID_CHARS = re.compile(r"^[A-Za-z0-9_-]+$")
+#: Session ids are generated as 32 hex digits (uuid4): nothing else can be one or a prefix.
+_ID_CHARS = re.compile(r"^[0-9a-f]+$")
 #: How often an operation that lost a race reads again and retries before giving up.
 MAX_RETRIES = 20
 
@@ -61,13 +62,15 @@ class SessionChange:
 
 
 def checked_id(session_id: str) -> str:
-    """The id or prefix as given, stripped; :class:`InvalidId` when it cannot name a
-    session (too short, or characters no id has). ``len >= 32``: a full id."""
-    given = session_id.strip()
-    if len(given) < MIN_PREFIX:
-        raise InvalidId(f"session id {given!r} is too short: give at least {MIN_PREFIX} characters")
+    """The id or prefix as given, stripped and in lower case (as ids are written);
+    :class:`InvalidId` when it cannot name a session (too short, or characters no id has).
+    ``len >= 32``: a full id."""
+    typed = session_id.strip()
+    if len(typed) < MIN_PREFIX:
+        raise InvalidId(f"session id {typed!r} is too short: give at least {MIN_PREFIX} characters")
+    given = typed.lower()
     if not _ID_CHARS.match(given):
-        raise InvalidId(f"invalid session id {given!r}")
+        raise InvalidId(f"invalid session id {typed!r}: ids are hexadecimal (0-9, a-f)")
     return given
 
 

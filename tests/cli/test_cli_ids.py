@@ -93,6 +93,24 @@ def test_an_unknown_id_is_refused_with_exit_code_one(
     assert snapshot(store_workspace) == before
 
 
+@pytest.mark.parametrize("command", ["show", "pause", "logs"])
+def test_an_id_that_is_not_hexadecimal_is_a_usage_error_whatever_the_store_holds(
+    store_workspace: Path, command: str
+) -> None:
+    create_session(store_workspace)
+    before = snapshot(store_workspace)
+    result = run("flow", "session", command, "zzzz")
+    assert result.code == 2
+    assert "ids are hexadecimal" in one_error_line(result)
+    assert snapshot(store_workspace) == before
+
+
+def test_an_id_typed_in_upper_case_names_the_session(store_workspace: Path, cli) -> None:
+    sid = create_session(store_workspace)
+    assert cli("flow", "session", "show", sid[:8].upper(), "--json").json()["id"] == sid
+    assert cli("flow", "session", "pause", sid.upper()).code == 0
+
+
 @pytest.mark.parametrize(
     "bad_id",
     [
