@@ -69,11 +69,11 @@ def duration_text(seconds: float | None) -> str:
     one-unit ``widgets.formatting.human_duration`` instead, which keeps them narrow."""
     if seconds is None:
         return "-"
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
-    if seconds < 86400:
-        return f"{seconds // 3600:.0f}h{(seconds % 3600) // 60:02.0f}m"
-    return f"{seconds // 86400:.0f}d{(seconds % 86400) // 3600:02.0f}h"
+    whole = max(0, int(seconds))  # floored, as the dashboard's: never "1m60s"
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"

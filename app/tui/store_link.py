@@ -171,7 +171,11 @@ class StoreLink(Screen[None]):
         except operations.RunnerError as exc:
             title, text, severity = f"{name}: no runner", str(exc), "warning"
         except Exception as exc:  # the store failing under it (locked, gone away)
-            title, text, severity = f"{name} failed", f"{type(exc).__name__}: {exc}", "error"
+            from app.console import failure
+
+            said = failure(exc)  # the CLI's line for the same failure
+            text = said[0] if said is not None else f"{type(exc).__name__}: {exc}"
+            title, severity = f"{name} failed", "error"
         self.post_message(OperationDone(title, text, severity))
 
     # -- failures --------------------------------------------------------------------------

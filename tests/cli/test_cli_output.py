@@ -318,3 +318,23 @@ def test_running_stages_fit_a_narrow_terminal(
     lines = cli(*argv, env={"COLUMNS": "40"}).out.splitlines()
     assert len(lines) >= 2
     assert all(cells(line) <= 40 for line in lines), [ln for ln in lines if cells(ln) > 40]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (59.7, "59s"),
+        (119.7, "1m59s"),
+        (120.0, "2m00s"),
+        (3599.9, "59m59s"),
+        (7199.5, "1h59m"),
+        (86399.9, "23h59m"),
+        (90000.0, "1d01h"),
+        (-3.0, "0s"),
+        (None, "-"),
+    ],
+)
+def test_a_duration_never_shows_a_unit_full_to_its_next(seconds: float | None, shown: str) -> None:
+    from app.console import duration_text
+
+    assert duration_text(seconds) == shown

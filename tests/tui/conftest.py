@@ -23,6 +23,7 @@ ON_POSTGRESQL = {"test_tui_live", "test_tui_keys", "test_tui_alerts", "test_tui_
 SQLITE_ONLY = {
     # holds SQLite's write lock with sqlite3 itself
     "test_event_loop_stays_free_while_the_store_is_locked",
+    "test_an_operation_that_fails_on_a_locked_store_says_so_in_one_line",
     # the store failure is injected above the database: nothing of the store is exercised
     "test_store_errors_are_one_notification_and_the_app_recovers",
     # no session, no store operation: about the screen and stderr only

@@ -10,6 +10,8 @@ import sqlite3
 import time
 from typing import Any
 
+import pytest
+
 from tests.tui.tui_testkit import (
     add_logs,
     loaded,
@@ -309,6 +311,39 @@ async def test_event_loop_stays_free_while_the_store_is_locked(
             timeout=5,
             what="the pause once the lock is gone",
         )
+
+
+@pytest.fixture
+def short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer gives up on a locked store after 0.5 s (set before ``ctx`` reads it)."""
+    monkeypatch.setenv("VC_BUSY_TIMEOUT", "0.5")
+
+
+async def test_an_operation_that_fails_on_a_locked_store_says_so_in_one_line(
+    short_busy_timeout: None, ctx: Any, make_app: Any, store_url: str
+) -> None:
+    from tests.tui.tui_testkit import notifications
+
+    sid = make_session(ctx)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        locker = sqlite3.connect(store_url.removeprefix("sqlite:///"), timeout=1)
+        try:
+            locker.execute("BEGIN IMMEDIATE")  # another writer holds the database
+            await pilot.press("p")
+
+            def failed() -> list[str]:
+                return [n for n in notifications(app) if n.startswith("pause failed")]
+
+            await wait_for(pilot, lambda: bool(failed()), timeout=10, what="the failure")
+        finally:
+            locker.rollback()
+            locker.close()
+        (said,) = failed()
+        assert "is locked" in said
+        assert "\n" not in said and "SQL" not in said and "Error" not in said
+        assert status(ctx, sid) == "PENDING"
 
 
 async def test_store_errors_are_one_notification_and_the_app_recovers(
