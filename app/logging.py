@@ -360,9 +360,9 @@ class Logging:
         self._handler_id = handler_id
         self.forgotten: set[str] = set()
 
-    def flush(self) -> None:
+    def flush(self, timeout: float = 30.0) -> None:
         if self.mirror is not None:
-            self.mirror.flush()
+            self.mirror.flush(timeout)
 
     @contextmanager
     def deleting(self, session_id: str) -> Iterator[None]:

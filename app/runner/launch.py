@@ -110,7 +110,11 @@ def start_runner(ctx: Any, session_id: str, *, only_stage: str | None = None) ->
     (a workspace with an ``app/`` package of its own would run instead): ``-P`` keeps the
     working directory off ``sys.path``, ``-E`` ignores ``PYTHONPATH``, and ``vc_main`` pins
     our packages to where vc is installed. The stage commands still get the whole
-    environment, ``PYTHONPATH`` included."""
+    environment, ``PYTHONPATH`` included. What this process logged about the session (a
+    dashboard's resume or approve) is in the store first, so the session's log keeps the
+    order things happened in: the runner's lines come after it."""
+    if ctx.logging is not None:
+        ctx.logging.flush(timeout=5.0)  # bounded: a store out of reach is the runner's to say
     log_path = ctx.logging.files.session_path(session_id) if ctx.logging else None
     return start_detached(ctx.settings, session_id, log_path, only_stage=only_stage)
 

@@ -76,6 +76,12 @@ class FlowApp(App[int]):
             return True  # posted again after the first frame (see app.tui.lifeline)
         return super().post_message(message)
 
+    def on_load(self) -> None:
+        from app.tui.threads import DaemonThreads
+
+        # before any worker starts: quitting never waits on a store write (app.tui.threads)
+        asyncio.get_running_loop().set_default_executor(DaemonThreads())
+
     def on_ready(self) -> None:
         self.lifeline.first_frame()
         # What exists at the first frame (modules, classes, the screen and its widgets)

@@ -3,6 +3,7 @@ on demand)."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -62,6 +63,14 @@ def launch(*, demo: bool = False) -> int:
             signals.restore()
         if throwaway is not None:  # once the store and the log files are closed
             print(demo_mod.remove_demo_workspace(throwaway), file=sys.stderr)
+    unfinished = app.dashboard.unfinished_operations()
+    if unfinished:
+        with contextlib.suppress(OSError):  # its terminal may be gone with its input
+            warning_line(
+                f"quit before {', '.join(unfinished)} finished (it was waiting for the "
+                "store): what it did not commit did not happen; 'vc flow session list' "
+                "shows where things are"
+            )
     if app.lifeline.reason:
         try:
             error_line(app.lifeline.reason)

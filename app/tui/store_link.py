@@ -88,6 +88,8 @@ class StoreLink(Screen[None]):
         self._deadline: Timer | None = None
         self._pid_check: Timer | None = None
         self._clock_reread_at = -WATCH_MIN_GAP
+        self._operations_lock = threading.Lock()
+        self._operations_running: list[str] = []
 
     def request_refresh(self) -> None:
         """Read again what is shown (the subclass knows what that is)."""
@@ -159,6 +161,8 @@ class StoreLink(Screen[None]):
 
         severity: SeverityLevel = "information"
         title = name
+        with self._operations_lock:
+            self._operations_running.append(name)
         try:
             done = operation(self.ctx, *args)
             if isinstance(done, operations.Done):
@@ -176,7 +180,20 @@ class StoreLink(Screen[None]):
             said = failure(exc)  # the CLI's line for the same failure
             text = said[0] if said is not None else f"{type(exc).__name__}: {exc}"
             title, severity = f"{name} failed", "error"
+        finally:
+            with self._operations_lock:
+                self._operations_running.remove(name)
+        if self.ctx.logging is not None:
+            # the operation's lines in the store now, not at the mirror's next turn: a
+            # runner that acts on the change logs after them, in the session's log too
+            self.ctx.logging.flush(timeout=5.0)
         self.post_message(OperationDone(title, text, severity))
+
+    def unfinished_operations(self) -> list[str]:
+        """The operations still running (waiting on the store), which quitting abandons
+        (app.tui.threads)."""
+        with self._operations_lock:
+            return list(self._operations_running)
 
     # -- failures --------------------------------------------------------------------------
 

@@ -193,6 +193,41 @@ def test_a_dashboard_whose_input_is_at_its_end_exits_saying_so(
     )
 
 
+def test_q_leaves_at_once_while_a_pause_waits_for_a_locked_store(
+    workspace: Path, dashboards: list[PtyDashboard]
+) -> None:
+    import sqlite3
+
+    made = subprocess.run(
+        [sys.executable, "-m", "app.main", "flow", "session", "create", "hello"],
+        cwd=workspace,
+        env=vc_env({}),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    sid = made.stdout.strip()
+    dashboard = PtyDashboard(workspace, env={"VC_BUSY_TIMEOUT": "30"})
+    dashboards.append(dashboard)
+    dashboard.wait_for("greet")  # the session is selected: its stages are shown
+    locker = sqlite3.connect(workspace / ".vc" / "flow.db", timeout=1)
+    try:
+        locker.execute("BEGIN IMMEDIATE")  # another writer holds the database
+        os.write(dashboard.master, b"p")
+        time.sleep(0.5)  # the pause is waiting for the lock
+        started = time.monotonic()
+        os.write(dashboard.master, b"q")
+        assert _exits(dashboard.process, "q") == 0
+        assert time.monotonic() - started < 5.0  # not the busy timeout, not the deadline
+    finally:
+        locker.rollback()
+        locker.close()
+    assert "quit before pause finished" in " ".join(dashboard.text.split())
+    with sqlite3.connect(workspace / ".vc" / "flow.db") as db:
+        (status,) = db.execute("SELECT status FROM flow_sessions WHERE id = ?", (sid,)).fetchone()
+    assert status == "PENDING"  # the abandoned pause wrote nothing
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
 def test_a_signal_ends_a_dashboard_like_q(
     workspace: Path, dashboards: list[PtyDashboard], signum: int

@@ -78,6 +78,32 @@ async def test_g_approves_the_gate_and_resumes_the_session_waiting_at_it(
         )
 
 
+async def test_g_is_in_the_session_log_before_what_the_runner_did_after_it(
+    ctx: Any, make_app: Any, vc: Any
+) -> None:
+    from store.queries import read_logs
+
+    (ctx.settings.workflows_dir / "gated.yaml").write_text(
+        "stages:\n  - {name: build, run: echo built}\n  - {name: qa}\n"
+        "  - {name: ship, run: echo shipped}\n"
+    )
+    run = vc("flow", "run", "gated", "--detach")
+    assert run.returncode == 0, run.stderr
+    sid = run.stdout.strip().splitlines()[-1]
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await wait_for(pilot, lambda: status(ctx, sid) == "PAUSED", what="waiting at qa")
+        await pilot.press("g")
+        await wait_for(pilot, lambda: status(ctx, sid) == "COMPLETED", what="COMPLETED")
+    with ctx.factory() as db:
+        texts = [line.text for line in read_logs(db, sid)]
+        db.commit()
+    approved = next(i for i, text in enumerate(texts) if text.startswith("approve "))
+    shipped = next(i for i, text in enumerate(texts) if "shipped" in text)
+    assert approved < shipped, texts
+
+
 async def test_g_with_two_gates_waiting_is_refused_saying_which_command_names_one(
     ctx: Any, make_app: Any
 ) -> None:
