@@ -286,13 +286,15 @@ class _Display:
             self._thread.start()
 
     def _gate_part(self) -> str:
+        from app.runner.notifications import action
         from app.runner.runner import checklist_suffix
         from store.text import clean_text
 
         runner = self._runner
+        _, command = action("gate", self.sid, gate=runner.waiting_at)
         return clean_text(
-            f"{runner.waiting_at}: manual gate, waiting for "
-            f"'vc flow session resume {self.sid[:12]}'" + checklist_suffix(runner.waiting_checklist)
+            f"{runner.waiting_at}: manual gate, waiting for '{command}'"
+            + checklist_suffix(runner.waiting_checklist)
         )
 
     def _stage_part(self) -> str:

@@ -523,7 +523,7 @@ def wait_cmd(
         elif state.gate is not None:
             from app.runner.notifications import action
 
-            _, command = action("gate", sid)
+            _, command = action("gate", sid, gate=state.gate)
             _note(f"{short} ({name}) waits at the manual gate {clean_text(state.gate)}: {command}")
         elif state.status == "PAUSED":
             _note(f"{short} ({name}) is PAUSED: 'vc flow session resume {short}' goes on")

@@ -60,9 +60,11 @@ class ManualGates(Supervision):
         self._gate_pause = name
         self.waiting_at = name
         self.waiting_checklist = stage.checklist
+        from app.runner.notifications import action
+
+        _, command = action("gate", self.session_id, gate=name)
         self._say(
-            f"manual gate {name}: waiting for "
-            f"'vc flow session resume {self.session_id[:12]}'{checklist_suffix(stage.checklist)}",
+            f"manual gate {name}: waiting for '{command}'{checklist_suffix(stage.checklist)}",
             stage=name,
         )
         self._notify()

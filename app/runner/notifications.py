@@ -56,14 +56,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: The command that acts on each kind of event, in one place: ``{id}`` is the session id (12
-#: characters, as everywhere), ``{workflow}`` its workflow. A gate is passed by ``resume``
-#: until ``vc flow session approve`` exists; then only this line changes.
+#: characters, as everywhere), ``{workflow}`` its workflow, ``{gate}`` the gate that waits
+#: (named: with several gates waiting, a bare approve is refused, and a resume would pass
+#: whichever waits first, not the one the message is about).
 ACTIONS: dict[str, tuple[str, str]] = {
     "failure": (
         "Run it again",
         "vc flow session retry {id} && vc flow run {workflow} --session {id}",
     ),
-    "gate": ("Approve", "vc flow session resume {id}"),
+    "gate": ("Approve", "vc flow session approve {id} {gate}"),
     "success": ("Details", "vc flow session show {id}"),
 }
 LOGS_COMMAND = "vc flow session logs {id}"
@@ -75,10 +76,16 @@ CATEGORY = "workflow.session.integration"
 _NOTIFY_TYPES = {"failure": "failure", "gate": "warning", "success": "success"}
 
 
-def action(kind: str, session_id: str, workflow_id: str = "") -> tuple[str, str]:
-    """(label, command) acting on an event of ``kind`` of a session."""
+def action(
+    kind: str, session_id: str, workflow_id: str = "", gate: str | None = None
+) -> tuple[str, str]:
+    """(label, command) acting on an event of ``kind`` of a session (``gate``: the gate of
+    a gate event, quoted for a shell: a matrix instance's name has brackets)."""
+    import shlex
+
     label, command = ACTIONS[kind]
-    return label, command.format(id=session_id[:12], workflow=workflow_id)
+    named = shlex.quote(gate) if gate else ""
+    return label, command.format(id=session_id[:12], workflow=workflow_id, gate=named).rstrip()
 
 
 def notify_timeout() -> float:
@@ -162,7 +169,7 @@ def compose(event: Event, facts: SessionFacts) -> Message:
         title = f"vc: {workflow} completed: {name}"
         after = f" in {took}" if took else ""
         lines.append(f"{who} COMPLETED on host {facts.host}{after}.")
-    label, command = action(event.kind, sid, facts.workflow_id)
+    label, command = action(event.kind, sid, facts.workflow_id, event.stage)
     lines.append(f"{label}: {command}")
     lines.append(f"Its log: {LOGS_COMMAND.format(id=sid[:12])}")
     return Message(title, "\n".join(lines), _NOTIFY_TYPES[event.kind])

@@ -278,7 +278,7 @@ def load_alerts(db: Any, after_event_id: int | None) -> tuple[int, list[Alert]]:
             alerts.append(Alert(a.session_id, a.kind, "session failed", text))
             continue
         checks = f"; check: {'; '.join(clean_text(c) for c in a.checklist)}" if a.checklist else ""
-        _, command = action("gate", a.session_id)
+        _, command = action("gate", a.session_id, gate=a.stage)
         text = f"{where} waits at the manual gate {clean_text(a.stage or '')}{checks} ({command})"
         alerts.append(Alert(a.session_id, a.kind, "waiting at a gate", text))
     return last, alerts

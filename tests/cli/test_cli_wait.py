@@ -101,7 +101,7 @@ def test_a_gate_is_not_an_end_and_its_end_is_seen_from_another_host(vc: Vc, stor
         note = waiter.stderr.readline()
         assert note == (
             f"vc: {sid[:12]} ({store.view(sid).name}) waits at the manual gate approve: "
-            f"vc flow session resume {sid[:12]}\n"
+            f"vc flow session approve {sid[:12]} approve\n"
         )
         assert waiter.poll() is None  # still waiting: a gate is not an end
         assert (

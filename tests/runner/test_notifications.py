@@ -80,8 +80,8 @@ def test_a_gate_message_lists_the_checklist_and_the_command_that_passes_it() -> 
     assert message.notify_type == "warning"
     assert "waits at the manual gate approve on host build-01 (running for 5m00s)" in message.body
     assert "  - row counts\n  - diff" in message.body
-    assert f"Approve: {action('gate', FACTS.session_id)[1]}" in message.body
-    assert "vc flow session resume 3f2a1b2c3d4e" in message.body  # until `approve` exists
+    assert f"Approve: {action('gate', FACTS.session_id, gate='approve')[1]}" in message.body
+    assert "Approve: vc flow session approve 3f2a1b2c3d4e approve\n" in message.body
 
 
 def test_a_success_message_says_how_long_it_took() -> None:
@@ -272,3 +272,8 @@ def test_importing_the_announcer_does_not_import_apprise() -> None:
     code = "import sys, app.runner.runner; print('apprise' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_approve_command_of_a_matrix_gate_is_quoted_for_a_shell() -> None:
+    _, command = action("gate", "3f2a1b2c3d4e5f60", gate="qa[os=linux]")
+    assert command == "vc flow session approve 3f2a1b2c3d4e 'qa[os=linux]'"

@@ -71,7 +71,7 @@ def test_the_receiver_gets_the_gate_and_the_failure_with_what_to_do(
         f'Session "release 7" ({sid}) of workflow release',
         "waits at the manual gate approve on host",
         "  - changelog reviewed\n  - numbers look right",
-        f"vc flow session resume {sid[:12]}",
+        f"vc flow session approve {sid[:12]} approve",
         f"vc flow session logs {sid[:12]}",
     ):
         assert part in gate.message, part

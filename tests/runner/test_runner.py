@@ -363,7 +363,7 @@ def test_a_waiting_gate_shows_its_checklist_in_the_log_show_and_status(
         what="the gate's waiting line in the store",
     )[0]
     assert waiting == (
-        f"manual gate approve: waiting for 'vc flow session resume {sid[:12]}'; "
+        f"manual gate approve: waiting for 'vc flow session approve {sid[:12]} approve'; "
         "checklist: changelog reviewed"
     )
     assert "checklist: changelog reviewed" in vc("flow", "session", "show", sid).stdout

@@ -84,7 +84,7 @@ async def test_a_gate_reached_pops_up_with_its_checklist_and_how_to_pass_it(
         await wait_for(pilot, lambda: alerts(app), what="the gate to pop up")
         assert alerts(app) == [
             f"waiting at a gate: release 1.2 ({sid[:12]}, gate) waits at the manual gate "
-            f"approve; check: changelog reviewed (vc flow session resume {sid[:12]})"
+            f"approve; check: changelog reviewed (vc flow session approve {sid[:12]} approve)"
         ]
 
 
