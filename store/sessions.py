@@ -535,8 +535,8 @@ class SessionOperations(ManagerBase):
         )
 
     def retry(self, session_id: str, *, expected_version: int | None = None) -> SessionChange:
-        """FAILED -> PENDING; failed and aborted stages reset to PENDING (attempt kept),
-        COMPLETED stages kept."""
+        """FAILED -> PENDING; failed and aborted stages reset to PENDING (attempt kept; their
+        error, exit code and end forgotten: the events keep them), COMPLETED stages kept."""
 
         def after(conn: Connection, sid: str, now: float) -> None:
             unfinished = _ST.c.status != StageStatus.COMPLETED
@@ -548,6 +548,7 @@ class SessionOperations(ManagerBase):
                 status=StageStatus.PENDING,
                 progress=0.0,
                 error=None,
+                exit_code=None,
                 finished_at=None,
             )
 

@@ -104,7 +104,8 @@ def plan_stage_move(
     the move, or when a new attempt's number is not above the stored one. Entering ACTIVE
     from PENDING (or with ``new_attempt``) starts a new attempt: its outputs, exit code and
     error start empty. A final state records when it ended; COMPLETED is 100 % done; a
-    move back to PENDING forgets progress, end and process."""
+    move back to PENDING forgets progress, end, process and exit code (none of its
+    attempts is running or has ended)."""
     target = request.target
     name = current.name
     if request.expected_version is not None and current.version != request.expected_version:
@@ -151,6 +152,6 @@ def plan_stage_move(
         if target == StageStatus.COMPLETED:
             values["progress"] = 100.0
     if target == StageStatus.PENDING:
-        values.update(progress=0.0, finished_at=None, pid=None, pid_start=None)
+        values.update(progress=0.0, finished_at=None, pid=None, pid_start=None, exit_code=None)
     moved = current.status != target or "attempt" in values
     return MovePlan(values, attempt, STAGE_OPS[target] if moved else None)

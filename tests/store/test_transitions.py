@@ -153,6 +153,32 @@ def test_retry_resets_failed_stages_keeps_completed_and_attempts(managers, hello
     assert after[1].attempt == 1
 
 
+def test_retry_forgets_the_exit_code_and_error_of_the_stages_it_resets(managers, hello_definition):
+    sessions, stages = managers
+    sid = _make(managers, hello_definition, S.ACTIVE)
+    first = stages.list_stages(sid)[0]
+    stages.update_stage_status(first.id, StageStatus.ACTIVE)
+    stages.update_stage_status(first.id, StageStatus.FAILED, error="exit code 7", exit_code=7)
+    sessions.fail(sid, "stage greet failed")
+    sessions.retry(sid)
+    reset = stages.list_stages(sid)[0]
+    assert (reset.status, reset.exit_code, reset.error, reset.finished_at) == (
+        S.PENDING,
+        None,
+        None,
+        None,
+    )
+
+
+def test_a_stage_moved_back_to_pending_keeps_no_exit_code(managers, hello_definition):
+    _, stages = managers
+    sid = _make(managers, hello_definition, S.ACTIVE)
+    first = stages.list_stages(sid)[0]
+    stages.update_stage_status(first.id, StageStatus.ACTIVE)
+    stages.update_stage_status(first.id, StageStatus.PENDING, exit_code=-15)
+    assert stages.list_stages(sid)[0].exit_code is None
+
+
 def test_complete_is_refused_while_a_stage_is_not_completed(managers, hello_definition):
     sessions, _ = managers
     sid = _make(managers, hello_definition, S.ACTIVE)
