@@ -59,6 +59,7 @@ MAX_PARAM_TEXT = 4096
 """Longest parameter value accepted, in characters: it becomes an environment variable."""
 MAX_INT = 2**63 - 1
 """Integer parameters are 64-bit, like every tool a stage may hand them to."""
+MIN_INT = -(2**63)
 
 ParamType = Literal["str", "int", "float", "bool"]
 ParamValue = bool | int | float | str

@@ -19,6 +19,7 @@ from store.definition_base import (
     INT_TEXT,
     MAX_INT,
     MAX_PARAM_TEXT,
+    MIN_INT,
     PARAM_TYPES,
     TRUE_WORDS,
     DefinitionModel,
@@ -57,7 +58,7 @@ def _param_value(ptype: str, value: object) -> ParamValue:
     if ptype == "int":
         if not isinstance(inner, int):
             raise problem(f"expected an integer, got {describe(value)}")
-        if abs(inner) > MAX_INT:
+        if not MIN_INT <= inner <= MAX_INT:
             raise problem(f"expected a 64-bit integer, got {describe(value)}")
         return inner
     number = float(inner)
@@ -188,7 +189,7 @@ class ParamDefinition(DefinitionModel):
                 value = float(value)
                 if not math.isfinite(value):
                     raise ValueError(self.accepts())
-            elif abs(value) > MAX_INT:
+            elif not MIN_INT <= value <= MAX_INT:
                 raise ValueError(self.accepts())
             parsed = value
         else:
@@ -215,7 +216,7 @@ class ParamDefinition(DefinitionModel):
             if not INT_TEXT.fullmatch(stripped) or len(stripped) > 20:
                 raise ValueError(self.accepts())
             number = int(stripped)
-            if abs(number) > MAX_INT:
+            if not MIN_INT <= number <= MAX_INT:
                 raise ValueError(self.accepts())
             return number
         if not FLOAT_TEXT.fullmatch(stripped) or len(stripped) > 64:

@@ -216,6 +216,22 @@ def test_values_given_as_text_are_parsed_by_type_and_defaults_fill_the_rest(
     assert "note" not in values  # optional, no default, no value: not set
 
 
+@pytest.mark.parametrize("given", ["-9223372036854775808", "9223372036854775807"])
+def test_an_int_parameter_takes_the_whole_64_bit_range(given: str) -> None:
+    definition = ParamDefinition(type="int")
+    assert definition.parse(given) == int(given)
+    assert definition.coerce(int(given)) == int(given)
+
+
+@pytest.mark.parametrize("given", ["-9223372036854775809", "9223372036854775808"])
+def test_an_int_parameter_refuses_what_64_bits_cannot_hold(given: str) -> None:
+    definition = ParamDefinition(type="int")
+    with pytest.raises(ValueError):
+        definition.parse(given)
+    with pytest.raises(ValueError):
+        definition.coerce(int(given))
+
+
 def test_typed_values_are_accepted_from_the_python_api(etl: WorkflowDefinition) -> None:
     values = etl.resolve_params({"target": "staging", "shards": 64, "rate": 1, "dry": False})
     assert (values["shards"], values["rate"], values["dry"]) == (64, 1.0, False)
