@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,8 @@ class Settings:
             "VC_STALE_AFTER", STALE_AFTER, above=HEARTBEAT_INTERVAL, what="the heartbeat interval"
         )
         _seconds("VC_BUSY_TIMEOUT", 0.0)  # read by the store itself; checked here
+        _seconds("VC_NOTIFY_TIMEOUT", 10.0, above=0.0, below=3600.0)  # read by the runner
+        _check_database_url(os.environ.get("VC_DATABASE_URL", ""))
         workspace = workspace_dir()
         return cls(
             workspace=workspace,
@@ -46,10 +49,17 @@ class Settings:
         )
 
 
-def _seconds(name: str, default: float, *, above: float | None = None, what: str = "") -> float:
+def _seconds(
+    name: str,
+    default: float,
+    *,
+    above: float | None = None,
+    below: float | None = None,
+    what: str = "",
+) -> float:
     """The number of seconds in variable ``name`` (``default`` when unset or empty): a
     finite number, greater than ``above`` (None: at least 0), which the message calls
-    ``what``."""
+    ``what``, and less than ``below`` (None: no bound)."""
     text = os.environ.get(name, "").strip()
     if not text:
         return default
@@ -57,11 +67,33 @@ def _seconds(name: str, default: float, *, above: float | None = None, what: str
         value = float(text)
     except ValueError:
         value = math.nan
-    if math.isfinite(value) and (value > above if above is not None else value >= 0):
+    low_ok = value > above if above is not None else value >= 0
+    if math.isfinite(value) and low_ok and (below is None or value < below):
         return value
     limit = f"above {above:g}" if above is not None else "of at least 0"
+    if below is not None:
+        limit += f" and below {below:g}"
     why = f" ({what})" if what else ""
     raise SettingError(f"{name} must be a number of seconds {limit}{why}; got {text!r}")
+
+
+#: The stores vc keeps its schema in: SQLite and PostgreSQL, through any driver SQLAlchemy
+#: has for them (``postgresql+psycopg`` is the one installed).
+_DATABASE_URL = re.compile(r"(sqlite|postgresql)(\+[A-Za-z0-9_]+)?://.*", re.DOTALL)
+
+
+def _check_database_url(url: str) -> None:
+    """A ``VC_DATABASE_URL`` that can never name a store vc uses is a usage error (exit
+    2) naming the variable, before anything is opened; one that names a store out of
+    reach is the store's refusal, found when it is opened (exit 1)."""
+    if url and not _DATABASE_URL.fullmatch(url.strip()):
+        from store.text import clean_text
+
+        shown = re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", url)  # never a password
+        raise SettingError(
+            "VC_DATABASE_URL must be a SQLite or PostgreSQL URL (sqlite:///PATH, "
+            f"postgresql+psycopg://USER@HOST/DB); got {clean_text(repr(shown))}"
+        )
 
 
 def _path(value: str | None, default: Path) -> Path:

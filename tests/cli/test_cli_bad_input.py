@@ -669,6 +669,13 @@ def test_run_queue_of_an_existing_session_is_refused_and_changes_nothing(
         ("VC_STALE_AFTER", "2"),  # one heartbeat: every live runner would look gone
         ("VC_BUSY_TIMEOUT", "abc"),
         ("VC_BUSY_TIMEOUT", "-1"),
+        ("VC_NOTIFY_TIMEOUT", "abc"),
+        ("VC_NOTIFY_TIMEOUT", "0"),
+        ("VC_NOTIFY_TIMEOUT", "inf"),
+        ("VC_NOTIFY_TIMEOUT", "3600"),
+        ("VC_DATABASE_URL", "not a url"),
+        ("VC_DATABASE_URL", "bogus://x"),
+        ("VC_DATABASE_URL", "mysql://u@h/db"),
     ],
 )
 @pytest.mark.parametrize(

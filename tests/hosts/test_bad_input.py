@@ -21,8 +21,8 @@ COMMANDS = [
 ]
 
 
-def _one_line_error(result) -> str:  # type: ignore[no-untyped-def]
-    assert result.returncode == 1, (result.stdout, result.stderr)
+def _one_line_error(result, code: int = 1) -> str:  # type: ignore[no-untyped-def]
+    assert result.returncode == code, (result.stdout, result.stderr)
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
@@ -42,16 +42,20 @@ def test_unreachable_server_is_one_line_naming_host_and_port(workspace, args):
 
 
 @pytest.mark.parametrize(
-    ("url", "expected"),
+    ("url", "expected", "code"),
     [
-        ("not a url", "invalid database URL"),
-        ("nosuchdriver://user@host/db", "nosuchdriver"),
-        ("postgresql+psycopg://postgres@nosuchhost.invalid:5432/test", "nosuchhost.invalid"),
-        ("postgresql+psycopg://postgres:s3cret@127.0.0.1:1/test", "127.0.0.1"),
+        # a URL that can never name a store vc uses: a usage error naming the variable
+        ("not a url", "VC_DATABASE_URL must be a SQLite or PostgreSQL URL", 2),
+        ("nosuchdriver://user@host/db", "got 'nosuchdriver://user@host/db'", 2),
+        ("mysql://user:s3cret@host/db", "got 'mysql://user:***@host/db'", 2),
+        # a store out of reach: the store's refusal
+        ("postgresql+nosuchdriver://user:s3cret@host/db", "nosuchdriver", 1),
+        ("postgresql+psycopg://postgres@nosuchhost.invalid:5432/test", "nosuchhost.invalid", 1),
+        ("postgresql+psycopg://postgres:s3cret@127.0.0.1:1/test", "127.0.0.1", 1),
     ],
 )
-def test_wrong_url_is_one_line(workspace, url, expected):
+def test_wrong_url_is_one_line(workspace, url, expected, code):
     result = run_vc("flow", "session", "list", env={"VC_DATABASE_URL": url}, timeout=30)
-    line = _one_line_error(result)
+    line = _one_line_error(result, code)
     assert expected in line
     assert "s3cret" not in line  # passwords are never echoed
