@@ -235,10 +235,18 @@ def ensure_runner(ctx: Any, session_id: str) -> RunnerStart | None:
     """
     from store.queries import get_session_view
 
-    with ctx.factory() as db:
-        view = get_session_view(db, session_id)
-    if view is None or view.status != "ACTIVE":
+    def runner_needed() -> bool:
+        """ACTIVE, and no live runner holds it."""
+        with ctx.factory() as db:
+            view = get_session_view(db, session_id)
+            db.commit()
+        if view is None or view.status != "ACTIVE":
+            return False
+        return view.runner_pid is None or view.orphaned
+
+    if not runner_needed():
         return None
-    if view.runner_pid is not None and not view.orphaned:
-        return None
-    return start_runner(ctx, session_id)
+    started = start_runner(ctx, session_id)
+    if not started.started and not runner_needed():
+        return None  # a worker (or another resume) took it meanwhile: it runs, as asked
+    return started

@@ -80,3 +80,30 @@ def test_a_runner_that_cannot_be_executed_failed(
 
 def test_ensure_runner_starts_none_for_a_session_that_is_not_active(ctx: Any) -> None:
     assert launch.ensure_runner(ctx, _new_session(ctx)) is None
+
+
+def test_ensure_runner_is_content_when_another_runner_took_the_session_meanwhile(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker claims the orphan between the check and the runner's own claim: the
+    runner started for it is refused, and the session runs all the same."""
+    import os
+    import subprocess
+
+    from store.identity import local_host
+
+    sid = _new_session(ctx)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with ctx.factory() as db:  # its runner is gone: an orphan
+        ctx.sessions(db).start_session(sid, runner_host=local_host(), runner_pid=dead.pid)
+
+    def worker_wins(ctx: Any, session_id: str, **_: Any) -> launch.RunnerStart:
+        with ctx.factory() as db:  # the worker's claim, as the runner started here loses it
+            ctx.sessions(db).start_session(
+                session_id, runner_host=local_host(), runner_pid=os.getpid()
+            )
+        return launch.RunnerStart("refused", message="it has a live runner")
+
+    monkeypatch.setattr(launch, "start_runner", worker_wins)
+    assert launch.ensure_runner(ctx, sid) is None
