@@ -295,12 +295,35 @@ class DashboardScreen(StoreLink):
         if question is None:
             self.run_operation(name, run, (session_id,))
             return
+        refused = self._refused_as_shown(name, session_id)
+        if refused is not None:  # no question for what cannot happen
+            self.notify(refused, title=f"{name} refused", severity="warning", markup=False)
+            return
 
         def answered(yes: bool | None) -> None:
             if yes:
                 self.run_operation(name, run, (session_id,))
 
         self.app.push_screen(ConfirmScreen(Text(question), title=name.title()), answered)
+
+    def _refused_as_shown(self, name: str, session_id: str) -> str | None:
+        """Why operation ``name`` cannot apply to the session as its row shows it (the
+        state table's refusal), or None. The store still decides: this only spares a
+        question whose "yes" could only be refused."""
+        from store.records import refusal
+        from store.status import SessionOp, SessionStatus, allowed_session_ops
+
+        row = next((r for r in self.table.rows if r.id == session_id), None)
+        if row is None:
+            return None
+        if name not in allowed_session_ops(row.status):
+            return str(refusal(session_id, SessionOp(name), row.status))
+        if name == "delete" and row.status == SessionStatus.ACTIVE and not row.orphaned:
+            return (
+                f"cannot delete session {session_id[:12]}: it is ACTIVE with a live runner; "
+                "pause or abort it first"
+            )
+        return None
 
     def _row_name(self, session_id: str) -> str:
         row = next((r for r in self.table.rows if r.id == session_id), None)

@@ -155,6 +155,35 @@ async def test_p_r_a_on_a_real_runner(ctx: Any, make_app: Any, vc: Any) -> None:
         assert view(ctx, sid).reason == "aborted"
 
 
+async def test_a_on_a_failed_session_is_refused_without_asking(ctx: Any, make_app: Any) -> None:
+    sid = make_session(ctx, state="FAILED")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("a")
+        await wait_for(pilot, lambda: notifications(app), what="the refusal")
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert notifications(app) == [
+            f"abort refused: cannot abort session {sid[:12]}: it is FAILED; allowed: retry, delete"
+        ]
+
+
+async def test_d_on_a_session_with_a_live_runner_is_refused_without_asking(
+    ctx: Any, make_app: Any
+) -> None:
+    sid = make_session(ctx, state="ACTIVE")  # its runner is this process: alive
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: notifications(app), what="the refusal")
+        assert not isinstance(app.screen, ConfirmScreen)
+        (said,) = notifications(app)
+        assert said.startswith(f"delete refused: cannot delete session {sid[:12]}")
+        assert "pause or abort it first" in said and "--force" not in said
+        assert status(ctx, sid) == "ACTIVE"
+
+
 async def test_a_asks_first_and_n_keeps_the_session(ctx: Any, make_app: Any) -> None:
     sid = make_session(ctx, name="keep me [b]safe[/b]")
     app = make_app()
