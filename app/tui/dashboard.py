@@ -293,7 +293,11 @@ class DashboardScreen(StoreLink):
             return
         question = keys.confirm_question(key, self._row_name(session_id), session_id)
         if question is None:
-            self.run_operation(name, run, (session_id,))
+            args: tuple[str | None, ...] = (session_id,)
+            if name == "approve":  # with several gates waiting, the one under the cursor
+                row = self.stages.cursor_row
+                args = (session_id, row.name if row is not None else None)
+            self.run_operation(name, run, args)
             return
         refused = self._refused_as_shown(name, session_id)
         if refused is not None:  # no question for what cannot happen

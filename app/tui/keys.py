@@ -100,7 +100,7 @@ KEYS: tuple[Key, ...] = (
         "g",
         "approve",
         operations.approve,
-        description="approve the manual gate waiting in it: the gate passes",
+        description="pass its waiting gate (or the one at the stage cursor)",
         title="Approve gate",
         footer=None,
     ),

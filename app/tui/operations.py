@@ -87,20 +87,27 @@ def resume(ctx: Any, session_id: str) -> str | Done:
     return _with_runner(ctx, session_id, f"{change.to_status}: {_short(session_id)}")
 
 
-def approve(ctx: Any, session_id: str) -> str | Done:
-    """As ``vc flow session approve ID``: the session's only waiting gate passes (it
+def approve(ctx: Any, session_id: str, under_cursor: str | None = None) -> str | Done:
+    """As ``vc flow session approve ID [GATE]``: the session's only waiting gate passes (it
     resumes if it waits there), and a session left ACTIVE without a live runner gets one.
-    With several gates waiting it is refused, naming them; the command line names one."""
+    With several gates waiting, the one under the stage list's cursor (``under_cursor``)
+    passes; with the cursor on none of them it is refused, naming them."""
     from store.errors import GateRefused
 
     with ctx.factory() as db:
+        mgr = manager(db)
         try:
-            change = manager(db).approve(session_id)
+            change = mgr.approve(session_id)
         except GateRefused as exc:
             if len(exc.waiting) < 2:
                 raise
-            how = f"with 'vc flow session approve {_short(session_id)} GATE'"
-            raise GateRefused(f"{exc} {how}", exc.current, exc.allowed, exc.waiting) from None
+            if under_cursor not in exc.waiting:
+                how = (
+                    "with the stage cursor on it, or with "
+                    f"'vc flow session approve {_short(session_id)} GATE'"
+                )
+                raise GateRefused(f"{exc} {how}", exc.current, exc.allowed, exc.waiting) from None
+            change = mgr.approve(session_id, under_cursor)
     note = f"{change.to_status}: {_short(session_id)}; gate {change.stage} approved"
     return _with_runner(ctx, session_id, note)
 

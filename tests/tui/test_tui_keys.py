@@ -78,6 +78,25 @@ async def test_g_approves_the_gate_and_resumes_the_session_waiting_at_it(
         )
 
 
+async def test_g_with_two_gates_waiting_approves_the_one_under_the_stage_cursor(
+    ctx: Any, make_app: Any
+) -> None:
+    sid = make_gated_session(ctx, ("qa", "legal"))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await wait_for(pilot, lambda: len(app.dashboard.stages.stages) == 4, what="stages")
+        app.dashboard.stages.focus()
+        for _ in range(4):
+            if (row := app.dashboard.stages.cursor_row) is not None and row.name == "legal":
+                break
+            await pilot.press("down")
+        await pilot.press("g")
+        await wait_for(pilot, lambda: notifications(app), what="the note")
+        stages = {s.name: s.status for s in view(ctx, sid).stages}
+        assert (stages["qa"], stages["legal"]) == ("PAUSED", "COMPLETED")
+
+
 async def test_g_is_in_the_session_log_before_what_the_runner_did_after_it(
     ctx: Any, make_app: Any, vc: Any
 ) -> None:
@@ -115,7 +134,8 @@ async def test_g_with_two_gates_waiting_is_refused_saying_which_command_names_on
         await wait_for(pilot, lambda: notifications(app), what="the refusal")
         assert notifications(app) == [
             f"approve refused: session {sid[:12]} has 2 gates waiting: qa, legal; name the "
-            f"one to approve with 'vc flow session approve {sid[:12]} GATE'"
+            f"one to approve with the stage cursor on it, or with "
+            f"'vc flow session approve {sid[:12]} GATE'"
         ]
         stages = {s.name: s.status for s in view(ctx, sid).stages}
         assert (stages["qa"], stages["legal"]) == ("PAUSED", "PAUSED")
