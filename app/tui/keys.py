@@ -201,7 +201,13 @@ KEYS: tuple[Key, ...] = (
         footer="Help",
         binding="question_mark",
     ),
-    Key("q", "quit (sessions keep running)", action="quit", footer="Quit", on_app=True),
+    Key(
+        "q",
+        "quit (sessions keep running; --demo stops its own)",
+        action="quit",
+        footer="Quit",
+        on_app=True,
+    ),
 )
 
 OPERATIONS: dict[str, Key] = {key.operation: key for key in KEYS if key.operation is not None}
