@@ -208,14 +208,18 @@ class SessionTable(ScrollView, can_focus=True):
 
         The cursor stays on the same session if it is in the new window (it follows the session
         when rows above it were inserted or removed); otherwise it keeps its index. The scroll
-        position is kept (only clamped if the table shrank).
+        position is kept (only clamped if the table shrank), unless the cursor was in view and
+        following its session took it out: then the table scrolls to keep it in view.
         """
+        in_view = self._cursor_in_view()
         changed = self._window.load(offset, rows, total)
         if changed:
             self._clear_caches()
         self.virtual_size = Size(0, self.total + 1)
         if self.scroll_offset.y > self.max_scroll_y:
             self.scroll_to(y=self.max_scroll_y, animate=False)
+        if in_view and not self._cursor_in_view():
+            self._scroll_to_cursor()
         self._window.settle(self.window_offset, self._visible_span())
         self._post_highlight()
         if changed:
@@ -234,6 +238,10 @@ class SessionTable(ScrollView, can_focus=True):
             self._scroll_to_cursor()
         self._post_highlight()
         self._ensure_window()
+
+    def _cursor_in_view(self) -> bool:
+        top = int(self.scroll_offset.y)
+        return top <= self.cursor_index < top + max(1, self.visible_rows)
 
     def _scroll_to_cursor(self) -> None:
         visible = max(1, self.visible_rows)
@@ -328,6 +336,7 @@ class SessionTable(ScrollView, can_focus=True):
 
     def on_resize(self, event: events.Resize) -> None:
         self._clear_caches()
+        self._scroll_to_cursor()  # a smaller table keeps its cursor in view
         self._ensure_window()
 
     def on_focus(self, event: events.Focus) -> None:

@@ -202,6 +202,45 @@ async def test_cursor_stays_on_session_after_refresh() -> None:
         assert app.highlights[-1] == table.selected_id
 
 
+def cursor_in_view(table: SessionTable) -> bool:
+    top = int(table.scroll_offset.y)
+    return top <= table.cursor_index < top + table.visible_rows
+
+
+async def test_sessions_inserted_above_never_push_the_cursor_out_of_view() -> None:
+    app = TableApp()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        table = app.query_one(SessionTable)
+        table.focus()
+        for _ in range(table.visible_rows - 2):
+            await pilot.press("down")
+        await pilot.pause()
+        session_id = table.selected_id
+        app.inserted = 30
+        app.total += 30
+        app.answer(*table.wanted_window)
+        await pilot.pause()
+        assert table.selected_id == session_id
+        assert cursor_in_view(table)
+
+
+async def test_a_table_made_smaller_keeps_its_cursor_in_view() -> None:
+    app = TableApp()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        table = app.query_one(SessionTable)
+        table.focus()
+        for _ in range(table.visible_rows - 1):
+            await pilot.press("down")
+        await pilot.pause()
+        session_id = table.selected_id
+        await pilot.resize_terminal(120, 10)
+        await pilot.pause()
+        assert table.selected_id == session_id
+        assert cursor_in_view(table)
+
+
 async def test_mouse_scroll_away_keeps_selection_and_click_moves_cursor() -> None:
     app = TableApp()
     async with app.run_test(size=(120, 30)) as pilot:
