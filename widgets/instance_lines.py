@@ -24,7 +24,7 @@ from textual.widget import Widget
 
 from widgets.data import FAILED, StageRow
 from widgets.formatting import clamp_progress, clean, fit, render_segments
-from widgets.stage_groups import instance_label
+from widgets.stage_groups import instance_label, keys_fit
 from widgets.styles import status_style
 from widgets.timing import stage_time, ticking
 
@@ -83,6 +83,8 @@ class InstanceLines(Widget):
         self._clock = clock
         self._columns = columns
         self._rows: tuple[StageRow, ...] = ()
+        #: (name column width, whether every instance's label fits with its keys there)
+        self._keyed: tuple[int, bool] | None = None
         self._lines: list[tuple[int, bool]] = []  # (row index, is its error line)
         self._first_line: list[int] = []  # per row: its first line
         self._cursor: int | None = None
@@ -148,6 +150,7 @@ class InstanceLines(Widget):
 
     def _layout_rows(self, rows: tuple[StageRow, ...]) -> None:
         self._rows = rows
+        self._keyed = None
         self._lines = []
         self._first_line = []
         for i, row in enumerate(rows):
@@ -213,7 +216,10 @@ class InstanceLines(Widget):
                 line.append(" " * gap)
             line.append_text(fit(piece, column.width, justify))
 
-        place(columns.name, Text(clean(instance_label(row, columns.name.width))))
+        width = columns.name.width
+        if self._keyed is None or self._keyed[0] != width:
+            self._keyed = (width, keys_fit(self._rows, width))
+        place(columns.name, Text(clean(instance_label(row, width, keyed=self._keyed[1]))))
         status = Text(clean(row.status), style=status_style(row.status))
         if row.status == FAILED and row.exit_code is not None:
             status.append(f" ({row.exit_code})")

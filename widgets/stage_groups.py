@@ -95,16 +95,25 @@ def group_row(group: str, rows: Sequence[StageRow], opened: bool) -> StageRow:
     )
 
 
-def instance_label(row: StageRow, width: int | None = None) -> str:
+def keys_fit(rows: Sequence[StageRow], width: int | None) -> bool:
+    """Whether every instance of a group fits in ``width`` cells with its keys: the group
+    then shows them all with keys, else all without (one form per group, never mixed)."""
+    return width is None or all(len(instance_label(row)) <= width for row in rows)
+
+
+def instance_label(row: StageRow, width: int | None = None, *, keyed: bool | None = None) -> str:
     """An instance's name under its group's row, indented: its matrix values with their
-    keys (``  size=small,format=png``), or without them (``  small,png``) when that does
-    not fit in ``width`` cells; the whole name if it does not read ``group[key=value,…]``."""
+    keys (``  size=small,format=png``), or without them (``  small,png``) when ``keyed`` is
+    False (None: when the keyed label does not fit in ``width`` cells); the whole name if
+    it does not read ``group[key=value,…]``."""
     name = row.name
     if not (row.group and name.startswith(row.group + "[") and name.endswith("]")):
         return "  " + name
     values = name[len(row.group) + 1 : -1]
     label = "  " + values
-    if width is None or len(label) <= width:
+    if keyed is None:
+        keyed = width is None or len(label) <= width
+    if keyed:
         return label
     pairs = [pair.partition("=") for pair in values.split(",")]
     if all(sep for _, sep, _ in pairs):
@@ -121,4 +130,5 @@ __all__ = [
     "group_row",
     "group_status",
     "instance_label",
+    "keys_fit",
 ]

@@ -15,7 +15,7 @@ from tests.waiting import wait_until_async
 from tests.widgets.widgets_testkit import NOW, clock, screen_lines, stage_row
 from widgets.data import StageRow
 from widgets.instance_lines import InstanceLines
-from widgets.stage_groups import blocks, group_row, group_status, instance_label
+from widgets.stage_groups import blocks, group_row, group_status, instance_label, keys_fit
 from widgets.stage_list import StageList
 
 SIZES = ("small", "medium", "large")
@@ -109,6 +109,14 @@ def test_an_instance_is_shown_by_its_matrix_values_under_its_group() -> None:
     assert instance_label(row, width=23) == "  size=small,format=png"
     assert instance_label(row, width=22) == "  small,png", "the keys give way first"
     assert instance_label(stage_row("odd", group="resize")) == "  odd"
+
+
+def test_a_group_shows_every_instance_in_one_form() -> None:
+    short, long = instance("small", "png"), instance("medium", "webp")
+    width = len(instance_label(short))  # the short one fits with its keys, the long not
+    assert keys_fit([short], width) and not keys_fit([short, long], width)
+    labels = [instance_label(r, width, keyed=keys_fit([short, long], width)) for r in (short, long)]
+    assert labels == ["  small,png", "  medium,webp"]
 
 
 # -- the widget ------------------------------------------------------------------------------
@@ -260,6 +268,19 @@ async def test_an_instance_line_is_drawn_in_the_columns_of_the_stage_rows() -> N
         start = header.index("STATUS")
         assert inside[start:] == plain[start:], "status, bar, percentage, attempt, time alike"
         assert inside.split()[-3:] == ["42%", "3", "58s"]
+
+
+async def test_an_open_group_shows_its_instances_all_with_keys_or_all_without() -> None:
+    rows = session(instance("s"), instance("x" * 60, "webp"))  # the long one cannot have keys
+    app = StagesApp()
+    async with app.run_test(size=(100, 14)) as pilot:
+        stages = app.query_one(StageList)
+        stages.set_stages(rows)
+        stages.toggle_group("resize")
+        await pilot.pause()
+        text = "\n".join(screen_lines(app))
+        assert "  s,png " in text
+        assert "size=" not in text
 
 
 async def test_an_instances_time_ticks() -> None:
