@@ -539,9 +539,29 @@ def _find_cycle(needs: list[list[int]]) -> list[int] | None:
     return None
 
 
+#: annotated-types' bounds as JSON Schema keywords. Pydantic writes a bound it cannot apply
+#: itself (one after a ``BeforeValidator``, as ours are) under its own name, which no
+#: editor knows: ``max_parallel: 0`` would pass an editor that vc refuses.
+_BOUND_KEYWORDS = {
+    "ge": "minimum",
+    "le": "maximum",
+    "gt": "exclusiveMinimum",
+    "lt": "exclusiveMaximum",
+}
+
+
+def _json_bounds(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {_BOUND_KEYWORDS.get(k, k): _json_bounds(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_json_bounds(v) for v in node]
+    return node
+
+
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of a workflow file, for editors (``vc flow schema``)."""
-    return WorkflowDefinition.model_json_schema()
+    schema: dict[str, Any] = _json_bounds(WorkflowDefinition.model_json_schema())
+    return schema
 
 
 __all__ = [

@@ -392,3 +392,14 @@ def test_the_json_schema_documents_every_key_a_file_may_use() -> None:
     notify = schema["$defs"]["NotifyDefinition"]
     assert set(notify["properties"]) == {"on", "to"} and notify["additionalProperties"] is False
     assert notify["properties"]["on"]["anyOf"][0]["enum"] == ["failure", "gate", "success", "any"]
+
+
+def test_the_json_schema_states_every_bound_in_json_schema_keywords() -> None:
+    schema = json_schema()
+    stage = schema["$defs"]["StageDefinition"]["properties"]
+    assert schema["properties"]["max_parallel"]["minimum"] == 1
+    assert stage["retries"]["minimum"] == 0
+    assert stage["kill_timeout"]["exclusiveMinimum"] == 0
+    text = json.dumps(schema)
+    for pydantic_name in ('"ge"', '"le"', '"gt"', '"lt"'):
+        assert pydantic_name not in text
