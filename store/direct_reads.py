@@ -106,12 +106,12 @@ class DirectReads:
         *,
         after_id: int | None = None,
         min_level: str | None = None,
-        stage: str | None = None,
+        stages: Sequence[str] | None = None,
         limit: int = 1000,
         newest: bool = False,
     ) -> list[LogView]:
         """:func:`store.queries.read_logs`: log records in id order, the last ``limit``
-        (``newest``) or the first ``limit`` after ``after_id``."""
+        (``newest``) or the first ``limit`` after ``after_id``; ``stages``: of those only."""
         clauses = ["session_id = ?"]
         params: list[Any] = [session_id]
         if after_id is not None:
@@ -121,9 +121,9 @@ class DirectReads:
             levels = LEVELS[LEVELS.index(min_level.upper()) :]
             clauses.append(f"level IN ({', '.join('?' for _ in levels)})")
             params.extend(levels)
-        if stage:
-            clauses.append("stage = ?")
-            params.append(stage)
+        if stages:
+            clauses.append(f"stage IN ({', '.join('?' for _ in stages)})")
+            params.extend(stages)
         order = "DESC" if newest else "ASC"
         rows = self.db.rows(
             f"SELECT {_LOG_COLUMNS} FROM log_records WHERE {' AND '.join(clauses)} "

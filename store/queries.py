@@ -286,7 +286,7 @@ def read_logs(
     after_id: int | None = None,
     before_id: int | None = None,
     min_level: str | None = None,
-    stage: str | None = None,
+    stages: Sequence[str] | None = None,
     limit: int = 1000,
     newest: bool = False,
 ) -> list[LogView]:
@@ -299,8 +299,8 @@ def read_logs(
         clauses.append(_LOG.c.id < before_id)
     if min_level:
         clauses.append(_LOG.c.level.in_(LEVELS[LEVELS.index(min_level.upper()) :]))
-    if stage:
-        clauses.append(_LOG.c.stage == stage)
+    if stages:
+        clauses.append(_LOG.c.stage.in_(list(stages)))
     query = select(
         _LOG.c.id, _LOG.c.at, _LOG.c.level, _LOG.c.category, _LOG.c.stage, _LOG.c.text
     ).where(*clauses)

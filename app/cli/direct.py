@@ -53,7 +53,7 @@ class Reader(Protocol):
         *,
         after_id: int | None = None,
         min_level: str | None = None,
-        stage: str | None = None,
+        stages: Sequence[str] | None = None,
         limit: int = 1000,
         newest: bool = False,
     ) -> list[LogView]: ...

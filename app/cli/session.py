@@ -642,14 +642,18 @@ def logs_cmd(
         view = reader.session_view(sid)
         if view is None:  # a full id is not looked up by the resolver
             raise fail(f"no session matches {session_id!r}")
-        if stage is not None:
-            names = [s.name for s in view.stages]
-            if stage not in names:
+        stages = None
+        if stage is not None:  # a matrix stage's name means all its instances
+            from store.graph import stage_of
+
+            stages = [s.name for s in view.stages if stage in (s.name, stage_of(s.name, s.config))]
+            if not stages:
+                names = [s.name for s in view.stages]
                 raise fail(
                     f"session {sid[:12]} has no stage {stage!r}; "
                     f"stages: {', '.join(names) or '(none)'}"
                 )
-        records = reader.logs(sid, min_level=min_level, stage=stage, limit=tail + 1, newest=True)
+        records = reader.logs(sid, min_level=min_level, stages=stages, limit=tail + 1, newest=True)
         if len(records) > tail:  # one more than asked for: earlier lines exist
             records = records[1:]
             _note(f"earlier lines left out: these are the last {tail} (--tail N shows more)")
@@ -661,7 +665,7 @@ def logs_cmd(
             idle_after_end = 0
             while True:
                 records = reader.logs(
-                    sid, after_id=last_id, min_level=min_level, stage=stage, limit=5000
+                    sid, after_id=last_id, min_level=min_level, stages=stages, limit=5000
                 )
                 if records:
                     _print_logs(records, color)

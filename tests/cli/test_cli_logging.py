@@ -153,6 +153,25 @@ def test_session_logs_stage_keeps_that_stage_only(store_workspace: Path, cli) ->
     assert [line.split()[-1] for line in out.splitlines()] == ["g1", "g2"]
 
 
+def test_session_logs_stage_of_a_matrix_stage_keeps_all_its_instances(
+    store_workspace: Path, thumbs: str, cli
+) -> None:
+    sid = create_session(store_workspace, thumbs)
+    add_logs(
+        store_workspace,
+        sid,
+        [
+            ("INFO", "resize[size=small,format=png]", "r1"),
+            ("INFO", "fetch", "f1"),
+            ("INFO", "resize[size=large,format=webp]", "r2"),
+        ],
+    )
+    out = cli("flow", "session", "logs", sid, "--stage", "resize").out
+    assert [line.split()[-1] for line in out.splitlines()] == ["r1", "r2"]
+    one = cli("flow", "session", "logs", sid, "--stage", "resize[size=large,format=webp]").out
+    assert [line.split()[-1] for line in one.splitlines()] == ["r2"]
+
+
 def test_session_logs_refuses_a_stage_the_session_does_not_have(
     store_workspace: Path,
 ) -> None:

@@ -117,7 +117,7 @@ class Store:
 
     def logs(self, sid: str, stage: str | None = None) -> list[LogView]:
         with self.factory() as db:
-            return read_logs(db, sid, stage=stage, limit=100_000)
+            return read_logs(db, sid, stages=[stage] if stage else None, limit=100_000)
 
     def count_output(self, sid: str, stage: str) -> int:
         with self.factory() as db:

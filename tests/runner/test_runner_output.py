@@ -82,8 +82,8 @@ def test_a_million_output_lines_reach_the_log_file_and_the_store(
         in_file = sum(1 for line in fh if b" | lines | " in line and b"stage.integration" in line)
     assert in_file == 1_000_000
     with store.factory() as db:
-        last = read_logs(db, sid, stage="lines", limit=1, newest=True)
-        tail = [r.text for r in read_logs(db, sid, stage="lines", limit=10, newest=True)]
+        last = read_logs(db, sid, stages=["lines"], limit=1, newest=True)
+        tail = [r.text for r in read_logs(db, sid, stages=["lines"], limit=10, newest=True)]
     assert last and "1000000" in tail
     rate = 1_000_000 / elapsed
     print(f"\n1,000,000 lines stored in {elapsed:.2f}s (whole command): {rate:,.0f} lines/s")

@@ -331,10 +331,11 @@ def test_log_reads_are_the_same_both_ways(db: Any, direct: DirectStore) -> None:
     for options in (
         {},
         {"min_level": "WARNING"},
-        {"stage": "build"},
+        {"stages": ["build"]},
+        {"stages": ["build", "qa"]},
         {"limit": 3, "newest": True},
         {"after_id": read_logs(db, sid)[4].id, "limit": 4},
-        {"min_level": "info", "stage": "build", "limit": 2, "newest": True},
+        {"min_level": "info", "stages": ["build"], "limit": 2, "newest": True},
     ):
         assert reads.logs(sid, **options) == read_logs(db, sid, **options), options
         db.commit()
