@@ -171,6 +171,12 @@ class SessionView:
         )
 
     @property
+    def waiting_gates(self) -> list[StageView]:
+        """Every manual gate waiting for its approval (PAUSED), in position order: while
+        other stages run (the session ACTIVE) as well as when the session waits there."""
+        return [s for s in self.stages if s.stage_type == "manual" and s.status == "PAUSED"]
+
+    @property
     def running_stages(self) -> list[str]:
         """The task stages (instances) running or paused, in position order: several when
         stages run in parallel. A manual gate waiting is not among them."""

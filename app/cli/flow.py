@@ -197,7 +197,6 @@ def status_cmd(
             raise SessionNotFound(f"no session matches {session_id!r}")
     report = status_report(view, time.time())
     status_log(sid, status_report_text(report))
-    gate = view.waiting_gate
     if as_json:
         print_json(report)
     else:
@@ -205,8 +204,7 @@ def status_cmd(
         bar = 0 if width is not None and width < 60 else 10
         status = session.status_label(report["status"], report["orphaned"], view.awaiting_worker)
         reason = [f"reason   {clean_text(report['reason'])}"] if report["reason"] else []
-        if gate is not None and gate.checklist:
-            reason.append(f"check    {clean_text('; '.join(gate.checklist))}")
+        reason += session.checklist_lines(view, "check    ")
         if view.params:
             reason.append(f"params   {session.params_text(view.params)}")
         outputs = session.output_lines(view.stages)

@@ -122,6 +122,21 @@ def stage_cell(view: Any) -> str:
     return f"{view.current_stage or '-'}{more}"
 
 
+def checklist_lines(view: Any, label: str) -> list[str]:
+    """The checklists of the gates waiting, ``label`` first: ``item; item`` when one gate
+    waits, ``GATE: item; item`` per gate (one per line) when several do."""
+    from store.text import clean_text
+
+    gates = [g for g in view.waiting_gates if g.checklist]
+    several = len(view.waiting_gates) > 1
+    indent = " " * len(label)
+    return [
+        f"{label if i == 0 else indent}"
+        + clean_text(f"{gate.name}: " * several + "; ".join(gate.checklist))
+        for i, gate in enumerate(gates)
+    ]
+
+
 def running_lines(view: Any, label: str) -> list[str]:
     """When several stages of a session run at once (stages in parallel): ``label`` and
     each of them, one per line (so none is cut off), then any manual gate waiting
@@ -255,9 +270,7 @@ def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
         f"created:   {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(view.created_at))}"
         f" ({age(view.created_at)} ago)",
     ]
-    gate = view.waiting_gate
-    if gate is not None and gate.checklist:
-        lines.append(f"checklist: {clean_text('; '.join(gate.checklist))}")
+    lines += checklist_lines(view, "checklist: ")
     if view.metadata:
         meta = ", ".join(f"{k}={v}" for k, v in view.metadata.items())
         lines.append(f"metadata:  {clean_text(meta)}")

@@ -94,3 +94,26 @@ def test_approve_with_bad_arguments_is_a_usage_error(workspace: Path, cli, args:
     line = one_error_line(result)
     assert line.endswith("(see 'vc flow session approve --help')")
     assert result.out == ""
+
+
+TWO_CHECKLISTS = """\
+stages:
+  - {name: build, run: echo built}
+  - {name: qa, needs: [build], checklist: [tests green]}
+  - {name: legal, needs: [build], checklist: [licences ok, "[bold]no[/] markup"]}
+  - {name: deploy, run: echo deployed, needs: [qa, legal]}
+"""
+
+
+@pytest.mark.parametrize(
+    ("command", "label"),
+    [(("flow", "session", "show"), "checklist: "), (("flow", "status"), "check    ")],
+)
+def test_show_and_status_give_the_checklist_of_every_gate_waiting(
+    store_workspace: Path, cli, command: tuple[str, ...], label: str
+) -> None:
+    (store_workspace / "workflows" / "checks.yaml").write_text(TWO_CHECKLISTS)
+    sid = at_gates(store_workspace, "checks", ["qa", "legal"], paused_at=None)  # ACTIVE
+    out = cli(*command, sid).out
+    indent = " " * len(label)
+    assert f"{label}qa: tests green\n{indent}legal: licences ok; [bold]no[/] markup\n" in out
