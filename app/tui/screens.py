@@ -69,6 +69,12 @@ class _Accepts(Validator):
 NewSession = tuple[str, str | None, dict[str, str]]
 
 
+class _FormScroll(VerticalScroll, can_focus=False):
+    """The new-session form: it scrolls as a whole when it is taller than the screen, so
+    every field can be reached and the focused one is scrolled into view; not a tab stop
+    of its own (its fields are)."""
+
+
 class NewSessionScreen(ModalScreen[NewSession | None]):
     """Pick a workflow, name the session, fill in its parameters, start it detached.
 
@@ -85,11 +91,11 @@ class NewSessionScreen(ModalScreen[NewSession | None]):
         self._shown_params: str | None = None
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="new-box"):
+        with _FormScroll(id="new-box"):
             yield Label("New session: pick a workflow", id="new-title")
             yield OptionList(id="new-workflows")
             yield Input(placeholder="name (optional)", id="new-name")
-            yield VerticalScroll(id="new-params")
+            yield Vertical(id="new-params")
             yield Static("", id="new-errors", markup=False)
             yield Button("Start (enter)", id="new-start", variant="primary")
 
@@ -147,7 +153,7 @@ class NewSessionScreen(ModalScreen[NewSession | None]):
         from store.names import param_text
         from store.text import clean_text
 
-        box = self.query_one("#new-params", VerticalScroll)
+        box = self.query_one("#new-params", Vertical)
         box.remove_children()
         definition = self._definitions.get(workflow_id or "")
         if definition is None:

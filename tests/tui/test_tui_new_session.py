@@ -117,3 +117,28 @@ async def test_the_note_under_a_field_says_why_a_value_is_refused(ctx: Any, make
             lambda: note(screen, "target") == "required: accepts one of staging, prod",
             what="the refusal gone",
         )
+
+
+async def test_on_a_small_screen_every_field_and_start_can_be_reached_and_seen(
+    ctx: Any, make_app: Any
+) -> None:
+    (ctx.settings.workflows_dir / "etl.yaml").write_text(textwrap.dedent(ETL).lstrip())
+    app = make_app()
+    async with app.run_test(size=(90, 25)) as pilot:
+        await loaded(pilot)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewSessionScreen), what="dialog")
+        screen = app.screen
+        options = screen.query_one("#new-workflows")
+        await wait_for(pilot, lambda: options.option_count > 0, what="the workflows listed")
+        ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
+        for _ in range(ids.index("etl")):
+            await pilot.press("down")
+        await wait_for(pilot, lambda: bool(screen.query("#param-shards")), what="the fields")
+        stops = ["new-name", "param-day", "param-target", "param-shards", "new-start"]
+        for expected in stops:  # each Tab lands on the next field: no stop in between
+            await pilot.press("tab")
+            await pilot.pause(0.1)
+            focused = screen.focused
+            assert focused is not None and focused.id == expected
+            assert screen.region.contains_region(focused.region), f"{expected} off screen"
