@@ -86,13 +86,16 @@ def _check_database_url(url: str) -> None:
     """A ``VC_DATABASE_URL`` that can never name a store vc uses is a usage error (exit
     2) naming the variable, before anything is opened; one that names a store out of
     reach is the store's refusal, found when it is opened (exit 1)."""
-    if url and not _DATABASE_URL.fullmatch(url.strip()):
+    if url and not _DATABASE_URL.fullmatch(url):
         from store.text import clean_text
 
-        shown = re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", url)  # never a password
+        # Only the scheme is shown: the rest may hold a password, in any of the forms a
+        # connection string can take.
+        scheme, sep, _ = url.partition("://")
+        got = f"a URL of scheme {scheme[:40]!r}" if sep else "a value that is not a URL"
         raise SettingError(
             "VC_DATABASE_URL must be a SQLite or PostgreSQL URL (sqlite:///PATH, "
-            f"postgresql+psycopg://USER@HOST/DB); got {clean_text(repr(shown))}"
+            f"postgresql+psycopg://USER@HOST/DB); got {clean_text(got)}"
         )
 
 

@@ -247,6 +247,6 @@ def ensure_runner(ctx: Any, session_id: str) -> RunnerStart | None:
     if not runner_needed():
         return None
     started = start_runner(ctx, session_id)
-    if not started.started and not runner_needed():
+    if started.outcome == "refused" and not runner_needed():
         return None  # a worker (or another resume) took it meanwhile: it runs, as asked
     return started

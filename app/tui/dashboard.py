@@ -294,8 +294,8 @@ class DashboardScreen(StoreLink):
         question = keys.confirm_question(key, self._row_name(session_id), session_id)
         if question is None:
             args: tuple[str | None, ...] = (session_id,)
-            if name == "approve":  # with several gates waiting, the one under the cursor
-                row = self.stages.cursor_row
+            if name == "approve" and self.stages.has_focus and self.selected_id == session_id:
+                row = self.stages.cursor_row  # with several gates waiting: the one chosen
                 args = (session_id, row.name if row is not None else None)
             self.run_operation(name, run, args)
             return
@@ -322,7 +322,8 @@ class DashboardScreen(StoreLink):
             return None
         if name not in allowed_session_ops(row.status):
             return str(refusal(session_id, SessionOp(name), row.status))
-        if name == "delete" and row.status == SessionStatus.ACTIVE and not row.orphaned:
+        live_runner = row.host is not None and not row.orphaned and not row.queued
+        if name == "delete" and row.status == SessionStatus.ACTIVE and live_runner:
             return (
                 f"cannot delete session {session_id[:12]}: it is ACTIVE with a live runner; "
                 "pause or abort it first"

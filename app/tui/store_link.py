@@ -183,7 +183,7 @@ class StoreLink(Screen[None]):
         finally:
             with self._operations_lock:
                 self._operations_running.remove(name)
-        if self.ctx.logging is not None:
+        if severity == "information" and self.ctx.logging is not None:
             # the operation's lines in the store now, not at the mirror's next turn: a
             # runner that acts on the change logs after them, in the session's log too
             self.ctx.logging.flush(timeout=5.0)

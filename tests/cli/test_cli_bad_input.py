@@ -695,7 +695,11 @@ def test_a_setting_vc_cannot_use_is_a_usage_error_naming_it_and_changes_nothing(
     result = run(*args, env={name: value})
     assert result.code == 2
     line = one_error_line(result)
-    assert name in line and repr(value) in line
+    assert name in line
+    if name == "VC_DATABASE_URL":  # never echoed: a URL may hold a password
+        assert value not in line
+    else:
+        assert repr(value) in line
     assert snapshot(store_workspace) == before
 
 

@@ -46,8 +46,9 @@ def test_unreachable_server_is_one_line_naming_host_and_port(workspace, args):
     [
         # a URL that can never name a store vc uses: a usage error naming the variable
         ("not a url", "VC_DATABASE_URL must be a SQLite or PostgreSQL URL", 2),
-        ("nosuchdriver://user@host/db", "got 'nosuchdriver://user@host/db'", 2),
-        ("mysql://user:s3cret@host/db", "got 'mysql://user:***@host/db'", 2),
+        ("host=h user=u password=s3cret", "got a value that is not a URL", 2),
+        ("nosuchdriver://user@host/db", "got a URL of scheme 'nosuchdriver'", 2),
+        ("mysql://user:p@s3cret@host/db", "got a URL of scheme 'mysql'", 2),
         # a store out of reach: the store's refusal
         ("postgresql+nosuchdriver://user:s3cret@host/db", "nosuchdriver", 1),
         ("postgresql+psycopg://postgres@nosuchhost.invalid:5432/test", "nosuchhost.invalid", 1),

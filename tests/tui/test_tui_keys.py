@@ -17,6 +17,7 @@ from tests.tui.tui_testkit import (
     loaded,
     make_gated_session,
     make_session,
+    manager,
     notifications,
     row_of,
     screen_text,
@@ -202,6 +203,21 @@ async def test_d_on_a_session_with_a_live_runner_is_refused_without_asking(
         assert said.startswith(f"delete refused: cannot delete session {sid[:12]}")
         assert "pause or abort it first" in said and "--force" not in said
         assert status(ctx, sid) == "ACTIVE"
+
+
+async def test_d_on_an_active_session_no_runner_holds_asks_first(ctx: Any, make_app: Any) -> None:
+    import os
+
+    from store.identity import local_host
+
+    sid = make_session(ctx, state="ACTIVE")
+    with ctx.factory() as db:  # its runner left it (a worker handing it back does this)
+        manager(db).release_runner(sid, runner_host=local_host(), runner_pid=os.getpid())
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
 
 
 async def test_a_asks_first_and_n_keeps_the_session(ctx: Any, make_app: Any) -> None:
