@@ -24,6 +24,21 @@ ETL = """
 """
 
 
+async def form_of_etl(pilot: Any) -> Any:
+    """`n` pressed and the workflow etl highlighted: the form, its fields shown."""
+    app = pilot.app
+    await pilot.press("n")
+    await wait_for(pilot, lambda: isinstance(app.screen, NewSessionScreen), what="dialog")
+    screen = app.screen
+    options = screen.query_one("#new-workflows")
+    await wait_for(pilot, lambda: options.option_count > 0, what="the workflows listed")
+    ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
+    for _ in range(ids.index("etl")):
+        await pilot.press("down")
+    await wait_for(pilot, lambda: bool(screen.query("#param-shards")), what="the fields")
+    return screen
+
+
 def note(screen: Any, key: str) -> str:
     return str(screen.query_one(f"#note-{key}").render())
 
@@ -35,15 +50,7 @@ async def test_n_fills_in_parameters_checks_them_as_typed_and_starts_with_them(
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, NewSessionScreen), what="dialog")
-        screen = app.screen
-        options = screen.query_one("#new-workflows")
-        await wait_for(pilot, lambda: options.option_count > 0, what="the workflows listed")
-        ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
-        for _ in range(ids.index("etl")):
-            await pilot.press("down")
-        await wait_for(pilot, lambda: bool(screen.query("#param-shards")), what="the fields")
+        screen = await form_of_etl(pilot)
         fields = {f.id: f.value for f in screen.query(".param-value")}
         assert fields == {"param-day": "latest", "param-target": "", "param-shards": "4"}
         assert note(screen, "day") == "the day to load — accepts a string"
@@ -86,15 +93,7 @@ async def test_the_note_under_a_field_says_why_a_value_is_refused(ctx: Any, make
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot, selected=False)
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, NewSessionScreen), what="dialog")
-        screen = app.screen
-        options = screen.query_one("#new-workflows")
-        await wait_for(pilot, lambda: options.option_count > 0, what="the workflows listed")
-        ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
-        for _ in range(ids.index("etl")):
-            await pilot.press("down")
-        await wait_for(pilot, lambda: bool(screen.query("#param-shards")), what="the fields")
+        screen = await form_of_etl(pilot)
         field = screen.query_one("#param-shards")
         field.focus()
         await pilot.press(*"x")
@@ -126,15 +125,7 @@ async def test_on_a_small_screen_every_field_and_start_can_be_reached_and_seen(
     app = make_app()
     async with app.run_test(size=(90, 25)) as pilot:
         await loaded(pilot)
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, NewSessionScreen), what="dialog")
-        screen = app.screen
-        options = screen.query_one("#new-workflows")
-        await wait_for(pilot, lambda: options.option_count > 0, what="the workflows listed")
-        ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
-        for _ in range(ids.index("etl")):
-            await pilot.press("down")
-        await wait_for(pilot, lambda: bool(screen.query("#param-shards")), what="the fields")
+        screen = await form_of_etl(pilot)
         stops = ["new-name", "param-day", "param-target", "param-shards", "new-start"]
         for expected in stops:  # each Tab lands on the next field: no stop in between
             await pilot.press("tab")
