@@ -37,7 +37,7 @@ class Settings:
             "VC_STALE_AFTER", STALE_AFTER, above=HEARTBEAT_INTERVAL, what="the heartbeat interval"
         )
         _seconds("VC_BUSY_TIMEOUT", 0.0)  # read by the store itself; checked here
-        _seconds("VC_NOTIFY_TIMEOUT", 10.0, above=0.0, below=3600.0)  # read by the runner
+        notify_timeout()  # read by the runner's notifications; checked here
         _check_database_url(os.environ.get("VC_DATABASE_URL", ""))
         workspace = workspace_dir()
         return cls(
@@ -75,6 +75,17 @@ def _seconds(
         limit += f" and below {below:g}"
     why = f" ({what})" if what else ""
     raise SettingError(f"{name} must be a number of seconds {limit}{why}; got {text!r}")
+
+
+#: Seconds a notification target may take to answer, unless ``VC_NOTIFY_TIMEOUT`` says
+#: otherwise.
+NOTIFY_TIMEOUT = 10.0
+
+
+def notify_timeout() -> float:
+    """``VC_NOTIFY_TIMEOUT``: seconds above 0 and below an hour, else :data:`NOTIFY_TIMEOUT`
+    when unset (:class:`~store.errors.SettingError` for a value vc cannot use)."""
+    return _seconds("VC_NOTIFY_TIMEOUT", NOTIFY_TIMEOUT, above=0.0, below=3600.0)
 
 
 #: The stores vc keeps its schema in: SQLite and PostgreSQL, through any driver SQLAlchemy

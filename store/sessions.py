@@ -595,8 +595,7 @@ class SessionOperations(ManagerBase):
                 self.session.rollback()
                 raise InvalidTransition(
                     f"cannot delete session {sid[:12]}: it is ACTIVE with a live runner "
-                    f"(pid {cur.runner_pid} on {cur.runner_host}); pause or abort it first, "
-                    "or use --force",
+                    f"(pid {cur.runner_pid} on {cur.runner_host}); pause or abort it first",
                     cur.status,
                     allowed_session_ops(cur.status),
                 )

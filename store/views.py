@@ -164,11 +164,8 @@ class SessionView:
     def waiting_gate(self) -> StageView | None:
         """The manual gate a PAUSED session waits at (the gate stage is PAUSED until a
         resume passes it), else None."""
-        if self.status != "PAUSED":
-            return None
-        return next(
-            (s for s in self.stages if s.stage_type == "manual" and s.status == "PAUSED"), None
-        )
+        gates = self.waiting_gates
+        return gates[0] if self.status == "PAUSED" and gates else None
 
     @property
     def waiting_gates(self) -> list[StageView]:

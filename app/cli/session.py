@@ -149,7 +149,7 @@ def running_lines(view: Any, label: str) -> list[str]:
     if len(running) > 1:
         indent = " " * len(label)
         lines = [f"{label if i == 0 else indent}{clean_text(n)}" for i, n in enumerate(running)]
-    gates = [s.name for s in view.stages if s.stage_type == "manual" and s.status == "PAUSED"]
+    gates = [g.name for g in view.waiting_gates]
     if gates and running:  # with nothing running, the session's reason names the gate
         word = "waiting:" if label.rstrip().endswith(":") else "waiting"
         lines.append(f"{word.ljust(len(label))}{clean_text(', '.join(gates))} (manual gate)")
@@ -613,8 +613,15 @@ def delete_cmd(
                 raise typer.Exit(1)
         assert ctx.logging is not None
         _enforce_without_runner(session, sid, "delete")
-        with ctx.logging.deleting(sid):
-            manager.delete(sid, force=force)
+        from store.errors import InvalidTransition
+
+        try:
+            with ctx.logging.deleting(sid):
+                manager.delete(sid, force=force)
+        except InvalidTransition as exc:
+            if exc.current != "ACTIVE":
+                raise
+            raise fail(f"{exc}, or use --force") from None  # the command line's own way
     print(f"deleted: {sid[:12]} ({clean_text(name)})")
 
 

@@ -55,6 +55,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.settings import NOTIFY_TIMEOUT, notify_timeout
+
 #: The command that acts on each kind of event, in one place: ``{id}`` is the session id (12
 #: characters, as everywhere), ``{workflow}`` its workflow, ``{gate}`` the gate that waits
 #: (named: with several gates waiting, a bare approve is refused, and a resume would pass
@@ -69,7 +71,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
 }
 LOGS_COMMAND = "vc flow session logs {id}"
 #: Seconds a target may take to answer, unless ``VC_NOTIFY_TIMEOUT`` says otherwise.
-DEFAULT_TIMEOUT = 10.0
+DEFAULT_TIMEOUT = NOTIFY_TIMEOUT
 #: Seconds :func:`drain` waits beyond the timeout (time to record what was sent).
 DRAIN_MARGIN = 2.0
 CATEGORY = "workflow.session.integration"
@@ -86,15 +88,6 @@ def action(
     label, command = ACTIONS[kind]
     named = shlex.quote(gate) if gate else ""
     return label, command.format(id=session_id[:12], workflow=workflow_id, gate=named).rstrip()
-
-
-def notify_timeout() -> float:
-    """``VC_NOTIFY_TIMEOUT`` (seconds > 0), else :data:`DEFAULT_TIMEOUT`."""
-    try:
-        value = float(os.environ.get("VC_NOTIFY_TIMEOUT", ""))
-    except ValueError:
-        return DEFAULT_TIMEOUT
-    return value if 0 < value < 3600 else DEFAULT_TIMEOUT
 
 
 def env_targets() -> list[str]:

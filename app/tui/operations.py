@@ -177,21 +177,15 @@ def retry(ctx: Any, session_id: str) -> str:
 def delete(ctx: Any, session_id: str) -> str:
     """As ``vc flow session delete``: the session's log file goes with it, and its last
     records go to operations.log only."""
-    from store.errors import InvalidTransition
-
     with ctx.factory() as db:
         mgr = manager(db)
         session_id = mgr.resolve_session_id(session_id)
         done = _without_runner(db, session_id, "delete")
-        try:
-            if ctx.logging is not None:
-                with ctx.logging.deleting(session_id):
-                    mgr.delete(session_id)
-            else:
+        if ctx.logging is not None:
+            with ctx.logging.deleting(session_id):
                 mgr.delete(session_id)
-        except InvalidTransition as exc:  # the dashboard has no --force to offer
-            text = str(exc).removesuffix(", or use --force")
-            raise InvalidTransition(text, exc.current, exc.allowed) from None
+        else:
+            mgr.delete(session_id)
     return f"deleted {_short(session_id)}{done}"
 
 
