@@ -174,9 +174,12 @@ def test_a_running_session_is_paused_from_chromium(
         _shown(page, "PAUSED 1")
         assert _view(sid).status == "PAUSED"
         members = _stage_processes(stage)
-        assert members and all(state(pid) == "T" for pid in members), {
-            pid: state(pid) for pid in members
-        }
+        assert members
+
+        def all_stopped() -> bool:  # the runner enforces the pause within its poll
+            return all(state(pid) == "T" for pid in members)
+
+        wait_until(all_stopped, f"every stage process stopped: {describe(members)}", 5)
         shot = Path(os.environ.get("VC_SCREENSHOT") or tmp_path / "dashboard.png")
         page.screenshot(path=str(shot))
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
