@@ -27,7 +27,7 @@ from store.errors import (
 )
 from store.gates import gate_of_reason, gate_refusal
 from store.identity import local_host, local_user
-from store.liveness import STALE_AFTER, is_orphaned, runner_lost
+from store.liveness import STALE_AFTER, awaits_worker, is_orphaned, runner_lost
 from store.records import (
     EVENT_COLUMNS,
     MAX_RETRIES,
@@ -49,7 +49,7 @@ from store.status import (
 
 _READ_STATE = (
     "SELECT status, reason, version, started_at, runner_host, runner_pid, heartbeat_at, "
-    "name, workflow_id FROM flow_sessions WHERE id = ?"
+    "name, workflow_id, queued FROM flow_sessions WHERE id = ?"
 )
 _WAITING_GATES = (
     "SELECT id, name, status, version, attempt FROM stage_instances "
@@ -94,6 +94,7 @@ class _State:
     heartbeat_at: float | None
     name: str
     workflow_id: str
+    queued: bool
 
 
 @dataclass
@@ -110,6 +111,9 @@ class Outcome:
     #: A runner held the session and none is alive: nobody enforces the change, so the
     #: caller does (app.runner.orphans).
     runner_gone: bool = False
+    #: Queued work no runner holds (store.liveness.awaits_worker): the next worker runs
+    #: it, so no runner is needed here.
+    for_workers: bool = False
 
 
 class DirectControl:
@@ -228,7 +232,8 @@ class DirectControl:
         logged.append((change, SESSION_CATEGORY))
         gone = runner_lost(cur.runner_host, cur.runner_pid, cur.heartbeat_at, now, self.stale_after)
         needs_runner = self._needs_runner(target, cur)
-        return Outcome(change, logged, cur.name, cur.workflow_id, needs_runner, gone)
+        for_workers = self._for_workers(target, cur)
+        return Outcome(change, logged, cur.name, cur.workflow_id, needs_runner, gone, for_workers)
 
     def _approve_once(self, sid: str, gate: str | None) -> Outcome | None:
         db = self.db
@@ -272,7 +277,14 @@ class DirectControl:
             logged.append((resumed, SESSION_CATEGORY))
         else:
             logged.append((change, SESSION_CATEGORY))
-        return Outcome(change, logged, cur.name, cur.workflow_id, self._needs_runner(target, cur))
+        return Outcome(
+            change,
+            logged,
+            cur.name,
+            cur.workflow_id,
+            self._needs_runner(target, cur),
+            for_workers=self._for_workers(target, cur),
+        )
 
     # -- parts ----------------------------------------------------------------------------
 
@@ -283,12 +295,16 @@ class DirectControl:
         """Does the session, ACTIVE after the change, lack a live runner? (The claim
         columns were read in the change's transaction, and the change left them as they
         were.) The caller then starts one, as :func:`app.runner.launch.ensure_runner`."""
-        if target != SessionStatus.ACTIVE:
+        if target != SessionStatus.ACTIVE or self._for_workers(target, cur):
             return False
         live = SessionStatus.ACTIVE  # the runner's liveness does not depend on the state
         return cur.runner_pid is None or is_orphaned(
             live, cur.runner_host, cur.runner_pid, cur.heartbeat_at, stale_after=self.stale_after
         )
+
+    @staticmethod
+    def _for_workers(target: str, cur: _State) -> bool:
+        return awaits_worker(target, bool(cur.queued), cur.runner_pid)
 
     def _waiting_gates(self, sid: str) -> list[tuple[Any, ...]]:
         return self.db.rows(_WAITING_GATES, (sid, str(GATE_PASS[0])))

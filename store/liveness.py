@@ -77,9 +77,23 @@ def is_orphaned(
     return runner_gone(runner_host, runner_pid, heartbeat_at, now, stale_after)
 
 
+def awaits_worker(status: str, queued: bool, runner_pid: int | None) -> bool:
+    """Queued work that no runner holds, ready to run: the next `vc flow worker` claims
+    it. So a resume or an approval that leaves a queued session ACTIVE starts no runner
+    of its own for it: that would run it on the host where the command was typed,
+    wherever the workers run (a session a stopping worker handed back is ACTIVE with no
+    runner, and one a worker's runner handed back at a gate becomes so on its approval)."""
+    return (
+        bool(queued)
+        and runner_pid is None
+        and status in (SessionStatus.PENDING, SessionStatus.ACTIVE)
+    )
+
+
 __all__ = [
     "HEARTBEAT_INTERVAL",
     "STALE_AFTER",
+    "awaits_worker",
     "is_orphaned",
     "runner_gone",
     "runner_lost",

@@ -16,6 +16,7 @@ from functools import cached_property
 from typing import Any
 
 from store.graph import instance_waits, stage_of
+from store.liveness import awaits_worker
 from store.status import SessionStatus, StageStatus
 
 #: Log levels, lowest first.
@@ -156,9 +157,8 @@ class SessionView:
 
     @property
     def awaiting_worker(self) -> bool:
-        """Queued work that no runner holds now: the next `vc flow worker` claims it (a
-        session a stopping worker handed back is ACTIVE with no runner, and this is why)."""
-        return self.queued and self.runner_pid is None and self.status in ("PENDING", "ACTIVE")
+        """Queued work that no runner holds now (store.liveness.awaits_worker)."""
+        return awaits_worker(self.status, self.queued, self.runner_pid)
 
     @property
     def waiting_gate(self) -> StageView | None:

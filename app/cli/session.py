@@ -393,6 +393,10 @@ def _operation(op: str, session_id: str, gate: str | None = None) -> None:
             if outcome.needs_runner:
                 with open_store(warned=True) as ctx:
                     extra += _start_runner(ctx, change.session_id)
+            elif outcome.for_workers:
+                from app.runner.launch import FOR_WORKERS
+
+                extra += f" ({FOR_WORKERS})"
             _report(op, change.to_status, change.session_id, name, workflow_id, extra)
             return
     with open_store() as ctx, ctx.session() as session:
@@ -431,6 +435,8 @@ def _start_runner(ctx: Any, session_id: str) -> str:
     started = ensure_runner(ctx, session_id)
     if started is not None and started.started:
         return f" (runner started: pid {started.pid})"
+    if started is not None and started.outcome == "queued":
+        return f" ({started.message})"
     if started is not None:
         error_line(f"could not start a runner: {started.message}")
         return " (no runner: see the error above)"
@@ -456,7 +462,8 @@ def pause_cmd(session_id: IdArg) -> None:
 
 @app.command("resume")
 def resume_cmd(session_id: IdArg) -> None:
-    """Resume a paused session (starts a runner if a started session has none)."""
+    """Resume a paused session (starts a runner if a started session has none, unless it
+    is queued work: a worker claims that)."""
     _operation("resume", session_id)
 
 

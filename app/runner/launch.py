@@ -55,10 +55,11 @@ class LaunchError(Exception):
 class RunnerStart:
     """What starting a runner came to: ``started`` (its ``pid`` owns the session),
     ``refused`` (``message`` says why: the session's claim was refused, or this process
-    starts no more runners) or ``failed`` (``message``; ``exit_code`` when the runner
-    exited before it claimed the session)."""
+    starts no more runners), ``failed`` (``message``; ``exit_code`` when the runner
+    exited before it claimed the session) or ``queued`` (none was started: the session is
+    queued work, which a worker runs; ``message`` says so)."""
 
-    outcome: Literal["started", "refused", "failed"]
+    outcome: Literal["started", "refused", "failed", "queued"]
     pid: int | None = None
     message: str = ""
     exit_code: int | None = None
@@ -66,6 +67,10 @@ class RunnerStart:
     @property
     def started(self) -> bool:
         return self.outcome == "started"
+
+
+#: What a resume or an approval says of a session it leaves to the workers.
+FOR_WORKERS = "queued: the next 'vc flow worker' runs it"
 
 
 def run_refusal(view: Any) -> str | None:
@@ -231,22 +236,29 @@ def ensure_runner(ctx: Any, session_id: str) -> RunnerStart | None:
     runs again). None when no runner was needed.
 
     Only ACTIVE sessions get one: a session that goes back to PENDING never started, and
-    starts only when asked (`vc flow run WORKFLOW --session ID`).
+    starts only when asked (`vc flow run WORKFLOW --session ID`). Nor does queued work
+    that no runner holds (store.liveness.awaits_worker): a worker claims it, on the host
+    the workers run on (outcome ``queued``).
     """
     from store.queries import get_session_view
 
-    def runner_needed() -> bool:
-        """ACTIVE, and no live runner holds it."""
+    def need() -> Literal["runner", "workers", None]:
+        """A runner: ACTIVE, and no live runner holds it; the workers: queued work."""
         with ctx.factory() as db:
             view = get_session_view(db, session_id)
             db.commit()
         if view is None or view.status != "ACTIVE":
-            return False
-        return view.runner_pid is None or view.orphaned
+            return None
+        if view.awaiting_worker:
+            return "workers"
+        return "runner" if view.runner_pid is None or view.orphaned else None
 
-    if not runner_needed():
+    needed = need()
+    if needed == "workers":
+        return RunnerStart("queued", message=FOR_WORKERS)
+    if needed is None:
         return None
     started = start_runner(ctx, session_id)
-    if started.outcome == "refused" and not runner_needed():
+    if started.outcome == "refused" and need() != "runner":
         return None  # a worker (or another resume) took it meanwhile: it runs, as asked
     return started

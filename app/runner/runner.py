@@ -99,14 +99,21 @@ class Runner(ManualGates):
         only_stage: str | None = None,
         on_update: Callable[[Any], None] | None = None,
         flush_at_end: bool = True,
+        hand_back_when_idle: bool = False,
     ) -> None:
         """``flush_at_end``: the run waits, at its end, until the log lines so far are in the
         store. A worker's runner does not: its worker goes on with the next session and
         its mirror stores the last lines (the session's end, the runner's notes) with its
         next batch, within ``app.log_mirror.MIRROR_INTERVAL``, where a write of their own
         would cost each session one more transaction. The lines of the stages are stored
-        before the session ends either way (:meth:`_flush_logs`)."""
+        before the session ends either way (:meth:`_flush_logs`).
+
+        ``hand_back_when_idle``: a worker's runner ends as soon as its session is PAUSED
+        with no stage process left to hold (waiting at a manual gate, or paused between
+        stages), so that the worker's slot goes to the next queued session; see
+        :meth:`_hand_back`."""
         self.flush_at_end = flush_at_end
+        self.hand_back_when_idle = hand_back_when_idle
         self.factory = factory
         self.log = logging
         self.session_id = session_id
@@ -378,6 +385,8 @@ class Runner(ManualGates):
                 if schedule.stuck_at_gates() and not self._gate_pause:
                     self._pause_at_gate(schedule.waiting_gates()[0])
                     continue
+            elif status == SessionStatus.PAUSED and self._idle_for_the_queue():
+                return self._hand_back()
             elif status == SessionStatus.PAUSED and not announced_pause:
                 announced_pause = True
                 if not self._running and not self._gate_pause:
@@ -640,11 +649,35 @@ class Runner(ManualGates):
                 return Outcome(1, f"session {reason or 'aborted'}", status)
             if status == SessionStatus.COMPLETED:
                 return Outcome(0, "completed", status)
+            if self._idle_for_the_queue():
+                return self._hand_back()
             if not announced:
                 announced = True
                 self._say("paused: the next stage waits for resume")
                 self._notify()
             self._idle()
+
+    def _idle_for_the_queue(self) -> bool:
+        """A worker's session is PAUSED and no stage process of it is left to hold: its
+        runner need not stay (see :meth:`_hand_back`)."""
+        return self.hand_back_when_idle and not self._running and self._down_since is None
+
+    def _hand_back(self) -> Outcome:
+        """End this worker's runner while its session waits, PAUSED, with nothing running:
+        run() then forgets the runner in the session's row (``release_runner``), so the
+        session stays PAUSED and queued with no runner, and the worker's slot goes to the
+        next queued session instead of waiting hours for an approval. Its resume (or the
+        gate's approval, which passes the gate in the store) makes it ACTIVE, queued work
+        that the next worker claims (store.liveness.awaits_worker); a PAUSED stage that
+        still has a process is never handed back (that process is this worker's child)."""
+        if self.waiting_at is not None:
+            what = f"waits at manual gate {self.waiting_at}"
+            then = "its approval (or a resume)"
+        else:
+            what = "is paused with no stage running"
+            then = "its resume"
+        self._say(f"handed back to the queue: it {what}; after {then} the next worker goes on")
+        return Outcome(0, f"{what}: handed back to the queue", SessionStatus.PAUSED)
 
     def _stage_env(self, stage: StageView, attempt: int) -> dict[str, str]:
         env = dict(os.environ)

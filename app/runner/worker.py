@@ -217,7 +217,9 @@ class Worker:
     def _start(self, change: Any) -> None:
         sid = change.session_id
         taken = (
-            " (taking over: its previous runner is gone)" if change.from_status == "ACTIVE" else ""
+            " (taking over: it started before, and no runner holds it now)"
+            if change.from_status == "ACTIVE"
+            else ""
         )
         self.say(f"claimed {sid[:12]}{taken}", session_id=sid)
         thread = threading.Thread(
@@ -278,7 +280,12 @@ class Worker:
         outcome: Any = None
         try:
             runner = Runner(
-                self.factory, self.logging, sid, workspace=self.workspace, flush_at_end=False
+                self.factory,
+                self.logging,
+                sid,
+                workspace=self.workspace,
+                flush_at_end=False,
+                hand_back_when_idle=True,
             )
             with self._lock:
                 self._runners[sid] = runner

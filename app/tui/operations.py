@@ -121,6 +121,8 @@ def _with_runner(ctx: Any, session_id: str, note: str) -> str | Done:
     started = ensure_runner(ctx, session_id)
     if started is None:
         return note
+    if started.outcome == "queued":
+        return f"{note} ({started.message})"
     if not started.started:
         return Done(
             f"{note} (no runner: see the error above)",

@@ -42,11 +42,31 @@ stages:
       if [ "$VC_ATTEMPT" = 1 ]; then sleep 60; fi
 """
 
+GATED = """
+name: Gated
+stages:
+  - name: build
+    run: echo built
+  - name: ok
+    checklist: [the build looks right]
+  - name: ship
+    run: echo shipped
+"""
+
+SLOW = """
+name: Slow
+stages:
+  - name: long
+    run: sleep 30
+"""
+
 
 @pytest.fixture
 def queue_ws(store_workspace: Path, db_url: str):  # type: ignore[no-untyped-def]
     (store_workspace / "workflows" / "trivial.yaml").write_text(TRIVIAL.lstrip())
     (store_workspace / "workflows" / "handback.yaml").write_text(HANDBACK.lstrip())
+    (store_workspace / "workflows" / "gated.yaml").write_text(GATED.lstrip())
+    (store_workspace / "workflows" / "slow.yaml").write_text(SLOW.lstrip())
     engine = init_db(db_url)
     yield store_workspace, engine
     engine.dispose()
@@ -304,6 +324,82 @@ def test_dead_worker_leaves_an_orphan_that_is_taken_over(queue_ws, workers, take
     if taker == "worker":
         assert "taking over" in workers.output(1)
         assert workers.stop_all()[1] == 0
+
+
+def _start_pids(engine, sid: str) -> list[int]:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT pid FROM flow_events WHERE session_id = :s AND op = 'start' ORDER BY id"),
+            {"s": sid},
+        )
+        return [int(pid) for (pid,) in rows]
+
+
+def test_a_session_waiting_at_a_gate_gives_its_worker_slot_to_the_next_one(queue_ws, workers):
+    """With one slot, a session waiting for an approval does not hold the queue up: its
+    runner hands it back (PAUSED, no runner), the next session runs, and the approval
+    leaves it to the worker (no runner of the approving command) which finishes it."""
+    ws, engine = queue_ws
+    (gated,) = _queue(engine, ws, "gated", 1)
+    (quick,) = _queue(engine, ws, "trivial", 1)
+    worker = workers.start("--concurrency", "1")
+    wait_until(
+        lambda: _view(engine, quick).status == "COMPLETED",
+        timeout=30,
+        what="the session queued behind the gate to run",
+    )
+    view = _view(engine, gated)
+    assert (view.status, view.reason) == ("PAUSED", "waiting: ok")
+    assert view.queued and view.runner_pid is None and not view.orphaned
+
+    result = run_vc("flow", "session", "approve", gated[:8], "ok")
+    assert result.returncode == 0, result.stderr
+    assert "queued: the next 'vc flow worker' runs it" in result.stdout
+    wait_until(
+        lambda: _view(engine, gated).status == "COMPLETED",
+        timeout=30,
+        what="the approved session to complete",
+    )
+    assert _start_pids(engine, gated) == [worker.pid, worker.pid]
+    out = workers.output(0)
+    assert "waits at manual gate ok: handed back to the queue" in out
+    assert workers.stop_all() == [0]
+
+
+def test_a_paused_session_with_a_stopped_stage_keeps_its_worker_slot(queue_ws, workers):
+    """The stopped stage's process is the worker's child: its runner stays to resume it."""
+    ws, engine = queue_ws
+    (slow,) = _queue(engine, ws, "slow", 1)
+    worker = workers.start("--concurrency", "1")
+    wait_until(
+        lambda: (
+            _scalar(engine, "SELECT status FROM stage_instances WHERE session_id = :s", s=slow)
+            == "ACTIVE"
+        ),
+        timeout=20,
+        what="the stage to run",
+    )
+    result = run_vc("flow", "session", "pause", slow[:8])
+    assert result.returncode == 0, result.stderr
+    wait_until(
+        lambda: (
+            _scalar(engine, "SELECT status FROM stage_instances WHERE session_id = :s", s=slow)
+            == "PAUSED"
+        ),
+        timeout=20,
+        what="the stage to be stopped",
+    )
+    (quick,) = _queue(engine, ws, "trivial", 1)
+    time.sleep(2)  # several looks at the queue (0.5 s on SQLite, at once on PostgreSQL)
+    assert _view(engine, quick).status == "PENDING"
+    assert _view(engine, slow).runner_pid == worker.pid
+    assert run_vc("flow", "session", "abort", slow[:8]).returncode == 0
+    wait_until(
+        lambda: _view(engine, quick).status == "COMPLETED",
+        timeout=30,
+        what="the next session to run once the slot is free",
+    )
+    assert workers.stop_all() == [0]
 
 
 def test_one_worker_runs_more_sessions_than_it_keeps_log_files_open(queue_ws, workers, db_url):
