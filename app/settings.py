@@ -108,6 +108,24 @@ def _check_database_url(url: str) -> None:
             "VC_DATABASE_URL must be a SQLite or PostgreSQL URL (sqlite:///PATH, "
             f"postgresql+psycopg://USER@HOST/DB); got {clean_text(got)}"
         )
+    if url.startswith("sqlite") and _in_memory(url):
+        raise SettingError(
+            "VC_DATABASE_URL names an in-memory SQLite database, which every process has "
+            "its own of (sessions would vanish with the command that made them); give a "
+            "file: sqlite:///PATH"
+        )
+
+
+def _in_memory(sqlite_url: str) -> bool:
+    """``sqlite://``, ``sqlite:///``, ``sqlite:///:memory:`` or a ``mode=memory`` URI:
+    SQLite's in-memory databases (SQLAlchemy's URL forms), never a store."""
+    rest = sqlite_url.partition("://")[2]
+    database, _, query = rest.removeprefix("/").partition("?")
+    return (
+        database in ("", ":memory:")
+        or "mode=memory" in query
+        or database.startswith("file::memory:")
+    )
 
 
 def _path(value: str | None, default: Path) -> Path:

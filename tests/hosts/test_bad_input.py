@@ -60,3 +60,18 @@ def test_wrong_url_is_one_line(workspace, url, expected, code):
     line = _one_line_error(result, code)
     assert expected in line
     assert "s3cret" not in line  # passwords are never echoed
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite://", "sqlite:///", "sqlite:///:memory:", "sqlite:///file:s?mode=memory&uri=true"],
+)
+@pytest.mark.parametrize(
+    "args",
+    [("flow", "run", "etl", "--queue"), ("flow", "session", "create", "etl"), ("flow", "worker")],
+)
+def test_an_in_memory_sqlite_url_is_refused_before_anything_is_made(workspace, url, args):
+    """Each process would have its own database: a session made would vanish at once."""
+    result = run_vc(*args, env={"VC_DATABASE_URL": url}, timeout=30)
+    line = _one_line_error(result, 2)
+    assert "in-memory SQLite database" in line and "sqlite:///PATH" in line
