@@ -52,12 +52,14 @@ class SessionFilter:
         if self.workflow_id:
             clauses.append(_T.c.workflow_id == self.workflow_id)
         if self.text:
-            pattern = f"%{self.text.lower()}%"
+            # autoescape: the user's text is matched literally (a '_' or '%' in it is not a
+            # LIKE wildcard)
+            text = self.text.lower()
             clauses.append(
                 or_(
-                    func.lower(_T.c.name).like(pattern, escape="\\"),
-                    func.lower(_T.c.workflow_id).like(pattern, escape="\\"),
-                    _T.c.id.startswith(self.text.lower(), autoescape=True),
+                    func.lower(_T.c.name).contains(text, autoescape=True),
+                    func.lower(_T.c.workflow_id).contains(text, autoescape=True),
+                    _T.c.id.startswith(text, autoescape=True),
                 )
             )
         return and_(True, *clauses)

@@ -394,6 +394,25 @@ async def test_slash_filters_by_text_and_escape_clears(ctx: Any, make_app: Any) 
         await wait_for(pilot, lambda: app.dashboard.table.total == 3, what="the filter cleared")
 
 
+async def test_the_text_filter_matches_underscore_and_percent_literally(
+    ctx: Any, make_app: Any
+) -> None:
+    for name in ("load_data", "load data", "100% done", "1000 done"):
+        make_session(ctx, name=name)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("slash", "_", "enter")
+        await wait_for(pilot, lambda: app.dashboard.table.total == 1, what="one match")
+        assert [r.name for r in app.dashboard.table.rows] == ["load_data"]
+        await pilot.press("slash", "ctrl+u", *"0%", "enter")
+        await wait_for(
+            pilot,
+            lambda: [r.name for r in app.dashboard.table.rows] == ["100% done"],
+            what="the one name holding '0%'",
+        )
+
+
 async def test_number_keys_filter_by_status(ctx: Any, make_app: Any) -> None:
     pending = make_session(ctx, name="p1")
     paused = make_session(ctx, name="p2", state="PAUSED")
