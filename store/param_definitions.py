@@ -35,6 +35,7 @@ from store.definition_base import (
 )
 from store.errors import ParamError
 from store.names import KEY_RULE, is_variable_key, param_text
+from store.text import clean_text
 
 # -- parameters -------------------------------------------------------------------------------
 
@@ -117,9 +118,18 @@ class ParamDefinition(DefinitionModel):
             values: list[ParamValue] = []
             for i, choice in enumerate(choices):
                 try:
-                    values.append(_param_value(ptype, choice))
+                    value = _param_value(ptype, choice)
                 except PydanticCustomError as exc:
                     raise problem(str(exc), "choices", i) from None
+                if isinstance(value, str) and clean_text(value) != value:
+                    # shown cleaned, it would read as another choice that is then refused
+                    raise problem(
+                        f"choice {value!r} holds a control or invisible format character: "
+                        "no one could see or type it",
+                        "choices",
+                        i,
+                    )
+                values.append(value)
             out["choices"] = tuple(values)
         if "default" in out:
             if typed(out.get("required")) is True:

@@ -20,7 +20,17 @@ _ESCAPES = re.compile(
     """,
     re.VERBOSE,
 )
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: C0/C1 controls, and the invisible format characters that change what a reader sees
+#: without showing themselves: the bidirectional overrides, embeddings, isolates and marks
+#: (U+202E makes the rest of a line read backwards, "Trojan Source"), zero-width spaces and
+#: joiners of words, and the byte order mark. The zero-width (non-)joiner U+200C/U+200D is
+#: kept: scripts and emoji sequences need it, and it reorders nothing.
+_CONTROLS = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u2069\ufeff]"
+)
+#: Unicode's own line and paragraph separators: line breaks like \n.
+_SEPARATORS = re.compile("[\u2028\u2029]")
 
 
 def clean_text(value: object, *, keep_newlines: bool = False) -> str:
@@ -28,7 +38,7 @@ def clean_text(value: object, *, keep_newlines: bool = False) -> str:
     text = "" if value is None else str(value)
     if text.isprintable():
         return text
-    text = _ESCAPES.sub("", text).replace("\t", "    ")
+    text = _SEPARATORS.sub("\n", _ESCAPES.sub("", text)).replace("\t", "    ")
     if keep_newlines:
         return _CONTROLS.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     text = text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")

@@ -151,7 +151,7 @@ def test_rich_markup_in_a_name_is_stored_and_printed_verbatim(workspace: Path, c
     assert cli("flow", "session", "pause", sid).out == f"PAUSED: {sid[:12]} ({MARKUP})\n"
 
 
-HOSTILE = "ok\x1b[31mred\x1b[0m\x1b]0;pwned\x07\x1b]8;;http://evil\x1b\\link\x9b2J\x07\rback\x08"
+HOSTILE = "ok\u202e\x1b[31mred\u2066\ufeff\x1b[0m\x1b]0;pwned\x07\x1b]8;;http://evil\x1b\\link\x9b2J\x07\rback\x08"
 
 
 @pytest.mark.parametrize("args", HUMAN_COMMANDS, ids=" ".join)
@@ -175,7 +175,7 @@ def test_escape_sequences_in_user_text_never_reach_stdout(workspace: Path, args)
         )
     result = run(*fill(args, sid), color=True, env={"COLUMNS": "200"})
     assert result.code == 0, result.err
-    for bad in ("\x1b", "\x07", "\x9b", "\x08", "\r"):
+    for bad in ("\x1b", "\x07", "\x9b", "\x08", "\r", "\u202e", "\u2066", "\ufeff"):
         assert bad not in result.out, (bad, result.out)
     if args[:3] == ("flow", "session", "list") or "{sid}" in args:
         assert "okredlink back" in result.out  # the text itself survives, cleaned

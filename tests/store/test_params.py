@@ -168,6 +168,20 @@ BAD_DECLARATIONS: list[tuple[str, str, int, str, str]] = [
         "expected an integer, got 'two'",
     ),
     ("params-a-list", "params: [day]\n", 1, "params", "expected a mapping of NAME"),
+    (
+        "choice-with-an-escape-sequence",
+        'params:\n  p:\n    choices: [ok, "\\e[31mc"]\n',
+        3,
+        "params.p.choices[1]",
+        "holds a control or invisible format character",
+    ),
+    (
+        "choice-with-a-bidi-override",
+        'params:\n  p:\n    choices: ["a\\u202eb"]\n',
+        3,
+        "params.p.choices[0]",
+        "holds a control or invisible format character",
+    ),
 ]
 
 
