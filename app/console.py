@@ -8,6 +8,7 @@ exit code (``app.cli.common.translate_errors``).
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -32,6 +33,26 @@ def _driver_error(exc: BaseException) -> bool:
         if loaded is not None and isinstance(exc, getattr(loaded, name)):
             return True
     return False
+
+
+def silence_stdout() -> None:
+    """The reader of our stdout went away (`vc … | head`): what is still written goes
+    nowhere, and the flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def result_line(text: str) -> None:
+    """Print a command's result line; a reader that went away does not change what the
+    command did, nor its exit code."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        silence_stdout()
 
 
 def failure(exc: BaseException) -> tuple[str, int] | None:

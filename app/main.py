@@ -104,7 +104,7 @@ app.add_typer(db.app, name="db")
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (and exits with it when called without ``argv``,
     as the console script does)."""
-    from app.console import error_line
+    from app.console import error_line, silence_stdout
 
     for stream in (sys.stdout, sys.stderr):
         # A name or log line the locale cannot encode must not crash a command.
@@ -141,7 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (`vc … | head`): not an error; keep Python from complaining
         # again when it flushes stdout at exit.
-        _silence_stdout()
+        silence_stdout()
+        code = 0
+    except SystemExit as exc:
+        if not isinstance(exc.__context__, BrokenPipeError):
+            raise
+        silence_stdout()  # Click's own answer to the same closed pipe is exit 1: not ours
         code = 0
     except Exception as exc:  # a bug: still one line, never a traceback (VC_DEBUG=1 shows it)
         from app.console import failure
@@ -177,15 +182,6 @@ def _invalid_utf8(args: list[str]) -> str | None:
         except UnicodeEncodeError:
             return os.fsencode(arg).decode("utf-8", "backslashreplace")
     return None
-
-
-def _silence_stdout() -> None:
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from app.cli.common import error_line, fail, open_store, progress_text, translate_errors
+from app.console import result_line
 
 
 def run_command(
@@ -232,7 +233,7 @@ def _foreground(ctx: Any, sid: str, stage: str | None, name: str) -> int:
     label = f"{sid[:12]} ({clean_text(name)})"
     if outcome.code == 0:
         detail = "" if outcome.message == "completed" else f": {outcome.message}"
-        print(f"{outcome.status or 'done'}: {label}{detail}")
+        result_line(f"{outcome.status or 'done'}: {label}{detail}")
     elif outcome.code == 130:  # not an error: what the user asked for, and how to go on
         message = outcome.message.replace(f"session {sid[:12]}", f"session {label}", 1)
         print(f"vc: {message}", file=sys.stderr)

@@ -4,6 +4,9 @@ user-written text (names, metadata, log lines) printed literally and safely."""
 from __future__ import annotations
 
 import re
+import shlex
+import subprocess
+import sys
 import unicodedata
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import pytest
 
 from .helpers import (
     create_session,
+    env_for,
     run,
     run_on_tty,
     session_json,
@@ -338,3 +342,36 @@ def test_a_duration_never_shows_a_unit_full_to_its_next(seconds: float | None, s
     from app.console import duration_text
 
     assert duration_text(seconds) == shown
+
+
+def _into_a_closed_pipe(command: str) -> subprocess.CompletedProcess[str]:
+    """``command`` with its stdout into a reader that is gone before it writes: the exit
+    code of ``command`` itself, and its stderr."""
+    script = f'{command} 2>err.txt | true; echo "${{PIPESTATUS[0]}}"'
+    return subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, env=env_for(), timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("flow", "session", "list", "--json"), ("flow", "session", "list"), ("flow", "list")],
+    ids=" ".join,
+)
+def test_a_reader_that_went_away_is_not_an_error(workspace: Path, args) -> None:
+    for i in range(3):
+        create_session(workspace, name=f"s{i}")
+    vc = " ".join([shlex.quote(sys.executable), "-m", "app.main", *args])
+    result = _into_a_closed_pipe(vc)
+    assert result.stdout.strip() == "0"
+    assert (workspace / "err.txt").read_text() == ""
+
+
+@pytest.mark.parametrize(("workflow", "code"), [("hello", "0"), ("broken", "1")])
+def test_a_run_into_a_closed_pipe_exits_with_its_sessions_code(
+    workspace: Path, workflow: str, code: str
+) -> None:
+    vc = " ".join([shlex.quote(sys.executable), "-m", "app.main", "flow", "run", workflow])
+    result = _into_a_closed_pipe(vc)
+    assert result.stdout.strip() == code
+    assert "Traceback" not in (workspace / "err.txt").read_text()
