@@ -10,9 +10,9 @@ Decisions:
   recognised at the very start of a line of stdout or stderr: ``::output`` then spaces, the
   key, ``=``, and the value, which is the rest of the line exactly (spaces included, and
   empty allowed). The key is an identifier (letters, digits, ``_``, not starting with a
-  digit, at most 64 characters); a line with another key is ignored with a WARNING in the
-  session log. A value longer than :data:`MAX_OUTPUT_BYTES` (UTF-8) is cut to it, with a
-  WARNING. A key reported again replaces its value.
+  digit, at most 64 characters); a line with another key, or without ``=``, is ignored
+  with a WARNING in the session log. A value longer than :data:`MAX_OUTPUT_BYTES` (UTF-8)
+  is cut to it, with a WARNING. A key reported again replaces its value.
 * A stage instance keeps at most :data:`MAX_OUTPUTS` keys (each new key past it is ignored
   with a WARNING): every key becomes a variable of every later stage, and an environment
   has to fit the system's limit for a new process.
@@ -44,18 +44,17 @@ MAX_OUTPUT_BYTES = 4096
 MAX_OUTPUTS = 64
 
 
-def parse_output_line(text: str) -> tuple[str, str] | None:
-    """``(key, value)`` of an output line, None for any other line. The key is not
-    checked here (see :class:`OutputRecorder`)."""
+def parse_output_line(text: str) -> tuple[str, str | None] | None:
+    """``(key, value)`` of an output line, None for any other line; the value is None when
+    the line has no ``=`` (a mistake worth a warning, not a line to take as output). The
+    key is not checked here (see :class:`OutputRecorder`)."""
     if not text.startswith(OUTPUT_TAG):
         return None
     rest = text[len(OUTPUT_TAG) :]
     if not rest[:1].isspace():
         return None
     key, sep, value = rest.lstrip().partition("=")
-    if not sep:
-        return None
-    return key, value
+    return (key, value) if sep else (key, None)
 
 
 def _cut_utf8(value: str, limit: int) -> str:
@@ -82,7 +81,13 @@ class OutputRecorder:
             if parsed is not None:
                 self._record(*parsed)
 
-    def _record(self, key: str, value: str) -> None:
+    def _record(self, key: str, value: str | None) -> None:
+        if value is None:
+            self._warn(
+                f"output line ignored: no '=' after {short_repr(key.rstrip())} "
+                f"(write {OUTPUT_TAG} KEY=VALUE)"
+            )
+            return
         if not is_variable_key(key):
             self._warn(f"output line ignored: invalid key {short_repr(key)} (use {KEY_RULE})")
             return

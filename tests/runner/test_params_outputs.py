@@ -199,7 +199,7 @@ def test_an_output_over_4_kib_is_cut_with_a_warning(workspace: Path, vc: Vc, run
 
 
 @sqlite_only
-def test_an_output_line_with_an_invalid_key_is_ignored_with_a_warning(
+def test_an_output_line_with_an_invalid_key_or_no_value_is_ignored_with_a_warning(
     workspace: Path, vc: Vc, runs: Store
 ) -> None:
     write_workflow(
@@ -213,6 +213,7 @@ def test_an_output_line_with_an_invalid_key_is_ignored_with_a_warning(
               echo "::output 9lives=1"
               echo "::output ok=1"
               echo "::outputs notme=1"
+              echo "::output forgot"
         """,
     )
     assert vc("flow", "run", "badkey").returncode == 0
@@ -222,6 +223,7 @@ def test_an_output_line_with_an_invalid_key_is_ignored_with_a_warning(
     assert [w.split(" (")[0] for w in warnings] == [
         "output line ignored: invalid key 'image-tag'",
         "output line ignored: invalid key '9lives'",
+        "output line ignored: no '=' after 'forgot'",
     ]
 
 
