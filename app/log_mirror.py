@@ -28,6 +28,12 @@ CLOSE_PATIENCE = 10.0
 MAX_PENDING = 256 * 1024 * 1024
 #: What one waiting line costs beyond its characters (a str object and a list slot).
 LINE_OVERHEAD = 64
+#: Most memory (counted as for :data:`MAX_PENDING`) that a stage's output may hold while
+#: the store, reachable, takes it slower than the stage prints: past it the stage's output
+#: waits (its splitter, then its reader, its pipe and the stage itself), so a stage that
+#: prints millions of lines a second runs at the store's pace instead of growing the runner
+#: by gigabytes. A million short lines (``seq 1000000``) cost about 70 MB and never wait.
+MAX_BEHIND = 128 * 1024 * 1024
 
 
 #: Why records were let go, and what the note that takes their place says.
@@ -70,10 +76,12 @@ class StoreMirror:
         interval: float = MIRROR_INTERVAL,
         on_error: Callable[[BaseException], None] | None = None,
         max_pending: int = MAX_PENDING,
+        max_behind: int = MAX_BEHIND,
         space: Any = None,
         on_full: Callable[[BaseException], None] | None = None,
         transient: tuple[type[BaseException], ...] | None = None,
     ) -> None:
+        self._max_behind = max_behind
         self._write_batch = write_batch
         #: The errors of a store that is away for now (default: SQLAlchemy's and psycopg's,
         #: ``store.errors.transient_errors``; a writer on the bare driver names its own).
@@ -116,13 +124,17 @@ class StoreMirror:
         self._thread = threading.Thread(target=self._run, name="vc-log-mirror", daemon=True)
         self._thread.start()
 
-    def add(self, lines: Any) -> int:
+    def add(self, lines: Any, *, wait_for_room: bool = False) -> int:
         """Queue one ``LogLines`` group (its ``texts`` must not change afterwards). Returns
         its mark: :meth:`stored` says when it (and everything added before) is in the
-        store."""
+        store. ``wait_for_room`` (a stage's output): first wait while the store, reachable,
+        is :data:`MAX_BEHIND` behind."""
         count = len(lines.texts)
         cost = _cost(lines)
         with self._cond:
+            while wait_for_room and self._behind():
+                self._cond.notify_all()  # the writer need not wait for its interval
+                self._cond.wait(0.5)
             self._pending.append((lines, cost))
             self._added += 1
             mark = self._added
@@ -133,6 +145,13 @@ class StoreMirror:
             if self._pending_lines >= self.WAKE_AT:
                 self._cond.notify_all()
         return mark
+
+    def _behind(self) -> bool:
+        """Under the lock: records wait beyond :data:`MAX_BEHIND` for a store that takes
+        them (while it does not, :data:`MAX_PENDING` lets the oldest go instead)."""
+        if self._store_away or self._closed or self.failure is not None:
+            return False
+        return self._pending_cost + self._inflight_cost > self._max_behind
 
     def stored(self, mark: int) -> bool:
         """Whether the group with this mark, and every group added before it, is in the

@@ -145,6 +145,32 @@ def test_a_reachable_store_slower_than_the_output_gets_every_line(store: Any) ->
     assert _stored(engine) == [("INFO", f"line {i:04d}") for i in range(1000)]
 
 
+def test_a_stages_output_waits_for_a_slow_store_instead_of_growing_without_bound(
+    store: Any,
+) -> None:
+    """Output added with ``wait_for_room`` (a stage's) never holds much more than
+    ``max_behind`` in memory while a reachable store lags, and every line is stored in
+    order."""
+    engine, write_batch = store
+    behind = 20 * (9 + 64)  # about 20 lines
+
+    def slow(groups: Any) -> None:
+        time.sleep(0.02)
+        write_batch(groups)
+
+    mirror = StoreMirror(slow, interval=0.05, max_behind=behind)
+    most = 0
+    for i in range(300):
+        mirror.add(_line(i), wait_for_room=True)
+        most = max(most, mirror.pending_bytes)
+    mirror.flush(timeout=30)
+    mirror.close()
+
+    assert most <= behind + (9 + 64)  # one group past the limit at most
+    assert mirror.dropped_lines == 0
+    assert _stored(engine) == [("INFO", f"line {i:04d}") for i in range(300)]
+
+
 def test_wait_stored_writes_at_once_instead_of_at_the_next_interval(store: Any) -> None:
     """A runner waits for a stage's lines before recording it COMPLETED: the wait wakes the
     writer rather than sleeping out its interval."""

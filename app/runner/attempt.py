@@ -141,7 +141,7 @@ class StageOutput:
         self._files.write_session(sid, prefix + body.replace("\n", "\n" + prefix) + "\n")
         if self._mirror is not None:
             self.mirror_mark = self._mirror.add(
-                LogLines(sid, at, level, OUTPUT_CATEGORY, stage, texts)
+                LogLines(sid, at, level, OUTPUT_CATEGORY, stage, texts), wait_for_room=True
             )
         self.lines += len(texts)
         self.last_line = texts[-1]
