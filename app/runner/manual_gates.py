@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from app.runner.notifications import action
 from app.runner.schedule import DONE, WAITING
 from app.runner.store_link import _STORE_ERRORS, NOTIFY_RESYNC
 from app.runner.supervision import Supervision
@@ -23,6 +24,8 @@ class ManualGates(Supervision):
 
     _gate_pause: str | None
     _gates_read_at: float
+    #: The gates whose waiting this run has said (:meth:`_announce_gate`).
+    _gates_announced: set[str]
     waiting_at: str | None
     waiting_checklist: list[str]
 
@@ -40,13 +43,18 @@ class ManualGates(Supervision):
                 self._read_next = True  # aborted or approved meanwhile: read it
                 return
         if self._running or [n for n in self._schedule.startable() if n != stage.name]:
-            self._say(
-                f"manual gate {stage.name}: waiting for 'vc flow session approve "
-                f"{self.session_id[:12]} {stage.name}'{checklist_suffix(stage.checklist)}; "
-                "the other stages go on",
-                stage=stage.name,
-            )
+            self._announce_gate(stage, "; the other stages go on")
             self._notify()
+
+    def _announce_gate(self, stage: StageView, then: str = "") -> None:
+        """Say, once per gate and run, that it waits and how to approve it."""
+        self._gates_announced.add(stage.name)
+        _, command = action("gate", self.session_id, gate=stage.name)
+        self._say(
+            f"manual gate {stage.name}: waiting for '{command}'"
+            f"{checklist_suffix(stage.checklist)}{then}",
+            stage=stage.name,
+        )
 
     def _pause_at_gate(self, name: str) -> None:
         """Nothing but gates left to wait for: the session pauses with reason
@@ -60,13 +68,20 @@ class ManualGates(Supervision):
         self._gate_pause = name
         self.waiting_at = name
         self.waiting_checklist = stage.checklist
-        from app.runner.notifications import action
-
-        _, command = action("gate", self.session_id, gate=name)
-        self._say(
-            f"manual gate {name}: waiting for '{command}'{checklist_suffix(stage.checklist)}",
-            stage=name,
-        )
+        said = name in self._gates_announced
+        for other in self._schedule.waiting_gates():
+            # a gate that opened while another stage was still to start has said so; one
+            # that opened last has not: each waiting gate is named once, with its command
+            if other != name and other not in self._gates_announced:
+                self._announce_gate(self._rows[other])
+        if said:
+            self._say(
+                f"nothing else can run: the session is paused at manual gate {name} "
+                "(its approval or a resume passes it)",
+                stage=name,
+            )
+        else:
+            self._announce_gate(stage)
         self._notify()
 
     def _pass_gate(self, name: str) -> None:

@@ -176,6 +176,7 @@ class Runner(ManualGates):
         #: The gate the session was paused at by this runner: its resume passes it.
         self._gate_pause: str | None = None
         self._gates_read_at = 0.0
+        self._gates_announced: set[str] = set()
         #: Set by each read of the session's state (:meth:`_desired`), taken by
         #: :meth:`_check_gates`: a state read means something may have changed.
         self._state_read = False

@@ -100,6 +100,8 @@ class Detail:
     waiting_at_gate: bool = False
     #: The checklist of that gate (cleaned), if any.
     checklist: tuple[str, ...] = ()
+    #: The other manual gates waiting beside it (cleaned names), each approved with ``g``.
+    other_gates: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line above the stages: the state and why (a manual gate waiting, the error
@@ -115,6 +117,8 @@ class Detail:
             text += " (s starts it)"
         if self.checklist:
             text += f" — check: {'; '.join(self.checklist)}"
+        if self.other_gates:
+            text += f" — also waiting: {', '.join(self.other_gates)} (g approves a gate)"
         return text
 
 
@@ -243,6 +247,9 @@ def load_detail(db: Any, session_id: str) -> Detail | None:
         watch_of([view], stale_after_of(db)),
         waiting_at_gate=gate is not None,
         checklist=tuple(clean_text(item) for item in gate.checklist) if gate else (),
+        other_gates=tuple(
+            clean_text(g.name) for g in view.waiting_gates if gate is not None and g is not gate
+        ),
     )
 
 

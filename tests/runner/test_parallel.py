@@ -284,6 +284,39 @@ def test_a_gate_waits_while_other_branches_run_then_pauses_the_session(
 
 
 @sqlite_only
+def test_every_gate_waiting_at_once_is_named_once_in_the_log(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """Two gates open together: each says once how to approve it, and the pause that
+    follows names the gate it is at, without repeating its approve line."""
+    write_workflow(
+        workspace,
+        "twogates",
+        """
+        stages:
+          - {name: build, run: echo build}
+          - {name: g1, needs: [build], checklist: [first ok]}
+          - {name: g2, needs: [build], checklist: [second ok]}
+          - {name: done, needs: [g1, g2], run: echo done}
+    """,
+    )
+    sid = start_detached(vc, "twogates")
+    store.wait_status(sid, "PAUSED", timeout=15)
+
+    def gate_lines() -> list[str]:
+        return [r.text for r in store.logs(sid) if "gate" in r.text and r.stage in ("g1", "g2")]
+
+    lines = wait_until(lambda: (got := gate_lines()) and len(got) >= 3 and got, timeout=10)
+    approve = f"'vc flow session approve {sid[:12]}"
+    assert [line.split(";")[0] for line in lines] == [
+        f"manual gate g1: waiting for {approve} g1'",
+        f"manual gate g2: waiting for {approve} g2'",
+        "nothing else can run: the session is paused at manual gate g1 (its approval or a "
+        "resume passes it)",
+    ]
+
+
+@sqlite_only
 def test_a_crash_reruns_each_interrupted_instance_as_a_new_attempt_never_a_completed_one(
     workspace: Path, vc: Vc, store: Store
 ) -> None:

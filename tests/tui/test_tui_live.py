@@ -15,6 +15,7 @@ import pytest
 from tests.tui.tui_testkit import (
     add_logs,
     loaded,
+    make_gated_session,
     make_session,
     manager,
     other_engine,
@@ -136,6 +137,24 @@ async def test_a_session_waiting_at_a_gate_shows_the_gates_checklist(
         )
         assert str(app.dashboard.summary.render()) == (
             "PAUSED — waiting: approve (r resumes it) — check: changelog reviewed"
+        )
+
+
+async def test_the_summary_of_a_session_paused_at_one_of_two_gates_names_the_other(
+    ctx: Any, make_app: Any
+) -> None:
+    sid = make_gated_session(ctx, ("qa", "legal"), paused_at="qa")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await select(pilot, sid)
+        await wait_for(
+            pilot,
+            lambda: "waiting: qa" in str(app.dashboard.summary.render()),
+            what="the gate's summary",
+        )
+        assert str(app.dashboard.summary.render()) == (
+            "PAUSED — waiting: qa (r resumes it) — also waiting: legal (g approves a gate)"
         )
 
 
