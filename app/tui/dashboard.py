@@ -219,6 +219,19 @@ class DashboardScreen(StoreLink):
                 self.log_pane.more_older = len(result.logs) >= data.LOG_PAGE
             self.log_pane.append(result.logs)
             self._last_log_id = max(self._last_log_id or 0, result.logs[-1].id)
+            if request.after_log_id is not None and len(result.logs) >= data.NEW_LOGS_LIMIT:
+                self._catch_up()
+
+    def _catch_up(self) -> None:
+        """A refresh brought as many new lines as one reads: more wait (a stage printed a
+        burst), and no refresh may come until the store changes again. Following, the
+        pane jumps to the newest lines (those in between are a page up away, as after a
+        new selection); scrolled up, the next lines are read at once."""
+        if self.log_pane.follow:
+            self._log_generation += 1
+            self._last_log_id = None
+            self.log_pane.clear()
+        self.request_refresh()
 
     def _show_alerts(self, result: data.Refresh) -> None:
         """Each session anywhere in the store that failed or reached a manual gate since

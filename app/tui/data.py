@@ -24,6 +24,9 @@ from store.text import clean_text
 from widgets.data import LogLine, SessionRow, StageRow, StatusCounts
 
 LOG_PAGE = 500
+#: Most new lines one refresh reads; a refresh that gets this many is behind (see
+#: ``Dashboard._catch_up``).
+NEW_LOGS_LIMIT = 5 * LOG_PAGE
 
 #: The lowest level the log pane shows, as `vc flow session logs` by default: DEBUG records
 #: are the store's own notification traffic ("notify 0 subscriber(s)" …), not the session's
@@ -297,7 +300,9 @@ def load_new_logs(db: Any, session_id: str, after_id: int | None) -> list[LogLin
     if after_id is None:
         records = read_logs(db, session_id, min_level=level, limit=LOG_PAGE, newest=True)
     else:
-        records = read_logs(db, session_id, after_id=after_id, min_level=level, limit=5 * LOG_PAGE)
+        records = read_logs(
+            db, session_id, after_id=after_id, min_level=level, limit=NEW_LOGS_LIMIT
+        )
     db.commit()
     return [log_line(r) for r in records]
 

@@ -242,6 +242,28 @@ async def test_log_follows_at_the_bottom_and_stays_when_scrolled_up(
         )
 
 
+async def test_a_burst_of_lines_is_shown_to_its_end_at_once_while_following(
+    ctx: Any, make_app: Any, store_url: str
+) -> None:
+    """One refresh reads a few thousand new lines: a burst bigger than that is not left
+    half shown until the store changes again; the pane jumps to its newest lines."""
+    sid = make_session(ctx)
+    add_logs(store_url, sid, ["before"])
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        pane = app.dashboard.log_pane
+        await wait_for(pilot, lambda: pane.lines and pane.lines[-1].text == "before", what="it")
+        add_logs(store_url, sid, [f"burst {i}" for i in range(20_000)])
+        await wait_for(
+            pilot,
+            lambda: pane.lines[-1].text == "burst 19999",
+            timeout=2.0,
+            what="the burst's last line within 2 s",
+        )
+        assert pane.follow and pane.more_older
+
+
 async def test_log_pane_leaves_out_debug_records_as_session_logs_does(
     ctx: Any, make_app: Any, store_url: str
 ) -> None:
