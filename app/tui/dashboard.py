@@ -442,7 +442,7 @@ class DashboardScreen(StoreLink):
     def _show_log_state(self) -> None:
         follow = "on" if self.log_pane.follow else "off"
         wrap = "on" if self.log_pane.wrap else "off"
-        self.log_state.update(Text(f"log: follow {follow}, wrap {wrap}"))
+        self.log_state.update(Text(f"log: follow {follow} (f), wrap {wrap} (w)"))
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(keys.help_lines(), notes=keys.HELP_NOTES))

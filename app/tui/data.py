@@ -118,6 +118,8 @@ class Detail:
             text += " (r resumes it)"
         if self.status == "PENDING":
             text += " (s starts it)"
+        if self.status == "FAILED":
+            text += " (t retries it)"
         if self.checklist:
             text += f" — check: {'; '.join(self.checklist)}"
         if self.other_gates:

@@ -78,6 +78,10 @@ def _operation(
     )
 
 
+#: The footer holds what fits an 80-column terminal with "? Help" and "q Quit" (every key
+#: is in the help and the palette): pause, resume, abort, new and filter. The others are
+#: said where they apply: the summary of a PENDING session says "s starts it", of a FAILED
+#: one "t retries it", of one at a gate "r resumes it"; the header says "follow on (f)".
 KEYS: tuple[Key, ...] = (
     _operation(
         "p",
@@ -95,7 +99,6 @@ KEYS: tuple[Key, ...] = (
         title="Resume session",
         footer="Resume",
     ),
-    # Not in the footer (it would push "q Quit" off an 80-column one), as `s` below.
     _operation(
         "g",
         "approve",
@@ -104,8 +107,6 @@ KEYS: tuple[Key, ...] = (
         title="Approve gate",
         footer=None,
     ),
-    # Not in the footer (it would push "q Quit" off an 80-column one): the summary of a
-    # PENDING session says "s starts it".
     _operation(
         "s",
         "start",
@@ -129,7 +130,7 @@ KEYS: tuple[Key, ...] = (
         operations.delete,
         description="delete it with its history and logs (asks first)",
         title="Delete session",
-        footer="Delete",
+        footer=None,
         confirm="Delete session {name} ({id}) with its history and logs?",
     ),
     _operation(
@@ -138,7 +139,7 @@ KEYS: tuple[Key, ...] = (
         operations.retry,
         description="retry a failed session: failed stages run again",
         title="Retry session",
-        footer="Retry",
+        footer=None,
     ),
     Key(
         "n",
@@ -152,7 +153,7 @@ KEYS: tuple[Key, ...] = (
         "details: metadata, definition snapshot, events",
         title="Session details",
         action="details",
-        footer="Details",
+        footer=None,
     ),
     Key(
         "/",
@@ -180,14 +181,14 @@ KEYS: tuple[Key, ...] = (
         "follow the log on / off",
         title="Toggle log follow",
         action="toggle_follow",
-        footer="Follow",
+        footer=None,
     ),
     Key(
         "w",
         "wrap log lines on / off",
         title="Toggle log wrap",
         action="toggle_wrap",
-        footer="Wrap",
+        footer=None,
     ),
     Key("tab", "move between the table, the stages and the log"),
     # Bound on the stage list itself (widgets/stage_list.py), where up / down move its cursor.

@@ -257,7 +257,7 @@ async def test_a_burst_of_lines_is_shown_to_its_end_at_once_while_following(
         add_logs(store_url, sid, [f"burst {i}" for i in range(20_000)])
         await wait_for(
             pilot,
-            lambda: pane.lines[-1].text == "burst 19999",
+            lambda: bool(pane.lines) and pane.lines[-1].text == "burst 19999",
             timeout=2.0,
             what="the burst's last line within 2 s",
         )
