@@ -48,6 +48,7 @@ from store.definitions import StageDefinition, WorkflowDefinition
 from store.errors import WorkflowError
 from store.names import short_repr, validate_identifier
 from store.param_definitions import ParamDefinition
+from store.text import clean_text
 
 __all__ = [
     "DEFAULT_KILL_TIMEOUT",
@@ -561,5 +562,10 @@ def find_workflow(directory: Path, workflow_id: str) -> WorkflowDefinition:
         return matches[0].definition
     if errors:
         raise errors[0]
+    if not directory.is_dir():
+        shown = clean_text(str(directory))
+        raise WorkflowError(
+            f"unknown workflow {workflow_id!r}: there is no workflows directory {shown}"
+        )
     known = sorted({s.definition.id for s in scanned if s.definition is not None})
     raise WorkflowError(f"unknown workflow {workflow_id!r}; known: {listed(known)}")

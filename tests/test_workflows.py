@@ -786,3 +786,8 @@ def test_find_workflow_refuses_to_pick_between_two_files_with_the_same_id(tmp_pa
     write(tmp_path, "b.yaml", "id: etl\nstages:\n  - name: y\n")
     with pytest.raises(WorkflowError, match="duplicate workflow id 'etl'"):
         find_workflow(tmp_path, "etl")
+
+
+def test_an_unknown_workflow_in_a_missing_directory_names_the_directory(tmp_path: Path) -> None:
+    with pytest.raises(WorkflowError, match=r"there is no workflows directory .*missing$"):
+        find_workflow(tmp_path / "missing", "etl")

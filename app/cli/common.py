@@ -244,6 +244,8 @@ def parse_meta(pairs: Sequence[str]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--meta")
+        if key.strip() in meta:  # as --param: which of the two was meant is not ours to guess
+            raise typer.BadParameter(f"key {key.strip()!r} given twice", param_hint="--meta")
         meta[key.strip()] = value
     return meta
 

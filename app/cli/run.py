@@ -85,6 +85,9 @@ def run_command(
     workflow_id, _, stage = target.partition(":")
     if not workflow_id or (":" in target and not stage):
         raise fail(f"invalid target {target!r}: use WORKFLOW or WORKFLOW:STAGE", 2)
+    from app.cli.session import check_workflow_id
+
+    check_workflow_id(workflow_id)  # a path or a control character: usage, nothing opened
     if stage:
         with translate_errors():
             parse_stage(stage)  # a malformed STAGE[…] is a usage error: nothing opened

@@ -355,6 +355,8 @@ def test_a_workflow_id_that_could_escape_a_directory_is_a_usage_error(
     for args in (
         ("flow", "session", "create", "--", workflow_id),
         ("flow", "show", "--", workflow_id),
+        ("flow", "run", "--", workflow_id),
+        ("flow", "run", "--queue", "--", workflow_id),
     ):
         result = run(*args)
         assert result.code == 2, result.err
@@ -380,6 +382,13 @@ def test_meta_without_equals_is_a_usage_error(store_workspace: Path) -> None:
     result = run("flow", "session", "create", "hello", "--meta", "ticket")
     assert result.code == 2
     assert "--meta: expected KEY=VALUE, got 'ticket'" in one_error_line(result)
+    assert no_sessions(store_workspace)
+
+
+def test_a_meta_key_given_twice_is_a_usage_error(store_workspace: Path) -> None:
+    result = run("flow", "session", "create", "hello", "--meta", "a=1", "--meta", "a=2")
+    assert result.code == 2
+    assert "--meta: key 'a' given twice" in one_error_line(result)
     assert no_sessions(store_workspace)
 
 
