@@ -49,7 +49,7 @@ def current_cmd() -> None:
         url = resolve_database_url()
         path = _sqlite_path(url) if url.startswith("sqlite") else None
         if path is not None and not path.exists():
-            print(f"none: no database at {path} yet (any vc command creates it)")
+            print(f"none: no database at {path} yet (the first command that writes creates it)")
             return
         engine = make_engine(url)
         try:

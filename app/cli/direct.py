@@ -99,6 +99,66 @@ class _OrmReads:
         return read_logs(self.session, session_id, **options)
 
 
+class _NoStore:
+    """:class:`Reader` of a SQLite store that does not exist yet: a read (a session list,
+    a status) answers as an empty store would, and creates nothing (a command run in the
+    wrong directory, or with a mistyped ``VC_HOME``, leaves no ``.vc`` behind)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def resolve_session_id(self, session_id: str) -> str:
+        from store.errors import SessionNotFound
+        from store.records import checked_id
+
+        raise SessionNotFound(f"no session matches {checked_id(session_id)!r}")
+
+    def list_sessions(self, **_: Any) -> list[SessionView]:
+        return []
+
+    def count_sessions(self, **_: Any) -> int:
+        return 0
+
+    def session_view(self, session_id: str) -> SessionView | None:
+        return None
+
+    def events(self, session_id: str) -> list[EventView]:
+        return []
+
+    def logs(self, session_id: str, **_: Any) -> list[LogView]:
+        return []
+
+
+def _missing_store(settings: Settings) -> str | None:
+    """The path of the SQLite store when it does not exist yet (and nothing is in its
+    way), else None. A store named by ``VC_DATABASE_URL`` in a directory that does not
+    exist is not "missing": the full path refuses that URL as mistyped."""
+    import os
+
+    url = settings.database_url
+    if not url.startswith("sqlite:///") or "?" in url:
+        return None
+    path = url.removeprefix("sqlite:///")
+    parent = os.path.dirname(path) or "."
+    if os.path.exists(path):
+        return None
+    if os.path.isdir(parent) or (
+        not os.path.exists(parent) and not os.environ.get("VC_DATABASE_URL")
+    ):
+        return path  # the workspace's own store (.vc/flow.db), made by the first write
+    return None
+
+
+def refuse_without_store(session_ids: Sequence[str]) -> None:
+    """A command about given sessions with no SQLite store yet: none of them can exist, so
+    it is refused as for an unknown id, and no store is made just to say so."""
+    from app.settings import Settings
+
+    missing = _missing_store(Settings.from_env())
+    if missing is not None and session_ids:
+        _NoStore(missing).resolve_session_id(session_ids[0])
+
+
 def _open(settings: Settings) -> DirectStore | None:
     from store.direct import open_direct
 
@@ -119,6 +179,10 @@ def reading(*, warned: bool = False) -> Iterator[Reader]:
     from app.settings import Settings
 
     settings = Settings.from_env()
+    missing = _missing_store(settings)
+    if missing is not None:
+        yield _NoStore(missing)
+        return
     with _opened(settings, warn=not warned) as db:
         if db is not None:
             from store.direct_reads import DirectReads

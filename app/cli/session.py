@@ -192,9 +192,12 @@ def list_cmd(
         print_json([v.to_json() for v in views])
         return
     if not views:
+        from store.text import clean_text
+
+        where = getattr(reader, "path", None)  # no store there yet (app.cli.direct._NoStore)
         echo(
-            "no sessions yet: create one with 'vc flow session create WORKFLOW' "
-            "or 'vc flow run WORKFLOW'"
+            (f"no sessions yet (no store at {clean_text(where)})" if where else "no sessions yet")
+            + ": create one with 'vc flow session create WORKFLOW' or 'vc flow run WORKFLOW'"
             if total == 0 and not (status or workflow)
             else "no sessions match"
         )
@@ -378,6 +381,10 @@ def check_workflow_id(workflow_id: str) -> None:
 def _operation(op: str, session_id: str, gate: str | None = None) -> None:
     """One state change: on the driver path when it can (:mod:`app.cli.direct`), else
     through the managers; the same output either way."""
+    from app.cli.direct import refuse_without_store
+
+    with translate_errors():
+        refuse_without_store([session_id])
 
     if op != "retry":
         from app.cli.direct import operation
@@ -559,6 +566,10 @@ def wait_cmd(
 
         warning_line(f"{unavailable_message(exc, resolve_database_url())}; still waiting")
 
+    from app.cli.direct import refuse_without_store
+
+    with translate_errors():
+        refuse_without_store(session_ids)
     with open_store(writes=False) as ctx:
         with ctx.session() as db:
             manager = ctx.sessions(db)
@@ -601,8 +612,11 @@ def delete_cmd(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a session with its stages, events and logs (asks first on a terminal)."""
+    from app.cli.direct import refuse_without_store
     from store.text import clean_text
 
+    with translate_errors():
+        refuse_without_store([session_id])
     with open_store() as ctx, ctx.session() as session:
         manager = ctx.sessions(session)
         sid = manager.resolve_session_id(session_id)

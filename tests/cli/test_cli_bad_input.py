@@ -424,6 +424,8 @@ def test_an_unexpected_error_is_one_line_not_a_traceback(
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("boom")
 
+    (workspace / ".vc").mkdir()
+    (workspace / ".vc" / "flow.db").touch()  # a store for the full path to make: it reads
     monkeypatch.setattr(store.queries, "list_sessions", broken)
     result = cli("flow", "session", "list")
     assert result.code == 1
@@ -477,12 +479,22 @@ def test_a_sqlite_url_in_a_missing_directory_is_refused_and_creates_nothing(
     assert not (tmp_path / "nonexistent").exists()
 
 
-def test_the_workspace_store_directory_is_created_on_first_use(tmp_path: Path) -> None:
-    workspace = tmp_path / "new-workspace"
-    result = run("flow", "session", "list", env={"VC_HOME": str(workspace)})
+def test_the_workspace_store_directory_is_created_on_first_write(workspace: Path) -> None:
+    listed = run("flow", "session", "list")
+    assert listed.code == 0, listed.err
+    assert not (workspace / ".vc").exists()  # a read makes nothing
+    result = run("flow", "session", "create", "hello")
     assert result.code == 0, result.err
     assert (workspace / ".vc" / "flow.db").is_file()
     assert (workspace / ".vc").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_mistyped_vc_home_makes_no_directory_and_names_where_it_looked(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-workspace"
+    result = run("flow", "session", "list", env={"VC_HOME": str(missing)})
+    assert result.code == 0, result.err
+    assert f"no store at {missing}/.vc/flow.db" in result.out
+    assert not missing.exists()
 
 
 def test_a_log_dir_under_a_regular_file_refuses_and_changes_nothing(
@@ -551,9 +563,8 @@ def test_a_workspace_the_user_cannot_write_is_refused_with_permission_denied(
         line = one_error_line(result)
         assert line.startswith(f"vc: error: cannot write {workspace}/")
         assert line.endswith(": permission denied")
-        listed = run("flow", "session", "list")
-        assert listed.code == 1
-        assert "permission denied" in one_error_line(listed)
+        listed = run("flow", "session", "list")  # a read: no store, nothing to refuse
+        assert listed.code == 0 and "no store at" in listed.out, listed.err
     assert not (workspace / ".vc").exists() and not (workspace / "logs").exists()
 
 
@@ -714,3 +725,34 @@ def test_a_setting_vc_cannot_use_is_a_usage_error_naming_it_and_changes_nothing(
 
 def test_a_stale_limit_above_one_heartbeat_is_accepted(store_workspace: Path) -> None:
     assert run("flow", "session", "list", env={"VC_STALE_AFTER": "3"}).code == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("flow", "session", "list"),
+        ("flow", "session", "list", "--json"),
+        ("flow", "status", "abcd"),
+        ("flow", "session", "show", "abcd"),
+        ("flow", "session", "logs", "abcd"),
+        ("flow", "session", "wait", "abcd", "--timeout", "1"),
+        ("flow", "session", "pause", "abcd"),
+        ("flow", "session", "resume", "abcd"),
+        ("flow", "session", "approve", "abcd"),
+        ("flow", "session", "retry", "abcd"),
+        ("flow", "session", "delete", "abcd", "--yes"),
+    ],
+    ids=" ".join,
+)
+def test_a_workspace_without_a_store_gets_answers_and_no_store(workspace: Path, args) -> None:
+    """A read, or a refusal of an id that cannot exist, in a directory that has never had
+    sessions (or with a mistyped VC_HOME) makes no store there."""
+    before = sorted(p.name for p in workspace.iterdir())
+    result = run(*args)
+    if "abcd" in args:
+        assert result.code == 1
+        assert one_error_line(result) == "vc: error: no session matches 'abcd'"
+    else:
+        assert result.code == 0, result.err
+        assert "[]" in result.out or "no store at" in result.out
+    assert sorted(p.name for p in workspace.iterdir()) == before
