@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
 from sqlmodel import Session
 
 from store.gates import waiting_reason
-from store.liveness import is_orphaned, stale_after_of
+from store.liveness import awaits_worker, is_orphaned, stale_after_of
 from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
 from store.status import SessionStatus
 from store.views import (
@@ -330,6 +330,11 @@ class SessionState:
     orphaned: bool
     #: The manual gate it waits at (PAUSED, its gate stage PAUSED), else None.
     gate: str | None = None
+    #: Queued work no runner holds (store.liveness.awaits_worker): a worker runs it.
+    awaits_worker: bool = False
+    #: PENDING, not queued, with no runner: nothing will start it unless asked
+    #: (`vc flow run WORKFLOW --session ID`).
+    never_started: bool = False
 
     @property
     def ended(self) -> bool:
@@ -353,6 +358,7 @@ _STATES = select(
     _T.c.runner_host,
     _T.c.runner_pid,
     _T.c.heartbeat_at,
+    _T.c.queued,
 ).where(_T.c.id.in_(bindparam("ids", expanding=True)))
 _GATES = (
     select(_ST.c.session_id, _ST.c.name)
@@ -415,6 +421,10 @@ def session_states(
                 stale_after,
             ),
             gate=gates.get(r.id),
+            awaits_worker=awaits_worker(r.status, bool(r.queued), r.runner_pid),
+            never_started=(
+                r.status == SessionStatus.PENDING and not r.queued and r.runner_pid is None
+            ),
         )
         for r in rows
     }

@@ -533,6 +533,8 @@ def wait_cmd(
 ) -> None:
     """Wait until every session has ended: exit 0 if all COMPLETED, 1 if any FAILED (or was
     deleted), 124 on timeout. A session waiting at a manual gate has not ended."""
+    import shlex
+
     from store.queries import SessionState, session_states
     from store.text import clean_text
     from store.waiting import wait_for_end
@@ -559,6 +561,14 @@ def wait_cmd(
                 f"{short} ({name}) has no live runner (orphaned): "
                 f"'vc flow session resume {short}' starts one"
             )
+        elif state.never_started:
+            workflow = shlex.quote(state.workflow_id)
+            _note(
+                f"{short} ({name}) is PENDING and nothing runs it: "
+                f"'vc flow run {workflow} --session {short}' starts it"
+            )
+        elif state.awaits_worker:
+            _note(f"{short} ({name}) is queued: the next 'vc flow worker' runs it")
 
     def store_away(exc: BaseException) -> None:
         from store.engine import unavailable_message

@@ -92,6 +92,22 @@ def test_wait_times_out_with_124_naming_what_has_not_ended(
     )
 
 
+def test_wait_on_a_session_nothing_will_start_says_so_at_once(vc: Vc, store: Store) -> None:
+    created = vc("flow", "session", "create", "hello").stdout.strip()
+    queued = vc("flow", "run", "hello", "--queue").stdout.strip()
+    result = vc("flow", "session", "wait", created, queued, "--timeout", "0.5")
+    assert result.returncode == 124
+    notes = result.stderr.splitlines()[:-1]
+    assert sorted(notes) == sorted(
+        [
+            f"vc: {created[:12]} ({store.view(created).name}) is PENDING and nothing runs it: "
+            f"'vc flow run hello --session {created[:12]}' starts it",
+            f"vc: {queued[:12]} ({store.view(queued).name}) is queued: the next "
+            "'vc flow worker' runs it",
+        ]
+    )
+
+
 def test_a_gate_is_not_an_end_and_its_end_is_seen_from_another_host(vc: Vc, store: Store) -> None:
     sid = start_detached(vc, "gate")
     store.wait_status(sid, "PAUSED")
