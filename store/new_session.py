@@ -36,6 +36,15 @@ JSON_COLUMNS = {
 RUNNER_ACTOR = "runner"
 
 
+#: The longest session name, in characters: a name is a label people read in a table
+#: and type a filter for, not a document (a 100,000-character one widened every list).
+MAX_NAME = 200
+
+
+def name_too_long(name: str) -> str:
+    return f"a session name holds at most {MAX_NAME} characters, got {len(name):,}"
+
+
 def new_session_id() -> str:
     return uuid.uuid4().hex
 
@@ -80,6 +89,8 @@ def new_session(
     (:class:`~store.errors.ParamError`), a ``max_parallel`` a workflow file could not hold
     (ValueError)."""
     validate_identifier(workflow_id, "workflow id")
+    if name is not None and len(name) > MAX_NAME:
+        raise ValueError(name_too_long(name))
     if max_parallel is not None:
         from store.definitions import MAX_PARALLEL
 

@@ -238,6 +238,17 @@ def progress_text(value: float, width: int = 10) -> str:
     return f"{'█' * filled}{'░' * (width - filled)} {value:5.1f}%"
 
 
+def check_name(value: str | None) -> str | None:
+    """``--name``: at most ``store.new_session.MAX_NAME`` characters (a usage error)."""
+    if value is None:
+        return None
+    from store.new_session import MAX_NAME, name_too_long
+
+    if len(value) > MAX_NAME:
+        raise typer.BadParameter(name_too_long(value))
+    return value
+
+
 def parse_meta(pairs: Sequence[str]) -> dict[str, str]:
     meta: dict[str, str] = {}
     for pair in pairs:

@@ -11,6 +11,7 @@ import typer
 
 from app.cli import session
 from app.cli.common import (
+    check_name,
     echo,
     error_line,
     fail,
@@ -257,7 +258,9 @@ def run_cmd(
     ] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Run in the background.")] = False,
     queue: Annotated[bool, typer.Option("--queue", help="Queue for any worker.")] = False,
-    name: Annotated[str | None, typer.Option("--name", help="Name of a new session.")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Name of a new session.", callback=check_name)
+    ] = None,
     param: session.ParamOpt = None,
     max_parallel: Annotated[
         int | None,

@@ -28,6 +28,7 @@ import typer
 
 from app.cli.common import (
     age,
+    check_name,
     confirm,
     echo,
     error_line,
@@ -324,7 +325,9 @@ def create_cmd(
     workflow_id: Annotated[
         str, typer.Argument(metavar="WORKFLOW_ID", help="Workflow id (see 'vc flow list').")
     ],
-    name: Annotated[str | None, typer.Option("--name", help="A name for the session.")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="A name for the session.", callback=check_name)
+    ] = None,
     meta: Annotated[
         list[str] | None, typer.Option("--meta", help="KEY=VALUE metadata (repeatable).")
     ] = None,

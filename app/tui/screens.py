@@ -21,6 +21,7 @@ from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from app.tui.messages import WorkflowsFound
+from store.new_session import MAX_NAME
 
 
 class DetailsScreen(ModalScreen[None]):
@@ -94,7 +95,7 @@ class NewSessionScreen(ModalScreen[NewSession | None]):
         with _FormScroll(id="new-box"):
             yield Label("New session: pick a workflow", id="new-title")
             yield OptionList(id="new-workflows")
-            yield Input(placeholder="name (optional)", id="new-name")
+            yield Input(placeholder="name (optional)", id="new-name", max_length=MAX_NAME)
             yield Vertical(id="new-params")
             yield Static("", id="new-errors", markup=False)
             yield Button("Start (enter)", id="new-start", variant="primary")

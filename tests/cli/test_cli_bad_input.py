@@ -385,6 +385,17 @@ def test_meta_without_equals_is_a_usage_error(store_workspace: Path) -> None:
     assert no_sessions(store_workspace)
 
 
+@pytest.mark.parametrize(
+    "args", [("flow", "session", "create", "hello"), ("flow", "run", "hello", "--queue")]
+)
+def test_a_name_over_200_characters_is_a_usage_error(store_workspace: Path, args) -> None:
+    result = run(*args, "--name", "n" * 201)
+    assert result.code == 2
+    assert "a session name holds at most 200 characters, got 201" in one_error_line(result)
+    assert no_sessions(store_workspace)
+    assert run(*args, "--name", "n" * 200).code == 0
+
+
 def test_a_meta_key_given_twice_is_a_usage_error(store_workspace: Path) -> None:
     result = run("flow", "session", "create", "hello", "--meta", "a=1", "--meta", "a=2")
     assert result.code == 2
