@@ -73,23 +73,25 @@ class RunnerStart:
 FOR_WORKERS = "queued: the next 'vc flow worker' runs it"
 
 
-def run_refusal(view: Any) -> str | None:
+def run_refusal(view: Any, *, keys: bool = False) -> str | None:
     """Why a session cannot be run now (nothing left to run, paused, or a live runner has
-    it), or None: the rule of `run --session` and of the dashboard's start key."""
+    it), or None: the rule of `run --session` and of the dashboard's start key. ``keys``:
+    what to do is said in the dashboard's keys rather than as commands."""
     short = view.id[:12]
     if view.status == "COMPLETED":
+        how = "n" if keys else f"'vc flow run {view.workflow_id}'"
         return (
             f"session {short} is COMPLETED: every stage has run and none runs twice "
-            f"(retry is only for FAILED sessions); start a new session with "
-            f"'vc flow run {view.workflow_id}'"
+            f"(retry is only for FAILED sessions); start a new session with {how}"
         )
     if view.status == "FAILED":
-        return (
-            f"session {short} is FAILED ({view.reason or 'failed'}): reset it with "
-            f"'vc flow session retry {short}', then run it again"
-        )
+        how = f"'vc flow session retry {short}', then run it again"
+        if keys:
+            how = "t (retry), then s"
+        return f"session {short} is FAILED ({view.reason or 'failed'}): reset it with {how}"
     if view.status == "PAUSED":
-        return f"session {short} is PAUSED: resume it with 'vc flow session resume {short}'"
+        how = "r" if keys else f"'vc flow session resume {short}'"
+        return f"session {short} is PAUSED: resume it with {how}"
     if view.status == "ACTIVE" and view.runner_pid is not None and not view.orphaned:
         return (
             f"session {short} already has a live runner: pid {view.runner_pid} on "

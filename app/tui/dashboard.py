@@ -19,7 +19,7 @@ parsed as markup: widgets get ``Text`` or plain data, notifications ``markup=Fal
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -46,6 +46,7 @@ from app.tui.store_link import POLL_INTERVAL, StoreLink
 from store.queries import SessionFilter
 from widgets.confirm import ConfirmScreen
 from widgets.counts import StatusCountsBar
+from widgets.data import SessionRow
 from widgets.help import HelpScreen
 from widgets.log_pane import LogPane
 from widgets.messages import (
@@ -112,6 +113,8 @@ class DashboardScreen(StoreLink):
         #: The newest event looked at for alerts (failures and gates anywhere in the store).
         self._last_event_id: int | None = None
         self._log_generation = 0
+        #: A session to put the cursor on once a refresh shows it (see _select_if_shown).
+        self._select_when_shown: str | None = None
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -211,6 +214,7 @@ class DashboardScreen(StoreLink):
         if request.filter == self.filter:
             self.table.empty_text = EMPTY_TEXT if window.counts.total == 0 else NO_MATCH_TEXT
             self.table.set_window(window.offset, window.rows, window.total)
+            self._select_if_shown(window.offset, window.rows)
         if request.session_id is None or request.session_id != self.selected_id:
             return
         self._show_detail(result.detail)
@@ -232,6 +236,17 @@ class DashboardScreen(StoreLink):
             self._last_log_id = None
             self.log_pane.clear()
         self.request_refresh()
+
+    def _select_if_shown(self, offset: int, rows: Sequence[SessionRow]) -> None:
+        """The cursor goes to the session a new-session form just made, once a refresh
+        shows it (a filter that hides it leaves the cursor where it was)."""
+        wanted = self._select_when_shown
+        if wanted is None:
+            return
+        self._select_when_shown = None
+        index = next((i for i, row in enumerate(rows) if row.id == wanted), None)
+        if index is not None:
+            self.table.move_cursor(offset + index)
 
     def _show_alerts(self, result: data.Refresh) -> None:
         """Each session anywhere in the store that failed or reached a manual gate since
@@ -371,6 +386,8 @@ class DashboardScreen(StoreLink):
             markup=False,
             timeout=message.timeout or (4 if message.severity == "information" else 8),
         )
+        if message.select is not None:
+            self._select_when_shown = message.select
         self.request_refresh()
 
     @on(SessionSelected)

@@ -74,6 +74,8 @@ class OperationDone(Message):
     severity: SeverityLevel
     #: Seconds on screen; None: the usual for its severity.
     timeout: float | None = None
+    #: A session to put the table's cursor on (a new session the operation made).
+    select: str | None = None
 
 
 @dataclass

@@ -39,6 +39,8 @@ class Done:
 
     note: str
     error: str | None = None
+    #: A session the table's cursor goes to (the one the operation made).
+    select: str | None = None
 
 
 def manager(db: Any) -> Any:
@@ -144,7 +146,7 @@ def start(ctx: Any, session_id: str) -> str:
         db.commit()
     if view is None:
         raise SessionNotFound(f"no session matches {session_id[:12]!r}")
-    why = run_refusal(view)
+    why = run_refusal(view, keys=True)
     if why is not None:
         raise InvalidTransition(why, view.status, allowed_session_ops(view.status))
     started = start_runner(ctx, session_id)
@@ -193,7 +195,7 @@ def delete(ctx: Any, session_id: str) -> str:
 
 def new_session(
     ctx: Any, workflow_id: str, name: str | None, params: Mapping[str, str] | None = None
-) -> str:
+) -> Done:
     """Create a session of ``workflow_id`` (snapshot of its current definition) with the
     parameter values of the form and start it detached, like ``vc flow run WORKFLOW
     --detach --name NAME --param KEY=VALUE…``."""
@@ -213,4 +215,4 @@ def new_session(
             f"session {_short(session_id)} was created (PENDING), but its runner did not "
             f"start: {started.message}"
         )
-    return f"started {_short(session_id)} (runner pid {started.pid})"
+    return Done(f"started {_short(session_id)} (runner pid {started.pid})", select=session_id)

@@ -161,6 +161,7 @@ class StoreLink(Screen[None]):
 
         severity: SeverityLevel = "information"
         title = name
+        select: str | None = None
         with self._operations_lock:
             self._operations_running.append(name)
         try:
@@ -168,8 +169,9 @@ class StoreLink(Screen[None]):
             if isinstance(done, operations.Done):
                 if done.error is not None:  # said first, as it happened first
                     self.post_message(OperationDone("error", done.error, "error", timeout=10))
-                done = done.note
-            text = done
+                text, select = done.note, done.select
+            else:
+                text = done
         except (StoreError, WorkflowError) as exc:
             title, text, severity = f"{name} refused", str(exc), "warning"
         except operations.RunnerError as exc:
@@ -187,7 +189,7 @@ class StoreLink(Screen[None]):
             # the operation's lines in the store now, not at the mirror's next turn: a
             # runner that acts on the change logs after them, in the session's log too
             self.ctx.logging.flush(timeout=5.0)
-        self.post_message(OperationDone(title, text, severity))
+        self.post_message(OperationDone(title, text, severity, select=select))
 
     def unfinished_operations(self) -> list[str]:
         """The operations still running (waiting on the store), which quitting abandons

@@ -288,8 +288,7 @@ async def test_s_on_a_paused_session_is_refused_saying_why(ctx: Any, make_app: A
         await pilot.press("s")
         await wait_for(pilot, lambda: notifications(app), what="the refusal")
         assert notifications(app) == [
-            f"start refused: session {sid[:12]} is PAUSED: resume it with "
-            f"'vc flow session resume {sid[:12]}'"
+            f"start refused: session {sid[:12]} is PAUSED: resume it with r"
         ]
         assert status(ctx, sid) == "PAUSED" and events(ctx, sid)[-1] == "pause"
 

@@ -9,7 +9,7 @@ import textwrap
 from typing import Any
 
 from app.tui.screens import NewSessionScreen
-from tests.tui.tui_testkit import loaded, notifications, status, view, wait_for
+from tests.tui.tui_testkit import loaded, make_session, notifications, status, view, wait_for
 
 SIZE = (120, 40)
 ETL = """
@@ -86,6 +86,26 @@ async def test_n_fills_in_parameters_checks_them_as_typed_and_starts_with_them(
         await wait_for(
             pilot, lambda: status(ctx, sid) == "COMPLETED", timeout=20, what="its runner"
         )
+
+
+async def test_the_session_the_form_starts_is_selected(ctx: Any, make_app: Any) -> None:
+    (ctx.settings.workflows_dir / "etl.yaml").write_text(textwrap.dedent(ETL).lstrip())
+    older = [make_session(ctx, name=f"older {i}") for i in range(3)]
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("down", "down")
+        await wait_for(pilot, lambda: app.dashboard.selected_id == older[0], what="the oldest")
+        await form_of_etl(pilot)
+        await pilot.press("enter", *"fresh", "tab", "tab", *"prod", "enter")
+        await wait_for(pilot, lambda: app.dashboard.table.total == 4, timeout=10, what="new row")
+        await wait_for(
+            pilot,
+            lambda: app.dashboard.selected_id not in older and app.dashboard.selected_id,
+            timeout=5,
+            what="the new session selected",
+        )
+        assert view(ctx, app.dashboard.selected_id).name == "fresh"
 
 
 async def test_the_note_under_a_field_says_why_a_value_is_refused(ctx: Any, make_app: Any) -> None:
