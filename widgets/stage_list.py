@@ -153,7 +153,7 @@ class StageList(VerticalScroll):
         scrollbar-size-vertical: 1;
         & .stage-line { height: 1; }
         & .stage-row { height: auto; }
-        & .stage-name { width: 1fr; min-width: 6; }
+        & .stage-name { width: 1fr; min-width: 6; text-wrap: nowrap; text-overflow: ellipsis; }
         & .stage-status { width: 14; padding: 0 1; }
         & .stage-bar { width: 22; }
         & .stage-bar Bar { width: 1fr; }

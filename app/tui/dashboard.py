@@ -76,6 +76,8 @@ NO_MATCH_TEXT = (
 QUESTION_NAME_CHARS = 80
 
 ALERTS_SHOWN = 5
+#: The most characters of the text filter the header shows.
+FILTER_SHOWN = 24
 """Most sessions one refresh pops up as failed or waiting at a gate; any more are counted in
 one last notification instead of covering the screen."""
 
@@ -437,7 +439,12 @@ class DashboardScreen(StoreLink):
         if shown.status:
             label.append(shown.status)
         if shown.text:
-            label.append(f"{' ' if label else ''}“{shown.text}”")
+            from store.text import clean_text
+
+            text = clean_text(shown.text)  # the header keeps its counts: a long one is cut
+            if len(text) > FILTER_SHOWN:
+                text = text[: FILTER_SHOWN - 1] + "…"
+            label.append(f"{' ' if label else ''}“{text}”")
         self.filter_label.update(Text("filter: ") + label if label else Text())
         self.table.cursor_index = 0
         self.table.scroll_to(y=0, animate=False)

@@ -412,6 +412,20 @@ async def test_the_text_filter_matches_underscore_and_percent_literally(
         )
 
 
+async def test_a_long_text_filter_is_cut_in_the_header_which_keeps_its_counts(
+    ctx: Any, make_app: Any
+) -> None:
+    make_session(ctx, name="alpha")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("slash", *("x" * 60), "enter")
+        await wait_for(pilot, lambda: app.dashboard.table.total == 0, what="no match")
+        header = screen_text(app).splitlines()[0]
+        assert f"filter: “{'x' * 23}…”" in header
+        assert "total 1" in header and "log: follow" in header
+
+
 async def test_number_keys_filter_by_status(ctx: Any, make_app: Any) -> None:
     pending = make_session(ctx, name="p1")
     paused = make_session(ctx, name="p2", state="PAUSED")

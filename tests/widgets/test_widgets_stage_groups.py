@@ -382,3 +382,13 @@ async def test_a_group_opened_before_the_list_is_mounted_shows_open() -> None:
         await pilot.pause()
         text = "\n".join(screen_lines(app))
         assert "▾ resize 4/6" in text and "  size=large,format=webp " in text
+
+
+async def test_a_stage_name_too_long_for_its_column_ends_in_an_ellipsis() -> None:
+    app = StagesApp()
+    async with app.run_test(size=(60, 6)) as pilot:
+        stages = app.query_one(StageList)
+        stages.set_stages([stage_row("a-really-long-stage-name-that-exceeds-the-column")])
+        await pilot.pause()
+        line = line_with(app, "a-really")
+        assert line.split()[0].endswith("…"), line
