@@ -44,7 +44,7 @@ from app.runner.manual_gates import ManualGates, checklist_suffix
 from app.runner.notifications import SessionAnnouncer
 from app.runner.outputs import OutputRecorder, stage_environment
 from app.runner.process import StageProcess, StageStartError, wait_any
-from app.runner.schedule import RUNNING, TODO, Schedule
+from app.runner.schedule import FAILED, RUNNING, TODO, Schedule
 from app.runner.store_link import (
     LISTEN_AFTER,
     STORE_RETRY,
@@ -332,6 +332,7 @@ class Runner(ManualGates):
         self._rows = {s.name: s for s in view.stages}
         snapshot = view.definition or {}
         self._fail_fast = fail_fast(snapshot)
+        self._first_failure = self._first_failure or _first_failure(view.stages)
         only = self._selected(view.stages)
         if only is not None:
             for stage in view.stages:
@@ -341,6 +342,7 @@ class Runner(ManualGates):
             [s.name for s in view.stages],
             instance_waits([(s.name, s.config) for s in view.stages], snapshot),
             completed=[s.name for s in view.stages if s.status == StageStatus.COMPLETED],
+            failed=[s.name for s in view.stages if s.status == StageStatus.FAILED],
             gates=[s.name for s in view.stages if s.stage_type == "manual"],
             waiting=[
                 s.name
@@ -548,9 +550,12 @@ class Runner(ManualGates):
             )
             if move is not None:
                 self._moves[stage.id] = move
-        except (InvalidTransition, ConcurrentModification):
+        except (InvalidTransition, ConcurrentModification) as exc:
             if not self._landed(errors, stage, StageStatus.ACTIVE, attempt):
                 self._drop(running)
+                if isinstance(exc, InvalidTransition) and exc.current == StageStatus.FAILED:
+                    # failed for good already: never started again (it would loop)
+                    self._schedule.mark(stage.name, FAILED)
                 self._read_next = True
                 return
             move = None  # recorded before the connection broke
@@ -774,6 +779,22 @@ class Runner(ManualGates):
     def last_line(self) -> str | None:
         attempt = self._first_running()
         return attempt.output.last_line if attempt is not None else None
+
+
+def _first_failure(stages: Sequence[StageView]) -> str | None:
+    """The session's failure as a runner before this one left it (``fail_fast: false``: a
+    stage FAILED, the others went on): the reason this run fails the session with once
+    nothing more can run, worded as :meth:`Supervision._attempt_ended` words it. A stage
+    cancelled because of another counts only when no other failure is recorded."""
+    failed = sorted(
+        (s for s in stages if s.status == StageStatus.FAILED),
+        key=lambda s: s.finished_at or 0.0,
+    )
+    if not failed:
+        return None
+    first = next((s for s in failed if not (s.error or "").startswith("cancelled:")), failed[0])
+    error = first.error or "failed"
+    return "timeout" if error == "timeout" else f"stage {first.name} failed: {error}"
 
 
 def _host() -> str:

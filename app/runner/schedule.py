@@ -43,14 +43,17 @@ class Schedule:
         waits: Mapping[str, Sequence[str]],
         *,
         completed: Iterable[str],
+        failed: Iterable[str] = (),
         gates: Iterable[str] = (),
         waiting: Iterable[str] = (),
         max_parallel: int,
         only: Iterable[str] | None = None,
     ) -> Schedule:
-        """``completed``: instances already COMPLETED (never run again); ``waiting``: gates
-        already waiting for approval. With ``only``, everything else counts as done: it
-        neither runs nor holds up what is run."""
+        """``completed``: instances already COMPLETED (never run again); ``failed``: those
+        already FAILED (``fail_fast: false``: a runner before this one recorded them; they
+        never run again in this run, and what waits for them never starts); ``waiting``:
+        gates already waiting for approval. With ``only``, everything else counts as done:
+        it neither runs nor holds up what is run."""
         done = set(completed)
         selected = None if only is None else set(only)
         state: dict[str, str] = {}
@@ -59,6 +62,9 @@ class Schedule:
                 state[name] = DONE
             else:
                 state[name] = TODO
+        for name in failed:
+            if state.get(name) == TODO:
+                state[name] = FAILED
         for name in waiting:
             if state.get(name) == TODO:
                 state[name] = WAITING

@@ -53,6 +53,17 @@ stages:
     run: echo shipped
 """
 
+#: fail_fast off: bad fails, the other branch goes on to a gate.
+FAILED_BRANCH = """
+name: Failed branch
+fail_fast: false
+stages:
+  - {name: bad, run: "echo ran >> bad.count; exit 3", needs: []}
+  - {name: good, run: "echo good", needs: []}
+  - {name: gate, needs: [good]}
+  - {name: after, run: "echo after", needs: [gate]}
+"""
+
 SLOW = """
 name: Slow
 stages:
@@ -67,6 +78,7 @@ def queue_ws(store_workspace: Path, db_url: str):  # type: ignore[no-untyped-def
     (store_workspace / "workflows" / "handback.yaml").write_text(HANDBACK.lstrip())
     (store_workspace / "workflows" / "gated.yaml").write_text(GATED.lstrip())
     (store_workspace / "workflows" / "slow.yaml").write_text(SLOW.lstrip())
+    (store_workspace / "workflows" / "failedbranch.yaml").write_text(FAILED_BRANCH.lstrip())
     engine = init_db(db_url)
     yield store_workspace, engine
     engine.dispose()
@@ -363,6 +375,35 @@ def test_a_session_waiting_at_a_gate_gives_its_worker_slot_to_the_next_one(queue
     assert _start_pids(engine, gated) == [worker.pid, worker.pid]
     out = workers.output(0)
     assert "waits at manual gate ok: handed back to the queue" in out
+    assert workers.stop_all() == [0]
+
+
+def test_a_failed_stage_stays_failed_when_its_session_comes_back_from_a_gate(queue_ws, workers):  # type: ignore[no-untyped-def]
+    """The runner that goes on after the hand-back knows what the first one recorded: the
+    FAILED stage never runs again, and the session ends FAILED with its reason."""
+    ws, engine = queue_ws
+    (sid,) = _queue(engine, ws, "failedbranch", 1)
+    workers.start()
+    wait_until(
+        lambda: _view(engine, sid).reason == "waiting: gate",
+        timeout=30,
+        what="the session handed back at its gate",
+    )
+    result = run_vc("flow", "session", "approve", sid[:8], "gate")
+    assert result.returncode == 0, result.stderr
+    view = wait_until(
+        lambda: (v := _view(engine, sid)).status in ("FAILED", "COMPLETED") and v,
+        timeout=30,
+        what="the session to end",
+    )
+    assert (view.status, view.reason) == ("FAILED", "stage bad failed: exit code 3")
+    assert {s.name: s.status for s in view.stages} == {
+        "bad": "FAILED",
+        "good": "COMPLETED",
+        "gate": "COMPLETED",
+        "after": "COMPLETED",
+    }
+    assert (ws / "bad.count").read_text() == "ran\n"
     assert workers.stop_all() == [0]
 
 

@@ -45,6 +45,15 @@ def test_completed_instances_never_start_again() -> None:
     assert schedule.startable() == ["b"]
 
 
+def test_instances_failed_before_the_run_never_start_nor_what_waits_for_them() -> None:
+    waits = {"bad": [], "next": ["bad"], "other": []}
+    schedule = Schedule.start(list(waits), waits, completed=[], failed=["bad"], max_parallel=4)
+    assert schedule.state["bad"] == FAILED
+    assert schedule.startable() == ["other"]
+    schedule.mark("other", DONE)
+    assert schedule.finished()
+
+
 def test_a_gate_takes_no_slot() -> None:
     names = ["gate", "a", "b"]
     schedule = Schedule.start(
