@@ -8,8 +8,10 @@ exit code (``app.cli.common.translate_errors``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 
 def error_line(message: str) -> None:
@@ -44,6 +46,18 @@ def silence_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError):
         pass
+
+
+@contextlib.contextmanager
+def reader_may_leave() -> Iterator[None]:
+    """Around what a command prints before its exit code: a reader that goes away
+    (`vc flow status ID | head -1`) ends the printing, not the command, which still exits
+    with its own code (1 for a FAILED session)."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
 
 
 def result_line(text: str) -> None:

@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         code = 130
     except BrokenPipeError:
         # The reader went away (`vc … | head`): not an error; keep Python from complaining
-        # again when it flushes stdout at exit.
+        # again when it flushes stdout at exit. A command whose exit code says something
+        # (status, wait, run) keeps printing out of its way (app.console.reader_may_leave).
         silence_stdout()
         code = 0
     except SystemExit as exc:

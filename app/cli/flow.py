@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,6 +22,7 @@ from app.cli.common import (
     terminal_width,
     translate_errors,
 )
+from app.console import reader_may_leave
 
 app = typer.Typer(help="Workflows and their sessions.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(session.app, name="session")
@@ -188,7 +189,6 @@ def status_cmd(
 
     from app.cli.direct import reading, status_log
     from store.errors import SessionNotFound
-    from store.text import clean_text
     from store.views import status_report, status_report_text
 
     with translate_errors(), reading() as reader:
@@ -198,6 +198,15 @@ def status_cmd(
             raise SessionNotFound(f"no session matches {session_id!r}")
     report = status_report(view, time.time())
     status_log(sid, status_report_text(report))
+    with reader_may_leave():
+        _print_status(view, report, as_json)
+    if report["status"] == "FAILED":
+        raise typer.Exit(1)
+
+
+def _print_status(view: Any, report: dict[str, Any], as_json: bool) -> None:
+    from store.text import clean_text
+
     if as_json:
         print_json(report)
     else:
@@ -240,8 +249,6 @@ def status_cmd(
             ),
             *(["outputs", *outputs] if outputs else []),
         )
-    if report["status"] == "FAILED":
-        raise typer.Exit(1)
 
 
 @app.command("run")

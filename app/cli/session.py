@@ -538,6 +538,7 @@ def wait_cmd(
     deleted), 124 on timeout. A session waiting at a manual gate has not ended."""
     import shlex
 
+    from app.console import result_line
     from store.queries import SessionState, session_states
     from store.text import clean_text
     from store.waiting import wait_for_end
@@ -551,7 +552,7 @@ def wait_cmd(
         if state.ended:
             failed = state.status == "FAILED" and state.reason
             why = f": {clean_text(state.reason or '')}" if failed else ""
-            print(f"{state.status}: {short} ({name}){why}", flush=True)
+            result_line(f"{state.status}: {short} ({name}){why}")
         elif state.gate is not None:
             from app.runner.notifications import action
 

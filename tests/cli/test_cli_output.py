@@ -375,3 +375,13 @@ def test_a_run_into_a_closed_pipe_exits_with_its_sessions_code(
     result = _into_a_closed_pipe(vc)
     assert result.stdout.strip() == code
     assert "Traceback" not in (workspace / "err.txt").read_text()
+
+
+@pytest.mark.parametrize("command", ["status", "session wait"])
+def test_a_failed_sessions_exit_code_survives_a_closed_pipe(workspace: Path, command: str) -> None:
+    assert run("flow", "run", "broken").code == 1
+    sid = run("flow", "session", "list", "--json").json()[0]["id"]
+    vc = " ".join([shlex.quote(sys.executable), "-m", "app.main", "flow", *command.split(), sid])
+    result = _into_a_closed_pipe(vc)
+    assert result.stdout.strip() == "1"
+    assert "Traceback" not in (workspace / "err.txt").read_text()
