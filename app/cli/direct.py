@@ -110,8 +110,11 @@ class _NoStore:
     def resolve_session_id(self, session_id: str) -> str:
         from store.errors import SessionNotFound
         from store.records import checked_id
+        from store.text import clean_text
 
-        raise SessionNotFound(f"no session matches {checked_id(session_id)!r}")
+        raise SessionNotFound(
+            f"no session matches {checked_id(session_id)!r} (no store at {clean_text(self.path)})"
+        )
 
     def list_sessions(self, **_: Any) -> list[SessionView]:
         return []

@@ -93,6 +93,10 @@ def run_command(
             parse_stage(stage)  # a malformed STAGE[…] is a usage error: nothing opened
     if session_id is None:
         return _run_new(workflow_id, stage, detach, queue, name, params, max_parallel)
+    from app.cli.direct import refuse_without_store
+
+    with translate_errors():
+        refuse_without_store([session_id])  # no store: no session, and none is made
     from store import FlowSessionManager
     from store.queries import get_session_view
     from store.stage_select import select_stage

@@ -196,11 +196,12 @@ def list_cmd(
         from store.text import clean_text
 
         where = getattr(reader, "path", None)  # no store there yet (app.cli.direct._NoStore)
+        nowhere = f" (no store at {clean_text(where)})" if where else ""
         echo(
-            (f"no sessions yet (no store at {clean_text(where)})" if where else "no sessions yet")
-            + ": create one with 'vc flow session create WORKFLOW' or 'vc flow run WORKFLOW'"
+            f"no sessions yet{nowhere}: create one with 'vc flow session create WORKFLOW' "
+            "or 'vc flow run WORKFLOW'"
             if total == 0 and not (status or workflow)
-            else "no sessions match"
+            else f"no sessions match{nowhere}"
         )
         return
     width = terminal_width()

@@ -249,10 +249,10 @@ def ensure_runner(ctx: Any, session_id: str) -> RunnerStart | None:
         with ctx.factory() as db:
             view = get_session_view(db, session_id)
             db.commit()
+        if view is not None and view.awaiting_worker:  # PENDING or ACTIVE, queued
+            return "workers"
         if view is None or view.status != "ACTIVE":
             return None
-        if view.awaiting_worker:
-            return "workers"
         return "runner" if view.runner_pid is None or view.orphaned else None
 
     needed = need()

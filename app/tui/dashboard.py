@@ -76,6 +76,8 @@ NO_MATCH_TEXT = (
 QUESTION_NAME_CHARS = 80
 
 ALERTS_SHOWN = 5
+#: Refreshes that may come back without the session to select before it is given up.
+SELECT_TRIES = 3
 #: The most characters of the text filter the header shows.
 FILTER_SHOWN = 24
 """Most sessions one refresh pops up as failed or waiting at a gate; any more are counted in
@@ -117,6 +119,7 @@ class DashboardScreen(StoreLink):
         self._log_generation = 0
         #: A session to put the cursor on once a refresh shows it (see _select_if_shown).
         self._select_when_shown: str | None = None
+        self._select_tries = 0
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -245,10 +248,14 @@ class DashboardScreen(StoreLink):
         wanted = self._select_when_shown
         if wanted is None:
             return
-        self._select_when_shown = None
         index = next((i for i, row in enumerate(rows) if row.id == wanted), None)
         if index is not None:
+            self._select_when_shown = None
             self.table.move_cursor(offset + index)
+            return
+        self._select_tries += 1  # a read begun before it was made, or a window elsewhere
+        if self._select_tries >= SELECT_TRIES:
+            self._select_when_shown = None
 
     def _show_alerts(self, result: data.Refresh) -> None:
         """Each session anywhere in the store that failed or reached a manual gate since
@@ -389,7 +396,7 @@ class DashboardScreen(StoreLink):
             timeout=message.timeout or (4 if message.severity == "information" else 8),
         )
         if message.select is not None:
-            self._select_when_shown = message.select
+            self._select_when_shown, self._select_tries = message.select, 0
         self.request_refresh()
 
     @on(SessionSelected)

@@ -752,6 +752,7 @@ def test_a_stale_limit_above_one_heartbeat_is_accepted(store_workspace: Path) ->
         ("flow", "session", "approve", "abcd"),
         ("flow", "session", "retry", "abcd"),
         ("flow", "session", "delete", "abcd", "--yes"),
+        ("flow", "run", "hello", "--session", "abcd"),
     ],
     ids=" ".join,
 )
@@ -762,7 +763,9 @@ def test_a_workspace_without_a_store_gets_answers_and_no_store(workspace: Path, 
     result = run(*args)
     if "abcd" in args:
         assert result.code == 1
-        assert one_error_line(result) == "vc: error: no session matches 'abcd'"
+        assert one_error_line(result) == (
+            f"vc: error: no session matches 'abcd' (no store at {workspace}/.vc/flow.db)"
+        )
     else:
         assert result.code == 0, result.err
         assert "[]" in result.out or "no store at" in result.out
