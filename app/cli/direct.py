@@ -184,6 +184,8 @@ def reading(*, warned: bool = False) -> Iterator[Reader]:
     settings = Settings.from_env()
     missing = _missing_store(settings)
     if missing is not None:
+        if not warned:
+            _warn_about(settings)  # an unsafe workspace is said whether it has a store or not
         yield _NoStore(missing)
         return
     with _opened(settings, warn=not warned) as db:

@@ -186,6 +186,7 @@ def test_a_refusal_on_the_driver_path_is_one_line_and_changes_nothing(workspace:
 
 
 def test_an_unknown_or_ambiguous_id_is_refused_on_the_driver_path(workspace: Path) -> None:
+    create_session(workspace)  # a store, for the driver path to open
     result = run("flow", "session", "pause", "ffff")
     assert result.code == 1
     assert result.err_lines == ["vc: error: no session matches 'ffff'"]

@@ -143,7 +143,7 @@ def foreign_owner_check(tmp: Path) -> tuple[bool, subprocess.CompletedProcess[st
 def open_store_dir_check(tmp: Path) -> tuple[bool, subprocess.CompletedProcess[str]]:
     """A .vc/ someone left 0777 with a 0666 database: fixed or reported?"""
     ws = make_workspace(tmp / "open-store")
-    vc_in(ws, "flow", "session", "list")
+    vc_in(ws, "flow", "session", "create", "good")  # the first write makes the store
     (ws / ".vc").chmod(0o777)
     (ws / ".vc" / "flow.db").chmod(0o666)
     proc = vc_in(ws, "flow", "session", "list")
