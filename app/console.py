@@ -63,10 +63,8 @@ def reader_may_leave() -> Iterator[None]:
 def result_line(text: str) -> None:
     """Print a command's result line; a reader that went away does not change what the
     command did, nor its exit code."""
-    try:
-        print(text, flush=True)
-    except BrokenPipeError:
-        silence_stdout()
+    with reader_may_leave():
+        print(text)
 
 
 def failure(exc: BaseException) -> tuple[str, int] | None:

@@ -54,6 +54,7 @@ from app.runner.store_link import (
     _Persistent,
     _TakenOver,
 )
+from app.runner.supervision import failure_before
 from store import FlowSessionManager, StageManager
 from store.changes import Lease, StageMove
 from store.errors import (
@@ -332,7 +333,7 @@ class Runner(ManualGates):
         self._rows = {s.name: s for s in view.stages}
         snapshot = view.definition or {}
         self._fail_fast = fail_fast(snapshot)
-        self._first_failure = self._first_failure or _first_failure(view.stages)
+        self._first_failure = self._first_failure or failure_before(view.stages)
         only = self._selected(view.stages)
         if only is not None:
             for stage in view.stages:
@@ -779,22 +780,6 @@ class Runner(ManualGates):
     def last_line(self) -> str | None:
         attempt = self._first_running()
         return attempt.output.last_line if attempt is not None else None
-
-
-def _first_failure(stages: Sequence[StageView]) -> str | None:
-    """The session's failure as a runner before this one left it (``fail_fast: false``: a
-    stage FAILED, the others went on): the reason this run fails the session with once
-    nothing more can run, worded as :meth:`Supervision._attempt_ended` words it. A stage
-    cancelled because of another counts only when no other failure is recorded."""
-    failed = sorted(
-        (s for s in stages if s.status == StageStatus.FAILED),
-        key=lambda s: s.finished_at or 0.0,
-    )
-    if not failed:
-        return None
-    first = next((s for s in failed if not (s.error or "").startswith("cancelled:")), failed[0])
-    error = first.error or "failed"
-    return "timeout" if error == "timeout" else f"stage {first.name} failed: {error}"
 
 
 def _host() -> str:

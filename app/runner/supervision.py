@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+from collections.abc import Sequence
 
 from app.runner.attempt import AttemptResult, RunningAttempt, StageOutput, terminate_all
 from app.runner.outputs import OutputRecorder
@@ -141,7 +142,7 @@ class Supervision(Recovery):
         self._schedule.mark(stage.name, FAILED)
         # said before the session fails, so the log tells it in the order it happened
         self._stage_result(stage.name, f"stage failed: {error}", "ERROR")
-        reason = "timeout" if error == "timeout" else f"stage {stage.name} failed: {error}"
+        reason = failure_reason(stage.name, error)
         if self._store_is_full():
             reason = f"{reason}; {self._full_disk_reason()}"
         self._first_failure = self._first_failure or reason
@@ -267,6 +268,26 @@ class Supervision(Recovery):
         if code in (126, 127) and output.last_stderr:
             error = f"{error}: {output.last_stderr.strip()[:200]}"
         return AttemptResult("failed", error, code)
+
+
+def failure_reason(stage: str, error: str) -> str:
+    """The session's reason when ``stage`` failed for good with ``error``."""
+    return "timeout" if error == "timeout" else f"stage {stage} failed: {error}"
+
+
+def failure_before(stages: Sequence[StageView]) -> str | None:
+    """The session's failure as a runner before this one left it (``fail_fast: false``: a
+    stage FAILED, the others went on): the reason a run fails the session with once
+    nothing more can run. A stage cancelled because of another counts only when no other
+    failure is recorded."""
+    failed = sorted(
+        (s for s in stages if s.status == StageStatus.FAILED),
+        key=lambda s: s.finished_at or 0.0,
+    )
+    if not failed:
+        return None
+    first = next((s for s in failed if not (s.error or "").startswith("cancelled:")), failed[0])
+    return failure_reason(first.name, first.error or "failed")
 
 
 def _describe_exit(code: int) -> str:

@@ -35,6 +35,11 @@ def add_logs(workspace: Path, sid: str, rows: list[tuple[str, str | None, str]])
         )
 
 
+def last_words(out: str) -> list[str]:
+    """The last word of each printed log line: what the tests' lines say."""
+    return [line.split()[-1] for line in out.splitlines()]
+
+
 def test_log_files_are_created_on_demand_and_hold_the_operations(
     store_workspace: Path, cli
 ) -> None:
@@ -111,16 +116,16 @@ def test_session_logs_level_keeps_that_level_and_above(store_workspace: Path, cl
         ],
     )
     out = cli("flow", "session", "logs", sid, "--level", "warning").out
-    assert [line.split()[-1] for line in out.splitlines()] == ["w", "e"]
+    assert last_words(out) == ["w", "e"]
     out = cli("flow", "session", "logs", sid, "--level", "DEBUG").out
-    assert [line.split()[-1] for line in out.splitlines()] == ["d", "i", "w", "e"]
+    assert last_words(out) == ["d", "i", "w", "e"]
 
 
 def test_session_logs_says_when_earlier_lines_are_left_out(store_workspace: Path, cli) -> None:
     sid = create_session(store_workspace)
     add_logs(store_workspace, sid, [("INFO", "greet", f"line {i}") for i in range(5)])
     cut = cli("flow", "session", "logs", sid, "--tail", "3")
-    assert [line.split()[-1] for line in cut.out.splitlines()] == ["2", "3", "4"]
+    assert last_words(cut.out) == ["2", "3", "4"]
     assert "earlier lines left out: these are the last 3 (--tail N shows more)" in cut.err
     whole = cli("flow", "session", "logs", sid, "--tail", "10")
     assert "left out" not in whole.err
@@ -131,7 +136,7 @@ def test_session_logs_leave_debug_records_out_unless_asked(store_workspace: Path
     sid = create_session(store_workspace)
     add_logs(store_workspace, sid, [("DEBUG", None, "d"), ("INFO", "greet", "i")])
     out = cli("flow", "session", "logs", sid).out
-    assert [line.split()[-1] for line in out.splitlines()] == ["i"]
+    assert last_words(out) == ["i"]
 
 
 def test_the_notification_record_of_a_creation_shows_no_state_as_empty_set(
@@ -150,7 +155,7 @@ def test_session_logs_stage_keeps_that_stage_only(store_workspace: Path, cli) ->
         [("INFO", "greet", "g1"), ("INFO", "count", "c1"), ("WARNING", "greet", "g2")],
     )
     out = cli("flow", "session", "logs", sid, "--stage", "greet").out
-    assert [line.split()[-1] for line in out.splitlines()] == ["g1", "g2"]
+    assert last_words(out) == ["g1", "g2"]
 
 
 def test_session_logs_stage_of_a_matrix_stage_keeps_all_its_instances(
@@ -167,9 +172,9 @@ def test_session_logs_stage_of_a_matrix_stage_keeps_all_its_instances(
         ],
     )
     out = cli("flow", "session", "logs", sid, "--stage", "resize").out
-    assert [line.split()[-1] for line in out.splitlines()] == ["r1", "r2"]
+    assert last_words(out) == ["r1", "r2"]
     one = cli("flow", "session", "logs", sid, "--stage", "resize[size=large,format=webp]").out
-    assert [line.split()[-1] for line in one.splitlines()] == ["r2"]
+    assert last_words(one) == ["r2"]
 
 
 def test_session_logs_refuses_a_stage_the_session_does_not_have(

@@ -338,6 +338,11 @@ def test_dead_worker_leaves_an_orphan_that_is_taken_over(queue_ws, workers, take
         assert workers.stop_all()[1] == 0
 
 
+def _only_stage(engine, sid: str) -> str:  # type: ignore[no-untyped-def]
+    """The status of the one stage of the session."""
+    return str(_scalar(engine, "SELECT status FROM stage_instances WHERE session_id = :s", s=sid))
+
+
 def _start_pids(engine, sid: str) -> list[int]:  # type: ignore[no-untyped-def]
     with engine.connect() as conn:
         rows = conn.execute(
@@ -412,23 +417,11 @@ def test_a_paused_session_with_a_stopped_stage_keeps_its_worker_slot(queue_ws, w
     ws, engine = queue_ws
     (slow,) = _queue(engine, ws, "slow", 1)
     worker = workers.start("--concurrency", "1")
-    wait_until(
-        lambda: (
-            _scalar(engine, "SELECT status FROM stage_instances WHERE session_id = :s", s=slow)
-            == "ACTIVE"
-        ),
-        timeout=20,
-        what="the stage to run",
-    )
+    wait_until(lambda: _only_stage(engine, slow) == "ACTIVE", timeout=20, what="the stage to run")
     result = run_vc("flow", "session", "pause", slow[:8])
     assert result.returncode == 0, result.stderr
     wait_until(
-        lambda: (
-            _scalar(engine, "SELECT status FROM stage_instances WHERE session_id = :s", s=slow)
-            == "PAUSED"
-        ),
-        timeout=20,
-        what="the stage to be stopped",
+        lambda: _only_stage(engine, slow) == "PAUSED", timeout=20, what="the stage to be stopped"
     )
     (quick,) = _queue(engine, ws, "trivial", 1)
     time.sleep(2)  # several looks at the queue (0.5 s on SQLite, at once on PostgreSQL)

@@ -115,6 +115,14 @@ async def test_stage_progress_shows_live(ctx: Any, make_app: Any, store_url: str
         assert "60%" in screen_text(app)
 
 
+async def summary_of(pilot: Any, session_id: str, showing: str) -> str:
+    """The summary line above the stages of ``session_id``, once it shows ``showing``."""
+    summary = pilot.app.dashboard.summary
+    await select(pilot, session_id)
+    await wait_for(pilot, lambda: showing in str(summary.render()), what="its summary")
+    return str(summary.render())
+
+
 async def test_a_session_waiting_at_a_gate_shows_the_gates_checklist(
     ctx: Any, make_app: Any, store_url: str
 ) -> None:
@@ -147,13 +155,7 @@ async def test_the_summary_of_a_session_paused_at_one_of_two_gates_names_the_oth
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        await select(pilot, sid)
-        await wait_for(
-            pilot,
-            lambda: "waiting: qa" in str(app.dashboard.summary.render()),
-            what="the gate's summary",
-        )
-        assert str(app.dashboard.summary.render()) == (
+        assert await summary_of(pilot, sid, "waiting: qa") == (
             "PAUSED — waiting: qa (r resumes it) — also waiting: legal (g approves a gate)"
         )
 
@@ -176,22 +178,12 @@ async def test_waiting_at_a_gate_is_the_stores_fact_not_the_reasons_wording(
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        await select(pilot, at_gate)
-        await wait_for(
-            pilot,
-            lambda: "held for" in str(app.dashboard.summary.render()),
-            what="the gate's summary",
-        )
-        assert str(app.dashboard.summary.render()) == (
+        assert await summary_of(pilot, at_gate, "held for") == (
             "PAUSED — held for the release window (r resumes it) — check: changelog reviewed"
         )
-        await select(pilot, by_hand)
-        await wait_for(
-            pilot,
-            lambda: "nothing at all" in str(app.dashboard.summary.render()),
-            what="its summary",
+        assert await summary_of(pilot, by_hand, "nothing at all") == (
+            "PAUSED — waiting: nothing at all"
         )
-        assert str(app.dashboard.summary.render()) == "PAUSED — waiting: nothing at all"
 
 
 async def test_log_follows_at_the_bottom_and_stays_when_scrolled_up(
