@@ -360,8 +360,10 @@ class SessionTable(ScrollView, can_focus=True):
 
     def _tick(self) -> None:
         """Once a second: repaint the TIME cells whose text moved on (a running session's
-        next second, minute or hour), and nothing else: an idle dashboard costs little."""
-        if not self.loaded or not self._time_shown or not self._columns:
+        next second, minute or hour), and nothing else: an idle dashboard costs little.
+        A visible row whose TIME is not known (a resize cleared what was recorded, and
+        Textual may not paint again on its own) is repainted too, so no clock stops."""
+        if not self.loaded or not self._columns:
             return
         now = int(self._clock())
         time_column = self._columns[-1]
@@ -370,9 +372,9 @@ class SessionTable(ScrollView, can_focus=True):
         for index in range(*self._visible_span()):
             shown = self._time_shown.get(index)
             row = self.row_at(index)
-            if shown is None or row is None or row.finished_at is not None:
+            if row is None or row.finished_at is not None:
                 continue
-            if session_time(row, now) != shown:
+            if shown is None or session_time(row, now) != shown:
                 self.refresh(Region(x, index - top + 1, time_column.width, 1))
 
     # ------------------------------------------------------------------ rendering

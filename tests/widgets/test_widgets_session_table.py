@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.app import App, ComposeResult
 from textual.geometry import Region
 
-from tests.widgets.widgets_testkit import NOW, clock, session_row, widget_lines
+from tests.widgets.widgets_testkit import NOW, clock, screen_lines, session_row, widget_lines
 from widgets.messages import SessionHighlighted, WindowRequested
 from widgets.session_table import SessionTable, layout_columns
 
@@ -412,6 +412,31 @@ async def test_running_clocks_tick_repainting_only_their_time_cells() -> None:
         time_cell = Region(sum(c.width + 1 for c in columns[:-1]), 1, columns[-1].width, 1)
         assert repainted, "the clock moved on screen without a repaint?"
         assert set(repainted) == {(time_cell,)}, "only the running row's TIME cell"
+
+
+async def test_running_clocks_keep_ticking_after_a_resize() -> None:
+    """A resize forgets which TIME text each row shows; the next second's tick repaints the
+    running rows' cells all the same (the screen, not a re-render by the test, is read)."""
+    now = [NOW]
+
+    class ClockApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield SessionTable(clock=lambda: now[0])
+
+    rows = [session_row(1, status="ACTIVE", started_at=NOW - 5)]
+    app = ClockApp()
+    async with app.run_test(size=(120, 10)) as pilot:
+        table = app.query_one(SessionTable)
+        table.set_window(0, rows, len(rows))
+        await pilot.pause()
+        await pilot.resize_terminal(110, 10)
+        await pilot.pause()
+        shown = [(now[0], "\n".join(screen_lines(app)))]
+        for _ in range(3):
+            now[0] += 1
+            await pilot.pause(1.2)  # the table's own one-second timer
+            shown.append((now[0], "\n".join(screen_lines(app))))
+        assert "8s" in shown[-1][1], shown
 
 
 async def test_a_paused_sessions_time_is_how_long_it_has_been_paused() -> None:
