@@ -193,8 +193,13 @@ class DashboardScreen(StoreLink):
 
     def request_refresh(self) -> None:
         """Read again what is shown now: the table's window, the selected session's stages
-        and its new log lines."""
-        self.read_refresh(self._request(*self.table.wanted_window))
+        and its new log lines. While a session the form made waits to be selected, the
+        window read is the top of the table, where the newest session is, wherever the
+        table is scrolled (it scrolls there once the session is found)."""
+        offset, limit = self.table.wanted_window
+        if self._select_when_shown is not None:
+            offset = 0
+        self.read_refresh(self._request(offset, limit))
 
     @on(StoreChanged)
     def _store_changed(self) -> None:

@@ -108,6 +108,33 @@ async def test_the_session_the_form_starts_is_selected(ctx: Any, make_app: Any) 
         assert view(ctx, app.dashboard.selected_id).name == "fresh"
 
 
+async def test_the_session_the_form_starts_is_selected_from_far_down_the_table(
+    ctx: Any, make_app: Any
+) -> None:
+    """The table holds only the rows around what is shown; the new session (the newest, at
+    the top) is selected all the same, and the table scrolls to it."""
+    (ctx.settings.workflows_dir / "etl.yaml").write_text(textwrap.dedent(ETL).lstrip())
+    for i in range(80):
+        make_session(ctx, name=f"older {i}")
+    app = make_app()
+    async with app.run_test(size=(120, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("end")
+        await wait_for(pilot, lambda: app.dashboard.table.cursor_index == 79, what="the end")
+        await form_of_etl(pilot)
+        await pilot.press("enter", *"fresh", "tab", "tab", *"prod", "enter")
+        await wait_for(
+            pilot,
+            lambda: (
+                app.dashboard.selected_id is not None
+                and view(ctx, app.dashboard.selected_id).name == "fresh"
+            ),
+            timeout=10,
+            what="the new session selected",
+        )
+        assert app.dashboard.table.cursor_index == 0
+
+
 async def test_the_note_under_a_field_says_why_a_value_is_refused(ctx: Any, make_app: Any) -> None:
     (ctx.settings.workflows_dir / "etl.yaml").write_text(textwrap.dedent(ETL).lstrip())
     app = make_app()
