@@ -105,7 +105,10 @@ def instance_label(row: StageRow, width: int | None = None, *, keyed: bool | Non
     """An instance's name under its group's row, indented: its matrix values with their
     keys (``  size=small,format=png``), or without them (``  small,png``) when ``keyed`` is
     False (None: when the keyed label does not fit in ``width`` cells); the whole name if
-    it does not read ``group[key=value,…]``."""
+    it does not read ``group[key=value,…]``. When even the values do not fit, each is cut
+    to fit, the longest first and never below one character (``  sm,png``, ``  sm,web``):
+    cut values still tell the instances apart, where an ellipsis at the end of the first
+    value made every instance read ``small…``."""
     name = row.name
     if not (row.group and name.startswith(row.group + "[") and name.endswith("]")):
         return "  " + name
@@ -117,8 +120,20 @@ def instance_label(row: StageRow, width: int | None = None, *, keyed: bool | Non
         return label
     pairs = [pair.partition("=") for pair in values.split(",")]
     if all(sep for _, sep, _ in pairs):
-        return "  " + ",".join(value for _, _, value in pairs)
+        return "  " + _cut_to_fit([value for _, _, value in pairs], width)
     return label
+
+
+def _cut_to_fit(values: list[str], width: int | None) -> str:
+    """``values`` joined by commas in ``width`` cells less the indent, the longest value
+    shortened first, each kept at least one character long."""
+    lengths = [len(value) for value in values]
+    if width is not None:
+        room = width - 2
+        while sum(lengths) + len(lengths) - 1 > room and max(lengths) > 1:
+            longest = lengths.index(max(lengths))
+            lengths[longest] -= 1
+    return ",".join(value[:n] for value, n in zip(values, lengths, strict=True))
 
 
 __all__ = [

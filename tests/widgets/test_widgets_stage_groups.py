@@ -111,6 +111,15 @@ def test_an_instance_is_shown_by_its_matrix_values_under_its_group() -> None:
     assert instance_label(stage_row("odd", group="resize")) == "  odd"
 
 
+def test_instances_whose_values_do_not_fit_are_cut_so_they_still_differ() -> None:
+    small_png = stage_row("resize[size=small,format=png]", group="resize")
+    small_webp = stage_row("resize[size=small,format=webp]", group="resize")
+    assert instance_label(small_png, width=8) == "  sm,png"
+    assert instance_label(small_webp, width=8) == "  sm,web", "the longest value gives first"
+    assert instance_label(small_png, width=4) == "  s,p", "one character each at least"
+    assert instance_label(small_png, width=11) == "  small,png"
+
+
 def test_a_group_shows_every_instance_in_one_form() -> None:
     short, long = instance("small", "png"), instance("medium", "webp")
     width = len(instance_label(short))  # the short one fits with its keys, the long not
