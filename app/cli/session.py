@@ -701,14 +701,12 @@ def logs_cmd(
         stages = None
         if stage is not None:  # a matrix stage's name means all its instances
             from store.graph import stage_of
+            from store.stage_select import select_stage
 
-            stages = [s.name for s in view.stages if stage in (s.name, stage_of(s.name, s.config))]
-            if not stages:
-                names = [s.name for s in view.stages]
-                raise fail(
-                    f"session {sid[:12]} has no stage {stage!r}; "
-                    f"stages: {', '.join(names) or '(none)'}"
-                )
+            rows = [(s.name, s.config) for s in view.stages]
+            # one instance is named as `run` names it, its keys in any order
+            only = select_stage(stage, rows, f"session {sid[:12]}")
+            stages = [name for name, config in rows if only in (name, stage_of(name, config))]
         records = reader.logs(sid, min_level=min_level, stages=stages, limit=tail + 1, newest=True)
         if len(records) > tail:  # one more than asked for: earlier lines exist
             records = records[1:]

@@ -177,13 +177,29 @@ def test_session_logs_stage_of_a_matrix_stage_keeps_all_its_instances(
     assert last_words(one) == ["r2"]
 
 
+def test_session_logs_takes_an_instance_with_its_keys_in_any_order_as_run_does(
+    store_workspace: Path, thumbs: str, cli
+) -> None:
+    sid = create_session(store_workspace, thumbs)
+    add_logs(
+        store_workspace,
+        sid,
+        [("INFO", "resize[size=small,format=png]", "r1"), ("INFO", "fetch", "f1")],
+    )
+    one = cli("flow", "session", "logs", sid, "--stage", "resize[format=png,size=small]").out
+    assert last_words(one) == ["r1"]
+    result = run("flow", "session", "logs", sid, "--stage", "resize[format=png]")
+    assert result.code == 1
+    assert "names no value for size" in one_error_line(result)
+
+
 def test_session_logs_refuses_a_stage_the_session_does_not_have(
     store_workspace: Path,
 ) -> None:
     sid = create_session(store_workspace)
     result = run("flow", "session", "logs", sid, "--stage", "nope")
     assert result.code == 1
-    assert "has no stage 'nope'; stages: greet, count, done" in one_error_line(result)
+    assert "has no stage 'nope'; stages: count, done, greet" in one_error_line(result)
 
 
 def test_session_logs_refuses_an_unknown_level_as_a_usage_error(store_workspace: Path) -> None:
