@@ -326,13 +326,26 @@ class _YamlBuilder:
 # -- loading ----------------------------------------------------------------------------------
 
 
+def _line_in(text: str, mark: Any, context: Any) -> int | None:
+    """The 1-based line of a YAML problem. One found at the end of the file (an unclosed
+    ``[``) is told at the line where what was left open began, and never past the last
+    line: an editor's go-to-line lands on something."""
+    if mark is None:
+        return None
+    lines = max(1, len(text.splitlines()))
+    line = mark.line + 1
+    if line > lines and context is not None:
+        line = context.line + 1
+    return min(line, lines)
+
+
 def _yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[int | None, str]:
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or "syntax error"
         if exc.context:
             problem = f"{problem} ({exc.context})"
-        return (mark.line + 1 if mark is not None else None), f"invalid YAML: {problem}"
+        return _line_in(text, mark, exc.context_mark), f"invalid YAML: {problem}"
     if isinstance(exc, ReaderError):
         return _line_of(text, exc.position), f"invalid YAML: {exc.reason}"
     return None, f"invalid YAML: {exc}"

@@ -482,7 +482,9 @@ HOSTILE: list[tuple[str, str, int | None, str | None, str]] = [
     ("top-level-a-list", "- name: a\n", 1, None, "expected a mapping at the top level"),
     ("top-level-a-scalar", "just text\n", 1, None, "expected a mapping at the top level"),
     ("empty-file", "", None, None, "empty file"),
-    ("yaml-syntax-error", "stages:\n  - name: a\n    run: [x\n", 4, None, "invalid YAML"),
+    # told where the unclosed [ or " began, never past the last line
+    ("yaml-syntax-error", "stages:\n  - name: a\n    run: [x\n", 3, None, "invalid YAML"),
+    ("yaml-unclosed-quote", 'stages:\n  - name: a\n    run: "x\n', 3, None, "invalid YAML"),
     ("yaml-tab-indent", "stages:\n  - name: a\n\trun: x\n", 3, None, "invalid YAML"),
     (
         "two-documents",
