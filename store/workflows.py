@@ -336,7 +336,7 @@ def _line_in(text: str, mark: Any, context: Any) -> int | None:
     line = mark.line + 1
     if line > lines and context is not None:
         line = context.line + 1
-    return min(line, lines)
+    return int(min(line, lines))
 
 
 def _yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[int | None, str]:
