@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from store.gates import gate_of_reason
 from store.graph import instance_waits, stage_of
 from store.liveness import awaits_worker
 from store.status import SessionStatus, StageStatus
@@ -162,10 +163,14 @@ class SessionView:
 
     @property
     def waiting_gate(self) -> StageView | None:
-        """The manual gate a PAUSED session waits at (the gate stage is PAUSED until a
-        resume passes it), else None."""
-        gates = self.waiting_gates
-        return gates[0] if self.status == "PAUSED" and gates else None
+        """The manual gate a PAUSED session waits at, which a resume passes: the session's
+        reason names it (``waiting: <gate>``, as the resume reads it) and the gate stage is
+        PAUSED. None otherwise: a session paused by hand while a gate waits beside its
+        other stages is resumed by a resume, and its gate still needs an approve."""
+        if self.status != "PAUSED":
+            return None
+        named = gate_of_reason(self.reason)
+        return next((g for g in self.waiting_gates if g.name == named), None)
 
     @property
     def waiting_gates(self) -> list[StageView]:

@@ -101,9 +101,10 @@ class Detail:
     watch: Watch = field(default_factory=Watch)
     #: Paused at a manual gate (the store's ``SessionView.waiting_gate``): ``r`` passes it.
     waiting_at_gate: bool = False
-    #: The checklist of that gate (cleaned), if any.
+    #: The checklist of that gate (cleaned), or of the only other gate waiting, if any.
     checklist: tuple[str, ...] = ()
-    #: The other manual gates waiting beside it (cleaned names), each approved with ``g``.
+    #: The other manual gates waiting (cleaned names), beside that gate or beside running
+    #: stages or a pause by hand, each approved with ``g`` (``r`` does not pass them).
     other_gates: tuple[str, ...] = ()
 
     def summary(self) -> str:
@@ -120,10 +121,18 @@ class Detail:
             text += " (s starts it)"
         if self.status == "FAILED":
             text += " (t retries it)"
-        if self.checklist:
+        if self.waiting_at_gate and self.checklist:
             text += f" — check: {'; '.join(self.checklist)}"
         if self.other_gates:
-            text += f" — also waiting: {', '.join(self.other_gates)} (g approves a gate)"
+            gates = ", ".join(self.other_gates)
+            if self.waiting_at_gate:
+                text += f" — also waiting: {gates} (g approves a gate)"
+            elif len(self.other_gates) == 1:
+                text += f" — gate {gates} waits (g approves it)"
+            else:
+                text += f" — gates waiting: {gates} (g approves a gate)"
+        if self.checklist and not self.waiting_at_gate:
+            text += f" — check: {'; '.join(self.checklist)}"
         return text
 
 
@@ -243,6 +252,8 @@ def load_detail(db: Any, session_id: str) -> Detail | None:
     ]
     reason = clean_text(view.reason) if view.reason else None
     gate = view.waiting_gate
+    others = [g for g in view.waiting_gates if g is not gate]
+    shown = gate if gate is not None else (others[0] if len(others) == 1 else None)
     return Detail(
         session_id,
         stages,
@@ -251,10 +262,8 @@ def load_detail(db: Any, session_id: str) -> Detail | None:
         view.orphaned,
         watch_of([view], stale_after_of(db)),
         waiting_at_gate=gate is not None,
-        checklist=tuple(clean_text(item) for item in gate.checklist) if gate else (),
-        other_gates=tuple(
-            clean_text(g.name) for g in view.waiting_gates if gate is not None and g is not gate
-        ),
+        checklist=tuple(clean_text(item) for item in shown.checklist) if shown else (),
+        other_gates=tuple(clean_text(g.name) for g in others),
     )
 
 

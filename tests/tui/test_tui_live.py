@@ -160,30 +160,36 @@ async def test_the_summary_of_a_session_paused_at_one_of_two_gates_names_the_oth
         )
 
 
-async def test_waiting_at_a_gate_is_the_stores_fact_not_the_reasons_wording(
+async def test_r_is_said_to_pass_a_gate_only_when_the_session_waits_at_it(
     ctx: Any, make_app: Any, store_url: str
 ) -> None:
-    """A session paused at its gate says ``r`` passes it whatever the pause's reason
-    reads; one paused by hand whose reason merely reads like a gate's does not."""
+    """A session paused by hand while its gate waits is resumed by ``r`` and its gate still
+    needs ``g`` (the store's resume passes the gate its reason names, and only that one):
+    the summary says so. One paused by hand whose reason merely reads like a gate's has
+    no gate at all."""
     from store import StageManager
     from store.status import StageStatus
 
-    at_gate = make_session(ctx, "gate", name="at the gate", state="ACTIVE")
+    beside = make_session(ctx, "gate", name="beside the gate", state="ACTIVE")
     by_hand = make_session(ctx, "hello", name="by hand", state="ACTIVE")
     with other_engine(store_url) as factory, factory() as db:
-        gate = StageManager(db).list_stages(at_gate)[1]
+        gate = StageManager(db).list_stages(beside)[1]
         StageManager(db).move_stage(gate.id, StageStatus.PAUSED)
-        manager(db).pause(at_gate, reason="held for the release window")
+        manager(db).pause(beside, reason="held for the release window")
         manager(db).pause(by_hand, reason="waiting: nothing at all")
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        assert await summary_of(pilot, at_gate, "held for") == (
-            "PAUSED — held for the release window (r resumes it) — check: changelog reviewed"
+        assert await summary_of(pilot, beside, "held for") == (
+            "PAUSED — held for the release window — gate approve waits (g approves it) — "
+            "check: changelog reviewed"
         )
         assert await summary_of(pilot, by_hand, "nothing at all") == (
             "PAUSED — waiting: nothing at all"
         )
+    with other_engine(store_url) as factory, factory() as db:
+        manager(db).resume(beside)
+        assert StageManager(db).get_stage(gate.id).status == StageStatus.PAUSED
 
 
 async def test_log_follows_at_the_bottom_and_stays_when_scrolled_up(
