@@ -108,12 +108,29 @@ def _check_database_url(url: str) -> None:
             "VC_DATABASE_URL must be a SQLite or PostgreSQL URL (sqlite:///PATH, "
             f"postgresql+psycopg://USER@HOST/DB); got {clean_text(got)}"
         )
+    if url.startswith("postgresql") and not _port_readable(url):
+        raise SettingError(
+            "VC_DATABASE_URL has a port that is not a number from 0 to 65535 "
+            "(postgresql+psycopg://USER@HOST:PORT/DB)"
+        )
     if url.startswith("sqlite") and _in_memory(url):
         raise SettingError(
             "VC_DATABASE_URL names an in-memory SQLite database, which every process has "
             "its own of (sessions would vanish with the command that made them); give a "
             "file: sqlite:///PATH"
         )
+
+
+def _port_readable(url: str) -> bool:
+    """Whether the URL's port, if it has one, is a port number (SQLAlchemy would fail on
+    it with an internal error when the store is opened)."""
+    from urllib.parse import urlsplit
+
+    try:
+        _ = urlsplit(url).port
+    except ValueError:
+        return False
+    return True
 
 
 def _in_memory(sqlite_url: str) -> bool:

@@ -49,6 +49,8 @@ def test_unreachable_server_is_one_line_naming_host_and_port(workspace, args):
         ("host=h user=u password=s3cret", "got a value that is not a URL", 2),
         ("nosuchdriver://user@host/db", "got a URL of scheme 'nosuchdriver'", 2),
         ("mysql://user:p@s3cret@host/db", "got a URL of scheme 'mysql'", 2),
+        ("postgresql+psycopg://u:s3cret@h:notaport/db", "port that is not a number", 2),
+        ("postgresql+psycopg://u:s3cret@h:99999/db", "port that is not a number", 2),
         # a store out of reach: the store's refusal
         ("postgresql+nosuchdriver://user:s3cret@host/db", "nosuchdriver", 1),
         ("postgresql+psycopg://postgres@nosuchhost.invalid:5432/test", "nosuchhost.invalid", 1),
