@@ -79,7 +79,7 @@ def tui_cmd(
                     public_url=public_url,
                 )
             except ServeError as exc:
-                raise fail(str(exc), 1) from None
+                raise fail(str(exc), exc.code) from None
         if code:
             raise typer.Exit(code)
         return

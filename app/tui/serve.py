@@ -12,6 +12,10 @@ subclasses it to add, and only to add:
 * **an Origin check**: a WebSocket whose Origin is not the served page's is refused, so a
   page of another site open in the same browser cannot drive the dashboard;
 * **a cap on open tabs** (``VC_SERVE_MAX_TABS``, 8 by default): each is a process;
+* **a page served under the address the browser used** when bound to a wildcard address
+  (``--host 0.0.0.0`` or ``::``) without ``--public-url``: its scripts, WebSocket and
+  Origin check follow the request's Host, since no name printed at start is the one every
+  browser reaches the machine by;
 * **a page that shows nothing of the command line or environment** (the title is "vc
   flow", not the command textual-serve would show), sent with a Content-Security-Policy
   that lets it load only from this server (so it fetches no web font from elsewhere) and
@@ -39,6 +43,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -70,7 +75,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ServeError(Exception):
-    """The server cannot start (address unusable, bad URL): one line for the user."""
+    """The server cannot start: one line for the user, and the exit code: 1 when it is
+    refused (an address in use or not this machine's), 2 for a malformed value (a
+    ``--public-url`` that is no URL, a ``VC_SERVE_MAX_TABS`` that is no number)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class DashboardServer(Server):
@@ -84,6 +95,7 @@ class DashboardServer(Server):
         token: str,
         max_tabs: int = DEFAULT_MAX_TABS,
         on_started: Callable[[], None] | None = None,
+        follow_host: bool = False,
     ) -> None:
         host, port = sock.getsockname()[:2]
         super().__init__(
@@ -92,10 +104,23 @@ class DashboardServer(Server):
         self.sock = sock
         self.token = token
         self.max_tabs = max_tabs
-        self.origin = url_origin(public_url)
         self.cookie = f"vc_token_{port}"
         self.tabs: set[asyncio.Task[Any]] = set()
         self._on_started = on_started
+        #: Bound to a wildcard address without --public-url: the page is served under
+        #: the address the browser used (its Host), which no name printed at start can be.
+        self.follow_host = follow_host
+
+    def base_for(self, request: web.Request) -> str:
+        """The base URL of the page this request belongs to: the public URL, or, bound to
+        a wildcard address, ``http://`` + the request's Host (a host name or an address,
+        with its port; anything else is refused rather than written into the page)."""
+        if not self.follow_host:
+            return self.public_url
+        host = request.headers.get("Host", "")
+        if not _HOST_HEADER.fullmatch(host):
+            raise web.HTTPBadRequest(text="vc flow: a request without a usable Host header\n")
+        return f"http://{host}"
 
     # -- the guard ---------------------------------------------------------------------------
 
@@ -119,7 +144,7 @@ class DashboardServer(Server):
             )
         if request.path == "/ws":
             origin = request.headers.get("Origin")
-            if origin != self.origin:
+            if origin != url_origin(self.base_for(request)):
                 log.warning("refused a WebSocket from origin %s", origin or "none")
                 raise web.HTTPForbidden(text=f"vc flow: origin {origin} is not allowed\n")
         return await handler(request)
@@ -130,16 +155,28 @@ class DashboardServer(Server):
         return app
 
     async def handle_index(self, request: web.Request) -> web.StreamResponse:
-        response: web.StreamResponse = await super().handle_index(request)
+        base = self.base_for(request)
+        # textual-serve writes its URLs from public_url: for this page, its base. Its
+        # handler computes them before its first await, so no other request sees it.
+        shared, self.public_url = self.public_url, base
+        try:
+            response: web.StreamResponse = await super().handle_index(request)
+        finally:
+            self.public_url = shared
+        if isinstance(response, web.Response) and response.text is not None:
+            # textual-serve's page links a web font; the policy below would block it, so
+            # the page does not even ask (nothing is fetched from elsewhere, no console error)
+            response.text = _WEB_FONT.sub("", response.text)
         response.set_cookie(
             self.cookie,
             self.token,
             httponly=True,
             samesite="Strict",
-            secure=self.public_url.startswith("https:"),
+            secure=base.startswith("https:"),
             path="/",
         )
-        ws_origin = "ws" + self.origin[4:] if self.origin.startswith("http") else self.origin
+        origin = url_origin(base)
+        ws_origin = "ws" + origin[4:] if origin.startswith("http") else origin
         response.headers["Content-Security-Policy"] = (
             "default-src 'none'; script-src 'self' 'unsafe-inline'; "
             "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
@@ -293,6 +330,25 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+_WEB_FONT = re.compile(
+    r"<link\s+rel=\"stylesheet\"\s+href=\"https://fonts\.googleapis\.com[^\"]*\"\s*/>"
+)
+
+#: A Host header the page may be served under: a name or IPv4 address, or a bracketed IPv6
+#: address, with an optional port.
+_HOST_HEADER = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?"
+)
+
+
+def is_wildcard(host: str) -> bool:
+    """0.0.0.0 or ::, which name no host a browser could use."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
 def is_loopback(sock: socket.socket) -> bool:
     address = sock.getsockname()[0]
     try:
@@ -309,16 +365,11 @@ def public_url_for(sock: socket.socket, host: str, public_url: str | None) -> st
         parts = urlsplit(public_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ServeError(
-                f"--public-url {public_url!r} is not an http:// or https:// URL with a host"
+                f"--public-url {public_url!r} is not an http:// or https:// URL with a host", 2
             )
         return public_url.rstrip("/")
     port = sock.getsockname()[1]
-    name = host
-    try:
-        if ipaddress.ip_address(host).is_unspecified:
-            name = socket.getfqdn()
-    except ValueError:
-        pass
+    name = socket.getfqdn() if is_wildcard(host) else host
     if ":" in name:
         name = f"[{name}]"
     return f"http://{name}:{port}"
@@ -333,7 +384,7 @@ def max_tabs_setting() -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise ServeError(f"{MAX_TABS_ENV}={raw!r} is not a whole number of tabs (1 or more)")
+        raise ServeError(f"{MAX_TABS_ENV}={raw!r} is not a whole number of tabs (1 or more)", 2)
     return value
 
 
@@ -386,7 +437,12 @@ def serve(*, demo: bool, host: str, port: int, public_url: str | None) -> int:
             sys.stdout.flush()
 
         DashboardServer(
-            sock, public_url=base, token=token, max_tabs=max_tabs, on_started=started
+            sock,
+            public_url=base,
+            token=token,
+            max_tabs=max_tabs,
+            on_started=started,
+            follow_host=public_url is None and is_wildcard(host),
         ).serve()
     finally:
         sock.close()

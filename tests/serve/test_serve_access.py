@@ -128,13 +128,13 @@ def test_serve_options_without_serve_are_a_usage_error(vc: Any, args: list[str])
 
 def test_a_bad_public_url_is_refused(vc: Any) -> None:
     result = vc("flow", "tui", "--serve", "--port", "0", "--public-url", "ftp://x")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.startswith("vc: error: --public-url 'ftp://x' is not an http")
 
 
 def test_a_bad_tab_cap_is_refused(vc: Any) -> None:
     result = vc("flow", "tui", "--serve", "--port", "0", env={"VC_SERVE_MAX_TABS": "none"})
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.startswith("vc: error: VC_SERVE_MAX_TABS='none' is not a whole")
 
 
@@ -156,6 +156,30 @@ async def test_a_wildcard_address_still_needs_the_token(serve: Callable[..., Ser
             assert response.status == 403
         async with session.get(f"http://127.0.0.1:{port}/?token={served.token}") as response:
             assert response.status == 200
+
+
+async def test_on_a_wildcard_address_the_page_speaks_the_address_the_browser_used(
+    serve: Callable[..., Served],
+) -> None:
+    """Bound to 0.0.0.0, the machine is reached by any of its addresses: the page's script,
+    WebSocket and policy name the one the request came to, and the WebSocket from that
+    page's origin is let in (another origin still is not)."""
+    served = serve("--host", "0.0.0.0")
+    port = served.base.rsplit(":", 1)[1]
+    here = f"http://127.0.0.1:{port}"
+    async with client_session() as session:
+        async with session.get(f"{here}/?token={served.token}") as response:
+            page = await response.text()
+            policy = response.headers["Content-Security-Policy"]
+        assert f'data-session-websocket-url="ws://127.0.0.1:{port}/ws"' in page
+        assert f'src="{here}/static/js/textual.js"' in page
+        assert f"connect-src 'self' ws://127.0.0.1:{port}" in policy
+        assert "fonts.googleapis.com" not in page
+        ws = f"{here}/ws?width=80&height=24"
+        tab = await session.ws_connect(ws, headers={"Origin": here})
+        await tab.close()
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await session.ws_connect(ws, headers={"Origin": f"http://localhost:{port}"})
 
 
 async def test_behind_a_tls_proxy_the_page_speaks_the_public_url(
