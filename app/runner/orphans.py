@@ -50,12 +50,13 @@ def enforce_without_runner(view: SessionView, op: str) -> list[str]:
     here = local_host()
     stages = [s for s in view.stages if s.stage_type != "manual" and s.status != "COMPLETED"]
     lines: list[str] = []
+    elsewhere: dict[str, str] = {}
     for stage in stages:
         if not stage.pid:
             continue
         if stage.host and stage.host != here:
             if stage.status in ("ACTIVE", "PAUSED") or stage.error == "aborted":
-                lines.append(
+                elsewhere[stage.name] = (
                     f"stage {stage.name} ran on host {stage.host} (pid {stage.pid}), where no "
                     "runner is left: it cannot be signalled from here"
                 )
@@ -64,7 +65,12 @@ def enforce_without_runner(view: SessionView, op: str) -> list[str]:
             verb = "stopped" if op == "pause" else "removed"
             line = f"{verb} the leftover process group {stage.pid} of stage {stage.name}"
             lines.append(_recorded_in_log(view.id, stage.name, op, line))
-    for name, line in _enforce_unrecorded(view.id, stages, op):
+    local = {s.name for s in stages if s.name not in elsewhere}
+    found = dict(_enforce_unrecorded(view.id, stages, op, local))
+    # A stage recorded on another host name whose processes were found here after all (one
+    # machine known by two names) is told by what was done to them, not as out of reach.
+    lines.extend(line for name, line in elsewhere.items() if name not in found)
+    for name, line in found.items():
         lines.append(_recorded_in_log(view.id, name, op, line))
     return lines
 
@@ -92,10 +98,11 @@ def _enforce_recorded(stage: StageView, op: str) -> bool:
 
 
 def _enforce_unrecorded(
-    session_id: str, stages: Sequence[StageView], op: str
+    session_id: str, stages: Sequence[StageView], op: str, local: set[str]
 ) -> list[tuple[str, str]]:
     """The processes of the stages that carry the session's id (the ones never recorded,
-    and those that left their stage's group): (stage, what was done) per stage."""
+    and those that left their stage's group): (stage, what was done) per stage. The
+    recorded group of a stage in ``local`` is not told again (its line was said)."""
     import signal
 
     from app.runner.attempt import kill_timeout_of
@@ -112,8 +119,9 @@ def _enforce_unrecorded(
         else:
             groups = kill_groups(procs, kill_timeout_of(by_name[name].config))
             verb = "removed"
-        recorded = by_name[name].pid
-        groups = [g for g in groups if g != recorded]  # said above
+        if name in local:
+            recorded = by_name[name].pid
+            groups = [g for g in groups if g != recorded]  # said above
         if groups:
             which = ", ".join(map(str, groups))
             lines.append((name, f"{verb} the leftover process group {which} of stage {name}"))

@@ -48,7 +48,7 @@ class Recovery(StoreLink):
             elif stage.pid and stage.host and interrupted:
                 self._say(
                     f"attempt {stage.attempt} ran on host {stage.host} (pid {stage.pid}); "
-                    "it cannot be signalled from here",
+                    "its recorded pid is not signalled from here",
                     "WARNING",
                     stage.name,
                 )

@@ -4,6 +4,7 @@ rules. Real runners killed with SIGKILL, real stage processes."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -51,6 +52,40 @@ def test_what_an_abort_without_a_runner_did_is_kept_in_the_session_log(
     logs = vc("flow", "session", "logs", sid)
     assert logs.returncode == 0, logs.stderr
     assert f"abort without a runner: removed the leftover process group {pid}" in logs.stdout
+
+
+def test_an_abort_says_what_it_did_to_a_stage_recorded_under_another_host_name(
+    vc: Vc, store: Store, nap: str
+) -> None:
+    """One machine known by two names (VC_HOSTNAME): the recorded pid belongs to the other
+    name and is not signalled by it, but the stage's processes, found here by their
+    VC_SESSION_ID, are removed, and the command says that, not that they are out of
+    reach."""
+    result = vc("flow", "run", nap, "--detach", env={"VC_HOSTNAME": "host-a"})
+    assert result.returncode == 0, result.stderr
+    sid = result.stdout.strip()
+    pid = store.wait_stage(sid, "nap", "ACTIVE", with_pid=True).pid
+    assert pid is not None
+    kill_runner(store, sid)
+    stale = {"VC_STALE_AFTER": "3", "VC_HOSTNAME": "host-b"}
+
+    def orphaned() -> bool:
+        shown = vc("flow", "session", "show", sid, "--json", env=stale)
+        return bool(json.loads(shown.stdout)["orphaned"])
+
+    wait_until(
+        orphaned,
+        timeout=10,
+        what="orphaned as seen from host-b",
+    )
+    try:
+        result = vc("flow", "session", "abort", sid, env=stale)
+        assert result.returncode == 0, result.stderr
+        assert gone(pid)
+        assert f"removed the leftover process group {pid} of stage nap" in result.stderr
+        assert "cannot be signalled" not in result.stderr
+    finally:
+        kill_session_processes(sid)
 
 
 def test_pause_of_a_session_whose_runner_is_gone_stops_its_stage_process(
