@@ -38,7 +38,16 @@ def enforce_if_no_runner(db: Any, session_id: str, op: str) -> list[str]:
         view.runner_host, view.runner_pid, view.heartbeat_at, time.time(), stale_after_of(db)
     ):
         return []
-    return enforce_without_runner(view, op)
+    lines = enforce_without_runner(view, op)
+    if op == "abort" and view.runner_host is not None and view.runner_pid is not None:
+        # The ended session forgets its dead runner, as a live one forgets itself on its
+        # way out: shown "runner: none", not a pid whose heartbeat only grows older.
+        from store import FlowSessionManager
+
+        FlowSessionManager(db).release_runner(
+            view.id, runner_host=view.runner_host, runner_pid=view.runner_pid
+        )
+    return lines
 
 
 def enforce_without_runner(view: SessionView, op: str) -> list[str]:

@@ -44,6 +44,16 @@ def test_abort_of_a_session_whose_runner_is_gone_removes_its_stage_process(
     assert f"removed the leftover process group {pid} of stage nap" in result.stderr
 
 
+def test_a_session_aborted_without_a_runner_forgets_its_dead_runner(
+    vc: Vc, store: Store, nap: str
+) -> None:
+    sid, _ = _orphan(vc, store, nap)
+    assert vc("flow", "session", "abort", sid).returncode == 0
+    view = store.view(sid)
+    assert (view.status, view.runner_pid, view.runner_host) == ("FAILED", None, None)
+    assert "runner:    none" in vc("flow", "session", "show", sid).stdout
+
+
 def test_what_an_abort_without_a_runner_did_is_kept_in_the_session_log(
     vc: Vc, store: Store, nap: str
 ) -> None:
