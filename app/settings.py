@@ -121,16 +121,26 @@ def _check_database_url(url: str) -> None:
         )
 
 
+#: The grammar SQLAlchemy reads a URL with (``sqlalchemy.engine.url._parse_url``), copied so
+#: that the check below reads the port exactly where opening the store would, without
+#: importing SQLAlchemy on the commands that never need it: a password may hold ``#``,
+#: ``/`` or ``?``, and ends at the first ``@``.
+_SQLALCHEMY_URL = re.compile(
+    r"""
+    (?P<name>[\w+]+)://
+    (?:(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@)?
+    (?:(?:\[(?P<ipv6host>[^/?]+)\]|(?P<ipv4host>[^/:?]+))?(?::(?P<port>[^/?]*))?)?
+    """,
+    re.X,
+)
+
+
 def _port_readable(url: str) -> bool:
     """Whether the URL's port, if it has one, is a port number (SQLAlchemy would fail on
     it with an internal error when the store is opened)."""
-    from urllib.parse import urlsplit
-
-    try:
-        _ = urlsplit(url).port
-    except ValueError:
-        return False
-    return True
+    found = _SQLALCHEMY_URL.match(url)
+    port = found.group("port") if found else None
+    return not port or (port.isascii() and port.isdigit() and int(port) <= 65535)
 
 
 def _in_memory(sqlite_url: str) -> bool:

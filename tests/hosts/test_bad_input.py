@@ -51,6 +51,9 @@ def test_unreachable_server_is_one_line_naming_host_and_port(workspace, args):
         ("mysql://user:p@s3cret@host/db", "got a URL of scheme 'mysql'", 2),
         ("postgresql+psycopg://u:s3cret@h:notaport/db", "port that is not a number", 2),
         ("postgresql+psycopg://u:s3cret@h:99999/db", "port that is not a number", 2),
+        ("postgresql+psycopg://u:s3cret@h:x@h/db", "port that is not a number", 2),
+        # a password may hold # / ? (SQLAlchemy reads it up to the first @): not a port
+        ("postgresql+psycopg://u:s3cr#t/x?@127.0.0.1:1/test", "127.0.0.1", 1),
         # a store out of reach: the store's refusal
         ("postgresql+nosuchdriver://user:s3cret@host/db", "nosuchdriver", 1),
         ("postgresql+psycopg://postgres@nosuchhost.invalid:5432/test", "nosuchhost.invalid", 1),
