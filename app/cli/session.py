@@ -151,7 +151,9 @@ def running_lines(view: Any, label: str) -> list[str]:
         indent = " " * len(label)
         lines = [f"{label if i == 0 else indent}{clean_text(n)}" for i, n in enumerate(running)]
     gates = [g.name for g in view.waiting_gates]
-    if gates and running:  # with nothing running, the session's reason names the gate
+    # Said unless the session waits at the gate (its reason names it, and resume passes
+    # it): beside running stages, or beside a pause by hand that a resume leaves waiting.
+    if gates and (running or view.waiting_gate is None):
         word = "waiting:" if label.rstrip().endswith(":") else "waiting"
         lines.append(f"{word.ljust(len(label))}{clean_text(', '.join(gates))} (manual gate)")
     return lines

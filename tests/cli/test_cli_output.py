@@ -289,6 +289,27 @@ def test_a_gate_waiting_beside_one_running_stage_is_shown(
     assert expected in cli(*args, sid).out
 
 
+@pytest.mark.parametrize(
+    ("reason", "shown"),
+    [("held for the release window", True), ("waiting: review", False)],
+    ids=["paused-by-hand", "paused-at-the-gate"],
+)
+def test_a_gate_waiting_beside_a_pause_by_hand_is_shown_as_the_reason_shows_one_at_it(
+    workspace: Path, thumbs: str, cli, reason: str, shown: bool
+) -> None:
+    """A resume passes only the gate the session waits at (its reason names it): a gate
+    waiting beside a pause by hand is said, since the resume will leave it waiting."""
+    from store import FlowSessionManager
+
+    sid = create_session(workspace, "thumbs")
+    start_stages(workspace, sid, {"fetch": ["ACTIVE", "COMPLETED"], "review": ["PAUSED"]})
+    with store(workspace) as db:
+        FlowSessionManager(db).pause(sid, reason=reason)
+    out = cli("flow", "session", "show", sid).out
+    assert ("waiting:   review (manual gate)\n" in out) is shown, out
+    assert f"({reason})" in out
+
+
 def test_status_shows_each_stage_instance_as_a_row(workspace: Path, thumbs: str, cli) -> None:
     sid = parallel_session(workspace)
     rows = [line.split() for line in cli("flow", "status", sid).out.splitlines()]
