@@ -118,9 +118,16 @@ class DashboardServer(Server):
         if not self.follow_host:
             return self.public_url
         host = request.headers.get("Host", "")
-        if not _HOST_HEADER.fullmatch(host):
+        base = f"http://{host}"
+        try:
+            parts = urlsplit(base)
+            usable = _HOST_HEADER.fullmatch(host) is not None and bool(parts.hostname)
+            _ = parts.port  # a port above 65535 raises
+        except ValueError:
+            usable = False
+        if not usable:
             raise web.HTTPBadRequest(text="vc flow: a request without a usable Host header\n")
-        return f"http://{host}"
+        return base
 
     # -- the guard ---------------------------------------------------------------------------
 
@@ -442,7 +449,7 @@ def serve(*, demo: bool, host: str, port: int, public_url: str | None) -> int:
             token=token,
             max_tabs=max_tabs,
             on_started=started,
-            follow_host=public_url is None and is_wildcard(host),
+            follow_host=public_url is None and is_wildcard(sock.getsockname()[0]),
         ).serve()
     finally:
         sock.close()

@@ -182,6 +182,30 @@ async def test_on_a_wildcard_address_the_page_speaks_the_address_the_browser_use
             await session.ws_connect(ws, headers={"Origin": f"http://localhost:{port}"})
 
 
+async def test_on_a_wildcard_address_a_host_that_names_no_address_is_a_bad_request(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve("--host", "0.0.0.0")
+    port = served.base.rsplit(":", 1)[1]
+    async with client_session() as session:
+        for host in ("h:99999", "[1.2.3.4]", "a b"):
+            url = f"http://127.0.0.1:{port}/?token={served.token}"
+            async with session.get(url, headers={"Host": host}) as response:
+                assert response.status == 400, host
+
+
+async def test_on_a_named_address_the_host_header_changes_nothing(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve()
+    async with client_session() as session:
+        headers = {"Host": "elsewhere.example:1"}
+        async with session.get(served.url, headers=headers) as response:
+            page = await response.text()
+        assert f'src="{served.base}/static/js/textual.js"' in page
+        assert "elsewhere.example" not in page
+
+
 async def test_behind_a_tls_proxy_the_page_speaks_the_public_url(
     serve: Callable[..., Served],
 ) -> None:
