@@ -39,13 +39,23 @@ def enforce_if_no_runner(db: Any, session_id: str, op: str) -> list[str]:
     ):
         return []
     lines = enforce_without_runner(view, op)
-    if op == "abort" and view.runner_host is not None and view.runner_pid is not None:
+    from store.identity import local_host, pid_alive
+
+    runner = view.runner_pid
+    if (
+        op == "abort"
+        and runner is not None
+        and view.runner_host == local_host()
+        and not pid_alive(runner)
+    ):
         # The ended session forgets its dead runner, as a live one forgets itself on its
-        # way out: shown "runner: none", not a pid whose heartbeat only grows older.
+        # way out: shown "runner: none", not a pid whose heartbeat only grows older. Only
+        # a runner of this host is known dead (its pid): one elsewhere may only have lost
+        # the store for a while, and on its return reads the abort and stops as aborted.
         from store import FlowSessionManager
 
         FlowSessionManager(db).release_runner(
-            view.id, runner_host=view.runner_host, runner_pid=view.runner_pid
+            view.id, runner_host=view.runner_host, runner_pid=runner
         )
     return lines
 
@@ -60,6 +70,7 @@ def enforce_without_runner(view: SessionView, op: str) -> list[str]:
     stages = [s for s in view.stages if s.stage_type != "manual" and s.status != "COMPLETED"]
     lines: list[str] = []
     elsewhere: dict[str, str] = {}
+    told: set[tuple[str, int]] = set()  # (stage, group) whose removal was said
     for stage in stages:
         if not stage.pid:
             continue
@@ -74,8 +85,8 @@ def enforce_without_runner(view: SessionView, op: str) -> list[str]:
             verb = "stopped" if op == "pause" else "removed"
             line = f"{verb} the leftover process group {stage.pid} of stage {stage.name}"
             lines.append(_recorded_in_log(view.id, stage.name, op, line))
-    local = {s.name for s in stages if s.name not in elsewhere}
-    found = dict(_enforce_unrecorded(view.id, stages, op, local))
+            told.add((stage.name, stage.pid))
+    found = dict(_enforce_unrecorded(view.id, stages, op, told))
     # A stage recorded on another host name whose processes were found here after all (one
     # machine known by two names) is told by what was done to them, not as out of reach.
     lines.extend(line for name, line in elsewhere.items() if name not in found)
@@ -107,11 +118,11 @@ def _enforce_recorded(stage: StageView, op: str) -> bool:
 
 
 def _enforce_unrecorded(
-    session_id: str, stages: Sequence[StageView], op: str, local: set[str]
+    session_id: str, stages: Sequence[StageView], op: str, told: set[tuple[str, int]]
 ) -> list[tuple[str, str]]:
     """The processes of the stages that carry the session's id (the ones never recorded,
-    and those that left their stage's group): (stage, what was done) per stage. The
-    recorded group of a stage in ``local`` is not told again (its line was said)."""
+    and those that left their stage's group): (stage, what was done) per stage. A group
+    in ``told`` is not told again (its line was said)."""
     import signal
 
     from app.runner.attempt import kill_timeout_of
@@ -128,9 +139,7 @@ def _enforce_unrecorded(
         else:
             groups = kill_groups(procs, kill_timeout_of(by_name[name].config))
             verb = "removed"
-        if name in local:
-            recorded = by_name[name].pid
-            groups = [g for g in groups if g != recorded]  # said above
+        groups = [g for g in groups if (name, g) not in told]
         if groups:
             which = ", ".join(map(str, groups))
             lines.append((name, f"{verb} the leftover process group {which} of stage {name}"))
