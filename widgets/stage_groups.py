@@ -107,8 +107,9 @@ def instance_label(row: StageRow, width: int | None = None, *, keyed: bool | Non
     False (None: when the keyed label does not fit in ``width`` cells); the whole name if
     it does not read ``group[key=value,…]``. When even the values do not fit, each is cut
     to fit, the longest first and never below one character (``  sm,png``, ``  sm,web``):
-    cut values still tell the instances apart, where an ellipsis at the end of the first
-    value made every instance read ``small…``."""
+    cut values tell most instances apart, where an ellipsis at the end of the first value
+    made every one read ``small…`` (two values that differ only past the cut, ``webp`` and
+    ``webm``, read alike: the log pane and the details name each instance in full)."""
     name = row.name
     if not (row.group and name.startswith(row.group + "[") and name.endswith("]")):
         return "  " + name

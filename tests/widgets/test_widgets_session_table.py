@@ -431,12 +431,12 @@ async def test_running_clocks_keep_ticking_after_a_resize() -> None:
         await pilot.pause()
         await pilot.resize_terminal(110, 10)
         await pilot.pause()
-        shown = [(now[0], "\n".join(screen_lines(app)))]
-        for _ in range(3):
-            now[0] += 1
-            await pilot.pause(1.2)  # the table's own one-second timer
-            shown.append((now[0], "\n".join(screen_lines(app))))
-        assert "8s" in shown[-1][1], shown
+        now[0] += 3
+        for _ in range(50):  # the table's own one-second timer, however loaded the machine
+            await pilot.pause(0.1)
+            if "8s" in "\n".join(screen_lines(app)):
+                break
+        assert "8s" in "\n".join(screen_lines(app))
 
 
 async def test_a_paused_sessions_time_is_how_long_it_has_been_paused() -> None:
