@@ -366,8 +366,9 @@ def is_loopback(sock: socket.socket) -> bool:
 
 def public_url_for(sock: socket.socket, host: str, public_url: str | None) -> str:
     """The base URL the page is served under: ``--public-url`` when given (a reverse proxy
-    in front), else this host as the user named it; a wildcard address (0.0.0.0, ::)
-    names no host, so the machine's name stands for it."""
+    in front), else this host as the user named it; a wildcard address bound (0.0.0.0 or
+    ::, however written: ``--host 0`` too) names no host, so the machine's name stands for
+    it, as the page's own URLs follow the browser's Host (``DashboardServer.base_for``)."""
     if public_url:
         parts = urlsplit(public_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -375,8 +376,8 @@ def public_url_for(sock: socket.socket, host: str, public_url: str | None) -> st
                 f"--public-url {public_url!r} is not an http:// or https:// URL with a host", 2
             )
         return public_url.rstrip("/")
-    port = sock.getsockname()[1]
-    name = socket.getfqdn() if is_wildcard(host) else host
+    address, port = sock.getsockname()[:2]
+    name = socket.getfqdn() if is_wildcard(address) else host
     if ":" in name:
         name = f"[{name}]"
     return f"http://{name}:{port}"

@@ -182,6 +182,18 @@ async def test_on_a_wildcard_address_the_page_speaks_the_address_the_browser_use
             await session.ws_connect(ws, headers={"Origin": f"http://localhost:{port}"})
 
 
+async def test_a_wildcard_written_another_way_is_a_wildcard_too(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve("--host", "0")  # binds 0.0.0.0
+    assert "://0:" not in served.url
+    port = served.base.rsplit(":", 1)[1]
+    async with client_session() as session:
+        async with session.get(f"http://127.0.0.1:{port}/?token={served.token}") as response:
+            page = await response.text()
+        assert f'data-session-websocket-url="ws://127.0.0.1:{port}/ws"' in page
+
+
 async def test_on_a_wildcard_address_a_host_that_names_no_address_is_a_bad_request(
     serve: Callable[..., Served],
 ) -> None:
