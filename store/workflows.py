@@ -333,10 +333,10 @@ def _line_in(text: str, mark: Any, context: Any) -> int | None:
     if mark is None:
         return None
     lines = max(1, len(text.splitlines()))
-    line = mark.line + 1
+    line: int = mark.line + 1
     if line > lines and context is not None:
         line = context.line + 1
-    return int(min(line, lines))
+    return min(line, lines)
 
 
 def _yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[int | None, str]:

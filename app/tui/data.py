@@ -121,18 +121,14 @@ class Detail:
             text += " (s starts it)"
         if self.status == "FAILED":
             text += " (t retries it)"
-        if self.waiting_at_gate and self.checklist:
-            text += f" — check: {'; '.join(self.checklist)}"
-        if self.other_gates:
-            gates = ", ".join(self.other_gates)
-            if self.waiting_at_gate:
-                text += f" — also waiting: {gates} (g approves a gate)"
-            elif len(self.other_gates) == 1:
-                text += f" — gate {gates} waits (g approves it)"
-            else:
-                text += f" — gates waiting: {gates} (g approves a gate)"
-        if self.checklist and not self.waiting_at_gate:
-            text += f" — check: {'; '.join(self.checklist)}"
+        check = f" — check: {'; '.join(self.checklist)}" if self.checklist else ""
+        gates = ", ".join(self.other_gates)
+        if self.waiting_at_gate:  # the checklist is the gate r passes
+            text += check + (f" — also waiting: {gates} (g approves a gate)" if gates else "")
+        elif len(self.other_gates) == 1:  # the checklist is that gate's
+            text += f" — gate {gates} waits (g approves it){check}"
+        elif gates:
+            text += f" — gates waiting: {gates} (g approves a gate)"
         return text
 
 
