@@ -8,13 +8,21 @@ itself. :func:`execute_on_driver` runs a prebuilt statement on the driver's curs
 from __future__ import annotations
 
 import contextlib
+from collections import namedtuple
 from collections.abc import Mapping
+from enum import Enum
 from typing import Any
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-_DRIVER_SQL: dict[tuple[Any, ...], tuple[str, tuple[str, ...] | None]] = {}
+_DRIVER_SQL: dict[tuple[Any, ...], tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+
+
+def _plain(value: Any) -> Any:
+    """A value the drivers take as it is: an enum member's value (psycopg would write an
+    enum's name)."""
+    return value.value if isinstance(value, Enum) else value
 
 
 def execute_on_driver(conn: Connection, statement: Any, params: Mapping[str, Any]) -> Any:
@@ -30,9 +38,19 @@ def execute_on_driver(conn: Connection, statement: Any, params: Mapping[str, Any
     entry = _DRIVER_SQL.get(key)
     if entry is None:
         compiled = statement.compile(dialect=dialect)
+        if compiled.post_compile_params:  # `IN` a list: rendered per call, by SQLAlchemy
+            raise ValueError("a statement with list parameters cannot run on the driver")
         names = tuple(compiled.positiontup or ()) if compiled.positional else None
-        entry = _DRIVER_SQL[key] = (compiled.string, names)
-    sql, names = entry
+        # values written into the statement itself (``status != 'COMPLETED'``)
+        constants = {
+            compiled.bind_names[bind]: _plain(bind.value)
+            for bind in set(compiled.binds.values())
+            if not bind.required
+        }
+        entry = _DRIVER_SQL[key] = (compiled.string, names, constants)
+    sql, names, constants = entry
+    if constants:
+        params = {**constants, **params}
     args = params if names is None else tuple(params[n] for n in names)
     dbapi_error = dialect.loaded_dbapi.Error
     cursor = None
@@ -53,3 +71,31 @@ def execute_on_driver(conn: Connection, statement: Any, params: Mapping[str, Any
             sql, args, exc, dbapi_error, connection_invalidated=lost, dialect=dialect
         ) from exc
     return cursor
+
+
+#: Named-tuple row types of the reads below, one per column-name set.
+_ROW_TYPES: dict[tuple[str, ...], Any] = {}
+
+
+def rows_on_driver(conn: Connection, statement: Any, params: Mapping[str, Any]) -> list[Any]:
+    """The rows of a prebuilt read, run on the driver (:func:`execute_on_driver`), as named
+    tuples of the statement's column names: read like SQLAlchemy's rows (``row.status``),
+    without their result processing, so for plain columns only (text, numbers). The
+    statement must have no expanding parameters (``IN`` a list)."""
+    cursor = execute_on_driver(conn, statement, params)
+    try:
+        rows = cursor.fetchall()
+        names = tuple(column[0] for column in cursor.description)
+    finally:
+        cursor.close()
+    row_type = _ROW_TYPES.get(names)
+    if row_type is None:
+        row_type = _ROW_TYPES[names] = namedtuple("DriverRow", names)
+    return [row_type(*row) for row in rows]
+
+
+def first_row_on_driver(conn: Connection, statement: Any, params: Mapping[str, Any]) -> Any:
+    """The first row of :func:`rows_on_driver` (None when there is none): for reads of
+    one row by key."""
+    rows = rows_on_driver(conn, statement, params)
+    return rows[0] if rows else None

@@ -19,6 +19,7 @@ from sqlalchemy import Row, bindparam, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
+from store._driver import rows_on_driver
 from store.changes import MAX_RETRIES, Lease, SessionChange
 from store.errors import ConcurrentModification, InvalidTransition, RunnerConflict, SessionNotFound
 from store.identity import local_host
@@ -62,7 +63,8 @@ def _queue_query(dialect: str, by_workflow: bool) -> Any:
             .where(
                 _T.c.queued,
                 _T.c.finished_at.is_(None),  # with queued: the partial index (0002)
-                _T.c.status.in_([SessionStatus.PENDING, SessionStatus.ACTIVE]),
+                # bound one by one (not a list parameter): the claim runs on the driver
+                _T.c.status.in_([bindparam("pending"), bindparam("active")]),
                 or_(
                     _T.c.runner_pid.is_(None),
                     _T.c.heartbeat_at.is_(None),
@@ -208,16 +210,19 @@ class RunnerLeases(SessionOperations):
             now = time.time()
             conn = self._conn()
             query = _queue_query(conn.dialect.name, workflow_id is not None)
-            if skip:
-                query = query.where(_T.c.id.not_in(sorted(skip)))
             params: dict[str, Any] = {
                 "stale_before": now - self.stale_after,
                 "this_host": local_host(),
                 "batch": batch,
+                "pending": SessionStatus.PENDING.value,
+                "active": SessionStatus.ACTIVE.value,
             }
             if workflow_id is not None:
                 params["workflow_id"] = workflow_id
-            rows = conn.execute(query, params).all()
+            if skip:  # rare (lost races, live runners): a list parameter, SQLAlchemy's way
+                rows = conn.execute(query.where(_T.c.id.not_in(sorted(skip))), params).all()
+            else:
+                rows = rows_on_driver(conn, query, params)
             if not rows:
                 self.session.rollback()
                 return None

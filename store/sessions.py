@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import JSON, Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
+from store._driver import execute_on_driver, first_row_on_driver
 from store.changes import HOLDS, MAX_RETRIES, ManagerBase, SessionChange, holds
 from store.errors import (
     ConcurrentModification,
@@ -79,6 +80,9 @@ _READ_STATE_AND_OPEN_STAGES = select(
     .label("open_stages"),
 ).where(_T.c.id == bindparam("sid"))
 _UPDATES: dict[tuple[tuple[str, ...], bool], Any] = {}
+#: Session columns whose values need SQLAlchemy's type processing (the rest go straight to
+#: the driver: store._driver).
+_JSON_COLUMNS = frozenset(c.name for c in _T.c if isinstance(c.type, JSON))
 #: The session's waiting gates (manual stages PAUSED), in position order.
 _WAITING_GATES = (
     select(_ST.c.id, _ST.c.name, _ST.c.status, _ST.c.version, _ST.c.attempt)
@@ -231,7 +235,7 @@ class SessionOperations(ManagerBase):
     # -- state changes ------------------------------------------------------------------------
 
     def _read_state(self, conn: Connection, sid: str, read: Any = _READ_STATE) -> Any:
-        row = conn.execute(read, {"sid": sid}).first()
+        row = first_row_on_driver(conn, read, {"sid": sid})  # plain columns only
         if row is None:
             if self.lease is not None:  # deleted under its runner: its lease went with it
                 self.session.rollback()
@@ -321,8 +325,13 @@ class SessionOperations(ManagerBase):
             if lease is not None:
                 params.update(lease.params())
             statement = _update_statement(tuple(sorted(new_values)), lease is not None)
-            result = conn.execute(statement, params)
-            if result.rowcount != 1:
+            if _JSON_COLUMNS.isdisjoint(new_values):
+                cursor = execute_on_driver(conn, statement, params)
+                updated = cursor.rowcount
+                cursor.close()
+            else:  # JSON values need SQLAlchemy's type processing
+                updated = conn.execute(statement, params).rowcount
+            if updated != 1:
                 self.session.rollback()
                 if lease is not None:
                     self._check_lease()  # raises LeaseLost if the claim changed meanwhile
