@@ -8,11 +8,13 @@ itself. :func:`execute_on_driver` runs a prebuilt statement on the driver's curs
 from __future__ import annotations
 
 import contextlib
+import json
 from collections import namedtuple
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
+from sqlalchemy import JSON
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -80,8 +82,9 @@ _ROW_TYPES: dict[tuple[str, ...], Any] = {}
 def rows_on_driver(conn: Connection, statement: Any, params: Mapping[str, Any]) -> list[Any]:
     """The rows of a prebuilt read, run on the driver (:func:`execute_on_driver`), as named
     tuples of the statement's column names: read like SQLAlchemy's rows (``row.status``),
-    without their result processing, so for plain columns only (text, numbers). The
-    statement must have no expanding parameters (``IN`` a list)."""
+    without their result processing, so for plain columns (text, numbers) and JSON ones
+    (decoded here where the driver does not). The statement must have no list parameters
+    (``IN`` a list)."""
     cursor = execute_on_driver(conn, statement, params)
     try:
         rows = cursor.fetchall()
@@ -91,7 +94,36 @@ def rows_on_driver(conn: Connection, statement: Any, params: Mapping[str, Any]) 
     row_type = _ROW_TYPES.get(names)
     if row_type is None:
         row_type = _ROW_TYPES[names] = namedtuple("DriverRow", names)
-    return [row_type(*row) for row in rows]
+    dialect = conn.dialect
+    decode = None if dialect.supports_native_json_deserialization else _json_at(statement)
+    if not decode:
+        return [row_type(*row) for row in rows]
+    loads = getattr(dialect, "_json_deserializer", None) or json.loads
+    return [
+        row_type(
+            *(
+                loads(value) if i in decode and isinstance(value, str) else value
+                for i, value in enumerate(row)
+            )
+        )
+        for row in rows
+    ]
+
+
+#: Positions of the JSON columns of a read, per statement.
+_JSON_AT: dict[Any, frozenset[int]] = {}
+
+
+def _json_at(statement: Any) -> frozenset[int]:
+    """Where a read returns JSON columns, which a driver without JSON types of its own
+    (sqlite3) hands over as text."""
+    at = _JSON_AT.get(statement)
+    if at is None:
+        columns = statement.selected_columns
+        at = _JSON_AT[statement] = frozenset(
+            i for i, column in enumerate(columns) if isinstance(column.type, JSON)
+        )
+    return at
 
 
 def first_row_on_driver(conn: Connection, statement: Any, params: Mapping[str, Any]) -> Any:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
 from sqlmodel import Session
 
+from store._driver import rows_on_driver
 from store.gates import waiting_reason
 from store.liveness import awaits_worker, is_orphaned, stale_after_of
 from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
@@ -115,40 +116,55 @@ _STAGES_OF = (
 _ONE_SESSION = select(*_SESSION_COLUMNS, _T.c.definition).where(_T.c.id == bindparam("sid"))
 
 
+#: One session's stages (the runner's start, `session show`): no list parameter, so it runs
+#: on the driver (store._driver).
+_STAGES_OF_ONE = (
+    select(*_STAGES_OF.selected_columns)
+    .where(_ST.c.session_id == bindparam("sid"))
+    .order_by(_ST.c.position)
+)
+
+
+def _stage_view(r: Any) -> StageView:
+    return StageView(
+        id=r.id,
+        name=r.name,
+        stage_type=r.stage_type,
+        status=r.status,
+        progress=r.progress,
+        attempt=r.attempt,
+        exit_code=r.exit_code,
+        error=r.error,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        config=r.config or {},
+        pid=r.pid,
+        pid_start=r.pid_start,
+        host=r.host,
+        version=r.version,
+        outputs=r.outputs or {},
+        updated_at=r.updated_at,
+    )
+
+
 def _stages_for(session: Session, ids: Sequence[str]) -> dict[str, list[StageView]]:
     by_session: dict[str, list[StageView]] = defaultdict(list)
     if not ids:
         return by_session
     rows = session.connection().execute(_STAGES_OF, {"ids": list(ids)})
     for r in rows:
-        by_session[r[0]].append(
-            StageView(
-                id=r.id,
-                name=r.name,
-                stage_type=r.stage_type,
-                status=r.status,
-                progress=r.progress,
-                attempt=r.attempt,
-                exit_code=r.exit_code,
-                error=r.error,
-                started_at=r.started_at,
-                finished_at=r.finished_at,
-                config=r.config or {},
-                pid=r.pid,
-                pid_start=r.pid_start,
-                host=r.host,
-                version=r.version,
-                outputs=r.outputs or {},
-                updated_at=r.updated_at,
-            )
-        )
+        by_session[r[0]].append(_stage_view(r))
     return by_session
 
 
 def _views(
-    session: Session, rows: Sequence[Any], with_definition: bool = False
+    session: Session,
+    rows: Sequence[Any],
+    with_definition: bool = False,
+    stages: dict[str, list[StageView]] | None = None,
 ) -> list[SessionView]:
-    stages = _stages_for(session, [r.id for r in rows])
+    if stages is None:
+        stages = _stages_for(session, [r.id for r in rows])
     now = time.time()
     stale_after = stale_after_of(session)
     return [
@@ -223,9 +239,12 @@ def status_counts(session: Session) -> dict[str, int]:
 
 def get_session_view(session: Session, session_id: str) -> SessionView | None:
     """Details of one session by full id (resolve prefixes with the manager first)."""
-    rows = session.connection().execute(_ONE_SESSION, {"sid": session_id}).all()
-    views = _views(session, rows, with_definition=True)
-    return views[0] if views else None
+    conn = session.connection()
+    rows = rows_on_driver(conn, _ONE_SESSION, {"sid": session_id})
+    if not rows:
+        return None
+    stages = [_stage_view(r) for r in rows_on_driver(conn, _STAGES_OF_ONE, {"sid": session_id})]
+    return _views(session, rows, with_definition=True, stages={session_id: stages})[0]
 
 
 def last_session_change(session: Session, session_id: str, to_status: str) -> EventView | None:
