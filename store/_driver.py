@@ -34,7 +34,10 @@ def execute_on_driver(conn: Connection, statement: Any, params: Mapping[str, Any
     The statement is compiled once per dialect; parameters must be plain values (str, int,
     float, None: no type processing happens here). Driver errors are raised as
     SQLAlchemy's (``OperationalError`` …), as ``conn.execute`` would, and a lost connection
-    is invalidated, so callers handle them exactly as errors of ``conn.execute``."""
+    is invalidated, so callers handle them exactly as errors of ``conn.execute``. The
+    engine's cursor events (``before_cursor_execute``, ``after_cursor_execute``) fire as
+    for ``conn.execute``, without an execution context: what listens to the statements
+    (tracing, the tests that stage a race between two writers) sees these too."""
     dialect = conn.dialect
     key = (statement, dialect.name, dialect.driver, dialect.paramstyle)
     entry = _DRIVER_SQL.get(key)
@@ -55,10 +58,15 @@ def execute_on_driver(conn: Connection, statement: Any, params: Mapping[str, Any
         params = {**constants, **params}
     args = params if names is None else tuple(params[n] for n in names)
     dbapi_error = dialect.loaded_dbapi.Error
+    dispatch = conn.dispatch
     cursor = None
     try:
         cursor = conn.connection.cursor()
+        if dispatch.before_cursor_execute:
+            dispatch.before_cursor_execute(conn, cursor, sql, args, None, False)
         cursor.execute(sql, args)
+        if dispatch.after_cursor_execute:
+            dispatch.after_cursor_execute(conn, cursor, sql, args, None, False)
     except dbapi_error as exc:
         lost = False
         with contextlib.suppress(Exception):

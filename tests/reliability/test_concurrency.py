@@ -278,20 +278,20 @@ def test_stage_update_and_abort_do_not_deadlock(pg_url: str) -> None:
     engine_a, engine_b = _two_engines(pg_url)
     fa, fb = get_session_factory(engine_a), get_session_factory(engine_b)
     sid, stage_id = _session_with_active_stage(fa)
-    a_holds_stage, b_holds_session = threading.Event(), threading.Event()
+    a_holds_stage, b_writes_session = threading.Event(), threading.Event()
 
     def a_hook(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if statement.startswith("UPDATE stage_instances") and not a_holds_stage.is_set():
             a_holds_stage.set()
-            b_holds_session.wait(5)
-            time.sleep(0.3)  # B is now waiting for the stage row A holds
+            b_writes_session.wait(5)
+            time.sleep(0.3)  # B now waits for the rows A holds (the session's first)
 
     def b_hook(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.startswith("UPDATE flow_sessions"):
-            b_holds_session.set()
+        if statement.startswith("UPDATE flow_sessions") and a_holds_stage.is_set():
+            b_writes_session.set()
 
     event.listen(engine_a, "after_cursor_execute", a_hook)
-    event.listen(engine_b, "after_cursor_execute", b_hook)
+    event.listen(engine_b, "before_cursor_execute", b_hook)
     errors: list[BaseException] = []
 
     def abort() -> None:
@@ -318,6 +318,7 @@ def test_stage_update_and_abort_do_not_deadlock(pg_url: str) -> None:
         thread.join(30)
         engine_a.dispose()
         engine_b.dispose()
+    assert b_writes_session.is_set(), "the race was not staged (statement text changed?)"
     assert not errors, [f"{type(e).__name__}: {str(e).splitlines()[0]}" for e in errors]
 
 
