@@ -25,10 +25,8 @@ from store.errors import ConcurrentModification, InvalidTransition, RunnerConfli
 from store.identity import local_host
 from store.liveness import runner_gone
 from store.models import FlowSession
-from store.queries import get_session_view
 from store.sessions import STATE_COLUMNS, SessionOperations
 from store.status import SessionOp, SessionStatus
-from store.views import SessionView
 
 _T = FlowSession.__table__  # type: ignore[attr-defined]
 
@@ -205,38 +203,6 @@ class RunnerLeases(SessionOperations):
         one claimer can win (a loser moves on to the next candidate). The claim writes the
         ``start`` event, records the runner and keeps ``queued`` set: the session stays
         queue work, so if its worker dies another worker takes it over."""
-        return self._claim(runner_host, runner_pid, workflow_id, batch, None)
-
-    def claim_queued_view(
-        self,
-        *,
-        runner_host: str | None = None,
-        runner_pid: int | None = None,
-        workflow_id: str | None = None,
-    ) -> tuple[SessionChange, SessionView] | None:
-        """:meth:`claim_queued`, and the session as the claim left it, read in the claim's
-        own transaction: a worker hands it to the session's runner, which then starts
-        without a read (and a transaction) of its own."""
-        views: list[SessionView] = []
-
-        def read_view(conn: Connection, sid: str, now: float) -> None:
-            view = get_session_view(self.session, sid)
-            if view is not None:
-                views.append(view)
-
-        change = self._claim(runner_host, runner_pid, workflow_id, 8, read_view)
-        if change is None:
-            return None
-        return change, views[-1]  # read after the claim's write, in its transaction
-
-    def _claim(
-        self,
-        runner_host: str | None,
-        runner_pid: int | None,
-        workflow_id: str | None,
-        batch: int,
-        after: Any,
-    ) -> SessionChange | None:
         host = runner_host or self.host
         pid = runner_pid or self.pid
         skip: set[str] = set()
@@ -291,7 +257,6 @@ class RunnerLeases(SessionOperations):
                         "queued": True,
                     },
                     check=check,
-                    after=after,
                     claim=True,
                     known=row,  # read (on PostgreSQL: locked) by the query above
                 )

@@ -101,7 +101,6 @@ class Runner(ManualGates):
         on_update: Callable[[Any], None] | None = None,
         flush_at_end: bool = True,
         hand_back_when_idle: bool = False,
-        claimed: SessionView | None = None,
     ) -> None:
         """``flush_at_end``: the run waits, at its end, until the log lines so far are in the
         store. A worker's runner does not: its worker goes on with the next session and
@@ -113,12 +112,7 @@ class Runner(ManualGates):
         ``hand_back_when_idle``: a worker's runner ends as soon as its session is PAUSED
         with no stage process left to hold (waiting at a manual gate, or paused between
         stages), so that the worker's slot goes to the next queued session; see
-        :meth:`_hand_back`.
-
-        ``claimed``: the session as a worker's claim for this process left it, read in the
-        claim's transaction (:meth:`store.FlowSessionManager.claim_queued_view`): the run
-        starts from it without reading the session again."""
-        self._given_view = claimed
+        :meth:`_hand_back`."""
         self.flush_at_end = flush_at_end
         self.hand_back_when_idle = hand_back_when_idle
         self.factory = factory
@@ -240,10 +234,8 @@ class Runner(ManualGates):
         """
         if self._claimed:
             return
-        view, self._given_view = self._given_view, None
-        if view is None:
-            self._db.commit()
-            view = get_session_view(self._db, self.session_id)
+        self._db.commit()
+        view = get_session_view(self._db, self.session_id)
         if view is None:
             raise SessionNotFound(f"session {self.session_id[:12]} was deleted")
         if (

@@ -207,14 +207,14 @@ class Worker:
     def _fill(self, manager: Any) -> None:
         """Claim sessions while there are free slots and queued work."""
         while self._free_slots() > 0 and not self._stop.is_set():
-            claimed = manager.claim_queued_view(
+            change = manager.claim_queued(
                 runner_host=self.host, runner_pid=self.pid, workflow_id=self.workflow_id
             )
-            if claimed is None:
+            if change is None:
                 return
-            self._start(*claimed)
+            self._start(change)
 
-    def _start(self, change: Any, view: Any) -> None:
+    def _start(self, change: Any) -> None:
         sid = change.session_id
         taken = (
             " (taking over: it started before, and no runner holds it now)"
@@ -223,7 +223,7 @@ class Worker:
         )
         self.say(f"claimed {sid[:12]}{taken}", session_id=sid)
         thread = threading.Thread(
-            target=self._run_session, args=(sid, view), name=f"vc-worker-{sid[:8]}", daemon=True
+            target=self._run_session, args=(sid,), name=f"vc-worker-{sid[:8]}", daemon=True
         )
         with self._lock:
             self._threads[sid] = thread
@@ -272,7 +272,7 @@ class Worker:
 
     # -- one session ---------------------------------------------------------------------------
 
-    def _run_session(self, sid: str, view: Any = None) -> None:
+    def _run_session(self, sid: str) -> None:
         from app.runner.runner import Runner
         from store.errors import StoreError
         from store.failures import PermanentStoreError
@@ -286,7 +286,6 @@ class Worker:
                 workspace=self.workspace,
                 flush_at_end=False,
                 hand_back_when_idle=True,
-                claimed=view,
             )
             with self._lock:
                 self._runners[sid] = runner

@@ -69,24 +69,3 @@ def test_completing_a_session_reads_it_and_its_open_stages_in_one_statement(
         change = sessions.complete(sid)
     assert change.to_status == "COMPLETED"
     assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1, statements
-
-
-def test_a_workers_claim_reads_the_claimed_session_in_its_own_transaction(
-    traced: tuple[Any, list[str]],
-) -> None:
-    """The runner a worker starts for the session begins from this view: no transaction of
-    its own before its first stage."""
-    factory, statements = traced
-    with factory() as db:
-        sessions = FlowSessionManager(db)
-        sid = sessions.create_session("one", definition=DEFINITION, queued=True).id
-        statements.clear()
-        claimed = sessions.claim_queued_view(runner_host="w1", runner_pid=4242)
-    assert claimed is not None
-    change, view = claimed
-    assert (view.id, view.status, view.version) == (sid, "ACTIVE", change.version)
-    assert (view.runner_host, view.runner_pid, view.runner_lease) == ("w1", 4242, change.version)
-    assert [s.name for s in view.stages] == ["only"] and view.definition == DEFINITION
-    commits = [i for i, s in enumerate(statements) if s.strip().upper() == "COMMIT"]
-    stage_reads = [i for i, s in enumerate(statements) if s in _reads_of(statements, "stage_")]
-    assert len(commits) == 1 and stage_reads and max(stage_reads) < commits[0], statements
