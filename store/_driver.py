@@ -7,7 +7,6 @@ itself. :func:`execute_on_driver` runs a prebuilt statement on the driver's curs
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections import namedtuple
 from collections.abc import Mapping
@@ -16,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import JSON
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
 _DRIVER_SQL: dict[tuple[Any, ...], tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
 
@@ -32,55 +30,44 @@ def execute_on_driver(conn: Connection, statement: Any, params: Mapping[str, Any
     and return the cursor (the caller closes it).
 
     The statement is compiled once per dialect; parameters must be plain values (str, int,
-    float, None: no type processing happens here). Driver errors are raised as
-    SQLAlchemy's (``OperationalError`` …), as ``conn.execute`` would, and a lost connection
-    is invalidated, so callers handle them exactly as errors of ``conn.execute``. The
-    engine's cursor events (``before_cursor_execute``, ``after_cursor_execute``) fire as
-    for ``conn.execute``, without an execution context: what listens to the statements
-    (tracing, the tests that stage a race between two writers) sees these too."""
+    float, bool, None: no type processing happens here). The cursor is run through
+    SQLAlchemy's own way of executing on a cursor (``Connection._cursor_execute``, which it
+    uses for sequences and defaults), so everything around the statement is as for
+    ``conn.execute``: the engine's cursor events fire (tracing, the tests that stage a
+    race between two writers), driver errors are raised as SQLAlchemy's
+    (``OperationalError`` …) after the ``handle_error`` listeners saw them (the full-disk
+    watch of store.engine), and a lost connection is invalidated."""
     dialect = conn.dialect
     key = (statement, dialect.name, dialect.driver, dialect.paramstyle)
     entry = _DRIVER_SQL.get(key)
     if entry is None:
-        compiled = statement.compile(dialect=dialect)
-        if compiled.post_compile_params:  # `IN` a list: rendered per call, by SQLAlchemy
-            raise ValueError("a statement with list parameters cannot run on the driver")
-        names = tuple(compiled.positiontup or ()) if compiled.positional else None
-        # values written into the statement itself (``status != 'COMPLETED'``)
-        constants = {
-            compiled.bind_names[bind]: _plain(bind.value)
-            for bind in set(compiled.binds.values())
-            if not bind.required
-        }
-        entry = _DRIVER_SQL[key] = (compiled.string, names, constants)
+        entry = _DRIVER_SQL[key] = _compile(statement, dialect)
     sql, names, constants = entry
     if constants:
         params = {**constants, **params}
     args = params if names is None else tuple(params[n] for n in names)
-    dbapi_error = dialect.loaded_dbapi.Error
-    dispatch = conn.dispatch
-    cursor = None
-    try:
-        cursor = conn.connection.cursor()
-        if dispatch.before_cursor_execute:
-            dispatch.before_cursor_execute(conn, cursor, sql, args, None, False)
-        cursor.execute(sql, args)
-        if dispatch.after_cursor_execute:
-            dispatch.after_cursor_execute(conn, cursor, sql, args, None, False)
-    except dbapi_error as exc:
-        lost = False
-        with contextlib.suppress(Exception):
-            lost = bool(dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor))
-        if cursor is not None:
-            with contextlib.suppress(Exception):
-                cursor.close()
-        if lost:
-            with contextlib.suppress(Exception):
-                conn.invalidate(exc)
-        raise DBAPIError.instance(
-            sql, args, exc, dbapi_error, connection_invalidated=lost, dialect=dialect
-        ) from exc
+    cursor = conn.connection.cursor()
+    conn._cursor_execute(cursor, sql, args)  # closes the cursor if it raises
     return cursor
+
+
+def _compile(statement: Any, dialect: Any) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
+    """(SQL, parameter names in order for a positional driver, the values the statement
+    carries itself, such as the ``'COMPLETED'`` of ``status != 'COMPLETED'``). Refuses what
+    needs SQLAlchemy at each call: parameters rendered per call (``IN`` a list, literal
+    execution), computed ones, and constants of a type that processes its values."""
+    compiled = statement.compile(dialect=dialect)
+    if compiled.post_compile_params or compiled.literal_execute_params:
+        raise ValueError("a statement with list or literal parameters cannot run on the driver")
+    constants = {}
+    for bind in set(compiled.binds.values()):
+        if bind.required:
+            continue
+        if bind.callable is not None or bind.type.dialect_impl(dialect).bind_processor(dialect):
+            raise ValueError(f"the constant {bind.key!r} needs SQLAlchemy to be bound")
+        constants[compiled.bind_names[bind]] = _plain(bind.value)
+    names = tuple(compiled.positiontup or ()) if compiled.positional else None
+    return compiled.string, names, constants
 
 
 #: Named-tuple row types of the reads below, one per column-name set.
