@@ -8,6 +8,7 @@ pauses it with `p` and checks both the store and the screen, then quits with `q`
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -304,10 +305,11 @@ def test_readme_walkthrough_runs_verbatim_in_a_fresh_workspace(
     script = tmp_path / "walkthrough.sh"
     script.write_text("set -e\n" + readme_sh_block("## Writing a workflow"))
     path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    # PATH set in the command: tmux 3.3 gives the window its server's PATH, not -e's
     terminal.start(
-        f"bash {script}; echo WALKTHROUGH-EXIT=$?; sleep 60",
+        f"PATH={shlex.quote(path)} bash {script}; echo WALKTHROUGH-EXIT=$?; sleep 60",
         cwd=tmp_path,
-        env={"HOME": str(home), "PATH": path, "TERM": "xterm-256color"},
+        env={"HOME": str(home), "TERM": "xterm-256color"},
     )
     workspace = home / "etl"
     try:
