@@ -162,6 +162,10 @@ class DashboardServer(Server):
         return app
 
     async def handle_index(self, request: web.Request) -> web.StreamResponse:
+        if len(self.tabs) >= self.max_tabs:
+            # said here, where the browser shows it: a page whose WebSocket is refused
+            # only says "Session ended."
+            raise web.HTTPServiceUnavailable(text=self._full())
         base = self.base_for(request)
         # textual-serve writes its URLs from public_url: for this page, its base. Its
         # handler computes them before its first await, so no other request sees it.
@@ -195,13 +199,17 @@ class DashboardServer(Server):
         response.headers["Cache-Control"] = "no-store"
         return response
 
+    def _full(self) -> str:
+        """The refusal of one tab more than the cap (logged too)."""
+        log.warning("refused a tab: %d are open (%s)", len(self.tabs), MAX_TABS_ENV)
+        return (
+            f"vc flow: {len(self.tabs)} tabs are open, the most this server allows "
+            f"({MAX_TABS_ENV}): close one and reload\n"
+        )
+
     async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
-        if len(self.tabs) >= self.max_tabs:
-            log.warning("refused a tab: %d are open (%s)", len(self.tabs), MAX_TABS_ENV)
-            raise web.HTTPServiceUnavailable(
-                text=f"vc flow: {len(self.tabs)} tabs are open, the most this server allows "
-                f"({MAX_TABS_ENV}): close one and reload\n"
-            )
+        if len(self.tabs) >= self.max_tabs:  # opened meanwhile by another page
+            raise web.HTTPServiceUnavailable(text=self._full())
         task = asyncio.current_task()
         assert task is not None
         self.tabs.add(task)

@@ -76,15 +76,50 @@ async def test_a_tab_gets_a_live_dashboard(serve: Callable[..., Served], vc: Any
         await tab.ws.close()
 
 
-async def test_tabs_beyond_the_cap_are_refused(serve: Callable[..., Served]) -> None:
+async def test_a_tab_beyond_the_cap_is_refused_even_when_its_page_loaded_first(
+    serve: Callable[..., Served],
+) -> None:
+    """Two pages loaded while no tab was open: the second one's WebSocket is refused."""
+    served = serve(env={"VC_SERVE_MAX_TABS": "1"})
+    async with client_session() as early, client_session() as session:
+        async with early.get(served.url) as response:
+            assert response.status == 200
+        first = await open_tab(session, served)
+        await first.read_until("vc flow")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await early.ws_connect(
+                f"{served.base}/ws?width=80&height=24", headers={"Origin": served.base}
+            )
+        assert refused.value.status == 503
+        await first.ws.close()
+
+
+async def test_a_page_beyond_the_cap_says_why_and_is_served_again_once_a_tab_closes(
+    serve: Callable[..., Served],
+) -> None:
+    """The browser shows this page's text; a page whose WebSocket is refused would only
+    show textual-serve's "Session ended."."""
     served = serve(env={"VC_SERVE_MAX_TABS": "1"})
     async with client_session() as session:
         first = await open_tab(session, served)
         await first.read_until("vc flow")
-        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await open_tab(session, served)
-        assert refused.value.status == 503
+        async with session.get(served.url) as response:
+            assert response.status == 503
+            assert "1 tabs are open, the most this server allows" in await response.text()
         await first.ws.close()
+        assert await _page_status_once_free(session, served) == 200
+
+
+async def _page_status_once_free(session: aiohttp.ClientSession, served: Served) -> int:
+    """The page's status, asked again while the closed tab is still being let go (10 s)."""
+    import asyncio
+
+    for _ in range(100):
+        async with session.get(served.url) as response:
+            if response.status != 503:
+                return response.status
+        await asyncio.sleep(0.1)
+    return 503
 
 
 async def test_the_page_shows_no_command_line_or_environment(
