@@ -1,8 +1,10 @@
 """The raw-driver fast path of the store's hot statements: private to the store.
 
-For the runner's stage moves (two per stage, each a few statements), SQLAlchemy's execution
-path costs about 0.1 ms per statement on top of SQLite's own work, as much as the statement
-itself. :func:`execute_on_driver` runs a prebuilt statement on the driver's cursor instead.
+For the runner's stage moves, the session transitions, a worker's claim and the view a
+runner reads as it starts (each a few statements, run thousands of times by a worker),
+SQLAlchemy's execution path costs about 0.1 ms per statement on top of the
+database's own work, as much as the statement itself. :func:`execute_on_driver` runs a
+prebuilt statement on the driver's cursor instead; :func:`rows_on_driver` reads its rows.
 """
 
 from __future__ import annotations

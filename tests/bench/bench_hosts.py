@@ -14,10 +14,10 @@ target; none fails on speed.
   process: the worker, its stages, PostgreSQL). One worker's path is sequential, each side
   waiting on the other, so a ratio above that ceiling would need more cores, not less
   contention. The workers' start (about half a second of CPU each, importing and
-  connecting) overlaps the first claims: three workers start on two cores while the first
-  of them already claims, which one worker never does. So the ratio is also given from the
-  moment every worker made its first claim (the rates after it), the steady state of a
-  fleet whose workers are long-lived;
+  connecting) can overlap the first claims: three workers start on two cores and the first
+  one ready claims while the others still start, which one worker never does. So the ratio
+  is also given from the moment every worker made its first claim (the rates after it),
+  the steady state of a fleet whose workers are long-lived (so far a few points apart);
 * stage output on PostgreSQL: a stage printing L short lines, the rate at which they all
   reach the store (target >= 200,000 lines/s, bench_runner's target on SQLite) and the
   stage's run time under the runner against the same command redirected to a file
