@@ -101,9 +101,15 @@ class ManualGates(Supervision):
         self._gate_passed(name)
 
     def _gate_passed(self, name: str) -> None:
+        """Once per gate: an approval seen while the session was paused by hand, then the
+        resume, both pass it."""
+        if self._schedule.state.get(name) == DONE:
+            return
         self._schedule.mark(name, DONE)
         if self.waiting_at == name:
             self.waiting_at = None
+        if self._gate_pause == name:
+            self._gate_pause = None
         self._stage_result(name, f"manual gate {name} passed")
 
     def _check_gates(self) -> None:

@@ -352,6 +352,27 @@ def test_manual_gate_pauses_waiting_and_resume_completes_it(vc: Vc, store: Store
     assert "deployed" in [r.text for r in store.logs(sid, stage="deploy")]
 
 
+def test_a_gate_approved_then_paused_and_resumed_is_passed_once(vc: Vc, store: Store) -> None:
+    """The runner sees the approval while the session is paused by hand, then the resume:
+    the gate is passed (and said so) once."""
+    from store import FlowSessionManager
+
+    sid = start_detached(vc, "gate")
+    store.wait_status(sid, "PAUSED")
+    with store.factory() as db:  # back to back: the runner sees the gate passed, PAUSED
+        sessions = FlowSessionManager(db, actor="tester")
+        sessions.approve(sid, "approve")
+        sessions.pause(sid)
+
+    def passed() -> list[str]:
+        return [r.text for r in store.logs(sid, stage="approve") if r.text.endswith("passed")]
+
+    wait_until(passed, what="the runner to see the gate passed")
+    assert vc("flow", "session", "resume", sid).returncode == 0
+    store.wait_status(sid, "COMPLETED")
+    assert passed() == ["manual gate approve passed"]
+
+
 @covered_on_postgresql_by_another
 def test_a_waiting_gate_shows_its_checklist_in_the_log_show_and_status(
     vc: Vc, store: Store
