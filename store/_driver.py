@@ -53,6 +53,20 @@ def execute_on_driver(conn: Connection, statement: Any, params: Mapping[str, Any
     return cursor
 
 
+def rows_changed(
+    conn: Connection, statement: Any, params: Mapping[str, Any], *, on_driver: bool
+) -> int:
+    """How many rows a prebuilt write changed: run on the driver, or through SQLAlchemy
+    when a value needs its type processing (JSON)."""
+    if not on_driver:
+        return int(conn.execute(statement, params).rowcount)
+    cursor = execute_on_driver(conn, statement, params)
+    try:
+        return int(cursor.rowcount)
+    finally:
+        cursor.close()
+
+
 def _compile(statement: Any, dialect: Any) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
     """(SQL, parameter names in order for a positional driver, the values the statement
     carries itself, such as the ``'COMPLETED'`` of ``status != 'COMPLETED'``). Refuses what

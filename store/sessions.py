@@ -17,7 +17,7 @@ from sqlalchemy import JSON, Row, bindparam, delete, func, insert, select, updat
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from store._driver import execute_on_driver, first_row_on_driver
+from store._driver import first_row_on_driver, rows_changed
 from store.changes import HOLDS, MAX_RETRIES, ManagerBase, SessionChange, holds
 from store.errors import (
     ConcurrentModification,
@@ -325,13 +325,8 @@ class SessionOperations(ManagerBase):
             if lease is not None:
                 params.update(lease.params())
             statement = _update_statement(tuple(sorted(new_values)), lease is not None)
-            if _JSON_COLUMNS.isdisjoint(new_values):
-                cursor = execute_on_driver(conn, statement, params)
-                updated = cursor.rowcount
-                cursor.close()
-            else:  # JSON values need SQLAlchemy's type processing
-                updated = conn.execute(statement, params).rowcount
-            if updated != 1:
+            on_driver = _JSON_COLUMNS.isdisjoint(new_values)
+            if rows_changed(conn, statement, params, on_driver=on_driver) != 1:
                 self.session.rollback()
                 if lease is not None:
                     self._check_lease()  # raises LeaseLost if the claim changed meanwhile

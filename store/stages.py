@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
-from store._driver import execute_on_driver
+from store._driver import execute_on_driver, rows_changed
 from store.changes import HOLDS, MAX_RETRIES, STAGE_FENCE, ManagerBase, SessionChange, StageMove
 from store.errors import ConcurrentModification, InvalidTransition, SessionNotFound, StageNotFound
 from store.models import FlowSession, StageInstance
@@ -419,12 +419,8 @@ class StageManager(ManagerBase):
         params = {f"v_{k}": v for k, v in plan.values.items()}
         params.update(stage_id=stage_id, expected=version)
         statement = _stage_update_statement(tuple(plan.values))
-        if "metadata" in plan.values:  # JSON: SQLAlchemy's type processing is needed
-            return bool(conn.execute(statement, params).rowcount == 1)
-        cursor = execute_on_driver(conn, statement, params)
-        updated = cursor.rowcount
-        cursor.close()
-        return bool(updated == 1)
+        on_driver = "metadata" not in plan.values  # JSON needs SQLAlchemy's processing
+        return rows_changed(conn, statement, params, on_driver=on_driver) == 1
 
     def _start_session_for(
         self, conn: Connection, session_id: str, stage: str, now: float
