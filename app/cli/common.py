@@ -169,21 +169,23 @@ def render_table(
     headers: Sequence[str],
     rows: Sequence[Sequence[str]],
     *,
-    flexible: int = 1,
+    flexible: int | Sequence[int] = 1,
     drop_order: Sequence[int] = (),
     status_column: int | None = None,
     width: int | None = None,
     min_flexible: int = 12,
 ) -> str:
-    """A plain table fitted to the terminal: the ``flexible`` column (usually the name) is
-    shortened, down to ``min_flexible`` cells; if that is not enough, low-priority columns
-    (``drop_order``) are dropped, and as a last resort every line is cut to the width.
-    Cells are cleaned of control sequences."""
+    """A plain table fitted to the terminal: the ``flexible`` columns (the name, a
+    reason; several in the order they give way) are shortened, each down to
+    ``min_flexible`` cells; if that is not enough, low-priority columns (``drop_order``)
+    are dropped, and as a last resort every line is cut to the width. Cells are cleaned of
+    control sequences."""
     from store.text import clean_text
 
     cells = [[clean_text(c) for c in row] for row in rows]
     keep = list(range(len(headers)))
     width = terminal_width() if width is None else width
+    shrinkable = [flexible] if isinstance(flexible, int) else list(flexible)
 
     def widths() -> list[int]:
         return [max([cell_width(headers[i])] + [cell_width(r[i]) for r in cells]) for i in keep]
@@ -191,24 +193,36 @@ def render_table(
     def total(ws: list[int]) -> int:
         return sum(ws) + 2 * (len(ws) - 1)
 
+    def narrowest(col: int, current: int) -> int:
+        return min(current, max(min_flexible, cell_width(headers[col])))
+
     def squeezed() -> int:
         ws = widths()
-        if flexible in keep:
-            idx = keep.index(flexible)
-            ws[idx] = min(ws[idx], max(min_flexible, cell_width(headers[flexible])))
+        for col in shrinkable:
+            if col in keep:
+                idx = keep.index(col)
+                ws[idx] = narrowest(col, ws[idx])
         return total(ws)
 
     if width is not None:
         for col in drop_order:
             if squeezed() <= width:
                 break
-            if col in keep and col != flexible:
+            if col in keep and col not in shrinkable:
                 keep.remove(col)
     col_widths = widths()
     if width is not None:
+        for col in shrinkable:
+            overflow = total(col_widths) - width
+            if overflow <= 0:
+                break
+            if col in keep:
+                idx = keep.index(col)
+                floor = narrowest(col, col_widths[idx])
+                col_widths[idx] = max(floor, col_widths[idx] - overflow)
         overflow = total(col_widths) - width
-        if overflow > 0 and flexible in keep:
-            idx = keep.index(flexible)
+        if overflow > 0 and shrinkable[0] in keep:  # below the floor, rather than cut lines
+            idx = keep.index(shrinkable[0])
             col_widths[idx] = max(min(8, col_widths[idx]), col_widths[idx] - overflow)
     lines = []
     pairs = list(zip(keep, col_widths, strict=True))

@@ -296,7 +296,7 @@ def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
             ]
             for s in view.stages
         ],
-        flexible=5,
+        flexible=(5, 0),
         drop_order=(5, 4, 3),
         status_column=1,
         width=width,
@@ -314,7 +314,7 @@ def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
             ]
             for e in events[-15:]
         ],
-        flexible=5,
+        flexible=(5, 1),
         drop_order=(4, 5, 2),
         width=width,
         min_flexible=10,

@@ -126,6 +126,30 @@ def test_a_narrow_terminal_keeps_the_id_status_and_progress_of_each_session(
     assert row.startswith(sid[:8]) and "FAILED" in row and "%" in row
 
 
+def test_show_shortens_a_long_stage_name_before_it_hides_the_stage_status(
+    workspace: Path,
+) -> None:
+    long_stage = "convert_every_partition_of_the_warehouse_" * 3
+    (workspace / "workflows" / "long.yaml").write_text(
+        f"stages:\n  - name: {long_stage}\n    run: 'true'\n"
+    )
+    sid = create_session(workspace, workflow="long")
+    start_stages(workspace, sid, {long_stage: ["ACTIVE"]})
+    result = run("flow", "session", "show", sid, env={"COLUMNS": "100"})
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    stage_header = next(line for line in lines if line.startswith("STAGE"))
+    stage_row = lines[lines.index(stage_header) + 1]
+    assert stage_header.split()[1:4] == ["STATUS", "PROGRESS", "ATTEMPT"]
+    assert stage_row.startswith("convert_every_partition") and "…" in stage_row
+    assert "ACTIVE" in stage_row and "0.0%" in stage_row
+    history_header = next(line for line in lines if line.startswith("WHEN"))
+    assert history_header.split()[:4] == ["WHEN", "OP", "FROM", "TO"]
+    start_row = next(line for line in lines if "stage.start" in line)
+    assert "PENDING  ACTIVE" in start_row
+    assert all(cells(line) <= 100 for line in lines)
+
+
 @pytest.mark.parametrize("args", TABLE_COMMANDS, ids=" ".join)
 def test_a_narrow_real_terminal_gets_fitted_output(workspace: Path, args) -> None:
     sid = busy_session(workspace, name="nightly export of every table " * 4)
