@@ -36,7 +36,9 @@ class Settings:
         stale_after = _seconds(
             "VC_STALE_AFTER", STALE_AFTER, above=HEARTBEAT_INTERVAL, what="the heartbeat interval"
         )
-        _seconds("VC_BUSY_TIMEOUT", 0.0)  # read by the store itself; checked here
+        # read by the store itself; checked here (SQLite takes milliseconds as a 32-bit
+        # number: a longer wait would silently become none)
+        _seconds("VC_BUSY_TIMEOUT", 0.0, below=MAX_BUSY_TIMEOUT)
         notify_timeout()  # read by the runner's notifications; checked here
         _check_database_url(os.environ.get("VC_DATABASE_URL", ""))
         workspace = workspace_dir()
@@ -88,9 +90,13 @@ def notify_timeout() -> float:
     return _seconds("VC_NOTIFY_TIMEOUT", NOTIFY_TIMEOUT, above=0.0, below=3600.0)
 
 
-#: The stores vc keeps its schema in: SQLite and PostgreSQL, through any driver SQLAlchemy
-#: has for them (``postgresql+psycopg`` is the one installed).
-_DATABASE_URL = re.compile(r"(sqlite|postgresql)(\+[A-Za-z0-9_]+)?://.*", re.DOTALL)
+#: The longest ``VC_BUSY_TIMEOUT`` (seconds, excluded): a week, far below what SQLite can
+#: take (2**31 ms, about 24 days).
+MAX_BUSY_TIMEOUT = 604800.0
+
+#: The stores vc keeps its schema in: SQLite (Python's own driver) and PostgreSQL (psycopg,
+#: the driver installed with vc; ``postgresql://`` means it too).
+_DATABASE_URL = re.compile(r"(sqlite(\+pysqlite)?|postgresql(\+psycopg)?)://.*", re.DOTALL)
 
 
 def _check_database_url(url: str) -> None:
@@ -118,6 +124,17 @@ def _check_database_url(url: str) -> None:
             "VC_DATABASE_URL names an in-memory SQLite database, which every process has "
             "its own of (sessions would vanish with the command that made them); give a "
             "file: sqlite:///PATH"
+        )
+    if url.startswith("sqlite") and "?" in url:
+        # SQLAlchemy would drop options it does not know (with a warning on stderr), or,
+        # with uri=true, make a new file named after them: the store would not be the one
+        # named.
+        from store.text import clean_text
+
+        options = url[url.index("?") :]
+        raise SettingError(
+            "VC_DATABASE_URL: a SQLite URL takes no options (sqlite:///PATH); got "
+            f"{clean_text(options[:60])!r}"
         )
 
 

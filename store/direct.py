@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from store.location import busy_timeout
+from store.location import STORE_DIR_NAME, busy_timeout
 from store.revision import SCHEMA_VERSION
 
 SQLITE = "sqlite"
@@ -173,7 +173,9 @@ def _open_sqlite(database: str) -> DirectStore | None:
         return None
     mine = os.geteuid()
     if (st.st_uid == mine and st.st_mode & 0o077) or (
-        directory.st_uid == mine and directory.st_mode & 0o077
+        path.parent.name == STORE_DIR_NAME
+        and directory.st_uid == mine
+        and directory.st_mode & 0o077
     ):
         return None  # the full path makes it private again
     if not os.access(path, os.R_OK | os.W_OK) or not os.path.exists(f"{path}-reserve"):

@@ -23,6 +23,7 @@ from sqlmodel import Session, create_engine
 from store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from store.errors import StoreUnavailable, os_error_message
 from store.location import (  # noqa: F401 (their old home)
+    STORE_DIR_NAME,
     busy_timeout,
     resolve_database_url,
     workspace_dir,
@@ -44,22 +45,25 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-#: The name of the directory a workspace keeps its SQLite store in (``<workspace>/.vc``).
-STORE_DIR_NAME = ".vc"
-
-
 def _prepare_sqlite_file(path: Path) -> None:
     """Create the store's directory 0700 and file 0600 (they hold commands, environment
     and output) before SQLite does, since SQLite gives its -wal/-shm files the same mode.
 
     Only a workspace's own store directory (named ``.vc``, as in the default URL) is
     created, with its parents; a URL naming any other directory that does not exist is
-    refused: a mistyped ``VC_DATABASE_URL`` must not make a new, empty store somewhere."""
+    refused: a mistyped ``VC_DATABASE_URL`` must not make a new, empty store somewhere.
+    For the same reason a path that is a directory, or a file that is not a vc store (not
+    SQLite, or another program's database), is refused before anything is changed: no
+    mode, no journal, no reserve file. An existing store is made private again by taking
+    group and other bits away, never by giving the owner a right it did not have (a store
+    made read-only is refused as such), and only the ``.vc`` directory around it is
+    tightened: another directory named in the URL is the user's, not ours."""
     if path.parent.name != STORE_DIR_NAME and not path.parent.exists():
         raise StoreUnavailable(
             f"cannot open the store {path}: directory {path.parent} does not exist "
             "(create it first, or check VC_DATABASE_URL)"
         )
+    _refuse_what_is_not_a_store(path)
     try:
         if not path.parent.exists():
             # Several first starts may race to create it; a file in its place is
@@ -71,14 +75,67 @@ def _prepare_sqlite_file(path: Path) -> None:
         _remove_scratch_left_behind(path)
     except OSError as exc:
         raise StoreUnavailable(os_error_message(exc, path)) from None
-    _tighten(path.parent, 0o700)
-    for member in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        _tighten(member, 0o600)
     if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK):
         raise StoreUnavailable(f"cannot write {path}: permission denied")
+    if path.parent.name == STORE_DIR_NAME:
+        _tighten(path.parent, 0o700)
+    for member in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        _tighten(member, 0o600)
     from store.space import StoreSpace
 
     StoreSpace(path).ensure_reserve()  # a stat when it is there (see store.space)
+
+
+#: The first bytes of every SQLite database file.
+_SQLITE_HEADER = b"SQLite format 3\x00"
+#: Tables whose presence says a database is a vc store (of any revision).
+_OUR_TABLES = frozenset({"flow_sessions", "alembic_version"})
+
+
+def _refuse_what_is_not_a_store(path: Path) -> None:
+    """Raise :class:`StoreUnavailable` when ``path`` exists and cannot be a vc store: a
+    directory, a file that is not a SQLite database, or a database that holds tables
+    and none of vc's (another program's: vc must not add its tables to it). An empty
+    file or an empty database is a store yet to be made. Read without writing (the
+    database is opened read-only and immutable); a check that cannot be made is left to
+    the open."""
+    try:
+        if path.is_dir():
+            raise StoreUnavailable(
+                f"cannot open the store {path}: it is a directory "
+                "(VC_DATABASE_URL names the database file, e.g. sqlite:///DIR/flow.db)"
+            )
+        with path.open("rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except OSError:
+        return  # missing (made next), or unreadable (the open says so)
+    if not header:
+        return
+    if header != _SQLITE_HEADER:
+        raise StoreUnavailable(f"cannot open the store {path}: the file is not a database")
+    try:
+        # immutable: no lock taken and no -wal/-shm made next to someone else's file. It
+        # reads the main file only: a store whose tables are still in its WAL shows none,
+        # which passes (only tables that are all someone else's are refused).
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+        try:
+            tables = {
+                name
+                for (name,) in connection.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                )
+                if not name.startswith("sqlite_")
+            }
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return
+    if tables and not tables & _OUR_TABLES:
+        some = ", ".join(sorted(tables)[:3]) + (", …" if len(tables) > 3 else "")
+        raise StoreUnavailable(
+            f"cannot open the store {path}: it is another program's database (tables: "
+            f"{some}); point VC_DATABASE_URL at a vc store or a new file"
+        )
 
 
 def _create_in_wal_mode(path: Path) -> None:
@@ -147,11 +204,13 @@ def _remove_scratch_left_behind(path: Path) -> None:
 
 def _tighten(path: Path, mode: int) -> None:
     """An existing store left open to others (by an old version, a copy, a umask of 0) is
-    made private again, when it is ours to change."""
+    made private again, when it is ours to change: the bits ``mode`` lacks are taken
+    away, none is added."""
     try:
         st = path.stat()
-        if st.st_uid == os.geteuid() and st.st_mode & 0o777 & ~mode:
-            path.chmod(mode)
+        current = st.st_mode & 0o777
+        if st.st_uid == os.geteuid() and current & ~mode:
+            path.chmod(current & mode)
     except OSError:
         pass
 

@@ -14,12 +14,16 @@ def workspace_dir() -> Path:
     return Path(os.environ.get("VC_HOME") or os.getcwd()).expanduser().absolute()
 
 
+#: The name of the directory a workspace keeps its SQLite store in (``<workspace>/.vc``).
+STORE_DIR_NAME = ".vc"
+
+
 def resolve_database_url() -> str:
     """``VC_DATABASE_URL`` or ``<workspace>/.vc/flow.db``."""
     url = os.environ.get("VC_DATABASE_URL")
     if url:
         return url
-    return f"sqlite:///{workspace_dir() / '.vc' / 'flow.db'}"
+    return f"sqlite:///{workspace_dir() / STORE_DIR_NAME / 'flow.db'}"
 
 
 DEFAULT_BUSY_TIMEOUT = 10.0

@@ -700,6 +700,7 @@ def test_run_queue_of_an_existing_session_is_refused_and_changes_nothing(
         ("VC_STALE_AFTER", "2"),  # one heartbeat: every live runner would look gone
         ("VC_BUSY_TIMEOUT", "abc"),
         ("VC_BUSY_TIMEOUT", "-1"),
+        ("VC_BUSY_TIMEOUT", "3000000"),  # beyond SQLite's 2**31 ms: it would wait not at all
         ("VC_NOTIFY_TIMEOUT", "abc"),
         ("VC_NOTIFY_TIMEOUT", "0"),
         ("VC_NOTIFY_TIMEOUT", "inf"),

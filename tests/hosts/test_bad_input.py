@@ -54,8 +54,12 @@ def test_unreachable_server_is_one_line_naming_host_and_port(workspace, args):
         ("postgresql+psycopg://u:s3cret@h:x@h/db", "port that is not a number", 2),
         # a password may hold # / ? (SQLAlchemy reads it up to the first @): not a port
         ("postgresql+psycopg://u:s3cr#t/x?@127.0.0.1:1/test", "127.0.0.1", 1),
+        # a driver vc does not install (SQLAlchemy would fail to import it)
+        ("postgresql+nosuchdriver://user:s3cret@host/db", "scheme 'postgresql+nosuchdriver'", 2),
+        ("postgresql+asyncpg://user:s3cret@host/db", "scheme 'postgresql+asyncpg'", 2),
+        # options SQLAlchemy would drop with a warning, or turn into a new file's name
+        ("sqlite:///flow.db?mode=ro", "a SQLite URL takes no options", 2),
         # a store out of reach: the store's refusal
-        ("postgresql+nosuchdriver://user:s3cret@host/db", "nosuchdriver", 1),
         ("postgresql+psycopg://postgres@nosuchhost.invalid:5432/test", "nosuchhost.invalid", 1),
         ("postgresql+psycopg://postgres:s3cret@127.0.0.1:1/test", "127.0.0.1", 1),
     ],

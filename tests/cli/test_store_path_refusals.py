@@ -1,0 +1,98 @@
+"""A ``VC_DATABASE_URL`` naming what is not a vc store (a directory, a text file, another
+program's database) is refused in one line before anything there changes: no mode, no
+journal mode, no table, no reserve file. A store's own files are made private by taking
+bits away, never by adding one, and a directory the user named keeps its mode."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_vc
+
+READ_AND_WRITE = [("flow", "session", "list"), ("flow", "session", "create", "hello")]
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _one_line_refusal(result) -> str:  # type: ignore[no-untyped-def]
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vc: error: "), result.stderr
+    return lines[0]
+
+
+def _listing(directory: Path) -> dict[str, int]:
+    return {p.name: _mode(p) for p in directory.iterdir()}
+
+
+@pytest.mark.parametrize("args", READ_AND_WRITE, ids=" ".join)
+def test_a_directory_named_as_the_store_is_refused_and_keeps_its_mode(
+    workspace: Path, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    project = tmp_path / "me" / "project"
+    project.mkdir(parents=True)
+    (project / "file").write_text("mine")
+    for directory in (project.parent, project):
+        directory.chmod(0o755)
+    result = run_vc(*args, env={"VC_DATABASE_URL": f"sqlite:///{project}"})
+    assert "it is a directory" in _one_line_refusal(result)
+    assert _mode(project.parent) == 0o755 and _mode(project) == 0o755
+    assert _listing(project) == {"file": _mode(project / "file")}
+
+
+@pytest.mark.parametrize("args", READ_AND_WRITE, ids=" ".join)
+def test_another_programs_database_is_refused_and_left_as_it_was(
+    workspace: Path, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    app_db = data / "app.db"
+    with sqlite3.connect(app_db) as db:
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    app_db.chmod(0o644)
+    before = (app_db.read_bytes(), _listing(data), _mode(data))
+    result = run_vc(*args, env={"VC_DATABASE_URL": f"sqlite:///{app_db}"})
+    assert "another program's database (tables: users)" in _one_line_refusal(result)
+    assert (app_db.read_bytes(), _listing(data), _mode(data)) == before
+
+
+def test_a_file_that_is_not_a_database_is_refused_and_left_as_it_was(
+    workspace: Path, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    todo = notes / "todo.txt"
+    todo.write_text("buy milk\n")
+    todo.chmod(0o644)
+    before = _listing(notes)
+    result = run_vc("flow", "status", "abcd", env={"VC_DATABASE_URL": f"sqlite:///{todo}"})
+    assert "the file is not a database" in _one_line_refusal(result)
+    assert _listing(notes) == before and todo.read_text() == "buy milk\n"
+
+
+def test_a_store_in_a_directory_of_the_users_keeps_that_directorys_mode(
+    workspace: Path, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    url = f"sqlite:///{shared / 'flow.db'}"
+    created = run_vc("flow", "session", "create", "hello", env={"VC_DATABASE_URL": url})
+    assert created.returncode == 0, created.stderr
+    assert _mode(shared) == 0o755
+    assert _mode(shared / "flow.db") == 0o600
+
+
+def test_making_a_store_private_never_gives_its_owner_write_access(workspace: Path) -> None:
+    assert run_vc("flow", "session", "create", "hello").returncode == 0
+    db = workspace / ".vc" / "flow.db"
+    db.chmod(0o444)
+    run_vc("flow", "session", "list")
+    assert _mode(db) & 0o222 == 0, oct(_mode(db))
