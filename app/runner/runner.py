@@ -355,6 +355,10 @@ class Runner(ManualGates):
         )
         try:
             return self._drive()
+        except Interrupted:
+            with contextlib.suppress(StoreError):  # not recorded: it runs again, as before
+                self._settle_exited()
+            raise
         finally:
             self._stop_running()
 
@@ -393,7 +397,7 @@ class Runner(ManualGates):
                 return self._hand_back()
             elif status == SessionStatus.PAUSED and not announced_pause:
                 announced_pause = True
-                if not self._running and not self._gate_pause:
+                if not self._running and not self._gate_pause and not schedule.finished():
                     self._say("paused: the next stage waits for resume")
                     self._notify()
             if not self._running and schedule.finished():
@@ -625,9 +629,10 @@ class Runner(ManualGates):
             return Outcome(0, message, SessionStatus.COMPLETED)
 
     def _wait_until_runnable(self) -> Outcome | None:
-        """Before a stage: None when the session is ACTIVE; wait while it is PAUSED (no
-        process to stop: the next stage just does not start); an Outcome when it was
-        aborted, completed or deleted meanwhile."""
+        """Before the completion, every stage done: None when the session is ACTIVE; wait
+        while it is PAUSED (a pause that came as the last stage ended is honoured: only
+        ACTIVE completes, and the resume does); an Outcome when it was aborted, completed
+        or deleted meanwhile."""
         announced = False
         known, self._known_status = self._known_status, None
         if known is not None and known != SessionStatus.ACTIVE:
@@ -660,7 +665,7 @@ class Runner(ManualGates):
                 return self._hand_back()
             if not announced:
                 announced = True
-                self._say("paused: the next stage waits for resume")
+                self._say("paused after its last stage: resume completes the session")
                 self._notify()
             self._idle()
 
@@ -719,7 +724,9 @@ class Runner(ManualGates):
     def _pause_on_interrupt(self) -> Outcome:
         """Ctrl-C: the stage's processes are gone (terminated by :meth:`_attempt`); the
         stage goes back to PENDING for a new attempt and the session is PAUSED with reason
-        ``interrupted``, resumable. A session waiting at a manual gate stays as it is."""
+        ``interrupted``, resumable. A session waiting at a manual gate stays as it is. An
+        attempt that had already exited 0 was recorded COMPLETED before
+        (:meth:`~app.runner.supervision.Supervision._settle_exited`)."""
         view = self._view()
         for stage in view.stages:
             if stage.stage_type != "manual" and stage.status in (

@@ -24,6 +24,11 @@ from store.queries import StageView
 from store.space import is_disk_full
 from store.status import StageStatus
 
+#: Seconds an interrupt waits for the output of an attempt that had exited 0 to be read
+#: and stored, before recording it COMPLETED (the process ends only once its log is
+#: flushed anyway, so in the usual case this costs a Ctrl-C nothing more).
+EXITED_OUTPUT_WAIT = 30.0
+
 
 class Supervision(Recovery):
     """Watches the running attempts and records how they end (see the module doc)."""
@@ -187,6 +192,34 @@ class Supervision(Recovery):
         if result.outputs and not stage.config.get("instance"):
             self._stage_outputs[stage.name] = result.outputs
         self._stage_result(stage.name, f"stage completed (attempt {running.attempt})")
+
+    def _settle_exited(self) -> None:
+        """On an interrupt, before the running attempts are stopped: an attempt whose
+        process had already exited 0 is seen through to COMPLETED (its output read and
+        stored first, up to :data:`EXITED_OUTPUT_WAIT`), not thrown away and run again by
+        the resume: a deploy that succeeded is not deployed twice. One whose output cannot
+        be stored in that time stays unrecorded and runs again, as a stage is never
+        COMPLETED with a truncated log."""
+        mirror = self.log.mirror
+        for running in list(self._running.values()):
+            proc = running.proc
+            if running.finished is None:
+                if not proc.exited or proc.returncode != 0:
+                    continue  # running, or failed: stopped and recorded as before
+                code = proc.wait(EXITED_OUTPUT_WAIT)
+                if code != 0:
+                    continue
+                stage = running.stage
+                self._save_outputs(stage, running.attempt, running.recorder, final=True)
+                ended = self._exited(stage, proc, running.output, code)
+                ended.outputs = running.recorder.outputs()
+                self._attempt_ended(running, ended)
+            finished = running.finished
+            if finished is None or running.name not in self._running:
+                continue  # recorded already
+            if mirror is not None and finished.output_mark:
+                mirror.wait_stored(finished.output_mark, EXITED_OUTPUT_WAIT)
+            self._try_complete(running)
 
     def _cancel_running(self, why: str) -> None:
         """``fail_fast``: the other running instances are stopped and recorded FAILED with

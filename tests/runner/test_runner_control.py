@@ -17,8 +17,10 @@ from tests.runner.runner_testkit import (
     Vc,
     covered_on_postgresql_by_another,
     gone,
+    log_file,
     newest_session,
     start_foreground,
+    write_workflow,
 )
 from tests.waiting import wait_until
 
@@ -134,6 +136,69 @@ def test_ctrl_c_on_foreground_run_pauses_the_session_and_exits_130(store: Store,
     assert (view.status, view.reason) == ("PAUSED", "interrupted")
     assert view.runner_pid is None and not view.orphaned
     assert [(s.name, s.status) for s in view.stages] == [("nap", "PENDING"), ("after", "PENDING")]
+
+
+#: A stage that succeeds at once (it counts its runs in ``ran``) but leaves a child holding
+#: its output for a while: the attempt has exited 0 and its output is still being read,
+#: the window in which an interrupt used to throw the success away.
+DEPLOY_ONCE = """
+    stages:
+      - name: deploy
+        run: echo deployed >> ran; (sleep 1.5; echo late) &
+      - name: after
+        run: sleep 600
+"""
+
+
+def test_ctrl_c_after_a_stage_exited_0_records_it_completed_and_the_resume_never_reruns_it(
+    vc: Vc, store: Store, workspace: Path
+) -> None:
+    write_workflow(workspace, "deploy", DEPLOY_ONCE)
+    ran = workspace / "ran"
+    proc = start_foreground("deploy")
+    try:
+        sid = newest_session(store)
+        store.wait_stage(sid, "deploy", "ACTIVE", with_pid=True)  # output open for 2 s more
+        wait_until(ran.exists, timeout=15, what="the deploy stage to run")
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    view = store.view(sid)
+    assert [(s.name, s.status, s.attempt) for s in view.stages] == [
+        ("deploy", "COMPLETED", 1),
+        ("after", "PENDING", 0),
+    ]
+    assert vc("flow", "session", "resume", sid).returncode == 0
+    store.wait_stage(sid, "after", "ACTIVE", with_pid=True)
+    vc("flow", "session", "abort", sid)
+    assert ran.read_text() == "deployed\n"
+
+
+def test_a_pause_as_the_last_stage_ends_waits_and_says_the_resume_completes_the_session(
+    store: Store, workspace: Path
+) -> None:
+    write_workflow(workspace, "deploy", DEPLOY_ONCE.split("      - name: after")[0])
+    proc = start_foreground("deploy")
+    try:
+        sid = newest_session(store)
+        store.wait_stage(sid, "deploy", "ACTIVE", with_pid=True)
+        wait_until((workspace / "ran").exists, timeout=15, what="the deploy stage to run")
+        as_user(store, "pause", sid)  # its process has exited; its output is still open
+        store.wait_stage(sid, "deploy", "COMPLETED")
+        log = log_file(workspace, sid)
+        said = "paused after its last stage: resume completes the session"
+        wait_until(lambda: said in log.read_text(), timeout=15, what="the runner to say so")
+        assert store.view(sid).status == "PAUSED"
+        as_user(store, "resume", sid)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert store.view(sid).status == "COMPLETED"
+    assert "the next stage waits" not in log.read_text()
 
 
 # on PostgreSQL: test_resume_of_orphan_removes_leftovers_and_never_reruns_completed_stages
