@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from widgets.data import ACTIVE, COMPLETED, FAILED, PAUSED, PENDING, StageRow
 from widgets.formatting import clamp_progress
+from widgets.timing import stage_end
 
 OPEN_MARK = "▾"
 CLOSED_MARK = "▸"
@@ -67,12 +68,11 @@ def group_row(group: str, rows: Sequence[StageRow], opened: bool) -> StageRow:
     """The group's own row, summing up its instances (``rows``, at least one)."""
     status = group_status(rows)
     starts = [row.started_at for row in rows if row.started_at is not None]
-    ends = [row.finished_at for row in rows]
-    finished = (
-        max(end for end in ends if end is not None)
-        if starts and all(end is not None for end in ends)
-        else None
-    )
+    # Its clock runs while an instance runs; else it stopped when the last one that
+    # started stopped (instances never started do not hold it open).
+    ends = [stage_end(row) for row in rows if row.started_at is not None]
+    stopped = [end for end in ends if end is not None]
+    finished = max(stopped) if stopped and len(stopped) == len(ends) else None
     paused = [row.updated_at for row in rows if row.status == PAUSED and row.updated_at]
     failed = [row for row in rows if row.status == FAILED]
     error = None

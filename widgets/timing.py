@@ -3,16 +3,28 @@ over a ``StageRow`` and "now", shared by the stage rows and the lines of matrix 
 
 from __future__ import annotations
 
-from widgets.data import PAUSED, StageRow
+from widgets.data import ACTIVE, PAUSED, StageRow
 from widgets.formatting import human_duration, paused_duration
 
 
+def stage_end(stage: StageRow) -> float | None:
+    """When the stage stopped running: its end if it finished; for one that is not
+    running (PENDING again after an interrupt, FAILED by an abort without an end of its
+    own) its last change; None while it runs (ACTIVE, or PAUSED: a clock of its own)."""
+    if stage.finished_at is not None:
+        return stage.finished_at
+    if stage.status in (ACTIVE, PAUSED):
+        return None
+    return stage.updated_at
+
+
 def stage_duration(stage: StageRow, now: float) -> float | None:
-    """Seconds the stage has run: to its end if finished, to ``now`` if running, else None."""
+    """Seconds the stage has run: to its end if it stopped (:func:`stage_end`), to
+    ``now`` if it runs, None if it never started."""
     if stage.started_at is None:
         return None
-    end = stage.finished_at if stage.finished_at is not None else now
-    return max(0.0, end - stage.started_at)
+    end = stage_end(stage)
+    return max(0.0, (now if end is None else end) - stage.started_at)
 
 
 def stage_time(stage: StageRow, now: float) -> str:
@@ -25,7 +37,7 @@ def stage_time(stage: StageRow, now: float) -> str:
 
 def ticking(stage: StageRow) -> bool:
     """Whether the stage's TIME moves with the clock (running, or paused)."""
-    return stage.finished_at is None and (stage.started_at is not None or stage.status == PAUSED)
+    return stage_end(stage) is None and (stage.started_at is not None or stage.status == PAUSED)
 
 
-__all__ = ["stage_duration", "stage_time", "ticking"]
+__all__ = ["stage_duration", "stage_end", "stage_time", "ticking"]

@@ -13,6 +13,7 @@ from widgets.formatting import clean, human_duration, progress_bar
 from widgets.help import HelpScreen
 from widgets.stage_list import StageList, StageRowView
 from widgets.styles import STATUS_STYLES, status_style
+from widgets.timing import stage_time, ticking
 
 
 def test_formatting_helpers() -> None:
@@ -153,6 +154,13 @@ async def test_a_paused_stage_shows_how_long_it_has_been_paused() -> None:
         await pilot.pause()
         train, approve = (line for line in screen_lines(app) if "PAUSED" in line)
         assert train.split()[-1] == "‖2m" and approve.split()[-1] == "‖30s"
+
+
+def test_a_stage_sent_back_to_pending_shows_how_long_its_attempt_ran_and_stops_ticking() -> None:
+    interrupted = stage_row("count", status="PENDING", started_at=NOW - 30, updated_at=NOW - 24)
+    assert stage_time(interrupted, NOW + 600) == "6s" and not ticking(interrupted)
+    running = stage_row("count", status="ACTIVE", started_at=NOW - 30, updated_at=NOW - 24)
+    assert stage_time(running, NOW) == "30s" and ticking(running)
 
 
 async def test_running_stage_duration_ticks_and_repaints_only_when_it_changes() -> None:

@@ -17,6 +17,7 @@ from widgets.data import StageRow
 from widgets.instance_lines import InstanceLines
 from widgets.stage_groups import blocks, group_row, group_status, instance_label, keys_fit
 from widgets.stage_list import StageList
+from widgets.timing import stage_time
 
 SIZES = ("small", "medium", "large")
 FORMATS = ("png", "webp")
@@ -101,6 +102,26 @@ def test_a_groups_row_counts_completed_instances_and_averages_their_progress() -
     assert row.progress == pytest.approx((4 * 100 + 50 + 30) / 6)
     assert row.started_at == NOW - 90 and row.finished_at is None  # one still runs
     assert row.error == "resize[size=large,format=webp]: exit code 2"
+
+
+def test_a_group_with_nothing_running_stops_its_clock_when_its_last_instance_stopped() -> None:
+    rows = [
+        instance("small", status="FAILED", started_at=NOW - 50, updated_at=NOW - 48),  # aborted
+        instance("medium", status="PENDING"),  # never started
+        instance("large", status="PENDING", started_at=NOW - 40, updated_at=NOW - 35),  # Ctrl-C
+    ]
+    row = group_row("resize", rows, opened=False)
+    assert (row.started_at, row.finished_at) == (NOW - 50, NOW - 35)
+    assert stage_time(row, NOW + 600) == "15s"
+
+
+def test_a_group_with_an_instance_running_keeps_its_clock_running() -> None:
+    rows = [
+        instance("small", status="FAILED", started_at=NOW - 50, finished_at=NOW - 45),
+        instance("large", status="ACTIVE", started_at=NOW - 40),
+    ]
+    row = group_row("resize", rows, opened=False)
+    assert row.finished_at is None and stage_time(row, NOW) == "50s"
 
 
 def test_an_instance_is_shown_by_its_matrix_values_under_its_group() -> None:
