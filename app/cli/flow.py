@@ -105,6 +105,10 @@ def show_workflow(
         from store.targets import masked_definition
 
         doc = masked_definition(wf.to_dict())  # a notification URL holds its secret
+        # what each stage waits for, as a session's JSON says it: the stage written
+        # before it when the file says nothing (`null` would read as "nothing")
+        for stage_doc, needs in zip(doc["stages"], wf.stage_needs(), strict=True):
+            stage_doc["needs"] = needs
         doc["path"] = wf.path
         doc["execution_order"] = order
         print_json(doc)

@@ -190,6 +190,16 @@ def test_flow_list_and_show_json(workspace: Path, cli) -> None:
     assert [s["name"] for s in wf["stages"]] == ["greet", "count", "done"]
 
 
+def test_flow_show_json_gives_what_each_stage_waits_for_as_a_sessions_json_does(
+    workspace: Path, cli
+) -> None:
+    shown = cli("flow", "show", "hello", "--json").json()
+    assert [s["needs"] for s in shown["stages"]] == [[], ["greet"], ["count"]]
+    sid = create_session(workspace, "hello")
+    session = cli("flow", "session", "show", sid, "--json").json()
+    assert [s["needs"] for s in session["stages"]] == [s["needs"] for s in shown["stages"]]
+
+
 @pytest.mark.parametrize(
     "args",
     [
