@@ -205,7 +205,8 @@ def _check_runnable(view: Any, workflow_id: str) -> None:
 
 def _foreground(ctx: Any, sid: str, stage: str | None, name: str) -> int:
     """Run in this process with a live display; Ctrl-C (SIGINT), SIGTERM and a closed
-    terminal (SIGHUP) pause the session and exit 130 with how to resume it. The last line
+    terminal (SIGHUP) pause the session and exit 128 + the signal (130, 143, 129: what a
+    shell reports for a command the signal ended) with how to resume it. The last line
     names the session by id and name: ``COMPLETED: 3f2a1b2c3d4e (nightly run)``."""
     from app.runner.entry import keep_start_up_out_of_the_collector
     from app.runner.notifications import drain as drain_notifications
@@ -222,9 +223,14 @@ def _foreground(ctx: Any, sid: str, stage: str | None, name: str) -> int:
         only_stage=stage,
         on_update=display.update,
     )
+    received: list[int] = []
+
+    def interrupt(signum: int, _frame: object) -> None:
+        received.append(signum)
+        runner.interrupt()
+
     handlers = {
-        sig: signal.signal(sig, lambda *_: runner.interrupt())
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     }
     try:
         runner.claim()  # a refusal (live runner elsewhere) is all the user sees
@@ -247,6 +253,8 @@ def _foreground(ctx: Any, sid: str, stage: str | None, name: str) -> int:
     else:
         error_line(f"session {label}: {outcome.message}")
     drain_notifications()
+    if outcome.code == 130 and received:
+        return 128 + received[0]
     return outcome.code
 
 

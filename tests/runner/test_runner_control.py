@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from store import FlowSessionManager
 from store.identity import local_host
 from tests.runner.runner_testkit import (
@@ -110,13 +112,15 @@ def select_ready(fd: int) -> bool:
 # ---- Ctrl-C in the foreground ------------------------------------------------------------------
 
 
-def _interrupt_foreground(store: Store) -> tuple[str, int, subprocess.Popen[str], str]:
+def _interrupt_foreground(
+    store: Store, signum: int = signal.SIGINT
+) -> tuple[str, int, subprocess.Popen[str], str]:
     proc = start_foreground("nap")
     try:
         sid = newest_session(store)
         pid = store.wait_stage(sid, "nap", "ACTIVE", with_pid=True).pid
         assert pid is not None
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends its foreground job
+        os.killpg(proc.pid, signum)  # SIGINT: what a terminal sends its foreground job
         _, stderr = proc.communicate(timeout=15)
     finally:
         if proc.poll() is None:
@@ -199,6 +203,16 @@ def test_a_pause_as_the_last_stage_ends_waits_and_says_the_resume_completes_the_
             proc.kill()
     assert store.view(sid).status == "COMPLETED"
     assert "the next stage waits" not in log.read_text()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_or_a_closed_terminal_pauses_the_run_and_exits_128_plus_the_signal(
+    store: Store, nap: str, signum: int
+) -> None:
+    sid, _, proc, stderr = _interrupt_foreground(store, signum)
+    assert proc.returncode == 128 + signum, stderr
+    assert "paused; resume it with" in stderr.splitlines()[-1]
+    assert (store.view(sid).status, store.view(sid).reason) == ("PAUSED", "interrupted")
 
 
 # on PostgreSQL: test_resume_of_orphan_removes_leftovers_and_never_reruns_completed_stages
