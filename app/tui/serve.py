@@ -378,10 +378,15 @@ def public_url_for(sock: socket.socket, host: str, public_url: str | None) -> st
     ::, however written: ``--host 0`` too) names no host, so the machine's name stands for
     it, as the page's own URLs follow the browser's Host (``DashboardServer.base_for``)."""
     if public_url:
-        parts = urlsplit(public_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if not _usable_public_url(public_url):
+            from store.text import clean_text
+
+            parts = urlsplit(public_url)
+            shown = clean_text(parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl())
             raise ServeError(
-                f"--public-url {public_url!r} is not an http:// or https:// URL with a host", 2
+                f"--public-url {shown!r} is not an http:// or https:// URL with a host (and a "
+                "port from 1 to 65535, if any), without a user, a query or a fragment",
+                2,
             )
         return public_url.rstrip("/")
     address, port = sock.getsockname()[:2]
@@ -389,6 +394,23 @@ def public_url_for(sock: socket.socket, host: str, public_url: str | None) -> st
     if ":" in name:
         name = f"[{name}]"
     return f"http://{name}:{port}"
+
+
+def _usable_public_url(url: str) -> bool:
+    """Can ``url`` be the base of the printed link (the link adds ``/?token=…``)? A query
+    or a fragment would swallow the token, and a user:password in it would be printed for
+    anyone to read."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # out of range, or not a number
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and port != 0
+        and not (parts.query or parts.fragment or "@" in parts.netloc)
+    )
 
 
 def max_tabs_setting() -> int:

@@ -167,6 +167,23 @@ def test_a_bad_public_url_is_refused(vc: Any) -> None:
     assert result.stderr.startswith("vc: error: --public-url 'ftp://x' is not an http")
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://x.example/path?q=1", "https://x.example/path?q=1"),  # the token would join q
+        ("https://x.example#frag", "https://x.example#frag"),  # it would be in the fragment
+        ("https://x.example:99999", "https://x.example:99999"),
+        ("https://x.example:0", "https://x.example:0"),
+        ("https://ana:s3cret@x.example", "https://x.example"),  # never printed back
+    ],
+)
+def test_a_public_url_the_link_cannot_be_built_on_is_refused(vc: Any, url: str, shown: str) -> None:
+    result = vc("flow", "tui", "--serve", "--port", "0", "--public-url", url)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"vc: error: --public-url {shown!r} is not an http")
+    assert "s3cret" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
 def test_a_bad_tab_cap_is_refused(vc: Any) -> None:
     result = vc("flow", "tui", "--serve", "--port", "0", env={"VC_SERVE_MAX_TABS": "none"})
     assert result.returncode == 2
