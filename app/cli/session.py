@@ -146,6 +146,8 @@ def running_lines(view: Any, label: str) -> list[str]:
     from store.text import clean_text
 
     running = view.running_stages
+    if view.status == "PAUSED":  # their processes are stopped: "running" would mislead
+        label = ("paused" + label.removeprefix("running")).ljust(len(label))
     lines = []
     if len(running) > 1:
         indent = " " * len(label)

@@ -296,6 +296,9 @@ def test_status_of_a_paused_session_counts_its_stages_paused_not_running(
     assert cli("flow", "session", "pause", sid).code == 0
     out = cli("flow", "status", sid).out
     assert "3 stages paused\n" in out and "stages running" not in out
+    assert "paused   resize[size=small,format=png]\n" in out and "running " not in out
+    shown = cli("flow", "session", "show", sid).out
+    assert "paused:    resize[size=small,format=png]\n" in shown and "running:" not in shown
 
 
 @pytest.mark.parametrize(
