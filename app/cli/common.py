@@ -253,9 +253,12 @@ def progress_text(value: float, width: int = 10) -> str:
 
 
 def check_name(value: str | None) -> str | None:
-    """``--name``: at most ``store.new_session.MAX_NAME`` characters (a usage error)."""
+    """``--name``: not blank, at most ``store.new_session.MAX_NAME`` characters (else a
+    usage error)."""
     if value is None:
         return None
+    if not value.strip():  # a session no list, no dashboard row could tell apart
+        raise typer.BadParameter("a session name cannot be empty or blank")
     from store.new_session import MAX_NAME, name_too_long
 
     if len(value) > MAX_NAME:

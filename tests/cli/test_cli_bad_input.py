@@ -396,6 +396,17 @@ def test_a_name_over_200_characters_is_a_usage_error(store_workspace: Path, args
     assert run(*args, "--name", "n" * 200).code == 0
 
 
+@pytest.mark.parametrize(
+    "args", [("flow", "session", "create", "hello"), ("flow", "run", "hello", "--queue")]
+)
+@pytest.mark.parametrize("name", ["", "   "], ids=["empty", "blank"])
+def test_an_empty_or_blank_name_is_a_usage_error(store_workspace: Path, args, name: str) -> None:
+    result = run(*args, "--name", name)
+    assert result.code == 2
+    assert "a session name cannot be empty or blank" in one_error_line(result)
+    assert no_sessions(store_workspace)
+
+
 def test_a_meta_key_given_twice_is_a_usage_error(store_workspace: Path) -> None:
     result = run("flow", "session", "create", "hello", "--meta", "a=1", "--meta", "a=2")
     assert result.code == 2
