@@ -129,6 +129,10 @@ class ParamDefinition(DefinitionModel):
                         "choices",
                         i,
                     )
+                outside = _outside(value, low, high)
+                if outside:
+                    # accepted by one rule, refused by the other: no run could pass it
+                    raise problem(f"choice {param_text(value)} is {outside}", "choices", i)
                 values.append(value)
             out["choices"] = tuple(values)
         if "default" in out:
@@ -332,3 +336,15 @@ def params_of(snapshot: Mapping[str, Any]) -> dict[str, ParamDefinition]:
         key: validate(ParamDefinition, spec or {}, source="snapshot")
         for key, spec in _params(declared).items()
     }
+
+
+def _outside(value: ParamValue, low: ParamValue | None, high: ParamValue | None) -> str | None:
+    """How a number is outside [``low``, ``high``] (None when inside, or not a number;
+    bounds exist only on int and float parameters)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(low, int | float) and value < low:
+        return f"below min {param_text(low)}"
+    if isinstance(high, int | float) and value > high:
+        return f"above max {param_text(high)}"
+    return None

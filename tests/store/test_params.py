@@ -167,6 +167,20 @@ BAD_DECLARATIONS: list[tuple[str, str, int, str, str]] = [
         "params.n.choices[1]",
         "expected an integer, got 'two'",
     ),
+    (
+        "choice-below-min",
+        "params:\n  n:\n    type: int\n    choices: [1, 2]\n    min: 3\n",
+        4,
+        "params.n.choices[0]",
+        "choice 1 is below min 3",
+    ),
+    (
+        "choice-above-max",
+        "params:\n  n:\n    type: float\n    max: 1\n    choices: [0.5, 2.5]\n",
+        5,
+        "params.n.choices[1]",
+        "choice 2.5 is above max 1",
+    ),
     ("params-a-list", "params: [day]\n", 1, "params", "expected a mapping of NAME"),
     (
         "choice-with-an-escape-sequence",
