@@ -140,8 +140,8 @@ class _Budget:
             self.fail(
                 line,
                 render_key(loc),
-                f"more than {MAX_NODES:,} values once aliases are expanded; "
-                "refusing what looks like an alias bomb",
+                f"more than {MAX_NODES:,} values, counting what aliases repeat: "
+                "too large for a workflow",
             )
         if depth > MAX_DEPTH:
             self.fail(line, render_key(loc), f"nested more than {MAX_DEPTH} levels deep")
@@ -184,8 +184,8 @@ def _measure(root: Node, fail: Fail) -> int:
                     fail(
                         line,
                         key,
-                        f"more than {MAX_NODES:,} values once aliases are expanded; "
-                        "refusing what looks like an alias bomb",
+                        f"more than {MAX_NODES:,} values, counting what aliases repeat: "
+                        "too large for a workflow",
                     )
             active.discard(id(node))
         sizes[id(node)] = total

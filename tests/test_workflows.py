@@ -507,7 +507,7 @@ HOSTILE: list[tuple[str, str, int | None, str | None, str]] = [
     ("recursive-alias", "stages: &s\n  - name: a\n  - *s\n", 1, "stages[1]", "recursive alias"),
     ("merge-a-scalar", "stages:\n  - name: a\n    <<: 1\n", 3, "stages[0]", "merge"),
     ("key-a-list", "stages:\n  - name: a\n    [x]: 1\n", 3, "stages[0]", "key must be"),
-    ("billion-laughs", BILLION_LAUGHS, 6, "f", "alias bomb"),
+    ("billion-laughs", BILLION_LAUGHS, 6, "f", "counting what aliases repeat"),
     ("nested-100-deep", "stages: " + "[" * 100 + "]" * 100 + "\n", 1, "stages[0][0]…", "nested"),
     ("nested-5000-deep", "stages: " + "[" * 5000 + "]" * 5000 + "\n", 1, None, "nest"),
 ]
@@ -607,8 +607,7 @@ def test_100_kb_alias_bomb_is_refused_by_the_node_fuse(tmp_path: Path, yaml_load
     path = write(tmp_path, "bomb.yaml", text)
     assert 80_000 < path.stat().st_size < 1024 * 1024
     err = error_of(path)
-    assert "alias bomb" in str(err)
-    assert f"more than {workflows.MAX_NODES:,} values" in str(err)
+    assert f"more than {workflows.MAX_NODES:,} values, counting what aliases repeat" in str(err)
 
 
 def test_fifo_is_refused_instead_of_blocking(tmp_path: Path) -> None:
