@@ -338,6 +338,21 @@ def _file_schema(schema: dict[str, Any]) -> None:
     schema["properties"]["name"].pop("default", None)
 
 
+#: The longest display name of a workflow: it heads every listing of the workflow, as a
+#: session's name does (store.new_session.MAX_NAME).
+MAX_DISPLAY_NAME = 200
+
+
+def _display_name(value: str, info: ValidationInfo) -> str:
+    """Checked when a file (or code) gives it; a session's snapshot is taken as it was
+    when the session was made (one from before this limit must still load)."""
+    if len(value) > MAX_DISPLAY_NAME and (info.context or {}).get("source") != "snapshot":
+        raise problem(
+            f"a display name holds at most {MAX_DISPLAY_NAME} characters, got {len(value):,}"
+        )
+    return value
+
+
 class WorkflowDefinition(DefinitionModel):
     """A workflow: the stages a session runs (in order, or as ``needs`` say) and the
     parameters it takes. One YAML file in ``workflows/``; a session keeps a snapshot."""
@@ -353,7 +368,10 @@ class WorkflowDefinition(DefinitionModel):
     id: Annotated[str, identifier("workflow id"), IDENTIFIER_SCHEMA] = Field(
         description="defaults to the file name without .yaml; letters, digits, '.', '_', '-'"
     )
-    name: str = Field("", description="a display name; defaults to the id")
+    name: Annotated[str, AfterValidator(_display_name)] = Field(
+        "",
+        description=f"a display name; defaults to the id (at most {MAX_DISPLAY_NAME} characters)",
+    )
     stages: Annotated[tuple[StageDefinition, ...], BeforeValidator(_stages)] = Field(
         description="run top to bottom unless 'needs' says otherwise",
         json_schema_extra={"minItems": 1},

@@ -103,6 +103,17 @@ def test_valid_file_round_trips_through_to_dict_and_from_dict(tmp_path: Path) ->
     assert WorkflowDefinition.from_dict(snapshot) == wf
 
 
+def test_a_display_name_over_200_characters_is_refused_in_a_file_not_in_a_snapshot(
+    tmp_path: Path,
+) -> None:
+    stages = "stages:\n  - name: a\n    run: 'true'\n"
+    err = error_of(write(tmp_path, "wide.yaml", f"name: {'x' * 201}\n{stages}"))
+    assert "name: a display name holds at most 200 characters, got 201" in str(err)
+    assert load_workflow_file(write(tmp_path, "ok.yaml", f"name: {'x' * 200}\n{stages}")).name
+    snapshot = {"id": "w", "name": "x" * 300, "stages": [{"name": "a", "run": "true"}]}
+    assert len(WorkflowDefinition.from_dict(snapshot).name) == 300  # made before the limit
+
+
 def test_stage_round_trips_through_to_dict_and_from_dict(tmp_path: Path) -> None:
     wf = load_workflow_file(write(tmp_path, "etl.yaml", VALID))
     for stage in wf.stages:
