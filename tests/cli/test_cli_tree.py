@@ -47,3 +47,16 @@ def test_a_command_line_builds_only_its_branch() -> None:
     flow = commands._built["flow"]
     assert list(flow.commands._built) == ["session"]
     assert list(flow.commands._built["session"].commands._built) == ["pause"]
+
+
+def test_version_prints_the_installed_version_and_exits_0() -> None:
+    from importlib.metadata import version
+
+    from tests.conftest import run_vc
+
+    result = run_vc("--version")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        f"vc {version('vc-flow')}\n",
+        "",
+    )
