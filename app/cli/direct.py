@@ -152,6 +152,22 @@ def _missing_store(settings: Settings) -> str | None:
     return None
 
 
+def no_workspace_here() -> str | None:
+    """Why the dashboard should not open here: neither a store nor a workflows directory
+    (a terminal in the wrong directory, VC_HOME unset), where opening it would make a new,
+    empty store. None in a workspace, even one whose first session is yet to start."""
+    from app.settings import Settings
+
+    settings = Settings.from_env()
+    missing = _missing_store(settings)
+    if missing is None or settings.workflows_dir.is_dir():
+        return None
+    return (
+        f"no workspace in {settings.workspace}: no store ({missing}) and no workflows "
+        "directory; cd to your workspace or set VC_HOME (or try 'vc flow tui --demo')"
+    )
+
+
 def refuse_without_store(session_ids: Sequence[str]) -> None:
     """A command about given sessions with no SQLite store yet: none of them can exist, so
     it is refused as for an unknown id, and no store is made just to say so."""

@@ -519,6 +519,30 @@ def test_a_mistyped_vc_home_makes_no_directory_and_names_where_it_looked(tmp_pat
     assert not missing.exists()
 
 
+@pytest.mark.parametrize("serve", [False, True], ids=["terminal", "served"])
+def test_the_dashboard_outside_any_workspace_is_refused_and_makes_no_store(
+    tmp_path: Path, serve: bool
+) -> None:
+    elsewhere = tmp_path / "downloads"
+    elsewhere.mkdir()
+    args = ("flow", "tui", *(["--serve", "--port", "0"] if serve else []))
+    result = run(*args, env={"VC_HOME": str(elsewhere)})
+    assert result.code == 1
+    line = one_error_line(result)
+    assert f"no workspace in {elsewhere}" in line and "vc flow tui --demo" in line
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_the_dashboard_opens_in_a_workspace_whose_first_session_is_yet_to_start(
+    tmp_path: Path,
+) -> None:
+    fresh = tmp_path / "fresh"
+    (fresh / "workflows").mkdir(parents=True)
+    result = run("flow", "tui", env={"VC_HOME": str(fresh)})
+    assert "no workspace" not in result.err
+    assert "the dashboard needs a terminal" in result.err  # got past the workspace check
+
+
 def test_a_log_dir_under_a_regular_file_refuses_and_changes_nothing(
     store_workspace: Path,
 ) -> None:
