@@ -143,6 +143,9 @@ class Runner(ManualGates):
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._interrupted = threading.Event()
+        #: How many interrupts came: a second one cuts short what the first still waits
+        #: for (:meth:`~app.runner.supervision.Supervision._settle_exited`).
+        self.interrupts = 0
         self._wake = threading.Event()
         self._beat_thread: threading.Thread | None = None
         self._claimed = False
@@ -220,6 +223,7 @@ class Runner(ManualGates):
 
     def interrupt(self) -> None:
         """Signal-handler safe: stop at the next poll, pausing the session."""
+        self.interrupts += 1
         self._interrupted.set()
         self._wake.set()
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from app.runner.attempt import AttemptResult, RunningAttempt, StageOutput, terminate_all
 from app.runner.outputs import OutputRecorder
@@ -24,10 +25,10 @@ from store.queries import StageView
 from store.space import is_disk_full
 from store.status import StageStatus
 
-#: Seconds an interrupt waits for the output of an attempt that had exited 0 to be read
-#: and stored, before recording it COMPLETED (the process ends only once its log is
-#: flushed anyway, so in the usual case this costs a Ctrl-C nothing more).
-EXITED_OUTPUT_WAIT = 30.0
+#: Seconds an interrupt waits, at most, for the output of the attempts that had exited 0
+#: to be read and stored before it records them COMPLETED (the process ends only once its
+#: log is flushed anyway, so in the usual case this costs a Ctrl-C nothing more).
+EXITED_OUTPUT_WAIT = 10.0
 
 
 class Supervision(Recovery):
@@ -36,6 +37,7 @@ class Supervision(Recovery):
     _schedule: Schedule
     _rows: dict[str, StageView]
     _running: dict[str, RunningAttempt]
+    interrupts: int
     _moves: dict[int, StageMove]
     _tries: dict[str, int]
     _fail_fast: bool
@@ -194,32 +196,52 @@ class Supervision(Recovery):
         self._stage_result(stage.name, f"stage completed (attempt {running.attempt})")
 
     def _settle_exited(self) -> None:
-        """On an interrupt, before the running attempts are stopped: an attempt whose
-        process had already exited 0 is seen through to COMPLETED (its output read and
-        stored first, up to :data:`EXITED_OUTPUT_WAIT`), not thrown away and run again by
-        the resume: a deploy that succeeded is not deployed twice. One whose output cannot
-        be stored in that time stays unrecorded and runs again, as a stage is never
-        COMPLETED with a truncated log."""
+        """On an interrupt: an attempt whose process had already exited 0 is seen through
+        to COMPLETED (its output read and stored first), not thrown away and run again by
+        the resume: a deploy that succeeded is not deployed twice. The other attempts are
+        stopped first, so they never wait on this; the waiting is bounded by
+        :data:`EXITED_OUTPUT_WAIT` for them all, and a second interrupt cuts it short. One
+        whose output is not stored by then stays unrecorded and runs again, as a stage is
+        never COMPLETED with a truncated log."""
+        exited = [
+            a
+            for a in self._running.values()
+            if a.finished is not None or (a.proc.exited and a.proc.returncode == 0)
+        ]
+        for running in exited:
+            del self._running[running.name]
+        self._stop_running()  # the rest: terminated as on any interrupt
+        deadline = time.monotonic() + EXITED_OUTPUT_WAIT
         mirror = self.log.mirror
-        for running in list(self._running.values()):
-            proc = running.proc
+        for running in exited:
+            self._running[running.name] = running  # where the recording looks for it
             if running.finished is None:
-                if not proc.exited or proc.returncode != 0:
-                    continue  # running, or failed: stopped and recorded as before
-                code = proc.wait(EXITED_OUTPUT_WAIT)
-                if code != 0:
-                    continue
+                proc = running.proc
+                if not self._patiently(_all_read(proc), deadline):
+                    continue  # dropped unrecorded by the run's end, as before
                 stage = running.stage
                 self._save_outputs(stage, running.attempt, running.recorder, final=True)
-                ended = self._exited(stage, proc, running.output, code)
+                ended = self._exited(stage, proc, running.output, 0)
                 ended.outputs = running.recorder.outputs()
                 self._attempt_ended(running, ended)
             finished = running.finished
             if finished is None or running.name not in self._running:
                 continue  # recorded already
             if mirror is not None and finished.output_mark:
-                mirror.wait_stored(finished.output_mark, EXITED_OUTPUT_WAIT)
+                mark = finished.output_mark
+                self._patiently(_stored(mirror, mark), deadline)
             self._try_complete(running)
+
+    def _patiently(self, wait: Callable[[float], bool], deadline: float) -> bool:
+        """``wait(seconds)`` in short steps until it is true, ``deadline`` passes or a
+        second interrupt comes."""
+        while self.interrupts < 2:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if wait(min(0.1, remaining)):
+                return True
+        return False
 
     def _cancel_running(self, why: str) -> None:
         """``fail_fast``: the other running instances are stopped and recorded FAILED with
@@ -301,6 +323,16 @@ class Supervision(Recovery):
         if code in (126, 127) and output.last_stderr:
             error = f"{error}: {output.last_stderr.strip()[:200]}"
         return AttemptResult("failed", error, code)
+
+
+def _all_read(proc: StageProcess) -> Callable[[float], bool]:
+    """A wait (seconds) for an exited process's output to be read to its end."""
+    return lambda seconds: proc.wait(seconds) is not None
+
+
+def _stored(mirror: Any, mark: int) -> Callable[[float], bool]:
+    """A wait (seconds) for the mirror to have stored the lines up to ``mark``."""
+    return lambda seconds: bool(mirror.wait_stored(mark, seconds))
 
 
 def failure_reason(stage: str, error: str) -> str:

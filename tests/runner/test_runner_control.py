@@ -181,6 +181,40 @@ def test_ctrl_c_after_a_stage_exited_0_records_it_completed_and_the_resume_never
     assert ran.read_text() == "deployed\n"
 
 
+BRANCHES = """
+    max_parallel: 2
+    stages:
+      - name: deploy
+        needs: []
+        run: echo deployed >> ran; (sleep 5; echo late) &
+      - name: long
+        needs: []
+        run: sleep 600
+"""
+
+
+def test_ctrl_c_stops_the_running_stages_before_it_waits_on_one_that_exited_0(
+    store: Store, workspace: Path
+) -> None:
+    write_workflow(workspace, "branches", BRANCHES)
+    proc = start_foreground("branches")
+    try:
+        sid = newest_session(store)
+        long = store.wait_stage(sid, "long", "ACTIVE", with_pid=True).pid
+        store.wait_stage(sid, "deploy", "ACTIVE", with_pid=True)
+        wait_until((workspace / "ran").exists, timeout=15, what="the deploy stage to run")
+        os.killpg(proc.pid, signal.SIGINT)
+        # deploy's output stays open for 2 s more (the grace its readers get): long is
+        # stopped at once, not after that
+        wait_until(lambda: gone(long), timeout=1.0, what="the long stage to be stopped")
+        assert proc.wait(30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stages = {s.name: s.status for s in store.view(sid).stages}
+    assert stages == {"deploy": "COMPLETED", "long": "PENDING"}
+
+
 def test_a_pause_as_the_last_stage_ends_waits_and_says_the_resume_completes_the_session(
     store: Store, workspace: Path
 ) -> None:
