@@ -88,8 +88,9 @@ def _prepare_sqlite_file(path: Path) -> None:
 
 #: The first bytes of every SQLite database file.
 _SQLITE_HEADER = b"SQLite format 3\x00"
-#: Tables whose presence says a database is a vc store (of any revision).
-_OUR_TABLES = frozenset({"flow_sessions", "alembic_version"})
+#: The table every vc store has had since its first revision (``alembic_version`` alone
+#: says nothing: other programs' databases have one too).
+_OUR_TABLE = "flow_sessions"
 
 
 def _refuse_what_is_not_a_store(path: Path) -> None:
@@ -130,7 +131,7 @@ def _refuse_what_is_not_a_store(path: Path) -> None:
             connection.close()
     except sqlite3.Error:
         return
-    if tables and not tables & _OUR_TABLES:
+    if tables and _OUR_TABLE not in tables:
         some = ", ".join(sorted(tables)[:3]) + (", …" if len(tables) > 3 else "")
         raise StoreUnavailable(
             f"cannot open the store {path}: it is another program's database (tables: "

@@ -63,6 +63,23 @@ def test_another_programs_database_is_refused_and_left_as_it_was(
     assert (app_db.read_bytes(), _listing(data), _mode(data)) == before
 
 
+def test_another_programs_alembic_managed_database_is_refused_and_left_as_it_was(
+    workspace: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "mlflow"
+    data.mkdir()
+    app_db = data / "mlflow.db"
+    with sqlite3.connect(app_db) as db:
+        db.execute("CREATE TABLE experiments (id INTEGER PRIMARY KEY)")
+        db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        db.execute("INSERT INTO alembic_version VALUES ('ae1027a6acf')")
+    app_db.chmod(0o644)
+    before = (app_db.read_bytes(), _listing(data))
+    result = run_vc("flow", "session", "list", env={"VC_DATABASE_URL": f"sqlite:///{app_db}"})
+    assert "another program's database" in _one_line_refusal(result)
+    assert (app_db.read_bytes(), _listing(data)) == before
+
+
 def test_a_file_that_is_not_a_database_is_refused_and_left_as_it_was(
     workspace: Path, tmp_path: Path
 ) -> None:
