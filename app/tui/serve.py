@@ -382,7 +382,8 @@ def public_url_for(sock: socket.socket, host: str, public_url: str | None) -> st
             from store.text import clean_text
 
             parts = urlsplit(public_url)
-            shown = clean_text(parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl())
+            host_part = parts.netloc.rpartition("@")[2]  # a user:password is never shown
+            shown = clean_text(public_url.replace(parts.netloc, host_part, 1))
             raise ServeError(
                 f"--public-url {shown!r} is not an http:// or https:// URL with a host (and a "
                 "port from 1 to 65535, if any), without a user, a query or a fragment",
@@ -409,7 +410,7 @@ def _usable_public_url(url: str) -> bool:
         parts.scheme in ("http", "https")
         and bool(parts.hostname)
         and port != 0
-        and not (parts.query or parts.fragment or "@" in parts.netloc)
+        and not ("?" in url or "#" in url or "@" in parts.netloc)  # even an empty one
     )
 
 

@@ -172,6 +172,8 @@ def test_a_bad_public_url_is_refused(vc: Any) -> None:
     [
         ("https://x.example/path?q=1", "https://x.example/path?q=1"),  # the token would join q
         ("https://x.example#frag", "https://x.example#frag"),  # it would be in the fragment
+        ("https://x.example/?", "https://x.example/?"),  # an empty query swallows it too
+        ("https://x.example#", "https://x.example#"),
         ("https://x.example:99999", "https://x.example:99999"),
         ("https://x.example:0", "https://x.example:0"),
         ("https://ana:s3cret@x.example", "https://x.example"),  # never printed back
