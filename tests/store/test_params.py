@@ -82,6 +82,17 @@ def test_parameters_survive_the_snapshot_a_session_keeps(etl: WorkflowDefinition
     assert snapshot["params"]["shards"] == {"type": "int", "default": 4, "min": 1, "max": 64}
 
 
+def test_a_snapshot_whose_choices_fall_outside_its_bounds_still_loads() -> None:
+    """Made before choices were checked against min and max: its session must still load."""
+    snapshot = {
+        "id": "w",
+        "name": "w",
+        "params": {"n": {"type": "int", "choices": [0, 5], "min": 1}},
+        "stages": [{"name": "a", "run": "true"}],
+    }
+    assert WorkflowDefinition.from_dict(snapshot).params["n"].choices == (0, 5)
+
+
 def test_a_snapshot_from_before_parameters_has_none() -> None:
     snapshot = {"id": "w", "name": "w", "stages": [{"name": "a"}]}
     assert WorkflowDefinition.from_dict(snapshot).params == {}
