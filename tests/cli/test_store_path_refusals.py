@@ -31,6 +31,19 @@ def _listing(directory: Path) -> dict[str, int]:
     return {p.name: _mode(p) for p in directory.iterdir()}
 
 
+def _foreign_database(directory: Path, name: str, *statements: str) -> Path:
+    """Another program's SQLite file, made by ``statements`` in a directory of its own,
+    readable by all (0644 in a 0755 directory)."""
+    directory.mkdir()
+    directory.chmod(0o755)
+    path = directory / name
+    with sqlite3.connect(path) as db:
+        for statement in statements:
+            db.execute(statement)
+    path.chmod(0o644)
+    return path
+
+
 @pytest.mark.parametrize("args", READ_AND_WRITE, ids=" ".join)
 def test_a_directory_named_as_the_store_is_refused_and_keeps_its_mode(
     workspace: Path, tmp_path: Path, args: tuple[str, ...]
@@ -50,13 +63,10 @@ def test_a_directory_named_as_the_store_is_refused_and_keeps_its_mode(
 def test_another_programs_database_is_refused_and_left_as_it_was(
     workspace: Path, tmp_path: Path, args: tuple[str, ...]
 ) -> None:
-    data = tmp_path / "data"
-    data.mkdir(mode=0o755)
-    data.chmod(0o755)
-    app_db = data / "app.db"
-    with sqlite3.connect(app_db) as db:
-        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
-    app_db.chmod(0o644)
+    app_db = _foreign_database(
+        tmp_path / "data", "app.db", "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)"
+    )
+    data = app_db.parent
     before = (app_db.read_bytes(), _listing(data), _mode(data))
     result = run_vc(*args, env={"VC_DATABASE_URL": f"sqlite:///{app_db}"})
     assert "another program's database (tables: users)" in _one_line_refusal(result)
@@ -66,14 +76,14 @@ def test_another_programs_database_is_refused_and_left_as_it_was(
 def test_another_programs_alembic_managed_database_is_refused_and_left_as_it_was(
     workspace: Path, tmp_path: Path
 ) -> None:
-    data = tmp_path / "mlflow"
-    data.mkdir()
-    app_db = data / "mlflow.db"
-    with sqlite3.connect(app_db) as db:
-        db.execute("CREATE TABLE experiments (id INTEGER PRIMARY KEY)")
-        db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
-        db.execute("INSERT INTO alembic_version VALUES ('ae1027a6acf')")
-    app_db.chmod(0o644)
+    app_db = _foreign_database(
+        tmp_path / "mlflow",
+        "mlflow.db",
+        "CREATE TABLE experiments (id INTEGER PRIMARY KEY)",
+        "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)",
+        "INSERT INTO alembic_version VALUES ('ae1027a6acf')",
+    )
+    data = app_db.parent
     before = (app_db.read_bytes(), _listing(data))
     result = run_vc("flow", "session", "list", env={"VC_DATABASE_URL": f"sqlite:///{app_db}"})
     assert "another program's database" in _one_line_refusal(result)
