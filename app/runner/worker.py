@@ -289,8 +289,8 @@ class Worker:
             )
             with self._lock:
                 self._runners[sid] = runner
-            if self._stop.is_set():  # stopped between the claim and now
-                runner.interrupt()
+            if self._stop.is_set() and not runner.interrupts:  # stopped since the claim
+                runner.interrupt()  # once: a second interrupt cuts a Ctrl-C's waits short
             outcome = runner.run()
         except PermanentStoreError as exc:  # before its run began (its claim's read)
             self._store_failed(str(exc))
