@@ -91,13 +91,6 @@ def tui_cmd(
     """The full-screen dashboard (in this terminal, or served to browsers with --serve)."""
     from app.cli.common import fail, translate_errors
 
-    if not demo:
-        from app.cli.direct import no_workspace_here
-
-        with translate_errors():
-            missing = no_workspace_here()
-        if missing is not None:
-            raise fail(missing)
     if serve:
         with translate_errors():
             from app.tui.serve import DEFAULT_HOST, DEFAULT_PORT, ServeError

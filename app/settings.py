@@ -202,3 +202,37 @@ def workspace_warnings(workspace: Path) -> list[str]:
             "workflows run as you"
         )
     return warnings
+
+
+def missing_store(settings: Settings) -> str | None:
+    """The path of the SQLite store when it does not exist yet (and nothing is in its
+    way), else None. A store named by ``VC_DATABASE_URL`` in a directory that does not
+    exist is not "missing": the full path refuses that URL as mistyped."""
+    url = settings.database_url
+    if not url.startswith("sqlite:///") or "?" in url:
+        return None
+    path = url.removeprefix("sqlite:///")
+    parent = os.path.dirname(path) or "."
+    if os.path.exists(path):
+        return None
+    if os.path.isdir(parent) or (
+        not os.path.exists(parent) and not os.environ.get("VC_DATABASE_URL")
+    ):
+        return path  # the workspace's own store (.vc/flow.db), made by the first write
+    return None
+
+
+def no_workspace_here() -> str | None:
+    """Why the dashboard should not open here: neither a store nor a workflows directory
+    (a terminal in the wrong directory, VC_HOME unset), where opening it would make a new,
+    empty store. None in a workspace, even one whose first session is yet to start.
+    Checked where the dashboard would open the store, after its arguments (a usage error
+    comes first)."""
+    settings = Settings.from_env()
+    missing = missing_store(settings)
+    if missing is None or settings.workflows_dir.is_dir():
+        return None
+    return (
+        f"no workspace in {settings.workspace}: no store ({missing}) and no workflows "
+        "directory; cd to your workspace or set VC_HOME (or try 'vc flow tui --demo')"
+    )

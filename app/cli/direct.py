@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from app.console import warning_line
+from app.settings import missing_store
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -132,48 +133,12 @@ class _NoStore:
         return []
 
 
-def _missing_store(settings: Settings) -> str | None:
-    """The path of the SQLite store when it does not exist yet (and nothing is in its
-    way), else None. A store named by ``VC_DATABASE_URL`` in a directory that does not
-    exist is not "missing": the full path refuses that URL as mistyped."""
-    import os
-
-    url = settings.database_url
-    if not url.startswith("sqlite:///") or "?" in url:
-        return None
-    path = url.removeprefix("sqlite:///")
-    parent = os.path.dirname(path) or "."
-    if os.path.exists(path):
-        return None
-    if os.path.isdir(parent) or (
-        not os.path.exists(parent) and not os.environ.get("VC_DATABASE_URL")
-    ):
-        return path  # the workspace's own store (.vc/flow.db), made by the first write
-    return None
-
-
-def no_workspace_here() -> str | None:
-    """Why the dashboard should not open here: neither a store nor a workflows directory
-    (a terminal in the wrong directory, VC_HOME unset), where opening it would make a new,
-    empty store. None in a workspace, even one whose first session is yet to start."""
-    from app.settings import Settings
-
-    settings = Settings.from_env()
-    missing = _missing_store(settings)
-    if missing is None or settings.workflows_dir.is_dir():
-        return None
-    return (
-        f"no workspace in {settings.workspace}: no store ({missing}) and no workflows "
-        "directory; cd to your workspace or set VC_HOME (or try 'vc flow tui --demo')"
-    )
-
-
 def refuse_without_store(session_ids: Sequence[str]) -> None:
     """A command about given sessions with no SQLite store yet: none of them can exist, so
     it is refused as for an unknown id, and no store is made just to say so."""
     from app.settings import Settings
 
-    missing = _missing_store(Settings.from_env())
+    missing = missing_store(Settings.from_env())
     if missing is not None and session_ids:
         _NoStore(missing).resolve_session_id(session_ids[0])
 
@@ -198,7 +163,7 @@ def reading(*, warned: bool = False) -> Iterator[Reader]:
     from app.settings import Settings
 
     settings = Settings.from_env()
-    missing = _missing_store(settings)
+    missing = missing_store(settings)
     if missing is not None:
         if not warned:
             _warn_about(settings)  # an unsafe workspace is said whether it has a store or not

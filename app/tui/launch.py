@@ -29,6 +29,13 @@ def launch(*, demo: bool = False) -> int:
                 "'vc flow session list' or 'vc flow status ID'"
             )
 
+    if not demo:
+        from app.settings import no_workspace_here
+
+        missing = no_workspace_here()
+        if missing is not None:
+            error_line(missing)
+            return 1
     throwaway = demo_mod.prepare_demo_environment() if demo else None
     signals = _QuitOnSignals() if throwaway is not None else None
     app: Any = None

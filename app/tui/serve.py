@@ -438,6 +438,12 @@ def serve(*, demo: bool, host: str, port: int, public_url: str | None) -> int:
     reaper: subprocess.Popen[bytes] | None = None
     try:
         base = public_url_for(sock, host, public_url)
+        if not demo:
+            from app.settings import no_workspace_here
+
+            missing = no_workspace_here()
+            if missing is not None:
+                raise ServeError(missing, 1)
         throwaway = demo_mod.prepare_demo_environment() if demo else False
         with open_context(warn=warning_line) as ctx:
             if demo:

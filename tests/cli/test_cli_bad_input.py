@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import create_session, env_for, one_error_line, run, snapshot, store
+from .helpers import create_session, env_for, one_error_line, run, run_on_tty, snapshot, store
 
 
 def write_workflow(workspace: Path, name: str, text: str) -> Path:
@@ -519,17 +519,26 @@ def test_a_mistyped_vc_home_makes_no_directory_and_names_where_it_looked(tmp_pat
     assert not missing.exists()
 
 
-@pytest.mark.parametrize("serve", [False, True], ids=["terminal", "served"])
 def test_the_dashboard_outside_any_workspace_is_refused_and_makes_no_store(
-    tmp_path: Path, serve: bool
+    tmp_path: Path,
 ) -> None:
     elsewhere = tmp_path / "downloads"
     elsewhere.mkdir()
-    args = ("flow", "tui", *(["--serve", "--port", "0"] if serve else []))
-    result = run(*args, env={"VC_HOME": str(elsewhere)})
+    code, screen = run_on_tty("flow", "tui", env={"VC_HOME": str(elsewhere)}, timeout=20)
+    assert code == 1, screen
+    assert f"vc: error: no workspace in {elsewhere}" in screen
+    assert "vc flow tui --demo" in screen
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_the_served_dashboard_outside_any_workspace_is_refused_and_makes_no_store(
+    tmp_path: Path,
+) -> None:
+    elsewhere = tmp_path / "downloads"
+    elsewhere.mkdir()
+    result = run("flow", "tui", "--serve", "--port", "0", env={"VC_HOME": str(elsewhere)})
     assert result.code == 1
-    line = one_error_line(result)
-    assert f"no workspace in {elsewhere}" in line and "vc flow tui --demo" in line
+    assert f"no workspace in {elsewhere}" in one_error_line(result)
     assert list(elsewhere.iterdir()) == []
 
 
