@@ -98,19 +98,29 @@ class Supervision(Recovery):
                     running.progress_written = value
                 self._notify()
             stage = running.stage
-            self._save_outputs(stage, running.attempt, running.recorder, final=code is not None)
             if code is not None:
-                result = self._exited(stage, running.proc, running.output, code)
-                result.outputs = running.recorder.outputs()
-                self._attempt_ended(running, result)
-            elif running.timed_out():
-                code = running.terminate()
-                self._say(
-                    f"timed out after {running.timeout:g}s (exit {code})", "WARNING", stage.name
-                )
-                self._attempt_ended(running, AttemptResult("failed", "timeout", code))
+                self._exit_seen(running, code)
+            else:
+                self._save_outputs(stage, running.attempt, running.recorder, final=False)
+                if running.timed_out():
+                    code = running.terminate()
+                    self._say(
+                        f"timed out after {running.timeout:g}s (exit {code})",
+                        "WARNING",
+                        stage.name,
+                    )
+                    self._attempt_ended(running, AttemptResult("failed", "timeout", code))
             if self._ended is not None:
                 return
+
+    def _exit_seen(self, running: RunningAttempt, code: int) -> None:
+        """The attempt's process exited with ``code`` and its output was read: its outputs
+        are saved for good, then its end is recorded."""
+        stage = running.stage
+        self._save_outputs(stage, running.attempt, running.recorder, final=True)
+        result = self._exited(stage, running.proc, running.output, code)
+        result.outputs = running.recorder.outputs()
+        self._attempt_ended(running, result)
 
     def _attempt_ended(self, running: RunningAttempt, result: AttemptResult) -> None:
         stage = running.stage
@@ -219,11 +229,7 @@ class Supervision(Recovery):
                 proc = running.proc
                 if not self._patiently(_all_read(proc), deadline):
                     continue  # dropped unrecorded by the run's end, as before
-                stage = running.stage
-                self._save_outputs(stage, running.attempt, running.recorder, final=True)
-                ended = self._exited(stage, proc, running.output, 0)
-                ended.outputs = running.recorder.outputs()
-                self._attempt_ended(running, ended)
+                self._exit_seen(running, 0)
             finished = running.finished
             if finished is None or running.name not in self._running:
                 continue  # recorded already
