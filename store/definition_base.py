@@ -25,10 +25,9 @@ How the model is written, so that a new key is one field:
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
 
 from annotated_types import Gt, Le
@@ -46,6 +45,7 @@ from pydantic_core import PydanticCustomError
 
 from store.errors import WorkflowError
 from store.names import short_repr, validate_identifier
+from store.text import suggest
 
 MAX_SECONDS = 10 * 365 * 86400.0
 """Longest duration accepted; far below what timers and ``threading`` can represent."""
@@ -53,8 +53,6 @@ MAX_RETRIES = 1000
 """Most retries accepted; more is a loop, not a retry policy."""
 DEFAULT_KILL_TIMEOUT = 10.0
 """Seconds between SIGTERM and SIGKILL when a stage is aborted or times out."""
-MAX_KNOWN_LISTED = 20
-"""How many known names an "unknown stage/parameter" error lists before "and N more"."""
 MAX_PARAM_TEXT = 4096
 """Longest parameter value accepted, in characters: it becomes an environment variable."""
 MAX_INT = 2**63 - 1
@@ -124,18 +122,6 @@ def problem(
     return PydanticCustomError(
         "vc", "{problem}", {"problem": text, "at": at, "on_key": on_key, "refs": refs}
     )
-
-
-def suggest(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def listed(names: Sequence[str]) -> str:
-    text = ", ".join(names[:MAX_KNOWN_LISTED]) or "(none)"
-    if len(names) > MAX_KNOWN_LISTED:
-        text += f" and {len(names) - MAX_KNOWN_LISTED} more"
-    return text
 
 
 # -- field types ------------------------------------------------------------------------------

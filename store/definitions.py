@@ -41,11 +41,9 @@ from store.definition_base import (
     count_check,
     describe,
     identifier,
-    listed,
     names_schema,
     one_or_many,
     problem,
-    suggest,
     typed,
     validate,
 )
@@ -59,6 +57,7 @@ from store.param_definitions import (
     params_of,
     resolve_params,
 )
+from store.text import listed, suggest
 
 # -- stages -----------------------------------------------------------------------------------
 

@@ -27,15 +27,13 @@ from store.definition_base import (
     ParamType,
     ParamValue,
     describe,
-    listed,
     problem,
-    suggest,
     typed,
     validate,
 )
 from store.errors import ParamError
 from store.names import KEY_RULE, is_variable_key, param_text
-from store.text import clean_text
+from store.text import clean_text, listed, suggest
 
 # -- parameters -------------------------------------------------------------------------------
 

@@ -13,8 +13,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from store.errors import InvalidStageName, StageNotFound
+from store.errors import InvalidStageName, StageNotFound, WorkflowError
 from store.graph import instance_name, stage_of
+from store.names import validate_identifier
+from store.text import listed, suggest
 
 _INSTANCE = re.compile(r"([^\[\]]+)\[([^\[\]]*)\]")
 #: How many instance names a refusal lists before it says how many there are.
@@ -53,14 +55,18 @@ def select_stage(spec: str, rows: Sequence[tuple[str, Mapping[str, Any]]], owner
     """The ``only_stage`` that ``spec`` means among ``rows`` (stage rows as (name, config),
     in position order). ``owner`` words the refusals (``workflow 'thumbs'``,
     ``session 3f2a9c0b1d2e``): a stage or an instance it does not have raises
-    :class:`StageNotFound` naming what it has (exit code 1), a malformed ``spec``
-    :class:`InvalidStageName` (exit code 2)."""
+    :class:`StageNotFound` naming what it has (exit code 1), a malformed ``spec`` (or a
+    name no stage can have: empty, ``a:b``) :class:`InvalidStageName` (exit code 2)."""
     stage, pairs = parse_stage(spec)
     names = [name for name, _ in rows]
     stages = list(dict.fromkeys(stage_of(name, config) for name, config in rows))
     if stage not in stages:
+        try:
+            validate_identifier(stage, "stage")
+        except WorkflowError as exc:  # no stage can be called so: a usage error
+            raise InvalidStageName(str(exc)) from None
         raise StageNotFound(
-            f"{owner} has no stage {stage!r}; stages: {', '.join(sorted(stages)) or '(none)'}"
+            f"{owner} has no stage {stage!r}{suggest(stage, stages)}; stages: {listed(stages)}"
         )
     if pairs is None:
         return stage

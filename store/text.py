@@ -7,7 +7,9 @@ here, in one place, before display. Tabs become spaces; newlines are kept only w
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable, Sequence
 
 _ESCAPES = re.compile(
     r"""
@@ -43,3 +45,22 @@ def clean_text(value: object, *, keep_newlines: bool = False) -> str:
         return _CONTROLS.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     text = text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
     return _CONTROLS.sub("", text)
+
+
+#: How many known names a refusal ("no stage 'x'; stages: …") lists before "and N more".
+MAX_KNOWN_LISTED = 20
+
+
+def listed(names: Sequence[str]) -> str:
+    """``names`` for a refusal: the first :data:`MAX_KNOWN_LISTED`, then how many more, so
+    that a workflow of 200 stages still gets a one-line error."""
+    text = ", ".join(names[:MAX_KNOWN_LISTED]) or "(none)"
+    if len(names) > MAX_KNOWN_LISTED:
+        text += f" and {len(names) - MAX_KNOWN_LISTED} more"
+    return text
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'build'?)`` when one of ``choices`` is close to ``word``, else ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

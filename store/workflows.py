@@ -40,7 +40,6 @@ from store.definition_base import (
     MAX_SECONDS,
     Loc,
     YamlScalar,
-    listed,
     render_key,
     validate,
 )
@@ -48,7 +47,7 @@ from store.definitions import StageDefinition, WorkflowDefinition
 from store.errors import WorkflowError
 from store.names import short_repr, validate_identifier
 from store.param_definitions import ParamDefinition
-from store.text import clean_text
+from store.text import clean_text, listed
 
 __all__ = [
     "DEFAULT_KILL_TIMEOUT",

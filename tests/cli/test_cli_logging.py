@@ -199,7 +199,21 @@ def test_session_logs_refuses_a_stage_the_session_does_not_have(
     sid = create_session(store_workspace)
     result = run("flow", "session", "logs", sid, "--stage", "nope")
     assert result.code == 1
-    assert "has no stage 'nope'; stages: count, done, greet" in one_error_line(result)
+    assert "has no stage 'nope'; stages: greet, count, done" in one_error_line(result)
+
+
+@pytest.mark.parametrize("stage", ["", "a:b"])
+def test_session_logs_refuses_a_name_no_stage_can_have_as_a_usage_error(
+    store_workspace: Path, stage: str
+) -> None:
+    sid = create_session(store_workspace)
+    result = run("flow", "session", "logs", sid, "--stage", stage)
+    assert result.code == 2
+    assert one_error_line(result) == f"vc: error: invalid stage {stage!r}: " + (
+        "must not be empty"
+        if not stage
+        else "may contain only ASCII letters, digits, '.', '_' and '-', not ':'"
+    )
 
 
 def test_session_logs_refuses_an_unknown_level_as_a_usage_error(store_workspace: Path) -> None:

@@ -108,14 +108,17 @@ def test_an_unknown_stage_with_an_instance_is_refused_like_an_unknown_stage(
 ) -> None:
     result = run("flow", "run", f"{thumbs}:resise[size=small,format=png]")
     assert result.code == 1
-    assert "workflow 'thumbs' has no stage 'resise'; stages: fetch, publish, resize, review" in (
-        one_error_line(result)
+    assert one_error_line(result).endswith(
+        "workflow 'thumbs' has no stage 'resise' (did you mean 'resize'?); "
+        "stages: fetch, resize, review, publish"
     )
     assert no_sessions(workspace)
 
 
-@pytest.mark.parametrize("stage", ["resize[size=small", "resize[size]", "resize[size=a,size=b]"])
-def test_a_malformed_instance_is_a_usage_error_and_creates_nothing(
+@pytest.mark.parametrize(
+    "stage", ["resize[size=small", "resize[size]", "resize[size=a,size=b]", "a:b"]
+)
+def test_a_malformed_stage_or_instance_is_a_usage_error_and_creates_nothing(
     workspace: Path, thumbs: str, stage: str
 ) -> None:
     result = run("flow", "run", f"{thumbs}:{stage}")

@@ -98,7 +98,7 @@ def test_run_of_a_stage_the_workflow_does_not_have_is_refused_and_creates_nothin
     result = vc("flow", "run", "hello:nostage")
     assert result.returncode == 1
     assert result.stderr == (
-        "vc: error: workflow 'hello' has no stage 'nostage'; stages: count, done, greet\n"
+        "vc: error: workflow 'hello' has no stage 'nostage'; stages: greet, count, done\n"
     )
     assert json.loads(vc("flow", "session", "list", "--json").stdout) == []
 

@@ -53,10 +53,35 @@ def test_spaces_around_keys_and_values_are_forgiven() -> None:
     )
 
 
-def test_an_unknown_stage_is_refused_naming_the_stages() -> None:
-    err = refusal("resise")
-    assert str(err) == "workflow 'thumbs' has no stage 'resise'; stages: fetch, resize, review"
+def test_an_unknown_stage_is_refused_naming_the_stages_in_their_order() -> None:
+    err = refusal("publish")
+    assert str(err) == "workflow 'thumbs' has no stage 'publish'; stages: fetch, resize, review"
     assert err.exit_code == 1
+
+
+def test_a_misspelt_stage_is_refused_with_the_closest_name() -> None:
+    assert str(refusal("resise")) == (
+        "workflow 'thumbs' has no stage 'resise' (did you mean 'resize'?); "
+        "stages: fetch, resize, review"
+    )
+
+
+def test_the_refusal_of_a_workflow_of_many_stages_lists_twenty_and_counts_the_rest() -> None:
+    rows: list[tuple[str, dict[str, Any]]] = [(f"s{i}", {"run": "true"}) for i in range(200)]
+    with pytest.raises(StageNotFound) as info:
+        select_stage("zz", rows, OWNER)
+    listed = ", ".join(f"s{i}" for i in range(20))
+    assert str(info.value) == (
+        f"workflow 'thumbs' has no stage 'zz'; stages: {listed} and 180 more"
+    )
+
+
+@pytest.mark.parametrize("spec", ["", "a:b", "../x", "a b"])
+def test_a_name_no_stage_can_have_is_a_usage_error(spec: str) -> None:
+    with pytest.raises(InvalidStageName) as info:
+        select_stage(spec, ROWS, OWNER)
+    assert info.value.exit_code == 2
+    assert str(info.value).startswith(f"invalid stage {spec!r}: ")
 
 
 def test_an_unknown_instance_is_refused_naming_some_instances_and_how_many() -> None:
