@@ -92,6 +92,8 @@ def tui_cmd(
     from app.cli.common import fail, translate_errors
 
     if serve:
+        if host is not None and not host.strip():
+            raise fail("--host must name an address to listen on, e.g. 127.0.0.1", 2)
         with translate_errors():
             from app.tui.serve import DEFAULT_HOST, DEFAULT_PORT, ServeError
             from app.tui.serve import serve as serve_dashboard

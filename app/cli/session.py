@@ -496,6 +496,8 @@ def approve_cmd(
 ) -> None:
     """Approve a waiting manual gate: it passes (COMPLETED). A session paused at that gate
     resumes (a runner is started if it has none); others go on as they were."""
+    if gate is not None and not gate.strip():
+        raise fail("GATE must name a gate (leave it out when only one gate waits)", 2)
     _operation("approve", session_id, gate)
 
 

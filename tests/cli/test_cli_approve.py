@@ -96,6 +96,20 @@ def test_approve_with_bad_arguments_is_a_usage_error(workspace: Path, cli, args:
     assert result.out == ""
 
 
+@pytest.mark.parametrize("gate", ["", " "])
+def test_approve_of_a_blank_gate_is_a_usage_error_and_changes_nothing(
+    store_workspace: Path, gate: str
+) -> None:
+    sid = at_gates(store_workspace, "twogates", ["qa"], paused_at=None)
+    before = snapshot(store_workspace)
+    result = run("flow", "session", "approve", sid, gate)
+    assert result.code == 2
+    assert one_error_line(result) == (
+        "vc: error: GATE must name a gate (leave it out when only one gate waits)"
+    )
+    assert snapshot(store_workspace) == before
+
+
 TWO_CHECKLISTS = """\
 stages:
   - {name: build, run: echo built}

@@ -161,6 +161,15 @@ def test_serve_options_without_serve_are_a_usage_error(vc: Any, args: list[str])
     assert result.stderr == f"vc: error: {args[0]} needs --serve (see 'vc flow tui --help')\n"
 
 
+@pytest.mark.parametrize("host", ["", "  "])
+def test_a_blank_host_is_a_usage_error(vc: Any, host: str) -> None:
+    result = vc("flow", "tui", "--serve", "--port", "0", "--host", host)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "vc: error: --host must name an address to listen on, e.g. 127.0.0.1\n"
+    )
+
+
 def test_a_bad_public_url_is_refused(vc: Any) -> None:
     result = vc("flow", "tui", "--serve", "--port", "0", "--public-url", "ftp://x")
     assert result.returncode == 2
