@@ -96,6 +96,31 @@ def failure(exc: BaseException) -> tuple[str, int] | None:
     return None
 
 
+def moment_text(ts: float) -> str:
+    """A moment as a person reads it: local date and time, and how long ago."""
+    import time
+
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ts))} ({age_text(ts)} ago)"
+
+
+def age_text(ts: float | None) -> str:
+    """How long ago ``ts`` was (``-`` when unknown)."""
+    import time
+
+    return "-" if ts is None else duration_text(time.time() - ts)
+
+
+def runner_text(
+    pid: int | None, host: str | None, heartbeat_at: float | None, awaits_worker: bool
+) -> str:
+    """Who runs a session, for `session show` and the dashboard's details alike."""
+    if pid is not None:
+        return f"pid {pid} on {host}, heartbeat {age_text(heartbeat_at)} ago"
+    if awaits_worker:
+        return "none (queued: the next 'vc flow worker' claims it)"
+    return "none"
+
+
 def duration_text(seconds: float | None) -> str:
     """A duration in its two largest units, for lines a person reads whole (``45s``,
     ``3m05s``, ``2h10m``, ``4d03h``; ``-`` when unknown). The dashboard's columns use the

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import sys
-import time
 import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from typing import Any
 
 import typer
 
-from app.console import duration_text, error_line, failure, warning_line
+from app.console import age_text, error_line, failure, warning_line
 from app.context import Context, open_context
 
 #: The lines of app.console, where the commands have always found them.
@@ -240,7 +239,7 @@ def render_table(
 
 
 def age(ts: float | None) -> str:
-    return "-" if ts is None else duration_text(time.time() - ts)
+    return age_text(ts)
 
 
 def progress_text(value: float, width: int = 10) -> str:

@@ -241,6 +241,7 @@ def list_cmd(
 def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
     """Show one session: state, stages, runner and history."""
     from app.cli.direct import reading
+    from app.console import moment_text, runner_text
     from store.text import clean_text
 
     with translate_errors(), reading() as reader:
@@ -256,13 +257,7 @@ def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
         return
     width = terminal_width()
     bar = 0 if width is not None and width < 60 else 10
-    runner = (
-        f"pid {view.runner_pid} on {view.runner_host}, heartbeat {age(view.heartbeat_at)} ago"
-        if view.runner_pid is not None
-        else "none (queued: the next 'vc flow worker' claims it)"
-        if view.awaiting_worker
-        else "none"
-    )
+    runner = runner_text(view.runner_pid, view.runner_host, view.heartbeat_at, view.awaiting_worker)
     stage_lines = running_lines(view, "running:   ")
     if len(view.running_stages) <= 1:  # one line says which (and the gate waiting, if any)
         stage_lines.insert(0, f"stage:     {clean_text(view.current_stage or '-')}")
@@ -276,8 +271,7 @@ def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
         f"progress:  {progress_text(view.progress)}",
         *stage_lines,
         f"runner:    {clean_text(runner)}",
-        f"created:   {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(view.created_at))}"
-        f" ({age(view.created_at)} ago)",
+        f"created:   {moment_text(view.created_at)}",
     ]
     lines += checklist_lines(view, "checklist: ")
     if view.metadata:

@@ -326,7 +326,9 @@ def details_text(db: Any, session_id: str) -> str | None:
     """The details screen: metadata, parameters, stage outputs, the definition snapshot and
     the event history."""
     import json
+    import time
 
+    from app.console import moment_text, runner_text
     from store.names import param_text
 
     view = get_session_view(db, session_id)
@@ -343,8 +345,11 @@ def details_text(db: Any, session_id: str) -> str | None:
         + (" (orphaned)" if view.orphaned else "")
         + (f"  reason: {clean_text(view.reason)}" if view.reason else ""),
         f"progress  {doc['progress']}%",
-        f"created   {doc['created_at']}",
-        f"runner    {json.dumps(doc['runner'])}",
+        f"created   {moment_text(view.created_at)}",
+        "runner    "
+        + clean_text(
+            runner_text(view.runner_pid, view.runner_host, view.heartbeat_at, view.awaiting_worker)
+        ),
         "",
         "metadata",
     ]
@@ -373,7 +378,8 @@ def details_text(db: Any, session_id: str) -> str | None:
         stage = f" {clean_text(e.stage)}" if e.stage else ""
         reason = f"  ({clean_text(e.reason)})" if e.reason else ""
         lines.append(
-            f"  {e.to_json()['at']}  {e.op}{stage}  {e.from_status or '-'} -> "
+            f"  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(e.at))}  {e.op}{stage}  "
+            f"{e.from_status or '-'} -> "
             f"{e.to_status or '-'}  by {clean_text(e.actor)}@{clean_text(e.host)}:{e.pid}"
             f"{reason}"
         )

@@ -4,6 +4,7 @@ checks what the store says afterwards (through the managers' queries), not only 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -372,6 +373,19 @@ async def test_enter_shows_metadata_definition_and_events(ctx: Any, make_app: An
         assert status(ctx, sid) == "PAUSED" and events(ctx, sid)[-1] == "pause"
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, DetailsScreen), what="closed")
+
+
+def test_details_say_when_and_who_runs_in_words_as_session_show_does(ctx: Any) -> None:
+    from app.tui.data import details_text
+
+    sid = make_session(ctx, state="PAUSED")
+    with ctx.factory() as db:
+        text = details_text(db, sid) or ""
+    moment = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+    assert re.search(rf"^created   {moment} \(\d+s ago\)$", text, re.MULTILINE), text
+    assert re.search(r"^runner    none$", text, re.MULTILINE), text
+    assert re.search(rf"^  {moment}  create  - -> PENDING  by ", text, re.MULTILINE), text
+    assert "+00:00" not in text  # no ISO stamps: local time, as in `session show`
 
 
 async def test_slash_filters_by_text_and_escape_clears(ctx: Any, make_app: Any) -> None:
