@@ -1,8 +1,8 @@
 """A yes/no modal for destructive operations (abort, delete).
 
 ``y`` confirms, ``n`` and ``escape`` cancel; the buttons do the same for mouse users. ``q``
-quits the application, as it does everywhere else (a modal hides the application's own
-bindings): the question stays unanswered, so nothing is destroyed. The
+cancels too, as it closes every other box of the dashboard (help, details): a user who
+learnt "q closes" gets out of the question, not out of the application. The
 keyboard focus starts on "No", so an ``enter`` typed by reflex never destroys anything. The
 message usually quotes a session name, so it is rendered literally, never as markup.
 """
@@ -30,7 +30,7 @@ class ConfirmScreen(ModalScreen[bool]):
         Binding("y", "confirm", "Yes"),
         Binding("n", "cancel", "No"),
         Binding("escape", "cancel", "Cancel"),
-        Binding("q", "app.quit", "Quit"),
+        Binding("q", "cancel", "No", show=False),
     ]
 
     DEFAULT_CSS = """

@@ -521,13 +521,19 @@ async def test_q_quits(ctx: Any, make_app: Any) -> None:
     assert app.return_code == 0
 
 
-async def test_q_quits_over_a_confirm_dialog_and_destroys_nothing(ctx: Any, make_app: Any) -> None:
+async def test_q_over_a_confirm_dialog_closes_it_and_destroys_nothing(
+    ctx: Any, make_app: Any
+) -> None:
     sid = make_session(ctx)
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
         await pilot.press("a")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen), what="closed")
+        await pilot.pause(0.2)
+        assert app.is_running  # the dashboard is still there; a second q quits it
         await pilot.press("q")
         await wait_for(pilot, lambda: not app.is_running, what="the app to exit")
     assert app.return_code == 0

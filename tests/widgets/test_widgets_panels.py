@@ -247,7 +247,7 @@ class ModalApp(App[None]):
 async def test_confirm_screen_answers() -> None:
     app = ModalApp()
     async with app.run_test(size=(100, 30)) as pilot:
-        for key, expected in (("y", True), ("n", False), ("escape", False)):
+        for key, expected in (("y", True), ("n", False), ("escape", False), ("q", False)):
             app.ask("Abort [bold red]run 42[/]?")
             await pilot.pause()
             assert isinstance(app.screen, ConfirmScreen)
@@ -267,7 +267,7 @@ async def test_confirm_screen_answers() -> None:
         await pilot.click("#confirm-yes")
         await pilot.pause()
         assert app.results[-1] is True
-        assert app.results == [True, False, False, False, True]
+        assert app.results == [True, False, False, False, False, True]
 
 
 async def test_help_screen_lists_keys_and_closes() -> None:
