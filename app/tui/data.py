@@ -324,7 +324,7 @@ def load_older_logs(db: Any, session_id: str, before_id: int) -> list[LogLine]:
 
 def details_text(db: Any, session_id: str) -> str | None:
     """The details screen: metadata, parameters, stage outputs, the definition snapshot and
-    the event history."""
+    the event history, as they were when read (the screen says when: it is not live)."""
     import json
     import time
 
@@ -338,6 +338,8 @@ def details_text(db: Any, session_id: str) -> str | None:
     db.commit()
     doc = view.to_json()
     lines = [
+        f"read at   {time.strftime('%H:%M:%S')} (not live: close it and press enter again for now)",
+        "",
         f"id        {view.id}",
         f"name      {clean_text(view.name)}",
         f"workflow  {clean_text(view.workflow_id)}",

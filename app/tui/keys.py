@@ -122,7 +122,9 @@ KEYS: tuple[Key, ...] = (
         description="abort it (asks first)",
         title="Abort session",
         footer="Abort",
-        confirm="Abort session {name} ({id})? Its running stage is terminated.",
+        confirm=(
+            "Abort session {name} ({id})? It ends FAILED (aborted); a running stage is terminated."
+        ),
     ),
     _operation(
         "d",

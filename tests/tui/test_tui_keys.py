@@ -386,6 +386,7 @@ def test_details_say_when_and_who_runs_in_words_as_session_show_does(ctx: Any) -
     assert re.search(r"^runner    none$", text, re.MULTILINE), text
     assert re.search(rf"^  {moment}  create  - -> PENDING  by ", text, re.MULTILINE), text
     assert "+00:00" not in text  # no ISO stamps: local time, as in `session show`
+    assert re.match(r"read at   \d\d:\d\d:\d\d \(not live: ", text), text
 
 
 async def test_slash_filters_by_text_and_escape_clears(ctx: Any, make_app: Any) -> None:
@@ -530,6 +531,9 @@ async def test_q_over_a_confirm_dialog_closes_it_and_destroys_nothing(
         await loaded(pilot)
         await pilot.press("a")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        # true of any session, a stage running or not
+        question = app.screen.query_one("#confirm-message").render().plain
+        assert question.endswith("? It ends FAILED (aborted); a running stage is terminated.")
         await pilot.press("q")
         await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen), what="closed")
         await pilot.pause(0.2)
