@@ -6,6 +6,8 @@ colour (the same ``STATUS_STYLES`` as the table) and so that no count is ever pa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
@@ -24,6 +26,9 @@ SHORT_LABELS = {
 """Labels used when the full ones do not fit the width (narrow terminals)."""
 
 _DIM = Style(dim=True)
+#: The order of the counts when even the shortest line does not fit: what needs someone
+#: first, what is over last.
+URGENCY = ("FAILED", "PAUSED", "ACTIVE", "PENDING", "COMPLETED")
 
 
 class StatusCountsBar(Widget):
@@ -59,37 +64,68 @@ class StatusCountsBar(Widget):
             self._counts = counts
             self.refresh()
 
-    def build_text(self, short: bool = False, hide_zero: bool = False) -> Text:
+    def build_text(
+        self,
+        short: bool = False,
+        hide_zero: bool = False,
+        total: bool = True,
+        order: Sequence[str] | None = None,
+        keep: int | None = None,
+    ) -> Text:
         """The line as literal ``Text``; zero counts are dimmed so the live ones stand out.
 
         Statuses the widget does not know (a newer store) are shown after the known ones.
-        ``short`` uses 4-letter labels and ``hide_zero`` leaves out empty statuses: the
-        fallbacks ``render`` uses when the line does not fit.
+        ``short`` uses 4-letter labels, ``hide_zero`` leaves out empty statuses, ``total``
+        keeps the total, ``order`` puts the statuses in that order and ``keep`` shows only
+        the first ``keep`` of them, then "…": the fallbacks ``render`` uses when the line
+        does not fit.
         """
         counts = self._counts.counts
-        statuses = list(STATUSES) + sorted(k for k in counts if k not in STATUSES)
+        statuses = list(order or STATUSES) + sorted(
+            k for k in counts if k not in (order or STATUSES)
+        )
+        if hide_zero:
+            statuses = [status for status in statuses if counts.get(status, 0)]
+        cut = keep is not None and keep < len(statuses)
+        statuses = statuses[:keep]
         text = Text(no_wrap=True, end="")
         for status in statuses:
             n = counts.get(status, 0)
-            if hide_zero and not n:
-                continue
             label = SHORT_LABELS.get(status, status) if short else status
             if text:
                 text.append("  ")
             text.append(clean(label), status_style(status) if n else _DIM)
             text.append(f" {n}", Style(bold=True) if n else _DIM)
-        text.append("  total ", _DIM)
-        text.append(str(self._counts.total), Style(bold=True))
+        if cut:
+            text.append("…", _DIM)
+        if total:
+            text.append("  total ", _DIM)
+            text.append(str(self._counts.total), Style(bold=True))
         return text
 
     def render(self) -> Text:
+        """The longest form that fits; when none does, the counts that matter most
+        (:data:`URGENCY`: failures first) come first and the line ends in "…" where it is
+        cut, so a narrow terminal never hides a failure behind the finished sessions."""
         width = self.size.width
-        text = self.build_text()
-        if width and text.cell_len > width:
-            text = self.build_text(short=True)
-        if width and text.cell_len > width:
-            text = self.build_text(short=True, hide_zero=True)
+        for short, hide_zero, total in (
+            (False, False, True),
+            (True, False, True),
+            (True, True, True),
+            (True, True, False),
+        ):
+            text = self.build_text(short=short, hide_zero=hide_zero, total=total)
+            if not width or text.cell_len <= width:
+                return text
+        shown = len([n for n in self._counts.counts.values() if n])
+        for keep in range(shown - 1, 0, -1):
+            text = self.build_text(
+                short=True, hide_zero=True, total=False, order=URGENCY, keep=keep
+            )
+            if text.cell_len <= width:
+                return text
+        text.truncate(width, overflow="ellipsis")
         return text
 
 
-__all__ = ["SHORT_LABELS", "StatusCountsBar"]
+__all__ = ["SHORT_LABELS", "URGENCY", "StatusCountsBar"]

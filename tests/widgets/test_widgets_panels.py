@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from textual.app import App, ComposeResult
 from textual.widgets import ProgressBar, Static
 
@@ -227,6 +228,24 @@ async def test_status_counts_bar() -> None:
         await pilot.pause()
         line = widget_lines(bar)[0]
         assert line.rstrip() == "PEND 12345  ACT 2  total 12347"
+
+
+@pytest.mark.parametrize(
+    ("width", "expected"),
+    [
+        (40, "PEND 25  ACT 4  PAUS 2  DONE 2  FAIL 2"),  # the total goes first
+        (22, "FAIL 2  PAUS 2  ACT 4…"),  # then what is over: a failure is never cut
+        (8, "FAIL 2…"),
+    ],
+)
+async def test_a_narrow_status_counts_bar_keeps_failures_in_view(width: int, expected: str) -> None:
+    app = CountsApp()
+    async with app.run_test(size=(width, 5)) as pilot:
+        bar = app.query_one(StatusCountsBar)
+        counts = {"PENDING": 25, "ACTIVE": 4, "PAUSED": 2, "COMPLETED": 2, "FAILED": 2}
+        bar.set_counts(StatusCounts(counts, 35))
+        await pilot.pause()
+        assert widget_lines(bar)[0].rstrip() == expected
 
 
 class ModalApp(App[None]):
