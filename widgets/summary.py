@@ -9,13 +9,19 @@ when no session is selected).
 from __future__ import annotations
 
 from rich.text import Text
+from textual.app import RenderResult
 from textual.widgets import Static
 
 from widgets.data import STATUSES
 
+#: Most lines the summary takes from the stage list; what does not fit ends in "…".
+MAX_LINES = 3
+
 
 class SessionSummary(Static):
-    """The summary line; feed it with :meth:`show`."""
+    """The summary line; feed it with :meth:`show`. A long one (a gate's checklist, a
+    runner gone, several gates) wraps onto at most :data:`MAX_LINES` lines, and a cut is
+    marked with "…" rather than lost silently."""
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__("", id=id, classes=classes, markup=False)
@@ -31,5 +37,20 @@ class SessionSummary(Static):
             self.set_class(status == name, f"-{name.lower()}")
         self.set_class(orphaned, "-orphaned")
 
+    def render(self) -> RenderResult:
+        text = Text(self._shown)
+        width = self.content_region.width
+        if width <= 1:
+            return text
+        lines = text.wrap(self.app.console, width)
+        if len(lines) <= MAX_LINES:
+            return text
+        kept = list(lines)[:MAX_LINES]
+        last = kept[-1]
+        last.rstrip()
+        last.truncate(width - 1)
+        last.append("…")
+        return Text("\n").join(kept)
 
-__all__ = ["SessionSummary"]
+
+__all__ = ["MAX_LINES", "SessionSummary"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.app import App, ComposeResult
 
-from widgets.summary import SessionSummary
+from widgets.summary import MAX_LINES, SessionSummary
 
 
 class SummaryApp(App[None]):
@@ -35,3 +35,27 @@ async def test_no_session_hides_it() -> None:
         await pilot.pause()
         assert summary.has_class("-none") and not summary.has_class("-failed")
         assert str(summary.render()) == ""
+
+
+async def test_a_long_line_takes_three_lines_and_marks_the_cut() -> None:
+    app = SummaryApp()
+    async with app.run_test(size=(40, 10)) as pilot:
+        summary = app.query_one(SessionSummary)
+        checklist = "; ".join(f"item {i} checked" for i in range(1, 13))
+        summary.show(f"PAUSED — waiting: signoff (r resumes it) — check: {checklist}", "PAUSED")
+        await pilot.pause()
+        lines = summary.render().plain.split("\n")  # type: ignore[union-attr]
+        assert len(lines) == MAX_LINES == 3
+        assert lines[-1].endswith("…") and len(lines[-1]) <= summary.content_region.width
+        assert lines[0].startswith("PAUSED — waiting: signoff")
+
+
+async def test_a_line_that_fits_is_shown_whole() -> None:
+    app = SummaryApp()
+    async with app.run_test(size=(40, 10)) as pilot:
+        summary = app.query_one(SessionSummary)
+        text = "PAUSED — waiting: signoff (r resumes it) — check: backups verified; rollback [link]"
+        summary.show(text, "PAUSED")
+        await pilot.pause()
+        rendered = summary.render().plain  # type: ignore[union-attr]
+        assert rendered == text and "…" not in rendered
