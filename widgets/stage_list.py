@@ -23,7 +23,7 @@ from typing import ClassVar
 from rich.text import Text
 from textual import events
 from textual.actions import SkipAction
-from textual.app import ComposeResult
+from textual.app import ComposeResult, RenderResult
 from textual.binding import Binding, BindingType
 from textual.color import Color
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -33,13 +33,36 @@ from textual.widgets import ProgressBar, Static
 from widgets.data import StageRow
 from widgets.formatting import clamp_progress, clean
 from widgets.instance_lines import Column, Columns, InstanceLines
-from widgets.stage_groups import Block, blocks, group_row
+from widgets.stage_groups import CLOSED_MARK, OPEN_MARK, Block, blocks, group_row
 from widgets.styles import status_style
 from widgets.timing import stage_duration, stage_time, ticking
 
 
 def _cell(text: str, classes: str) -> Static:
     return Static(Text(text), markup=False, classes=classes)
+
+
+class _NameCell(Static):
+    """A stage's name, cut with "…" when the column is narrow; a group's row
+    (``▸ resize 4/6``) keeps its count and loses letters of its name instead."""
+
+    def __init__(self) -> None:
+        super().__init__("", markup=False, classes="stage-name")
+        self._label = ""
+        self._count = ""
+
+    def show(self, label: str, count: str) -> None:
+        self._label, self._count = label, count
+        self.update(Text(label))
+
+    def render(self) -> RenderResult:
+        width = self.content_region.width
+        text = Text(self._label, no_wrap=True)
+        if not self._count or width <= 0 or text.cell_len <= width:
+            return text
+        head = Text(self._label[: -len(self._count)].rstrip(), no_wrap=True)
+        head.truncate(max(1, width - len(self._count) - 1), overflow="ellipsis")
+        return head + Text(" " + self._count)
 
 
 class StageRowView(Vertical):
@@ -51,7 +74,7 @@ class StageRowView(Vertical):
         self._clock = clock
         self._shown: StageRow | None = None
         self._time_shown: str | None = None
-        self._name_cell = _cell("", "stage-name")
+        self._name_cell = _NameCell()
         self._status = _cell("", "stage-status")
         self._bar = ProgressBar(total=100, show_eta=False, classes="stage-bar")
         self._attempt = _cell("", "stage-attempt")
@@ -95,7 +118,9 @@ class StageRowView(Vertical):
     def _apply(self) -> None:
         new, old = self._stage, self._shown
         if old is None or new.name != old.name:
-            self._name_cell.update(Text(clean(new.name), no_wrap=True, overflow="ellipsis"))
+            name = clean(new.name)
+            is_group = name.startswith((OPEN_MARK, CLOSED_MARK))  # "▸ resize 4/6"
+            self._name_cell.show(name, name.rpartition(" ")[2] if is_group else "")
         if old is None or (new.status, new.exit_code) != (old.status, old.exit_code):
             label = Text(clean(new.status), style=status_style(new.status), no_wrap=True)
             if new.status == "FAILED" and new.exit_code is not None:
@@ -159,7 +184,9 @@ class StageList(VerticalScroll):
         & .stage-bar Bar { width: 1fr; }
         & .stage-attempt { width: 5; text-align: right; }
         & .stage-time { width: 6; text-align: right; }
-        & .stage-error { height: 1; padding-left: 2; display: none; }
+        & .stage-error {
+            height: 1; padding-left: 2; display: none; text-wrap: nowrap; text-overflow: ellipsis;
+        }
         & .stage-header { height: 1; text-style: bold; }
         & .stage-empty { width: 1fr; content-align: center middle; height: 3; }
         & > .stage-list--cursor { background: $block-cursor-background; }

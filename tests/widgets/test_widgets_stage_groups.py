@@ -422,3 +422,28 @@ async def test_a_stage_name_too_long_for_its_column_ends_in_an_ellipsis() -> Non
         await pilot.pause()
         line = line_with(app, "a-really")
         assert line.split()[0].endswith("…"), line
+
+
+async def test_a_reason_too_long_for_a_narrow_list_is_cut_with_an_ellipsis() -> None:
+    failed = instance("large", "webp", status="FAILED", exit_code=3, error="exit code 3")
+    rows = session(done("small"), failed)
+    rows[-1] = stage_row("publish", status="FAILED", error=f"cancelled: {failed.name} failed")
+    app = StagesApp()
+    async with app.run_test(size=(40, 14)) as pilot:
+        stages = app.query_one(StageList)
+        stages.set_stages(rows)
+        await pilot.pause()
+        lines = screen_lines(app)
+        group_reason = lines[lines.index(line_with(app, " 1/2 ")) + 1].rstrip()
+        assert group_reason == "  ↳ resize[size=large,format=webp]: ex…"  # not wrapped away
+        assert line_with(app, "↳ cancelled").rstrip() == "  ↳ cancelled: resize[size=large,forma…"
+
+
+async def test_a_narrow_groups_row_keeps_its_count_and_cuts_its_name() -> None:
+    app = StagesApp()
+    async with app.run_test(size=(40, 14)) as pilot:
+        stages = app.query_one(StageList)
+        stages.set_stages(session(done("small"), instance("large", status="ACTIVE")))
+        await pilot.pause()
+        row = line_with(app, "ACTIVE")  # the group's row: its name column is 6 cells here
+        assert row.startswith("▸… 1/2 ")
