@@ -3,7 +3,7 @@ over a ``StageRow`` and "now", shared by the stage rows and the lines of matrix 
 
 from __future__ import annotations
 
-from widgets.data import ACTIVE, PAUSED, StageRow
+from widgets.data import ACTIVE, PAUSED, PENDING, StageRow
 from widgets.formatting import human_duration, paused_duration
 
 
@@ -20,8 +20,10 @@ def stage_end(stage: StageRow) -> float | None:
 
 def stage_duration(stage: StageRow, now: float) -> float | None:
     """Seconds the stage has run: to its end if it stopped (:func:`stage_end`), to
-    ``now`` if it runs, None if it never started."""
-    if stage.started_at is None:
+    ``now`` if it runs; None if it never started, or if it is PENDING: waiting to run
+    (again, after a retry or an interrupt), where a time of an earlier attempt would read
+    as this one's."""
+    if stage.started_at is None or stage.status == PENDING:
         return None
     end = stage_end(stage)
     return max(0.0, (now if end is None else end) - stage.started_at)

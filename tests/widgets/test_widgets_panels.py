@@ -157,9 +157,12 @@ async def test_a_paused_stage_shows_how_long_it_has_been_paused() -> None:
         assert train.split()[-1] == "‖2m" and approve.split()[-1] == "‖30s"
 
 
-def test_a_stage_sent_back_to_pending_shows_how_long_its_attempt_ran_and_stops_ticking() -> None:
+def test_a_stage_sent_back_to_pending_shows_no_time_and_does_not_tick() -> None:
+    # an interrupt or a retry: the earlier attempt's time would read as this one's
     interrupted = stage_row("count", status="PENDING", started_at=NOW - 30, updated_at=NOW - 24)
-    assert stage_time(interrupted, NOW + 600) == "6s" and not ticking(interrupted)
+    assert stage_time(interrupted, NOW + 600) == "" and not ticking(interrupted)
+    retried = stage_row("count", status="PENDING", started_at=NOW - 30, finished_at=NOW - 23)
+    assert stage_time(retried, NOW + 600) == "" and not ticking(retried)
     running = stage_row("count", status="ACTIVE", started_at=NOW - 30, updated_at=NOW - 24)
     assert stage_time(running, NOW) == "30s" and ticking(running)
 
