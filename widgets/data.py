@@ -47,6 +47,8 @@ class SessionRow:
     started_at: float | None
     queued: bool = False
     """Queued work no runner holds now: the next worker claims it."""
+    also_running: int = 0
+    """How many more stages run (or are paused) beside ``current_stage``: shown ``+N``."""
 
 
 @dataclass(frozen=True, slots=True)

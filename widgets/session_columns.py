@@ -52,16 +52,23 @@ _STATUS_WIDE_W, _STATUS_NARROW_W = 16, 9
 _NAME_MIN_W = 12
 _BAR_W = 6
 _DROP_ORDER = ("host", "workflow", "stage")
+#: Spare width goes to the name column first, up to this many cells; of the rest, the
+#: stage column gains half, at most :data:`_STAGE_MAX_EXTRA` cells, so that a wide terminal
+#: shows ``resize[size=small,format=png] +2`` whole.
+_NAME_FIRST = 20
+_STAGE_MAX_EXTRA = 24
 
 
 def layout_columns(width: int) -> list[Column]:
     """Columns that fit ``width`` cells, with one space between columns.
 
     Space is given up in this order: the long orphaned label (``⚠orphaned`` becomes ``⚠``), then
-    the host, workflow and stage columns; the name column absorbs any spare width. Public for
-    tests and for the owner's own width decisions.
+    the host, workflow and stage columns; spare width goes to the name column, and on a wide
+    terminal partly to the stage column (:data:`_NAME_FIRST`). Public for tests and for the
+    owner's own width decisions.
     """
     status_w = _STATUS_WIDE_W
+    stage_w = _STAGE_W
     keep = {"host", "workflow", "stage"}
 
     def build(name_w: int) -> list[Column]:
@@ -71,7 +78,7 @@ def layout_columns(width: int) -> list[Column]:
         cols.append(Column("status", "STATUS", status_w))
         cols.append(Column("progress", "PROGRESS", _PROGRESS_W))
         if "stage" in keep:
-            cols.append(Column("stage", "STAGE", _STAGE_W))
+            cols.append(Column("stage", "STAGE", stage_w))
         if "host" in keep:
             cols.append(Column("host", "HOST", _HOST_W))
         cols.append(Column("time", "TIME", _TIME_W, "right"))
@@ -90,6 +97,9 @@ def layout_columns(width: int) -> list[Column]:
         keep.discard(key)
         cols = build(_NAME_MIN_W)
     spare = width - needed(cols)
+    if "stage" in keep and spare > _NAME_FIRST:  # a wide terminal shows instances whole
+        stage_w = _STAGE_W + min((spare - _NAME_FIRST) // 2, _STAGE_MAX_EXTRA)
+        spare -= stage_w - _STAGE_W
     name_w = max(4, _NAME_MIN_W + spare)
     return build(name_w)
 
@@ -118,10 +128,21 @@ def cell_text(row: SessionRow, col: Column) -> Text:
         text.append(" " + pct)
         return text
     if key == "stage":
-        return Text(clean(row.current_stage or ""))
+        return _stage_cell(row, col.width)
     if key == "host":
         return Text(clean(row.host or ""))
     return Text()
+
+
+def _stage_cell(row: SessionRow, width: int) -> Text:
+    """The current stage, and ``+N`` when N more run beside it (as `session list` says):
+    a name too long for the column loses its end, never the count."""
+    name = Text(clean(row.current_stage or ""))
+    if not row.also_running:
+        return name
+    more = f" +{row.also_running}"
+    name.truncate(max(1, width - len(more)), overflow="ellipsis")
+    return name + Text(more)
 
 
 class RenderedRow:

@@ -191,6 +191,7 @@ def session_row(view: SessionView) -> SessionRow:
         finished_at=view.finished_at,
         started_at=view.started_at,
         queued=view.awaiting_worker,
+        also_running=max(0, len(view.running_stages) - 1),
     )
 
 

@@ -309,6 +309,22 @@ async def test_narrow_terminal_drops_low_priority_columns() -> None:
         assert all(len(line) == table.size.width for line in lines)
 
 
+async def test_the_stage_column_says_how_many_more_run_and_grows_on_a_wide_terminal() -> None:
+    instance = "resize[size=small,format=png]"
+    app = TableApp(total=2)
+    app.overrides[0] = {"current_stage": instance, "also_running": 2, "status": "ACTIVE"}
+    app.overrides[1] = {"current_stage": "x" * 80, "also_running": 11, "status": "ACTIVE"}
+    async with app.run_test(size=(200, 10)) as pilot:
+        await pilot.pause()
+        lines = widget_lines(app.query_one(SessionTable))
+        assert f" {instance} +2 " in lines[1]  # whole, as `session list` shows it
+        stage = next(c for c in layout_columns(200) if c.key == "stage")
+        cut = lines[2][lines[2].index("x") :][: stage.width]
+        assert cut.endswith("… +11") and len(cut) == stage.width  # the count is never cut
+    narrow = next(c for c in layout_columns(120) if c.key == "stage")
+    assert narrow.width == 16  # what a 120-column terminal had: its name column keeps it
+
+
 async def test_queued_sessions_no_runner_holds_are_marked_queued() -> None:
     app = TableApp(total=3)
     app.overrides[1] = {"queued": True, "status": "ACTIVE", "host": None}
