@@ -93,7 +93,10 @@ class NewSessionScreen(ModalScreen[NewSession | None]):
 
     def compose(self) -> ComposeResult:
         with _FormScroll(id="new-box"):
-            yield Label("New session: pick a workflow", id="new-title")
+            yield Label(
+                "New session: enter picks a workflow, then name it; enter again starts it",
+                id="new-title",
+            )
             yield OptionList(id="new-workflows")
             yield Input(placeholder="name (optional)", id="new-name", max_length=MAX_NAME)
             yield Vertical(id="new-params")
