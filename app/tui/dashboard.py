@@ -114,6 +114,10 @@ class DashboardScreen(StoreLink):
         self.clock = clock
         self._preloaded: Refreshed | None = None
         self._last_log_id: int | None = None
+        #: The log pane is full and its reader scrolled up (follow off): newer lines are not
+        #: read, so that none of those being read is dropped to make room; following again
+        #: jumps to the newest.
+        self._logs_held = False
         #: The newest event looked at for alerts (failures and gates anywhere in the store).
         self._last_event_id: int | None = None
         self._log_generation = 0
@@ -189,6 +193,7 @@ class DashboardScreen(StoreLink):
             after_log_id=self._last_log_id,
             log_generation=self._log_generation,
             after_event_id=self._last_event_id,
+            read_logs=not self._logs_held,
         )
 
     def request_refresh(self) -> None:
@@ -231,9 +236,21 @@ class DashboardScreen(StoreLink):
         if result.logs and request.log_generation == self._log_generation:
             if request.after_log_id is None:
                 self.log_pane.more_older = len(result.logs) >= data.LOG_PAGE
-            self.log_pane.append(result.logs)
-            self._last_log_id = max(self._last_log_id or 0, result.logs[-1].id)
-            if request.after_log_id is not None and len(result.logs) >= data.NEW_LOGS_LIMIT:
+            logs = result.logs
+            if not self.log_pane.follow:  # a reader: no line of theirs is dropped for room
+                room = max(0, self.log_pane.max_lines - self.log_pane.line_count)
+                if len(logs) > room:
+                    logs = logs[:room]
+                    self._logs_held = True
+                    self._show_log_state()
+            if logs:
+                self.log_pane.append(logs)
+                self._last_log_id = max(self._last_log_id or 0, logs[-1].id)
+            if (
+                not self._logs_held
+                and request.after_log_id is not None
+                and len(result.logs) >= data.NEW_LOGS_LIMIT
+            ):
                 self._catch_up()
 
     def _catch_up(self) -> None:
@@ -306,6 +323,7 @@ class DashboardScreen(StoreLink):
         """Another session under the cursor: its stages and log from scratch."""
         self._log_generation += 1
         self._last_log_id = None
+        self._logs_held = False
         self.log_pane.clear()
         self._show_detail(None)
         self.request_refresh()
@@ -472,13 +490,21 @@ class DashboardScreen(StoreLink):
     @on(FollowChanged)
     def _follow_changed(self) -> None:
         """Follow switches off when the user scrolls up and on again at the bottom: the
-        header says which, so a log that stopped moving is never a mystery."""
+        header says which, so a log that stopped moving is never a mystery. Following
+        again after lines were held jumps to the newest (those held are a page up away)."""
+        if self.log_pane.follow and self._logs_held:
+            self._logs_held = False
+            self._log_generation += 1
+            self._last_log_id = None
+            self.log_pane.clear()
+            self.request_refresh()
         self._show_log_state()
 
     def _show_log_state(self) -> None:
         follow = "on" if self.log_pane.follow else "off"
         wrap = "on" if self.log_pane.wrap else "off"
-        self.log_state.update(Text(f"log: follow {follow} (f), wrap {wrap} (w)"))
+        held = ", newer lines held" if self._logs_held else ""
+        self.log_state.update(Text(f"log: follow {follow} (f){held}, wrap {wrap} (w)"))
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(keys.help_lines(), notes=keys.HELP_NOTES))

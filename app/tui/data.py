@@ -145,6 +145,8 @@ class RefreshRequest:
     log_generation: int
     #: The newest event already looked at for alerts (None: none yet, start from now).
     after_event_id: int | None = None
+    #: False while the log pane holds its lines for a reader (see Dashboard._logs_held).
+    read_logs: bool = True
 
 
 @dataclass(frozen=True)
@@ -272,7 +274,7 @@ def load_refresh(db: Any, request: RefreshRequest) -> Refresh:
     logs: list[LogLine] = []
     if request.session_id is not None:
         detail = load_detail(db, request.session_id)
-        if detail is not None:
+        if detail is not None and request.read_logs:
             logs = load_new_logs(db, request.session_id, request.after_log_id)
     last_event_id, alerts = load_alerts(db, request.after_event_id)
     return Refresh(window, detail, logs, alerts, last_event_id)

@@ -262,6 +262,41 @@ async def test_a_burst_of_lines_is_shown_to_its_end_at_once_while_following(
         assert pane.follow and pane.more_older
 
 
+async def test_a_reader_scrolled_up_keeps_their_lines_while_a_stage_floods_the_pane(
+    ctx: Any, make_app: Any, store_url: str
+) -> None:
+    """The pane holds at most ``max_lines``: once full, newer lines wait rather than push
+    out those being read (the header says so); following again shows the newest."""
+    sid = make_session(ctx)
+    add_logs(store_url, sid, [f"old {i}" for i in range(200)])
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        pane = app.dashboard.log_pane
+        await wait_for(
+            pilot, lambda: bool(pane.lines) and pane.lines[-1].text == "old 199", what="it"
+        )
+        pane.focus()
+        await pilot.press("pageup")
+        await wait_for(pilot, lambda: not pane.follow, what="follow off")
+        top = pane.lines[0].text
+        reading = pane.scroll_offset.y
+        for round_ in range(4):  # a stage keeps printing: more than the pane holds
+            add_logs(store_url, sid, [f"flood {round_} {i}" for i in range(2000)])
+            await pilot.pause(0.3)
+        await wait_for(pilot, lambda: pane.line_count == pane.max_lines, what="a full pane")
+        assert pane.lines[0].text == top and pane.scroll_offset.y == reading
+        assert "newer lines held" in screen_text(app)
+        await pilot.press("f")  # following again: the newest lines
+        await wait_for(
+            pilot,
+            lambda: bool(pane.lines) and pane.lines[-1].text == "flood 3 1999",
+            timeout=2.0,
+            what="the newest line",
+        )
+        assert pane.follow and "newer lines held" not in screen_text(app)
+
+
 async def test_log_pane_leaves_out_debug_records_as_session_logs_does(
     ctx: Any, make_app: Any, store_url: str
 ) -> None:
