@@ -43,6 +43,8 @@ RESYNC_INTERVAL = 3.0
 #: Back-off bounds while the database is unreachable.
 RETRY_MIN, RETRY_MAX = 0.5, 5.0
 CATEGORY = "workflow.session.operations"
+#: A run that ended in one of these counts as a session run (see ``Worker.finished``).
+ENDED = ("COMPLETED", "FAILED")
 
 
 class Worker:
@@ -66,6 +68,8 @@ class Worker:
         self.workflow_id = workflow_id
         self.host = local_host()
         self.pid = os.getpid()
+        #: Sessions whose run ended (COMPLETED or FAILED) here: one handed back at a gate,
+        #: or interrupted, counts once it ends, not at each claim of it.
         self.finished = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -278,6 +282,7 @@ class Worker:
         from store.failures import PermanentStoreError
 
         outcome: Any = None
+        ended = False
         try:
             runner = Runner(
                 self.factory,
@@ -303,6 +308,7 @@ class Worker:
                 level="ERROR",
             )
             self._fail(sid, f"runner crashed: {type(exc).__name__}: {exc}")
+            ended = True
         finally:
             with self._lock:
                 self._runners.pop(sid, None)
@@ -316,8 +322,9 @@ class Worker:
                 else:
                     self.say(f"{sid[:12]} {outcome.status or 'ended'}: {outcome.message}")
         finally:
-            with self._lock:
-                self.finished += 1
+            if ended or (outcome is not None and outcome.status in ENDED):
+                with self._lock:
+                    self.finished += 1
             self._forget_log_file(sid)
             self._wake.set()
 

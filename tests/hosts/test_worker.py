@@ -381,6 +381,8 @@ def test_a_session_waiting_at_a_gate_gives_its_worker_slot_to_the_next_one(queue
     out = workers.output(0)
     assert "waits at manual gate ok: handed back to the queue" in out
     assert workers.stop_all() == [0]
+    # two sessions ran, in three claims: the gated one counts once, when it ends
+    assert "stopped (2 session(s) run)" in workers.output(0)
 
 
 def test_a_failed_stage_stays_failed_when_its_session_comes_back_from_a_gate(queue_ws, workers):  # type: ignore[no-untyped-def]
