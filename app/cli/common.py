@@ -256,8 +256,12 @@ def check_name(value: str | None) -> str | None:
     usage error)."""
     if value is None:
         return None
-    if not value.strip():  # a session no list, no dashboard row could tell apart
-        raise typer.BadParameter("a session name cannot be empty or blank")
+    from store.text import clean_text
+
+    if not clean_text(value).strip():  # a session no list, no dashboard row could tell apart
+        raise typer.BadParameter(
+            "a session name cannot be empty or blank (control characters do not show)"
+        )
     from store.new_session import MAX_NAME, name_too_long
 
     if len(value) > MAX_NAME:

@@ -302,7 +302,7 @@ def run_cmd(
 
 @app.command("worker")
 def worker_cmd(
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1)] = 1,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c")] = 1,
     workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
 ) -> None:
     """Claim and run queued sessions (see 'vc flow run --queue')."""

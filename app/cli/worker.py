@@ -16,8 +16,13 @@ START_RETRY = (0.5, 5.0)
 
 def worker_command(concurrency: int = 1, workflow: str | None = None) -> int:
     """The command: open the store, run until stopped by a signal; the exit code."""
-    if concurrency < 1:
-        raise fail("--concurrency must be at least 1", 2)
+    from store.definitions import MAX_PARALLEL
+
+    if not 1 <= concurrency <= MAX_PARALLEL:
+        raise fail(
+            f"--concurrency {concurrency}: expected a number of sessions from 1 to {MAX_PARALLEL}",
+            2,
+        )
     if workflow is not None:
         from app.cli.session import check_workflow_id
 

@@ -399,12 +399,25 @@ def test_a_name_over_200_characters_is_a_usage_error(store_workspace: Path, args
 @pytest.mark.parametrize(
     "args", [("flow", "session", "create", "hello"), ("flow", "run", "hello", "--queue")]
 )
-@pytest.mark.parametrize("name", ["", "   "], ids=["empty", "blank"])
+@pytest.mark.parametrize(
+    "name",
+    ["", "   ", "\x1b[0m", "\x01\x02", "\u200b"],
+    ids=["empty", "blank", "csi", "c0", "zwsp"],
+)
 def test_an_empty_or_blank_name_is_a_usage_error(store_workspace: Path, args, name: str) -> None:
     result = run(*args, "--name", name)
     assert result.code == 2
     assert "a session name cannot be empty or blank" in one_error_line(result)
     assert no_sessions(store_workspace)
+
+
+@pytest.mark.parametrize("value", ["0", "1025", "99999999999999999999"])
+def test_a_worker_concurrency_out_of_range_is_a_usage_error(workspace: Path, value: str) -> None:
+    result = run("flow", "worker", "--concurrency", value)
+    assert result.code == 2
+    assert one_error_line(result) == (
+        f"vc: error: --concurrency {value}: expected a number of sessions from 1 to 1024"
+    )
 
 
 def test_a_meta_key_given_twice_is_a_usage_error(store_workspace: Path) -> None:
