@@ -406,7 +406,8 @@ def to_workflow_error(
     """The first problem of a failed validation (the first in the file, when lines are
     known) as one :class:`WorkflowError`: ``path:line: key: problem``. The key is the
     deepest one actually written (a missing key is reported on the mapping that lacks it).
-    A problem in the ``params`` section exits 2, like a bad parameter value."""
+    Any problem of the file exits 1, the ``params`` section's too: a file to fix, not a
+    command line (a bad ``--param`` value is a usage error, exit 2: ``ParamError``)."""
     found: list[tuple[float, int, WorkflowError]] = []
     for n, error in enumerate(exc.errors(include_url=False)):
         loc, on_key, text = _phrase(error)
@@ -420,8 +421,7 @@ def to_workflow_error(
             ref_line = locations.value_line(ref) if locations is not None else None
             at_line = f" at line {ref_line}" if ref_line else ""
             text = text.replace("{" + name + "}", render_key(ref) + at_line)
-        code = 2 if loc[:1] == ("params",) else None
-        err = WorkflowError(text, path=path, line=line, key=render_key(loc), exit_code=code)
+        err = WorkflowError(text, path=path, line=line, key=render_key(loc))
         found.append((line if line is not None else math.inf, n, err))
     return min(found, key=lambda item: item[:2])[2]
 

@@ -136,8 +136,8 @@ class WorkflowError(Exception):
     ``str(error)`` is the whole user-facing line; ``problem`` is the bare description, for
     callers that place ``path``/``line``/``key`` themselves (a table, JSON output). It lives
     here, with the other errors, so that catching it costs no YAML or model import.
-    ``exit_code`` is 1, or 2 for a mistake in what a workflow accepts as parameters (its
-    declarations, or the values given to it): both are the caller's input to fix.
+    ``exit_code`` is 1 (a file to fix), or 2 for a parameter value given on the command
+    line that the workflow does not accept (:class:`ParamError`).
     """
 
     exit_code = 1  # the CLI maps errors to exit codes through this attribute

@@ -215,7 +215,7 @@ BAD_DECLARATIONS: list[tuple[str, str, int, str, str]] = [
     [case[1:] for case in BAD_DECLARATIONS],
     ids=[case[0] for case in BAD_DECLARATIONS],
 )
-def test_a_bad_declaration_is_reported_at_its_line_with_exit_code_2(
+def test_a_bad_declaration_is_reported_at_its_line_with_exit_code_1(
     tmp_path: Path, text: str, line: int, key: str, fragment: str
 ) -> None:
     path = tmp_path / "etl.yaml"
@@ -223,12 +223,12 @@ def test_a_bad_declaration_is_reported_at_its_line_with_exit_code_2(
     with pytest.raises(WorkflowError) as info:
         load_workflow_file(path)
     err = info.value
-    assert (err.path, err.line, err.key, err.exit_code) == (str(path), line, key, 2)
+    assert (err.path, err.line, err.key, err.exit_code) == (str(path), line, key, 1)
     assert str(err).startswith(f"{path}:{line}: {key}: ")
     assert fragment in str(err)
 
 
-def test_an_error_outside_params_keeps_exit_code_1() -> None:
+def test_an_error_outside_params_has_exit_code_1_too() -> None:
     assert refusal("stages:\n  - name: a\n    retries: x\n").exit_code == 1
 
 
