@@ -66,6 +66,17 @@ def validate_identifier(value: str, what: str) -> str:
     raise WorkflowError(f"invalid {what} {short_repr(value)}: {reason}")
 
 
+#: Variables vc gives every stage itself (or keeps from it: ``VC_NOTIFY`` holds secrets):
+#: a stage's ``env`` naming one would be overridden without a word.
+OWN_VARIABLES = ("VC_SESSION_ID", "VC_STAGE", "VC_ATTEMPT", "VC_NOTIFY")
+OWN_PREFIXES = (PARAM_PREFIX, OUTPUT_PREFIX, "VC_MATRIX_")
+
+
+def is_own_variable(name: str) -> bool:
+    """Whether vc sets (or removes) ``name`` in every stage's environment itself."""
+    return name in OWN_VARIABLES or name.startswith(OWN_PREFIXES)
+
+
 def is_variable_key(key: str) -> bool:
     """Whether ``key`` may name a parameter or an output (it becomes part of a variable)."""
     return bool(_VARIABLE_KEY.fullmatch(key))

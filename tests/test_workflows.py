@@ -114,6 +114,44 @@ def test_a_display_name_over_200_characters_is_refused_in_a_file_not_in_a_snapsh
     assert len(WorkflowDefinition.from_dict(snapshot).name) == 300  # made before the limit
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "VC_PARAM_X",
+        "VC_OUTPUT_A_B",
+        "VC_MATRIX_SIZE",
+        "VC_SESSION_ID",
+        "VC_STAGE",
+        "VC_ATTEMPT",
+        "VC_NOTIFY",
+    ],
+)
+def test_a_stage_env_naming_a_variable_vc_sets_is_refused_at_its_line(
+    tmp_path: Path, name: str
+) -> None:
+    text = f"stages:\n  - name: a\n    run: env\n    env:\n      OK: 1\n      {name}: x\n"
+    err = error_of(write(tmp_path, "e.yaml", text))
+    assert (err.line, err.key) == (6, f"stages[0].env.{name}")
+    assert f"{name} is set by vc itself" in str(err)
+    snapshot = {"id": "e", "stages": [{"name": "a", "run": "env", "env": {name: "x"}}]}
+    assert WorkflowDefinition.from_dict(snapshot).stages[0].env == {name: "x"}  # made before
+
+
+def test_env_names_of_the_users_own_are_kept(tmp_path: Path) -> None:
+    text = "stages:\n  - name: a\n    env: {VC_HOME: x, VCS: y, MY_VC_PARAM_X: z}\n"
+    env = load_workflow_file(write(tmp_path, "w.yaml", text)).stages[0].env
+    assert env == {"VC_HOME": "x", "VCS": "y", "MY_VC_PARAM_X": "z"}
+
+
+def test_a_checklist_on_a_task_stage_is_refused_at_its_line(tmp_path: Path) -> None:
+    text = "stages:\n  - name: a\n    run: make\n    checklist: [tests green]\n"
+    err = error_of(write(tmp_path, "c.yaml", text))
+    assert (err.line, err.key) == (4, "stages[0].checklist")
+    assert "checklist belongs to a manual gate (a stage without 'run')" in str(err)
+    snapshot = {"id": "c", "stages": [{"name": "a", "run": "make", "checklist": ["x"]}]}
+    assert WorkflowDefinition.from_dict(snapshot).stages[0].checklist == ("x",)
+
+
 def test_stage_round_trips_through_to_dict_and_from_dict(tmp_path: Path) -> None:
     wf = load_workflow_file(write(tmp_path, "etl.yaml", VALID))
     for stage in wf.stages:
