@@ -65,9 +65,14 @@ class DirectReads:
             self.db.end_read()
 
     def list_sessions(
-        self, *, status: str | None = None, workflow_id: str | None = None, limit: int = 50
+        self,
+        *,
+        status: str | tuple[str, ...] | None = None,
+        workflow_id: str | None = None,
+        limit: int = 50,
     ) -> list[SessionView]:
-        """Newest first, at most ``limit``, with their stages."""
+        """Newest first, at most ``limit``, with their stages; ``status`` may be several
+        (any of them)."""
         where, params = _where(status, workflow_id)
         rows = self.db.rows(
             f"SELECT {_SESSION_COLUMNS} FROM flow_sessions{where} "
@@ -76,7 +81,9 @@ class DirectReads:
         )
         return self._views(rows)
 
-    def count_sessions(self, *, status: str | None = None, workflow_id: str | None = None) -> int:
+    def count_sessions(
+        self, *, status: str | tuple[str, ...] | None = None, workflow_id: str | None = None
+    ) -> int:
         where, params = _where(status, workflow_id)
         row = self.db.one(f"SELECT count(*) FROM flow_sessions{where}", params)
         self.db.end_read()
@@ -173,10 +180,15 @@ class DirectReads:
         return views
 
 
-def _where(status: str | None, workflow_id: str | None) -> tuple[str, tuple[Any, ...]]:
+def _where(
+    status: str | tuple[str, ...] | None, workflow_id: str | None
+) -> tuple[str, tuple[Any, ...]]:
     clauses: list[str] = []
     params: list[Any] = []
-    if status:
+    if isinstance(status, tuple):
+        clauses.append(f"status IN ({', '.join('?' for _ in status)})")
+        params.extend(status)
+    elif status:
         clauses.append("status = ?")
         params.append(status)
     if workflow_id:

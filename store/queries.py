@@ -45,11 +45,15 @@ class SessionFilter:
     status: str | None = None
     workflow_id: str | None = None
     text: str | None = None
+    #: Several statuses, any of them (`session list -s paused -s failed`).
+    statuses: tuple[str, ...] = ()
 
     def where(self) -> ColumnElement[bool]:
         clauses: list[ColumnElement[bool]] = []
         if self.status:
             clauses.append(_T.c.status == self.status)
+        if self.statuses:
+            clauses.append(_T.c.status.in_(self.statuses))
         if self.workflow_id:
             clauses.append(_T.c.workflow_id == self.workflow_id)
         if self.text:

@@ -37,11 +37,15 @@ class Reader(Protocol):
     def resolve_session_id(self, session_id: str) -> str: ...
 
     def list_sessions(
-        self, *, status: str | None = None, workflow_id: str | None = None, limit: int = 50
+        self,
+        *,
+        status: str | tuple[str, ...] | None = None,
+        workflow_id: str | None = None,
+        limit: int = 50,
     ) -> list[SessionView]: ...
 
     def count_sessions(
-        self, *, status: str | None = None, workflow_id: str | None = None
+        self, *, status: str | tuple[str, ...] | None = None, workflow_id: str | None = None
     ) -> int: ...
 
     def session_view(self, session_id: str) -> SessionView | None: ...
@@ -71,16 +75,22 @@ class _OrmReads:
         return str(self.ctx.sessions(self.session).resolve_session_id(session_id))
 
     def list_sessions(
-        self, *, status: str | None = None, workflow_id: str | None = None, limit: int = 50
+        self,
+        *,
+        status: str | tuple[str, ...] | None = None,
+        workflow_id: str | None = None,
+        limit: int = 50,
     ) -> list[SessionView]:
-        from store.queries import SessionFilter, list_sessions
+        from store.queries import list_sessions
 
-        return list_sessions(self.session, SessionFilter(status, workflow_id), limit=limit)
+        return list_sessions(self.session, _filter(status, workflow_id), limit=limit)
 
-    def count_sessions(self, *, status: str | None = None, workflow_id: str | None = None) -> int:
-        from store.queries import SessionFilter, count_sessions
+    def count_sessions(
+        self, *, status: str | tuple[str, ...] | None = None, workflow_id: str | None = None
+    ) -> int:
+        from store.queries import count_sessions
 
-        return count_sessions(self.session, SessionFilter(status, workflow_id))
+        return count_sessions(self.session, _filter(status, workflow_id))
 
     def session_view(self, session_id: str) -> SessionView | None:
         from store.queries import get_session_view
@@ -98,6 +108,14 @@ class _OrmReads:
 
         self.session.commit()
         return read_logs(self.session, session_id, **options)
+
+
+def _filter(status: str | tuple[str, ...] | None, workflow_id: str | None) -> Any:
+    from store.queries import SessionFilter
+
+    if isinstance(status, tuple):
+        return SessionFilter(workflow_id=workflow_id, statuses=status)
+    return SessionFilter(status, workflow_id)
 
 
 class _NoStore:

@@ -72,13 +72,18 @@ ParamOpt = Annotated[
 ]
 
 
-def _status_option(value: str | None) -> str | None:
-    if value is None:
+def _status_option(values: list[str] | None) -> tuple[str, ...] | None:
+    """``--status`` (repeatable): the statuses wanted, any of them."""
+    if not values:
         return None
-    upper = value.upper()
-    if upper not in STATUSES:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(STATUSES)}")
-    return upper
+    wanted: list[str] = []
+    for value in values:
+        upper = value.strip().upper()
+        if upper not in STATUSES:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(STATUSES)}")
+        if upper not in wanted:
+            wanted.append(upper)
+    return tuple(wanted)
 
 
 def _rows_option(value: int | None) -> int | None:
@@ -164,8 +169,13 @@ def running_lines(view: Any, label: str) -> list[str]:
 @app.command("list")
 def list_cmd(
     status: Annotated[
-        str | None,
-        typer.Option("--status", "-s", help="Only this status.", callback=_status_option),
+        list[str] | None,
+        typer.Option(
+            "--status",
+            "-s",
+            help="Only this status (repeat it for any of several).",
+            callback=_status_option,
+        ),
     ] = None,
     workflow: Annotated[
         str | None, typer.Option("--workflow", "-w", help="Only this workflow.")
@@ -188,11 +198,12 @@ def list_cmd(
     from app.cli.direct import reading
 
     wanted = (MAX_ROWS if limit is None else limit) if as_json else (limit or LIST_ROWS)
+    statuses = tuple(status) if status else None  # checked and upper-cased (_status_option)
     with translate_errors(), reading() as reader:
-        views = reader.list_sessions(status=status, workflow_id=workflow, limit=wanted)
+        views = reader.list_sessions(status=statuses, workflow_id=workflow, limit=wanted)
         total = len(views)
         if not as_json and len(views) == wanted:
-            total = reader.count_sessions(status=status, workflow_id=workflow)
+            total = reader.count_sessions(status=statuses, workflow_id=workflow)
     if as_json:
         print_json([v.to_json() for v in views])
         return

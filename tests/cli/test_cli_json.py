@@ -84,6 +84,24 @@ def test_session_list_json_filters_by_status_workflow_and_limit(store_workspace:
     assert ids("--limit", "2") == [c, b]
 
 
+def test_session_list_takes_several_statuses_as_any_of_them(store_workspace: Path, cli) -> None:
+    a = create_session(store_workspace, name="a")
+    b = create_session(store_workspace, name="b")
+    create_session(store_workspace, name="c")
+    assert cli("flow", "session", "pause", a).code == 0
+    assert cli("flow", "session", "abort", b).code == 0
+
+    def ids(*args: str) -> list[str]:
+        result = cli("flow", "session", "list", "--json", *args)
+        assert result.code == 0, result.err
+        return [d["id"] for d in result.json()]
+
+    assert ids("-s", "paused", "-s", "FAILED") == [b, a]  # both, not the last one only
+    assert ids("-s", "paused", "-s", "paused") == [a]
+    table = cli("flow", "session", "list", "-s", "paused", "-s", "failed")
+    assert table.code == 0 and a[:8] in table.out and b[:8] in table.out
+
+
 def test_session_list_json_gives_every_session_unless_limited(store_workspace: Path, cli) -> None:
     """The table shows the newest 50 and says so; the JSON is never silently shorter."""
     from store import FlowSessionManager
