@@ -99,7 +99,7 @@ class StatusCountsBar(Widget):
         if cut:
             text.append("…", _DIM)
         if total:
-            text.append("  total ", _DIM)
+            text.append("  total " if text else "total ", _DIM)
             text.append(str(self._counts.total), Style(bold=True))
         return text
 
@@ -124,8 +124,13 @@ class StatusCountsBar(Widget):
             )
             if text.cell_len <= width:
                 return text
-        text.truncate(width, overflow="ellipsis")
-        return text
+        # Not even the most urgent count fits with its label: its number alone, in its
+        # status's colour, and never a number cut short (12345 read as 1234…).
+        urgent = next((s for s in URGENCY if self._counts.counts.get(s)), None)
+        if urgent is None:
+            return Text("")
+        number = Text(str(self._counts.counts[urgent]), status_style(urgent), end="")
+        return number if number.cell_len <= width else Text("…", _DIM)
 
 
 __all__ = ["SHORT_LABELS", "URGENCY", "StatusCountsBar"]

@@ -70,6 +70,8 @@ class StageRow:
     """For an instance of a matrix stage (``resize[size=small,format=png]``), the workflow
     stage it belongs to (``resize``): the stage list shows the instances of one matrix stage
     under one row. None for a stage without a matrix."""
+    summary: bool = False
+    """A matrix stage's own row, summing up its instances (``widgets.stage_groups``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,6 +92,7 @@ def group_row(group: str, rows: Sequence[StageRow], opened: bool) -> StageRow:
         error=error,
         updated_at=min(paused) if status == PAUSED and paused else None,
         group=group,
+        summary=True,
     )
 
 

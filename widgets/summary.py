@@ -47,8 +47,8 @@ class SessionSummary(Static):
             return text
         kept = list(lines)[:MAX_LINES]
         last = kept[-1]
+        last.truncate(width - 1)  # pads when a wide character straddles the cut
         last.rstrip()
-        last.truncate(width - 1)
         last.append("…")
         return Text("\n").join(kept)
 

@@ -22,8 +22,9 @@ def stage_duration(stage: StageRow, now: float) -> float | None:
     """Seconds the stage has run: to its end if it stopped (:func:`stage_end`), to
     ``now`` if it runs; None if it never started, or if it is PENDING: waiting to run
     (again, after a retry or an interrupt), where a time of an earlier attempt would read
-    as this one's."""
-    if stage.started_at is None or stage.status == PENDING:
+    as this one's. A matrix group's row is PENDING while some instances are done and
+    others wait: it keeps the span of those that ran."""
+    if stage.started_at is None or (stage.status == PENDING and not stage.summary):
         return None
     end = stage_end(stage)
     return max(0.0, (now if end is None else end) - stage.started_at)

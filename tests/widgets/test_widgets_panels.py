@@ -239,6 +239,7 @@ async def test_status_counts_bar() -> None:
         (40, "PEND 25  ACT 4  PAUS 2  DONE 2  FAIL 2"),  # the total goes first
         (22, "FAIL 2  PAUS 2  ACT 4…"),  # then what is over: a failure is never cut
         (8, "FAIL 2…"),
+        (5, "2"),  # the failures' number alone, in their colour: never a number cut short
     ],
 )
 async def test_a_narrow_status_counts_bar_keeps_failures_in_view(width: int, expected: str) -> None:
@@ -249,6 +250,27 @@ async def test_a_narrow_status_counts_bar_keeps_failures_in_view(width: int, exp
         bar.set_counts(StatusCounts(counts, 35))
         await pilot.pause()
         assert widget_lines(bar)[0].rstrip() == expected
+
+
+async def test_a_count_too_wide_for_the_bar_is_never_cut_short() -> None:
+    app = CountsApp()
+    async with app.run_test(size=(8, 5)) as pilot:
+        bar = app.query_one(StatusCountsBar)
+        bar.set_counts(StatusCounts({"FAILED": 12345, "ACTIVE": 3}, 12348))
+        await pilot.pause()
+        assert widget_lines(bar)[0].rstrip() == "12345"
+        bar.set_counts(StatusCounts({"FAILED": 123456789}, 123456789))
+        await pilot.pause()
+        assert widget_lines(bar)[0].rstrip() == "…"
+
+
+async def test_an_empty_store_says_total_0_without_a_leading_gap() -> None:
+    app = CountsApp()
+    async with app.run_test(size=(12, 5)) as pilot:
+        bar = app.query_one(StatusCountsBar)
+        bar.set_counts(StatusCounts({}, 0))
+        await pilot.pause()
+        assert widget_lines(bar)[0].rstrip() == "total 0"
 
 
 class ModalApp(App[None]):

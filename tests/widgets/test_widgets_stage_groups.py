@@ -115,6 +115,18 @@ def test_a_group_with_nothing_running_stops_its_clock_when_its_last_instance_sto
     assert stage_time(row, NOW + 600) == "15s"
 
 
+def test_a_pending_group_with_instances_done_keeps_their_time() -> None:
+    """Some instances ran, the others wait (one instance run on its own, or retried): the
+    group's row is PENDING, and its TIME is the span of those that ran, not blank."""
+    rows = [
+        instance("small", status="COMPLETED", started_at=NOW - 50, finished_at=NOW - 40),
+        instance("large", status="PENDING"),
+    ]
+    row = group_row("resize", rows, opened=False)
+    assert row.status == "PENDING" and stage_time(row, NOW + 600) == "10s"
+    assert stage_time(rows[1], NOW + 600) == ""
+
+
 def test_a_group_with_an_instance_running_keeps_its_clock_running() -> None:
     rows = [
         instance("small", status="FAILED", started_at=NOW - 50, finished_at=NOW - 45),

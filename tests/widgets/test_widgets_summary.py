@@ -59,3 +59,13 @@ async def test_a_line_that_fits_is_shown_whole() -> None:
         await pilot.pause()
         rendered = summary.render().plain  # type: ignore[union-attr]
         assert rendered == text and "…" not in rendered
+
+
+async def test_a_cut_between_wide_characters_ends_in_the_ellipsis_without_a_gap() -> None:
+    app = SummaryApp()
+    async with app.run_test(size=(38, 10)) as pilot:
+        summary = app.query_one(SessionSummary)
+        summary.show("PAUSED — waiting: " + "漢字" * 60, "PAUSED")
+        await pilot.pause()
+        last = summary.render().plain.split("\n")[-1]  # type: ignore[union-attr]
+        assert last.endswith("字…") or last.endswith("漢…"), repr(last)
