@@ -49,7 +49,13 @@ from store.definition_base import (
 )
 from store.errors import WorkflowError
 from store.graph import MAX_INSTANCES, is_legacy, scalar_text, stage_needs
-from store.names import OWN_PREFIXES, OWN_VARIABLES, is_own_variable, short_repr
+from store.names import (
+    OWN_PREFIXES,
+    OWN_VARIABLES,
+    is_own_variable,
+    matrix_variable,
+    short_repr,
+)
 from store.param_definitions import (
     ParamDefinition,
     Params,
@@ -194,30 +200,29 @@ class StageDefinition(DefinitionModel):
         None, description="seconds of running time before the stage fails with 'timeout'"
     )
 
-    @field_validator("env")
-    @classmethod
-    def _not_own_variables(cls, env: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        """A file may not set a variable vc sets itself: it would be overridden, silently.
-        A snapshot is taken as it was (one made before this check still loads)."""
-        if (info.context or {}).get("source") == "snapshot":
-            return env
-        for name in env:
-            if is_own_variable(name):
+    @model_validator(mode="after")
+    def _nothing_vc_would_override(self, info: ValidationInfo) -> StageDefinition:
+        """In a file, ``env`` may not set a variable vc sets itself (it would be overridden,
+        silently), and a task stage takes no ``checklist`` (nothing would show it).
+        Snapshots and definitions built in code are taken as they are."""
+        if (info.context or {}).get("source") != "file":
+            return self
+        for name in self.env:
+            own = is_own_variable(name)
+            if own or any(name == matrix_variable(key) for key in self.matrix or {}):
+                what = (
+                    f"{', '.join(OWN_VARIABLES[:3])}, {', '.join(p + '*' for p in OWN_PREFIXES)}"
+                    "; VC_NOTIFY is kept from stages"
+                    if own
+                    else "the stage's matrix gives each instance its value"
+                )
                 raise problem(
-                    f"{name} is set by vc itself ({', '.join(OWN_VARIABLES[:3])}, "
-                    f"{', '.join(p + '*' for p in OWN_PREFIXES)}; VC_NOTIFY is kept from "
-                    "stages): choose another name",
+                    f"{name} is set by vc itself ({what}): choose another name",
+                    "env",
                     name,
                     on_key=True,
                 )
-        return env
-
-    @model_validator(mode="after")
-    def _checklist_of_a_gate(self, info: ValidationInfo) -> StageDefinition:
-        """A checklist is what to check before passing a manual gate: on a task stage
-        nothing would ever show it."""
-        in_file = (info.context or {}).get("source") == "file"
-        if self.checklist and self.run is not None and in_file:
+        if self.checklist and self.run is not None:
             raise problem(
                 "checklist belongs to a manual gate (a stage without 'run'): "
                 "nothing shows it on a task stage",

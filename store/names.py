@@ -67,14 +67,21 @@ def validate_identifier(value: str, what: str) -> str:
 
 
 #: Variables vc gives every stage itself (or keeps from it: ``VC_NOTIFY`` holds secrets):
-#: a stage's ``env`` naming one would be overridden without a word.
+#: a stage's ``env`` naming one would be overridden without a word. So would
+#: ``VC_MATRIX_<KEY>`` for a key of the stage's own matrix (:func:`matrix_variable`).
 OWN_VARIABLES = ("VC_SESSION_ID", "VC_STAGE", "VC_ATTEMPT", "VC_NOTIFY")
-OWN_PREFIXES = (PARAM_PREFIX, OUTPUT_PREFIX, "VC_MATRIX_")
+OWN_PREFIXES = (PARAM_PREFIX, OUTPUT_PREFIX)
+MATRIX_PREFIX = "VC_MATRIX_"
 
 
 def is_own_variable(name: str) -> bool:
     """Whether vc sets (or removes) ``name`` in every stage's environment itself."""
     return name in OWN_VARIABLES or name.startswith(OWN_PREFIXES)
+
+
+def matrix_variable(key: str) -> str:
+    """The variable an instance of a matrix stage gets its value of ``key`` in."""
+    return MATRIX_PREFIX + key.upper()
 
 
 def is_variable_key(key: str) -> bool:

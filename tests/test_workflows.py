@@ -119,7 +119,6 @@ def test_a_display_name_over_200_characters_is_refused_in_a_file_not_in_a_snapsh
     [
         "VC_PARAM_X",
         "VC_OUTPUT_A_B",
-        "VC_MATRIX_SIZE",
         "VC_SESSION_ID",
         "VC_STAGE",
         "VC_ATTEMPT",
@@ -138,9 +137,26 @@ def test_a_stage_env_naming_a_variable_vc_sets_is_refused_at_its_line(
 
 
 def test_env_names_of_the_users_own_are_kept(tmp_path: Path) -> None:
-    text = "stages:\n  - name: a\n    env: {VC_HOME: x, VCS: y, MY_VC_PARAM_X: z}\n"
+    text = (
+        "stages:\n  - name: a\n    env: {VC_HOME: x, VCS: y, MY_VC_PARAM_X: z, VC_MATRIX_R: eu}\n"
+    )
     env = load_workflow_file(write(tmp_path, "w.yaml", text)).stages[0].env
-    assert env == {"VC_HOME": "x", "VCS": "y", "MY_VC_PARAM_X": "z"}
+    assert env == {"VC_HOME": "x", "VCS": "y", "MY_VC_PARAM_X": "z", "VC_MATRIX_R": "eu"}
+
+
+def test_a_stage_env_naming_a_key_of_its_own_matrix_is_refused(tmp_path: Path) -> None:
+    text = (
+        "stages:\n  - name: a\n    run: env\n    matrix: {size: [s, m]}\n"
+        "    env: {VC_MATRIX_REGION: eu, VC_MATRIX_SIZE: xl}\n"
+    )
+    err = error_of(write(tmp_path, "m.yaml", text))
+    assert (err.line, err.key) == (5, "stages[0].env.VC_MATRIX_SIZE")
+    assert "the stage's matrix gives each instance its value" in str(err)
+
+
+def test_definitions_built_in_code_are_taken_as_they_are() -> None:
+    stage = StageDefinition("a", run="make", env={"VC_STAGE": "x"}, checklist=("y",))
+    assert stage.env == {"VC_STAGE": "x"} and stage.checklist == ("y",)
 
 
 def test_a_checklist_on_a_task_stage_is_refused_at_its_line(tmp_path: Path) -> None:

@@ -66,6 +66,7 @@ from store.errors import (
 )
 from store.failures import PermanentStoreError, StoreFailure
 from store.graph import fail_fast, instance_waits, max_parallel, stage_of
+from store.names import matrix_variable
 from store.queries import SessionView, StageView, get_session_view
 from store.space import StoreSpace
 from store.status import SessionStatus, StageStatus
@@ -700,9 +701,8 @@ class Runner(ManualGates):
         env.update({str(k): str(v) for k, v in (stage.config.get("env") or {}).items()})
         env = stage_environment(env, self._params, self._stage_outputs.items())
         env.update(VC_SESSION_ID=self.session_id, VC_STAGE=stage.name, VC_ATTEMPT=str(attempt))
-        for key, value in (stage.config.get("instance") or {}).items():
-            env[f"VC_MATRIX_{str(key).upper()}"] = str(value)
-        return env
+        instance = stage.config.get("instance") or {}
+        return env | {matrix_variable(str(k)): str(v) for k, v in instance.items()}
 
     def _stage_cwd(self, stage: StageView) -> str:
         """The stage's ``cwd`` (``~`` and ``$VARS`` expanded; relative to the workspace), or
