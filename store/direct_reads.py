@@ -186,8 +186,9 @@ def _where(
     clauses: list[str] = []
     params: list[Any] = []
     if isinstance(status, tuple):
-        clauses.append(f"status IN ({', '.join('?' for _ in status)})")
-        params.extend(status)
+        if status:  # none given: no filter, as SessionFilter(statuses=()) on the ORM path
+            clauses.append(f"status IN ({', '.join('?' for _ in status)})")
+            params.extend(status)
     elif status:
         clauses.append("status = ?")
         params.append(status)

@@ -27,15 +27,16 @@ Pairs = list[tuple[str, str]]
 
 def parse_stage(spec: str) -> tuple[str, Pairs | None]:
     """``STAGE`` -> (STAGE, None); ``STAGE[k=v,…]`` -> (STAGE, [(k, v), …]) as written.
-    A form no stage or instance name can take raises :class:`InvalidStageName`."""
+    A form no stage or instance name can take (``''``, ``a:b``, ``x[`` …) raises
+    :class:`InvalidStageName`."""
     if "[" not in spec and "]" not in spec:
-        return spec, None
+        return _named(spec), None
     found = _INSTANCE.fullmatch(spec)
     if found is None:
         raise InvalidStageName(
             f"invalid stage {spec!r}: use STAGE or STAGE[key=value,…] (one matrix instance)"
         )
-    stage, inner = found.group(1), found.group(2)
+    stage, inner = _named(found.group(1)), found.group(2)
     pairs: Pairs = []
     for part in inner.split(","):
         key, sep, value = part.partition("=")
@@ -51,6 +52,16 @@ def parse_stage(spec: str) -> tuple[str, Pairs | None]:
     return stage, pairs
 
 
+def _named(stage: str) -> str:
+    """``stage`` if a stage can be called so (every stage name is checked by the same rule
+    when it is made), else :class:`InvalidStageName`: a usage error, found before any
+    workflow or session is looked up."""
+    try:
+        return validate_identifier(stage, "stage")
+    except WorkflowError as exc:
+        raise InvalidStageName(str(exc)) from None
+
+
 def select_stage(spec: str, rows: Sequence[tuple[str, Mapping[str, Any]]], owner: str) -> str:
     """The ``only_stage`` that ``spec`` means among ``rows`` (stage rows as (name, config),
     in position order). ``owner`` words the refusals (``workflow 'thumbs'``,
@@ -61,10 +72,6 @@ def select_stage(spec: str, rows: Sequence[tuple[str, Mapping[str, Any]]], owner
     names = [name for name, _ in rows]
     stages = list(dict.fromkeys(stage_of(name, config) for name, config in rows))
     if stage not in stages:
-        try:
-            validate_identifier(stage, "stage")
-        except WorkflowError as exc:  # no stage can be called so: a usage error
-            raise InvalidStageName(str(exc)) from None
         raise StageNotFound(
             f"{owner} has no stage {stage!r}{suggest(stage, stages)}; stages: {listed(stages)}"
         )

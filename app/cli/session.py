@@ -703,6 +703,11 @@ def logs_cmd(
     if level is not None and level.upper() not in LEVELS:
         raise fail(f"invalid --level {level!r}: use one of {', '.join(LEVELS)}", 2)
     min_level = level.upper() if level else "INFO"
+    if stage is not None:
+        from store.stage_select import parse_stage
+
+        with translate_errors():
+            parse_stage(stage)  # a name no stage can have: a usage error, nothing opened
     color = use_color()
     with translate_errors(), reading() as reader:
         sid = reader.resolve_session_id(session_id)

@@ -202,6 +202,14 @@ def test_session_logs_refuses_a_stage_the_session_does_not_have(
     assert "has no stage 'nope'; stages: greet, count, done" in one_error_line(result)
 
 
+def test_session_logs_checks_the_stage_name_before_looking_for_the_session(
+    store_workspace: Path,
+) -> None:
+    result = run("flow", "session", "logs", "abcd", "--stage", "")
+    assert result.code == 2
+    assert one_error_line(result) == "vc: error: invalid stage '': must not be empty"
+
+
 @pytest.mark.parametrize("stage", ["", "a:b"])
 def test_session_logs_refuses_a_name_no_stage_can_have_as_a_usage_error(
     store_workspace: Path, stage: str

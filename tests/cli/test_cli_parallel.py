@@ -127,6 +127,16 @@ def test_a_malformed_stage_or_instance_is_a_usage_error_and_creates_nothing(
     assert no_sessions(workspace)
 
 
+@pytest.mark.parametrize("target", ["nosuch:a b", "nosuch:a:b", "nosuch:x[size=1"])
+def test_a_malformed_stage_is_a_usage_error_before_the_workflow_is_looked_up(
+    workspace: Path, target: str
+) -> None:
+    result = run("flow", "run", target)
+    assert result.code == 2
+    assert one_error_line(result).startswith("vc: error: invalid stage ")
+    assert no_sessions(workspace)
+
+
 def test_an_instance_a_session_does_not_have_is_refused_and_changes_nothing(
     workspace: Path, thumbs: str
 ) -> None:
