@@ -96,11 +96,16 @@ def failure(exc: BaseException) -> tuple[str, int] | None:
     return None
 
 
-def moment_text(ts: float) -> str:
-    """A moment as a person reads it: local date and time, and how long ago."""
+def clock_text(ts: float) -> str:
+    """A moment in local date and time, to the second."""
     import time
 
-    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ts))} ({age_text(ts)} ago)"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def moment_text(ts: float) -> str:
+    """A moment as a person reads it: local date and time, and how long ago."""
+    return f"{clock_text(ts)} ({age_text(ts)} ago)"
 
 
 def age_text(ts: float | None) -> str:

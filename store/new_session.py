@@ -45,6 +45,26 @@ def name_too_long(name: str) -> str:
     return f"a session name holds at most {MAX_NAME} characters, got {len(name):,}"
 
 
+#: Letters that draw nothing (Hangul fillers, the braille blank): a name of them is blank.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+
+
+def is_blank_name(name: str) -> bool:
+    """Whether ``name`` shows as nothing: only spaces, controls, format characters
+    (zero-width joiners, soft hyphens, bidi marks, tags), combining marks and letters that
+    draw nothing. No list or table could tell such a session apart."""
+    import unicodedata
+
+    from store.text import clean_text
+
+    return all(  # once escape sequences are gone, as every front end shows it
+        c.isspace()
+        or c in _BLANK_LETTERS
+        or unicodedata.category(c) in ("Cc", "Cf", "Mn", "Me", "Zs", "Zl", "Zp")
+        for c in clean_text(name)
+    )
+
+
 def new_session_id() -> str:
     return uuid.uuid4().hex
 

@@ -7,7 +7,6 @@ here, in one place, before display. Tabs become spaces; newlines are kept only w
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Sequence
 
@@ -62,5 +61,7 @@ def listed(names: Sequence[str]) -> str:
 
 def suggest(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'build'?)`` when one of ``choices`` is close to ``word``, else ''."""
+    import difflib  # only a refusal needs it: the quick commands import this module
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""

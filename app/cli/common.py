@@ -256,13 +256,12 @@ def check_name(value: str | None) -> str | None:
     usage error)."""
     if value is None:
         return None
-    from store.text import clean_text
+    from store.new_session import MAX_NAME, is_blank_name, name_too_long
 
-    if not clean_text(value).strip():  # a session no list, no dashboard row could tell apart
+    if is_blank_name(value):  # a session no list, no dashboard row could tell apart
         raise typer.BadParameter(
             "a session name cannot be empty or blank (control characters do not show)"
         )
-    from store.new_session import MAX_NAME, name_too_long
 
     if len(value) > MAX_NAME:
         raise typer.BadParameter(name_too_long(value))

@@ -331,7 +331,7 @@ def details_text(db: Any, session_id: str) -> str | None:
     import json
     import time
 
-    from app.console import moment_text, runner_text
+    from app.console import clock_text, moment_text, runner_text
     from store.names import param_text
 
     view = get_session_view(db, session_id)
@@ -383,7 +383,7 @@ def details_text(db: Any, session_id: str) -> str | None:
         stage = f" {clean_text(e.stage)}" if e.stage else ""
         reason = f"  ({clean_text(e.reason)})" if e.reason else ""
         lines.append(
-            f"  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(e.at))}  {e.op}{stage}  "
+            f"  {clock_text(e.at)}  {e.op}{stage}  "
             f"{e.from_status or '-'} -> "
             f"{e.to_status or '-'}  by {clean_text(e.actor)}@{clean_text(e.host)}:{e.pid}"
             f"{reason}"

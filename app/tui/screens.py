@@ -21,7 +21,7 @@ from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from app.tui.messages import WorkflowsFound
-from store.new_session import MAX_NAME
+from store.new_session import MAX_NAME, is_blank_name
 
 
 class DetailsScreen(ModalScreen[None]):
@@ -238,7 +238,17 @@ class NewSessionScreen(ModalScreen[NewSession | None]):
                 return
             if field.value != "":
                 params[key] = field.value
-        name = self.query_one("#new-name", Input).value.strip() or None
+        name_field = self.query_one("#new-name", Input)
+        name = name_field.value.strip() or None
+        if name is not None and is_blank_name(name):  # as `--name` refuses it
+            name_field.focus()
+            self.notify(
+                "a session name cannot be blank (control characters do not show)",
+                title="name refused",
+                severity="warning",
+                markup=False,
+            )
+            return
         self.dismiss((option.id, name, params))
 
     def action_cancel(self) -> None:

@@ -401,14 +401,19 @@ def test_a_name_over_200_characters_is_a_usage_error(store_workspace: Path, args
 )
 @pytest.mark.parametrize(
     "name",
-    ["", "   ", "\x1b[0m", "\x01\x02", "\u200b"],
-    ids=["empty", "blank", "csi", "c0", "zwsp"],
+    ["", "   ", "\x1b[0m", "\x01\x02", "\u200b", "\u200d\u00ad", "\u3164", "\u2800"],
+    ids=["empty", "blank", "csi", "c0", "zwsp", "zwj-shy", "hangul-filler", "braille-blank"],
 )
 def test_an_empty_or_blank_name_is_a_usage_error(store_workspace: Path, args, name: str) -> None:
     result = run(*args, "--name", name)
     assert result.code == 2
     assert "a session name cannot be empty or blank" in one_error_line(result)
     assert no_sessions(store_workspace)
+
+
+@pytest.mark.parametrize("name", ["a\u200d", "日本", "\U0001f600", "é"])
+def test_a_name_that_shows_something_is_kept(store_workspace: Path, name: str) -> None:
+    assert run("flow", "session", "create", "hello", "--name", name).code == 0
 
 
 @pytest.mark.parametrize("value", ["0", "1025", "99999999999999999999"])

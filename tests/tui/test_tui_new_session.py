@@ -180,3 +180,23 @@ async def test_on_a_small_screen_every_field_and_start_can_be_reached_and_seen(
             focused = screen.focused
             assert focused is not None and focused.id == expected
             assert screen.region.contains_region(focused.region), f"{expected} off screen"
+
+
+async def test_a_name_that_shows_nothing_is_refused_as_the_cli_refuses_it(
+    ctx: Any, make_app: Any
+) -> None:
+    (ctx.settings.workflows_dir / "etl.yaml").write_text(textwrap.dedent(ETL).lstrip())
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        screen = await form_of_etl(pilot)
+        await pilot.press("enter")  # picks etl: the name field has the focus
+        screen.query_one("#new-name").value = "\u200b\u200d"
+        screen.query_one("#param-target").value = "prod"
+        await pilot.press("enter")
+        await wait_for(
+            pilot,
+            lambda: any("a session name cannot be blank" in n for n in notifications(app)),
+            what="the refusal",
+        )
+        assert app.screen is screen and screen.focused is screen.query_one("#new-name")
