@@ -21,7 +21,7 @@ from typing import Any
 
 import typer
 
-from app.console import age_text, error_line, failure, warning_line
+from app.console import error_line, failure, warning_line
 from app.context import Context, open_context
 
 #: The lines of app.console, where the commands have always found them.
@@ -236,10 +236,6 @@ def render_table(
             parts.append(text)
         lines.append(fit("  ".join(parts).rstrip(), width))
     return "\n".join(lines)
-
-
-def age(ts: float | None) -> str:
-    return age_text(ts)
 
 
 def progress_text(value: float, width: int = 10) -> str:

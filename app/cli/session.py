@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from app.cli.common import (
-    age,
     check_name,
     confirm,
     echo,
@@ -45,6 +44,7 @@ from app.cli.common import (
     use_color,
     warning_line,
 )
+from app.console import age_text
 
 if TYPE_CHECKING:
     from store.queries import LogView
@@ -230,7 +230,7 @@ def list_cmd(
             progress_text(v.progress, bar),
             stage_cell(v),
             v.runner_host or "-",
-            age(v.created_at),
+            age_text(v.created_at),
         ]
         for v in views
     ]

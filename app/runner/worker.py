@@ -43,8 +43,6 @@ RESYNC_INTERVAL = 3.0
 #: Back-off bounds while the database is unreachable.
 RETRY_MIN, RETRY_MAX = 0.5, 5.0
 CATEGORY = "workflow.session.operations"
-#: A run that ended in one of these counts as a session run (see ``Worker.finished``).
-ENDED = ("COMPLETED", "FAILED")
 
 
 class Worker:
@@ -322,7 +320,9 @@ class Worker:
                 else:
                     self.say(f"{sid[:12]} {outcome.status or 'ended'}: {outcome.message}")
         finally:
-            if ended or (outcome is not None and outcome.status in ENDED):
+            from store.status import TERMINAL
+
+            if ended or (outcome is not None and outcome.status in TERMINAL):
                 with self._lock:
                     self.finished += 1
             self._forget_log_file(sid)

@@ -259,10 +259,16 @@ class DashboardScreen(StoreLink):
         pane jumps to the newest lines (those in between are a page up away, as after a
         new selection); scrolled up, the next lines are read at once."""
         if self.log_pane.follow:
-            self._log_generation += 1
-            self._last_log_id = None
-            self.log_pane.clear()
+            self._restart_log()
         self.request_refresh()
+
+    def _restart_log(self) -> None:
+        """Read the log from its newest lines again: a new generation, so that an answer
+        to an older request is dropped, and an empty pane (following)."""
+        self._log_generation += 1
+        self._last_log_id = None
+        self._logs_held = False
+        self.log_pane.clear()
 
     def _select_if_shown(self, offset: int, rows: Sequence[SessionRow]) -> None:
         """The cursor goes to the session a new-session form just made, once a refresh
@@ -321,10 +327,7 @@ class DashboardScreen(StoreLink):
 
     def watch_selected_id(self) -> None:
         """Another session under the cursor: its stages and log from scratch."""
-        self._log_generation += 1
-        self._last_log_id = None
-        self._logs_held = False
-        self.log_pane.clear()
+        self._restart_log()
         self._show_detail(None)
         self.request_refresh()
 
@@ -493,10 +496,7 @@ class DashboardScreen(StoreLink):
         header says which, so a log that stopped moving is never a mystery. Following
         again after lines were held jumps to the newest (those held are a page up away)."""
         if self.log_pane.follow and self._logs_held:
-            self._logs_held = False
-            self._log_generation += 1
-            self._last_log_id = None
-            self.log_pane.clear()
+            self._restart_log()
             self.request_refresh()
         self._show_log_state()
 
