@@ -751,7 +751,9 @@ def logs_cmd(
                         return
                 time.sleep(0.25)
         except KeyboardInterrupt:
-            return
+            # Stopped before the session ended: 130, as `wait` and `tail -f` answer, so a
+            # script does not take the session for done. Quietly: the user asked for it.
+            raise typer.Exit(130) from None
 
 
 _LEVEL_COLORS = {"DEBUG": "2", "WARNING": "33", "ERROR": "31"}

@@ -269,6 +269,38 @@ def test_session_logs_follow_prints_new_lines_until_the_session_ends(
     assert out.endswith(" the end\n")
 
 
+def test_session_logs_follow_stopped_by_ctrl_c_exits_130_without_a_word(
+    store_workspace: Path,
+) -> None:
+    import signal
+
+    from store import FlowSessionManager
+
+    sid = create_session(store_workspace)
+    with store(store_workspace) as db:
+        FlowSessionManager(db).start_session(sid, runner_pid=1, runner_host="elsewhere")
+    add_logs(store_workspace, sid, [("INFO", "greet", "before")])
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "app.main", "flow", "session", "logs", sid, "--follow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env_for(),
+    )
+    try:
+        assert follower.stdout is not None
+        assert follower.stdout.readline().endswith("[greet] before\n")
+        time.sleep(0.6)  # in its loop of reads by now
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=20)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 130  # the session has not ended: not a success
+    assert err == ""
+
+
 def test_session_logs_of_a_real_run_show_the_stage_output(store_workspace: Path) -> None:
     result = run("flow", "run", "hello")
     assert result.code == 0, result.err
