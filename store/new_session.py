@@ -65,6 +65,10 @@ def is_blank_name(name: str) -> bool:
     )
 
 
+#: The refusal of a blank name, the same from the Python API, the CLI and the dashboard.
+BLANK_NAME = "a session name cannot be empty or blank (control characters do not show)"
+
+
 def new_session_id() -> str:
     return uuid.uuid4().hex
 
@@ -107,10 +111,12 @@ def new_session(
     documents them). Bad input raises before anything is decided: an invalid workflow id
     (:class:`~store.errors.WorkflowError`), parameter values the workflow does not accept
     (:class:`~store.errors.ParamError`), a ``max_parallel`` a workflow file could not hold
-    (ValueError)."""
+    or a name that is too long or blank (ValueError)."""
     validate_identifier(workflow_id, "workflow id")
     if name is not None and len(name) > MAX_NAME:
         raise ValueError(name_too_long(name))
+    if name is not None and is_blank_name(name):
+        raise ValueError(BLANK_NAME)
     if max_parallel is not None:
         from store.definitions import MAX_PARALLEL
 

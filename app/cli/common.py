@@ -252,12 +252,10 @@ def check_name(value: str | None) -> str | None:
     usage error)."""
     if value is None:
         return None
-    from store.new_session import MAX_NAME, is_blank_name, name_too_long
+    from store.new_session import BLANK_NAME, MAX_NAME, is_blank_name, name_too_long
 
     if is_blank_name(value):  # a session no list, no dashboard row could tell apart
-        raise typer.BadParameter(
-            "a session name cannot be empty or blank (control characters do not show)"
-        )
+        raise typer.BadParameter(BLANK_NAME)
 
     if len(value) > MAX_NAME:
         raise typer.BadParameter(name_too_long(value))

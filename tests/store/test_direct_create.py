@@ -167,3 +167,15 @@ def test_a_failed_create_on_the_driver_path_leaves_nothing(db: Any, direct: Dire
     with pytest.raises(direct.errors):
         DirectCreate(direct).create(new)
     assert _stored(db, new.id) == ([], [], [])
+
+
+@pytest.mark.parametrize("name", ["", "   ", "\x1b[0m", "\u200b", "\u3164"])
+def test_a_blank_name_is_refused_by_the_python_api_and_nothing_is_stored(
+    db: Any, name: str
+) -> None:
+    """The rule `--name` and the dashboard's form apply, for a script that calls the store."""
+    manager = FlowSessionManager(db)
+    with pytest.raises(ValueError, match="cannot be empty or blank"):
+        manager.create_session("shards", name=name, definition=load_workflow_text(WORKFLOW))
+    db.commit()
+    assert db.connection().execute(text("SELECT count(*) FROM flow_sessions")).scalar() == 0
