@@ -7,11 +7,13 @@ what is declared here and in :class:`~app.runner.store_link.StoreLink`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from app.runner.attempt import kill_timeout_of
 from app.runner.process import find_session_processes, kill_groups, kill_leftover_group
 from app.runner.store_link import StoreLink
+from store.graph import fail_fast
 from store.queries import SessionView, StageView
 from store.status import StageStatus
 
@@ -27,8 +29,14 @@ class Recovery(StoreLink):
         group is removed (only if its recorded start time still matches, so a reused pid is
         never signalled), and the stage goes back to PENDING to run again as a new attempt.
         A manual gate keeps its state: the gate logic knows whether it was passed. True if a
-        stage was reset (the caller's view is then stale)."""
+        stage was reset (the caller's view is then stale).
+
+        In a ``fail_fast`` session with a stage already FAILED, the runner before was
+        cancelling the others when it died: an interrupted stage is recorded cancelled
+        instead, as that runner would have (it never runs again in this run)."""
         changed = False
+        first = first_failed(view.stages) if fail_fast(view.definition or {}) else None
+        cancelled = None if first is None else f"cancelled: {first.name} failed"
         for stage in view.stages:
             if stage.stage_type == "manual" or stage.status == StageStatus.COMPLETED:
                 continue
@@ -52,7 +60,17 @@ class Recovery(StoreLink):
                     "WARNING",
                     stage.name,
                 )
-            if interrupted:
+            if interrupted and cancelled is not None:
+                # Its cancellation was under way when the runner before died: it stays
+                # cancelled, and the session fails with the first failure (run()).
+                changed = True
+                self.stages.move_stage(stage.id, StageStatus.FAILED, error=cancelled)
+                self._say(
+                    f"attempt {stage.attempt} was interrupted; stage {cancelled}",
+                    "WARNING",
+                    stage.name,
+                )
+            elif interrupted:
                 changed = True
                 self.stages.move_stage(stage.id, StageStatus.PENDING)
                 self._say(
@@ -116,3 +134,29 @@ class Recovery(StoreLink):
                 "WARNING",
                 name,
             )
+
+
+def failure_reason(stage: str, error: str) -> str:
+    """The session's reason when ``stage`` failed for good with ``error``."""
+    return "timeout" if error == "timeout" else f"stage {stage} failed: {error}"
+
+
+def first_failed(stages: Sequence[StageView]) -> StageView | None:
+    """The stage whose failure is the session's, as a runner before this one left it: the
+    first to fail; a stage cancelled because of another counts only when no other failure
+    is recorded."""
+    failed = sorted(
+        (s for s in stages if s.status == StageStatus.FAILED),
+        key=lambda s: s.finished_at or 0.0,
+    )
+    if not failed:
+        return None
+    return next((s for s in failed if not (s.error or "").startswith("cancelled:")), failed[0])
+
+
+def failure_before(stages: Sequence[StageView]) -> str | None:
+    """The session's failure as a runner before this one left it (``fail_fast: false``: a
+    stage FAILED, the others went on; ``fail_fast``: it died while cancelling the others):
+    the reason a run fails the session with."""
+    first = first_failed(stages)
+    return None if first is None else failure_reason(first.name, first.error or "failed")

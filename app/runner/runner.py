@@ -10,21 +10,19 @@ it (a cheap status poll, at most :data:`POLL_INTERVAL` apart while a stage runs 
 * ACTIVE  -> SIGCONT;
 * FAILED (abort) or the session deleted -> SIGTERM, then SIGKILL after ``kill_timeout``.
 
-Crash safety: the stage's pid and process start time are recorded right after the spawn,
-so a later runner can remove a leftover process (never a reused pid: the start time is
-compared); what a runner killed before that record left is found by its environment
-(:meth:`Runner._remove_unrecorded`). A stage is marked COMPLETED only after its process
-exited 0 and its output is in the store
-(:meth:`~app.runner.supervision.Supervision._try_complete`). A COMPLETED stage is
-skipped by every later runner, whatever crashed when; an interrupted one runs
-again as a new attempt, never beside a copy of itself. A full store disk stops the session
-before its next stage (:meth:`Runner._stop_on_full_disk`).
+Crash safety: the stage's pid and process start time are recorded right after the spawn, so
+a later runner can remove what is left (never a reused pid), and finds by its environment
+what was never recorded (:meth:`Runner._remove_unrecorded`). A stage is marked COMPLETED
+only after its process exited 0 and its output is in the store
+(:meth:`Supervision._try_complete`). A COMPLETED stage is skipped by every later runner,
+whatever crashed when; an interrupted one runs again as a new attempt, never beside a copy
+of itself (or stays cancelled: a fail_fast session's failure stands,
+:meth:`Recovery._cleanup_leftovers`). A full store disk stops the session before its next
+stage (:meth:`Runner._stop_on_full_disk`).
 
-Ctrl-C (or SIGTERM) on a runner pauses the session instead of leaving an orphan: the
-running stage is terminated (its output pipes end with this process, so it could not go
-on unsupervised), reset to PENDING, and the session is PAUSED with reason
-``interrupted``. ``vc flow session resume`` then starts a detached runner that reruns the
-stage as a new attempt.
+Ctrl-C (or SIGTERM) on a runner pauses the session instead of leaving an orphan: the running
+stage is terminated (its output pipes end with this process: it could not go on unsupervised),
+reset to PENDING, and the session is PAUSED with reason ``interrupted``; a resume reruns it.
 """
 
 from __future__ import annotations
@@ -44,6 +42,7 @@ from app.runner.manual_gates import ManualGates, checklist_suffix
 from app.runner.notifications import SessionAnnouncer
 from app.runner.outputs import OutputRecorder, stage_environment
 from app.runner.process import StageProcess, StageStartError, wait_any
+from app.runner.recovery import failure_before
 from app.runner.schedule import FAILED, RUNNING, TODO, Schedule
 from app.runner.store_link import (
     LISTEN_AFTER,
@@ -54,7 +53,6 @@ from app.runner.store_link import (
     _Persistent,
     _TakenOver,
 )
-from app.runner.supervision import failure_before
 from store import FlowSessionManager, StageManager
 from store.changes import Lease, StageMove
 from store.errors import (
@@ -321,9 +319,9 @@ class Runner(ManualGates):
         """Run what is left: every instance whose needs are COMPLETED, up to the session's
         ``max_parallel`` at once (app.runner.schedule), in one loop that reads the desired
         state, enforces it on every running process group, looks at each attempt and
-        starts what became free. The stage states read once here stay true while we go:
-        only this runner moves a stage forward; what others may do (abort, approve,
-        delete) is read by the loop."""
+        starts what became free (nothing in a ``fail_fast`` session that has a failure). The
+        stage states read once here stay true while we go: only this runner moves a stage
+        forward; what others do (abort, approve, delete) is read by the loop."""
         self._params = dict(view.params)
         self._announcer.configure(view)
         # A matrix instance's outputs stay in the store (JSON, API): one VC_OUTPUT_* per
@@ -358,6 +356,8 @@ class Runner(ManualGates):
             max_parallel=max_parallel(snapshot),
             only=only,
         )
+        if self._fail_fast and self._first_failure is not None:
+            return self._fail_session(self._first_failure)
         try:
             return self._drive()
         except Interrupted:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from app.runner.attempt import AttemptResult, RunningAttempt, StageOutput, terminate_all
 from app.runner.outputs import OutputRecorder
 from app.runner.process import StageProcess
-from app.runner.recovery import Recovery
+from app.runner.recovery import Recovery, failure_reason
 from app.runner.schedule import DONE, FAILED, TODO, Schedule
 from app.runner.store_link import _STORE_ERRORS, Outcome
 from store.changes import StageMove
@@ -339,26 +339,6 @@ def _all_read(proc: StageProcess) -> Callable[[float], bool]:
 def _stored(mirror: Any, mark: int) -> Callable[[float], bool]:
     """A wait (seconds) for the mirror to have stored the lines up to ``mark``."""
     return lambda seconds: bool(mirror.wait_stored(mark, seconds))
-
-
-def failure_reason(stage: str, error: str) -> str:
-    """The session's reason when ``stage`` failed for good with ``error``."""
-    return "timeout" if error == "timeout" else f"stage {stage} failed: {error}"
-
-
-def failure_before(stages: Sequence[StageView]) -> str | None:
-    """The session's failure as a runner before this one left it (``fail_fast: false``: a
-    stage FAILED, the others went on): the reason a run fails the session with once
-    nothing more can run. A stage cancelled because of another counts only when no other
-    failure is recorded."""
-    failed = sorted(
-        (s for s in stages if s.status == StageStatus.FAILED),
-        key=lambda s: s.finished_at or 0.0,
-    )
-    if not failed:
-        return None
-    first = next((s for s in failed if not (s.error or "").startswith("cancelled:")), failed[0])
-    return failure_reason(first.name, first.error or "failed")
 
 
 def _describe_exit(code: int) -> str:

@@ -126,6 +126,50 @@ def test_resume_of_orphan_removes_leftovers_and_never_reruns_completed_stages(
     assert any(t.startswith(f"removed the leftover process group {stage_pid}") for t in texts)
 
 
+def test_a_fail_fast_cancellation_under_way_when_the_runner_died_stands_after_resume(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """The runner was cancelling `slow` (its TERM ignored, within `kill_timeout`) because
+    `broken` failed, and died: the resume removes what is left of `slow`, records it
+    cancelled and fails the session with `broken`'s failure. Nothing runs again."""
+    write_workflow(
+        workspace,
+        "ff",
+        """
+        stages:
+          - name: slow
+            needs: []
+            kill_timeout: 3
+            run: |
+              echo "start $VC_ATTEMPT $$" >> slow.txt
+              trap 'echo term >> slow.txt' TERM
+              for i in $(seq 1 60); do sleep 0.5; done
+          - {name: broken, needs: [], run: 'sleep 0.5; exit 3'}
+          - {name: later, needs: [slow], run: echo later >> later.txt}
+    """,
+    )
+    sid = start_detached(vc, "ff")
+    marks = workspace / "slow.txt"
+    wait_until(
+        lambda: marks.exists() and "term" in marks.read_text().split(),
+        timeout=15,
+        interval=0.05,
+        what="slow's TERM, ignored",
+    )
+    slow_pid = int(marks.read_text().split()[2])
+    kill_runner(store, sid)  # within slow's kill_timeout: its cancellation is not recorded
+    assert store.view(sid).status == "ACTIVE" and not gone(slow_pid)
+    assert vc("flow", "session", "resume", sid).returncode == 0
+    view = store.wait_status(sid, "FAILED")
+    assert view.reason == "stage broken failed: exit code 3"
+    slow = store.stage(sid, "slow")
+    assert (slow.status, slow.error, slow.attempt) == ("FAILED", "cancelled: broken failed", 1)
+    assert store.stage(sid, "later").status == "PENDING"
+    assert gone(slow_pid)
+    assert [line.split()[0] for line in marks.read_text().splitlines()] == ["start", "term"]
+    assert not (workspace / "later.txt").exists()
+
+
 LEDGER_WORKFLOW = """
     stages:
       - name: work
