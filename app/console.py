@@ -12,20 +12,32 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 
 def error_line(message: str) -> None:
     """The one line a refused or malformed request gets on stderr."""
     from store.text import clean_text
 
-    print(f"vc: error: {clean_text(message)}", file=sys.stderr, flush=True)
+    to_stderr(f"vc: error: {clean_text(message)}\n")
 
 
 def warning_line(message: str) -> None:
     """A problem worth knowing that does not stop the command."""
     from store.text import clean_text
 
-    print(f"vc: warning: {clean_text(message)}", file=sys.stderr, flush=True)
+    to_stderr(f"vc: warning: {clean_text(message)}\n")
+
+
+def to_stderr(text: str) -> None:
+    """Write ``text`` for the person watching. A reader that went away (`vc flow run W 2>&1
+    | head -1`) ends the writing, not the command, which still exits with its own code: a
+    failed run piped that way under ``pipefail`` must not pass for a success."""
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except (OSError, ValueError):  # the reader is gone, or the terminal with it
+        silence(sys.stderr)
 
 
 def _driver_error(exc: BaseException) -> bool:
@@ -38,11 +50,15 @@ def _driver_error(exc: BaseException) -> bool:
 
 
 def silence_stdout() -> None:
-    """The reader of our stdout went away (`vc … | head`): what is still written goes
+    silence(sys.stdout)
+
+
+def silence(stream: Any) -> None:
+    """The reader of ``stream`` went away (`vc … | head`): what is still written goes
     nowhere, and the flush at exit does not fail again."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())
         os.close(devnull)
     except (OSError, ValueError):
         pass

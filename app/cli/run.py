@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from app.cli.common import error_line, fail, open_store, progress_text, translate_errors
-from app.console import result_line
+from app.console import result_line, to_stderr
 
 
 def run_command(
@@ -249,7 +249,7 @@ def _foreground(ctx: Any, sid: str, stage: str | None, name: str) -> int:
         result_line(f"{outcome.status or 'done'}: {label}{detail}")
     elif outcome.code == 130:  # not an error: what the user asked for, and how to go on
         message = outcome.message.replace(f"session {sid[:12]}", f"session {label}", 1)
-        print(f"vc: {message}", file=sys.stderr)
+        to_stderr(f"vc: {message}\n")
     else:
         error_line(f"session {label}: {outcome.message}")
     drain_notifications()
@@ -287,11 +287,7 @@ class _Display:
         self._started: set[str] = set()
 
     def _write(self, text: str) -> None:
-        try:
-            sys.stderr.write(text)
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
+        to_stderr(text)
 
     def start(self, runner: Any) -> None:
         self._runner = runner

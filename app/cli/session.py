@@ -44,7 +44,7 @@ from app.cli.common import (
     use_color,
     warning_line,
 )
-from app.console import age_text
+from app.console import age_text, to_stderr
 
 if TYPE_CHECKING:
     from store.queries import LogView
@@ -626,7 +626,7 @@ def wait_cmd(
 
 def _note(text: str) -> None:
     """A line for the person watching (stderr: stdout says only how sessions ended)."""
-    print(f"vc: {text}", file=sys.stderr, flush=True)
+    to_stderr(f"vc: {text}\n")
 
 
 @app.command("delete")

@@ -433,3 +433,31 @@ def test_a_failed_sessions_exit_code_survives_a_closed_pipe(workspace: Path, com
     result = _into_a_closed_pipe(vc)
     assert result.stdout.strip() == "1"
     assert "Traceback" not in (workspace / "err.txt").read_text()
+
+
+def _both_into_a_closed_pipe(command: str) -> str:
+    """The exit code of ``command`` with stdout and stderr into a reader that is gone
+    before it writes (``2>&1 | true``, as ``2>&1 | head -1`` is soon after)."""
+    script = f'{command} 2>&1 | true; echo "${{PIPESTATUS[0]}}"'
+    done = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, env=env_for(), timeout=120
+    )
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("flow", "run", "broken"), "1"),  # the session failed
+        (("flow", "run", "hello"), "0"),
+        (("flow", "run", "no-such-workflow"), "1"),  # refused: its one line is lost, not its code
+        (("flow", "status", "ffff"), "1"),
+        (("flow", "session", "pause", "zz"), "2"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, tuple) else v,
+)
+def test_stderr_into_a_closed_pipe_keeps_the_commands_exit_code(
+    workspace: Path, args: tuple[str, ...], code: str
+) -> None:
+    vc = " ".join([shlex.quote(sys.executable), "-m", "app.main", *args])
+    assert _both_into_a_closed_pipe(vc) == code
