@@ -274,6 +274,9 @@ class DefinitionModel(BaseModel):
     where: ClassVar[str] = ""
     #: Fields accepted from snapshots and code but not from files (not in the schema either).
     internal: ClassVar[frozenset[str]] = frozenset()
+    #: Keys whose ``null`` in a file is refused with this problem, where "not set" would
+    #: change what is written (a stage whose ``run:`` was left empty is not a gate).
+    null_refused: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     def file_keys(cls) -> list[str]:
@@ -316,6 +319,8 @@ class DefinitionModel(BaseModel):
                     on_key=True,
                 )
             if value is None and not known[key].is_required():
+                if source == "file" and key in cls.null_refused:
+                    raise problem(cls.null_refused[key], key)
                 continue
             kept[key] = value
         return cls.prepare(kept, source)

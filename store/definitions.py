@@ -150,6 +150,9 @@ class StageDefinition(DefinitionModel):
     """One stage: a task if it has ``run``, else a manual gate the session waits at."""
 
     expected: ClassVar[str] = "a stage mapping (name: …, run: …)"
+    null_refused: ClassVar[Mapping[str, str]] = {
+        "run": "expected a shell command, got nothing (a manual gate has no 'run')"
+    }
     where: ClassVar[str] = "in a stage"
 
     checklist: Annotated[

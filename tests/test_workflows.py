@@ -202,7 +202,7 @@ def test_stage_without_run_is_a_manual_gate(tmp_path: Path) -> None:
 
 
 def test_null_optional_values_mean_not_set(tmp_path: Path) -> None:
-    text = "stages:\n  - name: a\n    run:\n    timeout: ~\n    retries:\n    env:\n    needs:\n"
+    text = "stages:\n  - name: a\n    timeout: ~\n    retries:\n    env:\n    needs:\n"
     assert load_workflow_file(write(tmp_path, "w.yaml", text)).stages[0] == StageDefinition("a")
 
 
@@ -324,6 +324,14 @@ HOSTILE: list[tuple[str, str, int | None, str | None, str]] = [
         "stages[1].retries",
         "expected an integer >= 0, got 'three'",
     ),
+    (  # a command commented out must not turn the stage into a manual gate
+        "run-left-empty",
+        "stages:\n  - name: a\n    run:  # make build\n",
+        3,
+        "stages[0].run",
+        "expected a shell command, got nothing (a manual gate has no 'run')",
+    ),
+    ("run-null", "stages:\n  - name: a\n    run: ~\n", 3, "stages[0].run", "got nothing"),
     ("retries-negative", "stages:\n  - name: a\n    retries: -1\n", 3, "stages[0].retries", ">= 0"),
     ("retries-yes", "stages:\n  - name: a\n    retries: yes\n", 3, "stages[0].retries", "boolean"),
     ("retries-float", "stages:\n  - name: a\n    retries: 1.5\n", 3, "stages[0].retries", "1.5"),
