@@ -395,6 +395,7 @@ def _operation(op: str, session_id: str, gate: str | None = None) -> None:
     """One state change: on the driver path when it can (:mod:`app.cli.direct`), else
     through the managers; the same output either way."""
     from app.cli.direct import refuse_without_store
+    from store.errors import InvalidTransition
 
     with translate_errors():
         refuse_without_store([session_id])
@@ -403,7 +404,12 @@ def _operation(op: str, session_id: str, gate: str | None = None) -> None:
         from app.cli.direct import operation
 
         with translate_errors():
-            outcome = operation(op, session_id, gate)
+            try:
+                outcome = operation(op, session_id, gate)
+            except InvalidTransition as refused:
+                if not _enforced_again(op, session_id, refused.current):
+                    raise
+                return
         if outcome is not None:
             change, name, workflow_id = outcome.change, outcome.name, outcome.workflow_id
             if outcome.runner_gone and op in ("pause", "abort"):
@@ -422,7 +428,12 @@ def _operation(op: str, session_id: str, gate: str | None = None) -> None:
     with open_store() as ctx, ctx.session() as session:
         manager = ctx.sessions(session)
         args = (gate,) if op == "approve" else ()
-        change = getattr(manager, op)(session_id, *args)
+        try:
+            change = getattr(manager, op)(session_id, *args)
+        except InvalidTransition as refused:
+            if not _enforced_again(op, session_id, refused.current):
+                raise
+            return
         obj = manager.get_session(change.session_id)
         name, workflow_id = obj.name, obj.workflow_id
         if op in ("pause", "abort"):
@@ -431,6 +442,24 @@ def _operation(op: str, session_id: str, gate: str | None = None) -> None:
         if op in ("resume", "approve") and change.to_status == "ACTIVE":
             extra += _start_runner(ctx, change.session_id)
     _report(op, change.to_status, change.session_id, name, workflow_id, extra)
+
+
+def _enforced_again(op: str, session_id: str, current: str) -> bool:
+    """A pause or an abort refused because the session is already there, whose runner
+    died before it enforced the first one: enforced now, here (app.runner.orphans), and
+    said. False when there was nothing left to do: the refusal stands."""
+    from app.runner.orphans import enforce_again
+
+    with open_store(warned=True) as ctx, ctx.session() as session:
+        lines = enforce_again(session, session_id, op, current)
+        if not lines:
+            return False
+        for line in lines:
+            _note(f"its runner is gone: {line}")
+        obj = ctx.sessions(session).get_session(session_id)
+        name, workflow_id, full_id = obj.name, obj.workflow_id, obj.id
+    _report(op, current, full_id, name, workflow_id, " (it was already; done now)")
+    return True
 
 
 def _enforce_without_runner(session: Any, session_id: str, op: str) -> None:

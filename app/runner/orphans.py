@@ -24,9 +24,30 @@ if TYPE_CHECKING:
     from store.views import SessionView, StageView
 
 
-def enforce_if_no_runner(db: Any, session_id: str, op: str) -> list[str]:
+#: The state a pause or an abort leaves a session in.
+ENDS_IN = {"pause": "PAUSED", "abort": "FAILED"}
+
+
+def enforce_again(db: Any, session_id: str, op: str, current: str) -> list[str]:
+    """``op`` was refused because the session is already where it leads (``current``):
+    a pause or an abort that committed while its runner lived, but the runner died before
+    it stopped or removed the stage's processes. Asking again enforces it here, as if the
+    runner had been gone from the start; [] when there was nothing left to do (the refusal
+    stands, and nothing is changed)."""
+    if ENDS_IN.get(op) != current:
+        return []
+    from store import FlowSessionManager
+
+    full_id = FlowSessionManager(db).resolve_session_id(session_id)
+    return enforce_if_no_runner(db, full_id, op, only_if_found=True)
+
+
+def enforce_if_no_runner(
+    db: Any, session_id: str, op: str, *, only_if_found: bool = False
+) -> list[str]:
     """:func:`enforce_without_runner` on the session as ``db`` (a store session of the
-    managers) reads it now, when a runner held it and none is alive."""
+    managers) reads it now, when a runner held it and none is alive. ``only_if_found``:
+    an abort forgets the dead runner only when there was something to do."""
     import time
 
     from store.liveness import runner_lost, stale_after_of
@@ -39,6 +60,8 @@ def enforce_if_no_runner(db: Any, session_id: str, op: str) -> list[str]:
     ):
         return []
     lines = enforce_without_runner(view, op)
+    if only_if_found and not lines:
+        return []
     from store.identity import local_host, pid_alive
 
     runner = view.runner_pid

@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from store.errors import InvalidTransition
+
 
 class RunnerError(Exception):
     """A runner could not be started; the session itself was changed as the message says."""
@@ -60,9 +62,25 @@ def _short(session_id: str) -> str:
 
 def pause(ctx: Any, session_id: str) -> str:
     with ctx.factory() as db:
-        change = manager(db).pause(session_id)
+        try:
+            change = manager(db).pause(session_id)
+        except InvalidTransition as refused:
+            return _again(db, session_id, "pause", refused)
         done = _without_runner(db, change.session_id, "pause")
     return f"{change.to_status}: {_short(session_id)}{done}"
+
+
+def _again(db: Any, session_id: str, op: str, refused: InvalidTransition) -> str:
+    """As the CLI: a pause or abort asked again of a session already there, whose runner
+    died before it enforced the first, enforces it now (app.runner.orphans.enforce_again);
+    else the refusal stands."""
+    from app.runner.orphans import enforce_again
+
+    lines = enforce_again(db, session_id, op, refused.current)
+    if not lines:
+        raise refused
+    done = "; ".join(lines)
+    return f"already {refused.current}: {_short(session_id)} (its runner is gone: {done})"
 
 
 def _without_runner(db: Any, session_id: str, op: str) -> str:
@@ -159,7 +177,10 @@ def start(ctx: Any, session_id: str) -> str:
 
 def abort(ctx: Any, session_id: str) -> str:
     with ctx.factory() as db:
-        change = manager(db).abort(session_id)
+        try:
+            change = manager(db).abort(session_id)
+        except InvalidTransition as refused:
+            return _again(db, session_id, "abort", refused)
         done = _without_runner(db, change.session_id, "abort")
     return f"{change.to_status} (aborted): {_short(session_id)}{done}"
 

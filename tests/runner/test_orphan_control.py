@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,9 @@ from tests.runner.runner_testkit import (
     kill_runner,
     kill_session_processes,
     proc_state,
+    read_pid,
     start_detached,
+    write_workflow,
 )
 from tests.waiting import wait_until
 
@@ -153,3 +156,104 @@ def test_the_dashboard_operations_do_the_same_for_a_session_whose_runner_is_gone
         kill_session_processes(sid)
     assert "its runner is gone" in note
     assert state == "T" if op == "pause" else state in (None, "Z", "X")
+
+
+def _paused_then_runner_killed(vc: Vc, store: Store, nap: str) -> tuple[str, int]:
+    """A pause that committed while the runner was stalled (SIGSTOP), the runner then
+    SIGKILLed before it could stop the stage: PAUSED in the store, the stage running."""
+    import os
+    import signal
+
+    sid = start_detached(vc, nap)
+    pid = store.wait_stage(sid, "nap", "ACTIVE", with_pid=True).pid
+    assert pid is not None
+    runner = store.view(sid).runner_pid
+    assert runner is not None
+    os.kill(runner, signal.SIGSTOP)
+    assert vc("flow", "session", "pause", sid).returncode == 0
+    kill_runner(store, sid)
+    assert proc_state(pid) in ("S", "R")  # the pause was never enforced
+    return sid, pid
+
+
+def test_a_pause_asked_again_after_its_runner_died_unenforced_stops_the_stage(
+    vc: Vc, store: Store, nap: str
+) -> None:
+    sid, pid = _paused_then_runner_killed(vc, store, nap)
+    try:
+        result = vc("flow", "session", "pause", sid)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("PAUSED:") and "it was already" in result.stdout
+        assert proc_state(pid) == "T"
+        assert f"stopped the leftover process group {pid} of stage nap" in result.stderr
+    finally:
+        kill_session_processes(sid)
+
+
+def test_an_abort_asked_again_after_its_runner_died_mid_kill_removes_the_stage(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """The runner was waiting out `kill_timeout` of a stage that ignores SIGTERM when it
+    died: the session is FAILED, the stage runs on; a second abort removes it."""
+    write_workflow(
+        workspace,
+        "stubborn",
+        """
+        stages:
+          - name: hold
+            kill_timeout: 2
+            run: |
+              echo $$ > hold.pid
+              trap 'echo term >> hold.txt' TERM
+              for i in $(seq 1 120); do sleep 0.5; done
+    """,
+    )
+    sid = start_detached(vc, "stubborn")
+    store.wait_stage(sid, "hold", "ACTIVE", with_pid=True)
+    pid = read_pid(workspace / "hold.pid")
+    try:
+        assert vc("flow", "session", "abort", sid).returncode == 0
+        marks = workspace / "hold.txt"
+        wait_until(marks.exists, timeout=10, interval=0.05, what="the stage's TERM, ignored")
+        kill_runner(store, sid)  # within kill_timeout: the stage was never killed
+        assert store.view(sid).status == "FAILED" and not gone(pid)
+        result = vc("flow", "session", "abort", sid)
+        assert result.returncode == 0, result.stderr
+        assert "it was already" in result.stdout
+        assert gone(pid)
+        assert f"removed the leftover process group {pid} of stage hold" in result.stderr
+        assert store.view(sid).runner_pid is None  # the dead runner is forgotten
+    finally:
+        kill_session_processes(sid)
+
+
+def test_a_pause_asked_again_with_nothing_left_to_stop_is_still_refused(
+    vc: Vc, store: Store, nap: str
+) -> None:
+    sid = start_detached(vc, nap)
+    store.wait_stage(sid, "nap", "ACTIVE", with_pid=True)
+    assert vc("flow", "session", "pause", sid).returncode == 0
+    store.wait_stage(sid, "nap", "PAUSED")
+    try:
+        again = vc("flow", "session", "pause", sid)  # its runner lives and did stop it
+        assert again.returncode == 1
+        assert "it is PAUSED" in again.stderr
+    finally:
+        vc("flow", "session", "abort", sid)
+
+
+def test_the_dashboards_pause_asked_again_does_the_same(vc: Vc, store: Store, nap: str) -> None:
+    from app import context
+    from app.tui import operations
+    from store.changes import enable_logging
+
+    sid, pid = _paused_then_runner_killed(vc, store, nap)
+    try:
+        with context.open_context() as ctx:
+            note = operations.pause(ctx, sid)
+        state = proc_state(pid)
+    finally:
+        enable_logging(False)
+        kill_session_processes(sid)
+    assert note.startswith("already PAUSED") and "its runner is gone" in note
+    assert state == "T"
