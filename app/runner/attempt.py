@@ -7,15 +7,16 @@ it what happened since the last look; the store writes stay in the runner.
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.logging import Logging, format_line
 from app.runner.outputs import OUTPUT_TAG, OutputRecorder
-from app.runner.process import StageProcess, parse_progress
+from app.runner.process import StageProcess, parse_progress, signal_strays, strays_of
 from store.definition_base import DEFAULT_KILL_TIMEOUT
 from store.log_ingest import LogLines
 from store.queries import StageView
@@ -222,6 +223,23 @@ class RunningAttempt:
 
     def terminate(self) -> int:
         return self.proc.terminate(self.kill_timeout)
+
+
+def pause_all(attempts: Iterable[RunningAttempt]) -> list[RunningAttempt]:
+    """SIGSTOP every running attempt's group, then what left those groups (one pass over
+    /proc for all, after every group is stopped); the attempts paused now."""
+    paused = [a for a in attempts if a.finished is None and a.pause()]
+    if paused:
+        signal_strays(strays_of(a.proc for a in paused), signal.SIGSTOP)
+    return paused
+
+
+def resume_all(attempts: Iterable[RunningAttempt]) -> list[RunningAttempt]:
+    """SIGCONT every paused attempt's group and what left it; the attempts resumed now."""
+    resumed = [a for a in attempts if a.resume()]
+    if resumed:
+        signal_strays(strays_of(a.proc for a in resumed), signal.SIGCONT)
+    return resumed
 
 
 def terminate_all(attempts: list[RunningAttempt]) -> list[int | None]:

@@ -581,9 +581,8 @@ class StageProcess:
         return killpg(popen.pid, sig)
 
     def pause(self) -> bool:
-        """SIGSTOP the whole group: the stage and its children hold no CPU while paused.
-
-        A no-op (False) once the stage has exited.
+        """SIGSTOP the whole group: the stage and its children hold no CPU while paused
+        (what left the group: :func:`strays_of`). A no-op (False) once the stage has exited.
         """
         return self._signal(signal.SIGSTOP, leftovers=False)
 
@@ -606,6 +605,9 @@ class StageProcess:
         if popen is None:
             raise RuntimeError("stage process not started")
         deadline = time.monotonic() + max(0.0, kill_timeout)
+        strays = strays_of([self])  # told at once, removed with the group (below)
+        signal_strays(strays, signal.SIGTERM)
+        signal_strays(strays, signal.SIGCONT)
         sent = self._signal(signal.SIGTERM, leftovers=True)
         if sent:
             self._signal(signal.SIGCONT, leftovers=True)
@@ -623,6 +625,37 @@ class StageProcess:
             end = time.monotonic() + 1.0
             while self._leftovers_alive() and time.monotonic() < end:
                 time.sleep(POLL_SLICE)
+        if strays:  # what is left of them once the group's time is up
+            kill_groups(strays, max(0.0, deadline - time.monotonic()))
         code = self.wait()
         assert code is not None
         return code
+
+
+def strays_of(procs: Iterable[StageProcess]) -> list[SessionProcess]:
+    """The processes of these attempts that left their group (``setsid``, a daemon's double
+    fork), which a signal to the group misses: found by the ``VC_SESSION_ID``, ``VC_STAGE``
+    and ``VC_ATTEMPT`` they inherited (``app.runner.groups``). One pass over /proc per
+    session, so only on a pause, a resume and a stop, never per line or per turn."""
+    groups: dict[tuple[str, str | None, str | None], int] = {}
+    for proc in procs:
+        session_id = proc.env.get("VC_SESSION_ID")
+        if session_id and proc.pid is not None:
+            key = (session_id, proc.env.get("VC_STAGE"), proc.env.get("VC_ATTEMPT"))
+            groups[key] = proc.pid
+    found: list[SessionProcess] = []
+    for session_id in {key[0] for key in groups}:
+        for other in find_session_processes(session_id):
+            attempt = None if other.attempt is None else str(other.attempt)
+            group = groups.get((session_id, other.stage, attempt))
+            if group is not None and other.pgid != group:
+                found.append(other)
+    return found
+
+
+def signal_strays(strays: Iterable[SessionProcess], sig: int) -> None:
+    """Signal the groups of :func:`strays_of`'s processes (never this process' own)."""
+    own = os.getpgrp()
+    for group in sorted({p.pgid for p in strays}):
+        if group > 1 and group != own:
+            killpg(group, sig)

@@ -36,8 +36,16 @@ from pathlib import Path
 from typing import Any
 
 from app.logging import Logging
-from app.runner.attempt import AttemptResult, RunningAttempt, StageOutput, kill_timeout_of
+from app.runner.attempt import (
+    AttemptResult,
+    RunningAttempt,
+    StageOutput,
+    kill_timeout_of,
+    pause_all,
+    resume_all,
+)
 from app.runner.attempt import config_seconds as _seconds
+from app.runner.live_view import LiveView
 from app.runner.manual_gates import ManualGates, checklist_suffix
 from app.runner.notifications import SessionAnnouncer
 from app.runner.outputs import OutputRecorder, stage_environment
@@ -82,7 +90,7 @@ NO_COMMAND = (
 __all__ = ["NO_COMMAND", "POLL_INTERVAL", "Interrupted", "Outcome", "Runner", "checklist_suffix"]
 
 
-class Runner(ManualGates):
+class Runner(ManualGates, LiveView):
     """Runs one session: claims it, beats, runs its remaining stages in order, completes it.
 
     One instance per process and session. ``on_update`` (the foreground display) is called
@@ -432,13 +440,11 @@ class Runner(ManualGates):
             self.sessions.start_session(self.session_id, runner_host=self.host, runner_pid=self.pid)
             status = SessionStatus.ACTIVE
         if status == SessionStatus.PAUSED:
-            for attempt in list(self._running.values()):
-                if attempt.finished is None and attempt.pause():
-                    self._mark(attempt.stage, StageStatus.PAUSED, "paused (SIGSTOP)")
+            for attempt in pause_all(list(self._running.values())):
+                self._mark(attempt.stage, StageStatus.PAUSED, "paused (SIGSTOP)")
         elif status == SessionStatus.ACTIVE:
-            for attempt in list(self._running.values()):
-                if attempt.resume():
-                    self._mark(attempt.stage, StageStatus.ACTIVE, "resumed (SIGCONT)")
+            for attempt in resume_all(list(self._running.values())):
+                self._mark(attempt.stage, StageStatus.ACTIVE, "resumed (SIGCONT)")
             gate, self._gate_pause = self._gate_pause, None
             if gate is not None:
                 self._pass_gate(gate)  # the resume of a session paused at it passes it
@@ -755,42 +761,13 @@ class Runner(ManualGates):
             SessionStatus.PAUSED,
         )
 
-    # -- what the foreground display reads -----------------------------------------------------
-
-    @property
-    def running_stages(self) -> list[str]:
-        """The instances running now, in the workflow's order (a look at the running ones
-        only: the display asks at every change, and a session may have thousands)."""
-        position = self._schedule.position
-        return sorted(self._running, key=lambda name: position.get(name, len(position)))
+    # -- what the foreground display reads (the rest: app.runner.live_view) -------------------
 
     @property
     def current_stage(self) -> str | None:
         """The first running instance, else the gate the session waits at."""
         running = self.running_stages
         return running[0] if running else self.waiting_at
-
-    def running_view(self) -> list[tuple[str, float | None, str | None]]:
-        """Per running instance: (name, progress, last output line)."""
-        return [
-            (name, a.proc.progress, a.output.last_line)
-            for name in self.running_stages
-            if (a := self._running.get(name)) is not None
-        ]
-
-    def _first_running(self) -> RunningAttempt | None:
-        running = self.running_stages
-        return self._running.get(running[0]) if running else None
-
-    @property
-    def current_progress(self) -> float | None:
-        attempt = self._first_running()
-        return attempt.proc.progress if attempt is not None else None
-
-    @property
-    def last_line(self) -> str | None:
-        attempt = self._first_running()
-        return attempt.output.last_line if attempt is not None else None
 
 
 def _host() -> str:

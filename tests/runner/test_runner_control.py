@@ -19,8 +19,12 @@ from tests.runner.runner_testkit import (
     Vc,
     covered_on_postgresql_by_another,
     gone,
+    kill_session_processes,
     log_file,
     newest_session,
+    proc_state,
+    read_pid,
+    start_detached,
     start_foreground,
     write_workflow,
 )
@@ -264,3 +268,35 @@ def test_resume_after_ctrl_c_starts_a_detached_runner_with_a_new_attempt(
     assert row.attempt == 2 and row.pid != pid
     view = store.view(sid)
     assert view.runner_pid is not None and view.runner_pid != proc.pid
+
+
+STRAY_WORKFLOW = """
+    stages:
+      - name: spawn
+        kill_timeout: 2
+        run: |
+          setsid sh -c 'echo $$ > stray.pid; while true; do sleep 0.1; done' &
+          wait
+"""
+
+
+def test_pause_resume_and_abort_reach_a_process_that_left_its_stages_group(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """A stage's child in a session of its own (setsid) is not in the stage's process group,
+    so a signal to the group misses it; its runner finds it by the variables it inherited."""
+    write_workflow(workspace, "stray", STRAY_WORKFLOW)
+    sid = start_detached(vc, "stray")
+    stray_file = workspace / "stray.pid"
+    wait_until(lambda: stray_file.exists() and stray_file.read_text().strip(), timeout=10)
+    stray = read_pid(stray_file)
+    try:
+        assert os.getpgid(stray) != store.wait_stage(sid, "spawn", "ACTIVE", with_pid=True).pid
+        assert vc("flow", "session", "pause", sid).returncode == 0
+        wait_until(lambda: proc_state(stray) == "T", timeout=5, what="the stray stopped")
+        assert vc("flow", "session", "resume", sid).returncode == 0
+        wait_until(lambda: proc_state(stray) in ("S", "R"), timeout=5, what="the stray going on")
+        assert vc("flow", "session", "abort", sid).returncode == 0
+        wait_until(lambda: gone(stray), timeout=10, what="the stray removed")
+    finally:
+        kill_session_processes(sid)
