@@ -18,7 +18,7 @@ from typing import Any
 from store.gates import gate_of_reason
 from store.graph import instance_waits, stage_of
 from store.liveness import awaits_worker
-from store.status import SessionStatus, StageStatus
+from store.status import TERMINAL, SessionStatus, StageStatus
 
 #: Log levels, lowest first.
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -175,7 +175,10 @@ class SessionView:
     @property
     def waiting_gates(self) -> list[StageView]:
         """Every manual gate waiting for its approval (PAUSED), in position order: while
-        other stages run (the session ACTIVE) as well as when the session waits there."""
+        other stages run (the session ACTIVE) as well as when the session waits there. None
+        in a session that has ended: nothing waits there, and approve refuses it."""
+        if self.status in TERMINAL:
+            return []
         return [s for s in self.stages if s.stage_type == "manual" and s.status == "PAUSED"]
 
     @property

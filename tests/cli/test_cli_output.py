@@ -337,6 +337,23 @@ def test_a_gate_waiting_beside_a_pause_by_hand_is_shown_as_the_reason_shows_one_
     assert f"({reason})" in out
 
 
+@pytest.mark.parametrize("args", [("flow", "session", "show"), ("flow", "status")])
+def test_a_gate_never_passed_in_a_session_that_failed_is_not_shown_waiting(
+    workspace: Path, thumbs: str, cli, args: tuple[str, ...]
+) -> None:
+    """Nothing waits in an ended session (approve refuses it): a gate left waiting when a
+    failure ended the run (``fail_fast: false``) is not offered."""
+    from store import FlowSessionManager
+
+    sid = create_session(workspace, "thumbs")
+    start_stages(workspace, sid, {"fetch": ["ACTIVE", "FAILED"], "review": ["PAUSED"]})
+    with store(workspace) as db:
+        FlowSessionManager(db).fail(sid, "stage fetch failed: exit code 1")
+    out = cli(*args, sid).out
+    assert "FAILED" in out
+    assert "waiting" not in out and "(manual gate)" not in out, out
+
+
 def test_status_shows_each_stage_instance_as_a_row(workspace: Path, thumbs: str, cli) -> None:
     sid = parallel_session(workspace)
     rows = [line.split() for line in cli("flow", "status", sid).out.splitlines()]
