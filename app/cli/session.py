@@ -436,12 +436,32 @@ def _operation(op: str, session_id: str, gate: str | None = None) -> None:
             return
         obj = manager.get_session(change.session_id)
         name, workflow_id = obj.name, obj.workflow_id
+        if op == "retry":
+            _say_if_the_file_changed(ctx.settings.workflows_dir, workflow_id, obj.definition)
         if op in ("pause", "abort"):
             _enforce_without_runner(session, change.session_id, op)
         extra = _approved(op, change.stage)
         if op in ("resume", "approve") and change.to_status == "ACTIVE":
             extra += _start_runner(ctx, change.session_id)
     _report(op, change.to_status, change.session_id, name, workflow_id, extra)
+
+
+def _say_if_the_file_changed(directory: Any, workflow_id: str, snapshot: Any) -> None:
+    """A retry runs the session's own copy of its workflow, taken when it was created:
+    when the file says something else now (a fix made since), the user hears it before
+    the same command fails again."""
+    from store.workflows import find_workflow
+
+    try:
+        current = find_workflow(directory, workflow_id).to_dict()
+    except Exception:  # gone or broken now: the retry does not read it
+        return
+    if {**current, "max_parallel": None} != {**dict(snapshot or {}), "max_parallel": None}:
+        _note(
+            f"workflow {workflow_id!r} has changed since this session was created; the "
+            "session runs its own copy as it was then (start a new session to run the file "
+            "as it is now)"
+        )
 
 
 def _enforced_again(op: str, session_id: str, current: str) -> bool:

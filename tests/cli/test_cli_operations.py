@@ -92,6 +92,41 @@ def test_retry_resets_a_failed_session_to_pending_and_says_how_to_run_it(
     ]
 
 
+def _failed_broken_session(workspace: Path) -> str:
+    from store import FlowSessionManager, StageManager
+
+    sid = create_session(workspace, "broken")
+    with store(workspace) as db:
+        sessions, stages = FlowSessionManager(db), StageManager(db)
+        sessions.start_session(sid)
+        bad = stages.list_stages(sid)[1]
+        stages.update_stage_status(bad.id, "ACTIVE")
+        stages.update_stage_status(bad.id, "FAILED", error="exit 3", exit_code=3)
+        sessions.fail(sid, "stage bad failed")
+    return sid
+
+
+def test_retry_says_when_the_workflow_file_changed_since_the_session_was_made(
+    store_workspace: Path, cli
+) -> None:
+    """The fix a user made in the file is not in the session's own copy: they hear it."""
+    sid = _failed_broken_session(store_workspace)
+    path = store_workspace / "workflows" / "broken.yaml"
+    path.write_text(path.read_text().replace("exit 3", "exit 0"))
+    result = cli("flow", "session", "retry", sid)
+    assert result.code == 0, result.err
+    assert "workflow 'broken' has changed since this session was created" in result.err
+    assert "start a new session to run the file as it is now" in result.err
+
+
+def test_retry_of_a_session_whose_file_is_unchanged_says_nothing_more(
+    store_workspace: Path, cli
+) -> None:
+    sid = _failed_broken_session(store_workspace)
+    result = cli("flow", "session", "retry", sid)
+    assert result.code == 0 and result.err == ""
+
+
 @pytest.mark.parametrize(
     ("setup", "op", "current"),
     [
