@@ -174,6 +174,9 @@ class RunningAttempt:
         self.timeout = timeout
         self.kill_timeout = kill_timeout
         self.paused = False
+        #: Stopped because the store was out of reach (:func:`hold_all`), not by a pause:
+        #: only :func:`release_all` continues it.
+        self.held = False
         self.active_time = 0.0
         self._last_tick = time.monotonic()
         self._progress_at = 0.0
@@ -214,7 +217,7 @@ class RunningAttempt:
         return True
 
     def resume(self) -> bool:
-        if not self.paused:
+        if not self.paused or self.held:
             return False
         self.proc.resume()
         self.paused = False
@@ -240,6 +243,23 @@ def resume_all(attempts: Iterable[RunningAttempt]) -> list[RunningAttempt]:
     if resumed:
         signal_strays(strays_of(a.proc for a in resumed), signal.SIGCONT)
     return resumed
+
+
+def hold_all(attempts: Iterable[RunningAttempt]) -> list[RunningAttempt]:
+    """Stop the running attempts for a store outage (:func:`pause_all`), marked held: a
+    resume read meanwhile does not continue them, only :func:`release_all` does."""
+    held = pause_all(attempts)
+    for attempt in held:
+        attempt.held = True
+    return held
+
+
+def release_all(attempts: Iterable[RunningAttempt]) -> list[RunningAttempt]:
+    """Continue what :func:`hold_all` stopped (a pause read since stops them again)."""
+    held = [a for a in attempts if a.held]
+    for attempt in held:
+        attempt.held = False
+    return resume_all(held)
 
 
 def terminate_all(attempts: list[RunningAttempt]) -> list[int | None]:

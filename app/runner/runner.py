@@ -203,6 +203,8 @@ class Runner(ManualGates, LiveView):
         #: store is unreachable or (on PostgreSQL) nothing was notified.
         self._last_desired: tuple[str, str | None] | None = (SessionStatus.ACTIVE, None)
         self._down_since: float | None = None
+        #: Stages stopped because the store was out of reach too long (:meth:`_hold_stages`).
+        self._holding = False
         #: A store error that waiting will not cure, seen by the heartbeat thread or the
         #: log mirror: the loop stops on it (:meth:`_check_flags`).
         self._failure: StoreFailure | None = None

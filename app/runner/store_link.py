@@ -20,6 +20,7 @@ its own (the runner's ``__init__`` sets what is declared below).
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from store.errors import (
     transient_errors,
 )
 from store.failures import PermanentStoreError, StoreFailure, classify, schema_note
-from store.liveness import HEARTBEAT_INTERVAL
+from store.liveness import HEARTBEAT_INTERVAL, stale_after_of
 from store.queries import SessionView, StageView, get_session_view, last_session_change
 from store.space import StoreSpace, is_disk_full
 from store.status import SessionStatus
@@ -121,6 +122,7 @@ class StoreLink:
     _listen_at: float
     _last_desired: tuple[str, str | None] | None
     _down_since: float | None
+    _holding: bool
     _failure: StoreFailure | None
     _store_errors: int
     _retry_at: float
@@ -422,6 +424,31 @@ class StoreLink:
                 else f"store unreachable ({_first_line(exc)})"
             )
             self._say(f"{what}; running stages go on, retrying", "WARNING")
+        elif not self._holding and now - self._down_since >= self._hold_after():
+            self._holding = True
+            self._say(
+                f"the store has been out of reach for {now - self._down_since:.0f} s: running "
+                "stages stopped (SIGSTOP) until it answers, so that a host that takes the "
+                "session over meanwhile does not run them twice",
+                "WARNING",
+            )
+            self._hold_stages()
+
+    def _hold_after(self) -> float:
+        """Seconds of outage after which the running stages are stopped: half the stale
+        limit, so they are stopped before any other host may take the session over (its
+        heartbeat stale) and start them again. Only where another host can: a SQLite store
+        is taken over on this host alone, where the takeover removes the old processes
+        (docs/ARCHITECTURE.md §6, "The store going away")."""
+        if self._db.get_bind().dialect.name == "sqlite":
+            return math.inf
+        return stale_after_of(self._db) / 2
+
+    def _hold_stages(self) -> None:
+        """Stop the running stages for an outage (the supervisor knows them)."""
+
+    def _release_stages(self) -> None:
+        """Continue what :meth:`_hold_stages` stopped."""
 
     def _store_back(self) -> None:
         if self._down_since is None:
@@ -430,6 +457,10 @@ class StoreLink:
         self._down_since = None
         self._backoff = STORE_RETRY[0]
         self._say(f"store reachable again after {away:.1f} s")
+        if self._holding:
+            self._holding = False
+            self._release_stages()
+            self._say("stages stopped during the outage continued (SIGCONT)")
 
     def _desired(self, fresh: bool = False) -> tuple[str, str | None] | None:
         """(status, reason) the front ends want, None if the session was deleted. Raises

@@ -13,7 +13,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from app.runner.attempt import AttemptResult, RunningAttempt, StageOutput, terminate_all
+from app.runner.attempt import (
+    AttemptResult,
+    RunningAttempt,
+    StageOutput,
+    hold_all,
+    release_all,
+    terminate_all,
+)
 from app.runner.outputs import OutputRecorder
 from app.runner.process import StageProcess
 from app.runner.recovery import Recovery, failure_reason
@@ -248,6 +255,12 @@ class Supervision(Recovery):
             if wait(min(0.1, remaining)):
                 return True
         return False
+
+    def _hold_stages(self) -> None:
+        hold_all(list(self._running.values()))
+
+    def _release_stages(self) -> None:
+        release_all(list(self._running.values()))
 
     def _cancel_running(self, why: str) -> None:
         """``fail_fast``: the other running instances are stopped and recorded FAILED with

@@ -7,6 +7,7 @@ connection and refuses new ones for a few seconds, as a restart or a network cut
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -25,11 +26,13 @@ from tests.waiting import wait_until
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
 LINES = 40
-CHATTY = f"""
+#: The long outage's stage prints for 12 s: it still runs when its runner stops it.
+LONG_LINES = 120
+CHATTY = """
 name: Chatty
 stages:
   - name: chatty
-    run: for i in $(seq 1 {LINES}); do echo "line $i"; sleep 0.1; done
+    run: for i in $(seq 1 {lines}); do echo "line $i"; sleep 0.1; done
   - name: after
     run: echo after
 """
@@ -70,22 +73,25 @@ def _session_status(engine, sid: str) -> str | None:
         ).scalar()
 
 
-@pytest.fixture
-def outage(store_workspace: Path, db_url: str):  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def _runner_through_a_proxy(  # type: ignore[no-untyped-def]
+    workspace: Path, db_url: str, lines: int = LINES, **env: str
+):
     """(engine on the real server, proxy, a runner of the chatty workflow through the
     proxy, its session id)."""
-    (store_workspace / "workflows" / "chatty.yaml").write_text(textwrap.dedent(CHATTY))
+    chatty = textwrap.dedent(CHATTY).format(lines=lines)
+    (workspace / "workflows" / "chatty.yaml").write_text(chatty)
     engine = init_db(db_url)
     upstream = make_url(db_url)
     proxy = TcpProxy((upstream.host or "127.0.0.1", upstream.port or 5432))
     with get_session_factory(engine)() as db:
         from store.workflows import find_workflow
 
-        definition = find_workflow(store_workspace / "workflows", "chatty")
+        definition = find_workflow(workspace / "workflows", "chatty")
         sid = FlowSessionManager(db).create_session("chatty", definition=definition).id
     runner = subprocess.Popen(
         [sys.executable, "-m", "app.main", "flow", "run", "chatty", "--session", sid],
-        env=vc_env({"VC_DATABASE_URL": _through(proxy, db_url)}),
+        env=vc_env({"VC_DATABASE_URL": _through(proxy, db_url), **env}),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -102,6 +108,19 @@ def outage(store_workspace: Path, db_url: str):  # type: ignore[no-untyped-def]
             kill_group(row.pid)
         proxy.close()
         engine.dispose()
+
+
+@pytest.fixture
+def outage(store_workspace: Path, db_url: str):  # type: ignore[no-untyped-def]
+    with _runner_through_a_proxy(store_workspace, db_url) as parts:
+        yield parts
+
+
+@pytest.fixture
+def long_outage(store_workspace: Path, db_url: str):  # type: ignore[no-untyped-def]
+    """As :func:`outage`, with a stale limit of 4 s: an outage of a few seconds is long."""
+    with _runner_through_a_proxy(store_workspace, db_url, LONG_LINES, VC_STALE_AFTER="4") as parts:
+        yield parts
 
 
 def test_a_stage_keeps_running_through_a_server_outage_and_every_line_is_stored(outage):
@@ -189,3 +208,23 @@ def test_a_runner_taken_over_during_the_outage_writes_nothing_more_and_stops(out
             text("SELECT runner_host, runner_pid FROM flow_sessions WHERE id = :s"), {"s": sid}
         ).one()
     assert tuple(owner) == ("host-b", 4242)
+
+
+def test_stages_are_stopped_before_another_host_could_take_over_and_go_on_after(long_outage):
+    """Cut off for longer than half the stale limit, the runner stops its stages: a host
+    that takes the stale session over then starts them while the old copy is stopped,
+    never beside a running one. The store back (and the session still its), they go on."""
+    engine, proxy, runner, sid = long_outage
+    wait_until(lambda: len(_stored_lines(engine, sid)) >= 3, timeout=30, what="first lines")
+    pid = _stage(engine, sid, "chatty").pid
+    proxy.down()
+    down_at = time.monotonic()
+    wait_until(lambda: proc_state(pid) == "T", timeout=10, interval=0.05, what="SIGSTOP")
+    assert time.monotonic() - down_at < 4.0  # before the heartbeat is 4 s stale
+    proxy.up()
+    wait_until(lambda: proc_state(pid) != "T", timeout=15, interval=0.05, what="SIGCONT")
+    _, err = runner.communicate(timeout=60)
+    assert runner.returncode == 0, err
+    assert _session_status(engine, sid) == "COMPLETED"
+    assert _stage(engine, sid, "chatty").attempt == 1
+    assert _stored_lines(engine, sid) == [f"line {i}" for i in range(1, LONG_LINES + 1)]
