@@ -250,8 +250,9 @@ class StoreLink:
                 delay = min(delay * 2, STORE_RETRY[1])
                 continue
             except LeaseLost as exc:
+                taken_over = self._taken_over(exc)  # first: held stages stay stopped
                 self._store_back()  # the store answered: not ours any more
-                raise self._taken_over(exc) from None
+                raise taken_over from None
             except BaseException as exc:
                 self._raise_if_permanent(exc)  # e.g. permission denied on a table
                 self._store_back()  # the store answered (with a refusal)
@@ -457,7 +458,7 @@ class StoreLink:
         self._down_since = None
         self._backoff = STORE_RETRY[0]
         self._say(f"store reachable again after {away:.1f} s")
-        if self._holding:
+        if self._holding and not self._lost.is_set():  # taken over: they are removed
             self._holding = False
             self._release_stages()
             self._say("stages stopped during the outage continued (SIGCONT)")
