@@ -29,6 +29,20 @@ from store.location import (  # noqa: F401 (their old home)
     workspace_dir,
 )
 
+#: libpq settings of every server connection: a server that does not answer in 5 s is
+#: out of reach, and a connection cut without a word (a network partition: no reset ever
+#: comes) is noticed within about 10 s instead of the system's two hours of keepalive, so
+#: a runner cut off stops its stages in time (docs/ARCHITECTURE.md §6, "The store going
+#: away"). A query that runs long is not affected: nothing is in flight unanswered.
+SERVER_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 2,
+    "tcp_user_timeout": 10_000,
+}
+
 
 def describe_url(url: str) -> str:
     """The URL without its password, for error messages."""
@@ -256,7 +270,7 @@ def make_engine(url: str | None = None, *, pool_size: int | None = None) -> Engi
         keep = min(IDLE_CONNECTIONS, pool_size)
         kwargs.update(pool_size=keep, max_overflow=2 * pool_size - keep)
     if backend == "postgresql":
-        kwargs["connect_args"] = {"connect_timeout": 5}
+        kwargs["connect_args"] = SERVER_CONNECT_ARGS
     try:
         engine = create_engine(url, **kwargs)
     except (ArgumentError, ImportError, ValueError) as exc:

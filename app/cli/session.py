@@ -450,13 +450,17 @@ def _say_if_the_file_changed(directory: Any, workflow_id: str, snapshot: Any) ->
     """A retry runs the session's own copy of its workflow, taken when it was created:
     when the file says something else now (a fix made since), the user hears it before
     the same command fails again."""
+    from store.definitions import WorkflowDefinition
     from store.workflows import find_workflow
 
     try:
         current = find_workflow(directory, workflow_id).to_dict()
+        # the stored copy as this code writes one (older snapshots lack newer defaults)
+        stored = WorkflowDefinition.from_dict(dict(snapshot or {})).to_dict()
     except Exception:  # gone or broken now: the retry does not read it
         return
-    if {**current, "max_parallel": None} != {**dict(snapshot or {}), "max_parallel": None}:
+    ignored = {"max_parallel": None, "path": None}  # --max-parallel, a moved workspace
+    if {**current, **ignored} != {**stored, **ignored}:
         _note(
             f"workflow {workflow_id!r} has changed since this session was created; the "
             "session runs its own copy as it was then (start a new session to run the file "
@@ -468,8 +472,10 @@ def _enforced_again(op: str, session_id: str, current: str) -> bool:
     """A pause or an abort refused because the session is already there, whose runner
     died before it enforced the first one: enforced now, here (app.runner.orphans), and
     said. False when there was nothing left to do: the refusal stands."""
-    from app.runner.orphans import enforce_again
+    from app.runner.orphans import ENDS_IN, enforce_again
 
+    if ENDS_IN.get(op) != current or not _runner_lost(session_id):
+        return False  # the common refusal stays on the driver path
     with open_store(warned=True) as ctx, ctx.session() as session:
         lines = enforce_again(session, session_id, op, current)
         if not lines:
@@ -480,6 +486,23 @@ def _enforced_again(op: str, session_id: str, current: str) -> bool:
         name, workflow_id, full_id = obj.name, obj.workflow_id, obj.id
     _report(op, current, full_id, name, workflow_id, " (it was already; done now)")
     return True
+
+
+def _runner_lost(session_id: str) -> bool:
+    """Did a runner hold the session, and is none alive (``store.liveness.runner_lost``)?
+    Read by the driver path when it can."""
+    import time
+
+    from app.cli.direct import reading
+    from app.settings import Settings
+    from store.liveness import runner_lost
+
+    with reading(warned=True) as reader:
+        view = reader.session_view(reader.resolve_session_id(session_id))
+    if view is None:
+        return False
+    stale = Settings.from_env().stale_after
+    return runner_lost(view.runner_host, view.runner_pid, view.heartbeat_at, time.time(), stale)
 
 
 def _enforce_without_runner(session: Any, session_id: str, op: str) -> None:

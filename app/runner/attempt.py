@@ -246,11 +246,19 @@ def resume_all(attempts: Iterable[RunningAttempt]) -> list[RunningAttempt]:
 
 
 def hold_all(attempts: Iterable[RunningAttempt]) -> list[RunningAttempt]:
-    """Stop the running attempts for a store outage (:func:`pause_all`), marked held: a
-    resume read meanwhile does not continue them, only :func:`release_all` does."""
-    held = pause_all(attempts)
-    for attempt in held:
-        attempt.held = True
+    """Stop the running attempts for a store outage (as :func:`pause_all`), marked held: a
+    resume read meanwhile does not continue them, only :func:`release_all` does. Called
+    from the heartbeat thread as well as the loop's."""
+    held = []
+    for attempt in attempts:
+        if attempt.finished is None and not attempt.paused:
+            attempt.held = True  # first: a resume read meanwhile must not continue it
+            if attempt.pause():
+                held.append(attempt)
+            else:
+                attempt.held = False
+    if held:
+        signal_strays(strays_of(a.proc for a in held), signal.SIGSTOP)
     return held
 
 

@@ -139,6 +139,20 @@ def kill_leftover_group(pid: int, start_time: int | None, kill_timeout: float) -
     return True
 
 
+def group_stopped(pgid: int) -> bool:
+    """Is every live member of process group ``pgid`` stopped (state T)? False for a group
+    with none: there is nothing stopped to speak of."""
+    wanted = str(pgid)
+    states = [
+        fields[0]
+        for pid in _proc_pids() or ()
+        if (fields := _read_stat(pid)) is not None
+        and fields[2] == wanted
+        and fields[0] not in _STATE_ZOMBIE
+    ]
+    return bool(states) and all(state in ("T", "t") for state in states)
+
+
 def stop_leftover_group(pid: int, start_time: int | None) -> bool:
     """SIGSTOP the process group an interrupted stage left behind, under the rules of
     :func:`kill_leftover_group` (the group is provably the recorded one). True if sent."""

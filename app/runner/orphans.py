@@ -59,8 +59,9 @@ def enforce_if_no_runner(
         view.runner_host, view.runner_pid, view.heartbeat_at, time.time(), stale_after_of(db)
     ):
         return []
-    lines = enforce_without_runner(view, op)
-    if only_if_found and not lines:
+    done: list[str] = []
+    lines = enforce_without_runner(view, op, done)
+    if only_if_found and not done:
         return []
     from store.identity import local_host, pid_alive
 
@@ -83,10 +84,11 @@ def enforce_if_no_runner(
     return lines
 
 
-def enforce_without_runner(view: SessionView, op: str) -> list[str]:
+def enforce_without_runner(view: SessionView, op: str, done: list[str] | None = None) -> list[str]:
     """Do to the leftover processes of ``view``'s unfinished stages what the runner would
     have done for ``op`` (``pause``: stop them; ``abort`` or ``delete``: remove them).
-    Returns one line per thing done or not doable, for the user."""
+    Returns one line per thing done or not doable, for the user; ``done`` gets the lines
+    of what was done (a pause of a group stopped already does nothing)."""
     from store.identity import local_host
 
     here = local_host()
@@ -109,7 +111,11 @@ def enforce_without_runner(view: SessionView, op: str) -> list[str]:
             line = f"{verb} the leftover process group {stage.pid} of stage {stage.name}"
             lines.append(_recorded_in_log(view.id, stage.name, op, line))
             told.add((stage.name, stage.pid))
+            if done is not None:
+                done.append(line)
     found = dict(_enforce_unrecorded(view.id, stages, op, told))
+    if done is not None:
+        done.extend(found.values())
     # A stage recorded on another host name whose processes were found here after all (one
     # machine known by two names) is told by what was done to them, not as out of reach.
     lines.extend(line for name, line in elsewhere.items() if name not in found)
@@ -133,9 +139,11 @@ def _recorded_in_log(session_id: str, stage: str, op: str, line: str) -> str:
 
 def _enforce_recorded(stage: StageView, op: str) -> bool:
     from app.runner.attempt import kill_timeout_of
-    from app.runner.groups import kill_leftover_group, stop_leftover_group
+    from app.runner.groups import group_stopped, kill_leftover_group, stop_leftover_group
 
     if op == "pause":
+        if group_stopped(stage.pid or 0):
+            return False  # stopped already: nothing to do, nothing to say
         return stop_leftover_group(stage.pid or 0, stage.pid_start)
     return kill_leftover_group(stage.pid or 0, stage.pid_start, kill_timeout_of(stage.config))
 
@@ -149,7 +157,7 @@ def _enforce_unrecorded(
     import signal
 
     from app.runner.attempt import kill_timeout_of
-    from app.runner.groups import find_session_processes, kill_groups, killpg
+    from app.runner.groups import find_session_processes, group_stopped, kill_groups, killpg
 
     by_name = {s.name: s for s in stages}
     found = [p for p in find_session_processes(session_id) if p.stage in by_name]
@@ -157,7 +165,8 @@ def _enforce_unrecorded(
     for name in sorted({p.stage for p in found}):
         procs = [p for p in found if p.stage == name]
         if op == "pause":
-            groups = sorted({p.pgid for p in procs if killpg(p.pgid, signal.SIGSTOP)})
+            running = {p.pgid for p in procs if not group_stopped(p.pgid)}
+            groups = sorted(g for g in running if killpg(g, signal.SIGSTOP))
             verb = "stopped"
         else:
             groups = kill_groups(procs, kill_timeout_of(by_name[name].config))

@@ -605,7 +605,9 @@ class StageProcess:
         if popen is None:
             raise RuntimeError("stage process not started")
         deadline = time.monotonic() + max(0.0, kill_timeout)
-        strays = strays_of([self])  # told at once, removed with the group (below)
+        # Its processes that left the group while it runs go with it (told at once,
+        # removed below); once it exited, what it left running is left alone (a service).
+        strays = [] if self._await_exit(0) else strays_of([self])
         signal_strays(strays, signal.SIGTERM)
         signal_strays(strays, signal.SIGCONT)
         sent = self._signal(signal.SIGTERM, leftovers=True)

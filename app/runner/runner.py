@@ -203,8 +203,11 @@ class Runner(ManualGates, LiveView):
         #: store is unreachable or (on PostgreSQL) nothing was notified.
         self._last_desired: tuple[str, str | None] | None = (SessionStatus.ACTIVE, None)
         self._down_since: float | None = None
-        #: Stages stopped because the store was out of reach too long (:meth:`_hold_stages`).
+        #: Stages stopped because no heartbeat landed for too long (:meth:`_maybe_hold`),
+        #: when the last one did, and the lock of that hold (the heartbeat thread takes it).
         self._holding = False
+        self._beat_ok_at = time.monotonic()
+        self._hold_lock = threading.Lock()
         #: A store error that waiting will not cure, seen by the heartbeat thread or the
         #: log mirror: the loop stops on it (:meth:`_check_flags`).
         self._failure: StoreFailure | None = None

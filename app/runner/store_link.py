@@ -123,6 +123,8 @@ class StoreLink:
     _last_desired: tuple[str, str | None] | None
     _down_since: float | None
     _holding: bool
+    _beat_ok_at: float
+    _hold_lock: threading.Lock
     _failure: StoreFailure | None
     _store_errors: int
     _retry_at: float
@@ -191,7 +193,9 @@ class StoreLink:
                             self._lost.set()
                             self._wake.set()
                         return
+                    self._beat_ok_at = time.monotonic()
                 except Exception as exc:
+                    self._maybe_hold()
                     with contextlib.suppress(Exception):
                         # away for a moment: try again next beat, on a new connection (a
                         # store that changed under the old one is seen as it is now)
@@ -425,22 +429,33 @@ class StoreLink:
                 else f"store unreachable ({_first_line(exc)})"
             )
             self._say(f"{what}; running stages go on, retrying", "WARNING")
-        elif not self._holding and now - self._down_since >= self._hold_after():
+        self._maybe_hold()
+
+    def _maybe_hold(self) -> None:
+        """Once no heartbeat has landed for half the stale limit, stop the running stages
+        until the store answers: another host may take the session over when its heartbeat
+        is stale, and its takeover cannot reach this host's processes, so they must be
+        stopped by then. Counted from the last beat that landed (what other hosts judge
+        by), and asked both by the loop's retries and by the heartbeat thread's own
+        failures, every 2 s, so a loop waiting on a slow retry does not delay it. Only where
+        another host can take over: a SQLite store is taken over on this host alone, where
+        the takeover removes the old processes (docs/ARCHITECTURE.md §6)."""
+        if self._holding or time.monotonic() - self._beat_ok_at < self._hold_after():
+            return
+        with self._hold_lock:
+            if self._holding or self._lost.is_set():
+                return
             self._holding = True
+            away = time.monotonic() - self._beat_ok_at
             self._say(
-                f"the store has been out of reach for {now - self._down_since:.0f} s: running "
-                "stages stopped (SIGSTOP) until it answers, so that a host that takes the "
-                "session over meanwhile does not run them twice",
+                f"no heartbeat has reached the store for {away:.0f} s: running stages "
+                "stopped (SIGSTOP) until it answers, so that a host that takes the session "
+                "over meanwhile does not run them beside their copy",
                 "WARNING",
             )
             self._hold_stages()
 
     def _hold_after(self) -> float:
-        """Seconds of outage after which the running stages are stopped: half the stale
-        limit, so they are stopped before any other host may take the session over (its
-        heartbeat stale) and start them again. Only where another host can: a SQLite store
-        is taken over on this host alone, where the takeover removes the old processes
-        (docs/ARCHITECTURE.md §6, "The store going away")."""
         if self._db.get_bind().dialect.name == "sqlite":
             return math.inf
         return stale_after_of(self._db) / 2
@@ -452,16 +467,25 @@ class StoreLink:
         """Continue what :meth:`_hold_stages` stopped."""
 
     def _store_back(self) -> None:
+        if self._holding:
+            self._release_held()
         if self._down_since is None:
             return
         away = time.monotonic() - self._down_since
         self._down_since = None
         self._backoff = STORE_RETRY[0]
         self._say(f"store reachable again after {away:.1f} s")
-        if self._holding and not self._lost.is_set():  # taken over: they are removed
+
+    def _release_held(self) -> None:
+        """The store answers: what :meth:`_maybe_hold` stopped goes on (taken over, it
+        stays stopped until the loop removes it)."""
+        with self._hold_lock:
+            if not self._holding or self._lost.is_set():
+                return
             self._holding = False
+            self._beat_ok_at = time.monotonic()  # the store answered: a beat follows
             self._release_stages()
-            self._say("stages stopped during the outage continued (SIGCONT)")
+        self._say("stages stopped while the store was out of reach continued (SIGCONT)")
 
     def _desired(self, fresh: bool = False) -> tuple[str, str | None] | None:
         """(status, reason) the front ends want, None if the session was deleted. Raises

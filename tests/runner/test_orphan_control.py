@@ -190,6 +190,20 @@ def test_a_pause_asked_again_after_its_runner_died_unenforced_stops_the_stage(
         kill_session_processes(sid)
 
 
+def test_a_pause_asked_once_more_with_the_stage_stopped_already_is_refused(
+    vc: Vc, store: Store, nap: str
+) -> None:
+    sid, pid = _paused_then_runner_killed(vc, store, nap)
+    try:
+        assert vc("flow", "session", "pause", sid).returncode == 0  # stops it
+        again = vc("flow", "session", "pause", sid)  # nothing left to do
+        assert again.returncode == 1
+        assert "it is PAUSED" in again.stderr and "runner is gone" not in again.stderr
+        assert proc_state(pid) == "T"
+    finally:
+        kill_session_processes(sid)
+
+
 def test_an_abort_asked_again_after_its_runner_died_mid_kill_removes_the_stage(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
