@@ -283,6 +283,7 @@ class Runner(ManualGates, LiveView):
         """Claim (if not done yet), then run the remaining stages; always releases the
         session (so it is never shown orphaned after a clean exit)."""
         self.claim()
+        self._beat_ok_at = time.monotonic()  # the claim wrote the first heartbeat
         self._beat_thread = threading.Thread(target=self._beat, name="vc-heartbeat", daemon=True)
         self._beat_thread.start()
         self._say(f"runner started (pid {self.pid} on {self.host})")
