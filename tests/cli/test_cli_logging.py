@@ -231,15 +231,14 @@ def test_session_logs_refuses_an_unknown_level_as_a_usage_error(store_workspace:
     assert "invalid --level 'LOUD'" in one_error_line(result)
 
 
-def test_session_logs_follow_prints_new_lines_until_the_session_ends(
-    store_workspace: Path,
-) -> None:
-    from store import FlowSessionManager, StageManager
+def _following(workspace: Path) -> tuple[str, subprocess.Popen[str]]:
+    """A session running elsewhere with one line logged, and `session logs --follow` of it."""
+    from store import FlowSessionManager
 
-    sid = create_session(store_workspace)
-    with store(store_workspace) as db:
+    sid = create_session(workspace)
+    with store(workspace) as db:
         FlowSessionManager(db).start_session(sid, runner_pid=1, runner_host="elsewhere")
-    add_logs(store_workspace, sid, [("INFO", "greet", "before")])
+    add_logs(workspace, sid, [("INFO", "greet", "before")])
     follower = subprocess.Popen(
         [sys.executable, "-m", "app.main", "flow", "session", "logs", sid, "--follow"],
         stdout=subprocess.PIPE,
@@ -248,6 +247,15 @@ def test_session_logs_follow_prints_new_lines_until_the_session_ends(
         text=True,
         env=env_for(),
     )
+    return sid, follower
+
+
+def test_session_logs_follow_prints_new_lines_until_the_session_ends(
+    store_workspace: Path,
+) -> None:
+    from store import FlowSessionManager, StageManager
+
+    sid, follower = _following(store_workspace)
     try:
         assert follower.stdout is not None
         assert follower.stdout.readline().endswith("[greet] before\n")
@@ -274,20 +282,7 @@ def test_session_logs_follow_stopped_by_ctrl_c_exits_130_without_a_word(
 ) -> None:
     import signal
 
-    from store import FlowSessionManager
-
-    sid = create_session(store_workspace)
-    with store(store_workspace) as db:
-        FlowSessionManager(db).start_session(sid, runner_pid=1, runner_host="elsewhere")
-    add_logs(store_workspace, sid, [("INFO", "greet", "before")])
-    follower = subprocess.Popen(
-        [sys.executable, "-m", "app.main", "flow", "session", "logs", sid, "--follow"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env_for(),
-    )
+    _, follower = _following(store_workspace)
     try:
         assert follower.stdout is not None
         assert follower.stdout.readline().endswith("[greet] before\n")

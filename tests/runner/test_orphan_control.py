@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,13 +107,19 @@ def test_pause_of_a_session_whose_runner_is_gone_stops_its_stage_process(
 ) -> None:
     sid, pid = _orphan(vc, store, nap)
     try:
-        result = vc("flow", "session", "pause", sid)
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.startswith("PAUSED:")
-        assert proc_state(pid) == "T"
-        assert f"stopped the leftover process group {pid} of stage nap" in result.stderr
+        _pause_stops_the_stage(vc, sid, pid)
     finally:
         kill_session_processes(sid)
+
+
+def _pause_stops_the_stage(vc: Vc, sid: str, pid: int) -> Any:
+    """`session pause` stopped the stage ``pid`` itself, and said so; its result."""
+    result = vc("flow", "session", "pause", sid)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("PAUSED:")
+    assert proc_state(pid) == "T"
+    assert f"stopped the leftover process group {pid} of stage nap" in result.stderr
+    return result
 
 
 def test_delete_of_a_session_whose_runner_is_gone_removes_its_stage_process(
@@ -181,11 +188,7 @@ def test_a_pause_asked_again_after_its_runner_died_unenforced_stops_the_stage(
 ) -> None:
     sid, pid = _paused_then_runner_killed(vc, store, nap)
     try:
-        result = vc("flow", "session", "pause", sid)
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.startswith("PAUSED:") and "it was already" in result.stdout
-        assert proc_state(pid) == "T"
-        assert f"stopped the leftover process group {pid} of stage nap" in result.stderr
+        assert "it was already" in _pause_stops_the_stage(vc, sid, pid).stdout
     finally:
         kill_session_processes(sid)
 
