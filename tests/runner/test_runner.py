@@ -195,6 +195,9 @@ def test_pause_stops_the_stage_and_resume_continues_where_it_was(vc: Vc, store: 
     assert vc("flow", "session", "resume", sid).returncode == 0
     wait_until(lambda: proc_state(pid) != "T", timeout=5, what="SIGCONT")
     wait_until(lambda: utime(pid) > before, timeout=5, what="CPU use again")
+    # Recorded ACTIVE right after the signal (and the look for processes that left the
+    # group), as the pause was recorded PAUSED.
+    wait_until(lambda: store.stage(sid, "spin").status == "ACTIVE", timeout=1, what="ACTIVE")
     stage = store.stage_row(sid, "spin")
     assert (stage.status, stage.attempt, stage.pid) == ("ACTIVE", 1, pid)  # same process
     assert [r.text for r in store.logs(sid, stage="spin")].count("started") == 1
