@@ -44,7 +44,8 @@ from app.cli.common import (
     use_color,
     warning_line,
 )
-from app.console import age_text, to_stderr
+from app.cli.operations import enforce_without_runner, note, operate
+from app.console import age_text
 
 if TYPE_CHECKING:
     from store.queries import LogView
@@ -391,172 +392,17 @@ def check_workflow_id(workflow_id: str) -> None:
         raise fail(str(exc), 2) from None
 
 
-def _operation(op: str, session_id: str, gate: str | None = None) -> None:
-    """One state change: on the driver path when it can (:mod:`app.cli.direct`), else
-    through the managers; the same output either way."""
-    from app.cli.direct import refuse_without_store
-    from store.errors import InvalidTransition
-
-    with translate_errors():
-        refuse_without_store([session_id])
-
-    if op != "retry":
-        from app.cli.direct import operation
-
-        with translate_errors():
-            try:
-                outcome = operation(op, session_id, gate)
-            except InvalidTransition as refused:
-                if not _enforced_again(op, session_id, refused.current):
-                    raise
-                return
-        if outcome is not None:
-            change, name, workflow_id = outcome.change, outcome.name, outcome.workflow_id
-            if outcome.runner_gone and op in ("pause", "abort"):
-                with open_store(warned=True) as ctx, ctx.session() as session:
-                    _enforce_without_runner(session, change.session_id, op)
-            extra = _approved(op, change.stage)
-            if outcome.needs_runner:
-                with open_store(warned=True) as ctx:
-                    extra += _start_runner(ctx, change.session_id)
-            elif outcome.for_workers:
-                from app.runner.launch import FOR_WORKERS
-
-                extra += f" ({FOR_WORKERS})"
-            _report(op, change.to_status, change.session_id, name, workflow_id, extra)
-            return
-    with open_store() as ctx, ctx.session() as session:
-        manager = ctx.sessions(session)
-        args = (gate,) if op == "approve" else ()
-        try:
-            change = getattr(manager, op)(session_id, *args)
-        except InvalidTransition as refused:
-            if not _enforced_again(op, session_id, refused.current):
-                raise
-            return
-        obj = manager.get_session(change.session_id)
-        name, workflow_id = obj.name, obj.workflow_id
-        if op == "retry":
-            _say_if_the_file_changed(ctx.settings.workflows_dir, workflow_id, obj.definition)
-        if op in ("pause", "abort"):
-            _enforce_without_runner(session, change.session_id, op)
-        extra = _approved(op, change.stage)
-        if op in ("resume", "approve") and change.to_status == "ACTIVE":
-            extra += _start_runner(ctx, change.session_id)
-    _report(op, change.to_status, change.session_id, name, workflow_id, extra)
-
-
-def _say_if_the_file_changed(directory: Any, workflow_id: str, snapshot: Any) -> None:
-    """A retry runs the session's own copy of its workflow, taken when it was created:
-    when the file says something else now (a fix made since), the user hears it before
-    the same command fails again."""
-    from store.definitions import WorkflowDefinition
-    from store.workflows import find_workflow
-
-    try:
-        current = find_workflow(directory, workflow_id).to_dict()
-        # the stored copy as this code writes one (older snapshots lack newer defaults)
-        stored = WorkflowDefinition.from_dict(dict(snapshot or {})).to_dict()
-    except Exception:  # gone or broken now: the retry does not read it
-        return
-    ignored = {"max_parallel": None, "path": None}  # --max-parallel, a moved workspace
-    if {**current, **ignored} != {**stored, **ignored}:
-        _note(
-            f"workflow {workflow_id!r} has changed since this session was created; the "
-            "session runs its own copy as it was then (start a new session to run the file "
-            "as it is now)"
-        )
-
-
-def _enforced_again(op: str, session_id: str, current: str) -> bool:
-    """A pause or an abort refused because the session is already there, whose runner
-    died before it enforced the first one: enforced now, here (app.runner.orphans), and
-    said. False when there was nothing left to do: the refusal stands."""
-    from app.runner.orphans import ENDS_IN, enforce_again
-
-    if ENDS_IN.get(op) != current or not _runner_lost(session_id):
-        return False  # the common refusal stays on the driver path
-    with open_store(warned=True) as ctx, ctx.session() as session:
-        lines = enforce_again(session, session_id, op, current)
-        if not lines:
-            return False
-        for line in lines:
-            _note(f"its runner is gone: {line}")
-        obj = ctx.sessions(session).get_session(session_id)
-        name, workflow_id, full_id = obj.name, obj.workflow_id, obj.id
-    _report(op, current, full_id, name, workflow_id, " (it was already; done now)")
-    return True
-
-
-def _runner_lost(session_id: str) -> bool:
-    """Did a runner hold the session, and is none alive (``store.liveness.runner_lost``)?
-    Read by the driver path when it can."""
-    import time
-
-    from app.cli.direct import reading
-    from app.settings import Settings
-    from store.liveness import runner_lost
-
-    with reading(warned=True) as reader:
-        view = reader.session_view(reader.resolve_session_id(session_id))
-    if view is None:
-        return False
-    stale = Settings.from_env().stale_after
-    return runner_lost(view.runner_host, view.runner_pid, view.heartbeat_at, time.time(), stale)
-
-
-def _enforce_without_runner(session: Any, session_id: str, op: str) -> None:
-    """No live runner holds the session: its leftover stage processes on this host are
-    stopped (pause) or removed (abort, delete) here (app.runner.orphans), each said."""
-    from app.runner.orphans import enforce_if_no_runner
-
-    for line in enforce_if_no_runner(session, session_id, op):
-        _note(f"its runner is gone: {line}")
-
-
-def _approved(op: str, gate: str | None) -> str:
-    from store.text import clean_text
-
-    return f"; gate {clean_text(gate or '')} approved" if op == "approve" else ""
-
-
-def _start_runner(ctx: Any, session_id: str) -> str:
-    """A runner for a session left ACTIVE without one; what to add to the output line."""
-    from app.runner.launch import ensure_runner
-
-    started = ensure_runner(ctx, session_id)
-    if started is not None and started.started:
-        return f" (runner started: pid {started.pid})"
-    if started is not None and started.outcome == "queued":
-        return f" ({started.message})"
-    if started is not None:
-        error_line(f"could not start a runner: {started.message}")
-        return " (no runner: see the error above)"
-    return ""
-
-
-def _report(
-    op: str, status: str | None, session_id: str, name: str, workflow_id: str, extra: str
-) -> None:
-    from store.text import clean_text
-
-    short = session_id[:12]
-    print(f"{status}: {short} ({clean_text(name)}){extra}")
-    if op == "retry":
-        print(f"run it again with 'vc flow run {workflow_id} --session {short}'")
-
-
 @app.command("pause")
 def pause_cmd(session_id: IdArg) -> None:
     """Pause a session: its running stage is stopped (SIGSTOP) by its runner."""
-    _operation("pause", session_id)
+    operate("pause", session_id)
 
 
 @app.command("resume")
 def resume_cmd(session_id: IdArg) -> None:
     """Resume a paused session (starts a runner if a started session has none, unless it
     is queued work: a worker claims that)."""
-    _operation("resume", session_id)
+    operate("resume", session_id)
 
 
 @app.command("approve")
@@ -575,19 +421,19 @@ def approve_cmd(
     resumes (a runner is started if it has none); others go on as they were."""
     if gate is not None and not gate.strip():
         raise fail("GATE must name a gate (leave it out when only one gate waits)", 2)
-    _operation("approve", session_id, gate)
+    operate("approve", session_id, gate)
 
 
 @app.command("abort")
 def abort_cmd(session_id: IdArg) -> None:
     """Abort a session: FAILED with reason 'aborted'; its stage is terminated."""
-    _operation("abort", session_id)
+    operate("abort", session_id)
 
 
 @app.command("retry")
 def retry_cmd(session_id: IdArg) -> None:
     """Retry a FAILED session: failed stages go back to PENDING, completed ones are kept."""
-    _operation("retry", session_id)
+    operate("retry", session_id)
 
 
 #: `wait`'s exit code when the timeout comes first (that of timeout(1)).
@@ -641,22 +487,22 @@ def wait_cmd(
             from app.runner.notifications import action
 
             _, command = action("gate", sid, gate=state.gate)
-            _note(f"{short} ({name}) waits at the manual gate {clean_text(state.gate)}: {command}")
+            note(f"{short} ({name}) waits at the manual gate {clean_text(state.gate)}: {command}")
         elif state.status == "PAUSED":
-            _note(f"{short} ({name}) is PAUSED: 'vc flow session resume {short}' goes on")
+            note(f"{short} ({name}) is PAUSED: 'vc flow session resume {short}' goes on")
         elif state.orphaned:
-            _note(
+            note(
                 f"{short} ({name}) has no live runner (orphaned): "
                 f"'vc flow session resume {short}' starts one"
             )
         elif state.never_started:
             workflow = shlex.quote(state.workflow_id)
-            _note(
+            note(
                 f"{short} ({name}) is PENDING and nothing runs it: "
                 f"'vc flow run {workflow} --session {short}' starts it"
             )
         elif state.awaits_worker:
-            _note(f"{short} ({name}) is queued: the next 'vc flow worker' runs it")
+            note(f"{short} ({name}) is queued: the next 'vc flow worker' runs it")
 
     def store_away(exc: BaseException) -> None:
         from store.engine import unavailable_message
@@ -696,11 +542,6 @@ def wait_cmd(
         raise typer.Exit(1)
 
 
-def _note(text: str) -> None:
-    """A line for the person watching (stderr: stdout says only how sessions ended)."""
-    to_stderr(f"vc: {text}\n")
-
-
 @app.command("delete")
 def delete_cmd(
     session_id: IdArg,
@@ -731,7 +572,7 @@ def delete_cmd(
                 print(f"not deleted: {sid[:12]} ({clean_text(name)})")
                 raise typer.Exit(1)
         assert ctx.logging is not None
-        _enforce_without_runner(session, sid, "delete")
+        enforce_without_runner(session, sid, "delete")
         from store.errors import InvalidTransition
 
         try:
@@ -798,7 +639,7 @@ def logs_cmd(
         records = reader.logs(sid, min_level=min_level, stages=stages, limit=tail + 1, newest=True)
         if len(records) > tail:  # one more than asked for: earlier lines exist
             records = records[1:]
-            _note(f"earlier lines left out: these are the last {tail} (--tail N shows more)")
+            note(f"earlier lines left out: these are the last {tail} (--tail N shows more)")
         _print_logs(records, color)
         last_id = records[-1].id if records else 0
         if not follow:

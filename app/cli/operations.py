@@ -1,0 +1,173 @@
+"""The session commands' state changes (pause, resume, approve, abort, retry): on the
+driver path when it can, else through the managers, with the same output either way; and
+what a change needs around it (a runner started, leftovers enforced when the runner is
+gone, docs/ARCHITECTURE.md §2 "No runner left"). The commands themselves are in
+:mod:`app.cli.session`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.cli.common import error_line, open_store, translate_errors
+from app.console import to_stderr
+
+
+def note(text: str) -> None:
+    """A line for the person watching (stderr: stdout says only how sessions ended)."""
+    to_stderr(f"vc: {text}\n")
+
+
+def operate(op: str, session_id: str, gate: str | None = None) -> None:
+    """One state change: on the driver path when it can (:mod:`app.cli.direct`), else
+    through the managers; the same output either way."""
+    from app.cli.direct import refuse_without_store
+    from store.errors import InvalidTransition
+
+    with translate_errors():
+        refuse_without_store([session_id])
+
+    if op != "retry":
+        from app.cli.direct import operation
+
+        with translate_errors():
+            try:
+                outcome = operation(op, session_id, gate)
+            except InvalidTransition as refused:
+                if not _enforced_again(op, session_id, refused.current):
+                    raise
+                return
+        if outcome is not None:
+            change, name, workflow_id = outcome.change, outcome.name, outcome.workflow_id
+            if outcome.runner_gone and op in ("pause", "abort"):
+                with open_store(warned=True) as ctx, ctx.session() as session:
+                    enforce_without_runner(session, change.session_id, op)
+            extra = _approved(op, change.stage)
+            if outcome.needs_runner:
+                with open_store(warned=True) as ctx:
+                    extra += _start_runner(ctx, change.session_id)
+            elif outcome.for_workers:
+                from app.runner.launch import FOR_WORKERS
+
+                extra += f" ({FOR_WORKERS})"
+            _report(op, change.to_status, change.session_id, name, workflow_id, extra)
+            return
+    with open_store() as ctx, ctx.session() as session:
+        manager = ctx.sessions(session)
+        args = (gate,) if op == "approve" else ()
+        try:
+            change = getattr(manager, op)(session_id, *args)
+        except InvalidTransition as refused:
+            if not _enforced_again(op, session_id, refused.current):
+                raise
+            return
+        obj = manager.get_session(change.session_id)
+        name, workflow_id = obj.name, obj.workflow_id
+        if op == "retry":
+            _say_if_the_file_changed(ctx.settings.workflows_dir, workflow_id, obj.definition)
+        if op in ("pause", "abort"):
+            enforce_without_runner(session, change.session_id, op)
+        extra = _approved(op, change.stage)
+        if op in ("resume", "approve") and change.to_status == "ACTIVE":
+            extra += _start_runner(ctx, change.session_id)
+    _report(op, change.to_status, change.session_id, name, workflow_id, extra)
+
+
+def _say_if_the_file_changed(directory: Any, workflow_id: str, snapshot: Any) -> None:
+    """A retry runs the session's own copy of its workflow, taken when it was created:
+    when the file says something else now (a fix made since), the user hears it before
+    the same command fails again."""
+    from store.definitions import WorkflowDefinition
+    from store.workflows import find_workflow
+
+    try:
+        current = find_workflow(directory, workflow_id).to_dict()
+        # the stored copy as this code writes one (older snapshots lack newer defaults)
+        stored = WorkflowDefinition.from_dict(dict(snapshot or {})).to_dict()
+    except Exception:  # gone or broken now: the retry does not read it
+        return
+    ignored = {"max_parallel": None, "path": None}  # --max-parallel, a moved workspace
+    if {**current, **ignored} != {**stored, **ignored}:
+        note(
+            f"workflow {workflow_id!r} has changed since this session was created; the "
+            "session runs its own copy as it was then (start a new session to run the file "
+            "as it is now)"
+        )
+
+
+def _enforced_again(op: str, session_id: str, current: str) -> bool:
+    """A pause or an abort refused because the session is already there, whose runner
+    died before it enforced the first one: enforced now, here (app.runner.orphans), and
+    said. False when there was nothing left to do: the refusal stands."""
+    from app.runner.orphans import ENDS_IN, enforce_again
+
+    if ENDS_IN.get(op) != current or not _runner_lost(session_id):
+        return False  # the common refusal stays on the driver path
+    with open_store(warned=True) as ctx, ctx.session() as session:
+        lines = enforce_again(session, session_id, op, current)
+        if not lines:
+            return False
+        for line in lines:
+            note(f"its runner is gone: {line}")
+        obj = ctx.sessions(session).get_session(session_id)
+        name, workflow_id, full_id = obj.name, obj.workflow_id, obj.id
+    _report(op, current, full_id, name, workflow_id, " (it was already; done now)")
+    return True
+
+
+def _runner_lost(session_id: str) -> bool:
+    """Did a runner hold the session, and is none alive (``store.liveness.runner_lost``)?
+    Read by the driver path when it can."""
+    import time
+
+    from app.cli.direct import reading
+    from app.settings import Settings
+    from store.liveness import runner_lost
+
+    with reading(warned=True) as reader:
+        view = reader.session_view(reader.resolve_session_id(session_id))
+    if view is None:
+        return False
+    stale = Settings.from_env().stale_after
+    return runner_lost(view.runner_host, view.runner_pid, view.heartbeat_at, time.time(), stale)
+
+
+def enforce_without_runner(session: Any, session_id: str, op: str) -> None:
+    """No live runner holds the session: its leftover stage processes on this host are
+    stopped (pause) or removed (abort, delete) here (app.runner.orphans), each said."""
+    from app.runner.orphans import enforce_if_no_runner
+
+    for line in enforce_if_no_runner(session, session_id, op):
+        note(f"its runner is gone: {line}")
+
+
+def _approved(op: str, gate: str | None) -> str:
+    from store.text import clean_text
+
+    return f"; gate {clean_text(gate or '')} approved" if op == "approve" else ""
+
+
+def _start_runner(ctx: Any, session_id: str) -> str:
+    """A runner for a session left ACTIVE without one; what to add to the output line."""
+    from app.runner.launch import ensure_runner
+
+    started = ensure_runner(ctx, session_id)
+    if started is not None and started.started:
+        return f" (runner started: pid {started.pid})"
+    if started is not None and started.outcome == "queued":
+        return f" ({started.message})"
+    if started is not None:
+        error_line(f"could not start a runner: {started.message}")
+        return " (no runner: see the error above)"
+    return ""
+
+
+def _report(
+    op: str, status: str | None, session_id: str, name: str, workflow_id: str, extra: str
+) -> None:
+    from store.text import clean_text
+
+    short = session_id[:12]
+    print(f"{status}: {short} ({clean_text(name)}){extra}")
+    if op == "retry":
+        print(f"run it again with 'vc flow run {workflow_id} --session {short}'")
