@@ -23,6 +23,10 @@ def launch(*, demo: bool = False) -> int:
     from app.tui import demo as demo_mod
 
     for name, stream in (("stdout", sys.stdout), ("stderr", sys.stderr)):
+        if _terminal_gone(stream):  # closed between the start and this look: not a usage error
+            with contextlib.suppress(OSError):
+                error_line("the dashboard's terminal closed before it started")
+            return 1
         if not stream.isatty():
             raise NeedsTerminal(
                 f"the dashboard needs a terminal and {name} is not one; for scripts use "
@@ -84,6 +88,22 @@ def launch(*, demo: bool = False) -> int:
         except OSError:  # its terminal is gone with its input
             pass
     return app.return_code or 0
+
+
+def _terminal_gone(stream: Any) -> bool:
+    """True for a terminal that was hung up (its window or its pty's master closed): it is
+    still a terminal device, but the kernel answers every request with EIO, so ``isatty``
+    says no."""
+    import errno
+    import termios
+
+    try:
+        termios.tcgetattr(stream.fileno())
+    except termios.error as exc:
+        return bool(exc.args) and exc.args[0] == errno.EIO
+    except (OSError, ValueError):
+        return False
+    return False
 
 
 class _QuitOnSignals:

@@ -167,6 +167,28 @@ def test_a_dashboard_whose_terminal_closes_before_its_first_frame_exits(
     assert _exits(dashboard.process, "its terminal was resized and closed at once") == 1
 
 
+def test_a_dashboard_started_on_a_terminal_already_closed_exits_1_not_as_a_usage_error(
+    workspace: Path,
+) -> None:
+    """The window was closed between the start of `vc flow tui` and its look at the
+    terminal: the hung-up terminal is no usage error (exit 2), the dashboard just ends."""
+    master, slave = pty.openpty()
+    os.close(master)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.main", "flow", "tui"],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            cwd=workspace,
+            env=vc_env({"TERM": "xterm-256color"}),
+        )
+    finally:
+        os.close(slave)
+    assert _exits(process, "it started on a closed terminal") == 1
+
+
 def test_a_dashboard_whose_input_pipe_closes_exits(
     workspace: Path, dashboards: list[PtyDashboard]
 ) -> None:
