@@ -260,6 +260,8 @@ def kill_groups(processes: Iterable[SessionProcess], kill_timeout: float) -> lis
     SIGTERM and SIGCONT to every group at once, SIGKILL to what is still alive after
     ``kill_timeout`` seconds. A process whose group cannot be signalled safely (our own
     group, or none) is signalled alone. Returns the groups (or lone pids) signalled.
+    SIGKILL goes only to the groups and pids still alive at the last look: one that was
+    gone meanwhile may name somebody else's process by then.
 
     The groups are theirs to remove: a process can only join a group of its own session,
     and the session of a stage process was created by its stage (``start_new_session``)
@@ -275,9 +277,15 @@ def kill_groups(processes: Iterable[SessionProcess], kill_timeout: float) -> lis
             lone.add(proc.pid)
 
     def alive() -> bool:
-        return any(group_has_live_members(g) for g in groups) or any(
-            (f := _read_stat(p)) is not None and f[0] not in _STATE_ZOMBIE for p in lone
+        """Whether anything is left, forgetting each group and pid seen gone: a group
+        that emptied frees its number, which a process started later may take as its
+        own group (pid reuse), so it must never be signalled again. Looked at every
+        POLL_SLICE, far shorter than the system takes to hand a pid out again."""
+        groups.intersection_update([g for g in groups if group_has_live_members(g)])
+        lone.intersection_update(
+            [p for p in lone if (f := _read_stat(p)) is not None and f[0] not in _STATE_ZOMBIE]
         )
+        return bool(groups or lone)
 
     def send(sig: int) -> list[int]:
         sent = [g for g in sorted(groups) if killpg(g, sig)]

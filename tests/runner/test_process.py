@@ -616,6 +616,35 @@ def test_kill_groups_terms_then_kills_what_ignores_term(sid: str) -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
+def test_kill_groups_never_sends_sigkill_to_a_group_already_gone(
+    sid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group that ended on SIGTERM frees its number for any later process group (pid
+    reuse cannot be forced in a test, so the signals sent are recorded instead)."""
+    import app.runner.groups as groups_mod
+
+    sent: list[tuple[int, int]] = []
+    real_killpg = groups_mod.killpg
+
+    def recording_killpg(pgid: int, sig: int) -> bool:
+        sent.append((pgid, sig))
+        return real_killpg(pgid, sig)
+
+    monkeypatch.setattr(groups_mod, "killpg", recording_killpg)
+    polite = _spawn_stage_like("sleep 100 & echo $!; wait", sid)
+    stubborn = _spawn_stage_like("trap '' TERM; sleep 100 & echo $!; while :; do wait; done", sid)
+    try:
+        assert polite.stdout is not None and stubborn.stdout is not None
+        polite.stdout.readline(), stubborn.stdout.readline()
+        kill_groups(find_session_processes(sid), 0.5)
+        killed = [pgid for pgid, sig in sent if sig == signal.SIGKILL]
+        assert killed == [stubborn.pid]
+    finally:
+        for proc in (polite, stubborn):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
 def test_kill_groups_reaches_a_member_that_left_the_group(sid: str) -> None:
     """A stage's child that made a session of its own (setsid) is still the stage's."""
     _spawn_stage_like("setsid sleep 100 & sleep 100", sid)
