@@ -23,6 +23,9 @@ STAGE_OPS: dict[str, str] = {
     StageStatus.FAILED: "stage.fail",
     StageStatus.PENDING: "stage.reset",
 }
+#: The event of a failed attempt that its stage's ``retries`` let run again (no move: the
+#: stage stays ACTIVE until the next attempt starts).
+RETRY_OP = "stage.retry"
 
 
 class StageState(NamedTuple):

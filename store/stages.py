@@ -26,9 +26,16 @@ from sqlalchemy.engine import Connection
 from store._driver import execute_on_driver, rows_changed
 from store.changes import HOLDS, MAX_RETRIES, STAGE_FENCE, ManagerBase, SessionChange, StageMove
 from store.errors import ConcurrentModification, InvalidTransition, SessionNotFound, StageNotFound
-from store.models import FlowSession, StageInstance
+from store.models import FlowEvent, FlowSession, StageInstance
 from store.records import SESSION_CATEGORY, STAGE_CATEGORY
-from store.stage_moves import MovePlan, MoveRefusal, MoveRequest, StageState, plan_stage_move
+from store.stage_moves import (
+    RETRY_OP,
+    MovePlan,
+    MoveRefusal,
+    MoveRequest,
+    StageState,
+    plan_stage_move,
+)
 from store.status import TERMINAL, SessionOp, SessionStatus, StageStatus, allowed_session_ops
 
 _T = FlowSession.__table__  # type: ignore[attr-defined]
@@ -76,6 +83,24 @@ _TOUCH_HELD_SESSION = (
     .returning(_T.c.status)
 )
 _SESSION_OF_STAGE = select(_ST.c.session_id).where(_ST.c.id == bindparam("id"))
+_EV = FlowEvent.__table__  # type: ignore[attr-defined]
+#: Since the session's last ``retry`` (which resets its failed stages), per stage: how
+#: many failed attempts were run again.
+_RETRIES_USED = (
+    select(_EV.c.stage, func.count())
+    .where(
+        _EV.c.session_id == bindparam("sid"),
+        _EV.c.op == RETRY_OP,
+        _EV.c.id
+        > func.coalesce(
+            select(func.max(_EV.c.id))
+            .where(_EV.c.session_id == bindparam("sid"), _EV.c.op == SessionOp.RETRY.value)
+            .scalar_subquery(),
+            0,
+        ),
+    )
+    .group_by(_EV.c.stage)
+)
 _STAGE_STATUS = select(_ST.c.status).where(_ST.c.id == bindparam("id"))
 
 
@@ -223,6 +248,44 @@ class StageManager(ManagerBase):
             process=(pid, pid_start, host or self.host),
             known=known,
         )
+
+    def note_retry(self, stage_id: int, error: str) -> None:
+        """A failed attempt of the stage runs again (its ``retries`` allow it): the event
+        ``stage.retry``, the failure as its reason; nothing else changes. The retries used
+        so outlive the runner: one that takes the session over (after a crash, a worker's
+        hand-back, a resume) counts them (:meth:`retries_used`) instead of granting the
+        stage its whole budget again."""
+        try:
+            conn = self._conn()
+            now = time.time()
+            if self.lease is not None:
+                self._touch_held(conn, now)
+            current = self._read_stage(conn, stage_id)
+            if self.lease is not None and current.session_id != self.lease.session_id:
+                self.session.rollback()
+                raise self._lease_lost(current.session_id, None)
+            self._event(
+                conn,
+                current.session_id,
+                RETRY_OP,
+                current.status,
+                current.status,
+                now,
+                error,
+                stage=current.name,
+            )
+            self.session.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.session.rollback()
+            raise
+
+    def retries_used(self, session_id: str) -> dict[str, int]:
+        """Per stage, the failed attempts run again since the session's last ``retry``
+        (:meth:`note_retry`); stages with none are absent."""
+        rows = self._conn().execute(_RETRIES_USED, {"sid": session_id}).all()
+        self.session.commit()
+        return {str(stage): int(count) for stage, count in rows if stage is not None}
 
     def move_stage(
         self,

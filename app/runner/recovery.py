@@ -23,6 +23,7 @@ class Recovery(StoreLink):
 
     _started_before: bool
     _attempt_floor: dict[str, int]
+    _tries: dict[str, int]
 
     def _cleanup_leftovers(self, view: SessionView) -> bool:
         """Taking over after a crash: whatever is left of an interrupted stage's process
@@ -81,6 +82,14 @@ class Recovery(StoreLink):
         if self._started_before:
             self._remove_unrecorded(view)
         return changed
+
+    def _count_retries_used(self) -> None:
+        """Taking over a session that ran before: the retries its stages used under the
+        runners before this one count against their ``retries`` (store events
+        ``stage.retry``), so a crash, a hand-back or a resume never renews the budget;
+        only the session's ``retry`` does."""
+        for name, used in self.stages.retries_used(self.session_id).items():
+            self._tries[name] = max(self._tries.get(name, 0), used)
 
     def _remove_unrecorded(self, view: SessionView) -> None:
         """No stage may start while a process of an earlier attempt of it lives on this

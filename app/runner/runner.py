@@ -291,6 +291,8 @@ class Runner(ManualGates, LiveView):
             try:
                 claimed, self._claim_view = self._claim_view, None
                 view = claimed or self._view()
+                if self._started_before:
+                    self._count_retries_used()
                 if self._cleanup_leftovers(view):
                     view = self._view()
                 elif claimed is not None and not self._started_before:

@@ -27,7 +27,7 @@ from app.runner.recovery import Recovery, failure_reason
 from app.runner.schedule import DONE, FAILED, TODO, Schedule
 from app.runner.store_link import _STORE_ERRORS, Outcome
 from store.changes import StageMove
-from store.errors import InvalidTransition, StoreError
+from store.errors import InvalidTransition, SessionNotFound, StageNotFound, StoreError
 from store.queries import StageView
 from store.space import is_disk_full
 from store.status import StageStatus
@@ -142,6 +142,11 @@ class Supervision(Recovery):
         retries = int(stage.config.get("retries") or 0)
         tries = self._tries[stage.name] = self._tries.get(stage.name, 0) + 1
         if tries <= retries and not self._store_is_full():
+            try:
+                self.stages.note_retry(stage.id, f"attempt {running.attempt} failed: {error}")
+            except (StageNotFound, SessionNotFound):
+                self._read_next = True  # deleted meanwhile: the loop reads it
+                return
             self._stage_result(
                 stage.name,
                 f"attempt {running.attempt} failed: {error}; "

@@ -212,6 +212,40 @@ def _runner_died_right_after_spawning(workspace: Path, store: Store) -> tuple[st
 
 
 @sqlite_only
+def test_retries_used_before_the_runner_died_still_count_after_the_takeover(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """`retries: 2`: three failures at most, whatever runners come and go. Attempt 1 fails
+    and is retried; attempt 2 is cut short by its runner's death (no failure of its own);
+    after the takeover attempt 3 fails and is retried, attempt 4 fails for good. A new
+    runner that granted the whole budget again would run a fifth."""
+    write_workflow(
+        workspace,
+        "flaky",
+        """
+        stages:
+          - name: flaky
+            retries: 2
+            run: |
+              echo $VC_ATTEMPT >> attempts.txt
+              if [ "$VC_ATTEMPT" = 2 ]; then echo $$ > two.pid; sleep 60; fi
+              exit 3
+    """,
+    )
+    sid = start_detached(vc, "flaky")
+    read_pid(workspace / "two.pid")
+    wait_until(lambda: store.stage_row(sid, "flaky").attempt == 2, what="attempt 2 recorded")
+    kill_runner(store, sid)
+    result = vc("flow", "session", "resume", sid)
+    assert result.returncode == 0, result.stderr
+    view = store.wait_status(sid, "FAILED")
+    assert (workspace / "attempts.txt").read_text().split() == ["1", "2", "3", "4"]
+    assert view.reason == "stage flaky failed: exit code 3"
+    shown = session_json(vc, "flow", "session", "show", sid)
+    retried = [e["reason"] for e in shown["events"] if e["op"] == "stage.retry"]
+    assert retried == ["attempt 1 failed: exit code 3", "attempt 3 failed: exit code 3"]
+
+
 def test_takeover_removes_an_unrecorded_attempt_before_the_stage_runs_again(
     workspace: Path, vc: Vc, store: Store
 ) -> None:

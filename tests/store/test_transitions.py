@@ -153,6 +153,34 @@ def test_retry_resets_failed_stages_keeps_completed_and_attempts(managers, hello
     assert after[1].attempt == 1
 
 
+def test_retries_used_count_per_stage_until_the_sessions_retry(managers, hello_definition):
+    """The retries a stage's ``retries`` granted (events ``stage.retry``) outlive the runner
+    that granted them; the session's ``retry`` starts every stage's budget afresh."""
+    sessions, stages = managers
+    sid = _make(managers, hello_definition, S.ACTIVE)
+    first, second, _third = stages.list_stages(sid)
+    stages.update_stage_status(first.id, StageStatus.ACTIVE)
+    stages.note_retry(first.id, "attempt 1 failed: exit code 3")
+    stages.note_retry(first.id, "attempt 2 failed: exit code 3")
+    stages.update_stage_status(second.id, StageStatus.ACTIVE)
+    stages.note_retry(second.id, "attempt 1 failed: timeout")
+    assert stages.retries_used(sid) == {first.name: 2, second.name: 1}
+    retried = [e for e in _events(stages.session, sid) if e.op == "stage.retry"]
+    assert (retried[0].stage, retried[0].from_status, retried[0].to_status) == (
+        first.name,
+        S.ACTIVE,
+        S.ACTIVE,
+    )
+    assert [e.reason for e in retried][:2] == [
+        "attempt 1 failed: exit code 3",
+        "attempt 2 failed: exit code 3",
+    ]
+    stages.update_stage_status(first.id, StageStatus.FAILED, error="exit code 3", exit_code=3)
+    sessions.fail(sid, "stage first failed")
+    sessions.retry(sid)
+    assert stages.retries_used(sid) == {}
+
+
 def test_retry_forgets_the_exit_code_and_error_of_the_stages_it_resets(managers, hello_definition):
     sessions, stages = managers
     sid = _make(managers, hello_definition, S.ACTIVE)
