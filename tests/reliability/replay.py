@@ -4,7 +4,8 @@ Each event must start where the previous one ended (``from`` == the replayed sta
 edge the tables allow, and the replay must end in the state the store shows. Stage events
 are replayed too, with the side effects of the session operations that move stages without
 a stage event of their own (abort fails running and paused stages, retry resets every stage
-that is not COMPLETED); ``approve`` is the event of the gate it passed.
+that is not COMPLETED); ``approve`` is the event of the gate it passed; ``stage.retry``
+(a failed attempt run again) leaves its stage ACTIVE.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from store.stage_moves import RETRY_OP
 from store.status import (
     GATE_PASS,
     SESSION_TRANSITIONS,
@@ -78,6 +80,10 @@ def replay(
             stages[e.stage] = "PENDING"
         elif e.op == "notify":
             continue  # a notification sent: history, not a state change
+        elif e.op == RETRY_OP:  # a failed attempt run again: the stage stays ACTIVE
+            current = stages.get(e.stage)
+            if not (e.from_status == e.to_status == current == "ACTIVE"):
+                problems.append(f"{where}: a retry keeps an ACTIVE stage ACTIVE, it was {current}")
         elif e.op in STAGE_OPS:
             current = stages.get(e.stage)
             if current is None:

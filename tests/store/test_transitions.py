@@ -179,6 +179,10 @@ def test_retries_used_count_per_stage_until_the_sessions_retry(managers, hello_d
     sessions.fail(sid, "stage first failed")
     sessions.retry(sid)
     assert stages.retries_used(sid) == {}
+    from tests.reliability.replay import replay
+
+    names = [s.name for s in stages.list_stages(sid)]
+    assert replay(_events(stages.session, sid), names, S.PENDING, None) == []
 
 
 def test_retry_forgets_the_exit_code_and_error_of_the_stages_it_resets(managers, hello_definition):
