@@ -224,8 +224,8 @@ class RunningAttempt:
         self._last_tick = time.monotonic()
         return True
 
-    def terminate(self) -> int:
-        return self.proc.terminate(self.kill_timeout)
+    def terminate(self, hurry: threading.Event | None = None) -> int:
+        return self.proc.terminate(self.kill_timeout, hurry)
 
 
 def pause_all(attempts: Iterable[RunningAttempt]) -> list[RunningAttempt]:
@@ -270,15 +270,18 @@ def release_all(attempts: Iterable[RunningAttempt]) -> list[RunningAttempt]:
     return resume_all(held)
 
 
-def terminate_all(attempts: list[RunningAttempt]) -> list[int | None]:
-    """Stop every attempt at once (TERM, then KILL after each one's ``kill_timeout``): the
-    waits overlap, so stopping eight stages takes one ``kill_timeout``, not eight. Returns
-    each one's exit code, in order (None if it could not be stopped)."""
+def terminate_all(
+    attempts: list[RunningAttempt], hurry: threading.Event | None = None
+) -> list[int | None]:
+    """Stop every attempt at once (TERM, then KILL after each one's ``kill_timeout``, or
+    as soon as ``hurry`` is set): the waits overlap, so stopping eight stages takes one
+    ``kill_timeout``, not eight. Returns each one's exit code, in order (None if it could
+    not be stopped)."""
     codes: list[int | None] = [None] * len(attempts)
 
     def stop(index: int) -> None:
         with contextlib.suppress(Exception):
-            codes[index] = attempts[index].terminate()
+            codes[index] = attempts[index].terminate(hurry)
 
     if len(attempts) == 1:
         stop(0)

@@ -110,6 +110,21 @@ class StageStartError(Exception):
     """The stage command could not be started; the message is one line fit for a user."""
 
 
+class _Deadline:
+    """A moment on the monotonic clock that ``hurry`` (when given and set) brings forward
+    to now."""
+
+    def __init__(self, at: float, hurry: threading.Event | None) -> None:
+        self.at = at
+        self.hurry = hurry
+
+    def left(self) -> float:
+        """Seconds until the deadline, 0 once passed or hurried."""
+        if self.hurry is not None and self.hurry.is_set():
+            return 0.0
+        return max(0.0, self.at - time.monotonic())
+
+
 # --------------------------------------------------------------------------------------------
 # progress lines
 
@@ -591,20 +606,21 @@ class StageProcess:
         so no stopped orphan is left behind). False if nothing was signalled."""
         return self._signal(signal.SIGCONT, leftovers=True)
 
-    def terminate(self, kill_timeout: float) -> int:
+    def terminate(self, kill_timeout: float, hurry: threading.Event | None = None) -> int:
         """Stop the stage for good and return its exit code (after its output was read).
 
         SIGTERM then SIGCONT to the group (a paused group must run to act on the TERM); after
         ``kill_timeout`` seconds, SIGKILL to whatever of the group is still alive: the main
-        process or grandchildren that survived it. Safe on a stage that already exited: then
-        only its leftover group members, if any, are signalled. Raises PermissionError rather
-        than hang if the main process can be signalled by neither TERM nor KILL (a setuid
-        program as the stage's main process) and does not exit.
+        process or grandchildren that survived it. ``hurry``, once set (a second Ctrl-C),
+        ends that wait at once. Safe on a stage that already exited: then only its leftover
+        group members, if any, are signalled. Raises PermissionError rather than hang if
+        the main process can be signalled by neither TERM nor KILL (a setuid program as
+        the stage's main process) and does not exit.
         """
         popen = self._popen
         if popen is None:
             raise RuntimeError("stage process not started")
-        deadline = time.monotonic() + max(0.0, kill_timeout)
+        deadline = _Deadline(time.monotonic() + max(0.0, kill_timeout), hurry)
         # Its processes that left the group while it runs go with it (told at once,
         # removed below); once it exited, what it left running is left alone (a service).
         strays = [] if self._await_exit(0) else strays_of([self])
@@ -613,14 +629,16 @@ class StageProcess:
         sent = self._signal(signal.SIGTERM, leftovers=True)
         if sent:
             self._signal(signal.SIGCONT, leftovers=True)
-            self._await_exit(max(0.0, deadline - time.monotonic()))
+            while not self._await_exit(min(POLL_SLICE * 5, deadline.left())):
+                if deadline.left() <= 0:
+                    break
             while self._exited.is_set() and self._leftovers_alive():
-                remaining = deadline - time.monotonic()
+                remaining = deadline.left()
                 if remaining <= 0:
                     break
                 time.sleep(min(POLL_SLICE, remaining))
         killed = self._signal(signal.SIGKILL, leftovers=True)
-        if not (sent or killed) and not self._await_exit(max(0.0, deadline - time.monotonic())):
+        if not (sent or killed) and not self._await_exit(deadline.left()):
             raise PermissionError(f"cannot signal the process group of pid {popen.pid}")
         self._await_exit(None)
         if killed:  # give SIGKILLed leftovers a moment to be gone before reporting
@@ -628,7 +646,7 @@ class StageProcess:
             while self._leftovers_alive() and time.monotonic() < end:
                 time.sleep(POLL_SLICE)
         if strays:  # what is left of them once the group's time is up
-            kill_groups(strays, max(0.0, deadline - time.monotonic()))
+            kill_groups(strays, deadline.left())
         code = self.wait()
         assert code is not None
         return code

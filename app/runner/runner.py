@@ -153,6 +153,8 @@ class Runner(ManualGates, LiveView):
         #: How many interrupts came: a second one cuts short what the first still waits
         #: for (:meth:`~app.runner.supervision.Supervision._settle_exited`).
         self.interrupts = 0
+        self._hurry = threading.Event()
+        self._interrupt_lock = threading.Lock()
         self._wake = threading.Event()
         self._beat_thread: threading.Thread | None = None
         self._claimed = False
@@ -236,8 +238,17 @@ class Runner(ManualGates, LiveView):
     def interrupt(self) -> None:
         """Signal-handler safe: stop at the next poll, pausing the session."""
         self.interrupts += 1
+        if self.interrupts > 1:
+            self._hurry.set()  # the stages being stopped get SIGKILL now
         self._interrupted.set()
         self._wake.set()
+
+    def interrupt_once(self) -> None:
+        """A worker's stop: one interrupt however often it is asked (never the second one
+        that kills the stages at once). Not for signal handlers (it takes a lock)."""
+        with self._interrupt_lock:
+            if not self.interrupts:
+                self.interrupt()
 
     def claim(self) -> None:
         """Become the session's runner (PENDING -> ACTIVE, or take over an orphan).

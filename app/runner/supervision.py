@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +46,7 @@ class Supervision(Recovery):
     _rows: dict[str, StageView]
     _running: dict[str, RunningAttempt]
     interrupts: int
+    _hurry: threading.Event
     _moves: dict[int, StageMove]
     _tries: dict[str, int]
     _fail_fast: bool
@@ -217,6 +219,19 @@ class Supervision(Recovery):
             self._stage_outputs[stage.name] = result.outputs
         self._stage_result(stage.name, f"stage completed (attempt {running.attempt})")
 
+    def _say_stopping(self, alive: list[RunningAttempt]) -> None:
+        """Ctrl-C: what the wait is for, at once (a stage that ignores SIGTERM holds the
+        exit for its whole ``kill_timeout``), and how to cut it short."""
+        longest = max(a.kill_timeout for a in alive)
+        if longest < 1 or self._hurry.is_set():
+            return
+        names = ", ".join(a.name for a in alive[:3]) + (" …" if len(alive) > 3 else "")
+        self.control_notes.append(
+            f"stopping {names}: SIGTERM sent, SIGKILL in {longest:g} s at most "
+            "(interrupt again to kill now)"
+        )
+        self._notify()
+
     def _settle_exited(self) -> None:
         """On an interrupt: an attempt whose process had already exited 0 is seen through
         to COMPLETED (its output read and stored first), not thrown away and run again by
@@ -271,7 +286,7 @@ class Supervision(Recovery):
         """``fail_fast``: the other running instances are stopped and recorded FAILED with
         ``why`` (``cancelled: <stage> failed``); ``retry`` runs them again."""
         running = [a for a in self._running.values() if a.finished is None]
-        codes = terminate_all(running)
+        codes = terminate_all(running, self._hurry)
         for attempt, code in zip(running, codes, strict=True):
             self._running.pop(attempt.name, None)
             attempt.output.release()
@@ -295,7 +310,9 @@ class Supervision(Recovery):
             return
         self._running.clear()
         alive = [a for a in running if a.finished is None]
-        codes = dict(zip((a.name for a in alive), terminate_all(alive), strict=True))
+        if alive and why is None and self.interrupts:
+            self._say_stopping(alive)
+        codes = dict(zip((a.name for a in alive), terminate_all(alive, self._hurry), strict=True))
         for attempt in running:
             attempt.output.release()  # whatever path this was, no line stays held back
             self._schedule.mark(attempt.name, TODO)

@@ -252,7 +252,7 @@ class Worker:
         elif self._stop_reason and self.store_failure is None:
             self.say(f"{self._stop_reason}: stopping")
         for runner in runners:
-            runner.interrupt()
+            runner.interrupt_once()
         for thread in threads:
             thread.join()
         self._reap()
@@ -292,8 +292,8 @@ class Worker:
             )
             with self._lock:
                 self._runners[sid] = runner
-            if self._stop.is_set() and not runner.interrupts:  # stopped since the claim
-                runner.interrupt()  # once: a second interrupt cuts a Ctrl-C's waits short
+            if self._stop.is_set():  # stopped since the claim
+                runner.interrupt_once()  # a second interrupt would SIGKILL its stages
             outcome = runner.run()
         except PermanentStoreError as exc:  # before its run began (its claim's read)
             self._store_failed(str(exc))

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,46 @@ def test_ctrl_c_on_foreground_run_pauses_the_session_and_exits_130(store: Store,
     assert (view.status, view.reason) == ("PAUSED", "interrupted")
     assert view.runner_pid is None and not view.orphaned
     assert [(s.name, s.status) for s in view.stages] == [("nap", "PENDING"), ("after", "PENDING")]
+
+
+STUBBORN = """
+    stages:
+      - name: stubborn
+        kill_timeout: 60
+        run: |
+          trap '' TERM
+          echo $$ > stubborn.pid
+          while :; do sleep 0.05; done
+"""
+
+
+def test_ctrl_c_says_what_it_waits_for_and_a_second_one_kills_the_stage_at_once(
+    store: Store, workspace: Path
+) -> None:
+    write_workflow(workspace, "stubborn", STUBBORN)
+    proc = start_foreground("stubborn")
+    try:
+        sid = newest_session(store)
+        pid = read_pid(workspace / "stubborn.pid")
+        store.wait_stage(sid, "stubborn", "ACTIVE", with_pid=True)
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(1.0)
+        assert not gone(pid)  # it ignores SIGTERM, and its kill_timeout is a minute
+        os.killpg(proc.pid, signal.SIGINT)
+        started = time.monotonic()
+        _, stderr = proc.communicate(timeout=30)
+        assert time.monotonic() - started < 10  # not the minute of its kill_timeout
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert gone(pid)
+    assert (
+        "stopping stubborn: SIGTERM sent, SIGKILL in 60 s at most (interrupt again to kill "
+        "now)" in stderr
+    )
+    view = store.view(sid)
+    assert (view.status, view.stages[0].status) == ("PAUSED", "PENDING")
 
 
 #: A stage that succeeds at once (it counts its runs in ``ran``) but leaves a child holding
