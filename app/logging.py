@@ -34,14 +34,31 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
+#: What a log file never holds as it came: control characters (but tab and the newline
+#: that ends each record), which `tail -f` or `less -R` would let a stage use to clear the
+#: screen, retitle the terminal or forge a record.
+UNSAFE_IN_FILE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    return "\\r" if char == "\r" else f"\\x{ord(char):02x}"
+
+
+def escape_for_file(text: str) -> str:
+    """``text`` with its control characters written out (``\\r``, ``\\x1b`` …); newlines
+    are kept (the caller decides what one is)."""
+    return UNSAFE_IN_FILE.sub(_escaped, text)
+
+
 def format_line(
     at: float, level: str, category: str, session_id: str | None, stage: str | None, text: str
 ) -> str:
     """One record as one line of a log file."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
     millis = int((at % 1) * 1000)
-    if "\n" in text or "\r" in text:
-        text = text.replace("\r", "\\r").replace("\n", "\\n")
+    if not text.isprintable():
+        text = escape_for_file(text).replace("\n", "\\n")
     return (
         f"{stamp}.{millis:03d} | {level:<7} | {category} | {session_id or '-'} | "
         f"{stage or '-'} | {text}\n"

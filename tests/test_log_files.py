@@ -89,3 +89,10 @@ def test_a_full_disk_costs_lines_not_the_writer_and_the_gap_is_noted_once_there_
     assert lines[-1] == record(0).rstrip("\n")
     assert events[-1][1] == "INFO"
     files.close()
+
+
+def test_a_record_with_control_characters_is_one_line_with_them_written_out() -> None:
+    from app.logging import format_line
+
+    line = format_line(0.0, "INFO", "workflow.session", None, None, "a\nb\x1b[2J\r")
+    assert line.endswith(" | a\\nb\\x1b[2J\\r\n") and line.count("\n") == 1

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.logging import Logging, format_line
+from app.logging import UNSAFE_IN_FILE, Logging, escape_for_file, format_line
 from app.runner.outputs import OUTPUT_TAG, OutputRecorder
 from app.runner.process import StageProcess, parse_progress, signal_strays, strays_of
 from store.definition_base import DEFAULT_KILL_TIMEOUT
@@ -52,9 +52,10 @@ class StageOutput:
     prefix (time, level, category, session, stage), so the batch is formatted with a single
     ``str.replace``. Valid ``::progress`` lines are left out of the log (the progress bar
     shows them); the check costs one substring search per batch. Texts are kept as the
-    process layer decoded them (invalid UTF-8 as ``\\xNN``, NUL as ``\\x00``); in the file a
-    stray CR is escaped so a stage cannot forge a record, as
-    :func:`app.logging.format_line` does.
+    process layer decoded them (invalid UTF-8 as ``\\xNN``, NUL as ``\\x00``); in the file
+    control characters are written out (``\\r``, ``\\x1b``), as
+    :func:`app.logging.format_line` does, so a stage can neither forge a record nor drive
+    the terminal of whoever reads the file.
     """
 
     #: Most output held back before the attempt is recorded, in about bytes (characters
@@ -137,8 +138,8 @@ class StageOutput:
         level = "WARNING" if stream == "stderr" else "INFO"
         sid, stage = self.session_id, self.stage
         prefix = format_line(at, level, OUTPUT_CATEGORY, sid, stage, "")[:-1]
-        if "\r" in body:
-            body = body.replace("\r", "\\r")
+        if UNSAFE_IN_FILE.search(body):
+            body = escape_for_file(body)
         self._files.write_session(sid, prefix + body.replace("\n", "\n" + prefix) + "\n")
         if self._mirror is not None:
             self.mirror_mark = self._mirror.add(

@@ -98,3 +98,23 @@ def test_a_held_line_that_cannot_be_written_is_kept_as_the_error_not_raised(
     output([(1.0, "stdout", "lost")])
     output.release()
     assert isinstance(output.error, OSError) and output.error.errno == 28
+
+
+def test_control_sequences_a_stage_prints_are_written_out_in_the_log_file(
+    tmp_path: Path,
+) -> None:
+    """`tail -f` on the file must not let a stage clear the screen, retitle the terminal or
+    forge a record."""
+    output, path = _output(tmp_path)
+    output.release()
+    output([(1.0, "stdout", "\x1b[31mRED\x1b[0m \x1b]0;TITLE\x07 \x1b[2J\x01 end\rfake\x9b")])
+    raw = path.read_text()
+    assert not any((ch < " " and ch not in "\t\n") or "\x7f" <= ch <= "\x9f" for ch in raw)
+    assert _texts(path) == ["\\x1b[31mRED\\x1b[0m \\x1b]0;TITLE\\x07 \\x1b[2J\\x01 end\\rfake\\x9b"]
+
+
+def test_tabs_and_text_beyond_ascii_reach_the_log_file_as_printed(tmp_path: Path) -> None:
+    output, path = _output(tmp_path)
+    output.release()
+    output([(1.0, "stdout", "a\tb café ✓")])
+    assert _texts(path) == ["a\tb café ✓"]
