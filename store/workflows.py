@@ -579,5 +579,25 @@ def find_workflow(directory: Path, workflow_id: str) -> WorkflowDefinition:
         raise WorkflowError(
             f"unknown workflow {workflow_id!r}: there is no workflows directory {shown}"
         )
+    raise WorkflowError(_unknown(workflow_id, scanned))
+
+
+def _unknown(workflow_id: str, scanned: list[_Scanned]) -> str:
+    """Why no workflow has this id, with what would help: the close id meant, the file of
+    that name that declares another id, the files that do not load (one of them may be it)."""
+    from store.text import suggest
+
     known = sorted({s.definition.id for s in scanned if s.definition is not None})
-    raise WorkflowError(f"unknown workflow {workflow_id!r}; known: {listed(known)}")
+    message = (
+        f"unknown workflow {workflow_id!r}{suggest(workflow_id, known)}; known: {listed(known)}"
+    )
+    named = next((s for s in scanned if s.path.stem == workflow_id and s.definition), None)
+    if named is not None and named.definition is not None:
+        message += f" ({clean_text(named.path.name)} declares id {named.definition.id!r})"
+    broken = sum(1 for s in scanned if s.error is not None)
+    if broken:
+        message += (
+            f"; {broken} file{'s' if broken > 1 else ''} in the workflows directory "
+            f"{'do' if broken > 1 else 'does'} not load ('vc flow list' shows why)"
+        )
+    return message

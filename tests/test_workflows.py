@@ -835,6 +835,36 @@ def test_find_unknown_workflow_lists_the_known_ones(tmp_path: Path) -> None:
     assert str(info.value) == "unknown workflow 'nope'; known: a, b"
 
 
+def test_find_unknown_workflow_suggests_the_close_id(tmp_path: Path) -> None:
+    write(tmp_path, "pipeline.yaml", "stages:\n  - name: x\n")
+    with pytest.raises(WorkflowError) as info:
+        find_workflow(tmp_path, "pipline")
+    assert (
+        str(info.value) == "unknown workflow 'pipline' (did you mean 'pipeline'?); known: pipeline"
+    )
+
+
+def test_find_unknown_workflow_names_the_file_of_that_name_declaring_another_id(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, "x.yaml", "id: other\nstages:\n  - name: x\n")
+    with pytest.raises(WorkflowError) as info:
+        find_workflow(tmp_path, "x")
+    assert str(info.value).endswith("known: other (x.yaml declares id 'other')")
+
+
+def test_find_unknown_workflow_says_how_many_files_do_not_load(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", "stages:\n  - name: x\n")
+    write(tmp_path, "b.yaml", "stages: [\n")
+    write(tmp_path, "c.yaml", "stages: 3\n")
+    with pytest.raises(WorkflowError) as info:
+        find_workflow(tmp_path, "nope")
+    assert str(info.value) == (
+        "unknown workflow 'nope'; known: a; 2 files in the workflows directory do not load "
+        "('vc flow list' shows why)"
+    )
+
+
 def test_find_workflow_validates_the_id_first(tmp_path: Path) -> None:
     with pytest.raises(WorkflowError, match=r"invalid workflow id '\.\./etc'"):
         find_workflow(tmp_path, "../etc")
