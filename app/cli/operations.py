@@ -78,13 +78,20 @@ def _say_if_the_file_changed(directory: Any, workflow_id: str, snapshot: Any) ->
     when the file says something else now (a fix made since), the user hears it before
     the same command fails again."""
     from store.definitions import WorkflowDefinition
+    from store.errors import WorkflowError
     from store.workflows import find_workflow
 
     try:
         current = find_workflow(directory, workflow_id).to_dict()
-        # the stored copy as this code writes one (older snapshots lack newer defaults)
+    except WorkflowError as exc:  # gone or broken now: the retry does not read it, but say so
+        note(
+            f"the workflow file of {workflow_id!r} does not load now ({exc}); the session "
+            "runs its own copy as it was when the session was created"
+        )
+        return
+    try:  # the stored copy as this code writes one (older snapshots lack newer defaults)
         stored = WorkflowDefinition.from_dict(dict(snapshot or {})).to_dict()
-    except Exception:  # gone or broken now: the retry does not read it
+    except Exception:  # a snapshot this code cannot compare: nothing to say
         return
     ignored = {"max_parallel": None, "path": None}  # --max-parallel, a moved workspace
     if {**current, **ignored} != {**stored, **ignored}:

@@ -119,6 +119,28 @@ def test_retry_says_when_the_workflow_file_changed_since_the_session_was_made(
     assert "start a new session to run the file as it is now" in result.err
 
 
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [("delete", "unknown workflow 'broken'"), ("break", "broken.yaml")],
+)
+def test_retry_says_when_the_workflow_file_is_gone_or_no_longer_loads(
+    store_workspace: Path, cli, change: str, why: str
+) -> None:
+    sid = _failed_broken_session(store_workspace)
+    path = store_workspace / "workflows" / "broken.yaml"
+    if change == "delete":
+        path.unlink()
+    else:
+        path.write_text(path.read_text() + "  - bad: [\n")
+    result = cli("flow", "session", "retry", sid)
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"PENDING: {sid[:12]}")
+    [line] = result.err.splitlines()
+    assert line.startswith("vc: the workflow file of 'broken' does not load now (")
+    assert why in line
+    assert line.endswith("the session runs its own copy as it was when the session was created")
+
+
 def test_retry_of_a_session_whose_file_is_unchanged_says_nothing_more(
     store_workspace: Path, cli
 ) -> None:
