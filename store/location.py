@@ -10,8 +10,20 @@ from pathlib import Path
 
 
 def workspace_dir() -> Path:
-    """The workspace: ``VC_HOME`` or the current directory."""
-    return Path(os.environ.get("VC_HOME") or os.getcwd()).expanduser().absolute()
+    """The workspace: ``VC_HOME`` or the current directory. A ``VC_HOME`` that names a file
+    is a mistake whatever the command (:class:`~store.errors.SettingError`, exit 2), not
+    a workspace without a store."""
+    home = os.environ.get("VC_HOME")
+    path = Path(home or os.getcwd()).expanduser().absolute()
+    if home and path.exists() and not path.is_dir():
+        from store.errors import SettingError
+        from store.text import clean_text
+
+        raise SettingError(
+            f"VC_HOME={clean_text(home)} is not a directory: it names the workspace "
+            "(the directory of workflows/, logs/ and .vc/)"
+        )
+    return path
 
 
 #: The name of the directory a workspace keeps its SQLite store in (``<workspace>/.vc``).

@@ -833,3 +833,20 @@ def test_a_workspace_without_a_store_gets_answers_and_no_store(workspace: Path, 
         assert result.code == 0, result.err
         assert "[]" in result.out or "no store at" in result.out
     assert sorted(p.name for p in workspace.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    "args", [("flow", "session", "list"), ("flow", "list"), ("flow", "run", "hello")]
+)
+def test_a_vc_home_that_names_a_file_is_a_usage_error_in_one_line(
+    tmp_path: Path, vc, args: tuple[str, ...]
+) -> None:
+    not_a_dir = tmp_path / "notes.txt"
+    not_a_dir.write_text("a file, not a workspace\n")
+    result = vc(*args, env={"VC_HOME": str(not_a_dir), "VC_DATABASE_URL": ""})
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"vc: error: VC_HOME={not_a_dir} is not a directory: it names the workspace "
+        "(the directory of workflows/, logs/ and .vc/)\n"
+    )
+    assert result.stdout == "" and not_a_dir.read_text() == "a file, not a workspace\n"
