@@ -219,7 +219,7 @@ class Worker:
     def _start(self, change: Any) -> None:
         sid = change.session_id
         taken = (
-            " (taking over: it started before, and no runner holds it now)"
+            " (it ran before, and no runner holds it now: going on where it stopped)"
             if change.from_status == "ACTIVE"
             else ""
         )
@@ -318,7 +318,10 @@ class Worker:
                 if outcome.code == 130:
                     self._hand_back(sid)
                 else:
-                    self.say(f"{sid[:12]} {outcome.status or 'ended'}: {outcome.message}")
+                    said = str(outcome.status or "ended")
+                    if outcome.message.lower() != said.lower():  # not "COMPLETED: completed"
+                        said += f": {outcome.message}"
+                    self.say(f"{sid[:12]} {said}")
         finally:
             from store.status import TERMINAL
 
