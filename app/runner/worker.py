@@ -219,7 +219,7 @@ class Worker:
     def _start(self, change: Any) -> None:
         sid = change.session_id
         taken = (
-            " (it ran before, and no runner holds it now: going on where it stopped)"
+            " (it ran before and has no runner now: taking over where it stopped)"
             if change.from_status == "ACTIVE"
             else ""
         )
