@@ -114,6 +114,9 @@ class Outcome:
     #: Queued work no runner holds (store.liveness.awaits_worker): the next worker runs
     #: it, so no runner is needed here.
     for_workers: bool = False
+    #: The runner the session recorded when the change was made (host, pid, heartbeat):
+    #: whether it answers is the caller's to tell.
+    runner: tuple[str | None, int | None, float | None] = (None, None, None)
 
 
 class DirectControl:
@@ -233,7 +236,10 @@ class DirectControl:
         gone = runner_lost(cur.runner_host, cur.runner_pid, cur.heartbeat_at, now, self.stale_after)
         needs_runner = self._needs_runner(target, cur)
         for_workers = self._for_workers(target, cur)
-        return Outcome(change, logged, cur.name, cur.workflow_id, needs_runner, gone, for_workers)
+        runner = (cur.runner_host, cur.runner_pid, cur.heartbeat_at)
+        return Outcome(
+            change, logged, cur.name, cur.workflow_id, needs_runner, gone, for_workers, runner
+        )
 
     def _approve_once(self, sid: str, gate: str | None) -> Outcome | None:
         db = self.db

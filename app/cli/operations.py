@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.cli.common import error_line, open_store, translate_errors
-from app.console import to_stderr
+from app.console import to_stderr, warning_line
 
 
 def note(text: str) -> None:
@@ -42,6 +42,8 @@ def operate(op: str, session_id: str, gate: str | None = None) -> None:
             if outcome.runner_gone and op in ("pause", "abort"):
                 with open_store(warned=True) as ctx, ctx.session() as session:
                     enforce_without_runner(session, change.session_id, op)
+            elif op in ("pause", "abort"):
+                _say_if_the_runner_does_not_answer(op, *outcome.runner)
             extra = _approved(op, change.stage)
             if outcome.needs_runner:
                 with open_store(warned=True) as ctx:
@@ -146,6 +148,37 @@ def enforce_without_runner(session: Any, session_id: str, op: str) -> None:
 
     for line in enforce_if_no_runner(session, session_id, op):
         note(f"its runner is gone: {line}")
+
+
+def _say_if_the_runner_does_not_answer(
+    op: str, host: str | None, pid: int | None, heartbeat_at: float | None
+) -> None:
+    """The change is committed, and the runner enforces it when it reads it: a runner
+    that is stopped (state T, on this host) or whose heartbeat is late will not, for now.
+    The user hears it rather than take the stage for stopped."""
+    import time
+
+    from app.runner.groups import process_state
+    from app.settings import Settings
+    from store.identity import local_host
+    from store.liveness import HEARTBEAT_INTERVAL
+
+    if pid is None:
+        return
+    why = None
+    if host == local_host() and process_state(pid) in ("T", "t"):
+        why = f"its runner (pid {pid}) is stopped (state T)"
+    elif heartbeat_at is not None and time.time() - heartbeat_at > 2.5 * HEARTBEAT_INTERVAL:
+        age = time.time() - heartbeat_at
+        why = f"its runner (pid {pid} on {host}) has not answered for {age:.0f} s"
+    if why is None:
+        return
+    stale = Settings.from_env().stale_after
+    warning_line(
+        f"{why}: its stages run on until it reads the {op}; if it never does, "
+        f"the session shows orphaned {stale:g} s after its last heartbeat, and '{op}' "
+        "again enforces it from here"
+    )
 
 
 def _approved(op: str, gate: str | None) -> str:

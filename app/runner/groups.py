@@ -41,6 +41,13 @@ def _read_stat(pid: int) -> list[str] | None:
     return [f.decode("ascii", "replace") for f in fields]
 
 
+def process_state(pid: int) -> str | None:
+    """The state letter of /proc/PID/stat (R, S, T, Z …), None when there is no such
+    process."""
+    fields = _read_stat(pid)
+    return None if fields is None else fields[0]
+
+
 def process_start_time(pid: int) -> int | None:
     """Start time of ``pid`` in clock ticks since boot (/proc/PID/stat field 22), or None.
 
@@ -317,5 +324,6 @@ __all__ = [
     "kill_leftover_group",
     "killpg",
     "process_start_time",
+    "process_state",
     "stop_leftover_group",
 ]

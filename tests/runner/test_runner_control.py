@@ -341,3 +341,33 @@ def test_pause_resume_and_abort_reach_a_process_that_left_its_stages_group(
         wait_until(lambda: gone(stray), timeout=10, what="the stray removed")
     finally:
         kill_session_processes(sid)
+
+
+@covered_on_postgresql_by_another
+def test_a_pause_while_the_runner_is_stopped_says_the_stage_runs_on_until_it_answers(
+    vc: Vc, store: Store, nap: str
+) -> None:
+    sid = start_detached(vc, nap)
+    pid = store.wait_stage(sid, "nap", "ACTIVE", with_pid=True).pid
+    runner = store.view(sid).runner_pid
+    assert pid is not None and runner is not None
+    os.kill(runner, signal.SIGSTOP)
+    try:
+        result = vc("flow", "session", "pause", sid)
+        assert result.returncode == 0 and result.stdout.startswith("PAUSED:")
+        assert result.stderr == (
+            f"vc: warning: its runner (pid {runner}) is stopped (state T): its stages run on "
+            "until it reads the pause; if it never does, the session shows orphaned 15 s "
+            "after its last heartbeat, and 'pause' again enforces it from here\n"
+        )
+        assert proc_state(pid) != "T"
+    finally:
+        os.kill(runner, signal.SIGCONT)
+    wait_until(lambda: proc_state(pid) == "T", timeout=5, what="the runner to enforce it")
+
+
+def test_a_pause_with_a_live_runner_says_nothing_more(vc: Vc, store: Store, nap: str) -> None:
+    sid = start_detached(vc, nap)
+    store.wait_stage(sid, "nap", "ACTIVE", with_pid=True)
+    result = vc("flow", "session", "pause", sid)
+    assert result.returncode == 0 and result.stderr == ""
