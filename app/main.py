@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         code = int(getattr(exc, "exit_code", 1))
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None and code == 2 else ""
-        message = exc.format_message().strip().rstrip(".")
+        message = _plain_click(exc.format_message().strip().rstrip("."))
         error_line(f"{message[:1].lower()}{message[1:]}{hint}")
     except (typer.Abort, KeyboardInterrupt):
         error_line("interrupted")
@@ -188,6 +188,26 @@ def main(argv: list[str] | None = None) -> int:
         error_line(f"internal error: {type(exc).__name__}: {exc} (VC_DEBUG=1 shows details)")
         code = 1
     return _finish(code, argv)
+
+
+def _plain_click(message: str) -> str:
+    """Click's words for a number it refused, in ours: ``'abc' is not a valid int range``
+    and ``-1 is not in the range x>=1`` become "is not a whole number" and "must be at
+    least 1"."""
+    import re
+
+    message = re.sub(r"is not a valid int(eger)?( range)?\b", "is not a whole number", message)
+    message = re.sub(r"is not a valid float( range)?\b", "is not a number", message)
+    bounds = {
+        r"(\S+)<=x<=(\S+)": r"from \1 to \2",
+        r"x>=(\S+)": r"at least \1",
+        r"x<=(\S+)": r"at most \1",
+        r"x>(\S+)": r"above \1",
+        r"x<(\S+)": r"below \1",
+    }
+    for pattern, words in bounds.items():
+        message = re.sub(rf"is not in the range {pattern}", rf"must be {words}", message)
+    return message
 
 
 def _finish(code: int, argv: list[str] | None) -> int:

@@ -850,3 +850,20 @@ def test_a_vc_home_that_names_a_file_is_a_usage_error_in_one_line(
         "(the directory of workflows/, logs/ and .vc/)\n"
     )
     assert result.stdout == "" and not_a_dir.read_text() == "a file, not a workspace\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("flow", "session", "list", "--limit", "abc"), "'abc' is not a whole number"),
+        (("flow", "session", "list", "--limit", "-1"), "-1 must be at least 1"),
+        (("flow", "tui", "--serve", "--port", "70000"), "70000 must be from 0 to 65535"),
+    ],
+)
+def test_a_number_option_refused_is_said_in_plain_words(
+    workspace: Path, vc, args: tuple[str, ...], said: str
+) -> None:
+    result = vc(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("vc: error: invalid value for '--") and said in line
