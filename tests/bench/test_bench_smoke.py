@@ -130,6 +130,7 @@ def test_parallel_benchmarks_report_their_ratios() -> None:
     assert [line.split(":")[0] for line in lines] == [
         "[bench] fan-out of sleeps",
         "[bench] fan-out of true",
+        "[bench] fan-out of true, Python's floor",
         "[bench] pause of running stages",
         "[bench] runner memory",
         "[bench] show of a matrix session",
