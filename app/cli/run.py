@@ -226,8 +226,12 @@ def _foreground(ctx: Any, sid: str, stage: str | None, name: str) -> int:
     received: list[int] = []
 
     def interrupt(signum: int, _frame: object) -> None:
+        again = signum == signal.SIGINT and signal.SIGINT in received
         received.append(signum)
-        runner.interrupt()
+        if again:
+            runner.hurry()  # a second Ctrl-C: no waiting out kill_timeout
+        else:
+            runner.interrupt()
 
     handlers = {
         sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -238,10 +238,15 @@ class Runner(ManualGates, LiveView):
     def interrupt(self) -> None:
         """Signal-handler safe: stop at the next poll, pausing the session."""
         self.interrupts += 1
-        if self.interrupts > 1:
-            self._hurry.set()  # the stages being stopped get SIGKILL now
         self._interrupted.set()
         self._wake.set()
+
+    def hurry(self) -> None:
+        """A second Ctrl-C (signal-handler safe): the stages being stopped get SIGKILL now
+        instead of the rest of their ``kill_timeout``. Only the user's own repeated
+        Ctrl-C: a closed terminal's SIGHUPs, often two, must not kill what a pause stops."""
+        self._hurry.set()
+        self.interrupt()
 
     def interrupt_once(self) -> None:
         """A worker's stop: one interrupt however often it is asked (never the second one

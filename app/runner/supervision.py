@@ -146,8 +146,8 @@ class Supervision(Recovery):
         if tries <= retries and not self._store_is_full():
             try:
                 self.stages.note_retry(stage.id, f"attempt {running.attempt} failed: {error}")
-            except (StageNotFound, SessionNotFound):
-                self._read_next = True  # deleted meanwhile: the loop reads it
+            except (StageNotFound, SessionNotFound, InvalidTransition):
+                self._read_next = True  # aborted or deleted meanwhile: the loop reads it
                 return
             self._stage_result(
                 stage.name,
@@ -228,7 +228,7 @@ class Supervision(Recovery):
         names = ", ".join(a.name for a in alive[:3]) + (" …" if len(alive) > 3 else "")
         self.control_notes.append(
             f"stopping {names}: SIGTERM sent, SIGKILL in {longest:g} s at most "
-            "(interrupt again to kill now)"
+            "(Ctrl-C again to kill now)"
         )
         self._notify()
 
@@ -267,14 +267,15 @@ class Supervision(Recovery):
 
     def _patiently(self, wait: Callable[[float], bool], deadline: float) -> bool:
         """``wait(seconds)`` in short steps until it is true, ``deadline`` passes or a
-        second interrupt comes."""
+        second interrupt comes; then one last look without waiting (an attempt that exited
+        0 with its output in is recorded, not run again by the resume)."""
         while self.interrupts < 2:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return False
+                break
             if wait(min(0.1, remaining)):
                 return True
-        return False
+        return wait(0)
 
     def _hold_stages(self) -> None:
         hold_all(list(self._running.values()))

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -167,24 +168,96 @@ def test_ctrl_c_says_what_it_waits_for_and_a_second_one_kills_the_stage_at_once(
         sid = newest_session(store)
         pid = read_pid(workspace / "stubborn.pid")
         store.wait_stage(sid, "stubborn", "ACTIVE", with_pid=True)
+        lines: list[str] = []
+        assert proc.stderr is not None
+        stderr = proc.stderr
+        reader = threading.Thread(target=lambda: lines.extend(stderr), daemon=True)
+        reader.start()
         os.killpg(proc.pid, signal.SIGINT)
-        time.sleep(1.0)
+        said = "stopping stubborn: SIGTERM sent, SIGKILL in 60 s at most (Ctrl-C again to kill now)"
+        wait_until(lambda: any(said in line for line in lines), what="the line said at once")
         assert not gone(pid)  # it ignores SIGTERM, and its kill_timeout is a minute
         os.killpg(proc.pid, signal.SIGINT)
         started = time.monotonic()
-        _, stderr = proc.communicate(timeout=30)
+        assert proc.wait(30) == 130
         assert time.monotonic() - started < 10  # not the minute of its kill_timeout
+        reader.join(5)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, stderr
     assert gone(pid)
-    assert (
-        "stopping stubborn: SIGTERM sent, SIGKILL in 60 s at most (interrupt again to kill "
-        "now)" in stderr
-    )
     view = store.view(sid)
     assert (view.status, view.stages[0].status) == ("PAUSED", "PENDING")
+
+
+DEPLOY_BESIDE_STUBBORN = """
+    max_parallel: 2
+    stages:
+      - name: deploy
+        needs: []
+        run: echo deployed >> ran; (sleep 1; echo late) &
+      - name: stubborn
+        needs: []
+        kill_timeout: 60
+        run: |
+          trap '' TERM
+          echo $$ > stubborn.pid
+          while :; do sleep 0.05; done
+"""
+
+
+def test_a_second_ctrl_c_still_records_a_stage_that_exited_0_meanwhile(
+    store: Store, workspace: Path
+) -> None:
+    """The first Ctrl-C waits for the stubborn stage; the deploy, exited 0, has all its
+    output in by the second: it is COMPLETED, not thrown away and deployed again."""
+    write_workflow(workspace, "deploy", DEPLOY_BESIDE_STUBBORN)
+    proc = start_foreground("deploy")
+    try:
+        sid = newest_session(store)
+        read_pid(workspace / "stubborn.pid")
+        wait_until((workspace / "ran").exists, what="the deploy stage to run")
+        lines: list[str] = []
+        assert proc.stderr is not None
+        stderr = proc.stderr
+        threading.Thread(target=lambda: lines.extend(stderr), daemon=True).start()
+        os.killpg(proc.pid, signal.SIGINT)
+        wait_until(lambda: any("stopping stubborn" in line for line in lines), what="stopping")
+        time.sleep(2.0)  # the deploy's output (held by its child for 1 s) is all read
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stages = {s.name: s.status for s in store.view(sid).stages}
+    assert stages == {"deploy": "COMPLETED", "stubborn": "PENDING"}
+
+
+def test_a_closed_terminals_two_hangups_still_give_the_stage_its_kill_timeout(
+    store: Store, workspace: Path
+) -> None:
+    """Only a second Ctrl-C kills at once: a terminal closing often sends SIGHUP twice."""
+    write_workflow(workspace, "stubborn", STUBBORN.replace("kill_timeout: 60", "kill_timeout: 3"))
+    proc = start_foreground("stubborn")
+    try:
+        sid = newest_session(store)
+        pid = read_pid(workspace / "stubborn.pid")
+        store.wait_stage(sid, "stubborn", "ACTIVE", with_pid=True)
+        lines: list[str] = []
+        assert proc.stderr is not None
+        stderr = proc.stderr
+        threading.Thread(target=lambda: lines.extend(stderr), daemon=True).start()
+        started = time.monotonic()
+        os.killpg(proc.pid, signal.SIGHUP)
+        wait_until(lambda: any("stopping stubborn" in line for line in lines), what="stopping")
+        os.killpg(proc.pid, signal.SIGHUP)  # the second hangup, once the first is in hand
+        assert proc.wait(30) == 129
+        assert time.monotonic() - started >= 2.5  # its kill_timeout, waited out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert gone(pid)
+    assert store.view(sid).status == "PAUSED"
 
 
 #: A stage that succeeds at once (it counts its runs in ``ran``) but leaves a child holding
