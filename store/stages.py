@@ -85,9 +85,10 @@ _TOUCH_HELD_SESSION = (
 _SESSION_OF_STAGE = select(_ST.c.session_id).where(_ST.c.id == bindparam("id"))
 _EV = FlowEvent.__table__  # type: ignore[attr-defined]
 #: Since the session's last ``retry`` (which resets its failed stages), per stage: how
-#: many failed attempts were run again.
+#: many failed attempts were run again (distinct reasons, which name the attempt: a write
+#: repeated after a lost answer counts once).
 _RETRIES_USED = (
-    select(_EV.c.stage, func.count())
+    select(_EV.c.stage, func.count(func.distinct(_EV.c.reason)))
     .where(
         _EV.c.session_id == bindparam("sid"),
         _EV.c.op == RETRY_OP,
@@ -258,12 +259,20 @@ class StageManager(ManagerBase):
         try:
             conn = self._conn()
             now = time.time()
-            if self.lease is not None:
-                self._touch_held(conn, now)
+            held = self._touch_held(conn, now) if self.lease is not None else None
             current = self._read_stage(conn, stage_id)
             if self.lease is not None and current.session_id != self.lease.session_id:
                 self.session.rollback()
                 raise self._lease_lost(current.session_id, None)
+            if current.status != StageStatus.ACTIVE or held in TERMINAL:
+                # aborted (or ended) meanwhile: nothing runs again
+                self.session.rollback()
+                state = held if held in TERMINAL else current.status
+                raise InvalidTransition(
+                    f"stage {current.name!r} is {current.status}: it does not run again",
+                    str(state),
+                    [],
+                )
             self._event(
                 conn,
                 current.session_id,

@@ -185,6 +185,30 @@ def test_retries_used_count_per_stage_until_the_sessions_retry(managers, hello_d
     assert replay(_events(stages.session, sid), names, S.PENDING, None) == []
 
 
+def test_a_retry_noted_twice_for_one_attempt_counts_once(managers, hello_definition):
+    """A write repeated after its answer was lost (the runner's backoff) is one retry."""
+    _sessions, stages = managers
+    sid = _make(managers, hello_definition, S.ACTIVE)
+    first = stages.list_stages(sid)[0]
+    stages.update_stage_status(first.id, StageStatus.ACTIVE)
+    stages.note_retry(first.id, "attempt 1 failed: exit code 3")
+    stages.note_retry(first.id, "attempt 1 failed: exit code 3")
+    assert stages.retries_used(sid) == {first.name: 1}
+
+
+def test_no_retry_is_noted_for_a_stage_an_abort_failed(managers, hello_definition):
+    sessions, stages = managers
+    sid = _make(managers, hello_definition, S.ACTIVE)
+    first = stages.list_stages(sid)[0]
+    stages.update_stage_status(first.id, StageStatus.ACTIVE)
+    sessions.abort(sid)
+    before = len(_events(stages.session, sid))
+    with pytest.raises(InvalidTransition):
+        stages.note_retry(first.id, "attempt 1 failed: exit code 3")
+    assert len(_events(stages.session, sid)) == before
+    assert stages.retries_used(sid) == {}
+
+
 def test_retry_forgets_the_exit_code_and_error_of_the_stages_it_resets(managers, hello_definition):
     sessions, stages = managers
     sid = _make(managers, hello_definition, S.ACTIVE)
