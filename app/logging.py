@@ -34,21 +34,29 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
-#: What a log file never holds as it came: control characters (but tab and the newline
-#: that ends each record), which `tail -f` or `less -R` would let a stage use to clear the
-#: screen, retitle the terminal or forge a record.
-UNSAFE_IN_FILE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def _escaped(match: re.Match[str]) -> str:
-    char = match.group()
-    return "\\r" if char == "\r" else f"\\x{ord(char):02x}"
+#: What a line vc writes to a log file never holds as it came: control characters (but
+#: tab, and the newline that ends each record), which `tail -f` or `less -R` would let a
+#: stage use to clear the screen, retitle the terminal or forge a record; the Unicode line
+#: separators (a reader splitting lines would split there) and bidi controls too.
+_WRITTEN_OUT: dict[int, str] = {
+    code: "\\r" if code == 0x0D else f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+    for code in [
+        *range(0x00, 0x09),
+        *range(0x0B, 0x20),
+        *range(0x7F, 0xA0),
+        0x2028,
+        0x2029,
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+    ]
+}
+UNSAFE_IN_FILE = re.compile("[" + "".join(map(chr, _WRITTEN_OUT)).replace("\\", "\\\\") + "]")
 
 
 def escape_for_file(text: str) -> str:
-    """``text`` with its control characters written out (``\\r``, ``\\x1b`` …); newlines
-    are kept (the caller decides what one is)."""
-    return UNSAFE_IN_FILE.sub(_escaped, text)
+    """``text`` with its control characters written out (``\\r``, ``\\x1b``, ``\\u2028``
+    …); newlines are kept (the caller decides what one is)."""
+    return text.translate(_WRITTEN_OUT)
 
 
 def format_line(

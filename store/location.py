@@ -15,7 +15,7 @@ def workspace_dir() -> Path:
     a workspace without a store."""
     home = os.environ.get("VC_HOME")
     path = Path(home or os.getcwd()).expanduser().absolute()
-    if home and path.exists() and not path.is_dir():
+    if home and _names_a_non_directory(path):
         from store.errors import SettingError
         from store.text import clean_text
 
@@ -24,6 +24,13 @@ def workspace_dir() -> Path:
             "(the directory of workflows/, logs/ and .vc/)"
         )
     return path
+
+
+def _names_a_non_directory(path: Path) -> bool:
+    try:
+        return path.exists() and not path.is_dir()
+    except OSError:  # cannot be looked at (EACCES): what opens it says so
+        return False
 
 
 #: The name of the directory a workspace keeps its SQLite store in (``<workspace>/.vc``).

@@ -154,8 +154,8 @@ def _say_if_the_runner_does_not_answer(
     op: str, host: str | None, pid: int | None, heartbeat_at: float | None
 ) -> None:
     """The change is committed, and the runner enforces it when it reads it: a runner
-    that is stopped (state T, on this host) or whose heartbeat is late will not, for now.
-    The user hears it rather than take the stage for stopped."""
+    that is stopped (state T, on this host) or, on another host, whose heartbeat is late
+    will not, for now. The user hears it rather than take the stage for stopped."""
     import time
 
     from app.runner.groups import process_state
@@ -166,14 +166,17 @@ def _say_if_the_runner_does_not_answer(
     if pid is None:
         return
     why = None
-    if host == local_host() and process_state(pid) in ("T", "t"):
-        why = f"its runner (pid {pid}) is stopped (state T)"
-    elif heartbeat_at is not None and time.time() - heartbeat_at > 2.5 * HEARTBEAT_INTERVAL:
+    stale = Settings.from_env().stale_after
+    if host == local_host():
+        if process_state(pid) in ("T", "t"):
+            why = f"its runner (pid {pid}) is stopped (state T)"
+    elif heartbeat_at is not None:
+        # another host's clock: late only past half the stale limit, clock skew allowed for
         age = time.time() - heartbeat_at
-        why = f"its runner (pid {pid} on {host}) has not answered for {age:.0f} s"
+        if age > max(2.5 * HEARTBEAT_INTERVAL, stale / 2):
+            why = f"its runner (pid {pid} on {host}) has not answered for {age:.0f} s"
     if why is None:
         return
-    stale = Settings.from_env().stale_after
     warning_line(
         f"{why}: its stages run on until it reads the {op}; if it never does, "
         f"the session shows orphaned {stale:g} s after its last heartbeat, and '{op}' "

@@ -636,7 +636,7 @@ def test_kill_groups_never_sends_sigkill_to_a_group_already_gone(
     try:
         assert polite.stdout is not None and stubborn.stdout is not None
         polite.stdout.readline(), stubborn.stdout.readline()
-        kill_groups(find_session_processes(sid), 0.5)
+        kill_groups(find_session_processes(sid), 2.0)
         killed = [pgid for pgid, sig in sent if sig == signal.SIGKILL]
         assert killed == [stubborn.pid]
     finally:
