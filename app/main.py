@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     as the console script does)."""
     from app.console import error_line, silence_stdout
 
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:  # closed by the caller (`vc … >&-`): write into nothing
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 (lives as long as we do)
     for stream in (sys.stdout, sys.stderr):
         # A name or log line the locale cannot encode must not crash a command.
         reconfigure = getattr(stream, "reconfigure", None)

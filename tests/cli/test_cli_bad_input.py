@@ -867,3 +867,29 @@ def test_a_number_option_refused_is_said_in_plain_words(
     assert result.returncode == 2 and result.stdout == ""
     [line] = result.stderr.splitlines()
     assert line.startswith("vc: error: invalid value for '--") and said in line
+
+
+@pytest.mark.parametrize(
+    ("closed", "args", "code"),
+    [
+        (">&-", "flow tui", 2),
+        ("2>&-", "flow tui", 2),
+        (">&-", "flow session list", 0),
+        ("2>&-", "flow run nosuch", 1),
+    ],
+)
+def test_a_closed_stdout_or_stderr_keeps_the_commands_exit_code(
+    workspace: Path, closed: str, args: str, code: int
+) -> None:
+    """`vc … >&-`: what would be written goes nowhere; no internal error takes its place."""
+    script = f'exec "$PY" -m app.main {args} {closed}'
+    result = subprocess.run(
+        ["sh", "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PY": sys.executable, "NO_COLOR": "1"},
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert result.returncode == code, result.stderr + result.stdout
+    assert "internal error" not in result.stderr + result.stdout
