@@ -243,7 +243,9 @@ class Supervision(Recovery):
         exited = [
             a
             for a in self._running.values()
-            if a.finished is not None or (a.proc.exited and a.proc.returncode == 0)
+            # `running` reaps one that exited since the loop last looked: a success a
+            # moment before the Ctrl-C is not taken for a stage to stop (and run again)
+            if a.finished is not None or (not a.proc.running and a.proc.returncode == 0)
         ]
         for running in exited:
             del self._running[running.name]

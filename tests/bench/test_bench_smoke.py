@@ -135,4 +135,4 @@ def test_parallel_benchmarks_report_their_ratios() -> None:
         "[bench] runner memory",
         "[bench] show of a matrix session",
     ]
-    assert "nothing left running" in lines[2]
+    assert "nothing left running" in lines[3]

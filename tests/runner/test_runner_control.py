@@ -148,6 +148,15 @@ def test_ctrl_c_on_foreground_run_pauses_the_session_and_exits_130(store: Store,
     assert [(s.name, s.status) for s in view.stages] == [("nap", "PENDING"), ("after", "PENDING")]
 
 
+def _stderr_lines(proc: subprocess.Popen[str]) -> list[str]:
+    """The lines ``proc`` writes on stderr, as they come (read in a thread)."""
+    lines: list[str] = []
+    stderr = proc.stderr
+    assert stderr is not None
+    threading.Thread(target=lambda: lines.extend(stderr), daemon=True).start()
+    return lines
+
+
 STUBBORN = """
     stages:
       - name: stubborn
@@ -168,11 +177,7 @@ def test_ctrl_c_says_what_it_waits_for_and_a_second_one_kills_the_stage_at_once(
         sid = newest_session(store)
         pid = read_pid(workspace / "stubborn.pid")
         store.wait_stage(sid, "stubborn", "ACTIVE", with_pid=True)
-        lines: list[str] = []
-        assert proc.stderr is not None
-        stderr = proc.stderr
-        reader = threading.Thread(target=lambda: lines.extend(stderr), daemon=True)
-        reader.start()
+        lines = _stderr_lines(proc)
         os.killpg(proc.pid, signal.SIGINT)
         said = "stopping stubborn: SIGTERM sent, SIGKILL in 60 s at most (Ctrl-C again to kill now)"
         wait_until(lambda: any(said in line for line in lines), what="the line said at once")
@@ -181,7 +186,6 @@ def test_ctrl_c_says_what_it_waits_for_and_a_second_one_kills_the_stage_at_once(
         started = time.monotonic()
         assert proc.wait(30) == 130
         assert time.monotonic() - started < 10  # not the minute of its kill_timeout
-        reader.join(5)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -217,10 +221,7 @@ def test_a_second_ctrl_c_still_records_a_stage_that_exited_0_meanwhile(
         sid = newest_session(store)
         read_pid(workspace / "stubborn.pid")
         wait_until((workspace / "ran").exists, what="the deploy stage to run")
-        lines: list[str] = []
-        assert proc.stderr is not None
-        stderr = proc.stderr
-        threading.Thread(target=lambda: lines.extend(stderr), daemon=True).start()
+        lines = _stderr_lines(proc)
         os.killpg(proc.pid, signal.SIGINT)
         wait_until(lambda: any("stopping stubborn" in line for line in lines), what="stopping")
         time.sleep(2.0)  # the deploy's output (held by its child for 1 s) is all read
@@ -243,10 +244,7 @@ def test_a_closed_terminals_two_hangups_still_give_the_stage_its_kill_timeout(
         sid = newest_session(store)
         pid = read_pid(workspace / "stubborn.pid")
         store.wait_stage(sid, "stubborn", "ACTIVE", with_pid=True)
-        lines: list[str] = []
-        assert proc.stderr is not None
-        stderr = proc.stderr
-        threading.Thread(target=lambda: lines.extend(stderr), daemon=True).start()
+        lines = _stderr_lines(proc)
         started = time.monotonic()
         os.killpg(proc.pid, signal.SIGHUP)
         wait_until(lambda: any("stopping stubborn" in line for line in lines), what="stopping")
