@@ -601,3 +601,28 @@ def _unknown(workflow_id: str, scanned: list[_Scanned]) -> str:
             f"{'do' if broken > 1 else 'does'} not load ('vc flow list' shows why)"
         )
     return message
+
+
+def copy_note(directory: Path, workflow_id: str, snapshot: dict[str, Any] | None) -> str | None:
+    """What a retry says about the workflow's file, which the session does not read: it
+    runs its own copy, taken when it was created. A note when the file is gone or does not
+    load now, or says something else than that copy (a fix made since); None when it
+    says the same (``path`` and ``max_parallel`` aside: a moved workspace, ``--max-parallel``)."""
+    try:
+        current = find_workflow(directory, workflow_id).to_dict()
+    except WorkflowError as exc:
+        return (
+            f"the workflow file of {workflow_id!r} does not load now ({exc}); the session "
+            "runs its own copy as it was when the session was created"
+        )
+    try:  # the stored copy as this code writes one (older snapshots lack newer defaults)
+        stored = WorkflowDefinition.from_dict(dict(snapshot or {})).to_dict()
+    except Exception:  # a snapshot this code cannot compare: nothing to say
+        return None
+    ignored = {"max_parallel": None, "path": None}
+    if {**current, **ignored} == {**stored, **ignored}:
+        return None
+    return (
+        f"workflow {workflow_id!r} has changed since this session was created; the session "
+        "runs its own copy as it was then (start a new session to run the file as it is now)"
+    )

@@ -76,32 +76,13 @@ def operate(op: str, session_id: str, gate: str | None = None) -> None:
 
 
 def _say_if_the_file_changed(directory: Any, workflow_id: str, snapshot: Any) -> None:
-    """A retry runs the session's own copy of its workflow, taken when it was created:
-    when the file says something else now (a fix made since), the user hears it before
-    the same command fails again."""
-    from store.definitions import WorkflowDefinition
-    from store.errors import WorkflowError
-    from store.workflows import find_workflow
+    """A retry runs the session's own copy of its workflow: the user hears when the file
+    says something else now, or is gone (:func:`store.workflows.copy_note`)."""
+    from store.workflows import copy_note
 
-    try:
-        current = find_workflow(directory, workflow_id).to_dict()
-    except WorkflowError as exc:  # gone or broken now: the retry does not read it, but say so
-        note(
-            f"the workflow file of {workflow_id!r} does not load now ({exc}); the session "
-            "runs its own copy as it was when the session was created"
-        )
-        return
-    try:  # the stored copy as this code writes one (older snapshots lack newer defaults)
-        stored = WorkflowDefinition.from_dict(dict(snapshot or {})).to_dict()
-    except Exception:  # a snapshot this code cannot compare: nothing to say
-        return
-    ignored = {"max_parallel": None, "path": None}  # --max-parallel, a moved workspace
-    if {**current, **ignored} != {**stored, **ignored}:
-        note(
-            f"workflow {workflow_id!r} has changed since this session was created; the "
-            "session runs its own copy as it was then (start a new session to run the file "
-            "as it is now)"
-        )
+    said = copy_note(directory, workflow_id, snapshot)
+    if said is not None:
+        note(said)
 
 
 def _enforced_again(op: str, session_id: str, current: str) -> bool:

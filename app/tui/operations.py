@@ -186,17 +186,25 @@ def abort(ctx: Any, session_id: str) -> str:
 
 
 def retry(ctx: Any, session_id: str) -> str:
+    """As ``vc flow session retry``, with its note on the workflow's file (changed, gone
+    or broken since the session's copy was taken), then the runner started."""
     from app.runner.launch import start_runner
+    from store.workflows import copy_note
 
     with ctx.factory() as db:
-        manager(db).retry(session_id)
+        mgr = manager(db)
+        change = mgr.retry(session_id)
+        obj = mgr.get_session(change.session_id)
+        said = copy_note(ctx.settings.workflows_dir, obj.workflow_id, obj.definition)
     started = start_runner(ctx, session_id)
     if not started.started:
         raise RunnerError(
             f"session {_short(session_id)} is PENDING again, but its runner did not start: "
             f"{started.message}"
         )
-    return f"retrying {_short(session_id)} (runner pid {started.pid})"
+    return f"retrying {_short(session_id)} (runner pid {started.pid})" + (
+        f"; {said}" if said else ""
+    )
 
 
 def delete(ctx: Any, session_id: str) -> str:

@@ -141,6 +141,25 @@ def test_retry_says_when_the_workflow_file_is_gone_or_no_longer_loads(
     assert line.endswith("the session runs its own copy as it was when the session was created")
 
 
+def test_the_dashboards_retry_says_it_too(store_workspace: Path, cli) -> None:
+    """`t` in the dashboard is the same retry, and tells the same of the file."""
+    from app import context
+    from app.tui import operations
+    from store.changes import enable_logging
+
+    sid = _failed_broken_session(store_workspace)
+    path = store_workspace / "workflows" / "broken.yaml"
+    path.write_text(path.read_text().replace("exit 3", "exit 0"))
+    try:
+        with context.open_context() as ctx:
+            said = operations.retry(ctx, sid)
+    finally:
+        enable_logging(False)  # open_context switched operation logging on for this process
+    assert said.startswith(f"retrying {sid[:12]} (runner pid ")
+    assert "; workflow 'broken' has changed since this session was created" in said
+    assert cli("flow", "session", "wait", sid, "--timeout", "30").code == 1  # its own copy
+
+
 def test_retry_of_a_session_whose_file_is_unchanged_says_nothing_more(
     store_workspace: Path, cli
 ) -> None:
