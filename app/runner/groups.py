@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -262,13 +263,18 @@ def find_session_processes(session_id: str) -> list[SessionProcess]:
     return found
 
 
-def kill_groups(processes: Iterable[SessionProcess], kill_timeout: float) -> list[int]:
+def kill_groups(
+    processes: Iterable[SessionProcess],
+    kill_timeout: float,
+    hurry: threading.Event | None = None,
+) -> list[int]:
     """Remove the process groups of ``processes`` (found by :func:`find_session_processes`):
     SIGTERM and SIGCONT to every group at once, SIGKILL to what is still alive after
     ``kill_timeout`` seconds. A process whose group cannot be signalled safely (our own
     group, or none) is signalled alone. Returns the groups (or lone pids) signalled.
     SIGKILL goes only to the groups and pids still alive at the last look: one that was
-    gone meanwhile may name somebody else's process by then.
+    gone meanwhile may name somebody else's process by then. ``hurry``, once set (a
+    second Ctrl-C), ends the wait for SIGTERM at once.
 
     The groups are theirs to remove: a process can only join a group of its own session,
     and the session of a stage process was created by its stage (``start_new_session``)
@@ -305,7 +311,7 @@ def kill_groups(processes: Iterable[SessionProcess], kill_timeout: float) -> lis
     signalled = send(signal.SIGTERM)
     send(signal.SIGCONT)
     deadline = time.monotonic() + max(0.0, kill_timeout)
-    while alive() and time.monotonic() < deadline:
+    while alive() and time.monotonic() < deadline and not (hurry and hurry.is_set()):
         time.sleep(POLL_SLICE)
     if alive():
         send(signal.SIGKILL)

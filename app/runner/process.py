@@ -646,7 +646,7 @@ class StageProcess:
             while self._leftovers_alive() and time.monotonic() < end:
                 time.sleep(POLL_SLICE)
         if strays:  # what is left of them once the group's time is up
-            kill_groups(strays, deadline.left())
+            kill_groups(strays, deadline.left(), deadline.hurry)
         code = self.wait()
         assert code is not None
         return code

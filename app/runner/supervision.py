@@ -112,7 +112,7 @@ class Supervision(Recovery):
             else:
                 self._save_outputs(stage, running.attempt, running.recorder, final=False)
                 if running.timed_out():
-                    code = running.terminate()
+                    code = running.terminate(self._hurry)
                     self._say(
                         f"timed out after {running.timeout:g}s (exit {code})",
                         "WARNING",

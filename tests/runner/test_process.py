@@ -645,6 +645,23 @@ def test_kill_groups_never_sends_sigkill_to_a_group_already_gone(
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
+def test_kill_groups_stops_waiting_for_sigterm_once_hurried(sid: str) -> None:
+    """A second Ctrl-C: no waiting out the rest of kill_timeout."""
+    stubborn = _spawn_stage_like("trap '' TERM; sleep 100 & echo $!; while :; do wait; done", sid)
+    hurry = threading.Event()
+    try:
+        assert stubborn.stdout is not None
+        child = int(stubborn.stdout.readline())
+        threading.Timer(0.3, hurry.set).start()
+        started = time.monotonic()
+        kill_groups(find_session_processes(sid), 60.0, hurry)
+        assert time.monotonic() - started < 10
+        wait_until(lambda: gone(child), "the group to be killed", 2.0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(stubborn.pid, signal.SIGKILL)
+
+
 def test_kill_groups_reaches_a_member_that_left_the_group(sid: str) -> None:
     """A stage's child that made a session of its own (setsid) is still the stage's."""
     _spawn_stage_like("setsid sleep 100 & sleep 100", sid)
