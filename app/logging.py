@@ -50,7 +50,7 @@ _WRITTEN_OUT: dict[int, str] = {
         *range(0x2066, 0x206A),
     ]
 }
-UNSAFE_IN_FILE = re.compile("[" + "".join(map(chr, _WRITTEN_OUT)).replace("\\", "\\\\") + "]")
+UNSAFE_IN_FILE = re.compile("[" + re.escape("".join(map(chr, _WRITTEN_OUT))) + "]")
 
 
 def escape_for_file(text: str) -> str:

@@ -47,7 +47,7 @@ from store.definitions import StageDefinition, WorkflowDefinition
 from store.errors import WorkflowError
 from store.names import short_repr, validate_identifier
 from store.param_definitions import ParamDefinition
-from store.text import clean_text, listed
+from store.text import clean_text, listed, suggest
 
 __all__ = [
     "DEFAULT_KILL_TIMEOUT",
@@ -585,8 +585,6 @@ def find_workflow(directory: Path, workflow_id: str) -> WorkflowDefinition:
 def _unknown(workflow_id: str, scanned: list[_Scanned]) -> str:
     """Why no workflow has this id, with what would help: the close id meant, the file of
     that name that declares another id, the files that do not load (one of them may be it)."""
-    from store.text import suggest
-
     known = sorted({s.definition.id for s in scanned if s.definition is not None})
     message = (
         f"unknown workflow {workflow_id!r}{suggest(workflow_id, known)}; known: {listed(known)}"

@@ -65,24 +65,18 @@ def operate(op: str, session_id: str, gate: str | None = None) -> None:
             return
         obj = manager.get_session(change.session_id)
         name, workflow_id = obj.name, obj.workflow_id
-        if op == "retry":
-            _say_if_the_file_changed(ctx.settings.workflows_dir, workflow_id, obj.definition)
+        if op == "retry":  # it runs its own copy: the user hears when the file differs
+            from store.workflows import copy_note
+
+            said = copy_note(ctx.settings.workflows_dir, workflow_id, obj.definition)
+            if said is not None:
+                note(said)
         if op in ("pause", "abort"):
             enforce_without_runner(session, change.session_id, op)
         extra = _approved(op, change.stage)
         if op in ("resume", "approve") and change.to_status == "ACTIVE":
             extra += _start_runner(ctx, change.session_id)
     _report(op, change.to_status, change.session_id, name, workflow_id, extra)
-
-
-def _say_if_the_file_changed(directory: Any, workflow_id: str, snapshot: Any) -> None:
-    """A retry runs the session's own copy of its workflow: the user hears when the file
-    says something else now, or is gone (:func:`store.workflows.copy_note`)."""
-    from store.workflows import copy_note
-
-    said = copy_note(directory, workflow_id, snapshot)
-    if said is not None:
-        note(said)
 
 
 def _enforced_again(op: str, session_id: str, current: str) -> bool:
