@@ -200,7 +200,13 @@ def test_pause_stops_the_stage_and_resume_continues_where_it_was(vc: Vc, store: 
     wait_until(lambda: store.stage(sid, "spin").status == "ACTIVE", timeout=1, what="ACTIVE")
     stage = store.stage_row(sid, "spin")
     assert (stage.status, stage.attempt, stage.pid) == ("ACTIVE", 1, pid)  # same process
-    assert [r.text for r in store.logs(sid, stage="spin")].count("started") == 1
+
+    # the store gets the stage's lines from the log mirror, every half second or so
+    def texts() -> list[str]:
+        return [r.text for r in store.logs(sid, stage="spin")]
+
+    wait_until(lambda: "started" in texts(), timeout=5, what="the stage's line in the store")
+    assert texts().count("started") == 1
 
 
 def test_abort_kills_the_whole_process_group_including_grandchildren(
