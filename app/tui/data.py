@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from store.identity import local_host, pid_alive
 from store.liveness import stale_after_of
 from store.queries import (
     LogView,
@@ -106,12 +107,22 @@ class Detail:
     #: The other manual gates waiting (cleaned names), beside that gate or beside running
     #: stages or a pause by hand, each approved with ``g`` (``r`` does not pass them).
     other_gates: tuple[str, ...] = ()
+    #: The checklists of those other gates but the one ``checklist`` shows (name, items).
+    other_checklists: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: Orphaned by a stale heartbeat while its runner's pid is alive on this host: a
+    #: runner stopped (Ctrl-Z, a debugger) or unable to write (the store locked).
+    silent_runner_pid: int | None = None
 
     def summary(self) -> str:
         """One line above the stages: the state and why (a manual gate waiting, the error
         that failed it, a runner gone), which the table has no room for."""
         text = self.status
-        if self.orphaned:
+        if self.orphaned and self.silent_runner_pid is not None:
+            text += (
+                f" (orphaned: its runner, pid {self.silent_runner_pid} on this host, is alive"
+                " but silent: stopped, or the store busy; r takes the session over)"
+            )
+        elif self.orphaned:
             text += " (orphaned: its runner is gone; r starts a new one)"
         if self.reason:
             text += f" — {self.reason}"
@@ -129,6 +140,8 @@ class Detail:
             text += f" — gate {gates} waits (g approves it){check}"
         elif gates:
             text += f" — gates waiting: {gates} (g approves a gate)"
+        for name, items in self.other_checklists:
+            text += f" — {name}: check {'; '.join(items)}"
         return text
 
 
@@ -253,6 +266,10 @@ def load_detail(db: Any, session_id: str) -> Detail | None:
     gate = view.waiting_gate
     others = [g for g in view.waiting_gates if g is not gate]
     shown = gate if gate is not None else (others[0] if len(others) == 1 else None)
+    listed = [g for g in others if g is not shown]
+    silent = None
+    if view.orphaned and view.runner_pid is not None and view.runner_host == local_host():
+        silent = view.runner_pid if pid_alive(view.runner_pid) else None
     return Detail(
         session_id,
         stages,
@@ -263,6 +280,12 @@ def load_detail(db: Any, session_id: str) -> Detail | None:
         waiting_at_gate=gate is not None,
         checklist=tuple(clean_text(item) for item in shown.checklist) if shown else (),
         other_gates=tuple(clean_text(g.name) for g in others),
+        other_checklists=tuple(
+            (clean_text(g.name), tuple(clean_text(item) for item in g.checklist))
+            for g in listed
+            if g.checklist
+        ),
+        silent_runner_pid=silent,
     )
 
 

@@ -1,0 +1,101 @@
+"""The line above the stages (``app.tui.data.Detail.summary``), read from a real store the
+way the dashboard reads it: what it says of a runner that is silent but alive, and of the
+checklists of several gates waiting at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from typing import Any
+
+from tests.tui.tui_testkit import make_session, manager
+
+GATES_WITH_CHECKLISTS = """\
+name: Gates
+stages:
+  - {name: build, run: echo built}
+  - {name: qa, needs: [build], checklist: [smoke test passed]}
+  - {name: legal, needs: [build], checklist: [licences listed, notice signed]}
+  - {name: deploy, run: echo deployed, needs: [qa, legal]}
+"""
+
+
+def _summary(ctx: Any, session_id: str) -> str:
+    from app.tui.data import load_detail
+
+    with ctx.factory() as db:
+        detail = load_detail(db, session_id)
+        db.commit()
+    assert detail is not None
+    return detail.summary()
+
+
+def _stale_heartbeat(ctx: Any, session_id: str, pid: int) -> None:
+    """Claimed by ``pid`` on this host, whose last heartbeat is far older than the limit."""
+    from sqlalchemy import text
+
+    from store.identity import local_host
+
+    with ctx.factory() as db:
+        manager(db).start_session(session_id, runner_host=local_host(), runner_pid=pid)
+        db.execute(
+            text("UPDATE flow_sessions SET heartbeat_at = :at WHERE id = :id"),
+            {"at": time.time() - 3600, "id": session_id},
+        )
+        db.commit()
+
+
+def test_an_orphan_whose_runner_is_alive_here_is_said_to_be_silent_not_gone(ctx: Any) -> None:
+    """A runner stopped, or one that cannot write while the store is locked, beats no
+    more but is not gone: saying "gone" would invite a takeover of a live runner blindly."""
+    sid = make_session(ctx, name="locked out")
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _stale_heartbeat(ctx, sid, runner.pid)
+        said = _summary(ctx, sid)
+    finally:
+        runner.kill()
+        runner.wait()
+    assert said.startswith(
+        f"ACTIVE (orphaned: its runner, pid {runner.pid} on this host, is alive but silent"
+    ), said
+    assert "gone" not in said
+
+
+def test_an_orphan_whose_runner_is_dead_is_said_to_be_gone(ctx: Any) -> None:
+    sid = make_session(ctx, name="crashed")
+    runner = subprocess.Popen([sys.executable, "-c", "pass"])
+    runner.wait()
+    _stale_heartbeat(ctx, sid, runner.pid)
+    assert _summary(ctx, sid).startswith(
+        "ACTIVE (orphaned: its runner is gone; r starts a new one)"
+    )
+
+
+def test_several_gates_waiting_each_show_their_checklist(ctx: Any) -> None:
+    from tests.gates import hold_at_gates
+
+    (ctx.settings.workflows_dir / "gates.yaml").write_text(GATES_WITH_CHECKLISTS)
+    sid = make_session(ctx, "gates", name="release", state="ACTIVE")
+    with ctx.factory() as db:
+        hold_at_gates(db, sid, ("qa", "legal"), None)
+    assert _summary(ctx, sid) == (
+        "ACTIVE — gates waiting: qa, legal (g approves a gate)"
+        " — qa: check smoke test passed — legal: check licences listed; notice signed"
+    )
+
+
+def test_the_gate_resume_passes_shows_its_checklist_and_the_other_gates_theirs(
+    ctx: Any,
+) -> None:
+    from tests.gates import hold_at_gates
+
+    (ctx.settings.workflows_dir / "gates.yaml").write_text(GATES_WITH_CHECKLISTS)
+    sid = make_session(ctx, "gates", name="release", state="ACTIVE")
+    with ctx.factory() as db:
+        hold_at_gates(db, sid, ("qa", "legal"), "qa")
+    assert _summary(ctx, sid) == (
+        "PAUSED — waiting: qa (r resumes it) — check: smoke test passed"
+        " — also waiting: legal (g approves a gate) — legal: check licences listed; notice signed"
+    )
