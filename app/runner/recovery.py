@@ -33,13 +33,20 @@ class Recovery(StoreLink):
         stage was reset (the caller's view is then stale).
 
         In a ``fail_fast`` session with a stage already FAILED, the runner before was
-        cancelling the others when it died: an interrupted stage is recorded cancelled
-        instead, as that runner would have (it never runs again in this run)."""
+        cancelling the others when it died: an interrupted stage, or a gate waiting, is
+        recorded cancelled instead, as that runner would have (it never runs again in this
+        run)."""
         changed = False
         first = first_failed(view.stages) if fail_fast(view.definition or {}) else None
         cancelled = None if first is None else f"cancelled: {first.name} failed"
         for stage in view.stages:
-            if stage.stage_type == "manual" or stage.status == StageStatus.COMPLETED:
+            if stage.status == StageStatus.COMPLETED:
+                continue
+            if stage.stage_type == "manual":
+                if cancelled is not None and stage.status == StageStatus.PAUSED:
+                    changed = True  # a gate waiting is cancelled like a running branch
+                    self.stages.move_stage(stage.id, StageStatus.FAILED, error=cancelled)
+                    self._say(f"stage {cancelled}", "WARNING", stage.name)
                 continue
             interrupted = stage.status in (StageStatus.ACTIVE, StageStatus.PAUSED)
             # Also for PENDING/FAILED stages: an aborted attempt whose runner died before it

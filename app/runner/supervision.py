@@ -286,8 +286,9 @@ class Supervision(Recovery):
         release_all(list(self._running.values()))
 
     def _cancel_running(self, why: str) -> None:
-        """``fail_fast``: the other running instances are stopped and recorded FAILED with
-        ``why`` (``cancelled: <stage> failed``); ``retry`` runs them again."""
+        """``fail_fast``: the other running instances are stopped and the gates waiting
+        closed, each recorded FAILED with ``why`` (``cancelled: <stage> failed``): a failed
+        session shows nothing still running or waiting. ``retry`` runs them again."""
         running = [a for a in self._running.values() if a.finished is None]
         codes = terminate_all(running, self._hurry)
         for attempt, code in zip(running, codes, strict=True):
@@ -303,6 +304,11 @@ class Supervision(Recovery):
                     known=self._moves.get(attempt.stage.id),
                 )
             self._stage_result(attempt.name, f"stage {why}", "WARNING")
+        for gate in self._schedule.waiting_gates():
+            self._schedule.mark(gate, FAILED)
+            with contextlib.suppress(InvalidTransition):
+                self.stages.move_stage(self._rows[gate].id, StageStatus.FAILED, error=why)
+            self._stage_result(gate, f"stage {why}", "WARNING")
 
     def _stop_running(self, why: str | None = None) -> None:
         """Stop every running attempt (an abort, a delete, Ctrl-C, a lost claim, an error):

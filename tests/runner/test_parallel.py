@@ -203,6 +203,32 @@ def test_fail_fast_cancels_the_running_branches_and_fails_with_the_first_failure
 
 
 @sqlite_only
+def test_fail_fast_closes_a_gate_waiting_beside_the_failure(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """A failed session waits at no gate: the gate is cancelled like a running branch, and
+    `retry` opens it again."""
+    write_workflow(
+        workspace,
+        "ffgate",
+        """
+        stages:
+          - {name: bad, needs: [], run: 'sleep 0.5; exit 1'}
+          - {name: gate, needs: []}
+          - {name: after, needs: [gate], run: 'true'}
+    """,
+    )
+    assert vc("flow", "run", "ffgate").returncode == 1
+    sid = newest_session(store)
+    view = store.view(sid)
+    assert view.status == "FAILED" and view.current_stage is None
+    gate = store.stage(sid, "gate")
+    assert (gate.status, gate.error) == ("FAILED", "cancelled: bad failed")
+    assert vc("flow", "session", "retry", sid).returncode == 0
+    assert store.stage(sid, "gate").status == "PENDING"
+
+
+@sqlite_only
 def test_without_fail_fast_independent_branches_finish_and_the_session_fails_after(
     workspace: Path, vc: Vc, store: Store
 ) -> None:

@@ -170,6 +170,45 @@ def test_a_fail_fast_cancellation_under_way_when_the_runner_died_stands_after_re
     assert not (workspace / "later.txt").exists()
 
 
+def test_a_gate_waiting_when_a_fail_fast_runner_died_cancelling_is_cancelled_by_the_resume(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """As above, with a manual gate waiting beside: the runner that died was about to
+    close it. The resume records it cancelled too: a FAILED session waits at no gate."""
+    write_workflow(
+        workspace,
+        "ffgate",
+        """
+        stages:
+          - name: slow
+            needs: []
+            kill_timeout: 3
+            run: |
+              echo "start $$" >> slow.txt
+              trap 'echo term >> slow.txt' TERM
+              for i in $(seq 1 60); do sleep 0.5; done
+          - {name: gate, needs: []}
+          - {name: broken, needs: [], run: 'sleep 0.5; exit 3'}
+    """,
+    )
+    sid = start_detached(vc, "ffgate")
+    marks = workspace / "slow.txt"
+    wait_until(
+        lambda: marks.exists() and "term" in marks.read_text().split(),
+        timeout=15,
+        interval=0.05,
+        what="slow's TERM, ignored",
+    )
+    kill_runner(store, sid)  # while slow's TERM is waited for: the gate is still waiting
+    assert store.stage(sid, "gate").status == "PAUSED"
+    assert vc("flow", "session", "resume", sid).returncode == 0
+    view = store.wait_status(sid, "FAILED")
+    assert view.reason == "stage broken failed: exit code 3"
+    gate = store.stage(sid, "gate")
+    assert (gate.status, gate.error) == ("FAILED", "cancelled: broken failed")
+    assert view.current_stage is None
+
+
 LEDGER_WORKFLOW = """
     stages:
       - name: work
