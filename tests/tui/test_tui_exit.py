@@ -263,6 +263,17 @@ def test_a_signal_ends_a_dashboard_like_q(
         assert b"\x1b[?1049l" in dashboard.output  # it left the alternate screen: restored
 
 
+def test_ctrl_c_quits_a_dashboard_like_q(workspace: Path, dashboards: list[PtyDashboard]) -> None:
+    """Typed on its terminal (a key, not a signal: the dashboard reads the terminal raw)."""
+    dashboard = PtyDashboard(workspace)
+    dashboards.append(dashboard)
+    dashboard.wait_for("vc flow")
+    os.write(dashboard.master, b"\x03")
+    assert _exits(dashboard.process, "ctrl+c") == 0
+    with dashboard._lock:
+        assert b"\x1b[?1049l" in dashboard.output  # it left the alternate screen: restored
+
+
 def test_closing_the_terminal_of_a_demo_stops_its_sessions(
     workspace: Path, dashboards: list[PtyDashboard], tmp_path: Path
 ) -> None:
