@@ -26,6 +26,7 @@ from store.definition_base import (
     Flag,
     ParamType,
     ParamValue,
+    YamlScalar,
     describe,
     problem,
     typed,
@@ -36,6 +37,16 @@ from store.names import KEY_RULE, is_variable_key, param_text
 from store.text import clean_text, listed, suggest
 
 # -- parameters -------------------------------------------------------------------------------
+
+
+def _plain_decimal(raw: str, ptype: str) -> bool:
+    """Written as `--param` reads a number: digits, a sign, a point and an exponent (for
+    a float), without the leading zero that makes YAML 1.1 read octal."""
+    text = raw.strip()
+    digits = text.lstrip("+-")
+    if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit():
+        return False
+    return bool((INT_TEXT if ptype == "int" else FLOAT_TEXT).fullmatch(text))
 
 
 def _param_value(ptype: str, value: object) -> ParamValue:
@@ -53,6 +64,13 @@ def _param_value(ptype: str, value: object) -> ParamValue:
     if isinstance(inner, bool) or not isinstance(inner, int | float):
         raise problem(
             f"expected {'an integer' if ptype == 'int' else 'a number'}, got {describe(value)}"
+        )
+    if isinstance(value, YamlScalar) and not _plain_decimal(str(value), ptype):
+        # YAML 1.1 reads 012 as 10, 0x10 as 16 and 1:30 as 90; a value typed on the
+        # command line is read in plain decimal digits: one reading, or a refusal.
+        raise problem(
+            f"write {'the integer' if ptype == 'int' else 'the number'} in plain decimal "
+            f"digits, got {describe(value)} (YAML would read it as {param_text(inner)})"
         )
     if ptype == "int":
         if not isinstance(inner, int):
@@ -127,6 +145,8 @@ class ParamDefinition(DefinitionModel):
                         "choices",
                         i,
                     )
+                if value in values and source != "snapshot":  # one made before this check
+                    raise problem(f"choice {param_text(value)} is listed twice", "choices", i)
                 outside = _outside(value, low, high)
                 if outside and source != "snapshot":  # one made before this check loads
                     # accepted by one rule, refused by the other: no run could pass it

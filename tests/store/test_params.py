@@ -207,6 +207,41 @@ BAD_DECLARATIONS: list[tuple[str, str, int, str, str]] = [
         "params.p.choices[0]",
         "holds a control or invisible format character",
     ),
+    (
+        "int-default-with-a-leading-zero",  # YAML 1.1: octal, 10
+        "params:\n  shards: {type: int, default: 012}\n",
+        2,
+        "params.shards.default",
+        "write the integer in plain decimal digits, got 012 (YAML would read it as 10)",
+    ),
+    (
+        "int-default-in-hex",
+        "params:\n  shards: {type: int, default: 0x10}\n",
+        2,
+        "params.shards.default",
+        "in plain decimal digits, got 0x10 (YAML would read it as 16)",
+    ),
+    (
+        "int-bound-in-sexagesimal",  # YAML 1.1: 1*60 + 30
+        "params:\n  minutes:\n    type: int\n    max: 1:30\n",
+        4,
+        "params.minutes.max",
+        "in plain decimal digits, got 1:30 (YAML would read it as 90)",
+    ),
+    (
+        "float-choice-with-underscores",
+        "params:\n  rate:\n    type: float\n    choices: [0.5, 1_000.5]\n",
+        4,
+        "params.rate.choices[1]",
+        "write the number in plain decimal digits, got 1_000.5",
+    ),
+    (
+        "a-choice-listed-twice",
+        "params:\n  target:\n    choices: [staging, prod, staging]\n",
+        3,
+        "params.target.choices[2]",
+        "choice staging is listed twice",
+    ),
 ]
 
 
