@@ -200,3 +200,18 @@ async def test_a_name_that_shows_nothing_is_refused_as_the_cli_refuses_it(
             what="the refusal",
         )
         assert app.screen is screen and screen.focused is screen.query_one("#new-name")
+
+
+async def test_the_dialogs_instructions_are_shown_whole(ctx: Any, make_app: Any) -> None:
+    """Longer than the box is wide: wrapped onto a second line, not cut short."""
+    from tests.tui.tui_testkit import screen_text
+
+    (ctx.settings.workflows_dir / "etl.yaml").write_text(textwrap.dedent(ETL).lstrip())
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await form_of_etl(pilot)
+        shown = " ".join(
+            line.strip(" │╭╮╰╯─") for line in screen_text(app).splitlines() if "│" in line
+        )
+    assert "enter again starts it" in " ".join(shown.split())
