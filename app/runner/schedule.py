@@ -23,7 +23,12 @@ TODO, RUNNING, WAITING, DONE, FAILED = "todo", "running", "waiting", "done", "fa
 
 @dataclass
 class Schedule:
-    """The instances of one run, in position order, and where each one is."""
+    """The instances of one run, in position order, and where each one is.
+
+    ``state`` is the truth; beside it the instances running, the gates waiting and those
+    free to start are kept up to date by :meth:`mark`, so the questions the runner asks at
+    every turn of its loop cost what is running or ready, not a scan of the whole graph
+    (which made a run of n stages cost n² in a long workflow)."""
 
     names: Sequence[str]
     waits: Mapping[str, Sequence[str]]
@@ -31,10 +36,45 @@ class Schedule:
     max_parallel: int
     state: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self._running: set[str] = set()
+        self._waiting: set[str] = set()
+        self._ready: set[str] = set()
+        #: Per instance, how many of those it waits for are not DONE.
+        self._blockers: dict[str, int] = {}
+        self._dependents: dict[str, list[str]] = {}
+        for name in self.names:
+            self.state.setdefault(name, TODO)
+        for name in self.names:
+            count = 0
+            for other in self.waits.get(name, ()):
+                self._dependents.setdefault(other, []).append(name)
+                if self.state.get(other, DONE) != DONE:
+                    count += 1
+            self._blockers[name] = count
+            self._file(name, self.state[name])
+
     @cached_property
     def position(self) -> dict[str, int]:
         """Each instance's place in the workflow, the order front ends list them in."""
         return {name: i for i, name in enumerate(self.names)}
+
+    def _in_order(self, names: Iterable[str]) -> list[str]:
+        return sorted(names, key=self.position.__getitem__)
+
+    def _file(self, name: str, state: str) -> None:
+        """Put ``name`` in the sets its state (and its blockers) call for."""
+        if state == RUNNING:
+            self._running.add(name)
+        elif state == WAITING:
+            self._waiting.add(name)
+        elif state == TODO and self._blockers.get(name, 0) == 0:
+            self._ready.add(name)
+
+    def _unfile(self, name: str) -> None:
+        self._running.discard(name)
+        self._waiting.discard(name)
+        self._ready.discard(name)
 
     @classmethod
     def start(
@@ -75,10 +115,10 @@ class Schedule:
     # -- questions ---------------------------------------------------------------------------
 
     def running(self) -> list[str]:
-        return [n for n in self.names if self.state[n] == RUNNING]
+        return self._in_order(self._running)
 
     def waiting_gates(self) -> list[str]:
-        return [n for n in self.names if self.state[n] == WAITING]
+        return self._in_order(self._waiting)
 
     def free(self, name: str) -> bool:
         """Every instance it waits for is done."""
@@ -101,11 +141,9 @@ class Schedule:
     def startable(self) -> list[str]:
         """What should start now, in order: free gates (they take no slot) and free task
         instances up to the slots left."""
-        slots = self.max_parallel - len(self.running())
+        slots = self.max_parallel - len(self._running)
         picked: list[str] = []
-        for name in self.names:
-            if self.state[name] != TODO or not self.free(name):
-                continue
+        for name in self._in_order(self._ready):
             if name in self.gates:
                 picked.append(name)
             elif slots > 0:
@@ -115,7 +153,7 @@ class Schedule:
 
     def stuck_at_gates(self) -> bool:
         """Gates wait and nothing else runs or can start: only an approval moves it on."""
-        return bool(self.waiting_gates()) and not self.running() and not self.startable()
+        return bool(self._waiting) and not self._running and not self.startable()
 
     def finished(self) -> bool:
         """Nothing runs, waits or can ever start: the run is over."""
@@ -129,4 +167,17 @@ class Schedule:
     # -- what happened -----------------------------------------------------------------------
 
     def mark(self, name: str, state: str) -> None:
+        before = self.state.get(name)
         self.state[name] = state
+        if name not in self._blockers:  # not an instance of this run: nothing waits on it
+            return
+        self._unfile(name)
+        self._file(name, state)
+        if (before == DONE) == (state == DONE):
+            return
+        step = -1 if state == DONE else 1
+        for other in self._dependents.get(name, ()):
+            self._blockers[other] += step
+            if self.state[other] == TODO:
+                self._unfile(other)
+                self._file(other, TODO)

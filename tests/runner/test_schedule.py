@@ -123,3 +123,49 @@ def test_position_is_each_instance_place_in_the_workflow() -> None:
         "test[py=3.12]",
         "ship",
     ]
+
+
+def _scanned(schedule: Schedule) -> tuple[list[str], list[str], list[str]]:
+    """running(), waiting_gates() and startable() worked out from ``state`` alone, by
+    scanning every instance: what the kept sets must always agree with."""
+    names, state = schedule.names, schedule.state
+    running = [n for n in names if state[n] == RUNNING]
+    slots = schedule.max_parallel - len(running)
+    startable = []
+    for n in names:
+        if state[n] != TODO or not schedule.free(n):
+            continue
+        if n in schedule.gates:
+            startable.append(n)
+        elif slots > 0:
+            startable.append(n)
+            slots -= 1
+    return running, [n for n in names if state[n] == WAITING], startable
+
+
+def test_the_kept_sets_agree_with_a_scan_of_the_states_after_any_moves() -> None:
+    """Whatever order instances move in (forwards, and back: a stopped attempt goes back
+    to TODO, a retried one leaves DONE), the answers kept up to date by mark() are those
+    a scan of every instance's state gives."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(200):
+        count = rng.randint(1, 12)
+        names = [f"s{i}" for i in range(count)]
+        waits = {n: rng.sample(names[:i], rng.randint(0, min(i, 3))) for i, n in enumerate(names)}
+        gates = frozenset(n for n in names if rng.random() < 0.2)
+        schedule = Schedule.start(
+            names,
+            waits,
+            completed=[n for n in names if rng.random() < 0.2],
+            gates=gates,
+            max_parallel=rng.randint(1, 4),
+        )
+        for _ in range(40):
+            schedule.mark(rng.choice(names), rng.choice([TODO, RUNNING, WAITING, DONE, FAILED]))
+            expected = _scanned(schedule)
+            assert (schedule.running(), schedule.waiting_gates(), schedule.startable()) == expected
+            assert schedule.stuck_at_gates() == (
+                bool(expected[1]) and not expected[0] and not expected[2]
+            )
