@@ -40,8 +40,8 @@ from store.text import clean_text, listed, suggest
 
 
 def _plain_decimal(raw: str, ptype: str) -> bool:
-    """Written as `--param` reads a number: digits, a sign, a point and an exponent (for
-    a float), without the leading zero that makes YAML 1.1 read octal."""
+    """Written in digits, a sign, a point and an exponent (for a float), without the
+    leading zero that makes YAML 1.1 read octal."""
     text = raw.strip()
     digits = text.lstrip("+-")
     if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit():
@@ -65,23 +65,22 @@ def _param_value(ptype: str, value: object) -> ParamValue:
         raise problem(
             f"expected {'an integer' if ptype == 'int' else 'a number'}, got {describe(value)}"
         )
+    if ptype == "int" and not isinstance(inner, int):
+        raise problem(f"expected an integer, got {describe(value)}")
+    if ptype == "float" and not math.isfinite(inner):
+        raise problem(f"expected a finite number, got {describe(value)}")
     if isinstance(value, YamlScalar) and not _plain_decimal(str(value), ptype):
-        # YAML 1.1 reads 012 as 10, 0x10 as 16 and 1:30 as 90; a value typed on the
-        # command line is read in plain decimal digits: one reading, or a refusal.
+        # YAML 1.1 reads 012 as 10, 0x10 as 16 and 1:30 as 90: refused rather than read
+        # in a way nobody who wrote it meant.
         raise problem(
             f"write {'the integer' if ptype == 'int' else 'the number'} in plain decimal "
             f"digits, got {describe(value)} (YAML would read it as {param_text(inner)})"
         )
     if ptype == "int":
-        if not isinstance(inner, int):
-            raise problem(f"expected an integer, got {describe(value)}")
         if not MIN_INT <= inner <= MAX_INT:
             raise problem(f"expected a 64-bit integer, got {describe(value)}")
         return inner
-    number = float(inner)
-    if not math.isfinite(number):
-        raise problem(f"expected a finite number, got {describe(value)}")
-    return number
+    return float(inner)
 
 
 class ParamDefinition(DefinitionModel):

@@ -391,7 +391,12 @@ class SessionAnnouncer:
             return
         op = change.op
         if op == "stage.fail":
-            self._failed_stage = (change.stage, change.reason)
+            # The stage that failed the session: the first real failure. The branches and
+            # gates fail_fast cancels after it (``cancelled: <stage> failed``) fail later.
+            first, why = self._failed_stage
+            cancelled = (change.reason or "").startswith("cancelled:")
+            if first is None or (not cancelled and (why or "").startswith("cancelled:")):
+                self._failed_stage = (change.stage, change.reason)
             return
         event: Event | None = None
         now = time.time()

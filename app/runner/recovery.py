@@ -13,6 +13,7 @@ from typing import Any
 from app.runner.attempt import kill_timeout_of
 from app.runner.process import find_session_processes, kill_groups, kill_leftover_group
 from app.runner.store_link import StoreLink
+from store.errors import InvalidTransition
 from store.graph import fail_fast
 from store.queries import SessionView, StageView
 from store.status import StageStatus
@@ -45,7 +46,10 @@ class Recovery(StoreLink):
             if stage.stage_type == "manual":
                 if cancelled is not None and stage.status == StageStatus.PAUSED:
                     changed = True  # a gate waiting is cancelled like a running branch
-                    self.stages.move_stage(stage.id, StageStatus.FAILED, error=cancelled)
+                    try:
+                        self.stages.move_stage(stage.id, StageStatus.FAILED, error=cancelled)
+                    except InvalidTransition:
+                        continue  # approved meanwhile: passed, not cancelled
                     self._say(f"stage {cancelled}", "WARNING", stage.name)
                 continue
             interrupted = stage.status in (StageStatus.ACTIVE, StageStatus.PAUSED)

@@ -167,12 +167,11 @@ class Schedule:
     # -- what happened -----------------------------------------------------------------------
 
     def mark(self, name: str, state: str) -> None:
-        before = self.state.get(name)
+        before = self.state.get(name, DONE)  # as free() takes a name it does not know
         self.state[name] = state
-        if name not in self._blockers:  # not an instance of this run: nothing waits on it
-            return
-        self._unfile(name)
-        self._file(name, state)
+        if name in self._blockers:  # an instance of this run (else only waited for)
+            self._unfile(name)
+            self._file(name, state)
         if (before == DONE) == (state == DONE):
             return
         step = -1 if state == DONE else 1

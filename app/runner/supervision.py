@@ -305,9 +305,12 @@ class Supervision(Recovery):
                 )
             self._stage_result(attempt.name, f"stage {why}", "WARNING")
         for gate in self._schedule.waiting_gates():
-            self._schedule.mark(gate, FAILED)
-            with contextlib.suppress(InvalidTransition):
+            try:
                 self.stages.move_stage(self._rows[gate].id, StageStatus.FAILED, error=why)
+            except InvalidTransition:
+                self._schedule.mark(gate, DONE)  # approved meanwhile: passed, not cancelled
+                continue
+            self._schedule.mark(gate, FAILED)
             self._stage_result(gate, f"stage {why}", "WARNING")
 
     def _stop_running(self, why: str | None = None) -> None:

@@ -106,6 +106,28 @@ def test_by_default_failures_are_announced_and_completions_are_not(
     assert failure.type == "failure" and "Stage: bad" in failure.message
 
 
+@sqlite_only
+def test_the_failure_names_the_stage_that_failed_not_those_fail_fast_cancelled(
+    workspace: Path, vc: Vc, store: Store, receiver: Receiver
+) -> None:
+    """A branch still running and a gate still waiting are recorded failed (cancelled)
+    after the failure: the message names the stage whose failure ended the session."""
+    notify_workflow(
+        workspace,
+        "fanout",
+        f"{{to: ['{receiver.url()}']}}",
+        """
+  - {name: slow, needs: [], run: sleep 30}
+  - {name: bad, needs: [], run: sleep 0.5; exit 3}
+  - {name: gate, needs: []}
+""",
+    )
+    assert vc("flow", "run", "fanout").returncode == 1
+    [failure] = [m for m in receiver.messages() if m.type == "failure"]
+    assert "Stage: bad\n" in failure.message + "\n"
+    assert "Reason: stage bad failed: exit code 3" in failure.message
+
+
 def test_each_event_is_announced_once_across_runner_kills_and_takeovers(
     workspace: Path, vc: Vc, store: Store, receiver: Receiver
 ) -> None:

@@ -153,7 +153,10 @@ def test_the_kept_sets_agree_with_a_scan_of_the_states_after_any_moves() -> None
     for _ in range(200):
         count = rng.randint(1, 12)
         names = [f"s{i}" for i in range(count)]
-        waits = {n: rng.sample(names[:i], rng.randint(0, min(i, 3))) for i, n in enumerate(names)}
+        waits = {
+            n: rng.sample([*names[:i], "elsewhere"], rng.randint(0, min(i, 3)))
+            for i, n in enumerate(names)
+        }
         gates = frozenset(n for n in names if rng.random() < 0.2)
         schedule = Schedule.start(
             names,
@@ -163,7 +166,9 @@ def test_the_kept_sets_agree_with_a_scan_of_the_states_after_any_moves() -> None
             max_parallel=rng.randint(1, 4),
         )
         for _ in range(40):
-            schedule.mark(rng.choice(names), rng.choice([TODO, RUNNING, WAITING, DONE, FAILED]))
+            # now and then a name that is waited for but is no instance of this run
+            name = rng.choice([*names, "elsewhere"])
+            schedule.mark(name, rng.choice([TODO, RUNNING, WAITING, DONE, FAILED]))
             expected = _scanned(schedule)
             assert (schedule.running(), schedule.waiting_gates(), schedule.startable()) == expected
             assert schedule.stuck_at_gates() == (

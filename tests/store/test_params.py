@@ -236,6 +236,13 @@ BAD_DECLARATIONS: list[tuple[str, str, int, str, str]] = [
         "write the number in plain decimal digits, got 1_000.5",
     ),
     (
+        "int-default-with-a-point",  # refused as before: not an integer, whatever the digits
+        "params:\n  shards: {type: int, default: 1.5}\n",
+        2,
+        "params.shards.default",
+        "expected an integer, got 1.5",
+    ),
+    (
         "a-choice-listed-twice",
         "params:\n  target:\n    choices: [staging, prod, staging]\n",
         3,
