@@ -126,6 +126,18 @@ def test_resume_of_orphan_removes_leftovers_and_never_reruns_completed_stages(
     assert any(t.startswith(f"removed the leftover process group {stage_pid}") for t in texts)
 
 
+def _slow_ignoring_its_term(workspace: Path) -> Path:
+    """Once the stage ``slow`` (below) got its TERM and ignored it: the file it writes."""
+    marks = workspace / "slow.txt"
+    wait_until(
+        lambda: marks.exists() and "term" in marks.read_text().split(),
+        timeout=15,
+        interval=0.05,
+        what="slow's TERM, ignored",
+    )
+    return marks
+
+
 def test_a_fail_fast_cancellation_under_way_when_the_runner_died_stands_after_resume(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
@@ -149,13 +161,7 @@ def test_a_fail_fast_cancellation_under_way_when_the_runner_died_stands_after_re
     """,
     )
     sid = start_detached(vc, "ff")
-    marks = workspace / "slow.txt"
-    wait_until(
-        lambda: marks.exists() and "term" in marks.read_text().split(),
-        timeout=15,
-        interval=0.05,
-        what="slow's TERM, ignored",
-    )
+    marks = _slow_ignoring_its_term(workspace)
     slow_pid = int(marks.read_text().split()[2])
     kill_runner(store, sid)  # within slow's kill_timeout: its cancellation is not recorded
     assert store.view(sid).status == "ACTIVE" and not gone(slow_pid)
@@ -192,13 +198,7 @@ def test_a_gate_waiting_when_a_fail_fast_runner_died_cancelling_is_cancelled_by_
     """,
     )
     sid = start_detached(vc, "ffgate")
-    marks = workspace / "slow.txt"
-    wait_until(
-        lambda: marks.exists() and "term" in marks.read_text().split(),
-        timeout=15,
-        interval=0.05,
-        what="slow's TERM, ignored",
-    )
+    _slow_ignoring_its_term(workspace)
     kill_runner(store, sid)  # while slow's TERM is waited for: the gate is still waiting
     assert store.stage(sid, "gate").status == "PAUSED"
     assert vc("flow", "session", "resume", sid).returncode == 0
