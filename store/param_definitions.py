@@ -67,7 +67,8 @@ def _param_value(ptype: str, value: object) -> ParamValue:
         )
     if ptype == "int" and not isinstance(inner, int):
         raise problem(f"expected an integer, got {describe(value)}")
-    if ptype == "float" and not math.isfinite(inner):
+    if ptype == "float" and not (abs(inner) < 2**1024 and math.isfinite(inner)):
+        # an integer past 2**1024 does not even convert to a float: as infinite as .inf
         raise problem(f"expected a finite number, got {describe(value)}")
     if isinstance(value, YamlScalar) and not _plain_decimal(str(value), ptype):
         # YAML 1.1 reads 012 as 10, 0x10 as 16 and 1:30 as 90: refused rather than read

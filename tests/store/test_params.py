@@ -243,6 +243,13 @@ BAD_DECLARATIONS: list[tuple[str, str, int, str, str]] = [
         "expected an integer, got 1.5",
     ),
     (
+        "float-default-past-what-a-float-holds",  # was an internal error (OverflowError)
+        "params:\n  rate: {type: float, default: 1" + "0" * 400 + "}\n",
+        2,
+        "params.rate.default",
+        "expected a finite number, got 1000",
+    ),
+    (
         "a-choice-listed-twice",
         "params:\n  target:\n    choices: [staging, prod, staging]\n",
         3,
