@@ -96,6 +96,21 @@ def _rows_option(value: int | None) -> int | None:
 LIST_ROWS = 50
 
 
+def parallel_text(snapshot: dict[str, Any]) -> str:
+    """How the session runs its stages, as its definition snapshot (with a `run
+    --max-parallel` in it) says: what `--max-parallel` a session got is seen here."""
+    from store.graph import fail_fast, is_legacy, max_parallel
+
+    if is_legacy(snapshot):
+        return "one stage at a time, in order (made before stages ran in parallel)"
+    failing = (
+        "a failure stops the rest" if fail_fast(snapshot) else "branches finish after a failure"
+    )
+    if snapshot.get("max_parallel") is None:  # the cores of the machine whose runner runs it
+        return f"up to the runner's cores ({max_parallel(snapshot)} here) at once; {failing}"
+    return f"up to {max_parallel(snapshot)} stages at once; {failing}"
+
+
 def status_label(status: str, orphaned: bool, awaiting_worker: bool = False) -> str:
     if orphaned:
         return f"{status} (orphaned)"
@@ -291,6 +306,8 @@ def show_cmd(session_id: IdArg, as_json: JsonOpt = False) -> None:
         lines.append(f"metadata:  {clean_text(meta)}")
     if view.params:
         lines.append(f"params:    {params_text(view.params)}")
+    if view.definition is not None and len(view.stages) > 1:
+        lines.append(f"parallel:  {parallel_text(view.definition)}")
     stages = render_table(
         ["STAGE", "STATUS", "PROGRESS", "ATTEMPT", "EXIT", "ERROR"],
         [

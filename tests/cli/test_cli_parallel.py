@@ -49,6 +49,30 @@ def test_without_max_parallel_a_session_takes_the_workflows(
     assert max_parallel(definition_of(workspace, result.out.strip())) == 4
 
 
+def test_show_says_how_many_stages_the_session_runs_at_once(workspace: Path, thumbs: str) -> None:
+    """What `--max-parallel` a session got, which its JSON does not carry."""
+    made = run("flow", "run", thumbs, "--queue", "--max-parallel", "2")
+    shown = run("flow", "session", "show", made.out.strip())
+    assert "parallel:  up to 2 stages at once; a failure stops the rest" in shown.out.splitlines()
+
+
+def test_show_says_a_session_without_a_limit_runs_as_many_stages_as_its_runner_has_cores(
+    workspace: Path,
+) -> None:
+    import os
+
+    (workspace / "workflows" / "free.yaml").write_text(
+        "fail_fast: false\nstages:\n  - {name: a, run: 'true'}\n  - {name: b, run: 'true'}\n"
+    )
+    made = run("flow", "run", "free", "--queue")
+    shown = run("flow", "session", "show", made.out.strip())
+    expected = (
+        f"parallel:  up to the runner's cores ({os.cpu_count()} here) at once; "
+        "branches finish after a failure"
+    )
+    assert expected in shown.out.splitlines()
+
+
 @pytest.mark.parametrize("value", ["0", "-3", "1025"])
 def test_a_max_parallel_out_of_range_is_a_usage_error_and_creates_nothing(
     workspace: Path, thumbs: str, value: str
