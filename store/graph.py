@@ -48,6 +48,21 @@ def fail_fast(snapshot: Mapping[str, Any]) -> bool:
     return snapshot.get("fail_fast") is not False
 
 
+#: The error of a stage instance that ``fail_fast`` stopped, or closed (a gate), because
+#: another failed: ``cancelled: <stage> failed``.
+_CANCELLED = "cancelled: "
+
+
+def cancellation(failed_stage: str) -> str:
+    """The error recorded for what ``fail_fast`` cancels after ``failed_stage`` failed."""
+    return f"{_CANCELLED}{failed_stage} failed"
+
+
+def is_cancellation(error: str | None) -> bool:
+    """Whether a stage's error says it was cancelled, not that it failed by itself."""
+    return (error or "").startswith(_CANCELLED)
+
+
 def _explicit(stage: Mapping[str, Any], legacy: bool) -> list[str] | None:
     needs = stage.get("needs")
     if needs is None or (legacy and not needs):

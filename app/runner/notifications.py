@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.settings import NOTIFY_TIMEOUT, notify_timeout
+from store.graph import is_cancellation
 
 #: The command that acts on each kind of event, in one place: ``{id}`` is the session id (12
 #: characters, as everywhere), ``{workflow}`` its workflow, ``{gate}`` the gate that waits
@@ -394,8 +395,7 @@ class SessionAnnouncer:
             # The stage that failed the session: the first real failure. The branches and
             # gates fail_fast cancels after it (``cancelled: <stage> failed``) fail later.
             first, why = self._failed_stage
-            cancelled = (change.reason or "").startswith("cancelled:")
-            if first is None or (not cancelled and (why or "").startswith("cancelled:")):
+            if first is None or (is_cancellation(why) and not is_cancellation(change.reason)):
                 self._failed_stage = (change.stage, change.reason)
             return
         event: Event | None = None

@@ -14,7 +14,7 @@ from app.runner.attempt import kill_timeout_of
 from app.runner.process import find_session_processes, kill_groups, kill_leftover_group
 from app.runner.store_link import StoreLink
 from store.errors import InvalidTransition
-from store.graph import fail_fast
+from store.graph import cancellation, fail_fast, is_cancellation
 from store.queries import SessionView, StageView
 from store.status import StageStatus
 
@@ -39,7 +39,7 @@ class Recovery(StoreLink):
         run)."""
         changed = False
         first = first_failed(view.stages) if fail_fast(view.definition or {}) else None
-        cancelled = None if first is None else f"cancelled: {first.name} failed"
+        cancelled = None if first is None else cancellation(first.name)
         for stage in view.stages:
             if stage.status == StageStatus.COMPLETED:
                 continue
@@ -171,7 +171,7 @@ def first_failed(stages: Sequence[StageView]) -> StageView | None:
     )
     if not failed:
         return None
-    return next((s for s in failed if not (s.error or "").startswith("cancelled:")), failed[0])
+    return next((s for s in failed if not is_cancellation(s.error)), failed[0])
 
 
 def failure_before(stages: Sequence[StageView]) -> str | None:

@@ -29,6 +29,7 @@ from app.runner.schedule import DONE, FAILED, TODO, Schedule
 from app.runner.store_link import _STORE_ERRORS, Outcome
 from store.changes import StageMove
 from store.errors import InvalidTransition, SessionNotFound, StageNotFound, StoreError
+from store.graph import cancellation
 from store.queries import StageView
 from store.space import is_disk_full
 from store.status import StageStatus
@@ -178,7 +179,7 @@ class Supervision(Recovery):
             reason = f"{reason}; {self._full_disk_reason()}"
         self._first_failure = self._first_failure or reason
         if self._fail_fast:
-            self._cancel_running(f"cancelled: {stage.name} failed")
+            self._cancel_running(cancellation(stage.name))
             self._ended = self._fail_session(self._first_failure)
 
     def _try_complete(self, running: RunningAttempt) -> None:

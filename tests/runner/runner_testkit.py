@@ -10,7 +10,8 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -257,6 +258,17 @@ def start_foreground(workflow: str, *extra: str) -> subprocess.Popen[str]:
             "NO_COLOR": "1",
         },
     )
+
+
+@contextmanager
+def foreground(workflow: str, *extra: str) -> Iterator[subprocess.Popen[str]]:
+    """:func:`start_foreground`, killed on the way out if the test left it running."""
+    proc = start_foreground(workflow, *extra)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def newest_session(store: Store) -> str:

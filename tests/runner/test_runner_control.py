@@ -20,6 +20,7 @@ from tests.runner.runner_testkit import (
     Store,
     Vc,
     covered_on_postgresql_by_another,
+    foreground,
     gone,
     kill_session_processes,
     log_file,
@@ -27,7 +28,6 @@ from tests.runner.runner_testkit import (
     proc_state,
     read_pid,
     start_detached,
-    start_foreground,
     write_workflow,
 )
 from tests.waiting import wait_until
@@ -42,8 +42,7 @@ def as_user(store: Store, op: str, sid: str) -> None:
 
 
 def test_run_off_a_terminal_says_who_paused_resumed_and_aborted_it(store: Store, nap: str) -> None:
-    proc = start_foreground("nap", "--name", "nightly run")
-    try:
+    with foreground("nap", "--name", "nightly run") as proc:
         sid = newest_session(store)
         store.wait_stage(sid, "nap", "ACTIVE", with_pid=True)
         as_user(store, "pause", sid)
@@ -52,9 +51,6 @@ def test_run_off_a_terminal_says_who_paused_resumed_and_aborted_it(store: Store,
         store.wait_stage(sid, "nap", "ACTIVE")
         as_user(store, "abort", sid)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 1 and out == ""
     lines = [line.split(" ", 1)[1] for line in err.splitlines()[1:]]  # without the time
     host = local_host()
@@ -121,16 +117,12 @@ def select_ready(fd: int) -> bool:
 def _interrupt_foreground(
     store: Store, signum: int = signal.SIGINT
 ) -> tuple[str, int, subprocess.Popen[str], str]:
-    proc = start_foreground("nap")
-    try:
+    with foreground("nap") as proc:
         sid = newest_session(store)
         pid = store.wait_stage(sid, "nap", "ACTIVE", with_pid=True).pid
         assert pid is not None
         os.killpg(proc.pid, signum)  # SIGINT: what a terminal sends its foreground job
         _, stderr = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     return sid, pid, proc, stderr
 
 
@@ -172,8 +164,7 @@ def test_ctrl_c_says_what_it_waits_for_and_a_second_one_kills_the_stage_at_once(
     store: Store, workspace: Path
 ) -> None:
     write_workflow(workspace, "stubborn", STUBBORN)
-    proc = start_foreground("stubborn")
-    try:
+    with foreground("stubborn") as proc:
         sid = newest_session(store)
         pid = read_pid(workspace / "stubborn.pid")
         store.wait_stage(sid, "stubborn", "ACTIVE", with_pid=True)
@@ -186,9 +177,6 @@ def test_ctrl_c_says_what_it_waits_for_and_a_second_one_kills_the_stage_at_once(
         started = time.monotonic()
         assert proc.wait(30) == 130
         assert time.monotonic() - started < 10  # not the minute of its kill_timeout
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert gone(pid)
     view = store.view(sid)
     assert (view.status, view.stages[0].status) == ("PAUSED", "PENDING")
@@ -216,8 +204,7 @@ def test_a_second_ctrl_c_still_records_a_stage_that_exited_0_meanwhile(
     """The first Ctrl-C waits for the stubborn stage; the deploy, exited 0, has all its
     output in by the second: it is COMPLETED, not thrown away and deployed again."""
     write_workflow(workspace, "deploy", DEPLOY_BESIDE_STUBBORN)
-    proc = start_foreground("deploy")
-    try:
+    with foreground("deploy") as proc:
         sid = newest_session(store)
         read_pid(workspace / "stubborn.pid")
         wait_until((workspace / "ran").exists, what="the deploy stage to run")
@@ -227,9 +214,6 @@ def test_a_second_ctrl_c_still_records_a_stage_that_exited_0_meanwhile(
         time.sleep(2.0)  # the deploy's output (held by its child for 1 s) is all read
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(30) == 130
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     stages = {s.name: s.status for s in store.view(sid).stages}
     assert stages == {"deploy": "COMPLETED", "stubborn": "PENDING"}
 
@@ -239,8 +223,7 @@ def test_a_closed_terminals_two_hangups_still_give_the_stage_its_kill_timeout(
 ) -> None:
     """Only a second Ctrl-C kills at once: a terminal closing often sends SIGHUP twice."""
     write_workflow(workspace, "stubborn", STUBBORN.replace("kill_timeout: 60", "kill_timeout: 3"))
-    proc = start_foreground("stubborn")
-    try:
+    with foreground("stubborn") as proc:
         sid = newest_session(store)
         pid = read_pid(workspace / "stubborn.pid")
         store.wait_stage(sid, "stubborn", "ACTIVE", with_pid=True)
@@ -251,9 +234,6 @@ def test_a_closed_terminals_two_hangups_still_give_the_stage_its_kill_timeout(
         os.killpg(proc.pid, signal.SIGHUP)  # the second hangup, once the first is in hand
         assert proc.wait(30) == 129
         assert time.monotonic() - started >= 2.5  # its kill_timeout, waited out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert gone(pid)
     assert store.view(sid).status == "PAUSED"
 
@@ -275,16 +255,12 @@ def test_ctrl_c_after_a_stage_exited_0_records_it_completed_and_the_resume_never
 ) -> None:
     write_workflow(workspace, "deploy", DEPLOY_ONCE)
     ran = workspace / "ran"
-    proc = start_foreground("deploy")
-    try:
+    with foreground("deploy") as proc:
         sid = newest_session(store)
         store.wait_stage(sid, "deploy", "ACTIVE", with_pid=True)  # output open for 2 s more
         wait_until(ran.exists, timeout=15, what="the deploy stage to run")
         os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 130, stderr
     view = store.view(sid)
     assert [(s.name, s.status, s.attempt) for s in view.stages] == [
@@ -313,8 +289,7 @@ def test_ctrl_c_stops_the_running_stages_before_it_waits_on_one_that_exited_0(
     store: Store, workspace: Path
 ) -> None:
     write_workflow(workspace, "branches", BRANCHES)
-    proc = start_foreground("branches")
-    try:
+    with foreground("branches") as proc:
         sid = newest_session(store)
         long = store.wait_stage(sid, "long", "ACTIVE", with_pid=True).pid
         store.wait_stage(sid, "deploy", "ACTIVE", with_pid=True)
@@ -324,9 +299,6 @@ def test_ctrl_c_stops_the_running_stages_before_it_waits_on_one_that_exited_0(
         # stopped at once, not after that
         wait_until(lambda: gone(long), timeout=1.0, what="the long stage to be stopped")
         assert proc.wait(30) == 130
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     stages = {s.name: s.status for s in store.view(sid).stages}
     assert stages == {"deploy": "COMPLETED", "long": "PENDING"}
 
@@ -335,8 +307,7 @@ def test_a_pause_as_the_last_stage_ends_waits_and_says_the_resume_completes_the_
     store: Store, workspace: Path
 ) -> None:
     write_workflow(workspace, "deploy", DEPLOY_ONCE.split("      - name: after")[0])
-    proc = start_foreground("deploy")
-    try:
+    with foreground("deploy") as proc:
         sid = newest_session(store)
         store.wait_stage(sid, "deploy", "ACTIVE", with_pid=True)
         wait_until((workspace / "ran").exists, timeout=15, what="the deploy stage to run")
@@ -348,9 +319,6 @@ def test_a_pause_as_the_last_stage_ends_waits_and_says_the_resume_completes_the_
         assert store.view(sid).status == "PAUSED"
         as_user(store, "resume", sid)
         assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert store.view(sid).status == "COMPLETED"
     assert "the next stage waits" not in log.read_text()
 
