@@ -237,28 +237,41 @@ class Supervision(Recovery):
         """On an interrupt: an attempt whose process had already exited 0 is seen through
         to COMPLETED (its output read and stored first), not thrown away and run again by
         the resume: a deploy that succeeded is not deployed twice. The other attempts are
-        stopped first, so they never wait on this; the waiting is bounded by
-        :data:`EXITED_OUTPUT_WAIT` for them all, and a second interrupt cuts it short. One
-        whose output is not stored by then stays unrecorded and runs again, as a stage is
-        never COMPLETED with a truncated log."""
+        stopped first, so they never wait on this. One whose output is not stored in time
+        (:meth:`_complete_exited`) stays unrecorded and runs again, as a stage is never
+        COMPLETED with a truncated log."""
+        exited = self._take_exited()
+        self._stop_running()  # the rest: terminated as on any interrupt
+        self._complete_exited(exited)
+
+    def _take_exited(self) -> list[RunningAttempt]:
+        """The attempts whose process has exited 0, taken out of the running ones. Reading
+        ``running`` reaps one that exited since the loop last looked: a success a moment
+        before an interrupt or a failure is not taken for a stage to stop."""
         exited = [
             a
             for a in self._running.values()
-            # `running` reaps one that exited since the loop last looked: a success a
-            # moment before the Ctrl-C is not taken for a stage to stop (and run again)
             if a.finished is not None or (not a.proc.running and a.proc.returncode == 0)
         ]
         for running in exited:
             del self._running[running.name]
-        self._stop_running()  # the rest: terminated as on any interrupt
+        return exited
+
+    def _complete_exited(self, exited: list[RunningAttempt]) -> list[RunningAttempt]:
+        """Record ``exited`` (from :meth:`_take_exited`) COMPLETED once each one's output
+        is read and stored, waiting :data:`EXITED_OUTPUT_WAIT` at most for them all (a
+        second interrupt cuts it short). Returns those not recorded; they are back among
+        the running ones, where the caller's stop finds them."""
         deadline = time.monotonic() + EXITED_OUTPUT_WAIT
         mirror = self.log.mirror
+        left = []
         for running in exited:
             self._running[running.name] = running  # where the recording looks for it
             if running.finished is None:
                 proc = running.proc
                 if not self._patiently(_all_read(proc), deadline):
-                    continue  # dropped unrecorded by the run's end, as before
+                    left.append(running)
+                    continue
                 self._exit_seen(running, 0)
             finished = running.finished
             if finished is None or running.name not in self._running:
@@ -267,6 +280,9 @@ class Supervision(Recovery):
                 mark = finished.output_mark
                 self._patiently(_stored(mirror, mark), deadline)
             self._try_complete(running)
+            if running.name in self._running:
+                left.append(running)
+        return left
 
     def _patiently(self, wait: Callable[[float], bool], deadline: float) -> bool:
         """``wait(seconds)`` in short steps until it is true, ``deadline`` passes or a
@@ -289,8 +305,16 @@ class Supervision(Recovery):
     def _cancel_running(self, why: str) -> None:
         """``fail_fast``: the other running instances are stopped and the gates waiting
         closed, each recorded FAILED with ``why`` (``cancelled: <stage> failed``): a failed
-        session shows nothing still running or waiting. ``retry`` runs them again."""
-        running = [a for a in self._running.values() if a.finished is None]
+        session shows nothing still running or waiting. ``retry`` runs them again. One
+        that had exited 0 is recorded COMPLETED (not cancelled, nor left ACTIVE to run a
+        second time after the retry), unless its output cannot be stored in time."""
+        exited = self._take_exited()
+        self._cancel(list(self._running.values()), why)
+        self._cancel(self._complete_exited(exited), why)
+        self._close_waiting_gates(why)
+
+    def _cancel(self, running: list[RunningAttempt], why: str) -> None:
+        """Stop ``running`` and record each one FAILED with ``why``."""
         codes = terminate_all(running, self._hurry)
         for attempt, code in zip(running, codes, strict=True):
             self._running.pop(attempt.name, None)
@@ -305,6 +329,9 @@ class Supervision(Recovery):
                     known=self._moves.get(attempt.stage.id),
                 )
             self._stage_result(attempt.name, f"stage {why}", "WARNING")
+
+    def _close_waiting_gates(self, why: str) -> None:
+        """The gates waiting beside a failure are closed FAILED with ``why``."""
         for gate in self._schedule.waiting_gates():
             try:
                 self.stages.move_stage(self._rows[gate].id, StageStatus.FAILED, error=why)

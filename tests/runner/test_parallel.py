@@ -229,6 +229,38 @@ def test_fail_fast_closes_a_gate_waiting_beside_the_failure(
 
 
 @sqlite_only
+def test_fail_fast_records_a_branch_that_had_exited_0_completed_and_retry_never_reruns_it(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """The deploy has exited 0, its output still open (a child holds it), when the check
+    fails: it is COMPLETED, not left ACTIVE in the failed session to deploy again after
+    the retry."""
+    write_workflow(
+        workspace,
+        "ffdone",
+        """
+        stages:
+          - {name: deploy, needs: [], run: 'echo deployed >> ran; (sleep 1; echo late) &'}
+          - name: check
+            needs: []
+            run: 'until test -e ran; do sleep 0.01; done; sleep 0.3; test -e fixed'
+    """,
+    )
+    assert vc("flow", "run", "ffdone").returncode == 1
+    sid = newest_session(store)
+    view = store.view(sid)
+    assert (view.status, view.reason) == ("FAILED", "stage check failed: exit code 1")
+    assert {s.name: (s.status, s.exit_code) for s in view.stages} == {
+        "deploy": ("COMPLETED", 0),
+        "check": ("FAILED", 1),
+    }
+    (workspace / "fixed").touch()
+    assert vc("flow", "session", "retry", sid).returncode == 0
+    assert vc("flow", "run", "ffdone", "--session", sid).returncode == 0
+    assert (workspace / "ran").read_text() == "deployed\n"
+
+
+@sqlite_only
 def test_without_fail_fast_independent_branches_finish_and_the_session_fails_after(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
