@@ -218,7 +218,10 @@ class ParamDefinition(DefinitionModel):
             if self.type == "int" and not isinstance(value, int):
                 raise ValueError(self.accepts())
             if self.type == "float":
-                value = float(value)
+                try:
+                    value = float(value)
+                except OverflowError:  # an int beyond any float
+                    raise ValueError(self.accepts()) from None
                 if not math.isfinite(value):
                     raise ValueError(self.accepts())
             elif not MIN_INT <= value <= MAX_INT:

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.settings import NOTIFY_TIMEOUT, notify_timeout
-from store.graph import is_cancellation
+from store.graph import is_cancellation, stage_of
 
 #: The command that acts on each kind of event, in one place: ``{id}`` is the session id (12
 #: characters, as everywhere), ``{workflow}`` its workflow, ``{gate}`` the gate that waits
@@ -405,8 +405,8 @@ class SessionAnnouncer:
             event = Event("failure", f"failure #{change.version}", now, stage, change.reason)
         elif op == "complete" and "success" in config.events:
             event = Event("success", f"success #{change.version}", now)
-        elif op == "stage.pause" and change.stage in config.gates and "gate" in config.events:
-            checklist = config.gates[change.stage]
+        elif op == "stage.pause" and "gate" in config.events and _gate_of(change, config):
+            checklist = config.gates[_gate_of(change, config)]
             key = f"gate {change.stage} #{change.version}"
             event = Event("gate", key, now, change.stage, f"waiting: {change.stage}", checklist)
         if event is not None:
@@ -479,6 +479,13 @@ class SessionAnnouncer:
         except Exception as exc:
             why = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [repr(exc)]
             self.say(f"could not record the notification of {event.key}: {why[0]}", "WARNING")
+
+
+def _gate_of(change: Any, config: _Config) -> str:
+    """The gate of the workflow a waiting stage row is (``review`` for each of its matrix
+    instances ``review[region=eu]``), or "" when it is none."""
+    stage = stage_of(change.stage or "", {})
+    return stage if stage in config.gates else ""
 
 
 __all__ = [

@@ -95,6 +95,27 @@ def test_the_receiver_gets_the_gate_and_the_failure_with_what_to_do(
 
 
 @sqlite_only
+def test_each_instance_of_a_matrix_gate_is_announced_with_its_checklist(
+    workspace: Path, vc: Vc, store: Store, receiver: Receiver
+) -> None:
+    notify_workflow(
+        workspace,
+        "regions",
+        f"{{on: [gate], to: ['{receiver.url()}']}}",
+        """
+  - {name: review, matrix: {region: [eu, us]}, checklist: [numbers look right]}
+""",
+    )
+    sid = start_detached(vc, "regions")
+    gates = receiver.wait_for(2)
+    titles = sorted(m.title for m in gates)
+    assert "approval at review[region=eu]:" in titles[0]
+    assert "approval at review[region=us]:" in titles[1]
+    assert all("  - numbers look right" in m.message for m in gates)
+    vc("flow", "session", "abort", sid)
+
+
+@sqlite_only
 def test_by_default_failures_are_announced_and_completions_are_not(
     workspace: Path, vc: Vc, store: Store, receiver: Receiver
 ) -> None:

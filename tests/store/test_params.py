@@ -359,6 +359,7 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("float-nan", {"target": "prod", "rate": "nan"}, "'rate' accepts a number, got 'nan'"),
     ("int-for-float-api", {"target": "prod", "shards": 2.5}, "'shards' accepts an integer"),
     ("bool-for-int-api", {"target": "prod", "shards": True}, "'shards' accepts an integer"),
+    ("int-beyond-float-api", {"target": "prod", "rate": 10**400}, "'rate' accepts a number"),
     (
         "key-not-an-identifier",
         {"target": "prod", "a-b": "1"},
