@@ -25,7 +25,7 @@ from store.errors import (
     SessionNotFound,
     StoreUnavailable,
 )
-from store.gates import gate_of_reason, gate_refusal
+from store.gates import approval_resumes, gate_of_reason, gate_refusal
 from store.identity import local_host, local_user
 from store.liveness import STALE_AFTER, awaits_worker, is_orphaned, runner_lost
 from store.records import (
@@ -254,7 +254,7 @@ class DirectControl:
             raise GateRefused(why, cur.status, allowed_session_ops(cur.status), names)
         row = waiting[0] if gate is None else waiting[names.index(gate)]
         name = str(row[1])
-        resumes = cur.status == SessionStatus.PAUSED and gate_of_reason(cur.reason) == name
+        resumes = approval_resumes(cur.status, cur.reason)
         target: str = cur.status
         now = time.time()
         if resumes:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from store.status import SessionStatus
+
 #: The session's reason while it waits at a gate and nothing else can run.
 WAITING_PREFIX = "waiting: "
 
@@ -26,6 +28,15 @@ def gate_of_reason(reason: str | None) -> str | None:
     if reason is None or not reason.startswith(WAITING_PREFIX):
         return None
     return reason[len(WAITING_PREFIX) :] or None
+
+
+def approval_resumes(status: str, reason: str | None) -> bool:
+    """Whether approving a waiting gate resumes the session: it does when the session is
+    PAUSED at a gate (reason ``waiting: <gate>``), whichever gate is approved. That pause
+    stands only because nothing else could run; the approved gate's branch can now, and
+    the runner pauses again, at a gate still waiting, once nothing else can. A session
+    paused by hand stays paused."""
+    return status == SessionStatus.PAUSED and gate_of_reason(reason) is not None
 
 
 def gate_refusal(short_id: str, waiting: Sequence[str], gate: str | None) -> str | None:
@@ -44,4 +55,4 @@ def gate_refusal(short_id: str, waiting: Sequence[str], gate: str | None) -> str
     return None
 
 
-__all__ = ["WAITING_PREFIX", "gate_of_reason", "gate_refusal", "waiting_reason"]
+__all__ = ["WAITING_PREFIX", "approval_resumes", "gate_of_reason", "gate_refusal", "waiting_reason"]

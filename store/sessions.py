@@ -25,7 +25,7 @@ from store.errors import (
     InvalidTransition,
     SessionNotFound,
 )
-from store.gates import gate_of_reason, gate_refusal
+from store.gates import approval_resumes, gate_of_reason, gate_refusal
 from store.liveness import is_orphaned
 from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
 from store.new_session import NewSession, new_session
@@ -392,9 +392,10 @@ class SessionOperations(ManagerBase):
     def approve(self, session_id: str, gate: str | None = None) -> SessionChange:
         """Pass a waiting manual gate of the session (a ``manual`` stage PAUSED): ``gate``,
         or the only one waiting. In one transaction: the gate goes PAUSED -> COMPLETED
-        (event ``approve``, with who did it); a session PAUSED at that very gate (reason
-        ``waiting: <gate>``) resumes, with its ``resume`` event; any other session keeps
-        its state, its row's version bumped so that its runner hears of the change.
+        (event ``approve``, with who did it); a session PAUSED at a gate (reason
+        ``waiting: <gate>``, whichever gate: :func:`store.gates.approval_resumes`) resumes,
+        with its ``resume`` event; any other session keeps its state, its row's version
+        bumped so that its runner hears of the change.
 
         Refused (:class:`InvalidTransition`, nothing changed) when the session has ended,
         when no gate waits, when ``gate`` is not one of those waiting (the message names
@@ -416,7 +417,7 @@ class SessionOperations(ManagerBase):
                 raise GateRefused(why, cur.status, allowed_session_ops(cur.status), names)
             row = waiting[0] if gate is None else waiting[names.index(gate)]
             name = row.name
-            resumes = cur.status == SessionStatus.PAUSED and gate_of_reason(cur.reason) == name
+            resumes = approval_resumes(cur.status, cur.reason)
             target = cur.status
             now = time.time()
             values: dict[str, Any] = {"version": cur.version + 1, "updated_at": now}

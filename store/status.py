@@ -61,8 +61,9 @@ _S = SessionStatus
 #: not of the state, so the manager checks it in addition to this table; so is RESUME from ACTIVE
 #: (taking over an orphan, docs/ARCHITECTURE.md §2). Likewise COMPLETE needs every stage COMPLETED,
 #: and DELETE of an ACTIVE session needs no live runner. APPROVE passes a waiting manual gate
-#: (:data:`GATE_PASS`): the session keeps its state, except a session PAUSED at that very gate
-#: (reason ``waiting: <gate>``), which resumes by RESUME's row in the same transaction.
+#: (:data:`GATE_PASS`): the session keeps its state, except a session PAUSED at a gate (reason
+#: ``waiting: <gate>``, :func:`store.gates.approval_resumes`), which resumes by RESUME's row in
+#: the same transaction.
 SESSION_TRANSITIONS: dict[SessionOp, Transition] = {
     SessionOp.START: Transition(frozenset({_S.PENDING, _S.ACTIVE}), _S.ACTIVE),
     SessionOp.PAUSE: Transition(frozenset({_S.PENDING, _S.ACTIVE}), _S.PAUSED),

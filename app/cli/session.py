@@ -434,7 +434,7 @@ def approve_cmd(
         ),
     ] = None,
 ) -> None:
-    """Approve a waiting manual gate: it passes (COMPLETED). A session paused at that gate
+    """Approve a waiting manual gate: it passes (COMPLETED). A session paused at a gate
     resumes (a runner is started if it has none); others go on as they were."""
     if gate is not None and not gate.strip():
         raise fail("GATE must name a gate (leave it out when only one gate waits)", 2)

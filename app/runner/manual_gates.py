@@ -84,21 +84,15 @@ class ManualGates(Supervision):
             self._announce_gate(stage)
         self._notify()
 
-    def _pass_gate(self, name: str) -> None:
-        """Record a gate passed by the session's resume (unless the resume, or an approval,
-        recorded it already)."""
-        stage = self._rows[name]
-        try:
-            errors = self._store_errors
-            self.stages.move_stage(stage.id, StageStatus.COMPLETED)
-        except InvalidTransition:
-            row = self.stages.get_stage(stage.id)
-            if row.status != StageStatus.COMPLETED and not self._landed(
-                errors, stage, StageStatus.COMPLETED, stage.attempt
-            ):
-                self._read_next = True  # aborted at the very moment of the resume
-                return
-        self._gate_passed(name)
+    def _resumed_from_gate(self) -> None:
+        """The session paused at a gate is ACTIVE again: its resume passed that gate, or
+        the approval of another gate resumed it (:func:`store.gates.approval_resumes`),
+        and the gate still waits. The store says which (:meth:`_check_gates`, made to
+        read now); a gate still waiting pauses the session again once nothing else can
+        run. The runner never passes a gate itself: only a resume or an approval does."""
+        self._gate_pause = None
+        self.waiting_at = None
+        self._state_read = True
 
     def _gate_passed(self, name: str) -> None:
         """Once per gate: an approval seen while the session was paused by hand, then the

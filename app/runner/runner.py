@@ -469,9 +469,8 @@ class Runner(ManualGates, LiveView):
         elif status == SessionStatus.ACTIVE:
             for attempt in resume_all(list(self._running.values())):
                 self._mark(attempt.stage, StageStatus.ACTIVE, "resumed (SIGCONT)")
-            gate, self._gate_pause = self._gate_pause, None
-            if gate is not None:
-                self._pass_gate(gate)  # the resume of a session paused at it passes it
+            if self._gate_pause is not None:
+                self._resumed_from_gate()
         self._check_gates()
         return status, None
 

@@ -44,6 +44,19 @@ def test_approve_of_a_named_gate_leaves_the_other_waiting_and_the_session_as_it_
     assert (statuses["qa"], statuses["legal"]) == ("PAUSED", "COMPLETED")
 
 
+def test_approve_of_another_gate_resumes_a_session_paused_at_a_gate_which_still_waits(
+    store_workspace: Path, cli
+) -> None:
+    sid = at_gates(store_workspace, "twogates", ["qa", "legal"], paused_at="qa")
+    result = cli("flow", "session", "approve", sid, "legal")
+    assert result.code == 0, result.err
+    assert result.out == f"ACTIVE: {sid[:12]} (release); gate legal approved\n"
+    doc = session_json(store_workspace, sid)
+    assert (doc["status"], doc["reason"]) == ("ACTIVE", None)
+    statuses = stage_statuses(store_workspace, sid)
+    assert (statuses["qa"], statuses["legal"]) == ("PAUSED", "COMPLETED")
+
+
 @pytest.mark.parametrize(
     ("gates", "args", "message"),
     [

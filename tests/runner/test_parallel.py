@@ -534,6 +534,37 @@ def test_approve_passes_a_gate_while_the_other_branches_run(
     assert [e.stage for e in approvals] == ["qa"]
 
 
+@sqlite_only
+def test_approving_one_gate_of_a_session_paused_at_another_runs_its_branch_only(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """Paused at g1 (nothing else could run), g2 approved: after2 runs, g1 is not passed
+    and the session pauses at it again; its resume passes it."""
+    write_workflow(
+        workspace,
+        "twogates",
+        """
+        stages:
+          - {name: a, run: 'true'}
+          - {name: g1, needs: [a]}
+          - {name: g2, needs: [a]}
+          - {name: after1, needs: [g1], run: 'touch after1.done'}
+          - {name: after2, needs: [g2], run: 'touch after2.done'}
+    """,
+    )
+    sid = start_detached(vc, "twogates")
+    wait_until(lambda: store.view(sid).reason == "waiting: g1", timeout=10, what="the gate pause")
+    assert vc("flow", "session", "approve", sid, "g2").returncode == 0
+    wait_until((workspace / "after2.done").exists, timeout=10, what="after2 to run")
+    wait_until(lambda: store.view(sid).reason == "waiting: g1", timeout=10, what="a new pause")
+    assert store.stage(sid, "g1").status == "PAUSED"
+    assert not (workspace / "after1.done").exists()
+    assert vc("flow", "session", "resume", sid).returncode == 0
+    store.wait_status(sid, "COMPLETED", timeout=15)
+    approvals = [e for e in list_events_of(store, sid) if e.op == "approve"]
+    assert [e.stage for e in approvals] == ["g2", "g1"]
+
+
 def list_events_of(store: Store, sid: str) -> list:  # type: ignore[type-arg]
     from store.queries import list_events
 

@@ -154,16 +154,29 @@ def test_approve_leaves_an_active_session_active_and_bumps_its_version(
     assert [e.op for e in list_events(db, sid)][-1] == "approve"
 
 
-def test_approve_of_another_gate_leaves_a_session_paused_at_its_gate(
+def test_approve_of_another_gate_resumes_a_session_paused_at_its_gate_which_still_waits(
     managers: Managers, db: Any
 ) -> None:
+    """The session waited at qa only because nothing else could run; legal's branch can
+    now. qa is not passed: its runner pauses at it again once nothing else can run."""
     sid = started(managers)
     open_gates(managers, sid, "qa", "legal")
     wait_at(managers, sid, "qa")
+    change = managers[0].approve(sid, "legal")
+    now = statuses(db, sid)
+    assert (now["session"], now["qa"], now["legal"]) == ("ACTIVE", "PAUSED", "COMPLETED")
+    assert managers[0].get_session(sid).reason is None
+    assert (change.to_status, change.stage) == ("ACTIVE", "legal")
+    assert [e.op for e in list_events(db, sid)][-2:] == ["approve", "resume"]
+
+
+def test_approve_leaves_a_session_paused_by_hand_paused(managers: Managers, db: Any) -> None:
+    sid = started(managers)
+    open_gates(managers, sid, "qa", "legal")
+    managers[0].pause(sid)
     managers[0].approve(sid, "legal")
     now = statuses(db, sid)
     assert (now["session"], now["qa"], now["legal"]) == ("PAUSED", "PAUSED", "COMPLETED")
-    assert managers[0].get_session(sid).reason == "waiting: qa"
 
 
 def test_approve_publishes_the_gate_and_the_session_change(db: Any, managers: Managers) -> None:
