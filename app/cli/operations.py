@@ -76,7 +76,17 @@ def operate(op: str, session_id: str, gate: str | None = None) -> None:
         extra = _approved(op, change.stage)
         if op in ("resume", "approve") and change.to_status == "ACTIVE":
             extra += _start_runner(ctx, change.session_id)
+        elif op in ("resume", "approve") and _awaits_worker(change.to_status, obj):
+            from app.runner.launch import FOR_WORKERS
+
+            extra += f" ({FOR_WORKERS})"  # as the driver path says it
     _report(op, change.to_status, change.session_id, name, workflow_id, extra)
+
+
+def _awaits_worker(status: str, obj: Any) -> bool:
+    from store.liveness import awaits_worker
+
+    return awaits_worker(status, bool(obj.queued), obj.runner_pid)
 
 
 def _enforced_again(op: str, session_id: str, current: str) -> bool:

@@ -155,6 +155,21 @@ def test_the_driver_path_logs_what_the_full_path_logs(workspace: Path) -> None:
     assert by_driver == by_full_path
 
 
+@pytest.mark.parametrize("full_path", [False, True], ids=["driver", "full"])
+def test_the_resume_of_a_queued_session_says_the_workers_run_it_on_either_path(
+    workspace: Path, full_path: bool
+) -> None:
+    queued = run("flow", "run", "hello", "--queue")
+    sid = queued.out.strip()
+    assert run("flow", "session", "pause", sid).code == 0
+    if full_path:
+        (workspace / ".vc" / "flow.db").chmod(0o644)  # only the full path repairs it
+    result = run("flow", "session", "resume", sid)
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"PENDING: {sid[:12]} (")
+    assert result.out.endswith("(queued: the next 'vc flow worker' runs it)\n")
+
+
 def _store_lines(db: Path, sid: str) -> list[tuple[str, str, str]]:
     with sqlite3.connect(db) as conn:
         rows = conn.execute(
