@@ -22,7 +22,10 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from store.views import StageView
 
 #: Most instances one stage's matrix may make.
 MAX_INSTANCES = 256
@@ -61,6 +64,18 @@ def cancellation(failed_stage: str) -> str:
 def is_cancellation(error: str | None) -> bool:
     """Whether a stage's error says it was cancelled, not that it failed by itself."""
     return (error or "").startswith(_CANCELLED)
+
+
+def first_failed(stages: Sequence[StageView]) -> StageView | None:
+    """The stage whose failure is the session's: the first to fail; a stage cancelled
+    because of another counts only when no other failure is recorded."""
+    failed = sorted(
+        (s for s in stages if s.status == "FAILED"),
+        key=lambda s: s.finished_at or 0.0,
+    )
+    if not failed:
+        return None
+    return next((s for s in failed if not is_cancellation(s.error)), failed[0])
 
 
 def _explicit(stage: Mapping[str, Any], legacy: bool) -> list[str] | None:

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.settings import NOTIFY_TIMEOUT, notify_timeout
-from store.graph import is_cancellation, stage_of
+from store.graph import first_failed, is_cancellation, stage_of
 
 #: The command that acts on each kind of event, in one place: ``{id}`` is the session id (12
 #: characters, as everywhere), ``{workflow}`` its workflow, ``{gate}`` the gate that waits
@@ -383,6 +383,11 @@ class SessionAnnouncer:
             expand_events(notify.get("on") or DEFAULT_NOTIFY_ON), urls, from_env, gates
         )
         self._facts = SessionFacts(view.id, view.name, view.workflow_id, self.host, view.started_at)
+        # A runner taking over a session whose stage failed under the runner before: the
+        # failure it announces names that stage, not one this runner records cancelled.
+        first = first_failed(view.stages)
+        if first is not None:
+            self._failed_stage = (first.name, first.error)
 
     # -- FlowStatusIntegration's protocol: called by the managers after each commit ----------
 

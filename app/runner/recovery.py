@@ -14,7 +14,7 @@ from app.runner.attempt import kill_timeout_of
 from app.runner.process import find_session_processes, kill_groups, kill_leftover_group
 from app.runner.store_link import StoreLink
 from store.errors import InvalidTransition
-from store.graph import cancellation, fail_fast, is_cancellation
+from store.graph import cancellation, fail_fast, first_failed
 from store.queries import SessionView, StageView
 from store.status import StageStatus
 
@@ -159,19 +159,6 @@ class Recovery(StoreLink):
 def failure_reason(stage: str, error: str) -> str:
     """The session's reason when ``stage`` failed for good with ``error``."""
     return "timeout" if error == "timeout" else f"stage {stage} failed: {error}"
-
-
-def first_failed(stages: Sequence[StageView]) -> StageView | None:
-    """The stage whose failure is the session's, as a runner before this one left it: the
-    first to fail; a stage cancelled because of another counts only when no other failure
-    is recorded."""
-    failed = sorted(
-        (s for s in stages if s.status == StageStatus.FAILED),
-        key=lambda s: s.finished_at or 0.0,
-    )
-    if not failed:
-        return None
-    return next((s for s in failed if not is_cancellation(s.error)), failed[0])
 
 
 def failure_before(stages: Sequence[StageView]) -> str | None:

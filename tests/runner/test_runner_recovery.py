@@ -18,6 +18,7 @@ import pytest
 
 from store import FlowSessionManager
 from store.identity import local_host
+from tests.receivers import Receiver
 from tests.runner.runner_testkit import (
     NAP,
     Store,
@@ -207,6 +208,38 @@ def test_a_gate_waiting_when_a_fail_fast_runner_died_cancelling_is_cancelled_by_
     gate = store.stage(sid, "gate")
     assert (gate.status, gate.error) == ("FAILED", "cancelled: broken failed")
     assert view.current_stage is None
+
+
+def test_the_failure_a_takeover_announces_names_the_stage_that_failed_not_a_cancelled_one(
+    workspace: Path, vc: Vc, store: Store, receiver: Receiver
+) -> None:
+    """The runner that died had recorded `broken` failed and was cancelling `slow`; the
+    runner of the resume records `slow` cancelled and fails the session: its message
+    names `broken`."""
+    write_workflow(
+        workspace,
+        "ffnotify",
+        f"""
+        notify: {{on: [failure], to: ['{receiver.url()}']}}
+        stages:
+          - name: slow
+            needs: []
+            kill_timeout: 3
+            run: |
+              echo "start $$" >> slow.txt
+              trap 'echo term >> slow.txt' TERM
+              for i in $(seq 1 60); do sleep 0.5; done
+          - {{name: broken, needs: [], run: 'sleep 0.5; exit 3'}}
+    """,
+    )
+    sid = start_detached(vc, "ffnotify")
+    _slow_ignoring_its_term(workspace)
+    kill_runner(store, sid)
+    assert vc("flow", "session", "resume", sid).returncode == 0
+    store.wait_status(sid, "FAILED")
+    [failure] = receiver.wait_for(1)
+    assert "Stage: broken\n" in failure.message + "\n"
+    assert "Reason: stage broken failed: exit code 3" in failure.message
 
 
 LEDGER_WORKFLOW = """
