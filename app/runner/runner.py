@@ -742,18 +742,6 @@ class Runner(ManualGates, LiveView):
         path = Path(os.path.expandvars(os.path.expanduser(str(cwd))))
         return str(path if path.is_absolute() else self.workspace / path)
 
-    def _mark(self, stage: StageView, status: StageStatus, note: str) -> None:
-        """Record a pause or resume that was just enforced. Refused only when an abort
-        landed in between (the stage is FAILED already): the next poll sees it."""
-        try:
-            self._moves[stage.id] = self.stages.move_stage(
-                stage.id, status, known=self._moves.get(stage.id)
-            )
-        except InvalidTransition:
-            return
-        self._say(note, stage=stage.name)
-        self._notify()
-
     def _pause_on_interrupt(self) -> Outcome:
         """Ctrl-C: the stage's processes are gone (terminated by :meth:`_attempt`); the
         stage goes back to PENDING for a new attempt and the session is PAUSED with reason

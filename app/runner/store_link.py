@@ -463,12 +463,16 @@ class StoreLink:
     def _hold_stages(self) -> None:
         """Stop the running stages for an outage (the supervisor knows them)."""
 
-    def _release_stages(self) -> None:
-        """Continue what :meth:`_hold_stages` stopped."""
+    def _release_stages(self, paused: bool = False) -> None:
+        """Continue what :meth:`_hold_stages` stopped; ``paused`` (the session was paused
+        meanwhile): they stay stopped, recorded paused."""
 
     def _store_back(self) -> None:
         if self._holding:
-            self._release_held()
+            # The held stages go on, or stay stopped, as the state says: read it next
+            # (_desired), before any SIGCONT, so a pause written meanwhile never lets
+            # them run for a moment.
+            self._read_next = True
         if self._down_since is None:
             return
         away = time.monotonic() - self._down_since
@@ -476,15 +480,24 @@ class StoreLink:
         self._backoff = STORE_RETRY[0]
         self._say(f"store reachable again after {away:.1f} s")
 
-    def _release_held(self) -> None:
-        """The store answers: what :meth:`_maybe_hold` stopped goes on (taken over, it
-        stays stopped until the loop removes it)."""
+    def _release_held(self, paused: bool) -> None:
+        """The store answered with the session's state: what :meth:`_maybe_hold` stopped
+        goes on, or, the session ``paused`` meanwhile, stays stopped as paused (taken
+        over, it stays stopped until the loop removes it)."""
         with self._hold_lock:
             if not self._holding or self._lost.is_set():
                 return
             self._holding = False
             self._beat_ok_at = time.monotonic()  # the store answered: a beat follows
-            self._release_stages()
+            if not paused:
+                self._release_stages()
+        if paused:
+            self._say(
+                "the session was paused while the store was out of reach: the stages "
+                "stopped meanwhile stay stopped"
+            )
+            self._release_stages(paused=True)  # writes: out of the lock the beat takes
+            return
         self._say("stages stopped while the store was out of reach continued (SIGCONT)")
 
     def _desired(self, fresh: bool = False) -> tuple[str, str | None] | None:
@@ -518,6 +531,8 @@ class StoreLink:
         self._store_back()
         self._state_read = True
         desired = None if state is None else (state[0], state[2])
+        if self._holding:
+            self._release_held(paused=desired is not None and desired[0] == SessionStatus.PAUSED)
         previous, self._last_desired = self._last_desired, desired
         if self.on_update is not None and (
             desired is None or previous is None or desired[0] != previous[0]

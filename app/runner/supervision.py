@@ -299,8 +299,26 @@ class Supervision(Recovery):
     def _hold_stages(self) -> None:
         hold_all(list(self._running.values()))
 
-    def _release_stages(self) -> None:
-        release_all(list(self._running.values()))
+    def _release_stages(self, paused: bool = False) -> None:
+        if not paused:
+            release_all(list(self._running.values()))
+            return
+        for attempt in self._running.values():
+            if attempt.held:
+                attempt.held = False  # stopped for the outage, now for the pause: no SIGCONT
+                self._mark(attempt.stage, StageStatus.PAUSED, "paused (SIGSTOP)")
+
+    def _mark(self, stage: StageView, status: StageStatus, note: str) -> None:
+        """Record a pause or resume that was just enforced. Refused only when an abort
+        landed in between (the stage is FAILED already): the next poll sees it."""
+        try:
+            self._moves[stage.id] = self.stages.move_stage(
+                stage.id, status, known=self._moves.get(stage.id)
+            )
+        except InvalidTransition:
+            return
+        self._say(note, stage=stage.name)
+        self._notify()
 
     def _cancel_running(self, why: str) -> None:
         """``fail_fast``: the other running instances are stopped and the gates waiting

@@ -228,3 +228,39 @@ def test_stages_are_stopped_before_another_host_could_take_over_and_go_on_after(
     assert _session_status(engine, sid) == "COMPLETED"
     assert _stage(engine, sid, "chatty").attempt == 1
     assert _stored_lines(engine, sid) == [f"line {i}" for i in range(1, LONG_LINES + 1)]
+
+
+def _session_texts(engine, sid: str) -> list[str]:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT text FROM log_records WHERE session_id = :s ORDER BY id"), {"s": sid}
+        )
+        return [r[0] for r in rows]
+
+
+def test_stages_stopped_for_an_outage_stay_stopped_when_a_pause_came_meanwhile(long_outage):
+    """Stopped for the outage, paused by another host meanwhile: once the store answers
+    the stage is recorded paused and never continued, not even for a moment; the
+    resume continues it."""
+    engine, proxy, runner, sid = long_outage
+    wait_until(lambda: len(_stored_lines(engine, sid)) >= 3, timeout=30, what="first lines")
+    pid = _stage(engine, sid, "chatty").pid
+    proxy.down()
+    wait_until(lambda: proc_state(pid) == "T", timeout=10, interval=0.05, what="SIGSTOP")
+    with get_session_factory(engine)() as db:  # another host, still reaching the server
+        FlowSessionManager(db, actor="elsewhere").pause(sid)
+    proxy.up()
+    wait_until(
+        lambda: _stage(engine, sid, "chatty").status == "PAUSED", timeout=15, what="recorded"
+    )
+    assert proc_state(pid) == "T"
+    said = "stopped meanwhile stay stopped"
+    wait_until(lambda: any(said in t for t in _session_texts(engine, sid)), what="said so")
+    texts = _session_texts(engine, sid)
+    assert not any("continued (SIGCONT)" in t for t in texts), texts
+    with get_session_factory(engine)() as db:
+        FlowSessionManager(db, actor="elsewhere").resume(sid)
+    _, err = runner.communicate(timeout=60)
+    assert runner.returncode == 0, err
+    assert _session_status(engine, sid) == "COMPLETED"
+    assert _stored_lines(engine, sid) == [f"line {i}" for i in range(1, LONG_LINES + 1)]
