@@ -90,7 +90,7 @@ def _prepare_sqlite_file(path: Path) -> None:
     except OSError as exc:
         raise StoreUnavailable(os_error_message(exc, path)) from None
     if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK):
-        raise StoreUnavailable(f"cannot write {path}: permission denied")
+        raise StoreUnavailable(f"cannot write {path}: {_why_not_writable(path)}")
     if path.parent.name == STORE_DIR_NAME:
         _tighten(path.parent, 0o700)
     for member in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
@@ -343,6 +343,16 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: object) ->
         cursor.close()
 
 
+def _why_not_writable(path: Path) -> str:
+    """Why the store file cannot be written: its file system mounted read-only (where even
+    root cannot write), or its permissions."""
+    try:
+        read_only = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    return "read-only file system" if read_only else "permission denied"
+
+
 def unavailable_message(exc: BaseException, url: str) -> str:
     """One line for a database error that stops us from using the store at all."""
     text = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
@@ -350,7 +360,7 @@ def unavailable_message(exc: BaseException, url: str) -> str:
     path = _sqlite_path(url) if url.startswith("sqlite") else None
     lowered = first.lower()
     if path is not None and ("readonly" in lowered or "read-only" in lowered):
-        return f"cannot write {path}: permission denied"
+        return f"cannot write {path}: {_why_not_writable(path)}"
     from store.space import free_bytes, is_disk_full
 
     free = free_bytes(path.parent) if path is not None else None

@@ -123,3 +123,47 @@ def test_making_a_store_private_never_gives_its_owner_write_access(workspace: Pa
     db.chmod(0o444)
     run_vc("flow", "session", "list")
     assert _mode(db) & 0o222 == 0, oct(_mode(db))
+
+
+def _read_only_mount_works() -> bool:
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", "mount --bind / /mnt && mount -o remount,bind,ro /mnt"],
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(
+    not _read_only_mount_works(),
+    reason="needs root and mount namespaces (unshare -m) to mount the workspace read-only",
+)
+def test_a_store_on_a_read_only_file_system_is_refused_naming_it_not_permissions(
+    workspace: Path,
+) -> None:
+    """Root cannot write there either: 'permission denied' would send the user to chmod."""
+    import shlex
+    import subprocess
+    import sys
+
+    from tests.conftest import vc_env
+
+    assert run_vc("flow", "session", "create", "hello").returncode == 0
+    ws = shlex.quote(str(workspace))
+    vc = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "app.main"))
+    script = f"mount --bind {ws} {ws} && mount -o remount,bind,ro {ws} && {vc} flow session list"
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        env=vc_env(None),
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    line = _one_line_refusal(result)
+    assert line.endswith("flow.db: read-only file system"), line
