@@ -46,6 +46,18 @@ def clean_text(value: object, *, keep_newlines: bool = False) -> str:
     return _CONTROLS.sub("", text)
 
 
+def json_escaped(document: str) -> str:
+    """JSON text (``json.dumps(..., ensure_ascii=False)``) with the characters a terminal
+    acts on or a reader cannot see written as ``\\uXXXX`` escapes, as JSON already writes
+    the C0 controls: the same document to a parser, nothing a terminal obeys to a person
+    reading it. Other non-ASCII text stays readable."""
+    return _CONTROLS.sub(_unicode_escape, _SEPARATORS.sub(_unicode_escape, document))
+
+
+def _unicode_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 #: How many known names a refusal ("no stage 'x'; stages: …") lists before "and N more".
 MAX_KNOWN_LISTED = 20
 

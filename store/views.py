@@ -266,6 +266,18 @@ class LogView:
     stage: str | None
     text: str
 
+    def to_json(self) -> dict[str, Any]:
+        """One line of `session logs --json`: the text exactly as stored (JSON escapes
+        what a terminal would act on; the plain output removes it)."""
+        return {
+            "id": self.id,
+            "at": iso(self.at),
+            "level": self.level,
+            "category": self.category,
+            "stage": self.stage,
+            "text": self.text,
+        }
+
 
 def status_report(view: SessionView, now: float) -> dict[str, Any]:
     """The session document plus a stage summary: what `vc flow status --json` prints."""

@@ -94,7 +94,9 @@ def paint(text: str, status: str) -> str:
 
 
 def print_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+    from store.text import json_escaped
+
+    sys.stdout.write(json_escaped(json.dumps(document, indent=2, ensure_ascii=False, default=str)))
     sys.stdout.write("\n")
 
 

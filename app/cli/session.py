@@ -625,6 +625,14 @@ def logs_cmd(
             "--tail", "-n", min=1, callback=_rows_option, help="Start with the last N lines."
         ),
     ] = 200,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="One JSON object per line (id, at, level, category, stage, text), the text "
+            "exactly as stored.",
+        ),
+    ] = False,
 ) -> None:
     """Print a session's log from the store (works from any host sharing the database)."""
     from app.cli.direct import reading
@@ -657,7 +665,7 @@ def logs_cmd(
         if len(records) > tail:  # one more than asked for: earlier lines exist
             records = records[1:]
             note(f"earlier lines left out: these are the last {tail} (--tail N shows more)")
-        _print_logs(records, color)
+        _print_logs(records, color, as_json)
         last_id = records[-1].id if records else 0
         if not follow:
             return
@@ -668,7 +676,7 @@ def logs_cmd(
                     sid, after_id=last_id, min_level=min_level, stages=stages, limit=5000
                 )
                 if records:
-                    _print_logs(records, color)
+                    _print_logs(records, color, as_json)
                     last_id = records[-1].id
                     continue
                 view = reader.session_view(sid)
@@ -689,10 +697,17 @@ def logs_cmd(
 _LEVEL_COLORS = {"DEBUG": "2", "WARNING": "33", "ERROR": "31"}
 
 
-def _print_logs(records: list[LogView] | Any, color: bool) -> None:
+def _print_logs(records: list[LogView] | Any, color: bool, as_json: bool = False) -> None:
     from store.text import clean_text
 
     out = []
+    if as_json:
+        import json
+
+        from store.text import json_escaped
+
+        out = [json_escaped(json.dumps(r.to_json(), ensure_ascii=False)) + "\n" for r in records]
+        records = ()
     for r in records:
         stamp = time.strftime("%H:%M:%S", time.localtime(r.at))
         stage = f" [{clean_text(r.stage)}]" if r.stage else ""

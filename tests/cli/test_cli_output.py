@@ -3,6 +3,7 @@ user-written text (names, metadata, log lines) printed literally and safely."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -218,6 +219,38 @@ def test_names_with_control_characters_are_stored_as_given(workspace: Path, cli)
     assert shown["name"] == HOSTILE  # JSON escapes it; nothing raw reaches the terminal
     raw = cli("flow", "session", "show", sid, "--json").out
     assert "\x1b" not in raw and "\\u001b" in raw
+    for bad in ("\x9b", "\u202e", "\u2066", "\ufeff"):  # escaped too, not only C0
+        assert bad not in raw, bad
+    assert "\\u009b" in raw and "\\u202e" in raw
+
+
+def test_logs_json_gives_each_line_exactly_as_stored_and_nothing_raw(workspace: Path) -> None:
+    from store.log_ingest import append_logs
+
+    sid = create_session(workspace)
+    texts = [HOSTILE, "bin:\\x00\\xff\x01ok", "a\rb", "[bold]x[/]"]
+    with store(workspace) as db:
+        append_logs(
+            db,
+            [
+                {
+                    "session_id": sid,
+                    "at": 1.0 + i,
+                    "level": "INFO",
+                    "category": "workflow.stage.integration",
+                    "stage": "greet",
+                    "text": text,
+                }
+                for i, text in enumerate(texts)
+            ],
+        )
+    result = run("flow", "session", "logs", sid, "--json", "--stage", "greet")
+    assert result.code == 0, result.err
+    lines = [json.loads(line) for line in result.out.splitlines()]
+    assert [line["text"] for line in lines] == texts
+    assert {line["stage"] for line in lines} == {"greet"}
+    for bad in ("\x1b", "\x9b", "\x01", "\r", "\u202e"):
+        assert bad not in result.out, bad
 
 
 def test_escape_sequences_in_errors_never_reach_stderr(workspace: Path) -> None:
