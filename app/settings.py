@@ -41,6 +41,7 @@ class Settings:
         _seconds("VC_BUSY_TIMEOUT", 0.0, below=MAX_BUSY_TIMEOUT)
         notify_timeout()  # read by the runner's notifications; checked here
         _check_database_url(os.environ.get("VC_DATABASE_URL", ""))
+        _check_hostname(os.environ.get("VC_HOSTNAME", ""))
         workspace = workspace_dir()
         return cls(
             workspace=workspace,
@@ -97,6 +98,22 @@ MAX_BUSY_TIMEOUT = 604800.0
 #: The stores vc keeps its schema in: SQLite (Python's own driver) and PostgreSQL (psycopg,
 #: the driver installed with vc; ``postgresql://`` means it too).
 _DATABASE_URL = re.compile(r"(sqlite(\+pysqlite)?|postgresql(\+psycopg)?)://.*", re.DOTALL)
+
+
+def _check_hostname(name: str) -> None:
+    """``VC_HOSTNAME`` names this host on every event and runner claim, compared by other
+    hosts and shown in every front end: printable, without spaces, at most 253
+    characters, as a host name is (empty: the machine's own name)."""
+    if not name:
+        return
+    if len(name) <= 253 and name.isprintable() and not any(c.isspace() for c in name):
+        return
+    from store.text import clean_text
+
+    raise SettingError(
+        "VC_HOSTNAME must be a host name (printable, no spaces, at most 253 characters); "
+        f"got {clean_text(repr(name[:80]))}"
+    )
 
 
 def _check_database_url(url: str) -> None:

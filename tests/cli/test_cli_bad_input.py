@@ -770,6 +770,9 @@ def test_run_queue_of_an_existing_session_is_refused_and_changes_nothing(
         ("VC_DATABASE_URL", "not a url"),
         ("VC_DATABASE_URL", "bogus://x"),
         ("VC_DATABASE_URL", "mysql://u@h/db"),
+        ("VC_HOSTNAME", "build 02"),
+        ("VC_HOSTNAME", "a\x1b[31mb"),
+        ("VC_HOSTNAME", "h" * 254),
     ],
 )
 @pytest.mark.parametrize(
@@ -792,6 +795,8 @@ def test_a_setting_vc_cannot_use_is_a_usage_error_naming_it_and_changes_nothing(
     assert name in line
     if name == "VC_DATABASE_URL":  # never echoed: a URL may hold a password
         assert value not in line
+    elif name == "VC_HOSTNAME":  # shown as far as it is safe to: no ESC, the start of it
+        assert "\x1b" not in line and repr(value[:80])[1:-1] in line
     else:
         assert repr(value) in line
     assert snapshot(store_workspace) == before
