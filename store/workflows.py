@@ -338,12 +338,20 @@ def _line_in(text: str, mark: Any, context: Any) -> int | None:
     return min(line, lines)
 
 
+def _tab_at(text: str, index: int) -> bool:
+    """Whether a YAML error's mark points at a tab: PyYAML says "found character that
+    cannot start any token", which does not name it."""
+    return 0 <= index < len(text) and text[index] == "\t"
+
+
 def _yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[int | None, str]:
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or "syntax error"
         if exc.context:
             problem = f"{problem} ({exc.context})"
+        if mark is not None and _tab_at(text, mark.index):
+            problem = "a tab where YAML expects spaces (indent with spaces only)"
         return _line_in(text, mark, exc.context_mark), f"invalid YAML: {problem}"
     if isinstance(exc, ReaderError):
         return _line_of(text, exc.position), f"invalid YAML: {exc.reason}"

@@ -558,7 +558,13 @@ HOSTILE: list[tuple[str, str, int | None, str | None, str]] = [
     # told where the unclosed [ or " began, never past the last line
     ("yaml-syntax-error", "stages:\n  - name: a\n    run: [x\n", 3, None, "invalid YAML"),
     ("yaml-unclosed-quote", 'stages:\n  - name: a\n    run: "x\n', 3, None, "invalid YAML"),
-    ("yaml-tab-indent", "stages:\n  - name: a\n\trun: x\n", 3, None, "invalid YAML"),
+    (
+        "yaml-tab-indent",
+        "stages:\n  - name: a\n\trun: x\n",
+        3,
+        None,
+        "a tab where YAML expects spaces",
+    ),
     (
         "two-documents",
         "stages: [{name: a}]\n---\nstages: [{name: b}]\n",
