@@ -18,6 +18,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from widgets.quit_key import QUIT_KEY
+
 
 def _literal(value: str | Text) -> Text:
     return Text(value) if isinstance(value, str) else value
@@ -31,6 +33,7 @@ class ConfirmScreen(ModalScreen[bool]):
         Binding("n", "cancel", "No"),
         Binding("escape", "cancel", "Cancel"),
         Binding("q", "cancel", "No", show=False),
+        QUIT_KEY,
     ]
 
     DEFAULT_CSS = """

@@ -19,6 +19,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from widgets.formatting import clean
+from widgets.quit_key import QUIT_KEY
 
 
 def help_text(bindings: Sequence[tuple[str, str]]) -> Text:
@@ -42,6 +43,7 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape", "close", "Close"),
         Binding("q", "close", "Close"),
         Binding("question_mark", "close", "Close"),
+        QUIT_KEY,
     ]
 
     DEFAULT_CSS = """

@@ -77,7 +77,8 @@ def group_row(group: str, rows: Sequence[StageRow], opened: bool) -> StageRow:
     failed = [row for row in rows if row.status == FAILED]
     error = None
     if failed:
-        first = failed[0]
+        # the first to fail: the instances a fail_fast failure cancels fail after it
+        first = min(failed, key=lambda row: (row.finished_at is None, row.finished_at or 0.0))
         error = f"{first.name}: {first.error or 'failed'}"
         if len(failed) > 1:
             error += f" (and {len(failed) - 1} more failed)"

@@ -236,7 +236,8 @@ def screen_bindings() -> list[Binding]:
 
 
 def app_bindings() -> list[Binding]:
-    """The app's bindings: active over the dialogs too."""
+    """The app's bindings: active wherever no dialog is up (a modal screen ends the chain
+    of bindings: each dialog binds what must work over it, ``widgets.quit_key``)."""
     return [_binding(key) for key in KEYS if key.action is not None and key.on_app]
 
 

@@ -22,6 +22,7 @@ from textual.widgets.option_list import Option
 
 from app.tui.messages import WorkflowsFound
 from store.new_session import MAX_NAME, is_blank_name
+from widgets.quit_key import QUIT_KEY
 
 
 class DetailsScreen(ModalScreen[None]):
@@ -31,6 +32,7 @@ class DetailsScreen(ModalScreen[None]):
         Binding("escape", "dismiss", "Close"),
         Binding("q", "dismiss", "Close"),
         Binding("enter", "dismiss", "Close", show=False),
+        QUIT_KEY,
     ]
 
     def __init__(self, text: str) -> None:
@@ -83,7 +85,7 @@ class NewSessionScreen(ModalScreen[NewSession | None]):
     as it is typed; under it, its description and what it accepts (or why the value is
     refused). Start is refused while a field is refused."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel"), QUIT_KEY]
 
     def __init__(self, workflows_dir: Path) -> None:
         super().__init__()

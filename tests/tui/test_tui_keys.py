@@ -522,6 +522,31 @@ async def test_q_quits(ctx: Any, make_app: Any) -> None:
     assert app.return_code == 0
 
 
+@pytest.mark.parametrize(
+    ("key", "dialog"),
+    [
+        ("a", ConfirmScreen),
+        ("question_mark", HelpScreen),
+        ("enter", DetailsScreen),
+        ("n", NewSessionScreen),  # its workflow list focused: no text field
+    ],
+    ids=["confirm", "help", "details", "new-session"],
+)
+async def test_ctrl_c_quits_from_any_dialog_and_changes_nothing(
+    ctx: Any, make_app: Any, key: str, dialog: type
+) -> None:
+    sid = make_session(ctx)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press(key)
+        await wait_for(pilot, lambda: isinstance(app.screen, dialog), what="the dialog")
+        await pilot.press("ctrl+c")
+        await wait_for(pilot, lambda: not app.is_running, what="the app to exit")
+    assert app.return_code == 0
+    assert status(ctx, sid) == "PENDING" and events(ctx, sid) == ["create"]
+
+
 async def test_q_over_a_confirm_dialog_closes_it_and_destroys_nothing(
     ctx: Any, make_app: Any
 ) -> None:

@@ -459,3 +459,13 @@ async def test_a_narrow_groups_row_keeps_its_count_and_cuts_its_name() -> None:
         await pilot.pause()
         row = line_with(app, "ACTIVE")  # the group's row: its name column is 6 cells here
         assert row.startswith("▸… 1/2 ")
+
+
+def test_a_failed_group_names_the_instance_that_failed_first_not_one_cancelled_after() -> None:
+    rows = [
+        instance("small", status="FAILED", finished_at=NOW - 5, error="cancelled: x failed"),
+        instance("medium", status="FAILED", finished_at=NOW - 9, error="exit code 7"),
+        instance("large", status="FAILED", finished_at=NOW - 5, error="cancelled: x failed"),
+    ]
+    row = group_row("resize", rows, opened=False)
+    assert row.error == "resize[size=medium,format=png]: exit code 7 (and 2 more failed)"
