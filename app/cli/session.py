@@ -671,6 +671,7 @@ def logs_cmd(
             return
         try:
             idle_after_end = 0
+            said_orphaned = False
             while True:
                 records = reader.logs(
                     sid, after_id=last_id, min_level=min_level, stages=stages, limit=5000
@@ -687,6 +688,12 @@ def logs_cmd(
                     idle_after_end += 1
                     if idle_after_end > 2:
                         return
+                if view.orphaned and not said_orphaned:  # once per loss of its runner
+                    note(
+                        f"session {sid[:12]} has no live runner (orphaned): nothing more is "
+                        f"written until 'vc flow session resume {sid[:12]}'; still following"
+                    )
+                said_orphaned = view.orphaned
                 time.sleep(0.25)
         except KeyboardInterrupt:
             # Stopped before the session ended: 130, as `wait` and `tail -f` answer, so a

@@ -231,13 +231,17 @@ def test_session_logs_refuses_an_unknown_level_as_a_usage_error(store_workspace:
     assert "invalid --level 'LOUD'" in one_error_line(result)
 
 
-def _following(workspace: Path) -> tuple[str, subprocess.Popen[str]]:
-    """A session running elsewhere with one line logged, and `session logs --follow` of it."""
+def _following(
+    workspace: Path, runner: tuple[str, int] = ("elsewhere", 1)
+) -> tuple[str, subprocess.Popen[str]]:
+    """A session whose runner is ``runner`` (host, pid: by default one running elsewhere)
+    with one line logged, and `session logs --follow` of it."""
     from store import FlowSessionManager
 
     sid = create_session(workspace)
+    host, pid = runner
     with store(workspace) as db:
-        FlowSessionManager(db).start_session(sid, runner_pid=1, runner_host="elsewhere")
+        FlowSessionManager(db).start_session(sid, runner_pid=pid, runner_host=host)
     add_logs(workspace, sid, [("INFO", "greet", "before")])
     follower = subprocess.Popen(
         [sys.executable, "-m", "app.main", "flow", "session", "logs", sid, "--follow"],
@@ -275,6 +279,29 @@ def test_session_logs_follow_prints_new_lines_until_the_session_ends(
             follower.kill()
     assert follower.returncode == 0, err
     assert out.endswith(" the end\n")
+
+
+def test_session_logs_follow_says_once_that_the_session_lost_its_runner(
+    store_workspace: Path,
+) -> None:
+    from store.identity import local_host
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    sid, follower = _following(store_workspace, runner=(local_host(), dead.pid))
+    try:
+        assert follower.stdout is not None and follower.stderr is not None
+        assert follower.stdout.readline().endswith("[greet] before\n")
+        said = follower.stderr.readline()
+        assert "has no live runner (orphaned)" in said and f"resume {sid[:12]}" in said
+        time.sleep(1.0)  # several reads later: still following, said only once
+        assert follower.poll() is None
+        follower.terminate()
+        _, err = follower.communicate(timeout=20)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert "orphaned" not in err
 
 
 def test_session_logs_follow_stopped_by_ctrl_c_exits_130_without_a_word(
