@@ -290,18 +290,18 @@ def test_session_logs_follow_says_once_that_the_session_lost_its_runner(
     dead.wait()
     sid, follower = _following(store_workspace, runner=(local_host(), dead.pid))
     try:
-        assert follower.stdout is not None and follower.stderr is not None
+        assert follower.stdout is not None
         assert follower.stdout.readline().endswith("[greet] before\n")
-        said = follower.stderr.readline()
-        assert "has no live runner (orphaned)" in said and f"resume {sid[:12]}" in said
-        time.sleep(1.0)  # several reads later: still following, said only once
-        assert follower.poll() is None
+        time.sleep(1.5)  # several reads later
+        assert follower.poll() is None  # still following
         follower.terminate()
         _, err = follower.communicate(timeout=20)
     finally:
         if follower.poll() is None:
             follower.kill()
-    assert "orphaned" not in err
+    said = [line for line in err.splitlines() if "orphaned" in line]
+    assert len(said) == 1, err
+    assert "has no live runner (orphaned)" in said[0] and f"resume {sid[:12]}" in said[0]
 
 
 def test_session_logs_follow_stopped_by_ctrl_c_exits_130_without_a_word(
