@@ -162,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
             return _finish(0, argv)
         code = int(getattr(exc, "exit_code", 1))
         ctx = getattr(exc, "ctx", None)
-        hint = f" (see '{ctx.command_path} --help')" if ctx is not None and code == 2 else ""
+        path = (
+            ctx.command_path
+            if ctx is not None
+            else _command_words(sys.argv[1:] if argv is None else argv)
+        )
+        hint = f" (see '{path} --help')" if code == 2 else ""
         message = _plain_click(exc.format_message().strip().rstrip("."))
         error_line(f"{message[:1].lower()}{message[1:]}{hint}")
     except (typer.Abort, KeyboardInterrupt):
@@ -191,6 +196,19 @@ def main(argv: list[str] | None = None) -> int:
         error_line(f"internal error: {type(exc).__name__}: {exc} (VC_DEBUG=1 shows details)")
         code = 1
     return _finish(code, argv)
+
+
+def _command_words(argv: list[str]) -> str:
+    """``vc`` and the command words that lead ``argv``, for the help hint of a usage error
+    Click raises without its context (an option left without its value)."""
+    import re
+
+    words = ["vc"]
+    for arg in argv:
+        if not re.fullmatch(r"[a-z][a-z-]{0,30}", arg):
+            break
+        words.append(arg)
+    return " ".join(words)
 
 
 def _plain_click(message: str) -> str:

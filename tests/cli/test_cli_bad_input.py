@@ -898,3 +898,23 @@ def test_a_closed_stdout_or_stderr_keeps_the_commands_exit_code(
     )
     assert result.returncode == code, result.stderr + result.stdout
     assert "internal error" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        (("flow", "session", "create", "hello", "--param"), "vc flow session create hello"),
+        (("flow", "run", "hello", "--max-parallel"), "vc flow run hello"),
+        (("flow", "session", "list", "--limit"), "vc flow session list"),
+    ],
+    ids=["param", "max-parallel", "limit"],
+)
+def test_an_option_without_its_value_says_where_the_help_is_as_every_usage_error(
+    workspace: Path, args: tuple[str, ...], command: str
+) -> None:
+    before = snapshot(workspace)
+    result = run(*args)
+    assert result.code == 2
+    line = one_error_line(result)
+    assert "requires an argument" in line and line.endswith(f"(see '{command} --help')")
+    assert snapshot(workspace) == before
