@@ -345,10 +345,30 @@ class SessionOperations(ManagerBase):
         raise ConcurrentModification(f"session {sid[:12]} is changing too fast; try again")
 
     def pause(
-        self, session_id: str, *, reason: str | None = None, expected_version: int | None = None
+        self,
+        session_id: str,
+        *,
+        reason: str | None = None,
+        expected_version: int | None = None,
+        at_gate: str | None = None,
     ) -> SessionChange:
+        """ACTIVE (or PENDING) -> PAUSED. ``at_gate``: the runner's pause at a gate (reason
+        ``waiting: <gate>``), refused (:class:`InvalidTransition`) unless that gate still
+        waits, read in the same transaction: an approval that lands first bumps the
+        session's version, so the conditional write reads again and refuses, rather than
+        leave the session paused at a gate already passed."""
+
+        def check(conn: Connection, sid: str, cur: Row[Any]) -> str | None:
+            if at_gate is None or any(g.name == at_gate for g in self._waiting_gates(conn, sid)):
+                return None
+            return f"gate {at_gate} no longer waits"
+
         return self._transition(
-            session_id, SessionOp.PAUSE, reason=reason, expected_version=expected_version
+            session_id,
+            SessionOp.PAUSE,
+            reason=reason,
+            expected_version=expected_version,
+            check=check,
         )
 
     def resume(self, session_id: str, *, expected_version: int | None = None) -> SessionChange:

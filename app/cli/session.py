@@ -691,7 +691,8 @@ def logs_cmd(
                 if view.orphaned and not said_orphaned:  # once per loss of its runner
                     note(
                         f"session {sid[:12]} has no live runner (orphaned): nothing more is "
-                        f"written until 'vc flow session resume {sid[:12]}'; still following"
+                        f"written until 'vc flow session resume {sid[:12]}' starts one; "
+                        "still following"
                     )
                 said_orphaned = view.orphaned
                 time.sleep(0.25)

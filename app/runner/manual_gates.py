@@ -61,9 +61,10 @@ class ManualGates(Supervision):
         ``waiting: <gate>``; its resume (or the gate's approval) passes the gate."""
         stage = self._rows[name]
         try:
-            self.sessions.pause(self.session_id, reason=waiting_reason(name))
+            self.sessions.pause(self.session_id, reason=waiting_reason(name), at_gate=name)
         except InvalidTransition:
-            self._read_next = True  # paused or aborted meanwhile: the loop sorts it out
+            # paused, aborted or the gate approved meanwhile: the loop reads which
+            self._read_next = True
             return
         self._gate_pause = name
         self.waiting_at = name

@@ -39,6 +39,11 @@ from store.status import StageStatus
 #: log is flushed anyway, so in the usual case this costs a Ctrl-C nothing more).
 EXITED_OUTPUT_WAIT = 10.0
 
+#: Seconds a ``fail_fast`` failure waits, at most, for the attempts that had exited 0 and
+#: whose output is read already (their lines on the way to the store), before it stops
+#: the running siblings.
+READY_OUTPUT_WAIT = 0.5
+
 
 class Supervision(Recovery):
     """Watches the running attempts and records how they end (see the module doc)."""
@@ -242,7 +247,8 @@ class Supervision(Recovery):
         COMPLETED with a truncated log."""
         exited = self._take_exited()
         self._stop_running()  # the rest: terminated as on any interrupt
-        self._complete_exited(exited)
+        for running in self._complete_exited(exited, EXITED_OUTPUT_WAIT):
+            self._running[running.name] = running  # dropped unrecorded by the run's end
 
     def _take_exited(self) -> list[RunningAttempt]:
         """The attempts whose process has exited 0, taken out of the running ones. Reading
@@ -257,12 +263,11 @@ class Supervision(Recovery):
             del self._running[running.name]
         return exited
 
-    def _complete_exited(self, exited: list[RunningAttempt]) -> list[RunningAttempt]:
+    def _complete_exited(self, exited: list[RunningAttempt], wait: float) -> list[RunningAttempt]:
         """Record ``exited`` (from :meth:`_take_exited`) COMPLETED once each one's output
-        is read and stored, waiting :data:`EXITED_OUTPUT_WAIT` at most for them all (a
-        second interrupt cuts it short). Returns those not recorded; they are back among
-        the running ones, where the caller's stop finds them."""
-        deadline = time.monotonic() + EXITED_OUTPUT_WAIT
+        is read and stored, waiting ``wait`` seconds at most for them all (a second
+        interrupt cuts it short). Returns those not recorded, out of the running ones."""
+        deadline = time.monotonic() + wait
         mirror = self.log.mirror
         left = []
         for running in exited:
@@ -282,6 +287,8 @@ class Supervision(Recovery):
             self._try_complete(running)
             if running.name in self._running:
                 left.append(running)
+        for running in left:
+            self._running.pop(running.name, None)
         return left
 
     def _patiently(self, wait: Callable[[float], bool], deadline: float) -> bool:
@@ -325,10 +332,16 @@ class Supervision(Recovery):
         closed, each recorded FAILED with ``why`` (``cancelled: <stage> failed``): a failed
         session shows nothing still running or waiting. ``retry`` runs them again. One
         that had exited 0 is recorded COMPLETED (not cancelled, nor left ACTIVE to run a
-        second time after the retry), unless its output cannot be stored in time."""
+        second time after the retry), unless its output cannot be read and stored in time
+        (:data:`EXITED_OUTPUT_WAIT`) or the runner dies before it is: one whose output a
+        child of it still holds open is cancelled then."""
         exited = self._take_exited()
+        # Those whose output is in already are recorded before any sibling's kill_timeout
+        # is waited out (a crash meanwhile would leave them ACTIVE, for the takeover to
+        # cancel and the retry to run again); the others get their wait after.
+        late = self._complete_exited(exited, READY_OUTPUT_WAIT)
         self._cancel(list(self._running.values()), why)
-        self._cancel(self._complete_exited(exited), why)
+        self._cancel(self._complete_exited(late, EXITED_OUTPUT_WAIT), why)
         self._close_waiting_gates(why)
 
     def _cancel(self, running: list[RunningAttempt], why: str) -> None:

@@ -239,6 +239,7 @@ def test_fail_fast_records_a_branch_that_had_exited_0_completed_and_retry_never_
         workspace,
         "ffdone",
         """
+        max_parallel: 2
         stages:
           - {name: deploy, needs: [], run: 'echo deployed >> ran; (sleep 1; echo late) &'}
           - name: check

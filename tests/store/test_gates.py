@@ -170,6 +170,21 @@ def test_approve_of_another_gate_resumes_a_session_paused_at_its_gate_which_stil
     assert [e.op for e in list_events(db, sid)][-2:] == ["approve", "resume"]
 
 
+def test_a_pause_at_a_gate_is_refused_once_that_gate_was_approved(
+    managers: Managers, db: Any
+) -> None:
+    """The runner pauses at a gate it read waiting; an approval committed in between makes
+    that pause a refusal, not a session paused at a gate already passed."""
+    sid = started(managers)
+    open_gates(managers, sid, "qa", "legal")
+    managers[0].approve(sid, "qa")
+    with pytest.raises(InvalidTransition, match="gate qa no longer waits"):
+        managers[0].pause(sid, reason="waiting: qa", at_gate="qa")
+    assert statuses(db, sid)["session"] == "ACTIVE"
+    managers[0].pause(sid, reason="waiting: legal", at_gate="legal")
+    assert statuses(db, sid)["session"] == "PAUSED"
+
+
 def test_approve_leaves_a_session_paused_by_hand_paused(managers: Managers, db: Any) -> None:
     sid = started(managers)
     open_gates(managers, sid, "qa", "legal")
