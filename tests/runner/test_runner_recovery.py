@@ -127,6 +127,18 @@ def test_resume_of_orphan_removes_leftovers_and_never_reruns_completed_stages(
     assert any(t.startswith(f"removed the leftover process group {stage_pid}") for t in texts)
 
 
+#: A stage that notes its start and its TERM in slow.txt and goes on for its kill_timeout of
+#: 3 s: a runner killed meanwhile dies with a fail_fast cancellation under way.
+SLOW_IGNORING_TERM = """\
+          - name: slow
+            needs: []
+            kill_timeout: 3
+            run: |
+              echo "start $VC_ATTEMPT $$" >> slow.txt
+              trap 'echo term >> slow.txt' TERM
+              for i in $(seq 1 60); do sleep 0.5; done"""
+
+
 def _slow_ignoring_its_term(workspace: Path) -> Path:
     """Once the stage ``slow`` (below) got its TERM and ignored it: the file it writes."""
     marks = workspace / "slow.txt"
@@ -148,17 +160,11 @@ def test_a_fail_fast_cancellation_under_way_when_the_runner_died_stands_after_re
     write_workflow(
         workspace,
         "ff",
-        """
+        f"""
         stages:
-          - name: slow
-            needs: []
-            kill_timeout: 3
-            run: |
-              echo "start $VC_ATTEMPT $$" >> slow.txt
-              trap 'echo term >> slow.txt' TERM
-              for i in $(seq 1 60); do sleep 0.5; done
-          - {name: broken, needs: [], run: 'sleep 0.5; exit 3'}
-          - {name: later, needs: [slow], run: echo later >> later.txt}
+{SLOW_IGNORING_TERM}
+          - {{name: broken, needs: [], run: 'sleep 0.5; exit 3'}}
+          - {{name: later, needs: [slow], run: echo later >> later.txt}}
     """,
     )
     sid = start_detached(vc, "ff")
@@ -185,17 +191,11 @@ def test_a_gate_waiting_when_a_fail_fast_runner_died_cancelling_is_cancelled_by_
     write_workflow(
         workspace,
         "ffgate",
-        """
+        f"""
         stages:
-          - name: slow
-            needs: []
-            kill_timeout: 3
-            run: |
-              echo "start $$" >> slow.txt
-              trap 'echo term >> slow.txt' TERM
-              for i in $(seq 1 60); do sleep 0.5; done
-          - {name: gate, needs: []}
-          - {name: broken, needs: [], run: 'sleep 0.5; exit 3'}
+{SLOW_IGNORING_TERM}
+          - {{name: gate, needs: []}}
+          - {{name: broken, needs: [], run: 'sleep 0.5; exit 3'}}
     """,
     )
     sid = start_detached(vc, "ffgate")
@@ -222,13 +222,7 @@ def test_the_failure_a_takeover_announces_names_the_stage_that_failed_not_a_canc
         f"""
         notify: {{on: [failure], to: ['{receiver.url()}']}}
         stages:
-          - name: slow
-            needs: []
-            kill_timeout: 3
-            run: |
-              echo "start $$" >> slow.txt
-              trap 'echo term >> slow.txt' TERM
-              for i in $(seq 1 60); do sleep 0.5; done
+{SLOW_IGNORING_TERM}
           - {{name: broken, needs: [], run: 'sleep 0.5; exit 3'}}
     """,
     )
