@@ -20,6 +20,7 @@ Decisions the design leaves open, written down here:
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import TYPE_CHECKING, Annotated, Any
@@ -547,10 +548,16 @@ def wait_cmd(
             on_store_error=store_away,
             factory=ctx.factory,
         )
+        states = result.states
+        if result.timed_out:
+            # One last read that tests a runner's pid on this host too (the waiting only
+            # goes by heartbeats): the line says orphaned as `list` would.
+            with contextlib.suppress(Exception), ctx.session() as db:
+                states = {**states, **session_states(db, list(states))}
     if result.timed_out:
         left = [
-            f"{sid[:12]} {state.status if state is not None else 'unknown'}"
-            for sid, state in result.states.items()
+            f"{sid[:12]} {_waited_state(state)}"
+            for sid, state in states.items()
             if state is None or not state.ended
         ]
         error_line(f"timed out after {timeout:g} s; not ended: {', '.join(left)}")
@@ -600,6 +607,20 @@ def delete_cmd(
                 raise
             raise fail(f"{exc}, or use --force") from None  # the command line's own way
     print(f"deleted: {sid[:12]} ({clean_text(name)})")
+
+
+def _waited_state(state: Any) -> str:
+    """A session's state as `wait` found it last: ``ACTIVE (orphaned)`` as `list` says it,
+    ``PAUSED (waiting: qa)`` at a gate."""
+    if state is None:
+        return "unknown"
+    if state.orphaned:
+        return f"{state.status} (orphaned)"
+    if state.gate is not None:
+        from store.text import clean_text
+
+        return f"{state.status} (waiting: {clean_text(state.gate)})"
+    return str(state.status)
 
 
 @app.command("logs")

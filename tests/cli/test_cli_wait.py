@@ -20,6 +20,7 @@ from tests.runner.runner_testkit import (
     Store,
     Vc,
     _stop_everything,
+    kill_runner,
     sqlite_only,
     start_detached,
     stat_fields,
@@ -90,6 +91,23 @@ def test_wait_times_out_with_124_naming_what_has_not_ended(
     assert result.stderr.strip().splitlines()[-1] == (
         f"vc: error: timed out after 0.5 s; not ended: {napping[:12]} ACTIVE"
     )
+
+
+@sqlite_only
+def test_a_timed_out_wait_says_which_session_lost_its_runner_and_which_waits_at_a_gate(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """As `list` says them: a runner killed on this host is seen orphaned at once."""
+    write_workflow(workspace, "nap", NAP)
+    napping, gated = start_detached(vc, "nap"), start_detached(vc, "gate")
+    store.wait_stage(napping, "nap", "ACTIVE", with_pid=True)
+    store.wait_status(gated, "PAUSED")
+    kill_runner(store, napping)
+    result = vc("flow", "session", "wait", napping, gated, "--timeout", "0.5")
+    assert result.returncode == 124
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"{napping[:12]} ACTIVE (orphaned)" in last
+    assert f"{gated[:12]} PAUSED (waiting: approve)" in last
 
 
 def test_wait_on_a_session_nothing_will_start_says_so_at_once(vc: Vc, store: Store) -> None:
