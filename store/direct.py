@@ -204,6 +204,35 @@ def _open_sqlite(database: str) -> DirectStore | None:
     return DirectStore(connection, SQLITE, path)
 
 
+def postgresql_without_schema(url: str) -> str | None:
+    """A PostgreSQL ``url`` whose database holds nothing of vc yet (neither its revision
+    table nor its sessions table, as its search path sees them): the database's name, so
+    that a read answers as an empty store would and creates nothing (a mistyped URL names
+    another program's database). None for any other URL, a vc schema, or a server that
+    does not answer (the full path reports that)."""
+    if not url.startswith(("postgresql+psycopg://", "postgresql://")):
+        return None
+    try:
+        import psycopg
+    except ImportError:
+        return None
+    conninfo = "postgresql://" + url.split("://", 1)[1]
+    try:
+        connection = psycopg.connect(conninfo, connect_timeout=5)
+    except (ValueError, psycopg.Error):
+        return None
+    try:
+        row = connection.execute(
+            "SELECT to_regclass('alembic_version') IS NULL "
+            "AND to_regclass('flow_sessions') IS NULL, current_database()"
+        ).fetchone()
+    except psycopg.Error:
+        return None
+    finally:
+        connection.close()
+    return str(row[1]) if row is not None and row[0] else None
+
+
 def _open_postgresql(conninfo: str) -> DirectStore | None:
     try:
         import psycopg

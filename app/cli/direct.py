@@ -123,8 +123,11 @@ class _NoStore:
     a status) answers as an empty store would, and creates nothing (a command run in the
     wrong directory, or with a mistyped ``VC_HOME``, leaves no ``.vc`` behind)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, nowhere: str | None = None) -> None:
         self.path = path
+        #: Where it looked, for the answer: ``no store at PATH`` (SQLite), ``no vc schema
+        #: in database NAME yet`` (PostgreSQL).
+        self.nowhere = nowhere or f"no store at {path}"
 
     def resolve_session_id(self, session_id: str) -> str:
         from store.errors import SessionNotFound
@@ -132,7 +135,7 @@ class _NoStore:
         from store.text import clean_text
 
         raise SessionNotFound(
-            f"no session matches {checked_id(session_id)!r} (no store at {clean_text(self.path)})"
+            f"no session matches {checked_id(session_id)!r} ({clean_text(self.nowhere)})"
         )
 
     def list_sessions(self, **_: Any) -> list[SessionView]:
@@ -151,14 +154,27 @@ class _NoStore:
         return []
 
 
-def refuse_without_store(session_ids: Sequence[str]) -> None:
+def refuse_without_store(session_ids: Sequence[str], *, postgresql: bool = False) -> None:
     """A command about given sessions with no SQLite store yet: none of them can exist, so
-    it is refused as for an unknown id, and no store is made just to say so."""
+    it is refused as for an unknown id, and no store is made just to say so. With
+    ``postgresql``, a PostgreSQL database without vc's schema likewise (one connection
+    more: asked where the driver path could not serve the command)."""
     from app.settings import Settings
 
-    missing = missing_store(Settings.from_env())
-    if missing is not None and session_ids:
+    if not session_ids:
+        return
+    settings = Settings.from_env()
+    missing = missing_store(settings)
+    if missing is not None:
         _NoStore(missing).resolve_session_id(session_ids[0])
+    if postgresql:
+        from store.direct import postgresql_without_schema
+
+        database = postgresql_without_schema(settings.database_url)
+        if database is not None:
+            _NoStore(database, f"no vc schema in database {database} yet").resolve_session_id(
+                session_ids[0]
+            )
 
 
 def _open(settings: Settings) -> DirectStore | None:
@@ -193,6 +209,12 @@ def reading(*, warned: bool = False) -> Iterator[Reader]:
 
             yield DirectReads(db, stale_after=settings.stale_after)
             return
+    from store.direct import postgresql_without_schema
+
+    database = postgresql_without_schema(settings.database_url)
+    if database is not None:  # as a SQLite store not made yet: nothing is created to answer
+        yield _NoStore(database, f"no vc schema in database {database} yet")
+        return
     from app.cli.common import open_store
 
     with open_store(writes=False, warned=warned) as ctx, ctx.session() as session:

@@ -54,6 +54,8 @@ def operate(op: str, session_id: str, gate: str | None = None) -> None:
                 extra += f" ({FOR_WORKERS})"
             _report(op, change.to_status, change.session_id, name, workflow_id, extra)
             return
+    with translate_errors():  # the full path would make a schema to say "no session"
+        refuse_without_store([session_id], postgresql=True)
     with open_store() as ctx, ctx.session() as session:
         manager = ctx.sessions(session)
         args = (gate,) if op == "approve" else ()

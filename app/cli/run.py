@@ -96,7 +96,7 @@ def run_command(
     from app.cli.direct import refuse_without_store
 
     with translate_errors():
-        refuse_without_store([session_id])  # no store: no session, and none is made
+        refuse_without_store([session_id], postgresql=True)  # no store: no session, none made
     from store import FlowSessionManager
     from store.queries import get_session_view
     from store.stage_select import select_stage

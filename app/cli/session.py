@@ -227,8 +227,8 @@ def list_cmd(
     if not views:
         from store.text import clean_text
 
-        where = getattr(reader, "path", None)  # no store there yet (app.cli.direct._NoStore)
-        nowhere = f" (no store at {clean_text(where)})" if where else ""
+        where = getattr(reader, "nowhere", None)  # no store there yet (app.cli.direct._NoStore)
+        nowhere = f" ({clean_text(where)})" if where else ""
         echo(
             f"no sessions yet{nowhere}: create one with 'vc flow session create WORKFLOW' "
             "or 'vc flow run WORKFLOW'"
@@ -531,7 +531,7 @@ def wait_cmd(
     from app.cli.direct import refuse_without_store
 
     with translate_errors():
-        refuse_without_store(session_ids)
+        refuse_without_store(session_ids, postgresql=True)
     with open_store(writes=False) as ctx:
         with ctx.session() as db:
             manager = ctx.sessions(db)
@@ -579,7 +579,7 @@ def delete_cmd(
     from store.text import clean_text
 
     with translate_errors():
-        refuse_without_store([session_id])
+        refuse_without_store([session_id], postgresql=True)
     with open_store() as ctx, ctx.session() as session:
         manager = ctx.sessions(session)
         sid = manager.resolve_session_id(session_id)

@@ -537,6 +537,36 @@ def test_a_mistyped_vc_home_makes_no_directory_and_names_where_it_looked(tmp_pat
     assert not missing.exists()
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_read_of_a_postgresql_database_without_vc_creates_nothing_there(
+    store_workspace: Path, db_url: str
+) -> None:
+    """A mistyped URL may name another program's database: reads answer as an empty store
+    and leave it as it was; the first write makes the schema."""
+    from sqlalchemy import create_engine, inspect
+
+    listed = run("flow", "session", "list")
+    assert listed.code == 0, listed.err
+    assert "no sessions yet (no vc schema in database " in listed.out
+    assert run("flow", "session", "list", "--json").out.strip() == "[]"
+    for args in (
+        ("flow", "status", "abcd1234"),
+        ("flow", "session", "pause", "abcd1234"),
+        ("flow", "session", "wait", "abcd1234"),
+        ("flow", "session", "delete", "abcd1234", "--yes"),
+        ("flow", "run", "hello", "--session", "abcd1234"),
+    ):
+        refused = run(*args)
+        assert refused.code == 1 and "no vc schema in database" in one_error_line(refused), args
+    engine = create_engine(db_url)
+    try:
+        assert inspect(engine).get_table_names() == []
+        assert run("flow", "session", "create", "hello").code == 0
+        assert "flow_sessions" in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
 def test_the_dashboard_outside_any_workspace_is_refused_and_makes_no_store(
     tmp_path: Path,
 ) -> None:
