@@ -204,12 +204,21 @@ def _open_sqlite(database: str) -> DirectStore | None:
     return DirectStore(connection, SQLITE, path)
 
 
+_NO_VC_SCHEMA = """
+SELECT to_regclass('flow_sessions') IS NULL AND NOT EXISTS (
+    SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relname = 'flow_sessions' AND NOT has_schema_privilege(n.oid, 'USAGE')
+), current_database()
+"""
+
+
 def postgresql_without_schema(url: str) -> str | None:
-    """A PostgreSQL ``url`` whose database holds nothing of vc yet (neither its revision
-    table nor its sessions table, as its search path sees them): the database's name, so
-    that a read answers as an empty store would and creates nothing (a mistyped URL names
-    another program's database). None for any other URL, a vc schema, or a server that
-    does not answer (the full path reports that)."""
+    """A PostgreSQL ``url`` whose database holds nothing of vc yet (no sessions table where
+    its search path looks, and none in a schema this role may not use, which the search
+    path skips without a word): the database's name, so that a read answers as an empty
+    store would and creates nothing (a mistyped URL names another program's database,
+    whose own ``alembic_version`` says nothing of vc). None for any other URL, a vc
+    schema, or a server that does not answer (the full path reports that)."""
     if not url.startswith(("postgresql+psycopg://", "postgresql://")):
         return None
     try:
@@ -222,10 +231,7 @@ def postgresql_without_schema(url: str) -> str | None:
     except (ValueError, psycopg.Error):
         return None
     try:
-        row = connection.execute(
-            "SELECT to_regclass('alembic_version') IS NULL "
-            "AND to_regclass('flow_sessions') IS NULL, current_database()"
-        ).fetchone()
+        row = connection.execute(_NO_VC_SCHEMA).fetchone()
     except psycopg.Error:
         return None
     finally:

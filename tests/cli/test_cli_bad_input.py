@@ -567,6 +567,46 @@ def test_a_read_of_a_postgresql_database_without_vc_creates_nothing_there(
         engine.dispose()
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_another_programs_alembic_database_is_no_vc_store_to_a_read(
+    store_workspace: Path, db_url: str
+) -> None:
+    """Its ``alembic_version`` says nothing of vc: a read answers as an empty store, not
+    "newer than this vc knows", and leaves its tables as they were."""
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE alembic_version (version_num varchar(32))"))
+            conn.execute(text("INSERT INTO alembic_version VALUES ('ae1027a6acf')"))
+        listed = run("flow", "session", "list")
+        assert listed.code == 0, listed.err
+        assert "no vc schema in database " in listed.out
+        assert inspect(engine).get_table_names() == ["alembic_version"]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_role_that_may_not_use_the_schema_of_vc_is_refused_not_shown_an_empty_store(
+    store_workspace: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The search path skips a schema the role may not use without a word: that is no
+    empty store, and the read fails naming the store's refusal."""
+    from tests.conftest import _pg_admin, pg_role
+
+    assert run("flow", "session", "create", "hello").code == 0  # vc's schema, as postgres
+    schema = db_url.rsplit("search_path%3D", 1)[1]
+    with pg_role(db_url) as (role, as_role):
+        _pg_admin(f'REVOKE USAGE ON SCHEMA "{schema}" FROM "{role}"')
+        monkeypatch.setenv("VC_DATABASE_URL", as_role)
+        listed = run("flow", "session", "list")
+    assert listed.code == 1, (listed.out, listed.err)
+    assert "no vc schema" not in listed.out + listed.err
+    one_error_line(listed)
+
+
 def test_the_dashboard_outside_any_workspace_is_refused_and_makes_no_store(
     tmp_path: Path,
 ) -> None:
