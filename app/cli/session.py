@@ -727,16 +727,16 @@ _LEVEL_COLORS = {"DEBUG": "2", "WARNING": "33", "ERROR": "31"}
 
 
 def _print_logs(records: list[LogView] | Any, color: bool, as_json: bool = False) -> None:
-    from store.text import clean_text
+    from store.text import clean_text, json_escaped
 
-    out = []
     if as_json:
         import json
 
-        from store.text import json_escaped
-
-        out = [json_escaped(json.dumps(r.to_json(), ensure_ascii=False)) + "\n" for r in records]
-        records = ()
+        lines = [json_escaped(json.dumps(r.to_json(), ensure_ascii=False)) + "\n" for r in records]
+        sys.stdout.write("".join(lines))
+        sys.stdout.flush()
+        return
+    out = []
     for r in records:
         stamp = time.strftime("%H:%M:%S", time.localtime(r.at))
         stage = f" [{clean_text(r.stage)}]" if r.stage else ""

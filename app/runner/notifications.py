@@ -410,8 +410,8 @@ class SessionAnnouncer:
             event = Event("failure", f"failure #{change.version}", now, stage, change.reason)
         elif op == "complete" and "success" in config.events:
             event = Event("success", f"success #{change.version}", now)
-        elif op == "stage.pause" and "gate" in config.events and _gate_of(change, config):
-            checklist = config.gates[_gate_of(change, config)]
+        elif op == "stage.pause" and "gate" in config.events and (gate := _gate_of(change, config)):
+            checklist = config.gates[gate]
             key = f"gate {change.stage} #{change.version}"
             event = Event("gate", key, now, change.stage, f"waiting: {change.stage}", checklist)
         if event is not None:
