@@ -4,7 +4,10 @@ to a workspace (every process of a workspace carries its VC_HOME)."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
+
+from app.runner.stage_guard import MARK as STAGE_GUARD_MARK
 
 
 def alive(pid: int) -> bool:
@@ -56,3 +59,32 @@ def state(pid: int) -> str | None:
     except OSError:
         return None
     return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3].decode()
+
+
+def guard_of(pid: int) -> int | None:
+    """The stage guard a runner or worker started (app/runner/stage_guard.py), if it runs."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            if stat[stat.rfind(b")") + 2 :].split()[1] != str(pid).encode():
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if STAGE_GUARD_MARK.encode() in f.read():
+                    return int(entry)
+        except (OSError, IndexError):
+            continue
+    return None
+
+
+def kill_with_guard(pid: int) -> None:
+    """SIGKILL a runner or worker and its stage guard, so that its stages run on (as after
+    a kill of both): what a takeover, or a command on this host, must then deal with. The
+    runner is stopped first, so it cannot start another guard meanwhile."""
+    os.kill(pid, signal.SIGSTOP)
+    guard = guard_of(pid)
+    if guard is not None:
+        os.kill(guard, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)

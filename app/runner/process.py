@@ -60,6 +60,7 @@ from app.runner.lines import (
     split_block,
     utf8_cut,
 )
+from app.runner.stage_guard import GUARD
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -228,8 +229,11 @@ class StageProcess:
         env: dict[str, str],
         cwd: str | None,
         on_lines: Callable[[LineBatch], None],
+        kill_timeout: float,
     ) -> None:
         self.command = command
+        #: What the guard gives the group between SIGTERM and SIGKILL if this process dies.
+        self.kill_timeout = kill_timeout
         self.env = env
         self.cwd = cwd
         self._on_lines = on_lines
@@ -312,6 +316,7 @@ class StageProcess:
         # Last: reading /proc waits for the child's exec to finish, which the reader
         # thread's start-up has overlapped.
         self.start_time = process_start_time(popen.pid)
+        GUARD.watch(popen.pid, self.start_time, self.kill_timeout)
 
     def _watch(self) -> None:
         """Wait for the exit without reaping, then reap under the lock (see class doc)."""
@@ -329,6 +334,7 @@ class StageProcess:
         self._exited_at = time.monotonic()
         self.ended_at = time.time()
         self._exited.set()
+        GUARD.release(popen.pid)
 
     def _await_exit(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` (None: for ever) for the main process to exit; True once
@@ -356,6 +362,7 @@ class StageProcess:
                 self._exited.set()
                 self._pidfd = None
                 os.close(pidfd)
+        GUARD.release(popen.pid)
         return True
 
     def _read(self, pipes: list[tuple[IO[bytes], str]]) -> None:

@@ -546,6 +546,7 @@ class Runner(ManualGates, LiveView):
             env=self._stage_env(stage, attempt),
             cwd=self._stage_cwd(stage),
             on_lines=output,
+            kill_timeout=kill_timeout,
         )
         running = RunningAttempt(
             stage, attempt, proc, output, recorder, timeout=timeout, kill_timeout=kill_timeout

@@ -22,6 +22,7 @@ from store.queries import get_session_view
 from store.workflows import find_workflow
 from tests.conftest import run_vc, vc_env
 from tests.hosts.common import alive, kill_group
+from tests.processes import kill_with_guard
 from tests.waiting import wait_until
 
 TRIVIAL = """
@@ -310,7 +311,7 @@ def test_dead_worker_leaves_an_orphan_that_is_taken_over(queue_ws, workers, take
         what="the stage to run",
     )
     try:
-        first.kill()
+        kill_with_guard(first.pid)  # a kill of the worker alone: see the test after this one
         first.wait()
         assert alive(stage_pid)  # the stage runs on, in its own process group
         view = _view(engine, sid)
@@ -336,6 +337,38 @@ def test_dead_worker_leaves_an_orphan_that_is_taken_over(queue_ws, workers, take
     if taker == "worker":
         assert "taking over" in workers.output(1)
         assert workers.stop_all()[1] == 0
+
+
+def test_a_killed_workers_guard_stops_the_stages_of_every_session_it_ran(queue_ws, workers):
+    """SIGKILL of the worker alone (the OOM killer's way): its runner threads share one
+    guard, which removes every running stage, so no host taking over runs one twice."""
+    ws, engine = queue_ws
+    sids = _queue(engine, ws, "slow", 2)
+    worker = workers.start("--concurrency", "2")
+
+    def stage_pids() -> list[int] | None:
+        pids = [
+            _scalar(
+                engine,
+                "SELECT pid FROM stage_instances WHERE session_id = :s AND status = 'ACTIVE'",
+                s=sid,
+            )
+            for sid in sids
+        ]
+        return pids if all(pids) else None
+
+    pids = wait_until(stage_pids, timeout=20, what="both sessions' stages to run")
+    try:
+        worker.kill()
+        worker.wait()
+        wait_until(
+            lambda: not any(alive(pid) for pid in pids),
+            timeout=10,
+            what="the guard to remove the stages",
+        )
+    finally:
+        for pid in pids:
+            kill_group(pid)
 
 
 def _only_stage(engine, sid: str) -> str:  # type: ignore[no-untyped-def]

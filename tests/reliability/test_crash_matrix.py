@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 
+from tests.processes import kill_with_guard
 from tests.waiting import poll
 
 from .harness import (
@@ -500,8 +501,8 @@ def test_abort_then_runner_killed_leaves_no_stage_process(matrix: Matrix) -> Non
 
 
 def test_pause_then_runner_killed_resume_removes_stopped_group(matrix: Matrix) -> None:
-    """The runner enforced a pause (SIGSTOP) and died: resume must remove the stopped
-    group and run the stage again as a new attempt."""
+    """The runner enforced a pause (SIGSTOP) and died with its guard: resume must remove
+    the stopped group and run the stage again as a new attempt."""
     sid = matrix.create("long")
     runner = matrix.spawn(sid)
     marks = Markers(matrix.markers / sid)
@@ -509,7 +510,7 @@ def test_pause_then_runner_killed_resume_removes_stopped_group(matrix: Matrix) -
         assert poll(lambda: marks.has("begin", "s2", 1), 30, 0.005)
         matrix.operate("pause", sid)
         assert poll(lambda: any(s.status == "PAUSED" for s in matrix.view(sid).stages), 5, 0.02)
-        os.kill(runner.pid, signal.SIGKILL)
+        kill_with_guard(runner.pid)
         runner.wait(10)
         stopped = session_processes(sid)
         assert stopped, "the paused stage's processes should still exist (stopped)"

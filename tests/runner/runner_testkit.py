@@ -29,6 +29,7 @@ from store.queries import (
     get_session_view,
     read_logs,
 )
+from tests.processes import kill_with_guard
 from tests.waiting import wait_until
 
 Vc = Callable[..., subprocess.CompletedProcess[str]]
@@ -204,11 +205,18 @@ def _stop_everything(factory: Any) -> None:
             kill_leftover_group(pid, start, 0.5)
 
 
-def kill_runner(store: Store, sid: str) -> int:
-    """SIGKILL the session's runner and wait until it is gone; its pid."""
+def kill_runner(store: Store, sid: str, *, with_guard: bool = True) -> int:
+    """SIGKILL the session's runner and wait until it is gone; its pid.
+
+    With its guard first (the default): its stage processes then run on, as after a kill
+    of both or a reboot half done, for the tests of what a takeover or a command does with
+    them. ``with_guard=False`` kills the runner alone, whose guard then stops them."""
     runner = store.view(sid).runner_pid
     assert runner is not None
-    os.kill(runner, signal.SIGKILL)
+    if with_guard:
+        kill_with_guard(runner)
+    else:
+        os.kill(runner, signal.SIGKILL)
     wait_until(lambda: gone(runner), timeout=5, what="the runner to die")
     return runner
 

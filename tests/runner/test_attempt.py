@@ -21,7 +21,9 @@ def attempt(
     stage = StageView(1, "s", "task", "ACTIVE", 0.0, 1, None, None, None, None)
     output = StageOutput(Logging(LogFiles(tmp_path), None, handler_id=-1), SID, "s")
     output.release()
-    proc = StageProcess(command, env={"PATH": "/usr/bin:/bin"}, cwd=None, on_lines=output)
+    proc = StageProcess(
+        command, env={"PATH": "/usr/bin:/bin"}, cwd=None, on_lines=output, kill_timeout=1.0
+    )
     proc.start()
     recorder = OutputRecorder(lambda text: None)
     return RunningAttempt(

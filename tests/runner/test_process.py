@@ -75,7 +75,9 @@ def run() -> Iterator[Callable[..., tuple[StageProcess, Collector]]]:
         on_lines: Callable[[list[tuple[float, str, str]]], None] | None = None,
     ) -> tuple[StageProcess, Collector]:
         collector = Collector()
-        proc = StageProcess(command, env=env or ENV, cwd=cwd, on_lines=on_lines or collector)
+        proc = StageProcess(
+            command, env=env or ENV, cwd=cwd, on_lines=on_lines or collector, kill_timeout=1.0
+        )
         proc.start()
         started.append(proc)
         return proc, collector
@@ -433,7 +435,7 @@ def test_a_failing_consumer_does_not_stall_the_stage(run) -> None:
 
 def test_missing_cwd_is_a_clear_start_error(tmp_path) -> None:
     missing = str(tmp_path / "nope")
-    proc = StageProcess("true", env=ENV, cwd=missing, on_lines=Collector())
+    proc = StageProcess("true", env=ENV, cwd=missing, on_lines=Collector(), kill_timeout=1.0)
     with pytest.raises(StageStartError) as info:
         proc.start()
     assert str(info.value) == f"cwd does not exist: {missing}"
