@@ -60,7 +60,7 @@ from app.runner.lines import (
     split_block,
     utf8_cut,
 )
-from app.runner.stage_guard import GUARD
+from app.runner.stage_guard import GUARD, Guarded
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -306,6 +306,20 @@ class StageProcess:
         )
         self._readers.append(reader)
         reader.start()
+        # Reading /proc waits for the child's exec to finish, which the reader thread's
+        # start-up has overlapped. The guard is told before anything may reap the stage.
+        self.start_time = process_start_time(popen.pid)
+        if self.start_time is not None:
+            GUARD.watch(
+                Guarded(
+                    popen.pid,
+                    self.start_time,
+                    self.kill_timeout,
+                    self.env.get("VC_SESSION_ID"),
+                    self.env.get("VC_STAGE"),
+                    self.env.get("VC_ATTEMPT"),
+                )
+            )
         try:
             self._pidfd = os.pidfd_open(popen.pid)
         except (AttributeError, OSError):  # kernel < 5.3: a thread waits instead
@@ -313,10 +327,6 @@ class StageProcess:
                 target=self._watch, name=f"vc-stage-{popen.pid}-wait", daemon=True
             )
             watcher.start()
-        # Last: reading /proc waits for the child's exec to finish, which the reader
-        # thread's start-up has overlapped.
-        self.start_time = process_start_time(popen.pid)
-        GUARD.watch(popen.pid, self.start_time, self.kill_timeout)
 
     def _watch(self) -> None:
         """Wait for the exit without reaping, then reap under the lock (see class doc)."""
@@ -334,7 +344,7 @@ class StageProcess:
         self._exited_at = time.monotonic()
         self.ended_at = time.time()
         self._exited.set()
-        GUARD.release(popen.pid)
+        GUARD.release(popen.pid, self.start_time)
 
     def _await_exit(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` (None: for ever) for the main process to exit; True once
@@ -362,7 +372,7 @@ class StageProcess:
                 self._exited.set()
                 self._pidfd = None
                 os.close(pidfd)
-        GUARD.release(popen.pid)
+        GUARD.release(popen.pid, self.start_time)
         return True
 
     def _read(self, pipes: list[tuple[IO[bytes], str]]) -> None:

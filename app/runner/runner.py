@@ -52,6 +52,7 @@ from app.runner.outputs import OutputRecorder, stage_environment
 from app.runner.process import StageProcess, StageStartError, wait_any
 from app.runner.recovery import failure_before
 from app.runner.schedule import FAILED, RUNNING, TODO, Schedule
+from app.runner.stage_guard import GUARD
 from app.runner.store_link import (
     LISTEN_AFTER,
     STORE_RETRY,
@@ -299,6 +300,7 @@ class Runner(ManualGates, LiveView):
         """Claim (if not done yet), then run the remaining stages; always releases the
         session (so it is never shown orphaned after a clean exit)."""
         self.claim()
+        GUARD.prepare()
         self._beat_ok_at = time.monotonic()  # the claim wrote the first heartbeat
         self._beat_thread = threading.Thread(target=self._beat, name="vc-heartbeat", daemon=True)
         self._beat_thread.start()

@@ -1,34 +1,42 @@
 """Stops a runner's stages when the runner dies without stopping them (SIGKILL, the OOM killer).
 
-A stage runs in a process group of its own, so a runner killed outright used to leave its
+A stage runs in a process group of its own, so a runner killed outright would leave its
 stages running on, reparented. A takeover on the same host removes them, but one from another
 host cannot reach them, and would run the stage a second time while the first still ran
 (docs/ARCHITECTURE.md §6). So every process that runs stages (a runner, a worker and its runner
-threads) starts this small process beside it, the first time it starts a stage: ``python -I -S``
+threads) starts this small process beside it once it holds a session: ``python -I -S``
 with nothing of vc but :mod:`app.runner.groups`, in a session of its own (a Ctrl-C in the
 runner's terminal, or a signal to the runner's process group, does not reach it), holding the
 read end of a pipe whose write end only the runner holds. The runner tells it each stage group
-it starts (``+ PGID START_TIME KILL_TIMEOUT``) and each one it reaped (``- PGID``); what a stage
-leaves running after it exited is left alone, as the runner itself leaves it.
+it starts (a JSON line: :class:`Guarded`) and each one it reaped; what a stage leaves running
+after it exited is left alone, as the runner itself leaves it.
 
 The end of that pipe is the signal: the kernel closes it when the runner dies, however it
 died. The groups still registered then get what an abort gives them, at once and all in
 parallel: SIGTERM and SIGCONT, SIGKILL after their ``kill_timeout``, under the rules of
 :func:`~app.runner.groups.kill_leftover_group` (a pid is signalled only while its start time
-matches). A runner that ends normally has reaped its stages, so its guard ends with nothing to
-do. A guard that died is started again at the runner's next start or reap, and told every
-group still registered.
+matches), and so do the processes that left those groups. A runner that ends normally has
+reaped its stages, so its guard ends with nothing to do. A guard that died is started again
+at the runner's next start or reap, and told every group still registered.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
+from dataclasses import dataclass
 
-from app.runner.groups import kill_leftover_group
+from app.runner.groups import (
+    SessionProcess,
+    find_session_processes,
+    kill_groups,
+    kill_leftover_group,
+)
 
 #: The directory holding the ``app`` package: the guard imports vc's own code from there only.
 _INSTALLED_IN = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,6 +46,25 @@ _BOOT = (
 )
 #: Marks the guard's command line, so a test can find (and kill) the guard of a runner.
 MARK = "app.runner.stage_guard"
+#: Seconds before a guard that could not be started is tried again (not at every stage).
+RESTART_PAUSE = 30.0
+
+
+@dataclass(frozen=True)
+class Guarded:
+    """A stage group the guard removes if its runner dies, and what the group's processes
+    that left it carry in their environment (``VC_SESSION_ID``, ``VC_STAGE``,
+    ``VC_ATTEMPT``), by which the guard finds them too, as an abort does."""
+
+    pgid: int
+    start_time: int
+    kill_timeout: float
+    session: str | None = None
+    stage: str | None = None
+    attempt: str | None = None
+
+    def line(self) -> bytes:
+        return json.dumps(["+", *self.__dict__.values()]).encode() + b"\n"
 
 
 class StageGuard:
@@ -46,24 +73,35 @@ class StageGuard:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
-        #: The line registering each group still running, by pgid.
-        self._groups: dict[int, bytes] = {}
+        self._failed_at: float | None = None
+        #: Each group still running, by pgid.
+        self._groups: dict[int, Guarded] = {}
 
-    def watch(self, pgid: int, start_time: int | None, kill_timeout: float) -> None:
-        """Have the group removed if this process dies while it runs. Without a start time
-        nothing could be proven about the pid later, so nothing is registered."""
-        if start_time is None:
-            return
-        line = f"+ {pgid} {start_time} {max(0.0, kill_timeout)!r}\n".encode()
-        with self._lock:
-            self._groups[pgid] = line
-            self._send(line)
+    def prepare(self) -> None:
+        """Start the guard now on a thread of its own, while the runner claims its session,
+        rather than in the first stage's start (its spawn costs a few milliseconds)."""
+        threading.Thread(target=self._prepare, name="vc-stage-guard", daemon=True).start()
 
-    def release(self, pgid: int) -> None:
-        """The group's main process was reaped: its leftovers are no longer the guard's."""
+    def _prepare(self) -> None:
         with self._lock:
-            if self._groups.pop(pgid, None) is not None:
-                self._send(f"- {pgid}\n".encode())
+            if self.pid is None:
+                self._restart()
+
+    def watch(self, group: Guarded) -> None:
+        """Have the group removed if this process dies while it runs. To be told before
+        anything may reap the group's leader (else its release could come first)."""
+        with self._lock:
+            self._groups[group.pgid] = group
+            self._send(group.line())
+
+    def release(self, pgid: int, start_time: int | None) -> None:
+        """The group's leader was reaped: what it left is no longer the guard's. Only the
+        group registered with that start time: a pid reused since is another stage's."""
+        with self._lock:
+            group = self._groups.get(pgid)
+            if group is not None and group.start_time == start_time:
+                del self._groups[pgid]
+                self._send(json.dumps(["-", pgid]).encode() + b"\n")
 
     @property
     def pid(self) -> int | None:
@@ -83,14 +121,14 @@ class StageGuard:
         self._restart()
 
     def _restart(self) -> None:
-        """Start a guard and tell it every group registered; without one (no process could
-        be started) the stages run unguarded, as a takeover on this host still finds them."""
-        old = self._proc
+        """Start a guard and tell it every group registered. Without one (no process could
+        be started) the stages run unguarded, as a takeover on this host still finds them;
+        another start is tried after :data:`RESTART_PAUSE`."""
+        _close(self._proc)
         self._proc = None
-        if old is not None:
-            if old.stdin is not None:
-                old.stdin.close()
-            old.poll()
+        now = time.monotonic()
+        if self._failed_at is not None and now - self._failed_at < RESTART_PAUSE:
+            return
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", _BOOT],
@@ -101,34 +139,62 @@ class StageGuard:
                 cwd="/",
                 env={k: v for k, v in os.environ.items() if not k.startswith("VC_")},
             )
+            assert proc.stdin is not None
+            told = b"".join(group.line() for group in self._groups.values())
+            if told:
+                os.write(proc.stdin.fileno(), told)
         except (OSError, ValueError):
+            self._failed_at = now
             return
-        assert proc.stdin is not None
-        try:
-            if self._groups:
-                os.write(proc.stdin.fileno(), b"".join(self._groups.values()))
-        except OSError:
-            return
+        self._failed_at = None
         self._proc = proc
+
+
+def _close(proc: subprocess.Popen[bytes] | None) -> None:
+    """Let a guard that is being replaced go: the end of its pipe makes it act on what it
+    was told (nothing, or the groups of a runner that is still alive: hence the kill)."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.kill()
+    if proc.stdin is not None:
+        proc.stdin.close()
+    proc.wait()
 
 
 #: This process' guard.
 GUARD = StageGuard()
 
 
-def _read_groups() -> dict[int, tuple[int, float]]:
+def _read_groups() -> dict[int, Guarded]:
     """Follow the runner's lines until the pipe ends; the groups registered then."""
-    groups: dict[int, tuple[int, float]] = {}
+    groups: dict[int, Guarded] = {}
     for raw in sys.stdin.buffer:
-        parts = raw.split()
         try:
-            if parts[0] == b"+":
-                groups[int(parts[1])] = (int(parts[2]), float(parts[3]))
-            elif parts[0] == b"-":
-                groups.pop(int(parts[1]), None)
-        except (IndexError, ValueError):
+            op, *fields = json.loads(raw)
+            if op == "+":
+                group = Guarded(*fields)
+                groups[group.pgid] = group
+            elif op == "-":
+                groups.pop(fields[0], None)
+        except (ValueError, TypeError):
             continue
     return groups
+
+
+def _strays(groups: dict[int, Guarded]) -> list[tuple[SessionProcess, float]]:
+    """The processes that left the registered groups (``setsid``, a daemon's double fork),
+    found by the stage and attempt their environment carries, each with its group's
+    ``kill_timeout``."""
+    attempts = {(g.session, g.stage, g.attempt): g for g in groups.values() if g.session}
+    found = []
+    for session in {g.session for g in attempts.values() if g.session}:
+        for proc in find_session_processes(session):
+            attempt = None if proc.attempt is None else str(proc.attempt)
+            group = attempts.get((session, proc.stage, attempt))
+            if group is not None and proc.pgid != group.pgid:
+                found.append((proc, group.kill_timeout))
+    return found
 
 
 def main() -> None:
@@ -136,9 +202,13 @@ def main() -> None:
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     groups = _read_groups()
+    strays = _strays(groups)
     stoppers = [
-        threading.Thread(target=kill_leftover_group, args=(pgid, start, kill_timeout))
-        for pgid, (start, kill_timeout) in groups.items()
+        threading.Thread(target=kill_leftover_group, args=(g.pgid, g.start_time, g.kill_timeout))
+        for g in groups.values()
+    ] + [
+        threading.Thread(target=kill_groups, args=([proc], kill_timeout))
+        for proc, kill_timeout in strays
     ]
     for stopper in stoppers:
         stopper.start()

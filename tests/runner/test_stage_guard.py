@@ -3,13 +3,17 @@ guard (app/runner/stage_guard.py) stops them. Real runners, real signals, real p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from app.runner.groups import process_start_time
-from app.runner.stage_guard import StageGuard
+from app.runner.process import StageProcess
+from app.runner.stage_guard import GUARD, Guarded, StageGuard
 from tests.processes import guard_of
 from tests.runner.runner_testkit import (
     Store,
@@ -49,6 +53,28 @@ def test_a_runner_killed_with_sigkill_leaves_none_of_its_stage_processes_running
     child = read_pid(workspace / "child.pid")
     kill_runner(store, sid, with_guard=False)
     wait_until(lambda: gone(pid) and gone(child), timeout=10, what="the stage to be removed")
+
+
+@sqlite_only
+def test_a_process_that_left_its_stages_group_is_removed_with_it(
+    vc: Vc, store: Store, workspace: Path
+) -> None:
+    """As an abort removes it: found by the stage and attempt its environment carries."""
+    text = """
+        stages:
+          - name: forks
+            run: "setsid sleep 300 & echo $! > stray.pid; sleep 300"
+            kill_timeout: 1
+    """
+    sid, pid = _running(vc, store, workspace, text, "forks")
+    stray = read_pid(workspace / "stray.pid")
+    try:
+        wait_until(lambda: os.getpgid(stray) == stray, what="the stray's own session")
+        kill_runner(store, sid, with_guard=False)
+        wait_until(lambda: gone(pid) and gone(stray), timeout=10, what="both to be removed")
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(stray, signal.SIGKILL)
 
 
 @sqlite_only
@@ -124,8 +150,8 @@ def test_the_end_of_the_guards_pipe_stops_every_group_it_was_told_of(tmp_path: P
     ]
     try:
         for proc in groups:
-            guard.watch(proc.pid, _start_time(proc.pid), 1.0)
-        guard.release(groups[2].pid)
+            guard.watch(Guarded(proc.pid, _start_time(proc.pid), 1.0))
+        guard.release(groups[2].pid, _start_time(groups[2].pid))
         assert guard.pid is not None
         guard_proc = guard._proc
         assert guard_proc is not None and guard_proc.stdin is not None
@@ -137,6 +163,47 @@ def test_the_end_of_the_guards_pipe_stops_every_group_it_was_told_of(tmp_path: P
         for proc in groups:
             proc.kill()
             proc.wait()
+
+
+def test_a_release_for_a_pid_reused_since_leaves_the_new_group_guarded(tmp_path: Path) -> None:
+    guard = StageGuard()
+    proc = subprocess.Popen(["sleep", "300"], start_new_session=True, cwd=tmp_path)
+    try:
+        start = _start_time(proc.pid)
+        guard.watch(Guarded(proc.pid, start, 1.0))
+        guard.release(proc.pid, start - 1)  # the late release of the pid's previous owner
+        assert guard._proc is not None and guard._proc.stdin is not None
+        guard._proc.stdin.close()
+        guard._proc.wait(timeout=10)
+        assert proc.wait(timeout=5) == -signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_stage_reaped_by_the_watcher_thread_is_never_left_guarded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without pidfd (kernels before 5.3) a thread reaps the stage, perhaps before its
+    start returned: the guard must have been told first, or the release would come before
+    the registration and leave the group guarded for good (and what it left running
+    killed when the runner ends normally)."""
+    monkeypatch.delattr(os, "pidfd_open")
+    procs = [
+        StageProcess(
+            "true",
+            env={"PATH": "/usr/bin:/bin"},
+            cwd=None,
+            on_lines=lambda _: None,
+            kill_timeout=1.0,
+        )
+        for _ in range(30)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        assert proc.wait(timeout=10) == 0
+    assert not {p.pid for p in procs} & set(GUARD._groups)
 
 
 def _start_time(pid: int) -> int:
