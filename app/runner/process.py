@@ -257,6 +257,8 @@ class StageProcess:
         self.ended_at: float | None = None
         self.output_error: Exception | None = None
         self.readers_abandoned = False
+        #: Set by :meth:`terminate`: the guard keeps the group until it is done.
+        self._stopping = False
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -344,7 +346,7 @@ class StageProcess:
         self._exited_at = time.monotonic()
         self.ended_at = time.time()
         self._exited.set()
-        GUARD.release(popen.pid, self.start_time)
+        self._release_guard()
 
     def _await_exit(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` (None: for ever) for the main process to exit; True once
@@ -372,8 +374,15 @@ class StageProcess:
                 self._exited.set()
                 self._pidfd = None
                 os.close(pidfd)
-        GUARD.release(popen.pid, self.start_time)
+        self._release_guard()
         return True
+
+    def _release_guard(self) -> None:
+        """The leader's exit hands what it left to nobody (a service stays), unless the
+        runner is stopping the stage: then the guard keeps it until :meth:`terminate` is
+        done with the group, so a runner killed in that wait leaves nothing running."""
+        if not self._stopping:
+            GUARD.release(self._popen.pid if self._popen else 0, self.start_time)
 
     def _read(self, pipes: list[tuple[IO[bytes], str]]) -> None:
         """Reader thread body: both pipes, chunks in, batches of lines out (see class doc).
@@ -637,6 +646,15 @@ class StageProcess:
         popen = self._popen
         if popen is None:
             raise RuntimeError("stage process not started")
+        self._stopping = True
+        try:
+            return self._terminate(popen, kill_timeout, hurry)
+        finally:
+            GUARD.release(popen.pid, self.start_time)
+
+    def _terminate(
+        self, popen: subprocess.Popen[bytes], kill_timeout: float, hurry: threading.Event | None
+    ) -> int:
         deadline = _Deadline(time.monotonic() + max(0.0, kill_timeout), hurry)
         # Its processes that left the group while it runs go with it (told at once,
         # removed below); once it exited, what it left running is left alone (a service).

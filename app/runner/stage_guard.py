@@ -41,7 +41,7 @@ from app.runner.groups import (
 #: The directory holding the ``app`` package: the guard imports vc's own code from there only.
 _INSTALLED_IN = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _BOOT = (
-    f"import sys; sys.path.insert(0, {_INSTALLED_IN!r}); "
+    f"import sys; sys.path.append({_INSTALLED_IN!r}); "
     "import app.runner.stage_guard as guard; guard.main()"
 )
 #: Marks the guard's command line, so a test can find (and kill) the guard of a runner.
@@ -114,16 +114,19 @@ class StageGuard:
         if proc is not None and proc.poll() is None:
             assert proc.stdin is not None
             try:
-                os.write(proc.stdin.fileno(), line)
+                _write_all(proc.stdin.fileno(), line)
                 return
             except OSError:  # it died since the poll: a new one is told everything
                 pass
+        elif proc is not None and (proc.returncode or 0) > 0:
+            self._failed_at = time.monotonic()  # it failed by itself (not killed): it would again
         self._restart()
 
     def _restart(self) -> None:
         """Start a guard and tell it every group registered. Without one (no process could
         be started) the stages run unguarded, as a takeover on this host still finds them;
-        another start is tried after :data:`RESTART_PAUSE`."""
+        another start is tried after :data:`RESTART_PAUSE` (also when the last one exited
+        by itself with an error rather than by a signal: it would again)."""
         _close(self._proc)
         self._proc = None
         now = time.monotonic()
@@ -140,14 +143,19 @@ class StageGuard:
                 env={k: v for k, v in os.environ.items() if not k.startswith("VC_")},
             )
             assert proc.stdin is not None
-            told = b"".join(group.line() for group in self._groups.values())
-            if told:
-                os.write(proc.stdin.fileno(), told)
+            _write_all(proc.stdin.fileno(), b"".join(g.line() for g in self._groups.values()))
         except (OSError, ValueError):
             self._failed_at = now
             return
         self._failed_at = None
         self._proc = proc
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """A pipe may take a long write in parts."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _close(proc: subprocess.Popen[bytes] | None) -> None:

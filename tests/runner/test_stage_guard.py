@@ -78,6 +78,27 @@ def test_a_process_that_left_its_stages_group_is_removed_with_it(
 
 
 @sqlite_only
+def test_a_runner_killed_while_it_stops_a_stage_leaves_nothing_of_it_running(
+    vc: Vc, store: Store, workspace: Path
+) -> None:
+    """The stage timed out, its leader exited at SIGTERM and was reaped, and the runner waits
+    out kill_timeout for a child that ignores it: killed then, its guard finishes the stop."""
+    text = """
+        stages:
+          - name: slow
+            run: "(trap '' TERM; exec sleep 300) & echo $! > child.pid; wait"
+            timeout: 1
+            kill_timeout: 3
+    """
+    sid, pid = _running(vc, store, workspace, text, "slow")
+    child = read_pid(workspace / "child.pid")
+    wait_until(lambda: gone(pid), timeout=10, what="the timed-out stage's leader to exit")
+    assert not gone(child)
+    kill_runner(store, sid, with_guard=False)
+    wait_until(lambda: gone(child), timeout=10, what="the guard to remove the child")
+
+
+@sqlite_only
 def test_a_stage_paused_when_its_runner_is_killed_is_removed_too(
     vc: Vc, store: Store, workspace: Path
 ) -> None:
