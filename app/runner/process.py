@@ -311,17 +311,7 @@ class StageProcess:
         # Reading /proc waits for the child's exec to finish, which the reader thread's
         # start-up has overlapped. The guard is told before anything may reap the stage.
         self.start_time = process_start_time(popen.pid)
-        if self.start_time is not None:
-            GUARD.watch(
-                Guarded(
-                    popen.pid,
-                    self.start_time,
-                    self.kill_timeout,
-                    self.env.get("VC_SESSION_ID"),
-                    self.env.get("VC_STAGE"),
-                    self.env.get("VC_ATTEMPT"),
-                )
-            )
+        self._guard()
         try:
             self._pidfd = os.pidfd_open(popen.pid)
         except (AttributeError, OSError):  # kernel < 5.3: a thread waits instead
@@ -376,6 +366,20 @@ class StageProcess:
                 os.close(pidfd)
         self._release_guard()
         return True
+
+    def _guard(self) -> None:
+        """Have the guard remove the group (and what left it) if this process dies."""
+        if self._popen is not None and self.start_time is not None:
+            GUARD.watch(
+                Guarded(
+                    self._popen.pid,
+                    self.start_time,
+                    self.kill_timeout,
+                    self.env.get("VC_SESSION_ID"),
+                    self.env.get("VC_STAGE"),
+                    self.env.get("VC_ATTEMPT"),
+                )
+            )
 
     def _release_guard(self) -> None:
         """The leader's exit hands what it left to nobody (a service stays), unless the
@@ -647,6 +651,8 @@ class StageProcess:
         if popen is None:
             raise RuntimeError("stage process not started")
         self._stopping = True
+        if self._await_exit(0) and self._leftovers_alive():
+            self._guard()  # released at the exit; this stop removes what it left
         try:
             return self._terminate(popen, kill_timeout, hurry)
         finally:

@@ -142,9 +142,14 @@ class StageGuard:
                 cwd="/",
                 env={k: v for k, v in os.environ.items() if not k.startswith("VC_")},
             )
-            assert proc.stdin is not None
-            _write_all(proc.stdin.fileno(), b"".join(g.line() for g in self._groups.values()))
         except (OSError, ValueError):
+            self._failed_at = now
+            return
+        assert proc.stdin is not None
+        try:
+            _write_all(proc.stdin.fileno(), b"".join(g.line() for g in self._groups.values()))
+        except OSError:
+            _close(proc)
             self._failed_at = now
             return
         self._failed_at = None

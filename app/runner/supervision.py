@@ -117,7 +117,9 @@ class Supervision(Recovery):
                 self._exit_seen(running, code)
             else:
                 self._save_outputs(stage, running.attempt, running.recorder, final=False)
-                if running.timed_out():
+                # Once the main process exited, the wait is for output a child it left
+                # holds open (READER_GRACE at most): not running time, so no timeout.
+                if running.timed_out() and not running.proc.exited:
                     code = running.terminate(self._hurry)
                     self._say(
                         f"timed out after {running.timeout:g}s (exit {code})",

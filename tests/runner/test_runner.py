@@ -301,6 +301,34 @@ def test_timeout_fails_the_stage_and_session_with_reason_timeout(
     assert never.status == "PENDING"
 
 
+@sqlite_only
+def test_a_stage_that_exited_before_its_timeout_is_not_timed_out_while_its_output_is_awaited(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """A child it left holds its output open: the runner waits READER_GRACE for it, and
+    that wait is not the stage's running time (it succeeded: no timeout, no retry)."""
+    write_workflow(
+        workspace,
+        "served",
+        """
+        stages:
+          - name: served
+            run: "sleep 30 & echo $! > service.pid; sleep 1; echo done"
+            timeout: 2
+            retries: 1
+    """,
+    )
+    result = vc("flow", "run", "served")
+    service = read_pid(workspace / "service.pid")
+    try:
+        assert result.returncode == 0, result.stderr
+        (stage,) = store.view(newest_session(store)).stages
+        assert (stage.status, stage.attempt, stage.exit_code) == ("COMPLETED", 1, 0)
+        assert not gone(service)  # left alone, as what a stage leaves running always is
+    finally:
+        os.kill(service, signal.SIGKILL)
+
+
 def test_retries_run_a_failing_stage_again_as_new_attempts(
     workspace: Path, vc: Vc, store: Store
 ) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from store import FlowSessionManager
 from store.identity import local_host
+from store.models import StageInstance
 from tests.receivers import Receiver
 from tests.runner.runner_testkit import (
     NAP,
@@ -411,15 +412,18 @@ def test_resume_of_a_paused_orphan_removes_the_stopped_stage_and_runs_it_again(
     assert pid is not None
     assert vc("flow", "session", "pause", sid).returncode == 0
     wait_until(lambda: proc_state(pid) == "T", timeout=5, what="state T")
-    runner = store.view(sid).runner_pid
-    assert runner is not None
-    os.kill(runner, signal.SIGKILL)
+    kill_runner(store, sid)  # and its guard: the stopped stage is left behind
     wait_until(lambda: store.view(sid).orphaned, timeout=5, what="orphaned")
-    assert store.view(sid).status == "PAUSED"
+    assert store.view(sid).status == "PAUSED" and proc_state(pid) == "T"
     result = vc("flow", "session", "resume", sid)
     assert result.returncode == 0 and "runner started" in result.stdout
-    row = store.wait_stage(sid, "nap", "ACTIVE", with_pid=True)
-    assert row.attempt == 2 and row.pid != pid
+
+    def second_attempt() -> StageInstance | None:
+        row = store.stage_row(sid, "nap")
+        return row if row.attempt == 2 and row.status == "ACTIVE" and row.pid else None
+
+    row = wait_until(second_attempt, timeout=15, what="attempt 2 to run")
+    assert row.pid != pid
     assert gone(pid)  # the stopped leftover got SIGTERM + SIGCONT before the new attempt
 
 
