@@ -79,7 +79,11 @@ class StageGuard:
 
     def prepare(self) -> None:
         """Start the guard now on a thread of its own, while the runner claims its session,
-        rather than in the first stage's start (its spawn costs a few milliseconds)."""
+        rather than in the first stage's start (its spawn costs a few milliseconds). A
+        worker's next sessions find it running."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            return
         threading.Thread(target=self._prepare, name="vc-stage-guard", daemon=True).start()
 
     def _prepare(self) -> None:
