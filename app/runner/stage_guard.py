@@ -22,10 +22,9 @@ at the runner's next start or reap, and told every group still registered.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -38,6 +37,11 @@ from app.runner.groups import (
     kill_leftover_group,
 )
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without its import at the guard's start
+
+if TYPE_CHECKING:  # the guard itself starts nothing: it spares the import
+    import subprocess
+
 #: The directory holding the ``app`` package: the guard imports vc's own code from there only.
 _INSTALLED_IN = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _BOOT = (
@@ -46,6 +50,9 @@ _BOOT = (
 )
 #: Marks the guard's command line, so a test can find (and kill) the guard of a runner.
 MARK = "app.runner.stage_guard"
+#: The guard's niceness: its start-up, which matters only once the runner died (the pipe
+#: keeps what it was told meanwhile), does not take CPU from the runner's first stages.
+GUARD_NICENESS = 19
 #: Seconds before a guard that could not be started is tried again (not at every stage).
 RESTART_PAUSE = 30.0
 
@@ -64,7 +71,23 @@ class Guarded:
     attempt: str | None = None
 
     def line(self) -> bytes:
-        return json.dumps(["+", *self.__dict__.values()]).encode() + b"\n"
+        """``+ PGID START KILL_TIMEOUT SESSION STAGE ATTEMPT``, each text hex-encoded (a
+        matrix instance's name may hold spaces) and ``-`` for none: the guard decodes it
+        with nothing but builtins, so it starts quickly."""
+        texts = [b"-" if t is None else t.encode().hex().encode() for t in self._texts()]
+        head = f"+ {self.pgid} {self.start_time} {self.kill_timeout!r} ".encode()
+        return head + b" ".join(texts) + b"\n"
+
+    def _texts(self) -> tuple[str | None, str | None, str | None]:
+        return self.session, self.stage, self.attempt
+
+    @classmethod
+    def parse(cls, fields: list[bytes]) -> Guarded:
+        pgid, start, kill_timeout, *texts = fields
+        session, stage, attempt = (
+            None if t == b"-" else bytes.fromhex(t.decode()).decode() for t in texts
+        )
+        return cls(int(pgid), int(start), float(kill_timeout), session, stage, attempt)
 
 
 class StageGuard:
@@ -105,7 +128,7 @@ class StageGuard:
             group = self._groups.get(pgid)
             if group is not None and group.start_time == start_time:
                 del self._groups[pgid]
-                self._send(json.dumps(["-", pgid]).encode() + b"\n")
+                self._send(f"- {pgid}\n".encode())
 
     @property
     def pid(self) -> int | None:
@@ -136,6 +159,8 @@ class StageGuard:
         now = time.monotonic()
         if self._failed_at is not None and now - self._failed_at < RESTART_PAUSE:
             return
+        import subprocess
+
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", _BOOT],
@@ -149,6 +174,8 @@ class StageGuard:
         except (OSError, ValueError):
             self._failed_at = now
             return
+        with contextlib.suppress(OSError):  # its start-up yields to the runner's work
+            os.setpriority(os.PRIO_PROCESS, proc.pid, GUARD_NICENESS)
         assert proc.stdin is not None
         try:
             _write_all(proc.stdin.fileno(), b"".join(g.line() for g in self._groups.values()))
@@ -187,14 +214,14 @@ def _read_groups() -> dict[int, Guarded]:
     """Follow the runner's lines until the pipe ends; the groups registered then."""
     groups: dict[int, Guarded] = {}
     for raw in sys.stdin.buffer:
+        op, *fields = raw.split() or [b""]
         try:
-            op, *fields = json.loads(raw)
-            if op == "+":
-                group = Guarded(*fields)
+            if op == b"+":
+                group = Guarded.parse(fields)
                 groups[group.pgid] = group
-            elif op == "-":
-                groups.pop(fields[0], None)
-        except (ValueError, TypeError):
+            elif op == b"-":
+                groups.pop(int(fields[0]), None)
+        except (ValueError, IndexError, UnicodeDecodeError):
             continue
     return groups
 

@@ -227,6 +227,13 @@ def test_a_stage_reaped_by_the_watcher_thread_is_never_left_guarded(
     assert not {p.pid for p in procs} & set(GUARD._groups)
 
 
+@pytest.mark.parametrize("stage", ["build", "resize[format=hi res,size=small]", "résumé – ☃", None])
+def test_a_registration_reaches_the_guard_whatever_the_stage_is_called(stage: str | None) -> None:
+    group = Guarded(4242, 123456, 2.5, "0" * 32, stage, "3")
+    op, *fields = group.line().split()
+    assert op == b"+" and Guarded.parse(fields) == group
+
+
 def _start_time(pid: int) -> int:
     start = process_start_time(pid)
     assert start is not None
