@@ -5,11 +5,11 @@ stages running on, reparented. A takeover on the same host removes them, but one
 host cannot reach them, and would run the stage a second time while the first still ran
 (docs/ARCHITECTURE.md §6). So every process that runs stages (a runner, a worker and its runner
 threads) starts this small process beside it once it holds a session: ``python -I -S``
-with nothing of vc but :mod:`app.runner.groups`, in a session of its own (a Ctrl-C in the
-runner's terminal, or a signal to the runner's process group, does not reach it), holding the
-read end of a pipe whose write end only the runner holds. The runner tells it each stage group
-it starts (a JSON line: :class:`Guarded`) and each one it reaped; what a stage leaves running
-after it exited is left alone, as the runner itself leaves it.
+(:mod:`app.runner.stage_guard_main`, builtins only until it must act), in a session of its
+own (a Ctrl-C in the runner's terminal, or a signal to the runner's process group, does not
+reach it), holding the read end of a pipe whose write end only the runner holds. The runner
+tells it each stage group it starts (a line: :meth:`Guarded.line`) and each one it reaped;
+what a stage leaves running after it exited is left alone, as the runner itself leaves it.
 
 The end of that pipe is the signal: the kernel closes it when the runner dies, however it
 died. The groups still registered then get what an abort gives them, at once and all in
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
+import subprocess
 import sys
 import threading
 import time
@@ -37,16 +37,11 @@ from app.runner.groups import (
     kill_leftover_group,
 )
 
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without its import at the guard's start
-
-if TYPE_CHECKING:  # the guard itself starts nothing: it spares the import
-    import subprocess
-
 #: The directory holding the ``app`` package: the guard imports vc's own code from there only.
 _INSTALLED_IN = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _BOOT = (
     f"import sys; sys.path.append({_INSTALLED_IN!r}); "
-    "import app.runner.stage_guard as guard; guard.main()"
+    "import app.runner.stage_guard_main as guard; guard.main()"
 )
 #: Marks the guard's command line, so a test can find (and kill) the guard of a runner.
 MARK = "app.runner.stage_guard"
@@ -72,8 +67,8 @@ class Guarded:
 
     def line(self) -> bytes:
         """``+ PGID START KILL_TIMEOUT SESSION STAGE ATTEMPT``, each text hex-encoded (a
-        matrix instance's name may hold spaces) and ``-`` for none: the guard decodes it
-        with nothing but builtins, so it starts quickly."""
+        matrix instance's name may hold spaces) and ``-`` for none: plain fields, which
+        the guard keeps with builtins alone until it must act."""
         texts = [b"-" if t is None else t.encode().hex().encode() for t in self._texts()]
         head = f"+ {self.pgid} {self.start_time} {self.kill_timeout!r} ".encode()
         return head + b" ".join(texts) + b"\n"
@@ -159,8 +154,6 @@ class StageGuard:
         now = time.monotonic()
         if self._failed_at is not None and now - self._failed_at < RESTART_PAUSE:
             return
-        import subprocess
-
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", _BOOT],
@@ -210,22 +203,6 @@ def _close(proc: subprocess.Popen[bytes] | None) -> None:
 GUARD = StageGuard()
 
 
-def _read_groups() -> dict[int, Guarded]:
-    """Follow the runner's lines until the pipe ends; the groups registered then."""
-    groups: dict[int, Guarded] = {}
-    for raw in sys.stdin.buffer:
-        op, *fields = raw.split() or [b""]
-        try:
-            if op == b"+":
-                group = Guarded.parse(fields)
-                groups[group.pgid] = group
-            elif op == b"-":
-                groups.pop(int(fields[0]), None)
-        except (ValueError, IndexError, UnicodeDecodeError):
-            continue
-    return groups
-
-
 def _strays(groups: dict[int, Guarded]) -> list[tuple[SessionProcess, float]]:
     """The processes that left the registered groups (``setsid``, a daemon's double fork),
     found by the stage and attempt their environment carries, each with its group's
@@ -241,11 +218,16 @@ def _strays(groups: dict[int, Guarded]) -> list[tuple[SessionProcess, float]]:
     return found
 
 
-def main() -> None:
-    """The guard process: wait for the runner's end, then stop what it left running."""
-    for sig in (signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
-    groups = _read_groups()
+def stop_registered(registrations: list[list[bytes]]) -> None:
+    """What the guard does once the runner's pipe ended (``stage_guard_main``): each group
+    it was told of, and what left it, as an abort stops them, all at once."""
+    groups: dict[int, Guarded] = {}
+    for fields in registrations:
+        try:
+            group = Guarded.parse(fields)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        groups[group.pgid] = group
     strays = _strays(groups)
     stoppers = [
         threading.Thread(target=kill_leftover_group, args=(g.pgid, g.start_time, g.kill_timeout))
