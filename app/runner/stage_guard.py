@@ -69,12 +69,10 @@ class Guarded:
         """``+ PGID START KILL_TIMEOUT SESSION STAGE ATTEMPT``, each text hex-encoded (a
         matrix instance's name may hold spaces) and ``-`` for none: plain fields, which
         the guard keeps with builtins alone until it must act."""
-        texts = [b"-" if t is None else t.encode().hex().encode() for t in self._texts()]
+        texts = (self.session, self.stage, self.attempt)
+        encoded = [b"-" if t is None else t.encode().hex().encode() for t in texts]
         head = f"+ {self.pgid} {self.start_time} {self.kill_timeout!r} ".encode()
-        return head + b" ".join(texts) + b"\n"
-
-    def _texts(self) -> tuple[str | None, str | None, str | None]:
-        return self.session, self.stage, self.attempt
+        return head + b" ".join(encoded) + b"\n"
 
     @classmethod
     def parse(cls, fields: list[bytes]) -> Guarded:
