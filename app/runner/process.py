@@ -385,8 +385,8 @@ class StageProcess:
         """The leader's exit hands what it left to nobody (a service stays), unless the
         runner is stopping the stage: then the guard keeps it until :meth:`terminate` is
         done with the group, so a runner killed in that wait leaves nothing running."""
-        if not self._stopping:
-            GUARD.release(self._popen.pid if self._popen else 0, self.start_time)
+        if not self._stopping and self._popen is not None:
+            GUARD.release(self._popen.pid, self.start_time)
 
     def _read(self, pipes: list[tuple[IO[bytes], str]]) -> None:
         """Reader thread body: both pipes, chunks in, batches of lines out (see class doc).

@@ -22,7 +22,6 @@ at the runner's next start or reap, and told every group still registered.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -45,9 +44,6 @@ _BOOT = (
 )
 #: Marks the guard's command line, so a test can find (and kill) the guard of a runner.
 MARK = "app.runner.stage_guard"
-#: The guard's niceness: its start-up, which matters only once the runner died (the pipe
-#: keeps what it was told meanwhile), does not take CPU from the runner's first stages.
-GUARD_NICENESS = 19
 #: Seconds before a guard that could not be started is tried again (not at every stage).
 RESTART_PAUSE = 30.0
 
@@ -97,8 +93,7 @@ class StageGuard:
         """Start the guard now on a thread of its own, while the runner claims its session,
         rather than in the first stage's start (its spawn costs a few milliseconds). A
         worker's next sessions find it running."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
+        if self.pid is not None:
             return
         threading.Thread(target=self._prepare, name="vc-stage-guard", daemon=True).start()
 
@@ -165,8 +160,6 @@ class StageGuard:
         except (OSError, ValueError):
             self._failed_at = now
             return
-        with contextlib.suppress(OSError):  # its start-up yields to the runner's work
-            os.setpriority(os.PRIO_PROCESS, proc.pid, GUARD_NICENESS)
         assert proc.stdin is not None
         try:
             _write_all(proc.stdin.fileno(), b"".join(g.line() for g in self._groups.values()))
