@@ -16,13 +16,17 @@ died. The groups still registered then get what an abort gives them, at once and
 parallel: SIGTERM and SIGCONT, SIGKILL after their ``kill_timeout``, under the rules of
 :func:`~app.runner.groups.kill_leftover_group` (a pid is signalled only while its start time
 matches), and so do the processes that left those groups. A runner that ends normally has
-reaped its stages, so its guard ends with nothing to do. A guard that died is started again
-at the runner's next start or reap, and told every group still registered.
+reaped its stages, so its guard ends with nothing to do. A guard killed while its runner
+lives is started again at once (one thread per process waits on it) and told every group
+still registered; one that stops reading (SIGSTOP) is replaced when its pipe stays full.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -46,6 +50,11 @@ _BOOT = (
 MARK = "app.runner.stage_guard"
 #: Seconds before a guard that could not be started is tried again (not at every stage).
 RESTART_PAUSE = 30.0
+#: Seconds a write waits for room in the guard's pipe. A guard that reads nothing for that
+#: long (stopped with SIGSTOP) is replaced, rather than let it block the runner.
+WRITE_TIMEOUT = 1.0
+#: The capacity asked for the guard's pipe (best effort): room for thousands of lines.
+PIPE_SIZE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -131,7 +140,7 @@ class StageGuard:
             try:
                 _write_all(proc.stdin.fileno(), line)
                 return
-            except OSError:  # it died since the poll: a new one is told everything
+            except OSError:  # it died since the poll, or reads nothing: a new one is told all
                 pass
         elif proc is not None and (proc.returncode or 0) > 0:
             self._failed_at = time.monotonic()  # it failed by itself (not killed): it would again
@@ -161,21 +170,48 @@ class StageGuard:
             self._failed_at = now
             return
         assert proc.stdin is not None
+        fd = proc.stdin.fileno()
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        os.set_blocking(fd, False)
         try:
-            _write_all(proc.stdin.fileno(), b"".join(g.line() for g in self._groups.values()))
+            _write_all(fd, b"".join(g.line() for g in self._groups.values()))
         except OSError:
             _close(proc)
             self._failed_at = now
             return
         self._failed_at = None
         self._proc = proc
+        threading.Thread(
+            target=self._replace_when_killed, args=(proc,), name="vc-stage-guard-wait", daemon=True
+        ).start()
+
+    def _replace_when_killed(self, proc: subprocess.Popen[bytes]) -> None:
+        """Wait for this guard's end; if a signal killed it while it was still this
+        process' guard, start another at once, so a long stage does not run unguarded
+        until the next start or reap. One that exited by itself (its pipe ended, or an
+        error) is left to :meth:`_send`."""
+        proc.wait()
+        with self._lock:
+            if self._proc is proc and proc.returncode < 0 and self._groups:
+                self._restart()
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    """A pipe may take a long write in parts."""
+    """Write all of ``data`` to the guard's (non-blocking) pipe, which may take it in
+    parts; raise TimeoutError (an OSError) when the pipe stays full for
+    :data:`WRITE_TIMEOUT`: the guard reads nothing."""
     view = memoryview(data)
+    deadline = time.monotonic() + WRITE_TIMEOUT
     while view:
-        view = view[os.write(fd, view) :]
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            writable = select.poll()
+            writable.register(fd, select.POLLOUT)
+            if left <= 0 or not writable.poll(left * 1000):
+                raise TimeoutError("the stage guard reads nothing") from None
 
 
 def _close(proc: subprocess.Popen[bytes] | None) -> None:

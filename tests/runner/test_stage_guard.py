@@ -134,32 +134,60 @@ def test_what_a_stage_left_running_after_it_exited_outlives_its_runners_death(
 
 
 @sqlite_only
-def test_a_guard_that_died_is_started_again_and_told_of_the_running_stages(
+def test_a_guard_killed_while_a_stage_runs_is_started_again_at_once_and_told_of_it(
     vc: Vc, store: Store, workspace: Path
 ) -> None:
+    """No other stage starts or ends meanwhile: the new guard does not wait for one."""
     text = """
         stages:
           - name: long
             run: sleep 300
-            needs: []
-          - name: short
-            run: sleep 3
-            needs: []
     """
     sid, long = _running(vc, store, workspace, text, "long")
-    store.wait_stage(sid, "short", "ACTIVE")
     runner = store.view(sid).runner_pid
     assert runner is not None
-    old_guard = guard_of(runner)
-    assert old_guard is not None
+    old_guard = wait_until(lambda: guard_of(runner), timeout=10, what="the guard")
     os.kill(old_guard, signal.SIGKILL)
-    wait_until(lambda: gone(old_guard), timeout=5, what="the guard to die")
-    # short's exit is told to the guard: a new one starts, told of long.
-    store.wait_stage(sid, "short", "COMPLETED", timeout=15)
-    new_guard = wait_until(lambda: guard_of(runner), timeout=10, what="a new guard")
+    new_guard = wait_until(
+        lambda: (g := guard_of(runner)) not in (None, old_guard) and g,
+        timeout=10,
+        what="a new guard",
+    )
     assert new_guard != old_guard
     kill_runner(store, sid, with_guard=False)
     wait_until(lambda: gone(long), timeout=10, what="the long stage to be removed")
+
+
+def test_a_guard_that_reads_nothing_is_replaced_rather_than_block_its_runner(
+    tmp_path: Path,
+) -> None:
+    """A stopped guard (SIGSTOP) would let its pipe fill and the runner's next write wait
+    for ever: it is replaced, and the new one is told of the groups still registered."""
+    guard = StageGuard()
+    proc = subprocess.Popen(["sleep", "300"], start_new_session=True, cwd=tmp_path)
+    filler = Guarded(2**23, 1, 1.0, "0" * 32, "filler", "1")  # above any pid: never signalled
+    stopped = None
+    try:
+        guard.watch(Guarded(proc.pid, _start_time(proc.pid), 1.0))
+        stopped = guard.pid
+        assert stopped is not None
+        os.kill(stopped, signal.SIGSTOP)
+        for _ in range(200_000):  # lines enough to fill the pipe many times
+            guard.watch(filler)
+            guard.release(filler.pgid, filler.start_time)
+            if guard.pid != stopped:
+                break
+        assert guard.pid not in (None, stopped)
+        wait_until(lambda: gone(stopped), timeout=5, what="the stopped guard to be gone")
+        assert guard._proc is not None and guard._proc.stdin is not None
+        guard._proc.stdin.close()  # the runner's death, to the new guard
+        assert proc.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
+        if stopped is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped, signal.SIGKILL)
 
 
 def test_the_end_of_the_guards_pipe_stops_every_group_it_was_told_of(tmp_path: Path) -> None:
