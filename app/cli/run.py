@@ -121,7 +121,8 @@ def run_command(
                 raise fail(f"could not start a runner for {sid[:12]}: {started.message}")
             print(sid)
             return 0
-        return _foreground(ctx, sid, only, view.name)
+        with _Interrupts() as interrupts:
+            return _foreground(ctx, sid, only, view.name, interrupts)
 
 
 def _run_new(
@@ -166,11 +167,15 @@ def _run_new(
     if not (queue or detach):
         # This process is the runner, which needs the ORM anyway: the session is written
         # on its connection (the driver path would add a connection and a log write of
-        # its own, for a first stage that starts no sooner).
-        with open_store() as ctx:
+        # its own, for a first stage that starts no sooner). A signal from here on pauses
+        # the session it writes, rather than leave it claimed by a process that is gone.
+        with _Interrupts() as interrupts, open_store() as ctx:
+            if interrupts.received:  # nothing written yet: nothing to pause
+                error_line("interrupted")
+                return 128 + interrupts.received[0]
             with ctx.session() as db:
                 ctx.sessions(db).insert_session(new)
-            return _foreground(ctx, new.id, only, new.name)
+            return _foreground(ctx, new.id, only, new.name, interrupts)
     with translate_errors():
         written = direct.create(settings, new)
     if not written:
@@ -203,7 +208,7 @@ def _check_runnable(view: Any, workflow_id: str) -> None:
         raise fail(why)
 
 
-def _foreground(ctx: Any, sid: str, stage: str | None, name: str) -> int:
+def _foreground(ctx: Any, sid: str, stage: str | None, name: str, interrupts: _Interrupts) -> int:
     """Run in this process with a live display; Ctrl-C (SIGINT), SIGTERM and a closed
     terminal (SIGHUP) pause the session and exit 128 + the signal (130, 143, 129: what a
     shell reports for a command the signal ended) with how to resume it. The last line
@@ -223,30 +228,14 @@ def _foreground(ctx: Any, sid: str, stage: str | None, name: str) -> int:
         only_stage=stage,
         on_update=display.update,
     )
-    received: list[int] = []
-
-    def interrupt(signum: int, _frame: object) -> None:
-        again = signum == signal.SIGINT and signal.SIGINT in received
-        received.append(signum)
-        if again:
-            runner.hurry()  # a second Ctrl-C: no waiting out kill_timeout
-        else:
-            runner.interrupt()
-
-    handlers = {
-        sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    }
+    interrupts.attach(runner)
+    runner.claim()  # a refusal (live runner elsewhere) is all the user sees
+    keep_start_up_out_of_the_collector()
+    display.start(runner)
     try:
-        runner.claim()  # a refusal (live runner elsewhere) is all the user sees
-        keep_start_up_out_of_the_collector()
-        display.start(runner)
-        try:
-            outcome = runner.run()
-        finally:
-            display.stop()
+        outcome = runner.run()
     finally:
-        for sig, previous in handlers.items():
-            signal.signal(sig, previous)
+        display.stop()
     label = f"{sid[:12]} ({clean_text(name)})"
     if outcome.code == 0:
         detail = "" if outcome.message == "completed" else f": {outcome.message}"
@@ -257,9 +246,48 @@ def _foreground(ctx: Any, sid: str, stage: str | None, name: str) -> int:
     else:
         error_line(f"session {label}: {outcome.message}")
     drain_notifications()
-    if outcome.code == 130 and received:
-        return 128 + received[0]
+    if outcome.code == 130 and interrupts.received:
+        return 128 + interrupts.received[0]
     return outcome.code
+
+
+class _Interrupts:
+    """SIGINT, SIGTERM and SIGHUP of a foreground run, caught from before its session is
+    written until the run ends: one that comes before the runner exists is kept and given
+    to it as soon as it does (the run then pauses before its first stage), so no signal
+    leaves a session claimed by a process that is gone. A second Ctrl-C hurries the stop
+    (SIGKILL at once instead of after ``kill_timeout``)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._runner: Any = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupts:
+        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+    def attach(self, runner: Any) -> None:
+        self._runner = runner
+        if self.received:
+            runner.interrupt()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        again = signum == signal.SIGINT and signal.SIGINT in self.received
+        self.received.append(signum)
+        runner = self._runner
+        if runner is None:
+            return  # given to the runner by attach
+        if again:
+            runner.hurry()  # a second Ctrl-C: no waiting out kill_timeout
+        else:
+            runner.interrupt()
 
 
 class _Display:

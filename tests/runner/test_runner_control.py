@@ -140,6 +140,45 @@ def test_ctrl_c_on_foreground_run_pauses_the_session_and_exits_130(store: Store,
     assert [(s.name, s.status) for s in view.stages] == [("nap", "PENDING"), ("after", "PENDING")]
 
 
+#: `vc flow run nap` whose Ctrl-C comes the instant its session is written, before its
+#: runner exists: the command's own code, with only the moment of the signal chosen.
+CTRL_C_AFTER_THE_INSERT = """
+import os, signal, sys
+from store.managers import FlowSessionManager
+
+insert = FlowSessionManager.insert_session
+
+def insert_then_ctrl_c(self, new):
+    row = insert(self, new)
+    os.kill(os.getpid(), signal.SIGINT)
+    return row
+
+FlowSessionManager.insert_session = insert_then_ctrl_c
+from app.main import main
+sys.argv = ["vc", "flow", "run", "nap"]
+sys.exit(main())
+"""
+
+
+def test_ctrl_c_the_instant_the_session_is_written_pauses_it_instead_of_leaving_an_orphan(
+    store: Store, nap: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    proc = subprocess.run(
+        [sys.executable, "-c", CTRL_C_AFTER_THE_INSERT],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "NO_COLOR": "1"},
+    )
+    assert proc.returncode == 130, proc.stderr
+    view = store.view(newest_session(store))
+    assert (view.status, view.reason) == ("PAUSED", "interrupted")
+    assert view.runner_pid is None and not view.orphaned
+    assert [(s.name, s.status) for s in view.stages] == [("nap", "PENDING"), ("after", "PENDING")]
+
+
 def _stderr_lines(proc: subprocess.Popen[str]) -> list[str]:
     """The lines ``proc`` writes on stderr, as they come (read in a thread)."""
     lines: list[str] = []
