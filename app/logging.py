@@ -103,6 +103,8 @@ def check_log_dir(log_dir: Path) -> Path:
     if not root.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(root))
     if not os.access(root, os.W_OK | os.X_OK):
+        if os.statvfs(root).f_flag & os.ST_RDONLY:  # where even root cannot write
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(root))
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(root))
     return root
 

@@ -204,6 +204,47 @@ def _open_sqlite(database: str) -> DirectStore | None:
     return DirectStore(connection, SQLITE, path)
 
 
+def open_read_only(url: str) -> DirectStore | None:
+    """A SQLite store on a file system mounted read-only (a backup, a snapshot, another
+    machine's disk mounted for inspection), opened for reading: the full path refuses it,
+    since it cannot keep the file private, migrate it or keep its reserve. Read as it is:
+    with its WAL when SQLite can use it there (its ``-shm`` is present), else as an
+    immutable file, which is exact once the store was closed cleanly (nothing left in a
+    WAL) and is the best that can be read otherwise. None for anything else, or a file
+    that is not a store at this code's schema revision."""
+    if not url.startswith("sqlite:///"):
+        return None
+    database = url.removeprefix("sqlite:///")
+    if not database or "?" in database or database == ":memory:":
+        return None
+    path = Path(database)
+    try:
+        if not os.statvfs(path.parent).f_flag & os.ST_RDONLY or not path.is_file():
+            return None
+    except OSError:
+        return None
+    import sqlite3
+
+    uri = path.resolve().as_uri()
+    for options in ("mode=ro", "mode=ro&immutable=1"):
+        try:
+            connection = sqlite3.connect(
+                f"{uri}?{options}", uri=True, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error:
+            continue
+        try:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error:
+            connection.close()
+            continue
+        if version != SCHEMA_VERSION:
+            connection.close()
+            return None
+        return DirectStore(connection, SQLITE, path)
+    return None
+
+
 _NO_VC_SCHEMA = """
 SELECT to_regclass('flow_sessions') IS NULL AND NOT EXISTS (
     SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -209,8 +209,19 @@ def reading(*, warned: bool = False) -> Iterator[Reader]:
 
             yield DirectReads(db, stale_after=settings.stale_after)
             return
-    from store.direct import postgresql_without_schema
+    from store.direct import open_read_only, postgresql_without_schema
 
+    read_only = open_read_only(settings.database_url)
+    if read_only is not None:  # the full path refuses a store it cannot write
+        try:
+            if not warned:
+                _warn_about(settings)
+            from store.direct_reads import DirectReads
+
+            yield DirectReads(read_only, stale_after=settings.stale_after)
+            return
+        finally:
+            read_only.close()
     database = postgresql_without_schema(settings.database_url)
     if database is not None:  # as a SQLite store not made yet: nothing is created to answer
         yield _NoStore(database, f"no vc schema in database {database} yet")
