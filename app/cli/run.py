@@ -236,6 +236,7 @@ def _foreground(ctx: Any, sid: str, stage: str | None, name: str, interrupts: _I
         outcome = runner.run()
     finally:
         display.stop()
+        interrupts.restore()  # a Ctrl-C from here (notifications still sending) ends vc
     label = f"{sid[:12]} ({clean_text(name)})"
     if outcome.code == 0:
         detail = "" if outcome.message == "completed" else f": {outcome.message}"
@@ -256,7 +257,8 @@ class _Interrupts:
     written until the run ends: one that comes before the runner exists is kept and given
     to it as soon as it does (the run then pauses before its first stage), so no signal
     leaves a session claimed by a process that is gone. A second Ctrl-C hurries the stop
-    (SIGKILL at once instead of after ``kill_timeout``)."""
+    (SIGKILL at once instead of after ``kill_timeout``). Once the run is over, the
+    signals are given back (:meth:`restore`): a Ctrl-C then ends vc at once."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -270,8 +272,13 @@ class _Interrupts:
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        self.restore()
+
+    def restore(self) -> None:
+        """Give the signals back to the handlers they had (once the run is over)."""
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
+        self._previous = {}
 
     def attach(self, runner: Any) -> None:
         self._runner = runner

@@ -16,6 +16,7 @@ import pytest
 
 from store import FlowSessionManager
 from store.identity import local_host
+from tests.receivers import Silent
 from tests.runner.runner_testkit import (
     Store,
     Vc,
@@ -177,6 +178,27 @@ def test_ctrl_c_the_instant_the_session_is_written_pauses_it_instead_of_leaving_
     assert (view.status, view.reason) == ("PAUSED", "interrupted")
     assert view.runner_pid is None and not view.orphaned
     assert [(s.name, s.status) for s in view.stages] == [("nap", "PENDING"), ("after", "PENDING")]
+
+
+def test_ctrl_c_while_the_ended_run_still_sends_its_notifications_ends_vc_at_once(
+    store: Store, workspace: Path, silent_target: Silent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's own Ctrl-C handling is over with the run: the user need not wait out a
+    target that does not answer (the session completed: exit 0)."""
+    target = silent_target.url()
+    write_workflow(
+        workspace,
+        "told",
+        f"notify: {{on: [success], to: [{target}]}}\nstages:\n  - {{name: a, run: 'true'}}\n",
+    )
+    monkeypatch.setenv("VC_NOTIFY_TIMEOUT", "60")
+    with foreground("told") as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("COMPLETED: ")
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=1)  # waiting for the target
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
 
 
 def _stderr_lines(proc: subprocess.Popen[str]) -> list[str]:
