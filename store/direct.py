@@ -258,8 +258,10 @@ def postgresql_without_schema(url: str) -> str | None:
     its search path looks, and none in a schema this role may not use, which the search
     path skips without a word): the database's name, so that a read answers as an empty
     store would and creates nothing (a mistyped URL names another program's database,
-    whose own ``alembic_version`` says nothing of vc). None for any other URL, a vc
-    schema, or a server that does not answer (the full path reports that)."""
+    whose own ``alembic_version`` says nothing of vc). None for any other URL or a vc
+    schema. A server that does not answer or refuses the connection raises the driver's
+    error (psycopg.OperationalError), which the CLI words as the full path does: the
+    full path would only wait for the server a second time to say the same."""
     if not url.startswith(("postgresql+psycopg://", "postgresql://")):
         return None
     try:
@@ -269,7 +271,7 @@ def postgresql_without_schema(url: str) -> str | None:
     conninfo = "postgresql://" + url.split("://", 1)[1]
     try:
         connection = psycopg.connect(conninfo, connect_timeout=5)
-    except (ValueError, psycopg.Error):
+    except ValueError:  # a URL the driver cannot read: the full path words it
         return None
     try:
         row = connection.execute(_NO_VC_SCHEMA).fetchone()

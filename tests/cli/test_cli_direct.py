@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.receivers import Silent
+
 from .helpers import at_gates, create_session, imported, one_error_line, run, start_stages
 
 #: What the driver path must not import (issue: answer like a native tool).
@@ -291,3 +293,22 @@ def test_log_rows_wait_for_a_store_locked_for_a_moment(
     assert _store_lines(workspace / ".vc" / "flow.db", sid) == [
         ("INFO", "workflow.session.operations", "held")
     ]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("flow", "session", "delete", "abcdef12", "--yes"),
+        ("flow", "run", "hello", "--session", "abcdef12"),
+    ],
+)
+def test_a_server_that_does_not_answer_is_waited_for_once_not_once_per_path(
+    workspace: Path, silent_target: Silent, command: tuple[str, ...]
+) -> None:
+    """The driver path's look for vc's schema meets the silence first: it says so, rather
+    than hand over to the full path, which would wait for the server a second time."""
+    url = f"postgresql+psycopg://vc@127.0.0.1:{silent_target.port}/vc"
+    result = run(*command, env={"VC_DATABASE_URL": url})
+    assert result.code == 1
+    assert one_error_line(result).endswith(": connection timeout expired")
+    assert len(silent_target.accepted) == 1
