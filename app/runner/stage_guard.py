@@ -53,6 +53,8 @@ RESTART_PAUSE = 30.0
 #: Seconds a write waits for room in the guard's pipe. A guard that reads nothing for that
 #: long (stopped with SIGSTOP) is replaced, rather than let it block the runner.
 WRITE_TIMEOUT = 1.0
+#: A guard killed this many seconds after its start died young (see _replace_when_killed).
+YOUNG = 1.0
 #: The capacity asked for the guard's pipe (best effort): room for thousands of lines.
 PIPE_SIZE = 1 << 20
 
@@ -95,6 +97,8 @@ class StageGuard:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._failed_at: float | None = None
+        #: When the last guard killed young (see :meth:`_replace_when_killed`) died.
+        self._died_young_at: float | None = None
         #: Each group still running, by pgid.
         self._groups: dict[int, Guarded] = {}
 
@@ -183,18 +187,32 @@ class StageGuard:
         self._failed_at = None
         self._proc = proc
         threading.Thread(
-            target=self._replace_when_killed, args=(proc,), name="vc-stage-guard-wait", daemon=True
+            target=self._replace_when_killed,
+            args=(proc, now),
+            name="vc-stage-guard-wait",
+            daemon=True,
         ).start()
 
-    def _replace_when_killed(self, proc: subprocess.Popen[bytes]) -> None:
+    def _replace_when_killed(self, proc: subprocess.Popen[bytes], started: float) -> None:
         """Wait for this guard's end; if a signal killed it while it was still this
         process' guard, start another at once, so a long stage does not run unguarded
         until the next start or reap. One that exited by itself (its pipe ended, or an
-        error) is left to :meth:`_send`."""
+        error) is left to :meth:`_send`. Guards that keep dying as they start (twice in a
+        row within :data:`YOUNG` seconds of their start: a crash, not a kill) are given
+        up for :data:`RESTART_PAUSE`, not started again in a loop."""
         proc.wait()
         with self._lock:
-            if self._proc is proc and proc.returncode < 0 and self._groups:
-                self._restart()
+            if self._proc is not proc or proc.returncode >= 0 or not self._groups:
+                return
+            now = time.monotonic()
+            if now - started < YOUNG:
+                if self._died_young_at is not None and now - self._died_young_at < RESTART_PAUSE:
+                    _close(proc)
+                    self._proc = None
+                    self._failed_at = now
+                    return
+                self._died_young_at = now
+            self._restart()
 
 
 def _write_all(fd: int, data: bytes) -> None:

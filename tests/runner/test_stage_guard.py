@@ -7,10 +7,12 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from app.runner import stage_guard
 from app.runner.groups import process_start_time
 from app.runner.process import StageProcess
 from app.runner.stage_guard import GUARD, Guarded, StageGuard
@@ -188,6 +190,29 @@ def test_a_guard_that_reads_nothing_is_replaced_rather_than_block_its_runner(
         if stopped is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(stopped, signal.SIGKILL)
+
+
+def test_a_guard_that_dies_as_it_starts_is_not_started_again_in_a_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A guard killed by a signal is replaced at once, but one that keeps dying as it
+    starts (a crash, here a guard whose start-up kills itself) is given up for a while
+    rather than spawned again and again."""
+    starts = tmp_path / "starts"
+    monkeypatch.setattr(
+        stage_guard,
+        "_BOOT",
+        f"import os, signal; open({str(starts)!r}, 'a').write('x'); "
+        "os.kill(os.getpid(), signal.SIGKILL)",
+    )
+    guard = StageGuard()
+    guard.watch(Guarded(2**23, 1, 1.0))  # above any pid: never signalled
+    wait_until(
+        lambda: starts.exists() and len(starts.read_text()) >= 2, timeout=10, what="a restart"
+    )
+    time.sleep(2)
+    assert len(starts.read_text()) == 2
+    assert guard.pid is None
 
 
 def test_the_end_of_the_guards_pipe_stops_every_group_it_was_told_of(tmp_path: Path) -> None:
