@@ -18,13 +18,12 @@ parallel: SIGTERM and SIGCONT, SIGKILL after their ``kill_timeout``, under the r
 matches), and so do the processes that left those groups. A runner that ends normally has
 reaped its stages, so its guard ends with nothing to do. A guard killed while its runner
 lives is started again at once (one thread per process waits on it) and told every group
-still registered; one that stops reading (SIGSTOP) is replaced when its pipe stays full.
+still registered; so is one that is stopped (SIGSTOP), and a write never waits on a guard
+that reads nothing for more than :data:`WRITE_TIMEOUT`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import select
 import subprocess
@@ -55,8 +54,6 @@ RESTART_PAUSE = 30.0
 WRITE_TIMEOUT = 1.0
 #: A guard killed this many seconds after its start died young (see _replace_when_killed).
 YOUNG = 1.0
-#: The capacity asked for the guard's pipe (best effort): room for thousands of lines.
-PIPE_SIZE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -146,8 +143,6 @@ class StageGuard:
                 return
             except OSError:  # it died since the poll, or reads nothing: a new one is told all
                 pass
-        elif proc is not None and (proc.returncode or 0) > 0:
-            self._failed_at = time.monotonic()  # it failed by itself (not killed): it would again
         self._restart()
 
     def _restart(self) -> None:
@@ -155,9 +150,12 @@ class StageGuard:
         be started) the stages run unguarded, as a takeover on this host still finds them;
         another start is tried after :data:`RESTART_PAUSE` (also when the last one exited
         by itself with an error rather than by a signal: it would again)."""
-        _close(self._proc)
+        old = self._proc
+        _close(old)
         self._proc = None
         now = time.monotonic()
+        if old is not None and (old.returncode or 0) > 0:
+            self._failed_at = now  # it failed by itself (not killed): it would again
         if self._failed_at is not None and now - self._failed_at < RESTART_PAUSE:
             return
         try:
@@ -175,8 +173,6 @@ class StageGuard:
             return
         assert proc.stdin is not None
         fd = proc.stdin.fileno()
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         os.set_blocking(fd, False)
         try:
             _write_all(fd, b"".join(g.line() for g in self._groups.values()))
@@ -187,19 +183,29 @@ class StageGuard:
         self._failed_at = None
         self._proc = proc
         threading.Thread(
-            target=self._replace_when_killed,
+            target=self._replace_when_gone,
             args=(proc, now),
             name="vc-stage-guard-wait",
             daemon=True,
         ).start()
 
-    def _replace_when_killed(self, proc: subprocess.Popen[bytes], started: float) -> None:
-        """Wait for this guard's end; if a signal killed it while it was still this
-        process' guard, start another at once, so a long stage does not run unguarded
-        until the next start or reap. One that exited by itself (its pipe ended, or an
-        error) is left to :meth:`_send`. Guards that keep dying as they start (twice in a
-        row within :data:`YOUNG` seconds of their start: a crash, not a kill) are given
-        up for :data:`RESTART_PAUSE`, not started again in a loop."""
+    def _replace_when_gone(self, proc: subprocess.Popen[bytes], started: float) -> None:
+        """Wait for this guard to stop (SIGSTOP: it would act on nothing until continued)
+        or end. Stopped, or killed by a signal, while it is still this process' guard: a
+        new one starts at once, told every group still registered, so a long stage never
+        runs unguarded until the next start or reap. One that exited by itself (its pipe
+        ended, or an error) is left to :meth:`_send`. Guards that keep dying as they
+        start (twice in a row within :data:`YOUNG` seconds of their start: a crash, not a
+        kill) are given up for :data:`RESTART_PAUSE`, not started again in a loop."""
+        try:
+            seen = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WSTOPPED | os.WNOWAIT)
+        except ChildProcessError:  # reaped by _close: replaced already
+            return
+        if seen is not None and seen.si_code == os.CLD_STOPPED:
+            with self._lock:
+                if self._proc is proc:
+                    self._restart()  # _close kills it (SIGKILL ends a stopped process)
+            return
         proc.wait()
         with self._lock:
             if self._proc is not proc or proc.returncode >= 0 or not self._groups:

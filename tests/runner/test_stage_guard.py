@@ -160,26 +160,18 @@ def test_a_guard_killed_while_a_stage_runs_is_started_again_at_once_and_told_of_
     wait_until(lambda: gone(long), timeout=10, what="the long stage to be removed")
 
 
-def test_a_guard_that_reads_nothing_is_replaced_rather_than_block_its_runner(
-    tmp_path: Path,
-) -> None:
-    """A stopped guard (SIGSTOP) would let its pipe fill and the runner's next write wait
-    for ever: it is replaced, and the new one is told of the groups still registered."""
+def test_a_stopped_guard_is_replaced_and_the_new_one_told_of_the_groups(tmp_path: Path) -> None:
+    """A guard stopped with SIGSTOP would act on nothing if its runner died: it is replaced
+    at once, without waiting for the next stage to start or end."""
     guard = StageGuard()
     proc = subprocess.Popen(["sleep", "300"], start_new_session=True, cwd=tmp_path)
-    filler = Guarded(2**23, 1, 1.0, "0" * 32, "filler", "1")  # above any pid: never signalled
     stopped = None
     try:
         guard.watch(Guarded(proc.pid, _start_time(proc.pid), 1.0))
         stopped = guard.pid
         assert stopped is not None
         os.kill(stopped, signal.SIGSTOP)
-        for _ in range(200_000):  # lines enough to fill the pipe many times
-            guard.watch(filler)
-            guard.release(filler.pgid, filler.start_time)
-            if guard.pid != stopped:
-                break
-        assert guard.pid not in (None, stopped)
+        wait_until(lambda: guard.pid not in (None, stopped), timeout=10, what="a new guard")
         wait_until(lambda: gone(stopped), timeout=5, what="the stopped guard to be gone")
         assert guard._proc is not None and guard._proc.stdin is not None
         guard._proc.stdin.close()  # the runner's death, to the new guard
@@ -190,6 +182,20 @@ def test_a_guard_that_reads_nothing_is_replaced_rather_than_block_its_runner(
         if stopped is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(stopped, signal.SIGKILL)
+
+
+def test_a_write_to_a_guard_that_reads_nothing_gives_up_rather_than_block_the_runner() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        os.set_blocking(write_end, False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(write_end, b"x" * 4096)  # a full pipe: its reader reads nothing
+        with pytest.raises(TimeoutError):
+            stage_guard._write_all(write_end, b"+ 1 2 1.0 - - -\n")
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def test_a_guard_that_dies_as_it_starts_is_not_started_again_in_a_loop(
