@@ -44,7 +44,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from store.errors import WorkflowError
-from store.names import short_repr, validate_identifier
+from store.names import param_text, short_repr, validate_identifier
 from store.text import suggest
 
 MAX_SECONDS = 10 * 365 * 86400.0
@@ -79,6 +79,27 @@ class YamlScalar(str):
         scalar = super().__new__(cls, raw)
         scalar.value = value
         return scalar
+
+
+def _plain_decimal(raw: str, *, integer: bool) -> bool:
+    """Written in digits, a sign, a point and an exponent (not for an integer), without
+    the leading zero that makes YAML 1.1 read octal."""
+    text = raw.strip()
+    digits = text.lstrip("+-")
+    if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit():
+        return False
+    return bool((INT_TEXT if integer else FLOAT_TEXT).fullmatch(text))
+
+
+def written_plainly(value: object, *, integer: bool) -> None:
+    """Refuse a number written as YAML 1.1 reads what nobody means: ``012`` as 10,
+    ``0x10`` as 16, ``1:30`` as 90, ``1_000`` as 1000. Every number of a workflow file
+    (a parameter's default, a stage's ``timeout``, ``retries`` …) is checked alike."""
+    if isinstance(value, YamlScalar) and not _plain_decimal(str(value), integer=integer):
+        raise problem(
+            f"write {'the integer' if integer else 'the number'} in plain decimal digits, "
+            f"got {describe(value)} (YAML would read it as {param_text(value.value)})"
+        )
 
 
 def typed(value: object) -> object:
@@ -142,6 +163,7 @@ def _seconds(value: object) -> float:
         raise problem(
             f"expected at most {MAX_SECONDS:.0f} seconds (ten years), got {describe(value)}"
         )
+    written_plainly(value, integer=False)
     return seconds
 
 
@@ -157,6 +179,7 @@ def count_check(maximum: int) -> Callable[[object], int]:
         number = typed(value)
         if isinstance(number, bool) or not isinstance(number, int) or number < 0:
             raise problem(f"expected an integer >= 0, got {describe(value)}")
+        written_plainly(value, integer=True)
         if number > maximum:
             raise problem(f"expected at most {maximum}, got {describe(value)}")
         return number

@@ -46,6 +46,7 @@ from store.definition_base import (
     problem,
     typed,
     validate,
+    written_plainly,
 )
 from store.errors import WorkflowError
 from store.graph import MAX_INSTANCES, is_legacy, scalar_text, stage_needs
@@ -277,6 +278,7 @@ def _at_least_one(maximum: int) -> Any:
         number = typed(value)
         if isinstance(number, bool) or not isinstance(number, int) or number < 1:
             raise problem(f"expected an integer >= 1, got {describe(value)}")
+        written_plainly(value, integer=True)
         if number > maximum:
             raise problem(f"expected at most {maximum}, got {describe(value)}")
         return number

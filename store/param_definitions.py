@@ -26,27 +26,17 @@ from store.definition_base import (
     Flag,
     ParamType,
     ParamValue,
-    YamlScalar,
     describe,
     problem,
     typed,
     validate,
+    written_plainly,
 )
 from store.errors import ParamError
 from store.names import KEY_RULE, is_variable_key, param_text
 from store.text import clean_text, listed, suggest
 
 # -- parameters -------------------------------------------------------------------------------
-
-
-def _plain_decimal(raw: str, ptype: str) -> bool:
-    """Written in digits, a sign, a point and an exponent (for a float), without the
-    leading zero that makes YAML 1.1 read octal."""
-    text = raw.strip()
-    digits = text.lstrip("+-")
-    if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit():
-        return False
-    return bool((INT_TEXT if ptype == "int" else FLOAT_TEXT).fullmatch(text))
 
 
 def _param_value(ptype: str, value: object) -> ParamValue:
@@ -70,13 +60,7 @@ def _param_value(ptype: str, value: object) -> ParamValue:
     if ptype == "float" and not (abs(inner) < 2**1024 and math.isfinite(inner)):
         # an integer past 2**1024 does not even convert to a float: as infinite as .inf
         raise problem(f"expected a finite number, got {describe(value)}")
-    if isinstance(value, YamlScalar) and not _plain_decimal(str(value), ptype):
-        # YAML 1.1 reads 012 as 10, 0x10 as 16 and 1:30 as 90: refused rather than read
-        # in a way nobody who wrote it meant.
-        raise problem(
-            f"write {'the integer' if ptype == 'int' else 'the number'} in plain decimal "
-            f"digits, got {describe(value)} (YAML would read it as {param_text(inner)})"
-        )
+    written_plainly(value, integer=ptype == "int")
     if ptype == "int":
         if not MIN_INT <= inner <= MAX_INT:
             raise problem(f"expected a 64-bit integer, got {describe(value)}")

@@ -336,6 +336,35 @@ HOSTILE: list[tuple[str, str, int | None, str | None, str]] = [
     ("retries-yes", "stages:\n  - name: a\n    retries: yes\n", 3, "stages[0].retries", "boolean"),
     ("retries-float", "stages:\n  - name: a\n    retries: 1.5\n", 3, "stages[0].retries", "1.5"),
     ("retries-huge", "stages:\n  - name: a\n    retries: 100000\n", 3, "stages[0].retries", "most"),
+    # YAML 1.1 reads these as other numbers than written: refused, as in a parameter
+    (
+        "retries-with-a-leading-zero",  # octal: 10
+        "stages:\n  - name: a\n    retries: 012\n",
+        3,
+        "stages[0].retries",
+        "write the integer in plain decimal digits, got 012 (YAML would read it as 10)",
+    ),
+    (
+        "timeout-in-sexagesimal",  # 1*60 + 30
+        "stages:\n  - name: a\n    timeout: 1:30\n",
+        3,
+        "stages[0].timeout",
+        "write the number in plain decimal digits, got 1:30 (YAML would read it as 90)",
+    ),
+    (
+        "kill-timeout-in-hex",
+        "stages:\n  - name: a\n    kill_timeout: 0x10\n",
+        3,
+        "stages[0].kill_timeout",
+        "got 0x10 (YAML would read it as 16)",
+    ),
+    (
+        "max-parallel-with-a-leading-zero",
+        "max_parallel: 04\nstages:\n  - name: a\n",
+        1,
+        "max_parallel",
+        "got 04 (YAML would read it as 4)",
+    ),
     (
         "retries-too-many-digits",
         "stages:\n  - name: a\n    retries: " + "9" * 5000 + "\n",
