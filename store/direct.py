@@ -43,6 +43,8 @@ class DirectStore:
         self.dialect = dialect
         #: The SQLite file (None on a server): its reserve is what a full disk releases.
         self.path = path
+        #: Read as it was when opened, no later change seen (:func:`open_read_only`).
+        self.snapshot = False
         self._sql: dict[str, str] = {}
 
     @property
@@ -207,15 +209,18 @@ def _open_sqlite(database: str) -> DirectStore | None:
 def open_read_only(url: str) -> DirectStore | None:
     """A SQLite store on a file system mounted read-only (a backup, a snapshot, another
     machine's disk mounted for inspection), opened for reading: the full path refuses it,
-    since it cannot keep the file private, migrate it or keep its reserve. Read as it is:
-    with its WAL when SQLite can use it there (its ``-shm`` is present), else as an
-    immutable file, which is exact once the store was closed cleanly (nothing left in a
-    WAL) and is the best that can be read otherwise. None for anything else, or a file
-    that is not a store at this code's schema revision."""
+    since it cannot keep the file private, migrate it or keep its reserve. Read with its
+    WAL when SQLite can use it there (its ``-shm`` is present: the WAL's own index, which
+    also shows what a writer elsewhere commits). Without it, the database file alone, as an
+    immutable snapshot (:attr:`DirectStore.snapshot`: what it held when opened, no later
+    change), and only when no WAL holds changes it would miss: those are refused with
+    :class:`StoreUnavailable`. None for anything else (a URL the driver path does not read
+    as SQLAlchemy does, a writable file system), or a file that is not a store at this
+    code's schema revision."""
     if not url.startswith("sqlite:///"):
         return None
     database = url.removeprefix("sqlite:///")
-    if not database or "?" in database or database == ":memory:":
+    if not database or "?" in database or "%" in database or database == ":memory:":
         return None
     path = Path(database)
     try:
@@ -226,7 +231,16 @@ def open_read_only(url: str) -> DirectStore | None:
     import sqlite3
 
     uri = path.resolve().as_uri()
-    for options in ("mode=ro", "mode=ro&immutable=1"):
+    for snapshot in (False, True):
+        if snapshot and _holds_changes(Path(f"{path}-wal")):
+            from store.errors import StoreUnavailable
+
+            raise StoreUnavailable(
+                f"cannot read {path} on a read-only file system: its latest changes are in "
+                f"{path.name}-wal, which SQLite reads only beside its -shm file; copy the "
+                "directory somewhere writable to read it"
+            )
+        options = "mode=ro&immutable=1" if snapshot else "mode=ro"
         try:
             connection = sqlite3.connect(
                 f"{uri}?{options}", uri=True, isolation_level=None, check_same_thread=False
@@ -237,12 +251,21 @@ def open_read_only(url: str) -> DirectStore | None:
             version = connection.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.Error:
             connection.close()
-            continue
+            continue  # without -shm the WAL cannot be used here: the file alone, next
         if version != SCHEMA_VERSION:
             connection.close()
             return None
-        return DirectStore(connection, SQLITE, path)
+        store = DirectStore(connection, SQLITE, path)
+        store.snapshot = snapshot
+        return store
     return None
+
+
+def _holds_changes(wal: Path) -> bool:
+    try:
+        return wal.stat().st_size > 0
+    except OSError:
+        return False
 
 
 _NO_VC_SCHEMA = """
@@ -273,6 +296,10 @@ def postgresql_without_schema(url: str) -> str | None:
         connection = psycopg.connect(conninfo, connect_timeout=5)
     except ValueError:  # a URL the driver cannot read: the full path words it
         return None
+    except psycopg.Error as exc:
+        if isinstance(exc, psycopg.OperationalError) and _read_alike(conninfo):
+            raise
+        return None  # the full path reads such a URL its own way (several hosts …)
     try:
         row = connection.execute(_NO_VC_SCHEMA).fetchone()
     except psycopg.Error:
@@ -280,6 +307,15 @@ def postgresql_without_schema(url: str) -> str | None:
     finally:
         connection.close()
     return str(row[1]) if row is not None and row[0] else None
+
+
+def _read_alike(conninfo: str) -> bool:
+    """The driver reads this URL's server as SQLAlchemy does: no ``host``, ``hostaddr`` or
+    ``port`` in its query, which SQLAlchemy turns into a list of servers of its own."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    keys = {key for key, _ in parse_qsl(urlsplit(conninfo).query)}
+    return not keys & {"host", "hostaddr", "port"}
 
 
 def _open_postgresql(conninfo: str) -> DirectStore | None:

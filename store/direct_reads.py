@@ -57,6 +57,8 @@ class DirectReads:
     def __init__(self, db: DirectStore, *, stale_after: float = STALE_AFTER) -> None:
         self.db = db
         self.stale_after = stale_after
+        #: Read as it was when opened (see :attr:`DirectStore.snapshot`).
+        self.snapshot = db.snapshot
 
     def resolve_session_id(self, session_id: str) -> str:
         try:

@@ -32,7 +32,11 @@ if TYPE_CHECKING:
 
 
 class Reader(Protocol):
-    """The reads of the session commands, by either path."""
+    """The reads of the session commands, by either path. ``snapshot``: the store is read
+    as it was when opened (a read-only file system, :func:`store.direct.open_read_only`):
+    nothing later will be seen."""
+
+    snapshot: bool
 
     def resolve_session_id(self, session_id: str) -> str: ...
 
@@ -66,6 +70,8 @@ class Reader(Protocol):
 
 class _OrmReads:
     """:class:`Reader` through the managers and :mod:`store.queries` (the full path)."""
+
+    snapshot = False
 
     def __init__(self, ctx: Any, session: Any) -> None:
         self.ctx = ctx
@@ -122,6 +128,8 @@ class _NoStore:
     """:class:`Reader` of a SQLite store that does not exist yet: a read (a session list,
     a status) answers as an empty store would, and creates nothing (a command run in the
     wrong directory, or with a mistyped ``VC_HOME``, leaves no ``.vc`` behind)."""
+
+    snapshot = False
 
     def __init__(self, path: str, nowhere: str | None = None) -> None:
         self.path = path

@@ -673,6 +673,12 @@ def logs_cmd(
         view = reader.session_view(sid)
         if view is None:  # a full id is not looked up by the resolver
             raise fail(f"no session matches {session_id!r}")
+        if follow and reader.snapshot and view.status not in ("COMPLETED", "FAILED"):
+            raise fail(
+                f"cannot follow session {sid[:12]}: its store is on a read-only file system "
+                "and is read as it was when opened, so no later line would show (leave out "
+                "--follow)"
+            )
         stages = None
         if stage is not None:  # a matrix stage's name means all its instances
             from store.graph import stage_of

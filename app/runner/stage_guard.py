@@ -182,12 +182,16 @@ class StageGuard:
             return
         self._failed_at = None
         self._proc = proc
-        threading.Thread(
+        waiter = threading.Thread(
             target=self._replace_when_gone,
             args=(proc, now),
             name="vc-stage-guard-wait",
             daemon=True,
-        ).start()
+        )
+        try:
+            waiter.start()
+        except RuntimeError:  # no thread to be had: the guard works, replaced at a write
+            pass
 
     def _replace_when_gone(self, proc: subprocess.Popen[bytes], started: float) -> None:
         """Wait for this guard to stop (SIGSTOP: it would act on nothing until continued)
@@ -195,8 +199,9 @@ class StageGuard:
         new one starts at once, told every group still registered, so a long stage never
         runs unguarded until the next start or reap. One that exited by itself (its pipe
         ended, or an error) is left to :meth:`_send`. Guards that keep dying as they
-        start (twice in a row within :data:`YOUNG` seconds of their start: a crash, not a
-        kill) are given up for :data:`RESTART_PAUSE`, not started again in a loop."""
+        start (two deaths within :data:`YOUNG` seconds of their start, the second within
+        :data:`RESTART_PAUSE` of the first: a crash, not a kill) are given up for
+        :data:`RESTART_PAUSE`, not started again in a loop; a write tries again after it."""
         try:
             seen = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WSTOPPED | os.WNOWAIT)
         except ChildProcessError:  # reaped by _close: replaced already

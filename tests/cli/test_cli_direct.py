@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import make_url
 
+from tests.conftest import PG_URL
 from tests.receivers import Silent
 
 from .helpers import at_gates, create_session, imported, one_error_line, run, start_stages
@@ -312,3 +314,23 @@ def test_a_server_that_does_not_answer_is_waited_for_once_not_once_per_path(
     assert result.code == 1
     assert one_error_line(result).endswith(": connection timeout expired")
     assert len(silent_target.accepted) == 1
+
+
+@pytest.mark.skipif(not PG_URL, reason="PostgreSQL suite: set VC_TEST_DATABASE_URL to run it")
+def test_a_url_naming_several_servers_is_left_to_the_full_path(workspace: Path) -> None:
+    """SQLAlchemy reads ``?host=A:PORT&host=B:PORT`` as a list of servers, the driver does
+    not: the driver path's failure to read it is not the answer."""
+    base = make_url(PG_URL)
+    url = base.set(host=None, port=None).update_query_pairs(
+        [("host", f"{base.host}:{base.port or 5432}"), ("host", "127.0.0.1:1")]
+    )
+    result = run(
+        "flow",
+        "session",
+        "delete",
+        "abcdef12",
+        "--yes",
+        env={"VC_DATABASE_URL": url.render_as_string(hide_password=False)},
+    )
+    assert result.code == 1
+    assert one_error_line(result) == "vc: error: no session matches 'abcdef12'"
