@@ -143,10 +143,11 @@ def _read_only_mount_works() -> bool:
     not _read_only_mount_works(),
     reason="needs root and mount namespaces (unshare -m) to mount the workspace read-only",
 )
-def test_a_store_on_a_read_only_file_system_is_refused_naming_it_not_permissions(
+def test_a_change_to_a_store_on_a_read_only_file_system_is_refused_naming_it_not_permissions(
     workspace: Path,
 ) -> None:
-    """Root cannot write there either: 'permission denied' would send the user to chmod."""
+    """Root cannot write there either: 'permission denied' would send the user to chmod.
+    (Reads of such a store answer: tests/cli/test_cli_read_only.py.)"""
     import shlex
     import subprocess
     import sys
@@ -156,7 +157,9 @@ def test_a_store_on_a_read_only_file_system_is_refused_naming_it_not_permissions
     assert run_vc("flow", "session", "create", "hello").returncode == 0
     ws = shlex.quote(str(workspace))
     vc = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "app.main"))
-    script = f"mount --bind {ws} {ws} && mount -o remount,bind,ro {ws} && {vc} flow session list"
+    script = (
+        f"mount --bind {ws} {ws} && mount -o remount,bind,ro {ws} && {vc} flow session create hello"
+    )
     result = subprocess.run(
         ["unshare", "-m", "sh", "-c", script],
         capture_output=True,
@@ -166,4 +169,4 @@ def test_a_store_on_a_read_only_file_system_is_refused_naming_it_not_permissions
         timeout=60,
     )
     line = _one_line_refusal(result)
-    assert line.endswith("flow.db: read-only file system"), line
+    assert line.endswith(": read-only file system"), line
