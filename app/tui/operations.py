@@ -138,6 +138,10 @@ def _with_runner(ctx: Any, session_id: str, note: str) -> str | Done:
     besides ``note``, worded as the CLI's error line."""
     from app.runner.launch import ensure_runner
 
+    if ctx.logging is not None:
+        # The change's line in the store before anything else is done: its runner, woken
+        # by the change, logs what it does next after it (the session's log keeps order).
+        ctx.logging.flush(timeout=5.0)
     started = ensure_runner(ctx, session_id)
     if started is None:
         return note
