@@ -37,10 +37,13 @@ class Context:
 
     def sessions(self, db: Session) -> FlowSessionManager:
         """The session manager the commands use: its operations are published through a
-        :class:`FlowStatusIntegration` (whose traffic is integration.log's content)."""
+        :class:`FlowStatusIntegration` (whose traffic is integration.log's content), and
+        their log records are stored with them (``log_in_transaction``)."""
         from store import FlowSessionManager, FlowStatusIntegration
 
-        return FlowSessionManager(db, integration=FlowStatusIntegration(db))
+        return FlowSessionManager(
+            db, integration=FlowStatusIntegration(db), log_in_transaction=True
+        )
 
 
 @contextmanager

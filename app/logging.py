@@ -413,6 +413,9 @@ class Logging:
         except ValueError:
             pass
         if self.mirror is not None:
+            from store.changes import enable_logging, logging_enabled
+
+            enable_logging(logging_enabled(), in_store=False)
             self.mirror.close()
         self.files.close()
 
@@ -506,13 +509,14 @@ def setup_logging(log_dir: Path, session_factory: Any | None = None) -> Logging:
                 files.write("integration.log", line)
             if session_id and _SAFE_ID.match(session_id) and session_id not in forgotten:
                 files.write_session(session_id, line)
-                if mirror is not None:
+                # "stored": written with the change it tells of (store.changes).
+                if mirror is not None and not extra.get("stored"):
                     mirror.add(LogLines(session_id, at, level, category, stage, (text,)))
         except Exception as exc:
             warn_once(exc)
 
     logger.remove()
-    enable_logging()
+    enable_logging(in_store=mirror is not None)
     handler_id = logger.add(sink, level="DEBUG", format="{message}", catch=True)
     result = Logging(files, mirror, handler_id)
     result.forgotten = forgotten

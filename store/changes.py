@@ -21,6 +21,8 @@ are what give a lease, and are not conditioned on one.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +38,12 @@ from store.liveness import stale_after_of
 from store.models import FlowEvent, FlowSession, StageInstance
 from store.records import (
     EVENT_COLUMNS,
+    INTEGRATION_CATEGORY,
     MAX_RETRIES,
     MIN_PREFIX,
+    LogLines,
     SessionChange,
+    change_lines,
     checked_id,
     integration_text,
     operation_text,
@@ -131,13 +136,17 @@ class StageMove:
 
 
 _logging_enabled = False
+_lines_in_store = False
 
 
-def enable_logging(enabled: bool = True) -> None:
+def enable_logging(enabled: bool = True, *, in_store: bool = False) -> None:
     """Log every operation through loguru (categories of docs/ARCHITECTURE.md §7); off for
-    library use."""
-    global _logging_enabled
+    library use. ``in_store``: the application also keeps the records in the store's log
+    table; a manager made with ``log_in_transaction`` then writes its changes' records
+    itself, in their transaction (:meth:`ManagerBase._commit_logged`)."""
+    global _logging_enabled, _lines_in_store
     _logging_enabled = enabled
+    _lines_in_store = enabled and in_store
 
 
 def logging_enabled() -> bool:
@@ -163,8 +172,12 @@ class ManagerBase:
         integration: Any | None = None,
         stale_after: float | None = None,
         lease: Lease | None = None,
+        log_in_transaction: bool = False,
     ) -> None:
         self.session = session
+        #: A person's command: its changes' log records are committed with them (see
+        #: :meth:`_commit_logged`).
+        self.log_in_transaction = log_in_transaction
         #: With a lease, every write of this manager is conditioned on it (the module doc)
         #: and is for that session only; set once the runner's claim gave it.
         self.lease = lease
@@ -268,15 +281,56 @@ class ManagerBase:
         )
         cursor.close()
 
-    def _committed(self, change: SessionChange, category: str) -> SessionChange:
-        """After commit: log the operation and tell subscribers."""
+    def _stores_lines(self) -> bool:
+        return self.log_in_transaction and _lines_in_store and self.lease is None
+
+    def _insert_lines(self, logged: Sequence[tuple[SessionChange, str]]) -> None:
+        """The store's log records of ``logged`` (each change with its category), written in
+        the open transaction: what the loguru sink would mirror for them later."""
+        from store.log_ingest import insert_log_lines
+
+        with_integration = bool(getattr(self.integration, "logs_changes", False))
+        now = time.time()
+        insert_log_lines(
+            self._conn(),
+            [
+                LogLines(sid, now, level, category, stage, (text,))
+                for level, category, sid, stage, text in change_lines(
+                    logged, self.actor, self.host, self.pid
+                )
+                if with_integration or category != INTEGRATION_CATEGORY
+            ],
+        )
+
+    def _commit_logged(self, logged: Sequence[tuple[SessionChange, str]]) -> None:
+        """Commit, then log ``logged`` (:meth:`_committed`). A person's change
+        (``log_in_transaction``) writes its store records in its own transaction: a runner
+        it wakes (an approval, a resume) then logs what it does next after them, however
+        the two processes' log writers are scheduled. A runner's changes (leased) keep the
+        log mirror's batches: its records are ordered by its own single writer."""
+        stored = bool(logged) and self._stores_lines()
+        if stored:
+            self._insert_lines(logged)
+        self.session.commit()
+        for change, category in logged:
+            self._committed(change, category, stored=stored)
+
+    def _committed(
+        self, change: SessionChange, category: str, *, stored: bool = False
+    ) -> SessionChange:
+        """After commit: log the operation and tell subscribers. ``stored``: its store
+        records were written with it, so the loguru sink writes the files only."""
         if self.integration is not None:
-            self.integration.publish(change)
+            if stored and getattr(self.integration, "logs_changes", False):
+                with _op_logger().contextualize(stored=True):
+                    self.integration.publish(change)
+            else:
+                self.integration.publish(change)
         if not _logging_enabled:
             return change
-        _op_logger().bind(category=category, session_id=change.session_id, stage=change.stage).info(
-            operation_text(change, self.actor, self.host, self.pid)
-        )
+        _op_logger().bind(
+            category=category, session_id=change.session_id, stage=change.stage, stored=stored
+        ).info(operation_text(change, self.actor, self.host, self.pid))
         return change
 
     def resolve_session_id(self, session_id: str) -> str:

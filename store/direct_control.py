@@ -30,10 +30,12 @@ from store.identity import local_host, local_user
 from store.liveness import STALE_AFTER, awaits_worker, is_orphaned, runner_lost
 from store.records import (
     EVENT_COLUMNS,
+    INSERT_LOGS,
     MAX_RETRIES,
     SESSION_CATEGORY,
     STAGE_CATEGORY,
     SessionChange,
+    change_lines,
     refusal,
 )
 from store.stage_moves import MovePlan, MoveRequest, StageState, plan_stage_move
@@ -117,15 +119,23 @@ class Outcome:
     #: The runner the session recorded when the change was made (host, pid, heartbeat):
     #: whether it answers is the caller's to tell.
     runner: tuple[str | None, int | None, float | None] = (None, None, None)
+    #: The log records of ``logged`` were committed with them (``log_in_transaction``).
+    stored: bool = False
 
 
 class DirectControl:
     """The user's state changes over one :class:`DirectStore`. ``stale_after``: seconds
     after which a runner's heartbeat counts as stale (``VC_STALE_AFTER``)."""
 
-    def __init__(self, db: DirectStore, *, stale_after: float = STALE_AFTER) -> None:
+    def __init__(
+        self, db: DirectStore, *, stale_after: float = STALE_AFTER, log_in_transaction: bool = False
+    ) -> None:
         self.db = db
         self.stale_after = stale_after
+        #: Write the changes' log records in their transaction, as a command's manager
+        #: does on the full path (``store.changes.ManagerBase._commit_logged``, which says
+        #: why); ``Outcome.stored`` then says they are in the store.
+        self.log_in_transaction = log_in_transaction
         self.actor = local_user()
         self.host = local_host()
         self.pid = os.getpid()
@@ -187,6 +197,8 @@ class DirectControl:
                 if outcome is None:
                     db.rollback()
                     continue
+                if self.log_in_transaction:
+                    self._insert_lines(outcome)
                 self._commit(sid, op)
             except BaseException:
                 db.rollback()
@@ -293,6 +305,19 @@ class DirectControl:
         )
 
     # -- parts ----------------------------------------------------------------------------
+
+    def _insert_lines(self, outcome: Outcome) -> None:
+        now = time.time()
+        self.db.insert_many(
+            INSERT_LOGS,
+            [
+                (sid, now, level, category, stage, text.replace("\x00", "\\x00"))
+                for level, category, sid, stage, text in change_lines(
+                    outcome.logged, self.actor, self.host, self.pid
+                )
+            ],
+        )
+        outcome.stored = True
 
     def _commit(self, sid: str, op: SessionOp) -> None:
         commit_once(self.db, f"the {op.value} of session {sid[:12]}", sid)

@@ -26,6 +26,10 @@ CATEGORY = INTEGRATION_CATEGORY
 
 
 class FlowStatusIntegration:
+    #: Its line of a change is one of the records :func:`store.records.change_lines`
+    #: gives (a manager writing its records in the change's transaction writes it too).
+    logs_changes = True
+
     def __init__(self, session: Session) -> None:
         self.session = session
 

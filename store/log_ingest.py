@@ -1,7 +1,8 @@
 """Log ingestion: a stage's output lines into ``log_records``, in bulk.
 
 The hot path of stage output (hundreds of thousands of lines per second): the log mirror
-batches what stages print and hands it here. Nothing else in the store writes log records.
+batches what stages print and hands it here; a person's change writes its own lines in its
+transaction (``store.changes.ManagerBase``). Nothing else in the store writes log records.
 """
 
 from __future__ import annotations
@@ -59,14 +60,19 @@ def append_log_lines(session: Session, groups: Sequence[LogLines]) -> None:
     """
     if not groups:
         return
-    conn = session.connection()
+    insert_log_lines(session.connection(), groups)
+    session.commit()
+
+
+def insert_log_lines(conn: Connection, groups: Sequence[LogLines]) -> None:
+    """:func:`append_log_lines` inside the caller's transaction, which commits them (with
+    the change they tell of, see ``store.changes.ManagerBase``)."""
     if conn.dialect.name == "postgresql":
         driver = conn.connection.driver_connection
         assert driver is not None
         with driver.cursor() as cursor, cursor.copy(_COPY_LOGS) as copy:
             for sid, at, level, category, stage, texts in groups:
                 copy.write(_copy_block(sid, at, level, category, stage, _without_nul(texts)))
-        session.commit()
         return
     marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     placeholders = ", ".join([marker] * (len(_LOG_COLUMNS) - 1))
@@ -94,7 +100,6 @@ def append_log_lines(session: Session, groups: Sequence[LogLines]) -> None:
         single.extend((sid, at, level, category, stage, text) for text in _without_nul(texts))
     if single:
         _insert_rows(conn, single, marker)
-    session.commit()
 
 
 def _copy_escape(value: str) -> str:
@@ -154,4 +159,4 @@ def append_logs(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
     )
 
 
-__all__ = ["LogLines", "append_log_lines", "append_logs"]
+__all__ = ["LogLines", "append_log_lines", "append_logs", "insert_log_lines"]

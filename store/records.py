@@ -116,6 +116,13 @@ def integration_text(change: SessionChange) -> str:
     )
 
 
+#: The insert of log rows on the driver path (qmark style), as :mod:`store.log_ingest`
+#: makes them.
+INSERT_LOGS = (
+    "INSERT INTO log_records (session_id, at, level, category, stage, text) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
 #: One log record of a change: level, category, session id, stage, text.
 LogLine = tuple[str, str, str, "str | None", str]
 

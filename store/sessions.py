@@ -200,14 +200,19 @@ class SessionOperations(ManagerBase):
                     actor=actor,
                     integration=self.integration,
                     stale_after=self.stale_after,
+                    log_in_transaction=self.log_in_transaction,
                 )
             at = new.session["created_at"]
             makers[actor]._event(
                 conn, change.session_id, change.op, change.from_status, change.to_status, at
             )
+        stored = self._stores_lines()
+        if stored:
+            for change, actor in new.changes:
+                makers[actor]._insert_lines([(change, self.CATEGORY)])
         self.session.commit()
         for change, actor in new.changes:
-            makers[actor]._committed(change, self.CATEGORY)
+            makers[actor]._committed(change, self.CATEGORY, stored=stored)
         row = dict(new.session)
         row["meta"] = row.pop("metadata")
         return FlowSession(**row)
@@ -337,11 +342,10 @@ class SessionOperations(ManagerBase):
                 continue
             side = None if after is None else after(conn, sid, now)
             self._event(conn, sid, op, cur.status, target, now, reason)
-            self.session.commit()
-            if side is not None:
-                self._committed(side, STAGE_CATEGORY)
             change = SessionChange(sid, op, cur.status, target, cur.version + 1, reason)
-            return self._committed(change, self.CATEGORY)
+            logged = [(side, STAGE_CATEGORY)] if side is not None else []
+            self._commit_logged([*logged, (change, self.CATEGORY)])
+            return change
         raise ConcurrentModification(f"session {sid[:12]} is changing too fast; try again")
 
     def pause(
@@ -455,14 +459,11 @@ class SessionOperations(ManagerBase):
                 continue
             if resumes:
                 self._event(conn, sid, SessionOp.RESUME, cur.status, target, now)
-            self.session.commit()
-            self._committed(passed, STAGE_CATEGORY)
             change = SessionChange(sid, op, cur.status, target, cur.version + 1, stage=name)
+            told = change
             if resumes:
-                resumed = SessionChange(sid, SessionOp.RESUME, cur.status, target, change.version)
-                self._committed(resumed, self.CATEGORY)
-            else:
-                self._committed(change, self.CATEGORY)
+                told = SessionChange(sid, SessionOp.RESUME, cur.status, target, change.version)
+            self._commit_logged([(passed, STAGE_CATEGORY), (told, self.CATEGORY)])
             return change
         raise ConcurrentModification(f"session {sid[:12]} is changing too fast; try again")
 

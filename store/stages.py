@@ -167,10 +167,15 @@ class StageManager(ManagerBase):
         self.session.add(stage)
         self.session.flush()
         self._event(conn, sid, "stage.create", None, StageStatus.PENDING, now, stage=stage_name)
-        self.session.commit()
-        self._committed(
-            SessionChange(sid, "stage.create", None, StageStatus.PENDING, 0, stage=stage_name),
-            self.CATEGORY,
+        self._commit_logged(
+            [
+                (
+                    SessionChange(
+                        sid, "stage.create", None, StageStatus.PENDING, 0, stage=stage_name
+                    ),
+                    self.CATEGORY,
+                )
+            ]
         )
         return stage
 
@@ -392,9 +397,7 @@ class StageManager(ManagerBase):
                 request.error,
                 stage=current.name,
             )
-        self.session.commit()
-        if started is not None:
-            self._committed(started, SESSION_CATEGORY)
+        logged = [(started, SESSION_CATEGORY)] if started is not None else []
         if plan.event is not None:
             change = SessionChange(
                 current.session_id,
@@ -405,7 +408,8 @@ class StageManager(ManagerBase):
                 request.error,
                 stage=current.name,
             )
-            self._committed(change, self.CATEGORY)
+            logged.append((change, self.CATEGORY))
+        self._commit_logged(logged)
         return StageMove(
             stage_id,
             current.session_id,

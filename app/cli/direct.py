@@ -251,7 +251,7 @@ def operation(op: str, session_id: str, gate: str | None = None) -> Outcome | No
     with _opened(settings, warn=True, writes=True) as db:
         if db is None:
             return None
-        control = DirectControl(db, stale_after=settings.stale_after)
+        control = DirectControl(db, stale_after=settings.stale_after, log_in_transaction=True)
         plain = {"pause": control.pause, "resume": control.resume, "abort": control.abort}
         # A driver error from here on is the store's answer (locked past the busy timeout,
         # the server gone): the full path would wait for the same answer again, so it is
@@ -307,10 +307,12 @@ def _opened(
 def _log_changes(
     settings: Settings, db: DirectStore, outcome: Outcome, actor: str, host: str, pid: int
 ) -> None:
-    """The lines the full path's loguru sinks write for these changes."""
+    """The lines the full path's loguru sinks write for these changes (in the files only
+    when the change stored them itself)."""
     from store.records import change_lines
 
-    write_log(settings, change_lines(outcome.logged, actor, host, pid), db)
+    lines = change_lines(outcome.logged, actor, host, pid)
+    write_log(settings, lines, None if outcome.stored else db)
 
 
 def write_log(settings: Settings, records: Sequence[LogLine], db: DirectStore | None) -> None:
@@ -337,25 +339,18 @@ def write_log(settings: Settings, records: Sequence[LogLine], db: DirectStore | 
         _mirror(db, rows)
 
 
-#: The insert of log rows, as the full path's ``store.log_ingest`` makes them.
-_INSERT_LOGS = (
-    "INSERT INTO log_records (session_id, at, level, category, stage, text) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
-
-
 def _mirror(db: DirectStore, rows: Sequence[tuple[str, float, str, str, str | None, str]]) -> None:
     """Store the rows through the full path's own mirror (app.log_mirror): a store that is
     away for a moment is retried, a full disk gives way to the state and leaves a note
     saying how many lines are missing, and what cannot be stored is one warning."""
     from app.log_mirror import StoreMirror
-    from store.records import LogLines
+    from store.records import INSERT_LOGS, LogLines
 
     def write_batch(groups: Sequence[LogLines]) -> None:
         try:
             db.write()
             db.insert_many(
-                _INSERT_LOGS,
+                INSERT_LOGS,
                 [
                     (g.session_id, g.at, g.level, g.category, g.stage, t.replace("\x00", "\\x00"))
                     for g in groups

@@ -47,12 +47,16 @@ class Done:
 
 def manager(db: Any) -> Any:
     """The session manager of every dashboard operation: events say it came from the TUI,
-    and transitions are published like the CLI's (integration.log)."""
+    transitions are published like the CLI's (integration.log), and their log records are
+    stored with them, as the CLI's are."""
     from store import FlowSessionManager, FlowStatusIntegration
     from store.identity import local_user
 
     return FlowSessionManager(
-        db, actor=f"{local_user()} (tui)", integration=FlowStatusIntegration(db)
+        db,
+        actor=f"{local_user()} (tui)",
+        integration=FlowStatusIntegration(db),
+        log_in_transaction=True,
     )
 
 
@@ -138,10 +142,6 @@ def _with_runner(ctx: Any, session_id: str, note: str) -> str | Done:
     besides ``note``, worded as the CLI's error line."""
     from app.runner.launch import ensure_runner
 
-    if ctx.logging is not None:
-        # The change's line in the store before anything else is done: its runner, woken
-        # by the change, logs what it does next after it (the session's log keeps order).
-        ctx.logging.flush(timeout=5.0)
     started = ensure_runner(ctx, session_id)
     if started is None:
         return note
