@@ -284,23 +284,34 @@ class ManagerBase:
     def _stores_lines(self) -> bool:
         return self.log_in_transaction and _lines_in_store and self.lease is None
 
-    def _insert_lines(self, logged: Sequence[tuple[SessionChange, str]]) -> None:
-        """The store's log records of ``logged`` (each change with its category), written in
-        the open transaction: what the loguru sink would mirror for them later."""
-        from store.log_ingest import insert_log_lines
-
+    def _log_rows(self, logged: Sequence[tuple[SessionChange, str]]) -> list[LogLines]:
+        """The store's log records of ``logged`` (each change with its category): what the
+        loguru sink would mirror for them."""
         with_integration = bool(getattr(self.integration, "logs_changes", False))
         now = time.time()
-        insert_log_lines(
-            self._conn(),
-            [
-                LogLines(sid, now, level, category, stage, (text,))
-                for level, category, sid, stage, text in change_lines(
-                    logged, self.actor, self.host, self.pid
-                )
-                if with_integration or category != INTEGRATION_CATEGORY
-            ],
-        )
+        return [
+            LogLines(sid, now, level, category, stage, (text,))
+            for level, category, sid, stage, text in change_lines(
+                logged, self.actor, self.host, self.pid
+            )
+            if with_integration or category != INTEGRATION_CATEGORY
+        ]
+
+    def _rows_stored(self, rows: Sequence[LogLines]) -> bool:
+        """Write ``rows`` in the open transaction, under a savepoint: on a full disk they
+        give way to the change (False: the log mirror then stores them, or notes them as
+        missing), as the mirror's own lines do (:mod:`store.space`)."""
+        from store.log_ingest import insert_log_lines
+        from store.space import is_disk_full
+
+        try:
+            with self.session.begin_nested():
+                insert_log_lines(self._conn(), rows)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            return False
+        return True
 
     def _commit_logged(self, logged: Sequence[tuple[SessionChange, str]]) -> None:
         """Commit, then log ``logged`` (:meth:`_committed`). A person's change
@@ -308,9 +319,7 @@ class ManagerBase:
         it wakes (an approval, a resume) then logs what it does next after them, however
         the two processes' log writers are scheduled. A runner's changes (leased) keep the
         log mirror's batches: its records are ordered by its own single writer."""
-        stored = bool(logged) and self._stores_lines()
-        if stored:
-            self._insert_lines(logged)
+        stored = bool(logged) and self._stores_lines() and self._rows_stored(self._log_rows(logged))
         self.session.commit()
         for change, category in logged:
             self._committed(change, category, stored=stored)

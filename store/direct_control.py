@@ -307,16 +307,27 @@ class DirectControl:
     # -- parts ----------------------------------------------------------------------------
 
     def _insert_lines(self, outcome: Outcome) -> None:
+        """The log records of the outcome's changes, in its transaction, under a savepoint:
+        on a full disk they give way to the change (``outcome.stored`` stays False, and
+        the caller's log mirror stores them or notes them as missing)."""
+        from store.space import is_disk_full
+
         now = time.time()
-        self.db.insert_many(
-            INSERT_LOGS,
-            [
-                (sid, now, level, category, stage, text.replace("\x00", "\\x00"))
-                for level, category, sid, stage, text in change_lines(
-                    outcome.logged, self.actor, self.host, self.pid
-                )
-            ],
-        )
+        rows = [
+            (sid, now, level, category, stage, text.replace("\x00", "\\x00"))
+            for level, category, sid, stage, text in change_lines(
+                outcome.logged, self.actor, self.host, self.pid
+            )
+        ]
+        self.db.changed("SAVEPOINT change_lines")
+        try:
+            self.db.insert_many(INSERT_LOGS, rows)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            self.db.changed("ROLLBACK TO SAVEPOINT change_lines")
+            return
+        self.db.changed("RELEASE SAVEPOINT change_lines")
         outcome.stored = True
 
     def _commit(self, sid: str, op: SessionOp) -> None:

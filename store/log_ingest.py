@@ -1,8 +1,9 @@
 """Log ingestion: a stage's output lines into ``log_records``, in bulk.
 
 The hot path of stage output (hundreds of thousands of lines per second): the log mirror
-batches what stages print and hands it here; a person's change writes its own lines in its
-transaction (``store.changes.ManagerBase``). Nothing else in the store writes log records.
+batches what stages print and hands it here, and a person's change its own lines, in its
+transaction (``store.changes.ManagerBase``; on the driver path, ``store.direct_control``
+writes them with the same columns).
 """
 
 from __future__ import annotations

@@ -206,10 +206,13 @@ class SessionOperations(ManagerBase):
             makers[actor]._event(
                 conn, change.session_id, change.op, change.from_status, change.to_status, at
             )
-        stored = self._stores_lines()
-        if stored:
-            for change, actor in new.changes:
-                makers[actor]._insert_lines([(change, self.CATEGORY)])
+        stored = self._stores_lines() and self._rows_stored(
+            [
+                row
+                for change, actor in new.changes
+                for row in makers[actor]._log_rows([(change, self.CATEGORY)])
+            ]
+        )
         self.session.commit()
         for change, actor in new.changes:
             makers[actor]._committed(change, self.CATEGORY, stored=stored)

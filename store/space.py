@@ -7,8 +7,9 @@ file of :data:`RESERVE_BYTES` next to the database (``<db>-reserve``), created w
 is room. A runner whose state write fails because the disk is full releases it (deletes
 it) and writes again, into the room it made; log rows never do: they give way first (the
 log mirror holds them back while the disk is full, and writes a note where they are
-missing). Whoever opens the store later, or the log mirror once there is room again,
-creates the reserve anew.
+missing; a person's change that writes its records itself drops them to a savepoint and
+hands them to the mirror, ``store.changes.ManagerBase._rows_stored``). Whoever opens the
+store later, or the log mirror once there is room again, creates the reserve anew.
 
 Log writers resume only once :func:`has_room` (:data:`ROOM_AGAIN` free), so that what
 they write next cannot at once eat the room the reserve needs. For the same reason, once a

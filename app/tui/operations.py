@@ -22,7 +22,8 @@ dashboard has no second command to finish the job with:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,12 +61,23 @@ def manager(db: Any) -> Any:
     )
 
 
+@contextmanager
+def _changing(ctx: Any) -> Iterator[Any]:
+    """A store session for a change, once what this process logged before it is stored:
+    the change writes its own log records with it (``store.changes``), so a line still
+    queued from the key before (a runner-gone warning) would otherwise land after it."""
+    if ctx.logging is not None:
+        ctx.logging.flush(timeout=5.0)
+    with ctx.factory() as db:
+        yield db
+
+
 def _short(session_id: str) -> str:
     return session_id[:12]
 
 
 def pause(ctx: Any, session_id: str) -> str:
-    with ctx.factory() as db:
+    with _changing(ctx) as db:
         try:
             change = manager(db).pause(session_id)
         except InvalidTransition as refused:
@@ -101,7 +113,7 @@ def resume(ctx: Any, session_id: str) -> str | Done:
     one (:func:`_with_runner`)."""
     from store.errors import InvalidTransition
 
-    with ctx.factory() as db:
+    with _changing(ctx) as db:
         try:
             change = manager(db).resume(session_id)
         except InvalidTransition as exc:
@@ -118,7 +130,7 @@ def approve(ctx: Any, session_id: str, under_cursor: str | None = None) -> str |
     passes; with the cursor on none of them it is refused, naming them."""
     from store.errors import GateRefused
 
-    with ctx.factory() as db:
+    with _changing(ctx) as db:
         mgr = manager(db)
         try:
             change = mgr.approve(session_id)
@@ -180,7 +192,7 @@ def start(ctx: Any, session_id: str) -> str:
 
 
 def abort(ctx: Any, session_id: str) -> str:
-    with ctx.factory() as db:
+    with _changing(ctx) as db:
         try:
             change = manager(db).abort(session_id)
         except InvalidTransition as refused:
@@ -195,7 +207,7 @@ def retry(ctx: Any, session_id: str) -> str:
     from app.runner.launch import start_runner
     from store.workflows import copy_note
 
-    with ctx.factory() as db:
+    with _changing(ctx) as db:
         mgr = manager(db)
         change = mgr.retry(session_id)
         obj = mgr.get_session(change.session_id)
@@ -214,7 +226,7 @@ def retry(ctx: Any, session_id: str) -> str:
 def delete(ctx: Any, session_id: str) -> str:
     """As ``vc flow session delete``: the session's log file goes with it, and its last
     records go to operations.log only."""
-    with ctx.factory() as db:
+    with _changing(ctx) as db:
         mgr = manager(db)
         session_id = mgr.resolve_session_id(session_id)
         done = _without_runner(db, session_id, "delete")
@@ -236,7 +248,7 @@ def new_session(
     from store.workflows import find_workflow
 
     definition = find_workflow(ctx.settings.workflows_dir, workflow_id)
-    with ctx.factory() as db:
+    with _changing(ctx) as db:
         session_id = (
             manager(db)
             .create_session(definition.id, name=name, definition=definition, params=params)

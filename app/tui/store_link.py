@@ -186,8 +186,9 @@ class StoreLink(Screen[None]):
             with self._operations_lock:
                 self._operations_running.remove(name)
         if severity == "information" and self.ctx.logging is not None:
-            # the operation's lines in the store now, not at the mirror's next turn: a
-            # runner that acts on the change logs after them, in the session's log too
+            # what the operation logged besides its change (a runner started, a process
+            # stopped) in the store by the time its note shows, not at the mirror's next
+            # turn (the change's own records were committed with it: store.changes)
             self.ctx.logging.flush(timeout=5.0)
         self.post_message(OperationDone(title, text, severity, select=select))
 

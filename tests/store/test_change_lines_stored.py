@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import event
 
 from store.queries import read_logs
-from store.records import change_lines
+from store.records import SessionChange, change_lines
+from store.status import SessionOp
 
 
 @pytest.fixture
@@ -47,6 +48,10 @@ def _manager(db: Any, **kw: Any) -> Any:
     return FlowSessionManager(db, integration=FlowStatusIntegration(db), **kw)
 
 
+def _texts(manager: Any, *logged: tuple[Any, str]) -> list[str]:
+    return [text for *_, text in change_lines(logged, manager.actor, manager.host, manager.pid)]
+
+
 def test_a_commands_change_is_in_the_session_log_when_it_commits(
     db: Any, engine: Any, hello_definition: Any, in_store_logging: list[Any]
 ) -> None:
@@ -55,13 +60,32 @@ def test_a_commands_change_is_in_the_session_log_when_it_commits(
     seen = _texts_at_commit(db, engine, sid)
     change = manager.abort(sid)
     assert seen, "the abort committed"
-    expected = [
-        text for *_, text in change_lines([(change, "x")], manager.actor, manager.host, manager.pid)
+    assert seen[-1][-2:] == _texts(manager, (change, "x"))
+
+
+def test_an_approval_that_resumes_is_in_the_session_log_when_it_commits(
+    db: Any, engine: Any, in_store_logging: list[Any]
+) -> None:
+    from store import StageManager
+    from tests.store.test_gates import open_gates, started, wait_at
+
+    manager = _manager(db, log_in_transaction=True)
+    managers = (manager, StageManager(db))
+    sid = started(managers)
+    open_gates(managers, sid, "qa")
+    wait_at(managers, sid, "qa")
+    seen = _texts_at_commit(db, engine, sid)
+    manager.approve(sid, "qa")
+    told = [text.split(" by ")[0] for text in seen[-1][-4:]]
+    assert told == [
+        "notify 0 subscriber(s): approve PAUSED -> COMPLETED",
+        "approve PAUSED -> COMPLETED",
+        "notify 0 subscriber(s): resume PAUSED -> ACTIVE",
+        "resume PAUSED -> ACTIVE",
     ]
-    assert seen[0][-2:] == expected
 
 
-def test_a_commands_change_is_stored_once_and_in_order_with_its_integration_line(
+def test_the_store_holds_a_commands_records_once_in_the_order_loguru_saw_them(
     db: Any, hello_definition: Any, in_store_logging: list[Any]
 ) -> None:
     manager = _manager(db, log_in_transaction=True)
@@ -76,29 +100,39 @@ def test_a_commands_change_is_stored_once_and_in_order_with_its_integration_line
 def test_a_runners_change_leaves_its_lines_to_the_log_mirror(
     db: Any, engine: Any, hello_definition: Any, in_store_logging: list[Any]
 ) -> None:
-    manager = _manager(db)
-    sid = manager.create_session("hello", definition=hello_definition).id
-    seen = _texts_at_commit(db, engine, sid)
-    manager.abort(sid)
+    from store import FlowSessionManager, get_session_factory
+
+    sid = _manager(db).create_session("hello", definition=hello_definition).id
+    change = FlowSessionManager(db).start_session(sid, runner_host="host-a", runner_pid=1001)
+    lease = FlowSessionManager(db).lease_of(change, "host-a", 1001)
+    with get_session_factory(engine)() as runner_db:
+        runner = _manager(runner_db, actor="runner", lease=lease, log_in_transaction=True)
+        seen = _texts_at_commit(runner_db, engine, sid)
+        runner.pause(sid)
     assert seen == [[]]
 
 
-def test_the_log_sink_stores_a_commands_change_once(workspace: Path) -> None:
+def test_the_log_sink_stores_a_commands_records_once(
+    workspace: Path, hello_definition: Any
+) -> None:
     from app.context import open_context
+    from store.changes import enable_logging
 
-    with open_context() as ctx:
-        with ctx.session() as db:
-            manager = ctx.sessions(db)
-            sid = manager.create_session("hello", definition=_definition()).id
-            manager.abort(sid)
-        assert ctx.logging is not None
-        ctx.logging.flush()
-        with ctx.session() as db:
-            texts = [line.text for line in read_logs(db, sid)]
-            db.commit()
-    aborted = [text for text in texts if text.startswith("abort ")]
-    created = [text for text in texts if text.startswith("create ")]
-    assert (len(aborted), len(created)) == (1, 1), texts
+    try:
+        with open_context() as ctx:
+            with ctx.session() as db:
+                manager = ctx.sessions(db)
+                created = manager.create_session("hello", definition=hello_definition)
+                aborted = manager.abort(created.id)
+            assert ctx.logging is not None
+            ctx.logging.flush()
+            with ctx.session() as db:
+                texts = [line.text for line in read_logs(db, created.id)]
+                db.commit()
+    finally:
+        enable_logging(False)
+    create = SessionChange(created.id, SessionOp.CREATE, None, "PENDING", 0)
+    assert texts == _texts(manager, (create, "x"), (aborted, "x"))
 
 
 def test_a_commands_change_on_the_driver_path_commits_its_log_lines_with_it(
@@ -116,10 +150,51 @@ def test_a_commands_change_on_the_driver_path_commits_its_log_lines_with_it(
     assert (outcome.stored, texts) == (True, [text for *_, text in lines])
 
 
-def _definition() -> Any:
-    import textwrap
+def _refuse_log_rows_as_a_full_disk(engine: Any) -> None:
+    """Every insert into the log table fails as a full disk does (the driver's message),
+    while the state tables still take writes: the window in which the change's own
+    records give way to it."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER full_log BEFORE INSERT ON log_records "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
 
-    from store.workflows import load_workflow_text
-    from tests.conftest import SAMPLE_WORKFLOWS
 
-    return load_workflow_text(textwrap.dedent(SAMPLE_WORKFLOWS["hello.yaml"]), default_id="hello")
+def test_on_a_full_disk_a_commands_records_give_way_to_its_change(
+    sqlite_url: str, hello_definition: Any, in_store_logging: list[Any]
+) -> None:
+    from store import get_session_factory, init_db
+
+    engine = init_db(sqlite_url)
+    with get_session_factory(engine)() as db:
+        manager = _manager(db, log_in_transaction=True)
+        sid = manager.create_session("hello", definition=hello_definition).id
+        _refuse_log_rows_as_a_full_disk(engine)
+        manager.abort(sid)
+        assert manager.get_session(sid).status == "FAILED"
+    engine.dispose()
+    assert [text.split(" ")[0] for *_, text in in_store_logging][-2:] == ["notify", "abort"]
+
+
+def test_on_a_full_disk_the_driver_paths_records_give_way_to_its_change(
+    sqlite_url: str, hello_definition: Any
+) -> None:
+    from store import FlowSessionManager, get_session_factory, init_db
+    from store.direct import open_direct
+    from store.direct_control import DirectControl
+
+    engine = init_db(sqlite_url)
+    with get_session_factory(engine)() as db:
+        sid = FlowSessionManager(db).create_session("hello", definition=hello_definition).id
+    _refuse_log_rows_as_a_full_disk(engine)
+    direct = open_direct(sqlite_url)
+    assert direct is not None
+    try:
+        outcome = DirectControl(direct, log_in_transaction=True).abort(sid)
+    finally:
+        direct.close()
+    with get_session_factory(engine)() as db:
+        status = FlowSessionManager(db).get_session(sid).status
+    engine.dispose()
+    assert (outcome.stored, status) == (False, "FAILED")
