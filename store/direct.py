@@ -319,6 +319,8 @@ def _read_alike(conninfo: str) -> bool:
 
 
 def _open_postgresql(conninfo: str) -> DirectStore | None:
+    if not _read_alike(conninfo):
+        return None  # several servers, say: the full path reads the URL as SQLAlchemy does
     try:
         import psycopg
     except ImportError:

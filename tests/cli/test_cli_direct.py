@@ -316,21 +316,35 @@ def test_a_server_that_does_not_answer_is_waited_for_once_not_once_per_path(
     assert len(silent_target.accepted) == 1
 
 
-@pytest.mark.skipif(not PG_URL, reason="PostgreSQL suite: set VC_TEST_DATABASE_URL to run it")
-def test_a_url_naming_several_servers_is_left_to_the_full_path(workspace: Path) -> None:
-    """SQLAlchemy reads ``?host=A:PORT&host=B:PORT`` as a list of servers, the driver does
-    not: the driver path's failure to read it is not the answer."""
+def _several_servers_url() -> str:
+    """The test server first, then a port nothing listens on, as SQLAlchemy's list."""
     base = make_url(PG_URL)
     url = base.set(host=None, port=None).update_query_pairs(
         [("host", f"{base.host}:{base.port or 5432}"), ("host", "127.0.0.1:1")]
     )
-    result = run(
-        "flow",
-        "session",
-        "delete",
-        "abcdef12",
-        "--yes",
-        env={"VC_DATABASE_URL": url.render_as_string(hide_password=False)},
-    )
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.mark.skipif(not PG_URL, reason="PostgreSQL suite: set VC_TEST_DATABASE_URL to run it")
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("flow", "session", "delete", "abcdef12", "--yes"),
+        ("flow", "session", "pause", "abcdef12"),
+        ("flow", "session", "show", "abcdef12"),
+    ],
+)
+def test_a_url_naming_several_servers_is_left_to_the_full_path(
+    workspace: Path, command: tuple[str, ...]
+) -> None:
+    """SQLAlchemy reads ``?host=A:PORT&host=B:PORT`` as a list of servers, the driver does
+    not: the driver path's failure to read it is not the answer."""
+    result = run(*command, env={"VC_DATABASE_URL": _several_servers_url()})
     assert result.code == 1
     assert one_error_line(result) == "vc: error: no session matches 'abcdef12'"
+
+
+@pytest.mark.skipif(not PG_URL, reason="PostgreSQL suite: set VC_TEST_DATABASE_URL to run it")
+def test_a_session_list_on_a_url_naming_several_servers_answers(workspace: Path) -> None:
+    result = run("flow", "session", "list", env={"VC_DATABASE_URL": _several_servers_url()})
+    assert (result.code, result.err) == (0, "")
