@@ -276,6 +276,7 @@ class StageProcess:
                 raise StageStartError(f"cwd does not exist: {self.cwd}")
             if not os.path.isdir(self.cwd):
                 raise StageStartError(f"cwd is not a directory: {self.cwd}")
+        expected = self._expect()
         try:
             popen = subprocess.Popen(
                 self.command,
@@ -289,11 +290,16 @@ class StageProcess:
                 env=self.env,
             )
         except OSError as exc:
+            self._forget(expected)
             detail = exc.strerror or str(exc)
             where = f": {exc.filename}" if exc.filename else ""
             raise StageStartError(f"cannot start stage: {detail}{where}") from exc
         except (ValueError, TypeError) as exc:  # e.g. NUL in the command or the environment
+            self._forget(expected)
             raise StageStartError(f"cannot start stage: {exc}") from exc
+        except BaseException:
+            self._forget(expected)
+            raise
         self._popen = popen
         self.pid = popen.pid
         assert popen.stdout is not None and popen.stderr is not None
@@ -312,6 +318,7 @@ class StageProcess:
         # start-up has overlapped. The guard is told before anything may reap the stage.
         self.start_time = process_start_time(popen.pid)
         self._guard()
+        self._forget(expected)
         try:
             self._pidfd = os.pidfd_open(popen.pid)
         except (AttributeError, OSError):  # kernel < 5.3: a thread waits instead
@@ -366,6 +373,24 @@ class StageProcess:
                 os.close(pidfd)
         self._release_guard()
         return True
+
+    def _expect(self) -> int | None:
+        """Before the spawn: the guard removes what carries this stage's attempt if this
+        process dies before :meth:`_guard` told it the group (the stage guard's doc)."""
+        env = self.env
+        session, stage, attempt = (
+            env.get("VC_SESSION_ID"),
+            env.get("VC_STAGE"),
+            env.get("VC_ATTEMPT"),
+        )
+        if session is None or stage is None or attempt is None:
+            return None
+        return GUARD.expect(self.kill_timeout, session, stage, attempt)
+
+    @staticmethod
+    def _forget(token: int | None) -> None:
+        if token is not None:
+            GUARD.forget(token)
 
     def _guard(self) -> None:
         """Have the guard remove the group (and what left it) if this process dies."""

@@ -8,8 +8,10 @@ threads) starts this small process beside it once it holds a session: ``python -
 (:mod:`app.runner.stage_guard_main`, builtins only until it must act), in a session of its
 own (a Ctrl-C in the runner's terminal, or a signal to the runner's process group, does not
 reach it), holding the read end of a pipe whose write end only the runner holds. The runner
-tells it each stage group it starts (a line: :meth:`Guarded.line`) and each one it reaped;
-what a stage leaves running after it exited is left alone, as the runner itself leaves it.
+tells it each stage group it starts (a line: :meth:`Guarded.line`) and each one it reaped,
+and before each spawn the stage's attempt to expect (:meth:`StageGuard.expect`), which covers
+a runner killed between the spawn and the group's line; what a stage leaves running after it
+exited is left alone, as the runner itself leaves it.
 
 The end of that pipe is the signal: the kernel closes it when the runner dies, however it
 died. The groups still registered then get what an abort gives them, at once and all in
@@ -69,13 +71,14 @@ class Guarded:
     stage: str | None = None
     attempt: str | None = None
 
-    def line(self) -> bytes:
+    def line(self, op: str = "+") -> bytes:
         """``+ PGID START KILL_TIMEOUT SESSION STAGE ATTEMPT``, each text hex-encoded (a
         matrix instance's name may hold spaces) and ``-`` for none: plain fields, which
-        the guard keeps with builtins alone until it must act."""
+        the guard keeps with builtins alone until it must act. An expectation
+        (:meth:`StageGuard.expect`) is the same line after ``?``, its token for PGID."""
         texts = (self.session, self.stage, self.attempt)
         encoded = [b"-" if t is None else t.encode().hex().encode() for t in texts]
-        head = f"+ {self.pgid} {self.start_time} {self.kill_timeout!r} ".encode()
+        head = f"{op} {self.pgid} {self.start_time} {self.kill_timeout!r} ".encode()
         return head + b" ".join(encoded) + b"\n"
 
     @classmethod
@@ -98,6 +101,9 @@ class StageGuard:
         self._died_young_at: float | None = None
         #: Each group still running, by pgid.
         self._groups: dict[int, Guarded] = {}
+        #: Each stage about to be spawned, by token (see :meth:`expect`).
+        self._expected: dict[int, Guarded] = {}
+        self._tokens = 0
 
     def prepare(self) -> None:
         """Start the guard now on a thread of its own, while the runner claims its session,
@@ -118,6 +124,25 @@ class StageGuard:
         with self._lock:
             self._groups[group.pgid] = group
             self._send(group.line())
+
+    def expect(self, kill_timeout: float, session: str, stage: str, attempt: str) -> int:
+        """Before a stage's spawn: if this process dies before :meth:`watch` is told the
+        group (a runner killed between the spawn and that line), the guard removes every
+        process carrying this session, stage and attempt in its environment, as it does
+        what left a registered group. The attempt is this spawn's alone, so nothing a
+        finished attempt left running matches. The token is for :meth:`forget`."""
+        with self._lock:
+            self._tokens += 1
+            expected = Guarded(self._tokens, 0, kill_timeout, session, stage, attempt)
+            self._expected[self._tokens] = expected
+            self._send(expected.line("?"))
+            return self._tokens
+
+    def forget(self, token: int) -> None:
+        """The spawn ``token`` announced was watched, or failed."""
+        with self._lock:
+            if self._expected.pop(token, None) is not None:
+                self._send(f"! {token}\n".encode())
 
     def release(self, pgid: int, start_time: int | None) -> None:
         """The group's leader was reaped: what it left is no longer the guard's. Only the
@@ -175,7 +200,9 @@ class StageGuard:
         fd = proc.stdin.fileno()
         os.set_blocking(fd, False)
         try:
-            _write_all(fd, b"".join(g.line() for g in self._groups.values()))
+            told = [g.line() for g in self._groups.values()]
+            told += [e.line("?") for e in self._expected.values()]
+            _write_all(fd, b"".join(told))
         except OSError:
             _close(proc)
             self._failed_at = now
@@ -213,7 +240,11 @@ class StageGuard:
             return
         proc.wait()
         with self._lock:
-            if self._proc is not proc or proc.returncode >= 0 or not self._groups:
+            if (
+                self._proc is not proc
+                or proc.returncode >= 0
+                or not (self._groups or self._expected)
+            ):
                 return
             now = time.monotonic()
             if now - started < YOUNG:
@@ -274,25 +305,71 @@ def _strays(groups: dict[int, Guarded]) -> list[tuple[SessionProcess, float]]:
     return found
 
 
-def stop_registered(registrations: list[list[bytes]]) -> None:
-    """What the guard does once the runner's pipe ended (``stage_guard_main``): each group
-    it was told of, and what left it, as an abort stops them, all at once."""
-    groups: dict[int, Guarded] = {}
-    for fields in registrations:
+def _spawned(expected: list[Guarded]) -> list[tuple[SessionProcess, float]]:
+    """The processes of the stages expected (spawned, perhaps, but never watched), found
+    by the session, stage and attempt their environment carries."""
+    wanted = {(e.session, e.stage, e.attempt): e for e in expected if e.session}
+    found = []
+    for session in {e.session for e in wanted.values() if e.session}:
+        for proc in find_session_processes(session):
+            attempt = None if proc.attempt is None else str(proc.attempt)
+            match = wanted.get((session, proc.stage, attempt))
+            if match is not None:
+                found.append((proc, match.kill_timeout))
+    return found
+
+
+#: Seconds after which the guard looks again for the processes of stages it expected: a
+#: child forked as its runner died carries the stage's environment only once it has exec'd.
+EXEC_GRACE = 0.2
+
+
+def _parsed(lines: list[list[bytes]]) -> dict[int, Guarded]:
+    parsed: dict[int, Guarded] = {}
+    for fields in lines:
         try:
-            group = Guarded.parse(fields)
+            entry = Guarded.parse(fields)
         except (ValueError, UnicodeDecodeError):
             continue
-        groups[group.pgid] = group
-    strays = _strays(groups)
+        parsed[entry.pgid] = entry
+    return parsed
+
+
+def stop_registered(
+    registrations: list[list[bytes]], expectations: list[list[bytes]] | None = None
+) -> None:
+    """What the guard does once the runner's pipe ended (``stage_guard_main``): each group
+    it was told of, and what left it, and the processes of each stage it was told to
+    expect but not of its group, as an abort stops them, all at once."""
+    groups = _parsed(registrations)
+    watched = {(g.session, g.stage, g.attempt) for g in groups.values()}
+    expected = [
+        e
+        for e in _parsed(expectations or []).values()
+        if (e.session, e.stage, e.attempt) not in watched
+    ]
+    spawned = _spawned(expected)
     stoppers = [
         threading.Thread(target=kill_leftover_group, args=(g.pgid, g.start_time, g.kill_timeout))
         for g in groups.values()
     ] + [
         threading.Thread(target=kill_groups, args=([proc], kill_timeout))
-        for proc, kill_timeout in strays
+        for proc, kill_timeout in _strays(groups) + spawned
     ]
+    if expected:
+        found = {proc.pid for proc, _ in spawned}
+        stoppers.append(threading.Thread(target=_stop_late_spawns, args=(expected, found)))
     for stopper in stoppers:
         stopper.start()
     for stopper in stoppers:
         stopper.join()
+
+
+def _stop_late_spawns(expected: list[Guarded], found: set[int]) -> None:
+    time.sleep(EXEC_GRACE)
+    late: dict[float, list[SessionProcess]] = {}
+    for proc, kill_timeout in _spawned(expected):
+        if proc.pid not in found:
+            late.setdefault(kill_timeout, []).append(proc)
+    for kill_timeout, procs in sorted(late.items()):
+        kill_groups(procs, kill_timeout)

@@ -15,12 +15,17 @@ import sys
 def main() -> None:
     """Follow the runner's lines until the pipe ends, then stop what it left running."""
     registered: dict[bytes, list[bytes]] = {}
+    expected: dict[bytes, list[bytes]] = {}
     for raw in sys.stdin.buffer:
         op, *fields = raw.split() or [b""]
         if op == b"+" and fields:
             registered[fields[0]] = fields
         elif op == b"-" and fields:
             registered.pop(fields[0], None)
+        elif op == b"?" and fields:
+            expected[fields[0]] = fields
+        elif op == b"!" and fields:
+            expected.pop(fields[0], None)
     from app.runner.stage_guard import stop_registered
 
-    stop_registered(list(registered.values()))
+    stop_registered(list(registered.values()), list(expected.values()))

@@ -297,3 +297,120 @@ def _start_time(pid: int) -> int:
     start = process_start_time(pid)
     assert start is not None
     return start
+
+
+def _stage_env(session: str, attempt: str) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "VC_SESSION_ID": session,
+        "VC_STAGE": "build",
+        "VC_ATTEMPT": attempt,
+    }
+
+
+def _sleeper(tmp_path: Path, session: str, attempt: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["sleep", "300"], start_new_session=True, cwd=tmp_path, env=_stage_env(session, attempt)
+    )
+
+
+def _runner_dies(guard: StageGuard) -> None:
+    """What the kernel does to the guard's pipe when the runner dies, and the guard's end."""
+    assert guard._proc is not None and guard._proc.stdin is not None
+    guard._proc.stdin.close()
+    assert guard._proc.wait(timeout=10) == 0
+
+
+def test_a_stage_spawned_but_not_yet_watched_when_its_runner_dies_is_removed(
+    tmp_path: Path,
+) -> None:
+    """The runner killed between a stage's spawn and the line telling the guard its group:
+    the expectation told before the spawn names the stage's attempt."""
+    session = os.urandom(16).hex()
+    guard = StageGuard()
+    guard.expect(1.0, session, "build", "2")
+    stage = _sleeper(tmp_path, session, "2")
+    try:
+        wait_until(lambda: _carries_env(stage.pid), timeout=5, what="the stage's exec")
+        _runner_dies(guard)
+        assert stage.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        stage.kill()
+        stage.wait()
+
+
+def test_what_another_attempt_of_the_expected_stage_left_running_is_left_alone(
+    tmp_path: Path,
+) -> None:
+    session = os.urandom(16).hex()
+    guard = StageGuard()
+    earlier = _sleeper(tmp_path, session, "1")  # a service the first attempt started
+    guard.expect(1.0, session, "build", "2")
+    stage = _sleeper(tmp_path, session, "2")
+    try:
+        wait_until(lambda: _carries_env(stage.pid), timeout=5, what="the stage's exec")
+        _runner_dies(guard)
+        assert stage.wait(timeout=10) == -signal.SIGTERM
+        assert earlier.poll() is None
+    finally:
+        for proc in (earlier, stage):
+            proc.kill()
+            proc.wait()
+
+
+def test_an_expectation_forgotten_once_the_group_was_watched_and_released_stops_nothing(
+    tmp_path: Path,
+) -> None:
+    """The normal course: the group watched, then its leader reaped; what the stage left
+    running (here the stage's process itself) outlives the runner's normal end."""
+    session = os.urandom(16).hex()
+    guard = StageGuard()
+    token = guard.expect(1.0, session, "build", "1")
+    stage = _sleeper(tmp_path, session, "1")
+    try:
+        start = _start_time(stage.pid)
+        guard.watch(Guarded(stage.pid, start, 1.0, session, "build", "1"))
+        guard.forget(token)
+        guard.release(stage.pid, start)
+        _runner_dies(guard)
+        time.sleep(stage_guard.EXEC_GRACE + 0.3)
+        assert stage.poll() is None
+    finally:
+        stage.kill()
+        stage.wait()
+
+
+def test_a_stage_process_is_expected_by_the_guard_when_it_is_spawned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.runner import process
+
+    session = os.urandom(16).hex()
+    seen: list[list[tuple[str | None, str | None, str | None]]] = []
+    real_popen = subprocess.Popen
+
+    def spawn(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
+        if args[0] == "true":  # the stage, not a guard started meanwhile
+            seen.append([(e.session, e.stage, e.attempt) for e in GUARD._expected.values()])
+        return real_popen(*args, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+    monkeypatch.setattr(process.subprocess, "Popen", spawn)
+    stage = StageProcess(
+        "true",
+        env=_stage_env(session, "4"),
+        cwd=str(tmp_path),
+        on_lines=lambda _: None,
+        kill_timeout=1.0,
+    )
+    stage.start()
+    assert stage.wait(timeout=10) == 0
+    assert seen == [[(session, "build", "4")]]
+    assert not GUARD._expected
+
+
+def _carries_env(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return b"VC_SESSION_ID=" in fh.read()
+    except OSError:
+        return False
