@@ -187,6 +187,8 @@ class SessionProcess:
     stage: str
     #: ``VC_ATTEMPT`` as the runner gave it (None if it is not a number).
     attempt: int | None
+    #: Start time in clock ticks since boot (:func:`process_start_time`), when read.
+    start_time: int | None = None
 
 
 def _ancestors() -> set[int]:
@@ -258,6 +260,7 @@ def find_session_processes(session_id: str) -> list[SessionProcess]:
                 pgid=int(fields[2]),
                 stage=stage.decode("utf-8", "surrogateescape"),
                 attempt=int(attempt) if attempt and attempt.isdigit() else None,
+                start_time=int(fields[19]) if fields[19].isdigit() else None,
             )
         )
     return found

@@ -278,6 +278,20 @@ class StageProcess:
                 raise StageStartError(f"cwd is not a directory: {self.cwd}")
         expected = self._expect()
         try:
+            popen = self._spawn()
+        finally:
+            self._forget(expected)  # watched by now, or never spawned, or stopped by the caller
+        try:
+            self._pidfd = os.pidfd_open(popen.pid)
+        except (AttributeError, OSError):  # kernel < 5.3: a thread waits instead
+            watcher = threading.Thread(
+                target=self._watch, name=f"vc-stage-{popen.pid}-wait", daemon=True
+            )
+            watcher.start()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """The stage's process, its output readers started, and the guard told its group."""
+        try:
             popen = subprocess.Popen(
                 self.command,
                 shell=True,
@@ -290,16 +304,11 @@ class StageProcess:
                 env=self.env,
             )
         except OSError as exc:
-            self._forget(expected)
             detail = exc.strerror or str(exc)
             where = f": {exc.filename}" if exc.filename else ""
             raise StageStartError(f"cannot start stage: {detail}{where}") from exc
         except (ValueError, TypeError) as exc:  # e.g. NUL in the command or the environment
-            self._forget(expected)
             raise StageStartError(f"cannot start stage: {exc}") from exc
-        except BaseException:
-            self._forget(expected)
-            raise
         self._popen = popen
         self.pid = popen.pid
         assert popen.stdout is not None and popen.stderr is not None
@@ -318,14 +327,7 @@ class StageProcess:
         # start-up has overlapped. The guard is told before anything may reap the stage.
         self.start_time = process_start_time(popen.pid)
         self._guard()
-        self._forget(expected)
-        try:
-            self._pidfd = os.pidfd_open(popen.pid)
-        except (AttributeError, OSError):  # kernel < 5.3: a thread waits instead
-            watcher = threading.Thread(
-                target=self._watch, name=f"vc-stage-{popen.pid}-wait", daemon=True
-            )
-            watcher.start()
+        return popen
 
     def _watch(self) -> None:
         """Wait for the exit without reaping, then reap under the lock (see class doc)."""

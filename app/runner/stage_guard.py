@@ -128,9 +128,11 @@ class StageGuard:
     def expect(self, kill_timeout: float, session: str, stage: str, attempt: str) -> int:
         """Before a stage's spawn: if this process dies before :meth:`watch` is told the
         group (a runner killed between the spawn and that line), the guard removes every
-        process carrying this session, stage and attempt in its environment, as it does
-        what left a registered group. The attempt is this spawn's alone, so nothing a
-        finished attempt left running matches. The token is for :meth:`forget`."""
+        process carrying this session, stage and attempt in its environment that had
+        started when the pipe ended, as it does what left a registered group. Nothing an
+        earlier attempt left running matches, nor a takeover's spawn on this host, which
+        may number its attempt the same (none was recorded). The token is for
+        :meth:`forget`."""
         with self._lock:
             self._tokens += 1
             expected = Guarded(self._tokens, 0, kill_timeout, session, stage, attempt)
@@ -305,17 +307,22 @@ def _strays(groups: dict[int, Guarded]) -> list[tuple[SessionProcess, float]]:
     return found
 
 
-def _spawned(expected: list[Guarded]) -> list[tuple[SessionProcess, float]]:
+def _spawned(expected: list[Guarded], ended: int | None) -> list[tuple[SessionProcess, float]]:
     """The processes of the stages expected (spawned, perhaps, but never watched), found
-    by the session, stage and attempt their environment carries."""
+    by the session, stage and attempt their environment carries, that had started by
+    ``ended`` (ticks since boot; None: whenever): a runner that took the session over on
+    this host since may have numbered its attempt the same, as none was recorded."""
     wanted = {(e.session, e.stage, e.attempt): e for e in expected if e.session}
     found = []
     for session in {e.session for e in wanted.values() if e.session}:
         for proc in find_session_processes(session):
             attempt = None if proc.attempt is None else str(proc.attempt)
             match = wanted.get((session, proc.stage, attempt))
-            if match is not None:
-                found.append((proc, match.kill_timeout))
+            if match is None:
+                continue
+            if ended is not None and (proc.start_time is None or proc.start_time > ended + 1):
+                continue
+            found.append((proc, match.kill_timeout))
     return found
 
 
@@ -336,11 +343,14 @@ def _parsed(lines: list[list[bytes]]) -> dict[int, Guarded]:
 
 
 def stop_registered(
-    registrations: list[list[bytes]], expectations: list[list[bytes]] | None = None
+    registrations: list[list[bytes]],
+    expectations: list[list[bytes]] | None = None,
+    ended: int | None = None,
 ) -> None:
-    """What the guard does once the runner's pipe ended (``stage_guard_main``): each group
-    it was told of, and what left it, and the processes of each stage it was told to
-    expect but not of its group, as an abort stops them, all at once."""
+    """What the guard does once the runner's pipe ended (``stage_guard_main``, at
+    ``ended``, ticks since boot): each group it was told of, and what left it, and the
+    processes of each stage it was told to expect but not of its group, as an abort
+    stops them, all at once. Each group is signalled once."""
     groups = _parsed(registrations)
     watched = {(g.session, g.stage, g.attempt) for g in groups.values()}
     expected = [
@@ -348,28 +358,39 @@ def stop_registered(
         for e in _parsed(expectations or []).values()
         if (e.session, e.stage, e.attempt) not in watched
     ]
-    spawned = _spawned(expected)
+    spawned = _spawned(expected, ended)
     stoppers = [
         threading.Thread(target=kill_leftover_group, args=(g.pgid, g.start_time, g.kill_timeout))
         for g in groups.values()
     ] + [
-        threading.Thread(target=kill_groups, args=([proc], kill_timeout))
-        for proc, kill_timeout in _strays(groups) + spawned
+        threading.Thread(target=kill_groups, args=(procs, kill_timeout))
+        for kill_timeout, procs in _by_kill_timeout(_strays(groups) + spawned).items()
     ]
     if expected:
-        found = {proc.pid for proc, _ in spawned}
-        stoppers.append(threading.Thread(target=_stop_late_spawns, args=(expected, found)))
+        signalled = {g.pgid for g in groups.values()} | {proc.pgid for proc, _ in spawned}
+        late = threading.Thread(target=_stop_late_spawns, args=(expected, ended, signalled))
+        stoppers.append(late)
     for stopper in stoppers:
         stopper.start()
     for stopper in stoppers:
         stopper.join()
 
 
-def _stop_late_spawns(expected: list[Guarded], found: set[int]) -> None:
+def _by_kill_timeout(
+    found: list[tuple[SessionProcess, float]],
+) -> dict[float, list[SessionProcess]]:
+    """The processes to stop, by the time their groups get between SIGTERM and SIGKILL:
+    one :func:`kill_groups` each, which signals every group once (several processes of
+    one group are one group to signal, not one SIGTERM each)."""
+    grouped: dict[float, list[SessionProcess]] = {}
+    for proc, kill_timeout in found:
+        grouped.setdefault(kill_timeout, []).append(proc)
+    return grouped
+
+
+def _stop_late_spawns(expected: list[Guarded], ended: int | None, signalled: set[int]) -> None:
+    """The second look, :data:`EXEC_GRACE` later, for groups the first did not signal."""
     time.sleep(EXEC_GRACE)
-    late: dict[float, list[SessionProcess]] = {}
-    for proc, kill_timeout in _spawned(expected):
-        if proc.pid not in found:
-            late.setdefault(kill_timeout, []).append(proc)
-    for kill_timeout, procs in sorted(late.items()):
+    late = [(p, t) for p, t in _spawned(expected, ended) if p.pgid not in signalled]
+    for kill_timeout, procs in sorted(_by_kill_timeout(late).items()):
         kill_groups(procs, kill_timeout)

@@ -26,6 +26,12 @@ def main() -> None:
             expected[fields[0]] = fields
         elif op == b"!" and fields:
             expected.pop(fields[0], None)
+    # When the pipe ended, in the clock of process start times (ticks since boot): a stage
+    # expected is only what had started by then, not a takeover's spawn with its attempt.
+    import os
+    import time
+
+    ended = int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
     from app.runner.stage_guard import stop_registered
 
-    stop_registered(list(registered.values()), list(expected.values()))
+    stop_registered(list(registered.values()), list(expected.values()), ended)

@@ -372,9 +372,81 @@ def test_an_expectation_forgotten_once_the_group_was_watched_and_released_stops_
         guard.watch(Guarded(stage.pid, start, 1.0, session, "build", "1"))
         guard.forget(token)
         guard.release(stage.pid, start)
-        _runner_dies(guard)
-        time.sleep(stage_guard.EXEC_GRACE + 0.3)
+        _runner_dies(guard)  # the guard ends once it has stopped all it would
         assert stage.poll() is None
+    finally:
+        stage.kill()
+        stage.wait()
+
+
+def test_an_expected_stage_gets_one_sigterm_though_it_starts_processes_as_it_stops(
+    tmp_path: Path,
+) -> None:
+    """Its cleanup (here a ``sleep`` in the TERM trap, started after the guard's first
+    look) is not taken for a late spawn: the group is signalled once, as an abort does."""
+    session = os.urandom(16).hex()
+    terms = tmp_path / "terms"
+    guard = StageGuard()
+    guard.expect(5.0, session, "build", "1")
+    stage = subprocess.Popen(
+        [
+            "bash",
+            "-c",
+            f"trap 'echo term >> {terms}; sleep 1; exit 0' TERM; while :; do sleep 0.05; done",
+        ],
+        start_new_session=True,
+        cwd=tmp_path,
+        env=_stage_env(session, "1"),
+    )
+    try:
+        wait_until(lambda: _carries_env(stage.pid), timeout=5, what="the stage's exec")
+        _runner_dies(guard)
+        assert stage.wait(timeout=10) == 0
+        assert terms.read_text().splitlines() == ["term"]
+    finally:
+        stage.kill()
+        stage.wait()
+
+
+def test_a_process_of_the_expected_attempt_started_after_the_runner_died_is_left_alone(
+    tmp_path: Path,
+) -> None:
+    """A takeover on this host may number its attempt as the dead runner did, which never
+    recorded it: what starts after the pipe ended is the new runner's."""
+    session = os.urandom(16).hex()
+    guard = StageGuard()
+    guard.expect(1.0, session, "build", "1")
+    time.sleep(0.5)  # the guard started and reading, as a runner's is long before it dies
+    assert guard._proc is not None and guard._proc.stdin is not None
+    guard._proc.stdin.close()
+    time.sleep(0.03)  # the clock ticks (10 ms each) past the pipe's end
+    takeover = _sleeper(tmp_path, session, "1")
+    try:
+        assert guard._proc.wait(timeout=10) == 0
+        assert takeover.poll() is None
+    finally:
+        takeover.kill()
+        takeover.wait()
+
+
+def test_an_expected_stage_whose_exec_comes_after_the_first_look_is_removed_at_the_second(
+    tmp_path: Path,
+) -> None:
+    """Forked before the runner died, the stage carries its environment only once it has
+    exec'd: the guard looks again after EXEC_GRACE."""
+    session = os.urandom(16).hex()
+    guard = StageGuard()
+    guard.expect(1.0, session, "build", "1")
+    env = " ".join(f"{k}={v}" for k, v in _stage_env(session, "1").items())
+    stage = subprocess.Popen(
+        ["bash", "-c", f"sleep 0.15; exec env {env} sleep 300"],
+        start_new_session=True,
+        cwd=tmp_path,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+    )
+    try:
+        _runner_dies(guard)
+        assert stage.wait(timeout=10) == -signal.SIGTERM
     finally:
         stage.kill()
         stage.wait()
