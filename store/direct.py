@@ -164,8 +164,14 @@ def open_direct(url: str) -> DirectStore | None:
     return None
 
 
+def _plain_file(database: str) -> bool:
+    """A SQLite URL's database that the driver opens as SQLAlchemy does: a file named
+    plainly (no query, no %-escapes, not in memory)."""
+    return bool(database) and database != ":memory:" and not {"?", "%"} & set(database)
+
+
 def _open_sqlite(database: str) -> DirectStore | None:
-    if not database or "?" in database or "%" in database or database == ":memory:":
+    if not _plain_file(database):
         return None
     path = Path(database)
     try:
@@ -220,7 +226,7 @@ def open_read_only(url: str) -> DirectStore | None:
     if not url.startswith("sqlite:///"):
         return None
     database = url.removeprefix("sqlite:///")
-    if not database or "?" in database or "%" in database or database == ":memory:":
+    if not _plain_file(database):
         return None
     path = Path(database)
     try:

@@ -57,8 +57,11 @@ class DirectReads:
     def __init__(self, db: DirectStore, *, stale_after: float = STALE_AFTER) -> None:
         self.db = db
         self.stale_after = stale_after
-        #: Read as it was when opened (see :attr:`DirectStore.snapshot`).
-        self.snapshot = db.snapshot
+
+    @property
+    def snapshot(self) -> bool:
+        """Read as it was when opened (see :attr:`DirectStore.snapshot`)."""
+        return self.db.snapshot
 
     def resolve_session_id(self, session_id: str) -> str:
         try:

@@ -36,7 +36,8 @@ class Reader(Protocol):
     as it was when opened (a read-only file system, :func:`store.direct.open_read_only`):
     nothing later will be seen."""
 
-    snapshot: bool
+    @property
+    def snapshot(self) -> bool: ...
 
     def resolve_session_id(self, session_id: str) -> str: ...
 

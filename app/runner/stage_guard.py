@@ -292,38 +292,40 @@ def _close(proc: subprocess.Popen[bytes] | None) -> None:
 GUARD = StageGuard()
 
 
-def _strays(groups: dict[int, Guarded]) -> list[tuple[SessionProcess, float]]:
-    """The processes that left the registered groups (``setsid``, a daemon's double fork),
-    found by the stage and attempt their environment carries, each with its group's
-    ``kill_timeout``."""
-    attempts = {(g.session, g.stage, g.attempt): g for g in groups.values() if g.session}
-    found = []
-    for session in {g.session for g in attempts.values() if g.session}:
-        for proc in find_session_processes(session):
-            attempt = None if proc.attempt is None else str(proc.attempt)
-            group = attempts.get((session, proc.stage, attempt))
-            if group is not None and proc.pgid != group.pgid:
-                found.append((proc, group.kill_timeout))
-    return found
-
-
-def _spawned(expected: list[Guarded], ended: int | None) -> list[tuple[SessionProcess, float]]:
-    """The processes of the stages expected (spawned, perhaps, but never watched), found
-    by the session, stage and attempt their environment carries, that had started by
-    ``ended`` (ticks since boot; None: whenever): a runner that took the session over on
-    this host since may have numbered its attempt the same, as none was recorded."""
-    wanted = {(e.session, e.stage, e.attempt): e for e in expected if e.session}
+def _carrying(entries: list[Guarded]) -> list[tuple[SessionProcess, Guarded]]:
+    """The live processes whose environment carries the session, stage and attempt of one
+    of ``entries`` (registered groups or expected stages), each with its entry."""
+    wanted = {(e.session, e.stage, e.attempt): e for e in entries if e.session}
     found = []
     for session in {e.session for e in wanted.values() if e.session}:
         for proc in find_session_processes(session):
             attempt = None if proc.attempt is None else str(proc.attempt)
-            match = wanted.get((session, proc.stage, attempt))
-            if match is None:
-                continue
-            if ended is not None and (proc.start_time is None or proc.start_time > ended + 1):
-                continue
-            found.append((proc, match.kill_timeout))
+            entry = wanted.get((session, proc.stage, attempt))
+            if entry is not None:
+                found.append((proc, entry))
     return found
+
+
+def _strays(groups: dict[int, Guarded]) -> list[tuple[SessionProcess, float]]:
+    """The processes that left the registered groups (``setsid``, a daemon's double fork),
+    found by the stage and attempt their environment carries, each with its group's
+    ``kill_timeout``."""
+    return [
+        (proc, group.kill_timeout)
+        for proc, group in _carrying(list(groups.values()))
+        if proc.pgid != group.pgid
+    ]
+
+
+def _spawned(expected: list[Guarded], ended: int | None) -> list[tuple[SessionProcess, float]]:
+    """The processes of the stages expected (spawned, perhaps, but never watched) that had
+    started by ``ended`` (ticks since boot; None: whenever): a runner that took the session
+    over on this host since may have numbered its attempt the same, as none was recorded."""
+    return [
+        (proc, match.kill_timeout)
+        for proc, match in _carrying(expected)
+        if ended is None or (proc.start_time is not None and proc.start_time <= ended + 1)
+    ]
 
 
 #: Seconds after which the guard looks again for the processes of stages it expected: a

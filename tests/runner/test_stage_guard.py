@@ -314,6 +314,27 @@ def _sleeper(tmp_path: Path, session: str, attempt: str) -> subprocess.Popen[byt
     )
 
 
+def _expected_and_spawned(
+    tmp_path: Path, session: str
+) -> tuple[StageGuard, subprocess.Popen[bytes]]:
+    """A guard told to expect attempt 2 of the stage, and that attempt spawned (exec'd) but
+    never watched: the runner is about to die in between."""
+    guard = StageGuard()
+    guard.expect(1.0, session, "build", "2")
+    stage = _sleeper(tmp_path, session, "2")
+    wait_until(lambda: _carries_env(stage.pid), timeout=5, what="the stage's exec")
+    return guard, stage
+
+
+def _removed_when_the_runner_dies(guard: StageGuard, stage: subprocess.Popen[bytes]) -> None:
+    try:
+        _runner_dies(guard)
+        assert stage.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        stage.kill()
+        stage.wait()
+
+
 def _runner_dies(guard: StageGuard) -> None:
     """What the kernel does to the guard's pipe when the runner dies, and the guard's end."""
     assert guard._proc is not None and guard._proc.stdin is not None
@@ -326,29 +347,17 @@ def test_a_stage_spawned_but_not_yet_watched_when_its_runner_dies_is_removed(
 ) -> None:
     """The runner killed between a stage's spawn and the line telling the guard its group:
     the expectation told before the spawn names the stage's attempt."""
-    session = os.urandom(16).hex()
-    guard = StageGuard()
-    guard.expect(1.0, session, "build", "2")
-    stage = _sleeper(tmp_path, session, "2")
-    try:
-        wait_until(lambda: _carries_env(stage.pid), timeout=5, what="the stage's exec")
-        _runner_dies(guard)
-        assert stage.wait(timeout=10) == -signal.SIGTERM
-    finally:
-        stage.kill()
-        stage.wait()
+    guard, stage = _expected_and_spawned(tmp_path, os.urandom(16).hex())
+    _removed_when_the_runner_dies(guard, stage)
 
 
 def test_what_another_attempt_of_the_expected_stage_left_running_is_left_alone(
     tmp_path: Path,
 ) -> None:
     session = os.urandom(16).hex()
-    guard = StageGuard()
     earlier = _sleeper(tmp_path, session, "1")  # a service the first attempt started
-    guard.expect(1.0, session, "build", "2")
-    stage = _sleeper(tmp_path, session, "2")
+    guard, stage = _expected_and_spawned(tmp_path, session)
     try:
-        wait_until(lambda: _carries_env(stage.pid), timeout=5, what="the stage's exec")
         _runner_dies(guard)
         assert stage.wait(timeout=10) == -signal.SIGTERM
         assert earlier.poll() is None
@@ -444,12 +453,7 @@ def test_an_expected_stage_whose_exec_comes_after_the_first_look_is_removed_at_t
         cwd=tmp_path,
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
     )
-    try:
-        _runner_dies(guard)
-        assert stage.wait(timeout=10) == -signal.SIGTERM
-    finally:
-        stage.kill()
-        stage.wait()
+    _removed_when_the_runner_dies(guard, stage)
 
 
 def test_a_stage_process_is_expected_by_the_guard_when_it_is_spawned(
