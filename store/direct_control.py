@@ -210,7 +210,7 @@ class DirectControl:
         db = self.db
         cur = self._read_state(sid)
         if cur.status not in SESSION_TRANSITIONS[op].sources:
-            raise refusal(sid, op, cur.status)
+            raise refusal(sid, op, cur.status, reason=cur.reason)
         if (
             op == SessionOp.RESUME
             and cur.status == SessionStatus.ACTIVE
@@ -258,7 +258,7 @@ class DirectControl:
         op = SessionOp.APPROVE
         cur = self._read_state(sid)
         if cur.status not in SESSION_TRANSITIONS[op].sources:
-            raise refusal(sid, op, cur.status)
+            raise refusal(sid, op, cur.status, reason=cur.reason)
         waiting = self._waiting_gates(sid)
         names = [str(g[1]) for g in waiting]
         why = gate_refusal(sid[:12], names, gate)

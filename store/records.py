@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from store.errors import AmbiguousId, InvalidId, InvalidTransition, SessionNotFound
-from store.status import SessionOp, allowed_session_ops
+from store.gates import gate_of_reason
+from store.status import SessionOp, SessionStatus, allowed_session_ops
 
 #: The shortest session id prefix a command accepts.
 MIN_PREFIX = 4
@@ -88,9 +89,17 @@ def prefix_result(given: str, rows: Sequence[tuple[str, str]]) -> str:
     return str(rows[0][0])
 
 
-def refusal(sid: str, op: SessionOp, status: str, why: str = "") -> InvalidTransition:
-    """The refusal of ``op`` on a session in ``status``, naming what is allowed."""
+def refusal(
+    sid: str, op: SessionOp, status: str, why: str = "", *, reason: str | None = None
+) -> InvalidTransition:
+    """The refusal of ``op`` on a session in ``status``, naming what is allowed. ``reason``:
+    the session's; a session PAUSED at a manual gate says so, and that ``approve`` passes
+    it, the one thing its user most likely wants next."""
     allowed = allowed_session_ops(status)
+    gate = gate_of_reason(reason) if status == SessionStatus.PAUSED else None
+    if gate is not None:
+        allowed = ["approve", *allowed]
+        why = why or f"waiting at gate {gate}"
     listed = ", ".join(allowed) if allowed else "none"
     detail = f" ({why})" if why else ""
     return InvalidTransition(

@@ -261,8 +261,9 @@ class SessionOperations(ManagerBase):
             stale_after=self.stale_after,
         )
 
-    def _refuse(self, sid: str, op: SessionOp, status: str, why: str = "") -> InvalidTransition:
-        return refusal(sid, op, status, why)
+    def _refuse(self, sid: str, op: SessionOp, cur: Any, why: str = "") -> InvalidTransition:
+        """The refusal of ``op`` on the session of state row ``cur``."""
+        return refusal(sid, op, cur.status, why, reason=cur.reason)
 
     def _transition(
         self,
@@ -310,12 +311,12 @@ class SessionOperations(ManagerBase):
                 )
             if cur.status not in row_def.sources:
                 self.session.rollback()
-                raise self._refuse(sid, op, cur.status)
+                raise self._refuse(sid, op, cur)
             if check is not None:
                 why = check(conn, sid, cur)
                 if why:
                     self.session.rollback()
-                    raise self._refuse(sid, op, cur.status, why)
+                    raise self._refuse(sid, op, cur, why)
             target = session_target(op, cur.status, cur.started_at is not None)
             now = time.time()
             new_values: dict[str, Any] = {
@@ -435,7 +436,7 @@ class SessionOperations(ManagerBase):
             cur = self._read_state(conn, sid)
             if cur.status not in SESSION_TRANSITIONS[op].sources:
                 self.session.rollback()
-                raise self._refuse(sid, op, cur.status)
+                raise self._refuse(sid, op, cur)
             waiting = self._waiting_gates(conn, sid)
             names = [g.name for g in waiting]
             why = gate_refusal(sid[:12], names, gate)

@@ -384,7 +384,7 @@ class DashboardScreen(StoreLink):
         if row is None:
             return None
         if name not in allowed_session_ops(row.status):
-            return str(refusal(session_id, SessionOp(name), row.status))
+            return str(refusal(session_id, SessionOp(name), row.status, reason=row.reason))
         live_runner = row.host is not None and not row.orphaned and not row.queued
         if name == "delete" and row.status == SessionStatus.ACTIVE and live_runner:
             return (

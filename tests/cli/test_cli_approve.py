@@ -96,6 +96,21 @@ def test_approve_of_an_ended_session_is_refused_like_any_operation(
     assert snapshot(store_workspace) == before
 
 
+@pytest.mark.parametrize("op", ["pause", "retry"])
+def test_a_refusal_at_a_gate_says_the_session_waits_there_and_names_approve(
+    store_workspace: Path, op: str
+) -> None:
+    sid = at_gates(store_workspace, "gate", ["approve"], paused_at="approve")
+    before = snapshot(store_workspace)
+    result = run("flow", "session", op, sid)
+    assert result.code == 1
+    assert one_error_line(result) == (
+        f"vc: error: cannot {op} session {sid[:12]}: it is PAUSED (waiting at gate approve); "
+        "allowed: approve, resume, abort, delete"
+    )
+    assert snapshot(store_workspace) == before
+
+
 @pytest.mark.parametrize(
     "args",
     [["approve"], ["approve", "0123abcd", "qa", "legal"], ["approve", "--gate", "qa", "0123"]],

@@ -194,6 +194,30 @@ def test_approve_leaves_a_session_paused_by_hand_paused(managers: Managers, db: 
     assert (now["session"], now["qa"], now["legal"]) == ("PAUSED", "PAUSED", "COMPLETED")
 
 
+def test_a_pause_of_a_session_paused_by_hand_does_not_offer_approve(
+    managers: Managers, db: Any
+) -> None:
+    sid = started(managers)
+    open_gates(managers, sid, "qa")
+    managers[0].pause(sid)
+    with pytest.raises(InvalidTransition) as refused:
+        managers[0].pause(sid)
+    assert str(refused.value).endswith("it is PAUSED; allowed: resume, abort, delete")
+    assert refused.value.allowed == ["resume", "abort", "delete"]
+
+
+def test_a_pause_of_a_session_paused_at_a_gate_offers_approve(managers: Managers, db: Any) -> None:
+    sid = started(managers)
+    open_gates(managers, sid, "qa")
+    wait_at(managers, sid, "qa")
+    with pytest.raises(InvalidTransition) as refused:
+        managers[0].pause(sid)
+    assert str(refused.value).endswith(
+        "it is PAUSED (waiting at gate qa); allowed: approve, resume, abort, delete"
+    )
+    assert refused.value.allowed[0] == "approve"
+
+
 def test_approve_publishes_the_gate_and_the_session_change(db: Any, managers: Managers) -> None:
     sid = started(managers)
     open_gates(managers, sid, "qa")
