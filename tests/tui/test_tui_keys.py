@@ -190,6 +190,22 @@ async def test_a_on_a_failed_session_is_refused_without_asking(ctx: Any, make_ap
         ]
 
 
+async def test_p_on_a_session_waiting_at_a_gate_is_refused_offering_approve(
+    ctx: Any, make_app: Any
+) -> None:
+    sid = make_gated_session(ctx, ("qa",), paused_at="qa")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: notifications(app), what="the refusal")
+        assert notifications(app) == [
+            f"pause refused: cannot pause session {sid[:12]}: it is PAUSED (waiting at gate qa); "
+            "allowed: approve, resume, abort, delete"
+        ]
+        assert status(ctx, sid) == "PAUSED"
+
+
 async def test_d_on_a_session_with_a_live_runner_is_refused_without_asking(
     ctx: Any, make_app: Any
 ) -> None:
