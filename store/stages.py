@@ -44,6 +44,8 @@ _ST = StageInstance.__table__  # type: ignore[attr-defined]
 # Statements built once: SQLAlchemy memoizes their cache keys and compiled forms, which is
 # most of what keeps a move cheap (building a new expression per call costs ~3x).
 _STAGE_UPDATES: dict[tuple[str, ...], Any] = {}
+#: The stage states whose failed attempt may run again (:meth:`StageManager.note_retry`).
+_RETRIABLE = frozenset({StageStatus.ACTIVE, StageStatus.PAUSED})
 
 
 def _stage_update_statement(columns: tuple[str, ...]) -> Any:
@@ -260,7 +262,9 @@ class StageManager(ManagerBase):
         ``stage.retry``, the failure as its reason; nothing else changes. The retries used
         so outlive the runner: one that takes the session over (after a crash, a worker's
         hand-back, a resume) counts them (:meth:`retries_used`) instead of granting the
-        stage its whole budget again."""
+        stage its whole budget again. A PAUSED stage may be retried too: its process ended
+        while it was stopped (killed, or exiting as the pause came), and the next attempt
+        starts once the session is resumed."""
         try:
             conn = self._conn()
             now = time.time()
@@ -269,7 +273,7 @@ class StageManager(ManagerBase):
             if self.lease is not None and current.session_id != self.lease.session_id:
                 self.session.rollback()
                 raise self._lease_lost(current.session_id, None)
-            if current.status != StageStatus.ACTIVE or held in TERMINAL:
+            if current.status not in _RETRIABLE or held in TERMINAL:
                 # aborted (or ended) meanwhile: nothing runs again
                 self.session.rollback()
                 state = held if held in TERMINAL else current.status

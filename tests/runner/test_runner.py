@@ -349,6 +349,33 @@ def test_retries_run_a_failing_stage_again_as_new_attempts(
     assert (stage.status, stage.attempt, stage.exit_code) == ("COMPLETED", 3, 0)
 
 
+def test_a_stage_that_dies_while_paused_runs_again_on_resume_when_retries_are_left(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "killed",
+        """
+        stages:
+          - name: long
+            retries: 2
+            run: '[ "$VC_ATTEMPT" -ge 2 ] || exec sleep 60'
+          - {name: after, run: echo after}
+    """,
+    )
+    sid = start_detached(vc, "killed")
+    pid = store.wait_stage(sid, "long", "ACTIVE", with_pid=True).pid
+    assert vc("flow", "session", "pause", sid).returncode == 0
+    store.wait_stage(sid, "long", "PAUSED")
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: gone(pid), what="the stage killed")
+    time.sleep(0.5)  # the runner hears of the death while the session is paused
+    assert vc("flow", "session", "resume", sid).returncode == 0
+    view = store.wait_status(sid, "COMPLETED")
+    long = next(s for s in view.stages if s.name == "long")
+    assert (long.status, long.attempt) == ("COMPLETED", 2)
+
+
 # on PostgreSQL: test_retries_run_a_failing_stage_again_as_new_attempts
 @covered_on_postgresql_by_another
 def test_retries_exhausted_fail_the_session_with_the_last_exit_code(

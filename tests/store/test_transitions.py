@@ -196,6 +196,19 @@ def test_a_retry_noted_twice_for_one_attempt_counts_once(managers, hello_definit
     assert stages.retries_used(sid) == {first.name: 1}
 
 
+def test_a_retry_is_noted_for_a_paused_stage_whose_process_ended(managers, hello_definition):
+    """Killed while stopped, or exiting as the pause came: its next attempt waits for the
+    resume, so the retry counts like any other."""
+    sessions, stages = managers
+    sid = _make(managers, hello_definition, S.ACTIVE)
+    first = stages.list_stages(sid)[0]
+    stages.update_stage_status(first.id, StageStatus.ACTIVE)
+    sessions.pause(sid)
+    stages.update_stage_status(first.id, StageStatus.PAUSED)
+    stages.note_retry(first.id, "attempt 1 failed: killed by SIGKILL")
+    assert stages.retries_used(sid) == {first.name: 1}
+
+
 def test_no_retry_is_noted_for_a_stage_an_abort_failed(managers, hello_definition):
     sessions, stages = managers
     sid = _make(managers, hello_definition, S.ACTIVE)
