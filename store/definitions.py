@@ -147,6 +147,11 @@ Matrix = Annotated[
 ]
 
 
+#: What only a running process uses: refused on a manual gate in a file, where it would be
+#: shown and never applied.
+_TASK_ONLY = ("cwd", "env", "kill_timeout", "retries", "timeout")
+
+
 class StageDefinition(DefinitionModel):
     """One stage: a task if it has ``run``, else a manual gate the session waits at."""
 
@@ -233,6 +238,19 @@ class StageDefinition(DefinitionModel):
                 "checklist",
                 on_key=True,
             )
+        if self.run is None:
+            for key in _TASK_ONLY:
+                if key in self.model_fields_set:
+                    why = (
+                        "waits for approve with no deadline"
+                        if key == "timeout"
+                        else "runs nothing, so nothing would apply it"
+                    )
+                    raise problem(
+                        f"{key} belongs to a task stage (a stage with 'run'): a manual gate {why}",
+                        key,
+                        on_key=True,
+                    )
         return self
 
     def __init__(self, name: str | None = None, /, **data: Any) -> None:

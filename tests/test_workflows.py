@@ -138,7 +138,8 @@ def test_a_stage_env_naming_a_variable_vc_sets_is_refused_at_its_line(
 
 def test_env_names_of_the_users_own_are_kept(tmp_path: Path) -> None:
     text = (
-        "stages:\n  - name: a\n    env: {VC_HOME: x, VCS: y, MY_VC_PARAM_X: z, VC_MATRIX_R: eu}\n"
+        "stages:\n  - name: a\n    run: env\n"
+        "    env: {VC_HOME: x, VCS: y, MY_VC_PARAM_X: z, VC_MATRIX_R: eu}\n"
     )
     env = load_workflow_file(write(tmp_path, "w.yaml", text)).stages[0].env
     assert env == {"VC_HOME": "x", "VCS": "y", "MY_VC_PARAM_X": "z", "VC_MATRIX_R": "eu"}
@@ -166,6 +167,32 @@ def test_a_checklist_on_a_task_stage_is_refused_at_its_line(tmp_path: Path) -> N
     assert "checklist belongs to a manual gate (a stage without 'run')" in str(err)
     snapshot = {"id": "c", "stages": [{"name": "a", "run": "make", "checklist": ["x"]}]}
     assert WorkflowDefinition.from_dict(snapshot).stages[0].checklist == ("x",)
+
+
+@pytest.mark.parametrize(
+    ("setting", "why"),
+    [
+        ("timeout: 3", "a manual gate waits for approve with no deadline"),
+        ("retries: 2", "a manual gate runs nothing, so nothing would apply it"),
+        ("env: {A: b}", "a manual gate runs nothing"),
+        ("cwd: build", "a manual gate runs nothing"),
+        ("kill_timeout: 5", "a manual gate runs nothing"),
+    ],
+)
+def test_a_setting_only_a_task_uses_is_refused_on_a_manual_gate_at_its_line(
+    tmp_path: Path, setting: str, why: str
+) -> None:
+    text = f"stages:\n  - name: approve\n    checklist: [ok]\n    {setting}\n"
+    err = error_of(write(tmp_path, "g.yaml", text))
+    key = setting.split(":")[0]
+    assert (err.line, err.key) == (4, f"stages[0].{key}")
+    assert f"{key} belongs to a task stage (a stage with 'run'): {why}" in str(err)
+
+
+def test_a_gate_from_a_snapshot_keeps_what_it_was_given() -> None:
+    snapshot = {"id": "g", "stages": [{"name": "approve", "kill_timeout": 5, "retries": 1}]}
+    gate = WorkflowDefinition.from_dict(snapshot).stages[0]
+    assert (gate.stage_type, gate.kill_timeout, gate.retries) == ("manual", 5, 1)
 
 
 def test_stage_round_trips_through_to_dict_and_from_dict(tmp_path: Path) -> None:
@@ -215,7 +242,10 @@ def test_run_keeps_the_command_as_written_even_when_yaml_would_make_it_a_bool(
 
 
 def test_env_values_are_stringified_as_written(tmp_path: Path) -> None:
-    text = "stages:\n  - name: a\n    env: {A: yes, B: 007, C: 1.50, D: '', E: 2024-01-02}\n"
+    text = (
+        "stages:\n  - name: a\n    run: env\n"
+        "    env: {A: yes, B: 007, C: 1.50, D: '', E: 2024-01-02}\n"
+    )
     env = load_workflow_file(write(tmp_path, "w.yaml", text)).stages[0].env
     assert env == {"A": "yes", "B": "007", "C": "1.50", "D": "", "E": "2024-01-02"}
 
