@@ -217,8 +217,12 @@ class RunningAttempt:
         self.paused = True
         return True
 
+    @property
+    def resumable(self) -> bool:
+        return self.paused and not self.held
+
     def resume(self) -> bool:
-        if not self.paused or self.held:
+        if not self.resumable:
             return False
         self.proc.resume()
         self.paused = False
@@ -239,11 +243,13 @@ def pause_all(attempts: Iterable[RunningAttempt]) -> list[RunningAttempt]:
 
 
 def resume_all(attempts: Iterable[RunningAttempt]) -> list[RunningAttempt]:
-    """SIGCONT every paused attempt's group and what left it; the attempts resumed now."""
-    resumed = [a for a in attempts if a.resume()]
-    if resumed:
-        signal_strays(strays_of(a.proc for a in resumed), signal.SIGCONT)
-    return resumed
+    """SIGCONT what left every paused attempt's group, then the group; the attempts resumed
+    now. In that order: a job-control shell continued while its job is still stopped may
+    end (its ``wait`` is over), and the kernel hangs up a stopped group that is orphaned."""
+    waking = [a for a in attempts if a.resumable]
+    if waking:
+        signal_strays(strays_of(a.proc for a in waking), signal.SIGCONT)
+    return [a for a in waking if a.resume()]
 
 
 def hold_all(attempts: Iterable[RunningAttempt]) -> list[RunningAttempt]:

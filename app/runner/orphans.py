@@ -18,6 +18,7 @@ command says so.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ def enforce_without_runner(view: SessionView, op: str, done: list[str] | None = 
     have done for ``op`` (``pause``: stop them; ``abort`` or ``delete``: remove them).
     Returns one line per thing done or not doable, for the user; ``done`` gets the lines
     of what was done (a pause of a group stopped already does nothing)."""
+    from app.runner.groups import at_once
     from store.identity import local_host
 
     here = local_host()
@@ -96,6 +98,7 @@ def enforce_without_runner(view: SessionView, op: str, done: list[str] | None = 
     lines: list[str] = []
     elsewhere: dict[str, str] = {}
     told: set[tuple[str, int]] = set()  # (stage, group) whose removal was said
+    local: list[StageView] = []
     for stage in stages:
         if not stage.pid:
             continue
@@ -106,14 +109,19 @@ def enforce_without_runner(view: SessionView, op: str, done: list[str] | None = 
                     "runner is left: it cannot be signalled from here"
                 )
             continue
-        if _enforce_recorded(stage, op):
+        local.append(stage)
+    jobs = jobs_of(local)  # before their stages' groups go: found by the session they lead
+    for stage, enforced in zip(
+        local, at_once([partial(_enforce_recorded, s, op) for s in local]), strict=True
+    ):
+        if enforced:
             verb = "stopped" if op == "pause" else "removed"
             line = f"{verb} the leftover process group {stage.pid} of stage {stage.name}"
             lines.append(_recorded_in_log(view.id, stage.name, op, line))
-            told.add((stage.name, stage.pid))
+            told.add((stage.name, stage.pid or 0))
             if done is not None:
                 done.append(line)
-    found = dict(_enforce_unrecorded(view.id, stages, op, told))
+    found = dict(_enforce_unrecorded(view.id, stages, op, told, jobs))
     if done is not None:
         done.extend(found.values())
     # A stage recorded on another host name whose processes were found here after all (one
@@ -148,29 +156,60 @@ def _enforce_recorded(stage: StageView, op: str) -> bool:
     return kill_leftover_group(stage.pid or 0, stage.pid_start, kill_timeout_of(stage.config))
 
 
+def jobs_of(stages: Sequence[StageView]) -> list[Any]:
+    """The processes in the kernel sessions these stages' recorded processes lead, outside
+    their groups (a job-control shell's jobs, found even with a cleared environment): only
+    of a stage whose process still runs with its recorded start time."""
+    from app.runner.groups import process_start_time, session_members
+
+    leaders = {
+        s.pid: (s.name, s.attempt)
+        for s in stages
+        if s.pid and s.pid_start is not None and process_start_time(s.pid) == s.pid_start
+    }
+    return session_members(leaders)
+
+
 def _enforce_unrecorded(
-    session_id: str, stages: Sequence[StageView], op: str, told: set[tuple[str, int]]
+    session_id: str,
+    stages: Sequence[StageView],
+    op: str,
+    told: set[tuple[str, int]],
+    jobs: Sequence[Any] = (),
 ) -> list[tuple[str, str]]:
     """The processes of the stages that carry the session's id (the ones never recorded,
-    and those that left their stage's group): (stage, what was done) per stage. A group
-    in ``told`` is not told again (its line was said)."""
+    and those that left their stage's group), and ``jobs`` (:func:`jobs_of`): (stage,
+    what was done) per stage, all stages at once. A group in ``told`` is not told again
+    (its line was said)."""
     import signal
 
     from app.runner.attempt import kill_timeout_of
-    from app.runner.groups import find_session_processes, group_stopped, kill_groups, killpg
+    from app.runner.groups import (
+        at_once,
+        find_session_processes,
+        group_stopped,
+        kill_groups,
+        killpg,
+    )
 
     by_name = {s.name: s for s in stages}
     found = [p for p in find_session_processes(session_id) if p.stage in by_name]
-    lines = []
-    for name in sorted({p.stage for p in found}):
+    seen = {p.pid for p in found}
+    found += [p for p in jobs if p.pid not in seen and p.stage in by_name]
+    names = sorted({p.stage for p in found})
+
+    def enforce(name: str) -> tuple[list[int], str]:
         procs = [p for p in found if p.stage == name]
         if op == "pause":
             running = {p.pgid for p in procs if not group_stopped(p.pgid)}
-            groups = sorted(g for g in running if killpg(g, signal.SIGSTOP))
-            verb = "stopped"
-        else:
-            groups = kill_groups(procs, kill_timeout_of(by_name[name].config))
-            verb = "removed"
+            return sorted(g for g in running if killpg(g, signal.SIGSTOP)), "stopped"
+        return kill_groups(procs, kill_timeout_of(by_name[name].config)), "removed"
+
+    lines = []
+    for name, result in zip(names, at_once([partial(enforce, n) for n in names]), strict=True):
+        if result is None:
+            continue
+        groups, verb = result
         groups = [g for g in groups if (name, g) not in told]
         if groups:
             which = ", ".join(map(str, groups))
@@ -178,4 +217,4 @@ def _enforce_unrecorded(
     return lines
 
 
-__all__ = ["enforce_if_no_runner", "enforce_without_runner"]
+__all__ = ["enforce_if_no_runner", "enforce_without_runner", "jobs_of"]

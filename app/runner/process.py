@@ -50,6 +50,7 @@ from app.runner.groups import (
     kill_leftover_group,
     killpg,
     process_start_time,
+    session_members,
 )
 from app.runner.lines import (
     HANDOFF_BYTES,
@@ -652,6 +653,21 @@ class StageProcess:
             return False
         return killpg(popen.pid, sig)
 
+    def leads_its_session(self) -> bool:
+        """Does the stage's pid still name its kernel session (:func:`session_members`)?
+        Yes while its main process is not reaped. Once reaped (a job-control shell may end
+        while its jobs are stopped), as long as no process has the pid: Linux hands a pid
+        out again only once no session uses it, and a process that took it (a login shell
+        leads a session whose jobs are groups of their own) would show. What this misses,
+        a pid taken by a process that has ended too, needs the pids to wrap around meanwhile."""
+        popen = self._popen
+        if popen is None:
+            return False
+        with self._lock:
+            if popen.returncode is None:
+                return True
+        return not os.path.exists(f"/proc/{popen.pid}")
+
     def pause(self) -> bool:
         """SIGSTOP the whole group: the stage and its children hold no CPU while paused
         (what left the group: :func:`strays_of`). A no-op (False) once the stage has exited.
@@ -722,15 +738,21 @@ class StageProcess:
 
 def strays_of(procs: Iterable[StageProcess]) -> list[SessionProcess]:
     """The processes of these attempts that left their group (``setsid``, a daemon's double
-    fork), which a signal to the group misses: found by the ``VC_SESSION_ID``, ``VC_STAGE``
-    and ``VC_ATTEMPT`` they inherited (``app.runner.groups``). One pass over /proc per
-    session, so only on a pause, a resume and a stop, never per line or per turn."""
+    fork, a job-control shell's jobs), which a signal to the group misses: found by the
+    ``VC_SESSION_ID``, ``VC_STAGE`` and ``VC_ATTEMPT`` they inherited, and by the kernel
+    session their stage leads (``app.runner.groups``), which also finds those that cleared
+    their environment. A few passes over /proc, so only on a pause, a resume and a stop,
+    never per line or per turn."""
     groups: dict[tuple[str, str | None, str | None], int] = {}
+    leaders: dict[int, tuple[str, int | None]] = {}
     for proc in procs:
         session_id = proc.env.get("VC_SESSION_ID")
         if session_id and proc.pid is not None:
-            key = (session_id, proc.env.get("VC_STAGE"), proc.env.get("VC_ATTEMPT"))
-            groups[key] = proc.pid
+            stage, attempt = proc.env.get("VC_STAGE"), proc.env.get("VC_ATTEMPT")
+            groups[(session_id, stage, attempt)] = proc.pid
+            if proc.leads_its_session():
+                number = int(attempt) if attempt and attempt.isdigit() else None
+                leaders[proc.pid] = (stage or "", number)
     found: list[SessionProcess] = []
     for session_id in {key[0] for key in groups}:
         for other in find_session_processes(session_id):
@@ -738,6 +760,8 @@ def strays_of(procs: Iterable[StageProcess]) -> list[SessionProcess]:
             group = groups.get((session_id, other.stage, attempt))
             if group is not None and other.pgid != group:
                 found.append(other)
+    seen = {p.pid for p in found}
+    found.extend(p for p in session_members(leaders) if p.pid not in seen)
     return found
 
 

@@ -7,10 +7,13 @@ what is declared here and in :class:`~app.runner.store_link.StoreLink`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from app.runner.attempt import kill_timeout_of
+from app.runner.groups import at_once
+from app.runner.orphans import jobs_of
 from app.runner.process import find_session_processes, kill_groups, kill_leftover_group
 from app.runner.store_link import StoreLink
 from store.errors import InvalidTransition
@@ -38,6 +41,7 @@ class Recovery(StoreLink):
         recorded cancelled instead, as that runner would have (it never runs again in this
         run)."""
         changed = False
+        removed = self._remove_recorded(view)
         first = first_failed(view.stages) if fail_fast(view.definition or {}) else None
         cancelled = None if first is None else cancellation(first.name)
         for stage in view.stages:
@@ -53,12 +57,8 @@ class Recovery(StoreLink):
                     self._say(f"stage {cancelled}", "WARNING", stage.name)
                 continue
             interrupted = stage.status in (StageStatus.ACTIVE, StageStatus.PAUSED)
-            # Also for PENDING/FAILED stages: an aborted attempt whose runner died before it
-            # could kill it is still recorded (retry keeps the pid) and would run beside the
-            # new attempt. A process that finished fails the start-time check: no signal.
             if stage.pid and stage.host == self.host:
-                timeout = kill_timeout_of(stage.config)
-                if kill_leftover_group(stage.pid, stage.pid_start, timeout):
+                if removed.get(stage.id):
                     self._say(
                         f"removed the leftover process group {stage.pid} of "
                         f"attempt {stage.attempt}",
@@ -93,6 +93,41 @@ class Recovery(StoreLink):
         if self._started_before:
             self._remove_unrecorded(view)
         return changed
+
+    def _remove_recorded(self, view: SessionView) -> dict[int, bool | None]:
+        """What is left of each task stage's recorded group on this host, removed all at
+        once (:func:`kill_leftover_group`): per stage id, whether a signal was sent. Also
+        for PENDING/FAILED stages: an aborted attempt whose runner died before it could kill
+        it is still recorded (retry keeps the pid) and would run beside the new attempt. A
+        process that finished fails the start-time check: no signal. The jobs of a stage
+        whose process still runs go with it (:func:`jobs_of`)."""
+        local = [
+            s
+            for s in view.stages
+            if s.status != StageStatus.COMPLETED
+            and s.stage_type != "manual"
+            and s.pid
+            and s.host == self.host
+        ]
+        jobs = jobs_of(local)  # before their stages' groups go: found by the session they lead
+
+        def remove(stage: StageView) -> bool:
+            timeout = kill_timeout_of(stage.config)
+            own = [j for j in jobs if j.stage == stage.name]
+            if not own:
+                return kill_leftover_group(stage.pid or 0, stage.pid_start, timeout)
+
+            def jobs_removed() -> bool:
+                return bool(kill_groups(own, timeout))
+
+            calls: list[Callable[[], bool]] = [
+                partial(kill_leftover_group, stage.pid or 0, stage.pid_start, timeout),
+                jobs_removed,
+            ]
+            return bool(at_once(calls)[0])
+
+        results = at_once([partial(remove, s) for s in local])
+        return {s.id: done for s, done in zip(local, results, strict=True)}
 
     def _count_retries_used(self) -> None:
         """Taking over a session that ran before: the retries its stages used under the
@@ -135,10 +170,14 @@ class Recovery(StoreLink):
         by_stage: dict[str, list[Any]] = {}
         for proc in found:
             by_stage.setdefault(proc.stage, []).append(proc)
-        for name, procs in by_stage.items():
+        removals = at_once(
+            [
+                partial(kill_groups, procs, kill_timeout_of(candidates[name].config))
+                for name, procs in by_stage.items()
+            ]
+        )
+        for (name, procs), groups in zip(by_stage.items(), removals, strict=True):
             stage = candidates[name]
-            timeout = kill_timeout_of(stage.config)
-            groups = kill_groups(procs, timeout)
             attempts = sorted({p.attempt for p in procs if p.attempt is not None})
             if attempts:
                 floor = self._attempt_floor.get(name, 0)

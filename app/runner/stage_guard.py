@@ -39,6 +39,8 @@ from app.runner.groups import (
     find_session_processes,
     kill_groups,
     kill_leftover_group,
+    process_start_time,
+    session_members,
 )
 
 #: The directory holding the ``app`` package: the guard imports vc's own code from there only.
@@ -307,14 +309,26 @@ def _carrying(entries: list[Guarded]) -> list[tuple[SessionProcess, Guarded]]:
 
 
 def _strays(groups: dict[int, Guarded]) -> list[tuple[SessionProcess, float]]:
-    """The processes that left the registered groups (``setsid``, a daemon's double fork),
-    found by the stage and attempt their environment carries, each with its group's
+    """The processes that left the registered groups (``setsid``, a daemon's double fork,
+    a job-control shell's jobs), found by the stage and attempt their environment carries
+    or by the kernel session their stage still leads, each with its group's
     ``kill_timeout``."""
-    return [
+    found = [
         (proc, group.kill_timeout)
         for proc, group in _carrying(list(groups.values()))
         if proc.pgid != group.pgid
     ]
+    seen = {proc.pid for proc, _ in found}
+    leading = {  # the stage's main process alive still: its pid is its session's id
+        g.pgid: g for g in groups.values() if process_start_time(g.pgid) == g.start_time
+    }
+    members = session_members({pgid: (g.stage or "", None) for pgid, g in leading.items()})
+    found.extend(
+        (p, leading[p.kernel_session].kill_timeout)
+        for p in members
+        if p.pid not in seen and p.kernel_session in leading
+    )
+    return found
 
 
 def _spawned(expected: list[Guarded], ended: int | None) -> list[tuple[SessionProcess, float]]:

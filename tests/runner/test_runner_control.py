@@ -4,6 +4,7 @@ leaving an orphan. Real processes and signals (see tests/runner/test_runner.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -440,6 +441,44 @@ def test_pause_resume_and_abort_reach_a_process_that_left_its_stages_group(
         assert vc("flow", "session", "abort", sid).returncode == 0
         wait_until(lambda: gone(stray), timeout=10, what="the stray removed")
     finally:
+        kill_session_processes(sid)
+
+
+JOB_WORKFLOW = """
+    stages:
+      - name: jobs
+        kill_timeout: 2
+        run: |
+          set -m
+          env -i sh -c 'echo $$ > job.pid; while true; do sleep 0.1; done' &
+          wait
+"""
+
+
+def test_pause_resume_and_abort_reach_a_job_with_a_cleared_environment(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """A job-control shell's job (``set -m``) is in a group of its own, and ``env -i`` left
+    it none of the variables that name its stage: it is found in the kernel session its
+    stage leads."""
+    write_workflow(workspace, "jobs", JOB_WORKFLOW)
+    sid = start_detached(vc, "jobs")
+    job_file = workspace / "job.pid"
+    wait_until(lambda: job_file.exists() and job_file.read_text().strip(), timeout=10)
+    job = read_pid(job_file)
+    try:
+        stage = store.wait_stage(sid, "jobs", "ACTIVE", with_pid=True).pid
+        assert os.getpgid(job) != stage and os.getsid(job) == stage
+        assert b"VC_SESSION_ID" not in Path(f"/proc/{job}/environ").read_bytes()
+        assert vc("flow", "session", "pause", sid).returncode == 0
+        wait_until(lambda: proc_state(job) == "T", timeout=5, what="the job stopped")
+        assert vc("flow", "session", "resume", sid).returncode == 0
+        wait_until(lambda: proc_state(job) in ("S", "R"), timeout=5, what="the job going on")
+        assert vc("flow", "session", "abort", sid).returncode == 0
+        wait_until(lambda: gone(job), timeout=10, what="the job removed")
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(job, signal.SIGKILL)
         kill_session_processes(sid)
 
 

@@ -5,6 +5,7 @@ tests/runner/test_runner.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -463,3 +464,35 @@ def test_run_session_on_orphan_takes_over_in_the_foreground(
     assert gone(stage_pid)
     assert store.view(sid).status == "COMPLETED"
     assert (workspace / "runs.txt").read_text().split() == ["one", "two-1", "two-2", "three"]
+
+
+@sqlite_only
+def test_a_takeover_removes_every_stage_and_job_left_in_one_kill_timeout(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """The groups a dead runner left, and the jobs in the sessions they lead (found with a
+    cleared environment too), get their kill_timeouts at the same time before any stage
+    runs again: two kill_timeouts in all (groups, then what carries the session's id), not
+    one per stage in turn."""
+    from tests.runner.test_orphan_control import STUBBORN_JOBS
+
+    write_workflow(workspace, "stubborn", STUBBORN_JOBS)
+    sid = start_detached(vc, "stubborn")
+    files = [workspace / f"pids.{n}" for n in (1, 2, 3)]
+    wait_until(lambda: all(f.exists() and len(f.read_text().split()) == 2 for f in files))
+    pids = [int(pid) for f in files for pid in f.read_text().split()]
+    try:
+        kill_runner(store, sid)
+        for f in files:
+            f.unlink()
+        started = time.monotonic()
+        assert vc("flow", "session", "resume", sid).returncode == 0
+        wait_until(lambda: all(f.exists() for f in files), timeout=30, what="attempt 2 of each")
+        took = time.monotonic() - started
+        assert [pid for pid in pids if not gone(pid)] == []
+        assert took < 12, f"the takeover took {took:.1f} s: kill_timeouts waited in turn"
+    finally:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        kill_session_processes(sid)

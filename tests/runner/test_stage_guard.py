@@ -80,6 +80,32 @@ def test_a_process_that_left_its_stages_group_is_removed_with_it(
 
 
 @sqlite_only
+def test_a_job_with_a_cleared_environment_is_removed_with_its_stage(
+    vc: Vc, store: Store, workspace: Path
+) -> None:
+    """Found in the kernel session its stage leads: nothing in its environment names it."""
+    text = """
+        stages:
+          - name: jobs
+            run: |
+              set -m
+              env -i sh -c 'echo $$ > job.pid; exec sleep 300' &
+              sleep 300
+            kill_timeout: 1
+    """
+    sid, pid = _running(vc, store, workspace, text, "jobs")
+    wait_until(lambda: (workspace / "job.pid").exists(), what="the job's pid")
+    job = read_pid(workspace / "job.pid")
+    try:
+        wait_until(lambda: os.getpgid(job) != pid, what="the job's own group")
+        kill_runner(store, sid, with_guard=False)
+        wait_until(lambda: gone(pid) and gone(job), timeout=10, what="both to be removed")
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(job, signal.SIGKILL)
+
+
+@sqlite_only
 def test_a_runner_killed_while_it_stops_a_stage_leaves_nothing_of_it_running(
     vc: Vc, store: Store, workspace: Path
 ) -> None:
