@@ -182,6 +182,8 @@ class Runner(ManualGates, LiveView):
         #: Per instance, the last attempt number used and the failed attempts of this run.
         self._attempts: dict[str, int] = {}
         self._tries: dict[str, int] = {}
+        #: Failed attempts to run again, not started yet: their rows still say ACTIVE.
+        self._retrying: set[str] = set()
         self._fail_fast = True
         #: The reason of the first stage that failed for good (the session's, in the end).
         self._first_failure: str | None = None
@@ -468,6 +470,7 @@ class Runner(ManualGates, LiveView):
         if status == SessionStatus.PAUSED:
             for attempt in pause_all(list(self._running.values())):
                 self._mark(attempt.stage, StageStatus.PAUSED, "paused (SIGSTOP)")
+            self._pause_retrying()
         elif status == SessionStatus.ACTIVE:
             for attempt in resume_all(list(self._running.values())):
                 self._mark(attempt.stage, StageStatus.ACTIVE, "resumed (SIGCONT)")
@@ -536,6 +539,7 @@ class Runner(ManualGates, LiveView):
         per stage): recovery only looks at ACTIVE or PAUSED stages and checks the process
         start time, and a new attempt overwrites it."""
         attempt = self._next_attempt(stage)
+        self._retrying.discard(stage.name)
         self._schedule.mark(stage.name, RUNNING)
         run = stage.config.get("run")
         command = run if isinstance(run, str) else "(no command)"

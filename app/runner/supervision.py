@@ -55,6 +55,7 @@ class Supervision(Recovery):
     _hurry: threading.Event
     _moves: dict[int, StageMove]
     _tries: dict[str, int]
+    _retrying: set[str]
     _fail_fast: bool
     _first_failure: str | None
     _ended: Outcome | None
@@ -164,6 +165,7 @@ class Supervision(Recovery):
                 "WARNING",
             )
             self._schedule.mark(stage.name, TODO)
+            self._retrying.add(stage.name)
             return
         try:
             errors = self._store_errors
@@ -328,6 +330,13 @@ class Supervision(Recovery):
             return
         self._say(note, stage=stage.name)
         self._notify()
+
+    def _pause_retrying(self) -> None:
+        """A pause between a failed attempt and the next: the stage's row, still ACTIVE
+        with no process, says PAUSED until the resume starts its next attempt."""
+        for name in sorted(self._retrying):
+            self._mark(self._rows[name], StageStatus.PAUSED, "paused before its next attempt")
+        self._retrying.clear()
 
     def _cancel_running(self, why: str) -> None:
         """``fail_fast``: the other running instances are stopped and the gates waiting

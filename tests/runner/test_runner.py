@@ -376,6 +376,31 @@ def test_a_stage_that_dies_while_paused_runs_again_on_resume_when_retries_are_le
     assert (long.status, long.attempt) == ("COMPLETED", 2)
 
 
+def test_a_pause_between_two_attempts_shows_the_stage_paused_not_running(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "spin",
+        """
+        stages:
+          - {name: spin, retries: 1000, run: "sleep 0.02; exit 1"}
+    """,
+    )
+    sid = start_detached(vc, "spin")
+    wait_until(lambda: store.stage(sid, "spin").attempt >= 3, what="a few attempts")
+    assert vc("flow", "session", "pause", sid).returncode == 0
+    wait_until(
+        lambda: store.stage(sid, "spin").status == "PAUSED", timeout=5, what="the stage PAUSED"
+    )
+    paused_at = store.stage(sid, "spin").attempt
+    time.sleep(0.5)
+    assert store.stage(sid, "spin").attempt == paused_at  # nothing ran meanwhile
+    assert vc("flow", "session", "resume", sid).returncode == 0
+    wait_until(lambda: store.stage(sid, "spin").attempt > paused_at, what="the next attempt")
+    assert vc("flow", "session", "abort", sid).returncode == 0
+
+
 # on PostgreSQL: test_retries_run_a_failing_stage_again_as_new_attempts
 @covered_on_postgresql_by_another
 def test_retries_exhausted_fail_the_session_with_the_last_exit_code(
