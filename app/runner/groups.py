@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 _STATE_ZOMBIE = ("Z", "X", "x")
 _T = TypeVar("_T")
@@ -149,24 +149,29 @@ def kill_leftover_group(pid: int, start_time: int | None, kill_timeout: float) -
     return True
 
 
-def at_once(calls: Sequence[Callable[[], _T]]) -> list[_T | None]:
-    """Run ``calls`` each in a thread of its own and return their results in order (None
-    for one that raised). Removing a stage's processes waits out its ``kill_timeout``:
-    so stopping N stages' groups takes one ``kill_timeout``, not N of them in turn."""
-    results: list[_T | None] = [None] * len(calls)
+def at_once(calls: Sequence[Callable[[], _T]]) -> list[_T]:
+    """Run ``calls`` each in a thread of its own and return their results in order; once
+    every call has ended, the first error raised, if any, is raised. Removing a stage's
+    processes waits out its ``kill_timeout``: so stopping N stages' groups takes one
+    ``kill_timeout``, not N of them in turn."""
+    if len(calls) == 1:
+        return [calls[0]()]
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException] = []
 
     def call(index: int) -> None:
-        with contextlib.suppress(Exception):
+        try:
             results[index] = calls[index]()
+        except BaseException as exc:
+            errors.append(exc)
 
-    if len(calls) == 1:
-        call(0)
-        return results
     threads = [threading.Thread(target=call, args=(i,), daemon=True) for i in range(len(calls))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    if errors:
+        raise errors[0]
     return results
 
 
@@ -380,6 +385,8 @@ def kill_groups(
                 sent.append(pid)
         return sent
 
+    if not alive():  # found a while ago: a group gone since frees its number for another
+        return []
     signalled = send(signal.SIGTERM)
     send(signal.SIGCONT)
     deadline = time.monotonic() + max(0.0, kill_timeout)

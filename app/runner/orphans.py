@@ -17,7 +17,7 @@ command says so.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -111,17 +111,18 @@ def enforce_without_runner(view: SessionView, op: str, done: list[str] | None = 
             continue
         local.append(stage)
     jobs = jobs_of(local)  # before their stages' groups go: found by the session they lead
-    for stage, enforced in zip(
-        local, at_once([partial(_enforce_recorded, s, op) for s in local]), strict=True
+    verb = "stopped" if op == "pause" else "removed"
+    for stage, (enforced, job_groups) in zip(
+        local, at_once([partial(_enforce_with_jobs, s, op, jobs) for s in local]), strict=True
     ):
-        if enforced:
-            verb = "stopped" if op == "pause" else "removed"
-            line = f"{verb} the leftover process group {stage.pid} of stage {stage.name}"
+        said = [stage.pid or 0] if enforced else []
+        for group in said + job_groups:
+            line = f"{verb} the leftover process group {group} of stage {stage.name}"
             lines.append(_recorded_in_log(view.id, stage.name, op, line))
-            told.add((stage.name, stage.pid or 0))
+            told.add((stage.name, group))
             if done is not None:
                 done.append(line)
-    found = dict(_enforce_unrecorded(view.id, stages, op, told, jobs))
+    found = dict(_enforce_unrecorded(view.id, stages, op, told))
     if done is not None:
         done.extend(found.values())
     # A stage recorded on another host name whose processes were found here after all (one
@@ -156,6 +157,32 @@ def _enforce_recorded(stage: StageView, op: str) -> bool:
     return kill_leftover_group(stage.pid or 0, stage.pid_start, kill_timeout_of(stage.config))
 
 
+def _enforce_with_jobs(stage: StageView, op: str, jobs: Sequence[Any]) -> tuple[bool, list[int]]:
+    """``op`` on the stage's recorded group and, at the same time, on its ``jobs``
+    (:func:`jobs_of`): whether the group was signalled, and the jobs' groups that were."""
+    import signal
+
+    from app.runner.attempt import kill_timeout_of
+    from app.runner.groups import at_once, group_stopped, kill_groups, killpg
+
+    own = [j for j in jobs if j.stage == stage.name]
+    if op == "pause":
+        enforced = _enforce_recorded(stage, op)
+        running = {j.pgid for j in own if not group_stopped(j.pgid)}
+        return enforced, sorted(g for g in running if killpg(g, signal.SIGSTOP))
+    if not own:
+        return _enforce_recorded(stage, op), []
+
+    removed: list[int] = []
+
+    def remove_jobs() -> bool:
+        removed.extend(kill_groups(own, kill_timeout_of(stage.config)))
+        return bool(removed)
+
+    calls: list[Callable[[], bool]] = [partial(_enforce_recorded, stage, op), remove_jobs]
+    return at_once(calls)[0], removed
+
+
 def jobs_of(stages: Sequence[StageView]) -> list[Any]:
     """The processes in the kernel sessions these stages' recorded processes lead, outside
     their groups (a job-control shell's jobs, found even with a cleared environment): only
@@ -171,16 +198,11 @@ def jobs_of(stages: Sequence[StageView]) -> list[Any]:
 
 
 def _enforce_unrecorded(
-    session_id: str,
-    stages: Sequence[StageView],
-    op: str,
-    told: set[tuple[str, int]],
-    jobs: Sequence[Any] = (),
+    session_id: str, stages: Sequence[StageView], op: str, told: set[tuple[str, int]]
 ) -> list[tuple[str, str]]:
     """The processes of the stages that carry the session's id (the ones never recorded,
-    and those that left their stage's group), and ``jobs`` (:func:`jobs_of`): (stage,
-    what was done) per stage, all stages at once. A group in ``told`` is not told again
-    (its line was said)."""
+    and those that left their stage's group): (stage, what was done) per stage, all stages
+    at once. A group in ``told`` is not told again (its line was said)."""
     import signal
 
     from app.runner.attempt import kill_timeout_of
@@ -194,8 +216,6 @@ def _enforce_unrecorded(
 
     by_name = {s.name: s for s in stages}
     found = [p for p in find_session_processes(session_id) if p.stage in by_name]
-    seen = {p.pid for p in found}
-    found += [p for p in jobs if p.pid not in seen and p.stage in by_name]
     names = sorted({p.stage for p in found})
 
     def enforce(name: str) -> tuple[list[int], str]:
@@ -206,10 +226,9 @@ def _enforce_unrecorded(
         return kill_groups(procs, kill_timeout_of(by_name[name].config)), "removed"
 
     lines = []
-    for name, result in zip(names, at_once([partial(enforce, n) for n in names]), strict=True):
-        if result is None:
-            continue
-        groups, verb = result
+    for name, (groups, verb) in zip(
+        names, at_once([partial(enforce, n) for n in names]), strict=True
+    ):
         groups = [g for g in groups if (name, g) not in told]
         if groups:
             which = ", ".join(map(str, groups))

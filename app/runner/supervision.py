@@ -165,7 +165,8 @@ class Supervision(Recovery):
                 "WARNING",
             )
             self._schedule.mark(stage.name, TODO)
-            self._retrying.add(stage.name)
+            if not running.paused:  # one that ended paused is recorded PAUSED already
+                self._retrying.add(stage.name)
             return
         try:
             errors = self._store_errors
@@ -333,7 +334,8 @@ class Supervision(Recovery):
 
     def _pause_retrying(self) -> None:
         """A pause between a failed attempt and the next: the stage's row, still ACTIVE
-        with no process, says PAUSED until the resume starts its next attempt."""
+        with no process, says PAUSED until its next attempt starts (after the resume, once
+        a slot is free)."""
         for name in sorted(self._retrying):
             self._mark(self._rows[name], StageStatus.PAUSED, "paused before its next attempt")
         self._retrying.clear()
