@@ -72,7 +72,7 @@ from store.errors import (
     StoreError,
 )
 from store.failures import PermanentStoreError, StoreFailure
-from store.graph import fail_fast, instance_waits, max_parallel, stage_of
+from store.graph import cancellation, fail_fast, instance_waits, max_parallel, stage_of
 from store.names import matrix_variable
 from store.queries import SessionView, StageView, get_session_view
 from store.space import StoreSpace
@@ -630,6 +630,7 @@ class Runner(ManualGates, LiveView):
         """Nothing more can run: fail with the first failure (``fail_fast: false``), or
         pause after ``WORKFLOW:STAGE`` when other stages are left, or complete."""
         if self._first_failure is not None:
+            self._close_waiting_gates(cancellation(self._schedule.first_failed() or "a stage"))
             return self._fail_session(self._first_failure)
         if self.only_stage is not None and any(
             s.status != StageStatus.COMPLETED for s in self._view().stages

@@ -151,15 +151,39 @@ class Schedule:
                 slots -= 1
         return picked
 
+    def futile(self, gate: str) -> bool:
+        """A gate waiting whose approval can start nothing any more: an instance has failed
+        (so the run fails, whatever is approved: ``fail_fast: false``) and all that waits
+        for the gate waits for a failed instance too, or has ended."""
+        if FAILED not in self.state.values():
+            return False
+        return not any(
+            self.state.get(d) == TODO and not self.blocked(d)
+            for d in self._dependents.get(gate, ())
+        )
+
     def stuck_at_gates(self) -> bool:
-        """Gates wait and nothing else runs or can start: only an approval moves it on."""
-        return bool(self._waiting) and not self._running and not self.startable()
+        """Gates wait and nothing else runs or can start: only an approval moves it on
+        (one that can still start something: :meth:`futile`)."""
+        return (
+            any(not self.futile(g) for g in self._waiting)
+            and not self._running
+            and not self.startable()
+        )
 
     def finished(self) -> bool:
-        """Nothing runs, waits or can ever start: the run is over."""
+        """Nothing runs or can ever start, and no gate waits whose approval could change
+        that: the run is over."""
         return all(
-            s in (DONE, FAILED) or (s == TODO and self.blocked(n)) for n, s in self.state.items()
+            s in (DONE, FAILED)
+            or (s == TODO and self.blocked(n))
+            or (s == WAITING and self.futile(n))
+            for n, s in self.state.items()
         )
+
+    def first_failed(self) -> str | None:
+        """The first failed instance in the workflow's order."""
+        return next((n for n in self.names if self.state.get(n) == FAILED), None)
 
     def all_done(self) -> bool:
         return all(s == DONE for s in self.state.values())

@@ -19,6 +19,7 @@ from tests.runner.runner_testkit import (
     kill_runner,
     newest_session,
     proc_state,
+    session_json,
     sqlite_only,
     start_detached,
     utime,
@@ -288,6 +289,33 @@ def test_without_fail_fast_independent_branches_finish_and_the_session_fails_aft
         "after_bad": "PENDING",
         "after_slow": "COMPLETED",
     }
+
+
+def test_without_fail_fast_a_gate_whose_approval_could_start_nothing_is_closed_not_waited_at(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "futile",
+        """
+        fail_fast: false
+        stages:
+          - {name: bad, needs: [], run: 'sleep 0.3; exit 3'}
+          - {name: review, needs: []}
+          - {name: ship, needs: [bad, review], run: 'touch never'}
+    """,
+    )
+    result = vc("flow", "run", "futile")
+    assert result.returncode == 1, result.stderr
+    view = store.view(newest_session(store))
+    assert (view.status, view.reason) == ("FAILED", "stage bad failed: exit code 3")
+    assert {s.name: (s.status, s.error) for s in view.stages} == {
+        "bad": ("FAILED", "exit code 3"),
+        "review": ("FAILED", "cancelled: bad failed"),
+        "ship": ("PENDING", None),
+    }
+    events = session_json(vc, "flow", "session", "show", view.id)["events"]
+    assert "waiting: review" not in [e["reason"] for e in events]  # never paused at it
 
 
 @sqlite_only

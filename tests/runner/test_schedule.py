@@ -86,6 +86,39 @@ def test_what_needs_a_failed_instance_never_starts_and_the_run_finishes() -> Non
     assert schedule.finished() and not schedule.all_done()
 
 
+def test_a_gate_whose_approval_can_start_nothing_after_a_failure_does_not_hold_the_run() -> None:
+    waits = {"a": [], "gate": [], "z": ["a", "gate"]}
+    schedule = Schedule.start(list(waits), waits, completed=[], gates=["gate"], max_parallel=2)
+    schedule.mark("gate", WAITING)
+    schedule.mark("a", RUNNING)
+    assert not schedule.futile("gate")  # a may still complete
+    schedule.mark("a", FAILED)
+    assert schedule.futile("gate")
+    assert not schedule.stuck_at_gates()
+    assert schedule.finished()
+    assert schedule.first_failed() == "a"
+
+
+def test_a_gate_that_can_still_start_a_branch_after_a_failure_holds_the_run() -> None:
+    waits = {"a": [], "gate": [], "after_a": ["a"], "after_gate": ["gate"]}
+    schedule = Schedule.start(list(waits), waits, completed=[], gates=["gate"], max_parallel=2)
+    schedule.mark("gate", WAITING)
+    schedule.mark("a", FAILED)
+    assert not schedule.futile("gate")
+    assert schedule.stuck_at_gates()
+    assert not schedule.finished()
+
+
+def test_a_last_gate_after_a_failure_is_futile_and_before_it_is_not() -> None:
+    waits = {"a": [], "sign_off": []}
+    schedule = Schedule.start(list(waits), waits, completed=[], gates=["sign_off"], max_parallel=2)
+    schedule.mark("sign_off", WAITING)
+    schedule.mark("a", DONE)
+    assert not schedule.futile("sign_off") and schedule.stuck_at_gates()
+    schedule.mark("a", FAILED)
+    assert schedule.futile("sign_off") and schedule.finished()
+
+
 def test_only_runs_the_selected_instances_whatever_they_wait_for() -> None:
     waits = {"a": [], "r[n=1]": ["a"], "r[n=2]": ["a"], "z": ["r[n=1]", "r[n=2]"]}
     schedule = Schedule.start(
@@ -172,5 +205,7 @@ def test_the_kept_sets_agree_with_a_scan_of_the_states_after_any_moves() -> None
             expected = _scanned(schedule)
             assert (schedule.running(), schedule.waiting_gates(), schedule.startable()) == expected
             assert schedule.stuck_at_gates() == (
-                bool(expected[1]) and not expected[0] and not expected[2]
+                any(not schedule.futile(g) for g in expected[1])
+                and not expected[0]
+                and not expected[2]
             )
