@@ -166,9 +166,10 @@ class Schedule:
         """Gates wait and nothing else runs or can start: only an approval moves it on
         (one that can still start something: :meth:`futile`)."""
         return (
-            any(not self.futile(g) for g in self._waiting)
+            bool(self._waiting)
             and not self._running
             and not self.startable()
+            and any(not self.futile(g) for g in self._waiting)
         )
 
     def finished(self) -> bool:
