@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -288,3 +288,40 @@ def newest_session(store: Store) -> str:
         return views[0].id if views else None
 
     return wait_until(find, what="a session")
+
+
+#: Three instances at once whose processes all ignore SIGTERM, each with a job of its own
+#: (``set -m``) that cleared its environment: each writes ``pids.N`` (its pid and its job's).
+STUBBORN_JOBS = """
+    max_parallel: 3
+    stages:
+      - name: stubborn
+        matrix: {n: [1, 2, 3]}
+        kill_timeout: 3
+        run: |
+          trap '' TERM
+          set -m
+          env -i sh -c 'exec sleep 300' &
+          echo $$ $! > pids.$VC_MATRIX_N
+          sleep 300
+"""
+
+
+@contextmanager
+def stubborn_jobs_left(workspace: Path, vc: Vc, store: Store) -> Iterator[tuple[str, list[int]]]:
+    """:data:`STUBBORN_JOBS` running, then its runner and guard killed, as after a crash:
+    the session and the pids of its stages and their jobs, all SIGKILLed on the way out."""
+    write_workflow(workspace, "stubborn", STUBBORN_JOBS)
+    sid = start_detached(vc, "stubborn")
+    files = [workspace / f"pids.{n}" for n in (1, 2, 3)]
+    wait_until(lambda: all(f.exists() and len(f.read_text().split()) == 2 for f in files))
+    pids = [int(pid) for f in files for pid in f.read_text().split()]
+    try:
+        kill_runner(store, sid)
+        assert all(proc_state(pid) in ("S", "R") for pid in pids)
+        yield sid, pids
+    finally:
+        for pid in pids:
+            with suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        kill_session_processes(sid)

@@ -4,7 +4,6 @@ rules. Real runners killed with SIGKILL, real stage processes."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -25,6 +24,7 @@ from tests.runner.runner_testkit import (
     proc_state,
     read_pid,
     start_detached,
+    stubborn_jobs_left,
     write_workflow,
 )
 from tests.waiting import wait_until
@@ -52,48 +52,19 @@ def test_abort_of_a_session_whose_runner_is_gone_removes_its_stage_process(
     assert f"removed the leftover process group {pid} of stage nap" in result.stderr
 
 
-#: Three instances at once whose processes all ignore SIGTERM, each with a job of its own
-#: (``set -m``) that cleared its environment: each writes ``pids.N`` (its pid and its job's).
-STUBBORN_JOBS = """
-    max_parallel: 3
-    stages:
-      - name: stubborn
-        matrix: {n: [1, 2, 3]}
-        kill_timeout: 3
-        run: |
-          trap '' TERM
-          set -m
-          env -i sh -c 'exec sleep 300' &
-          echo $$ $! > pids.$VC_MATRIX_N
-          sleep 300
-"""
-
-
 def test_an_abort_without_a_runner_removes_every_stage_and_job_in_one_kill_timeout(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
-    """Each stage's processes get their kill_timeout at the same time, not one stage's
-    after another's: three stubborn stages and their jobs take two kill_timeouts (their
-    groups, then what left them), not six."""
-    write_workflow(workspace, "stubborn", STUBBORN_JOBS)
-    sid = start_detached(vc, "stubborn")
-    files = [workspace / f"pids.{n}" for n in (1, 2, 3)]
-    wait_until(lambda: all(f.exists() and len(f.read_text().split()) == 2 for f in files))
-    pids = [int(pid) for f in files for pid in f.read_text().split()]
-    try:
-        kill_runner(store, sid)
-        assert all(proc_state(pid) in ("S", "R") for pid in pids)
+    """Each stage's processes, and its jobs, get their kill_timeout at the same time, not
+    one stage's after another's: three stubborn stages with their jobs take one
+    kill_timeout, not six."""
+    with stubborn_jobs_left(workspace, vc, store) as (sid, pids):
         started = time.monotonic()
         result = vc("flow", "session", "abort", sid)
         took = time.monotonic() - started
         assert result.returncode == 0, result.stderr
         assert [pid for pid in pids if not gone(pid)] == []
         assert took < 12, f"the abort took {took:.1f} s: kill_timeouts waited in turn"
-    finally:
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        kill_session_processes(sid)
 
 
 def test_a_session_aborted_without_a_runner_forgets_its_dead_runner(
@@ -216,8 +187,6 @@ def test_the_dashboard_operations_do_the_same_for_a_session_whose_runner_is_gone
 def _paused_then_runner_killed(vc: Vc, store: Store, nap: str) -> tuple[str, int]:
     """A pause that committed while the runner was stalled (SIGSTOP), the runner then
     SIGKILLed before it could stop the stage: PAUSED in the store, the stage running."""
-    import os
-    import signal
 
     sid = start_detached(vc, nap)
     pid = store.wait_stage(sid, "nap", "ACTIVE", with_pid=True).pid

@@ -5,7 +5,6 @@ tests/runner/test_runner.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -35,6 +34,7 @@ from tests.runner.runner_testkit import (
     session_json,
     sqlite_only,
     start_detached,
+    stubborn_jobs_left,
     write_workflow,
 )
 from tests.waiting import wait_until
@@ -474,15 +474,8 @@ def test_a_takeover_removes_every_stage_and_job_left_in_one_kill_timeout(
     cleared environment too), get their kill_timeouts at the same time before any stage
     runs again: two kill_timeouts in all (groups, then what carries the session's id), not
     one per stage in turn."""
-    from tests.runner.test_orphan_control import STUBBORN_JOBS
-
-    write_workflow(workspace, "stubborn", STUBBORN_JOBS)
-    sid = start_detached(vc, "stubborn")
     files = [workspace / f"pids.{n}" for n in (1, 2, 3)]
-    wait_until(lambda: all(f.exists() and len(f.read_text().split()) == 2 for f in files))
-    pids = [int(pid) for f in files for pid in f.read_text().split()]
-    try:
-        kill_runner(store, sid)
+    with stubborn_jobs_left(workspace, vc, store) as (sid, pids):
         for f in files:
             f.unlink()
         started = time.monotonic()
@@ -491,8 +484,3 @@ def test_a_takeover_removes_every_stage_and_job_left_in_one_kill_timeout(
         took = time.monotonic() - started
         assert [pid for pid in pids if not gone(pid)] == []
         assert took < 12, f"the takeover took {took:.1f} s: kill_timeouts waited in turn"
-    finally:
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        kill_session_processes(sid)
