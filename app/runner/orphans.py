@@ -113,7 +113,7 @@ def enforce_without_runner(view: SessionView, op: str, done: list[str] | None = 
     jobs = jobs_of(local)  # before their stages' groups go: found by the session they lead
     verb = "stopped" if op == "pause" else "removed"
     for stage, (enforced, job_groups) in zip(
-        local, at_once([partial(_enforce_with_jobs, s, op, jobs) for s in local]), strict=True
+        local, at_once([partial(enforce_with_jobs, s, op, jobs) for s in local]), strict=True
     ):
         said = [stage.pid or 0] if enforced else []
         for group in said + job_groups:
@@ -157,7 +157,7 @@ def _enforce_recorded(stage: StageView, op: str) -> bool:
     return kill_leftover_group(stage.pid or 0, stage.pid_start, kill_timeout_of(stage.config))
 
 
-def _enforce_with_jobs(stage: StageView, op: str, jobs: Sequence[Any]) -> tuple[bool, list[int]]:
+def enforce_with_jobs(stage: StageView, op: str, jobs: Sequence[Any]) -> tuple[bool, list[int]]:
     """``op`` on the stage's recorded group and, at the same time, on its ``jobs``
     (:func:`jobs_of`): whether the group was signalled, and the jobs' groups that were."""
     import signal
@@ -236,4 +236,4 @@ def _enforce_unrecorded(
     return lines
 
 
-__all__ = ["enforce_if_no_runner", "enforce_without_runner", "jobs_of"]
+__all__ = ["enforce_if_no_runner", "enforce_with_jobs", "enforce_without_runner", "jobs_of"]

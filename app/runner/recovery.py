@@ -7,14 +7,14 @@ what is declared here and in :class:`~app.runner.store_link.StoreLink`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 from app.runner.attempt import kill_timeout_of
 from app.runner.groups import at_once
-from app.runner.orphans import jobs_of
-from app.runner.process import find_session_processes, kill_groups, kill_leftover_group
+from app.runner.orphans import enforce_with_jobs, jobs_of
+from app.runner.process import find_session_processes, kill_groups
 from app.runner.store_link import StoreLink
 from store.errors import InvalidTransition
 from store.graph import cancellation, fail_fast, first_failed
@@ -95,12 +95,13 @@ class Recovery(StoreLink):
         return changed
 
     def _remove_recorded(self, view: SessionView) -> dict[int, bool | None]:
-        """What is left of each task stage's recorded group on this host, removed all at
-        once (:func:`kill_leftover_group`): per stage id, whether a signal was sent. Also
-        for PENDING/FAILED stages: an aborted attempt whose runner died before it could kill
-        it is still recorded (retry keeps the pid) and would run beside the new attempt. A
-        process that finished fails the start-time check: no signal. The jobs of a stage
-        whose process still runs go with it (:func:`jobs_of`)."""
+        """What is left of each task stage's recorded group on this host, with the jobs of
+        a stage whose process still runs (:func:`jobs_of`), removed all at once as an abort
+        without a runner removes them (``orphans.enforce_with_jobs``): per stage id, whether
+        its group was signalled. Also for PENDING/FAILED stages: an aborted attempt whose
+        runner died before it could kill it is still recorded (retry keeps the pid) and
+        would run beside the new attempt. A process that finished fails the start-time
+        check: no signal."""
         local = [
             s
             for s in view.stages
@@ -110,24 +111,8 @@ class Recovery(StoreLink):
             and s.host == self.host
         ]
         jobs = jobs_of(local)  # before their stages' groups go: found by the session they lead
-
-        def remove(stage: StageView) -> bool:
-            timeout = kill_timeout_of(stage.config)
-            own = [j for j in jobs if j.stage == stage.name]
-            if not own:
-                return kill_leftover_group(stage.pid or 0, stage.pid_start, timeout)
-
-            def jobs_removed() -> bool:
-                return bool(kill_groups(own, timeout))
-
-            calls: list[Callable[[], bool]] = [
-                partial(kill_leftover_group, stage.pid or 0, stage.pid_start, timeout),
-                jobs_removed,
-            ]
-            return bool(at_once(calls)[0])
-
-        results = at_once([partial(remove, s) for s in local])
-        return {s.id: done for s, done in zip(local, results, strict=True)}
+        results = at_once([partial(enforce_with_jobs, s, "abort", jobs) for s in local])
+        return {s.id: removed for s, (removed, _) in zip(local, results, strict=True)}
 
     def _count_retries_used(self) -> None:
         """Taking over a session that ran before: the retries its stages used under the
