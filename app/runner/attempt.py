@@ -12,11 +12,9 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from app.logging import UNSAFE_IN_FILE, Logging, escape_for_file, format_line
-from app.runner.groups import at_once
 from app.runner.outputs import OUTPUT_TAG, OutputRecorder
 from app.runner.process import StageProcess, parse_progress, signal_strays, strays_of
 from store.definition_base import DEFAULT_KILL_TIMEOUT
@@ -286,13 +284,21 @@ def terminate_all(
     as soon as ``hurry`` is set): the waits overlap, so stopping eight stages takes one
     ``kill_timeout``, not eight. Returns each one's exit code, in order (None if it could
     not be stopped)."""
+    codes: list[int | None] = [None] * len(attempts)
 
-    def stop(attempt: RunningAttempt) -> int | None:
+    def stop(index: int) -> None:
         with contextlib.suppress(Exception):
-            return attempt.terminate(hurry)
-        return None
+            codes[index] = attempts[index].terminate(hurry)
 
-    return at_once([partial(stop, a) for a in attempts])
+    if len(attempts) == 1:
+        stop(0)
+        return codes
+    threads = [threading.Thread(target=stop, args=(i,), daemon=True) for i in range(len(attempts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return codes
 
 
 def config_seconds(value: Any) -> float | None:
