@@ -5,9 +5,14 @@ background (``--detach``) or queued for a worker (``--queue``); the runner itsel
 Refusals happen before anything runs, each as one line naming what to do instead:
 
 * `run --session` of a COMPLETED or FAILED session: nothing to run (`retry` first);
-* of a PAUSED one: `resume` it (that starts a runner if it has none);
+* of a PAUSED one whose runner is alive, or that waits at a manual gate: `resume` it, or
+  `approve` the gate (a run is not a way to pass a gate unseen);
 * of an ACTIVE one that a live runner owns: refused, naming that runner's host and pid
   (the store's claim checks the same thing again, so a race cannot start two runners).
+
+A PAUSED session that no live runner holds (it ran one stage, ``ran a only``, or its
+runner is gone) is resumed by the run, then run here: `run W:b --session ID` after
+`run W:a --session ID` steps through a session a stage at a time, in the foreground.
 """
 
 from __future__ import annotations
@@ -108,11 +113,14 @@ def run_command(
             view = get_session_view(db, sid)
             if view is None:
                 raise fail(f"no session matches {session_id!r}")
-            _check_runnable(view, workflow_id)
+            paused = _check_runnable(view, workflow_id)
             only = None
             if stage:
                 rows = [(s.name, s.config) for s in view.stages]
                 only = select_stage(stage, rows, f"session {sid[:12]}")
+                _refuse_completed(view, only)
+            if paused:  # nothing refused it: the run resumes it (a `resume` event)
+                manager.resume(sid, expected_version=view.version)
         if detach:
             from app.runner.launch import start_runner
 
@@ -196,16 +204,44 @@ def _run_new(
     return 0
 
 
-def _check_runnable(view: Any, workflow_id: str) -> None:
-    """Refuse `run --session` on a session that has nothing to run or a live runner."""
+def _check_runnable(view: Any, workflow_id: str) -> bool:
+    """Refuse `run --session` on a session that has nothing to run, a live runner or a
+    gate waiting for its approval; True when it is PAUSED and the run must resume it."""
     short = view.id[:12]
     if view.workflow_id != workflow_id:
         raise fail(f"session {short} belongs to workflow {view.workflow_id!r}, not {workflow_id!r}")
+    if view.status == "PAUSED":
+        gate = view.waiting_gate
+        if gate is not None:
+            from store.text import clean_text
+
+            name = clean_text(gate.name)
+            raise fail(
+                f"session {short} is PAUSED waiting at gate {name}: pass it with "
+                f"'vc flow session approve {short} {name}'"
+            )
+        if view.runner_pid is None or view.orphaned:
+            return True
     from app.runner.launch import run_refusal
 
     why = run_refusal(view)
     if why is not None:
         raise fail(why)
+    return False
+
+
+def _refuse_completed(view: Any, only: str) -> None:
+    """`run W:STAGE --session ID` of a stage whose every instance has completed: nothing
+    to run (a stage never runs twice), said before the session is touched."""
+    from store.graph import stage_of
+    from store.text import clean_text
+
+    chosen = [s for s in view.stages if only in (s.name, stage_of(s.name, s.config))]
+    if chosen and all(s.status == "COMPLETED" for s in chosen):
+        raise fail(
+            f"stage {clean_text(only)} of session {view.id[:12]} is COMPLETED: a stage never "
+            "runs twice (start a new session to run it again)"
+        )
 
 
 def _foreground(ctx: Any, sid: str, stage: str | None, name: str, interrupts: _Interrupts) -> int:

@@ -599,6 +599,38 @@ def test_pause_between_stages_holds_the_next_stage_until_resume(
     assert [s.attempt for s in view.stages] == [1, 1]
 
 
+def test_run_of_one_stage_after_another_steps_through_a_session_in_the_foreground(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """A session PAUSED after `run W:STAGE --session ID` has no runner: the next such run
+    resumes it and runs that stage only, here; a run without STAGE runs the rest."""
+    write_workflow(
+        workspace,
+        "steps",
+        """
+        stages:
+          - {name: one, run: echo one >> runs.txt}
+          - {name: two, run: echo two >> runs.txt}
+          - {name: three, run: echo three >> runs.txt}
+    """,
+    )
+    sid = vc("flow", "session", "create", "steps").stdout.strip()
+    assert vc("flow", "run", "steps:one", "--session", sid).returncode == 0
+    result = vc("flow", "run", "steps:two", "--session", sid)
+    assert result.returncode == 0, result.stderr
+    assert "stage two completed; ran two only" in result.stdout
+    assert (workspace / "runs.txt").read_text().split() == ["one", "two"]
+    assert store.view(sid).status == "PAUSED"
+    result = vc("flow", "run", "steps", "--session", sid)
+    assert result.returncode == 0, result.stderr
+    view = store.view(sid)
+    assert view.status == "COMPLETED"
+    assert [s.attempt for s in view.stages] == [1, 1, 1]
+    assert (workspace / "runs.txt").read_text().split() == ["one", "two", "three"]
+    resumes = [r.text for r in store.logs(sid) if r.text.startswith("resume PAUSED -> ACTIVE")]
+    assert len(resumes) == 2  # each run said what it did to the session
+
+
 # on PostgreSQL: test_manual_gate_pauses_waiting_and_resume_completes_it (a runner waiting,
 #   paused)
 @covered_on_postgresql_by_another

@@ -1,6 +1,7 @@
 """What the runner and `vc flow run` refuse or fail, with a clear reason: a missing command or
 cwd, a stage without `run`, a session that cannot run (completed, failed, of another
-workflow, held by another runner)."""
+workflow, held by another runner, paused under a live runner or at a gate, a stage
+already completed)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tests.runner.runner_testkit import (
     start_detached,
     write_workflow,
 )
+from tests.waiting import wait_until
 
 # ---- bad input ----------------------------------------------------------------------------------
 
@@ -167,6 +169,54 @@ def test_retry_then_run_session_carries_on_without_rerunning_completed_stages(
     assert view.status == "COMPLETED"
     assert [(s.name, s.attempt) for s in view.stages] == [("ok", 1), ("bad", 2), ("last", 1)]
     assert (workspace / "runs.txt").read_text().split() == ["ok", "bad", "bad", "last"]
+
+
+def test_run_of_a_completed_stage_of_a_session_is_refused_and_touches_nothing(
+    vc: Vc, store: Store
+) -> None:
+    sid = vc("flow", "session", "create", "hello").stdout.strip()
+    assert vc("flow", "run", "hello:greet", "--session", sid).returncode == 0
+    before = store.view(sid)
+    result = vc("flow", "run", "hello:greet", "--session", sid)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"vc: error: stage greet of session {sid[:12]} is COMPLETED: a stage never runs "
+        "twice (start a new session to run it again)\n"
+    )
+    assert store.view(sid) == before
+
+
+def test_run_of_a_session_waiting_at_a_gate_is_refused_naming_the_approval(
+    vc: Vc, store: Store
+) -> None:
+    sid = start_detached(vc, "gate")
+    before = store.wait_status(sid, "PAUSED")
+    result = vc("flow", "run", "gate", "--session", sid)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"vc: error: session {sid[:12]} is PAUSED waiting at gate approve: pass it with "
+        f"'vc flow session approve {sid[:12]} approve'\n"
+    )
+    assert store.view(sid) == before
+
+
+def test_run_of_a_session_paused_under_its_live_runner_is_refused_naming_resume(
+    vc: Vc, store: Store, nap: str
+) -> None:
+    sid = start_detached(vc, nap)
+    assert vc("flow", "session", "pause", sid).returncode == 0
+    store.wait_status(sid, "PAUSED")
+    before = wait_until(
+        lambda: (v := store.view(sid)).stages[0].status == "PAUSED" and v,
+        what="the runner to pause its stage",
+    )
+    result = vc("flow", "run", nap, "--session", sid)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"vc: error: session {sid[:12]} is PAUSED: resume it with "
+        f"'vc flow session resume {sid[:12]}'\n"
+    )
+    assert store.view(sid) == before
 
 
 def test_second_runner_is_refused_naming_host_and_pid(vc: Vc, store: Store, nap: str) -> None:
