@@ -70,7 +70,7 @@ class ManualGates(Supervision):
         self.waiting_at = name
         self.waiting_checklist = stage.checklist
         said = name in self._gates_announced
-        for other in self._schedule.waiting_gates():
+        for other in self._schedule.useful_gates():
             # a gate that opened while another stage was still to start has said so; one
             # that opened last has not: each waiting gate is named once, with its command
             if other != name and other not in self._gates_announced:

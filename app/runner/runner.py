@@ -432,7 +432,7 @@ class Runner(ManualGates, LiveView):
                 if self._ended is not None:
                     return self._ended
                 if schedule.stuck_at_gates() and not self._gate_pause:
-                    self._pause_at_gate(schedule.waiting_gates()[0])
+                    self._pause_at_gate(schedule.useful_gates()[0])
                     continue
             elif status == SessionStatus.PAUSED and self._idle_for_the_queue():
                 return self._hand_back()
@@ -630,7 +630,10 @@ class Runner(ManualGates, LiveView):
         """Nothing more can run: fail with the first failure (``fail_fast: false``), or
         pause after ``WORKFLOW:STAGE`` when other stages are left, or complete."""
         if self._first_failure is not None:
-            self._close_waiting_gates(cancellation(self._schedule.first_failed() or "a stage"))
+            schedule = self._schedule
+            self._close_waiting_gates(
+                lambda gate: cancellation(schedule.failure_blocking(gate) or "a stage")
+            )
             return self._fail_session(self._first_failure)
         if self.only_stage is not None and any(
             s.status != StageStatus.COMPLETED for s in self._view().stages

@@ -126,7 +126,13 @@ class Schedule:
 
     def blocked(self, name: str) -> bool:
         """It waits (directly or not) for a failed instance: it can never start."""
+        return self._failed_upstream(name, first_only=True) != []
+
+    def _failed_upstream(self, name: str, *, first_only: bool = False) -> list[str]:
+        """The failed instances ``name`` waits for, directly or not (the first one found
+        only, with ``first_only``)."""
         seen: set[str] = set()
+        found: list[str] = []
         todo = list(self.waits.get(name, ()))
         while todo:
             other = todo.pop()
@@ -134,9 +140,11 @@ class Schedule:
                 continue
             seen.add(other)
             if self.state.get(other) == FAILED:
-                return True
+                found.append(other)
+                if first_only:
+                    break
             todo.extend(self.waits.get(other, ()))
-        return False
+        return found
 
     def startable(self) -> list[str]:
         """What should start now, in order: free gates (they take no slot) and free task
@@ -162,14 +170,19 @@ class Schedule:
             for d in self._dependents.get(gate, ())
         )
 
+    def useful_gates(self) -> list[str]:
+        """The gates waiting whose approval can still start something (not
+        :meth:`futile`), in order: where a run that waits only for gates pauses."""
+        return [g for g in self.waiting_gates() if not self.futile(g)]
+
     def stuck_at_gates(self) -> bool:
         """Gates wait and nothing else runs or can start: only an approval moves it on
-        (one that can still start something: :meth:`futile`)."""
+        (one that can still start something: :meth:`useful_gates`)."""
         return (
             bool(self._waiting)
             and not self._running
             and not self.startable()
-            and any(not self.futile(g) for g in self._waiting)
+            and bool(self.useful_gates())
         )
 
     def finished(self) -> bool:
@@ -182,9 +195,17 @@ class Schedule:
             for n, s in self.state.items()
         )
 
-    def first_failed(self) -> str | None:
-        """The first failed instance in the workflow's order."""
-        return next((n for n in self.names if self.state.get(n) == FAILED), None)
+    def failure_blocking(self, gate: str) -> str | None:
+        """The failure that made a waiting gate :meth:`futile`: the first failed instance
+        (in the workflow's order) that what waits for the gate waits for too; else the
+        first failed instance of the run (what waits for the gate has ended)."""
+        found: set[str] = set()
+        for dependent in self._dependents.get(gate, ()):
+            if self.state.get(dependent) == TODO:
+                found.update(self._failed_upstream(dependent))
+        if not found:
+            found = {n for n, s in self.state.items() if s == FAILED}
+        return self._in_order(found)[0] if found else None
 
     def all_done(self) -> bool:
         return all(s == DONE for s in self.state.values())

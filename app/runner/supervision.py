@@ -374,16 +374,18 @@ class Supervision(Recovery):
                 )
             self._stage_result(attempt.name, f"stage {why}", "WARNING")
 
-    def _close_waiting_gates(self, why: str) -> None:
-        """The gates waiting beside a failure are closed FAILED with ``why``."""
+    def _close_waiting_gates(self, why: str | Callable[[str], str]) -> None:
+        """The gates waiting beside a failure are closed FAILED with ``why`` (or with what
+        ``why`` says for each gate)."""
         for gate in self._schedule.waiting_gates():
+            reason = why if isinstance(why, str) else why(gate)
             try:
-                self.stages.move_stage(self._rows[gate].id, StageStatus.FAILED, error=why)
+                self.stages.move_stage(self._rows[gate].id, StageStatus.FAILED, error=reason)
             except InvalidTransition:
                 self._schedule.mark(gate, DONE)  # approved meanwhile: passed, not cancelled
                 continue
             self._schedule.mark(gate, FAILED)
-            self._stage_result(gate, f"stage {why}", "WARNING")
+            self._stage_result(gate, f"stage {reason}", "WARNING")
 
     def _stop_running(self, why: str | None = None) -> None:
         """Stop every running attempt (an abort, a delete, Ctrl-C, a lost claim, an error):

@@ -319,6 +319,61 @@ def test_without_fail_fast_a_gate_whose_approval_could_start_nothing_is_closed_n
 
 
 @sqlite_only
+def test_without_fail_fast_a_run_stuck_at_gates_pauses_at_the_one_that_can_start_something(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "twogates",
+        """
+        fail_fast: false
+        stages:
+          - {name: bad, needs: [], run: 'sleep 0.3; exit 1'}
+          - {name: first_gate, needs: []}
+          - {name: blocked, needs: [first_gate, bad], run: 'true'}
+          - {name: second_gate, needs: []}
+          - {name: ship, needs: [second_gate], run: 'true'}
+    """,
+    )
+    sid = start_detached(vc, "twogates")
+    view = store.wait_status(sid, "PAUSED")
+    assert view.reason == "waiting: second_gate"
+    texts = [r.text for r in store.logs(sid)]
+    assert not any(t.startswith("manual gate first_gate: waiting") for t in texts)
+    assert vc("flow", "session", "resume", sid).returncode == 0
+    view = store.wait_status(sid, "FAILED")
+    assert {s.name: (s.status, s.error) for s in view.stages} == {
+        "bad": ("FAILED", "exit code 1"),
+        "first_gate": ("FAILED", "cancelled: bad failed"),
+        "blocked": ("PENDING", None),
+        "second_gate": ("COMPLETED", None),
+        "ship": ("COMPLETED", None),
+    }
+
+
+@sqlite_only
+def test_without_fail_fast_a_closed_gate_names_the_failure_that_blocked_it(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "blame",
+        """
+        fail_fast: false
+        max_parallel: 3
+        stages:
+          - {name: slow_bad, needs: [], run: 'sleep 0.6; exit 1'}
+          - {name: quick_bad, needs: [], run: 'exit 2'}
+          - {name: review, needs: []}
+          - {name: ship, needs: [review, quick_bad], run: 'true'}
+    """,
+    )
+    assert vc("flow", "run", "blame").returncode == 1
+    view = store.view(newest_session(store))
+    assert store.stage(view.id, "review").error == "cancelled: quick_bad failed"
+
+
+@sqlite_only
 def test_retry_runs_the_failed_and_cancelled_instances_again_and_keeps_the_completed(
     workspace: Path, vc: Vc, store: Store
 ) -> None:

@@ -96,7 +96,7 @@ def test_a_gate_whose_approval_can_start_nothing_after_a_failure_does_not_hold_t
     assert schedule.futile("gate")
     assert not schedule.stuck_at_gates()
     assert schedule.finished()
-    assert schedule.first_failed() == "a"
+    assert schedule.failure_blocking("gate") == "a"
 
 
 def test_a_gate_that_can_still_start_a_branch_after_a_failure_holds_the_run() -> None:
@@ -107,6 +107,27 @@ def test_a_gate_that_can_still_start_a_branch_after_a_failure_holds_the_run() ->
     assert not schedule.futile("gate")
     assert schedule.stuck_at_gates()
     assert not schedule.finished()
+
+
+def test_a_run_stuck_at_gates_pauses_at_one_whose_approval_can_start_something() -> None:
+    waits = {"f": [], "g1": [], "d1": ["g1", "f"], "g2": [], "d2": ["g2"]}
+    gates = ["g1", "g2"]
+    schedule = Schedule.start(list(waits), waits, completed=[], gates=gates, max_parallel=2)
+    schedule.mark("g1", WAITING)
+    schedule.mark("g2", WAITING)
+    schedule.mark("f", FAILED)
+    assert schedule.stuck_at_gates()
+    assert schedule.useful_gates() == ["g2"]  # approving g1 would start nothing
+
+
+def test_a_futile_gate_names_the_failure_that_blocks_it_not_the_first_one() -> None:
+    waits = {"a": [], "b": [], "gate": [], "d": ["gate", "b"]}
+    schedule = Schedule.start(list(waits), waits, completed=[], gates=["gate"], max_parallel=2)
+    schedule.mark("gate", WAITING)
+    schedule.mark("b", FAILED)
+    schedule.mark("a", FAILED)
+    assert schedule.futile("gate")
+    assert schedule.failure_blocking("gate") == "b"
 
 
 def test_a_last_gate_after_a_failure_is_futile_and_before_it_is_not() -> None:
@@ -205,7 +226,5 @@ def test_the_kept_sets_agree_with_a_scan_of_the_states_after_any_moves() -> None
             expected = _scanned(schedule)
             assert (schedule.running(), schedule.waiting_gates(), schedule.startable()) == expected
             assert schedule.stuck_at_gates() == (
-                any(not schedule.futile(g) for g in expected[1])
-                and not expected[0]
-                and not expected[2]
+                bool(schedule.useful_gates()) and not expected[0] and not expected[2]
             )
