@@ -232,6 +232,14 @@ class RunningAttempt:
     def terminate(self, hurry: threading.Event | None = None) -> int:
         return self.proc.terminate(self.kill_timeout, hurry)
 
+    def continue_leftovers(self) -> None:
+        """The attempt ended while paused (its main process killed): what it left, in its
+        group or out of it, was stopped by the pause and is continued, as what an attempt
+        leaves running is (nothing of an ended attempt stays stopped for ever)."""
+        self.proc.resume()
+        signal_strays(strays_of([self.proc]), signal.SIGCONT)
+        self.paused = False
+
 
 def pause_all(attempts: Iterable[RunningAttempt]) -> list[RunningAttempt]:
     """SIGSTOP every running attempt's group, then what left those groups (one pass over

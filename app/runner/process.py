@@ -629,6 +629,11 @@ class StageProcess:
 
     # ---- signals ---------------------------------------------------------------------------
 
+    @property
+    def has_leftovers(self) -> bool:
+        """The main process has exited and left live processes in its group."""
+        return self.exited and self._leftovers_alive()
+
     def _leftovers_alive(self) -> bool:
         """After the reap: does our group still have live members (and the pid no new owner)?"""
         assert self._popen is not None

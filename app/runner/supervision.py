@@ -152,7 +152,10 @@ class Supervision(Recovery):
         error = result.error or "failed"
         retries = int(stage.config.get("retries") or 0)
         tries = self._tries[stage.name] = self._tries.get(stage.name, 0) + 1
-        if tries <= retries and not self._store_is_full():
+        retry = tries <= retries and not self._store_is_full()
+        paused = running.paused
+        self._settle_leftovers(running, remove=retry)
+        if retry:
             try:
                 self.stages.note_retry(stage.id, f"attempt {running.attempt} failed: {error}")
             except (StageNotFound, SessionNotFound, InvalidTransition):
@@ -165,7 +168,7 @@ class Supervision(Recovery):
                 "WARNING",
             )
             self._schedule.mark(stage.name, TODO)
-            if not running.paused:  # one that ended paused is recorded PAUSED already
+            if not paused:  # one that ended paused is recorded PAUSED already
                 self._retrying.add(stage.name)
             return
         try:
@@ -191,6 +194,17 @@ class Supervision(Recovery):
         if self._fail_fast:
             self._cancel_running(cancellation(stage.name))
             self._ended = self._fail_session(self._first_failure)
+
+    def _settle_leftovers(self, running: RunningAttempt, *, remove: bool) -> None:
+        """What a failed attempt left in its group is removed before its retry (TERM,
+        then KILL after ``kill_timeout``): an attempt never runs beside the one before it,
+        holding its locks and files. One that ended while paused has what it left
+        continued first: a pause stopped it, and nothing stays stopped for ever."""
+        with contextlib.suppress(Exception):  # gone meanwhile: nothing left to settle
+            if running.paused:
+                running.continue_leftovers()
+            if remove and running.proc.has_leftovers:
+                running.terminate(self._hurry)
 
     def _try_complete(self, running: RunningAttempt) -> None:
         """Record an attempt that exited 0 as COMPLETED, once its output is in the store:

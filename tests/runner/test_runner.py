@@ -376,6 +376,99 @@ def test_a_stage_that_dies_while_paused_runs_again_on_resume_when_retries_are_le
     assert (long.status, long.attempt) == ("COMPLETED", 2)
 
 
+def test_a_retry_never_runs_beside_what_the_failed_attempt_left_in_its_group(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "lefty",
+        """
+        stages:
+          - name: work
+            retries: 1
+            run: |
+              if [ "$VC_ATTEMPT" = 1 ]; then
+                sleep 60 >/dev/null 2>&1 &
+                echo $! > left.pid
+                exit 1
+              fi
+              state=$(awk '{print $3}' "/proc/$(cat left.pid)/stat" 2>/dev/null)
+              [ -n "$state" ] && [ "$state" != Z ] && exit 9
+              exit 0
+    """,
+    )
+    result = vc("flow", "run", "lefty")
+    left = read_pid(workspace / "left.pid")
+    try:
+        assert result.returncode == 0, result.stderr
+        assert gone(left)
+        assert store.stage(newest_session(store), "work").attempt == 2
+    finally:
+        if not gone(left):
+            os.kill(left, signal.SIGKILL)
+
+
+def test_what_a_stage_killed_while_paused_left_is_removed_before_its_retry(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "locked",
+        """
+        stages:
+          - name: work
+            retries: 1
+            run: |
+              [ "$VC_ATTEMPT" = 1 ] || exit 0
+              sleep 60 >/dev/null 2>&1 &
+              echo $! > left.pid
+              wait
+    """,
+    )
+    sid = start_detached(vc, "locked")
+    pid = store.wait_stage(sid, "work", "ACTIVE", with_pid=True).pid
+    left = read_pid(workspace / "left.pid")
+    try:
+        assert vc("flow", "session", "pause", sid).returncode == 0
+        store.wait_stage(sid, "work", "PAUSED")
+        wait_until(lambda: proc_state(left) == "T", what="the leftover stopped")
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: gone(left), what="the failed attempt's leftover removed")
+        assert vc("flow", "session", "resume", sid).returncode == 0
+        assert store.wait_status(sid, "COMPLETED").stages[0].attempt == 2
+    finally:
+        if not gone(left):
+            os.kill(left, signal.SIGKILL)
+
+
+def test_what_a_stage_killed_while_paused_left_is_not_left_stopped(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "stopped",
+        """
+        stages:
+          - name: work
+            run: |
+              sleep 60 >/dev/null 2>&1 &
+              echo $! > left.pid
+              wait
+    """,
+    )
+    sid = start_detached(vc, "stopped")
+    pid = store.wait_stage(sid, "work", "ACTIVE", with_pid=True).pid
+    left = read_pid(workspace / "left.pid")
+    try:
+        assert vc("flow", "session", "pause", sid).returncode == 0
+        wait_until(lambda: proc_state(left) == "T", what="the leftover stopped")
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: proc_state(left) not in ("T", "t"), what="the leftover continued")
+    finally:
+        if not gone(left):
+            os.kill(left, signal.SIGKILL)
+
+
 def test_a_pause_between_two_attempts_shows_the_stage_paused_not_running(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
