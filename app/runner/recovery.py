@@ -58,10 +58,14 @@ class Recovery(StoreLink):
                 continue
             interrupted = stage.status in (StageStatus.ACTIVE, StageStatus.PAUSED)
             if stage.pid and stage.host == self.host:
-                if removed.get(stage.id):
+                group, jobs = removed.get(stage.id, (None, []))
+                if group or jobs:
+                    what = f"process group {stage.pid}" if group else ""
+                    if jobs:
+                        groups = ", ".join(map(str, jobs))
+                        what += f"{' and its' if group else ''} jobs' groups {groups}"
                     self._say(
-                        f"removed the leftover process group {stage.pid} of "
-                        f"attempt {stage.attempt}",
+                        f"removed the leftover {what.strip()} of attempt {stage.attempt}",
                         "WARNING",
                         stage.name,
                     )
@@ -94,14 +98,14 @@ class Recovery(StoreLink):
             self._remove_unrecorded(view)
         return changed
 
-    def _remove_recorded(self, view: SessionView) -> dict[int, bool | None]:
+    def _remove_recorded(self, view: SessionView) -> dict[int, tuple[bool | None, list[int]]]:
         """What is left of each task stage's recorded group on this host, with the jobs of
         a stage whose process still runs (:func:`jobs_of`), removed all at once as an abort
         without a runner removes them (``orphans.enforce_with_jobs``): per stage id, whether
-        its group was signalled. Also for PENDING/FAILED stages: an aborted attempt whose
-        runner died before it could kill it is still recorded (retry keeps the pid) and
-        would run beside the new attempt. A process that finished fails the start-time
-        check: no signal."""
+        its group was signalled and the jobs' groups that were. Also for PENDING/FAILED
+        stages: an aborted attempt whose runner died before it could kill it is still
+        recorded (retry keeps the pid) and would run beside the new attempt. A process
+        that finished fails the start-time check: no signal."""
         local = [
             s
             for s in view.stages
@@ -112,7 +116,7 @@ class Recovery(StoreLink):
         ]
         jobs = jobs_of(local)  # before their stages' groups go: found by the session they lead
         results = at_once([partial(enforce_with_jobs, s, "abort", jobs) for s in local])
-        return {s.id: removed for s, (removed, _) in zip(local, results, strict=True)}
+        return dict(zip((s.id for s in local), results, strict=True))
 
     def _count_retries_used(self) -> None:
         """Taking over a session that ran before: the retries its stages used under the

@@ -484,3 +484,10 @@ def test_a_takeover_removes_every_stage_and_job_left_in_one_kill_timeout(
         took = time.monotonic() - started
         assert [pid for pid in pids if not gone(pid)] == []
         assert took < 12, f"the takeover took {took:.1f} s: kill_timeouts waited in turn"
+        said = [
+            f"removed the leftover process group {stage_pid} and its jobs' groups {job_pid} "
+            "of attempt 1"
+            for stage_pid, job_pid in zip(pids[::2], pids[1::2], strict=True)
+        ]
+        logged = lambda: set(said) <= {r.text for r in store.logs(sid)}  # noqa: E731
+        wait_until(logged, what="each stage's group and jobs named in the log")
