@@ -45,14 +45,16 @@ def operate(op: str, session_id: str, gate: str | None = None) -> None:
             elif op in ("pause", "abort"):
                 _say_if_the_runner_does_not_answer(op, *outcome.runner)
             extra = _approved(op, change.stage)
+            status, failed = change.to_status, False
             if outcome.needs_runner:
                 with open_store(warned=True) as ctx:
-                    extra += _start_runner(ctx, change.session_id)
+                    status, started, failed = _start_runner(ctx, change.session_id, status)
+                    extra += started
             elif outcome.for_workers:
                 from app.runner.launch import FOR_WORKERS
 
                 extra += f" ({FOR_WORKERS})"
-            _report(op, change.to_status, change.session_id, name, workflow_id, extra)
+            _report(op, status, change.session_id, name, workflow_id, extra, failed=failed)
             return
     with translate_errors():  # the full path would make a schema to say "no session"
         refuse_without_store([session_id], postgresql=True)
@@ -76,13 +78,15 @@ def operate(op: str, session_id: str, gate: str | None = None) -> None:
         if op in ("pause", "abort"):
             enforce_without_runner(session, change.session_id, op)
         extra = _approved(op, change.stage)
+        status, failed = change.to_status, False
         if op in ("resume", "approve") and change.to_status == "ACTIVE":
-            extra += _start_runner(ctx, change.session_id)
+            status, started, failed = _start_runner(ctx, change.session_id, status)
+            extra += started
         elif op in ("resume", "approve") and _awaits_worker(change.to_status, obj):
             from app.runner.launch import FOR_WORKERS
 
             extra += f" ({FOR_WORKERS})"  # as the driver path says it
-    _report(op, change.to_status, change.session_id, name, workflow_id, extra)
+    _report(op, status, change.session_id, name, workflow_id, extra, failed=failed)
 
 
 def _awaits_worker(status: str, obj: Any) -> bool:
@@ -177,27 +181,42 @@ def _approved(op: str, gate: str | None) -> str:
     return f"; gate {clean_text(gate or '')} approved" if op == "approve" else ""
 
 
-def _start_runner(ctx: Any, session_id: str) -> str:
-    """A runner for a session left ACTIVE without one; what to add to the output line."""
+def _start_runner(ctx: Any, session_id: str, status: str | None) -> tuple[str | None, str, bool]:
+    """A runner for a session left ACTIVE without one: the session's status now, what to
+    add to the output line, and whether none could start (then the session is PAUSED
+    again by ``ensure_runner``, the error is said, and the command exits 1)."""
     from app.runner.launch import ensure_runner
 
     started = ensure_runner(ctx, session_id)
     if started is not None and started.started:
-        return f" (runner started: pid {started.pid})"
+        return status, f" (runner started: pid {started.pid})", False
     if started is not None and started.outcome == "queued":
-        return f" ({started.message})"
+        return status, f" ({started.message})", False
     if started is not None:
         error_line(f"could not start a runner: {started.message}")
-        return " (no runner: see the error above)"
-    return ""
+        return "PAUSED", " (no runner could start, see the error above: paused again)", True
+    return status, "", False
 
 
 def _report(
-    op: str, status: str | None, session_id: str, name: str, workflow_id: str, extra: str
+    op: str,
+    status: str | None,
+    session_id: str,
+    name: str,
+    workflow_id: str,
+    extra: str,
+    *,
+    failed: bool = False,
 ) -> None:
+    """The command's line on stdout; exit 1 after it when ``failed`` (the change was made,
+    what had to follow it was not)."""
     from store.text import clean_text
 
     short = session_id[:12]
     print(f"{status}: {short} ({clean_text(name)}){extra}")
     if op == "retry":
         print(f"run it again with 'vc flow run {workflow_id} --session {short}'")
+    if failed:
+        import typer
+
+        raise typer.Exit(1)

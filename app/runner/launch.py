@@ -240,7 +240,8 @@ def ensure_runner(ctx: Any, session_id: str) -> RunnerStart | None:
     Only ACTIVE sessions get one: a session that goes back to PENDING never started, and
     starts only when asked (`vc flow run WORKFLOW --session ID`). Nor does queued work
     that no runner holds (store.liveness.awaits_worker): a worker claims it, on the host
-    the workers run on (outcome ``queued``).
+    the workers run on (outcome ``queued``). A runner that could not start leaves the
+    session PAUSED again, the reason saying why (:func:`_pause_without_runner`).
     """
     from store.queries import get_session_view
 
@@ -261,6 +262,22 @@ def ensure_runner(ctx: Any, session_id: str) -> RunnerStart | None:
     if needed is None:
         return None
     started = start_runner(ctx, session_id)
-    if started.outcome == "refused" and need() != "runner":
+    if started.started:
+        return started
+    if need() != "runner":
         return None  # a worker (or another resume) took it meanwhile: it runs, as asked
+    _pause_without_runner(ctx, session_id, started.message)
     return started
+
+
+def _pause_without_runner(ctx: Any, session_id: str, why: str) -> None:
+    """No runner could be started for a session the resume made ACTIVE: it goes back to
+    PAUSED, saying why, rather than stay ACTIVE with nothing to run it (never shown as
+    orphaned: no runner ever held it) until someone notices."""
+    from store.errors import InvalidTransition
+
+    with ctx.factory() as db:
+        try:
+            ctx.sessions(db).pause(session_id, reason=f"no runner could start: {why}")
+        except InvalidTransition:
+            pass  # aborted or taken meanwhile: that state stands

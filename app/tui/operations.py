@@ -120,7 +120,7 @@ def resume(ctx: Any, session_id: str) -> str | Done:
             if exc.current != "PENDING":
                 raise
             raise InvalidTransition(f"{exc} (s starts it)", exc.current, exc.allowed) from None
-    return _with_runner(ctx, session_id, f"{change.to_status}: {_short(session_id)}")
+    return _with_runner(ctx, session_id, change.to_status, _short(session_id))
 
 
 def approve(ctx: Any, session_id: str, under_cursor: str | None = None) -> str | Done:
@@ -144,27 +144,28 @@ def approve(ctx: Any, session_id: str, under_cursor: str | None = None) -> str |
                 )
                 raise GateRefused(f"{exc} {how}", exc.current, exc.allowed, exc.waiting) from None
             change = mgr.approve(session_id, under_cursor)
-    note = f"{change.to_status}: {_short(session_id)}; gate {change.stage} approved"
-    return _with_runner(ctx, session_id, note)
+    note = f"{_short(session_id)}; gate {change.stage} approved"
+    return _with_runner(ctx, session_id, change.to_status, note)
 
 
-def _with_runner(ctx: Any, session_id: str, note: str) -> str | Done:
-    """After a resume or an approve: a session ACTIVE without a live runner gets one
-    (``ensure_runner``, the CLI's own rule). A failure to start it is an error shown
-    besides ``note``, worded as the CLI's error line."""
+def _with_runner(ctx: Any, session_id: str, status: str | None, note: str) -> str | Done:
+    """After a resume or an approve (``STATUS: note``): a session ACTIVE without a live
+    runner gets one (``ensure_runner``, the CLI's own rule). A failure to start it is an
+    error shown besides the note, worded as the CLI's error line; the session is PAUSED
+    again."""
     from app.runner.launch import ensure_runner
 
     started = ensure_runner(ctx, session_id)
     if started is None:
-        return note
+        return f"{status}: {note}"
     if started.outcome == "queued":
-        return f"{note} ({started.message})"
+        return f"{status}: {note} ({started.message})"
     if not started.started:
         return Done(
-            f"{note} (no runner: see the error above)",
+            f"PAUSED: {note} (no runner could start, see the error above: paused again)",
             f"could not start a runner: {started.message}",
         )
-    return f"{note} (runner started: pid {started.pid})"
+    return f"{status}: {note} (runner started: pid {started.pid})"
 
 
 def start(ctx: Any, session_id: str) -> str:

@@ -351,3 +351,38 @@ def test_resume_of_an_orphaned_session_starts_a_runner_that_finishes_it(
     doc = session_json(store_workspace, sid)
     assert [s["status"] for s in doc["stages"]] == ["COMPLETED"] * 3
     assert doc["orphaned"] is False
+
+
+def test_a_resume_whose_runner_cannot_start_pauses_the_session_again_and_exits_1(
+    store_workspace: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not left ACTIVE with no runner, which nothing would ever show as orphaned: the
+    session is PAUSED again with the reason, and the command says so and fails."""
+    import subprocess
+
+    from app.runner import launch
+    from store import FlowSessionManager
+    from store.identity import local_host
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    sid = create_session(store_workspace, name="stuck")
+    with store(store_workspace) as db:  # interrupted: paused, its runner gone
+        FlowSessionManager(db).start_session(sid, runner_host=local_host(), runner_pid=dead.pid)
+        FlowSessionManager(db).pause(sid)
+    monkeypatch.setattr(launch, "_no_more_runners", True)  # as in a process that is closing
+    result = cli("flow", "session", "resume", sid)
+    assert result.code == 1
+    assert result.err == (
+        "vc: error: could not start a runner: this process is closing: it starts no more "
+        "runners\n"
+    )
+    assert result.out == (
+        f"PAUSED: {sid[:12]} (stuck) (no runner could start, see the error above: "
+        "paused again)\n"
+    )
+    doc = session_json(store_workspace, sid)
+    assert (doc["status"], doc["reason"]) == (
+        "PAUSED",
+        "no runner could start: this process is closing: it starts no more runners",
+    )

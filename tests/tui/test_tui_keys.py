@@ -699,11 +699,11 @@ async def test_r_starts_a_runner_for_an_orphaned_session(ctx: Any, make_app: Any
         )
 
 
-async def test_r_says_why_no_runner_started(
+async def test_r_says_why_no_runner_started_and_the_session_is_paused_again(
     ctx: Any, make_app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The session is resumed all the same; the runner that did not start is an error of
-    its own, worded as the CLI's, shown before the note that points at it."""
+    """The runner that did not start is an error of its own, worded as the CLI's, shown
+    before the note that points at it; the session is not left ACTIVE with no runner."""
     import subprocess
 
     from app.runner import launch
@@ -723,9 +723,10 @@ async def test_r_says_why_no_runner_started(
         await wait_for(pilot, lambda: len(notifications(app)) == 2, what="two notifications")
         assert notifications(app) == [
             "error: could not start a runner: this process is closing: it starts no more runners",
-            f"resume: ACTIVE: {sid[:12]} (no runner: see the error above)",
+            f"resume: PAUSED: {sid[:12]} (no runner could start, see the error above: "
+            "paused again)",
         ]
-    assert status(ctx, sid) == "ACTIVE"
+    assert status(ctx, sid) == "PAUSED"
 
 
 async def test_lines_printed_on_stderr_become_notifications(ctx: Any, make_app: Any) -> None:
