@@ -754,11 +754,9 @@ class Runner(ManualGates, LiveView):
         return str(path if path.is_absolute() else self.workspace / path)
 
     def _pause_on_interrupt(self) -> Outcome:
-        """Ctrl-C: the stage's processes are gone (terminated by :meth:`_attempt`); the
-        stage goes back to PENDING for a new attempt and the session is PAUSED with reason
-        ``interrupted``, resumable. A session waiting at a manual gate stays as it is. An
-        attempt that had already exited 0 was recorded COMPLETED before
-        (:meth:`~app.runner.supervision.Supervision._settle_exited`)."""
+        """Ctrl-C: the stages' processes are gone; each goes back to PENDING for a new
+        attempt, the session is PAUSED (``interrupted``); one waiting at a gate stays as it
+        is. An attempt that had exited 0 is COMPLETED already (``_settle_exited``)."""
         view = self._view()
         for stage in view.stages:
             if stage.stage_type != "manual" and stage.status in (
@@ -768,19 +766,23 @@ class Runner(ManualGates, LiveView):
                 self.stages.move_stage(stage.id, StageStatus.PENDING)
         short = self.session_id[:12]
         if view.status == SessionStatus.ACTIVE:
-            try:
+            with contextlib.suppress(InvalidTransition):
                 self.sessions.pause(self.session_id, reason="interrupted")
-            except InvalidTransition:
-                pass
         elif view.status != SessionStatus.PAUSED:
             return Outcome(130, f"interrupted: session {short} is {view.status}", view.status)
         self._say("interrupted: session paused", "WARNING")
         hint = f"; resuming passes the manual gate {self.waiting_at}" if self.waiting_at else ""
+        resume = f"'vc flow session resume {short}'"
+        how = f"resume it with {resume} (it goes on in the background)"
+        if self.only_stage is not None:  # a resume runs every stage left: say how not to
+            target = f"{view.workflow_id}:{self.only_stage}"
+            target = f'"{target}"' if "[" in target else target  # an instance: not a glob
+            how = (
+                f"to finish {self.only_stage} only, run 'vc flow run {target} --session "
+                f"{short}' here; {resume} runs every stage left, in the background"
+            )
         return Outcome(
-            130,
-            f"interrupted: session {short} paused; resume it with "
-            f"'vc flow session resume {short}' (it goes on in the background){hint}",
-            SessionStatus.PAUSED,
+            130, f"interrupted: session {short} paused; {how}{hint}", SessionStatus.PAUSED
         )
 
     # -- what the foreground display reads (the rest: app.runner.live_view) -------------------

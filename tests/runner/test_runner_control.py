@@ -128,6 +128,24 @@ def _interrupt_foreground(
     return sid, pid, proc, stderr
 
 
+def test_ctrl_c_on_a_run_of_one_stage_says_how_to_finish_that_stage_only(
+    vc: Vc, store: Store, nap: str
+) -> None:
+    """A resume would run every stage left, not what was asked: the message says both
+    (the run it names: test_run_of_one_stage_after_another_steps_through_a_session_…)."""
+    with foreground("nap:nap") as proc:
+        sid = newest_session(store)
+        store.wait_stage(sid, "nap", "ACTIVE", with_pid=True)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=15)
+    short = sid[:12]
+    assert stderr.splitlines()[-1] == (
+        f"vc: interrupted: session {short} ({store.view(sid).name}) paused; to finish nap "
+        f"only, run 'vc flow run nap:nap --session {short}' here; 'vc flow session resume "
+        f"{short}' runs every stage left, in the background"
+    )
+
+
 def test_ctrl_c_on_foreground_run_pauses_the_session_and_exits_130(store: Store, nap: str) -> None:
     sid, pid, proc, stderr = _interrupt_foreground(store)
     assert proc.returncode == 130
