@@ -374,12 +374,10 @@ def test_a_resume_whose_runner_cannot_start_pauses_the_session_again_and_exits_1
     result = cli("flow", "session", "resume", sid)
     assert result.code == 1
     assert result.err == (
-        "vc: error: could not start a runner: this process is closing: it starts no more "
-        "runners\n"
+        "vc: error: could not start a runner: this process is closing: it starts no more runners\n"
     )
     assert result.out == (
-        f"PAUSED: {sid[:12]} (stuck) (no runner could start, see the error above: "
-        "paused again)\n"
+        f"PAUSED: {sid[:12]} (stuck) (no runner could start, see the error above: paused again)\n"
     )
     doc = session_json(store_workspace, sid)
     assert (doc["status"], doc["reason"]) == (
