@@ -498,13 +498,16 @@ class _Scanned:
 def _scan(directory: Path) -> tuple[list[_Scanned], list[WorkflowError]]:
     """Every workflow file of ``directory`` loaded independently, plus directory errors.
 
-    Dot files are skipped: editors leave lock and backup files there (``.#etl.yaml``)."""
+    Dot files are skipped: editors leave lock and backup files there (``.#etl.yaml``). The
+    extension is read in any case (``ETL.YML``, as some systems write it)."""
     try:
         files = sorted(
             (
                 p
                 for p in directory.iterdir()
-                if p.suffix in WORKFLOW_SUFFIXES and not p.name.startswith(".") and not p.is_dir()
+                if p.suffix.lower() in WORKFLOW_SUFFIXES
+                and not p.name.startswith(".")
+                and not p.is_dir()
             ),
             key=lambda p: p.name,
         )
@@ -533,26 +536,31 @@ def discover_workflows(
 ) -> tuple[list[WorkflowDefinition], list[WorkflowError]]:
     """Every workflow in ``directory`` (``*.yaml``, ``*.yml``, by file name) and one error per
     file that cannot be used, so one bad file never hides the others. A missing directory is
-    simply empty. When two files share an id, the first (by name) wins and the second is an
-    error naming both."""
+    simply empty. When files share an id, none of them is listed: each is an error naming
+    the others (as :func:`find_workflow` refuses that id), whatever the files are called."""
     scanned, errors = _scan(directory)
     definitions: list[WorkflowDefinition] = []
-    owners: dict[str, Path] = {}
+    owners: dict[str, list[_Scanned]] = {}
     for item in scanned:
         if item.error is not None:
             errors.append(item.error)
         elif item.definition is not None:
-            if item.definition.id in owners:
-                errors.append(_duplicate_error(item, owners[item.definition.id]))
-                continue
-            owners[item.definition.id] = item.path
+            owners.setdefault(item.definition.id, []).append(item)
+    for item in scanned:
+        if item.definition is None:
+            continue
+        same = owners[item.definition.id]
+        if len(same) == 1:
             definitions.append(item.definition)
+        else:
+            errors.append(_duplicate_error(item, [o.path for o in same if o is not item]))
     return definitions, errors
 
 
-def _duplicate_error(item: _Scanned, first: Path) -> WorkflowError:
+def _duplicate_error(item: _Scanned, others: list[Path]) -> WorkflowError:
+    where = ", ".join(str(o) for o in others)
     return WorkflowError(
-        f"duplicate workflow id {item.workflow_id!r}: already defined in {first}",
+        f"duplicate workflow id {item.workflow_id!r}: also defined in {where}",
         path=str(item.path),
         line=item.id_line,
         key="id",
@@ -577,7 +585,7 @@ def find_workflow(directory: Path, workflow_id: str) -> WorkflowDefinition:
         if item.error is not None:
             raise item.error
     if len(matches) > 1:
-        raise _duplicate_error(matches[1], matches[0].path)
+        raise _duplicate_error(matches[0], [m.path for m in matches[1:]])
     if matches and matches[0].definition is not None:
         return matches[0].definition
     if errors:

@@ -865,22 +865,37 @@ def test_discovery_of_a_missing_directory_is_empty(tmp_path: Path) -> None:
     assert discover_workflows(tmp_path / "nope") == ([], [])
 
 
-def test_discovery_reports_a_duplicate_id_naming_both_files(tmp_path: Path) -> None:
+def test_discovery_lists_no_file_of_a_duplicate_id_and_names_the_others_in_each_error(
+    tmp_path: Path,
+) -> None:
+    """Which one would win depends on nothing the user chose (file names), and running
+    that id is refused: none is listed as usable."""
     first = write(tmp_path, "a.yaml", "id: etl\nstages:\n  - name: x\n")
     second = write(tmp_path, "b.yaml", "name: other\nid: etl\nstages:\n  - name: y\n")
+    write(tmp_path, "c.yaml", "stages:\n  - name: z\n")
     definitions, errors = discover_workflows(tmp_path)
-    assert [d.path for d in definitions] == [str(first)]
-    assert len(errors) == 1
-    assert (errors[0].path, errors[0].line, errors[0].key) == (str(second), 2, "id")
-    assert str(first) in str(errors[0]) and str(second) in str(errors[0])
+    assert [d.id for d in definitions] == ["c"]
+    assert [(e.path, e.line, e.key) for e in errors] == [
+        (str(first), 1, "id"),
+        (str(second), 2, "id"),
+    ]
+    assert f"duplicate workflow id 'etl': also defined in {second}" in str(errors[0])
+    assert f"duplicate workflow id 'etl': also defined in {first}" in str(errors[1])
+
+
+def test_discovery_reads_an_extension_written_in_capitals(tmp_path: Path) -> None:
+    write(tmp_path, "Upper.YML", "stages:\n  - name: x\n")
+    definitions, errors = discover_workflows(tmp_path)
+    assert ([d.id for d in definitions], errors) == (["Upper"], [])
+    assert find_workflow(tmp_path, "Upper").id == "Upper"
 
 
 def test_discovery_treats_same_stem_yaml_and_yml_as_duplicates(tmp_path: Path) -> None:
     write(tmp_path, "etl.yaml", "stages:\n  - name: x\n")
     write(tmp_path, "etl.yml", "stages:\n  - name: x\n")
     definitions, errors = discover_workflows(tmp_path)
-    assert len(definitions) == 1 and len(errors) == 1
-    assert "duplicate workflow id 'etl'" in str(errors[0])
+    assert definitions == [] and len(errors) == 2
+    assert all("duplicate workflow id 'etl'" in str(e) for e in errors)
 
 
 # -- find_workflow ----------------------------------------------------------------------------
