@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.widgets import Button, Footer, Static
 
 from widgets.quit_key import QUIT_KEY
 
@@ -85,6 +85,7 @@ class ConfirmScreen(ModalScreen[bool]):
             with Horizontal(id="confirm-buttons"):
                 yield Button(Text(self._yes_label), variant="error", id="confirm-yes")
                 yield Button(Text(self._no_label), variant="primary", id="confirm-no")
+        yield Footer()  # this dialog's keys, over the dashboard's (whose q would quit)
 
     def on_mount(self) -> None:
         self.query_one("#confirm-no", Button).focus()

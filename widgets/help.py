@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Footer, Static
 
 from widgets.formatting import clean
 from widgets.quit_key import QUIT_KEY
@@ -90,6 +90,7 @@ class HelpScreen(ModalScreen[None]):
                 for note in self.notes:
                     yield Static(Text(note), markup=False, classes="help-note")
             yield Static(Text("escape / q / ? to close"), markup=False, id="help-footer")
+        yield Footer()  # this dialog's keys, over the dashboard's (whose q would quit)
 
     def action_close(self) -> None:
         """Close the help."""

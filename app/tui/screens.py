@@ -17,7 +17,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.validation import ValidationResult, Validator
 from textual.widget import Widget
-from textual.widgets import Button, Input, Label, OptionList, Static
+from textual.widgets import Button, Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from app.tui.messages import WorkflowsFound
@@ -43,6 +43,7 @@ class DetailsScreen(ModalScreen[None]):
         with VerticalScroll(id="details-box"):
             yield Static(Text(self.text), id="details-text")
         yield Label("escape, q or enter closes", id="details-hint")
+        yield Footer()  # this dialog's keys, over the dashboard's (whose q would quit)
 
     def action_dismiss(self) -> None:  # type: ignore[override]
         """Close (escape, q or enter): the dashboard underneath kept refreshing."""
@@ -104,6 +105,7 @@ class NewSessionScreen(ModalScreen[NewSession | None]):
             yield Vertical(id="new-params")
             yield Static("", id="new-errors", markup=False)
             yield Button("Start (enter)", id="new-start", variant="primary")
+        yield Footer()  # this form's keys: q is typed, escape cancels
 
     def on_mount(self) -> None:
         self._load()

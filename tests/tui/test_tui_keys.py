@@ -177,6 +177,26 @@ async def test_p_r_a_on_a_real_runner(ctx: Any, make_app: Any, vc: Any) -> None:
         assert view(ctx, sid).reason == "aborted"
 
 
+async def test_a_dialog_shows_its_own_keys_in_the_footer_not_the_dashboards_quit(
+    ctx: Any, make_app: Any
+) -> None:
+    """q answers No in the question (it would quit the dashboard under it): the footer
+    says what the dialog's keys do."""
+    from textual.widgets import Footer
+    from textual.widgets._footer import FooterKey
+
+    make_session(ctx, state="PAUSED")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        await pilot.pause()
+        footer = app.screen.query_one(Footer)
+        shown = [(k.key_display, k.description) for k in footer.query(FooterKey)]
+        assert shown == [("y", "Yes"), ("n", "No")]
+
+
 async def test_a_on_a_failed_session_is_refused_without_asking(ctx: Any, make_app: Any) -> None:
     sid = make_session(ctx, state="FAILED")
     app = make_app()
