@@ -45,8 +45,9 @@ class FlowApp(App[int]):
 
     CSS_PATH = "app.tcss"
     TITLE = "vc flow"
-    #: Below 100 columns app.tcss gives the log more room (the screen gets "-narrow").
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    #: Below 120 columns app.tcss gives the stage names the room of the attempt and
+    #: duration columns (the screen gets "-narrow").
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS: ClassVar[list[BindingType]] = list(keys.app_bindings())
 
     def __init__(
