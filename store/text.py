@@ -46,6 +46,13 @@ def clean_text(value: object, *, keep_newlines: bool = False) -> str:
     return _CONTROLS.sub("", text)
 
 
+def command_line(command: str) -> str:
+    """A stage's command on one line, each line break shown as ``⏎``: a script of two
+    lines joined with a space would read as one command with more arguments."""
+    lines = (line.strip() for line in clean_text(command, keep_newlines=True).splitlines())
+    return " ⏎ ".join(line for line in lines if line)
+
+
 def json_escaped(document: str) -> str:
     """JSON text (``json.dumps(..., ensure_ascii=False)``) with the characters a terminal
     acts on or a reader cannot see written as ``\\uXXXX`` escapes, as JSON already writes

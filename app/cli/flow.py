@@ -93,7 +93,7 @@ def show_workflow(
     """Show one workflow definition: its parameters and its stages in execution order."""
     from store.graph import matrix_size
     from store.names import param_text
-    from store.text import clean_text
+    from store.text import clean_text, command_line
 
     session.check_workflow_id(workflow_id)
     with translate_errors():
@@ -158,7 +158,7 @@ def show_workflow(
             [
                 [
                     s.name if not s.matrix else f"{s.name} (matrix x{matrix_size(s.matrix)})",
-                    s.run if s.run is not None else "(manual gate)",
+                    command_line(s.run) if s.run is not None else "(manual gate)",
                     ", ".join(waits[s.name]) or "-",
                     "-" if s.timeout is None else f"{s.timeout:g}s",
                     str(s.retries),

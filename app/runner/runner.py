@@ -77,12 +77,12 @@ from store.names import matrix_variable
 from store.queries import SessionView, StageView, get_session_view
 from store.space import StoreSpace
 from store.status import SessionStatus, StageStatus
+from store.text import command_line
 
 #: Control-loop period while a stage runs: how fast pause/resume/abort are enforced (one
 #: indexed status read per poll, about 0.3% of a core).
 POLL_INTERVAL = 0.05
-#: Why a task stage without a command fails (one created through the API with no ``run``
-#: in its config): it is not run as a shell command "None".
+#: Why a task stage without a command (made through the API) fails: not run as "None".
 NO_COMMAND = (
     "no command to run: a task stage needs 'run' in its config "
     "(a stage without one is a manual gate: stage_type='manual')"
@@ -579,7 +579,7 @@ class Runner(ManualGates, LiveView):
                     self._schedule.mark(stage.name, TODO)
                     self._read_next = True  # aborted meanwhile: the loop reads it
                     return
-            self._say(f"attempt {attempt}: {command}", stage=stage.name)
+            self._say(f"attempt {attempt}: {command_line(command)}", stage=stage.name)
             self._say(str(exc), "ERROR", stage.name)
             self._attempt_ended(running, AttemptResult("failed", str(exc)))
             return
@@ -615,7 +615,7 @@ class Runner(ManualGates, LiveView):
             # Read in the start's own transaction: the next look needs no read of its own
             # (the one after it reads again, a poll later).
             self._known_status = session_status
-        self._say(f"attempt {attempt} (pid {proc.pid}): {command}", stage=stage.name)
+        self._say(f"attempt {attempt} (pid {proc.pid}): {command_line(command)}", stage=stage.name)
         output.release()
         self._notify()
         if session_status in (None, SessionStatus.FAILED):

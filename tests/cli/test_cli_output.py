@@ -511,3 +511,24 @@ def test_stderr_into_a_closed_pipe_keeps_the_commands_exit_code(
 ) -> None:
     vc = " ".join([shlex.quote(sys.executable), "-m", "app.main", *args])
     assert _both_into_a_closed_pipe(vc) == code
+
+
+def test_flow_show_marks_the_line_breaks_of_a_script_stage(workspace: Path, cli) -> None:
+    """Joined with a space, two lines would read as one command with more arguments."""
+    (workspace / "workflows" / "script.yaml").write_text(
+        "stages:\n  - name: two\n    run: |\n      echo one\n\n      echo two\n"
+    )
+    out = cli("flow", "show", "script").out
+    assert "two    echo one ⏎ echo two  " in out
+
+
+def test_the_log_line_of_an_attempt_marks_the_line_breaks_of_its_script(
+    workspace: Path, cli
+) -> None:
+    (workspace / "workflows" / "script.yaml").write_text(
+        "stages:\n  - name: two\n    run: |\n      echo one\n      echo two\n"
+    )
+    assert cli("flow", "run", "script").code == 0
+    sid = json.loads(cli("flow", "session", "list", "--json").out)[0]["id"]
+    logs = cli("flow", "session", "logs", sid).out
+    assert re.search(r"\[two\] attempt 1 \(pid \d+\): echo one ⏎ echo two\n", logs), logs
