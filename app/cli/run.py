@@ -288,6 +288,16 @@ def _foreground(ctx: Any, sid: str, stage: str | None, name: str, interrupts: _I
     return outcome.code
 
 
+def _fit(line: str, width: int) -> str:
+    """``line`` in at most ``width`` terminal cells (a wide character takes two), "…"
+    where it is cut."""
+    from rich.cells import cell_len, set_cell_size
+
+    if cell_len(line) <= width:
+        return line
+    return set_cell_size(line, max(width - 1, 0)) + "…" if width > 0 else ""
+
+
 class _Interrupts:
     """SIGINT, SIGTERM and SIGHUP of a foreground run, caught from before its session is
     written until the run ends: one that comes before the runner exists is kept and given
@@ -418,14 +428,20 @@ class _Display:
         stamp = time.strftime("%H:%M:%S")
         return "".join(f"{stamp} {clean_text(note)}\n" for note in new)
 
-    def _live_lines(self, height: int) -> list[str]:
+    def _live_lines(self, height: int, width: int = 100) -> list[str]:
         """One line per running stage while several run (each with its bar and last
-        output line), else the single status line."""
+        output line), else the single status line; a gate's waiting line is wrapped to
+        the width, so its command and checklist can be read whole."""
         from store.text import clean_text
 
         runner = self._runner
+        if runner.waiting_at:
+            import textwrap
+
+            lines = textwrap.wrap(self._live_line(), max(width - 1, 20)) or [""]
+            return lines[: max(height - 2, 1)]
         running = runner.running_view()
-        if len(running) <= 1 or runner.waiting_at or runner.paused_by:
+        if len(running) <= 1 or runner.paused_by:
             return [self._live_line()]
         room = max(height - 2, 1)
         shown = running if len(running) <= room else running[: room - 1]
@@ -444,7 +460,7 @@ class _Display:
     def _loop(self) -> None:
         while not self._stop.wait(0.2):
             width, height = shutil.get_terminal_size((100, 24))
-            lines = [line[: max(width - 1, 0)] for line in self._live_lines(height)]
+            lines = [_fit(line, width - 1) for line in self._live_lines(height, width)]
             self._write(self._top() + "\x1b[J" + self._notes() + "\n".join(lines))
             self._drawn = len(lines)
 

@@ -107,6 +107,54 @@ def test_the_live_line_on_a_terminal_shows_who_paused_it(
         os.close(master)
 
 
+def test_the_live_line_of_a_gate_is_wrapped_to_the_terminal_so_its_checklist_can_be_read(
+    workspace: Path, store: Store
+) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    write_workflow(
+        workspace,
+        "checked",
+        """
+        stages:
+          - name: review
+            checklist: [the changelog names every breaking change, the release notes are out]
+    """,
+    )
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 60, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.main", "flow", "run", "checked"],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COLUMNS"))}},
+    )
+    os.close(slave)
+    seen = bytearray()
+
+    def screen_has(text: str) -> bool:
+        while select_ready(master):
+            try:
+                seen.extend(os.read(master, 65536))
+            except OSError:
+                break
+        return text.encode() in seen
+
+    try:
+        wait_until(lambda: screen_has("release notes are out"), what="the whole checklist")
+        drawn = seen.decode(errors="replace").split("\x1b[J")[-1]
+        assert all(len(line) <= 59 for line in drawn.splitlines()), drawn
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+
+
 def select_ready(fd: int) -> bool:
     import select
 
