@@ -129,6 +129,25 @@ _STAGES_OF_ONE = (
 )
 
 
+def paused_since(session: Session, ids: Sequence[str]) -> dict[str, float]:
+    """When each of these sessions was last paused (its last move into PAUSED from another
+    state), by id: a PAUSED session's ``updated_at`` also moves when a gate is approved or
+    a runner re-pauses it at another gate, which a clock of the pause must not restart."""
+    if not ids:
+        return {}
+    query = (
+        select(_EV.c.session_id, func.max(_EV.c.at))
+        .where(
+            _EV.c.session_id.in_(list(ids)),
+            _EV.c.to_status == SessionStatus.PAUSED.value,
+            or_(_EV.c.from_status.is_(None), _EV.c.from_status != SessionStatus.PAUSED.value),
+            ~_EV.c.op.startswith("stage."),  # the session's moves, not its stages
+        )
+        .group_by(_EV.c.session_id)
+    )
+    return {sid: at for sid, at in session.connection().execute(query)}
+
+
 def _stage_view(r: Any) -> StageView:
     return StageView(
         id=r.id,
@@ -271,7 +290,7 @@ def last_session_change(session: Session, session_id: str, to_status: str) -> Ev
             .where(
                 _EV.c.session_id == session_id,
                 _EV.c.to_status == to_status,
-                _EV.c.stage.is_(None),
+                ~_EV.c.op.startswith("stage."),  # the session's moves, not its stages
             )
             .order_by(_EV.c.id.desc())
             .limit(1)

@@ -42,13 +42,15 @@ class SessionRow:
     host: str | None
     created_at: float
     updated_at: float
-    """When it last changed: for a PAUSED session, when it was paused."""
+    """When it last changed."""
     finished_at: float | None
     started_at: float | None
     queued: bool = False
     """Queued work no runner holds now: the next worker claims it."""
     also_running: int = 0
     """How many more stages run (or are paused) beside ``current_stage``: shown ``+N``."""
+    paused_at: float | None = None
+    """For a PAUSED session, when it was paused (None: ``updated_at`` stands in)."""
 
 
 @dataclass(frozen=True, slots=True)

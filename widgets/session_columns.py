@@ -234,7 +234,8 @@ def session_time(row: SessionRow, now: float) -> str:
     stops: it shows how long it has been paused, marked ``‖`` (``‖3m``), since a running
     clock on a stopped session reads as work going on."""
     if row.status == PAUSED and row.finished_at is None:
-        return paused_duration(now - row.updated_at)
+        since = row.paused_at if row.paused_at is not None else row.updated_at
+        return paused_duration(now - since)
     return human_duration(session_elapsed(row, now))
 
 

@@ -18,6 +18,7 @@ from store.queries import (
     get_session_view,
     list_events,
     list_sessions,
+    paused_since,
     read_logs,
     status_counts,
 )
@@ -190,7 +191,7 @@ class Refresh:
         return self.window.watch | self.detail.watch if self.detail else self.window.watch
 
 
-def session_row(view: SessionView) -> SessionRow:
+def session_row(view: SessionView, paused_at: float | None = None) -> SessionRow:
     return SessionRow(
         id=view.id,
         name=clean_text(view.name),
@@ -207,6 +208,7 @@ def session_row(view: SessionView) -> SessionRow:
         started_at=view.started_at,
         queued=view.awaiting_worker,
         also_running=max(0, len(view.running_stages) - 1),
+        paused_at=paused_at,
     )
 
 
@@ -232,10 +234,11 @@ def load_window(db: Any, filt: SessionFilter, offset: int, limit: int) -> Window
         total = everything  # one scan of the status index answers both
     offset = max(0, min(offset, max(total - 1, 0)))
     views = list_sessions(db, filt, limit=limit, offset=offset)
+    paused = paused_since(db, [v.id for v in views if v.status == "PAUSED"])
     db.commit()
     return Window(
         offset,
-        [session_row(v) for v in views],
+        [session_row(v, paused.get(v.id)) for v in views],
         total,
         StatusCounts(counts, everything),
         watch_of(views, stale_after_of(db)),

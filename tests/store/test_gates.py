@@ -194,6 +194,25 @@ def test_approve_leaves_a_session_paused_by_hand_paused(managers: Managers, db: 
     assert (now["session"], now["qa"], now["legal"]) == ("PAUSED", "PAUSED", "COMPLETED")
 
 
+def test_an_approval_while_paused_by_hand_leaves_the_time_it_was_paused(
+    managers: Managers, db: Any
+) -> None:
+    """The dashboard's ‖ clock counts from the pause, not from the session row's last
+    change (an approval bumps that)."""
+    from store.queries import paused_since
+
+    sid = started(managers)
+    open_gates(managers, sid, "qa", "legal")
+    managers[0].pause(sid)
+    db.commit()
+    paused_at = paused_since(db, [sid])[sid]
+    managers[0].approve(sid, "legal")
+    db.commit()
+    view = get_session_view(db, sid)
+    assert view is not None and view.updated_at > paused_at
+    assert paused_since(db, [sid]) == {sid: paused_at}
+
+
 def test_a_pause_of_a_session_paused_by_hand_does_not_offer_approve(
     managers: Managers, db: Any
 ) -> None:

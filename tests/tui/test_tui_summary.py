@@ -99,3 +99,17 @@ def test_the_gate_resume_passes_shows_its_checklist_and_the_other_gates_theirs(
         "PAUSED — waiting: qa (r resumes it) — check: smoke test passed"
         " — also waiting: legal (g approves a gate) — legal: check licences listed; notice signed"
     )
+
+
+def test_the_window_gives_a_paused_session_the_time_it_was_paused(ctx: Any) -> None:
+    """What the table's ‖ clock counts from (an approval while paused moves updated_at)."""
+    from app.tui.data import load_window
+    from store.queries import SessionFilter, paused_since
+
+    sid = make_session(ctx, state="PAUSED")
+    running = make_session(ctx, state="ACTIVE")
+    with ctx.factory() as db:
+        paused = paused_since(db, [sid])
+        window = load_window(db, SessionFilter(), 0, 10)
+        db.commit()
+    assert {r.id: r.paused_at for r in window.rows} == {sid: paused[sid], running: None}

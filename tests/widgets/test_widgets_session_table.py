@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from textual.app import App, ComposeResult
 from textual.geometry import Region
 
@@ -478,6 +480,22 @@ async def test_a_paused_sessions_time_is_how_long_it_has_been_paused() -> None:
         now[0] += 60
         await pilot.pause(1.2)  # the table's own one-second timer
         assert widget_lines(table)[1].endswith(" ‖4m")
+
+
+async def test_a_paused_sessions_time_counts_from_its_pause_not_its_last_change() -> None:
+    """An approval while it is paused changes the row (``updated_at``), not the pause."""
+
+    class ClockApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield SessionTable(clock=lambda: NOW)
+
+    row = session_row(1, status="PAUSED", started_at=NOW - 3600, updated_at=NOW - 5)
+    app = ClockApp()
+    async with app.run_test(size=(120, 10)) as pilot:
+        table = app.query_one(SessionTable)
+        table.set_window(0, [replace(row, paused_at=NOW - 600)], 1)
+        await pilot.pause()
+        assert widget_lines(table)[1].endswith(" ‖10m")
 
 
 def test_widgets_import_nothing_of_ours() -> None:
