@@ -136,14 +136,18 @@ class Detail:
         check = f" — check: {'; '.join(self.checklist)}" if self.checklist else ""
         gates = ", ".join(self.other_gates)
         if self.waiting_at_gate:  # the checklist is the gate r passes
-            text += check + (f" — also waiting: {gates} (g approves a gate)" if gates else "")
+            text += check + (f" — also waiting: {gates} ({_APPROVE_ONE})" if gates else "")
         elif len(self.other_gates) == 1:  # the checklist is that gate's
             text += f" — gate {gates} waits (g approves it){check}"
         elif gates:
-            text += f" — gates waiting: {gates} (g approves a gate)"
+            text += f" — gates waiting: {gates} ({_APPROVE_ONE})"
         for name, items in self.other_checklists:
             text += f" — {name}: check {'; '.join(items)}"
         return text
+
+
+#: With several gates waiting, `g` needs to know which: the one at the stage cursor.
+_APPROVE_ONE = "g on a gate in the stages approves it"
 
 
 @dataclass(frozen=True)

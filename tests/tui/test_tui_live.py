@@ -156,7 +156,8 @@ async def test_the_summary_of_a_session_paused_at_one_of_two_gates_names_the_oth
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
         assert await summary_of(pilot, sid, "waiting: qa") == (
-            "PAUSED — waiting: qa (r resumes it) — also waiting: legal (g approves a gate)"
+            "PAUSED — waiting: qa (r resumes it) — also waiting: legal "
+            "(g on a gate in the stages approves it)"
         )
 
 

@@ -81,7 +81,7 @@ def test_several_gates_waiting_each_show_their_checklist(ctx: Any) -> None:
     with ctx.factory() as db:
         hold_at_gates(db, sid, ("qa", "legal"), None)
     assert _summary(ctx, sid) == (
-        "ACTIVE — gates waiting: qa, legal (g approves a gate)"
+        "ACTIVE — gates waiting: qa, legal (g on a gate in the stages approves it)"
         " — qa: check smoke test passed — legal: check licences listed; notice signed"
     )
 
@@ -97,7 +97,8 @@ def test_the_gate_resume_passes_shows_its_checklist_and_the_other_gates_theirs(
         hold_at_gates(db, sid, ("qa", "legal"), "qa")
     assert _summary(ctx, sid) == (
         "PAUSED — waiting: qa (r resumes it) — check: smoke test passed"
-        " — also waiting: legal (g approves a gate) — legal: check licences listed; notice signed"
+        " — also waiting: legal (g on a gate in the stages approves it)"
+        " — legal: check licences listed; notice signed"
     )
 
 
