@@ -629,10 +629,24 @@ class StageProcess:
 
     # ---- signals ---------------------------------------------------------------------------
 
-    @property
-    def has_leftovers(self) -> bool:
-        """The main process has exited and left live processes in its group."""
-        return self.exited and self._leftovers_alive()
+    def drop_leftovers(self, sig: int) -> bool:
+        """``sig`` (SIGTERM with a SIGCONT, or SIGKILL) to what the exited stage left in its
+        group, without waiting; False when nothing is left. The guard keeps the group until
+        :meth:`leftovers_gone`, so a runner killed meanwhile leaves nothing running."""
+        if not (self.exited and self._leftovers_alive()):
+            return False
+        self._stopping = True
+        self._guard()
+        if self._signal(sig, leftovers=True) and sig == signal.SIGTERM:
+            self._signal(signal.SIGCONT, leftovers=True)
+        return True
+
+    def leftovers_gone(self) -> bool:
+        """Nothing is left of the exited stage's group (and the guard let go of it)."""
+        if self._popen is None or self._leftovers_alive():
+            return False
+        GUARD.release(self._popen.pid, self.start_time)
+        return True
 
     def _leftovers_alive(self) -> bool:
         """After the reap: does our group still have live members (and the pid no new owner)?"""

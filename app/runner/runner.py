@@ -182,8 +182,8 @@ class Runner(ManualGates, LiveView):
         #: Per instance, the last attempt number used and the failed attempts of this run.
         self._attempts: dict[str, int] = {}
         self._tries: dict[str, int] = {}
-        #: Failed attempts to run again, not started yet: their rows still say ACTIVE.
-        self._retrying: set[str] = set()
+        self._retrying: set[str] = set()  # retries not started yet: their rows say ACTIVE
+        self._settling: dict[str, tuple[RunningAttempt, float]] = {}
         self._fail_fast = True
         #: The reason of the first stage that failed for good (the session's, in the end).
         self._first_failure: str | None = None

@@ -25,7 +25,7 @@ from app.runner.attempt import (
 from app.runner.outputs import OutputRecorder
 from app.runner.process import StageProcess
 from app.runner.recovery import Recovery, failure_reason
-from app.runner.schedule import DONE, FAILED, TODO, Schedule
+from app.runner.schedule import DONE, FAILED, RUNNING, TODO, Schedule
 from app.runner.store_link import _STORE_ERRORS, Outcome
 from store.changes import StageMove
 from store.errors import InvalidTransition, SessionNotFound, StageNotFound, StoreError
@@ -56,6 +56,9 @@ class Supervision(Recovery):
     _moves: dict[int, StageMove]
     _tries: dict[str, int]
     _retrying: set[str]
+    #: Per instance, a failed attempt whose leftovers are being removed before its retry,
+    #: and when they get SIGKILL.
+    _settling: dict[str, tuple[RunningAttempt, float]]
     _fail_fast: bool
     _first_failure: str | None
     _ended: Outcome | None
@@ -93,6 +96,8 @@ class Supervision(Recovery):
 
     def _supervise(self) -> None:
         """Look at every running attempt once: progress, outputs, exit, timeout."""
+        if self._settling:
+            self._check_settling()
         now = time.monotonic()
         for running in list(self._running.values()):
             if running.finished is not None:
@@ -154,7 +159,7 @@ class Supervision(Recovery):
         tries = self._tries[stage.name] = self._tries.get(stage.name, 0) + 1
         retry = tries <= retries and not self._store_is_full()
         paused = running.paused
-        self._settle_leftovers(running, remove=retry)
+        settling = self._settle_leftovers(running, remove=retry)
         if retry:
             try:
                 self.stages.note_retry(stage.id, f"attempt {running.attempt} failed: {error}")
@@ -167,7 +172,8 @@ class Supervision(Recovery):
                 f"retrying ({tries} of {retries} retries)",
                 "WARNING",
             )
-            self._schedule.mark(stage.name, TODO)
+            # Its slot stays taken until what the attempt left is gone (_check_settling).
+            self._schedule.mark(stage.name, RUNNING if settling else TODO)
             if not paused:  # one that ended paused is recorded PAUSED already
                 self._retrying.add(stage.name)
             return
@@ -195,16 +201,38 @@ class Supervision(Recovery):
             self._cancel_running(cancellation(stage.name))
             self._ended = self._fail_session(self._first_failure)
 
-    def _settle_leftovers(self, running: RunningAttempt, *, remove: bool) -> None:
-        """What a failed attempt left in its group is removed before its retry (TERM,
-        then KILL after ``kill_timeout``): an attempt never runs beside the one before it,
-        holding its locks and files. One that ended while paused has what it left
-        continued first: a pause stopped it, and nothing stays stopped for ever."""
+    def _settle_leftovers(self, running: RunningAttempt, *, remove: bool) -> bool:
+        """What a failed attempt left in its group is removed before its retry (TERM now,
+        KILL after ``kill_timeout``, :meth:`_check_settling`): an attempt never runs beside
+        the one before it, holding its locks and files. True while that is under way: the
+        loop goes on meanwhile (a pause, an abort, the other stages). One that ended while
+        paused has what it left continued first: nothing stays stopped for ever."""
         with contextlib.suppress(Exception):  # gone meanwhile: nothing left to settle
             if running.paused:
                 running.continue_leftovers()
-            if remove and running.proc.has_leftovers:
-                running.terminate(self._hurry)
+            if remove and running.proc.drop_leftovers(signal.SIGTERM):
+                self._settling[running.name] = (running, time.monotonic() + running.kill_timeout)
+                return True
+        return False
+
+    def _check_settling(self) -> None:
+        """The leftovers of failed attempts on their way out: once gone, the retry may
+        start; past ``kill_timeout`` they get SIGKILL (a moment more, and the retry starts
+        whatever is left, said)."""
+        now = time.monotonic()
+        for name, (attempt, deadline) in list(self._settling.items()):
+            gone = True
+            with contextlib.suppress(Exception):
+                gone = attempt.proc.leftovers_gone()
+                if not gone and now >= deadline:
+                    attempt.proc.drop_leftovers(signal.SIGKILL)
+            if not gone and now < deadline + 2.0:
+                continue
+            if not gone:
+                self._say("processes its failed attempt left could not be removed", "ERROR", name)
+            del self._settling[name]
+            if self._schedule.state.get(name) == RUNNING and name not in self._running:
+                self._schedule.mark(name, TODO)
 
     def _try_complete(self, running: RunningAttempt) -> None:
         """Record an attempt that exited 0 as COMPLETED, once its output is in the store:
@@ -391,8 +419,11 @@ class Supervision(Recovery):
     def _close_waiting_gates(self, why: str | Callable[[str], str]) -> None:
         """The gates waiting beside a failure are closed FAILED with ``why`` (or with what
         ``why`` says for each gate)."""
-        for gate in self._schedule.waiting_gates():
-            reason = why if isinstance(why, str) else why(gate)
+        gates = self._schedule.waiting_gates()
+        # Each reason read before any gate closes: a closed gate is not a failure to name.
+        reasons = {gate: why if isinstance(why, str) else why(gate) for gate in gates}
+        for gate in gates:
+            reason = reasons[gate]
             try:
                 self.stages.move_stage(self._rows[gate].id, StageStatus.FAILED, error=reason)
             except InvalidTransition:
@@ -406,13 +437,18 @@ class Supervision(Recovery):
         each group gets TERM, then KILL after its ``kill_timeout``, all at once. With
         ``why`` (the session was aborted) each one's exit code is recorded."""
         running = list(self._running.values())
-        if not running:
+        leftovers = [attempt for attempt, _ in self._settling.values()]  # of failed attempts
+        self._settling.clear()
+        for attempt in leftovers:
+            self._schedule.mark(attempt.name, TODO)
+        if not running and not leftovers:
             return
         self._running.clear()
         alive = [a for a in running if a.finished is None]
         if alive and why is None and self.interrupts:
             self._say_stopping(alive)
-        codes = dict(zip((a.name for a in alive), terminate_all(alive, self._hurry), strict=True))
+        stopped = terminate_all(alive + leftovers, self._hurry)
+        codes = dict(zip((a.name for a in alive), stopped[: len(alive)], strict=True))
         for attempt in running:
             attempt.output.release()  # whatever path this was, no line stays held back
             self._schedule.mark(attempt.name, TODO)

@@ -374,6 +374,30 @@ def test_without_fail_fast_a_closed_gate_names_the_failure_that_blocked_it(
 
 
 @sqlite_only
+def test_without_fail_fast_gates_closed_together_each_name_the_failure_not_each_other(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "twoclosed",
+        """
+        fail_fast: false
+        stages:
+          - {name: first_gate, needs: []}
+          - {name: second_gate, needs: []}
+          - {name: bad, needs: [], run: 'exit 1'}
+          - {name: ship, needs: [bad, first_gate, second_gate], run: 'true'}
+    """,
+    )
+    assert vc("flow", "run", "twoclosed").returncode == 1
+    sid = newest_session(store)
+    assert [store.stage(sid, g).error for g in ("first_gate", "second_gate")] == [
+        "cancelled: bad failed",
+        "cancelled: bad failed",
+    ]
+
+
+@sqlite_only
 def test_retry_runs_the_failed_and_cancelled_instances_again_and_keeps_the_completed(
     workspace: Path, vc: Vc, store: Store
 ) -> None:

@@ -441,6 +441,50 @@ def test_what_a_stage_killed_while_paused_left_is_removed_before_its_retry(
             os.kill(left, signal.SIGKILL)
 
 
+def test_removing_a_failed_attempts_stubborn_leftovers_does_not_hold_up_a_pause(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """The leftover ignores SIGTERM, so it goes only at kill_timeout: meanwhile the loop
+    still enforces a pause on the other stage, and the retry does not start paused."""
+    write_workflow(
+        workspace,
+        "stubborn",
+        """
+        max_parallel: 2
+        stages:
+          - name: flaky
+            needs: []
+            retries: 1
+            kill_timeout: 30
+            run: |
+              if [ "$VC_ATTEMPT" = 2 ]; then touch second.attempt; exit 0; fi
+              (trap '' TERM; exec sleep 300) >/dev/null 2>&1 &
+              echo $! > left.pid
+              exit 1
+          - {name: busy, needs: [], run: 'echo $$ > busy.pid; exec sleep 300'}
+    """,
+    )
+    sid = start_detached(vc, "stubborn")
+    left = read_pid(workspace / "left.pid")
+    busy = read_pid(workspace / "busy.pid")
+    try:
+        wait_until(
+            lambda: (
+                store.stage(sid, "flaky").attempt == 1
+                and "retrying" in " ".join(r.text for r in store.logs(sid, stage="flaky"))
+            ),
+            what="the first attempt failed",
+        )
+        assert vc("flow", "session", "pause", sid).returncode == 0
+        wait_until(lambda: proc_state(busy) == "T", timeout=5, what="the other stage paused")
+        assert not gone(left)  # still within its kill_timeout
+        assert not (workspace / "second.attempt").exists()
+    finally:
+        for pid in (left, busy):
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_what_a_stage_killed_while_paused_left_is_not_left_stopped(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
