@@ -119,13 +119,16 @@ def run_command(
                 rows = [(s.name, s.config) for s in view.stages]
                 only = select_stage(stage, rows, f"session {sid[:12]}")
                 _refuse_completed(view, only)
+            resumed = None
             if paused:  # nothing refused it: the run resumes it (a `resume` event)
-                manager.resume(sid, expected_version=view.version)
+                resumed = manager.resume(sid, expected_version=view.version).version
         if detach:
-            from app.runner.launch import start_runner
+            from app.runner.launch import pause_without_runner, start_runner
 
             started = start_runner(ctx, sid, only_stage=only)
             if not started.started:
+                if resumed is not None:  # not left ACTIVE with nothing to run it
+                    pause_without_runner(ctx, sid, started.message, resumed)
                 raise fail(f"could not start a runner for {sid[:12]}: {started.message}")
             print(sid)
             return 0
@@ -231,16 +234,22 @@ def _check_runnable(view: Any, workflow_id: str) -> bool:
 
 
 def _refuse_completed(view: Any, only: str) -> None:
-    """`run W:STAGE --session ID` of a stage whose every instance has completed: nothing
-    to run (a stage never runs twice), said before the session is touched."""
+    """`run W:STAGE --session ID` of a stage with nothing left to run, said before the
+    session is touched: every instance COMPLETED (a stage never runs twice), or those
+    not completed FAILED (a session's retry resets them; a run would only fail it)."""
     from store.graph import stage_of
     from store.text import clean_text
 
     chosen = [s for s in view.stages if only in (s.name, stage_of(s.name, s.config))]
+    what = f"stage {clean_text(only)} of session {view.id[:12]}"
     if chosen and all(s.status == "COMPLETED" for s in chosen):
         raise fail(
-            f"stage {clean_text(only)} of session {view.id[:12]} is COMPLETED: a stage never "
-            "runs twice (start a new session to run it again)"
+            f"{what} is COMPLETED: a stage never runs twice (start a new session to run it again)"
+        )
+    if chosen and all(s.status in ("COMPLETED", "FAILED") for s in chosen):
+        raise fail(
+            f"{what} has FAILED: it runs again after the session's retry, once the session "
+            f"has failed ('vc flow session retry {view.id[:12]}')"
         )
 
 

@@ -241,15 +241,18 @@ def ensure_runner(ctx: Any, session_id: str) -> RunnerStart | None:
     starts only when asked (`vc flow run WORKFLOW --session ID`). Nor does queued work
     that no runner holds (store.liveness.awaits_worker): a worker claims it, on the host
     the workers run on (outcome ``queued``). A runner that could not start leaves the
-    session PAUSED again, the reason saying why (:func:`_pause_without_runner`).
+    session PAUSED again, the reason saying why (:func:`pause_without_runner`).
     """
     from store.queries import get_session_view
+
+    version: list[int] = []
 
     def need() -> Literal["runner", "workers", None]:
         """A runner: ACTIVE, and no live runner holds it; the workers: queued work."""
         with ctx.factory() as db:
             view = get_session_view(db, session_id)
             db.commit()
+        version[:] = [] if view is None else [view.version]
         if view is not None and view.awaiting_worker:  # PENDING or ACTIVE, queued
             return "workers"
         if view is None or view.status != "ACTIVE":
@@ -266,18 +269,22 @@ def ensure_runner(ctx: Any, session_id: str) -> RunnerStart | None:
         return started
     if need() != "runner":
         return None  # a worker (or another resume) took it meanwhile: it runs, as asked
-    _pause_without_runner(ctx, session_id, started.message)
+    pause_without_runner(ctx, session_id, started.message, version[0])
     return started
 
 
-def _pause_without_runner(ctx: Any, session_id: str, why: str) -> None:
-    """No runner could be started for a session the resume made ACTIVE: it goes back to
-    PAUSED, saying why, rather than stay ACTIVE with nothing to run it (never shown as
-    orphaned: no runner ever held it) until someone notices."""
-    from store.errors import InvalidTransition
+def pause_without_runner(ctx: Any, session_id: str, why: str, version: int) -> None:
+    """No runner could be started for a session made ACTIVE to run (a resume, an
+    approval, `run --session`): it goes back to PAUSED, saying why, rather than stay
+    ACTIVE with nothing to run it (never shown as orphaned: no runner ever held it). Only
+    if it is still as read (``version``): a runner that claimed it meanwhile (one that
+    started late, another `run`) keeps it."""
+    from store.errors import ConcurrentModification, InvalidTransition
 
     with ctx.factory() as db:
         try:
-            ctx.sessions(db).pause(session_id, reason=f"no runner could start: {why}")
-        except InvalidTransition:
+            ctx.sessions(db).pause(
+                session_id, reason=f"no runner could start: {why}", expected_version=version
+            )
+        except (InvalidTransition, ConcurrentModification):
             pass  # aborted or taken meanwhile: that state stands

@@ -384,3 +384,43 @@ def test_a_resume_whose_runner_cannot_start_pauses_the_session_again_and_exits_1
         "PAUSED",
         "no runner could start: this process is closing: it starts no more runners",
     )
+
+
+def test_a_detached_run_of_a_paused_session_whose_runner_cannot_start_pauses_it_again(
+    store_workspace: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run --session --detach` resumed it to run it: with no runner it is PAUSED again,
+    not left ACTIVE with nothing to run it."""
+    from app.runner import launch
+    from store import FlowSessionManager
+
+    sid = create_session(store_workspace, name="stepped")
+    with store(store_workspace) as db:  # as after `run hello:greet --session`: PAUSED
+        FlowSessionManager(db).pause(sid)
+    monkeypatch.setattr(launch, "_no_more_runners", True)
+    result = cli("flow", "run", "hello", "--session", sid, "--detach")
+    assert result.code == 1
+    doc = session_json(store_workspace, sid)
+    assert (doc["status"], doc["reason"]) == (
+        "PAUSED",
+        "no runner could start: this process is closing: it starts no more runners",
+    )
+
+
+def test_a_session_claimed_since_it_was_read_is_not_paused_back(store_workspace: Path) -> None:
+    """The pause back after a runner failed to start is for a session nobody runs: a
+    runner that claimed it meanwhile (one that started late, another run) keeps it."""
+    import os
+
+    from app.context import open_context
+    from app.runner.launch import pause_without_runner
+    from store import FlowSessionManager
+    from store.identity import local_host
+
+    sid = create_session(store_workspace, name="late")
+    read = session_json(store_workspace, sid)["version"]
+    with store(store_workspace) as db:  # a runner claims it after the read
+        FlowSessionManager(db).start_session(sid, runner_host=local_host(), runner_pid=os.getpid())
+    with open_context() as ctx:
+        pause_without_runner(ctx, sid, "the runner did not start", read)
+    assert session_json(store_workspace, sid)["status"] == "ACTIVE"

@@ -6,6 +6,8 @@ already completed)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 from store import FlowSessionManager, StageManager
@@ -13,6 +15,7 @@ from tests.runner.runner_testkit import (
     Store,
     Vc,
     covered_on_postgresql_by_another,
+    foreground,
     newest_session,
     sqlite_only,
     start_detached,
@@ -182,6 +185,37 @@ def test_run_of_a_completed_stage_of_a_session_is_refused_and_touches_nothing(
     assert result.stderr == (
         f"vc: error: stage greet of session {sid[:12]} is COMPLETED: a stage never runs "
         "twice (start a new session to run it again)\n"
+    )
+    assert store.view(sid) == before
+
+
+def test_run_of_a_failed_stage_of_a_paused_session_is_refused_and_touches_nothing(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """Without fail_fast a failed stage leaves the session going; a run of that stage
+    could only fail the session, running nothing."""
+    write_workflow(
+        workspace,
+        "nofast",
+        """
+        fail_fast: false
+        stages:
+          - {name: bad, needs: [], run: 'exit 1'}
+          - {name: other, needs: [], run: 'sleep 60'}
+    """,
+    )
+    with foreground("nofast") as proc:  # Ctrl-C once bad has failed: PAUSED, no runner
+        sid = newest_session(store)
+        store.wait_stage(sid, "bad", "FAILED")
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=15)
+    before = store.view(sid)
+    assert before.status == "PAUSED" and store.stage(sid, "bad").status == "FAILED"
+    result = vc("flow", "run", "nofast:bad", "--session", sid)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"vc: error: stage bad of session {sid[:12]} has FAILED: it runs again after the "
+        f"session's retry, once the session has failed ('vc flow session retry {sid[:12]}')\n"
     )
     assert store.view(sid) == before
 
