@@ -544,8 +544,9 @@ def discover_workflows(
     for item in scanned:
         if item.error is not None:
             errors.append(item.error)
-        elif item.definition is not None:
-            owners.setdefault(item.definition.id, []).append(item)
+        # A file that does not load claims its id too (its stem when unknown), as
+        # find_workflow answers that id with its error.
+        owners.setdefault(item.workflow_id or item.path.stem, []).append(item)
     for item in scanned:
         if item.definition is None:
             continue

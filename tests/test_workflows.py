@@ -890,6 +890,21 @@ def test_discovery_reads_an_extension_written_in_capitals(tmp_path: Path) -> Non
     assert find_workflow(tmp_path, "Upper").id == "Upper"
 
 
+def test_discovery_does_not_list_a_workflow_whose_id_a_broken_file_claims_too(
+    tmp_path: Path,
+) -> None:
+    """Running that id answers with the broken file's error: listing it as usable would
+    contradict the run."""
+    good = write(tmp_path, "etl.yaml", "stages:\n  - name: x\n")
+    broken = write(tmp_path, "etl.yml", "stages: [\n")
+    definitions, errors = discover_workflows(tmp_path)
+    assert definitions == []
+    assert {e.path for e in errors} == {str(good), str(broken)}
+    assert f"duplicate workflow id 'etl': also defined in {broken}" in " ".join(map(str, errors))
+    with pytest.raises(WorkflowError):
+        find_workflow(tmp_path, "etl")
+
+
 def test_discovery_treats_same_stem_yaml_and_yml_as_duplicates(tmp_path: Path) -> None:
     write(tmp_path, "etl.yaml", "stages:\n  - name: x\n")
     write(tmp_path, "etl.yml", "stages:\n  - name: x\n")
