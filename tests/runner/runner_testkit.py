@@ -279,6 +279,20 @@ def foreground(workflow: str, *extra: str) -> Iterator[subprocess.Popen[str]]:
             proc.kill()
 
 
+@contextmanager
+def killed_on_the_way_out(*pid_files: Path) -> Iterator[list[int]]:
+    """The pids a stage wrote in these files (waited for), SIGKILLed on the way out if
+    they are still there: a test that fails leaves no process behind."""
+    pids = [read_pid(path) for path in pid_files]
+    try:
+        yield pids
+    finally:
+        for pid in pids:
+            if not gone(pid):
+                with suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
+
 def newest_session(store: Store) -> str:
     from store.queries import list_sessions
 

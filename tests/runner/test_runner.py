@@ -21,6 +21,8 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from tests.runner.runner_testkit import (
     Vc,
     covered_on_postgresql_by_another,
     gone,
+    killed_on_the_way_out,
     log_file,
     newest_session,
     proc_state,
@@ -398,47 +401,57 @@ def test_a_retry_never_runs_beside_what_the_failed_attempt_left_in_its_group(
     """,
     )
     result = vc("flow", "run", "lefty")
-    left = read_pid(workspace / "left.pid")
-    try:
+    with killed_on_the_way_out(workspace / "left.pid") as (left,):
         assert result.returncode == 0, result.stderr
         assert gone(left)
         assert store.stage(newest_session(store), "work").attempt == 2
-    finally:
-        if not gone(left):
-            os.kill(left, signal.SIGKILL)
+
+
+#: A stage that leaves a `sleep` in its group (its pid in left.pid) and waits for it; with
+#: ``retries: 1`` its second attempt ends at once.
+LEAVES_A_SLEEP = """
+    stages:
+      - name: work
+        retries: {retries}
+        run: |
+          [ "$VC_ATTEMPT" = 1 ] || exit 0
+          sleep 60 >/dev/null 2>&1 &
+          echo $! > left.pid
+          wait
+"""
+
+
+@contextmanager
+def stage_killed_while_paused(
+    workspace: Path, vc: Vc, store: Store, retries: int
+) -> Iterator[tuple[str, int]]:
+    """:data:`LEAVES_A_SLEEP` running, the session paused (the leftover stopped with its
+    group), then the stage's main process killed: the session and the leftover's pid."""
+    write_workflow(workspace, "leaves", LEAVES_A_SLEEP.format(retries=retries))
+    sid = start_detached(vc, "leaves")
+    pid = store.wait_stage(sid, "work", "ACTIVE", with_pid=True).pid
+    with killed_on_the_way_out(workspace / "left.pid") as (left,):
+        assert vc("flow", "session", "pause", sid).returncode == 0
+        store.wait_stage(sid, "work", "PAUSED")
+        wait_until(lambda: proc_state(left) == "T", what="the leftover stopped")
+        os.kill(pid, signal.SIGKILL)
+        yield sid, left
 
 
 def test_what_a_stage_killed_while_paused_left_is_removed_before_its_retry(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
-    write_workflow(
-        workspace,
-        "locked",
-        """
-        stages:
-          - name: work
-            retries: 1
-            run: |
-              [ "$VC_ATTEMPT" = 1 ] || exit 0
-              sleep 60 >/dev/null 2>&1 &
-              echo $! > left.pid
-              wait
-    """,
-    )
-    sid = start_detached(vc, "locked")
-    pid = store.wait_stage(sid, "work", "ACTIVE", with_pid=True).pid
-    left = read_pid(workspace / "left.pid")
-    try:
-        assert vc("flow", "session", "pause", sid).returncode == 0
-        store.wait_stage(sid, "work", "PAUSED")
-        wait_until(lambda: proc_state(left) == "T", what="the leftover stopped")
-        os.kill(pid, signal.SIGKILL)
+    with stage_killed_while_paused(workspace, vc, store, retries=1) as (sid, left):
         wait_until(lambda: gone(left), what="the failed attempt's leftover removed")
         assert vc("flow", "session", "resume", sid).returncode == 0
         assert store.wait_status(sid, "COMPLETED").stages[0].attempt == 2
-    finally:
-        if not gone(left):
-            os.kill(left, signal.SIGKILL)
+
+
+def test_what_a_stage_killed_while_paused_left_is_not_left_stopped(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    with stage_killed_while_paused(workspace, vc, store, retries=0) as (_, left):
+        wait_until(lambda: proc_state(left) not in ("T", "t"), what="the leftover continued")
 
 
 def test_removing_a_failed_attempts_stubborn_leftovers_does_not_hold_up_a_pause(
@@ -465,9 +478,7 @@ def test_removing_a_failed_attempts_stubborn_leftovers_does_not_hold_up_a_pause(
     """,
     )
     sid = start_detached(vc, "stubborn")
-    left = read_pid(workspace / "left.pid")
-    busy = read_pid(workspace / "busy.pid")
-    try:
+    with killed_on_the_way_out(workspace / "left.pid", workspace / "busy.pid") as (left, busy):
         wait_until(
             lambda: (
                 store.stage(sid, "flaky").attempt == 1
@@ -479,38 +490,6 @@ def test_removing_a_failed_attempts_stubborn_leftovers_does_not_hold_up_a_pause(
         wait_until(lambda: proc_state(busy) == "T", timeout=5, what="the other stage paused")
         assert not gone(left)  # still within its kill_timeout
         assert not (workspace / "second.attempt").exists()
-    finally:
-        for pid in (left, busy):
-            if not gone(pid):
-                os.kill(pid, signal.SIGKILL)
-
-
-def test_what_a_stage_killed_while_paused_left_is_not_left_stopped(
-    workspace: Path, vc: Vc, store: Store
-) -> None:
-    write_workflow(
-        workspace,
-        "stopped",
-        """
-        stages:
-          - name: work
-            run: |
-              sleep 60 >/dev/null 2>&1 &
-              echo $! > left.pid
-              wait
-    """,
-    )
-    sid = start_detached(vc, "stopped")
-    pid = store.wait_stage(sid, "work", "ACTIVE", with_pid=True).pid
-    left = read_pid(workspace / "left.pid")
-    try:
-        assert vc("flow", "session", "pause", sid).returncode == 0
-        wait_until(lambda: proc_state(left) == "T", what="the leftover stopped")
-        os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: proc_state(left) not in ("T", "t"), what="the leftover continued")
-    finally:
-        if not gone(left):
-            os.kill(left, signal.SIGKILL)
 
 
 def test_a_pause_between_two_attempts_shows_the_stage_paused_not_running(

@@ -66,55 +66,66 @@ def test_run_off_a_terminal_says_who_paused_resumed_and_aborted_it(store: Store,
 
 
 @covered_on_postgresql_by_another
+class OnATerminal:
+    """`vc flow run WORKFLOW` in the foreground on a pseudo-terminal of ``columns``: what
+    it drew so far (:attr:`seen`), read as it is asked for."""
+
+    def __init__(self, workflow: str, columns: int = 100) -> None:
+        import fcntl
+        import pty
+        import struct
+        import termios
+
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COLUMNS"))}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.main", "flow", "run", workflow],
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            env=env,
+        )
+        os.close(slave)
+        self.seen = bytearray()
+
+    def has(self, text: str) -> bool:
+        while select_ready(self.master):
+            try:
+                self.seen.extend(os.read(self.master, 65536))
+            except OSError:
+                break
+        return text.encode() in self.seen
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
+
+
 def test_the_live_line_on_a_terminal_shows_who_paused_it(
     workspace: Path, store: Store, nap: str
 ) -> None:
     """It used to stay frozen on the last progress, as if the stage still ran."""
-    import pty
-
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.main", "flow", "run", "nap"],
-        stdin=subprocess.DEVNULL,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}},
-    )
-    os.close(slave)
-    seen = bytearray()
-
-    def screen_has(text: str) -> bool:
-        while select_ready(master):
-            try:
-                seen.extend(os.read(master, 65536))
-            except OSError:
-                break
-        return text.encode() in seen
-
+    screen = OnATerminal("nap")
     try:
         sid = newest_session(store)
         store.wait_stage(sid, "nap", "ACTIVE", with_pid=True)
         as_user(store, "pause", sid)
         host = local_host()
-        wait_until(lambda: screen_has(f"PAUSED by ana on {host}"), what="PAUSED on the line")
-        assert screen_has(f"session paused by ana on {host}\r\n")  # and a line of its own
+        wait_until(lambda: screen.has(f"PAUSED by ana on {host}"), what="PAUSED on the line")
+        assert screen.has(f"session paused by ana on {host}\r\n")  # and a line of its own
         as_user(store, "abort", sid)
-        assert proc.wait(30) == 1
+        assert screen.proc.wait(30) == 1
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
+        screen.close()
 
 
 def test_the_live_line_of_a_gate_is_wrapped_to_the_terminal_so_its_checklist_can_be_read(
     workspace: Path, store: Store
 ) -> None:
-    import fcntl
-    import pty
-    import struct
-    import termios
-
     write_workflow(
         workspace,
         "checked",
@@ -124,35 +135,13 @@ def test_the_live_line_of_a_gate_is_wrapped_to_the_terminal_so_its_checklist_can
             checklist: [the changelog names every breaking change, the release notes are out]
     """,
     )
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 60, 0, 0))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.main", "flow", "run", "checked"],
-        stdin=subprocess.DEVNULL,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COLUMNS"))}},
-    )
-    os.close(slave)
-    seen = bytearray()
-
-    def screen_has(text: str) -> bool:
-        while select_ready(master):
-            try:
-                seen.extend(os.read(master, 65536))
-            except OSError:
-                break
-        return text.encode() in seen
-
+    screen = OnATerminal("checked", columns=60)
     try:
-        wait_until(lambda: screen_has("release notes are out"), what="the whole checklist")
-        drawn = seen.decode(errors="replace").split("\x1b[J")[-1]
+        wait_until(lambda: screen.has("release notes are out"), what="the whole checklist")
+        drawn = screen.seen.decode(errors="replace").split("\x1b[J")[-1]
         assert all(len(line) <= 59 for line in drawn.splitlines()), drawn
     finally:
-        proc.kill()
-        proc.wait()
-        os.close(master)
+        screen.close()
 
 
 def select_ready(fd: int) -> bool:

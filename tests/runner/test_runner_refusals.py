@@ -23,6 +23,16 @@ from tests.runner.runner_testkit import (
 )
 from tests.waiting import wait_until
 
+
+def refused(vc: Vc, store: Store, sid: str, *args: str) -> str:
+    """`vc ARGS…` refused (exit 1) with the session as it was: its one stderr line."""
+    before = store.view(sid)
+    result = vc(*args)
+    assert result.returncode == 1, result.stdout
+    assert store.view(sid) == before
+    return result.stderr
+
+
 # ---- bad input ----------------------------------------------------------------------------------
 
 
@@ -179,14 +189,10 @@ def test_run_of_a_completed_stage_of_a_session_is_refused_and_touches_nothing(
 ) -> None:
     sid = vc("flow", "session", "create", "hello").stdout.strip()
     assert vc("flow", "run", "hello:greet", "--session", sid).returncode == 0
-    before = store.view(sid)
-    result = vc("flow", "run", "hello:greet", "--session", sid)
-    assert result.returncode == 1
-    assert result.stderr == (
+    assert refused(vc, store, sid, "flow", "run", "hello:greet", "--session", sid) == (
         f"vc: error: stage greet of session {sid[:12]} is COMPLETED: a stage never runs "
         "twice (start a new session to run it again)\n"
     )
-    assert store.view(sid) == before
 
 
 def test_run_of_a_failed_stage_of_a_paused_session_is_refused_and_touches_nothing(
@@ -209,29 +215,22 @@ def test_run_of_a_failed_stage_of_a_paused_session_is_refused_and_touches_nothin
         store.wait_stage(sid, "bad", "FAILED")
         os.killpg(proc.pid, signal.SIGINT)
         proc.communicate(timeout=15)
-    before = store.view(sid)
-    assert before.status == "PAUSED" and store.stage(sid, "bad").status == "FAILED"
-    result = vc("flow", "run", "nofast:bad", "--session", sid)
-    assert result.returncode == 1
-    assert result.stderr == (
+    assert store.view(sid).status == "PAUSED" and store.stage(sid, "bad").status == "FAILED"
+    assert refused(vc, store, sid, "flow", "run", "nofast:bad", "--session", sid) == (
         f"vc: error: stage bad of session {sid[:12]} has FAILED: it runs again after the "
         f"session's retry, once the session has failed ('vc flow session retry {sid[:12]}')\n"
     )
-    assert store.view(sid) == before
 
 
 def test_run_of_a_session_waiting_at_a_gate_is_refused_naming_the_approval(
     vc: Vc, store: Store
 ) -> None:
     sid = start_detached(vc, "gate")
-    before = store.wait_status(sid, "PAUSED")
-    result = vc("flow", "run", "gate", "--session", sid)
-    assert result.returncode == 1
-    assert result.stderr == (
+    store.wait_status(sid, "PAUSED")
+    assert refused(vc, store, sid, "flow", "run", "gate", "--session", sid) == (
         f"vc: error: session {sid[:12]} is PAUSED waiting at gate approve: pass it with "
         f"'vc flow session approve {sid[:12]} approve'\n"
     )
-    assert store.view(sid) == before
 
 
 def test_run_of_a_session_paused_under_its_live_runner_is_refused_naming_resume(
@@ -240,17 +239,13 @@ def test_run_of_a_session_paused_under_its_live_runner_is_refused_naming_resume(
     sid = start_detached(vc, nap)
     assert vc("flow", "session", "pause", sid).returncode == 0
     store.wait_status(sid, "PAUSED")
-    before = wait_until(
-        lambda: (v := store.view(sid)).stages[0].status == "PAUSED" and v,
-        what="the runner to pause its stage",
+    wait_until(
+        lambda: store.view(sid).stages[0].status == "PAUSED", what="the runner to pause its stage"
     )
-    result = vc("flow", "run", nap, "--session", sid)
-    assert result.returncode == 1
-    assert result.stderr == (
+    assert refused(vc, store, sid, "flow", "run", nap, "--session", sid) == (
         f"vc: error: session {sid[:12]} is PAUSED: resume it with "
         f"'vc flow session resume {sid[:12]}'\n"
     )
-    assert store.view(sid) == before
 
 
 def test_second_runner_is_refused_naming_host_and_pid(vc: Vc, store: Store, nap: str) -> None:
