@@ -20,10 +20,9 @@ def upgrade_cmd() -> None:
     """Bring the store's schema to the current revision (never drops data)."""
     with translate_errors():
         from store.engine import describe_url, make_engine
-        from store.location import resolve_database_url
         from store.migrations import upgrade
 
-        url = resolve_database_url()
+        url = _database_url()
         engine = make_engine(url)
         try:
             before, after = _run(lambda: upgrade(engine, url), url)
@@ -33,7 +32,7 @@ def upgrade_cmd() -> None:
     if before == after:
         print(f"{after} (head): database {where} is up to date")
     elif before is None:
-        print(f"{after} (head): database {where} created")
+        print(f"{after} (head): schema created in database {where}")
     else:
         print(f"{after} (head): database {where} upgraded from {before}")
 
@@ -43,10 +42,9 @@ def current_cmd() -> None:
     """Print the store's schema revision (changes nothing)."""
     with translate_errors():
         from store.engine import _sqlite_path, describe_url, make_engine
-        from store.location import resolve_database_url
         from store.migrations import HEAD, current_revision
 
-        url = resolve_database_url()
+        url = _database_url()
         path = _sqlite_path(url) if url.startswith("sqlite") else None
         if path is not None and not path.exists():
             print(f"none: no database at {path} yet (the first command that writes creates it)")
@@ -70,6 +68,14 @@ def current_cmd() -> None:
         print(f"{revision}: behind head {HEAD}; 'vc db upgrade' upgrades it")
     else:
         print(f"{revision}: newer than this vc knows (head {HEAD}): upgrade vc")
+
+
+def _database_url() -> str:
+    """The store's URL once every setting is checked, as for any other command: a value
+    vc cannot use is refused (exit 2) before anything is opened."""
+    from app.settings import Settings
+
+    return Settings.from_env().database_url
 
 
 def _run(action, url: str):  # type: ignore[no-untyped-def]

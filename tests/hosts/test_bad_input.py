@@ -84,3 +84,21 @@ def test_an_in_memory_sqlite_url_is_refused_before_anything_is_made(workspace, u
     result = run_vc(*args, env={"VC_DATABASE_URL": url}, timeout=30)
     line = _one_line_error(result, 2)
     assert "in-memory SQLite database" in line and "sqlite:///PATH" in line
+
+
+@pytest.mark.parametrize("args", [("db", "upgrade"), ("db", "current")], ids=" ".join)
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("VC_DATABASE_URL", "postgresql+psycopg://u:s3cret@h:notaport/db", "not a number"),
+        ("VC_DATABASE_URL", "mysql://user:s3cret@host/db", "scheme 'mysql'"),
+        ("VC_HOSTNAME", "a b", "VC_HOSTNAME must be a host name"),
+        ("VC_STALE_AFTER", "abc", "VC_STALE_AFTER must be a number of seconds"),
+    ],
+)
+def test_the_db_commands_check_the_settings_as_every_command_does(
+    workspace, args, variable, value, expected
+):
+    result = run_vc(*args, env={variable: value}, timeout=30)
+    line = _one_line_error(result, 2)
+    assert expected in line and "s3cret" not in line
