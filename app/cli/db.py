@@ -25,7 +25,7 @@ def upgrade_cmd() -> None:
         url = _database_url()
         engine = make_engine(url)
         try:
-            before, after = _run(lambda: upgrade(engine, url), url)
+            before, after = _run(lambda: upgrade(engine, url, beside_other_tables=True), url)
         finally:
             engine.dispose()
     where = describe_url(url)

@@ -131,6 +131,22 @@ def _lock(conn: Connection) -> None:
         )
 
 
+def _refuse_other_programs_tables(conn: Connection, url: str) -> None:
+    """A PostgreSQL schema with tables and none of vc's is another program's."""
+    if conn.dialect.name != "postgresql" or _has_table(conn, "flow_sessions"):
+        return
+    from sqlalchemy import inspect
+
+    others = sorted(set(inspect(conn).get_table_names()) - {"alembic_version"})
+    if others:
+        some = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
+        raise StoreUnavailable(
+            f"database {describe_url(url)} holds another program's tables ({some}) and no vc "
+            "store: point VC_DATABASE_URL at a vc store or a new database (or run 'vc db "
+            "upgrade' to add vc's tables beside them)"
+        )
+
+
 def _has_table(conn: Connection, name: str) -> bool:
     from sqlalchemy import inspect
 
@@ -153,10 +169,16 @@ def current_revision(engine: Engine) -> str | None:
         return "unversioned" if _has_table(conn, "flow_sessions") else None
 
 
-def upgrade(engine: Engine, url: str | None = None) -> tuple[str | None, str]:
+def upgrade(
+    engine: Engine, url: str | None = None, *, beside_other_tables: bool = False
+) -> tuple[str | None, str]:
     """Bring the database to :data:`HEAD` in one transaction. Returns (revision before,
     revision after); before is None for an empty database. Raises
-    :class:`StoreUnavailable` for a database newer than this code."""
+    :class:`StoreUnavailable` for a database newer than this code, and for a PostgreSQL
+    schema that holds another program's tables and nothing of vc's, unless
+    ``beside_other_tables`` (`vc db upgrade`, asked for by name): a mistyped URL must not
+    get vc's tables added to someone else's database by the first `run` or worker (SQLite:
+    ``store.engine``, before the file is opened)."""
     from alembic import command
 
     url = url or engine.url.render_as_string(hide_password=False)
@@ -164,6 +186,8 @@ def upgrade(engine: Engine, url: str | None = None) -> tuple[str | None, str]:
     try:
         with mig.begin() as conn:
             _lock(conn)
+            if not beside_other_tables:
+                _refuse_other_programs_tables(conn, url)
             heads = _read_heads(conn)
             for rev in heads:
                 if not _known(rev):

@@ -597,3 +597,29 @@ def test_up_to_date_check_does_not_load_alembic(db_url):
     loaded, best = result.stdout.split()
     assert loaded == "False"
     print(f"init_db on an up-to-date store: {float(best) * 1000:.2f} ms")
+
+
+def test_a_postgresql_schema_of_another_program_gets_no_vc_tables_unless_asked(workspace, tmp_path):
+    """A mistyped URL names someone else's database: `run` and a worker refuse to add
+    vc's tables to it, in one line; `vc db upgrade`, asked by name, adds them."""
+    from tests.conftest import PG_URL, pg_schema
+
+    if not PG_URL:
+        pytest.skip("PostgreSQL suite: set VC_TEST_DATABASE_URL to run it")
+    with pg_schema() as url:
+        engine = make_engine(url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("CREATE TABLE orders (id integer)"))
+            env = {"VC_DATABASE_URL": url}
+            for args in (("flow", "run", "hello", "--queue"), ("flow", "worker")):
+                result = run_vc(*args, env=env, timeout=30)
+                assert result.returncode == 1, (args, result.stdout, result.stderr)
+                assert result.stderr.count("\n") == 1
+                assert "holds another program's tables (orders) and no vc store" in result.stderr
+                assert inspect(engine).get_table_names() == ["orders"]
+            result = run_vc("db", "upgrade", env=env)
+            assert result.returncode == 0, result.stderr
+            assert "flow_sessions" in inspect(engine).get_table_names()
+        finally:
+            engine.dispose()
