@@ -86,7 +86,8 @@ def operate(op: str, session_id: str, gate: str | None = None) -> None:
             from app.runner.launch import FOR_WORKERS
 
             extra += f" ({FOR_WORKERS})"  # as the driver path says it
-    _report(op, status, change.session_id, name, workflow_id, extra, failed=failed)
+    queued = op == "retry" and bool(obj.queued)
+    _report(op, status, change.session_id, name, workflow_id, extra, failed=failed, queued=queued)
 
 
 def _awaits_worker(status: str, obj: Any) -> bool:
@@ -207,14 +208,20 @@ def _report(
     extra: str,
     *,
     failed: bool = False,
+    queued: bool = False,
 ) -> None:
     """The command's line on stdout; exit 1 after it when ``failed`` (the change was made,
-    what had to follow it was not)."""
+    what had to follow it was not). A retried session says how it runs again: queued work
+    goes back to the workers (a `run --session` would race them)."""
     from store.text import clean_text
 
     short = session_id[:12]
     print(f"{status}: {short} ({clean_text(name)}){extra}")
-    if op == "retry":
+    if op == "retry" and queued:
+        from app.runner.launch import FOR_WORKERS
+
+        print(FOR_WORKERS)
+    elif op == "retry":
         print(f"run it again with 'vc flow run {workflow_id} --session {short}'")
     if failed:
         import typer

@@ -67,6 +67,9 @@ ACTIONS: dict[str, tuple[str, str]] = {
         "Run it again",
         "vc flow session retry {id} && vc flow run {workflow} --session {id}",
     ),
+    # queued work: the retry puts it back in the queue, and the next worker runs it (a
+    # `run --session` after it would race the workers, and lose)
+    "failure_queued": ("Run it again (the next worker takes it)", "vc flow session retry {id}"),
     "gate": ("Approve", "vc flow session approve {id} {gate}"),
     "success": ("Details", "vc flow session show {id}"),
 }
@@ -108,6 +111,8 @@ class SessionFacts:
     workflow_id: str
     host: str
     started_at: float | None
+    #: Queued work (`run --queue`): workers run it, its retry included.
+    queued: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,8 @@ def compose(event: Event, facts: SessionFacts) -> Message:
         title = f"vc: {workflow} completed: {name}"
         after = f" in {took}" if took else ""
         lines.append(f"{who} COMPLETED on host {facts.host}{after}.")
-    label, command = action(event.kind, sid, facts.workflow_id, event.stage)
+    kind = "failure_queued" if event.kind == "failure" and facts.queued else event.kind
+    label, command = action(kind, sid, facts.workflow_id, event.stage)
     lines.append(f"{label}: {command}")
     lines.append(f"Its log: {LOGS_COMMAND.format(id=sid[:12])}")
     return Message(title, "\n".join(lines), _NOTIFY_TYPES[event.kind])
@@ -382,7 +388,9 @@ class SessionAnnouncer:
         self._config = _Config(
             expand_events(notify.get("on") or DEFAULT_NOTIFY_ON), urls, from_env, gates
         )
-        self._facts = SessionFacts(view.id, view.name, view.workflow_id, self.host, view.started_at)
+        self._facts = SessionFacts(
+            view.id, view.name, view.workflow_id, self.host, view.started_at, bool(view.queued)
+        )
         # A runner taking over a session whose stage failed under the runner before: the
         # failure it announces names that stage, not one this runner records cancelled.
         first = first_failed(view.stages)

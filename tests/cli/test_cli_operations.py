@@ -92,6 +92,22 @@ def test_retry_resets_a_failed_session_to_pending_and_says_how_to_run_it(
     ]
 
 
+def test_retry_of_queued_work_says_the_workers_run_it_again(store_workspace: Path, cli) -> None:
+    """A `run --session` after it would race the workers that claim it, and lose."""
+    from store import FlowSessionManager
+    from store.workflows import find_workflow
+
+    definition = find_workflow(store_workspace / "workflows", "broken")
+    with store(store_workspace) as db:
+        sessions = FlowSessionManager(db)
+        sid = sessions.create_session("broken", definition=definition, queued=True).id
+        sessions.abort(sid)  # still queued work, as a worker's failed session is
+    result = cli("flow", "session", "retry", sid)
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[1:] == ["queued: the next 'vc flow worker' runs it"]
+    assert session_json(store_workspace, sid)["status"] == "PENDING"
+
+
 def _failed_broken_session(workspace: Path) -> str:
     from store import FlowSessionManager, StageManager
 

@@ -72,6 +72,16 @@ def test_a_failure_message_says_what_where_how_long_and_how_to_retry() -> None:
         assert part in body, part
 
 
+def test_a_failure_message_of_queued_work_says_its_retry_goes_to_the_workers() -> None:
+    """A `run --session` after the retry would race the workers that claim it, and lose."""
+    from dataclasses import replace
+
+    event = Event("failure", "failure #9", 1_723.0, "load", "stage load failed: exit code 3")
+    body = compose(event, replace(FACTS, queued=True)).body
+    assert "Run it again (the next worker takes it): vc flow session retry 3f2a1b2c3d4e\n" in body
+    assert "--session" not in body
+
+
 def test_a_gate_message_lists_the_checklist_and_the_command_that_passes_it() -> None:
     event = Event(
         "gate", "gate approve #2", 1_300.0, "approve", "waiting: approve", ("row counts", "diff")
@@ -98,7 +108,7 @@ def test_control_sequences_of_user_text_do_not_reach_a_message() -> None:
 
 
 def test_every_event_kind_has_one_action() -> None:
-    assert set(ACTIONS) == {"failure", "gate", "success"}
+    assert set(ACTIONS) == {"failure", "failure_queued", "gate", "success"}
 
 
 # -- delivery ---------------------------------------------------------------------------------
