@@ -73,7 +73,7 @@ def _reached(open_store: Callable[[], AbstractContextManager[Any]]) -> Iterator[
     unclaimed. Any other failure (a refused connection, a wrong URL, a refused login, a
     schema newer than the code) stops it at once, with one line. Ctrl-C or a signal stops
     the wait."""
-    from app.console import warning_line
+    from app.console import to_stderr, warning_line
     from store.errors import StoreUnavailable
 
     delay, said = START_RETRY[0], False
@@ -90,5 +90,7 @@ def _reached(open_store: Callable[[], AbstractContextManager[Any]]) -> Iterator[
                 time.sleep(delay)
                 delay = min(delay * 2, START_RETRY[1])
                 continue
+            if said:  # else the waiting line would be the last word on it
+                to_stderr("vc: the store answers: the worker starts\n")
             yield ctx
             return

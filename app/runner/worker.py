@@ -151,6 +151,7 @@ class Worker:
                         try:
                             self._fill(manager)
                             delay = RETRY_MIN
+                            self._store_back()
                         except Exception as exc:
                             with contextlib.suppress(Exception):
                                 db.rollback()
@@ -258,6 +259,14 @@ class Worker:
         self._reap()
 
     _last_error = ""
+
+    def _store_back(self) -> None:
+        """The store answers again after trouble was said: said too (whoever tails the log
+        would take the last "retrying" for the state of things), and the next trouble is
+        said again, even with the same words."""
+        if self._last_error:
+            self._last_error = ""
+            self.say("the store answers again: claiming queued sessions")
 
     def _report_store_error(self, exc: BaseException, delay: float) -> None:
         from store.engine import unavailable_message

@@ -590,6 +590,7 @@ def test_a_worker_started_while_the_server_is_full_waits_and_then_works(queue_ws
             timeout=60,
             what="the queued session to run once the server had room",
         )
+        assert "the store answers: the worker starts" in workers.output(0)
         assert workers.stop_all() == [0]
 
 
