@@ -391,10 +391,20 @@ def public_url_for(sock: socket.socket, host: str, public_url: str | None) -> st
             )
         return public_url.rstrip("/")
     address, port = sock.getsockname()[:2]
-    name = socket.getfqdn() if is_wildcard(address) else host
+    name = _host_name() if is_wildcard(address) else host
     if ":" in name:
         name = f"[{name}]"
     return f"http://{name}:{port}"
+
+
+def _host_name() -> str:
+    """This machine's name for a link others open: its fully qualified name, unless that
+    is only a loopback name (``/etc/hosts`` often maps the host name to 127.0.0.1, and
+    ``localhost`` in a link takes a teammate to their own machine): then the host name."""
+    name = socket.getfqdn()
+    if name == "localhost" or name.startswith("localhost.") or name.endswith(".localdomain"):
+        return socket.gethostname() or name
+    return name
 
 
 def _usable_public_url(url: str) -> bool:

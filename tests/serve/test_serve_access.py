@@ -211,6 +211,19 @@ async def test_another_address_must_be_named_warns_and_still_needs_the_token(
     assert "listening on 0.0.0.0, not only this machine" in served.process.stderr.read()
 
 
+async def test_on_a_wildcard_address_the_link_names_this_machine_not_a_loopback_name(
+    serve: Callable[..., Served],
+) -> None:
+    """A teammate opens the link on their own machine: ``localhost`` (what the fully
+    qualified name often is, the host name mapped to 127.0.0.1) would take them there."""
+    import socket
+
+    served = serve("--host", "0.0.0.0")
+    host = served.base.split("://", 1)[1].rsplit(":", 1)[0]
+    assert host not in ("localhost", "127.0.0.1", "0.0.0.0")
+    assert host in (socket.getfqdn(), socket.gethostname())
+
+
 async def test_a_wildcard_address_still_needs_the_token(serve: Callable[..., Served]) -> None:
     served = serve("--host", "0.0.0.0")
     port = served.base.rsplit(":", 1)[1]
