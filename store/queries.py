@@ -290,7 +290,7 @@ def last_session_change(session: Session, session_id: str, to_status: str) -> Ev
             .where(
                 _EV.c.session_id == session_id,
                 _EV.c.to_status == to_status,
-                ~_EV.c.op.startswith("stage."),  # the session's moves, not its stages
+                _EV.c.stage.is_(None),
             )
             .order_by(_EV.c.id.desc())
             .limit(1)

@@ -90,7 +90,6 @@ def enforce_without_runner(view: SessionView, op: str, done: list[str] | None = 
     have done for ``op`` (``pause``: stop them; ``abort`` or ``delete``: remove them).
     Returns one line per thing done or not doable, for the user; ``done`` gets the lines
     of what was done (a pause of a group stopped already does nothing)."""
-    from app.runner.groups import at_once
     from store.identity import local_host
 
     here = local_host()
@@ -110,11 +109,8 @@ def enforce_without_runner(view: SessionView, op: str, done: list[str] | None = 
                 )
             continue
         local.append(stage)
-    jobs = jobs_of(local)  # before their stages' groups go: found by the session they lead
     verb = "stopped" if op == "pause" else "removed"
-    for stage, (enforced, job_groups) in zip(
-        local, at_once([partial(enforce_with_jobs, s, op, jobs) for s in local]), strict=True
-    ):
+    for stage, (enforced, job_groups) in zip(local, enforce_all(local, op), strict=True):
         said = [stage.pid or 0] if enforced else []
         for group in said + job_groups:
             line = f"{verb} the leftover process group {group} of stage {stage.name}"
@@ -155,6 +151,15 @@ def _enforce_recorded(stage: StageView, op: str) -> bool:
             return False  # stopped already: nothing to do, nothing to say
         return stop_leftover_group(stage.pid or 0, stage.pid_start)
     return kill_leftover_group(stage.pid or 0, stage.pid_start, kill_timeout_of(stage.config))
+
+
+def enforce_all(stages: Sequence[StageView], op: str) -> list[tuple[bool, list[int]]]:
+    """``op`` on these stages' recorded groups and their jobs, all at once: per stage,
+    whether its group was signalled and the jobs' groups that were."""
+    from app.runner.groups import at_once
+
+    jobs = jobs_of(stages)  # before their stages' groups go: found by the session they lead
+    return at_once([partial(enforce_with_jobs, s, op, jobs) for s in stages])
 
 
 def enforce_with_jobs(stage: StageView, op: str, jobs: Sequence[Any]) -> tuple[bool, list[int]]:
@@ -236,4 +241,4 @@ def _enforce_unrecorded(
     return lines
 
 
-__all__ = ["enforce_if_no_runner", "enforce_with_jobs", "enforce_without_runner", "jobs_of"]
+__all__ = ["enforce_all", "enforce_if_no_runner", "enforce_without_runner", "jobs_of"]

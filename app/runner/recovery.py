@@ -13,7 +13,7 @@ from typing import Any
 
 from app.runner.attempt import kill_timeout_of
 from app.runner.groups import at_once
-from app.runner.orphans import enforce_with_jobs, jobs_of
+from app.runner.orphans import enforce_all
 from app.runner.process import find_session_processes, kill_groups
 from app.runner.store_link import StoreLink
 from store.errors import InvalidTransition
@@ -59,13 +59,13 @@ class Recovery(StoreLink):
             interrupted = stage.status in (StageStatus.ACTIVE, StageStatus.PAUSED)
             if stage.pid and stage.host == self.host:
                 group, jobs = removed.get(stage.id, (None, []))
-                if group or jobs:
-                    what = f"process group {stage.pid}" if group else ""
-                    if jobs:
-                        groups = ", ".join(map(str, jobs))
-                        what += f"{' and its' if group else ''} jobs' groups {groups}"
+                what = " and its ".join(
+                    ([f"process group {stage.pid}"] if group else [])
+                    + ([f"jobs' groups {', '.join(map(str, jobs))}"] if jobs else [])
+                )
+                if what:
                     self._say(
-                        f"removed the leftover {what.strip()} of attempt {stage.attempt}",
+                        f"removed the leftover {what} of attempt {stage.attempt}",
                         "WARNING",
                         stage.name,
                     )
@@ -101,7 +101,7 @@ class Recovery(StoreLink):
     def _remove_recorded(self, view: SessionView) -> dict[int, tuple[bool | None, list[int]]]:
         """What is left of each task stage's recorded group on this host, with the jobs of
         a stage whose process still runs (:func:`jobs_of`), removed all at once as an abort
-        without a runner removes them (``orphans.enforce_with_jobs``): per stage id, whether
+        without a runner removes them (``orphans.enforce_all``): per stage id, whether
         its group was signalled and the jobs' groups that were. Also for PENDING/FAILED
         stages: an aborted attempt whose runner died before it could kill it is still
         recorded (retry keeps the pid) and would run beside the new attempt. A process
@@ -114,9 +114,7 @@ class Recovery(StoreLink):
             and s.pid
             and s.host == self.host
         ]
-        jobs = jobs_of(local)  # before their stages' groups go: found by the session they lead
-        results = at_once([partial(enforce_with_jobs, s, "abort", jobs) for s in local])
-        return dict(zip((s.id for s in local), results, strict=True))
+        return dict(zip((s.id for s in local), enforce_all(local, "abort"), strict=True))
 
     def _count_retries_used(self) -> None:
         """Taking over a session that ran before: the retries its stages used under the

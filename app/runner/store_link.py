@@ -79,7 +79,7 @@ class Interrupted(Exception):
     """Ctrl-C / SIGTERM on the runner: pause the session so the user can resume it later."""
 
 
-def _deleted(manager: FlowSessionManager, session_id: str) -> bool:
+def _session_gone(manager: FlowSessionManager, session_id: str) -> bool:
     """No row of the session is left (a delete), read on the manager's connection."""
     try:
         manager.get_session(session_id)
@@ -203,7 +203,7 @@ class StoreLink:
                         self.session_id, runner_host=self.host, runner_pid=self.pid
                     ):
                         if not self._stop.is_set():
-                            self._deleted = _deleted(manager, self.session_id)
+                            self._deleted = _session_gone(manager, self.session_id)
                             self._lost.set()
                             self._wake.set()
                         return
