@@ -79,17 +79,6 @@ class Interrupted(Exception):
     """Ctrl-C / SIGTERM on the runner: pause the session so the user can resume it later."""
 
 
-def _session_gone(manager: FlowSessionManager, session_id: str) -> bool:
-    """No row of the session is left (a delete), read on the manager's connection."""
-    try:
-        manager.get_session(session_id)
-    except SessionNotFound:
-        return True
-    except Exception:
-        return False  # cannot tell: the claim's refusal is the answer
-    return False
-
-
 class _TakenOver(Exception):
     """The session is not this runner's any more (a refused heartbeat, or a write the store
     refused for the runner's lease): stop without touching it."""
@@ -126,8 +115,6 @@ class StoreLink:
     _store_full: bool
     _stop: threading.Event
     _lost: threading.Event
-    #: Set with ``_lost`` when the refused heartbeat found no session row: it was deleted.
-    _deleted: bool = False
     _interrupted: threading.Event
     _wake: threading.Event
     _notifier: Any
@@ -203,7 +190,6 @@ class StoreLink:
                         self.session_id, runner_host=self.host, runner_pid=self.pid
                     ):
                         if not self._stop.is_set():
-                            self._deleted = _session_gone(manager, self.session_id)
                             self._lost.set()
                             self._wake.set()
                         return
@@ -246,7 +232,7 @@ class StoreLink:
         give_up_at: float | None = None
         while True:
             if self._lost.is_set():
-                raise self._lost_error()
+                raise _TakenOver(f"another runner took over session {self.session_id[:12]}")
             if self._failure is not None:  # seen by the heartbeat meanwhile
                 raise PermanentStoreError(self._failure.what)
             try:
@@ -595,14 +581,7 @@ class StoreLink:
         if self._interrupted.is_set():
             raise Interrupted
         if self._lost.is_set():
-            raise self._lost_error()
-
-    def _lost_error(self) -> Exception:
-        """Why the heartbeat was refused: the session deleted (its runner stops, saying
-        nothing in a log that went with it), else another runner's claim."""
-        if self._deleted:
-            return SessionNotFound(f"session {self.session_id[:12]} was deleted")
-        return _TakenOver(f"another runner took over session {self.session_id[:12]}")
+            raise _TakenOver(f"another runner took over session {self.session_id[:12]}")
 
     def _idle(self) -> None:
         """Sleep one idle poll; Ctrl-C or a lost heartbeat wakes it at once."""
