@@ -289,12 +289,10 @@ class DirectControl:
         if resumes:
             self._event(sid, SessionOp.RESUME, cur.status, target, now)
         change = SessionChange(sid, op, cur.status, target, cur.version + 1, stage=name)
-        logged = [(passed, STAGE_CATEGORY)]
+        logged = [(passed, STAGE_CATEGORY)]  # as SessionOperations.approve logs it
         if resumes:
             resumed = SessionChange(sid, SessionOp.RESUME, cur.status, target, change.version)
             logged.append((resumed, SESSION_CATEGORY))
-        else:
-            logged.append((change, SESSION_CATEGORY))
         return Outcome(
             change,
             logged,

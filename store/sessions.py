@@ -464,10 +464,14 @@ class SessionOperations(ManagerBase):
             if resumes:
                 self._event(conn, sid, SessionOp.RESUME, cur.status, target, now)
             change = SessionChange(sid, op, cur.status, target, cur.version + 1, stage=name)
-            told = change
+            # The gate's line says who approved it; the session gets a line of its own only
+            # when the approval resumes it (an unchanged status tagged with the gate read
+            # as if the gate went back).
+            logged = [(passed, STAGE_CATEGORY)]
             if resumes:
                 told = SessionChange(sid, SessionOp.RESUME, cur.status, target, change.version)
-            self._commit_logged([(passed, STAGE_CATEGORY), (told, self.CATEGORY)])
+                logged.append((told, self.CATEGORY))
+            self._commit_logged(logged)
             return change
         raise ConcurrentModification(f"session {sid[:12]} is changing too fast; try again")
 

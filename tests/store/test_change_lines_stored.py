@@ -85,6 +85,27 @@ def test_an_approval_that_resumes_is_in_the_session_log_when_it_commits(
     ]
 
 
+def test_an_approval_that_leaves_the_session_as_it_was_logs_the_gate_alone(
+    db: Any, engine: Any, in_store_logging: list[Any]
+) -> None:
+    """A gate approved while other stages run: the session stays ACTIVE, and no line
+    tagged with the gate says `approve ACTIVE -> ACTIVE` as if the gate went back."""
+    from store import StageManager
+    from tests.store.test_gates import open_gates, started
+
+    manager = _manager(db, log_in_transaction=True)
+    managers = (manager, StageManager(db))
+    sid = started(managers)
+    open_gates(managers, sid, "qa")
+    seen = _texts_at_commit(db, engine, sid)
+    manager.approve(sid, "qa")
+    told = [text.split(" by ")[0] for text in seen[-1] if "approve" in text]
+    assert told == [
+        "notify 0 subscriber(s): approve PAUSED -> COMPLETED",
+        "approve PAUSED -> COMPLETED",
+    ]
+
+
 def test_the_store_holds_a_commands_records_once_in_the_order_loguru_saw_them(
     db: Any, hello_definition: Any, in_store_logging: list[Any]
 ) -> None:
