@@ -224,6 +224,13 @@ class LogPane(ScrollView, can_focus=True):
     def _scroll_to_end(self) -> None:
         if self.is_mounted:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
+            # Lines wider than the pane bring a horizontal scrollbar at the next layout,
+            # which takes a row: the end moves one line down after this scroll.
+            self.call_after_refresh(self._still_at_end)
+
+    def _still_at_end(self) -> None:
+        if self.follow and not self._at_end():
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
 
     def _scroll_y_to(self, y: float, x: float | None = None) -> None:
         """Move the view for the pane's own reasons (not a user scroll: follow is unchanged)."""

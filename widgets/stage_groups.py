@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from widgets.data import ACTIVE, COMPLETED, FAILED, PAUSED, PENDING, StageRow
-from widgets.formatting import clamp_progress
+from widgets.formatting import ELLIPSIS, clamp_progress
 from widgets.timing import stage_end
 
 OPEN_MARK = "▾"
@@ -108,10 +108,12 @@ def instance_label(row: StageRow, width: int | None = None, *, keyed: bool | Non
     keys (``  size=small,format=png``), or without them (``  small,png``) when ``keyed`` is
     False (None: when the keyed label does not fit in ``width`` cells); the whole name if
     it does not read ``group[key=value,…]``. When even the values do not fit, each is cut
-    to fit, the longest first and never below one character (``  sm,png``, ``  sm,web``):
+    to fit, the longest first and never below one character (``  sm,png``, ``  sm,w…p``):
     cut values tell most instances apart, where an ellipsis at the end of the first value
-    made every one read ``small…`` (two values that differ only past the cut, ``webp`` and
-    ``webm``, read alike: the log pane and the details name each instance in full)."""
+    made every one read ``small…``. A value cut to three characters or more keeps its start
+    and its end around a ``…`` (``data-…-04``): values often differ at the end only (a
+    number, an extension), and a cut that kept the start alone made them read alike. Cut
+    values can still collide; the log pane and the details name each instance in full."""
     name = row.name
     if not (row.group and name.startswith(row.group + "[") and name.endswith("]")):
         return "  " + name
@@ -136,7 +138,18 @@ def _cut_to_fit(values: list[str], width: int | None) -> str:
         while sum(lengths) + len(lengths) - 1 > room and max(lengths) > 1:
             longest = lengths.index(max(lengths))
             lengths[longest] -= 1
-    return ",".join(value[:n] for value, n in zip(values, lengths, strict=True))
+    return ",".join(_cut(value, n) for value, n in zip(values, lengths, strict=True))
+
+
+def _cut(value: str, n: int) -> str:
+    """``value`` in ``n`` characters: whole, its start (``n`` < 3), or its start and end
+    around ``…``."""
+    if len(value) <= n:
+        return value
+    if n < 3:
+        return value[:n]
+    tail = (n - 1) // 2
+    return value[: n - 1 - tail] + ELLIPSIS + value[len(value) - tail :]
 
 
 __all__ = [

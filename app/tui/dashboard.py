@@ -124,6 +124,9 @@ class DashboardScreen(StoreLink):
         #: A session to put the cursor on once a refresh shows it (see _select_if_shown).
         self._select_when_shown: str | None = None
         self._select_tries = 0
+        #: The session to select is the one selected before a filter change: the cursor
+        #: goes to the top if the new filter's first rows do not hold it.
+        self._top_unless_shown = False
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -179,6 +182,8 @@ class DashboardScreen(StoreLink):
         """The dashboard's keys are off while a dialog covers it (the footer under the
         dialog hides them too); the command palette runs its command as it closes, so it
         is no dialog."""
+        if action == "filter" and self.focused is self.filter_box:
+            return False  # a `/` typed into the filter is text (`/` binds with priority)
         top = self.app.screen
         return top is self or isinstance(top, CommandPalette)
 
@@ -278,12 +283,15 @@ class DashboardScreen(StoreLink):
             return
         index = next((i for i, row in enumerate(rows) if row.id == wanted), None)
         if index is not None:
-            self._select_when_shown = None
+            self._select_when_shown, self._top_unless_shown = None, False
             self.table.move_cursor(offset + index)
             return
         self._select_tries += 1  # a read begun before it was made, or a window elsewhere
         if self._select_tries >= SELECT_TRIES:
             self._select_when_shown = None
+            if self._top_unless_shown:
+                self._top_unless_shown = False
+                self.table.move_cursor(0)
 
     def _show_alerts(self, result: data.Refresh) -> None:
         """Each session anywhere in the store that failed or reached a manual gate since
@@ -423,6 +431,7 @@ class DashboardScreen(StoreLink):
         )
         if message.select is not None:
             self._select_when_shown, self._select_tries = message.select, 0
+            self._top_unless_shown = False
         self.request_refresh()
 
     @on(SessionSelected)
@@ -448,7 +457,11 @@ class DashboardScreen(StoreLink):
     def action_filter(self) -> None:
         self.filter_box.display = True
         self.filter_box.value = self.filter.text or ""
-        self.filter_box.focus()
+        # At once, not on the next turn as ``focus()`` does: the keys read together with
+        # the `/` (a paste, fast typing) come next and must reach the box, never the
+        # dashboard's bindings (a `p` in the text would pause the session). `/` is a
+        # priority binding for the same reason (keys.py).
+        self.set_focus(self.filter_box)
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
@@ -467,7 +480,8 @@ class DashboardScreen(StoreLink):
         self.filter = replace(self.filter, status=status or None)
 
     def watch_filter(self, shown: SessionFilter) -> None:
-        """Another filter: say which in the header, list its sessions from the top."""
+        """Another filter: say which in the header, list its sessions from the top, the
+        cursor staying on the selected session if the new filter's first rows hold it."""
         label = Text()
         if shown.status:
             label.append(shown.status)
@@ -479,7 +493,12 @@ class DashboardScreen(StoreLink):
                 text = text[: FILTER_SHOWN - 1] + "…"
             label.append(f"{' ' if label else ''}“{text}”")
         self.filter_label.update(Text("filter: ") + label if label else Text())
-        self.table.cursor_index = 0
+        keep = self.table.selected_id
+        if keep is None:
+            self.table.cursor_index = 0
+        else:  # one look: the first answer under the new filter
+            self._select_when_shown, self._select_tries = keep, SELECT_TRIES - 1
+            self._top_unless_shown = True
         self.table.scroll_to(y=0, animate=False)
         self.request_refresh()
 

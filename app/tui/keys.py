@@ -53,6 +53,10 @@ class Key:
     operation destroys something."""
     on_app: bool = False
     """Bound on the app rather than the dashboard screen: it works over the dialogs too."""
+    priority: bool = False
+    """Run as the key is read, before the keys read after it go anywhere (Textual's
+    priority binding): for a key that moves the focus, so that what is typed next reaches
+    the new place."""
 
 
 def _operation(
@@ -164,6 +168,7 @@ KEYS: tuple[Key, ...] = (
         action="filter",
         footer="Filter",
         binding="slash",
+        priority=True,  # a paste of `/prod` must filter, its `p` never pause the session
     ),
     Key("1-5", "only PENDING/ACTIVE/PAUSED/COMPLETED/FAILED"),
     *(
@@ -227,6 +232,7 @@ def _binding(key: Key) -> Binding:
         key.action,
         key.footer or key.title or key.description,
         show=key.footer is not None,
+        priority=key.priority,
     )
 
 

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import pytest
+from textual import events as textual_events
 
 from app.tui.app import FlowApp
 from app.tui.dashboard import EMPTY_TEXT, NO_MATCH_TEXT, DashboardScreen
@@ -444,6 +445,38 @@ async def test_slash_filters_by_text_and_escape_clears(ctx: Any, make_app: Any) 
         await wait_for(pilot, lambda: app.dashboard.table.total == 3, what="the filter cleared")
 
 
+async def test_keys_arriving_with_the_slash_go_into_the_filter_not_to_the_session(
+    ctx: Any, make_app: Any
+) -> None:
+    """A paste or fast typing delivers `/` and what follows in one read: `p` and `r` in
+    the text must never pause or resume the selected session."""
+    sid = make_session(ctx, name="prod job", state="ACTIVE")
+    make_session(ctx, name="other")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await select(pilot, sid)
+        for key in ("slash", "p", "r", "o", "d"):  # queued together, as one read gives them
+            char = "/" if key == "slash" else key
+            app.post_message(textual_events.Key(key, char))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.dashboard.table.total == 1, what="one match")
+        assert "filter: “prod”" in screen_text(app)
+        assert status(ctx, sid) == "ACTIVE"
+        assert "pause" not in events(ctx, sid)
+
+
+async def test_a_slash_typed_into_the_filter_is_part_of_its_text(ctx: Any, make_app: Any) -> None:
+    make_session(ctx, name="etl/nightly")
+    make_session(ctx, name="etl weekly")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("slash", *"etl", "slash", "enter")
+        await wait_for(pilot, lambda: app.dashboard.table.total == 1, what="one match")
+        assert [r.name for r in app.dashboard.table.rows] == ["etl/nightly"]
+
+
 async def test_the_text_filter_matches_underscore_and_percent_literally(
     ctx: Any, make_app: Any
 ) -> None:
@@ -475,6 +508,45 @@ async def test_a_long_text_filter_is_cut_in_the_header_which_keeps_its_counts(
         header = screen_text(app).splitlines()[0]
         assert f"filter: “{'x' * 23}…”" in header
         assert "total 1" in header and "log: follow" in header
+
+
+async def test_a_filter_that_still_shows_the_selected_session_keeps_the_cursor_on_it(
+    ctx: Any, make_app: Any
+) -> None:
+    chosen = make_session(ctx, name="chosen", state="PAUSED")
+    make_session(ctx, name="newer paused", state="PAUSED")  # above it under the filter
+    for i in range(3):
+        make_session(ctx, name=f"newer {i}")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await select(pilot, chosen)
+        await pilot.press("3")
+        await wait_for(pilot, lambda: app.dashboard.table.total == 2, what="the PAUSED ones")
+        await pilot.pause()
+        assert app.dashboard.table.selected_id == chosen
+        await pilot.press("0")
+        await wait_for(pilot, lambda: app.dashboard.table.total == 5, what="every session")
+        await pilot.pause()
+        assert app.dashboard.table.selected_id == chosen
+        assert app.dashboard.selected_id == chosen
+
+
+async def test_a_filter_that_hides_the_selected_session_puts_the_cursor_on_the_top_row(
+    ctx: Any, make_app: Any
+) -> None:
+    paused = make_session(ctx, name="paused", state="PAUSED")
+    make_session(ctx, name="older pending")
+    newest = make_session(ctx, name="pending newest")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await select(pilot, paused)
+        await pilot.press("1")
+        await wait_for(pilot, lambda: app.dashboard.table.total == 2, what="the PENDING ones")
+        await wait_for(
+            pilot, lambda: app.dashboard.table.selected_id == newest, what="the top row selected"
+        )
 
 
 async def test_number_keys_filter_by_status(ctx: Any, make_app: Any) -> None:

@@ -7,7 +7,7 @@ import time
 
 from textual.app import App, ComposeResult
 
-from tests.widgets.widgets_testkit import log_line, widget_lines
+from tests.widgets.widgets_testkit import log_line, screen_lines, widget_lines
 from widgets.log_pane import MAX_LINE_CHARS, LogPane, format_line, line_width
 from widgets.messages import FollowChanged, OlderLogsRequested
 
@@ -254,3 +254,17 @@ async def test_text_selection_copies_records_as_displayed() -> None:
         assert selected.splitlines()[0].endswith("INFO    [build] [b]first[/b]")
         assert selected.splitlines()[1].endswith("ERROR   [build] second")
         assert widget_lines(pane)[1].rstrip().endswith("second")
+
+
+async def test_following_keeps_the_newest_line_above_a_horizontal_scrollbar() -> None:
+    """The scrollbar that lines wider than the pane bring takes a row: the newest line must
+    stay in view (a finished session gets no later line to scroll it)."""
+    app = LogApp()
+    async with app.run_test(size=(60, 12)) as pilot:
+        pane = app.query_one(LogPane)
+        pane.append([log_line(i, "x" * 200) for i in range(1, 40)] + [log_line(40, "the end")])
+        await pilot.pause()
+        await pilot.pause()
+        assert pane.follow
+        assert pane.scroll_offset.y == pane.max_scroll_y
+        assert any(line.rstrip().endswith("the end") for line in screen_lines(app))

@@ -148,9 +148,19 @@ def test_instances_whose_values_do_not_fit_are_cut_so_they_still_differ() -> Non
     small_png = stage_row("resize[size=small,format=png]", group="resize")
     small_webp = stage_row("resize[size=small,format=webp]", group="resize")
     assert instance_label(small_png, width=8) == "  sm,png"
-    assert instance_label(small_webp, width=8) == "  sm,web", "the longest value gives first"
+    assert instance_label(small_webp, width=8) == "  sm,w…p", "the longest value gives first"
     assert instance_label(small_png, width=4) == "  s,p", "one character each at least"
     assert instance_label(small_png, width=11) == "  small,png"
+
+
+def test_values_that_differ_at_the_end_only_keep_their_ends_when_cut() -> None:
+    labels = {
+        instance_label(
+            stage_row(f"train[fold=verylongvalue-aaaaaaaaaaaaaa-{i}]", group="train"), 14
+        )
+        for i in range(1, 5)
+    }
+    assert labels == {"  verylo…aaa-1", "  verylo…aaa-2", "  verylo…aaa-3", "  verylo…aaa-4"}
 
 
 def test_a_group_shows_every_instance_in_one_form() -> None:
