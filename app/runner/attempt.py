@@ -241,6 +241,42 @@ class RunningAttempt:
         self.paused = False
 
 
+@dataclass
+class Leftovers:
+    """What a failed attempt left in its group, being removed before its retry: SIGTERM
+    sent, SIGKILL at ``deadline`` (monotonic). A pause stops them (SIGSTOP) and holds the
+    deadline, as it holds everything of the session: ``stopped_at`` is when."""
+
+    attempt: RunningAttempt
+    deadline: float
+    stopped_at: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.attempt.name
+
+
+def pause_leftovers(items: Iterable[Leftovers]) -> None:
+    """SIGSTOP the leftovers not stopped yet; their deadlines wait."""
+    now = time.monotonic()
+    for item in items:
+        if item.stopped_at is None:
+            with contextlib.suppress(Exception):  # gone meanwhile: nothing to stop
+                item.attempt.proc.pause_leftovers()
+            item.stopped_at = now
+
+
+def resume_leftovers(items: Iterable[Leftovers]) -> None:
+    """SIGCONT the stopped leftovers; their deadlines move by the time they were stopped."""
+    now = time.monotonic()
+    for item in items:
+        if item.stopped_at is not None:
+            with contextlib.suppress(Exception):
+                item.attempt.proc.resume()
+            item.deadline += now - item.stopped_at
+            item.stopped_at = None
+
+
 def pause_all(attempts: Iterable[RunningAttempt]) -> list[RunningAttempt]:
     """SIGSTOP every running attempt's group, then what left those groups (one pass over
     /proc for all, after every group is stopped); the attempts paused now."""

@@ -641,6 +641,10 @@ class StageProcess:
             self._signal(signal.SIGCONT, leftovers=True)
         return True
 
+    def pause_leftovers(self) -> bool:
+        """SIGSTOP what the exited stage left in its group (a pause while it is removed)."""
+        return self._signal(signal.SIGSTOP, leftovers=True)
+
     def leftovers_gone(self) -> bool:
         """Nothing is left of the exited stage's group (and the guard let go of it)."""
         if self._popen is None or self._leftovers_alive():

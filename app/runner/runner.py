@@ -38,11 +38,10 @@ from typing import Any
 from app.logging import Logging
 from app.runner.attempt import (
     AttemptResult,
+    Leftovers,
     RunningAttempt,
     StageOutput,
     kill_timeout_of,
-    pause_all,
-    resume_all,
 )
 from app.runner.attempt import config_seconds as _seconds
 from app.runner.live_view import LiveView
@@ -183,7 +182,7 @@ class Runner(ManualGates, LiveView):
         self._attempts: dict[str, int] = {}
         self._tries: dict[str, int] = {}
         self._retrying: set[str] = set()  # retries not started yet: their rows say ACTIVE
-        self._settling: dict[str, tuple[RunningAttempt, float]] = {}
+        self._settling: dict[str, Leftovers] = {}
         self._fail_fast = True
         #: The reason of the first stage that failed for good (the session's, in the end).
         self._first_failure: str | None = None
@@ -468,12 +467,9 @@ class Runner(ManualGates, LiveView):
             self.sessions.start_session(self.session_id, runner_host=self.host, runner_pid=self.pid)
             status = SessionStatus.ACTIVE
         if status == SessionStatus.PAUSED:
-            for attempt in pause_all(list(self._running.values())):
-                self._mark(attempt.stage, StageStatus.PAUSED, "paused (SIGSTOP)")
-            self._pause_retrying()
+            self._pause_stages()
         elif status == SessionStatus.ACTIVE:
-            for attempt in resume_all(list(self._running.values())):
-                self._mark(attempt.stage, StageStatus.ACTIVE, "resumed (SIGCONT)")
+            self._resume_stages()
             if self._gate_pause is not None:
                 self._resumed_from_gate()
         self._check_gates()

@@ -16,10 +16,15 @@ from typing import Any
 
 from app.runner.attempt import (
     AttemptResult,
+    Leftovers,
     RunningAttempt,
     StageOutput,
     hold_all,
+    pause_all,
+    pause_leftovers,
     release_all,
+    resume_all,
+    resume_leftovers,
     terminate_all,
 )
 from app.runner.outputs import OutputRecorder
@@ -56,9 +61,8 @@ class Supervision(Recovery):
     _moves: dict[int, StageMove]
     _tries: dict[str, int]
     _retrying: set[str]
-    #: Per instance, a failed attempt whose leftovers are being removed before its retry,
-    #: and when they get SIGKILL.
-    _settling: dict[str, tuple[RunningAttempt, float]]
+    #: Per instance, what a failed attempt left, being removed before its retry.
+    _settling: dict[str, Leftovers]
     _fail_fast: bool
     _first_failure: str | None
     _ended: Outcome | None
@@ -211,22 +215,23 @@ class Supervision(Recovery):
             if running.paused:
                 running.continue_leftovers()
             if remove and running.proc.drop_leftovers(signal.SIGTERM):
-                self._settling[running.name] = (running, time.monotonic() + running.kill_timeout)
+                deadline = time.monotonic() + running.kill_timeout
+                self._settling[running.name] = Leftovers(running, deadline)
                 return True
         return False
 
     def _check_settling(self) -> None:
         """The leftovers of failed attempts on their way out: once gone, the retry may
         start; past ``kill_timeout`` they get SIGKILL (a moment more, and the retry starts
-        whatever is left, said)."""
+        whatever is left, said). Stopped by a pause, they wait for the resume."""
         now = time.monotonic()
-        for name, (attempt, deadline) in list(self._settling.items()):
+        for name, left in list(self._settling.items()):
             gone = True
             with contextlib.suppress(Exception):
-                gone = attempt.proc.leftovers_gone()
-                if not gone and now >= deadline:
-                    attempt.proc.drop_leftovers(signal.SIGKILL)
-            if not gone and now < deadline + 2.0:
+                gone = left.attempt.proc.leftovers_gone()
+                if not gone and now >= left.deadline and left.stopped_at is None:
+                    left.attempt.proc.drop_leftovers(signal.SIGKILL)
+            if not gone and (now < left.deadline + 2.0 or left.stopped_at is not None):
                 continue
             if not gone:
                 self._say("processes its failed attempt left could not be removed", "ERROR", name)
@@ -374,6 +379,19 @@ class Supervision(Recovery):
         self._say(note, stage=stage.name)
         self._notify()
 
+    def _pause_stages(self) -> None:
+        """The session is PAUSED: every running attempt's processes are stopped, and so
+        is what failed attempts left on its way out (a paused session holds no CPU)."""
+        for attempt in pause_all(list(self._running.values())):
+            self._mark(attempt.stage, StageStatus.PAUSED, "paused (SIGSTOP)")
+        self._pause_retrying()
+        pause_leftovers(self._settling.values())
+
+    def _resume_stages(self) -> None:
+        resume_leftovers(self._settling.values())
+        for attempt in resume_all(list(self._running.values())):
+            self._mark(attempt.stage, StageStatus.ACTIVE, "resumed (SIGCONT)")
+
     def _pause_retrying(self) -> None:
         """A pause between a failed attempt and the next: the stage's row, still ACTIVE
         with no process, says PAUSED until its next attempt starts (after the resume, once
@@ -437,7 +455,7 @@ class Supervision(Recovery):
         each group gets TERM, then KILL after its ``kill_timeout``, all at once. With
         ``why`` (the session was aborted) each one's exit code is recorded."""
         running = list(self._running.values())
-        leftovers = [attempt for attempt, _ in self._settling.values()]  # of failed attempts
+        leftovers = [left.attempt for left in self._settling.values()]  # of failed attempts
         self._settling.clear()
         for attempt in leftovers:
             self._schedule.mark(attempt.name, TODO)

@@ -401,7 +401,7 @@ def test_a_retry_never_runs_beside_what_the_failed_attempt_left_in_its_group(
     """,
     )
     result = vc("flow", "run", "lefty")
-    with killed_on_the_way_out(workspace / "left.pid") as (left,):
+    with killed_on_the_way_out(workspace / "left.pid") as [left]:
         assert result.returncode == 0, result.stderr
         assert gone(left)
         assert store.stage(newest_session(store), "work").attempt == 2
@@ -430,7 +430,7 @@ def stage_killed_while_paused(
     write_workflow(workspace, "leaves", LEAVES_A_SLEEP.format(retries=retries))
     sid = start_detached(vc, "leaves")
     pid = store.wait_stage(sid, "work", "ACTIVE", with_pid=True).pid
-    with killed_on_the_way_out(workspace / "left.pid") as (left,):
+    with killed_on_the_way_out(workspace / "left.pid") as [left]:
         assert vc("flow", "session", "pause", sid).returncode == 0
         store.wait_stage(sid, "work", "PAUSED")
         wait_until(lambda: proc_state(left) == "T", what="the leftover stopped")
@@ -490,6 +490,45 @@ def test_removing_a_failed_attempts_stubborn_leftovers_does_not_hold_up_a_pause(
         wait_until(lambda: proc_state(busy) == "T", timeout=5, what="the other stage paused")
         assert not gone(left)  # still within its kill_timeout
         assert not (workspace / "second.attempt").exists()
+
+
+def test_a_pause_stops_what_a_failed_attempt_left_and_holds_its_removal_until_the_resume(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """A paused session holds no CPU, not even in what a failed attempt left on its way
+    out: the pause stops it (SIGSTOP) and its SIGKILL waits; after the resume it goes
+    within its kill_timeout and the retry runs."""
+    write_workflow(
+        workspace,
+        "stubborn",
+        """
+        stages:
+          - name: flaky
+            retries: 1
+            kill_timeout: 2
+            run: |
+              if [ "$VC_ATTEMPT" = 2 ]; then touch second.attempt; exit 0; fi
+              (trap '' TERM; exec sleep 300) >/dev/null 2>&1 &
+              echo $! > left.pid
+              exit 1
+    """,
+    )
+    sid = start_detached(vc, "stubborn")
+    with killed_on_the_way_out(workspace / "left.pid") as [left]:
+        wait_until(
+            lambda: "retrying" in " ".join(r.text for r in store.logs(sid, stage="flaky")),
+            what="the first attempt failed",
+        )
+        assert vc("flow", "session", "pause", sid).returncode == 0
+        wait_until(lambda: proc_state(left) == "T", timeout=5, what="the leftover stopped")
+        time.sleep(3)  # past its kill_timeout: the pause holds the SIGKILL too
+        assert proc_state(left) == "T"
+        assert not (workspace / "second.attempt").exists()
+        assert vc("flow", "session", "resume", sid).returncode == 0
+        wait_until(lambda: gone(left), timeout=8, what="the leftover removed after the resume")
+        wait_until(
+            lambda: store.stage(sid, "flaky").status == "COMPLETED", what="the retry completed"
+        )
 
 
 def test_a_pause_between_two_attempts_shows_the_stage_paused_not_running(
