@@ -107,6 +107,10 @@ class Supervision(Recovery):
             if running.finished is not None:
                 self._try_complete(running)
                 continue
+            if running.stopper is not None:
+                if not running.stopper.is_alive():
+                    self._timed_out(running)
+                continue
             code = running.proc.wait(0)
             running.tick(now)
             value = running.progress_due(now, code is not None)
@@ -130,15 +134,15 @@ class Supervision(Recovery):
                 # Once the main process exited, the wait is for output a child it left
                 # holds open (READER_GRACE at most): not running time, so no timeout.
                 if running.timed_out() and not running.proc.exited:
-                    code = running.terminate(self._hurry)
-                    self._say(
-                        f"timed out after {running.timeout:g}s (exit {code})",
-                        "WARNING",
-                        stage.name,
-                    )
-                    self._attempt_ended(running, AttemptResult("failed", "timeout", code))
+                    running.stop_in_background(self._hurry)
             if self._ended is not None:
                 return
+
+    def _timed_out(self, running: RunningAttempt) -> None:
+        """A timed-out attempt is stopped: it failed, whatever its exit code."""
+        code = running.stop_code
+        self._say(f"timed out after {running.timeout:g}s (exit {code})", "WARNING", running.name)
+        self._attempt_ended(running, AttemptResult("failed", "timeout", code))
 
     def _exit_seen(self, running: RunningAttempt, code: int) -> None:
         """The attempt's process exited with ``code`` and its output was read: its outputs
@@ -309,7 +313,8 @@ class Supervision(Recovery):
         exited = [
             a
             for a in self._running.values()
-            if a.finished is not None or (not a.proc.running and a.proc.returncode == 0)
+            if a.finished is not None
+            or (a.stopper is None and not a.proc.running and a.proc.returncode == 0)
         ]
         for running in exited:
             del self._running[running.name]

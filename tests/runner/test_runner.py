@@ -531,6 +531,36 @@ def test_a_pause_stops_what_a_failed_attempt_left_and_holds_its_removal_until_th
         )
 
 
+def test_a_stage_being_stopped_for_its_timeout_does_not_hold_up_a_pause(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """The timed-out stage ignores SIGTERM, so it goes only at its kill_timeout; meanwhile
+    a pause stops it and the other branch (SIGSTOP), and the timeout then fails it."""
+    write_workflow(
+        workspace,
+        "slowstop",
+        """
+        max_parallel: 2
+        stages:
+          - name: stuck
+            needs: []
+            timeout: 1
+            kill_timeout: 6
+            run: "echo $$ > stuck.pid; trap '' TERM; while :; do :; done"
+          - {name: busy, needs: [], run: 'echo $$ > busy.pid; exec sleep 300'}
+    """,
+    )
+    sid = start_detached(vc, "slowstop")
+    with killed_on_the_way_out(workspace / "stuck.pid", workspace / "busy.pid") as [stuck, busy]:
+        time.sleep(2)  # past its timeout: SIGTERM sent, ignored
+        assert vc("flow", "session", "pause", sid).returncode == 0
+        wait_until(lambda: proc_state(busy) == "T", timeout=3, what="the other stage paused")
+        wait_until(lambda: proc_state(stuck) == "T", timeout=3, what="the stopping stage paused")
+        wait_until(lambda: gone(stuck), timeout=10, what="SIGKILL at its kill_timeout")
+        wait_until(lambda: store.stage(sid, "stuck").status == "FAILED", what="stuck FAILED")
+        assert store.stage(sid, "stuck").error == "timeout"
+
+
 def test_a_pause_between_two_attempts_shows_the_stage_paused_not_running(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
