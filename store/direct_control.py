@@ -25,7 +25,7 @@ from store.errors import (
     SessionNotFound,
     StoreUnavailable,
 )
-from store.gates import approval_resumes, gate_of_reason, gate_refusal
+from store.gates import approval_resumes, gate_of_reason, pick_gate
 from store.identity import local_host, local_user
 from store.liveness import STALE_AFTER, awaits_worker, is_orphaned, runner_lost
 from store.records import (
@@ -261,10 +261,10 @@ class DirectControl:
             raise refusal(sid, op, cur.status, reason=cur.reason)
         waiting = self._waiting_gates(sid)
         names = [str(g[1]) for g in waiting]
-        why = gate_refusal(sid[:12], names, gate)
-        if why is not None:
-            raise GateRefused(why, cur.status, allowed_session_ops(cur.status), names)
-        row = waiting[0] if gate is None else waiting[names.index(gate)]
+        picked = pick_gate(sid[:12], names, gate)
+        if isinstance(picked, str):
+            raise GateRefused(picked, cur.status, allowed_session_ops(cur.status), names)
+        row = waiting[picked]
         name = str(row[1])
         resumes = approval_resumes(cur.status, cur.reason)
         target: str = cur.status

@@ -39,20 +39,33 @@ def approval_resumes(status: str, reason: str | None) -> bool:
     return status == SessionStatus.PAUSED and gate_of_reason(reason) is not None
 
 
-def gate_refusal(short_id: str, waiting: Sequence[str], gate: str | None) -> str | None:
-    """Why ``approve`` of ``gate`` (None: the only one waiting) cannot pass it in session
-    ``short_id``, whose ``waiting`` gates are these (position order); None when it can."""
+def pick_gate(short_id: str, waiting: Sequence[str], gate: str | None) -> int | str:
+    """Which of session ``short_id``'s ``waiting`` gates (position order) ``approve`` of
+    ``gate`` passes, as its index; else why none, as text. ``gate`` None names the only
+    one waiting; a matrix gate's name names its only instance waiting (``qa`` for
+    ``qa[env=prod]``), as ``logs --stage`` takes it for all its instances."""
     if not waiting:
         return f"session {short_id} has no gate waiting"
     listed = ", ".join(waiting)
-    if gate is None and len(waiting) > 1:
+    if gate is None:
+        if len(waiting) > 1:
+            return (
+                f"session {short_id} has {len(waiting)} gates waiting: {listed}; "
+                "name the one to approve"
+            )
+        return 0
+    if gate in waiting:
+        return waiting.index(gate)
+    instances = [i for i, name in enumerate(waiting) if name.startswith(gate + "[")]
+    if len(instances) == 1:
+        return instances[0]
+    if instances:
+        named = ", ".join(waiting[i] for i in instances)
         return (
-            f"session {short_id} has {len(waiting)} gates waiting: {listed}; "
-            "name the one to approve"
+            f"session {short_id} has {len(instances)} instances of gate {gate!r} waiting: "
+            f"{named}; name the one to approve"
         )
-    if gate is not None and gate not in waiting:
-        return f"session {short_id} has no gate {gate!r} waiting; waiting: {listed}"
-    return None
+    return f"session {short_id} has no gate {gate!r} waiting; waiting: {listed}"
 
 
-__all__ = ["WAITING_PREFIX", "approval_resumes", "gate_of_reason", "gate_refusal", "waiting_reason"]
+__all__ = ["WAITING_PREFIX", "approval_resumes", "gate_of_reason", "pick_gate", "waiting_reason"]

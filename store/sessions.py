@@ -25,7 +25,7 @@ from store.errors import (
     InvalidTransition,
     SessionNotFound,
 )
-from store.gates import approval_resumes, gate_of_reason, gate_refusal
+from store.gates import approval_resumes, gate_of_reason, pick_gate
 from store.liveness import is_orphaned
 from store.models import FlowEvent, FlowSession, LogRecord, StageInstance
 from store.new_session import NewSession, new_session
@@ -439,11 +439,11 @@ class SessionOperations(ManagerBase):
                 raise self._refuse(sid, op, cur)
             waiting = self._waiting_gates(conn, sid)
             names = [g.name for g in waiting]
-            why = gate_refusal(sid[:12], names, gate)
-            if why is not None:
+            picked = pick_gate(sid[:12], names, gate)
+            if isinstance(picked, str):
                 self.session.rollback()
-                raise GateRefused(why, cur.status, allowed_session_ops(cur.status), names)
-            row = waiting[0] if gate is None else waiting[names.index(gate)]
+                raise GateRefused(picked, cur.status, allowed_session_ops(cur.status), names)
+            row = waiting[picked]
             name = row.name
             resumes = approval_resumes(cur.status, cur.reason)
             target = cur.status

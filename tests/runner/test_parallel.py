@@ -673,6 +673,39 @@ def test_approving_one_gate_of_a_session_paused_at_another_runs_its_branch_only(
     assert [e.stage for e in approvals] == ["g2", "g1"]
 
 
+@sqlite_only
+def test_approve_takes_a_matrix_gates_name_for_its_only_instance_waiting(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """With both instances waiting the name is refused, naming them; with one left, the
+    name approves it."""
+    write_workflow(
+        workspace,
+        "matrixgate",
+        """
+        stages:
+          - {name: g, needs: [], matrix: {env: [dev, prod]}}
+          - {name: work, needs: [], run: 'while [ ! -e go ]; do sleep 0.05; done'}
+    """,
+    )
+    sid = start_detached(vc, "matrixgate")
+    both = ("g[env=dev]", "g[env=prod]")
+    wait_until(
+        lambda: all(store.stage(sid, g).status == "PAUSED" for g in both), what="both waiting"
+    )
+    refused = vc("flow", "session", "approve", sid, "g")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().endswith(
+        "has 2 instances of gate 'g' waiting: g[env=dev], g[env=prod]; name the one to approve"
+    )
+    assert vc("flow", "session", "approve", sid, "g[env=dev]").returncode == 0
+    result = vc("flow", "session", "approve", sid, "g")
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: store.stage(sid, "g[env=prod]").status == "COMPLETED", what="prod passed")
+    (workspace / "go").touch()
+    store.wait_status(sid, "COMPLETED", timeout=15)
+
+
 def list_events_of(store: Store, sid: str) -> list:  # type: ignore[type-arg]
     from store.queries import list_events
 
