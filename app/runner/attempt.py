@@ -10,13 +10,14 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.logging import UNSAFE_IN_FILE, Logging, escape_for_file, format_line
+from app.runner.lines import parse_progress
 from app.runner.outputs import OUTPUT_TAG, OutputRecorder
-from app.runner.process import StageProcess, parse_progress, signal_strays, strays_of
+from app.runner.process import StageProcess, signal_strays, strays_of
 from store.definition_base import DEFAULT_KILL_TIMEOUT
 from store.log_ingest import LogLines
 from store.queries import StageView
@@ -185,10 +186,6 @@ class RunningAttempt:
         #: Set once the process exited 0: the attempt waits for its output to be in the
         #: store before it is recorded COMPLETED.
         self.finished: AttemptResult | None = None
-        #: A timed-out attempt being stopped (:meth:`stop_in_background`), and then its
-        #: exit code (None until known, or if it could not be stopped).
-        self.stopper: threading.Thread | None = None
-        self.stop_code: int | None = None
 
     @property
     def name(self) -> str:
@@ -233,28 +230,10 @@ class RunningAttempt:
         self._last_tick = time.monotonic()
         return True
 
-    def terminate(self, hurry: threading.Event | None = None) -> int:
-        """Stop it (TERM, KILL after ``kill_timeout``) and return its exit code; one being
-        stopped already is waited for, never stopped twice at once."""
-        stopper = self.stopper
-        if stopper is None:
-            return self.proc.terminate(self.kill_timeout, hurry)
-        stopper.join()
-        if self.stop_code is None:
-            raise RuntimeError(f"stage {self.name!r} could not be stopped")
-        return self.stop_code
-
-    def stop_in_background(self, hurry: threading.Event | None) -> None:
-        """A timeout: TERM, then KILL after ``kill_timeout``, waited out in a thread of
-        its own, so the runner's loop goes on meanwhile (a pause stops this attempt and
-        every other one; an abort waits for this stop). Done once ``stopper`` ended."""
-
-        def stop() -> None:
-            with contextlib.suppress(Exception):
-                self.stop_code = self.proc.terminate(self.kill_timeout, hurry)
-
-        self.stopper = threading.Thread(target=stop, name=f"vc-stop-{self.name}", daemon=True)
-        self.stopper.start()
+    def terminate(
+        self, hurry: threading.Event | None = None, between: Callable[[], bool] | None = None
+    ) -> int:
+        return self.proc.terminate(self.kill_timeout, hurry, between)
 
     def continue_leftovers(self) -> None:
         """The attempt ended while paused (its main process killed): what it left, in its

@@ -4,15 +4,21 @@ between the thread that reads a fast writer's output and the one that splits it 
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 
 __all__ = [
     "HANDOFF_BYTES",
     "MAX_LINE_BYTES",
     "Backlog",
+    "LineBatch",
     "decode",
+    "last_progress",
+    "last_progress_in",
+    "parse_progress",
     "pieces",
     "split_block",
     "utf8_cut",
@@ -202,3 +208,61 @@ class Backlog:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+
+#: One delivered line: (unix time of the read, "stdout" | "stderr", decoded text).
+Line = tuple[float, str, str]
+LineBatch = list[Line]
+
+_PROGRESS_TAG = "::progress"
+_NUM = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_PROGRESS_RE = re.compile(
+    rf"::progress\s+(?:(?P<done>{_NUM})\s*/\s*(?P<total>{_NUM})|(?P<pct>[+-]?{_NUM})\s*%?)",
+    re.ASCII,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# progress lines
+
+
+def parse_progress(line: str) -> float | None:
+    """Parse ``::progress N`` (percent) or ``::progress DONE/TOTAL``; None for anything else.
+
+    The value is clamped to 0..100 because a stage's arithmetic is not ours to trust and a bar
+    beyond its ends helps nobody. ``TOTAL`` 0 means "unknown yet" and yields None. Surrounding
+    whitespace and a trailing ``%`` after ``N`` are accepted as harmless variations.
+    """
+    if _PROGRESS_TAG not in line:  # cheap reject before the regex
+        return None
+    match = _PROGRESS_RE.fullmatch(line.strip())
+    if match is None:
+        return None
+    pct = match.group("pct")
+    if pct is not None:
+        value = float(pct)
+    else:
+        total = float(match.group("total"))
+        if total == 0:
+            return None
+        value = float(match.group("done")) * 100.0 / total
+    return min(100.0, max(0.0, value))
+
+
+def last_progress_in(texts: Iterable[str]) -> float | None:
+    """Last valid progress value among ``texts`` scanned from the end (texts is reversed)."""
+    for text in texts:
+        if _PROGRESS_TAG in text:
+            value = parse_progress(text)
+            if value is not None:
+                return value
+    return None
+
+
+def last_progress(lines: LineBatch) -> float | None:
+    """The last valid progress value in a batch of lines, or None.
+
+    Scans from the end, so a batch carrying many progress lines costs one parse; lines without
+    the ``::progress`` tag cost one substring test each. Lines from both streams count.
+    """
+    return last_progress_in(text for _, _, text in reversed(lines))

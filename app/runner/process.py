@@ -31,7 +31,6 @@ import contextlib
 import fcntl
 import math
 import os
-import re
 import select
 import signal
 import subprocess
@@ -56,7 +55,9 @@ from app.runner.lines import (
     HANDOFF_BYTES,
     MAX_LINE_BYTES,
     Backlog,
+    LineBatch,
     decode,
+    last_progress_in,
     pieces,
     split_block,
     utf8_cut,
@@ -73,14 +74,8 @@ __all__ = [
     "find_session_processes",
     "kill_groups",
     "kill_leftover_group",
-    "last_progress",
-    "parse_progress",
     "process_start_time",
 ]
-
-#: One delivered line: (unix time of the read, "stdout" | "stderr", decoded text).
-Line = tuple[float, str, str]
-LineBatch = list[Line]
 
 #: Bytes asked of ``os.read`` per call: a whole pipe's worth (:data:`PIPE_SIZE`), so a
 #: fast writer's output is taken in a few big gulps rather than many small ones.
@@ -100,13 +95,6 @@ READER_GRACE = 2.0
 #: the reader thread is busy decoding the previous chunk.
 PIPE_SIZE = 1 << 20
 
-_PROGRESS_TAG = "::progress"
-_NUM = r"(?:\d+(?:\.\d*)?|\.\d+)"
-_PROGRESS_RE = re.compile(
-    rf"::progress\s+(?:(?P<done>{_NUM})\s*/\s*(?P<total>{_NUM})|(?P<pct>[+-]?{_NUM})\s*%?)",
-    re.ASCII,
-)
-
 
 class StageStartError(Exception):
     """The stage command could not be started; the message is one line fit for a user."""
@@ -125,52 +113,6 @@ class _Deadline:
         if self.hurry is not None and self.hurry.is_set():
             return 0.0
         return max(0.0, self.at - time.monotonic())
-
-
-# --------------------------------------------------------------------------------------------
-# progress lines
-
-
-def parse_progress(line: str) -> float | None:
-    """Parse ``::progress N`` (percent) or ``::progress DONE/TOTAL``; None for anything else.
-
-    The value is clamped to 0..100 because a stage's arithmetic is not ours to trust and a bar
-    beyond its ends helps nobody. ``TOTAL`` 0 means "unknown yet" and yields None. Surrounding
-    whitespace and a trailing ``%`` after ``N`` are accepted as harmless variations.
-    """
-    if _PROGRESS_TAG not in line:  # cheap reject before the regex
-        return None
-    match = _PROGRESS_RE.fullmatch(line.strip())
-    if match is None:
-        return None
-    pct = match.group("pct")
-    if pct is not None:
-        value = float(pct)
-    else:
-        total = float(match.group("total"))
-        if total == 0:
-            return None
-        value = float(match.group("done")) * 100.0 / total
-    return min(100.0, max(0.0, value))
-
-
-def _last_progress_in(texts: Iterable[str]) -> float | None:
-    """Last valid progress value among ``texts`` scanned from the end (texts is reversed)."""
-    for text in texts:
-        if _PROGRESS_TAG in text:
-            value = parse_progress(text)
-            if value is not None:
-                return value
-    return None
-
-
-def last_progress(lines: LineBatch) -> float | None:
-    """The last valid progress value in a batch of lines, or None.
-
-    Scans from the end, so a batch carrying many progress lines costs one parse; lines without
-    the ``::progress`` tag cost one substring test each. Lines from both streams count.
-    """
-    return _last_progress_in(text for _, _, text in reversed(lines))
 
 
 def wait_any(procs: Iterable[StageProcess], timeout: float) -> None:
@@ -560,7 +502,7 @@ class StageProcess:
         if not lines:
             return
         if b"::progress" in raw:
-            value = _last_progress_in(reversed(lines))
+            value = last_progress_in(reversed(lines))
             if value is not None:
                 self._progress = value
         try:
@@ -702,17 +644,22 @@ class StageProcess:
         so no stopped orphan is left behind). False if nothing was signalled."""
         return self._signal(signal.SIGCONT, leftovers=True)
 
-    def terminate(self, kill_timeout: float, hurry: threading.Event | None = None) -> int:
+    def terminate(
+        self,
+        kill_timeout: float,
+        hurry: threading.Event | None = None,
+        between: Callable[[], bool] | None = None,
+    ) -> int:
         """Stop the stage for good and return its exit code (after its output was read).
 
         SIGTERM then SIGCONT to the group (a paused group must run to act on the TERM); after
         ``kill_timeout`` seconds, SIGKILL to whatever of the group is still alive: the main
         process or grandchildren that survived it. ``hurry``, once set (a second Ctrl-C),
-        ends that wait at once. Safe on a stage that already exited: then only its leftover
-        group members, if any, are signalled. Raises PermissionError rather than hang if
-        the main process can be signalled by neither TERM nor KILL (a setuid program as
-        the stage's main process) and does not exit.
-        """
+        ends that wait at once; ``between``, called between its slices, returns True while
+        the session is paused, which moves the deadline on. Safe on a stage that already
+        exited: then only its leftover group members, if any, are signalled. Raises
+        PermissionError rather than hang if the main process can be signalled by neither
+        TERM nor KILL (a setuid program as the stage's main process) and does not exit."""
         popen = self._popen
         if popen is None:
             raise RuntimeError("stage process not started")
@@ -720,12 +667,16 @@ class StageProcess:
         if self._await_exit(0) and self._leftovers_alive():
             self._guard()  # released at the exit; this stop removes what it left
         try:
-            return self._terminate(popen, kill_timeout, hurry)
+            return self._terminate(popen, kill_timeout, hurry, between)
         finally:
             GUARD.release(popen.pid, self.start_time)
 
     def _terminate(
-        self, popen: subprocess.Popen[bytes], kill_timeout: float, hurry: threading.Event | None
+        self,
+        popen: subprocess.Popen[bytes],
+        kill_timeout: float,
+        hurry: threading.Event | None,
+        between: Callable[[], bool] | None,
     ) -> int:
         deadline = _Deadline(time.monotonic() + max(0.0, kill_timeout), hurry)
         # Its processes that left the group while it runs go with it (told at once,
@@ -736,7 +687,11 @@ class StageProcess:
         sent = self._signal(signal.SIGTERM, leftovers=True)
         if sent:
             self._signal(signal.SIGCONT, leftovers=True)
+            last = time.monotonic()
             while not self._await_exit(min(POLL_SLICE * 5, deadline.left())):
+                if between is not None and between():  # paused: the deadline waits
+                    deadline.at += time.monotonic() - last
+                last = time.monotonic()
                 if deadline.left() <= 0:
                     break
             while self._exited.is_set() and self._leftovers_alive():

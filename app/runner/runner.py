@@ -478,11 +478,7 @@ class Runner(ManualGates, LiveView):
     def _await_change(self) -> None:
         """Sleep until a running stage exits or one poll has passed (Ctrl-C or a lost
         heartbeat wake it at once when nothing runs)."""
-        attempts = [a for a in self._running.values() if a.finished is None]
-        procs = [a.proc for a in attempts if a.stopper is None]
-        if len(procs) < len(attempts):  # timed-out ones being stopped: looked at each turn
-            wait_any(procs, POLL_INTERVAL)
-            return
+        procs = [a.proc for a in self._running.values() if a.finished is None]
         for proc in procs:
             if proc.exited:  # reaped, its last output still being read: that comes first
                 proc.wait(POLL_INTERVAL)

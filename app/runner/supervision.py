@@ -37,7 +37,7 @@ from store.errors import InvalidTransition, SessionNotFound, StageNotFound, Stor
 from store.graph import cancellation
 from store.queries import StageView
 from store.space import is_disk_full
-from store.status import StageStatus
+from store.status import SessionStatus, StageStatus
 
 #: Seconds an interrupt waits, at most, for the output of the attempts that had exited 0
 #: to be read and stored before it records them COMPLETED (the process ends only once its
@@ -107,10 +107,6 @@ class Supervision(Recovery):
             if running.finished is not None:
                 self._try_complete(running)
                 continue
-            if running.stopper is not None:
-                if not running.stopper.is_alive():
-                    self._timed_out(running)
-                continue
             code = running.proc.wait(0)
             running.tick(now)
             value = running.progress_due(now, code is not None)
@@ -134,15 +130,15 @@ class Supervision(Recovery):
                 # Once the main process exited, the wait is for output a child it left
                 # holds open (READER_GRACE at most): not running time, so no timeout.
                 if running.timed_out() and not running.proc.exited:
-                    running.stop_in_background(self._hurry)
+                    code = running.terminate(self._hurry, self._pause_while_stopping)
+                    self._say(
+                        f"timed out after {running.timeout:g}s (exit {code})",
+                        "WARNING",
+                        stage.name,
+                    )
+                    self._attempt_ended(running, AttemptResult("failed", "timeout", code))
             if self._ended is not None:
                 return
-
-    def _timed_out(self, running: RunningAttempt) -> None:
-        """A timed-out attempt is stopped: it failed, whatever its exit code."""
-        code = running.stop_code
-        self._say(f"timed out after {running.timeout:g}s (exit {code})", "WARNING", running.name)
-        self._attempt_ended(running, AttemptResult("failed", "timeout", code))
 
     def _exit_seen(self, running: RunningAttempt, code: int) -> None:
         """The attempt's process exited with ``code`` and its output was read: its outputs
@@ -313,8 +309,7 @@ class Supervision(Recovery):
         exited = [
             a
             for a in self._running.values()
-            if a.finished is not None
-            or (a.stopper is None and not a.proc.running and a.proc.returncode == 0)
+            if a.finished is not None or (not a.proc.running and a.proc.returncode == 0)
         ]
         for running in exited:
             del self._running[running.name]
@@ -383,6 +378,22 @@ class Supervision(Recovery):
             return
         self._say(note, stage=stage.name)
         self._notify()
+
+    def _pause_while_stopping(self) -> bool:
+        """Between the waits of a timed-out stage's stop (kill_timeout at most, on the
+        loop's thread): a pause meanwhile stops it and every other running stage, a resume
+        continues them. True while paused: the stop's SIGKILL waits, so its clean-up ends
+        as it would have. Only pause and resume: the rest waits for the loop, as before."""
+        try:
+            state = self._raw_sessions.state(self.session_id)
+        except Exception:  # the store away: the loop sees to that after the stop
+            return False
+        if state is not None and state[0] == SessionStatus.PAUSED:
+            self._pause_stages()
+            return True
+        if state is not None and state[0] == SessionStatus.ACTIVE:
+            self._resume_stages()
+        return False
 
     def _pause_stages(self) -> None:
         """The session is PAUSED: every running attempt's processes are stopped, and so

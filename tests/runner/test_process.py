@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from app.runner import process as process_mod
+from app.runner.lines import last_progress, parse_progress
 from app.runner.process import (
     MAX_LINE_BYTES,
     StageProcess,
@@ -29,8 +30,6 @@ from app.runner.process import (
     find_session_processes,
     kill_groups,
     kill_leftover_group,
-    last_progress,
-    parse_progress,
     process_start_time,
 )
 from tests.runner.runner_testkit import proc_state as state

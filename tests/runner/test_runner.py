@@ -534,8 +534,9 @@ def test_a_pause_stops_what_a_failed_attempt_left_and_holds_its_removal_until_th
 def test_a_stage_being_stopped_for_its_timeout_does_not_hold_up_a_pause(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
-    """The timed-out stage ignores SIGTERM, so it goes only at its kill_timeout; meanwhile
-    a pause stops it and the other branch (SIGSTOP), and the timeout then fails it."""
+    """The timed-out stage ignores SIGTERM, so it goes only at its kill_timeout; a pause
+    meanwhile stops it and the other branch (SIGSTOP), and its SIGKILL waits for the
+    resume: the timeout then fails it, as it would have without the pause."""
     write_workflow(
         workspace,
         "slowstop",
@@ -545,20 +546,52 @@ def test_a_stage_being_stopped_for_its_timeout_does_not_hold_up_a_pause(
           - name: stuck
             needs: []
             timeout: 1
-            kill_timeout: 6
+            kill_timeout: 3
             run: "echo $$ > stuck.pid; trap '' TERM; while :; do :; done"
           - {name: busy, needs: [], run: 'echo $$ > busy.pid; exec sleep 300'}
     """,
     )
     sid = start_detached(vc, "slowstop")
     with killed_on_the_way_out(workspace / "stuck.pid", workspace / "busy.pid") as [stuck, busy]:
-        time.sleep(2)  # past its timeout: SIGTERM sent, ignored
+        time.sleep(1.8)  # past its timeout: SIGTERM sent, ignored
         assert vc("flow", "session", "pause", sid).returncode == 0
         wait_until(lambda: proc_state(busy) == "T", timeout=3, what="the other stage paused")
         wait_until(lambda: proc_state(stuck) == "T", timeout=3, what="the stopping stage paused")
-        wait_until(lambda: gone(stuck), timeout=10, what="SIGKILL at its kill_timeout")
-        wait_until(lambda: store.stage(sid, "stuck").status == "FAILED", what="stuck FAILED")
+        time.sleep(3.5)  # past its kill_timeout
+        assert proc_state(stuck) == "T", "the SIGKILL waits for the resume"
+        assert vc("flow", "session", "resume", sid).returncode == 0
+        wait_until(lambda: gone(stuck), timeout=8, what="SIGKILL once its time ran out")
+        failed = store.wait_status(sid, "FAILED", timeout=10)
+        assert failed.reason is not None and "timeout" in failed.reason
         assert store.stage(sid, "stuck").error == "timeout"
+        assert store.stage(sid, "busy").error == "cancelled: stuck failed"
+
+
+def test_a_timeout_is_the_failure_named_even_when_another_branch_fails_during_its_stop(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """The timed-out stage takes its kill_timeout to clean up; the other branch fails
+    meanwhile: the timeout came first, so it is the session's reason and the other branch
+    is the one cancelled."""
+    write_workflow(
+        workspace,
+        "twofail",
+        """
+        max_parallel: 2
+        stages:
+          - name: slow
+            needs: []
+            timeout: 1
+            kill_timeout: 10
+            run: "trap 'sleep 2; exit 0' TERM; sleep 100 & wait"
+          - {name: other, needs: [], run: 'sleep 2; exit 1'}
+    """,
+    )
+    sid = start_detached(vc, "twofail")
+    failed = store.wait_status(sid, "FAILED", timeout=20)
+    assert failed.reason == "timeout"
+    assert store.stage(sid, "slow").error == "timeout"
+    assert store.stage(sid, "other").error == "cancelled: slow failed"
 
 
 def test_a_pause_between_two_attempts_shows_the_stage_paused_not_running(
