@@ -72,6 +72,13 @@ def problem(url: str) -> str | None:
     when it can."""
     if len(url) > MAX_URL_LENGTH:
         return f"expected a notification URL of at most {MAX_URL_LENGTH} characters"
+    if any(char.isspace() for char in url.strip()):
+        # Two URLs in one entry (as VC_NOTIFY is written) would be taken for one, sent to
+        # a wrong path, and its secrets would escape the masking.
+        return (
+            "expected one notification URL per entry: this one holds a blank (the URL is "
+            "not shown: it may hold a secret)"
+        )
     if instantiate(url) is not None:
         return None
     scheme = scheme_of(url)

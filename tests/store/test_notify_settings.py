@@ -114,6 +114,20 @@ def test_a_url_of_an_unknown_service_is_refused_without_repeating_its_secret(
     assert "hunter2secret" not in text and "admin" not in text
 
 
+def test_two_urls_in_one_entry_are_refused_without_showing_either(tmp_path: Path) -> None:
+    """Written as VC_NOTIFY is (a blank between), Apprise would take them for one URL,
+    send to a wrong path and show the second one's password."""
+    with pytest.raises(WorkflowError) as caught:
+        load_file(
+            tmp_path,
+            "notify:\n  to: ['json://127.0.0.1:9/x json://u:hunter2secret@127.0.0.1:9/y']\n",
+        )
+    text = str(caught.value)
+    assert caught.value.line == 2 and caught.value.key == "notify.to[0]"
+    assert "one notification URL per entry" in text
+    assert "hunter2secret" not in text
+
+
 def test_text_that_is_no_url_at_all_is_refused(tmp_path: Path) -> None:
     with pytest.raises(WorkflowError) as caught:
         load_file(tmp_path, "notify:\n  to: [hunter2secret]\n")
