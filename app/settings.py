@@ -131,6 +131,11 @@ def _check_database_url(url: str) -> None:
             "VC_DATABASE_URL must be a SQLite or PostgreSQL URL (sqlite:///PATH, "
             f"postgresql+psycopg://USER@HOST/DB); got {clean_text(got)}"
         )
+    if url.startswith("postgresql") and "@" in (_url_part(url, "ipv4host") or ""):
+        raise SettingError(
+            "VC_DATABASE_URL has a '@' after the one that ends the user and password: "
+            "write a '@' in them as %40 (the URL is not shown: it may hold a password)"
+        )
     if url.startswith("postgresql") and not _port_readable(url):
         raise SettingError(
             "VC_DATABASE_URL has a port that is not a number from 0 to 65535 "
@@ -169,11 +174,15 @@ _SQLALCHEMY_URL = re.compile(
 )
 
 
+def _url_part(url: str, part: str) -> str | None:
+    found = _SQLALCHEMY_URL.match(url)
+    return found.group(part) if found else None
+
+
 def _port_readable(url: str) -> bool:
     """Whether the URL's port, if it has one, is a port number (SQLAlchemy would fail on
     it with an internal error when the store is opened)."""
-    found = _SQLALCHEMY_URL.match(url)
-    port = found.group("port") if found else None
+    port = _url_part(url, "port")
     return not port or (port.isascii() and port.isdigit() and int(port) <= 65535)
 
 

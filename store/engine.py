@@ -247,7 +247,8 @@ def make_engine(url: str | None = None, *, pool_size: int | None = None) -> Engi
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise StoreUnavailable(f"invalid database URL {url!r}") from None
+        scheme = url.partition("://")[0][:40]  # the rest may hold a password
+        raise StoreUnavailable(f"invalid database URL (scheme {scheme!r})") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         path = _sqlite_path(url)
