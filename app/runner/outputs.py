@@ -28,6 +28,7 @@ from typing import Any
 
 from store.names import (
     KEY_RULE,
+    MATRIX_PREFIX,
     OUTPUT_PREFIX,
     PARAM_PREFIX,
     is_variable_key,
@@ -128,15 +129,15 @@ def stage_environment(
     params: Mapping[str, Any],
     outputs: Iterable[tuple[str, Mapping[str, str]]],
 ) -> dict[str, str]:
-    """``base`` without inherited ``VC_PARAM_*``/``VC_OUTPUT_*`` variables (a vc run inside
-    a stage must not see its parent's) and without ``VC_NOTIFY`` (its URLs hold secrets a
-    stage has no use for, and a stage printing its environment would log them), plus the
-    session's parameters and the outputs of the given stages, in order (a later stage's
-    value wins a shared variable)."""
+    """``base`` without inherited ``VC_PARAM_*``/``VC_OUTPUT_*``/``VC_MATRIX_*`` variables
+    (a vc run inside a stage must not see its parent's) and without ``VC_NOTIFY`` (its
+    URLs hold secrets a stage has no use for, and a stage printing its environment would
+    log them), plus the session's parameters and the outputs of the given stages, in
+    order (a later stage's value wins a shared variable)."""
     env = {
         k: v
         for k, v in base.items()
-        if not k.startswith((PARAM_PREFIX, OUTPUT_PREFIX)) and k != "VC_NOTIFY"
+        if not k.startswith((PARAM_PREFIX, OUTPUT_PREFIX, MATRIX_PREFIX)) and k != "VC_NOTIFY"
     }
     for key, value in params.items():
         env[param_variable(key)] = param_text(value)

@@ -100,7 +100,7 @@ def test_every_stage_gets_each_parameter_as_text_and_no_variable_for_one_not_set
 
 
 @sqlite_only
-def test_inherited_parameter_and_output_variables_do_not_reach_a_stage(
+def test_inherited_parameter_output_and_matrix_variables_do_not_reach_a_stage(
     workspace: Path, vc: Vc, runs: Store
 ) -> None:
     write_workflow(
@@ -109,12 +109,12 @@ def test_inherited_parameter_and_output_variables_do_not_reach_a_stage(
         """
         stages:
           - name: look
-            run: echo "${VC_PARAM_DAY-none} ${VC_OUTPUT_BUILD_TAG-none}"
+            run: echo "${VC_PARAM_DAY-none} ${VC_OUTPUT_BUILD_TAG-none} ${VC_MATRIX_ENV-none}"
         """,
     )
-    env = {"VC_PARAM_DAY": "outer", "VC_OUTPUT_BUILD_TAG": "outer"}
+    env = {"VC_PARAM_DAY": "outer", "VC_OUTPUT_BUILD_TAG": "outer", "VC_MATRIX_ENV": "outer"}
     assert vc("flow", "run", "plain", env=env).returncode == 0
-    assert "none none" in stage_lines(runs, newest_session(runs), "look")
+    assert "none none none" in stage_lines(runs, newest_session(runs), "look")
 
 
 def test_a_queued_sessions_parameters_survive_retry_and_a_new_runner(
