@@ -68,6 +68,17 @@ def _param_value(ptype: str, value: object) -> ParamValue:
     return float(inner)
 
 
+def _utf8(text: str) -> bool:
+    """Whether ``text`` can be written in UTF-8 (no unpaired surrogate)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class ParamDefinition(DefinitionModel):
     """A parameter of the workflow: a value given when a session is created (``--param
     KEY=VALUE``, the dashboard's form), stored with the session and handed to every stage as
@@ -219,8 +230,11 @@ class ParamDefinition(DefinitionModel):
 
     def parse(self, text: str) -> ParamValue:
         """A value written as text: ``42``, ``1e-3``, ``true``/``no``, or any string."""
-        if "\x00" in text or len(text) > MAX_PARAM_TEXT:
-            raise ValueError(f"{self.accepts()} (without NUL, at most {MAX_PARAM_TEXT} characters)")
+        if "\x00" in text or len(text) > MAX_PARAM_TEXT or not _utf8(text):
+            # an unpaired surrogate (the Python API) could never reach a stage's environment
+            raise ValueError(
+                f"{self.accepts()} (without NUL, in UTF-8, at most {MAX_PARAM_TEXT} characters)"
+            )
         if self.type == "str":
             return text
         if self.type == "bool":

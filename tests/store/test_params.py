@@ -366,6 +366,11 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
         "invalid parameter name 'a-b': use letters, digits and '_'",
     ),
     ("nul-in-a-value", {"target": "prod", "day": "a\x00b"}, "'day' accepts a string (without NUL"),
+    (
+        "lone-surrogate",
+        {"target": "prod", "day": "a\ud800b"},
+        "'day' accepts a string (without NUL",
+    ),
 ]
 
 
