@@ -249,11 +249,11 @@ def missing_store(settings: Settings) -> str | None:
 
 
 def no_workspace_here() -> str | None:
-    """Why the dashboard should not open here: neither a store nor a workflows directory
-    (a terminal in the wrong directory, VC_HOME unset), where opening it would make a new,
-    empty store. None in a workspace, even one whose first session is yet to start.
-    Checked where the dashboard would open the store, after its arguments (a usage error
-    comes first)."""
+    """Why the dashboard or a worker should not open here: neither a store nor a workflows
+    directory (a terminal in the wrong directory, VC_HOME unset or mistyped), where opening
+    it would make a new, empty store (a worker would wait on it for ever). None in a
+    workspace, even one whose first session is yet to start. Checked where the store
+    would be opened, after the arguments (a usage error comes first)."""
     settings = Settings.from_env()
     missing = missing_store(settings)
     if missing is None or settings.workflows_dir.is_dir():

@@ -30,6 +30,12 @@ def worker_command(concurrency: int = 1, workflow: str | None = None) -> int:
     from app.context import open_context
     from app.runner.notifications import drain
     from app.runner.worker import Worker
+    from app.settings import no_workspace_here
+
+    with translate_errors():
+        missing = no_workspace_here()
+    if missing is not None:
+        raise fail(missing)
 
     # each runner holds at most two connections at a time (its own, its heartbeat's)
     with translate_errors(), _reached(lambda: open_context(pool_size=2 * concurrency + 4)) as ctx:

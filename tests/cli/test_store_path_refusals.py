@@ -170,3 +170,15 @@ def test_a_change_to_a_store_on_a_read_only_file_system_is_refused_naming_it_not
     )
     line = _one_line_refusal(result)
     assert line.endswith(": read-only file system"), line
+
+
+def test_a_worker_where_there_is_no_workspace_is_refused_and_makes_nothing(
+    workspace: Path, tmp_path: Path
+) -> None:
+    """A mistyped VC_HOME: the worker would make a new, empty store there and wait on it
+    for ever, its log saying it had started."""
+    nowhere = tmp_path / "no-such-workspace"
+    result = run_vc("flow", "worker", env={"VC_HOME": str(nowhere)}, timeout=30)
+    line = _one_line_refusal(result)
+    assert f"no workspace in {nowhere}" in line
+    assert not nowhere.exists()
