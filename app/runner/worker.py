@@ -106,6 +106,23 @@ class Worker:
         self._stop.set()
         self._wake.set()
 
+    def hurry(self) -> None:
+        """A second SIGTERM or SIGINT while stopping: the stages being stopped get SIGKILL
+        now instead of the rest of their ``kill_timeout``, as a foreground run's second
+        Ctrl-C. Signal-handler safe (sets events only); SIGHUP never hurries (a closed
+        terminal sends it more than once)."""
+        try:
+            runners = tuple(self._runners.values())
+        except RuntimeError:  # changed as it was read: the next signal finds it settled
+            return
+        for runner in runners:
+            runner.hurry()
+
+    def _on_signal(self, signum: int) -> None:
+        if self._stop.is_set() and signum != signal.SIGHUP:
+            self.hurry()
+        self.stop(signal.Signals(signum).name)
+
     def signals(self) -> Any:
         """Install SIGTERM/SIGINT/SIGHUP handlers for the duration of a ``with`` block."""
         worker = self
@@ -115,7 +132,7 @@ class Worker:
                 self.previous = {}
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     self.previous[sig] = signal.signal(
-                        sig, lambda signum, _frame: worker.stop(signal.Signals(signum).name)
+                        sig, lambda signum, _frame: worker._on_signal(signum)
                     )
 
             def __exit__(self, *exc: object) -> None:

@@ -295,6 +295,41 @@ def test_sigterm_hands_running_sessions_back_to_the_queue(queue_ws, workers):
     assert workers.stop_all() == [0, 0]
 
 
+STUBBORN = """
+name: Stubborn
+stages:
+  - name: hold
+    kill_timeout: 60
+    run: "trap '' TERM; while :; do sleep 0.1; done"
+"""
+
+
+def test_a_second_sigterm_kills_the_stages_a_stopping_worker_waits_for(queue_ws, workers):  # type: ignore[no-untyped-def]
+    """The stage ignores SIGTERM and has a minute to go: the second signal cuts it short,
+    as a foreground run's second Ctrl-C does, and the session still goes back to the queue."""
+    ws, engine = queue_ws
+    (ws / "workflows" / "stubborn.yaml").write_text(STUBBORN.lstrip())
+    (sid,) = _queue(engine, ws, "stubborn", 1)
+    worker = workers.start()
+    wait_until(
+        lambda: _scalar(
+            engine,
+            "SELECT pid FROM stage_instances WHERE session_id = :s AND status = 'ACTIVE'",
+            s=sid,
+        ),
+        timeout=20,
+        what="the stage to run",
+    )
+    worker.send_signal(signal.SIGTERM)
+    wait_until(lambda: "interrupting" in workers.output(0), timeout=10, what="the stop begun")
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    assert time.monotonic() - started < 10
+    view = _view(engine, sid)
+    assert view.status == "ACTIVE" and view.queued and view.runner_pid is None
+
+
 @pytest.mark.parametrize("taker", ["worker", "resume"])
 def test_dead_worker_leaves_an_orphan_that_is_taken_over(queue_ws, workers, taker):
     ws, engine = queue_ws
