@@ -131,7 +131,7 @@ def _check_database_url(url: str) -> None:
             "VC_DATABASE_URL must be a SQLite or PostgreSQL URL (sqlite:///PATH, "
             f"postgresql+psycopg://USER@HOST/DB); got {clean_text(got)}"
         )
-    if url.startswith("postgresql") and "@" in (_url_part(url, "ipv4host") or ""):
+    if url.startswith("postgresql") and _second_at(url):
         raise SettingError(
             "VC_DATABASE_URL has a '@' after the one that ends the user and password: "
             "write a '@' in them as %40 (the URL is not shown: it may hold a password)"
@@ -172,6 +172,14 @@ _SQLALCHEMY_URL = re.compile(
     """,
     re.X,
 )
+
+
+def _second_at(url: str) -> bool:
+    """A ``@`` after the one that ends the user and password, before any query: a ``@``
+    of the password not written ``%40`` (the rest would be taken for the host and the
+    database, and shown in the server's refusal)."""
+    rest = url.partition("://")[2].partition("?")[0]
+    return rest.count("@") > 1
 
 
 def _url_part(url: str, part: str) -> str | None:

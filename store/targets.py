@@ -66,18 +66,23 @@ def instantiate(url: str) -> Any | None:
         return None
 
 
+#: A blank followed by what starts like a URL: a second URL in the same entry.
+_SECOND_URL = re.compile(r"\s[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 @functools.lru_cache(maxsize=512)
 def problem(url: str) -> str | None:
     """Why Apprise cannot send to ``url`` (never quoting it: it may hold a secret), or None
     when it can."""
     if len(url) > MAX_URL_LENGTH:
         return f"expected a notification URL of at most {MAX_URL_LENGTH} characters"
-    if any(char.isspace() for char in url.strip()):
+    if _SECOND_URL.search(url.strip()):
         # Two URLs in one entry (as VC_NOTIFY is written) would be taken for one, sent to
-        # a wrong path, and its secrets would escape the masking.
+        # a wrong path, and the second one's secrets would escape the masking. A blank
+        # alone is Apprise's to take (``mailto://…?subject=Nightly ETL``).
         return (
-            "expected one notification URL per entry: this one holds a blank (the URL is "
-            "not shown: it may hold a secret)"
+            "expected one notification URL per entry: this one holds two, separated by a "
+            "blank (the URL is not shown: it may hold a secret)"
         )
     if instantiate(url) is not None:
         return None

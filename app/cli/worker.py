@@ -3,6 +3,7 @@ itself is :class:`app.runner.worker.Worker`)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -32,10 +33,11 @@ def worker_command(concurrency: int = 1, workflow: str | None = None) -> int:
     from app.runner.worker import Worker
     from app.settings import no_workspace_here
 
-    with translate_errors():
-        missing = no_workspace_here()
-    if missing is not None:
-        raise fail(missing)
+    if not os.environ.get("VC_DATABASE_URL"):  # a store named on purpose may be new
+        with translate_errors():
+            missing = no_workspace_here()
+        if missing is not None:
+            raise fail(missing)
 
     # each runner holds at most two connections at a time (its own, its heartbeat's)
     with translate_errors(), _reached(lambda: open_context(pool_size=2 * concurrency + 4)) as ctx:

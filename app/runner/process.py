@@ -699,6 +699,8 @@ class StageProcess:
                 if remaining <= 0:
                     break
                 time.sleep(min(POLL_SLICE, remaining))
+                if between is not None:  # the others paused meanwhile; these go at the deadline
+                    between()
         killed = self._signal(signal.SIGKILL, leftovers=True)
         if not (sent or killed) and not self._await_exit(deadline.left()):
             raise PermissionError(f"cannot signal the process group of pid {popen.pid}")

@@ -423,7 +423,7 @@ class Runner(ManualGates, LiveView):
             self._supervise()
             if self._ended is not None:
                 return self._ended
-            if status == SessionStatus.ACTIVE and self._down_since is None:
+            if status == SessionStatus.ACTIVE and self._down_since is None and not self._read_next:
                 announced_pause = False
                 outcome = self._start_free()
                 if outcome is not None:

@@ -44,6 +44,9 @@ from store.status import SessionStatus, StageStatus
 #: log is flushed anyway, so in the usual case this costs a Ctrl-C nothing more).
 EXITED_OUTPUT_WAIT = 10.0
 
+#: Seconds between two reads of the session while a timed-out stage is being stopped.
+STOP_LOOK_INTERVAL = 0.2
+
 #: Seconds a ``fail_fast`` failure waits, at most, for the attempts that had exited 0 and
 #: whose output is read already (their lines on the way to the store), before it stops
 #: the running siblings.
@@ -131,6 +134,7 @@ class Supervision(Recovery):
                 # holds open (READER_GRACE at most): not running time, so no timeout.
                 if running.timed_out() and not running.proc.exited:
                     code = running.terminate(self._hurry, self._pause_while_stopping)
+                    self._stop_look = (False, 0.0)
                     self._say(
                         f"timed out after {running.timeout:g}s (exit {code})",
                         "WARNING",
@@ -379,21 +383,40 @@ class Supervision(Recovery):
         self._say(note, stage=stage.name)
         self._notify()
 
+    #: What the last look during a timed-out stage's stop saw (paused?), and when.
+    _stop_look: tuple[bool, float] = (False, 0.0)
+
     def _pause_while_stopping(self) -> bool:
         """Between the waits of a timed-out stage's stop (kill_timeout at most, on the
-        loop's thread): a pause meanwhile stops it and every other running stage, a resume
-        continues them. True while paused: the stop's SIGKILL waits, so its clean-up ends
-        as it would have. Only pause and resume: the rest waits for the loop, as before."""
-        try:
-            state = self._raw_sessions.state(self.session_id)
-        except Exception:  # the store away: the loop sees to that after the stop
-            return False
-        if state is not None and state[0] == SessionStatus.PAUSED:
+        loop's thread; the store read five times a second at most): a pause meanwhile
+        stops it and every other running stage, and the stop's SIGKILL waits (True) for
+        what comes next. A resume continues them; an abort or Ctrl-C too, for the stop's
+        clean-up, the loop seeing to the rest after the stop, as before. The store out of
+        reach keeps the last answer. Anything seen has the loop read the session again
+        before it starts anything."""
+        was, at = self._stop_look
+        now = time.monotonic()
+        if now - at < STOP_LOOK_INTERVAL and not self.interrupts:
+            return was
+        status: str | None = None
+        if not self.interrupts:
+            try:
+                state = self._raw_sessions.state(self.session_id)
+            except Exception:  # the store away: the loop sees to it after the stop
+                return was
+            status = None if state is None else str(state[0])
+        paused = status == SessionStatus.PAUSED
+        self._stop_look = (paused, now)
+        if paused:
             self._pause_stages()
-            return True
-        if state is not None and state[0] == SessionStatus.ACTIVE:
+        elif was and status == SessionStatus.ACTIVE:
             self._resume_stages()
-        return False
+        elif was:  # aborted, deleted, Ctrl-C: running again, the stop's clean-up among them
+            resume_leftovers(self._settling.values())
+            resume_all(list(self._running.values()))
+        if paused != was or status != SessionStatus.ACTIVE:
+            self._read_next = True
+        return paused
 
     def _pause_stages(self) -> None:
         """The session is PAUSED: every running attempt's processes are stopped, and so

@@ -118,9 +118,14 @@ class Worker:
         for runner in runners:
             runner.hurry()
 
+    #: SIGTERMs and SIGINTs received: the second one hurries.
+    _stop_signals = 0
+
     def _on_signal(self, signum: int) -> None:
-        if self._stop.is_set() and signum != signal.SIGHUP:
-            self.hurry()
+        if signum != signal.SIGHUP:
+            self._stop_signals += 1
+            if self._stop_signals > 1:
+                self.hurry()
         self.stop(signal.Signals(signum).name)
 
     def signals(self) -> Any:

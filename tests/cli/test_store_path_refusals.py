@@ -182,3 +182,34 @@ def test_a_worker_where_there_is_no_workspace_is_refused_and_makes_nothing(
     line = _one_line_refusal(result)
     assert f"no workspace in {nowhere}" in line
     assert not nowhere.exists()
+
+
+def test_a_worker_on_a_store_named_on_purpose_starts_though_its_file_is_new(
+    workspace: Path, tmp_path: Path
+) -> None:
+    """VC_DATABASE_URL names a file to be made: no mistyped VC_HOME, so the worker starts."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import vc_env
+    from tests.waiting import wait_until
+
+    fresh = tmp_path / "team" / "flow.db"
+    fresh.parent.mkdir()
+    env = vc_env({"VC_HOME": str(tmp_path / "nowhere"), "VC_DATABASE_URL": f"sqlite:///{fresh}"})
+    err = tmp_path / "worker.err"
+    with err.open("wb") as sink:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "app.main", "flow", "worker"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=sink,
+        )
+    try:
+        wait_until(lambda: "started" in err.read_text(), timeout=20, what="the worker started")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=20) == 0
+    assert fresh.exists()

@@ -51,9 +51,10 @@ def test_unreachable_server_is_one_line_naming_host_and_port(workspace, args):
         ("mysql://user:p@s3cret@host/db", "got a URL of scheme 'mysql'", 2),
         ("postgresql+psycopg://u:s3cret@h:notaport/db", "port that is not a number", 2),
         ("postgresql+psycopg://u:s3cret@h:99999/db", "port that is not a number", 2),
-        ("postgresql+psycopg://u:s3cret@h:x@h/db", "port that is not a number", 2),
+        ("postgresql+psycopg://u:s3cret@h:x@h/db", "write a '@' in them", 2),
         # a '@' in the password, not written %40: the rest would be taken for the host
         ("postgresql+psycopg://u:TOP@s3cret@127.0.0.1:5432/test", "write a '@' in them", 2),
+        ("postgresql+psycopg://u:p@s3cret/word@127.0.0.1/test", "write a '@' in them", 2),
         # a password may hold # / ? (SQLAlchemy reads it up to the first @): not a port
         ("postgresql+psycopg://u:s3cr#t/x?@127.0.0.1:1/test", "127.0.0.1", 1),
         # a driver vc does not install (SQLAlchemy would fail to import it)

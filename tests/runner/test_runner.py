@@ -567,6 +567,99 @@ def test_a_stage_being_stopped_for_its_timeout_does_not_hold_up_a_pause(
         assert store.stage(sid, "busy").error == "cancelled: stuck failed"
 
 
+#: A stage that cleans up for a second at SIGTERM, after its one-second timeout, with
+#: plenty of kill_timeout; and a branch beside it.
+CLEANS_UP = """
+    max_parallel: 2
+    stages:
+      - name: slow
+        needs: []
+        timeout: 1
+        kill_timeout: 30
+        run: |
+          echo $$ > slow.pid
+          trap 'sleep 1; touch cleaned; exit 0' TERM
+          while :; do sleep 0.1; done
+      - {name: beside, needs: [], run: 'echo $$ > beside.pid; exec sleep 300'}
+"""
+
+
+def _paused_during_the_stop(workspace: Path, vc: Vc, store: Store, sid: str) -> tuple[int, int]:
+    slow, beside = read_pid(workspace / "slow.pid"), read_pid(workspace / "beside.pid")
+    time.sleep(1.3)  # past the timeout: SIGTERM sent, its clean-up under way
+    assert vc("flow", "session", "pause", sid).returncode == 0
+    wait_until(lambda: proc_state(slow) == "T", timeout=3, what="the stopping stage paused")
+    wait_until(lambda: proc_state(beside) == "T", timeout=3, what="the other stage paused")
+    return slow, beside
+
+
+def test_an_abort_while_paused_during_a_timeouts_stop_lets_its_clean_up_run(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(workspace, "cleans", CLEANS_UP)
+    sid = start_detached(vc, "cleans")
+    with killed_on_the_way_out(workspace / "slow.pid", workspace / "beside.pid") as [_, beside]:
+        _paused_during_the_stop(workspace, vc, store, sid)
+        assert vc("flow", "session", "abort", sid).returncode == 0
+        wait_until((workspace / "cleaned").exists, timeout=8, what="its clean-up ran")
+        wait_until(lambda: gone(beside), timeout=10, what="the other stage removed")
+        assert store.wait_status(sid, "FAILED", timeout=10).status == "FAILED"
+
+
+def test_ctrl_c_while_paused_during_a_timeouts_stop_ends_the_run(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(workspace, "cleans", CLEANS_UP)
+    proc = start_foreground("cleans")
+    try:
+        sid = newest_session(store)
+        _paused_during_the_stop(workspace, vc, store, sid)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=15)
+        assert (workspace / "cleaned").exists()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for name in ("slow.pid", "beside.pid"):
+            pid = read_pid(workspace / name)
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_retry_never_starts_in_a_session_paused_while_a_timeouts_leftovers_go(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """Its main process ends at SIGTERM, a child of it does not: the stop waits for the
+    child until kill_timeout. A pause meanwhile: the retry waits for the resume."""
+    write_workflow(
+        workspace,
+        "leftover",
+        """
+        stages:
+          - name: slow
+            timeout: 1
+            retries: 1
+            kill_timeout: 2
+            run: |
+              if [ "$VC_ATTEMPT" = 2 ]; then touch second.attempt; exit 0; fi
+              (trap '' TERM; exec sleep 300) &
+              echo $! > child.pid
+              trap 'exit 0' TERM
+              while :; do sleep 0.1; done
+    """,
+    )
+    sid = start_detached(vc, "leftover")
+    with killed_on_the_way_out(workspace / "child.pid") as [child]:
+        time.sleep(1.4)  # the main process ended at SIGTERM; the child holds the stop
+        assert vc("flow", "session", "pause", sid).returncode == 0
+        wait_until(lambda: gone(child), timeout=8, what="the child killed at kill_timeout")
+        time.sleep(1.0)
+        assert not (workspace / "second.attempt").exists()
+        assert store.stage(sid, "slow").attempt == 1
+        assert vc("flow", "session", "resume", sid).returncode == 0
+        store.wait_status(sid, "COMPLETED", timeout=15)
+
+
 def test_a_timeout_is_the_failure_named_even_when_another_branch_fails_during_its_stop(
     workspace: Path, vc: Vc, store: Store
 ) -> None:

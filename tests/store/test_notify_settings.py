@@ -128,6 +128,11 @@ def test_two_urls_in_one_entry_are_refused_without_showing_either(tmp_path: Path
     assert "hunter2secret" not in text
 
 
+def test_a_blank_inside_one_url_is_left_to_apprise(tmp_path: Path) -> None:
+    definition = load_file(tmp_path, "notify:\n  to: ['json://127.0.0.1:9/x?:title=Build done']\n")
+    assert definition.notify is not None and len(definition.notify.to) == 1
+
+
 def test_text_that_is_no_url_at_all_is_refused(tmp_path: Path) -> None:
     with pytest.raises(WorkflowError) as caught:
         load_file(tmp_path, "notify:\n  to: [hunter2secret]\n")
