@@ -182,15 +182,11 @@ def _second_at(url: str) -> bool:
     return rest.count("@") > 1
 
 
-def _url_part(url: str, part: str) -> str | None:
-    found = _SQLALCHEMY_URL.match(url)
-    return found.group(part) if found else None
-
-
 def _port_readable(url: str) -> bool:
     """Whether the URL's port, if it has one, is a port number (SQLAlchemy would fail on
     it with an internal error when the store is opened)."""
-    port = _url_part(url, "port")
+    found = _SQLALCHEMY_URL.match(url)
+    port = found.group("port") if found else None
     return not port or (port.isascii() and port.isdigit() and int(port) <= 65535)
 
 

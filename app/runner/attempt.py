@@ -254,10 +254,6 @@ class Leftovers:
     deadline: float
     stopped_at: float | None = None
 
-    @property
-    def name(self) -> str:
-        return self.attempt.name
-
 
 def pause_leftovers(items: Iterable[Leftovers]) -> None:
     """SIGSTOP the leftovers not stopped yet; their deadlines wait."""

@@ -409,11 +409,8 @@ class Supervision(Recovery):
         self._stop_look = (paused, now)
         if paused:
             self._pause_stages()
-        elif was and status == SessionStatus.ACTIVE:
-            self._resume_stages()
-        elif was:  # aborted, deleted, Ctrl-C: running again, the stop's clean-up among them
-            resume_leftovers(self._settling.values())
-            resume_all(list(self._running.values()))
+        elif was:  # aborted, deleted, Ctrl-C: running again too, the stop's clean-up among them
+            self._resume_stages(recorded=status == SessionStatus.ACTIVE)
         if paused != was or status != SessionStatus.ACTIVE:
             self._read_next = True
         return paused
@@ -426,10 +423,13 @@ class Supervision(Recovery):
         self._pause_retrying()
         pause_leftovers(self._settling.values())
 
-    def _resume_stages(self) -> None:
+    def _resume_stages(self, recorded: bool = True) -> None:
+        """Continue what a pause stopped; ``recorded``: a resume, each stage recorded
+        ACTIVE (not so when an abort or Ctrl-C continues them, whose end the loop records)."""
         resume_leftovers(self._settling.values())
         for attempt in resume_all(list(self._running.values())):
-            self._mark(attempt.stage, StageStatus.ACTIVE, "resumed (SIGCONT)")
+            if recorded:
+                self._mark(attempt.stage, StageStatus.ACTIVE, "resumed (SIGCONT)")
 
     def _pause_retrying(self) -> None:
         """A pause between a failed attempt and the next: the stage's row, still ACTIVE
