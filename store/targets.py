@@ -110,17 +110,26 @@ def _known_schemes() -> frozenset[str]:
 
 @functools.lru_cache(maxsize=512)
 def masked(url: str) -> str:
-    """``url`` as it may be shown: secrets cut short by Apprise, query string dropped."""
+    """``url`` as it may be shown: secrets cut short by Apprise, query string dropped.
+
+    Apprise renders its own canonical form of the URL, which is not always what was
+    written (``ntfy://topic`` comes back as ``ntfys://topic``, a trailing ``/`` is added):
+    the scheme and the end are shown as written, so a user recognises their own URL."""
     plugin = instantiate(url)
     if plugin is None:
         scheme = scheme_of(url)
         return f"{scheme}://…" if scheme else "(not a URL)"
     try:
-        shown = str(plugin.url(privacy=True))
+        shown = str(plugin.url(privacy=True)).split("?", 1)[0]
     except Exception:
         scheme = scheme_of(url)
         return f"{scheme}://…" if scheme else "(not a URL)"
-    return shown.split("?", 1)[0]
+    written = _SCHEME.match(url.strip())
+    if written is not None and "://" in shown:
+        shown = written.group(1) + shown[shown.index("://") :]
+    if shown.endswith("/") and not url.strip().split("?", 1)[0].endswith("/"):
+        shown = shown[:-1]
+    return shown
 
 
 @functools.lru_cache(maxsize=512)

@@ -302,8 +302,18 @@ def run_cmd(
 
 @app.command("worker")
 def worker_cmd(
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c")] = 1,
-    workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            "--concurrency", "-c", metavar="N", help="Sessions this worker runs at once (1-1024)."
+        ),
+    ] = 1,
+    workflow: Annotated[
+        str | None,
+        typer.Option(
+            "--workflow", "-w", metavar="W", help="Claim queued sessions of workflow W only."
+        ),
+    ] = None,
 ) -> None:
     """Claim and run queued sessions (see 'vc flow run --queue')."""
     from app.cli.worker import worker_command

@@ -385,7 +385,7 @@ class _Display:
 
     def start(self, runner: Any) -> None:
         self._runner = runner
-        how = "Ctrl-C" if self.tty else "SIGINT or SIGTERM"
+        how = "Ctrl-C" if self.tty else "SIGINT, SIGTERM or SIGHUP"
         self._write(f"session {self.sid} ({how} pauses it)\n")
         if self.tty:
             self._thread = threading.Thread(target=self._loop, name="vc-display", daemon=True)

@@ -767,10 +767,13 @@ class Runner(ManualGates, LiveView):
         elif view.status != SessionStatus.PAUSED:
             return Outcome(130, f"interrupted: session {short} is {view.status}", view.status)
         self._say("interrupted: session paused", "WARNING")
-        hint = f"; resuming passes the manual gate {self.waiting_at}" if self.waiting_at else ""
+        gate = self.waiting_at
+        hint = f"; resuming passes the manual gate {gate}" if gate else ""
         resume = f"'vc flow session resume {short}'"
         how = f"resume it with {resume} (it goes on in the background)"
-        if self.only_stage is not None:  # a resume runs every stage left: say how not to
+        # A resume runs every stage left: a run of one stage says how not to, unless a gate
+        # waits (`run --session` is refused then: passing the gate resumes the session).
+        if self.only_stage is not None and gate is None:
             target = f"{view.workflow_id}:{self.only_stage}"
             target = f'"{target}"' if "[" in target else target  # an instance: not a glob
             how = (

@@ -69,6 +69,8 @@ class Worker:
         #: Sessions whose run ended (COMPLETED or FAILED) here: one handed back at a gate,
         #: or interrupted, counts once it ends, not at each claim of it.
         self.finished = 0
+        #: Claims made (a session handed back at a gate and claimed again counts twice).
+        self.claims = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -192,14 +194,19 @@ class Worker:
         if self.store_failure is not None:
             self.say(
                 f"stopped: the store refuses this worker ({self.store_failure}); waiting will "
-                f"not cure it: fix it, then start the worker again ({self.finished} "
-                "session(s) run; those it was running are left to the next worker or "
+                f"not cure it: fix it, then start the worker again ({self._tally()}; "
+                "those it was running are left to the next worker or "
                 "'vc flow session resume')",
                 level="ERROR",
             )
             return 1
-        self.say(f"stopped ({self.finished} session(s) run)")
+        self.say(f"stopped ({self._tally()})")
         return 0
+
+    def _tally(self) -> str:
+        """What the worker did: a claim ends a session, or hands it back (at a gate, or
+        at the worker's stop), for the next claim to go on with."""
+        return f"{self.claims} claim(s), {self.finished} session(s) finished"
 
     def _stop_if_permanent(self, exc: BaseException) -> bool:
         """A store error that waiting will not cure (store.failures) stops the worker
@@ -247,6 +254,7 @@ class Worker:
             else ""
         )
         self.say(f"claimed {sid[:12]}{taken}", session_id=sid)
+        self.claims += 1
         thread = threading.Thread(
             target=self._run_session, args=(sid,), name=f"vc-worker-{sid[:8]}", daemon=True
         )

@@ -449,8 +449,8 @@ def test_a_session_waiting_at_a_gate_gives_its_worker_slot_to_the_next_one(queue
     out = workers.output(0)
     assert "waits at manual gate ok: handed back to the queue" in out
     assert workers.stop_all() == [0]
-    # two sessions ran, in three claims: the gated one counts once, when it ends
-    assert "stopped (2 session(s) run)" in workers.output(0)
+    # two sessions ran, in three claims: the gated one is finished once, when it ends
+    assert "stopped (3 claim(s), 2 session(s) finished)" in workers.output(0)
 
 
 def test_a_failed_stage_stays_failed_when_its_session_comes_back_from_a_gate(queue_ws, workers):  # type: ignore[no-untyped-def]
@@ -523,7 +523,7 @@ def test_one_worker_runs_more_sessions_than_it_keeps_log_files_open(queue_ws, wo
         what="80 COMPLETED sessions",
     )
     assert workers.stop_all() == [0]
-    assert "stopped (80 session(s) run)" in workers.output(0)
+    assert "stopped (80 claim(s), 80 session(s) finished)" in workers.output(0)
 
 
 def test_worker_with_a_workflow_filter_leaves_other_sessions_queued(queue_ws, workers):

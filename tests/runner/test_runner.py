@@ -89,7 +89,7 @@ def test_foreground_run_completes_and_prints_the_result(vc: Vc, store: Store) ->
     sid = newest_session(store)
     view = store.view(sid)
     assert view.name == "fg run" and view.status == "COMPLETED"
-    assert f"session {sid} (SIGINT or SIGTERM pauses it)" in result.stderr  # off a terminal
+    assert f"session {sid} (SIGINT, SIGTERM or SIGHUP pauses it)" in result.stderr  # off a terminal
 
 
 @sqlite_only
@@ -811,7 +811,7 @@ def test_run_off_a_terminal_prints_a_line_per_stage_start_and_outcome(
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     sid = newest_session(store)
-    assert err.splitlines()[0] == f"session {sid} (SIGINT or SIGTERM pauses it)"
+    assert err.splitlines()[0] == f"session {sid} (SIGINT, SIGTERM or SIGHUP pauses it)"
     lines = [line.split(" ", 1)[1] for line in err.splitlines()[1:]]  # without the time
     assert lines == [
         "first: started",

@@ -565,3 +565,37 @@ def test_a_pause_with_a_live_runner_says_nothing_more(vc: Vc, store: Store, nap:
     store.wait_stage(sid, "nap", "ACTIVE", with_pid=True)
     result = vc("flow", "session", "pause", sid)
     assert result.returncode == 0 and result.stderr == ""
+
+
+GATED = """
+stages:
+  - name: fetch
+    run: "true"
+  - name: review
+    needs: [fetch]
+  - name: publish
+    needs: [review]
+    run: "true"
+"""
+
+
+def test_ctrl_c_on_a_run_of_a_waiting_gate_alone_names_the_resume_not_a_refused_run(
+    vc: Vc, store: Store, workspace: Path
+) -> None:
+    """`run --session` is refused while a gate waits: the message names the resume that
+    passes the gate, never a run that would be refused."""
+    write_workflow(workspace, "gated", GATED)
+    vc("flow", "run", "gated:fetch")
+    sid = newest_session(store)
+    short = sid[:12]
+    with foreground("gated:review", "--session", short) as proc:
+        wait_until(lambda: store.view(sid).reason == "waiting: review", what="the gate")
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=15)
+    assert stderr.splitlines()[-1] == (
+        f"vc: interrupted: session {short} ({store.view(sid).name}) paused; resume it with "
+        f"'vc flow session resume {short}' (it goes on in the background); resuming passes "
+        f"the manual gate review"
+    )
+    assert vc("flow", "session", "resume", short).returncode == 0  # what the message says
+    wait_until(lambda: store.view(sid).status == "COMPLETED", what="the session to complete")

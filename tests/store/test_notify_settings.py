@@ -197,6 +197,15 @@ def test_masked_hides_the_password_and_the_query_string() -> None:
     assert "hunter2secret" not in shown and "headersecret" not in shown
 
 
+def test_masked_keeps_the_scheme_and_the_end_as_written() -> None:
+    """Apprise's canonical form differs from what was written (``ntfys``, a trailing
+    ``/``): the user reads their own URL, its secret still cut short."""
+    assert masked("ntfy://vc-alerts") == "ntfy://vc-alerts"
+    shown = masked("mailto://ops:hunter2secret@example.com")
+    assert shown.startswith("mailto://ops:") and shown.endswith("@example.com")
+    assert "hunter2secret" not in shown
+
+
 def test_masked_shows_an_unusable_url_by_its_scheme_only() -> None:
     assert masked("nosuchservice://token123456@x") == "nosuchservice://…"
     assert masked("hunter2secret") == "(not a URL)"

@@ -362,6 +362,10 @@ def test_api_example_of_the_design_works(engine):
         stages.update_stage_status(st.id, StageStatus.ACTIVE, metadata={"progress": 50})
         assert sessions.get_session_progress(s.id) == 50.0
         assert sessions.get_session(s.id).meta == {"k": "v"}
+        # The README's ending: no runner drives it, so its writer ends it.
+        stages.update_stage_status(st.id, StageStatus.COMPLETED)
+        sessions.complete(s.id)
+        assert sessions.get_session(s.id).status == "COMPLETED"
 
 
 def test_a_stage_starting_in_a_pending_session_starts_the_session_in_the_same_transaction(
