@@ -321,17 +321,26 @@ def release_all(attempts: Iterable[RunningAttempt]) -> list[RunningAttempt]:
 
 
 def terminate_all(
-    attempts: list[RunningAttempt], hurry: threading.Event | None = None
+    attempts: list[RunningAttempt],
+    hurry: threading.Event | None = None,
+    between: Callable[[], bool] | None = None,
 ) -> list[int | None]:
     """Stop every attempt at once (TERM, then KILL after each one's ``kill_timeout``, or
     as soon as ``hurry`` is set): the waits overlap, so stopping eight stages takes one
-    ``kill_timeout``, not eight. Returns each one's exit code, in order (None if it could
+    ``kill_timeout``, not eight. ``between`` is :meth:`StageProcess.terminate`'s (paused?),
+    called by one stop at a time. Returns each one's exit code, in order (None if it could
     not be stopped)."""
     codes: list[int | None] = [None] * len(attempts)
+    one_at_a_time = threading.Lock()
+
+    def look() -> bool:
+        assert between is not None
+        with one_at_a_time:
+            return between()
 
     def stop(index: int) -> None:
         with contextlib.suppress(Exception):
-            codes[index] = attempts[index].terminate(hurry)
+            codes[index] = attempts[index].terminate(hurry, look if between else None)
 
     if len(attempts) == 1:
         stop(0)

@@ -387,13 +387,13 @@ class Supervision(Recovery):
     _stop_look: tuple[bool, float] = (False, 0.0)
 
     def _pause_while_stopping(self) -> bool:
-        """Between the waits of a timed-out stage's stop (kill_timeout at most, on the
-        loop's thread; the store read five times a second at most): a pause meanwhile
-        stops it and every other running stage, and the stop's SIGKILL waits (True) for
-        what comes next. A resume continues them; an abort or Ctrl-C too, for the stop's
-        clean-up, the loop seeing to the rest after the stop, as before. The store out of
-        reach keeps the last answer. Anything seen has the loop read the session again
-        before it starts anything."""
+        """Between the waits of a timed-out or cancelled stage's stop (kill_timeout at
+        most, the loop waiting on it; the store read five times a second at most): a
+        pause meanwhile stops it and every other running stage, and the stop's SIGKILL
+        waits (True) for what comes next. A resume continues them; an abort or Ctrl-C
+        too, for the stop's clean-up, the loop seeing to the rest after the stop, as
+        before. The store out of reach keeps the last answer. Anything seen has the loop
+        read the session again before it starts anything."""
         was, at = self._stop_look
         now = time.monotonic()
         if now - at < STOP_LOOK_INTERVAL and not self.interrupts:
@@ -457,8 +457,10 @@ class Supervision(Recovery):
         self._close_waiting_gates(why)
 
     def _cancel(self, running: list[RunningAttempt], why: str) -> None:
-        """Stop ``running`` and record each one FAILED with ``why``."""
-        codes = terminate_all(running, self._hurry)
+        """Stop ``running`` and record each one FAILED with ``why``. A pause meanwhile
+        stops them (and the rest) until the resume, as during a timed-out stage's stop."""
+        codes = terminate_all(running, self._hurry, self._pause_while_stopping)
+        self._stop_look = (False, 0.0)
         for attempt, code in zip(running, codes, strict=True):
             self._running.pop(attempt.name, None)
             attempt.output.release()

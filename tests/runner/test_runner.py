@@ -990,3 +990,37 @@ def test_abort_while_paused_kills_the_stopped_stage(vc: Vc, store: Store, nap: s
     assert vc("flow", "session", "abort", sid).returncode == 0
     wait_until(lambda: gone(pid), timeout=5, what="the stopped stage to die")
     assert store.view(sid).reason == "aborted"
+
+
+def test_a_pause_while_a_failure_cancels_a_stubborn_branch_stops_it_until_the_resume(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """``fail_fast``: the branch beside a failure ignores SIGTERM, so it goes only at its
+    kill_timeout; a pause meanwhile stops it (a paused session holds no CPU) and its
+    SIGKILL waits for the resume; the session then fails as it would have."""
+    write_workflow(
+        workspace,
+        "failfast",
+        """
+        max_parallel: 2
+        stages:
+          - {name: bad, needs: [], run: "sleep 0.5; exit 3"}
+          - name: stubborn
+            needs: []
+            kill_timeout: 3
+            run: "echo $$ > stubborn.pid; trap '' TERM; while :; do :; done"
+    """,
+    )
+    sid = start_detached(vc, "failfast")
+    with killed_on_the_way_out(workspace / "stubborn.pid") as [stubborn]:
+        wait_until(lambda: store.stage(sid, "bad").status == "FAILED", what="the failure")
+        assert vc("flow", "session", "pause", sid).returncode == 0
+        wait_until(lambda: proc_state(stubborn) == "T", timeout=3, what="the branch stopped")
+        time.sleep(3.5)  # past its kill_timeout
+        assert proc_state(stubborn) == "T", "the SIGKILL waits for the resume"
+        assert store.view(sid).status == "PAUSED"
+        assert vc("flow", "session", "resume", sid).returncode == 0
+        wait_until(lambda: gone(stubborn), timeout=8, what="SIGKILL once its time ran out")
+        failed = store.wait_status(sid, "FAILED", timeout=10)
+        assert failed.reason == "stage bad failed: exit code 3"
+        assert store.stage(sid, "stubborn").error == "cancelled: bad failed"
