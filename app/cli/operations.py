@@ -191,7 +191,7 @@ def _start_runner(ctx: Any, session_id: str, status: str | None) -> tuple[str | 
     started = ensure_runner(ctx, session_id)
     if started is not None and started.started:
         return status, f" (runner started: pid {started.pid})", False
-    if started is not None and started.outcome == "queued":
+    if started is not None and started.outcome in ("queued", "taken"):
         return status, f" ({started.message})", False
     if started is not None:
         error_line(f"could not start a runner: {started.message}")

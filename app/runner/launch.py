@@ -56,10 +56,12 @@ class RunnerStart:
     """What starting a runner came to: ``started`` (its ``pid`` owns the session),
     ``refused`` (``message`` says why: the session's claim was refused, or this process
     starts no more runners), ``failed`` (``message``; ``exit_code`` when the runner
-    exited before it claimed the session) or ``queued`` (none was started: the session is
-    queued work, which a worker runs; ``message`` says so)."""
+    exited before it claimed the session), ``queued`` (none was started: the session is
+    queued work, which a worker runs; ``message`` says so) or ``taken`` (none was needed
+    after all: another command's runner, or a worker, took the session meanwhile;
+    ``message`` names it)."""
 
-    outcome: Literal["started", "refused", "failed", "queued"]
+    outcome: Literal["started", "refused", "failed", "queued", "taken"]
     pid: int | None = None
     message: str = ""
     exit_code: int | None = None
@@ -246,6 +248,7 @@ def ensure_runner(ctx: Any, session_id: str) -> RunnerStart | None:
     from store.queries import get_session_view
 
     version: list[int] = []
+    holder: list[str] = []
 
     def need() -> Literal["runner", "workers", None]:
         """A runner: ACTIVE, and no live runner holds it; the workers: queued work."""
@@ -253,6 +256,8 @@ def ensure_runner(ctx: Any, session_id: str) -> RunnerStart | None:
             view = get_session_view(db, session_id)
             db.commit()
         version[:] = [] if view is None else [view.version]
+        held = view is not None and view.runner_pid is not None
+        holder[:] = [f"pid {view.runner_pid} on {view.runner_host}"] if held and view else []
         if view is not None and view.awaiting_worker:  # PENDING or ACTIVE, queued
             return "workers"
         if view is None or view.status != "ACTIVE":
@@ -267,8 +272,9 @@ def ensure_runner(ctx: Any, session_id: str) -> RunnerStart | None:
     started = start_runner(ctx, session_id)
     if started.started:
         return started
-    if need() != "runner":
-        return None  # a worker (or another resume) took it meanwhile: it runs, as asked
+    if need() != "runner":  # a worker (or another resume) took it meanwhile: it runs, as asked
+        taken = f"its runner: {holder[0]}, started meanwhile" if holder else ""
+        return RunnerStart("taken", message=taken) if taken else None
     pause_without_runner(ctx, session_id, started.message, version[0])
     return started
 

@@ -133,10 +133,16 @@ class Supervision(Recovery):
                 # Once the main process exited, the wait is for output a child it left
                 # holds open (READER_GRACE at most): not running time, so no timeout.
                 if running.timed_out() and not running.proc.exited:
+                    self._say(
+                        f"timed out after {running.timeout:g}s: SIGTERM sent, SIGKILL after "
+                        f"{running.kill_timeout:g}s unless it exits",
+                        "WARNING",
+                        stage.name,
+                    )
                     code = running.terminate(self._hurry, self._pause_while_stopping)
                     self._stop_look = (False, 0.0)
                     self._say(
-                        f"timed out after {running.timeout:g}s (exit {code})",
+                        f"stopped after its timeout (exit {code})",
                         "WARNING",
                         stage.name,
                     )

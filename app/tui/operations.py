@@ -158,7 +158,7 @@ def _with_runner(ctx: Any, session_id: str, status: str | None, note: str) -> st
     started = ensure_runner(ctx, session_id)
     if started is None:
         return f"{status}: {note}"
-    if started.outcome == "queued":
+    if started.outcome in ("queued", "taken"):
         return f"{status}: {note} ({started.message})"
     if not started.started:
         return Done(

@@ -86,7 +86,8 @@ def test_ensure_runner_is_content_when_another_runner_took_the_session_meanwhile
     ctx: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker claims the orphan between the check and the runner's own claim: the
-    runner started for it is refused, and the session runs all the same."""
+    runner started for it is refused, and the session runs all the same, under the
+    runner named (the command that asked says whose)."""
     import os
     import subprocess
 
@@ -106,4 +107,6 @@ def test_ensure_runner_is_content_when_another_runner_took_the_session_meanwhile
         return launch.RunnerStart("refused", message="it has a live runner")
 
     monkeypatch.setattr(launch, "start_runner", worker_wins)
-    assert launch.ensure_runner(ctx, sid) is None
+    assert launch.ensure_runner(ctx, sid) == launch.RunnerStart(
+        "taken", message=f"its runner: pid {os.getpid()} on {local_host()}, started meanwhile"
+    )

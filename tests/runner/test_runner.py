@@ -304,6 +304,36 @@ def test_timeout_fails_the_stage_and_session_with_reason_timeout(
     assert never.status == "PENDING"
 
 
+def test_a_timeout_says_so_when_it_fires_not_only_once_the_stage_is_gone(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """A stage that ignores SIGTERM runs on for its kill_timeout after its timeout: the
+    log says at once that the timeout fired and what comes next."""
+    write_workflow(
+        workspace,
+        "deaf",
+        """
+        stages:
+          - name: deaf
+            timeout: 0.5
+            kill_timeout: 30
+            run: "echo $$ > deaf.pid; trap '' TERM; while :; do sleep 0.1; done"
+    """,
+    )
+    sid = start_detached(vc, "deaf")
+    with killed_on_the_way_out(workspace / "deaf.pid"):
+        wait_until(
+            lambda: any("SIGTERM sent" in r.text for r in store.logs(sid, stage="deaf")),
+            timeout=5,
+            what="the timeout's line",
+        )
+        line = [r for r in store.logs(sid, stage="deaf") if "SIGTERM sent" in r.text][-1]
+        assert line.text == "timed out after 0.5s: SIGTERM sent, SIGKILL after 30s unless it exits"
+        assert line.level == "WARNING"
+        assert store.view(sid).status == "ACTIVE"  # still being stopped
+        assert vc("flow", "session", "abort", sid).returncode == 0
+
+
 @sqlite_only
 def test_a_stage_that_exited_before_its_timeout_is_not_timed_out_while_its_output_is_awaited(
     workspace: Path, vc: Vc, store: Store
