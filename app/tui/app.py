@@ -110,6 +110,22 @@ class FlowApp(App[int]):
             self.lifeline.arm(request_exit)
         self.begin_capture_print(self, stdout=False, stderr=True)
 
+    def action_interrupt(self) -> None:
+        """Ctrl-C: quit, as ``q``, except in a text field. There it copies a selection (the
+        field's own binding); with nothing selected the key reaches here, and quitting
+        would throw away what was typed (a half-filled new session): say how to leave."""
+        from textual.widgets import Input, TextArea
+
+        if isinstance(self.focused, Input | TextArea):
+            self.notify(
+                "nothing selected to copy: escape leaves the field, then q or ctrl+c quits",
+                title="ctrl+c",
+                markup=False,
+                timeout=4,
+            )
+            return
+        self.exit()
+
     def on_print(self, event: events.Print) -> None:
         """Lines the shared code writes on stderr ("vc: warning: cannot write log …" from
         the log sinks, whatever a library prints) would vanish behind a full-screen app:

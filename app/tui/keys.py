@@ -217,8 +217,9 @@ KEYS: tuple[Key, ...] = (
         on_app=True,
     ),
     # Textual's own ctrl+c only says "press ctrl+q to quit"; every other vc command stops
-    # on Ctrl-C, so the dashboard does too (a text field keeps it for copying).
-    Key("ctrl+c", "quit, as q (in a text field: copy)", action="quit", on_app=True),
+    # on Ctrl-C, so the dashboard does too; a text field keeps it for copying, and never
+    # loses what was typed to it (FlowApp.action_interrupt).
+    Key("ctrl+c", "quit, as q (in a text field: copy)", action="interrupt", on_app=True),
 )
 
 OPERATIONS: dict[str, Key] = {key.operation: key for key in KEYS if key.operation is not None}

@@ -655,6 +655,40 @@ async def test_ctrl_c_quits_from_any_dialog_and_changes_nothing(
     assert status(ctx, sid) == "PENDING" and events(ctx, sid) == ["create"]
 
 
+async def test_ctrl_c_in_the_filter_with_nothing_selected_keeps_the_dashboard_and_the_text(
+    ctx: Any, make_app: Any
+) -> None:
+    """In a text field Ctrl-C copies: with nothing selected it says how to leave instead
+    of quitting (the help's promise)."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("slash", *"abc", "ctrl+c")
+        await pilot.pause(0.2)
+        assert app.is_running
+        assert app.dashboard.filter_box.value == "abc"
+        assert any("nothing selected to copy" in n for n in notifications(app))
+        await pilot.press("escape", "ctrl+c")  # out of the field: it quits
+        await wait_for(pilot, lambda: not app.is_running, what="the app to exit")
+
+
+async def test_ctrl_c_in_a_field_of_the_new_session_form_keeps_what_was_typed(
+    ctx: Any, make_app: Any
+) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewSessionScreen), what="dialog")
+        screen = app.screen
+        await pilot.press("enter")  # picks the workflow: the name field has the focus
+        await wait_for(pilot, lambda: bool(screen.query("#new-name")), what="the name field")
+        await pilot.press(*"nightly", "ctrl+c")
+        await pilot.pause(0.2)
+        assert app.is_running and app.screen is screen
+        assert screen.query_one("#new-name").value == "nightly"
+
+
 async def test_q_over_a_confirm_dialog_closes_it_and_destroys_nothing(
     ctx: Any, make_app: Any
 ) -> None:
@@ -712,7 +746,7 @@ def test_every_key_is_in_the_help_and_the_palette_and_every_entry_is_an_action()
     bound = {b.action for b in DashboardScreen.BINDINGS}  # type: ignore[union-attr]
     assert bound <= palette, bound - palette
     app_keys = {b.key: b.action for b in FlowApp.BINDINGS}  # type: ignore[union-attr]
-    assert app_keys == {"q": "quit", "ctrl+c": "quit"}
+    assert app_keys == {"q": "quit", "ctrl+c": "interrupt"}
 
     in_help: set[str] = set()
     for key, _ in help_lines():
