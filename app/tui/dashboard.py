@@ -33,6 +33,7 @@ from textual.reactive import var
 from textual.widgets import Footer, Input, Static
 
 from app.tui import data, keys
+from app.tui.alerts import AlertPopups
 from app.tui.commands import OperationsProvider
 from app.tui.messages import (
     DetailsLoaded,
@@ -75,13 +76,10 @@ NO_MATCH_TEXT = (
 #: Longest session name quoted in a confirmation question (the table shows the rest).
 QUESTION_NAME_CHARS = 80
 
-ALERTS_SHOWN = 5
 #: Refreshes that may come back without the session to select before it is given up.
 SELECT_TRIES = 3
 #: The most characters of the text filter the header shows.
 FILTER_SHOWN = 24
-"""Most sessions one refresh pops up as failed or waiting at a gate; any more are counted in
-one last notification instead of covering the screen."""
 
 FIRST_ROWS = 100
 """Rows read before the app starts (:meth:`DashboardScreen.preload`): more than a tall
@@ -120,6 +118,7 @@ class DashboardScreen(StoreLink):
         self._logs_held = False
         #: The newest event looked at for alerts (failures and gates anywhere in the store).
         self._last_event_id: int | None = None
+        self.alerts = AlertPopups(self)
         self._log_generation = 0
         #: A session to put the cursor on once a refresh shows it (see _select_if_shown).
         self._select_when_shown: str | None = None
@@ -302,24 +301,7 @@ class DashboardScreen(StoreLink):
         if self._last_event_id is not None and result.last_event_id <= self._last_event_id:
             return
         self._last_event_id = result.last_event_id
-        for alert in result.alerts[:ALERTS_SHOWN]:
-            failed = alert.kind == "failure"
-            self.notify(
-                alert.text,
-                title=alert.title,
-                severity="error" if failed else "warning",
-                timeout=15 if failed else 10,
-                markup=False,
-            )
-        more = len(result.alerts) - ALERTS_SHOWN
-        if more > 0:
-            self.notify(
-                f"and {more} more sessions failed or reached a gate (filter with 5 or 3)",
-                title="more alerts",
-                severity="warning",
-                timeout=15,
-                markup=False,
-            )
+        self.alerts.add(result.alerts)
 
     def _show_detail(self, detail: data.Detail | None) -> None:
         if detail is None:

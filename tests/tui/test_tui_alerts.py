@@ -120,29 +120,62 @@ async def test_what_failed_before_the_dashboard_opened_and_aborts_do_not_pop_up(
         assert "marker" in alert
 
 
-async def test_many_alerts_in_one_refresh_pop_up_five_and_a_count(ctx: Any, make_app: Any) -> None:
-    """Fed to the app as one refresh's result (a real refresh would split them whenever a
+def _refresh_of(app: Any, first: int, count: int) -> Any:
+    """A refresh's answer holding ``count`` failures (``job first``, …), as a real
+    refresh reads them (fed to the app directly: a real one would split them whenever a
     poll falls between the commits)."""
     from app.tui.data import Alert, Refresh, Window
     from widgets.data import StatusCounts
 
+    found = [
+        Alert(f"s{i}", "failure", "session failed", f"job {i} failed")
+        for i in range(first, first + count)
+    ]
+    window = Window(0, [], 0, StatusCounts({}, 0))
+    return Refresh(window, None, [], found, app.dashboard._last_event_id + count)
+
+
+def _jobs(app: Any) -> list[str]:
+    return [n for n in notifications(app) if "job" in n or n.startswith("more alerts")]
+
+
+async def test_many_alerts_in_one_refresh_fill_the_room_and_the_last_place_counts_the_rest(
+    ctx: Any, make_app: Any
+) -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot, selected=False)
-        start = app.dashboard._last_event_id
-        assert start is not None
-        found = [Alert(f"s{i}", "failure", "session failed", f"job {i} failed") for i in range(8)]
-        window = Window(0, [], 0, StatusCounts({}, 0))
-        answer = Refresh(window, None, [], found, start + 8)
+        answer = _refresh_of(app, 0, 8)
         app.dashboard._show_alerts(answer)
         app.dashboard._show_alerts(answer)  # the same answer again
         await pilot.pause()
-        assert [n for n in notifications(app) if "job" in n] == [
-            f"session failed: job {i} failed" for i in range(5)
+        assert _jobs(app) == [
+            *(f"session failed: job {i} failed" for i in range(4)),
+            "more alerts: and 4 more sessions failed or reached a gate (filter with 5 or 3)",
         ]
-        assert [n for n in notifications(app) if n.startswith("more alerts")] == [
-            "more alerts: and 3 more sessions failed or reached a gate (filter with 5 or 3)"
-        ]
+
+
+async def test_alerts_of_later_refreshes_wait_for_room_instead_of_leaving_the_screen(
+    ctx: Any, make_app: Any, monkeypatch: Any
+) -> None:
+    """Pop-ups that do not fit are drawn above the screen's top, unseen: the ones on
+    screen are bounded by its height, and what waits pops up as the oldest go."""
+    from app.tui import alerts as popups
+
+    monkeypatch.setattr(popups, "FAILURE_SECONDS", 1.0)
+    app = make_app()
+    async with app.run_test(size=(120, 15)) as pilot:  # room for two
+        await loaded(pilot, selected=False)
+        for first in (0, 1, 2):  # three refreshes, one failure each
+            app.dashboard._show_alerts(_refresh_of(app, first, 1))
+        await pilot.pause()
+        assert _jobs(app) == ["session failed: job 0 failed", "session failed: job 1 failed"]
+        await wait_for(
+            pilot,
+            lambda: _jobs(app) == ["session failed: job 2 failed"],
+            timeout=5,
+            what="the third once the first two went",
+        )
 
 
 async def test_the_help_says_failures_and_gates_pop_up(ctx: Any, make_app: Any) -> None:
