@@ -20,6 +20,17 @@ ELLIPSIS = "…"
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
+def cut_middle(value: str, n: int) -> str:
+    """``value`` in ``n`` characters: whole, its start (``n`` < 3), or its start and end
+    around ``…`` (matrix instances differ at their end: ``build[os=linux,…arch=arm64]``)."""
+    if len(value) <= n:
+        return value
+    if n < 3:
+        return value[:n]
+    tail = (n - 1) // 2
+    return value[: n - 1 - tail] + ELLIPSIS + value[len(value) - tail :]
+
+
 def clean(text: str, *, tab_size: int = 4) -> str:
     """Make ``text`` safe to show on one terminal line.
 

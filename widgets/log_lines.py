@@ -17,12 +17,15 @@ from typing import NamedTuple
 from rich.cells import cell_len
 
 from widgets.data import LogLine
-from widgets.formatting import clean
+from widgets.formatting import clean, cut_middle
 
 MAX_LINE_CHARS = 10_000
 """Characters of one record's text that are rendered; the rest is summarised by a marker."""
 
 LEVEL_WIDTH = 7  # len("WARNING")
+#: Most characters of a stage's name in a line's ``[stage]`` tag (a matrix instance's name
+#: can be longer than a narrow screen).
+STAGE_TAG_CHARS = 32
 
 
 def line_body(text: str, limit: int = MAX_LINE_CHARS) -> str:
@@ -33,10 +36,12 @@ def line_body(text: str, limit: int = MAX_LINE_CHARS) -> str:
 
 
 def line_prefix(line: LogLine) -> tuple[str, str, str]:
-    """The time (local), the padded level and the ``[stage] `` a record is shown with."""
+    """The time (local), the padded level and the ``[stage] `` a record is shown with: a
+    matrix instance's long name is cut in its middle (:data:`STAGE_TAG_CHARS`), so the
+    line's own text still shows on an 80-column screen."""
     stamp = time.strftime("%H:%M:%S", time.localtime(line.at))
     level = clean(line.level.upper()).ljust(LEVEL_WIDTH)
-    stage = f"[{clean(line.stage)}] " if line.stage else ""
+    stage = f"[{cut_middle(clean(line.stage), STAGE_TAG_CHARS)}] " if line.stage else ""
     return stamp, level, stage
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from widgets.data import ACTIVE, COMPLETED, FAILED, PAUSED, PENDING, StageRow
-from widgets.formatting import ELLIPSIS, clamp_progress
+from widgets.formatting import clamp_progress, cut_middle
 from widgets.timing import stage_end
 
 OPEN_MARK = "▾"
@@ -138,18 +138,7 @@ def _cut_to_fit(values: list[str], width: int | None) -> str:
         while sum(lengths) + len(lengths) - 1 > room and max(lengths) > 1:
             longest = lengths.index(max(lengths))
             lengths[longest] -= 1
-    return ",".join(_cut(value, n) for value, n in zip(values, lengths, strict=True))
-
-
-def _cut(value: str, n: int) -> str:
-    """``value`` in ``n`` characters: whole, its start (``n`` < 3), or its start and end
-    around ``…``."""
-    if len(value) <= n:
-        return value
-    if n < 3:
-        return value[:n]
-    tail = (n - 1) // 2
-    return value[: n - 1 - tail] + ELLIPSIS + value[len(value) - tail :]
+    return ",".join(cut_middle(value, n) for value, n in zip(values, lengths, strict=True))
 
 
 __all__ = [

@@ -268,3 +268,13 @@ async def test_following_keeps_the_newest_line_above_a_horizontal_scrollbar() ->
         assert pane.follow
         assert pane.scroll_offset.y == pane.max_scroll_y
         assert any(line.rstrip().endswith("the end") for line in screen_lines(app))
+
+
+def test_a_long_instance_name_is_cut_in_its_middle_so_the_line_itself_shows() -> None:
+    stage = "build-artifacts-for-platform[os=linux,arch=amd64,python=3.11]"
+    shown = format_line(log_line(1, "compiling", stage=stage)).plain
+    assert shown.endswith("[build-artifacts-…64,python=3.11]] compiling")
+    assert len(shown) == len("22:13:21 INFO    ") + len("[") + 32 + len("] ") + len("compiling")
+    assert line_width(log_line(1, "compiling", stage=stage)) == len(shown)
+    short = format_line(log_line(1, "x", stage="resize[size=small]")).plain
+    assert short.endswith("[resize[size=small]] x")  # a name that fits stays whole
