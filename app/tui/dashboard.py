@@ -80,6 +80,8 @@ QUESTION_NAME_CHARS = 80
 SELECT_TRIES = 3
 #: The most characters of the text filter the header shows.
 FILTER_SHOWN = 24
+#: Columns from which the header says the log pane's state in full.
+WIDE_HEADER = 100
 
 FIRST_ROWS = 100
 """Rows read before the app starts (:meth:`DashboardScreen.preload`): more than a tall
@@ -502,10 +504,19 @@ class DashboardScreen(StoreLink):
         self._show_log_state()
 
     def _show_log_state(self) -> None:
+        """``log: follow on (f), wrap off (w)``; below :data:`WIDE_HEADER` columns a
+        short form (``log f:on w:off``), which leaves the counts their room."""
         follow = "on" if self.log_pane.follow else "off"
         wrap = "on" if self.log_pane.wrap else "off"
+        if self.size.width and self.size.width < WIDE_HEADER:
+            held = " held" if self._logs_held else ""
+            self.log_state.update(Text(f"log f:{follow}{held} w:{wrap}"))
+            return
         held = ", newer lines held" if self._logs_held else ""
         self.log_state.update(Text(f"log: follow {follow} (f){held}, wrap {wrap} (w)"))
+
+    def on_resize(self) -> None:
+        self._show_log_state()
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(keys.help_lines(), notes=keys.HELP_NOTES))

@@ -510,6 +510,21 @@ async def test_a_long_text_filter_is_cut_in_the_header_which_keeps_its_counts(
         assert "total 1" in header and "log: follow" in header
 
 
+async def test_a_narrow_header_says_the_log_state_in_short_and_keeps_the_counts(
+    ctx: Any, make_app: Any
+) -> None:
+    for i in range(3):
+        make_session(ctx, name=f"slow {i}")
+    app = make_app()
+    async with app.run_test(size=(60, 20)) as pilot:
+        await loaded(pilot)
+        await pilot.press("slash", *"slow", "enter")
+        await wait_for(pilot, lambda: "filter:" in screen_text(app), what="the filter shown")
+        header = screen_text(app).splitlines()[0]
+        assert "PEND 3" in header and "total 3" in header
+        assert "filter: “slow”" in header and "log f:on w:off" in header
+
+
 async def test_a_filter_that_still_shows_the_selected_session_keeps_the_cursor_on_it(
     ctx: Any, make_app: Any
 ) -> None:
