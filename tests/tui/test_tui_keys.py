@@ -21,6 +21,7 @@ from tests.tui.tui_testkit import (
     make_session,
     manager,
     notifications,
+    pick_workflow,
     row_of,
     screen_text,
     select,
@@ -365,13 +366,7 @@ async def test_n_picks_a_workflow_names_and_starts_it(ctx: Any, make_app: Any) -
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
         assert EMPTY_TEXT.splitlines()[0] in screen_text(app)
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, NewSessionScreen), what="dialog")
-        options = app.screen.query_one("#new-workflows")
-        await wait_for(pilot, lambda: options.option_count > 0, what="the workflows listed")
-        ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
-        for _ in range(ids.index("hello")):
-            await pilot.press("down")
+        await pick_workflow(pilot, "hello")
         await pilot.press("enter")  # picks it: the name field takes the focus
         await pilot.press(*"tui", "enter")
         await wait_for(
@@ -693,10 +688,8 @@ async def test_ctrl_c_in_a_field_of_the_new_session_form_keeps_what_was_typed(
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, NewSessionScreen), what="dialog")
-        screen = app.screen
-        await pilot.press("enter")  # picks the workflow: the name field has the focus
+        screen = await pick_workflow(pilot, "hello")
+        await pilot.press("enter")  # picks it: the name field has the focus
         await wait_for(pilot, lambda: bool(screen.query("#new-name")), what="the name field")
         await pilot.press(*"nightly", "ctrl+c")
         await pilot.pause(0.2)

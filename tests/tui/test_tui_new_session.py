@@ -9,7 +9,15 @@ import textwrap
 from typing import Any
 
 from app.tui.screens import NewSessionScreen
-from tests.tui.tui_testkit import loaded, make_session, notifications, status, view, wait_for
+from tests.tui.tui_testkit import (
+    loaded,
+    make_session,
+    notifications,
+    pick_workflow,
+    status,
+    view,
+    wait_for,
+)
 
 SIZE = (120, 40)
 ETL = """
@@ -26,15 +34,7 @@ ETL = """
 
 async def form_of_etl(pilot: Any) -> Any:
     """`n` pressed and the workflow etl highlighted: the form, its fields shown."""
-    app = pilot.app
-    await pilot.press("n")
-    await wait_for(pilot, lambda: isinstance(app.screen, NewSessionScreen), what="dialog")
-    screen = app.screen
-    options = screen.query_one("#new-workflows")
-    await wait_for(pilot, lambda: options.option_count > 0, what="the workflows listed")
-    ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
-    for _ in range(ids.index("etl")):
-        await pilot.press("down")
+    screen = await pick_workflow(pilot, "etl")
     await wait_for(pilot, lambda: bool(screen.query("#param-shards")), what="the fields")
     return screen
 

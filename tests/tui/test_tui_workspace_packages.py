@@ -8,9 +8,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from app.tui.screens import NewSessionScreen
 from tests.conftest import hijacked
-from tests.tui.tui_testkit import loaded, make_session, manager, status, view, wait_for
+from tests.tui.tui_testkit import (
+    loaded,
+    make_session,
+    manager,
+    pick_workflow,
+    status,
+    view,
+    wait_for,
+)
 
 SIZE = (120, 36)
 
@@ -21,13 +28,7 @@ async def test_n_starts_vcs_runner_in_a_workspace_with_an_app_package(
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, NewSessionScreen), what="dialog")
-        options = app.screen.query_one("#new-workflows")
-        await wait_for(pilot, lambda: options.option_count > 0, what="the workflows listed")
-        ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
-        for _ in range(ids.index("hello")):
-            await pilot.press("down")
+        await pick_workflow(pilot, "hello")
         await pilot.press("enter", "enter")
         await wait_for(
             pilot, lambda: app.dashboard.table.total == 1, timeout=10, what="the new row"

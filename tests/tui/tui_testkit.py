@@ -68,6 +68,23 @@ async def loaded(pilot: Pilot[Any], *, selected: bool = True) -> None:
         )
 
 
+async def pick_workflow(pilot: Pilot[Any], workflow_id: str) -> Any:
+    """`n` pressed and ``workflow_id`` highlighted in the new-session form's list (not
+    picked yet): the form."""
+    from app.tui.screens import NewSessionScreen
+
+    app: Any = pilot.app
+    await pilot.press("n")
+    await wait_for(pilot, lambda: isinstance(app.screen, NewSessionScreen), what="the form")
+    screen = app.screen
+    options = screen.query_one("#new-workflows")
+    await wait_for(pilot, lambda: options.option_count > 0, what="the workflows listed")
+    ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
+    for _ in range(ids.index(workflow_id)):
+        await pilot.press("down")
+    return screen
+
+
 async def select(pilot: Pilot[Any], session_id: str) -> None:
     """Move the cursor with the arrow keys onto ``session_id`` (down first, then up; rows
     outside the loaded window arrive as the table asks for them) and wait for its stages."""
