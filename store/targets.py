@@ -127,8 +127,9 @@ def masked(url: str) -> str:
     written = _SCHEME.match(url.strip())
     if written is not None and "://" in shown:
         shown = written.group(1) + shown[shown.index("://") :]
-    if shown.endswith("/") and not url.strip().split("?", 1)[0].endswith("/"):
-        shown = shown[:-1]
+    head, _, rest = shown.partition("://")
+    if rest.endswith("/") and not url.strip().split("?", 1)[0].endswith("/"):
+        shown = f"{head}://{rest.rstrip('/')}" if rest.strip("/") else shown
     return shown
 
 

@@ -247,24 +247,21 @@ def ensure_runner(ctx: Any, session_id: str) -> RunnerStart | None:
     """
     from store.queries import get_session_view
 
-    version: list[int] = []
-    holder: list[str] = []
-
-    def need() -> Literal["runner", "workers", None]:
-        """A runner: ACTIVE, and no live runner holds it; the workers: queued work."""
+    def read() -> Any:
         with ctx.factory() as db:
             view = get_session_view(db, session_id)
             db.commit()
-        version[:] = [] if view is None else [view.version]
-        held = view is not None and view.runner_pid is not None
-        holder[:] = [f"pid {view.runner_pid} on {view.runner_host}"] if held and view else []
+        return view
+
+    def need(view: Any) -> Literal["runner", "workers", None]:
+        """A runner: ACTIVE, and no live runner holds it; the workers: queued work."""
         if view is not None and view.awaiting_worker:  # PENDING or ACTIVE, queued
             return "workers"
         if view is None or view.status != "ACTIVE":
             return None
         return "runner" if view.runner_pid is None or view.orphaned else None
 
-    needed = need()
+    needed = need(read())
     if needed == "workers":
         return RunnerStart("queued", message=FOR_WORKERS)
     if needed is None:
@@ -272,10 +269,13 @@ def ensure_runner(ctx: Any, session_id: str) -> RunnerStart | None:
     started = start_runner(ctx, session_id)
     if started.started:
         return started
-    if need() != "runner":  # a worker (or another resume) took it meanwhile: it runs, as asked
-        taken = f"its runner: {holder[0]}, started meanwhile" if holder else ""
-        return RunnerStart("taken", message=taken) if taken else None
-    pause_without_runner(ctx, session_id, started.message, version[0])
+    now = read()
+    if need(now) != "runner":  # a worker (or another resume) took it meanwhile, or a pause
+        if now is not None and now.status == "ACTIVE" and now.runner_pid is not None:
+            where = f"pid {now.runner_pid} on {now.runner_host}"
+            return RunnerStart("taken", message=f"its runner: {where}, started meanwhile")
+        return None  # paused, aborted or queued meanwhile: nothing runs it now, as asked
+    pause_without_runner(ctx, session_id, started.message, now.version)
     return started
 
 

@@ -773,7 +773,9 @@ class Runner(ManualGates, LiveView):
         how = f"resume it with {resume} (it goes on in the background)"
         # A resume runs every stage left: a run of one stage says how not to, unless a gate
         # waits (`run --session` is refused then: passing the gate resumes the session).
-        if self.only_stage is not None and gate is None:
+        if self.only_stage is not None and gate is not None:
+            how = f"{resume} runs every stage left, in the background"
+        elif self.only_stage is not None:
             target = f"{view.workflow_id}:{self.only_stage}"
             target = f'"{target}"' if "[" in target else target  # an instance: not a glob
             how = (

@@ -3,27 +3,48 @@
 Textual stacks notifications upwards from the screen's bottom right corner, and those that
 do not fit are drawn above its top, where nobody sees them: a burst of failures (a broken
 shared dependency fails ten sessions within seconds) lost most of its alerts that way. So
-the alert pop-ups on screen at once are bounded by what the screen holds (about
-:data:`TOAST_ROWS` rows each, :data:`MOST_SHOWN` at most). An alert that finds no room
-waits until the oldest pop-up's time is up; when more wait than there is room for, the last
-place says how many more there are. Every alert is seen, by itself or counted.
+the alert pop-ups on screen at once must fit its height, each measured as Textual draws it
+(its text wrapped to the pop-up's width), :data:`MOST_SHOWN` at most. An alert that finds
+no room waits until the oldest pop-up's time is up; when more wait than there is room for,
+the last place says how many more there are. Every alert is seen, by itself or counted.
+(Other notifications, an operation's result, are short-lived and not counted: the rows
+left for the header and the footer absorb one.)
 """
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from app.tui.data import Alert
 
-#: Rows one pop-up takes (its margin, padding, title and two lines of text).
-TOAST_ROWS = 6
 #: Most alert pop-ups on screen at once, however tall the screen.
 MOST_SHOWN = 5
 #: Seconds a failure's and a gate's pop-up stay.
 FAILURE_SECONDS = 15.0
 GATE_SECONDS = 10.0
+#: A pop-up's width (Textual's Toast: 60 columns, half the screen at most), the columns of
+#: its border and padding, and the rows around its text (margin, padding).
+TOAST_WIDTH, TOAST_SIDES, TOAST_ROWS_AROUND = 60, 3, 3
+#: Rows of the screen no pop-up should cover (the header's counts, the footer's keys).
+KEPT_ROWS = 2
+
+
+def toast_rows(screen_width: int, title: str, text: str) -> int:
+    """Rows a pop-up of ``title`` and ``text`` takes on a screen ``screen_width`` wide."""
+    from rich.console import Console
+    from rich.text import Text
+
+    width = max(1, min(TOAST_WIDTH, screen_width // 2) - TOAST_SIDES)
+    console = Console(width=width, file=io.StringIO(), color_system=None)
+    lines = len(Text(title).wrap(console, width)) + len(Text(text).wrap(console, width))
+    return TOAST_ROWS_AROUND + lines
+
+
+def more_text(count: int) -> str:
+    return f"and {count} more sessions failed or reached a gate (filter with 5 or 3)"
 
 
 class AlertPopups:
@@ -32,55 +53,58 @@ class AlertPopups:
     def __init__(self, screen: Any) -> None:
         self._screen = screen
         self._waiting: list[Alert] = []
-        #: When each pop-up on screen goes (monotonic seconds).
-        self._leaving: list[float] = []
+        #: Each alert pop-up on screen: when it goes (monotonic seconds), and its rows.
+        self._shown: list[tuple[float, int]] = []
         self._timer: Any = None
 
     def add(self, alerts: Sequence[Alert]) -> None:
         self._waiting.extend(alerts)
         self._pop()
 
-    def room(self) -> int:
-        """Pop-ups the screen holds at once (one at least)."""
-        height: int = self._screen.size.height
-        return max(1, min(MOST_SHOWN, height // TOAST_ROWS))
+    def _rows(self, title: str, text: str) -> int:
+        return toast_rows(self._screen.size.width, title, text)
 
     def _pop(self) -> None:
         now = time.monotonic()
-        self._leaving = [at for at in self._leaving if at > now]
-        free = self.room() - len(self._leaving)
-        if self._waiting and free > 0:
-            if len(self._waiting) <= free:
-                shown, counted = self._waiting, []
-            else:
-                shown, counted = self._waiting[: free - 1], self._waiting[free - 1 :]
-            self._waiting = []
-            for alert in shown:
-                failed = alert.kind == "failure"
-                self._notify(
-                    alert.text,
-                    alert.title,
-                    "error" if failed else "warning",
-                    FAILURE_SECONDS if failed else GATE_SECONDS,
-                )
-            if counted:
-                self._notify(
-                    f"and {len(counted)} more sessions failed or reached a gate (filter with "
-                    "5 or 3)",
-                    "more alerts",
-                    "warning",
-                    FAILURE_SECONDS,
-                )
+        self._shown = [(at, rows) for at, rows in self._shown if at > now]
+        room = self._screen.size.height - KEPT_ROWS - sum(rows for _, rows in self._shown)
+        places = MOST_SHOWN - len(self._shown)
+        waiting, self._waiting = self._waiting, []
+        while waiting and places > 0:
+            alert = waiting[0]
+            rows = self._rows(alert.title, alert.text)
+            summary = self._rows("more alerts", more_text(len(waiting) - 1))
+            last = len(waiting) == 1
+            # The first pop-up on an empty screen is shown even if it is taller than it;
+            # any other leaves the room and the place for the count of those after it.
+            fits = rows <= room or not self._shown
+            if fits and (last or (rows + summary <= room and places > 1)):
+                self._alert(alert, rows)
+                waiting.pop(0)
+                room, places = room - rows, places - 1
+                continue
+            if summary <= room or not self._shown:  # the last place counts the rest
+                self._notify(more_text(len(waiting)), "more alerts", "warning", FAILURE_SECONDS)
+                self._shown.append((time.monotonic() + FAILURE_SECONDS, summary))
+                waiting = []
+            break
+        self._waiting = waiting
         if self._waiting and self._timer is None:  # room comes when the oldest one goes
-            self._timer = self._screen.set_timer(min(self._leaving) - now + 0.05, self._room_made)
+            soonest = min(at for at, _ in self._shown)
+            self._timer = self._screen.set_timer(soonest - now + 0.05, self._room_made)
 
     def _room_made(self) -> None:
         self._timer = None
         self._pop()
 
+    def _alert(self, alert: Alert, rows: int) -> None:
+        seconds = FAILURE_SECONDS if alert.kind == "failure" else GATE_SECONDS
+        severity = "error" if alert.kind == "failure" else "warning"
+        self._notify(alert.text, alert.title, severity, seconds)
+        self._shown.append((time.monotonic() + seconds, rows))
+
     def _notify(self, text: str, title: str, severity: str, seconds: float) -> None:
         self._screen.notify(text, title=title, severity=severity, timeout=seconds, markup=False)
-        self._leaving.append(time.monotonic() + seconds)
 
 
-__all__ = ["AlertPopups"]
+__all__ = ["AlertPopups", "toast_rows"]

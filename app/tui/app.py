@@ -113,12 +113,15 @@ class FlowApp(App[int]):
     def action_interrupt(self) -> None:
         """Ctrl-C: quit, as ``q``, except in a text field. There it copies a selection (the
         field's own binding); with nothing selected the key reaches here, and quitting
-        would throw away what was typed (a half-filled new session): say how to leave."""
+        would throw away what was typed (a half-filled new session): say so instead.
+        (How to leave differs: enter applies the filter, escape clears it or cancels the
+        form.)"""
         from textual.widgets import Input, TextArea
 
         if isinstance(self.focused, Input | TextArea):
             self.notify(
-                "nothing selected to copy: escape leaves the field, then q or ctrl+c quits",
+                "in a text field ctrl+c copies the selected text; to quit, leave the field "
+                "first, then press q or ctrl+c",
                 title="ctrl+c",
                 markup=False,
                 timeout=4,

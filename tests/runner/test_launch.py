@@ -110,3 +110,28 @@ def test_ensure_runner_is_content_when_another_runner_took_the_session_meanwhile
     assert launch.ensure_runner(ctx, sid) == launch.RunnerStart(
         "taken", message=f"its runner: pid {os.getpid()} on {local_host()}, started meanwhile"
     )
+
+
+def test_ensure_runner_names_no_runner_when_the_session_was_aborted_meanwhile(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner started for an orphan fails, and the session was aborted meanwhile:
+    nothing runs it, as asked, and the dead runner is not named as its runner."""
+    import subprocess
+
+    from store.identity import local_host
+
+    sid = _new_session(ctx)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with ctx.factory() as db:  # its runner is gone: an orphan
+        ctx.sessions(db).start_session(sid, runner_host=local_host(), runner_pid=dead.pid)
+
+    def aborted_meanwhile(ctx: Any, session_id: str, **_: Any) -> launch.RunnerStart:
+        with ctx.factory() as db:
+            ctx.sessions(db).abort(session_id)
+        return launch.RunnerStart("failed", message="it could not start")
+
+    monkeypatch.setattr(launch, "start_runner", aborted_meanwhile)
+    assert launch.ensure_runner(ctx, sid) is None
+    assert _status(ctx, sid) == "FAILED"

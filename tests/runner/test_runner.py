@@ -1022,7 +1022,7 @@ def test_abort_while_paused_kills_the_stopped_stage(vc: Vc, store: Store, nap: s
     assert store.view(sid).reason == "aborted"
 
 
-def test_a_pause_while_a_failure_cancels_a_stubborn_branch_stops_it_until_the_resume(
+def test_a_pause_while_a_failure_cancels_stubborn_branches_stops_them_until_the_resume(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
     """``fail_fast``: the branch beside a failure ignores SIGTERM, so it goes only at its
@@ -1032,25 +1032,32 @@ def test_a_pause_while_a_failure_cancels_a_stubborn_branch_stops_it_until_the_re
         workspace,
         "failfast",
         """
-        max_parallel: 2
+        max_parallel: 3
         stages:
           - {name: bad, needs: [], run: "sleep 0.5; exit 3"}
-          - name: stubborn
+          - name: one
             needs: []
             kill_timeout: 3
-            run: "echo $$ > stubborn.pid; trap '' TERM; while :; do :; done"
+            run: "echo $$ > one.pid; trap '' TERM; while :; do :; done"
+          - name: two
+            needs: []
+            kill_timeout: 3
+            run: "echo $$ > two.pid; trap '' TERM; while :; do :; done"
     """,
     )
     sid = start_detached(vc, "failfast")
-    with killed_on_the_way_out(workspace / "stubborn.pid") as [stubborn]:
+    with killed_on_the_way_out(workspace / "one.pid", workspace / "two.pid") as branches:
         wait_until(lambda: store.stage(sid, "bad").status == "FAILED", what="the failure")
         assert vc("flow", "session", "pause", sid).returncode == 0
-        wait_until(lambda: proc_state(stubborn) == "T", timeout=3, what="the branch stopped")
-        time.sleep(3.5)  # past its kill_timeout
-        assert proc_state(stubborn) == "T", "the SIGKILL waits for the resume"
+        for pid in branches:  # two stops at once, each in a thread of its own
+            wait_until(lambda pid=pid: proc_state(pid) == "T", timeout=3, what="a branch stopped")
+        time.sleep(3.5)  # past their kill_timeout
+        assert [proc_state(pid) for pid in branches] == ["T", "T"], "the KILL waits"
         assert store.view(sid).status == "PAUSED"
         assert vc("flow", "session", "resume", sid).returncode == 0
-        wait_until(lambda: gone(stubborn), timeout=8, what="SIGKILL once its time ran out")
+        for pid in branches:
+            wait_until(lambda pid=pid: gone(pid), timeout=8, what="SIGKILL once its time ran out")
         failed = store.wait_status(sid, "FAILED", timeout=10)
         assert failed.reason == "stage bad failed: exit code 3"
-        assert store.stage(sid, "stubborn").error == "cancelled: bad failed"
+        assert store.stage(sid, "one").error == store.stage(sid, "two").error
+        assert store.stage(sid, "one").error == "cancelled: bad failed"

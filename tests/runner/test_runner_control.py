@@ -593,9 +593,9 @@ def test_ctrl_c_on_a_run_of_a_waiting_gate_alone_names_the_resume_not_a_refused_
         os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=15)
     assert stderr.splitlines()[-1] == (
-        f"vc: interrupted: session {short} ({store.view(sid).name}) paused; resume it with "
-        f"'vc flow session resume {short}' (it goes on in the background); resuming passes "
-        f"the manual gate review"
+        f"vc: interrupted: session {short} ({store.view(sid).name}) paused; 'vc flow session "
+        f"resume {short}' runs every stage left, in the background; resuming passes the "
+        f"manual gate review"
     )
     assert vc("flow", "session", "resume", short).returncode == 0  # what the message says
     wait_until(lambda: store.view(sid).status == "COMPLETED", what="the session to complete")

@@ -155,6 +155,34 @@ async def test_many_alerts_in_one_refresh_fill_the_room_and_the_last_place_count
         ]
 
 
+async def test_every_alert_pop_up_is_drawn_inside_the_screen_however_long_its_text(
+    ctx: Any, make_app: Any
+) -> None:
+    """Gate alerts carry a checklist and a command: on an 80x24 screen each takes eight
+    rows and more; the ones shown all fit, the rest are counted."""
+    from app.tui.data import Alert, Refresh, Window
+    from widgets.data import StatusCounts
+
+    text = (
+        "release 1.2 ({sid}, release) waits at the manual gate approve; check: changelog "
+        "reviewed; staging smoke test green ('vc flow session approve {sid} approve')"
+    )
+    found = [
+        Alert(f"s{i}", "gate", "waiting at a gate", text.format(sid=f"{i:012d}")) for i in range(4)
+    ]
+    app = make_app()
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await loaded(pilot, selected=False)
+        window = Window(0, [], 0, StatusCounts({}, 0))
+        last = app.dashboard._last_event_id + 4
+        app.dashboard._show_alerts(Refresh(window, None, [], found, last))
+        await pilot.pause(0.3)
+        toasts = list(app.screen.query("Toast"))
+        assert toasts, "something pops up"
+        assert all(toast.region.y >= 0 for toast in toasts), [t.region for t in toasts]
+        assert any(n.startswith("more alerts") for n in notifications(app))
+
+
 async def test_alerts_of_later_refreshes_wait_for_room_instead_of_leaving_the_screen(
     ctx: Any, make_app: Any, monkeypatch: Any
 ) -> None:

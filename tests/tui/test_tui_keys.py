@@ -677,8 +677,8 @@ async def test_ctrl_c_in_the_filter_with_nothing_selected_keeps_the_dashboard_an
         await pilot.pause(0.2)
         assert app.is_running
         assert app.dashboard.filter_box.value == "abc"
-        assert any("nothing selected to copy" in n for n in notifications(app))
-        await pilot.press("escape", "ctrl+c")  # out of the field: it quits
+        assert any("to quit, leave the field first" in n for n in notifications(app))
+        await pilot.press("enter", "ctrl+c")  # out of the field (the filter applied): it quits
         await wait_for(pilot, lambda: not app.is_running, what="the app to exit")
 
 
