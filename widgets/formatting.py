@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
@@ -21,14 +22,25 @@ _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def cut_middle(value: str, n: int) -> str:
-    """``value`` in ``n`` characters: whole, its start (``n`` < 3), or its start and end
-    around ``…`` (matrix instances differ at their end: ``build[os=linux,…arch=arm64]``)."""
-    if len(value) <= n:
+    """``value`` in at most ``n`` cells: whole, its start (``n`` < 3), or its start and end
+    around ``…`` (matrix instances differ at their end: ``build[os=linux,…arch=arm64]``).
+    Cells, not characters: a wide character (CJK) takes two."""
+    if cell_len(value) <= n:
         return value
     if n < 3:
-        return value[:n]
+        return _fit(value, n) or ELLIPSIS[:n]
     tail = (n - 1) // 2
-    return value[: n - 1 - tail] + ELLIPSIS + value[len(value) - tail :]
+    return _fit(value, n - 1 - tail) + ELLIPSIS + _fit(value[::-1], tail)[::-1]
+
+
+def _fit(value: str, cells: int) -> str:
+    """The longest start of ``value`` that takes at most ``cells`` cells."""
+    taken = 0
+    for index, char in enumerate(value):
+        taken += cell_len(char)
+        if taken > cells:
+            return value[:index]
+    return value
 
 
 def clean(text: str, *, tab_size: int = 4) -> str:

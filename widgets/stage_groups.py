@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rich.cells import cell_len
+
 from widgets.data import ACTIVE, COMPLETED, FAILED, PAUSED, PENDING, StageRow
 from widgets.formatting import clamp_progress, cut_middle
 from widgets.timing import stage_end
@@ -100,7 +102,7 @@ def group_row(group: str, rows: Sequence[StageRow], opened: bool) -> StageRow:
 def keys_fit(rows: Sequence[StageRow], width: int | None) -> bool:
     """Whether every instance of a group fits in ``width`` cells with its keys: the group
     then shows them all with keys, else all without (one form per group, never mixed)."""
-    return width is None or all(len(instance_label(row)) <= width for row in rows)
+    return width is None or all(cell_len(instance_label(row)) <= width for row in rows)
 
 
 def instance_label(row: StageRow, width: int | None = None, *, keyed: bool | None = None) -> str:
@@ -120,7 +122,7 @@ def instance_label(row: StageRow, width: int | None = None, *, keyed: bool | Non
     values = name[len(row.group) + 1 : -1]
     label = "  " + values
     if keyed is None:
-        keyed = width is None or len(label) <= width
+        keyed = width is None or cell_len(label) <= width
     if keyed:
         return label
     pairs = [pair.partition("=") for pair in values.split(",")]
@@ -132,7 +134,7 @@ def instance_label(row: StageRow, width: int | None = None, *, keyed: bool | Non
 def _cut_to_fit(values: list[str], width: int | None) -> str:
     """``values`` joined by commas in ``width`` cells less the indent, the longest value
     shortened first, each kept at least one character long."""
-    lengths = [len(value) for value in values]
+    lengths = [cell_len(value) for value in values]
     if width is not None:
         room = width - 2
         while sum(lengths) + len(lengths) - 1 > room and max(lengths) > 1:

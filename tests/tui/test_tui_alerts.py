@@ -179,7 +179,9 @@ async def test_every_alert_pop_up_is_drawn_inside_the_screen_however_long_its_te
         await pilot.pause(0.3)
         toasts = list(app.screen.query("Toast"))
         assert toasts, "something pops up"
-        assert all(toast.region.y >= 1 for toast in toasts), [t.region for t in toasts]  # below the header
+        assert all(toast.region.y >= 1 for toast in toasts), [
+            t.region for t in toasts
+        ]  # below the header
         assert any(n.startswith("more alerts") for n in notifications(app))
 
 

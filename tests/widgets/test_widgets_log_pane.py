@@ -278,3 +278,13 @@ def test_a_long_instance_name_is_cut_in_its_middle_so_the_line_itself_shows() ->
     assert line_width(log_line(1, "compiling", stage=stage)) == len(shown)
     short = format_line(log_line(1, "x", stage="resize[size=small]")).plain
     assert short.endswith("[resize[size=small]] x")  # a name that fits stays whole
+
+
+def test_a_long_instance_name_in_wide_characters_is_cut_by_its_cells() -> None:
+    from rich.cells import cell_len
+
+    stage = "resize[city=東京都渋谷区神南一丁目東京都渋谷区神南一丁目]"
+    shown = format_line(log_line(1, "x", stage=stage)).plain
+    tag = shown[shown.index("[") :]
+    assert tag.startswith("[resize[city=") and tag.endswith("] x")
+    assert cell_len(tag) <= len("[") + 32 + len("] x")

@@ -163,6 +163,17 @@ def test_values_that_differ_at_the_end_only_keep_their_ends_when_cut() -> None:
     assert labels == {"  verylo…aaa-1", "  verylo…aaa-2", "  verylo…aaa-3", "  verylo…aaa-4"}
 
 
+def test_wide_characters_are_cut_by_the_cells_they_take() -> None:
+    """A CJK character takes two cells: a label cut by characters overflowed its column."""
+    from rich.cells import cell_len
+
+    row = stage_row("train[city=東京都渋谷区神南一丁目,fold=1]", group="train")
+    for width in (8, 12, 16):
+        label = instance_label(row, width)
+        assert cell_len(label) <= width, (width, label)
+    assert instance_label(row, 14) == "  東京…丁目,1"  # 11 cells: no half character
+
+
 def test_a_group_shows_every_instance_in_one_form() -> None:
     short, long = instance("small", "png"), instance("medium", "webp")
     width = len(instance_label(short))  # the short one fits with its keys, the long not
