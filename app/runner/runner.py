@@ -72,6 +72,7 @@ from store.errors import (
 )
 from store.failures import PermanentStoreError, StoreFailure
 from store.graph import cancellation, fail_fast, instance_waits, max_parallel, stage_of
+from store.identity import local_host
 from store.names import matrix_variable
 from store.queries import SessionView, StageView, get_session_view
 from store.space import StoreSpace
@@ -128,7 +129,7 @@ class Runner(ManualGates, LiveView):
         self.workspace = workspace
         self.only_stage = only_stage
         self.on_update = on_update
-        self.host = _host()
+        self.host = local_host()
         self.pid = os.getpid()
         self._db = factory()
         #: Hears the changes this runner commits and tells people of those its workflow's
@@ -793,9 +794,3 @@ class Runner(ManualGates, LiveView):
         """The first running instance, else the gate the session waits at."""
         running = self.running_stages
         return running[0] if running else self.waiting_at
-
-
-def _host() -> str:
-    from store.identity import local_host
-
-    return local_host()
