@@ -329,6 +329,13 @@ def stubborn_jobs_left(workspace: Path, vc: Vc, store: Store) -> Iterator[tuple[
     sid = start_detached(vc, "stubborn")
     files = [workspace / f"pids.{n}" for n in (1, 2, 3)]
     wait_until(lambda: all(f.exists() and len(f.read_text().split()) == 2 for f in files))
+    # A stage writes its pids before its runner records it (spawn, then record): killed in
+    # between, with its guard, a stage is known by its environment only, which its env -i
+    # job does not carry. Here each one is recorded first.
+    wait_until(
+        lambda: [(s.status, bool(s.pid)) for s in store.view(sid).stages] == [("ACTIVE", True)] * 3,
+        what="every stage recorded with its pid",
+    )
     pids = [int(pid) for f in files for pid in f.read_text().split()]
     try:
         kill_runner(store, sid)
