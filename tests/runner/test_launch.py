@@ -32,6 +32,20 @@ def _new_session(ctx: Any, workflow_id: str = "hello") -> str:
         return str(ctx.sessions(db).create_session(definition.id, definition=definition).id)
 
 
+def _orphan(ctx: Any) -> str:
+    """A session started by a runner that is gone (its pid exited): an orphan."""
+    import subprocess
+
+    from store.identity import local_host
+
+    sid = _new_session(ctx)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with ctx.factory() as db:
+        ctx.sessions(db).start_session(sid, runner_host=local_host(), runner_pid=dead.pid)
+    return sid
+
+
 def _status(ctx: Any, session_id: str) -> str:
     from store.queries import get_session_view
 
@@ -89,15 +103,10 @@ def test_ensure_runner_is_content_when_another_runner_took_the_session_meanwhile
     runner started for it is refused, and the session runs all the same, under the
     runner named (the command that asked says whose)."""
     import os
-    import subprocess
 
     from store.identity import local_host
 
-    sid = _new_session(ctx)
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    with ctx.factory() as db:  # its runner is gone: an orphan
-        ctx.sessions(db).start_session(sid, runner_host=local_host(), runner_pid=dead.pid)
+    sid = _orphan(ctx)
 
     def worker_wins(ctx: Any, session_id: str, **_: Any) -> launch.RunnerStart:
         with ctx.factory() as db:  # the worker's claim, as the runner started here loses it
@@ -117,15 +126,7 @@ def test_ensure_runner_names_no_runner_when_the_session_was_aborted_meanwhile(
 ) -> None:
     """The runner started for an orphan fails, and the session was aborted meanwhile:
     nothing runs it, as asked, and the dead runner is not named as its runner."""
-    import subprocess
-
-    from store.identity import local_host
-
-    sid = _new_session(ctx)
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    with ctx.factory() as db:  # its runner is gone: an orphan
-        ctx.sessions(db).start_session(sid, runner_host=local_host(), runner_pid=dead.pid)
+    sid = _orphan(ctx)
 
     def aborted_meanwhile(ctx: Any, session_id: str, **_: Any) -> launch.RunnerStart:
         with ctx.factory() as db:
