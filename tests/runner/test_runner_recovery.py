@@ -476,18 +476,22 @@ def test_a_takeover_removes_every_stage_and_job_left_in_one_kill_timeout(
     one per stage in turn."""
     files = [workspace / f"pids.{n}" for n in (1, 2, 3)]
     with stubborn_jobs_left(workspace, vc, store) as (sid, pids):
+        left = list(pids)
         for f in files:
             f.unlink()
         started = time.monotonic()
         assert vc("flow", "session", "resume", sid).returncode == 0
-        wait_until(lambda: all(f.exists() for f in files), timeout=30, what="attempt 2 of each")
+        written = lambda: all(f.exists() and len(f.read_text().split()) == 2 for f in files)  # noqa: E731
+        wait_until(written, timeout=30, what="attempt 2 of each")
         took = time.monotonic() - started
-        assert [pid for pid in pids if not gone(pid)] == []
+        # Attempt 2's jobs carry no session id: killed on the way out with the rest.
+        pids += [int(pid) for f in files for pid in f.read_text().split()]
+        assert [pid for pid in left if not gone(pid)] == []
         assert took < 12, f"the takeover took {took:.1f} s: kill_timeouts waited in turn"
         said = [
             f"removed the leftover process group {stage_pid} and its jobs' groups {job_pid} "
             "of attempt 1"
-            for stage_pid, job_pid in zip(pids[::2], pids[1::2], strict=True)
+            for stage_pid, job_pid in zip(left[::2], left[1::2], strict=True)
         ]
         logged = lambda: set(said) <= {r.text for r in store.logs(sid)}  # noqa: E731
         wait_until(logged, what="each stage's group and jobs named in the log")
