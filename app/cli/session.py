@@ -49,6 +49,7 @@ from app.cli.operations import enforce_without_runner, note, operate
 from app.console import age_text
 
 if TYPE_CHECKING:
+    from app.cli.direct import Reader
     from store.queries import LogView
 
 app = typer.Typer(
@@ -696,37 +697,14 @@ def logs_cmd(
         last_id = records[-1].id if records else 0
         if not follow:
             return
-        try:
-            idle_after_end = 0
-            said_orphaned = False
-            while True:
-                records = reader.logs(
-                    sid, after_id=last_id, min_level=min_level, stages=stages, limit=5000
-                )
-                if records:
-                    _print_logs(records, color, as_json)
-                    last_id = records[-1].id
-                    continue
-                view = reader.session_view(sid)
-                if view is None:
-                    error_line(f"session {sid[:12]} was deleted")
-                    raise typer.Exit(1)
-                if view.status in ("COMPLETED", "FAILED"):
-                    idle_after_end += 1
-                    if idle_after_end > 2:
-                        return
-                if view.orphaned and not said_orphaned:  # once per loss of its runner
-                    note(
-                        f"session {sid[:12]} has no live runner (orphaned): nothing more is "
-                        f"written until 'vc flow session resume {sid[:12]}' starts one; "
-                        "still following"
-                    )
-                said_orphaned = view.orphaned
-                time.sleep(0.25)
-        except KeyboardInterrupt:
-            # Stopped before the session ended: 130, as `wait` and `tail -f` answer, so a
-            # script does not take the session for done. Quietly: the user asked for it.
-            raise typer.Exit(130) from None
+        from app.cli.follow import follow_logs
+
+        def read(source: Reader, after_id: int) -> list[LogView]:
+            return source.logs(
+                sid, after_id=after_id, min_level=min_level, stages=stages, limit=5000
+            )
+
+        follow_logs(reader, sid, last_id, read, lambda rows: _print_logs(rows, color, as_json))
 
 
 _LEVEL_COLORS = {"DEBUG": "2", "WARNING": "33", "ERROR": "31"}

@@ -1,7 +1,8 @@
 """`vc flow session wait ID… [--timeout S]`: returns when every named session has ended
 (exit 0 all COMPLETED, 1 any FAILED, 124 on timeout); a session at a manual gate has not
 ended. Real `vc`, real runners, on SQLite and PostgreSQL (the waiter and the runner as two
-hosts there)."""
+hosts there). `session logs --follow`, the other command that waits on the store for as
+long as a session runs, goes through the same outages."""
 
 from __future__ import annotations
 
@@ -50,6 +51,18 @@ def start_wait(
         stderr=subprocess.PIPE,
         text=True,
         env=vc_env({"VC_HOSTNAME": host, **extra}),
+    )
+
+
+def start_follow(sid: str, url: str) -> subprocess.Popen[str]:
+    """`vc flow session logs SID --follow` in the background, on the store at ``url``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.main", "flow", "session", "logs", sid, "--follow"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=vc_env({"VC_HOSTNAME": "follower-host", "VC_DATABASE_URL": url}),
     )
 
 
@@ -225,4 +238,71 @@ def test_a_store_that_refuses_the_wait_for_good_ends_it_with_one_line(
         f'log in): role "{role}" is not permitted to log in); waiting will not cure it'
     )
     # the connection cut under it is an outage like any other, and said as one
+    assert all(line.startswith("vc: warning:") for line in before), before
+
+
+def _paused_session(vc: Vc, store: Store) -> str:
+    """A session that has not ended and that nothing runs: a follow of it waits."""
+    created = vc("flow", "session", "create", "hello")
+    assert created.returncode == 0, created.stderr
+    sid = created.stdout.strip()
+    store.pause(sid)
+    return sid
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_follow_goes_on_after_its_connection_is_cut(vc: Vc, store: Store, db_url: str) -> None:
+    """A server restart or a proxy cuts the follower's connection: it says so once and
+    goes on, on a new connection, printing what is logged after the cut."""
+    sid = _paused_session(vc, store)
+    with pg_role(db_url) as (role, url):
+        follower = start_follow(sid, url)
+        try:
+            assert follower.stdout is not None
+            assert " create " in follower.stdout.readline()
+            time.sleep(0.6)  # in its loop of reads by now
+            _pg_admin(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+            )
+            time.sleep(0.6)  # its next read meets the cut
+            assert vc("flow", "session", "abort", sid).returncode == 0
+            out, err = follower.communicate(timeout=30)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+                follower.communicate()
+    assert follower.returncode == 0, err
+    assert " abort PAUSED -> FAILED " in out
+    [said] = err.splitlines()
+    assert said.startswith("vc: warning: cannot use database ")
+    assert said.endswith("; still following")
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_store_that_refuses_the_follow_for_good_ends_it_with_one_line(
+    vc: Vc, store: Store, db_url: str
+) -> None:
+    """The follower's role may no longer log in: no amount of waiting lets it back in, so
+    the follow ends, exit 1, naming why."""
+    sid = _paused_session(vc, store)
+    with pg_role(db_url) as (role, url):
+        follower = start_follow(sid, url)
+        try:
+            assert follower.stdout is not None
+            assert " create " in follower.stdout.readline()
+            _pg_admin(f'ALTER ROLE "{role}" NOLOGIN')
+            _pg_admin(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+            )
+            _, err = follower.communicate(timeout=30)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+                follower.communicate()
+    assert follower.returncode == 1
+    *before, last = err.splitlines()
+    assert last == (
+        "vc: error: the store refuses this follow (authentication failed (the role may not "
+        f'log in): role "{role}" is not permitted to log in); waiting will not cure it'
+    )
     assert all(line.startswith("vc: warning:") for line in before), before
