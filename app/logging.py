@@ -161,6 +161,8 @@ class LogFiles:
         self._trouble: dict[str, _FileTrouble] = {}
         #: Files found deleted while open and not created again yet.
         self._deleted: set[str] = set()
+        #: Files of deleted sessions (:meth:`remove_session`): never written again.
+        self._removed: set[str] = set()
         #: The error of the write that found the disk full, until there is room again.
         self._full: OSError | None = None
         self._room_checked = 0.0
@@ -209,6 +211,8 @@ class LogFiles:
 
     def _write(self, name: str, data: str, events: list[tuple[str, str]]) -> None:
         """Under the lock: the notes due, then ``data``; what happened goes to ``events``."""
+        if name in self._removed:
+            return
         trouble = self._trouble.get(name)
         if trouble is None and self._full is not None and not self._room():
             # Another file of the tree found the disk full: this one waits for room too
@@ -341,8 +345,11 @@ class LogFiles:
         self.write(self.session_path(session_id).name, data)
 
     def remove_session(self, session_id: str) -> None:
+        """The session was deleted: its file goes, and a line still written of it (its
+        stages' stop) does not create it again."""
         path = self.session_path(session_id)
         with self._lock:
+            self._removed.add(path.name)
             fd = self._fds.pop(path.name, None)
             if fd is not None:
                 os.close(fd)
@@ -404,6 +411,14 @@ class Logging:
             self.forgotten.discard(session_id)
             raise
         self.files.remove_session(session_id)
+
+    def forget(self, session_id: str) -> None:
+        """Another process deleted the session: as :meth:`deleting` ends, what is still
+        said of it goes to operations.log only, and its file (created again by a line
+        written since the delete) goes. Idempotent."""
+        if session_id not in self.forgotten:
+            self.forgotten.add(session_id)
+            self.files.remove_session(session_id)
 
     def close(self) -> None:
         from loguru import logger

@@ -74,6 +74,7 @@ class StageOutput:
         self._files = logging.files
         self.outputs = outputs
         self._mirror = logging.mirror
+        self._forgotten = logging.forgotten
         self.session_id = session_id
         self.stage = stage
         self.last_line: str | None = None
@@ -127,6 +128,8 @@ class StageOutput:
         self._write(lines)
 
     def _write(self, lines: list[tuple[float, str, str]]) -> None:
+        if self.session_id in self._forgotten:
+            return  # deleted: no file, no rows outlive it (Logging.forget)
         at, stream, _ = lines[0]
         texts = [text for _, _, text in lines]
         body = "\n".join(texts)

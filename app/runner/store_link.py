@@ -531,6 +531,8 @@ class StoreLink:
         self._store_back()
         self._state_read = True
         desired = None if state is None else (state[0], state[2])
+        if desired is None:
+            self.log.forget(self.session_id)
         if self._holding:
             self._release_held(paused=desired is not None and desired[0] == SessionStatus.PAUSED)
         previous, self._last_desired = self._last_desired, desired

@@ -14,6 +14,7 @@ from tests.runner.runner_testkit import (
     Store,
     Vc,
     covered_on_postgresql_by_another,
+    gone,
     log_file,
     newest_session,
     sqlite_only,
@@ -23,6 +24,36 @@ from tests.runner.runner_testkit import (
 from tests.waiting import wait_until
 
 # ---- output -------------------------------------------------------------------------------------
+
+
+@sqlite_only
+def test_a_session_deleted_while_its_stage_takes_its_kill_timeout_leaves_no_log_file(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """`delete --force` removes the session and its file at once, while its runner stops the
+    stage: what the stage says meanwhile (its TERM clean-up) neither creates the file again
+    nor claims that "the store has" lines of a session that is gone."""
+    write_workflow(
+        workspace,
+        "stubborn",
+        """
+        stages:
+          - name: slow
+            kill_timeout: 2
+            run: trap 'echo got TERM' TERM; echo started; while true; do sleep 0.05; done
+    """,
+    )
+    sid = start_detached(vc, "stubborn")
+    path = log_file(workspace, sid)
+    wait_until(lambda: path.exists() and "| slow | started" in path.read_text(), what="started")
+    runner = store.view(sid).runner_pid
+    assert runner is not None
+    deleted = vc("flow", "session", "delete", sid, "--force", "--yes")
+    assert deleted.returncode == 0, deleted.stderr
+    wait_until(lambda: gone(runner), timeout=20, what="the runner's end")
+    assert not path.exists()
+    shared = (path.parent / "operations.log").read_text()
+    assert "deleted while in use" not in shared
 
 
 @sqlite_only
