@@ -73,6 +73,8 @@ class Worker:
         self.claims = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
+        #: Set by a second SIGTERM or SIGINT (:meth:`hurry`); said by the stop's wait.
+        self._hurried = threading.Event()
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
         self._runners: dict[str, Any] = {}
@@ -113,6 +115,7 @@ class Worker:
         now instead of the rest of their ``kill_timeout``, as a foreground run's second
         Ctrl-C. Signal-handler safe (sets events only); SIGHUP never hurries (a closed
         terminal sends it more than once)."""
+        self._hurried.set()
         try:
             runners = tuple(self._runners.values())
         except RuntimeError:  # changed as it was read: the next signal finds it settled
@@ -278,14 +281,21 @@ class Worker:
         if threads and self.store_failure is None:
             self.say(
                 f"{self._stop_reason or 'stopping'}: interrupting {len(threads)} running "
-                "session(s); they go back to the queue"
+                "session(s); they go back to the queue once their stages are stopped (a "
+                "stage that ignores SIGTERM gets its kill_timeout: SIGTERM or SIGINT again "
+                "kills it now)"
             )
         elif self._stop_reason and self.store_failure is None:
             self.say(f"{self._stop_reason}: stopping")
         for runner in runners:
             runner.interrupt_once()
+        said_hurry = False
         for thread in threads:
-            thread.join()
+            while thread.is_alive():
+                thread.join(0.1)
+                if self._hurried.is_set() and not said_hurry:
+                    said_hurry = True
+                    self.say("stopping now: SIGKILL to the stages still stopping")
         self._reap()
 
     _last_error = ""

@@ -322,10 +322,12 @@ def test_a_second_sigterm_kills_the_stages_a_stopping_worker_waits_for(queue_ws,
     )
     worker.send_signal(signal.SIGTERM)
     wait_until(lambda: "interrupting" in workers.output(0), timeout=10, what="the stop begun")
+    assert "SIGTERM or SIGINT again kills it now" in workers.output(0)
     started = time.monotonic()
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=20) == 0
     assert time.monotonic() - started < 10
+    assert "stopping now: SIGKILL to the stages still stopping" in workers.output(0)
     view = _view(engine, sid)
     assert view.status == "ACTIVE" and view.queued and view.runner_pid is None
 
