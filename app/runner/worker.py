@@ -251,8 +251,9 @@ class Worker:
 
     def _start(self, change: Any) -> None:
         sid = change.session_id
+        # Handed back at a gate or a pause, or left by a runner that died: it goes on.
         taken = (
-            " (it ran before and has no runner now: taking over where it stopped)"
+            " (it ran before: going on from where it stopped)"
             if change.from_status == "ACTIVE"
             else ""
         )

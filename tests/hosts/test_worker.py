@@ -450,6 +450,7 @@ def test_a_session_waiting_at_a_gate_gives_its_worker_slot_to_the_next_one(queue
     assert _start_pids(engine, gated) == [worker.pid, worker.pid]
     out = workers.output(0)
     assert "waits at manual gate ok: handed back to the queue" in out
+    assert f"claimed {gated[:12]} (it ran before: going on from where it stopped)" in out
     assert workers.stop_all() == [0]
     # two sessions ran, in three claims: the gated one is finished once, when it ends
     assert "stopped (3 claim(s), 2 session(s) finished)" in workers.output(0)
