@@ -372,7 +372,7 @@ def test_dead_worker_leaves_an_orphan_that_is_taken_over(queue_ws, workers, take
     finally:
         kill_group(stage_pid)
     if taker == "worker":
-        assert "taking over" in workers.output(1)
+        assert "(it ran before: going on from where it stopped)" in workers.output(1)
         assert workers.stop_all()[1] == 0
 
 
