@@ -98,7 +98,7 @@ def select_stage(spec: str, rows: Sequence[tuple[str, Mapping[str, Any]]], owner
     if missing:
         raise StageNotFound(
             f"instance {spec!r} names no value for {', '.join(missing)}: an instance takes "
-            f"every key of the matrix ({', '.join(keys)}); the stage's name alone runs "
+            f"every key of the matrix ({', '.join(keys)}); the stage's name alone names "
             "all of its instances"
         )
     chosen: dict[str, str] = {}

@@ -254,6 +254,21 @@ class SessionView:
             "params": self.params,
             "runner": runner,
             "stages": [s.to_json(needs.get(s.name, ())) for s in self.stages],
+        } | self._parallel_json()
+
+    def _parallel_json(self) -> dict[str, Any]:
+        """How its stages run, where the definition snapshot was read (show, status; a
+        list reads none): ``max_parallel`` (null: as many as its runner's machine has
+        cores; 1 for a session made before stages ran in parallel) and ``fail_fast``."""
+        snapshot = self.definition
+        if snapshot is None:
+            return {}
+        from store.graph import fail_fast, is_legacy
+
+        value = snapshot.get("max_parallel")
+        return {
+            "max_parallel": 1 if is_legacy(snapshot) else value if isinstance(value, int) else None,
+            "fail_fast": fail_fast(snapshot),
         }
 
 

@@ -124,7 +124,8 @@ def show_workflow(
         lines.append(f"notify:      on {', '.join(wf.notify.on)}: {clean_text(targets)}")
     at_once = wf.max_parallel or f"{os.cpu_count() or 1} (the machine's cores)"
     failing = "a failure stops the rest" if wf.fail_fast else "branches finish after a failure"
-    lines.append(f"parallel:    up to {at_once} stages at once; {failing}")
+    stages = "stage" if at_once == 1 else "stages"
+    lines.append(f"parallel:    up to {at_once} {stages} at once; {failing}")
     lines.append("")
     by_name = {s.name: s for s in wf.stages}
     waits = dict(zip((s.name for s in wf.stages), wf.stage_needs(), strict=True))

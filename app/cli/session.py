@@ -110,7 +110,8 @@ def parallel_text(snapshot: dict[str, Any]) -> str:
     )
     if snapshot.get("max_parallel") is None:  # the cores of the machine whose runner runs it
         return f"up to the runner's cores ({max_parallel(snapshot)} here) at once; {failing}"
-    return f"up to {max_parallel(snapshot)} stages at once; {failing}"
+    at_once = max_parallel(snapshot)
+    return f"up to {at_once} {'stage' if at_once == 1 else 'stages'} at once; {failing}"
 
 
 def status_label(status: str, orphaned: bool, awaiting_worker: bool = False) -> str:

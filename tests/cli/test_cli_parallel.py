@@ -50,10 +50,29 @@ def test_without_max_parallel_a_session_takes_the_workflows(
 
 
 def test_show_says_how_many_stages_the_session_runs_at_once(workspace: Path, thumbs: str) -> None:
-    """What `--max-parallel` a session got, which its JSON does not carry."""
+    """What `--max-parallel` a session got."""
     made = run("flow", "run", thumbs, "--queue", "--max-parallel", "2")
     shown = run("flow", "session", "show", made.out.strip())
     assert "parallel:  up to 2 stages at once; a failure stops the rest" in shown.out.splitlines()
+
+    one = run("flow", "run", thumbs, "--queue", "--max-parallel", "1")
+    shown = run("flow", "session", "show", one.out.strip())
+    assert "parallel:  up to 1 stage at once; a failure stops the rest" in shown.out.splitlines()
+
+
+def test_show_and_status_json_carry_how_the_session_runs_its_stages(
+    workspace: Path, thumbs: str
+) -> None:
+    import json
+
+    (workspace / "workflows" / "free.yaml").write_text(
+        "fail_fast: false\nstages:\n  - {name: a, run: 'true'}\n  - {name: b, run: 'true'}\n"
+    )
+    limited = run("flow", "run", thumbs, "--queue", "--max-parallel", "2").out.strip()
+    free = run("flow", "run", "free", "--queue").out.strip()
+    for command in (("session", "show"), ("status",)):
+        got = [json.loads(run("flow", *command, sid, "--json").out) for sid in (limited, free)]
+        assert [(d["max_parallel"], d["fail_fast"]) for d in got] == [(2, True), (None, False)]
 
 
 def test_show_says_a_session_without_a_limit_runs_as_many_stages_as_its_runner_has_cores(
