@@ -109,6 +109,9 @@ def show_workflow(
         # before it when the file says nothing (`null` would read as "nothing")
         for stage_doc, needs in zip(doc["stages"], wf.stage_needs(), strict=True):
             stage_doc["needs"] = needs
+        # every key of a parameter, null when unset, as a stage has (the snapshot keeps
+        # only what the file wrote)
+        doc["params"] = {name: p.model_dump(mode="json") for name, p in wf.params.items()}
         doc["path"] = wf.path
         doc["execution_order"] = order
         print_json(doc)

@@ -175,6 +175,23 @@ def test_flow_show_lists_the_parameters(etl: Path) -> None:
     assert doc["params"]["target"]["choices"] == ["staging", "prod"]
 
 
+def test_flow_show_json_gives_every_parameter_every_key(etl: Path) -> None:
+    """As a stage object has every key: a script reads ``p["required"]`` of any parameter."""
+    params = run("flow", "show", "etl", "--json").json()["params"]
+    keys = ["type", "default", "required", "choices", "min", "max", "description"]
+    assert all(list(p) == keys for p in params.values()), params
+    assert params["day"] == {
+        "type": "str",
+        "default": "latest",
+        "required": False,
+        "choices": None,
+        "min": None,
+        "max": None,
+        "description": "the day to load",
+    }
+    assert (params["target"]["type"], params["target"]["required"]) == ("str", True)
+
+
 def test_flow_schema_prints_the_json_schema_of_workflow_files(workspace: Path) -> None:
     result = run("flow", "schema")
     assert result.code == 0, result.err
