@@ -47,14 +47,16 @@ class ManualGates(Supervision):
             self._notify()
 
     def _announce_gate(self, stage: StageView, then: str = "") -> None:
-        """Say, once per gate and run, that it waits and how to approve it."""
+        """Say, once per gate and run, that it waits and how to approve it. A gate that
+        waits beside running stages (``then``) is told the foreground display too: its
+        live lines show the running stages only, and a CI log must not learn of the gate
+        only once they end."""
         self._gates_announced.add(stage.name)
         _, command = action("gate", self.session_id, gate=stage.name)
-        self._say(
-            f"manual gate {stage.name}: waiting for '{command}'"
-            f"{checklist_suffix(stage.checklist)}{then}",
-            stage=stage.name,
-        )
+        waiting = f"waiting for '{command}'{checklist_suffix(stage.checklist)}"
+        self._say(f"manual gate {stage.name}: {waiting}{then}", stage=stage.name)
+        if then:
+            self.control_notes.append(f"{stage.name}: manual gate, {waiting}{then}")
 
     def _pause_at_gate(self, name: str) -> None:
         """Nothing but gates left to wait for: the session pauses with reason

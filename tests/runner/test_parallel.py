@@ -15,6 +15,7 @@ import pytest
 from tests.runner.runner_testkit import (
     Store,
     Vc,
+    foreground,
     gone,
     kill_runner,
     newest_session,
@@ -201,6 +202,40 @@ def test_fail_fast_cancels_the_running_branches_and_fails_with_the_first_failure
     by_name = {s.name: s for s in view.stages}
     assert (by_name["long"].status, by_name["long"].error) == ("FAILED", "cancelled: bad failed")
     assert by_name["after"].status == "PENDING"
+
+
+@sqlite_only
+def test_a_foreground_run_says_at_once_that_a_gate_waits_beside_running_stages(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """Off a terminal (a CI log) the gate's line comes as it opens, not once the stages
+    running beside it have ended."""
+    write_workflow(
+        workspace,
+        "besides",
+        """
+        stages:
+          - {name: gate, needs: []}
+          - name: long
+            needs: []
+            run: 'for i in $(seq 200); do test -e done && break; sleep 0.05; done'
+          - {name: after, needs: [gate], run: 'true'}
+    """,
+    )
+    with foreground("besides") as proc:
+        assert proc.stderr is not None
+        sid = newest_session(store)
+        line = proc.stderr.readline()
+        while line and "manual gate" not in line:
+            line = proc.stderr.readline()
+        assert store.stage(sid, "long").status != "COMPLETED"  # said before it ends
+        assert line.endswith(
+            f"gate: manual gate, waiting for 'vc flow session approve {sid[:12]} gate'; "
+            "the other stages go on\n"
+        )
+        (workspace / "done").touch()
+        assert vc("flow", "session", "approve", sid, "gate").returncode == 0
+        assert proc.wait(timeout=30) == 0
 
 
 @sqlite_only
