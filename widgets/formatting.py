@@ -29,8 +29,12 @@ def cut_middle(value: str, n: int) -> str:
         return value
     if n < 3:
         return _fit(value, n) or ELLIPSIS[:n]
-    tail = (n - 1) // 2
-    return _fit(value, n - 1 - tail) + ELLIPSIS + _fit(value[::-1], tail)[::-1]
+    room = n - 1  # beside the ellipsis
+    head = _fit(value, room - room // 2)
+    tail = _fit(value[::-1], room - cell_len(head))[::-1]
+    # a wide character that did not fit one side leaves its cell to the other
+    head = _fit(value, room - cell_len(tail))
+    return head + ELLIPSIS + tail
 
 
 def _fit(value: str, cells: int) -> str:
