@@ -28,6 +28,7 @@ from textual.binding import Binding, BindingType
 from textual.color import Color
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.geometry import Region
+from textual.message import Message
 from textual.widgets import ProgressBar, Static
 
 from widgets.data import StageRow
@@ -40,6 +41,22 @@ from widgets.timing import stage_duration, stage_time, ticking
 
 def _cell(text: str, classes: str) -> Static:
     return Static(Text(text), markup=False, classes=classes)
+
+
+class _HeaderCell(Static):
+    """A column's title. An open group's instance lines draw their cells where these are,
+    read as they draw; a cell that moves (the terminal narrowed, a column hidden or shown
+    again) tells the list, which has them drawn again: a resize can reach them before the
+    header's own layout, and they would keep the columns they read then."""
+
+    class Moved(Message):
+        """A header cell changed size: the columns moved."""
+
+    def __init__(self, text: str, classes: str) -> None:
+        super().__init__(Text(text), markup=False, classes=classes)
+
+    def on_resize(self) -> None:
+        self.post_message(self.Moved())
 
 
 class _NameCell(Static):
@@ -227,11 +244,11 @@ class StageList(VerticalScroll):
             classes="stage-empty",
         )
         self._header_cells = (
-            _cell("STAGE", "stage-name"),
-            _cell("STATUS", "stage-status"),
-            _cell("PROGRESS", "stage-bar"),
-            _cell("TRY", "stage-attempt"),
-            _cell("TIME", "stage-time"),
+            _HeaderCell("STAGE", "stage-name"),
+            _HeaderCell("STATUS", "stage-status"),
+            _HeaderCell("PROGRESS", "stage-bar"),
+            _HeaderCell("TRY", "stage-attempt"),
+            _HeaderCell("TIME", "stage-time"),
         )
         self._header = Horizontal(*self._header_cells, classes="stage-line stage-header")
         self._header.display = False
@@ -278,6 +295,11 @@ class StageList(VerticalScroll):
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self._tick)
+
+    def on__header_cell_moved(self, event: _HeaderCell.Moved) -> None:
+        event.stop()
+        for lines in self._open.values():
+            lines.refresh()
 
     def set_stages(self, stages: Sequence[StageRow]) -> None:
         """Show ``stages``; same names in the same order update the rows in place (and

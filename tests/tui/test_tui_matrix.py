@@ -220,3 +220,26 @@ async def test_each_log_line_names_the_instance_it_came_from(
             for fmt in ("png", "webp"):
                 assert f"[resize[size={size},format={fmt}]] resized {size} {fmt}" in text
         assert "[fetch] fetched" in text and "[publish] published" in text
+
+
+@pytest.mark.parametrize("narrow", [100, 80])
+async def test_an_open_matrix_stage_keeps_its_columns_after_the_terminal_narrows_and_widens(
+    ctx: Any, make_app: Any, store_url: str, matrix_workflows: Path, narrow: int
+) -> None:
+    """Its instance lines are drawn in the header's columns: once the terminal is as wide
+    as before, they line up with the header and the group's row as before."""
+    sid = make_session(ctx, "thumbs", state="ACTIVE")
+    four_of_six(store_url, sid)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await focus_stages(pilot)
+        await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: "▾ resize 4/6" in screen_text(app), what="it open")
+        before = stage_line(app, "small,png")
+        await pilot.resize_terminal(narrow, SIZE[1])
+        await pilot.pause()
+        await pilot.resize_terminal(*SIZE)
+        await pilot.pause()
+        await wait_for(pilot, lambda: "▾ resize 4/6" in screen_text(app), what="it shown")
+        assert stage_line(app, "small,png") == before
