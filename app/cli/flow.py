@@ -57,7 +57,17 @@ def list_workflows(
                     }
                     for w in found
                 ],
-                "errors": [str(e) for e in errors],
+                # each placed as a script reads it, and whole as stderr says it
+                "errors": [
+                    {
+                        "path": e.path,
+                        "line": e.line,
+                        "key": e.key,
+                        "problem": e.problem,
+                        "text": str(e),
+                    }
+                    for e in errors
+                ],
             }
         )
     else:

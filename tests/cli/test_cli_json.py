@@ -195,6 +195,19 @@ def test_flow_status_json_is_the_session_object_with_a_summary(store_workspace: 
     assert doc["summary"]["stages_by_status"]["PENDING"] == 3
 
 
+def test_flow_list_json_places_each_bad_file(workspace: Path, cli) -> None:
+    """A script reads where the mistake is without splitting the line stderr prints."""
+    bad = workspace / "workflows" / "bad.yaml"
+    bad.write_text("stages:\n  - name: a\n    run: [\n")
+    listed = cli("flow", "list", "--json")
+    assert listed.code == 1
+    [error] = listed.json()["errors"]
+    assert (error["path"], error["line"], error["key"]) == (str(bad), 3, None)
+    assert error["problem"].startswith("invalid YAML")
+    said = cli("flow", "list").err.strip().splitlines()
+    assert said == [f"vc: error: {error['text']}"]
+
+
 def test_flow_list_and_show_json(workspace: Path, cli) -> None:
     listed = cli("flow", "list", "--json")
     assert listed.code == 0, listed.err
