@@ -37,6 +37,13 @@ def cut_middle(value: str, n: int) -> str:
     return head + ELLIPSIS + tail
 
 
+def cut_end(value: str, n: int) -> str:
+    """``value`` in at most ``n`` cells: whole, or its start and ``…``."""
+    if cell_len(value) <= n:
+        return value
+    return _fit(value, n - 1) + ELLIPSIS if n >= 1 else ""
+
+
 def _fit(value: str, cells: int) -> str:
     """The longest start of ``value`` that takes at most ``cells`` cells."""
     taken = 0

@@ -17,7 +17,7 @@ from typing import NamedTuple
 from rich.cells import cell_len
 
 from widgets.data import LogLine
-from widgets.formatting import clean, cut_middle
+from widgets.formatting import clean, cut_end, cut_middle
 
 MAX_LINE_CHARS = 10_000
 """Characters of one record's text that are rendered; the rest is summarised by a marker."""
@@ -41,8 +41,28 @@ def line_prefix(line: LogLine) -> tuple[str, str, str]:
     line's own text still shows on an 80-column screen."""
     stamp = time.strftime("%H:%M:%S", time.localtime(line.at))
     level = clean(line.level.upper()).ljust(LEVEL_WIDTH)
-    stage = f"[{cut_middle(clean(line.stage), STAGE_TAG_CHARS)}] " if line.stage else ""
+    stage = f"[{stage_tag(clean(line.stage))}] " if line.stage else ""
     return stamp, level, stage
+
+
+def stage_tag(stage: str, cells: int = STAGE_TAG_CHARS) -> str:
+    """``stage`` in at most ``cells`` cells. A matrix instance too long for them loses its
+    keys first, then letters of its stage's name, and keeps its values whole where they
+    fit (``build-artifa…[linux,amd64,3.11]``): the values are what tell the lines of one
+    stage's instances apart. Otherwise cut in its middle."""
+    if cell_len(stage) <= cells:
+        return stage
+    name, bracket, rest = stage.partition("[")
+    pairs = [pair.partition("=") for pair in rest[:-1].split(",")]
+    if not (bracket and rest.endswith("]") and all(sep for _, sep, _ in pairs)):
+        return cut_middle(stage, cells)
+    values = "[" + ",".join(value for _, _, value in pairs) + "]"
+    room = cells - cell_len(values)
+    if cell_len(name) <= room:
+        return name + values
+    if room >= 4:  # three cells of the name and its ellipsis at least
+        return cut_end(name, room) + values
+    return cut_middle(name + values, cells)
 
 
 def line_width(line: LogLine) -> int:

@@ -270,12 +270,16 @@ async def test_following_keeps_the_newest_line_above_a_horizontal_scrollbar() ->
         assert any(line.rstrip().endswith("the end") for line in screen_lines(app))
 
 
-def test_a_long_instance_name_is_cut_in_its_middle_so_the_line_itself_shows() -> None:
+def test_a_long_instance_name_keeps_its_values_so_the_line_itself_shows() -> None:
+    """Its keys go first, then letters of the stage's name: the values are what tell the
+    lines of one stage's instances apart."""
     stage = "build-artifacts-for-platform[os=linux,arch=amd64,python=3.11]"
     shown = format_line(log_line(1, "compiling", stage=stage)).plain
-    assert shown.endswith("[build-artifacts-…64,python=3.11]] compiling")
+    assert shown.endswith("[build-artifac…[linux,amd64,3.11]] compiling")
     assert len(shown) == len("22:13:21 INFO    ") + len("[") + 32 + len("] ") + len("compiling")
     assert line_width(log_line(1, "compiling", stage=stage)) == len(shown)
+    keyless = format_line(log_line(1, "x", stage="build[os=linux-x86_64,python=3.10,lang=c]"))
+    assert keyless.plain.endswith("[build[linux-x86_64,3.10,c]] x")
     short = format_line(log_line(1, "x", stage="resize[size=small]")).plain
     assert short.endswith("[resize[size=small]] x")  # a name that fits stays whole
 
@@ -286,5 +290,5 @@ def test_a_long_instance_name_in_wide_characters_is_cut_by_its_cells() -> None:
     stage = "resize[city=東京都渋谷区神南一丁目東京都渋谷区神南一丁目]"
     shown = format_line(log_line(1, "x", stage=stage)).plain
     tag = shown[shown.index("[") :]
-    assert tag.startswith("[resize[city=") and tag.endswith("] x")
+    assert tag.startswith("[resize[東京都") and tag.endswith("] x")
     assert cell_len(tag) <= len("[") + 32 + len("] x")
