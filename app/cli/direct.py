@@ -200,9 +200,11 @@ def _warn_about(settings: Settings) -> None:
 
 
 @contextmanager
-def reading(*, warned: bool = False) -> Iterator[Reader]:
+def reading(*, warned: bool = False, translate: bool = True) -> Iterator[Reader]:
     """The store opened for reading, by the driver path when it can; the full path's
-    warnings (unless the command ``warned`` already) and failures either way."""
+    warnings (unless the command ``warned`` already) and failures either way: as one line
+    and an exit code, or (``translate=False``, for a caller that retries) raised as they
+    come."""
     from app.settings import Settings
 
     settings = Settings.from_env()
@@ -236,8 +238,14 @@ def reading(*, warned: bool = False) -> Iterator[Reader]:
         yield _NoStore(database, f"no vc schema in database {database} yet")
         return
     from app.cli.common import open_store
+    from app.context import open_context
 
-    with open_store(writes=False, warned=warned) as ctx, ctx.session() as session:
+    opened = (
+        open_store(writes=False, warned=warned)
+        if translate
+        else open_context(writes=False, warn=None if warned else warning_line)
+    )
+    with opened as ctx, ctx.session() as session:
         yield _OrmReads(ctx, session)
 
 

@@ -51,9 +51,11 @@ def follow_logs(
         while True:
             try:
                 if reader is None:
-                    reader = reopened.enter_context(reading(warned=True))
+                    reader = reopened.enter_context(reading(warned=True, translate=False))
                 records = read(reader, last_id)
                 view = None if records else reader.session_view(sid)
+            except typer.Exit:
+                raise
             except Exception as exc:
                 _raise_if_permanent(exc)
                 if not away:  # once per outage
@@ -95,9 +97,13 @@ def follow_logs(
 def _raise_if_permanent(exc: Exception) -> None:
     """Anything but a store away for now goes on up: a refusal for good as one line
     naming it, anything else as the command's other errors do."""
+    from store.errors import StoreUnavailable
     from store.failures import PermanentStoreError, classify
 
     failure = classify(exc)
+    if failure is None and isinstance(exc, StoreUnavailable) and exc.__context__ is not None:
+        # the full path's open words the driver's error, which says what it is
+        failure = classify(exc.__context__)
     if failure is None:
         raise exc
     if failure.permanent:
@@ -108,6 +114,9 @@ def _raise_if_permanent(exc: Exception) -> None:
 
 def _unavailable(exc: BaseException) -> str:
     from store.engine import unavailable_message
+    from store.errors import StoreUnavailable
     from store.location import resolve_database_url
 
+    if isinstance(exc, StoreUnavailable):  # worded already
+        return str(exc)
     return unavailable_message(exc, resolve_database_url())
