@@ -123,14 +123,11 @@ class Worker:
         for runner in runners:
             runner.hurry()
 
-    #: SIGTERMs and SIGINTs received: the second one hurries.
-    _stop_signals = 0
-
     def _on_signal(self, signum: int) -> None:
-        if signum != signal.SIGHUP:
-            self._stop_signals += 1
-            if self._stop_signals > 1:
-                self.hurry()
+        """A stop; a SIGTERM or SIGINT that comes while stopping (whatever began it, a
+        SIGHUP too) hurries it."""
+        if signum != signal.SIGHUP and self._stop.is_set():
+            self.hurry()
         self.stop(signal.Signals(signum).name)
 
     def signals(self) -> Any:
@@ -283,8 +280,8 @@ class Worker:
             self.say(
                 f"{self._stop_reason or 'stopping'}: interrupting {len(threads)} running "
                 "session(s); they go back to the queue once their stages are stopped (a "
-                "stage that ignores SIGTERM gets its kill_timeout: SIGTERM or SIGINT again "
-                "kills it now)"
+                "stage that ignores SIGTERM gets its kill_timeout: a SIGTERM or SIGINT from now "
+                "on kills it at once)"
             )
         elif self._stop_reason and self.store_failure is None:
             self.say(f"{self._stop_reason}: stopping")

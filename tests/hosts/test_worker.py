@@ -304,9 +304,11 @@ stages:
 """
 
 
-def test_a_second_sigterm_kills_the_stages_a_stopping_worker_waits_for(queue_ws, workers):  # type: ignore[no-untyped-def]
-    """The stage ignores SIGTERM and has a minute to go: the second signal cuts it short,
-    as a foreground run's second Ctrl-C does, and the session still goes back to the queue."""
+@pytest.mark.parametrize("first", [signal.SIGTERM, signal.SIGHUP])
+def test_a_second_sigterm_kills_the_stages_a_stopping_worker_waits_for(queue_ws, workers, first):  # type: ignore[no-untyped-def]
+    """The stage ignores SIGTERM and has a minute to go: a SIGTERM while the worker stops
+    (a SIGTERM or a closing terminal's SIGHUP stopped it) cuts it short, as a foreground
+    run's second Ctrl-C does, and the session still goes back to the queue."""
     ws, engine = queue_ws
     (ws / "workflows" / "stubborn.yaml").write_text(STUBBORN.lstrip())
     (sid,) = _queue(engine, ws, "stubborn", 1)
@@ -320,9 +322,9 @@ def test_a_second_sigterm_kills_the_stages_a_stopping_worker_waits_for(queue_ws,
         timeout=20,
         what="the stage to run",
     )
-    worker.send_signal(signal.SIGTERM)
+    worker.send_signal(first)
     wait_until(lambda: "interrupting" in workers.output(0), timeout=10, what="the stop begun")
-    assert "SIGTERM or SIGINT again kills it now" in workers.output(0)
+    assert "a SIGTERM or SIGINT from now on kills it at once" in workers.output(0)
     started = time.monotonic()
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=20) == 0
