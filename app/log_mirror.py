@@ -46,6 +46,32 @@ _FULL = "the store's disk was full (see the session log file)"
 FULL_RETRY = 1.0
 
 
+class BoundedSet:
+    """Strings, at most ``limit`` of them, the oldest let go first: the sessions deleted
+    while this process may still log of them (a runner stopping their stages), whose
+    lines go nowhere but ``operations.log``. A session deleted long ago has nothing left
+    to say here, and a worker that runs for months beside a retention job must not grow
+    with it. Adding takes a lock; a look does not (one dict lookup)."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._items: dict[str, None] = {}
+        self._lock = threading.Lock()
+
+    def add(self, item: str) -> None:
+        with self._lock:
+            self._items[item] = None
+            while len(self._items) > self._limit:
+                del self._items[next(iter(self._items))]
+
+    def discard(self, item: str) -> None:
+        with self._lock:
+            self._items.pop(item, None)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+
 class StoreMirror:
     """Batches log records into the store from one background thread.
 
@@ -80,8 +106,12 @@ class StoreMirror:
         space: Any = None,
         on_full: Callable[[BaseException], None] | None = None,
         transient: tuple[type[BaseException], ...] | None = None,
+        forgotten: BoundedSet | None = None,
     ) -> None:
         self._max_behind = max_behind
+        #: Deleted sessions: their lines still waiting are not written (no row outlives
+        #: the session) and count as done.
+        self._forgotten = forgotten if forgotten is not None else BoundedSet()
         self._write_batch = write_batch
         #: The errors of a store that is away for now (default: SQLAlchemy's and psycopg's,
         #: ``store.errors.transient_errors``; a writer on the bare driver names its own).
@@ -235,7 +265,11 @@ class StoreMirror:
                 closed = self._closed
             if groups or notes:
                 try:
-                    self._write(notes, groups)
+                    forgotten = self._forgotten
+                    notes = [n for n in notes if n.session_id not in forgotten]
+                    kept = [g for g in groups if g.session_id not in forgotten]
+                    if kept or notes:
+                        self._write(notes, kept)
                 finally:
                     self._store_away = self.full
                     with self._cond:

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from app.log_mirror import StoreMirror
+from app.log_mirror import BoundedSet, StoreMirror
 
 CATEGORIES = (
     "workflow.session.integration",
@@ -162,7 +162,7 @@ class LogFiles:
         #: Files found deleted while open and not created again yet.
         self._deleted: set[str] = set()
         #: Files of deleted sessions (:meth:`remove_session`): never written again.
-        self._removed: set[str] = set()
+        self._removed = BoundedSet()
         #: The error of the write that found the disk full, until there is room again.
         self._full: OSError | None = None
         self._room_checked = 0.0
@@ -392,7 +392,7 @@ class Logging:
         self.files = files
         self.mirror = mirror
         self._handler_id = handler_id
-        self.forgotten: set[str] = set()
+        self.forgotten = BoundedSet()
 
     def flush(self, timeout: float = 30.0) -> None:
         if self.mirror is not None:
@@ -444,7 +444,7 @@ def setup_logging(log_dir: Path, session_factory: Any | None = None) -> Logging:
 
     files = LogFiles(log_dir)
     mirror: StoreMirror | None = None
-    forgotten: set[str] = set()
+    forgotten = BoundedSet()
     warned: list[bool] = []
 
     def say_on_terminal(text: str) -> None:
@@ -485,7 +485,9 @@ def setup_logging(log_dir: Path, session_factory: Any | None = None) -> Logging:
                 "still be recorded"
             )
 
-        mirror = StoreMirror(write_batch, on_error=warn_once, space=space, on_full=store_full)
+        mirror = StoreMirror(
+            write_batch, on_error=warn_once, space=space, on_full=store_full, forgotten=forgotten
+        )
 
     def file_event(name: str, level: str, text: str) -> None:
         # Not through loguru: this runs inside the sink. The session's own file problems

@@ -232,7 +232,7 @@ class StoreLink:
         give_up_at: float | None = None
         while True:
             if self._lost.is_set():
-                raise _TakenOver(f"another runner took over session {self.session_id[:12]}")
+                raise self._lost_error()
             if self._failure is not None:  # seen by the heartbeat meanwhile
                 raise PermanentStoreError(self._failure.what)
             try:
@@ -269,7 +269,22 @@ class StoreLink:
         the loop stops, terminating its stages, and writes nothing more."""
         self._lost.set()
         self._wake.set()
+        if exc.deleted:
+            self.log.forget(self.session_id)  # as the delete did (Logging.forget)
         return _TakenOver(str(exc))
+
+    def _lost_error(self) -> _TakenOver:
+        """The lease is lost (a refused heartbeat): the session was deleted, which one
+        read tells (then forgotten, as the delete did: its stages' stop writes no file of
+        it), or another runner took it over."""
+        try:
+            deleted = self._raw_sessions.state(self.session_id) is None
+        except Exception:
+            deleted = False  # cannot tell: the usual words
+        if deleted:
+            self.log.forget(self.session_id)
+            return _TakenOver(f"session {self.session_id[:12]} was deleted")
+        return _TakenOver(f"another runner took over session {self.session_id[:12]}")
 
     def _flush_logs(self) -> None:
         """Before the session ends: its log lines are in the store first, so whoever sees
@@ -583,7 +598,7 @@ class StoreLink:
         if self._interrupted.is_set():
             raise Interrupted
         if self._lost.is_set():
-            raise _TakenOver(f"another runner took over session {self.session_id[:12]}")
+            raise self._lost_error()
 
     def _idle(self) -> None:
         """Sleep one idle poll; Ctrl-C or a lost heartbeat wakes it at once."""
