@@ -291,3 +291,34 @@ def test_a_store_that_refuses_for_good_is_not_retried_and_says_why(store: Any) -
     assert any(
         "1 log line(s) are missing here: the store refused them for good" in t for t in texts
     )
+
+
+def test_the_lines_of_a_deleted_session_still_waiting_are_not_stored(store: Any) -> None:
+    """No row outlives a session deleted while its runner still logs of it; the others'
+    lines are stored, and a flush does not wait for those left out."""
+    from app.log_mirror import BoundedSet
+
+    engine, write_batch = store
+    forgotten = BoundedSet()
+    mirror = StoreMirror(write_batch, interval=60, forgotten=forgotten)
+    try:
+        mirror.add(_line(1))
+        mirror.add(LogLines("0" * 32, 1_001.0, "INFO", CATEGORY, "other", ("kept",)))
+        forgotten.add(SID)
+        mirror.flush(timeout=10)
+        assert _stored(engine) == [("INFO", "kept")]
+    finally:
+        mirror.close()
+
+
+def test_the_deleted_sessions_remembered_are_the_newest_few() -> None:
+    """A worker that runs for months beside deletions keeps a bounded set of them."""
+    from app.log_mirror import BoundedSet
+
+    seen = BoundedSet(limit=100)
+    for i in range(1000):
+        seen.add(f"s{i}")
+    assert "s999" in seen and "s900" in seen
+    assert "s899" not in seen and "s0" not in seen
+    seen.discard("s999")
+    assert "s999" not in seen
