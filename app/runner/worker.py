@@ -287,13 +287,10 @@ class Worker:
             self.say(f"{self._stop_reason}: stopping")
         for runner in runners:
             runner.interrupt_once()
-        said_hurry = False
         for thread in threads:
-            while thread.is_alive():
-                thread.join(0.1)
-                if self._hurried.is_set() and not said_hurry:
-                    said_hurry = True
-                    self.say("stopping now: SIGKILL to the stages still stopping")
+            thread.join()
+        if self._hurried.is_set() and threads:
+            self.say("asked again while stopping: the stages still stopping got SIGKILL at once")
         self._reap()
 
     _last_error = ""

@@ -329,7 +329,9 @@ def test_a_second_sigterm_kills_the_stages_a_stopping_worker_waits_for(queue_ws,
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=20) == 0
     assert time.monotonic() - started < 10
-    assert "stopping now: SIGKILL to the stages still stopping" in workers.output(0)
+    assert "asked again while stopping: the stages still stopping got SIGKILL at once" in (
+        workers.output(0)
+    )
     view = _view(engine, sid)
     assert view.status == "ACTIVE" and view.queued and view.runner_pid is None
 
