@@ -265,11 +265,7 @@ class StoreMirror:
                 closed = self._closed
             if groups or notes:
                 try:
-                    forgotten = self._forgotten
-                    notes = [n for n in notes if n.session_id not in forgotten]
-                    kept = [g for g in groups if g.session_id not in forgotten]
-                    if kept or notes:
-                        self._write(notes, kept)
+                    self._write(notes, groups)
                 finally:
                     self._store_away = self.full
                     with self._cond:
@@ -279,6 +275,12 @@ class StoreMirror:
                         self._cond.notify_all()
             elif closed:
                 return
+
+    def _of_live_sessions(self, rows: list[Any]) -> list[Any]:
+        """``rows`` without those of sessions deleted meanwhile: no row outlives its
+        session (they count as done all the same)."""
+        forgotten = self._forgotten
+        return [row for row in rows if row.session_id not in forgotten]
 
     def _write(self, notes: list[Any], groups: list[Any]) -> None:
         """Store one batch. While the store is unreachable (server restarting, network
@@ -313,7 +315,9 @@ class StoreMirror:
                     continue
             try:
                 try:
-                    self._write_batch(notes + groups)
+                    rows = self._of_live_sessions(notes + groups)  # again at each try
+                    if rows:
+                        self._write_batch(rows)
                 except Exception as exc:
                     if self._refused_for_good(exc, groups):
                         return
@@ -384,9 +388,11 @@ class StoreMirror:
                 self._let_go_first()
             self._give_up = False
             notes = notes + self._notes()
+        notes = self._of_live_sessions(notes)
         for attempt in range(2):
             try:
-                self._write_batch(notes)
+                if notes:
+                    self._write_batch(notes)
                 return
             except Exception as exc:
                 if attempt == 0 and is_disk_full(exc) and self._space.release_reserve():

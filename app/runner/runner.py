@@ -400,6 +400,8 @@ class Runner(ManualGates, LiveView):
             with contextlib.suppress(StoreError):  # not recorded: it runs again, as before
                 self._settle_exited()
             raise
+        except LeaseLost as exc:  # a write not through _persist: forgotten first if deleted
+            raise self._taken_over(exc) from None
         finally:
             self._stop_running()
 

@@ -273,10 +273,10 @@ class StoreLink:
             self.log.forget(self.session_id)  # as the delete did (Logging.forget)
         return _TakenOver(str(exc))
 
-    def _lost_error(self) -> _TakenOver:
+    def _lost_error(self, when: str = "") -> _TakenOver:
         """The lease is lost (a refused heartbeat): the session was deleted, which one
         read tells (then forgotten, as the delete did: its stages' stop writes no file of
-        it), or another runner took it over."""
+        it), or another runner took it over (``when``: said after it)."""
         try:
             deleted = self._raw_sessions.state(self.session_id) is None
         except Exception:
@@ -284,7 +284,7 @@ class StoreLink:
         if deleted:
             self.log.forget(self.session_id)
             return _TakenOver(f"session {self.session_id[:12]} was deleted")
-        return _TakenOver(f"another runner took over session {self.session_id[:12]}")
+        return _TakenOver(f"another runner took over session {self.session_id[:12]}{when}")
 
     def _flush_logs(self) -> None:
         """Before the session ends: its log lines are in the store first, so whoever sees
@@ -300,10 +300,7 @@ class StoreLink:
             self.session_id, runner_host=self.host, runner_pid=self.pid
         ):
             self._lost.set()
-            raise _TakenOver(
-                f"another runner took over session {self.session_id[:12]} while the store "
-                "was unreachable"
-            )
+            raise self._lost_error(" while the store was unreachable")
 
     def _landed(self, errors_before: int, stage: StageView, status: str, attempt: int) -> bool:
         """A write refused after the store went away in the middle of it: did its first

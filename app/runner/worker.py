@@ -123,11 +123,15 @@ class Worker:
         for runner in runners:
             runner.hurry()
 
+    #: A stop signal came already (a SIGTERM, SIGINT or SIGHUP; not a store failure's stop).
+    _signalled = False
+
     def _on_signal(self, signum: int) -> None:
-        """A stop; a SIGTERM or SIGINT that comes while stopping (whatever began it, a
-        SIGHUP too) hurries it."""
-        if signum != signal.SIGHUP and self._stop.is_set():
+        """A stop; a SIGTERM or SIGINT that comes while a signal's stop goes on (whatever
+        began it, a SIGHUP too) hurries it."""
+        if signum != signal.SIGHUP and self._signalled:
             self.hurry()
+        self._signalled = True
         self.stop(signal.Signals(signum).name)
 
     def signals(self) -> Any:

@@ -210,6 +210,27 @@ def test_a_runner_taken_over_during_the_outage_writes_nothing_more_and_stops(out
     assert tuple(owner) == ("host-b", 4242)
 
 
+def test_a_session_deleted_during_the_outage_leaves_no_log_file_once_the_runner_is_back(
+    outage, store_workspace: Path
+):
+    """The runner finds out when the server is back (its fence, or a refused heartbeat):
+    it says the session was deleted, not taken over, and stopping the stage writes no file
+    of a session that is gone."""
+    engine, proxy, runner, sid = outage
+    wait_until(lambda: len(_stored_lines(engine, sid)) >= 3, timeout=30, what="first lines")
+    proxy.down()
+    with get_session_factory(engine)() as db:  # another host, still reaching the server
+        FlowSessionManager(db, actor="elsewhere").delete(sid, force=True)
+    log = store_workspace / "logs" / "workflow" / "session" / f"{sid}.log"
+    log.unlink()  # as the deleting host's `vc` does on a shared workspace
+    time.sleep(1.0)
+    proxy.up()
+    _, err = runner.communicate(timeout=60)
+    assert runner.returncode == 1
+    assert f"session {sid[:12]} was deleted" in err and "took over" not in err
+    assert not log.exists()
+
+
 def test_stages_are_stopped_before_another_host_could_take_over_and_go_on_after(long_outage):
     """Cut off for longer than half the stale limit, the runner stops its stages: a host
     that takes the stale session over then starts them while the old copy is stopped,
