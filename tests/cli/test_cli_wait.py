@@ -67,6 +67,31 @@ def start_follow(sid: str, url: str) -> subprocess.Popen[str]:
     )
 
 
+def _paused_session(vc: Vc, store: Store) -> str:
+    """A session that has not ended and that nothing runs: a wait or a follow of it waits."""
+    created = vc("flow", "session", "create", "hello")
+    assert created.returncode == 0, created.stderr
+    sid = created.stdout.strip()
+    store.pause(sid)
+    return sid
+
+
+def _locked_out(role: str, proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """``role`` may no longer log in and its connections are ended (credentials revoked
+    while ``proc`` waits on the store as that role): ``proc``'s (stdout, stderr) once it
+    has ended."""
+    try:
+        _pg_admin(f'ALTER ROLE "{role}" NOLOGIN')
+        _pg_admin(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+        )
+        return proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def cpu_ticks(pid: int) -> int:
     fields = stat_fields(pid)
     assert fields is not None
@@ -213,24 +238,12 @@ def test_a_store_that_refuses_the_wait_for_good_ends_it_with_one_line(
 ) -> None:
     """The waiter's role may no longer log in (credentials revoked while it waits): no
     amount of waiting lets it back in, so the wait ends, exit 1, naming why."""
-    created = vc("flow", "session", "create", "hello")
-    assert created.returncode == 0, created.stderr
-    sid = created.stdout.strip()
-    store.pause(sid)  # not ended, and the waiter says so once it has read it
+    sid = _paused_session(vc, store)  # not ended, and the waiter says so once it has read it
     with pg_role(db_url) as (role, url):
         waiter = start_wait(sid, url=url)
-        try:
-            assert waiter.stderr is not None
-            assert "is PAUSED" in waiter.stderr.readline()
-            _pg_admin(f'ALTER ROLE "{role}" NOLOGIN')
-            _pg_admin(
-                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
-            )
-            out, err = waiter.communicate(timeout=30)
-        finally:
-            if waiter.poll() is None:
-                waiter.kill()
-                waiter.communicate()
+        assert waiter.stderr is not None
+        assert "is PAUSED" in waiter.stderr.readline()
+        out, err = _locked_out(role, waiter)
     assert waiter.returncode == 1
     assert out == ""
     *before, last = err.splitlines()
@@ -240,15 +253,6 @@ def test_a_store_that_refuses_the_wait_for_good_ends_it_with_one_line(
     )
     # the connection cut under it is an outage like any other, and said as one
     assert all(line.startswith("vc: warning:") for line in before), before
-
-
-def _paused_session(vc: Vc, store: Store) -> str:
-    """A session that has not ended and that nothing runs: a follow of it waits."""
-    created = vc("flow", "session", "create", "hello")
-    assert created.returncode == 0, created.stderr
-    sid = created.stdout.strip()
-    store.pause(sid)
-    return sid
 
 
 def _through(proxy: TcpProxy, db_url: str, *, in_query: bool) -> str:
@@ -311,18 +315,9 @@ def test_a_store_that_refuses_the_follow_for_good_ends_it_with_one_line(
     sid = _paused_session(vc, store)
     with pg_role(db_url) as (role, url):
         follower = start_follow(sid, url)
-        try:
-            assert follower.stdout is not None
-            assert " create " in follower.stdout.readline()
-            _pg_admin(f'ALTER ROLE "{role}" NOLOGIN')
-            _pg_admin(
-                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
-            )
-            _, err = follower.communicate(timeout=30)
-        finally:
-            if follower.poll() is None:
-                follower.kill()
-                follower.communicate()
+        assert follower.stdout is not None
+        assert " create " in follower.stdout.readline()
+        _, err = _locked_out(role, follower)
     assert follower.returncode == 1
     *before, last = err.splitlines()
     assert last == (
