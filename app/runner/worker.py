@@ -73,7 +73,7 @@ class Worker:
         self.claims = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
-        #: Set by a second SIGTERM or SIGINT (:meth:`hurry`); said by the stop's wait.
+        #: Set by a SIGTERM or SIGINT while stopping (:meth:`hurry`); said once it is over.
         self._hurried = threading.Event()
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
