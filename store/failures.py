@@ -83,6 +83,11 @@ def classify(exc: BaseException) -> StoreFailure | None:
     error only. SQLAlchemy's wrappers are looked through (``orig``)."""
     if isinstance(exc, PermanentStoreError):
         return StoreFailure("permanent", str(exc))
+    if isinstance(exc, StoreUnavailable) and exc.__context__ is not None:
+        # an open that failed (store.opening) words the driver's error, which says what it is
+        found = classify(exc.__context__)
+        if found is not None:
+            return found
     orig = getattr(exc, "orig", None) or exc
     line = _first_line(orig)
     sqlstate = getattr(orig, "sqlstate", None)
@@ -112,6 +117,24 @@ def classify(exc: BaseException) -> StoreFailure | None:
     if isinstance(exc, transient_errors()) or isinstance(orig, transient_errors()):
         return StoreFailure("transient", line)
     return None
+
+
+def raise_if_refused(exc: BaseException, doing: str, engine: Any = None) -> None:
+    """Raise :class:`PermanentStoreError` when ``exc`` is the store refusing ``doing`` for
+    good (``the store refuses this wait (…); waiting will not cure it``), with the schema's
+    revision when that is why and ``engine`` can read it; return otherwise. For a command
+    that waits on the store (`wait`, `logs --follow`): a script's wait must not hang
+    forever on what waiting will not cure."""
+    failure = classify(exc)
+    if failure is None or not failure.permanent:
+        return
+    what = failure.what
+    if failure.about_schema and engine is not None:
+        note = schema_note(engine)
+        what = f"{note}; {what}" if note is not None else what
+    raise PermanentStoreError(
+        f"the store refuses {doing} ({what}); waiting will not cure it"
+    ) from None
 
 
 def schema_note(engine: Any) -> str | None:
@@ -157,4 +180,4 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-__all__ = ["PermanentStoreError", "StoreFailure", "classify", "schema_note"]
+__all__ = ["PermanentStoreError", "StoreFailure", "classify", "raise_if_refused", "schema_note"]

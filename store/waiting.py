@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from store.errors import transient_errors
+from store.failures import raise_if_refused
 from store.queries import SessionState, session_states, sessions_fingerprint
 
 #: SQLite: seconds between two ``PRAGMA data_version`` checks (the runner's idle poll).
@@ -153,7 +154,7 @@ def wait_for_end(
             except transient as exc:
                 with contextlib.suppress(Exception):
                     db.rollback()
-                _raise_if_permanent(exc, engine)
+                raise_if_refused(exc, "this wait", engine)
                 if not failing and on_store_error is not None:
                     on_store_error(exc)
                 failing, fingerprint, states = True, None, None
@@ -184,25 +185,6 @@ def wait_for_end(
         changes.close()
         with contextlib.suppress(Exception):
             db.close()
-
-
-def _raise_if_permanent(exc: BaseException, engine: Engine) -> None:
-    """A store that refuses us for good (credentials revoked, the database dropped, its
-    schema changed by another vc: see :mod:`store.failures`) ends the wait with one line,
-    where a store that is away for now is waited for: otherwise a script's wait would hang
-    forever."""
-    from store.failures import PermanentStoreError, classify, schema_note
-
-    failure = classify(exc)
-    if failure is None or not failure.permanent:
-        return
-    what = failure.what
-    if failure.about_schema:
-        note = schema_note(engine)
-        what = f"{note}; {what}" if note is not None else what
-    raise PermanentStoreError(
-        f"the store refuses this wait ({what}); waiting will not cure it"
-    ) from None
 
 
 def _version(state: SessionState | None) -> int:

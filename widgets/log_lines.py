@@ -18,13 +18,14 @@ from rich.cells import cell_len
 
 from widgets.data import LogLine
 from widgets.formatting import clean, cut_end, cut_middle
+from widgets.stage_groups import matrix_values
 
 MAX_LINE_CHARS = 10_000
 """Characters of one record's text that are rendered; the rest is summarised by a marker."""
 
 LEVEL_WIDTH = 7  # len("WARNING")
-#: Most characters of a stage's name in a line's ``[stage]`` tag (a matrix instance's name
-#: can be longer than a narrow screen).
+#: Most cells of a stage's name in a line's ``[stage]`` tag (a matrix instance's name can
+#: be longer than a narrow screen).
 STAGE_TAG_CHARS = 32
 
 
@@ -37,8 +38,8 @@ def line_body(text: str, limit: int = MAX_LINE_CHARS) -> str:
 
 def line_prefix(line: LogLine) -> tuple[str, str, str]:
     """The time (local), the padded level and the ``[stage] `` a record is shown with: a
-    matrix instance's long name is cut in its middle (:data:`STAGE_TAG_CHARS`), so the
-    line's own text still shows on an 80-column screen."""
+    matrix instance's long name is cut to :data:`STAGE_TAG_CHARS` (:func:`stage_tag`), so
+    the line's own text still shows on an 80-column screen."""
     stamp = time.strftime("%H:%M:%S", time.localtime(line.at))
     level = clean(line.level.upper()).ljust(LEVEL_WIDTH)
     stage = f"[{stage_tag(clean(line.stage))}] " if line.stage else ""
@@ -53,10 +54,10 @@ def stage_tag(stage: str, cells: int = STAGE_TAG_CHARS) -> str:
     if cell_len(stage) <= cells:
         return stage
     name, bracket, rest = stage.partition("[")
-    pairs = [pair.partition("=") for pair in rest[:-1].split(",")]
-    if not (bracket and rest.endswith("]") and all(sep for _, sep, _ in pairs)):
+    bare = matrix_values(rest[:-1]) if bracket and rest.endswith("]") else None
+    if bare is None:
         return cut_middle(stage, cells)
-    values = "[" + ",".join(value for _, _, value in pairs) + "]"
+    values = "[" + ",".join(bare) + "]"
     room = cells - cell_len(values)
     if cell_len(name) <= room:
         return name + values

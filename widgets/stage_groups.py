@@ -125,10 +125,15 @@ def instance_label(row: StageRow, width: int | None = None, *, keyed: bool | Non
         keyed = width is None or cell_len(label) <= width
     if keyed:
         return label
-    pairs = [pair.partition("=") for pair in values.split(",")]
-    if all(sep for _, sep, _ in pairs):
-        return "  " + _cut_to_fit([value for _, _, value in pairs], width)
-    return label
+    bare = matrix_values(values)
+    return label if bare is None else "  " + _cut_to_fit(bare, width)
+
+
+def matrix_values(keyed: str) -> list[str] | None:
+    """The values of an instance's ``key=value,…`` (what its name holds between the
+    brackets), None when it does not read so."""
+    pairs = [pair.partition("=") for pair in keyed.split(",")]
+    return [value for _, _, value in pairs] if all(sep for _, sep, _ in pairs) else None
 
 
 def _cut_to_fit(values: list[str], width: int | None) -> str:
@@ -153,4 +158,5 @@ __all__ = [
     "group_status",
     "instance_label",
     "keys_fit",
+    "matrix_values",
 ]

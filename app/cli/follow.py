@@ -57,7 +57,7 @@ def follow_logs(
             except typer.Exit:
                 raise
             except Exception as exc:
-                _raise_if_permanent(exc)
+                _raise_unless_away(exc)
                 if not away:  # once per outage
                     away = True
                     warning_line(f"{_unavailable(exc)}; still following")
@@ -94,22 +94,14 @@ def follow_logs(
         reopened.close()
 
 
-def _raise_if_permanent(exc: Exception) -> None:
+def _raise_unless_away(exc: Exception) -> None:
     """Anything but a store away for now goes on up: a refusal for good as one line
     naming it, anything else as the command's other errors do."""
-    from store.errors import StoreUnavailable
-    from store.failures import PermanentStoreError, classify
+    from store.failures import classify, raise_if_refused
 
-    failure = classify(exc)
-    if failure is None and isinstance(exc, StoreUnavailable) and exc.__context__ is not None:
-        # the full path's open words the driver's error, which says what it is
-        failure = classify(exc.__context__)
-    if failure is None:
+    if classify(exc) is None:
         raise exc
-    if failure.permanent:
-        raise PermanentStoreError(
-            f"the store refuses this follow ({failure.what}); waiting will not cure it"
-        ) from None
+    raise_if_refused(exc, "this follow")
 
 
 def _unavailable(exc: BaseException) -> str:

@@ -273,15 +273,19 @@ class StoreLink:
             self.log.forget(self.session_id)  # as the delete did (Logging.forget)
         return _TakenOver(str(exc))
 
+    #: Whether the session was found deleted once the lease was lost (read once).
+    _found_deleted: bool | None = None
+
     def _lost_error(self, when: str = "") -> _TakenOver:
         """The lease is lost (a refused heartbeat): the session was deleted, which one
         read tells (then forgotten, as the delete did: its stages' stop writes no file of
         it), or another runner took it over (``when``: said after it)."""
-        try:
-            deleted = self._raw_sessions.state(self.session_id) is None
-        except Exception:
-            deleted = False  # cannot tell: the usual words
-        if deleted:
+        if self._found_deleted is None:
+            try:
+                self._found_deleted = self._raw_sessions.state(self.session_id) is None
+            except Exception:
+                self._found_deleted = False  # cannot tell: the usual words
+        if self._found_deleted:
             self.log.forget(self.session_id)
             return _TakenOver(f"session {self.session_id[:12]} was deleted")
         return _TakenOver(f"another runner took over session {self.session_id[:12]}{when}")
