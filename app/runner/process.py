@@ -96,6 +96,30 @@ READER_GRACE = 2.0
 PIPE_SIZE = 1 << 20
 
 
+def keep_draining(pipes: list[IO[bytes]]) -> None:
+    """Hand the read ends of a stage's pipes, still held open by what the stage left
+    running (a service it started, a daemon), to a ``cat`` of their own that throws what
+    comes away: the runner stops reading them, but closing them would kill that service at
+    its next write (SIGPIPE), and the README promises it is left alone. The ``cat`` is
+    outside the runner (reparented by a shell that exits at once, in a session of its own:
+    no Ctrl-C of the runner's terminal reaches it) and ends when the last writer closes the
+    pipe. If it cannot be started, the leftover's later writes fail, as with any closed
+    pipe."""
+    for pipe in pipes:
+        with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
+            os.set_blocking(pipe.fileno(), True)  # a flag the cat shares: it must wait
+            subprocess.run(
+                # An asynchronous command's stdin is /dev/null unless redirected: hence 3.
+                ["/bin/sh", "-c", "exec 3<&0; cat <&3 >/dev/null 2>&1 3<&- &"],
+                stdin=pipe,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                timeout=5,
+                check=False,
+            )
+
+
 class StageStartError(Exception):
     """The stage command could not be started; the message is one line fit for a user."""
 
@@ -396,6 +420,8 @@ class StageProcess:
                     # writes then come in one read instead of a wake-up each.
                     time.sleep(BURST_NAP)
         finally:
+            if streams and self.readers_abandoned:
+                keep_draining([pipe for pipe, _ in streams.values()])
             for pipe, stream in streams.values():
                 with contextlib.suppress(OSError):
                     pipe.close()
@@ -520,9 +546,9 @@ class StageProcess:
         goes on running is simply still running. If the main process exited but a leftover
         background process still holds stdout/stderr open, the readers get
         :data:`READER_GRACE` seconds (counted from the exit) to finish; after that they are
-        told to stop, they close their end of the pipe (the leftover's later writes fail with
-        EPIPE, as with any closed pipe) and :attr:`readers_abandoned` becomes True. Clean the
-        leftovers up with :meth:`terminate`.
+        told to stop, hand the pipe to :func:`keep_draining` (the leftover writes on, into
+        nothing) and :attr:`readers_abandoned` becomes True. Clean the leftovers up with
+        :meth:`terminate`.
         """
         if self._popen is None:
             raise RuntimeError("stage process not started")

@@ -552,8 +552,9 @@ class Supervision(Recovery):
             self._say(f"some output was lost: {lost}", "ERROR", stage.name)
         if proc.readers_abandoned:
             self._say(
-                "processes the stage left behind still hold its output; their "
-                "further output is not recorded",
+                "processes the stage left behind still hold its output: they go on "
+                "running, and what they write from now on is not recorded (redirect "
+                "it to a file to keep it)",
                 "WARNING",
                 stage.name,
             )

@@ -412,6 +412,17 @@ def test_wait_does_not_hang_on_a_grandchild_holding_the_pipe(run, monkeypatch) -
     wait_until(lambda: gone(grandchild), "leftover gone", 1.0)
 
 
+def test_a_leftover_writing_after_the_grace_goes_on_running(run, monkeypatch, tmp_path) -> None:
+    """The runner stops reading, but the service's next write must not kill it (SIGPIPE)."""
+    monkeypatch.setattr(process_mod, "READER_GRACE", 0.3)
+    marker = tmp_path / "alive"
+    proc, out = run(f"(sleep 1; echo late; echo late >&2; echo alive > {marker}) & echo started")
+    assert proc.wait(5) == 0
+    assert proc.readers_abandoned
+    assert out.texts() == ["started"]
+    wait_until(marker.exists, "the leftover wrote after the grace and lived on", 5.0)
+
+
 def test_wait_timeout_returns_none_while_running(run) -> None:
     proc, _ = run("sleep 5")
     t0 = time.monotonic()
