@@ -7,6 +7,8 @@ gone, docs/ARCHITECTURE.md §2 "No runner left"). The commands themselves are in
 
 from __future__ import annotations
 
+import sys
+
 from typing import Any
 
 from app.cli.common import error_line, open_store, translate_errors
@@ -211,18 +213,19 @@ def _report(
     queued: bool = False,
 ) -> None:
     """The command's line on stdout; exit 1 after it when ``failed`` (the change was made,
-    what had to follow it was not). A retried session says how it runs again: queued work
-    goes back to the workers (a `run --session` would race them)."""
+    what had to follow it was not). A retried session says on stderr how it runs again
+    (stdout keeps the one line every control command prints): queued work goes back to the
+    workers (a `run --session` would race them)."""
     from store.text import clean_text
 
     short = session_id[:12]
-    print(f"{status}: {short} ({clean_text(name)}){extra}")
+    print(f"{status}: {short} ({clean_text(name)}){extra}", flush=True)
     if op == "retry" and queued:
         from app.runner.launch import FOR_WORKERS
 
-        print(FOR_WORKERS)
+        print(FOR_WORKERS, file=sys.stderr)
     elif op == "retry":
-        print(f"run it again with 'vc flow run {workflow_id} --session {short}'")
+        print(f"run it again with 'vc flow run {workflow_id} --session {short}'", file=sys.stderr)
     if failed:
         import typer
 

@@ -80,9 +80,9 @@ def test_retry_resets_a_failed_session_to_pending_and_says_how_to_run_it(
     result = cli("flow", "session", "retry", sid)
     assert result.code == 0, result.err
     assert result.out.splitlines() == [
-        f"PENDING: {sid[:12]} ({session_json(store_workspace, sid)['name']})",
-        f"run it again with 'vc flow run broken --session {sid[:12]}'",
-    ]
+        f"PENDING: {sid[:12]} ({session_json(store_workspace, sid)['name']})"
+    ]  # one line, as every control command's: `out=$(vc flow session retry ID)` gets it
+    assert f"run it again with 'vc flow run broken --session {sid[:12]}'" in result.err
     doc = session_json(store_workspace, sid)
     assert doc["status"] == "PENDING" and doc["runner"] is None
     assert [(s["name"], s["status"], s["attempt"]) for s in doc["stages"]] == [
@@ -104,7 +104,8 @@ def test_retry_of_queued_work_says_the_workers_run_it_again(store_workspace: Pat
         sessions.abort(sid)  # still queued work, as a worker's failed session is
     result = cli("flow", "session", "retry", sid)
     assert result.code == 0, result.err
-    assert result.out.splitlines()[1:] == ["queued: the next 'vc flow worker' runs it"]
+    assert len(result.out.splitlines()) == 1
+    assert "queued: the next 'vc flow worker' runs it" in result.err
     assert session_json(store_workspace, sid)["status"] == "PENDING"
 
 
@@ -151,7 +152,7 @@ def test_retry_says_when_the_workflow_file_is_gone_or_no_longer_loads(
     result = cli("flow", "session", "retry", sid)
     assert result.code == 0, result.err
     assert result.out.startswith(f"PENDING: {sid[:12]}")
-    [line] = result.err.splitlines()
+    [line] = [x for x in result.err.splitlines() if not x.startswith("run it again with")]
     assert line.startswith("vc: the workflow file of 'broken' does not load now (")
     assert why in line
     assert line.endswith("the session runs its own copy as it was when the session was created")
@@ -181,7 +182,10 @@ def test_retry_of_a_session_whose_file_is_unchanged_says_nothing_more(
 ) -> None:
     sid = _failed_broken_session(store_workspace)
     result = cli("flow", "session", "retry", sid)
-    assert result.code == 0 and result.err == ""
+    assert result.code == 0
+    assert result.err.splitlines() == [
+        f"run it again with 'vc flow run broken --session {sid[:12]}'"
+    ]
 
 
 @pytest.mark.parametrize(
