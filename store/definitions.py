@@ -149,7 +149,7 @@ Matrix = Annotated[
 
 #: What only a running process uses: refused on a manual gate in a file, where it would be
 #: shown and never applied.
-_TASK_ONLY = ("cwd", "env", "kill_timeout", "retries", "timeout")
+_TASK_ONLY = ("cwd", "env", "kill_timeout", "retries", "stderr", "timeout")
 
 
 class StageDefinition(DefinitionModel):
@@ -204,6 +204,14 @@ class StageDefinition(DefinitionModel):
     )
     run: NonEmptyText | None = Field(
         None, description="a shell command; without it the stage is a manual gate"
+    )
+    stderr: Literal["warning", "merged"] = Field(
+        "warning",
+        description=(
+            "warning: stderr lines are logged at WARNING, read from a pipe of their own (a "
+            "burst written to both streams may be logged out of order); merged: stderr "
+            "goes into stdout's pipe, every line in the order written, at INFO"
+        ),
     )
     timeout: Seconds | None = Field(
         None, description="seconds of running time before the stage fails with 'timeout'"

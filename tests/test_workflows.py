@@ -177,6 +177,7 @@ def test_a_checklist_on_a_task_stage_is_refused_at_its_line(tmp_path: Path) -> N
         ("env: {A: b}", "a manual gate runs nothing"),
         ("cwd: build", "a manual gate runs nothing"),
         ("kill_timeout: 5", "a manual gate runs nothing"),
+        ("stderr: merged", "a manual gate runs nothing"),
     ],
 )
 def test_a_setting_only_a_task_uses_is_refused_on_a_manual_gate_at_its_line(
@@ -187,6 +188,19 @@ def test_a_setting_only_a_task_uses_is_refused_on_a_manual_gate_at_its_line(
     key = setting.split(":")[0]
     assert (err.line, err.key) == (4, f"stages[0].{key}")
     assert f"{key} belongs to a task stage (a stage with 'run'): {why}" in str(err)
+
+
+def test_a_stages_stderr_is_warning_unless_merged(tmp_path: Path) -> None:
+    text = "stages:\n  - name: a\n    run: make\n  - name: b\n    run: make\n    stderr: merged\n"
+    wf = load_workflow_file(write(tmp_path, "s.yaml", text))
+    assert [s.stderr for s in wf.stages] == ["warning", "merged"]
+
+
+def test_an_unknown_stderr_mode_is_refused_at_its_line(tmp_path: Path) -> None:
+    text = "stages:\n  - name: a\n    run: make\n    stderr: both\n"
+    err = error_of(write(tmp_path, "s.yaml", text))
+    assert (err.line, err.key) == (4, "stages[0].stderr")
+    assert "expected one of 'warning' or 'merged', got 'both'" in str(err)
 
 
 def test_a_gate_from_a_snapshot_keeps_what_it_was_given() -> None:

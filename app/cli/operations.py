@@ -8,7 +8,6 @@ gone, docs/ARCHITECTURE.md §2 "No runner left"). The commands themselves are in
 from __future__ import annotations
 
 import sys
-
 from typing import Any
 
 from app.cli.common import error_line, open_store, translate_errors

@@ -197,8 +197,12 @@ class StageProcess:
         cwd: str | None,
         on_lines: Callable[[LineBatch], None],
         kill_timeout: float,
+        merge_stderr: bool = False,
     ) -> None:
         self.command = command
+        #: stderr into stdout's pipe: one stream, in the order written (the stage's
+        #: ``stderr: merged``). Two pipes cannot tell which of two quick writes came first.
+        self.merge_stderr = merge_stderr
         #: What the guard gives the group between SIGTERM and SIGKILL if this process dies.
         self.kill_timeout = kill_timeout
         self.env = env
@@ -266,7 +270,7 @@ class StageProcess:
                 start_new_session=True,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stderr=subprocess.STDOUT if self.merge_stderr else subprocess.PIPE,
                 cwd=self.cwd,
                 env=self.env,
             )
@@ -278,8 +282,10 @@ class StageProcess:
             raise StageStartError(f"cannot start stage: {exc}") from exc
         self._popen = popen
         self.pid = popen.pid
-        assert popen.stdout is not None and popen.stderr is not None
-        pipes = [(popen.stdout, "stdout"), (popen.stderr, "stderr")]
+        assert popen.stdout is not None
+        pipes = [(popen.stdout, "stdout")]
+        if popen.stderr is not None:
+            pipes.append((popen.stderr, "stderr"))
         for pipe, _ in pipes:
             fd = pipe.fileno()
             with contextlib.suppress(OSError):

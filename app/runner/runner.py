@@ -552,6 +552,7 @@ class Runner(ManualGates, LiveView):
             cwd=self._stage_cwd(stage),
             on_lines=output,
             kill_timeout=kill_timeout,
+            merge_stderr=stage.config.get("stderr") == "merged",
         )
         running = RunningAttempt(
             stage, attempt, proc, output, recorder, timeout=timeout, kill_timeout=kill_timeout

@@ -563,8 +563,10 @@ class Supervision(Recovery):
                 "completed", exit_code=0, ended_at=proc.ended_at, output_mark=output.mirror_mark
             )
         error = _describe_exit(code)
-        if code in (126, 127) and output.last_stderr:
-            error = f"{error}: {output.last_stderr.strip()[:200]}"
+        # The shell's own complaint (`sh: 1: foo: not found`) ends the output it gave.
+        said = output.last_line if proc.merge_stderr else output.last_stderr
+        if code in (126, 127) and said:
+            error = f"{error}: {said.strip()[:200]}"
         return AttemptResult("failed", error, code)
 
 

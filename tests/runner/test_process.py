@@ -412,6 +412,23 @@ def test_wait_does_not_hang_on_a_grandchild_holding_the_pipe(run, monkeypatch) -
     wait_until(lambda: gone(grandchild), "leftover gone", 1.0)
 
 
+def test_merged_stderr_keeps_the_order_of_a_burst_to_both_streams() -> None:
+    """Two pipes cannot order writes a microsecond apart; one pipe keeps them as written."""
+    collector = Collector()
+    proc = StageProcess(
+        "for i in $(seq 1 300); do echo out $i; echo err $i >&2; done",
+        env=ENV,
+        cwd=None,
+        on_lines=collector,
+        kill_timeout=1.0,
+        merge_stderr=True,
+    )
+    proc.start()
+    assert proc.wait(10) == 0
+    expected = [f"{what} {i}" for i in range(1, 301) for what in ("out", "err")]
+    assert collector.texts("stdout") == expected
+
+
 def test_a_leftover_writing_after_the_grace_goes_on_running(run, monkeypatch, tmp_path) -> None:
     """The runner stops reading, but the service's next write must not kill it (SIGPIPE)."""
     monkeypatch.setattr(process_mod, "READER_GRACE", 0.3)

@@ -116,6 +116,32 @@ def test_stage_sees_session_stage_attempt_its_env_and_cwd(
 
 
 @sqlite_only
+def test_a_stage_with_merged_stderr_logs_both_streams_in_order_at_info(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "merged",
+        """
+        stages:
+          - name: both
+            stderr: merged
+            run: for i in 1 2 3; do echo out $i; echo err $i >&2; done
+          - name: missing
+            stderr: merged
+            run: no-such-command-here
+    """,
+    )
+    assert vc("flow", "run", "merged").returncode == 1
+    sid = newest_session(store)
+    logged = [(r.level, r.text) for r in store.logs(sid, stage="both")]
+    expected = [("INFO", f"{what} {i}") for i in (1, 2, 3) for what in ("out", "err")]
+    assert [line for line in logged if line in expected] == expected
+    [missing] = [s for s in store.view(sid).stages if s.name == "missing"]
+    assert missing.error is not None and "no-such-command-here" in missing.error
+
+
+@sqlite_only
 def test_needs_decide_the_order_of_stages(workspace: Path, vc: Vc, store: Store) -> None:
     write_workflow(
         workspace,

@@ -477,8 +477,10 @@ def test_the_json_schema_documents_every_key_a_file_may_use() -> None:
         "needs",
         "retries",
         "run",
+        "stderr",
         "timeout",
     }
+    assert stage["properties"]["stderr"]["enum"] == ["warning", "merged"]
     assert stage["required"] == ["name"] and stage["additionalProperties"] is False
     param = schema["$defs"]["ParamDefinition"]
     assert param["properties"]["type"]["enum"] == ["str", "int", "float", "bool"]
