@@ -12,13 +12,24 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from store.models import LogRecord
+from store.models import FlowSession, LogRecord
 from store.records import LogLines
 
 _LOG = LogRecord.__table__  # type: ignore[attr-defined]
+_T = FlowSession.__table__  # type: ignore[attr-defined]
+#: The claims of the sessions whose rows a fenced batch holds, locked FOR SHARE on
+#: PostgreSQL (a takeover not committed yet is waited for, then seen; a later one waits
+#: for the batch's commit), in one order. SQLite's batch holds the write lock already.
+_CLAIMS = (
+    select(_T.c.id, _T.c.runner_host, _T.c.runner_pid, _T.c.runner_lease)
+    .where(_T.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_T.c.id)
+    .with_for_update(read=True)
+)
 _LOG_COLUMNS = ("session_id", "at", "level", "category", "stage", "text")
 
 
@@ -43,9 +54,18 @@ def _has_json_each(conn: Connection) -> bool:
     return _sqlite_json_each
 
 
-def append_log_lines(session: Session, groups: Sequence[LogLines]) -> None:
+def append_log_lines(
+    session: Session, groups: Sequence[LogLines], fences: Mapping[str, Any] | None = None
+) -> frozenset[str]:
     """Insert log records, one per text, in order, in one transaction; the batching writers
     (the log mirror) call this with what a stage printed.
+
+    ``fences`` maps a session to the lease (``store.changes.Lease``) of the runner whose
+    rows these are: they land only while the session's row records that claim, or no
+    runner at all (released as it ended). A runner that was taken over (stalled, then
+    woken) adds none of them: its stage's lines, read late, would sit among the new
+    attempt's; nor does a session deleted meanwhile keep rows. Returns the sessions whose
+    rows were left out for that; the others' are stored.
 
     The hot path of stage output (hundreds of thousands of lines per second). On SQLite a
     group of lines becomes one ``INSERT … SELECT … FROM json_each(?)``: the texts cross
@@ -59,10 +79,37 @@ def append_log_lines(session: Session, groups: Sequence[LogLines]) -> None:
     text cannot hold it (and SQLite's JSON strings end at it); the stage output layer
     writes NUL bytes the same way, so a log reads the same from either store.
     """
-    if not groups:
-        return
-    insert_log_lines(session.connection(), groups)
-    session.commit()
+    left_out: set[str] = set()
+    while groups:
+        conn = session.connection()
+        insert_log_lines(conn, groups)  # first: it takes SQLite's write lock
+        lost = _claims_lost(conn, groups, fences) if fences else set()
+        if not lost:
+            session.commit()
+            break
+        session.rollback()
+        left_out |= lost
+        groups = [g for g in groups if g.session_id not in lost]
+    return frozenset(left_out)
+
+
+def _claims_lost(
+    conn: Connection, groups: Sequence[LogLines], fences: Mapping[str, Any]
+) -> set[str]:
+    """The fenced sessions of ``groups`` whose row is gone or records another claim."""
+    ids = sorted({g.session_id for g in groups if g.session_id in fences})
+    if not ids:
+        return set()
+    rows = {r.id: r for r in conn.execute(_CLAIMS, {"ids": ids})}
+    lost = set()
+    for sid in ids:
+        row = rows.get(sid)
+        if row is None or (
+            row.runner_lease is not None
+            and not fences[sid].held_by(sid, row.runner_host, row.runner_pid, row.runner_lease)
+        ):
+            lost.add(sid)
+    return lost
 
 
 def insert_log_lines(conn: Connection, groups: Sequence[LogLines]) -> None:

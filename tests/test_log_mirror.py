@@ -322,3 +322,24 @@ def test_the_deleted_sessions_remembered_are_the_newest_few() -> None:
     assert "s899" not in seen and "s0" not in seen
     seen.discard("s999")
     assert "s999" not in seen
+
+
+def test_once_a_fenced_session_is_taken_over_its_later_lines_stay_out_of_the_store() -> None:
+    """The store left a batch out because the runner's claim is gone: what that runner
+    says next of the session is not even tried (another session's lines go on)."""
+    other = "f" * 32
+    written: list[tuple[list[str], Any]] = []
+
+    def write_batch(groups: Any, fences: Any = None) -> frozenset[str]:
+        written.append(([t for g in groups for t in g.texts], fences))
+        return frozenset(fences or ())  # every fenced session was taken over
+
+    mirror = StoreMirror(write_batch, interval=30.0)
+    mirror.fence(SID, "lease")
+    mirror.add(_line(1))
+    mirror.flush(5)
+    mirror.add(_line(2))
+    mirror.add(LogLines(other, 1.0, "INFO", CATEGORY, None, ("other",)))
+    mirror.flush(5)
+    mirror.close()
+    assert written == [(["line 0001"], {SID: "lease"}), (["other"], None)]

@@ -348,6 +348,7 @@ class Runner(ManualGates, LiveView):
                 with contextlib.suppress(Exception):
                     self._db.rollback()
             self._db.close()
+            self.log.unfence(self.session_id)
 
     # -- the scheduler -------------------------------------------------------------------------
 

@@ -177,6 +177,7 @@ class StoreLink:
         self._lease = lease
         self._raw_sessions.lease = lease
         self.stages.raw.lease = lease
+        self.log.fence(self.session_id, lease)  # its log rows too (store.log_ingest)
 
     def _beat(self) -> None:
         """Heartbeat thread: refresh ``heartbeat_at`` every HEARTBEAT_INTERVAL seconds on a

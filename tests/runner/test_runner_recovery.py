@@ -495,3 +495,43 @@ def test_a_takeover_removes_every_stage_and_job_left_in_one_kill_timeout(
         ]
         logged = lambda: set(said) <= {r.text for r in store.logs(sid)}  # noqa: E731
         wait_until(logged, what="each stage's group and jobs named in the log")
+
+
+@sqlite_only
+def test_a_runner_woken_after_a_takeover_adds_no_line_to_the_store(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """Frozen, the runner of host `elsewhere` is taken over; its stage printed on meanwhile,
+    into the pipe. Woken, it reads those lines: they must not land among attempt 2's, stamped
+    with the time they were read (the store's rows of a runner are fenced by its claim)."""
+    write_workflow(
+        workspace,
+        "chatty",
+        """
+        stages:
+          - name: talk
+            run: for i in $(seq 1 3000); do echo "a $VC_ATTEMPT $i"; sleep 0.01; done
+    """,
+    )
+    result = vc("flow", "run", "chatty", "--detach", env={"VC_HOSTNAME": "elsewhere"})
+    assert result.returncode == 0, result.stderr
+    sid = result.stdout.strip()
+    wait_until(lambda: store.count_output(sid, "talk") > 20, what="attempt 1's first lines")
+    old_runner = json.loads(vc("flow", "session", "show", sid, "--json").stdout)["runner"]["pid"]
+    os.kill(old_runner, signal.SIGSTOP)
+    try:
+        beat = store.view(sid).heartbeat_at
+        assert beat is not None
+        time.sleep(max(0.0, beat + 3.5 - time.time()))
+        taken = vc("flow", "session", "resume", sid, env={"VC_STALE_AFTER": "3"})
+        assert taken.returncode == 0, taken.stderr
+        wait_until(lambda: store.stage_row(sid, "talk").attempt == 2, what="attempt 2")
+        time.sleep(1.0)  # attempt 1 prints on into the frozen runner's pipe
+    finally:
+        os.kill(old_runner, signal.SIGCONT)
+    wait_until(lambda: gone(old_runner), timeout=20, what="the old runner to stop")
+    texts = [r.text for r in store.logs(sid)]
+    second = next(i for i, t in enumerate(texts) if t.startswith("attempt 2 ("))
+    late = [t for t in texts[second:] if t.startswith("a 1 ")]
+    assert late == [], f"{len(late)} line(s) of attempt 1 after attempt 2 began: {late[:3]}"
+    vc("flow", "session", "abort", sid)

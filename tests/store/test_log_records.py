@@ -3,6 +3,8 @@ given, exactly as given, on both stores."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from store.log_ingest import LogLines, append_log_lines, append_logs
 from store.queries import read_logs
 
@@ -92,3 +94,59 @@ def test_log_records_given_as_mappings_keep_their_order(db, managers, hello_defi
     append_logs(db, rows)
 
     assert [text for *_, text in _stored(db, sid)] == [f"record {i}" for i in range(30)]
+
+
+# -- a runner's rows are fenced by its claim ----------------------------------------------------
+
+
+def _claimed(managers, hello_definition):  # type: ignore[no-untyped-def]
+    """A session claimed by runner pid 4242 on host `here`, and that runner's lease."""
+    sessions, _ = managers
+    sid = _session(managers, hello_definition)
+    change = sessions.start_session(sid, runner_host="here", runner_pid=4242)
+    return sid, sessions.lease_of(change, "here", 4242)
+
+
+def test_a_runners_rows_land_while_its_claim_holds(db, managers, hello_definition):
+    sid, lease = _claimed(managers, hello_definition)
+    left_out = append_log_lines(
+        db, [LogLines(sid, 1.0, "INFO", CATEGORY, "s", ("a", "b"))], {sid: lease}
+    )
+    assert left_out == frozenset()
+    assert [text for *_, text in _stored(db, sid)] == ["a", "b"]
+
+
+def test_the_rows_of_a_runner_taken_over_are_left_out_and_the_others_land(
+    db, managers, hello_definition
+):
+    sid, lease = _claimed(managers, hello_definition)
+    other, other_lease = _claimed(managers, hello_definition)
+    taken_over = replace(lease, token=lease.token + 1)  # the claim a takeover wrote since
+    groups = [
+        LogLines(sid, 1.0, "INFO", CATEGORY, "s", ("late line of attempt 1",)),
+        LogLines(other, 1.0, "INFO", CATEGORY, "s", ("kept",)),
+    ]
+    left_out = append_log_lines(db, groups, {sid: taken_over, other: other_lease})
+    assert left_out == {sid}
+    assert _stored(db, sid) == []
+    assert [text for *_, text in _stored(db, other)] == ["kept"]
+
+
+def test_a_runners_last_rows_land_after_it_released_the_session(db, managers, hello_definition):
+    """Its closing lines ("session completed") are mirrored after the release."""
+    sessions, _ = managers
+    sid, lease = _claimed(managers, hello_definition)
+    assert sessions.release_runner(sid, runner_host="here", runner_pid=4242)
+    append_log_lines(db, [LogLines(sid, 1.0, "INFO", CATEGORY, None, ("bye",))], {sid: lease})
+    assert [text for *_, text in _stored(db, sid)] == ["bye"]
+
+
+def test_the_rows_of_a_deleted_session_are_left_out(db, managers, hello_definition):
+    sessions, _ = managers
+    sid, lease = _claimed(managers, hello_definition)
+    sessions.delete(sid, force=True)
+    left_out = append_log_lines(
+        db, [LogLines(sid, 1.0, "INFO", CATEGORY, None, ("x",))], {sid: lease}
+    )
+    assert left_out == {sid}
+    assert _stored(db, sid) == []
