@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 #: How often the mirror stores what was logged. Each write holds SQLite's write lock and
@@ -42,6 +42,10 @@ _AWAY = (
     "log file has them all)"
 )
 _FULL = "the store's disk was full (see the session log file)"
+_TAKEN_OVER = (
+    "they were read by a runner another one had taken the session over from (the session "
+    "log file on that runner's host has them)"
+)
 #: While the store's disk is full: how often the writer looks for room again.
 FULL_RETRY = 1.0
 
@@ -97,7 +101,7 @@ class StoreMirror:
 
     def __init__(
         self,
-        write_batch: Callable[..., Any],
+        write_batch: Callable[[Sequence[Any]], Sequence[Any] | None],
         *,
         interval: float = MIRROR_INTERVAL,
         on_error: Callable[[BaseException], None] | None = None,
@@ -151,24 +155,8 @@ class StoreMirror:
         self._added = 0
         self._done = 0
         self._closed = False
-        #: Session -> the lease of this process's runner of it: its rows are written
-        #: conditioned on that claim (``store.log_ingest.append_log_lines``).
-        self._fences: dict[str, Any] = {}
-        #: Sessions whose runner here was taken over: what is still said of them stays
-        #: out of the store (it would sit among the new runner's lines).
-        self._fenced_out = BoundedSet()
         self._thread = threading.Thread(target=self._run, name="vc-log-mirror", daemon=True)
         self._thread.start()
-
-    def fence(self, session_id: str, lease: Any) -> None:
-        """From now on, the session's rows land only while ``lease`` holds it (a runner's
-        claim, ``store.changes.Lease``); ``write_batch`` is then called with the fences."""
-        self._fenced_out.discard(session_id)
-        self._fences[session_id] = lease
-
-    def unfence(self, session_id: str) -> None:
-        """The runner of the session here has ended: no more condition on its rows."""
-        self._fences.pop(session_id, None)
 
     def add(self, lines: Any, *, wait_for_room: bool = False) -> int:
         """Queue one ``LogLines`` group (its ``texts`` must not change afterwards). Returns
@@ -264,7 +252,7 @@ class StoreMirror:
         notes = []
         for (_sid, _stage, _category, why), (count, first) in self._dropped.items():
             text = f"vc: {count} log line(s) are missing here: {why}"
-            notes.append(first._replace(level="WARNING", texts=(text,)))
+            notes.append(first._replace(level="WARNING", texts=(text,), lease=None))
         self._dropped.clear()
         return notes
 
@@ -293,26 +281,20 @@ class StoreMirror:
                 return
 
     def _of_live_sessions(self, rows: list[Any]) -> list[Any]:
-        """``rows`` without those of sessions deleted meanwhile (no row outlives its
-        session) or taken over from this process's runner (they count as done all the
-        same)."""
-        forgotten, fenced_out = self._forgotten, self._fenced_out
-        return [
-            row
-            for row in rows
-            if row.session_id not in forgotten and row.session_id not in fenced_out
-        ]
+        """``rows`` without those of sessions deleted meanwhile: no row outlives its
+        session (they count as done all the same)."""
+        forgotten = self._forgotten
+        return [row for row in rows if row.session_id not in forgotten]
 
     def _store(self, rows: list[Any]) -> None:
-        """Write ``rows``, those of fenced sessions conditioned on their runner's claim."""
-        fences = self._fences  # changed by runner threads meanwhile: one lookup per row
-        fenced = {r.session_id: lease for r in rows if (lease := fences.get(r.session_id))}
-        if not fenced:
-            self._write_batch(rows)
-            return
-        for session_id in self._write_batch(rows, fenced) or ():
-            self._fences.pop(session_id, None)
-            self._fenced_out.add(session_id)
+        """Write ``rows``; those of a runner the store says was taken over (their ``lease``
+        is not the session's claim any more: ``store.log_ingest``) are left out, and a
+        note says how many where."""
+        left_out = self._write_batch(rows)
+        if left_out:
+            with self._cond:  # noted with the next batch
+                for group in left_out:
+                    self._drop(group, _TAKEN_OVER)
 
     def _write(self, notes: list[Any], groups: list[Any]) -> None:
         """Store one batch. While the store is unreachable (server restarting, network

@@ -412,16 +412,6 @@ class Logging:
             raise
         self.files.remove_session(session_id)
 
-    def fence(self, session_id: str, lease: Any) -> None:
-        """A runner here holds the session by ``lease``: its store rows are written only
-        while that claim holds (:meth:`StoreMirror.fence`)."""
-        if self.mirror is not None:
-            self.mirror.fence(session_id, lease)
-
-    def unfence(self, session_id: str) -> None:
-        if self.mirror is not None:
-            self.mirror.unfence(session_id)
-
     def forget(self, session_id: str) -> None:
         """Another process deleted the session: as :meth:`deleting` ends, what is still
         said of it goes to operations.log only, and its file (created again by a line
@@ -481,9 +471,9 @@ def setup_logging(log_dir: Path, session_factory: Any | None = None) -> Logging:
         from store.log_ingest import append_log_lines
         from store.space import StoreSpace
 
-        def write_batch(groups: Sequence[Any], fences: Any = None) -> frozenset[str]:
+        def write_batch(groups: Sequence[Any]) -> list[Any]:
             with session_factory() as session:
-                return append_log_lines(session, groups, fences)
+                return append_log_lines(session, groups)
 
         space = StoreSpace.of(session_factory.kw["bind"])
 
@@ -538,7 +528,8 @@ def setup_logging(log_dir: Path, session_factory: Any | None = None) -> Logging:
                 files.write_session(session_id, line)
                 # "stored": written with the change it tells of (store.changes).
                 if mirror is not None and not extra.get("stored"):
-                    mirror.add(LogLines(session_id, at, level, category, stage, (text,)))
+                    lease = extra.get("lease")  # a runner's line: stored while it holds
+                    mirror.add(LogLines(session_id, at, level, category, stage, (text,), lease))
         except Exception as exc:
             warn_once(exc)
 

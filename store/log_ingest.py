@@ -21,7 +21,7 @@ from store.records import LogLines
 
 _LOG = LogRecord.__table__  # type: ignore[attr-defined]
 _T = FlowSession.__table__  # type: ignore[attr-defined]
-#: The claims of the sessions whose rows a fenced batch holds, locked FOR SHARE on
+#: The claims of the sessions whose rows a batch holds for their runners, locked FOR SHARE on
 #: PostgreSQL (a takeover not committed yet is waited for, then seen; a later one waits
 #: for the batch's commit), in one order. SQLite's batch holds the write lock already.
 _CLAIMS = (
@@ -54,18 +54,15 @@ def _has_json_each(conn: Connection) -> bool:
     return _sqlite_json_each
 
 
-def append_log_lines(
-    session: Session, groups: Sequence[LogLines], fences: Mapping[str, Any] | None = None
-) -> frozenset[str]:
+def append_log_lines(session: Session, groups: Sequence[LogLines]) -> list[LogLines]:
     """Insert log records, one per text, in order, in one transaction; the batching writers
     (the log mirror) call this with what a stage printed.
 
-    ``fences`` maps a session to the lease (``store.changes.Lease``) of the runner whose
-    rows these are: they land only while the session's row records that claim, or no
-    runner at all (released as it ended). A runner that was taken over (stalled, then
-    woken) adds none of them: its stage's lines, read late, would sit among the new
-    attempt's; nor does a session deleted meanwhile keep rows. Returns the sessions whose
-    rows were left out for that; the others' are stored.
+    A group with a ``lease`` (a runner's claim) is stored only while the session's row
+    records that claim, or none (released as its runner ended): a runner that was taken
+    over (stalled, then woken) adds nothing more, since what its stage printed into the pipe
+    meanwhile, stamped when read, would sit among the new attempt's lines; nor does a
+    session deleted meanwhile keep rows. Those groups are returned, the others stored.
 
     The hot path of stage output (hundreds of thousands of lines per second). On SQLite a
     group of lines becomes one ``INSERT … SELECT … FROM json_each(?)``: the texts cross
@@ -79,37 +76,40 @@ def append_log_lines(
     text cannot hold it (and SQLite's JSON strings end at it); the stage output layer
     writes NUL bytes the same way, so a log reads the same from either store.
     """
-    left_out: set[str] = set()
+    left_out: list[LogLines] = []
     while groups:
         conn = session.connection()
         insert_log_lines(conn, groups)  # first: it takes SQLite's write lock
-        lost = _claims_lost(conn, groups, fences) if fences else set()
-        if not lost:
+        stale = _of_lost_claims(conn, groups)
+        if not stale:
             session.commit()
             break
         session.rollback()
-        left_out |= lost
-        groups = [g for g in groups if g.session_id not in lost]
-    return frozenset(left_out)
+        left_out += stale
+        gone = {id(g) for g in stale}
+        groups = [g for g in groups if id(g) not in gone]
+    return left_out
 
 
-def _claims_lost(
-    conn: Connection, groups: Sequence[LogLines], fences: Mapping[str, Any]
-) -> set[str]:
-    """The fenced sessions of ``groups`` whose row is gone or records another claim."""
-    ids = sorted({g.session_id for g in groups if g.session_id in fences})
-    if not ids:
-        return set()
+def _of_lost_claims(conn: Connection, groups: Sequence[LogLines]) -> list[LogLines]:
+    """The groups of runners whose claim the session's row no longer records (another
+    claim, or no row)."""
+    leased = [g for g in groups if g.lease is not None]
+    if not leased:
+        return []
+    ids = sorted({g.session_id for g in leased})
     rows = {r.id: r for r in conn.execute(_CLAIMS, {"ids": ids})}
-    lost = set()
-    for sid in ids:
-        row = rows.get(sid)
+    stale = []
+    for group in leased:
+        row = rows.get(group.session_id)
         if row is None or (
             row.runner_lease is not None
-            and not fences[sid].held_by(sid, row.runner_host, row.runner_pid, row.runner_lease)
+            and not group.lease.held_by(
+                group.session_id, row.runner_host, row.runner_pid, row.runner_lease
+            )
         ):
-            lost.add(sid)
-    return lost
+            stale.append(group)
+    return stale
 
 
 def insert_log_lines(conn: Connection, groups: Sequence[LogLines]) -> None:
@@ -119,7 +119,7 @@ def insert_log_lines(conn: Connection, groups: Sequence[LogLines]) -> None:
         driver = conn.connection.driver_connection
         assert driver is not None
         with driver.cursor() as cursor, cursor.copy(_COPY_LOGS) as copy:
-            for sid, at, level, category, stage, texts in groups:
+            for sid, at, level, category, stage, texts, _ in groups:
                 copy.write(_copy_block(sid, at, level, category, stage, _without_nul(texts)))
         return
     marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
@@ -127,7 +127,7 @@ def insert_log_lines(conn: Connection, groups: Sequence[LogLines]) -> None:
     single: list[tuple[Any, ...]] = []
     use_json = conn.dialect.name == "sqlite" and _has_json_each(conn)
     for group in groups:
-        sid, at, level, category, stage, texts = group
+        sid, at, level, category, stage, texts, _ = group
         if use_json and len(texts) >= _JSON_GROUP_MIN:
             # ensure_ascii=False: a lone surrogate then fails to encode, as it does with
             # executemany, instead of being stored as bytes SQLite cannot give back.

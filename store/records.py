@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from store.errors import AmbiguousId, InvalidId, InvalidTransition, SessionNotFound
 from store.gates import gate_of_reason
@@ -47,6 +47,9 @@ class LogLines(NamedTuple):
     category: str
     stage: str | None
     texts: Sequence[str]
+    #: The claim (``store.changes.Lease``) of the runner that logged them, if a runner
+    #: did: they are stored only while it holds (``store.log_ingest.append_log_lines``).
+    lease: Any = None
 
 
 @dataclass(frozen=True)

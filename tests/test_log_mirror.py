@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,9 @@ def store(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     engine = init_db(sqlite_url)
     factory = get_session_factory(engine)
 
-    def write_batch(groups: Any) -> None:
+    def write_batch(groups: Any) -> list[LogLines]:
         with factory() as session:
-            append_log_lines(session, groups)
+            return append_log_lines(session, groups)
 
     yield engine, write_batch
     engine.dispose()
@@ -324,22 +325,29 @@ def test_the_deleted_sessions_remembered_are_the_newest_few() -> None:
     assert "s999" not in seen
 
 
-def test_once_a_fenced_session_is_taken_over_its_later_lines_stay_out_of_the_store() -> None:
-    """The store left a batch out because the runner's claim is gone: what that runner
-    says next of the session is not even tried (another session's lines go on)."""
-    other = "f" * 32
-    written: list[tuple[list[str], Any]] = []
+def test_lines_of_a_runner_taken_over_are_left_out_and_a_note_says_how_many(store: Any) -> None:
+    """The store refuses a runner's lines once its claim is gone (store.log_ingest): the
+    mirror stores, in their place, one WARNING saying how many are missing and where."""
+    engine, write_batch = store
+    with get_session_factory(engine)() as db:
+        from store import FlowSessionManager
 
-    def write_batch(groups: Any, fences: Any = None) -> frozenset[str]:
-        written.append(([t for g in groups for t in g.texts], fences))
-        return frozenset(fences or ())  # every fenced session was taken over
-
+        sessions = FlowSessionManager(db)
+        sid = sessions.create_session("w", definition=None).id
+        change = sessions.start_session(sid, runner_host="here", runner_pid=4242)
+        lease = sessions.lease_of(change, "here", 4242)
+    stale = replace(lease, token=lease.token + 1)
     mirror = StoreMirror(write_batch, interval=30.0)
-    mirror.fence(SID, "lease")
-    mirror.add(_line(1))
-    mirror.flush(5)
-    mirror.add(_line(2))
-    mirror.add(LogLines(other, 1.0, "INFO", CATEGORY, None, ("other",)))
+    for i in range(3):
+        mirror.add(LogLines(sid, 1.0 + i, "INFO", CATEGORY, "s", (f"late {i}",), stale))
+    mirror.add(LogLines(sid, 9.0, "INFO", CATEGORY, None, ("a person's line",)))
     mirror.flush(5)
     mirror.close()
-    assert written == [(["line 0001"], {SID: "lease"}), (["other"], None)]
+    assert _stored(engine) == [
+        ("INFO", "a person's line"),
+        (
+            "WARNING",
+            "vc: 3 log line(s) are missing here: they were read by a runner another one had "
+            "taken the session over from (the session log file on that runner's host has them)",
+        ),
+    ]

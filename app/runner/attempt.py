@@ -70,8 +70,11 @@ class StageOutput:
         session_id: str,
         stage: str,
         outputs: OutputRecorder | None = None,
+        lease: Any = None,
     ) -> None:
         self._files = logging.files
+        #: The runner's claim: its lines are stored only while it holds (store.log_ingest).
+        self._lease = lease
         self.outputs = outputs
         self._mirror = logging.mirror
         self._forgotten = logging.forgotten
@@ -147,7 +150,8 @@ class StageOutput:
         self._files.write_session(sid, prefix + body.replace("\n", "\n" + prefix) + "\n")
         if self._mirror is not None:
             self.mirror_mark = self._mirror.add(
-                LogLines(sid, at, level, OUTPUT_CATEGORY, stage, texts), wait_for_room=True
+                LogLines(sid, at, level, OUTPUT_CATEGORY, stage, texts, self._lease),
+                wait_for_room=True,
             )
         self.lines += len(texts)
         self.last_line = texts[-1]

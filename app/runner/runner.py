@@ -348,7 +348,6 @@ class Runner(ManualGates, LiveView):
                 with contextlib.suppress(Exception):
                     self._db.rollback()
             self._db.close()
-            self.log.unfence(self.session_id)
 
     # -- the scheduler -------------------------------------------------------------------------
 
@@ -546,7 +545,7 @@ class Runner(ManualGates, LiveView):
         timeout = _seconds(stage.config.get("timeout"))
         kill_timeout = kill_timeout_of(stage.config)
         recorder = OutputRecorder(lambda text: self._say(text, "WARNING", stage.name))
-        output = StageOutput(self.log, self.session_id, stage.name, recorder)
+        output = StageOutput(self.log, self.session_id, stage.name, recorder, self._lease)
         proc = StageProcess(
             command,
             env=self._stage_env(stage, attempt),

@@ -137,7 +137,9 @@ class StoreLink:
         from loguru import logger
 
         category = STAGE_CATEGORY if stage else SESSION_CATEGORY
-        logger.bind(category=category, session_id=self.session_id, stage=stage).log(level, text)
+        logger.bind(
+            category=category, session_id=self.session_id, stage=stage, lease=self._lease
+        ).log(level, text)
 
     def _notify(self) -> None:
         if self.on_update is not None:
@@ -177,7 +179,6 @@ class StoreLink:
         self._lease = lease
         self._raw_sessions.lease = lease
         self.stages.raw.lease = lease
-        self.log.fence(self.session_id, lease)  # its log rows too (store.log_ingest)
 
     def _beat(self) -> None:
         """Heartbeat thread: refresh ``heartbeat_at`` every HEARTBEAT_INTERVAL seconds on a

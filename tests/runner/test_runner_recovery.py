@@ -534,4 +534,5 @@ def test_a_runner_woken_after_a_takeover_adds_no_line_to_the_store(
     second = next(i for i, t in enumerate(texts) if t.startswith("attempt 2 ("))
     late = [t for t in texts[second:] if t.startswith("a 1 ")]
     assert late == [], f"{len(late)} line(s) of attempt 1 after attempt 2 began: {late[:3]}"
+    assert any("had taken the session over from" in t for t in texts[second:])  # the note
     vc("flow", "session", "abort", sid)

@@ -109,10 +109,8 @@ def _claimed(managers, hello_definition):  # type: ignore[no-untyped-def]
 
 def test_a_runners_rows_land_while_its_claim_holds(db, managers, hello_definition):
     sid, lease = _claimed(managers, hello_definition)
-    left_out = append_log_lines(
-        db, [LogLines(sid, 1.0, "INFO", CATEGORY, "s", ("a", "b"))], {sid: lease}
-    )
-    assert left_out == frozenset()
+    left_out = append_log_lines(db, [LogLines(sid, 1.0, "INFO", CATEGORY, "s", ("a", "b"), lease)])
+    assert left_out == []
     assert [text for *_, text in _stored(db, sid)] == ["a", "b"]
 
 
@@ -122,13 +120,14 @@ def test_the_rows_of_a_runner_taken_over_are_left_out_and_the_others_land(
     sid, lease = _claimed(managers, hello_definition)
     other, other_lease = _claimed(managers, hello_definition)
     taken_over = replace(lease, token=lease.token + 1)  # the claim a takeover wrote since
+    late = LogLines(sid, 1.0, "INFO", CATEGORY, "s", ("late line of attempt 1",), taken_over)
     groups = [
-        LogLines(sid, 1.0, "INFO", CATEGORY, "s", ("late line of attempt 1",)),
-        LogLines(other, 1.0, "INFO", CATEGORY, "s", ("kept",)),
+        late,
+        LogLines(sid, 1.0, "INFO", CATEGORY, None, ("said by a person",)),
+        LogLines(other, 1.0, "INFO", CATEGORY, "s", ("kept",), other_lease),
     ]
-    left_out = append_log_lines(db, groups, {sid: taken_over, other: other_lease})
-    assert left_out == {sid}
-    assert _stored(db, sid) == []
+    assert append_log_lines(db, groups) == [late]
+    assert [text for *_, text in _stored(db, sid)] == ["said by a person"]
     assert [text for *_, text in _stored(db, other)] == ["kept"]
 
 
@@ -137,7 +136,7 @@ def test_a_runners_last_rows_land_after_it_released_the_session(db, managers, he
     sessions, _ = managers
     sid, lease = _claimed(managers, hello_definition)
     assert sessions.release_runner(sid, runner_host="here", runner_pid=4242)
-    append_log_lines(db, [LogLines(sid, 1.0, "INFO", CATEGORY, None, ("bye",))], {sid: lease})
+    append_log_lines(db, [LogLines(sid, 1.0, "INFO", CATEGORY, None, ("bye",), lease)])
     assert [text for *_, text in _stored(db, sid)] == ["bye"]
 
 
@@ -145,8 +144,6 @@ def test_the_rows_of_a_deleted_session_are_left_out(db, managers, hello_definiti
     sessions, _ = managers
     sid, lease = _claimed(managers, hello_definition)
     sessions.delete(sid, force=True)
-    left_out = append_log_lines(
-        db, [LogLines(sid, 1.0, "INFO", CATEGORY, None, ("x",))], {sid: lease}
-    )
-    assert left_out == {sid}
+    group = LogLines(sid, 1.0, "INFO", CATEGORY, None, ("x",), lease)
+    assert append_log_lines(db, [group]) == [group]
     assert _stored(db, sid) == []
