@@ -338,11 +338,7 @@ class ManagerBase:
         if not _logging_enabled:
             return change
         _op_logger().bind(
-            category=category,
-            session_id=change.session_id,
-            stage=change.stage,
-            stored=stored,
-            lease=self.lease,  # a runner's line: stored while its claim holds
+            category=category, session_id=change.session_id, stage=change.stage, stored=stored
         ).info(operation_text(change, self.actor, self.host, self.pid))
         return change
 

@@ -12,12 +12,13 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from store.models import FlowSession, LogRecord
+from store.models import FlowEvent, FlowSession, LogRecord
 from store.records import LogLines
+from store.status import SessionOp
 
 _LOG = LogRecord.__table__  # type: ignore[attr-defined]
 _T = FlowSession.__table__  # type: ignore[attr-defined]
@@ -29,6 +30,16 @@ _CLAIMS = (
     .where(_T.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(_T.c.id)
     .with_for_update(read=True)
+)
+_EV = FlowEvent.__table__  # type: ignore[attr-defined]
+#: When each session was last claimed (every claim writes a ``start`` event).
+_LAST_CLAIMS = (
+    select(_EV.c.session_id, func.max(_EV.c.at))
+    .where(
+        _EV.c.session_id.in_(bindparam("ids", expanding=True)),
+        _EV.c.op == SessionOp.START.value,
+    )
+    .group_by(_EV.c.session_id)
 )
 _LOG_COLUMNS = ("session_id", "at", "level", "category", "stage", "text")
 
@@ -58,11 +69,13 @@ def append_log_lines(session: Session, groups: Sequence[LogLines]) -> list[LogLi
     """Insert log records, one per text, in order, in one transaction; the batching writers
     (the log mirror) call this with what a stage printed.
 
-    A group with a ``lease`` (a runner's claim) is stored only while the session's row
-    records that claim, or none (released as its runner ended): a runner that was taken
-    over (stalled, then woken) adds nothing more, since what its stage printed into the pipe
-    meanwhile, stamped when read, would sit among the new attempt's lines; nor does a
-    session deleted meanwhile keep rows. Those groups are returned, the others stored.
+    A group with a ``lease`` (a runner's claim) logged after another claim of its session
+    is not stored: its runner was taken over (stalled, then woken), and what its stage
+    printed into the pipe meanwhile, stamped when read, would sit among the new attempt's
+    lines. Those groups are returned. What a runner logged before the session was claimed
+    again (its last lines before a hand-back, not stored yet) is stored, and so is anything
+    while the row records the group's claim or none (released as its runner ended). A
+    leased group of a session deleted meanwhile is left out too, and not returned.
 
     The hot path of stage output (hundreds of thousands of lines per second). On SQLite a
     group of lines becomes one ``INSERT … SELECT … FROM json_each(?)``: the texts cross
@@ -80,36 +93,42 @@ def append_log_lines(session: Session, groups: Sequence[LogLines]) -> list[LogLi
     while groups:
         conn = session.connection()
         insert_log_lines(conn, groups)  # first: it takes SQLite's write lock
-        stale = _of_lost_claims(conn, groups)
-        if not stale:
+        taken_over, deleted = _after_another_claim(conn, groups)
+        if not taken_over and not deleted:
             session.commit()
             break
         session.rollback()
-        left_out += stale
-        gone = {id(g) for g in stale}
+        left_out += taken_over
+        gone = {id(g) for g in taken_over + deleted}
         groups = [g for g in groups if id(g) not in gone]
     return left_out
 
 
-def _of_lost_claims(conn: Connection, groups: Sequence[LogLines]) -> list[LogLines]:
-    """The groups of runners whose claim the session's row no longer records (another
-    claim, or no row)."""
+def _after_another_claim(
+    conn: Connection, groups: Sequence[LogLines]
+) -> tuple[list[LogLines], list[LogLines]]:
+    """(The leased groups logged after their session was claimed by another runner, those
+    of sessions with no row any more.)"""
     leased = [g for g in groups if g.lease is not None]
     if not leased:
-        return []
+        return [], []
     ids = sorted({g.session_id for g in leased})
     rows = {r.id: r for r in conn.execute(_CLAIMS, {"ids": ids})}
-    stale = []
-    for group in leased:
-        row = rows.get(group.session_id)
-        if row is None or (
-            row.runner_lease is not None
-            and not group.lease.held_by(
-                group.session_id, row.runner_host, row.runner_pid, row.runner_lease
-            )
-        ):
-            stale.append(group)
-    return stale
+    deleted = [g for g in leased if g.session_id not in rows]
+    other = [
+        g
+        for g in leased
+        if (row := rows.get(g.session_id)) is not None
+        and row.runner_lease is not None
+        and not g.lease.held_by(g.session_id, row.runner_host, row.runner_pid, row.runner_lease)
+    ]
+    if not other:
+        return [], deleted
+    sids = sorted({g.session_id for g in other})
+    claimed_at = {sid: at for sid, at in conn.execute(_LAST_CLAIMS, {"ids": sids}).all()}
+    # A group without a claim event to compare with (not expected) counts as after it.
+    taken_over = [g for g in other if g.at >= (claimed_at.get(g.session_id) or 0.0)]
+    return taken_over, deleted
 
 
 def insert_log_lines(conn: Connection, groups: Sequence[LogLines]) -> None:

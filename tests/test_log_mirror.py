@@ -339,8 +339,8 @@ def test_lines_of_a_runner_taken_over_are_left_out_and_a_note_says_how_many(stor
     stale = replace(lease, token=lease.token + 1)
     mirror = StoreMirror(write_batch, interval=30.0)
     for i in range(3):
-        mirror.add(LogLines(sid, 1.0 + i, "INFO", CATEGORY, "s", (f"late {i}",), stale))
-    mirror.add(LogLines(sid, 9.0, "INFO", CATEGORY, None, ("a person's line",)))
+        mirror.add(LogLines(sid, time.time(), "INFO", CATEGORY, "s", (f"late {i}",), stale))
+    mirror.add(LogLines(sid, time.time(), "INFO", CATEGORY, None, ("a person's line",)))
     mirror.flush(5)
     mirror.close()
     assert _stored(engine) == [
@@ -351,3 +351,36 @@ def test_lines_of_a_runner_taken_over_are_left_out_and_a_note_says_how_many(stor
             "taken the session over from (the session log file on that runner's host has them)",
         ),
     ]
+
+
+def test_a_runners_line_logged_after_a_takeover_reaches_the_file_only(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Through the loguru sink: the ``lease`` a runner binds goes with its line."""
+    from loguru import logger
+
+    from app.logging import setup_logging
+    from store import FlowSessionManager
+
+    engine = init_db(sqlite_url)
+    factory = get_session_factory(engine)
+    with factory() as db:
+        sessions = FlowSessionManager(db)
+        sid = sessions.create_session("w", definition=None).id
+        change = sessions.start_session(sid, runner_host="here", runner_pid=4242)
+        stale = replace(sessions.lease_of(change, "here", 4242), token=change.version + 1)
+    log = setup_logging(tmp_path / "logs", factory)
+    try:
+        said = logger.bind(category="workflow.session.operations", session_id=sid, stage=None)
+        said.bind(lease=stale).info("the woken runner's line")
+        said.info("a person's line")
+    finally:
+        log.close()
+    texts = [t for _, t in _stored(engine)]
+    assert "the woken runner's line" not in texts and "a person's line" in texts
+    assert any("had taken the session over from" in t for t in texts)
+    assert (
+        "the woken runner's line"
+        in (tmp_path / "logs" / "workflow" / "session" / f"{sid}.log").read_text()
+    )
+    engine.dispose()

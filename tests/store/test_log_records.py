@@ -3,6 +3,7 @@ given, exactly as given, on both stores."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from store.log_ingest import LogLines, append_log_lines, append_logs
@@ -114,21 +115,36 @@ def test_a_runners_rows_land_while_its_claim_holds(db, managers, hello_definitio
     assert [text for *_, text in _stored(db, sid)] == ["a", "b"]
 
 
-def test_the_rows_of_a_runner_taken_over_are_left_out_and_the_others_land(
+def test_a_runners_lines_logged_after_another_claim_are_left_out_and_the_others_land(
     db, managers, hello_definition
 ):
     sid, lease = _claimed(managers, hello_definition)
     other, other_lease = _claimed(managers, hello_definition)
     taken_over = replace(lease, token=lease.token + 1)  # the claim a takeover wrote since
-    late = LogLines(sid, 1.0, "INFO", CATEGORY, "s", ("late line of attempt 1",), taken_over)
+    late = LogLines(sid, time.time(), "INFO", CATEGORY, "s", ("read after it",), taken_over)
     groups = [
         late,
-        LogLines(sid, 1.0, "INFO", CATEGORY, None, ("said by a person",)),
-        LogLines(other, 1.0, "INFO", CATEGORY, "s", ("kept",), other_lease),
+        LogLines(sid, time.time(), "INFO", CATEGORY, None, ("said by a person",)),
+        LogLines(other, time.time(), "INFO", CATEGORY, "s", ("kept",), other_lease),
     ]
     assert append_log_lines(db, groups) == [late]
     assert [text for *_, text in _stored(db, sid)] == ["said by a person"]
     assert [text for *_, text in _stored(db, other)] == ["kept"]
+
+
+def test_a_runners_lines_logged_before_the_session_was_claimed_again_land(
+    db, managers, hello_definition
+):
+    """A worker's runner hands the session back, and the next worker claims it before the
+    first one's last lines were stored: they are true, and told before that claim."""
+    sessions, _ = managers
+    sid, lease = _claimed(managers, hello_definition)
+    last = LogLines(sid, time.time(), "INFO", CATEGORY, None, ("interrupted",), lease)
+    assert sessions.release_runner(sid, runner_host="here", runner_pid=4242)
+    time.sleep(0.01)
+    sessions.start_session(sid, runner_host="there", runner_pid=5151)
+    assert append_log_lines(db, [last]) == []
+    assert [text for *_, text in _stored(db, sid)] == ["interrupted"]
 
 
 def test_a_runners_last_rows_land_after_it_released_the_session(db, managers, hello_definition):
@@ -136,14 +152,17 @@ def test_a_runners_last_rows_land_after_it_released_the_session(db, managers, he
     sessions, _ = managers
     sid, lease = _claimed(managers, hello_definition)
     assert sessions.release_runner(sid, runner_host="here", runner_pid=4242)
-    append_log_lines(db, [LogLines(sid, 1.0, "INFO", CATEGORY, None, ("bye",), lease)])
+    append_log_lines(db, [LogLines(sid, time.time(), "INFO", CATEGORY, None, ("bye",), lease)])
     assert [text for *_, text in _stored(db, sid)] == ["bye"]
 
 
-def test_the_rows_of_a_deleted_session_are_left_out(db, managers, hello_definition):
+def test_a_runners_rows_of_a_deleted_session_are_left_out_and_not_returned(
+    db, managers, hello_definition
+):
+    """No row outlives its session, and no note of them either."""
     sessions, _ = managers
     sid, lease = _claimed(managers, hello_definition)
     sessions.delete(sid, force=True)
-    group = LogLines(sid, 1.0, "INFO", CATEGORY, None, ("x",), lease)
-    assert append_log_lines(db, [group]) == [group]
+    group = LogLines(sid, time.time(), "INFO", CATEGORY, None, ("x",), lease)
+    assert append_log_lines(db, [group]) == []
     assert _stored(db, sid) == []
