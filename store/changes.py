@@ -338,7 +338,11 @@ class ManagerBase:
         if not _logging_enabled:
             return change
         _op_logger().bind(
-            category=category, session_id=change.session_id, stage=change.stage, stored=stored
+            category=category,
+            session_id=change.session_id,
+            stage=change.stage,
+            stored=stored,
+            lease=self.lease,  # a runner's: none stored once the session is deleted
         ).info(operation_text(change, self.actor, self.host, self.pid))
         return change
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
@@ -32,14 +32,15 @@ _CLAIMS = (
     .with_for_update(read=True)
 )
 _EV = FlowEvent.__table__  # type: ignore[attr-defined]
-#: When each session was last claimed (every claim writes a ``start`` event).
-_LAST_CLAIMS = (
-    select(_EV.c.session_id, func.max(_EV.c.at))
+#: Every claim of the sessions, oldest first: each writes a ``start`` event, dated by the
+#: claimer, with its host and pid.
+_CLAIM_EVENTS = (
+    select(_EV.c.session_id, _EV.c.at, _EV.c.host, _EV.c.pid)
     .where(
         _EV.c.session_id.in_(bindparam("ids", expanding=True)),
         _EV.c.op == SessionOp.START.value,
     )
-    .group_by(_EV.c.session_id)
+    .order_by(_EV.c.session_id, _EV.c.at, _EV.c.id)
 )
 _LOG_COLUMNS = ("session_id", "at", "level", "category", "stage", "text")
 
@@ -69,13 +70,14 @@ def append_log_lines(session: Session, groups: Sequence[LogLines]) -> list[LogLi
     """Insert log records, one per text, in order, in one transaction; the batching writers
     (the log mirror) call this with what a stage printed.
 
-    A group with a ``lease`` (a runner's claim) logged after another claim of its session
-    is not stored: its runner was taken over (stalled, then woken), and what its stage
-    printed into the pipe meanwhile, stamped when read, would sit among the new attempt's
-    lines. Those groups are returned. What a runner logged before the session was claimed
-    again (its last lines before a hand-back, not stored yet) is stored, and so is anything
-    while the row records the group's claim or none (released as its runner ended). A
-    leased group of a session deleted meanwhile is left out too, and not returned.
+    A group with a ``lease`` (a runner's claim) logged after another runner claimed its
+    session from it is not stored: its runner was taken over (stalled, then woken), and
+    what its stage printed into the pipe meanwhile, stamped when read, would sit among the
+    new attempt's lines. Those groups are returned. What a runner logged before the next
+    claim (its last lines before a hand-back, not stored yet) is stored, and so is anything
+    while the row records the group's claim or none (released as its runner ended). The
+    groups of a session deleted meanwhile that a leased group names are left out too, and
+    not returned (no row outlives its session).
 
     The hot path of stage output (hundreds of thousands of lines per second). On SQLite a
     group of lines becomes one ``INSERT … SELECT … FROM json_each(?)``: the texts cross
@@ -114,7 +116,8 @@ def _after_another_claim(
         return [], []
     ids = sorted({g.session_id for g in leased})
     rows = {r.id: r for r in conn.execute(_CLAIMS, {"ids": ids})}
-    deleted = [g for g in leased if g.session_id not in rows]
+    gone = set(ids) - rows.keys()
+    deleted = [g for g in groups if g.session_id in gone]  # a person's lines of it too
     other = [
         g
         for g in leased
@@ -124,11 +127,25 @@ def _after_another_claim(
     ]
     if not other:
         return [], deleted
+    claims: dict[str, list[tuple[float, str, int]]] = {}
     sids = sorted({g.session_id for g in other})
-    claimed_at = {sid: at for sid, at in conn.execute(_LAST_CLAIMS, {"ids": sids}).all()}
-    # A group without a claim event to compare with (not expected) counts as after it.
-    taken_over = [g for g in other if g.at >= (claimed_at.get(g.session_id) or 0.0)]
+    for sid, at, host, pid in conn.execute(_CLAIM_EVENTS, {"ids": sids}).all():
+        claims.setdefault(sid, []).append((at, host, pid))
+    taken_over = [g for g in other if _after_next_claim(g, claims.get(g.session_id, []))]
     return taken_over, deleted
+
+
+def _after_next_claim(group: LogLines, claims: list[tuple[float, str, int]]) -> bool:
+    """Was ``group`` logged once another process had claimed the session after its own
+    runner's claim (the latest claim of its host and pid before the line: a runner's claim
+    is written by its own process, a worker's runner's by the worker)? ``claims``: (time,
+    host, pid), oldest first. Without such a claim to compare with (its own process claimed
+    it again), it counts as after."""
+    runner = (group.lease.host, group.lease.pid)
+    own = [at for at, host, pid in claims if (host, pid) == runner and at <= group.at]
+    since = own[-1] if own else float("-inf")
+    following = [at for at, host, pid in claims if at > since and (host, pid) != runner]
+    return not following or group.at >= following[0]
 
 
 def insert_log_lines(conn: Connection, groups: Sequence[LogLines]) -> None:

@@ -384,3 +384,30 @@ def test_a_runners_line_logged_after_a_takeover_reaches_the_file_only(
         in (tmp_path / "logs" / "workflow" / "session" / f"{sid}.log").read_text()
     )
     engine.dispose()
+
+
+def test_a_runners_transition_line_leaves_no_row_once_its_session_is_deleted(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Logged after its commit, stored with the mirror's next batch: a forced delete in
+    between must not leave a row of the session behind."""
+    from app.logging import setup_logging
+    from store import FlowSessionManager
+
+    engine = init_db(sqlite_url)
+    factory = get_session_factory(engine)
+    log = setup_logging(tmp_path / "logs", factory)
+    try:
+        with factory() as db, factory() as runner_db:
+            sessions = FlowSessionManager(db)
+            sid = sessions.create_session("w", definition=None).id
+            change = sessions.start_session(sid, runner_host="here", runner_pid=4242)
+            lease = sessions.lease_of(change, "here", 4242)
+            FlowSessionManager(runner_db, actor="runner", lease=lease).complete(sid)
+            sessions.delete(sid, force=True)
+    finally:
+        log.close()
+    with engine.connect() as conn:
+        left = conn.execute(text("SELECT text FROM log_records WHERE session_id = :s"), {"s": sid})
+        assert [r[0] for r in left] == []
+    engine.dispose()

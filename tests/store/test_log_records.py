@@ -102,10 +102,17 @@ def test_log_records_given_as_mappings_keep_their_order(db, managers, hello_defi
 
 def _claimed(managers, hello_definition):  # type: ignore[no-untyped-def]
     """A session claimed by runner pid 4242 on host `here`, and that runner's lease."""
-    sessions, _ = managers
     sid = _session(managers, hello_definition)
-    change = sessions.start_session(sid, runner_host="here", runner_pid=4242)
-    return sid, sessions.lease_of(change, "here", 4242)
+    return sid, _claim(managers, sid, "here", 4242)
+
+
+def _claim(managers, sid: str, host: str, pid: int):  # type: ignore[no-untyped-def]
+    """``sid`` claimed by the runner ``host``/``pid`` as a runner claims (its own process
+    writes the claim and its ``start`` event); its lease."""
+    sessions, _ = managers
+    sessions.host, sessions.pid = host, pid
+    change = sessions.start_session(sid, runner_host=host, runner_pid=pid)
+    return sessions.lease_of(change, host, pid)
 
 
 def test_a_runners_rows_land_while_its_claim_holds(db, managers, hello_definition):
@@ -142,9 +149,28 @@ def test_a_runners_lines_logged_before_the_session_was_claimed_again_land(
     last = LogLines(sid, time.time(), "INFO", CATEGORY, None, ("interrupted",), lease)
     assert sessions.release_runner(sid, runner_host="here", runner_pid=4242)
     time.sleep(0.01)
-    sessions.start_session(sid, runner_host="there", runner_pid=5151)
+    _claim(managers, sid, "there", 5151)
     assert append_log_lines(db, [last]) == []
     assert [text for *_, text in _stored(db, sid)] == ["interrupted"]
+
+
+def test_a_runners_line_after_the_next_claim_is_left_out_whatever_claims_followed(
+    db, managers, hello_definition
+):
+    """Runner A, cut off, logs on after B's claim; C claims after B: A's line is still
+    after the claim that replaced A (B's), not before the latest (C's)."""
+    sessions, _ = managers
+    sid, lease = _claimed(managers, hello_definition)  # A: here/4242
+    assert sessions.release_runner(sid, runner_host="here", runner_pid=4242)
+    time.sleep(0.01)
+    _claim(managers, sid, "b", 5151)
+    time.sleep(0.01)
+    late = LogLines(sid, time.time(), "INFO", CATEGORY, None, ("A, cut off",), lease)
+    time.sleep(0.01)
+    assert sessions.release_runner(sid, runner_host="b", runner_pid=5151)
+    _claim(managers, sid, "c", 6161)
+    assert append_log_lines(db, [late]) == [late]
+    assert _stored(db, sid) == []
 
 
 def test_a_runners_last_rows_land_after_it_released_the_session(db, managers, hello_definition):
