@@ -18,6 +18,8 @@ _ESCAPES = re.compile(
   | \x1b[@-Z\\-_]                       # other two-byte escapes
   | \x1b                                # lone ESC
   | \x9b[0-?]*[ -/]*[@-~]               # 8-bit CSI
+  | \x9d[^\x07\x1b\x9c]*(?:\x07|\x9c|\x1b\\)?  # 8-bit OSC ... BEL or ST
+  | [\x90\x98\x9e\x9f][^\x1b\x9c]*(?:\x9c|\x1b\\)?  # 8-bit DCS / SOS / PM / APC ... ST
     """,
     re.VERBOSE,
 )

@@ -183,6 +183,22 @@ def test_rich_markup_in_a_name_is_stored_and_printed_verbatim(workspace: Path, c
 HOSTILE = "ok\u202e\x1b[31mred\u2066\ufeff\x1b[0m\x1b]0;pwned\x07\x1b]8;;http://evil\x1b\\link\x9b2J\x07\rback\x08"
 
 
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("a\x9d0;title\x9cb", "ab"),  # 8-bit OSC, ended by 8-bit ST
+        ("a\x9d8;;http://evil\x07link\x9d8;;\x07b", "alinkb"),  # a link, ended by BEL
+        ("a\x90q#1;2\x9cb", "ab"),  # 8-bit DCS
+        ("a\x9d0;unterminated", "a"),  # as the 7-bit one: to the end
+    ],
+)
+def test_eight_bit_string_sequences_go_with_their_payload(text: str, shown: str) -> None:
+    """Removing only the C1 controls left the title or URL they carried on show."""
+    from store.text import clean_text
+
+    assert clean_text(text) == shown
+
+
 @pytest.mark.parametrize("args", HUMAN_COMMANDS, ids=" ".join)
 def test_escape_sequences_in_user_text_never_reach_stdout(workspace: Path, args) -> None:
     from store.log_ingest import append_logs
