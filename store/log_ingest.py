@@ -121,7 +121,8 @@ def _after_another_claim(
     other = [
         g
         for g in leased
-        if (row := rows.get(g.session_id)) is not None
+        if g.lease is not None
+        and (row := rows.get(g.session_id)) is not None
         and row.runner_lease is not None
         and not g.lease.held_by(g.session_id, row.runner_host, row.runner_pid, row.runner_lease)
     ]
@@ -141,6 +142,7 @@ def _after_next_claim(group: LogLines, claims: list[tuple[float, str, int]]) -> 
     is written by its own process, a worker's runner's by the worker)? ``claims``: (time,
     host, pid), oldest first. Without such a claim to compare with (its own process claimed
     it again), it counts as after."""
+    assert group.lease is not None
     runner = (group.lease.host, group.lease.pid)
     own = [at for at, host, pid in claims if (host, pid) == runner and at <= group.at]
     since = own[-1] if own else float("-inf")

@@ -11,11 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from store.errors import AmbiguousId, InvalidId, InvalidTransition, SessionNotFound
 from store.gates import gate_of_reason
 from store.status import SessionOp, SessionStatus, allowed_session_ops
+
+if TYPE_CHECKING:
+    from store.changes import Lease
 
 #: The shortest session id prefix a command accepts.
 MIN_PREFIX = 4
@@ -49,7 +52,7 @@ class LogLines(NamedTuple):
     texts: Sequence[str]
     #: The claim (``store.changes.Lease``) of the runner that logged them, if a runner
     #: did: they are stored only while it holds (``store.log_ingest.append_log_lines``).
-    lease: Any = None
+    lease: Lease | None = None
 
 
 @dataclass(frozen=True)

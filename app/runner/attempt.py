@@ -18,6 +18,7 @@ from app.logging import UNSAFE_IN_FILE, Logging, escape_for_file, format_line
 from app.runner.lines import parse_progress
 from app.runner.outputs import OUTPUT_TAG, OutputRecorder
 from app.runner.process import StageProcess, signal_strays, strays_of
+from store.changes import Lease
 from store.definition_base import DEFAULT_KILL_TIMEOUT
 from store.log_ingest import LogLines
 from store.queries import StageView
@@ -70,7 +71,7 @@ class StageOutput:
         session_id: str,
         stage: str,
         outputs: OutputRecorder | None = None,
-        lease: Any = None,
+        lease: Lease | None = None,
     ) -> None:
         self._files = logging.files
         #: The runner's claim: its lines are stored only while it holds (store.log_ingest).
