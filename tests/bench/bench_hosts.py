@@ -148,6 +148,30 @@ def _cpu_seconds(pid: int) -> float:
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def _postgres_cpu() -> dict[int, float]:
+    """CPU seconds of every PostgreSQL process of this machine (the server runs here in
+    these benches), by pid: the server's share of a measurement is the difference of two
+    of these."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            stat = (entry / "stat").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+def _server_seconds(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
 def _p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1] if len(values) >= 2 else values[0]
 
@@ -266,6 +290,7 @@ def drain(base: str, n: int, workers: int, concurrency: int) -> dict[str, Any]:
         try:
             _queue(engine, ws, n)
             load.start()
+            server_before = _postgres_cpu()
             started = time.perf_counter()
             for i in range(workers):
                 with open(ws / f"worker-{i}.err", "wb") as log:
@@ -291,6 +316,7 @@ def drain(base: str, n: int, workers: int, concurrency: int) -> dict[str, Any]:
                 pass
             wall = time.perf_counter() - started
             cpu = sum(_cpu_seconds(proc.pid) for proc in procs)
+            server = _server_seconds(server_before, _postgres_cpu())
             load.stop()
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
@@ -334,6 +360,7 @@ def drain(base: str, n: int, workers: int, concurrency: int) -> dict[str, Any]:
                 "span": (last_done or 0.0) - (first_claim or 0.0),
                 "wall": wall,
                 "cpu": cpu,
+                "server": server,
                 "busy": load.busy_cores(first_claim or 0.0, last_done or 0.0),
                 "steady_span": (last_done or 0.0) - (all_working or 0.0),
                 "steady_done": int(done_after or 0),
@@ -348,6 +375,154 @@ def drain(base: str, n: int, workers: int, concurrency: int) -> dict[str, Any]:
                     proc.kill()
                     proc.wait()
             engine.dispose()
+
+
+# -- the least a worker can spend on a session ---------------------------------------------------
+
+#: The tables of :data:`FLOOR_WORKER`: the columns of vc's own that its records write.
+FLOOR_TABLES = (
+    "CREATE TABLE f_sessions (id text PRIMARY KEY, status text, version int, queued bool, "
+    "runner_host text, runner_pid int, runner_lease int, heartbeat_at float8, "
+    "updated_at float8, finished_at float8, created_at float8)",
+    "CREATE INDEX ON f_sessions (status, created_at) WHERE queued",
+    "CREATE TABLE f_stages (session_id text, name text, status text, attempt int, "
+    "pid int, exit_code int, started_at float8, finished_at float8, "
+    "PRIMARY KEY (session_id, name))",
+    "CREATE TABLE f_events (id bigserial PRIMARY KEY, session_id text, stage text, op text, "
+    "from_status text, to_status text, at float8, host text, pid int)",
+    "CREATE INDEX ON f_events (session_id)",
+    "CREATE TABLE f_logs (id bigserial PRIMARY KEY, session_id text, at float8, level text, "
+    "category text, stage text, text text)",
+    "CREATE INDEX ON f_logs (session_id, id)",
+)
+
+#: The least a worker that keeps the design's record can spend on one queued session of a
+#: `true` stage, on the raw driver (psycopg) in one process and one connection: the claim
+#: (candidates ``FOR UPDATE SKIP LOCKED``, the conditioned UPDATE, its event), the stage's
+#: start and end each fenced by the lease (touch, stage row, event), the process through a
+#: shell with its output piped and read, nine log lines into a file and into the store
+#: (COPY), the completion and its event: five commits, as vc's worker makes. No ORM, no
+#: loguru, no threads, no LISTEN. It prints its own CPU (and its stages') per session.
+FLOOR_WORKER = """
+import os, resource, socket, sys, time
+import psycopg
+conninfo, n, log_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+host, pid = socket.gethostname(), os.getpid()
+db = psycopg.connect(conninfo)
+log = open(log_path, "ab", buffering=0)
+def event(cur, sid, stage, op, before, after):
+    cur.execute("INSERT INTO f_events (session_id, stage, op, from_status, to_status, at, "
+                "host, pid) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (sid, stage, op, before, after, time.time(), host, pid))
+def fenced(cur, sid, lease):
+    cur.execute("UPDATE f_sessions SET updated_at = %s WHERE id = %s AND runner_lease = %s",
+                (time.time(), sid, lease))
+done = 0
+cur = db.cursor()
+while done < n:
+    cur.execute("SELECT id, version FROM f_sessions WHERE queued AND status = 'PENDING' "
+                "ORDER BY created_at LIMIT 8 FOR UPDATE SKIP LOCKED")
+    row = cur.fetchone()
+    if row is None:
+        break
+    sid, version = row
+    cur.execute("UPDATE f_sessions SET status = 'ACTIVE', version = version + 1, "
+                "runner_host = %s, runner_pid = %s, runner_lease = version + 1, "
+                "heartbeat_at = %s WHERE id = %s AND version = %s",
+                (host, pid, time.time(), sid, version))
+    lease = version + 1
+    event(cur, sid, None, "start", "PENDING", "ACTIVE")
+    db.commit()
+    read, write = os.pipe()
+    child = os.posix_spawn("/bin/sh", ["sh", "-c", "true"], os.environ, setpgroup=0,
+        file_actions=[(os.POSIX_SPAWN_DUP2, write, 1), (os.POSIX_SPAWN_DUP2, write, 2),
+                      (os.POSIX_SPAWN_CLOSE, read)])
+    os.close(write)
+    fenced(cur, sid, lease)
+    cur.execute("UPDATE f_stages SET status = 'ACTIVE', attempt = attempt + 1, pid = %s, "
+                "started_at = %s WHERE session_id = %s AND name = 'only'",
+                (child, time.time(), sid))
+    event(cur, sid, "only", "stage.start", "PENDING", "ACTIVE")
+    db.commit()
+    while os.read(read, 65536):
+        pass
+    os.close(read)
+    code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+    fenced(cur, sid, lease)
+    cur.execute("UPDATE f_stages SET status = 'COMPLETED', exit_code = %s, finished_at = %s "
+                "WHERE session_id = %s AND name = 'only'", (code, time.time(), sid))
+    event(cur, sid, "only", "stage.complete", "ACTIVE", "COMPLETED")
+    db.commit()
+    lines = [(sid, time.time(), "INFO", "workflow.stage.operations", "only", f"line {i}")
+             for i in range(9)]
+    log.write("".join(f"{at:.6f} | {level} | {category} | {text}\\n"
+                      for _, at, level, category, _, text in lines).encode())
+    with cur.copy("COPY f_logs (session_id, at, level, category, stage, text) FROM STDIN") as copy:
+        for line in lines:
+            copy.write_row(line)
+    db.commit()
+    cur.execute("UPDATE f_sessions SET status = 'COMPLETED', version = version + 1, "
+                "runner_host = NULL, runner_pid = NULL, runner_lease = NULL, finished_at = %s "
+                "WHERE id = %s AND runner_lease = %s", (time.time(), sid, lease))
+    event(cur, sid, None, "complete", "ACTIVE", "COMPLETED")
+    db.commit()
+    done += 1
+own, stages = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+print(done, own.ru_utime + own.ru_stime, stages.ru_utime + stages.ru_stime)
+"""
+
+
+def _conninfo(url: str) -> str:
+    """The psycopg connection string of a SQLAlchemy URL (its ``options`` included)."""
+    from psycopg.conninfo import make_conninfo
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    parts = {
+        "host": parsed.host,
+        "port": parsed.port,
+        "dbname": parsed.database,
+        "user": parsed.username,
+        "password": parsed.password,
+        **{key: str(value) for key, value in parsed.query.items()},
+    }
+    return make_conninfo("", **{key: value for key, value in parts.items() if value})
+
+
+def durable_floor(base: str, n: int) -> dict[str, float]:
+    """:data:`FLOOR_WORKER` draining ``n`` queued sessions: seconds, and CPU seconds of the
+    worker, its stages and the PostgreSQL processes, from its start to its exit."""
+    import psycopg
+
+    with _schema(base) as url, tempfile.TemporaryDirectory(prefix="vc-bench-floor-") as where:
+        conninfo = _conninfo(url)
+        with psycopg.connect(conninfo) as db:
+            for statement in FLOOR_TABLES:
+                db.execute(statement)
+            now = time.time()
+            with db.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO f_sessions (id, status, version, queued, created_at) "
+                    "VALUES (%s, 'PENDING', 1, true, %s)",
+                    [(uuid.uuid4().hex, now + i) for i in range(n)],
+                )
+                cur.execute(
+                    "INSERT INTO f_stages (session_id, name, status, attempt) "
+                    "SELECT id, 'only', 'PENDING', 0 FROM f_sessions"
+                )
+        server_before = _postgres_cpu()
+        started = time.perf_counter()
+        out = subprocess.run(
+            [sys.executable, "-c", FLOOR_WORKER, conninfo, str(n), str(Path(where) / "f.log")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        wall = time.perf_counter() - started
+        server = _server_seconds(server_before, _postgres_cpu())
+    done, own, stages = int(out[0]), float(out[1]), float(out[2])
+    assert done == n, f"the floor ran {done} of {n} sessions"
+    return {"wall": wall, "worker": own, "stages": stages, "server": server}
 
 
 def _steady_rate(d: dict[str, Any]) -> float:
@@ -480,6 +655,29 @@ def main(
             f"stages and server together: targets 6 ms with 1 worker, 8 ms with 3); sessions "
             f"run more than once: "
             f"{one['doubles'] + three['doubles']} (target 0)",
+        )
+    )
+    floor = durable_floor(base, n)
+    floor_all = floor["worker"] + floor["stages"] + floor["server"]
+
+    def per_session(seconds: float) -> str:
+        return f"{seconds / n * 1000:.1f} ms"
+
+    lines.append(
+        report(
+            "a worker's floor",
+            f"the least a worker keeping the same records can spend per trivial session "
+            f"(raw psycopg, one process, no ORM, no loguru, no threads; "
+            f"tests.bench.bench_hosts.FLOOR_WORKER), {n:,} sessions in {floor['wall']:.1f} s: "
+            f"worker {per_session(floor['worker'])}, its stages "
+            f"{per_session(floor['stages'])}, PostgreSQL {per_session(floor['server'])}, "
+            f"{per_session(floor_all)} in all; vc's "
+            f"one worker, the same way (its start-up included): worker and stages "
+            f"{per_session(one['cpu'])}, PostgreSQL {per_session(one['server'])}, "
+            f"{per_session(one['cpu'] + one['server'])} in all (so "
+            f"{(one['cpu'] + one['server']) / floor_all:.1f}x "
+            f"the floor; targets 6 ms with 1 worker, 8 ms with 3: 3 workers "
+            f"{per_session(three['cpu'] + three['server'])})",
         )
     )
     count = output_lines or (20_000 if small else 200_000)

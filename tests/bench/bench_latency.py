@@ -43,7 +43,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.bench.common import bench_workspace, precompile, report
+from tests.bench.common import (
+    RUNNER_STACK,
+    bench_workspace,
+    check_runner_stack,
+    precompile,
+    report,
+    runner_stack_import,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -252,6 +259,8 @@ def flow_run(
             return timed(lambda: _vc(tree, env, "flow", "run", "many"))
 
         subjects[f"vc {label}"] = run_vc
+    check_runner_stack(ROOT, env, "many")
+    subjects["runner stack"] = lambda: runner_stack_import(env)
     subjects["bash loop"] = lambda: timed(lambda: subprocess.run(["bash", "-c", loop], check=True))
     tsp = spooler(install)
     spool = Path(tempfile.mkdtemp(prefix="vc-bench-tsp-"))
@@ -442,11 +451,15 @@ def main(small: bool = False, against: Path | None = None) -> list[str]:
     floors = f"bash loop {got['bash loop'] * 1000:.0f} ms" + (
         f", task-spooler {got['task-spooler'] * 1000:.0f} ms" if tsp else ", no task-spooler"
     )
+    stack = got["runner stack"]
+    against = got["task-spooler"] if "task-spooler" in got else got["bash loop"]
     out.append(
         report(
             f"flow run, {n} true stages",
             f"vc {', '.join(parts)}; {floors}; ratios {'; '.join(ratios)} "
-            "(targets: <= 2.5x tsp, or <= 4x the loop)",
+            "(targets: <= 2.5x tsp, or <= 4x the loop); the runner's third-party imports "
+            f"alone (`import {', '.join(RUNNER_STACK)}`) {stack * 1000:.0f} ms, "
+            f"{stack / against:.1f}x {'tsp' if 'task-spooler' in got else 'the loop'}",
         )
     )
     got = run_start(n, 2 if small else 9, trees)

@@ -38,7 +38,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from tests.bench.common import alternate, bench_workspace, precompile, proc_state, report
+from tests.bench.common import (
+    RUNNER_STACK,
+    alternate,
+    bench_workspace,
+    precompile,
+    proc_state,
+    report,
+    runner_stack_import,
+)
 from tests.bench.common import timed_command as _timed
 from tests.bench.common import wait_until as _wait
 
@@ -399,6 +407,19 @@ def main(small: bool = False) -> list[str]:
             f"sqlite3 and recording nothing: {_ms(spawns)} vs `xargs -P {p}` {_ms(xargs)} "
             f"(ratio {spawns / xargs:.2f}: of the target's 2.0, {2.0 - spawns / xargs:.2f} "
             "is left for the runner's imports, store and supervision)",
+        )
+    )
+    stack, xargs, _ = alternate(
+        lambda: runner_stack_import(),
+        lambda: _timed(["sh", "-c", f"seq {n} | xargs -P {p} -I{{}} sh -c true"]),
+        1 if small else 5,
+    )
+    lines.append(
+        report(
+            "fan-out of true, the runner's imports",
+            f"`import {', '.join(RUNNER_STACK)}`, what `vc flow run` imports before its "
+            f"first stage, alone: {_ms(stack)} vs `xargs -P {p}` {_ms(xargs)} (ratio "
+            f"{stack / xargs:.2f}, against the target's 2.0)",
         )
     )
     records, xargs = python_records(n, "true", p, 1 if small else 5)

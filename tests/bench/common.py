@@ -69,6 +69,34 @@ def postgres_base(bench: str, url: str | None) -> str:
     return base
 
 
+#: The third-party modules `vc flow run` imports before its first stage: the store's
+#: engine and sessions, its models, the workflow model, YAML, the log sinks, the CLI. Any
+#: runner built on them pays their import before anything runs; timed alone, they are the
+#: floor of a foreground run's start (:func:`check_runner_stack` keeps the list true).
+RUNNER_STACK = ("sqlalchemy.orm", "sqlmodel", "pydantic", "yaml", "loguru", "typer", "sqlite3")
+
+
+def runner_stack_import(env: dict[str, str] | None = None) -> float:
+    """Seconds of ``python3 -c "import <RUNNER_STACK>"``: nothing of vc's own."""
+    return timed_command([sys.executable, "-c", f"import {', '.join(RUNNER_STACK)}"], env)
+
+
+def check_runner_stack(tree: Path, env: dict[str, str], workflow: str) -> None:
+    """Fail unless `vc flow run WORKFLOW` of ``tree`` imports every module of
+    :data:`RUNNER_STACK` (``-X importtime`` lists what a process imports)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "app.main", "flow", "run", workflow],
+        env={**env, "PYTHONPATH": str(tree)},
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    missing = [name for name in RUNNER_STACK if name not in imported]
+    assert not missing, f"`vc flow run` no longer imports {missing}: the floor overstates"
+
+
 def report(name: str, line: str) -> str:
     text = f"[bench] {name}: {line}"
     print(
