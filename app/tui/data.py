@@ -127,8 +127,8 @@ class Detail:
             text += " (orphaned: its runner is gone; r starts a new one)"
         if self.reason:
             text += f" — {self.reason}"
-        if self.waiting_at_gate:
-            text += " (r resumes it)"
+        if self.waiting_at_gate or (self.status == "PAUSED" and not self.orphaned):
+            text += " (r resumes it)"  # an orphan's line says what r does already
         if self.status == "PENDING":
             text += " (s starts it)"
         if self.status == "FAILED":

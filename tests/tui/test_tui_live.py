@@ -182,11 +182,12 @@ async def test_r_is_said_to_pass_a_gate_only_when_the_session_waits_at_it(
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
         assert await summary_of(pilot, beside, "held for") == (
-            "PAUSED — held for the release window — gate approve waits (g approves it) — "
+            "PAUSED — held for the release window (r resumes it) — gate approve waits "
+            "(g approves it) — "
             "check: changelog reviewed"
         )
         assert await summary_of(pilot, by_hand, "nothing at all") == (
-            "PAUSED — waiting: nothing at all"
+            "PAUSED — waiting: nothing at all (r resumes it)"
         )
     with other_engine(store_url) as factory, factory() as db:
         manager(db).resume(beside)

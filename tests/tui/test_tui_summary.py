@@ -102,6 +102,13 @@ def test_the_gate_resume_passes_shows_its_checklist_and_the_other_gates_theirs(
     )
 
 
+def test_a_session_paused_by_hand_says_r_resumes_it(ctx: Any) -> None:
+    """As a PENDING session says what starts it: a pause by hand, or one left after its
+    gate was approved meanwhile, waits for ``r`` just as a gate does."""
+    sid = make_session(ctx, name="nightly", state="PAUSED")
+    assert _summary(ctx, sid) == "PAUSED (r resumes it)"
+
+
 def test_the_window_gives_a_paused_session_the_time_it_was_paused(ctx: Any) -> None:
     """What the table's ‖ clock counts from (an approval while paused moves updated_at)."""
     from app.tui.data import load_window
