@@ -42,6 +42,9 @@ class ManualGates(Supervision):
             except InvalidTransition:
                 self._read_next = True  # aborted or approved meanwhile: read it
                 return
+        if self._schedule.futile(stage.name):  # opened after a failure that blocks it
+            self._close_futile_gates()
+            return
         if self._running or [n for n in self._schedule.startable() if n != stage.name]:
             self._announce_gate(stage, "; the other stages go on")
             self._notify()

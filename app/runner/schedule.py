@@ -198,13 +198,15 @@ class Schedule:
     def failure_blocking(self, gate: str) -> str | None:
         """The failure that made a waiting gate :meth:`futile`: the first failed instance
         (in the workflow's order) that what waits for the gate waits for too; else the
-        first failed instance of the run (what waits for the gate has ended)."""
+        first failed instance of the run (what waits for the gate has ended). Never a gate:
+        a gate fails only when it is closed for a failure, which is the one to name."""
         found: set[str] = set()
         for dependent in self._dependents.get(gate, ()):
             if self.state.get(dependent) == TODO:
                 found.update(self._failed_upstream(dependent))
+        found -= self.gates
         if not found:
-            found = {n for n, s in self.state.items() if s == FAILED}
+            found = {n for n, s in self.state.items() if s == FAILED and n not in self.gates}
         return self._in_order(found)[0] if found else None
 
     def all_done(self) -> bool:

@@ -402,7 +402,8 @@ FLOOR_TABLES = (
 #: start and end each fenced by the lease (touch, stage row, event), the process through a
 #: shell with its output piped and read, nine log lines into a file and into the store
 #: (COPY), the completion and its event: five commits, as vc's worker makes. No ORM, no
-#: loguru, no threads, no LISTEN. It prints its own CPU (and its stages') per session.
+#: loguru, no threads, no LISTEN. It prints its CPU, its stages' and its server process's
+#: (which ends with its connection, before the bench could read it).
 FLOOR_WORKER = """
 import os, resource, socket, sys, time
 import psycopg
@@ -468,7 +469,11 @@ while done < n:
     db.commit()
     done += 1
 own, stages = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-print(done, own.ru_utime + own.ru_stime, stages.ru_utime + stages.ru_stime)
+backend = cur.execute("SELECT pg_backend_pid()").fetchone()[0]
+with open(f"/proc/{backend}/stat", "rb") as stat:  # gone with the connection: read it now
+    fields = stat.read().rsplit(b")", 1)[1].split()
+server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+print(done, own.ru_utime + own.ru_stime, stages.ru_utime + stages.ru_stime, server)
 """
 
 
@@ -520,9 +525,9 @@ def durable_floor(base: str, n: int) -> dict[str, float]:
         ).stdout.split()
         wall = time.perf_counter() - started
         server = _server_seconds(server_before, _postgres_cpu())
-    done, own, stages = int(out[0]), float(out[1]), float(out[2])
+    done, own, stages, backend = int(out[0]), float(out[1]), float(out[2]), float(out[3])
     assert done == n, f"the floor ran {done} of {n} sessions"
-    return {"wall": wall, "worker": own, "stages": stages, "server": server}
+    return {"wall": wall, "worker": own, "stages": stages, "server": server + backend}
 
 
 def _steady_rate(d: dict[str, Any]) -> float:

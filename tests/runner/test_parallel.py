@@ -387,6 +387,66 @@ def test_without_fail_fast_a_run_stuck_at_gates_pauses_at_the_one_that_can_start
 
 
 @sqlite_only
+def test_without_fail_fast_a_gate_a_failure_makes_futile_is_closed_at_once(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """Not when the run ends: while the session waits at the gate that can still start
+    something, `approve` with no gate named is not refused for two gates waiting."""
+    write_workflow(
+        workspace,
+        "futile",
+        """
+        fail_fast: false
+        stages:
+          - {name: bad, needs: [], run: 'sleep 0.3; exit 1'}
+          - {name: useful, needs: []}
+          - {name: branch, needs: [useful], run: 'true'}
+          - {name: futile, needs: []}
+          - {name: blocked, needs: [bad, futile], run: 'true'}
+    """,
+    )
+    sid = start_detached(vc, "futile")
+    assert store.wait_status(sid, "PAUSED").reason == "waiting: useful"
+    assert store.stage(sid, "futile").error == "cancelled: bad failed"
+    assert vc("flow", "session", "approve", sid).returncode == 0
+    view = store.wait_status(sid, "FAILED")
+    assert {s.name: s.status for s in view.stages} == {
+        "bad": "FAILED",
+        "useful": "COMPLETED",
+        "branch": "COMPLETED",
+        "futile": "FAILED",
+        "blocked": "PENDING",
+    }
+
+
+@sqlite_only
+def test_without_fail_fast_a_gate_that_opens_futile_is_closed_as_it_opens(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    write_workflow(
+        workspace,
+        "latefutile",
+        """
+        fail_fast: false
+        stages:
+          - {name: bad, needs: [], run: 'exit 1'}
+          - {name: slow, needs: [], run: 'sleep 0.5'}
+          - {name: useful, needs: [slow]}
+          - {name: branch, needs: [useful], run: 'true'}
+          - {name: late, needs: [slow]}
+          - {name: blocked, needs: [bad, late], run: 'true'}
+    """,
+    )
+    sid = start_detached(vc, "latefutile")
+    assert store.wait_status(sid, "PAUSED").reason == "waiting: useful"
+    assert store.stage(sid, "late").error == "cancelled: bad failed"
+    texts = [r.text for r in store.logs(sid)]
+    assert not any(t.startswith("manual gate late: waiting") for t in texts)
+    assert vc("flow", "session", "approve", sid).returncode == 0
+    assert store.wait_status(sid, "FAILED").reason is not None
+
+
+@sqlite_only
 def test_without_fail_fast_a_closed_gate_names_the_failure_that_blocked_it(
     workspace: Path, vc: Vc, store: Store
 ) -> None:

@@ -130,6 +130,26 @@ def test_a_futile_gate_names_the_failure_that_blocks_it_not_the_first_one() -> N
     assert schedule.failure_blocking("gate") == "b"
 
 
+def test_a_futile_gate_names_the_failure_not_a_gate_closed_for_it() -> None:
+    """A gate fails only when it is closed for a failure: the gate behind it is blocked
+    by that failure, not by the gate."""
+    waits = {
+        "first": [],
+        "bad": [],
+        "after": ["first", "bad"],
+        "second": [],
+        "ship": ["second", "after"],
+    }
+    gates = ["first", "second"]
+    schedule = Schedule.start(list(waits), waits, completed=[], gates=gates, max_parallel=2)
+    schedule.mark("first", WAITING)
+    schedule.mark("second", WAITING)
+    schedule.mark("bad", FAILED)
+    schedule.mark("first", FAILED)  # closed: cancelled for bad
+    assert schedule.futile("second")
+    assert schedule.failure_blocking("second") == "bad"
+
+
 def test_a_last_gate_after_a_failure_is_futile_and_before_it_is_not() -> None:
     waits = {"a": [], "sign_off": []}
     schedule = Schedule.start(list(waits), waits, completed=[], gates=["sign_off"], max_parallel=2)
