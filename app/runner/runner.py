@@ -95,8 +95,7 @@ class Runner(ManualGates, LiveView):
     """Runs one session: claims it, beats, runs its remaining stages in order, completes it.
 
     One instance per process and session. ``on_update`` (the foreground display) is called
-    from the runner's thread after every visible change.
-    """
+    from the runner's thread after every visible change."""
 
     def __init__(
         self,
@@ -392,8 +391,10 @@ class Runner(ManualGates, LiveView):
             max_parallel=max_parallel(snapshot),
             only=only,
         )
-        if self._fail_fast and self._first_failure is not None:
+        if self._first_failure is not None and self._fail_fast:
             return self._fail_session(self._first_failure)
+        if self._first_failure is not None:  # gates a runner before left waiting in vain
+            self._close_futile_gates()
         try:
             return self._drive()
         except Interrupted:

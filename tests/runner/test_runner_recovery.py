@@ -213,6 +213,48 @@ def test_a_gate_waiting_when_a_fail_fast_runner_died_cancelling_is_cancelled_by_
     assert view.current_stage is None
 
 
+def test_a_futile_gate_a_runner_that_died_left_waiting_is_closed_by_the_takeover(
+    workspace: Path, vc: Vc, store: Store
+) -> None:
+    """``fail_fast: false``: `bad` failed and gate `futile` can start nothing any more; the
+    runner died before closing it. The takeover closes it at once, so the session waits
+    at `useful` alone (an `approve` with no gate named is not refused for two)."""
+    from store import StageManager
+    from store.workflows import find_workflow
+
+    write_workflow(
+        workspace,
+        "leftgate",
+        """
+        fail_fast: false
+        stages:
+          - {name: bad, needs: [], run: 'exit 1'}
+          - {name: useful, needs: []}
+          - {name: branch, needs: [useful], run: 'true'}
+          - {name: futile, needs: []}
+          - {name: blocked, needs: [bad, futile], run: 'true'}
+    """,
+    )
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with store.factory() as db:
+        definition = find_workflow(workspace / "workflows", "leftgate")
+        sid = FlowSessionManager(db).create_session("leftgate", definition=definition).id
+        FlowSessionManager(db).start_session(sid, runner_host=local_host(), runner_pid=dead.pid)
+        stages = StageManager(db)
+        rows = {row.name: row.id for row in stages.list_stages(sid)}
+        stages.move_stage(rows["bad"], "ACTIVE")
+        stages.move_stage(rows["bad"], "FAILED", error="exit code 1", exit_code=1)
+        stages.move_stage(rows["useful"], "PAUSED")
+        stages.move_stage(rows["futile"], "PAUSED")
+    assert vc("flow", "session", "resume", sid).returncode == 0
+    wait_until(lambda: store.view(sid).reason == "waiting: useful", what="the pause at useful")
+    futile = store.stage(sid, "futile")
+    assert (futile.status, futile.error) == ("FAILED", "cancelled: bad failed")
+    assert vc("flow", "session", "approve", sid).returncode == 0
+    assert store.wait_status(sid, "FAILED").reason is not None
+
+
 def test_the_failure_a_takeover_announces_names_the_stage_that_failed_not_a_cancelled_one(
     workspace: Path, vc: Vc, store: Store, receiver: Receiver
 ) -> None:
