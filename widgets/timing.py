@@ -10,10 +10,13 @@ from widgets.formatting import human_duration, paused_duration
 def stage_end(stage: StageRow) -> float | None:
     """When the stage stopped running: its end if it finished; for one that is not
     running (PENDING again after an interrupt, FAILED by an abort without an end of its
-    own) its last change; None while it runs (ACTIVE, or PAUSED: a clock of its own)."""
+    own) its last change; for one ACTIVE under a runner gone, that runner's last beat
+    (``known_until``); None while it runs (ACTIVE, or PAUSED: a clock of its own)."""
     if stage.finished_at is not None:
         return stage.finished_at
-    if stage.status in (ACTIVE, PAUSED):
+    if stage.status == ACTIVE:
+        return stage.known_until
+    if stage.status == PAUSED:
         return None
     return stage.updated_at
 

@@ -254,6 +254,12 @@ def load_detail(db: Any, session_id: str) -> Detail | None:
     db.commit()
     if view is None:
         return None
+    silent = None
+    if view.orphaned and view.runner_pid is not None and view.runner_host == local_host():
+        silent = view.runner_pid if pid_alive(view.runner_pid) else None
+    # A runner gone ran its ACTIVE stages until its last beat at most; a silent one (alive,
+    # stopped) may still have them running.
+    lost_at = view.heartbeat_at if view.orphaned and silent is None else None
     stages = [
         StageRow(
             name=clean_text(s.name),
@@ -266,6 +272,7 @@ def load_detail(db: Any, session_id: str) -> Detail | None:
             error=clean_text(s.error) if s.error else None,
             updated_at=s.updated_at,
             group=clean_text(s.stage) if s.instance is not None else None,
+            known_until=lost_at if s.status == "ACTIVE" else None,
         )
         for s in view.stages
     ]
@@ -274,9 +281,6 @@ def load_detail(db: Any, session_id: str) -> Detail | None:
     others = [g for g in view.waiting_gates if g is not gate]
     shown = gate if gate is not None else (others[0] if len(others) == 1 else None)
     listed = [g for g in others if g is not shown]
-    silent = None
-    if view.orphaned and view.runner_pid is not None and view.runner_host == local_host():
-        silent = view.runner_pid if pid_alive(view.runner_pid) else None
     return Detail(
         session_id,
         stages,

@@ -73,6 +73,55 @@ def test_an_orphan_whose_runner_is_dead_is_said_to_be_gone(ctx: Any) -> None:
     )
 
 
+def _detail(ctx: Any, session_id: str) -> Any:
+    from app.tui.data import load_detail
+
+    with ctx.factory() as db:
+        detail = load_detail(db, session_id)
+        db.commit()
+    assert detail is not None
+    return detail
+
+
+def _active_stage(ctx: Any, session_id: str) -> None:
+    from store import StageManager
+
+    with ctx.factory() as db:
+        stages = StageManager(db)
+        stages.move_stage(stages.list_stages(session_id)[0].id, "ACTIVE")
+
+
+def test_a_stage_of_a_session_whose_runner_is_gone_is_known_only_until_its_last_beat(
+    ctx: Any,
+) -> None:
+    """Paused or not, an orphan's ACTIVE stage runs no more (its runner's guard stops its
+    processes): its clock stops at the runner's last heartbeat."""
+    sid = make_session(ctx, name="crashed")
+    runner = subprocess.Popen([sys.executable, "-c", "pass"])
+    runner.wait()
+    _stale_heartbeat(ctx, sid, runner.pid)
+    _active_stage(ctx, sid)
+    with ctx.factory() as db:
+        manager(db).pause(sid)
+    detail = _detail(ctx, sid)
+    beat = detail.stages[0].known_until
+    assert detail.orphaned and beat is not None and time.time() - beat > 3000
+
+
+def test_a_stage_of_a_silent_runner_alive_here_keeps_its_clock(ctx: Any) -> None:
+    """A runner stopped, or locked out of the store, may have its stages running still."""
+    sid = make_session(ctx, name="locked out")
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _stale_heartbeat(ctx, sid, runner.pid)
+        _active_stage(ctx, sid)
+        detail = _detail(ctx, sid)
+    finally:
+        runner.kill()
+        runner.wait()
+    assert detail.orphaned and detail.stages[0].known_until is None
+
+
 def test_several_gates_waiting_each_show_their_checklist(ctx: Any) -> None:
     from tests.gates import hold_at_gates
 

@@ -167,6 +167,12 @@ def test_a_stage_sent_back_to_pending_shows_no_time_and_does_not_tick() -> None:
     assert stage_time(running, NOW) == "30s" and ticking(running)
 
 
+def test_a_stage_active_under_a_runner_gone_stops_its_clock_at_the_runners_last_beat() -> None:
+    # the store still says ACTIVE: nobody has run it since its runner's last heartbeat
+    lost = stage_row("tick", status="ACTIVE", started_at=NOW - 59, known_until=NOW)
+    assert stage_time(lost, NOW + 600) == "59s" and not ticking(lost)
+
+
 async def test_running_stage_duration_ticks_and_repaints_only_when_it_changes() -> None:
     now = [NOW]
 
