@@ -75,8 +75,8 @@ class StageRow:
     summary: bool = False
     """A matrix stage's own row, summing up its instances (``widgets.stage_groups``)."""
     known_until: float | None = None
-    """For a stage still ACTIVE in the store under a runner that is gone (its session
-    orphaned): that runner's last heartbeat, the last moment it was known to run. Its
+    """For a stage still ACTIVE in the store under a runner known to be dead (its pid gone
+    on this host): that runner's last heartbeat, the last moment it was known to run. Its
     clock stops there rather than count time nobody ran it for."""
 
 

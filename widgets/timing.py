@@ -10,7 +10,7 @@ from widgets.formatting import human_duration, paused_duration
 def stage_end(stage: StageRow) -> float | None:
     """When the stage stopped running: its end if it finished; for one that is not
     running (PENDING again after an interrupt, FAILED by an abort without an end of its
-    own) its last change; for one ACTIVE under a runner gone, that runner's last beat
+    own) its last change; for one ACTIVE under a runner dead, that runner's last beat
     (``known_until``); None while it runs (ACTIVE, or PAUSED: a clock of its own)."""
     if stage.finished_at is not None:
         return stage.finished_at

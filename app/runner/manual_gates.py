@@ -32,7 +32,12 @@ class ManualGates(Supervision):
     def _open_gate(self, stage: StageView) -> None:
         """A manual gate whose needs are COMPLETED waits (PAUSED) for an approval; the
         other branches go on. Only when nothing else can run is the session paused at it
-        (:meth:`_pause_at_gate`)."""
+        (:meth:`_pause_at_gate`). One whose approval could start nothing any more (a
+        failure blocks all that needs it) is closed instead, before it is recorded or
+        announced as waiting: nobody is asked to approve it."""
+        if self._schedule.futile(stage.name):
+            self._close_futile_gates([stage.name])
+            return
         self._schedule.mark(stage.name, WAITING)
         if stage.status != StageStatus.PAUSED:
             try:
@@ -42,9 +47,6 @@ class ManualGates(Supervision):
             except InvalidTransition:
                 self._read_next = True  # aborted or approved meanwhile: read it
                 return
-        if self._schedule.futile(stage.name):  # opened after a failure that blocks it
-            self._close_futile_gates()
-            return
         if self._running or [n for n in self._schedule.startable() if n != stage.name]:
             self._announce_gate(stage, "; the other stages go on")
             self._notify()

@@ -483,14 +483,15 @@ class Supervision(Recovery):
                 )
             self._stage_result(attempt.name, f"stage {why}", "WARNING")
 
-    def _close_futile_gates(self) -> None:
-        """``fail_fast: false``: a gate waiting whose approval can start nothing any more
-        (:meth:`Schedule.futile`) is closed as soon as it is, naming the failure that
-        blocks it, rather than when the run ends: until then a person or a script asked
-        to approve "the gate" (``approve`` with no gate named) would find it beside the
-        one that can still start something."""
+    def _close_futile_gates(self, gates: list[str] | None = None) -> None:
+        """``fail_fast: false``: a gate waiting (or one of ``gates``, about to open) whose
+        approval can start nothing any more (:meth:`Schedule.futile`) is closed as soon as
+        it is, naming the failure that blocks it, rather than when the run ends: until
+        then a person or a script asked to approve "the gate" (``approve`` with no gate
+        named) would find it beside the one that can still start something."""
         schedule = self._schedule
-        futile = [gate for gate in schedule.waiting_gates() if schedule.futile(gate)]
+        candidates = schedule.waiting_gates() if gates is None else gates
+        futile = [gate for gate in candidates if schedule.futile(gate)]
         if futile:
             self._close_waiting_gates(
                 lambda gate: cancellation(schedule.failure_blocking(gate) or "a stage"), futile
@@ -499,8 +500,8 @@ class Supervision(Recovery):
     def _close_waiting_gates(
         self, why: str | Callable[[str], str], gates: list[str] | None = None
     ) -> None:
-        """The gates waiting beside a failure (or ``gates`` of them) are closed FAILED with
-        ``why`` (or with what ``why`` says for each gate)."""
+        """The gates waiting beside a failure (or ``gates``) are closed FAILED with ``why``
+        (or with what ``why`` says for each gate)."""
         gates = self._schedule.waiting_gates() if gates is None else gates
         # Each reason read before any gate closes: a closed gate is not a failure to name.
         reasons = {gate: why if isinstance(why, str) else why(gate) for gate in gates}

@@ -255,11 +255,12 @@ def load_detail(db: Any, session_id: str) -> Detail | None:
     if view is None:
         return None
     silent = None
+    lost_at = None  # a dead runner ran its ACTIVE stages until its last beat at most
     if view.orphaned and view.runner_pid is not None and view.runner_host == local_host():
-        silent = view.runner_pid if pid_alive(view.runner_pid) else None
-    # A runner gone ran its ACTIVE stages until its last beat at most; a silent one (alive,
-    # stopped) may still have them running.
-    lost_at = view.heartbeat_at if view.orphaned and silent is None else None
+        if pid_alive(view.runner_pid):
+            silent = view.runner_pid  # stopped, or locked out: its stages may run on
+        else:
+            lost_at = view.heartbeat_at
     stages = [
         StageRow(
             name=clean_text(s.name),

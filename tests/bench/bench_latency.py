@@ -452,14 +452,14 @@ def main(small: bool = False, against: Path | None = None) -> list[str]:
         f", task-spooler {got['task-spooler'] * 1000:.0f} ms" if tsp else ", no task-spooler"
     )
     stack = got["runner stack"]
-    against = got["task-spooler"] if "task-spooler" in got else got["bash loop"]
+    reference = got["task-spooler"] if "task-spooler" in got else got["bash loop"]
     out.append(
         report(
             f"flow run, {n} true stages",
             f"vc {', '.join(parts)}; {floors}; ratios {'; '.join(ratios)} "
             "(targets: <= 2.5x tsp, or <= 4x the loop); the runner's third-party imports "
             f"alone (`import {', '.join(RUNNER_STACK)}`) {stack * 1000:.0f} ms, "
-            f"{stack / against:.1f}x {'tsp' if 'task-spooler' in got else 'the loop'}",
+            f"{stack / reference:.1f}x {'tsp' if 'task-spooler' in got else 'the loop'}",
         )
     )
     got = run_start(n, 2 if small else 9, trees)

@@ -95,6 +95,36 @@ def test_the_receiver_gets_the_gate_and_the_failure_with_what_to_do(
 
 
 @sqlite_only
+def test_a_gate_that_opens_futile_is_closed_unannounced(
+    workspace: Path, vc: Vc, store: Store, receiver: Receiver
+) -> None:
+    """``fail_fast: false``: gate `late` opens after `bad` failed, which blocks all that
+    needs it: nobody is asked to approve it. Only `useful` is announced."""
+    write_workflow(
+        workspace,
+        "latefutile",
+        f"""
+        fail_fast: false
+        notify: {{to: ['{receiver.url()}'], on: [gate, failure]}}
+        stages:
+          - {{name: bad, needs: [], run: 'exit 1'}}
+          - {{name: slow, needs: [], run: 'sleep 0.5'}}
+          - {{name: useful, needs: [slow]}}
+          - {{name: branch, needs: [useful], run: 'true'}}
+          - {{name: late, needs: [slow]}}
+          - {{name: blocked, needs: [bad, late], run: 'true'}}
+    """,
+    )
+    sid = start_detached(vc, "latefutile")
+    assert store.wait_status(sid, "PAUSED").reason == "waiting: useful"
+    assert vc("flow", "session", "approve", sid).returncode == 0
+    store.wait_status(sid, "FAILED")
+    got = receiver.wait_for(2)  # a gate announced for late would come first
+    assert [m.type for m in got] == ["warning", "failure"]
+    assert got[0].title.startswith("vc: latefutile waits for approval at useful:")
+
+
+@sqlite_only
 def test_each_instance_of_a_matrix_gate_is_announced_with_its_checklist(
     workspace: Path, vc: Vc, store: Store, receiver: Receiver
 ) -> None:

@@ -91,11 +91,11 @@ def _active_stage(ctx: Any, session_id: str) -> None:
         stages.move_stage(stages.list_stages(session_id)[0].id, "ACTIVE")
 
 
-def test_a_stage_of_a_session_whose_runner_is_gone_is_known_only_until_its_last_beat(
+def test_a_stage_of_a_runner_dead_on_this_host_is_known_only_until_its_last_beat(
     ctx: Any,
 ) -> None:
-    """Paused or not, an orphan's ACTIVE stage runs no more (its runner's guard stops its
-    processes): its clock stops at the runner's last heartbeat."""
+    """Paused or not, the ACTIVE stage of a runner dead on this host runs no more (the
+    runner's guard stops its processes): its clock stops at the runner's last heartbeat."""
     sid = make_session(ctx, name="crashed")
     runner = subprocess.Popen([sys.executable, "-c", "pass"])
     runner.wait()
@@ -119,6 +119,24 @@ def test_a_stage_of_a_silent_runner_alive_here_keeps_its_clock(ctx: Any) -> None
     finally:
         runner.kill()
         runner.wait()
+    assert detail.orphaned and detail.stages[0].known_until is None
+
+
+def test_a_stage_of_a_runner_on_another_host_keeps_its_clock(ctx: Any) -> None:
+    """Its heartbeat stopped, but whether it died or lost the store only that host knows:
+    its stages may be running."""
+    from sqlalchemy import text
+
+    sid = make_session(ctx, name="over there")
+    with ctx.factory() as db:
+        manager(db).start_session(sid, runner_host="elsewhere", runner_pid=4242)
+        db.execute(
+            text("UPDATE flow_sessions SET heartbeat_at = :at WHERE id = :id"),
+            {"at": time.time() - 3600, "id": sid},
+        )
+        db.commit()
+    _active_stage(ctx, sid)
+    detail = _detail(ctx, sid)
     assert detail.orphaned and detail.stages[0].known_until is None
 
 
