@@ -213,6 +213,20 @@ def test_a_gate_waiting_when_a_fail_fast_runner_died_cancelling_is_cancelled_by_
     assert view.current_stage is None
 
 
+def _claimed_by_a_dead_runner(workspace: Path, store: Store, workflow_id: str) -> str:
+    """A new session of ``workflow_id``, ACTIVE under a runner of this host that is dead:
+    what a runner killed outright leaves, for the takeover to find."""
+    from store.workflows import find_workflow
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with store.factory() as db:
+        definition = find_workflow(workspace / "workflows", workflow_id)
+        sid = FlowSessionManager(db).create_session(workflow_id, definition=definition).id
+        FlowSessionManager(db).start_session(sid, runner_host=local_host(), runner_pid=dead.pid)
+    return sid
+
+
 def test_a_futile_gate_a_runner_that_died_left_waiting_is_closed_by_the_takeover(
     workspace: Path, vc: Vc, store: Store
 ) -> None:
@@ -220,7 +234,6 @@ def test_a_futile_gate_a_runner_that_died_left_waiting_is_closed_by_the_takeover
     runner died before closing it. The takeover closes it at once, so the session waits
     at `useful` alone (an `approve` with no gate named is not refused for two)."""
     from store import StageManager
-    from store.workflows import find_workflow
 
     write_workflow(
         workspace,
@@ -235,12 +248,8 @@ def test_a_futile_gate_a_runner_that_died_left_waiting_is_closed_by_the_takeover
           - {name: blocked, needs: [bad, futile], run: 'true'}
     """,
     )
-    dead = subprocess.Popen(["true"])
-    dead.wait()
+    sid = _claimed_by_a_dead_runner(workspace, store, "leftgate")
     with store.factory() as db:
-        definition = find_workflow(workspace / "workflows", "leftgate")
-        sid = FlowSessionManager(db).create_session("leftgate", definition=definition).id
-        FlowSessionManager(db).start_session(sid, runner_host=local_host(), runner_pid=dead.pid)
         stages = StageManager(db)
         rows = {row.name: row.id for row in stages.list_stages(sid)}
         stages.move_stage(rows["bad"], "ACTIVE")
@@ -301,12 +310,8 @@ def _runner_died_right_after_spawning(workspace: Path, store: Store) -> tuple[st
     from store.workflows import find_workflow
 
     write_workflow(workspace, "ledger", LEDGER_WORKFLOW)
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    with store.factory() as db:
-        definition = find_workflow(workspace / "workflows", "ledger")
-        sid = FlowSessionManager(db).create_session("ledger", definition=definition).id
-        FlowSessionManager(db).start_session(sid, runner_host=local_host(), runner_pid=dead.pid)
+    sid = _claimed_by_a_dead_runner(workspace, store, "ledger")
+    definition = find_workflow(workspace / "workflows", "ledger")
     stage = subprocess.Popen(
         ["/bin/bash", "-c", str(definition.stages[0].run)],
         cwd=workspace,
