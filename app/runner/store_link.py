@@ -38,7 +38,7 @@ from store.errors import (
     transient_errors,
 )
 from store.failures import PermanentStoreError, StoreFailure, classify, schema_note
-from store.liveness import HEARTBEAT_INTERVAL, stale_after_of
+from store.liveness import HEARTBEAT_INTERVAL, STALE_AFTER, stale_after_of
 from store.queries import SessionView, StageView, get_session_view, last_session_change
 from store.space import StoreSpace, is_disk_full
 from store.status import SessionStatus
@@ -474,9 +474,12 @@ class StoreLink:
             self._hold_stages()
 
     def _hold_after(self) -> float:
+        """Half the stale limit, and no later than half the default one: the host that
+        takes the session over judges it stale by its own ``VC_STALE_AFTER``, which may be
+        the default where this host raised its own."""
         if self._db.get_bind().dialect.name == "sqlite":
             return math.inf
-        return stale_after_of(self._db) / 2
+        return min(stale_after_of(self._db), STALE_AFTER) / 2
 
     def _hold_stages(self) -> None:
         """Stop the running stages for an outage (the supervisor knows them)."""

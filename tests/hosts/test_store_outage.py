@@ -251,6 +251,26 @@ def test_stages_are_stopped_before_another_host_could_take_over_and_go_on_after(
     assert _stored_lines(engine, sid) == [f"line {i}" for i in range(1, LONG_LINES + 1)]
 
 
+def test_a_runner_with_a_raised_stale_limit_stops_its_stages_before_a_default_host_takes_over(
+    store_workspace: Path, db_url: str
+) -> None:
+    """This host raised `VC_STALE_AFTER` to 60 s; another host, left at the default 15 s,
+    takes the session over once its heartbeat is 15 s old: the cut-off runner stops its
+    stages within half of that, not half of its own limit (30 s)."""
+    with _runner_through_a_proxy(store_workspace, db_url, 400, VC_STALE_AFTER="60") as (
+        engine,
+        proxy,
+        _,
+        sid,
+    ):
+        wait_until(lambda: len(_stored_lines(engine, sid)) >= 3, timeout=30, what="first lines")
+        pid = _stage(engine, sid, "chatty").pid
+        proxy.down()
+        down_at = time.monotonic()
+        wait_until(lambda: proc_state(pid) == "T", timeout=14, interval=0.05, what="SIGSTOP")
+        assert time.monotonic() - down_at < 15.0
+
+
 def _session_texts(engine, sid: str) -> list[str]:  # type: ignore[no-untyped-def]
     with engine.connect() as conn:
         rows = conn.execute(
