@@ -450,14 +450,15 @@ class StoreLink:
         self._maybe_hold()
 
     def _maybe_hold(self) -> None:
-        """Once no heartbeat has landed for half the stale limit, stop the running stages
-        until the store answers: another host may take the session over when its heartbeat
-        is stale, and its takeover cannot reach this host's processes, so they must be
-        stopped by then. Counted from the last beat that landed (what other hosts judge
-        by), and asked both by the loop's retries and by the heartbeat thread's own
-        failures, every 2 s, so a loop waiting on a slow retry does not delay it. Only where
-        another host can take over: a SQLite store is taken over on this host alone, where
-        the takeover removes the old processes (docs/ARCHITECTURE.md §6)."""
+        """Once no heartbeat has landed for half the stale limit (:meth:`_hold_after`: at
+        most half the default one), stop the running stages until the store answers:
+        another host may take the session over when its heartbeat is stale, and its
+        takeover cannot reach this host's processes, so they must be stopped by then.
+        Counted from the last beat that landed (what other hosts judge by), and asked both
+        by the loop's retries and by the heartbeat thread's own failures, every 2 s, so a
+        loop waiting on a slow retry does not delay it. Only where another host can take
+        over: a SQLite store is taken over on this host alone, where the takeover removes
+        the old processes (docs/ARCHITECTURE.md §6)."""
         if self._holding or time.monotonic() - self._beat_ok_at < self._hold_after():
             return
         with self._hold_lock:
