@@ -138,14 +138,15 @@ def _scalar(engine: Any, sql: str, **params: Any) -> Any:
         return conn.execute(text(sql), params).scalar()
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of a process and of its reaped children (its stages), from /proc."""
+def _cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """CPU time of a process and (``children``) of its reaped children (its stages), from
+    /proc; 0 for a process gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return 0.0
     fields = stat[stat.rfind(b")") + 2 :].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return sum(int(f) for f in fields[11 : 15 if children else 13]) / os.sysconf("SC_CLK_TCK")
 
 
 def _postgres_cpu() -> dict[int, float]:
@@ -153,19 +154,13 @@ def _postgres_cpu() -> dict[int, float]:
     of a measurement is the difference of two of these. So the server must run on this
     machine (as the machine-wide figures already assume), and what it did for other
     clients meanwhile (autovacuum, another database) counts too: keep it otherwise idle."""
-    tick = os.sysconf("SC_CLK_TCK")
     used: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
         try:
-            if (entry / "comm").read_text().strip() != "postgres":
-                continue
-            stat = (entry / "stat").read_bytes()
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "postgres":
+                used[int(entry.name)] = _cpu_seconds(int(entry.name), children=False)
         except OSError:
             continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
     return used
 
 
@@ -484,30 +479,13 @@ print(done, own.ru_utime + own.ru_stime, stages.ru_utime + stages.ru_stime, serv
 """
 
 
-def _conninfo(url: str) -> str:
-    """The psycopg connection string of a SQLAlchemy URL (its ``options`` included)."""
-    from psycopg.conninfo import make_conninfo
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    parts = {
-        "host": parsed.host,
-        "port": parsed.port,
-        "dbname": parsed.database,
-        "user": parsed.username,
-        "password": parsed.password,
-        **{key: str(value) for key, value in parsed.query.items()},
-    }
-    return make_conninfo("", **{key: value for key, value in parts.items() if value})
-
-
 def durable_floor(base: str, n: int) -> dict[str, float]:
     """:data:`FLOOR_WORKER` draining ``n`` queued sessions: seconds, and CPU seconds of the
     worker, its stages and the PostgreSQL processes, from its start to its exit."""
     import psycopg
 
     with _schema(base) as url, tempfile.TemporaryDirectory(prefix="vc-bench-floor-") as where:
-        conninfo = _conninfo(url)
+        conninfo = "postgresql://" + url.split("://", 1)[1]  # as store.direct reads it
         with psycopg.connect(conninfo) as db:
             for statement in FLOOR_TABLES:
                 db.execute(statement)
